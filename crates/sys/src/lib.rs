@@ -1,0 +1,15 @@
+//! Safe wrappers over the Linux system calls selfheal needs.
+//!
+//! This is the only crate in the workspace allowed to contain `unsafe`; every
+//! block carries a `// SAFETY:` comment (enforced by the workspace lint
+//! `clippy::undocumented_unsafe_blocks`). Names follow the kernel and the man
+//! pages. Errors carry the `errno` and what was attempted, so callers can tell
+//! "task is gone" (ESRCH/ENOENT) and "not permitted" (EPERM/EACCES) apart from
+//! real failures.
+
+pub mod error;
+pub mod process;
+pub mod sched;
+pub mod signal;
+
+pub use error::{Errno, SysError};

@@ -1,0 +1,96 @@
+//! Process-wide facts and resource usage.
+
+use std::time::Duration;
+
+use crate::error::{Result, SysError};
+
+/// CPU time consumed, from `getrusage(2)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// Time in user mode.
+    pub user: Duration,
+    /// Time in kernel mode.
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// user + system.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+}
+
+fn rusage(who: i32, what: &str) -> Result<CpuTime> {
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid out-pointer for the duration of the call.
+    let rc = unsafe { libc::getrusage(who, &mut ru) };
+    if rc != 0 {
+        return Err(SysError::last(format!("getrusage({what})")));
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    Ok(CpuTime {
+        user: tv(ru.ru_utime),
+        system: tv(ru.ru_stime),
+    })
+}
+
+/// CPU time of the whole calling process.
+pub fn process_cpu_time() -> Result<CpuTime> {
+    rusage(libc::RUSAGE_SELF, "RUSAGE_SELF")
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu_time() -> Result<CpuTime> {
+    rusage(libc::RUSAGE_THREAD, "RUSAGE_THREAD")
+}
+
+/// True when the effective uid is 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The process id of the caller.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// The parent's process id.
+pub fn getppid() -> i32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// The session id of the caller.
+pub fn getsid() -> i32 {
+    // SAFETY: getsid(0) refers to the caller and cannot fail.
+    unsafe { libc::getsid(0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let before = thread_cpu_time().unwrap();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = thread_cpu_time().unwrap();
+        assert!(after.total() > before.total());
+        assert!(process_cpu_time().unwrap().total() >= after.total());
+        assert!(getpid() > 1);
+    }
+}
