@@ -8,8 +8,12 @@
 //! real failures.
 
 pub mod error;
+pub mod memory;
+pub mod pagemap;
 pub mod process;
+pub mod ptrace;
 pub mod sched;
 pub mod signal;
+pub mod uffd;
 
 pub use error::{Errno, SysError};
