@@ -10,17 +10,22 @@ use selfheal_store::{Store, StoreWriter, WriterOptions};
 const EVENTS: u64 = 2000;
 
 fn event(i: u64) -> Event {
-    Event::now(EventKind::Alert, Severity::Warning, "light", format!("sys high #{i}"))
-        .with_rule("kernel_spin")
-        .with_culprit(Culprit {
-            pid: Some(1000 + (i % 50) as i32),
-            comm: Some("spin".into()),
-            cpu: Some((i % 2) as u32),
-            ..Culprit::default()
-        })
-        .with_details(serde_json::json!({
-            "usr": 0.5, "sys": 97.5, "iowait": 0.0, "run": 3, "blk": 0, "cs": 120
-        }))
+    Event::now(
+        EventKind::Alert,
+        Severity::Warning,
+        "light",
+        format!("sys high #{i}"),
+    )
+    .with_rule("kernel_spin")
+    .with_culprit(Culprit {
+        pid: Some(1000 + (i % 50) as i32),
+        comm: Some("spin".into()),
+        cpu: Some((i % 2) as u32),
+        ..Culprit::default()
+    })
+    .with_details(serde_json::json!({
+        "usr": 0.5, "sys": 97.5, "iowait": 0.0, "run": 3, "blk": 0, "cs": 120
+    }))
 }
 
 fn append_via_writer(c: &mut Criterion) {

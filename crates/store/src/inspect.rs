@@ -77,7 +77,10 @@ pub(crate) fn check_header(header: &[u8], file_len: u64, wal_len: u64) -> Result
         ));
     }
     if &header[..16] != MAGIC {
-        return Err("it does not start with the SQLite header (random bytes or another kind of file)".into());
+        return Err(
+            "it does not start with the SQLite header (random bytes or another kind of file)"
+                .into(),
+        );
     }
     let raw_page_size = u16::from_be_bytes([header[16], header[17]]);
     // The format stores 65536 as 1.
@@ -87,9 +90,13 @@ pub(crate) fn check_header(header: &[u8], file_len: u64, wal_len: u64) -> Result
         u64::from(raw_page_size)
     };
     if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-        return Err(format!("its header has an invalid page size {raw_page_size}"));
+        return Err(format!(
+            "its header has an invalid page size {raw_page_size}"
+        ));
     }
-    let be32 = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     let change_counter = be32(24);
     let page_count = u64::from(be32(28));
     let valid_for = be32(92);
@@ -217,7 +224,10 @@ mod tests {
     #[test]
     fn rejects_random_bytes_and_short_files() {
         let err = check_header(&[0x42; 100], 100, 0).unwrap_err();
-        assert!(err.contains("does not start with the SQLite header"), "{err}");
+        assert!(
+            err.contains("does not start with the SQLite header"),
+            "{err}"
+        );
         let err = check_header(&MAGIC[..], 16, 0).unwrap_err();
         assert!(err.contains("shorter than an SQLite header"), "{err}");
         let err = check_header(&header(1000, 1), 4096, 0).unwrap_err();

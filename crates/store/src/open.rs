@@ -43,12 +43,14 @@ impl Store {
         if state == FileState::Sqlite {
             // Ask SQLite whose file it is through a read-only connection: it
             // never writes the main file, not even a checkpoint on close.
-            let (conn, id) = open_read_only_conn(&path, false).map_err(|e| sqlite_open_error(&path, e))?;
+            let (conn, id) =
+                open_read_only_conn(&path, false).map_err(|e| sqlite_open_error(&path, e))?;
             drop(conn);
             fresh = schema::classify(&path, &id, SCHEMA_VERSION)?.is_none();
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(&path, flags).map_err(|e| sqlite_open_error(&path, e))?;
+        let mut conn =
+            Connection::open_with_flags(&path, flags).map_err(|e| sqlite_open_error(&path, e))?;
         configure_writer(&conn, &path, fresh)?;
         schema::migrate(&mut conn, &path)?;
         Ok(Store {
@@ -79,14 +81,16 @@ impl Store {
             Ok((conn, id)) => (conn, id, false),
             Err(e) if is_cant_open(&e) && wal_len(&path) == 0 => {
                 tracing::debug!(path = %path.display(), error = %e, "read-only directory: opening an immutable snapshot");
-                let (conn, id) = open_read_only_conn(&path, true).map_err(|e| sqlite_open_error(&path, e))?;
+                let (conn, id) =
+                    open_read_only_conn(&path, true).map_err(|e| sqlite_open_error(&path, e))?;
                 (conn, id, true)
             }
             Err(e) if is_cant_open(&e) => {
                 return Err(OpenError::PermissionDenied {
-                    detail: "a running daemon's changes are in the -wal file and reading them needs \
+                    detail:
+                        "a running daemon's changes are in the -wal file and reading them needs \
                              write access to the directory (for the -shm file)"
-                        .to_string(),
+                            .to_string(),
                     path,
                 })
             }
@@ -175,7 +179,9 @@ impl Store {
 /// Opens a read-only connection and reads the file's identity; the first
 /// read is where SQLite finds out whether it can use the WAL index.
 fn open_read_only_conn(path: &Path, immutable: bool) -> rusqlite::Result<(Connection, Identity)> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
     let conn = if immutable {
         Connection::open_with_flags(format!("{}?immutable=1", file_uri(path)), flags)?
     } else {
@@ -208,7 +214,8 @@ fn configure_writer(conn: &Connection, path: &Path, fresh: bool) -> Result<(), O
     }
     // FULL: in WAL mode every commit fsyncs the WAL, so an event is on disk
     // when `append` returns (NORMAL could lose the last commits on power loss).
-    conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
         .map_err(sqlite)?;
     Ok(())
@@ -236,7 +243,9 @@ fn sqlite_open_error(path: &Path, e: rusqlite::Error) -> OpenError {
         Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
             OpenError::PermissionDenied {
                 path,
-                detail: format!("SQLite cannot write the file or create its -wal/-shm files next to it ({e})"),
+                detail: format!(
+                    "SQLite cannot write the file or create its -wal/-shm files next to it ({e})"
+                ),
             }
         }
         _ => OpenError::Sqlite { path, source: e },
@@ -264,6 +273,9 @@ mod tests {
 
     #[test]
     fn uri_escapes_special_bytes() {
-        assert_eq!(file_uri(Path::new("/a b/c?d#e%f.db")), "file:/a%20b/c%3Fd%23e%25f.db");
+        assert_eq!(
+            file_uri(Path::new("/a b/c?d#e%f.db")),
+            "file:/a%20b/c%3Fd%23e%25f.db"
+        );
     }
 }

@@ -45,7 +45,11 @@ mod tests {
     use super::*;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
     }
 
     #[test]
@@ -59,15 +63,24 @@ mod tests {
         let p = default_path(1000, env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "/st")])).unwrap();
         assert_eq!(p, PathBuf::from("/st/selfheal/selfheal.db"));
         let p = default_path(1000, env(&[("HOME", "/home/a")])).unwrap();
-        assert_eq!(p, PathBuf::from("/home/a/.local/state/selfheal/selfheal.db"));
+        assert_eq!(
+            p,
+            PathBuf::from("/home/a/.local/state/selfheal/selfheal.db")
+        );
     }
 
     #[test]
     fn empty_or_relative_values_count_as_unset() {
         let p = default_path(1000, env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "")])).unwrap();
-        assert_eq!(p, PathBuf::from("/home/a/.local/state/selfheal/selfheal.db"));
+        assert_eq!(
+            p,
+            PathBuf::from("/home/a/.local/state/selfheal/selfheal.db")
+        );
         let p = default_path(1000, env(&[("HOME", "/home/a"), ("XDG_STATE_HOME", "rel")])).unwrap();
-        assert_eq!(p, PathBuf::from("/home/a/.local/state/selfheal/selfheal.db"));
+        assert_eq!(
+            p,
+            PathBuf::from("/home/a/.local/state/selfheal/selfheal.db")
+        );
     }
 
     #[test]

@@ -116,7 +116,11 @@ impl Query {
         if !self.kinds.is_empty() {
             let marks = vec!["?"; self.kinds.len()].join(", ");
             clauses.push(format!("kind IN ({marks})"));
-            params.extend(self.kinds.iter().map(|k| Value::Text(k.as_str().to_string())));
+            params.extend(
+                self.kinds
+                    .iter()
+                    .map(|k| Value::Text(k.as_str().to_string())),
+            );
         }
         if let Some(app) = &self.app {
             clauses.push("app = ?".to_string());
@@ -135,9 +139,15 @@ impl Query {
         } else {
             format!(" WHERE {}", clauses.join(" AND "))
         };
-        let dir = if self.order == Order::OldestFirst { "ASC" } else { "DESC" };
+        let dir = if self.order == Order::OldestFirst {
+            "ASC"
+        } else {
+            "DESC"
+        };
         // -1 is SQLite's "no limit".
-        let limit = self.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let limit = self
+            .limit
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         params.push(Value::Integer(limit));
         let sql = format!(
             "SELECT {COLUMNS} FROM events{filter} ORDER BY time_unix_ms {dir}, id {dir} LIMIT ?"
@@ -152,7 +162,9 @@ impl Store {
         let err = |e| StoreError::sqlite(&self.path, "querying events", e);
         let (sql, params) = q.to_sql();
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params))
+            .map_err(err)?;
         let mut events = Vec::new();
         while let Some(row) = rows.next().map_err(err)? {
             events.push(self.event_from_row(row)?);
@@ -177,7 +189,9 @@ impl Store {
         let mut counts = Vec::new();
         for row in rows {
             let (name, n) = row.map_err(err)?;
-            let kind = name.parse::<EventKind>().map_err(|e| self.bad_row(format!("kind count: {e}")))?;
+            let kind = name
+                .parse::<EventKind>()
+                .map_err(|e| self.bad_row(format!("kind count: {e}")))?;
             counts.push((kind, n as u64));
         }
         counts.sort_by_key(|(k, _)| EventKind::ALL.iter().position(|x| x == k));
@@ -242,7 +256,10 @@ mod tests {
     fn empty_query_has_no_where_and_no_limit() {
         let (sql, params) = Query::new().to_sql();
         assert!(!sql.contains("WHERE"), "{sql}");
-        assert!(sql.ends_with("ORDER BY time_unix_ms DESC, id DESC LIMIT ?"), "{sql}");
+        assert!(
+            sql.ends_with("ORDER BY time_unix_ms DESC, id DESC LIMIT ?"),
+            "{sql}"
+        );
         assert_eq!(params, vec![Value::Integer(-1)]);
     }
 
@@ -256,7 +273,10 @@ mod tests {
             .limit(3)
             .order(Order::OldestFirst);
         let (sql, params) = q.to_sql();
-        assert!(sql.contains("kind IN (?, ?)") && sql.contains("ASC"), "{sql}");
+        assert!(
+            sql.contains("kind IN (?, ?)") && sql.contains("ASC"),
+            "{sql}"
+        );
         assert!(!sql.contains("DROP"), "{sql}");
         assert_eq!(params.len(), 5);
     }

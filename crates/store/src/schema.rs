@@ -89,7 +89,11 @@ pub(crate) fn identify(conn: &Connection) -> rusqlite::Result<Identity> {
 /// Decides whether a file is ours. `Ok(None)`: an empty database, to be
 /// initialised; `Ok(Some(v))`: ours at schema `v` (never above
 /// `supported`); otherwise the error that refuses it.
-pub(crate) fn classify(path: &Path, id: &Identity, supported: i64) -> Result<Option<i64>, OpenError> {
+pub(crate) fn classify(
+    path: &Path,
+    id: &Identity,
+    supported: i64,
+) -> Result<Option<i64>, OpenError> {
     if id.application_id == APPLICATION_ID {
         if id.user_version > supported {
             return Err(OpenError::TooNew {
@@ -126,7 +130,11 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenErro
 }
 
 /// [`migrate`] with an explicit migration list (tests use broken ones).
-pub(crate) fn migrate_with(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<(), OpenError> {
+pub(crate) fn migrate_with(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[Migration],
+) -> Result<(), OpenError> {
     let target = migrations.last().map_or(0, |m| m.version);
     let sqlite = |source| OpenError::Sqlite {
         path: path.to_path_buf(),
@@ -150,7 +158,8 @@ pub(crate) fn migrate_with(conn: &mut Connection, path: &Path, migrations: &[Mig
     }
     tx.pragma_update(None, "application_id", APPLICATION_ID)
         .map_err(failed)?;
-    tx.pragma_update(None, "user_version", target).map_err(failed)?;
+    tx.pragma_update(None, "user_version", target)
+        .map_err(failed)?;
     tx.commit().map_err(failed)?;
     tracing::info!(path = %path.display(), from, to = target, "store schema migrated");
     Ok(())
@@ -192,7 +201,10 @@ mod tests {
         .unwrap();
         let err = migrate_with(&mut conn, Path::new("mem.db"), BROKEN).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, OpenError::Migration { from: 1, to: 2, .. }), "{msg}");
+        assert!(
+            matches!(err, OpenError::Migration { from: 1, to: 2, .. }),
+            "{msg}"
+        );
         assert!(msg.contains("mem.db") && msg.contains("unchanged"), "{msg}");
         let id = identify(&conn).unwrap();
         assert_eq!(id.user_version, 1);
@@ -212,17 +224,30 @@ mod tests {
             tables: tables.iter().map(|t| t.to_string()).collect(),
         };
         assert_eq!(classify(p, &id(0, 0, &[]), 1).unwrap(), None);
-        assert_eq!(classify(p, &id(APPLICATION_ID, 1, &["events"]), 1).unwrap(), Some(1));
+        assert_eq!(
+            classify(p, &id(APPLICATION_ID, 1, &["events"]), 1).unwrap(),
+            Some(1)
+        );
         assert!(matches!(
             classify(p, &id(APPLICATION_ID, 2, &["events"]), 1),
-            Err(OpenError::TooNew { found: 2, supported: 1, .. })
+            Err(OpenError::TooNew {
+                found: 2,
+                supported: 1,
+                ..
+            })
         ));
         assert!(matches!(
             classify(p, &id(0, 0, &["users"]), 1),
-            Err(OpenError::Foreign { application_id: 0, .. })
+            Err(OpenError::Foreign {
+                application_id: 0,
+                ..
+            })
         ));
         let err = classify(p, &id(0x0f05_5112, 0, &[]), 1).unwrap_err();
         assert!(err.to_string().contains("0x0f055112"), "{err}");
-        assert!(matches!(classify(p, &id(0, 3, &[]), 1), Err(OpenError::Foreign { .. })));
+        assert!(matches!(
+            classify(p, &id(0, 3, &[]), 1),
+            Err(OpenError::Foreign { .. })
+        ));
     }
 }

@@ -8,7 +8,8 @@ use selfheal_event::{unix_ms, Event};
 use crate::error::StoreError;
 use crate::open::Store;
 
-const INSERT: &str = "INSERT INTO events (time_unix_ms, kind, severity, source, rule, has_culprit, \
+const INSERT: &str =
+    "INSERT INTO events (time_unix_ms, kind, severity, source, rule, has_culprit, \
      pid, tid, comm, cgroup, unit, cpu, app, message, details) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
@@ -27,7 +28,8 @@ impl Store {
     /// when this returns.
     pub fn append(&mut self, event: &Event) -> Result<i64, StoreError> {
         self.ensure_writable()?;
-        insert(&self.conn, event).map_err(|e| StoreError::sqlite(&self.path, "appending an event", e))?;
+        insert(&self.conn, event)
+            .map_err(|e| StoreError::sqlite(&self.path, "appending an event", e))?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -55,7 +57,11 @@ impl Store {
     }
 
     /// [`Store::apply_retention`] with an explicit "now".
-    pub fn apply_retention_at(&mut self, retention: &Retention, now: SystemTime) -> Result<u64, StoreError> {
+    pub fn apply_retention_at(
+        &mut self,
+        retention: &Retention,
+        now: SystemTime,
+    ) -> Result<u64, StoreError> {
         self.ensure_writable()?;
         let path = &self.path;
         let err = |e| StoreError::sqlite(path, "applying retention", e);
@@ -83,14 +89,21 @@ impl Store {
         }
         tx.commit().map_err(err)?;
         if deleted > 0 {
-            // Give the freed pages back (the file was created with
-            // auto_vacuum=INCREMENTAL); harmless no-op otherwise.
-            self.conn
-                .execute_batch("PRAGMA incremental_vacuum")
+            incremental_vacuum(&self.conn)
                 .map_err(|e| StoreError::sqlite(&self.path, "freeing pages after retention", e))?;
         }
         Ok(deleted)
     }
+}
+
+/// Gives freed pages back to the file system (the file was created with
+/// auto_vacuum=INCREMENTAL; a no-op otherwise). SQLite frees one page per
+/// step, so the statement is stepped to the end, not just once.
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 fn insert(conn: &Connection, e: &Event) -> rusqlite::Result<()> {

@@ -102,6 +102,9 @@ pub enum WriterError {
     Store(#[from] StoreError),
 }
 
+// Events are nearly every message: boxing them to shrink the rare control
+// messages would cost an allocation per emit.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(Event),
     Flush(SyncSender<()>),
@@ -193,7 +196,12 @@ impl StoreWriter {
 
     /// Sends a request and waits for its answer, by polling `try_send` when
     /// a timeout is given (std's `send_timeout` is not stable).
-    fn request<T>(&self, msg: Msg, answer: Receiver<T>, timeout: Option<Duration>) -> Result<T, WriterError> {
+    fn request<T>(
+        &self,
+        msg: Msg,
+        answer: Receiver<T>,
+        timeout: Option<Duration>,
+    ) -> Result<T, WriterError> {
         let stopped = || WriterError::Stopped {
             path: self.path.clone(),
         };
@@ -269,7 +277,11 @@ fn run(mut store: Store, rx: Receiver<Msg>, counters: &WriterCounters, max_batch
     let mut drops_logged = 0;
     loop {
         // After Shutdown, drain what is queued without waiting for more.
-        let first = if stopping { rx.try_recv() } else { rx.recv().map_err(|_| TryRecvError::Disconnected) };
+        let first = if stopping {
+            rx.try_recv()
+        } else {
+            rx.recv().map_err(|_| TryRecvError::Disconnected)
+        };
         let Ok(mut msg) = first else { break };
         loop {
             match msg {
@@ -335,7 +347,10 @@ fn is_busy(e: &StoreError) -> bool {
 fn log_drops(counters: &WriterCounters, logged: &mut u64) {
     let dropped = counters.dropped.load(Ordering::Relaxed);
     if dropped > 0 && dropped >= 2 * *logged {
-        tracing::warn!(dropped_total = dropped, "store writer queue was full; events dropped");
+        tracing::warn!(
+            dropped_total = dropped,
+            "store writer queue was full; events dropped"
+        );
         *logged = dropped;
     }
 }

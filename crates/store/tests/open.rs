@@ -17,13 +17,27 @@ use selfheal_store::{OpenError, Query, Store, StoreError, APPLICATION_ID, SCHEMA
 /// the file is byte-identical afterwards.
 fn assert_refused(path: &Path, expected: fn(&OpenError) -> bool, fix: &str) {
     let before = fs::read(path).unwrap();
-    for (how, result) in [("open", Store::open(path)), ("open_read_only", Store::open_read_only(path))] {
+    for (how, result) in [
+        ("open", Store::open(path)),
+        ("open_read_only", Store::open_read_only(path)),
+    ] {
         let err = result.expect_err(how);
         let msg = err.to_string();
         assert!(expected(&err), "{how}: unexpected error: {msg}");
-        assert!(msg.contains(&path.display().to_string()), "{how}: message lacks the path: {msg}");
-        assert!(msg.contains(fix), "{how}: message lacks the fix `{fix}`: {msg}");
-        assert_eq!(fs::read(path).unwrap(), before, "{how} modified {}", path.display());
+        assert!(
+            msg.contains(&path.display().to_string()),
+            "{how}: message lacks the path: {msg}"
+        );
+        assert!(
+            msg.contains(fix),
+            "{how}: message lacks the fix `{fix}`: {msg}"
+        );
+        assert_eq!(
+            fs::read(path).unwrap(),
+            before,
+            "{how} modified {}",
+            path.display()
+        );
     }
 }
 
@@ -32,8 +46,13 @@ fn a_missing_store_and_its_directory_are_created_private() {
     let tmp = tempdir();
     let path = tmp.path().join("state/selfheal/selfheal.db");
     let mut store = Store::open(&path).unwrap();
-    store.append(&event(1, EventKind::Start, None, None)).unwrap();
-    let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+    store
+        .append(&event(1, EventKind::Start, None, None))
+        .unwrap();
+    let dir_mode = fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
     let file_mode = fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(dir_mode & 0o777, 0o750);
     assert_eq!(file_mode & 0o777, 0o640);
@@ -45,12 +64,21 @@ fn wal_is_on_and_the_file_is_identified_as_ours() {
     let tmp = tempdir();
     let path = tmp.path().join("s.db");
     let mut store = Store::open(&path).unwrap();
-    store.append(&event(1, EventKind::Start, None, None)).unwrap();
+    store
+        .append(&event(1, EventKind::Start, None, None))
+        .unwrap();
     assert_eq!(store.journal_mode().unwrap(), "wal");
-    assert!(sibling(&path, "-wal").exists(), "no -wal file while the writer is open");
+    assert!(
+        sibling(&path, "-wal").exists(),
+        "no -wal file while the writer is open"
+    );
     let raw = Connection::open(&path).unwrap();
-    let app_id: i32 = raw.pragma_query_value(None, "application_id", |r| r.get(0)).unwrap();
-    let version: i64 = raw.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let app_id: i32 = raw
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .unwrap();
+    let version: i64 = raw
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
     assert_eq!(app_id, APPLICATION_ID);
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(store.synchronous().unwrap(), "full");
@@ -62,10 +90,15 @@ fn reopening_sees_earlier_events() {
     let path = tmp.path().join("s.db");
     {
         let mut store = Store::open(&path).unwrap();
-        store.append(&event(10, EventKind::Alert, Some("db"), Some(42))).unwrap();
+        store
+            .append(&event(10, EventKind::Alert, Some("db"), Some(42)))
+            .unwrap();
         store.close().unwrap();
     }
-    assert!(!sibling(&path, "-wal").exists(), "a clean close checkpoints and removes the WAL");
+    assert!(
+        !sibling(&path, "-wal").exists(),
+        "a clean close checkpoints and removes the WAL"
+    );
     let store = Store::open(&path).unwrap();
     let events = store.query(&Query::new()).unwrap();
     assert_eq!(events.len(), 1);
@@ -79,7 +112,10 @@ fn an_empty_file_is_initialised() {
     let tmp = tempdir();
     let path = tmp.path().join("s.db");
     fs::write(&path, b"").unwrap();
-    assert!(matches!(Store::open_read_only(&path), Err(OpenError::Uninitialised { .. })));
+    assert!(matches!(
+        Store::open_read_only(&path),
+        Err(OpenError::Uninitialised { .. })
+    ));
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(store.journal_mode().unwrap(), "wal");
@@ -89,7 +125,10 @@ fn an_empty_file_is_initialised() {
 fn an_empty_sqlite_database_is_initialised() {
     let tmp = tempdir();
     let path = tmp.path().join("s.db");
-    Connection::open(&path).unwrap().execute_batch("VACUUM").unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("VACUUM")
+        .unwrap();
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
 }
@@ -98,9 +137,15 @@ fn an_empty_sqlite_database_is_initialised() {
 fn random_bytes_are_refused_untouched() {
     let tmp = tempdir();
     let path = tmp.path().join("s.db");
-    let noise: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     fs::write(&path, &noise).unwrap();
-    assert_refused(&path, |e| matches!(e, OpenError::Corrupt { .. }), "move it aside or pass --store PATH");
+    assert_refused(
+        &path,
+        |e| matches!(e, OpenError::Corrupt { .. }),
+        "move it aside or pass --store PATH",
+    );
     assert!(!sibling(&path, "-wal").exists() && !sibling(&path, "-shm").exists());
 }
 
@@ -109,7 +154,11 @@ fn a_short_file_is_refused_untouched() {
     let tmp = tempdir();
     let path = tmp.path().join("s.db");
     fs::write(&path, b"SQLite format 3\0 and then nothing").unwrap();
-    assert_refused(&path, |e| matches!(e, OpenError::Corrupt { .. }), "move it aside");
+    assert_refused(
+        &path,
+        |e| matches!(e, OpenError::Corrupt { .. }),
+        "move it aside",
+    );
 }
 
 #[test]
@@ -117,11 +166,16 @@ fn a_truncated_store_is_refused_untouched() {
     let tmp = tempdir();
     let path = tmp.path().join("s.db");
     let mut store = Store::open(&path).unwrap();
-    let events: Vec<_> = (0..2000).map(|i| event(i, EventKind::Alert, Some("db"), Some(1))).collect();
+    let events: Vec<_> = (0..2000)
+        .map(|i| event(i, EventKind::Alert, Some("db"), Some(1)))
+        .collect();
     store.append_batch(&events).unwrap();
     store.close().unwrap();
     let full = fs::read(&path).unwrap();
-    assert!(full.len() > 8 * 4096, "store too small to truncate meaningfully");
+    assert!(
+        full.len() > 8 * 4096,
+        "store too small to truncate meaningfully"
+    );
     fs::write(&path, &full[..full.len() / 2]).unwrap();
     assert_refused(
         &path,
@@ -147,12 +201,22 @@ fn a_foreign_database_is_refused_untouched() {
     // Another application's id, in WAL mode like ours.
     let tagged = tmp.path().join("tagged.db");
     let conn = Connection::open(&tagged).unwrap();
-    conn.execute_batch("PRAGMA application_id = 305419896; PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
-        .unwrap();
+    conn.execute_batch(
+        "PRAGMA application_id = 305419896; PRAGMA journal_mode = WAL; CREATE TABLE t (x);",
+    )
+    .unwrap();
     drop(conn);
     assert_refused(
         &tagged,
-        |e| matches!(e, OpenError::Foreign { application_id: 0x1234_5678, .. }),
+        |e| {
+            matches!(
+                e,
+                OpenError::Foreign {
+                    application_id: 0x1234_5678,
+                    ..
+                }
+            )
+        },
         "pass --store PATH",
     );
 }
@@ -163,7 +227,8 @@ fn a_store_from_a_newer_selfheal_is_refused_untouched() {
     let path = tmp.path().join("s.db");
     Store::open(&path).unwrap().close().unwrap();
     let conn = Connection::open(&path).unwrap();
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
     conn.close().unwrap();
     assert_refused(
         &path,
@@ -171,7 +236,10 @@ fn a_store_from_a_newer_selfheal_is_refused_untouched() {
         "written by a newer selfheal",
     );
     let msg = Store::open(&path).unwrap_err().to_string();
-    assert!(msg.contains("upgrade selfheal or use another --store path"), "{msg}");
+    assert!(
+        msg.contains("upgrade selfheal or use another --store path"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -180,7 +248,10 @@ fn a_parent_that_is_a_file_is_named() {
     let file = tmp.path().join("afile");
     fs::write(&file, b"x").unwrap();
     let path = file.join("sub/s.db");
-    for err in [Store::open(&path).unwrap_err(), Store::open_read_only(&path).unwrap_err()] {
+    for err in [
+        Store::open(&path).unwrap_err(),
+        Store::open_read_only(&path).unwrap_err(),
+    ] {
         match &err {
             OpenError::ParentNotDirectory { parent, .. } => assert_eq!(parent, &file),
             other => panic!("unexpected: {other}"),
@@ -204,7 +275,10 @@ fn read_only_open_never_creates_a_store() {
     let err = Store::open_read_only(&path).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, OpenError::NotFound { .. }), "{msg}");
-    assert!(msg.contains("has `selfheal watch` run?") && msg.contains("--store"), "{msg}");
+    assert!(
+        msg.contains("has `selfheal watch` run?") && msg.contains("--store"),
+        "{msg}"
+    );
     assert!(!path.parent().unwrap().exists());
 }
 
@@ -215,7 +289,9 @@ fn a_read_only_handle_refuses_writes() {
     Store::open(&path).unwrap().close().unwrap();
     let mut reader = Store::open_read_only(&path).unwrap();
     assert!(reader.is_read_only() && !reader.is_snapshot());
-    let err = reader.append(&event(1, EventKind::Start, None, None)).unwrap_err();
+    let err = reader
+        .append(&event(1, EventKind::Start, None, None))
+        .unwrap_err();
     assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
 }
 

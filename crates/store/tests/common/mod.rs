@@ -80,6 +80,8 @@ pub fn unprivileged(name: &str, dir: &Path, check: impl FnOnce(&Path)) {
         .expect("spawn the unprivileged child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // Shown with --nocapture: proves the check ran unprivileged, and how.
+    println!("[child as uid {NOBODY}]\n{stdout}");
     assert!(
         out.status.success() && stdout.contains("1 passed"),
         "unprivileged child for {name} failed ({}):\n{stdout}\n{stderr}",
