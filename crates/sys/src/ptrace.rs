@@ -23,6 +23,7 @@ const PTRACE_GETREGSET: i64 = 0x4204;
 const PTRACE_SETREGSET: i64 = 0x4205;
 const PTRACE_SEIZE: i64 = 0x4206;
 const PTRACE_INTERRUPT: i64 = 0x4207;
+const PTRACE_LISTEN: i64 = 0x4208;
 const PTRACE_GETSIGMASK: i64 = 0x420a;
 const PTRACE_SETSIGMASK: i64 = 0x420b;
 
@@ -85,6 +86,12 @@ pub fn cont(tid: i32, sig: i32) -> Result<()> {
 /// SIGTRAP signal-delivery-stop.
 pub fn singlestep(tid: i32, sig: i32) -> Result<()> {
     ptrace(PTRACE_SINGLESTEP, tid, 0, sig as u64, "PTRACE_SINGLESTEP").map(drop)
+}
+
+/// Lets a task in group-stop stay stopped while no longer in a ptrace-stop
+/// (`PTRACE_LISTEN`), so job control works; SIGCONT then wakes it.
+pub fn listen(tid: i32) -> Result<()> {
+    ptrace(PTRACE_LISTEN, tid, 0, 0, "PTRACE_LISTEN").map(drop)
 }
 
 /// Detaches from a stopped task, resuming it with `sig`.
@@ -279,6 +286,34 @@ pub fn wait_task(tid: i32, nohang: bool) -> Result<Option<(i32, WaitStatus)>> {
         if e.0 != libc::EINTR {
             return Err(SysError {
                 call: format!("waitpid(tid {tid})"),
+                errno: e,
+            });
+        }
+    }
+}
+
+/// Waits for any task traced or forked by the *calling thread*
+/// (`waitpid(-1, __WALL | __WNOTHREAD)`), never for children of the
+/// process's other threads. With `nohang`, `Ok(None)` means nothing yet;
+/// ECHILD means the thread has no such task left.
+pub fn wait_own(nohang: bool) -> Result<Option<(i32, WaitStatus)>> {
+    const WNOTHREAD: i32 = 0x2000_0000;
+    let flags = libc::__WALL | WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a live out-pointer; pid -1 with __WNOTHREAD is
+        // limited to this thread's own tracees and children.
+        let rc = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if rc > 0 {
+            return Ok(Some((rc, WaitStatus::decode(status))));
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(SysError {
+                call: "waitpid(-1, __WALL|__WNOTHREAD)".to_string(),
                 errno: e,
             });
         }

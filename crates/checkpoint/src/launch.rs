@@ -1,0 +1,187 @@
+//! Starting a program already traced, or seizing one that runs.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use selfheal_sys::ptrace::{self as pt, SpawnSpec, WaitStatus};
+
+use crate::error::StartError;
+
+/// A program to run under checkpointing.
+#[derive(Debug, Default)]
+pub struct LaunchSpec {
+    /// Program and arguments; the program is searched in `PATH` if it has no `/`.
+    pub argv: Vec<String>,
+    /// Variables added to (or replacing those of) our environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory, if not ours.
+    pub cwd: Option<PathBuf>,
+    /// Descriptors for the program's stdin, stdout and stderr (None: ours).
+    pub stdio: [Option<OwnedFd>; 3],
+    /// Run in a new process group.
+    pub new_process_group: bool,
+    /// `cgroup.procs` files to put the child in before it runs one
+    /// instruction (the sandbox for tests and fault injection).
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Kill the program if the tracer thread dies (PTRACE_O_EXITKILL and
+    /// PR_SET_PDEATHSIG). On by default for programs we start.
+    pub keep_alive_without_tracer: bool,
+    /// Leave transparent huge pages on. Off by default: a huge page makes
+    /// every write dirty 2 MiB instead of 4 KiB.
+    pub allow_thp: bool,
+}
+
+/// ptrace options for every tracee.
+pub(crate) const OPTIONS: i64 = pt::PTRACE_O_TRACECLONE | pt::PTRACE_O_TRACEEXEC;
+
+fn resolve(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn cstring(s: &[u8], argv: &[String]) -> Result<CString, StartError> {
+    CString::new(s).map_err(|_| StartError::BadCommand {
+        command: argv.to_vec(),
+        reason: "contains a NUL byte".into(),
+    })
+}
+
+/// Forks, seizes and execs `spec`; returns the pid of the running, traced
+/// program. Must run on the tracer thread.
+pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
+    let argv = &spec.argv;
+    let bad = |reason: &str| StartError::BadCommand {
+        command: argv.clone(),
+        reason: reason.into(),
+    };
+    let first = argv.first().ok_or_else(|| bad("empty command"))?;
+    let program = resolve(first).ok_or_else(|| bad("not found in PATH"))?;
+    let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    for (k, v) in &spec.env {
+        env.retain(|(ek, _)| ek != k.as_bytes());
+        env.push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
+    }
+    let mut envp = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        let mut kv = k;
+        kv.push(b'=');
+        kv.extend(v);
+        envp.push(cstring(&kv, argv)?);
+    }
+    let sys_spec = SpawnSpec {
+        program: cstring(program.as_os_str().as_bytes(), argv)?,
+        argv: argv
+            .iter()
+            .map(|a| cstring(a.as_bytes(), argv))
+            .collect::<Result<_, _>>()?,
+        envp,
+        cwd: match &spec.cwd {
+            Some(c) => Some(cstring(c.as_os_str().as_bytes(), argv)?),
+            None => None,
+        },
+        stdio: [0, 1, 2].map(|i| spec.stdio[i].as_ref().map(|f| f.as_raw_fd())),
+        new_process_group: spec.new_process_group,
+        parent_death_signal: (!spec.keep_alive_without_tracer).then_some(libc::SIGKILL),
+        disable_thp: !spec.allow_thp,
+    };
+    let spawn_err = |source| StartError::Spawn {
+        command: argv.clone(),
+        source,
+    };
+    let child = pt::spawn_gated(&sys_spec).map_err(spawn_err)?;
+    let pid = child.pid();
+    let mut options = OPTIONS;
+    if !spec.keep_alive_without_tracer {
+        options |= pt::PTRACE_O_EXITKILL;
+    }
+    // If anything fails before release, dropping `child` closes the gate and
+    // the child exits 127 without running the program; reap it.
+    let reap = |e: StartError| {
+        let _ = pt::wait_task(pid, false);
+        e
+    };
+    for procs in &spec.cgroup_procs {
+        if let Err(e) = std::fs::write(procs, pid.to_string()) {
+            drop(child);
+            let _ = pt::wait_task(pid, false);
+            return Err(bad(&format!("cannot join cgroup {}: {e}", procs.display())));
+        }
+    }
+    if let Err(e) = pt::seize(pid, options) {
+        drop(child);
+        return Err(reap(spawn_err(e)));
+    }
+    if let Err(e) = child.release() {
+        return Err(reap(spawn_err(e)));
+    }
+    // The first report is the exec stop (or the child's death).
+    loop {
+        let (_, st) = pt::wait_task(pid, false).map_err(spawn_err)?.ok_or_else(|| bad("vanished"))?;
+        match st {
+            WaitStatus::Stopped {
+                event: pt::PTRACE_EVENT_EXEC,
+                ..
+            } => {
+                pt::cont(pid, 0).map_err(spawn_err)?;
+                return Ok(pid);
+            }
+            WaitStatus::Stopped { sig, event } => {
+                // A signal before exec: deliver it, keep waiting.
+                let deliver = if event == 0 { sig } else { 0 };
+                pt::cont(pid, deliver).map_err(spawn_err)?;
+            }
+            WaitStatus::Exited(code) => return Err(bad(&format!("exited with {code} before running"))),
+            WaitStatus::Signaled { sig, .. } => return Err(bad(&format!("killed by signal {sig} before running"))),
+        }
+    }
+}
+
+/// Seizes every thread of a running process. Must run on the tracer thread.
+pub(crate) fn seize(pid: i32, exit_kill: bool) -> Result<Vec<i32>, StartError> {
+    let options = OPTIONS | if exit_kill { pt::PTRACE_O_EXITKILL } else { 0 };
+    let err = |source| StartError::Seize { pid, source };
+    pt::seize(pid, options).map_err(err)?;
+    let mut seized = vec![pid];
+    // Threads may be created while we go; list until nothing new shows up.
+    // With TRACECLONE set on a thread, its later clones are traced anyway.
+    loop {
+        let tids = crate::procfs::read_tids(pid).map_err(|e| {
+            err(selfheal_sys::SysError {
+                call: format!("read /proc/{pid}/task: {e}"),
+                errno: selfheal_sys::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+            })
+        })?;
+        let mut new = false;
+        for tid in tids {
+            if seized.contains(&tid) {
+                continue;
+            }
+            match pt::seize(tid, options) {
+                Ok(()) => {}
+                // Exited meanwhile, or already auto-attached via a clone.
+                Err(e) if e.is_gone() || e.errno.0 == libc::EPERM => {}
+                Err(e) => return Err(err(e)),
+            }
+            seized.push(tid);
+            new = true;
+        }
+        if !new {
+            seized.sort_unstable();
+            return Ok(seized);
+        }
+    }
+}

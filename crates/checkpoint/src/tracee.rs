@@ -1,0 +1,378 @@
+//! The traced process: its threads, their ptrace stop states, stopping and
+//! resuming them all, and turning `waitpid` reports into notices.
+//!
+//! Every call here must come from the tracer thread. Waits use
+//! `__WALL | __WNOTHREAD`, so they only ever see tasks this thread traces or
+//! forked, never the embedding program's other children.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use selfheal_sys::ptrace::{self as pt, WaitStatus};
+use selfheal_sys::SysError;
+
+use crate::error::TraceError;
+
+/// Where a thread is, from the tracer's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ThreadState {
+    /// Running (or blocked in the kernel); not in a ptrace stop.
+    Running,
+    /// Running but an interrupt was requested and its stop not seen yet.
+    Stopping,
+    /// In a ptrace stop inside signal handling, where registers may be read
+    /// and written. `pending` is the signal to deliver on resume (0: none).
+    Stopped {
+        /// Signal to deliver when resumed.
+        pending: i32,
+    },
+    /// In a job-control group-stop we hold with PTRACE_LISTEN.
+    Listening,
+    /// Stopped in a group-stop (resume with PTRACE_LISTEN to keep it stopped).
+    GroupStopped,
+}
+
+/// Something the engine must act on, found while handling wait reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A thread stopped with a signal the engine wants to decide about; it
+    /// stays stopped with the signal pending.
+    Signal {
+        /// Thread.
+        tid: i32,
+        /// Signal.
+        sig: i32,
+    },
+    /// The process executed a new program: every checkpoint is void.
+    Exec,
+    /// A thread appeared or went away.
+    ThreadsChanged,
+    /// The whole process is gone.
+    Exited(WaitStatus),
+}
+
+/// Signals the engine handles itself instead of delivering right away.
+pub(crate) type SignalFilter = fn(i32) -> bool;
+
+const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+/// A process seized by this thread.
+pub(crate) struct Tracee {
+    /// Thread-group id.
+    pub pid: i32,
+    /// pidfd of the process, for pidfd_getfd and signals that can't miss.
+    pub pidfd: OwnedFd,
+    /// `/proc/PID/mem`, read-write (writes go through even to read-only
+    /// private pages, like a debugger's).
+    pub mem: File,
+    /// Every known thread and its state.
+    pub threads: BTreeMap<i32, ThreadState>,
+    /// Set once the process is gone.
+    pub exit_status: Option<WaitStatus>,
+    /// Signals stopped threads may hold for the engine.
+    filter: SignalFilter,
+    /// Inside [`Tracee::stop_all`]: new threads are kept stopped.
+    stopping_all: bool,
+    /// Signals that arrived while we ran remote system calls, re-sent on
+    /// resume so the program still gets them.
+    pub deferred_signals: Vec<(i32, i32)>,
+}
+
+/// How long a thread may take to reach a stop before we call it stuck
+/// (a task in uninterruptible sleep does not stop until the I/O ends).
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+impl Tracee {
+    /// Wraps a process whose threads `tids` this thread has seized.
+    pub fn new(pid: i32, tids: &[i32], filter: SignalFilter) -> Result<Tracee, TraceError> {
+        let pidfd = selfheal_sys::signal::pidfd_open(pid).map_err(|e| TraceError::sys(pid, e))?;
+        let mem = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(|e| TraceError::Io {
+                pid,
+                what: "open /proc/PID/mem",
+                source: e,
+            })?;
+        let mut threads = BTreeMap::new();
+        threads.insert(pid, ThreadState::Running);
+        for &t in tids {
+            threads.insert(t, ThreadState::Running);
+        }
+        Ok(Tracee {
+            pid,
+            pidfd,
+            mem,
+            threads,
+            exit_status: None,
+            filter,
+            stopping_all: false,
+            deferred_signals: Vec::new(),
+        })
+    }
+
+    /// Reopens `/proc/PID/mem` (needed after exec: the old file keeps
+    /// pointing at the old address space).
+    pub fn reopen_mem(&mut self) -> Result<(), TraceError> {
+        self.mem = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{}/mem", self.pid))
+            .map_err(|e| TraceError::Io {
+                pid: self.pid,
+                what: "reopen /proc/PID/mem",
+                source: e,
+            })?;
+        Ok(())
+    }
+
+    /// True once the process has exited.
+    pub fn is_gone(&self) -> bool {
+        self.exit_status.is_some()
+    }
+
+    /// Thread ids, sorted.
+    pub fn tids(&self) -> Vec<i32> {
+        self.threads.keys().copied().collect()
+    }
+
+    /// A thread in a clean stop to run remote system calls on, preferring
+    /// the main thread.
+    pub fn injection_thread(&self) -> Option<i32> {
+        let ok = |s: &ThreadState| matches!(s, ThreadState::Stopped { .. });
+        if self.threads.get(&self.pid).is_some_and(ok) {
+            return Some(self.pid);
+        }
+        self.threads.iter().find(|(_, s)| ok(s)).map(|(t, _)| *t)
+    }
+
+    /// Handles every report already waiting, without blocking.
+    pub fn poll(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
+        while !self.is_gone() {
+            match wait_any(true).map_err(|e| TraceError::sys(self.pid, e))? {
+                Some((tid, st)) => self.handle(tid, st, notices)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings every thread into a clean ptrace stop. Reports met on the way
+    /// (crash signals, new threads, exec, exit) are added to `notices`.
+    pub fn stop_all(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
+        for (&tid, st) in self.threads.iter_mut() {
+            if matches!(st, ThreadState::Running | ThreadState::Listening) {
+                match pt::interrupt(tid) {
+                    Ok(()) => *st = ThreadState::Stopping,
+                    // Already dead: its exit report is on its way.
+                    Err(e) if e.is_gone() => *st = ThreadState::Stopping,
+                    Err(e) => return Err(TraceError::sys(self.pid, e)),
+                }
+            }
+        }
+        self.stopping_all = true;
+        let r = self.wait_stopped(notices);
+        self.stopping_all = false;
+        r
+    }
+
+    fn wait_stopped(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while !self.is_gone() && self.threads.values().any(|s| *s == ThreadState::Stopping) {
+            match wait_any(true).map_err(|e| TraceError::sys(self.pid, e))? {
+                Some((tid, st)) => {
+                    self.handle(tid, st, notices)?;
+                    spins = 0;
+                }
+                None => {
+                    if start.elapsed() > STOP_DEADLINE {
+                        let stuck: Vec<i32> = self
+                            .threads
+                            .iter()
+                            .filter(|(_, s)| **s == ThreadState::Stopping)
+                            .map(|(t, _)| *t)
+                            .collect();
+                        return Err(TraceError::Stuck { pid: self.pid, tids: stuck });
+                    }
+                    // A stop normally lands within tens of microseconds:
+                    // yield first, sleep only if it takes longer.
+                    spins += 1;
+                    if spins < 2000 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
+        }
+        if let Some(st) = self.exit_status {
+            return Err(TraceError::Exited { pid: self.pid, status: st });
+        }
+        Ok(())
+    }
+
+    /// Resumes every stopped thread, delivering pending signals.
+    pub fn resume_all(&mut self) -> Result<(), TraceError> {
+        let pid = self.pid;
+        for (&tid, st) in self.threads.iter_mut() {
+            let r = match *st {
+                ThreadState::Stopped { pending } => pt::cont(tid, pending).map(|_| ThreadState::Running),
+                ThreadState::GroupStopped => pt::listen(tid).map(|_| ThreadState::Listening),
+                other => Ok(other),
+            };
+            match r {
+                Ok(new) => *st = new,
+                // Killed while stopped (SIGKILL): the exit report follows.
+                Err(e) if e.is_gone() => *st = ThreadState::Running,
+                Err(e) => return Err(TraceError::sys(pid, e)),
+            }
+        }
+        for (tid, sig) in std::mem::take(&mut self.deferred_signals) {
+            let _ = selfheal_sys::signal::tgkill(pid, tid, sig);
+        }
+        Ok(())
+    }
+
+    /// Sets the signal a stopped thread will get on resume.
+    pub fn set_pending(&mut self, tid: i32, sig: i32) {
+        if let Some(st) = self.threads.get_mut(&tid) {
+            *st = ThreadState::Stopped { pending: sig };
+        }
+    }
+
+    /// Applies one wait report to the thread table.
+    pub fn handle(&mut self, tid: i32, st: WaitStatus, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
+        let known = self.threads.get(&tid).copied();
+        match st {
+            WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {
+                self.threads.remove(&tid);
+                if tid == self.pid {
+                    self.exit_status = Some(st);
+                    self.threads.clear();
+                    notices.push(Notice::Exited(st));
+                } else {
+                    notices.push(Notice::ThreadsChanged);
+                }
+            }
+            WaitStatus::Stopped { sig, event } => {
+                let Some(state) = known else {
+                    // A new thread's first stop can arrive before its
+                    // creator's clone report: adopt it.
+                    notices.push(Notice::ThreadsChanged);
+                    if self.stopping_all {
+                        self.threads.insert(tid, ThreadState::Stopped { pending: 0 });
+                    } else {
+                        self.try_gone(pt::cont(tid, 0))?;
+                        self.threads.insert(tid, ThreadState::Running);
+                    }
+                    return Ok(());
+                };
+                let stopping = state == ThreadState::Stopping;
+                match event {
+                    pt::PTRACE_EVENT_CLONE => {
+                        let new = pt::get_event_msg(tid).map_err(|e| TraceError::sys(self.pid, e))? as i32;
+                        let first = if self.stopping_all {
+                            ThreadState::Stopping
+                        } else {
+                            ThreadState::Running
+                        };
+                        self.threads.entry(new).or_insert(first);
+                        notices.push(Notice::ThreadsChanged);
+                        // Stopped inside clone(): not a place to touch registers.
+                        self.cont_keep(tid, state)?;
+                    }
+                    pt::PTRACE_EVENT_EXEC => {
+                        // Every other thread is gone and the exec'ing one now
+                        // carries the process id; the program is new.
+                        let former = pt::get_event_msg(tid).map(|m| m as i32).unwrap_or(tid);
+                        let st = self.threads.get(&former).copied().unwrap_or(state);
+                        self.threads.clear();
+                        self.threads.insert(self.pid, st);
+                        notices.push(Notice::Exec);
+                        self.cont_keep(self.pid, st)?;
+                    }
+                    pt::PTRACE_EVENT_STOP => {
+                        let group = STOP_SIGNALS.contains(&sig);
+                        if stopping {
+                            let new = if group || state == ThreadState::Listening {
+                                ThreadState::GroupStopped
+                            } else {
+                                ThreadState::Stopped { pending: 0 }
+                            };
+                            self.threads.insert(tid, new);
+                        } else if group {
+                            self.try_gone(pt::listen(tid))?;
+                            self.threads.insert(tid, ThreadState::Listening);
+                        } else {
+                            // Leftover interrupt, or the end of a group-stop.
+                            self.try_gone(pt::cont(tid, 0))?;
+                            self.threads.insert(tid, ThreadState::Running);
+                        }
+                    }
+                    0 => {
+                        if (self.filter)(sig) {
+                            self.threads.insert(tid, ThreadState::Stopped { pending: sig });
+                            notices.push(Notice::Signal { tid, sig });
+                        } else if stopping {
+                            self.threads.insert(tid, ThreadState::Stopped { pending: sig });
+                        } else {
+                            self.try_gone(pt::cont(tid, sig))?;
+                        }
+                    }
+                    _ => self.cont_keep(tid, state)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes a thread stopped at an event (clone, exec, exit) where it may
+    /// not be inspected; a requested interrupt stays pending and lands next.
+    fn cont_keep(&mut self, tid: i32, state: ThreadState) -> Result<(), TraceError> {
+        self.try_gone(pt::cont(tid, 0))?;
+        let next = if state == ThreadState::Stopping {
+            ThreadState::Stopping
+        } else {
+            ThreadState::Running
+        };
+        self.threads.insert(tid, next);
+        Ok(())
+    }
+
+    fn try_gone(&self, r: selfheal_sys::error::Result<()>) -> Result<(), TraceError> {
+        match r {
+            Err(e) if !e.is_gone() => Err(TraceError::sys(self.pid, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Kills the process (SIGKILL through the pidfd) and reaps it.
+    pub fn kill_and_reap(&mut self) {
+        let _ = selfheal_sys::signal::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut notices = Vec::new();
+        while !self.is_gone() && Instant::now() < deadline {
+            match wait_any(false) {
+                Ok(Some((tid, st))) => {
+                    if self.handle(tid, st, &mut notices).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// `waitpid(-1, __WALL | __WNOTHREAD [| WNOHANG])`: only this thread's
+/// tracees and children.
+pub(crate) fn wait_any(nohang: bool) -> Result<Option<(i32, WaitStatus)>, SysError> {
+    match pt::wait_own(nohang) {
+        Err(e) if e.errno.0 == libc::ECHILD => Ok(None),
+        r => r,
+    }
+}
