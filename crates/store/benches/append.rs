@@ -58,6 +58,21 @@ fn append_via_writer(c: &mut Criterion) {
         });
         writer.shutdown().expect("shutdown");
     });
+    // One event per transaction: the cost of one durable commit (fsync),
+    // which bounds throughput when events trickle in one at a time.
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("emit_and_flush_1", |b| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("bench.db")).expect("open store");
+        let writer = StoreWriter::start(store, WriterOptions::default()).expect("start writer");
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            assert!(writer.emit(event(i)), "the writer dropped an event");
+            writer.flush().expect("flush");
+        });
+        writer.shutdown().expect("shutdown");
+    });
     group.finish();
 }
 

@@ -179,7 +179,10 @@ impl StoreWriter {
     }
 
     /// Refuses further events, writes what is queued, closes the store and
-    /// joins the thread. Later calls do nothing.
+    /// joins the thread. Later calls do nothing. Stop the producers first:
+    /// an `emit` racing with the thread's exit can be lost even though it
+    /// returned true. Blocks while the disk does (it waits for the last
+    /// commit); [`StoreWriter::flush_timeout`] first bounds that wait.
     pub fn shutdown(&self) -> Result<(), WriterError> {
         self.closed.store(true, Ordering::SeqCst);
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();

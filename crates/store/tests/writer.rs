@@ -90,6 +90,24 @@ fn a_full_channel_drops_and_counts_instead_of_blocking() {
 }
 
 #[test]
+fn flush_timeout_gives_up_while_the_writer_is_stuck() {
+    let tmp = tempdir();
+    let path = tmp.path().join("s.db");
+    let writer = StoreWriter::start(Store::open(&path).unwrap(), WriterOptions::default()).unwrap();
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(writer.emit(event(1, EventKind::Alert, None, None)));
+    // The writer waits up to BUSY_TIMEOUT (5 s) for the lock we hold.
+    let err = writer
+        .flush_timeout(Some(Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(matches!(err, WriterError::Timeout { .. }), "{err}");
+    blocker.execute_batch("COMMIT").unwrap();
+    writer.flush_timeout(Some(HANG)).unwrap();
+    assert_eq!(writer.counters().written.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn a_reader_works_while_the_writer_writes() {
     let tmp = tempdir();
     let path = tmp.path().join("s.db");
