@@ -7,6 +7,7 @@
 //! "task is gone" (ESRCH/ENOENT) and "not permitted" (EPERM/EACCES) apart from
 //! real failures.
 
+pub mod alloc;
 pub mod error;
 pub mod memory;
 pub mod pagemap;
@@ -14,6 +15,7 @@ pub mod process;
 pub mod ptrace;
 pub mod sched;
 pub mod signal;
+pub mod spawn;
 pub mod uffd;
 
 pub use error::{Errno, SysError};

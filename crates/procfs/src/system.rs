@@ -1,0 +1,577 @@
+//! The system-wide reader: keeps /proc files open and re-reads them into
+//! buffers sized at start-up, so that [`SystemReader::read`] allocates nothing
+//! once the buffers have reached the files' size.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::diskstats::{is_interesting_device, parse_diskstats, DiskCounters};
+use crate::error::ProcError;
+use crate::meminfo::{parse_meminfo, MemInfo};
+use crate::pressure::{parse_pressure, Pressure};
+use crate::stat::{count_cpu_lines, parse_stat, StatCounters};
+use crate::vmstat::{parse_vmstat, VmStat};
+
+/// Most block devices tracked; further ones are ignored.
+pub const MAX_DISKS: usize = 64;
+
+/// See [`ProcFile::refresh`].
+const SHORT_READ_IS_EOF: usize = 2048;
+
+/// How often (in samples) the device list is rescanned for hot-plugged disks
+/// when per-device sysfs files are used.
+const DISK_RESCAN_EVERY: u64 = 100;
+
+/// One open /proc file and its read buffer.
+#[derive(Debug)]
+struct ProcFile {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl ProcFile {
+    fn open(path: PathBuf) -> Result<ProcFile, ProcError> {
+        let file = File::open(&path).map_err(|e| ProcError::io(&path, e))?;
+        let mut f = ProcFile {
+            path,
+            file,
+            buf: vec![0; 4096],
+            len: 0,
+        };
+        // Size the buffer from a first read, with headroom for growth.
+        f.refresh()?;
+        let want = (f.len * 2).max(4096);
+        if f.buf.len() < want {
+            f.buf.resize(want, 0);
+        }
+        Ok(f)
+    }
+
+    /// Re-reads the whole file from offset 0. Allocates only if the file grew
+    /// past the buffer, which after start-up happens rarely if ever.
+    fn refresh(&mut self) -> Result<&[u8], ProcError> {
+        let mut len = 0;
+        loop {
+            if len == self.buf.len() {
+                let grown = self.buf.len() * 2;
+                self.buf.resize(grown, 0);
+            }
+            let want = self.buf.len() - len;
+            match self.file.read_at(&mut self.buf[len..], len as u64) {
+                Ok(0) => break,
+                // A seq_file returns a short read before EOF only when its
+                // page-sized buffer filled up, so a short read of less than
+                // half a page is the whole remaining file: skip the extra
+                // read that would return 0.
+                Ok(n) if n < want && n < SHORT_READ_IS_EOF => {
+                    len += n;
+                    break;
+                }
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ProcError::io(&self.path, e)),
+            }
+        }
+        self.len = len;
+        Ok(&self.buf[..len])
+    }
+}
+
+/// Which optional sources the running kernel offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// /proc/pressure/* readable (PSI built in and enabled).
+    pub psi: bool,
+    /// MemAvailable present in /proc/meminfo (3.14+).
+    pub mem_available: bool,
+    /// /proc/diskstats readable.
+    pub diskstats: bool,
+}
+
+/// How the reader finds and paces its sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderOptions {
+    /// sysfs root for per-device `block/<dev>/stat` files (cheaper than
+    /// scanning all of /proc/diskstats); `None` reads /proc/diskstats.
+    pub sys_root: Option<PathBuf>,
+    /// Read the slow sources (/proc/vmstat, /proc/pressure/*) every this
+    /// many reads. vmstat is the most expensive file (the kernel sums
+    /// per-CPU event counters) and PSI averages only change every 2 s.
+    pub slow_every: u64,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            sys_root: Some(PathBuf::from("/sys")),
+            slow_every: 5,
+        }
+    }
+}
+
+/// Everything one system-wide sample reads, as raw cumulative counters.
+#[derive(Debug, Clone)]
+pub struct SystemCounters {
+    /// When the read finished.
+    pub taken_at: Instant,
+    /// /proc/stat.
+    pub stat: StatCounters,
+    /// /proc/meminfo.
+    pub mem: MemInfo,
+    /// True when this read refreshed the slow sources (`vm`, `psi_*`);
+    /// otherwise they hold what an earlier read left.
+    pub slow_fresh: bool,
+    /// /proc/vmstat (see `slow_fresh`).
+    pub vm: VmStat,
+    /// Tracked block devices; capacity [`MAX_DISKS`], never reallocated.
+    pub disks: Vec<DiskCounters>,
+    /// Whether each tracked device was present in the latest read.
+    pub disk_present: Vec<bool>,
+    /// /proc/pressure/cpu (see `slow_fresh`).
+    pub psi_cpu: Option<Pressure>,
+    /// /proc/pressure/memory (see `slow_fresh`).
+    pub psi_memory: Option<Pressure>,
+    /// /proc/pressure/io (see `slow_fresh`).
+    pub psi_io: Option<Pressure>,
+}
+
+impl SystemCounters {
+    /// Counters sized for `cpus` CPUs.
+    pub fn with_cpus(cpus: usize) -> SystemCounters {
+        SystemCounters {
+            taken_at: Instant::now(),
+            stat: StatCounters::with_cpus(cpus),
+            mem: MemInfo::default(),
+            slow_fresh: false,
+            vm: VmStat::default(),
+            disks: Vec::with_capacity(MAX_DISKS),
+            disk_present: Vec::with_capacity(MAX_DISKS),
+            psi_cpu: None,
+            psi_memory: None,
+            psi_io: None,
+        }
+    }
+}
+
+/// Reads the system-wide /proc files.
+#[derive(Debug)]
+pub struct SystemReader {
+    root: PathBuf,
+    options: ReaderOptions,
+    cpus: usize,
+    reads: u64,
+    stat: ProcFile,
+    meminfo: ProcFile,
+    vmstat: ProcFile,
+    diskstats: Option<ProcFile>,
+    /// Per-device sysfs stat files, parallel to the tracked-disk table.
+    disk_files: Vec<Option<ProcFile>>,
+    /// The tracked-disk table the reader maintains between reads.
+    disks: Vec<DiskCounters>,
+    disk_present: Vec<bool>,
+    psi: [Option<ProcFile>; 3],
+    features: Features,
+    notes: Vec<String>,
+}
+
+impl SystemReader {
+    /// Opens the files under `root` (normally `/proc`) with default options
+    /// when `root` is `/proc`, and without sysfs otherwise (tests).
+    pub fn new(root: impl AsRef<Path>) -> Result<SystemReader, ProcError> {
+        let root = root.as_ref();
+        let mut options = ReaderOptions::default();
+        if root != Path::new("/proc") {
+            options.sys_root = None;
+        }
+        SystemReader::with_options(root, options)
+    }
+
+    /// Opens the files under `root`. /proc/stat, /proc/meminfo and
+    /// /proc/vmstat are required; diskstats and pressure are optional and
+    /// their absence is recorded in [`SystemReader::notes`].
+    pub fn with_options(
+        root: impl AsRef<Path>,
+        options: ReaderOptions,
+    ) -> Result<SystemReader, ProcError> {
+        let root = root.as_ref().to_path_buf();
+        let mut stat = ProcFile::open(root.join("stat"))?;
+        let text = stat.refresh()?;
+        if count_cpu_lines(text) == 0 {
+            return Err(ProcError::Parse {
+                path: root.join("stat"),
+                what: "no cpuN lines",
+            });
+        }
+        let cpus = count_cpu_lines(text).max(selfheal_sys::sched::cpus_configured().min(4096));
+        let meminfo = ProcFile::open(root.join("meminfo"))?;
+        let vmstat = ProcFile::open(root.join("vmstat"))?;
+        let mut notes = Vec::new();
+        let diskstats = match ProcFile::open(root.join("diskstats")) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                notes.push(format!("disk utilisation unavailable: {e}"));
+                None
+            }
+        };
+        let mut psi_missing = Vec::new();
+        let psi =
+            ["cpu", "memory", "io"].map(|r| match ProcFile::open(root.join("pressure").join(r)) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    psi_missing.push(format!("{r}: {e}"));
+                    None
+                }
+            });
+        if !psi_missing.is_empty() {
+            notes.push(format!(
+                "PSI (pressure stall information) unavailable, PSI metrics and rules are off: {}. \
+                 Enable CONFIG_PSI (or boot with psi=1) to get them.",
+                psi_missing.join("; ")
+            ));
+        }
+        let mut reader = SystemReader {
+            root,
+            options: ReaderOptions {
+                slow_every: options.slow_every.max(1),
+                ..options
+            },
+            cpus,
+            reads: 0,
+            stat,
+            meminfo,
+            vmstat,
+            diskstats,
+            disk_files: Vec::with_capacity(MAX_DISKS),
+            disks: Vec::with_capacity(MAX_DISKS),
+            disk_present: Vec::with_capacity(MAX_DISKS),
+            psi,
+            features: Features::default(),
+            notes,
+        };
+        reader.rescan_disks()?;
+        let mut probe = SystemCounters::with_cpus(cpus);
+        reader.read(&mut probe)?;
+        // The caller's first read should be a full one (its baseline).
+        reader.reads = 0;
+        reader.features = Features {
+            psi: reader.psi.iter().any(Option::is_some),
+            mem_available: probe.mem.available_bytes.is_some(),
+            diskstats: reader.diskstats.is_some(),
+        };
+        if !reader.features.mem_available {
+            reader.notes.push(
+                "MemAvailable missing from meminfo (kernel < 3.14): available memory is \
+                 estimated as MemFree + Cached"
+                    .to_string(),
+            );
+        }
+        Ok(reader)
+    }
+
+    /// The procfs root this reader uses.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Number of CPU slots (configured CPUs, or CPU lines seen at start).
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// Optional sources found at start-up.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Human-readable notes about degraded sources, for logging once.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Counters sized for this reader.
+    pub fn new_counters(&self) -> SystemCounters {
+        SystemCounters::with_cpus(self.cpus)
+    }
+
+    /// Re-reads /proc/diskstats to find new devices and opens their sysfs
+    /// stat files. Allocates only when a new device appears.
+    fn rescan_disks(&mut self) -> Result<(), ProcError> {
+        let Some(f) = self.diskstats.as_mut() else {
+            return Ok(());
+        };
+        let text = f.refresh()?;
+        let before = self.disks.len();
+        merge_disks(text, &mut self.disks, &mut self.disk_present);
+        if let Some(sys) = &self.options.sys_root {
+            for d in &self.disks[before..] {
+                let path = sys.join("block").join(d.name.as_str()).join("stat");
+                self.disk_files.push(ProcFile::open(path).ok());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every file into `out`. Allocation-free once buffers are sized.
+    pub fn read(&mut self, out: &mut SystemCounters) -> Result<(), ProcError> {
+        let slow = self.reads.is_multiple_of(self.options.slow_every);
+        self.reads += 1;
+        let text = self.stat.refresh()?;
+        if !parse_stat(text, &mut out.stat) {
+            return Err(ProcError::Parse {
+                path: self.stat.path.clone(),
+                what: "no aggregate cpu line",
+            });
+        }
+        let text = self.meminfo.refresh()?;
+        if !parse_meminfo(text, &mut out.mem) {
+            return Err(ProcError::Parse {
+                path: self.meminfo.path.clone(),
+                what: "no MemTotal",
+            });
+        }
+        self.read_disks()?;
+        out.disks.clear();
+        out.disks.extend_from_slice(&self.disks);
+        out.disk_present.clear();
+        out.disk_present.extend_from_slice(&self.disk_present);
+        out.slow_fresh = slow;
+        if slow {
+            let text = self.vmstat.refresh()?;
+            parse_vmstat(text, &mut out.vm);
+            let slots = [&mut out.psi_cpu, &mut out.psi_memory, &mut out.psi_io];
+            for (file, slot) in self.psi.iter_mut().zip(slots) {
+                *slot = match file {
+                    Some(f) => match f.refresh() {
+                        Ok(text) => {
+                            let mut p = Pressure::default();
+                            parse_pressure(text, &mut p).then_some(p)
+                        }
+                        // EOPNOTSUPP: PSI compiled in but disabled at boot.
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+            }
+        }
+        out.taken_at = Instant::now();
+        Ok(())
+    }
+
+    fn read_disks(&mut self) -> Result<(), ProcError> {
+        let use_sysfs = self.options.sys_root.is_some()
+            && !self.disk_files.is_empty()
+            && self.disk_files.iter().all(Option::is_some);
+        if !use_sysfs {
+            if let Some(f) = self.diskstats.as_mut() {
+                let text = f.refresh()?;
+                merge_disks(text, &mut self.disks, &mut self.disk_present);
+            }
+            return Ok(());
+        }
+        if self.reads.is_multiple_of(DISK_RESCAN_EVERY) {
+            self.rescan_disks()?;
+        }
+        for (i, file) in self.disk_files.iter_mut().enumerate() {
+            let Some(f) = file else { continue };
+            match f.refresh() {
+                Ok(text) => {
+                    self.disk_present[i] = parse_sysfs_disk_stat(text, &mut self.disks[i]);
+                }
+                // The device went away (hot-unplug): keep its slot, mark it absent.
+                Err(_) => self.disk_present[i] = false,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `/sys/block/<dev>/stat` (the diskstats fields without the device
+/// numbers and name) into `d`. Returns false on malformed text.
+fn parse_sysfs_disk_stat(text: &[u8], d: &mut DiskCounters) -> bool {
+    let mut v = [0u64; 11];
+    let mut n = 0;
+    for (i, f) in crate::num::fields(text.strip_suffix(b"\n").unwrap_or(text))
+        .enumerate()
+        .take(11)
+    {
+        v[i] = crate::num::parse_u64(f).unwrap_or(0);
+        n = i + 1;
+    }
+    if n < 11 {
+        return false;
+    }
+    d.reads = v[0];
+    d.writes = v[4];
+    d.in_flight = v[8];
+    d.io_ticks_ms = v[9];
+    d.weighted_ms = v[10];
+    true
+}
+
+/// Updates the tracked-device table from diskstats text without allocating:
+/// known devices are matched by (major, minor); new whole, interesting disks
+/// are appended while capacity remains.
+fn merge_disks(text: &[u8], disks: &mut Vec<DiskCounters>, present: &mut Vec<bool>) {
+    present.iter_mut().for_each(|p| *p = false);
+    parse_diskstats(text, |d| {
+        if let Some(i) = disks
+            .iter()
+            .position(|k| k.major == d.major && k.minor == d.minor)
+        {
+            disks[i] = d;
+            present[i] = true;
+            return;
+        }
+        let name = d.name.as_bytes();
+        if !is_interesting_device(name) || disks.len() >= disks.capacity().min(MAX_DISKS) {
+            return;
+        }
+        if disks
+            .iter()
+            .any(|k| is_partition_of(name, k.name.as_bytes()))
+        {
+            return;
+        }
+        disks.push(d);
+        present.push(true);
+    });
+}
+
+/// `sda1` of `sda`, `nvme0n1p2` of `nvme0n1`, `mmcblk0p1` of `mmcblk0`.
+fn is_partition_of(name: &[u8], disk: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(disk) else {
+        return false;
+    };
+    let rest = rest.strip_prefix(b"p").unwrap_or(rest);
+    !rest.is_empty() && rest.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn reads_captured_host_tree() {
+        let mut r = SystemReader::new(fixture("host-6.18-2cpu")).unwrap();
+        assert!(r.features().psi && r.features().mem_available && r.features().diskstats);
+        let mut c = r.new_counters();
+        r.read(&mut c).unwrap();
+        while !c.slow_fresh {
+            r.read(&mut c).unwrap();
+        }
+        assert!(c.psi_cpu.is_some() && c.psi_memory.is_some() && c.psi_io.is_some());
+        let names: Vec<&str> = c.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, vec!["vda"]);
+        assert!(r.notes().is_empty(), "{:?}", r.notes());
+    }
+
+    #[test]
+    fn old_kernel_tree_degrades_with_notes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = fixture("synthetic-4cpu-offline");
+        std::fs::copy(src.join("stat"), dir.path().join("stat")).unwrap();
+        std::fs::copy(src.join("meminfo"), dir.path().join("meminfo")).unwrap();
+        std::fs::write(dir.path().join("vmstat"), "pgmajfault 5\npswpout 2\n").unwrap();
+        let mut r = SystemReader::new(dir.path()).unwrap();
+        assert_eq!(r.features(), Features::default());
+        let notes = r.notes().join("\n");
+        assert!(notes.contains("PSI") && notes.contains("MemAvailable") && notes.contains("disk"));
+        let mut c = r.new_counters();
+        r.read(&mut c).unwrap();
+        assert!(c.psi_cpu.is_none());
+        assert!(r.cpus() >= 4);
+        assert!(!c.stat.cpu_present[2]);
+    }
+
+    #[test]
+    fn missing_required_file_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SystemReader::new(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("stat"), "{err}");
+    }
+
+    #[test]
+    fn partitions_and_hotplug() {
+        let mut disks = Vec::with_capacity(MAX_DISKS);
+        let mut present = Vec::with_capacity(MAX_DISKS);
+        let t1 = b" 8 0 sda 1 0 0 0 1 0 0 0 0 5 5\n 8 1 sda1 1 0 0 0 1 0 0 0 0 5 5\n 7 0 loop0 1 0 0 0 1 0 0 0 0 5 5\n";
+        merge_disks(t1, &mut disks, &mut present);
+        assert_eq!(disks.len(), 1);
+        let t2 = b" 8 0 sda 1 0 0 0 1 0 0 0 0 9 9\n 259 0 nvme0n1 1 0 0 0 1 0 0 0 0 5 5\n 259 1 nvme0n1p1 1 0 0 0 1 0 0 0 0 5 5\n";
+        merge_disks(t2, &mut disks, &mut present);
+        let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, vec!["sda", "nvme0n1"]);
+        assert_eq!(disks[0].io_ticks_ms, 9);
+        merge_disks(
+            b" 259 0 nvme0n1 1 0 0 0 1 0 0 0 0 5 5\n",
+            &mut disks,
+            &mut present,
+        );
+        assert_eq!(present, vec![false, true]);
+    }
+
+    #[test]
+    fn sysfs_stat_line() {
+        let mut d = DiskCounters {
+            name: crate::diskstats::DevName::new(b"vda"),
+            major: 254,
+            minor: 0,
+            reads: 0,
+            writes: 0,
+            in_flight: 0,
+            io_ticks_ms: 0,
+            weighted_ms: 0,
+        };
+        let line = b"   46770     8326  5570522    49992    17092    30885  5768816    19674        0     9304    71073     8154      191  2054592     1222     4428      184\n";
+        assert!(parse_sysfs_disk_stat(line, &mut d));
+        assert_eq!(
+            (d.reads, d.writes, d.in_flight, d.io_ticks_ms),
+            (46770, 17092, 0, 9304)
+        );
+        assert!(!parse_sysfs_disk_stat(b"1 2 3\n", &mut d));
+    }
+
+    #[test]
+    fn slow_sources_follow_cadence() {
+        let mut r = SystemReader::with_options(
+            fixture("host-6.18-2cpu"),
+            ReaderOptions {
+                sys_root: None,
+                slow_every: 3,
+            },
+        )
+        .unwrap();
+        let mut c = r.new_counters();
+        // The first read after construction is a full one.
+        let fresh: Vec<bool> = (0..6)
+            .map(|_| {
+                r.read(&mut c).unwrap();
+                c.slow_fresh
+            })
+            .collect();
+        assert_eq!(fresh, vec![true, false, false, true, false, false]);
+    }
+
+    #[test]
+    fn live_proc_reads_twice() {
+        let mut r = SystemReader::new("/proc").unwrap();
+        let mut a = r.new_counters();
+        let mut b = r.new_counters();
+        r.read(&mut a).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        r.read(&mut b).unwrap();
+        assert!(b.stat.context_switches >= a.stat.context_switches);
+        assert!(b.stat.total.total() >= a.stat.total.total());
+        assert!(b.mem.total_bytes > 0);
+    }
+}

@@ -1,0 +1,438 @@
+//! Computing a [`Sample`] from two consecutive reads of the /proc counters.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use selfheal_procfs::diskstats::DevName;
+use selfheal_procfs::stat::CpuTicks;
+use selfheal_procfs::system::{Features, ReaderOptions, SystemCounters, SystemReader, MAX_DISKS};
+use selfheal_procfs::vmstat::VmStat;
+use selfheal_procfs::ProcError;
+
+use crate::metric::{CpuMetric, DiskMetric, SystemMetric};
+
+/// The sampler could not start or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// A required /proc file is missing or malformed.
+    #[error("sampling /proc failed: {0}")]
+    Proc(#[from] ProcError),
+}
+
+/// One sample: every metric's value over the interval since the previous
+/// sample. Sized once by [`Sampler::new_sample`]; filling it never allocates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Sequence number, starting at 1 for the first computed sample.
+    pub seq: u64,
+    /// Monotonic time at which the counters were read.
+    pub taken_at: Instant,
+    /// Wall-clock time of the read, milliseconds since the Unix epoch.
+    pub wall_unix_ms: i64,
+    /// Time since the previous read: the interval rates are computed over.
+    pub interval: Duration,
+    /// Machine-wide values, indexed by [`SystemMetric::index`].
+    pub system: [f64; SystemMetric::COUNT],
+    /// Per-CPU values, indexed by CPU then [`CpuMetric::index`]. `NaN` for
+    /// CPUs that are offline.
+    pub cpus: Vec<[f64; CpuMetric::COUNT]>,
+    /// Per-disk values, indexed like [`Sample::disk_names`].
+    pub disks: Vec<[f64; DiskMetric::COUNT]>,
+    /// Tracked block devices.
+    pub disk_names: Vec<DevName>,
+}
+
+impl Sample {
+    /// An empty sample with room for `cpus` CPUs and [`MAX_DISKS`] disks.
+    pub fn with_cpus(cpus: usize) -> Sample {
+        Sample {
+            seq: 0,
+            taken_at: Instant::now(),
+            wall_unix_ms: 0,
+            interval: Duration::ZERO,
+            system: [f64::NAN; SystemMetric::COUNT],
+            cpus: vec![[f64::NAN; CpuMetric::COUNT]; cpus],
+            disks: Vec::with_capacity(MAX_DISKS),
+            disk_names: Vec::with_capacity(MAX_DISKS),
+        }
+    }
+
+    /// A machine-wide value.
+    pub fn system(&self, m: SystemMetric) -> f64 {
+        self.system[m.index()]
+    }
+
+    /// A per-CPU value (`NaN` for unknown CPUs).
+    pub fn cpu(&self, cpu: usize, m: CpuMetric) -> f64 {
+        self.cpus.get(cpu).map_or(f64::NAN, |v| v[m.index()])
+    }
+
+    /// A per-disk value.
+    pub fn disk(&self, disk: usize, m: DiskMetric) -> f64 {
+        self.disks.get(disk).map_or(f64::NAN, |v| v[m.index()])
+    }
+}
+
+/// Reads /proc and turns counters into [`Sample`]s.
+#[derive(Debug)]
+pub struct Sampler {
+    reader: SystemReader,
+    prev: SystemCounters,
+    cur: SystemCounters,
+    seq: u64,
+    ticks_per_second: f64,
+    /// The slow sources (vmstat, PSI) at their last refresh, and when.
+    slow_prev: SlowState,
+    /// Slow metrics as last computed, carried into every sample until the
+    /// next refresh.
+    slow_values: [f64; SLOW_METRICS.len()],
+}
+
+/// Metrics computed from the slow sources.
+const SLOW_METRICS: [SystemMetric; 10] = [
+    SystemMetric::SwapOutPagesPerSecond,
+    SystemMetric::SwapInPagesPerSecond,
+    SystemMetric::MajorFaultsPerSecond,
+    SystemMetric::OomKillsPerSecond,
+    SystemMetric::PsiCpuSomeAvg10,
+    SystemMetric::PsiCpuFullAvg10,
+    SystemMetric::PsiMemorySomeAvg10,
+    SystemMetric::PsiMemoryFullAvg10,
+    SystemMetric::PsiIoSomeAvg10,
+    SystemMetric::PsiIoFullAvg10,
+];
+
+#[derive(Debug, Clone, Copy)]
+struct SlowState {
+    vm: VmStat,
+    at: Instant,
+}
+
+impl Sampler {
+    /// Opens the /proc files under `root` and takes a baseline read.
+    pub fn new(root: impl AsRef<Path>) -> Result<Sampler, SamplerError> {
+        Sampler::from_reader(SystemReader::new(root)?)
+    }
+
+    /// Opens /proc under `root` with explicit reader options.
+    pub fn with_options(
+        root: impl AsRef<Path>,
+        options: ReaderOptions,
+    ) -> Result<Sampler, SamplerError> {
+        Sampler::from_reader(SystemReader::with_options(root, options)?)
+    }
+
+    fn from_reader(mut reader: SystemReader) -> Result<Sampler, SamplerError> {
+        let mut prev = reader.new_counters();
+        // The first read refreshes everything: it is the baseline for rates.
+        reader.read(&mut prev)?;
+        let cur = prev.clone();
+        Ok(Sampler {
+            reader,
+            slow_prev: SlowState {
+                vm: prev.vm,
+                at: prev.taken_at,
+            },
+            prev,
+            cur,
+            seq: 0,
+            ticks_per_second: selfheal_sys::sched::clock_ticks_per_second() as f64,
+            slow_values: [f64::NAN; SLOW_METRICS.len()],
+        })
+    }
+
+    /// Number of CPU slots in each sample.
+    pub fn cpus(&self) -> usize {
+        self.reader.cpus()
+    }
+
+    /// Optional sources this kernel offers.
+    pub fn features(&self) -> Features {
+        self.reader.features()
+    }
+
+    /// Notes about degraded sources, to log once at start-up.
+    pub fn notes(&self) -> &[String] {
+        self.reader.notes()
+    }
+
+    /// A sample sized for this machine.
+    pub fn new_sample(&self) -> Sample {
+        Sample::with_cpus(self.cpus())
+    }
+
+    /// Reads the counters and fills `out` with values over the interval since
+    /// the previous call (or since construction). Allocation-free.
+    pub fn sample(&mut self, out: &mut Sample) -> Result<(), SamplerError> {
+        self.reader.read(&mut self.cur)?;
+        self.seq += 1;
+        compute(&self.prev, &self.cur, self.ticks_per_second, out);
+        if self.cur.slow_fresh {
+            compute_slow(&self.slow_prev, &self.cur, &mut self.slow_values);
+            self.slow_prev = SlowState {
+                vm: self.cur.vm,
+                at: self.cur.taken_at,
+            };
+        }
+        for (m, v) in SLOW_METRICS.iter().zip(self.slow_values) {
+            out.system[m.index()] = v;
+        }
+        out.seq = self.seq;
+        out.wall_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        Ok(())
+    }
+}
+
+/// Per-second rate of a cumulative counter; a counter that went backwards
+/// (reset, wrap) yields 0 rather than a huge bogus number.
+fn rate(prev: u64, cur: u64, secs: f64) -> f64 {
+    if secs <= 0.0 || cur < prev {
+        0.0
+    } else {
+        (cur - prev) as f64 / secs
+    }
+}
+
+/// Percentages of one CPU's time over the interval:
+/// (user, system, iowait, steal, idle, total ticks).
+fn cpu_shares(prev: &CpuTicks, cur: &CpuTicks) -> Option<[f64; 6]> {
+    let d = |a: u64, b: u64| b.saturating_sub(a) as f64;
+    let user = d(prev.user, cur.user) + d(prev.nice, cur.nice);
+    let system = d(prev.system, cur.system) + d(prev.irq, cur.irq) + d(prev.softirq, cur.softirq);
+    let iowait = d(prev.iowait, cur.iowait);
+    let steal = d(prev.steal, cur.steal);
+    let idle = d(prev.idle, cur.idle);
+    let total = user + system + iowait + steal + idle;
+    if total <= 0.0 {
+        return None;
+    }
+    let pct = |x: f64| 100.0 * x / total;
+    Some([
+        pct(user),
+        pct(system),
+        pct(iowait),
+        pct(steal),
+        pct(idle),
+        total,
+    ])
+}
+
+/// The one place rates and shares are computed: from (previous, current,
+/// elapsed).
+fn compute(prev: &SystemCounters, cur: &SystemCounters, ticks_per_second: f64, out: &mut Sample) {
+    let elapsed = cur.taken_at.saturating_duration_since(prev.taken_at);
+    let secs = elapsed.as_secs_f64();
+    out.taken_at = cur.taken_at;
+    out.interval = elapsed;
+    let s = &mut out.system;
+    s.iter_mut().for_each(|v| *v = f64::NAN);
+
+    if let Some([u, sy, io, st, id, _]) = cpu_shares(&prev.stat.total, &cur.stat.total) {
+        s[SystemMetric::UserPercent.index()] = u;
+        s[SystemMetric::SystemPercent.index()] = sy;
+        s[SystemMetric::IowaitPercent.index()] = io;
+        s[SystemMetric::StealPercent.index()] = st;
+        s[SystemMetric::IdlePercent.index()] = id;
+    }
+
+    let mut online = 0usize;
+    for (i, slot) in out.cpus.iter_mut().enumerate() {
+        slot.iter_mut().for_each(|v| *v = f64::NAN);
+        let (Some(p), Some(c)) = (prev.stat.cpus.get(i), cur.stat.cpus.get(i)) else {
+            continue;
+        };
+        if !cur.stat.cpu_present[i] {
+            continue;
+        }
+        online += 1;
+        let expected_ticks = secs * ticks_per_second;
+        match cpu_shares(p, c) {
+            Some([u, sy, io, st, id, total]) => {
+                slot[CpuMetric::UserPercent.index()] = u;
+                slot[CpuMetric::SystemPercent.index()] = sy;
+                slot[CpuMetric::IowaitPercent.index()] = io;
+                slot[CpuMetric::StealPercent.index()] = st;
+                slot[CpuMetric::IdlePercent.index()] = id;
+                if expected_ticks > 0.0 {
+                    slot[CpuMetric::AccountedPercent.index()] = 100.0 * total / expected_ticks;
+                }
+            }
+            // No tick accounted at all over the interval: the CPU's
+            // accounting stopped (or the interval was shorter than a tick).
+            None if expected_ticks >= 2.0 => slot[CpuMetric::AccountedPercent.index()] = 0.0,
+            None => {}
+        }
+    }
+    let online_f = online.max(1) as f64;
+    s[SystemMetric::OnlineCpus.index()] = online as f64;
+
+    let st = (&prev.stat, &cur.stat);
+    s[SystemMetric::ContextSwitchesPerSecond.index()] =
+        rate(st.0.context_switches, st.1.context_switches, secs);
+    s[SystemMetric::InterruptsPerSecond.index()] = rate(st.0.interrupts, st.1.interrupts, secs);
+    s[SystemMetric::ForksPerSecond.index()] = rate(st.0.forks, st.1.forks, secs);
+    s[SystemMetric::RunnableTasks.index()] = st.1.procs_running as f64;
+    s[SystemMetric::RunnableTasksPerCpu.index()] = st.1.procs_running as f64 / online_f;
+    s[SystemMetric::BlockedTasks.index()] = st.1.procs_blocked as f64;
+    s[SystemMetric::BlockedTasksPerCpu.index()] = st.1.procs_blocked as f64 / online_f;
+
+    let m = &cur.mem;
+    let available = m.available_bytes.unwrap_or(m.free_bytes + m.cached_bytes);
+    s[SystemMetric::MemTotalBytes.index()] = m.total_bytes as f64;
+    s[SystemMetric::MemFreeBytes.index()] = m.free_bytes as f64;
+    s[SystemMetric::MemAvailableBytes.index()] = available as f64;
+    if m.total_bytes > 0 {
+        s[SystemMetric::MemAvailablePercent.index()] =
+            100.0 * available as f64 / m.total_bytes as f64;
+    }
+
+    // Disks: the current table may have grown (hot-plug) since `prev`.
+    out.disks.clear();
+    out.disk_names.clear();
+    let ms = secs * 1000.0;
+    for (i, d) in cur.disks.iter().enumerate() {
+        let mut v = [f64::NAN; DiskMetric::COUNT];
+        if cur.disk_present.get(i).copied().unwrap_or(false) {
+            v[DiskMetric::InFlight.index()] = d.in_flight as f64;
+            if let Some(p) = prev.disks.get(i) {
+                if ms > 0.0 && d.io_ticks_ms >= p.io_ticks_ms {
+                    let busy = 100.0 * (d.io_ticks_ms - p.io_ticks_ms) as f64 / ms;
+                    v[DiskMetric::BusyPercent.index()] = busy.min(100.0);
+                }
+            }
+        }
+        out.disks.push(v);
+        out.disk_names.push(d.name);
+    }
+}
+
+/// Rates and levels from the slow sources, over the interval since their
+/// previous refresh. Writes values in [`SLOW_METRICS`] order.
+fn compute_slow(prev: &SlowState, cur: &SystemCounters, out: &mut [f64; SLOW_METRICS.len()]) {
+    let secs = cur
+        .taken_at
+        .saturating_duration_since(prev.at)
+        .as_secs_f64();
+    out.iter_mut().for_each(|v| *v = f64::NAN);
+    let (a, b) = (&prev.vm, &cur.vm);
+    out[0] = rate(a.pswpout, b.pswpout, secs);
+    out[1] = rate(a.pswpin, b.pswpin, secs);
+    out[2] = rate(a.pgmajfault, b.pgmajfault, secs);
+    if let (Some(x), Some(y)) = (a.oom_kill, b.oom_kill) {
+        out[3] = rate(x, y, secs);
+    }
+    for (i, p) in [cur.psi_cpu, cur.psi_memory, cur.psi_io].iter().enumerate() {
+        if let Some(p) = p {
+            if let Some(l) = p.some {
+                out[4 + 2 * i] = l.avg10;
+            }
+            if let Some(l) = p.full {
+                out[5 + 2 * i] = l.avg10;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(user: u64, system: u64, idle: u64, iowait: u64, steal: u64) -> CpuTicks {
+        CpuTicks {
+            user,
+            system,
+            idle,
+            iowait,
+            steal,
+            ..CpuTicks::default()
+        }
+    }
+
+    fn counters(cpus: &[CpuTicks]) -> SystemCounters {
+        let mut c = SystemCounters::with_cpus(cpus.len());
+        for (i, t) in cpus.iter().enumerate() {
+            c.stat.cpus[i] = *t;
+            c.stat.cpu_present[i] = true;
+            c.stat.total.user += t.user;
+            c.stat.total.system += t.system;
+            c.stat.total.idle += t.idle;
+            c.stat.total.iowait += t.iowait;
+            c.stat.total.steal += t.steal;
+        }
+        c.mem.total_bytes = 1000;
+        c.mem.free_bytes = 100;
+        c
+    }
+
+    #[test]
+    fn shares_and_rates() {
+        let mut a = counters(&[ticks(0, 0, 0, 0, 0), ticks(0, 0, 0, 0, 0)]);
+        a.stat.context_switches = 1000;
+        a.vm.pgmajfault = 5;
+        let mut b = counters(&[ticks(1, 9, 0, 0, 0), ticks(0, 0, 5, 5, 0)]);
+        b.stat.context_switches = 1500;
+        b.stat.procs_running = 7;
+        b.vm.pgmajfault = 4; // went backwards: must read as 0, not huge
+        b.mem.available_bytes = Some(250);
+        b.taken_at = a.taken_at + Duration::from_millis(100);
+        let mut out = Sample::with_cpus(2);
+        compute(&a, &b, 100.0, &mut out);
+        assert_eq!(out.cpu(0, CpuMetric::SystemPercent), 90.0);
+        assert_eq!(out.cpu(0, CpuMetric::UserPercent), 10.0);
+        assert_eq!(out.cpu(1, CpuMetric::IowaitPercent), 50.0);
+        assert_eq!(out.cpu(0, CpuMetric::AccountedPercent), 100.0);
+        assert_eq!(out.system(SystemMetric::SystemPercent), 45.0);
+        assert_eq!(out.system(SystemMetric::ContextSwitchesPerSecond), 5000.0);
+        let mut slow = [0.0; SLOW_METRICS.len()];
+        let prev = SlowState {
+            vm: a.vm,
+            at: a.taken_at,
+        };
+        compute_slow(&prev, &b, &mut slow);
+        assert_eq!(slow[2], 0.0, "a counter that went backwards reads as 0");
+        assert_eq!(out.system(SystemMetric::RunnableTasksPerCpu), 3.5);
+        assert_eq!(out.system(SystemMetric::MemAvailablePercent), 25.0);
+        assert!(out.system(SystemMetric::PsiCpuSomeAvg10).is_nan());
+    }
+
+    #[test]
+    fn stopped_accounting_and_offline_cpu() {
+        let a = counters(&[ticks(0, 0, 0, 0, 0), ticks(10, 0, 0, 0, 0)]);
+        let mut b = counters(&[ticks(0, 0, 0, 0, 0), ticks(20, 0, 0, 0, 0)]);
+        b.taken_at = a.taken_at + Duration::from_millis(100);
+        let mut out = Sample::with_cpus(2);
+        compute(&a, &b, 100.0, &mut out);
+        assert_eq!(out.cpu(0, CpuMetric::AccountedPercent), 0.0);
+        assert!(out.cpu(0, CpuMetric::SystemPercent).is_nan());
+        b.stat.cpu_present[1] = false;
+        compute(&a, &b, 100.0, &mut out);
+        assert!(out.cpu(1, CpuMetric::UserPercent).is_nan());
+        assert_eq!(out.system(SystemMetric::OnlineCpus), 1.0);
+    }
+
+    #[test]
+    fn live_sampler() {
+        let mut s = Sampler::new("/proc").unwrap();
+        let mut out = s.new_sample();
+        std::thread::sleep(Duration::from_millis(50));
+        s.sample(&mut out).unwrap();
+        assert_eq!(out.seq, 1);
+        assert!(out.interval >= Duration::from_millis(40));
+        assert!(out.system(SystemMetric::MemTotalBytes) > 0.0);
+        assert!(out.system(SystemMetric::RunnableTasks) >= 1.0);
+        let sum: f64 = [
+            SystemMetric::UserPercent,
+            SystemMetric::SystemPercent,
+            SystemMetric::IowaitPercent,
+            SystemMetric::StealPercent,
+            SystemMetric::IdlePercent,
+        ]
+        .iter()
+        .map(|m| out.system(*m))
+        .sum();
+        assert!((sum - 100.0).abs() < 0.01, "shares sum to {sum}");
+    }
+}
