@@ -266,7 +266,12 @@ pub struct Event {
 
 impl Event {
     /// A new event stamped with the current wall-clock time.
-    pub fn now(kind: EventKind, severity: Severity, source: &str, message: impl Into<String>) -> Event {
+    pub fn now(
+        kind: EventKind,
+        severity: Severity,
+        source: &str,
+        message: impl Into<String>,
+    ) -> Event {
         Event {
             id: None,
             time_unix_ms: unix_ms(SystemTime::now()),
@@ -339,7 +344,10 @@ impl MemorySink {
 
     /// A copy of everything emitted so far.
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

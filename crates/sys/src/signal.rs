@@ -47,7 +47,9 @@ pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> Result<()> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(SysError::last(format!("tgkill(tgid {tgid}, tid {tid}, sig {sig})")))
+        Err(SysError::last(format!(
+            "tgkill(tgid {tgid}, tid {tid}, sig {sig})"
+        )))
     }
 }
 
@@ -173,7 +175,10 @@ mod tests {
 
     #[test]
     fn pidfd_signals_own_child() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let fd = pidfd_open(child.id() as i32).unwrap();
         pidfd_send_signal(&fd, libc::SIGKILL).unwrap();
         let status = child.wait().unwrap();
