@@ -19,8 +19,10 @@ fn invalid(text: &str) -> (usize, usize, String) {
 #[test]
 fn default_text_matches_code() {
     let parsed = parse(DEFAULT_CONFIG_TOML).unwrap();
-    let mut expected = Config::default();
-    expected.rules = default_rules();
+    let expected = Config {
+        rules: default_rules(),
+        ..Config::default()
+    };
     assert_eq!(parsed, expected);
     assert_eq!(parsed.effective_rules(), default_rules());
 }
@@ -166,8 +168,10 @@ fn unreadable_file_names_path() {
 
 #[test]
 fn serialized_config_parses_back() {
-    let mut c = Config::default();
-    c.rules = default_rules();
+    let c = Config {
+        rules: default_rules(),
+        ..Config::default()
+    };
     let text = toml::to_string(&c).unwrap();
     let back = parse(&text).unwrap();
     assert_eq!(back, c);
