@@ -1,0 +1,20 @@
+//! Detection: where a hang is first noticed.
+//!
+//! - [`light`]: SHFH's light detector. Rules (acceptable ranges with a
+//!   sustain time) evaluated on every sample by a real-time thread that
+//!   allocates nothing and never blocks; alerts go to the heavy detector
+//!   through a bounded queue.
+//! - [`calibrate`]: learns this machine's normal ranges and writes rule
+//!   thresholds that `watch` uses.
+//! - [`heartbeat`]: the light thread's proof of life, read by the watchdog
+//!   chain.
+#![forbid(unsafe_code)]
+
+pub mod calibrate;
+pub mod heartbeat;
+pub mod light;
+
+pub use heartbeat::Heartbeat;
+pub use light::{
+    Alert, AlertInstance, LightDetector, LightShared, LightStats, LightThread, LightThreadConfig,
+};

@@ -1,0 +1,219 @@
+use std::time::{Duration, Instant};
+
+use selfheal_config::{default_rules, Config, Level};
+use selfheal_sampler::{CpuMetric, Sample, SystemMetric};
+
+use super::*;
+
+/// A 2-CPU sample stream with 100 ms intervals.
+struct Stream {
+    t: Instant,
+    seq: u64,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        Stream {
+            t: Instant::now(),
+            seq: 0,
+        }
+    }
+
+    fn next(&mut self, f: impl FnOnce(&mut Sample)) -> Sample {
+        self.t += Duration::from_millis(100);
+        self.seq += 1;
+        let mut s = Sample::with_cpus(2);
+        s.seq = self.seq;
+        s.taken_at = self.t;
+        s.interval = Duration::from_millis(100);
+        for cpu in s.cpus.iter_mut() {
+            cpu[CpuMetric::UserPercent.index()] = 30.0;
+            cpu[CpuMetric::SystemPercent.index()] = 10.0;
+            cpu[CpuMetric::IowaitPercent.index()] = 0.0;
+            cpu[CpuMetric::StealPercent.index()] = 0.0;
+            cpu[CpuMetric::IdlePercent.index()] = 60.0;
+            cpu[CpuMetric::AccountedPercent.index()] = 100.0;
+        }
+        s.system[SystemMetric::RunnableTasksPerCpu.index()] = 1.0;
+        s.system[SystemMetric::MemAvailablePercent.index()] = 80.0;
+        f(&mut s);
+        s
+    }
+}
+
+fn spin_cpu1(s: &mut Sample) {
+    s.cpus[1][CpuMetric::SystemPercent.index()] = 100.0;
+    s.cpus[1][CpuMetric::UserPercent.index()] = 0.0;
+    s.cpus[1][CpuMetric::IdlePercent.index()] = 0.0;
+}
+
+fn detector(repeat_ms: u64) -> LightDetector {
+    LightDetector::new(default_rules(), 2, 50.0, Duration::from_millis(repeat_ms)).unwrap()
+}
+
+fn run(det: &mut LightDetector, s: &Sample) -> Vec<Alert> {
+    let mut out = Vec::new();
+    det.evaluate(s, &mut |a| out.push(a));
+    out
+}
+
+fn names(det: &LightDetector, alerts: &[Alert]) -> Vec<String> {
+    alerts
+        .iter()
+        .map(|a| det.rules()[a.rule_index as usize].name.clone())
+        .collect()
+}
+
+#[test]
+fn normal_load_raises_nothing() {
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    for _ in 0..100 {
+        assert!(run(&mut det, &st.next(|_| {})).is_empty());
+    }
+}
+
+#[test]
+fn kernel_spin_escalates_light_then_heavy() {
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    let mut seen = Vec::new();
+    for i in 0..15 {
+        for a in run(&mut det, &st.next(spin_cpu1)) {
+            seen.push((i, det.rules()[a.rule_index as usize].name.clone(), a));
+        }
+    }
+    // Light (sustain 200 ms) on the 2nd sample, heavy (sustain 1 s) on the 10th.
+    let light = seen.iter().find(|(_, n, _)| n == "kernel_spin").unwrap();
+    assert_eq!(light.0, 1);
+    assert_eq!(light.2.instance, AlertInstance::Cpu(1));
+    assert_eq!(light.2.values[0], 100.0);
+    let heavy = seen
+        .iter()
+        .find(|(_, n, _)| n == "kernel_spin_hang")
+        .unwrap();
+    assert_eq!(heavy.0, 9);
+    assert_eq!(heavy.2.level, Level::Heavy);
+    assert_eq!(heavy.2.held_for, Duration::from_secs(1));
+    // Once per episode with repeat = 0.
+    assert_eq!(
+        seen.len(),
+        2,
+        "{:?}",
+        seen.iter().map(|s| &s.1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn interruption_resets_sustain() {
+    // Spinning on every other sample never reaches the 200 ms sustain.
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 {
+            st.next(spin_cpu1)
+        } else {
+            st.next(|_| {})
+        };
+        assert!(run(&mut det, &s).is_empty(), "sample {i}");
+    }
+    // Two in a row do.
+    run(&mut det, &st.next(spin_cpu1));
+    let alerts = run(&mut det, &st.next(spin_cpu1));
+    assert_eq!(names(&det, &alerts), vec!["kernel_spin"]);
+}
+
+#[test]
+fn repeat_reraises_while_holding() {
+    let mut det = detector(500);
+    let mut st = Stream::new();
+    let mut light = 0;
+    let mut repeats = 0;
+    for _ in 0..21 {
+        for a in run(&mut det, &st.next(spin_cpu1)) {
+            if det.rules()[a.rule_index as usize].name == "kernel_spin" {
+                light += 1;
+                repeats += a.repeat as u32;
+            }
+        }
+    }
+    // First at sample 2 (t=200ms), then every 500 ms: 0.7, 1.2, 1.7 s.
+    assert_eq!((light, repeats), (4, 3));
+}
+
+#[test]
+fn steal_suppresses_per_cpu_rules() {
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    for _ in 0..20 {
+        let s = st.next(|s| {
+            spin_cpu1(s);
+            s.cpus[1][CpuMetric::StealPercent.index()] = 80.0;
+        });
+        assert!(run(&mut det, &s).is_empty());
+    }
+}
+
+#[test]
+fn missing_metric_never_fires() {
+    // PSI absent: NaN.
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    for _ in 0..20 {
+        let s = st.next(|s| s.system[SystemMetric::PsiMemoryFullAvg10.index()] = f64::NAN);
+        assert!(run(&mut det, &s).is_empty());
+    }
+}
+
+#[test]
+fn system_rule_and_event_text() {
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    let s = st.next(|s| s.system[SystemMetric::MemAvailablePercent.index()] = 5.0);
+    let alerts = run(&mut det, &s);
+    assert_eq!(names(&det, &alerts), vec!["memory_low"]);
+    let rule = &det.rules()[alerts[0].rule_index as usize];
+    let ev = alerts[0].to_event(rule, Some(&s));
+    assert_eq!(ev.kind, selfheal_event::EventKind::Alert);
+    assert_eq!(ev.rule.as_deref(), Some("memory_low"));
+    assert!(
+        ev.message.contains("mem_available_percent=5.0 < 10"),
+        "{}",
+        ev.message
+    );
+    assert_eq!(ev.details["conditions"][0]["value"], 5.0);
+    assert_eq!(
+        ev.details["snapshot"]["system"]["mem_available_percent"],
+        5.0
+    );
+    assert_eq!(ev.details["snapshot"]["cpus"][1]["cpu"], 1);
+}
+
+#[test]
+fn per_cpu_event_names_the_cpu() {
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    run(&mut det, &st.next(spin_cpu1));
+    let s = st.next(spin_cpu1);
+    let alerts = run(&mut det, &s);
+    let rule = &det.rules()[alerts[0].rule_index as usize];
+    let ev = alerts[0].to_event(rule, Some(&s));
+    assert_eq!(ev.culprit.unwrap().cpu, Some(1));
+    assert!(
+        ev.message.starts_with("kernel_spin on cpu 1:"),
+        "{}",
+        ev.message
+    );
+    assert_eq!(ev.severity, selfheal_event::Severity::Warning);
+}
+
+#[test]
+fn config_rules_compile() {
+    let c = Config::parse(
+        "[[rule]]\nname = \"busy_disk\"\nwhen = [{ metric = \"disk_busy_percent\", above = 90 }]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let det = LightDetector::new(c.effective_rules(), 2, 50.0, Duration::ZERO).unwrap();
+    assert_eq!(det.rules().len(), default_rules().len() + 1);
+}
