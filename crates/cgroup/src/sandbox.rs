@@ -209,19 +209,14 @@ impl Sandbox {
         hierarchy: &Hierarchy,
         config: SandboxConfig,
     ) -> Result<Sandbox, SandboxError> {
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.split('/').all(|c| {
-                    !c.is_empty()
-                        && c.chars()
-                            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-                        && c != "."
-                        && c != ".."
-                })
+        let valid_component = |c: &str| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
         };
-        if !valid(&config.name) || config.name.contains('/') || !valid(&config.parent) {
+        if !valid_component(&config.name) || !config.parent.split('/').all(valid_component) {
             return Err(SandboxError::Config(format!(
-                "name {:?} / parent {:?}: use letters, digits, '-', '_'",
+                "name {:?} / parent {:?}: use letters, digits, '-', '_' (and '/' between parent levels)",
                 config.name, config.parent
             )));
         }
@@ -439,4 +434,66 @@ fn unavailable(reason: String) -> SandboxError {
 
 fn cmd_name(cmd: &Command) -> String {
     cmd.get_program().to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_hierarchy_means_unavailable_with_the_skip_message() {
+        let err =
+            Sandbox::with_hierarchy(&Hierarchy::default(), SandboxConfig::new("x")).unwrap_err();
+        assert!(err.is_unavailable());
+        assert!(
+            err.to_string()
+                .starts_with("sandbox needs root and a writable cgroup hierarchy: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn read_only_or_incomplete_hierarchies_are_unavailable() {
+        // A docker-style read-only v1 bind mount.
+        let ro = Hierarchy::from_mountinfo(
+            "652 649 0:33 /docker/x /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n\
+             653 649 0:34 /docker/x /sys/fs/cgroup/pids ro - cgroup cgroup rw,pids\n",
+        )
+        .unwrap();
+        let err = Sandbox::with_hierarchy(&ro, SandboxConfig::new("x")).unwrap_err();
+        assert!(
+            err.is_unavailable() && err.to_string().contains("read-only"),
+            "{err}"
+        );
+        // v2 without the memory controller offered.
+        let v2 = Hierarchy::from_mountinfo("41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+            .unwrap()
+            .with_v2_controllers(&["pids"]);
+        let err = Sandbox::with_hierarchy(&v2, SandboxConfig::new("x")).unwrap_err();
+        assert!(
+            err.is_unavailable() && err.to_string().contains("memory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for (name, parent) in [
+            ("", "p"),
+            ("a/b", "p"),
+            ("..", "p"),
+            ("ok", "a//b"),
+            ("ok", "../x"),
+        ] {
+            let err = Sandbox::with_hierarchy(
+                &Hierarchy::default(),
+                SandboxConfig::new(name).parent(parent),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, SandboxError::Config(_)),
+                "{name:?} {parent:?}: {err}"
+            );
+        }
+    }
 }

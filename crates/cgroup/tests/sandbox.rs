@@ -281,3 +281,43 @@ fn this_machine_layout_is_detected() {
         assert!(h.v2.is_some() && !h.v1.is_empty());
     }
 }
+
+#[test]
+fn without_cpuset_pinning_falls_back_to_affinity() {
+    let test = "without_cpuset_pinning_falls_back_to_affinity";
+    if !selfheal_sys::process::is_root() {
+        eprintln!("SKIP {test}: not root");
+        return;
+    }
+    // Hide the cpuset controller, as on a v2 machine where it is not enabled.
+    let mut h = Hierarchy::detect().unwrap();
+    h.v1.retain(|m| !m.controllers.iter().any(|c| c == "cpuset"));
+    if let Some(v2) = &mut h.v2 {
+        v2.controllers.retain(|c| c != "cpuset");
+    }
+    let cpu = 0;
+    let sandbox = match selfheal_cgroup::Sandbox::with_hierarchy(
+        &h,
+        SandboxConfig::new("affinity").pin_cpu(cpu),
+    ) {
+        Ok(s) => s,
+        Err(e) if e.is_unavailable() => {
+            eprintln!("SKIP {test}: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(sandbox.pinning(), Some(CpuPinning::Affinity(cpu)));
+    let out = sandbox
+        .spawn(
+            Command::new("grep")
+                .args(["^Cpus_allowed_list:", "/proc/self/status"])
+                .stdout(Stdio::piped()),
+        )
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.split_whitespace().nth(1), Some("0"), "{text}");
+    sandbox.close().unwrap();
+}

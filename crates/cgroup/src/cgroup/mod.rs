@@ -13,6 +13,8 @@
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod layout_tests;
 
 use std::path::PathBuf;
 use std::thread::sleep;
@@ -26,7 +28,7 @@ use crate::controller::Limits;
 use crate::error::{CgroupError, Result};
 use crate::hierarchy::{ControllerLocation, Hierarchy};
 use crate::manager::{CgroupManager, V1Dir, V1Manager, V2Manager, Version};
-use crate::proc_cgroup::read_pid_cgroup;
+use crate::proc_cgroup::{read_pid_cgroup, ProcCgroupEntry};
 
 /// v1 controllers worth acting on when opening a process's cgroup.
 const ACTION_CONTROLLERS: &[&str] = &["pids", "memory", "cpu", "freezer", "cpuset"];
@@ -100,27 +102,26 @@ impl Cgroup {
     /// out (acting there would act on the whole machine) unless it sits at
     /// the root everywhere; then every operation that could hurt refuses.
     pub fn of_pid(hierarchy: &Hierarchy, pid: i32) -> Result<Cgroup> {
-        let entries = read_pid_cgroup(pid)?;
-        let any_non_root = entries.iter().any(|e| {
-            !e.is_root()
-                && (e.is_v2() && hierarchy.v2.is_some()
-                    || hierarchy.v1_mount_for(e).is_some_and(|m| {
-                        m.controllers
-                            .iter()
-                            .any(|c| ACTION_CONTROLLERS.contains(&c.as_str()))
-                    }))
-        });
+        Cgroup::from_proc_entries(hierarchy, &read_pid_cgroup(pid)?).map_err(|e| match e {
+            CgroupError::NotMounted { .. } => CgroupError::NotMounted {
+                what: format!("any hierarchy listed in /proc/{pid}/cgroup"),
+            },
+            other => other,
+        })
+    }
+
+    /// [`Cgroup::of_pid`] from already-parsed `/proc/PID/cgroup` lines.
+    pub fn from_proc_entries(hierarchy: &Hierarchy, entries: &[ProcCgroupEntry]) -> Result<Cgroup> {
+        // Each usable line; a directory equal to its mount point is the
+        // root as far as we can see (even for a container's bind mount).
+        let mut v2_dir = None;
         let mut v1_dirs = Vec::new();
-        let mut v2 = None;
-        for e in &entries {
-            if any_non_root && e.is_root() {
-                continue;
-            }
+        for e in entries {
             if e.is_v2() {
-                if hierarchy.v2.is_some()
-                    && hierarchy.v2.as_ref().and_then(|m| m.dir(&e.path)).is_some()
-                {
-                    v2 = Some(V2Manager::new(hierarchy, &e.path, &[])?);
+                if let Some(mount) = &hierarchy.v2 {
+                    if let Some(dir) = mount.dir(&e.path) {
+                        v2_dir = Some((e.path.clone(), dir == mount.mount_point));
+                    }
                 }
             } else if let Some(mount) = hierarchy.v1_mount_for(e) {
                 let useful = mount
@@ -132,16 +133,23 @@ impl Cgroup {
                 }
             }
         }
+        let v1_is_root = |d: &V1Dir| d.path == d.mount.mount_point;
+        let any_non_root = v2_dir.as_ref().is_some_and(|(_, root)| !root)
+            || v1_dirs.iter().any(|d| !v1_is_root(d));
+        if any_non_root {
+            v1_dirs.retain(|d| !v1_is_root(d));
+            v2_dir = v2_dir.filter(|(_, root)| !root);
+        }
         let mut managers: Vec<Box<dyn CgroupManager>> = Vec::new();
         if !v1_dirs.is_empty() {
             managers.push(Box::new(V1Manager::from_dirs(v1_dirs)));
         }
-        if let Some(v2) = v2 {
-            managers.push(Box::new(v2));
+        if let Some((rel, _)) = v2_dir {
+            managers.push(Box::new(V2Manager::new(hierarchy, &rel, &[])?));
         }
         if managers.is_empty() {
             return Err(CgroupError::NotMounted {
-                what: format!("any hierarchy listed in /proc/{pid}/cgroup"),
+                what: "any hierarchy listed in /proc/PID/cgroup".into(),
             });
         }
         Ok(Cgroup { managers })
