@@ -8,13 +8,36 @@
 //! the mapping layout, brk, file offsets and, for memory, one shadow copy
 //! plus per-checkpoint undo pages, so K checkpoints cost one copy plus their
 //! deltas. See [`Engine`] for the driving API.
+//!
+//! Output is not rolled back: bytes written to pipes, terminals or files
+//! between a checkpoint and a rollback stay written and are written again
+//! when the program re-runs that stretch. Reading from a pipe, socket or
+//! terminal since the checkpoint, sockets, shared writable memory, new or
+//! ended threads, new child processes and changed signal handlers make a
+//! rollback impossible; the engine says so and the supervisor restarts.
 #![forbid(unsafe_code)]
 
+mod engine;
 pub mod error;
+mod events;
+mod fds;
 pub mod launch;
+mod layout;
+mod memio;
+mod pages;
 pub mod procfs;
+mod ranges;
 mod remote;
+mod rollback;
+pub mod sandbox;
+mod session;
+mod threads;
 mod tracee;
+mod tracker;
 
+pub use engine::{Config, Engine, Target, CRASH_SIGNALS};
 pub use error::{StartError, TraceError};
+pub use events::{CheckpointStats, Event, ExitInfo, Failure, Metrics, RollbackReport, Unrecoverable};
+pub use fds::FdKind;
 pub use launch::LaunchSpec;
+pub use tracker::TrackingMode;

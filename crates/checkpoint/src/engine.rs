@@ -1,0 +1,574 @@
+//! The driving API: a tracer thread that starts or seizes a process, takes
+//! periodic checkpoints, intercepts crash signals, rolls back (progressively
+//! on recurrence), accepts rollback requests for hangs, and reports events.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use selfheal_sys::ptrace::{self as pt, WaitStatus};
+
+use crate::error::{StartError, TraceError};
+use crate::events::{Event, ExitInfo, Failure, Metrics, Unrecoverable};
+use crate::launch::{self, LaunchSpec};
+use crate::procfs;
+use crate::rollback::RollbackError;
+use crate::session::Session;
+use crate::tracee::{Notice, Tracee};
+use crate::tracker::Tracker;
+
+/// The signals intercepted as crashes unless the program handles them.
+pub const CRASH_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGABRT];
+
+fn crash_filter(sig: i32) -> bool {
+    CRASH_SIGNALS.contains(&sig)
+}
+
+/// How checkpoints are taken and failures handled.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Checkpoints kept (older ones are dropped).
+    pub keep: usize,
+    /// A failure with the same signature within this time after a rollback
+    /// counts as a recurrence and rolls back one checkpoint further.
+    /// Checkpoints are suspended for this long after a rollback so the
+    /// older history survives while the outcome is unknown.
+    pub recurrence_window: Duration,
+    /// Crash signals to intercept (a subset of [`CRASH_SIGNALS`]).
+    pub crash_signals: Vec<i32>,
+    /// Use full copies even when the kernel can track writes (for testing
+    /// the fallback).
+    pub force_full_copy: bool,
+    /// Send an [`Event::Checkpoint`] for every checkpoint.
+    pub report_checkpoints: bool,
+    /// Longest time before a stop of the process is noticed.
+    pub poll_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            interval: Duration::from_millis(50),
+            keep: 8,
+            recurrence_window: Duration::from_secs(1),
+            crash_signals: CRASH_SIGNALS.to_vec(),
+            force_full_copy: false,
+            report_checkpoints: false,
+            poll_interval: Duration::from_millis(2),
+        }
+    }
+}
+
+/// What to run under checkpointing.
+#[derive(Debug)]
+pub enum Target {
+    /// Start this program (the engine is its parent and reaps it).
+    Launch(LaunchSpec),
+    /// Seize a running process (our child, or CAP_SYS_PTRACE). Its parent
+    /// must not `waitpid` for it while we trace it.
+    Seize {
+        /// Process.
+        pid: i32,
+        /// Kill it if the tracer thread dies.
+        kill_on_tracer_exit: bool,
+    },
+}
+
+enum Command {
+    Rollback,
+    Checkpoint,
+    Kill,
+    Detach,
+}
+
+/// Handle to a running checkpoint engine. Dropping it kills a launched
+/// process and detaches from a seized one.
+pub struct Engine {
+    pid: i32,
+    launched: bool,
+    tx: Sender<Command>,
+    events: Receiver<Event>,
+    metrics: Arc<Metrics>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the tracer thread on `target`. Returns once the process runs
+    /// under checkpointing (its first checkpoint taken).
+    pub fn start(target: Target, config: Config) -> Result<Engine, StartError> {
+        if !cfg!(target_arch = "x86_64") {
+            return Err(StartError::UnsupportedArch);
+        }
+        let launched = matches!(target, Target::Launch(_));
+        let (tx, rx) = mpsc::channel();
+        let (etx, erx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let metrics = Arc::new(Metrics::default());
+        let m = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name("selfheal-ckpt".into())
+            .spawn(move || tracer_main(target, config, rx, etx, m, ready_tx))
+            .map_err(StartError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(pid)) => Ok(Engine {
+                pid,
+                launched,
+                tx,
+                events: erx,
+                metrics,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(StartError::Thread(std::io::Error::other("checkpoint thread died during start")))
+            }
+        }
+    }
+
+    /// The traced process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Events, in order; [`Event::Exited`] or [`Event::Detached`] is last.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// Live counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Asks for a rollback because the process hangs.
+    pub fn request_rollback(&self) {
+        let _ = self.tx.send(Command::Rollback);
+    }
+
+    /// Asks for a checkpoint now.
+    pub fn request_checkpoint(&self) {
+        let _ = self.tx.send(Command::Checkpoint);
+    }
+
+    /// Kills the process; [`Event::Exited`] follows.
+    pub fn kill(&self) {
+        let _ = self.tx.send(Command::Kill);
+    }
+
+    /// Stops tracing and lets the process run on; [`Event::Detached`] follows.
+    pub fn detach(&self) {
+        let _ = self.tx.send(Command::Detach);
+    }
+
+    /// Waits for the tracer thread to end (after exit, kill or detach).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.tx.send(if self.launched { Command::Kill } else { Command::Detach });
+            let _ = t.join();
+        }
+    }
+}
+
+fn exit_info(st: WaitStatus) -> ExitInfo {
+    match st {
+        WaitStatus::Exited(code) => ExitInfo {
+            code: Some(code),
+            signal: None,
+            core_dumped: false,
+        },
+        WaitStatus::Signaled { sig, core_dumped } => ExitInfo {
+            code: None,
+            signal: Some(sig),
+            core_dumped,
+        },
+        WaitStatus::Stopped { .. } => ExitInfo {
+            code: None,
+            signal: None,
+            core_dumped: false,
+        },
+    }
+}
+
+fn setup(target: Target, config: &Config) -> Result<Session, StartError> {
+    let (pid, tids, launched) = match target {
+        Target::Launch(spec) => (launch::launch(&spec)?, Vec::new(), true),
+        Target::Seize {
+            pid,
+            kill_on_tracer_exit,
+        } => (pid, launch::seize(pid, kill_on_tracer_exit)?, false),
+    };
+    let build = || -> Result<Session, TraceError> {
+        let mut t = Tracee::new(pid, &tids, crash_filter)?;
+        let mut notices = Vec::new();
+        t.stop_all(&mut notices)?;
+        let mut s = Session::new(t, config.keep, config.force_full_copy)?;
+        s.checkpoint(Instant::now())?;
+        s.t.resume_all()?;
+        Ok(s)
+    };
+    build().map_err(|source| {
+        if launched {
+            let _ = selfheal_sys::signal::kill_process(pid, libc::SIGKILL);
+            while let Ok(Some((_, st))) = pt::wait_task(pid, false) {
+                if !matches!(st, WaitStatus::Stopped { .. }) {
+                    break;
+                }
+                let _ = pt::cont(pid, 0);
+            }
+        }
+        StartError::Setup { pid, source }
+    })
+}
+
+fn tracer_main(
+    target: Target,
+    config: Config,
+    rx: Receiver<Command>,
+    events: Sender<Event>,
+    metrics: Arc<Metrics>,
+    ready: mpsc::SyncSender<Result<i32, StartError>>,
+) {
+    let session = match setup(target, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let pid = session.t.pid;
+    let _ = events.send(Event::Started {
+        pid,
+        tracking: session.tracker.mode(),
+    });
+    let _ = ready.send(Ok(pid));
+    let mut tracer = Tracer {
+        s: session,
+        config,
+        events,
+        metrics,
+        last_rollback: None,
+        next_checkpoint: Instant::now(),
+    };
+    tracer.next_checkpoint = Instant::now() + tracer.config.interval;
+    tracer.run(rx);
+}
+
+/// What identifies "the same failure again".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signature {
+    Crash { signal: i32, rip: u64 },
+    Hang,
+}
+
+struct Tracer {
+    s: Session,
+    config: Config,
+    events: Sender<Event>,
+    metrics: Arc<Metrics>,
+    /// When, to which checkpoint id, and for what the last rollback was.
+    last_rollback: Option<(Instant, u64, Signature)>,
+    next_checkpoint: Instant,
+}
+
+/// Ends the loop: the process is gone or no longer ours.
+struct Done;
+
+impl Tracer {
+    fn send(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn run(&mut self, rx: Receiver<Command>) {
+        loop {
+            if self.step(&rx).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn step(&mut self, rx: &Receiver<Command>) -> Result<(), Done> {
+        let mut notices = Vec::new();
+        if let Err(e) = self.s.t.poll(&mut notices) {
+            return self.fatal(e);
+        }
+        self.handle_notices(notices)?;
+        let now = Instant::now();
+        if now >= self.next_checkpoint {
+            self.checkpoint()?;
+            self.next_checkpoint = Instant::now().max(self.next_checkpoint + self.config.interval);
+        }
+        let wait = self
+            .next_checkpoint
+            .saturating_duration_since(Instant::now())
+            .min(self.config.poll_interval);
+        match rx.recv_timeout(wait) {
+            Ok(cmd) => self.command(cmd),
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            // The handle is gone without a word: behave as Drop would have.
+            Err(RecvTimeoutError::Disconnected) => self.command(Command::Kill),
+        }
+    }
+
+    fn command(&mut self, cmd: Command) -> Result<(), Done> {
+        match cmd {
+            Command::Rollback => {
+                let mut notices = Vec::new();
+                if let Err(e) = self.s.t.stop_all(&mut notices) {
+                    return self.fatal(e);
+                }
+                if self.crash_in(&notices).is_some() {
+                    return self.handle_notices(notices);
+                }
+                self.failure(Failure::Hang, None)
+            }
+            Command::Checkpoint => self.checkpoint(),
+            Command::Kill => {
+                self.s.t.kill_and_reap();
+                self.finish()
+            }
+            Command::Detach => {
+                self.detach();
+                self.send(Event::Detached);
+                Err(Done)
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), Done> {
+        let st = self.s.t.exit_status.unwrap_or(WaitStatus::Signaled {
+            sig: libc::SIGKILL,
+            core_dumped: false,
+        });
+        self.send(Event::Exited(exit_info(st)));
+        Err(Done)
+    }
+
+    fn fatal(&mut self, e: TraceError) -> Result<(), Done> {
+        if self.s.t.is_gone() || e.is_gone() {
+            if !self.s.t.is_gone() {
+                self.s.t.kill_and_reap();
+            }
+            return self.finish();
+        }
+        // Lost control of the process: never leave it half-managed.
+        self.send(Event::CheckpointFailed { error: e.to_string() });
+        self.s.t.kill_and_reap();
+        self.finish()
+    }
+
+    fn crash_in(&self, notices: &[Notice]) -> Option<(i32, i32)> {
+        notices.iter().find_map(|n| match n {
+            Notice::Signal { tid, sig } => Some((*tid, *sig)),
+            _ => None,
+        })
+    }
+
+    fn handle_notices(&mut self, notices: Vec<Notice>) -> Result<(), Done> {
+        for n in notices {
+            match n {
+                Notice::Exited(_) => return self.finish(),
+                Notice::Exec => self.exec()?,
+                Notice::ThreadsChanged => {}
+                Notice::Signal { tid, sig } => self.signal(tid, sig)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A crash signal stopped thread `tid`.
+    fn signal(&mut self, tid: i32, sig: i32) -> Result<(), Done> {
+        let handled_by_program = procfs::read_signal_dispositions(self.s.t.pid).is_ok_and(|d| d.catches(sig));
+        if !self.config.crash_signals.contains(&sig) || handled_by_program {
+            // Not ours to decide: deliver it.
+            self.s.t.set_pending(tid, sig);
+            return self.resume_one(tid);
+        }
+        let info = pt::get_siginfo(tid).ok();
+        let failure = Failure::Crash {
+            signal: sig,
+            tid,
+            code: info.map_or(0, |i| i.code),
+            addr_or_pid: info.map_or(0, |i| i.addr_or_pid),
+        };
+        let mut notices = Vec::new();
+        if let Err(e) = self.s.t.stop_all(&mut notices) {
+            return self.fatal(e);
+        }
+        self.failure(failure, Some(tid))
+    }
+
+    fn resume_one(&mut self, tid: i32) -> Result<(), Done> {
+        if let Some(crate::tracee::ThreadState::Stopped { pending }) = self.s.t.threads.get(&tid).copied() {
+            match pt::cont(tid, pending) {
+                Ok(()) => {
+                    self.s.t.threads.insert(tid, crate::tracee::ThreadState::Running);
+                }
+                Err(e) if e.is_gone() => {}
+                Err(e) => return self.fatal(TraceError::sys(self.s.t.pid, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// All threads are stopped; `tid` (if any) holds the crash signal.
+    fn failure(&mut self, failure: Failure, tid: Option<i32>) -> Result<(), Done> {
+        let started = Instant::now();
+        let signature = match (&failure, tid) {
+            (Failure::Crash { signal, .. }, Some(t)) => Signature::Crash {
+                signal: *signal,
+                rip: pt::get_regs(t).map_or(0, |r| r.rip),
+            },
+            _ => Signature::Hang,
+        };
+        let recurring = self
+            .last_rollback
+            .filter(|(at, _, sig)| at.elapsed() < self.config.recurrence_window && *sig == signature);
+        let hist = &self.s.history;
+        let idx = match recurring {
+            Some((_, last_id, _)) => hist.iter().rposition(|c| c.id < last_id),
+            None => hist.len().checked_sub(1),
+        };
+        let result = match idx {
+            None if hist.is_empty() => Err(RollbackError::Refused(Unrecoverable::NoCheckpoint)),
+            None => Err(RollbackError::Refused(Unrecoverable::HistoryExhausted { kept: hist.len() })),
+            Some(i) => self.s.rollback(i, &failure, started),
+        };
+        match result {
+            Ok(report) => {
+                // The crash is undone: its signal must not be delivered.
+                let crashed: Vec<i32> = self
+                    .s
+                    .t
+                    .threads
+                    .iter()
+                    .filter(|(_, st)| matches!(st, crate::tracee::ThreadState::Stopped { pending } if crash_filter(*pending)))
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in crashed {
+                    self.s.t.set_pending(t, 0);
+                }
+                self.last_rollback = Some((Instant::now(), report.checkpoint_id, signature));
+                self.next_checkpoint = Instant::now() + self.config.recurrence_window;
+                self.metrics.record_rollback(&report);
+                self.send(Event::RolledBack(report));
+                self.resume()
+            }
+            Err(RollbackError::Refused(why)) => {
+                self.metrics.rollbacks_impossible.fetch_add(1, Ordering::Relaxed);
+                self.send(Event::RollbackImpossible { failure, why });
+                // A crash signal stays pending: the process dies as it would
+                // have without us, and the supervisor restarts it.
+                self.resume()
+            }
+            Err(RollbackError::Broken(e)) => {
+                self.metrics.rollbacks_impossible.fetch_add(1, Ordering::Relaxed);
+                self.send(Event::RollbackImpossible {
+                    failure,
+                    why: Unrecoverable::Failed { error: e.to_string() },
+                });
+                // Half-restored state must never run.
+                self.s.t.kill_and_reap();
+                self.finish()
+            }
+        }
+    }
+
+    fn resume(&mut self) -> Result<(), Done> {
+        match self.s.t.resume_all() {
+            Ok(()) => Ok(()),
+            Err(e) => self.fatal(e),
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<(), Done> {
+        let started = Instant::now();
+        let mut notices = Vec::new();
+        if let Err(e) = self.s.t.stop_all(&mut notices) {
+            if matches!(e, TraceError::Stuck { .. }) {
+                self.metrics.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                self.send(Event::CheckpointFailed { error: e.to_string() });
+                return self.resume();
+            }
+            return self.fatal(e);
+        }
+        // A crash caught while stopping: never checkpoint a crashed state.
+        if notices.iter().any(|n| !matches!(n, Notice::ThreadsChanged)) {
+            self.handle_notices(notices)?;
+            return if self.s.t.threads.values().any(|s| matches!(s, crate::tracee::ThreadState::Stopped { .. })) {
+                self.resume()
+            } else {
+                Ok(())
+            };
+        }
+        match self.s.checkpoint(started) {
+            Ok(stats) => {
+                let pause = started.elapsed();
+                self.metrics.record_checkpoint(&stats, pause);
+                if self.config.report_checkpoints {
+                    self.send(Event::Checkpoint(stats));
+                }
+            }
+            Err(e) if e.is_gone() => return self.fatal(e),
+            Err(e) => {
+                self.metrics.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                self.send(Event::CheckpointFailed { error: e.to_string() });
+            }
+        }
+        self.resume()
+    }
+
+    /// The program exec'd: its old memory is gone, start over.
+    fn exec(&mut self) -> Result<(), Done> {
+        self.s.reset();
+        self.send(Event::Exec);
+        let mut notices = Vec::new();
+        let redo = |s: &mut Session, n: &mut Vec<Notice>, full: bool| -> Result<(), TraceError> {
+            s.t.stop_all(n)?;
+            s.t.reopen_mem()?;
+            s.remote = crate::remote::Remote::locate(&s.t)?;
+            s.remote.scratch(&mut s.t)?;
+            s.tracker = Tracker::setup(&mut s.t, &s.remote, full)?;
+            s.checkpoint(Instant::now())?;
+            s.t.resume_all()
+        };
+        match redo(&mut self.s, &mut notices, self.config.force_full_copy) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fatal(e),
+        }
+    }
+
+    fn detach(&mut self) {
+        let mut notices = Vec::new();
+        if self.s.t.stop_all(&mut notices).is_ok() {
+            if let Ok(maps) = procfs::read_maps(self.s.t.pid) {
+                self.s.tracker.unregister_all(&maps);
+            }
+            if let Some(addr) = self.s.remote.scratch {
+                let _ = self.s.remote.syscall(&mut self.s.t, libc::SYS_munmap, [addr, 4096, 0, 0, 0, 0]);
+            }
+        }
+        for (&tid, st) in &self.s.t.threads {
+            let sig = match st {
+                crate::tracee::ThreadState::Stopped { pending } => *pending,
+                _ => 0,
+            };
+            let _ = pt::detach(tid, sig);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! What the engine reports: events through a channel, metrics as atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::tracker::TrackingMode;
+
+/// Why the process needs rolling back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Failure {
+    /// A crash signal was intercepted before it killed the process.
+    Crash {
+        /// The signal.
+        signal: i32,
+        /// Thread it was for.
+        tid: i32,
+        /// `si_code` (> 0: raised by the kernel for a fault; <= 0: sent).
+        code: i32,
+        /// Fault address for kernel-raised faults, else the sender's pid.
+        addr_or_pid: u64,
+    },
+    /// The supervisor detected a hang and asked for a rollback.
+    Hang,
+}
+
+/// Why a rollback cannot be done; the process must be restarted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Unrecoverable {
+    /// No checkpoint has been taken yet.
+    NoCheckpoint,
+    /// Progressive rollback went past the oldest checkpoint kept.
+    HistoryExhausted {
+        /// Checkpoints kept.
+        kept: usize,
+    },
+    /// Threads were created or ended since the checkpoint.
+    ThreadsChanged {
+        /// Threads at the checkpoint.
+        then: Vec<i32>,
+        /// Threads now.
+        now: Vec<i32>,
+    },
+    /// The process has writable shared memory, which other processes may
+    /// see: rolling it back (or not) would be inconsistent.
+    SharedMemory {
+        /// Where.
+        start: u64,
+        /// What (path or pseudo-name).
+        path: String,
+    },
+    /// Memory we could not track.
+    UntrackableMemory {
+        /// Where.
+        start: u64,
+        /// Why.
+        why: String,
+    },
+    /// A socket is open (fd > 2): data exchanged cannot be taken back.
+    Socket {
+        /// Descriptor.
+        fd: i32,
+    },
+    /// Bytes were read from a pipe, socket or terminal since the checkpoint
+    /// (judged from /proc/PID/io rchar minus file-offset progress).
+    ConsumedInput {
+        /// Bytes not accounted for by regular-file offsets.
+        bytes: u64,
+    },
+    /// A descriptor open at the checkpoint was closed or replaced and cannot
+    /// be reopened (only regular files can).
+    FdLost {
+        /// Descriptor.
+        fd: i32,
+        /// What it was.
+        target: String,
+    },
+    /// Signal handlers were installed or removed since the checkpoint.
+    SignalHandlersChanged,
+    /// Child processes were started since the checkpoint.
+    ChildrenForked {
+        /// Their pids.
+        pids: Vec<i32>,
+    },
+    /// The program executed a new image; old checkpoints describe another program.
+    Exec,
+    /// The rollback itself failed.
+    Failed {
+        /// The error.
+        error: String,
+    },
+}
+
+/// One checkpoint taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointStats {
+    /// Sequence number (1, 2, …; rollback discards newer numbers).
+    pub id: u64,
+    /// Time the process was stopped, in microseconds.
+    pub pause_us: u64,
+    /// Pages found written since the previous checkpoint.
+    pub pages_dirty: u64,
+    /// Pages whose content was copied.
+    pub pages_copied: u64,
+    /// Checkpoints held after this one.
+    pub held: usize,
+    /// Bytes of page copies held (shadow + undo).
+    pub memory_bytes: u64,
+    /// Threads.
+    pub threads: usize,
+}
+
+/// One rollback done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackReport {
+    /// What triggered it.
+    pub failure: Failure,
+    /// Checkpoint restored.
+    pub checkpoint_id: u64,
+    /// How long before the failure that checkpoint was taken, in ms.
+    pub checkpoint_age_ms: u64,
+    /// 0: the newest checkpoint; n: n steps older (progressive rollback).
+    pub depth: usize,
+    /// Pages written back.
+    pub pages_restored: u64,
+    /// Mapping operations (munmap/mmap/mprotect) run.
+    pub layout_ops: usize,
+    /// File offsets restored, descriptors closed or reopened.
+    pub fd_ops: usize,
+    /// Time the process was stopped for the rollback, in microseconds.
+    pub duration_us: u64,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExitInfo {
+    /// Exit code if it exited.
+    pub code: Option<i32>,
+    /// Signal if it was killed.
+    pub signal: Option<i32>,
+    /// A core dump was written.
+    pub core_dumped: bool,
+}
+
+/// Everything the engine reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// Tracing started.
+    Started {
+        /// Process.
+        pid: i32,
+        /// How written pages are found.
+        tracking: TrackingMode,
+    },
+    /// A checkpoint was taken (only with `Config::report_checkpoints`).
+    Checkpoint(CheckpointStats),
+    /// Taking a checkpoint failed; the process keeps running.
+    CheckpointFailed {
+        /// The error.
+        error: String,
+    },
+    /// The process was rolled back and resumed.
+    RolledBack(RollbackReport),
+    /// A rollback was needed but is impossible: restart the process.
+    /// For a crash the signal is then delivered, so the process dies as it
+    /// would have without us; for a hang it is left running.
+    RollbackImpossible {
+        /// What triggered it.
+        failure: Failure,
+        /// Why it cannot be done.
+        why: Unrecoverable,
+    },
+    /// The program exec'd another image; history was reset.
+    Exec,
+    /// The process ended (this is the last event).
+    Exited(ExitInfo),
+    /// The engine stopped tracing without the process ending (detach).
+    Detached,
+}
+
+/// Counters and gauges, updated lock-free by the tracer thread.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Checkpoints taken.
+    pub checkpoints: AtomicU64,
+    /// Checkpoints that failed.
+    pub checkpoint_failures: AtomicU64,
+    /// Pause of the last checkpoint, ns.
+    pub last_pause_ns: AtomicU64,
+    /// Longest pause seen, ns.
+    pub max_pause_ns: AtomicU64,
+    /// Sum of pauses, ns.
+    pub total_pause_ns: AtomicU64,
+    /// Pages copied by the last checkpoint.
+    pub last_pages: AtomicU64,
+    /// Pages copied by all checkpoints.
+    pub total_pages: AtomicU64,
+    /// Bytes of page copies held now.
+    pub memory_held_bytes: AtomicU64,
+    /// Checkpoints held now.
+    pub checkpoints_held: AtomicU64,
+    /// Rollbacks done.
+    pub rollbacks: AtomicU64,
+    /// Rollbacks found impossible.
+    pub rollbacks_impossible: AtomicU64,
+    /// Duration of the last rollback, ns.
+    pub last_rollback_ns: AtomicU64,
+    /// Pages restored by the last rollback.
+    pub last_rollback_pages: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn record_checkpoint(&self, s: &CheckpointStats, pause: Duration) {
+        let ns = pause.as_nanos() as u64;
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.last_pause_ns.store(ns, Ordering::Relaxed);
+        self.max_pause_ns.fetch_max(ns, Ordering::Relaxed);
+        self.total_pause_ns.fetch_add(ns, Ordering::Relaxed);
+        self.last_pages.store(s.pages_copied, Ordering::Relaxed);
+        self.total_pages.fetch_add(s.pages_copied, Ordering::Relaxed);
+        self.memory_held_bytes.store(s.memory_bytes, Ordering::Relaxed);
+        self.checkpoints_held.store(s.held as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_rollback(&self, r: &RollbackReport) {
+        self.rollbacks.fetch_add(1, Ordering::Relaxed);
+        self.last_rollback_ns.store(r.duration_us * 1000, Ordering::Relaxed);
+        self.last_rollback_pages.store(r.pages_restored, Ordering::Relaxed);
+    }
+}

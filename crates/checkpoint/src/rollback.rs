@@ -1,0 +1,324 @@
+//! Rolling the stopped process back to a checkpoint, in place.
+//!
+//! First every reason the rollback could leave the process inconsistent is
+//! checked, without changing anything. Then: program break, mapping layout,
+//! memory (pages written since, pages older checkpoints changed, re-created
+//! mappings), re-protection, descriptors, and last the registers (remote
+//! system calls borrow a thread's registers until then).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use crate::error::TraceError;
+use crate::events::{Failure, RollbackReport, Unrecoverable};
+use crate::fds::{self, FdKind, FdSnap};
+use crate::layout::{self, LayoutOp};
+use crate::memio;
+use crate::pages::PAGE;
+use crate::procfs::{self, Vma};
+use crate::ranges::Ranges;
+use crate::remote::SCRATCH_LEN;
+use crate::session::{Checkpoint, Session};
+use crate::threads;
+
+/// Why a rollback did not happen.
+#[derive(Debug)]
+pub(crate) enum RollbackError {
+    /// Refused before anything changed; the process is intact.
+    Refused(Unrecoverable),
+    /// Failed midway: the process may be inconsistent and must be killed.
+    Broken(TraceError),
+}
+
+impl From<TraceError> for RollbackError {
+    fn from(e: TraceError) -> RollbackError {
+        RollbackError::Broken(e)
+    }
+}
+
+fn refuse(u: Unrecoverable) -> RollbackError {
+    RollbackError::Refused(u)
+}
+
+fn failed(e: impl std::fmt::Display) -> RollbackError {
+    refuse(Unrecoverable::Failed { error: e.to_string() })
+}
+
+fn considered(scratch: Option<u64>) -> impl Fn(&Vma) -> bool {
+    move |v: &Vma| !v.is_special() && scratch.is_none_or(|s| v.end <= s || v.start >= s + SCRATCH_LEN)
+}
+
+/// Everything that makes `target` impossible to restore faithfully.
+fn check(s: &Session, target: &Checkpoint, maps: &[Vma], fds_now: &[FdSnap]) -> Result<(), RollbackError> {
+    let pid = s.t.pid;
+    let now = s.t.tids();
+    let then: Vec<i32> = target.threads.iter().map(|t| t.tid).collect();
+    if now != then {
+        return Err(refuse(Unrecoverable::ThreadsChanged { then, now }));
+    }
+    if let Some(u) = target.untracked.first() {
+        return Err(refuse(Unrecoverable::UntrackableMemory {
+            start: u.start,
+            why: u.reason.clone(),
+        }));
+    }
+    let keep = considered(s.remote.scratch);
+    if let Some(v) = maps.iter().chain(&target.layout).find(|v| keep(v) && v.shared && v.write) {
+        return Err(refuse(Unrecoverable::SharedMemory {
+            start: v.start,
+            path: v.path.clone(),
+        }));
+    }
+    if let Some(f) = fds_now.iter().chain(&target.fds).find(|f| f.kind == FdKind::Socket && f.fd > 2) {
+        return Err(refuse(Unrecoverable::Socket { fd: f.fd }));
+    }
+    if let (Some(then), Ok(now)) = (target.signals, procfs::read_signal_dispositions(pid)) {
+        if then != now {
+            return Err(refuse(Unrecoverable::SignalHandlersChanged));
+        }
+    }
+    if let (Some(then), Some(now)) = (&target.children, procfs::read_children(pid, &s.t.tids())) {
+        let new: Vec<i32> = now.iter().filter(|p| !then.contains(p)).copied().collect();
+        if !new.is_empty() {
+            return Err(refuse(Unrecoverable::ChildrenForked { pids: new }));
+        }
+    }
+    let is_input = |f: &FdSnap| f.readable() && matches!(f.kind, FdKind::Pipe | FdKind::Socket | FdKind::CharDevice);
+    if fds_now.iter().chain(&target.fds).any(is_input) {
+        if let (Some(then), Ok(now)) = (target.io, procfs::read_io(pid)) {
+            let read = now.rchar.saturating_sub(then.rchar);
+            let files: u64 = target
+                .fds
+                .iter()
+                .filter(|f| f.kind == FdKind::File)
+                .filter_map(|f| {
+                    let n = fds_now.iter().find(|n| n.fd == f.fd && n.same_object(f))?;
+                    Some(n.pos.saturating_sub(f.pos))
+                })
+                .sum();
+            if read > files {
+                return Err(refuse(Unrecoverable::ConsumedInput { bytes: read - files }));
+            }
+        }
+    }
+    for f in &target.fds {
+        let still = fds_now.iter().any(|n| n.fd == f.fd && n.same_object(f));
+        if !still && (f.kind != FdKind::File || f.target.ends_with(" (deleted)")) {
+            return Err(refuse(Unrecoverable::FdLost {
+                fd: f.fd,
+                target: f.target.clone(),
+            }));
+        }
+    }
+    // Files of mappings to re-create must still be there.
+    for op in layout::plan(maps, &target.layout, &keep) {
+        if let LayoutOp::Map { like, .. } = op {
+            if like.is_file() {
+                use std::os::unix::fs::MetadataExt;
+                let ok = std::fs::metadata(&like.path).is_ok_and(|m| m.ino() == like.inode);
+                if !ok {
+                    return Err(failed(format!("mapped file {} is gone or replaced", like.path)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Rolls the stopped process back to `history[idx]`; newer checkpoints
+    /// are discarded.
+    pub fn rollback(&mut self, idx: usize, failure: &Failure, started: Instant) -> Result<RollbackReport, RollbackError> {
+        let pid = self.t.pid;
+        let maps = procfs::read_maps(pid).map_err(failed)?;
+        let fds_now = fds::capture(pid).map_err(failed)?;
+        check(self, &self.history[idx], &maps, &fds_now)?;
+        let depth = self.history.len() - 1 - idx;
+        let age_ms = self.history[idx].taken_at.elapsed().as_millis() as u64;
+
+        // From here on the process changes: any error leaves it broken.
+        let mut touched = Vec::new();
+        while self.history.len() > idx + 1 {
+            let newest = self.history.pop_back().expect("len > idx + 1");
+            newest.undo.release(&mut self.pool);
+            let prev = self.history.back_mut().expect("idx entries remain");
+            let undo = std::mem::take(&mut prev.undo);
+            self.shadow.apply_undo(undo, &mut self.pool, &mut touched);
+        }
+        let target = self.history.back().expect("target kept");
+        let target_brk = target.brk;
+        let r = self.remote.syscall(&mut self.t, libc::SYS_brk, [target_brk, 0, 0, 0, 0, 0])?;
+        if r != target_brk {
+            return Err(RollbackError::Broken(TraceError::Remote {
+                pid,
+                nr: libc::SYS_brk,
+                errno: libc::ENOMEM,
+            }));
+        }
+        let layout_ops = self.restore_layout()?;
+        let target = self.history.back().expect("target kept");
+        let maps = procfs::read_maps(pid).map_err(|e| TraceError::Io {
+            pid,
+            what: "read /proc/PID/maps",
+            source: e,
+        })?;
+        let look = self.tracker.look(&self.t, &maps, self.remote.scratch)?;
+
+        // Pages to write: written since the newest checkpoint, changed between
+        // the target and the newest, and everything in re-created mappings.
+        let mut want: BTreeSet<u64> = touched.into_iter().collect();
+        for run in &look.runs {
+            if run.content {
+                want.extend((run.start..run.end).step_by(PAGE));
+            } else {
+                want.extend(self.shadow.addrs_in(run.start, run.end));
+            }
+        }
+        for op in &layout_ops {
+            if let LayoutOp::Map { start, end, .. } = op {
+                want.extend(self.shadow.addrs_in(*start, *end));
+            }
+        }
+        let zero = [0u8; PAGE];
+        let mut writes: Vec<(u64, &[u8; PAGE])> = Vec::new();
+        let mut discard: Vec<u64> = Vec::new();
+        for addr in want {
+            if !target.tracked.contains(addr) {
+                continue;
+            }
+            match self.shadow.get(addr) {
+                Some(p) => writes.push((addr, p)),
+                None => {
+                    let vma = covering(&target.layout, addr);
+                    if vma.is_some_and(|v| !v.is_file() && v.write) {
+                        writes.push((addr, &zero));
+                    } else {
+                        discard.push(addr);
+                    }
+                }
+            }
+        }
+        let pages_restored = (writes.len() + discard.len()) as u64;
+        memio::write_pages(&self.t, &writes)?;
+        drop(writes);
+        for (s, e) in Ranges::from_unsorted(discard.iter().map(|&a| (a, a + PAGE as u64)).collect()).0 {
+            self.remote
+                .syscall(&mut self.t, libc::SYS_madvise, [s, e - s, libc::MADV_DONTNEED as u64, 0, 0, 0])?;
+        }
+        self.tracker.reprotect(&self.t, &maps)?;
+        let fd_ops = self.restore_fds(&fds_now)?;
+        let target = self.history.back().expect("target kept");
+        threads::restore(pid, &target.threads)?;
+        let (tracked, brk, id) = (target.tracked.clone(), target.brk, target.id);
+        let heap_end = target.layout.iter().find(|v| v.path == "[heap]").map(|v| v.end);
+        self.after_rollback(tracked, brk, heap_end);
+        Ok(RollbackReport {
+            failure: failure.clone(),
+            checkpoint_id: id,
+            checkpoint_age_ms: age_ms,
+            depth,
+            pages_restored,
+            layout_ops: layout_ops.len(),
+            fd_ops,
+            duration_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    fn restore_layout(&mut self) -> Result<Vec<LayoutOp>, TraceError> {
+        let pid = self.t.pid;
+        let maps = procfs::read_maps(pid).map_err(|e| TraceError::Io {
+            pid,
+            what: "read /proc/PID/maps",
+            source: e,
+        })?;
+        let target = self.history.back().expect("target kept");
+        let ops = layout::plan(&maps, &target.layout, considered(self.remote.scratch));
+        for op in &ops {
+            match op {
+                LayoutOp::Unmap { start, end } => {
+                    self.remote.syscall(&mut self.t, libc::SYS_munmap, [*start, end - start, 0, 0, 0, 0])?;
+                }
+                LayoutOp::Protect { start, end, prot } => {
+                    self.remote
+                        .syscall(&mut self.t, libc::SYS_mprotect, [*start, end - start, *prot as u64, 0, 0, 0])?;
+                }
+                LayoutOp::Map { start, end, like, offset } => {
+                    let share = if like.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+                    let (fd, flags) = if like.is_file() {
+                        let path = self.remote.put_cstr(&mut self.t, &like.path)?;
+                        let mode = if like.shared && like.write { libc::O_RDWR } else { libc::O_RDONLY };
+                        let fd = self.remote.syscall(
+                            &mut self.t,
+                            libc::SYS_openat,
+                            [libc::AT_FDCWD as u64, path, (mode | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                        )?;
+                        (fd, share | libc::MAP_FIXED)
+                    } else {
+                        (u64::MAX, share | libc::MAP_ANONYMOUS | libc::MAP_FIXED)
+                    };
+                    let r = self.remote.syscall(
+                        &mut self.t,
+                        libc::SYS_mmap,
+                        [*start, end - start, like.prot() as u64, flags as u64, fd, *offset],
+                    );
+                    if fd != u64::MAX {
+                        self.remote.syscall(&mut self.t, libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+                    }
+                    r?;
+                }
+            }
+        }
+        Ok(ops)
+    }
+
+    fn restore_fds(&mut self, now: &[FdSnap]) -> Result<usize, TraceError> {
+        let target_fds = self.history.back().expect("target kept").fds.clone();
+        let mut ops = 0;
+        for f in &target_fds {
+            match now.iter().find(|n| n.fd == f.fd) {
+                Some(n) if n.same_object(f) => {
+                    if f.kind == FdKind::File && n.pos != f.pos {
+                        self.lseek(f.fd, f.pos)?;
+                        ops += 1;
+                    }
+                }
+                _ => {
+                    // A regular file closed or replaced since: open it again
+                    // on the same number at the same offset (check() refused
+                    // every other kind).
+                    let path = self.remote.put_cstr(&mut self.t, &f.target)?;
+                    let keep = f.flags & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL) as u32);
+                    let fd = self
+                        .remote
+                        .syscall(&mut self.t, libc::SYS_openat, [libc::AT_FDCWD as u64, path, keep as u64, 0, 0, 0])?;
+                    if fd != f.fd as u64 {
+                        let cloexec = f.flags & libc::O_CLOEXEC as u32;
+                        self.remote
+                            .syscall(&mut self.t, libc::SYS_dup3, [fd, f.fd as u64, cloexec as u64, 0, 0, 0])?;
+                        self.remote.syscall(&mut self.t, libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+                    }
+                    self.lseek(f.fd, f.pos)?;
+                    ops += 1;
+                }
+            }
+        }
+        // Descriptors opened since the checkpoint: the program will open
+        // them again as it re-runs.
+        for n in now.iter().filter(|n| !target_fds.iter().any(|f| f.fd == n.fd)) {
+            self.remote.syscall(&mut self.t, libc::SYS_close, [n.fd as u64, 0, 0, 0, 0, 0])?;
+            ops += 1;
+        }
+        Ok(ops)
+    }
+
+    fn lseek(&mut self, fd: i32, pos: u64) -> Result<(), TraceError> {
+        self.remote
+            .syscall(&mut self.t, libc::SYS_lseek, [fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0])
+            .map(drop)
+    }
+}
+
+fn covering(v: &[Vma], addr: u64) -> Option<&Vma> {
+    let i = v.partition_point(|m| m.start <= addr);
+    (i > 0 && addr < v[i - 1].end).then(|| &v[i - 1])
+}

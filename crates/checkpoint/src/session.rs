@@ -1,0 +1,225 @@
+//! One traced process with its checkpoint history: taking checkpoints.
+//! (Rolling back is in `rollback.rs`.)
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::error::TraceError;
+use crate::events::CheckpointStats;
+use crate::fds::{self, FdSnap};
+use crate::memio;
+use crate::pages::{is_zero, PagePool, Shadow, Undo, PAGE};
+use crate::procfs::{self, IoCounters, SignalDispositions, Vma};
+use crate::ranges::Ranges;
+use crate::remote::Remote;
+use crate::threads::{self, ThreadSnap};
+use crate::tracee::Tracee;
+use crate::tracker::{Tracker, Untracked};
+
+/// Everything needed to put the process back as it was.
+pub(crate) struct Checkpoint {
+    /// Sequence number.
+    pub id: u64,
+    /// When it was taken.
+    pub taken_at: Instant,
+    /// Every thread's CPU state.
+    pub threads: Vec<ThreadSnap>,
+    /// Mapping layout.
+    pub layout: Vec<Vma>,
+    /// Ranges whose memory the shadow describes.
+    pub tracked: Ranges,
+    /// Program break.
+    pub brk: u64,
+    /// Descriptor table.
+    pub fds: Vec<FdSnap>,
+    /// Signal handlers installed.
+    pub signals: Option<SignalDispositions>,
+    /// I/O counters.
+    pub io: Option<IoCounters>,
+    /// Child processes (None if the kernel cannot list them).
+    pub children: Option<Vec<i32>>,
+    /// Writable memory we could not track.
+    pub untracked: Vec<Untracked>,
+    /// Pages to put back to return from the next checkpoint to this one.
+    pub undo: Undo,
+}
+
+/// A traced process and its checkpoints.
+pub(crate) struct Session {
+    /// The process.
+    pub t: Tracee,
+    /// Remote system calls.
+    pub remote: Remote,
+    /// Written-page finder.
+    pub tracker: Tracker,
+    /// Page buffers.
+    pub pool: PagePool,
+    /// Memory as of the newest checkpoint.
+    pub shadow: Shadow,
+    /// Checkpoints, oldest first.
+    pub history: VecDeque<Checkpoint>,
+    /// Checkpoints to keep.
+    pub keep: usize,
+    next_id: u64,
+    /// Ranges the shadow describes (newest checkpoint).
+    tracked: Ranges,
+    /// `[heap]` end at the newest checkpoint (brk is re-read when it moves).
+    heap_end: Option<u64>,
+    brk: u64,
+    /// Reused buffers.
+    addrs: Vec<u64>,
+}
+
+impl Session {
+    /// Sets up tracking in the stopped process.
+    pub fn new(mut t: Tracee, keep: usize, force_full: bool) -> Result<Session, TraceError> {
+        let mut remote = Remote::locate(&t)?;
+        remote.scratch(&mut t)?;
+        let tracker = Tracker::setup(&mut t, &remote, force_full)?;
+        Ok(Session {
+            t,
+            remote,
+            tracker,
+            pool: PagePool::default(),
+            shadow: Shadow::default(),
+            history: VecDeque::new(),
+            keep: keep.max(1),
+            next_id: 1,
+            tracked: Ranges::default(),
+            heap_end: None,
+            brk: 0,
+            addrs: Vec::new(),
+        })
+    }
+
+    /// Bytes of page copies held.
+    pub fn memory_bytes(&self) -> u64 {
+        self.pool.live_bytes()
+    }
+
+    /// Forgets every checkpoint and the shadow (after exec). Tracking must
+    /// be set up again by the caller.
+    pub fn reset(&mut self) {
+        while let Some(c) = self.history.pop_front() {
+            c.undo.release(&mut self.pool);
+        }
+        self.shadow.clear(&mut self.pool);
+        self.tracked = Ranges::default();
+        self.heap_end = None;
+    }
+
+    /// Takes a checkpoint of the stopped process.
+    pub fn checkpoint(&mut self, started: Instant) -> Result<CheckpointStats, TraceError> {
+        let pid = self.t.pid;
+        let io_err = |what: &'static str| move |e| TraceError::Io { pid, what, source: e };
+        let maps = procfs::read_maps(pid).map_err(io_err("read /proc/PID/maps"))?;
+        let look = self.tracker.look(&self.t, &maps, self.remote.scratch)?;
+        let mut undo = Undo::default();
+        // Memory that went away since the previous checkpoint.
+        for &(s, e) in &self.tracked.minus(&look.tracked).0 {
+            self.shadow.clear_range(s, e, &mut undo);
+        }
+        let mut dirty = 0u64;
+        self.addrs.clear();
+        for run in &look.runs {
+            dirty += (run.end - run.start) / PAGE as u64;
+            if run.content {
+                self.addrs.extend((run.start..run.end).step_by(PAGE));
+            } else {
+                self.shadow.clear_range(run.start, run.end, &mut undo);
+            }
+        }
+        let mut read = Vec::with_capacity(self.addrs.len());
+        memio::read_pages(&self.t, &mut self.pool, &self.addrs, &mut read)?;
+        let compares = self.tracker.compares();
+        let mut copied = 0u64;
+        for (addr, page) in read {
+            let new = match page {
+                Some(p) if compares && is_zero(&p) => {
+                    self.pool.put(p);
+                    None
+                }
+                other => other,
+            };
+            if compares {
+                let same = match (self.shadow.get(addr), &new) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => a[..] == b[..],
+                    _ => false,
+                };
+                if same {
+                    if let Some(p) = new {
+                        self.pool.put(p);
+                    }
+                    continue;
+                }
+            }
+            copied += new.is_some() as u64;
+            self.shadow.set(addr, new, &mut undo);
+        }
+        if compares {
+            dirty = undo.entries.len() as u64;
+        }
+        let tids = self.t.tids();
+        let reuse = if self.history.len() >= self.keep {
+            self.history.front_mut().map(|c| std::mem::take(&mut c.threads)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let thread_snaps = threads::capture(pid, &tids, reuse)?;
+        let heap_end = maps.iter().find(|v| v.path == "[heap]").map(|v| v.end);
+        if self.heap_end.is_none() || heap_end != self.heap_end {
+            self.brk = self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?;
+            self.heap_end = heap_end.or(Some(0));
+        }
+        let fds = fds::capture(pid).map_err(io_err("read /proc/PID/fd"))?;
+        let checkpoint = Checkpoint {
+            id: self.next_id,
+            taken_at: Instant::now(),
+            threads: thread_snaps,
+            layout: maps,
+            tracked: look.tracked.clone(),
+            brk: self.brk,
+            fds,
+            signals: procfs::read_signal_dispositions(pid).ok(),
+            io: procfs::read_io(pid).ok(),
+            children: procfs::read_children(pid, &tids),
+            untracked: look.untracked,
+            undo: Undo::default(),
+        };
+        self.next_id += 1;
+        self.tracked = look.tracked;
+        match self.history.back_mut() {
+            Some(prev) => prev.undo = undo,
+            None => undo.release(&mut self.pool),
+        }
+        self.history.push_back(checkpoint);
+        while self.history.len() > self.keep {
+            if let Some(old) = self.history.pop_front() {
+                old.undo.release(&mut self.pool);
+            }
+        }
+        Ok(CheckpointStats {
+            id: self.next_id - 1,
+            pause_us: started.elapsed().as_micros() as u64,
+            pages_dirty: dirty,
+            pages_copied: copied,
+            held: self.history.len(),
+            memory_bytes: self.memory_bytes(),
+            threads: tids.len(),
+        })
+    }
+
+    /// Tracked ranges at the newest checkpoint.
+    pub fn tracked(&self) -> &Ranges {
+        &self.tracked
+    }
+
+    /// Sets the state that must follow a rollback to the (now newest)
+    /// checkpoint.
+    pub fn after_rollback(&mut self, tracked: Ranges, brk: u64, heap_end: Option<u64>) {
+        self.tracked = tracked;
+        self.brk = brk;
+        self.heap_end = heap_end.or(Some(0));
+    }
+}

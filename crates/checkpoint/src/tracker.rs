@@ -1,0 +1,302 @@
+//! Finding the pages a process wrote since the last look.
+//!
+//! Preferred: a userfaultfd created *inside* the tracee by an injected
+//! system call (so it acts on the tracee's memory), pulled into the tracer
+//! with `pidfd_getfd`, switched to async write-protect, and registered over
+//! the tracee's private mappings from our side. `PAGEMAP_SCAN` then returns
+//! the written pages and re-protects them in one walk. Mappings created
+//! since the last look are not registered; a scan for "not wp-allowed"
+//! ranges finds them, and registering them reports all their pages once.
+//!
+//! Fallback (kernel < 6.7, or no userfaultfd): every page of every tracked
+//! mapping is read and compared with the shadow copy.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use selfheal_sys::pagemap::{self as pm, PageRegion, ScanRequest};
+use selfheal_sys::uffd;
+
+use crate::error::TraceError;
+use crate::procfs::Vma;
+use crate::ranges::Ranges;
+use crate::remote::{Remote, SCRATCH_LEN};
+use crate::tracee::Tracee;
+
+/// How written pages are found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum TrackingMode {
+    /// userfaultfd async write-protect + PAGEMAP_SCAN.
+    UffdWp,
+    /// Full copies compared page by page, and why.
+    FullCopy {
+        /// Why the fast mode is unavailable.
+        reason: String,
+    },
+}
+
+/// A run of written pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DirtyRun {
+    /// First byte.
+    pub start: u64,
+    /// One past the end.
+    pub end: u64,
+    /// The pages hold private data worth copying (false: pristine — a hole,
+    /// the zero page, or an untouched page of the mapped file).
+    pub content: bool,
+}
+
+/// A mapping we could not register for tracking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Untracked {
+    /// Range.
+    pub start: u64,
+    /// End.
+    pub end: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// What one look found.
+#[derive(Default)]
+pub(crate) struct Look {
+    /// Written runs (uffd mode), or every tracked readable range (full mode).
+    pub runs: Vec<DirtyRun>,
+    /// Ranges whose memory is tracked after this look.
+    pub tracked: Ranges,
+    /// Mappings that could not be tracked.
+    pub untracked: Vec<Untracked>,
+}
+
+pub(crate) struct UffdTracker {
+    uffd: OwnedFd,
+    pagemap: File,
+    buf: Vec<PageRegion>,
+}
+
+pub(crate) enum Tracker {
+    Uffd(UffdTracker),
+    Full { reason: String },
+}
+
+/// True for mappings whose memory belongs in a checkpoint.
+pub(crate) fn trackable(v: &Vma, scratch: Option<u64>) -> bool {
+    !v.shared
+        && !v.is_special()
+        && scratch.is_none_or(|s| v.end <= s || v.start >= s + SCRATCH_LEN)
+        && !(v.path.starts_with("/dev/") && v.path != "/dev/zero")
+}
+
+/// Bounds of the user address space worth scanning.
+fn span(maps: &[Vma]) -> (u64, u64) {
+    let user: Vec<&Vma> = maps.iter().filter(|v| !v.is_special()).collect();
+    let lo = user.first().map_or(0, |v| v.start);
+    let hi = user.last().map_or(0, |v| v.end);
+    (lo, hi)
+}
+
+impl Tracker {
+    /// Sets up uffd tracking in the stopped tracee, or explains why not.
+    pub fn setup(t: &mut Tracee, r: &Remote, force_full: bool) -> Result<Tracker, TraceError> {
+        if force_full {
+            return Ok(Tracker::Full {
+                reason: "full copies requested by configuration".into(),
+            });
+        }
+        match UffdTracker::setup(t, r)? {
+            Ok(u) => Ok(Tracker::Uffd(u)),
+            Err(reason) => Ok(Tracker::Full { reason }),
+        }
+    }
+
+    /// The mode in effect.
+    pub fn mode(&self) -> TrackingMode {
+        match self {
+            Tracker::Uffd(_) => TrackingMode::UffdWp,
+            Tracker::Full { reason } => TrackingMode::FullCopy { reason: reason.clone() },
+        }
+    }
+
+    /// Finds the written pages (and newly tracked mappings) of the stopped
+    /// tracee, re-protecting them for the next look.
+    pub fn look(&mut self, t: &Tracee, maps: &[Vma], scratch: Option<u64>) -> Result<Look, TraceError> {
+        match self {
+            Tracker::Uffd(u) => u.look(t, maps, scratch),
+            Tracker::Full { .. } => {
+                let tracked = Ranges::from_unsorted(
+                    maps.iter()
+                        .filter(|v| trackable(v, scratch))
+                        .map(|v| (v.start, v.end))
+                        .collect(),
+                );
+                let runs = maps
+                    .iter()
+                    .filter(|v| trackable(v, scratch) && v.read)
+                    .map(|v| DirtyRun {
+                        start: v.start,
+                        end: v.end,
+                        content: true,
+                    })
+                    .collect();
+                Ok(Look {
+                    runs,
+                    tracked,
+                    untracked: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Re-protects every page without collecting them (after a rollback
+    /// wrote pages back).
+    pub fn reprotect(&mut self, t: &Tracee, maps: &[Vma]) -> Result<(), TraceError> {
+        if let Tracker::Uffd(u) = self {
+            let (lo, hi) = span(maps);
+            u.scan(t, lo, hi, &written_scan())?;
+        }
+        Ok(())
+    }
+
+    /// Undoes every registration (before detaching).
+    pub fn unregister_all(&self, maps: &[Vma]) {
+        if let Tracker::Uffd(u) = self {
+            for v in maps.iter().filter(|v| !v.is_special()) {
+                let _ = uffd::unregister(&u.uffd, v.start, v.len());
+            }
+        }
+    }
+
+    /// True if pages must be compared with the shadow to know they changed.
+    pub fn compares(&self) -> bool {
+        matches!(self, Tracker::Full { .. })
+    }
+}
+
+fn written_scan() -> ScanRequest {
+    ScanRequest {
+        flags: pm::PM_SCAN_WP_MATCHING,
+        inverted: 0,
+        mask: pm::PAGE_IS_WRITTEN,
+        anyof: 0,
+        return_mask: pm::PAGE_IS_PRESENT | pm::PAGE_IS_FILE | pm::PAGE_IS_PFNZERO,
+    }
+}
+
+impl UffdTracker {
+    /// Creates the userfaultfd inside the tracee. `Ok(Err(reason))` means
+    /// the kernel lacks something and we must fall back.
+    fn setup(t: &mut Tracee, r: &Remote) -> Result<Result<UffdTracker, String>, TraceError> {
+        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let created = match r.syscall(t, libc::SYS_userfaultfd, [flags | uffd::UFFD_USER_MODE_ONLY as u64, 0, 0, 0, 0, 0]) {
+            Err(TraceError::Remote { errno: libc::EINVAL, .. }) => r.syscall(t, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0]),
+            other => other,
+        };
+        let tfd = match created {
+            Ok(fd) => fd as i32,
+            Err(TraceError::Remote { errno, .. }) => {
+                return Ok(Err(format!(
+                    "userfaultfd() inside the process failed: {} (kernel without CONFIG_USERFAULTFD, or vm.unprivileged_userfaultfd=0 without privilege)",
+                    std::io::Error::from_raw_os_error(errno)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let ours = selfheal_sys::ptrace::pidfd_getfd(&t.pidfd, tfd);
+        // Leave no descriptor behind in the program.
+        r.syscall(t, libc::SYS_close, [tfd as u64, 0, 0, 0, 0, 0])?;
+        let uffd = match ours {
+            Ok(fd) => fd,
+            Err(e) => return Ok(Err(format!("pidfd_getfd failed: {e} (Linux < 5.6?)"))),
+        };
+        let want = uffd::UFFD_FEATURE_WP_ASYNC | uffd::UFFD_FEATURE_WP_UNPOPULATED;
+        match uffd::api(&uffd, want) {
+            Ok(got) if got & want == want => {}
+            Ok(got) => return Ok(Err(format!("userfaultfd lacks async write-protect (features {got:#x}; needs Linux 6.7+)"))),
+            Err(e) => return Ok(Err(format!("userfaultfd lacks async write-protect ({e}; needs Linux 6.7+)"))),
+        }
+        let pagemap = match File::open(format!("/proc/{}/pagemap", t.pid)) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(format!("cannot open /proc/{}/pagemap: {e}", t.pid))),
+        };
+        let mut u = UffdTracker {
+            uffd,
+            pagemap,
+            buf: Vec::with_capacity(4096),
+        };
+        if let Err(e) = pm::pagemap_scan(&u.pagemap, 0, 4096, &ScanRequest::default(), &mut u.buf) {
+            return Ok(Err(format!("PAGEMAP_SCAN unavailable ({e}; needs Linux 6.7+)")));
+        }
+        Ok(Ok(u))
+    }
+
+    fn scan(&mut self, t: &Tracee, lo: u64, hi: u64, req: &ScanRequest) -> Result<(), TraceError> {
+        pm::pagemap_scan(&self.pagemap, lo, hi, req, &mut self.buf).map_err(|e| TraceError::sys(t.pid, e))
+    }
+
+    fn look(&mut self, t: &Tracee, maps: &[Vma], scratch: Option<u64>) -> Result<Look, TraceError> {
+        let (lo, hi) = span(maps);
+        // 1. Mappings not registered yet (new since the last look).
+        let not_wp = ScanRequest {
+            flags: 0,
+            inverted: pm::PAGE_IS_WPALLOWED,
+            mask: pm::PAGE_IS_WPALLOWED,
+            anyof: 0,
+            return_mask: pm::PAGE_IS_WPALLOWED,
+        };
+        self.scan(t, lo, hi, &not_wp)?;
+        let unregistered = Ranges::from_unsorted(self.buf.iter().map(|r| (r.start, r.end)).collect());
+        let mut untracked = Vec::new();
+        let mut still_unregistered = Vec::new();
+        for v in maps.iter().filter(|v| trackable(v, scratch)) {
+            let part = Ranges(vec![(v.start, v.end)]).intersect(&unregistered);
+            for &(s, e) in &part.0 {
+                // A mapping nobody can touch holds nothing to track yet; when
+                // it is made accessible it shows up here again.
+                if v.prot() == 0 {
+                    still_unregistered.push((s, e));
+                    continue;
+                }
+                if let Err(err) = uffd::register(&self.uffd, s, e - s, uffd::UFFDIO_REGISTER_MODE_WP) {
+                    if err.errno.0 == libc::ENOMEM || err.is_gone() {
+                        return Err(TraceError::sys(t.pid, err));
+                    }
+                    still_unregistered.push((s, e));
+                    if v.write {
+                        untracked.push(Untracked {
+                            start: s,
+                            end: e,
+                            reason: format!("{} {}: {err}", v.path, if err.errno.0 == libc::EBUSY { "(the program uses userfaultfd itself)" } else { "" }),
+                        });
+                    }
+                }
+            }
+        }
+        let all = Ranges::from_unsorted(
+            maps.iter()
+                .filter(|v| trackable(v, scratch))
+                .map(|v| (v.start, v.end))
+                .collect(),
+        );
+        let tracked = all.minus(&Ranges::from_unsorted(still_unregistered));
+        // 2. Written pages, re-protected in the same walk. Newly registered
+        // mappings report all their pages (and holes) once.
+        self.scan(t, lo, hi, &written_scan())?;
+        let runs = self
+            .buf
+            .iter()
+            .map(|r| DirtyRun {
+                start: r.start,
+                end: r.end,
+                content: r.categories & pm::PAGE_IS_PRESENT != 0
+                    && r.categories & (pm::PAGE_IS_FILE | pm::PAGE_IS_PFNZERO) == 0,
+            })
+            .collect();
+        Ok(Look {
+            runs,
+            tracked,
+            untracked,
+        })
+    }
+}
