@@ -153,8 +153,13 @@ impl SandboxConfig {
     }
 
     /// Allow SCHED_FIFO/RR tasks, capped to `runtime_us` per 1 s period per
-    /// CPU (v1 with CONFIG_RT_GROUP_SCHED; without it a sandboxed task
-    /// cannot become real-time at all on such kernels).
+    /// CPU: the only brake on a real-time busy loop, since the CPU quota
+    /// covers normal tasks only. Needs a v1 cpu hierarchy with
+    /// CONFIG_RT_GROUP_SCHED (`cpu.rt_runtime_us`). On such kernels a
+    /// sandbox without a budget refuses real-time tasks outright: both
+    /// `sched_setscheduler` inside it and spawning from a real-time caller
+    /// (the child inherits the policy, joining fails, spawn errors). The
+    /// shared parent's budget is raised to fit and left there.
     pub fn rt_runtime_us(mut self, runtime_us: u64) -> Self {
         self.rt_runtime_us = Some(runtime_us);
         self

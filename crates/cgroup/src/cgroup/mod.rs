@@ -421,12 +421,7 @@ impl Cgroup {
                 // Stop forks while we list and kill; a task that will not
                 // freeze (uninterruptible sleep) must not stall the round.
                 f.set_frozen(true)?;
-                let step = Instant::now() + Duration::from_millis(250);
-                let _ = wait_freezer(
-                    f,
-                    FreezerState::Frozen,
-                    step.saturating_duration_since(Instant::now()),
-                );
+                let _ = wait_freezer(f, FreezerState::Frozen, Duration::from_millis(250));
             }
             let pids = self.procs_recursive()?;
             if pids.is_empty() {
