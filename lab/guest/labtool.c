@@ -69,7 +69,9 @@ static void emit(const char *line)
 static int cmd_mark(int argc, char **argv)
 {
 	char line[1024];
-	int n, i, fd;
+	int n, i;
+	/* Opened before the clocks are read: the kmsg stamp must follow them closely. */
+	int fd = open("/dev/kmsg", O_WRONLY);
 
 	n = snprintf(line, sizeof(line), "LAB %s real_ms=%lld mono_ms=%lld",
 		     argv[0], (long long)clock_ms(CLOCK_REALTIME),
@@ -78,7 +80,6 @@ static int cmd_mark(int argc, char **argv)
 		n += snprintf(line + n, sizeof(line) - n, " %s", argv[i]);
 	snprintf(line + n, sizeof(line) - n, "\n");
 	/* kmsg first: it is stamped at once, the serial write can take ms. */
-	fd = open("/dev/kmsg", O_WRONLY);
 	if (fd >= 0) {
 		if (write(fd, line, strlen(line)) < 0)
 			perror("labtool: /dev/kmsg");
@@ -135,7 +136,7 @@ static long meminfo_kb(const char *key)
 static int cmd_status(void)
 {
 	char path[300], buf[512], line[256];
-	int procs = 0, dstate = 0, running = 0;
+	int procs = 0, dstate = 0, running = 0, faulty = 0;
 	struct dirent *de;
 	DIR *d = opendir("/proc");
 
@@ -161,6 +162,15 @@ static int cmd_status(void)
 		if (!p || p[1] == 0)
 			continue;
 		procs++;
+		/* Fault tasks (user and kernel) are named lab_*; lab plumbing is not counted. */
+		{
+			char *name = strchr(buf, '(');
+
+			if (name && !strncmp(name + 1, "lab_", 4) &&
+			    strncmp(name + 1, "lab_heartbeat", 13) &&
+			    strncmp(name + 1, "lab_mix", 7) && strncmp(name + 1, "lab_build", 9))
+				faulty++;
+		}
 		if (p[2] == 'D')
 			dstate++;
 		else if (p[2] == 'R')
@@ -168,9 +178,9 @@ static int cmd_status(void)
 	}
 	closedir(d);
 	snprintf(line, sizeof(line),
-		 "LAB STATUS real_ms=%lld mono_ms=%lld procs=%d dstate=%d running=%d memavail_kb=%ld\n",
+		 "LAB STATUS real_ms=%lld mono_ms=%lld procs=%d dstate=%d running=%d faulty=%d memavail_kb=%ld\n",
 		 (long long)clock_ms(CLOCK_REALTIME), (long long)clock_ms(CLOCK_MONOTONIC),
-		 procs, dstate, running, meminfo_kb("MemAvailable"));
+		 procs, dstate, running, faulty, meminfo_kb("MemAvailable"));
 	emit(line);
 	return 0;
 }
@@ -186,7 +196,8 @@ static int cmd_proccpu(const char *pid)
 	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
 	fd = open(path, O_RDONLY);
 	if (fd < 0) {
-		snprintf(line, sizeof(line), "LAB PROCCPU pid=%s gone=1\n", pid);
+		snprintf(line, sizeof(line), "LAB PROCCPU real_ms=%lld mono_ms=%lld pid=%s gone=1\n",
+			 (long long)clock_ms(CLOCK_REALTIME), (long long)clock_ms(CLOCK_MONOTONIC), pid);
 		emit(line);
 		return 0;
 	}
@@ -202,8 +213,10 @@ static int cmd_proccpu(const char *pid)
 		if (p && i == 15)
 			stime = strtoull(p + 1, NULL, 10);
 	}
-	snprintf(line, sizeof(line), "LAB PROCCPU pid=%s utime_ticks=%llu stime_ticks=%llu hz=%ld\n",
-		 pid, utime, stime, sysconf(_SC_CLK_TCK));
+	snprintf(line, sizeof(line),
+		 "LAB PROCCPU real_ms=%lld mono_ms=%lld pid=%s utime_ticks=%llu stime_ticks=%llu hz=%ld\n",
+		 (long long)clock_ms(CLOCK_REALTIME), (long long)clock_ms(CLOCK_MONOTONIC), pid, utime,
+		 stime, sysconf(_SC_CLK_TCK));
 	emit(line);
 	return 0;
 }

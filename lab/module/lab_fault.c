@@ -150,27 +150,34 @@ static int kmem_leak_fn(void *unused)
 	return 0;
 }
 
-static int start_on_cpu(int (*fn)(void *), void *data, int on_cpu,
-			const char *name)
+static struct task_struct *create_on_cpu(int (*fn)(void *), void *data,
+					 int on_cpu, const char *name)
 {
 	struct task_struct *t;
 
 	if (on_cpu < 0 || on_cpu >= nr_cpu_ids || !cpu_online(on_cpu)) {
 		pr_err("lab_fault: cpu %d is not online\n", on_cpu);
-		return -EINVAL;
+		return ERR_PTR(-EINVAL);
 	}
 	t = kthread_create(fn, data, "%s/%d", name, on_cpu);
+	if (!IS_ERR(t))
+		kthread_bind(t, on_cpu);
+	return t;
+}
+
+static int start_on_cpu(int (*fn)(void *), void *data, int on_cpu,
+			const char *name)
+{
+	struct task_struct *t = create_on_cpu(fn, data, on_cpu, name);
+
 	if (IS_ERR(t))
 		return PTR_ERR(t);
-	kthread_bind(t, on_cpu);
 	wake_up_process(t);
 	return 0;
 }
 
 static int __init lab_fault_init(void)
 {
-	int ret;
-
 	if (!strcmp(fault, "irq_loop"))
 		return start_on_cpu(irq_loop_fn, NULL, cpu, "lab_irq_loop");
 	if (!strcmp(fault, "preempt_loop"))
@@ -184,10 +191,24 @@ static int __init lab_fault_init(void)
 			pr_err("lab_fault: spin_abba needs two CPUs\n");
 			return -EINVAL;
 		}
-		ret = start_on_cpu(abba_fn, NULL, 0, "lab_abba");
-		if (ret)
-			return ret;
-		return start_on_cpu(abba_fn, (void *)1, 1, "lab_abba");
+		struct task_struct *a, *b;
+
+		/*
+		 * Create both before waking either: once the first holds its lock
+		 * with preemption off, its CPU runs nothing else, and creating the
+		 * second thread could need that CPU.
+		 */
+		a = create_on_cpu(abba_fn, NULL, 0, "lab_abba");
+		if (IS_ERR(a))
+			return PTR_ERR(a);
+		b = create_on_cpu(abba_fn, (void *)1, 1, "lab_abba");
+		if (IS_ERR(b)) {
+			kthread_stop(a);
+			return PTR_ERR(b);
+		}
+		wake_up_process(b);
+		wake_up_process(a);
+		return 0;
 	}
 	if (!strcmp(fault, "d_state")) {
 		block_entry = proc_create("lab_fault_block", 0444, NULL, &block_ops);

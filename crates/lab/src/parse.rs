@@ -1,0 +1,439 @@
+//! Parsers for the guest's serial channels. Pure functions over text, so
+//! they are tested on logs captured from real guest runs.
+//!
+//! - ttyS0 (`console.log`): printk lines `[ secs.micros] text`.
+//! - ttyS1 (`lab.log`): `LAB TAG real_ms=… mono_ms=… k=v…` and `HB cpu=… seq=… real_ms=… mono_ms=…`.
+//! - ttyS2 (`events.log`): selfheal's `--event-log`, one JSON object per line.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::KernelDetector;
+
+/// One printk record with its timestamp in microseconds since boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLine {
+    /// printk time (local_clock), µs.
+    pub ts_us: u64,
+    /// The text after the timestamp.
+    pub text: String,
+}
+
+/// Parses printk lines; lines without a timestamp (continuations, garbage
+/// from a guest killed mid-write) are skipped.
+pub fn parse_console(text: &str) -> Vec<KernelLine> {
+    text.lines().filter_map(parse_console_line).collect()
+}
+
+fn parse_console_line(line: &str) -> Option<KernelLine> {
+    let line = line.trim_end_matches(['\r', '\0']);
+    let rest = line.strip_prefix('[')?;
+    let close = rest.find(']')?;
+    let (secs, micros) = rest[..close].trim().split_once('.')?;
+    let secs: u64 = secs.parse().ok()?;
+    let micros: u64 = micros.parse().ok()?;
+    let text = rest[close + 1..]
+        .strip_prefix(' ')
+        .unwrap_or(&rest[close + 1..]);
+    Some(KernelLine {
+        ts_us: secs * 1_000_000 + micros,
+        text: text.to_string(),
+    })
+}
+
+/// A kernel detector's report found on the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelReport {
+    /// Which detector.
+    pub detector: KernelDetector,
+    /// printk time, µs since boot.
+    pub ts_us: u64,
+    /// CPU named by the report, when it names one.
+    pub cpu: Option<u32>,
+    /// Task named by the report (`comm`), when it names one.
+    pub comm: Option<String>,
+    /// The report's first line.
+    pub line: String,
+}
+
+/// Recognises the first line of a kernel detector's report.
+pub fn classify_kernel_line(line: &KernelLine) -> Option<KernelReport> {
+    let t = line.text.as_str();
+    let report = |detector, cpu, comm: Option<&str>| KernelReport {
+        detector,
+        ts_us: line.ts_us,
+        cpu,
+        comm: comm.map(str::to_string),
+        line: t.to_string(),
+    };
+    if let Some(rest) = t.split("BUG: soft lockup - CPU#").nth(1) {
+        let cpu = leading_u32(rest);
+        let comm = t.rsplit_once('[').map(|(_, c)| c.trim_end_matches(']'));
+        let comm = comm.and_then(|c| c.rsplit_once(':').map(|(name, _)| name));
+        return Some(report(KernelDetector::SoftLockup, cpu, comm));
+    }
+    if t.contains("hard LOCKUP") {
+        let cpu = t.rsplit_once("cpu ").and_then(|(_, n)| leading_u32(n));
+        return Some(report(KernelDetector::HardLockup, cpu, None));
+    }
+    if let Some(rest) = t.strip_prefix("INFO: task ") {
+        if t.contains(" blocked for more than ") {
+            // "INFO: task lab_dholder:118 blocked for more than 1 seconds."
+            let task = rest.split(" blocked").next().unwrap_or("");
+            let comm = task.rsplit_once(':').map(|(c, _)| c);
+            return Some(report(KernelDetector::HungTask, None, comm));
+        }
+    }
+    if t.starts_with("rcu: INFO: ")
+        && (t.contains("detected stall") || t.contains("detected stalls"))
+    {
+        return Some(report(KernelDetector::RcuStall, None, None));
+    }
+    if let Some(rest) = t.strip_prefix("Out of memory") {
+        // "Out of memory: Killed process 123 (lab_memhog) total-vm:…"
+        let comm = rest
+            .split_once('(')
+            .and_then(|(_, r)| r.split_once(')'))
+            .map(|(c, _)| c);
+        return Some(report(KernelDetector::OomKiller, None, comm));
+    }
+    None
+}
+
+fn leading_u32(s: &str) -> Option<u32> {
+    let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// All detector reports on a console.
+pub fn kernel_reports(lines: &[KernelLine]) -> Vec<KernelReport> {
+    lines.iter().filter_map(classify_kernel_line).collect()
+}
+
+/// printk time of the first line containing `needle`.
+pub fn find_kernel_line(lines: &[KernelLine], needle: &str) -> Option<u64> {
+    lines
+        .iter()
+        .find(|l| l.text.contains(needle))
+        .map(|l| l.ts_us)
+}
+
+/// True when the console shows the kernel panicking or rebooting by itself.
+pub fn kernel_panicked(lines: &[KernelLine]) -> Option<String> {
+    lines
+        .iter()
+        .find(|l| l.text.starts_with("Kernel panic") || l.text.starts_with("reboot: Restarting"))
+        .map(|l| l.text.clone())
+}
+
+/// A `LAB …` marker from the lab channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// BOOT, INJECT, STATUS, END, …
+    pub tag: String,
+    /// Guest CLOCK_REALTIME, ms.
+    pub real_ms: i64,
+    /// Guest CLOCK_MONOTONIC, ms.
+    pub mono_ms: i64,
+    /// Every other `key=value` on the line.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Mark {
+    /// A field parsed as an integer.
+    pub fn int(&self, key: &str) -> Option<i64> {
+        self.fields.get(key)?.parse().ok()
+    }
+}
+
+/// One heartbeat line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// CPU the heartbeat is pinned to.
+    pub cpu: u32,
+    /// Sequence number (gaps in time, not in seq, show a stall).
+    pub seq: u64,
+    /// Guest CLOCK_REALTIME, ms.
+    pub real_ms: i64,
+}
+
+/// The parsed lab channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabLog {
+    /// Markers in order.
+    pub marks: Vec<Mark>,
+    /// Heartbeats in order.
+    pub heartbeats: Vec<Heartbeat>,
+}
+
+impl LabLog {
+    /// The first marker with `tag`.
+    pub fn mark(&self, tag: &str) -> Option<&Mark> {
+        self.marks.iter().find(|m| m.tag == tag)
+    }
+
+    /// Every marker with `tag`.
+    pub fn marks_tagged<'a>(&'a self, tag: &'a str) -> impl Iterator<Item = &'a Mark> + 'a {
+        self.marks.iter().filter(move |m| m.tag == tag)
+    }
+
+    /// Longest time without a heartbeat from `cpu` within `[from_ms, to_ms]`,
+    /// counting the edges of the window. `None` if the CPU never beat at all.
+    pub fn max_heartbeat_gap_ms(&self, cpu: u32, from_ms: i64, to_ms: i64) -> Option<i64> {
+        let beats: Vec<i64> = self
+            .heartbeats
+            .iter()
+            .filter(|h| h.cpu == cpu)
+            .map(|h| h.real_ms)
+            .collect();
+        if beats.is_empty() {
+            return None;
+        }
+        let mut prev = from_ms;
+        let mut max = 0;
+        for &t in beats.iter().filter(|&&t| t >= from_ms && t <= to_ms) {
+            max = max.max(t - prev);
+            prev = t;
+        }
+        Some(max.max(to_ms - prev))
+    }
+}
+
+/// Parses the lab channel; unknown or damaged lines are skipped.
+pub fn parse_lab(text: &str) -> LabLog {
+    let mut log = LabLog::default();
+    // A marker without its own clocks (older helpers' PROCCPU) takes the
+    // clocks of the line before it: the channel is written in time order.
+    let mut last_clock = (0i64, 0i64);
+    for raw in text.lines() {
+        let line = raw.trim_matches(['\r', '\0', ' ']);
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("LAB") => {
+                let Some(tag) = words.next() else { continue };
+                let fields: BTreeMap<String, String> = words
+                    .filter_map(|w| w.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let num = |k: &str| fields.get(k).and_then(|v| v.parse::<i64>().ok());
+                let (real_ms, mono_ms) = match (num("real_ms"), num("mono_ms")) {
+                    (Some(r), Some(m)) => (r, m),
+                    _ if log.marks.is_empty() && log.heartbeats.is_empty() => continue,
+                    _ => last_clock,
+                };
+                last_clock = (real_ms, mono_ms);
+                let mut fields = fields.clone();
+                fields.remove("real_ms");
+                fields.remove("mono_ms");
+                log.marks.push(Mark {
+                    tag: tag.to_string(),
+                    real_ms,
+                    mono_ms,
+                    fields,
+                });
+            }
+            Some("HB") => {
+                let kv: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
+                let get = |k: &str| kv.get(k).and_then(|v| v.parse::<i64>().ok());
+                if let (Some(cpu), Some(seq), Some(real_ms)) =
+                    (get("cpu"), get("seq"), get("real_ms"))
+                {
+                    last_clock = (real_ms, get("mono_ms").unwrap_or(last_clock.1));
+                    log.heartbeats.push(Heartbeat {
+                        cpu: cpu as u32,
+                        seq: seq as u64,
+                        real_ms,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    log
+}
+
+/// The parts of a selfheal event the lab scores. Read leniently from JSON so
+/// newer event kinds or fields never break a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabEvent {
+    /// Guest CLOCK_REALTIME, ms.
+    pub time_unix_ms: i64,
+    /// alert, diagnosis, dismissed, recovery, kernel, watchdog, start, …
+    pub kind: String,
+    /// light, stall, heavy, recovery, kmsg, …
+    pub source: String,
+    /// Rule that fired.
+    pub rule: Option<String>,
+    /// `details.class` of a diagnosis.
+    pub class: Option<String>,
+    /// Culprit comm.
+    pub culprit_comm: Option<String>,
+    /// Culprit pid.
+    pub culprit_pid: Option<i64>,
+    /// Culprit CPU.
+    pub culprit_cpu: Option<i64>,
+    /// `details.action` of a recovery.
+    pub action: Option<String>,
+    /// `details.outcome` of a recovery.
+    pub outcome: Option<String>,
+    /// The event's message.
+    pub message: String,
+}
+
+impl LabEvent {
+    /// True for events that mean "selfheal itself noticed a problem":
+    /// alerts, hang diagnoses, recoveries and watchdog trips. `kernel` events
+    /// only relay the kernel's detectors and are not selfheal's detection.
+    pub fn is_detection(&self) -> bool {
+        match self.kind.as_str() {
+            "alert" | "recovery" | "watchdog" => true,
+            "diagnosis" => self.class.as_deref() != Some("legitimate_load"),
+            _ => false,
+        }
+    }
+}
+
+/// Parses the event channel: returns the events and how many lines were not
+/// valid events (damaged by a guest killed mid-line, for example).
+pub fn parse_events(text: &str) -> (Vec<LabEvent>, usize) {
+    let mut events = Vec::new();
+    let mut bad = 0;
+    for raw in text.lines() {
+        let line = raw.trim_matches(['\r', '\0', ' ']);
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| event_from_json(&v))
+        {
+            Some(e) => events.push(e),
+            None => bad += 1,
+        }
+    }
+    (events, bad)
+}
+
+fn event_from_json(v: &serde_json::Value) -> Option<LabEvent> {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let culprit = &v["culprit"];
+    let details = &v["details"];
+    Some(LabEvent {
+        time_unix_ms: v["time_unix_ms"].as_i64()?,
+        kind: s(&v["kind"])?,
+        source: s(&v["source"]).unwrap_or_default(),
+        rule: s(&v["rule"]),
+        class: s(&details["class"]),
+        culprit_comm: s(&culprit["comm"]),
+        culprit_pid: culprit["pid"].as_i64(),
+        culprit_cpu: culprit["cpu"].as_i64(),
+        action: s(&details["action"]),
+        outcome: s(&details["outcome"]),
+        message: s(&v["message"]).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_lines_keep_timestamps_and_skip_garbage() {
+        let text = "[    6.685198] watchdog: BUG: soft lockup - CPU#1 stuck for 3s! [lab_preempt_loo:114]\r\n\
+                    continuation without stamp\n\
+                    [   12.000001] x\n[bad] y\n";
+        let lines = parse_console(text);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].ts_us, 6_685_198);
+        let r = classify_kernel_line(&lines[0]).unwrap();
+        assert_eq!(r.detector, KernelDetector::SoftLockup);
+        assert_eq!(r.cpu, Some(1));
+        assert_eq!(r.comm.as_deref(), Some("lab_preempt_loo"));
+    }
+
+    #[test]
+    fn each_kernel_detector_is_recognised() {
+        let cases = [
+            (
+                "INFO: task lab_dholder:118 blocked for more than 1 seconds.",
+                KernelDetector::HungTask,
+                Some("lab_dholder"),
+            ),
+            (
+                "rcu: INFO: rcu_preempt self-detected stall on CPU",
+                KernelDetector::RcuStall,
+                None,
+            ),
+            (
+                "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+                KernelDetector::RcuStall,
+                None,
+            ),
+            (
+                "NMI watchdog: Watchdog detected hard LOCKUP on cpu 1",
+                KernelDetector::HardLockup,
+                None,
+            ),
+            (
+                "Out of memory: Killed process 131 (lab_memhog) total-vm:412kB, anon-rss:0kB",
+                KernelDetector::OomKiller,
+                Some("lab_memhog"),
+            ),
+        ];
+        for (text, det, comm) in cases {
+            let r = classify_kernel_line(&KernelLine {
+                ts_us: 1,
+                text: text.into(),
+            })
+            .unwrap();
+            assert_eq!(r.detector, det, "{text}");
+            assert_eq!(r.comm.as_deref(), comm, "{text}");
+        }
+        // The RCU stall *setting* line at boot is not a report.
+        let boot = KernelLine {
+            ts_us: 1,
+            text: "\tRCU CPU stall warnings timeout set to 3 (rcu_cpu_stall_timeout).".into(),
+        };
+        assert!(classify_kernel_line(&boot).is_none());
+    }
+
+    #[test]
+    fn lab_channel_marks_and_heartbeat_gaps() {
+        let text = "LAB BOOT real_ms=1000 mono_ms=10 class=x ncpu=2\r\n\
+                    HB cpu=0 seq=0 real_ms=1000 mono_ms=10\n\
+                    HB cpu=0 seq=1 real_ms=1100 mono_ms=110\n\
+                    HB cpu=0 seq=2 real_ms=1900 mono_ms=910\n\
+                    HB cpu=1 seq=0 real_ms=1000 mono_ms=10\n\
+                    HB cpu=1 seq=1 real_ms=1\0\0\n\
+                    LAB INJECT real_ms=1050 mono_ms=60 class=irq_loop\n";
+        let log = parse_lab(text);
+        assert_eq!(log.marks.len(), 2);
+        assert_eq!(log.mark("BOOT").unwrap().int("ncpu"), Some(2));
+        assert_eq!(log.mark("INJECT").unwrap().fields["class"], "irq_loop");
+        assert_eq!(log.max_heartbeat_gap_ms(0, 1000, 2000), Some(800));
+        // CPU 1 beat once and then went silent: the gap runs to the window's end.
+        assert_eq!(log.max_heartbeat_gap_ms(1, 1000, 2000), Some(1000));
+        assert_eq!(log.max_heartbeat_gap_ms(5, 1000, 2000), None);
+    }
+
+    #[test]
+    fn events_are_read_leniently() {
+        let text = r#"{"time_unix_ms":5,"kind":"diagnosis","severity":"critical","source":"heavy","culprit":{"pid":9,"comm":"lab_fifo_hog","cpu":1},"message":"m","details":{"class":"rt_hog"}}
+{"time_unix_ms":6,"kind":"brand_new_kind","source":"x","message":"m","extra":1}
+{"time_unix_ms":7,"kind":"diagnosis","source":"heavy","message":"ok","details":{"class":"legitimate_load"}}
+{"time_unix_ms":
+not json"#;
+        let (events, bad) = parse_events(text);
+        assert_eq!(events.len(), 3);
+        assert_eq!(bad, 2);
+        assert_eq!(events[0].class.as_deref(), Some("rt_hog"));
+        assert_eq!(events[0].culprit_cpu, Some(1));
+        assert!(events[0].is_detection());
+        assert!(!events[1].is_detection());
+        assert!(
+            !events[2].is_detection(),
+            "legitimate load is not a detection"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The latency plot: for each class, selfheal's and each kernel detector's
+//! median detection latency (bar) and p95 (whisker) on a log scale; a cross
+//! at the top marks "never reported". Plain SVG, no dependency.
+
+use std::fmt::Write as _;
+
+use crate::report::{Latency, Report};
+
+const SERIES: &[(&str, &str)] = &[
+    ("selfheal", "#1b9e77"),
+    ("soft_lockup", "#d95f02"),
+    ("hard_lockup", "#7570b3"),
+    ("hung_task", "#e7298a"),
+    ("rcu_stall", "#66a61e"),
+    ("oom_killer", "#a6761d"),
+];
+
+const MIN_MS: f64 = 10.0;
+const MAX_MS: f64 = 300_000.0;
+
+/// The series of one class: (name, latency) for selfheal and, per kernel
+/// detector, the profile with the fastest median (its name is in the label).
+fn class_series(r: &Report, idx: usize) -> Vec<(String, &'static str, Latency)> {
+    let c = &r.classes[idx];
+    let mut out = vec![("selfheal".to_string(), SERIES[0].1, c.selfheal.clone())];
+    for &(det, color) in &SERIES[1..] {
+        let mut best: Option<(String, Latency)> = None;
+        for (profile, per) in &c.kernel {
+            if let Some(l) = per.get(det) {
+                let better = match &best {
+                    None => true,
+                    Some((_, b)) => match (l.median_ms, b.median_ms) {
+                        (Some(x), Some(y)) => x < y,
+                        (Some(_), None) => true,
+                        _ => false,
+                    },
+                };
+                if better {
+                    best = Some((profile.clone(), l.clone()));
+                }
+            }
+        }
+        if let Some((profile, l)) = best {
+            out.push((format!("{det} ({profile})"), color, l));
+        }
+    }
+    out
+}
+
+fn y_of(ms: f64, top: f64, height: f64) -> f64 {
+    let v = ms.clamp(MIN_MS, MAX_MS);
+    let frac = (v.log10() - MIN_MS.log10()) / (MAX_MS.log10() - MIN_MS.log10());
+    top + height * (1.0 - frac)
+}
+
+/// Renders the plot as an SVG document.
+pub fn svg(r: &Report) -> String {
+    let groups = r.classes.len().max(1);
+    let bar_w = 11.0;
+    let group_w = bar_w * SERIES.len() as f64 + 24.0;
+    let (left, top, plot_h) = (70.0, 40.0, 320.0);
+    let width = left + group_w * groups as f64 + 200.0;
+    let height = top + plot_h + 90.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let title = if r.meta.placeholder {
+        "Detection latency per class (PLACEHOLDER run: no selfheal numbers)"
+    } else {
+        "Detection latency per class: median bar, p95 whisker, x = never reported"
+    };
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="20" font-size="14">{title}</text>"#
+    );
+    // Log axis: decades from 10 ms to 100 s, plus 300 s at the top.
+    for (ms, label) in [
+        (10.0, "10 ms"),
+        (100.0, "100 ms"),
+        (1000.0, "1 s"),
+        (10_000.0, "10 s"),
+        (100_000.0, "100 s"),
+    ] {
+        let y = y_of(ms, top, plot_h);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" x2="{:.0}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.0}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            left + group_w * groups as f64,
+            left - 6.0,
+            y + 4.0
+        );
+    }
+    for (gi, class) in r.classes.iter().enumerate() {
+        let gx = left + group_w * gi as f64 + 12.0;
+        for (si, (name, color, l)) in class_series(r, gi).iter().enumerate() {
+            let x = gx + bar_w * si as f64;
+            let tip = format!(
+                "{} {}: {}/{} reported",
+                class.class, name, l.detected, l.runs
+            );
+            match l.median_ms {
+                Some(med) => {
+                    let y = y_of(med, top, plot_h);
+                    let _ = writeln!(
+                        s,
+                        r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{tip}, median {med:.0} ms</title></rect>"#,
+                        bar_w - 2.0,
+                        top + plot_h - y
+                    );
+                    if let Some(p95) = l.p95_ms {
+                        let yp = y_of(p95, top, plot_h);
+                        let cx = x + (bar_w - 2.0) / 2.0;
+                        let _ = writeln!(
+                            s,
+                            r#"<line x1="{cx:.1}" x2="{cx:.1}" y1="{yp:.1}" y2="{y:.1}" stroke="black"/><line x1="{:.1}" x2="{:.1}" y1="{yp:.1}" y2="{yp:.1}" stroke="black"/>"#,
+                            cx - 3.0,
+                            cx + 3.0
+                        );
+                    }
+                }
+                None if l.runs > 0 => {
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}" fill="{color}" text-anchor="middle" font-weight="bold">x<title>{tip}</title></text>"#,
+                        x + (bar_w - 2.0) / 2.0,
+                        top + 10.0
+                    );
+                }
+                None => {}
+            }
+        }
+        let lx = gx + bar_w * SERIES.len() as f64 / 2.0;
+        let ly = top + plot_h + 12.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="end" transform="rotate(-35 {lx:.1} {ly:.1})">{}</text>"#,
+            class.class
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" x2="{left}" y1="{top}" y2="{:.0}" stroke="black"/>"#,
+        top + plot_h
+    );
+    let lx = left + group_w * groups as f64 + 20.0;
+    for (i, (name, color)) in SERIES.iter().enumerate() {
+        let y = top + 10.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx:.0}" y="{:.0}" width="12" height="12" fill="{color}"/><text x="{:.0}" y="{:.0}">{name}</text>"#,
+            y - 10.0,
+            lx + 18.0,
+            y
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{lx:.0}" y="{:.0}">kernel: fastest profile</text>"#,
+        top + 10.0 + 18.0 * SERIES.len() as f64 + 6.0
+    );
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,555 @@
+//! What one guest boot does: the fault class, the workload, the kernel
+//! detector thresholds, when to inject, and how it is told to the guest
+//! (`lab.*` words on the kernel command line read by `lab/guest/init`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A fault the lab can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultClass {
+    /// Kernel thread spins with local interrupts disabled on one CPU.
+    IrqLoop,
+    /// Kernel thread spins with preemption disabled on one CPU.
+    PreemptLoop,
+    /// Kernel thread spins with preemption enabled (guest booted `preempt=full`).
+    KthreadLoop,
+    /// Kernel thread takes the same spinlock twice on one CPU.
+    SpinSelf,
+    /// Two kernel threads deadlock on two spinlocks (ABBA), one per CPU.
+    SpinAbba,
+    /// A task waits forever uninterruptibly holding a mutex; others queue behind it.
+    DState,
+    /// A kernel thread leaks pages until the machine starves.
+    KmemLeak,
+    /// A SCHED_FIFO busy loop pinned to one CPU.
+    RtHog,
+    /// Processes that fork forever.
+    ForkBomb,
+    /// A process that touches memory it never frees.
+    MemHog,
+}
+
+impl FaultClass {
+    /// Every class, in report order.
+    pub const ALL: &'static [FaultClass] = &[
+        FaultClass::IrqLoop,
+        FaultClass::PreemptLoop,
+        FaultClass::KthreadLoop,
+        FaultClass::SpinSelf,
+        FaultClass::SpinAbba,
+        FaultClass::DState,
+        FaultClass::KmemLeak,
+        FaultClass::RtHog,
+        FaultClass::ForkBomb,
+        FaultClass::MemHog,
+    ];
+
+    /// The name used on the command line, in the guest and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultClass::IrqLoop => "irq_loop",
+            FaultClass::PreemptLoop => "preempt_loop",
+            FaultClass::KthreadLoop => "kthread_loop",
+            FaultClass::SpinSelf => "spin_self",
+            FaultClass::SpinAbba => "spin_abba",
+            FaultClass::DState => "d_state",
+            FaultClass::KmemLeak => "kmem_leak",
+            FaultClass::RtHog => "rt_hog",
+            FaultClass::ForkBomb => "fork_bomb",
+            FaultClass::MemHog => "mem_hog",
+        }
+    }
+
+    /// One line for the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FaultClass::IrqLoop => "kernel loop, interrupts off, one CPU",
+            FaultClass::PreemptLoop => "kernel loop, preemption off, one CPU",
+            FaultClass::KthreadLoop => "kernel thread loop, preemption on (preempt=full)",
+            FaultClass::SpinSelf => "spinlock re-acquire, one CPU",
+            FaultClass::SpinAbba => "spinlock ABBA deadlock, CPUs 0 and 1",
+            FaultClass::DState => "uninterruptible wait forever + 4 tasks blocked behind it",
+            FaultClass::KmemLeak => "kernel page leak until starvation",
+            FaultClass::RtHog => "user SCHED_FIFO busy loop, one CPU",
+            FaultClass::ForkBomb => "user fork bomb",
+            FaultClass::MemHog => "user memory hog",
+        }
+    }
+
+    /// The `details.class` a correct selfheal diagnosis carries.
+    pub fn expected_diagnosis(self) -> &'static str {
+        match self {
+            FaultClass::IrqLoop
+            | FaultClass::PreemptLoop
+            | FaultClass::KthreadLoop
+            | FaultClass::SpinSelf
+            | FaultClass::SpinAbba => "kernel_stall",
+            FaultClass::DState => "d_state",
+            FaultClass::KmemLeak | FaultClass::MemHog => "memory_exhaustion",
+            FaultClass::RtHog => "rt_hog",
+            FaultClass::ForkBomb => "fork_bomb",
+        }
+    }
+
+    /// Prefix of the culprit's comm (kernel threads are truncated to 15 bytes).
+    pub fn culprit_comm(self) -> &'static str {
+        match self {
+            FaultClass::IrqLoop => "lab_irq_loop",
+            FaultClass::PreemptLoop => "lab_preempt_loo",
+            FaultClass::KthreadLoop => "lab_kthread_loo",
+            FaultClass::SpinSelf => "lab_spin_self",
+            FaultClass::SpinAbba => "lab_abba",
+            FaultClass::DState => "lab_dholder",
+            FaultClass::KmemLeak => "lab_kmem_leak",
+            FaultClass::RtHog => "lab_fifo_hog",
+            FaultClass::ForkBomb => "lab_forkbomb",
+            FaultClass::MemHog => "lab_memhog",
+        }
+    }
+
+    /// True when the fault runs in the kernel (the lab_fault module).
+    pub fn is_kernel(self) -> bool {
+        !matches!(
+            self,
+            FaultClass::RtHog | FaultClass::ForkBomb | FaultClass::MemHog
+        )
+    }
+
+    /// True when no CPU is left to run a user-space detector: undetectable by
+    /// design for selfheal, reported as such.
+    pub fn stalls_every_cpu(self, guest_cpus: u32) -> bool {
+        self == FaultClass::SpinAbba && guest_cpus <= 2
+    }
+
+    /// Extra kernel command-line words the class needs.
+    pub fn extra_cmdline(self) -> &'static str {
+        match self {
+            // Debian's default is voluntary preemption, under which a kernel
+            // loop without cond_resched() is never preempted at all.
+            FaultClass::KthreadLoop => "preempt=full",
+            _ => "",
+        }
+    }
+
+    /// The kernel detectors that could report this class, so the run
+    /// observes long enough for them at the chosen thresholds.
+    pub fn kernel_detectors(self) -> &'static [KernelDetector] {
+        use KernelDetector::*;
+        match self {
+            FaultClass::IrqLoop => &[HardLockup, SoftLockup, RcuStall],
+            FaultClass::PreemptLoop
+            | FaultClass::KthreadLoop
+            | FaultClass::SpinSelf
+            | FaultClass::SpinAbba => &[SoftLockup, RcuStall],
+            FaultClass::DState => &[HungTask],
+            FaultClass::KmemLeak | FaultClass::MemHog => &[OomKiller],
+            FaultClass::RtHog | FaultClass::ForkBomb => &[],
+        }
+    }
+}
+
+impl fmt::Display for FaultClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A class name that the lab does not know.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown fault class `{0}`; known classes: {known}", known = FaultClass::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "))]
+pub struct UnknownClass(pub String);
+
+impl FromStr for FaultClass {
+    type Err = UnknownClass;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FaultClass::ALL
+            .iter()
+            .copied()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| UnknownClass(s.to_string()))
+    }
+}
+
+/// The kernel's own hang and starvation detectors the lab reads from the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelDetector {
+    /// `watchdog: BUG: soft lockup - CPU#N stuck for Ns!`
+    SoftLockup,
+    /// `Watchdog detected hard LOCKUP on cpu N` (needs a perf NMI; absent in TCG).
+    HardLockup,
+    /// `INFO: task X:PID blocked for more than N seconds.`
+    HungTask,
+    /// `rcu: INFO: rcu_preempt (self-)detected stall(s) on CPU`
+    RcuStall,
+    /// `Out of memory: Killed process N (comm)`
+    OomKiller,
+}
+
+impl KernelDetector {
+    /// Every detector, in report order.
+    pub const ALL: &'static [KernelDetector] = &[
+        KernelDetector::SoftLockup,
+        KernelDetector::HardLockup,
+        KernelDetector::HungTask,
+        KernelDetector::RcuStall,
+        KernelDetector::OomKiller,
+    ];
+
+    /// Stable name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelDetector::SoftLockup => "soft_lockup",
+            KernelDetector::HardLockup => "hard_lockup",
+            KernelDetector::HungTask => "hung_task",
+            KernelDetector::RcuStall => "rcu_stall",
+            KernelDetector::OomKiller => "oom_killer",
+        }
+    }
+}
+
+/// What the guest runs besides the fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// Nothing but the heartbeats.
+    Idle,
+    /// One worker per CPU hashing, writing+fsyncing+reading files, touching memory.
+    Mix,
+    /// One job per CPU spawning short shell pipelines (read, gzip, sha256), like a build.
+    Build,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: &'static [Workload] = &[Workload::Idle, Workload::Mix, Workload::Build];
+
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Idle => "idle",
+            Workload::Mix => "mix",
+            Workload::Build => "build",
+        }
+    }
+}
+
+/// Thresholds for the kernel's own detectors in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelProfile {
+    /// Debian's defaults: soft lockup 20 s, hung task 120 s, RCU stall 21 s.
+    Default,
+    /// The tightest the kernel accepts: soft lockup 2 s, hung task 1 s, RCU stall 3 s.
+    Tight,
+}
+
+impl KernelProfile {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelProfile::Default => "default",
+            KernelProfile::Tight => "tight",
+        }
+    }
+
+    /// `kernel.watchdog_thresh`: hard lockup after this, soft lockup after twice it.
+    pub fn watchdog_thresh_s(self) -> u64 {
+        match self {
+            KernelProfile::Default => 10,
+            KernelProfile::Tight => 1,
+        }
+    }
+
+    /// `rcupdate.rcu_cpu_stall_timeout` (the kernel clamps it to at least 3 s).
+    pub fn rcu_stall_s(self) -> u64 {
+        match self {
+            KernelProfile::Default => 21,
+            KernelProfile::Tight => 3,
+        }
+    }
+
+    /// `kernel.hung_task_timeout_secs`; khungtaskd checks once per timeout, so
+    /// a task is reported between one and two timeouts after it blocked.
+    pub fn hung_task_s(self) -> u64 {
+        match self {
+            KernelProfile::Default => 120,
+            KernelProfile::Tight => 1,
+        }
+    }
+
+    /// The longest a detector of this profile may take to report `detector`.
+    pub fn worst_case_s(self, detector: KernelDetector) -> u64 {
+        match detector {
+            // Checked every 2/5 of the threshold: report by threshold + a period.
+            KernelDetector::SoftLockup => 2 * self.watchdog_thresh_s() + self.watchdog_thresh_s(),
+            KernelDetector::HardLockup => 2 * self.watchdog_thresh_s(),
+            KernelDetector::HungTask => 2 * self.hung_task_s() + 1,
+            KernelDetector::RcuStall => self.rcu_stall_s() + 2,
+            KernelDetector::OomKiller => 10,
+        }
+    }
+}
+
+/// One guest boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Unique within a run directory; names the log directory.
+    pub id: String,
+    /// The fault, or `None` for a fault-free run.
+    pub class: Option<FaultClass>,
+    /// The background workload.
+    pub workload: Workload,
+    /// Kernel detector thresholds.
+    pub profile: KernelProfile,
+    /// Whether selfheal runs in the guest (fault-free baselines run without).
+    pub selfheal: bool,
+    /// Whether selfheal runs with `--dry-run` (no recovery actions).
+    pub dry_run: bool,
+    /// Delay from selfheal's start to the injection, in ms (drawn at random).
+    pub inject_ms: u64,
+    /// How long the guest keeps recording after the injection, in seconds.
+    pub observe_s: u64,
+    /// How long the workload runs, in seconds.
+    pub workload_s: u64,
+    /// CPU the fault is pinned to.
+    pub fault_cpu: u32,
+}
+
+impl Scenario {
+    /// The kernel command line for this scenario.
+    pub fn cmdline(&self) -> String {
+        let p = self.profile;
+        let mut words = vec![
+            "console=ttyS0".to_string(),
+            // A panic reboots, and QEMU runs with -no-reboot, so it exits.
+            "panic=1".to_string(),
+            format!("watchdog_thresh={}", p.watchdog_thresh_s()),
+            format!("rcupdate.rcu_cpu_stall_timeout={}", p.rcu_stall_s()),
+            format!("lab.hung_task={}", p.hung_task_s()),
+            format!("lab.class={}", self.class.map_or("none", FaultClass::name)),
+            format!("lab.workload={}", self.workload.name()),
+            format!("lab.inject_ms={}", self.inject_ms),
+            format!("lab.observe_s={}", self.observe_s),
+            format!("lab.workload_s={}", self.workload_s),
+            format!("lab.selfheal={}", u8::from(self.selfheal)),
+            format!("lab.dry_run={}", u8::from(self.dry_run)),
+            format!("lab.fault_cpu={}", self.fault_cpu),
+        ];
+        if let Some(extra) = self.class.map(FaultClass::extra_cmdline) {
+            words.extend(extra.split_whitespace().map(str::to_string));
+        }
+        words.join(" ")
+    }
+
+    /// How long the host waits before it declares the guest hung and kills it.
+    pub fn host_timeout(&self) -> Duration {
+        // Boot takes ~5 s on an idle host; TCG on a busy 2-core host can take 4x.
+        let boot_s = 40;
+        Duration::from_secs(boot_s + self.inject_ms / 1000 + self.observe_s + self.workload_s + 30)
+    }
+}
+
+/// What a `run` command asks for.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Classes to inject.
+    pub classes: Vec<FaultClass>,
+    /// Injections per class.
+    pub runs: u32,
+    /// Kernel threshold profiles; runs of a class alternate between them.
+    pub profiles: Vec<KernelProfile>,
+    /// Fault-free runs per workload, each with and without selfheal.
+    pub fault_free_runs: u32,
+    /// Seconds selfheal gets after the injection even when the kernel's detectors are faster.
+    pub selfheal_window_s: u64,
+    /// Seconds a fault-free workload runs.
+    pub fault_free_s: u64,
+    /// Injection delay range after selfheal starts, in ms.
+    pub inject_range_ms: (u64, u64),
+    /// Run selfheal with --dry-run.
+    pub dry_run: bool,
+}
+
+/// A small deterministic PRNG (xorshift64*), so a seed reproduces a plan.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed (0 is mapped to a fixed non-zero state).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+}
+
+/// The scenarios of a run: injections first (workloads and profiles rotate
+/// through the runs of each class), then the fault-free pairs.
+pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
+    let mut out = Vec::new();
+    let profiles = if opts.profiles.is_empty() {
+        vec![KernelProfile::Tight]
+    } else {
+        opts.profiles.clone()
+    };
+    for (ci, &class) in opts.classes.iter().enumerate() {
+        for run in 0..opts.runs {
+            let profile = profiles[run as usize % profiles.len()];
+            // Offset by class so a one-run plan still covers every workload.
+            let workload = Workload::ALL[(ci + run as usize) % Workload::ALL.len()];
+            let kernel_s = class
+                .kernel_detectors()
+                .iter()
+                .map(|&d| profile.worst_case_s(d))
+                .max()
+                .unwrap_or(0);
+            let observe_s = opts.selfheal_window_s.max(kernel_s + 2);
+            let inject_ms = rng.range(opts.inject_range_ms.0, opts.inject_range_ms.1);
+            out.push(Scenario {
+                id: format!("{}-{:03}", class.name(), run + 1),
+                class: Some(class),
+                workload,
+                profile,
+                selfheal: true,
+                dry_run: opts.dry_run,
+                inject_ms,
+                observe_s,
+                workload_s: inject_ms / 1000 + observe_s + 5,
+                fault_cpu: 1,
+            });
+        }
+    }
+    for &workload in Workload::ALL {
+        for run in 0..opts.fault_free_runs {
+            for selfheal in [false, true] {
+                let profile = profiles[run as usize % profiles.len()];
+                out.push(Scenario {
+                    id: format!(
+                        "none-{}-{}-{:03}",
+                        workload.name(),
+                        if selfheal { "selfheal" } else { "baseline" },
+                        run + 1
+                    ),
+                    class: None,
+                    workload,
+                    profile,
+                    selfheal,
+                    dry_run: opts.dry_run,
+                    inject_ms: opts.inject_range_ms.0,
+                    // The guest waits for the workload after this window.
+                    observe_s: 1,
+                    workload_s: opts.fault_free_s,
+                    fault_cpu: 1,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            classes: FaultClass::ALL.to_vec(),
+            runs: 1,
+            profiles: vec![KernelProfile::Tight],
+            fault_free_runs: 1,
+            selfheal_window_s: 8,
+            fault_free_s: 15,
+            inject_range_ms: (3000, 6000),
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn class_names_round_trip_and_unknown_is_explained() {
+        for c in FaultClass::ALL {
+            assert_eq!(c.name().parse::<FaultClass>().unwrap(), *c);
+        }
+        let err = "oops".parse::<FaultClass>().unwrap_err().to_string();
+        assert!(err.contains("oops") && err.contains("irq_loop"), "{err}");
+    }
+
+    #[test]
+    fn quick_plan_covers_every_class_and_workload() {
+        let plan = plan(&opts(), &mut Rng::new(7));
+        let injections: Vec<_> = plan.iter().filter(|s| s.class.is_some()).collect();
+        assert_eq!(injections.len(), FaultClass::ALL.len());
+        for w in Workload::ALL {
+            assert!(injections.iter().any(|s| s.workload == *w), "{w:?} unused");
+        }
+        // Fault-free: each workload with and without selfheal.
+        let free: Vec<_> = plan.iter().filter(|s| s.class.is_none()).collect();
+        assert_eq!(free.len(), 2 * Workload::ALL.len());
+        assert!(plan.iter().all(|s| (3000..=6000).contains(&s.inject_ms)));
+    }
+
+    #[test]
+    fn default_profile_waits_for_the_slow_hung_task_detector() {
+        let mut o = opts();
+        o.classes = vec![FaultClass::DState];
+        o.profiles = vec![KernelProfile::Default];
+        let plan = plan(&o, &mut Rng::new(1));
+        // Reported between 120 and 240 s after the task blocked.
+        assert!(plan[0].observe_s >= 241, "{}", plan[0].observe_s);
+        assert!(plan[0].host_timeout().as_secs() > plan[0].observe_s);
+    }
+
+    #[test]
+    fn cmdline_carries_thresholds_and_class_extras() {
+        let mut o = opts();
+        o.classes = vec![FaultClass::KthreadLoop];
+        let s = &plan(&o, &mut Rng::new(1))[0];
+        let c = s.cmdline();
+        for w in [
+            "watchdog_thresh=1",
+            "rcupdate.rcu_cpu_stall_timeout=3",
+            "lab.hung_task=1",
+            "lab.class=kthread_loop",
+            "preempt=full",
+            "lab.selfheal=1",
+        ] {
+            assert!(c.split(' ').any(|x| x == w), "{w} missing from {c}");
+        }
+    }
+
+    #[test]
+    fn rng_is_reproducible_and_in_range() {
+        let mut a = Rng::new(42);
+        let mut b = Rng::new(42);
+        for _ in 0..100 {
+            let x = a.range(10, 20);
+            assert_eq!(x, b.range(10, 20));
+            assert!((10..=20).contains(&x));
+        }
+    }
+}
