@@ -9,13 +9,17 @@
 
 pub mod alloc;
 pub mod error;
+pub mod fuse;
 pub mod memory;
 pub mod pagemap;
+pub mod perf;
+pub mod poll;
 pub mod process;
 pub mod ptrace;
 pub mod sched;
 pub mod signal;
 pub mod spawn;
 pub mod uffd;
+pub mod watchdog_dev;
 
 pub use error::{Errno, SysError};
