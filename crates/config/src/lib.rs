@@ -7,6 +7,7 @@
 //! error points at the offending text.
 #![forbid(unsafe_code)]
 
+mod app;
 mod duration;
 mod rules;
 mod sections;
@@ -15,6 +16,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use app::{
+    check_http_url, check_tcp_address, AppConfig, BackoffConfig, BlockedWaits, CrashLoopConfig,
+    HookConfig, KillMode, NotifyAccess, NotifyConfig, Output, ProbeCheck, ProbeConfig,
+    ProgressConfig, RestartPolicy, SignalName, StatusRange,
+};
 pub use duration::{parse_duration, HumanDuration};
 pub use rules::{default_rules, merge_rules, Comparison, Condition, Level, Rule};
 pub use sections::{
@@ -42,6 +48,9 @@ pub struct Config {
     /// `[[rule]]` tables, merged over the defaults by name.
     #[serde(rename = "rule")]
     pub rules: Vec<Rule>,
+    /// `[[app]]` tables: programs the daemon supervises.
+    #[serde(rename = "app", deserialize_with = "app::de_apps")]
+    pub apps: Vec<AppConfig>,
     /// Rules read from `include` files (filled by [`Config::load`]).
     #[serde(skip)]
     pub included_rules: Vec<Rule>,
