@@ -87,6 +87,10 @@ struct RunArgs {
     /// selfheal config under test (default: `selfheal config default`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// First run `selfheal calibrate` for this many seconds in a guest under the
+    /// mix workload and test the calibrated config (0 = test the config as is).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    calibrate: u64,
     /// Run selfheal with --dry-run (it detects but takes no action).
     #[arg(long)]
     dry_run: bool,
@@ -154,6 +158,7 @@ fn main() -> Result<()> {
                 guest_mem_mb: r.guest_mem_mb,
                 seed: r.seed,
                 out: r.out,
+                calibrate_s: r.calibrate,
                 quick,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
             };

@@ -132,6 +132,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Output directory.
     pub out: PathBuf,
+    /// Seconds of in-guest `selfheal calibrate` before the runs (0 = none).
+    pub calibrate_s: u64,
     /// --quick.
     pub quick: bool,
     /// The command line, for the report.
@@ -158,25 +160,20 @@ pub fn run(o: &RunOptions) -> Result<()> {
     let config = o.out.join("config.toml");
     write_config(&prep, o.config.as_deref(), placeholder, &config)?;
     let initrd = o.out.join("initramfs.cpio");
-    let initrd_sha = step(
-        "initramfs",
-        build::build_initramfs(
-            &InitramfsInputs {
-                init: prep.assets.guest_dir.join("init"),
-                busybox: prep.busybox.clone(),
-                labtool: prep.labtool.clone(),
-                module: prep.module.clone(),
-                selfheal: prep.selfheal.clone(),
-                config: config.clone(),
-            },
-            &initrd,
-        ),
-    )?;
+    let inputs = InitramfsInputs {
+        init: prep.assets.guest_dir.join("init"),
+        busybox: prep.busybox.clone(),
+        labtool: prep.labtool.clone(),
+        module: prep.module.clone(),
+        selfheal: prep.selfheal.clone(),
+        config: config.clone(),
+    };
+    let mut initrd_sha = step("initramfs", build::build_initramfs(&inputs, &initrd))?;
     let qemu_bin = PathBuf::from("qemu-system-x86_64");
     let mut guest = Guest {
         qemu: qemu_bin,
         kernel: prep.kernel.vmlinuz.clone(),
-        initrd,
+        initrd: initrd.clone(),
         cpus: o.guest_cpus,
         mem_mb: o.guest_mem_mb,
         accel: Accel::Tcg,
@@ -193,6 +190,22 @@ pub fn run(o: &RunOptions) -> Result<()> {
         guest.accel = a;
     }
     eprintln!("lab: accelerator: {accel_note}");
+    let mut config_note = match (&o.config, placeholder) {
+        (Some(p), _) => p.display().to_string(),
+        (None, true) => "none (placeholder)".into(),
+        (None, false) => "`selfheal config default`".into(),
+    };
+    if o.calibrate_s > 0 && !placeholder {
+        calibrate(&guest, o, &config)?;
+        initrd_sha = step(
+            "initramfs (calibrated config)",
+            build::build_initramfs(&inputs, &initrd),
+        )?;
+        config_note = format!(
+            "`selfheal calibrate --duration {}s` in the guest under the mix workload, on top of {config_note}",
+            o.calibrate_s
+        );
+    }
 
     let seed = o.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -232,12 +245,7 @@ pub fn run(o: &RunOptions) -> Result<()> {
             &selfheal_sha[..16]
         ),
         config: format!(
-            "{} (sha256 {})",
-            match (&o.config, placeholder) {
-                (Some(p), _) => p.display().to_string(),
-                (None, true) => "none (placeholder)".into(),
-                (None, false) => "`selfheal config default`".into(),
-            },
+            "{config_note} (sha256 {})",
             &setup::sha256_file(&config)?[..16]
         ),
         placeholder,
@@ -281,6 +289,33 @@ pub fn run(o: &RunOptions) -> Result<()> {
         fmt_secs(t0.elapsed().as_secs()),
         o.out.join("report.md").display()
     );
+    Ok(())
+}
+
+/// Boots the calibration guest and replaces `config` with its result,
+/// keeping the original beside it as config-base.toml.
+fn calibrate(guest: &Guest, o: &RunOptions, config: &Path) -> Result<()> {
+    let s = Scenario::calibration(Workload::Mix, o.calibrate_s);
+    let dir = o.out.join("calibration");
+    eprintln!(
+        "lab: calibrating selfheal in the guest for {} s under the mix workload",
+        o.calibrate_s
+    );
+    let end = guest
+        .run(&s, &dir)
+        .context("running the calibration guest")?;
+    let text = fs::read_to_string(dir.join(LOG_FILES[2]))
+        .unwrap_or_default()
+        .replace('\r', "");
+    if end.exit != QemuExit::Exited || !text.contains("[[rule]]") {
+        bail!(
+            "calibration produced no rules (QEMU {:?}); see {}/selfheal-stderr.log",
+            end.exit,
+            dir.display()
+        );
+    }
+    fs::copy(config, o.out.join("config-base.toml"))?;
+    fs::write(config, text)?;
     Ok(())
 }
 
@@ -392,6 +427,7 @@ fn pick_accel(cache: &Path, guest: &Guest, out: &Path) -> Result<(Accel, String)
         observe_s: 0,
         workload_s: 0,
         fault_cpu: 1,
+        calibrate_s: 0,
     };
     let (a, why) = qemu::choose_accel(|accel| {
         let g = Guest {

@@ -319,9 +319,30 @@ pub struct Scenario {
     pub workload_s: u64,
     /// CPU the fault is pinned to.
     pub fault_cpu: u32,
+    /// When non-zero, this boot only runs `selfheal calibrate` for this many
+    /// seconds under the workload and prints the result on the event channel.
+    #[serde(default)]
+    pub calibrate_s: u64,
 }
 
 impl Scenario {
+    /// The calibration boot: the workload plus `selfheal calibrate` for `secs`.
+    pub fn calibration(workload: Workload, secs: u64) -> Scenario {
+        Scenario {
+            id: "calibration".into(),
+            class: None,
+            workload,
+            profile: KernelProfile::Default,
+            selfheal: false,
+            dry_run: true,
+            inject_ms: 0,
+            observe_s: 0,
+            workload_s: secs + 10,
+            fault_cpu: 1,
+            calibrate_s: secs,
+        }
+    }
+
     /// The kernel command line for this scenario.
     pub fn cmdline(&self) -> String {
         let p = self.profile;
@@ -340,6 +361,7 @@ impl Scenario {
             format!("lab.selfheal={}", u8::from(self.selfheal)),
             format!("lab.dry_run={}", u8::from(self.dry_run)),
             format!("lab.fault_cpu={}", self.fault_cpu),
+            format!("lab.calibrate={}", self.calibrate_s),
         ];
         if let Some(extra) = self.class.map(FaultClass::extra_cmdline) {
             words.extend(extra.split_whitespace().map(str::to_string));
@@ -351,7 +373,14 @@ impl Scenario {
     pub fn host_timeout(&self) -> Duration {
         // Boot takes ~5 s on an idle host; TCG on a busy 2-core host can take 4x.
         let boot_s = 40;
-        Duration::from_secs(boot_s + self.inject_ms / 1000 + self.observe_s + self.workload_s + 30)
+        Duration::from_secs(
+            boot_s
+                + self.inject_ms / 1000
+                + self.observe_s
+                + self.workload_s
+                + self.calibrate_s
+                + 30,
+        )
     }
 }
 
@@ -442,6 +471,7 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
                 observe_s,
                 workload_s: inject_ms / 1000 + observe_s + 5,
                 fault_cpu: 1,
+                calibrate_s: 0,
             });
         }
     }
@@ -466,6 +496,7 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
                     observe_s: 1,
                     workload_s: opts.fault_free_s,
                     fault_cpu: 1,
+                    calibrate_s: 0,
                 });
             }
         }

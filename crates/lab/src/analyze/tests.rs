@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::report;
-use crate::scenario::{KernelProfile, Workload};
+use crate::scenario::Workload;
 
 struct Captured {
     scenario: Scenario,
@@ -261,16 +261,18 @@ fn class_summary_counts_outcomes_and_plain_findings() {
 
 #[test]
 fn spin_abba_with_two_cpus_is_undetectable_by_design() {
-    let mut c = load("spin_abba-001");
-    c.scenario.profile = KernelProfile::Tight;
+    let c = load("spin_abba-001");
+    assert_eq!(c.exit, QemuExit::Killed);
     let r = score(&c, None);
     assert!(!r.detectable());
+    // Both CPUs spin: the scenario script never reaches END.
+    assert_eq!(r.outcome, Outcome::Hung);
+    let soft = &r.kernel["soft_lockup"];
+    assert!(soft.line.contains("lab_abba"), "{}", soft.line);
     let rep = report::summarize(report::Meta::default(), vec![r]);
     assert!(rep.classes[0].undetectable_by_design);
-    assert!(
-        report::plain_findings(&rep)[0].contains("undetectable")
-            || report::plain_findings(&rep)[0].contains("no user-space detector")
-    );
+    assert_eq!(rep.classes[0].hung, 1);
+    assert!(report::plain_findings(&rep)[0].contains("no user-space detector"));
 }
 
 #[test]
