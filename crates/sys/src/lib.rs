@@ -8,6 +8,7 @@
 //! real failures.
 
 pub mod alloc;
+pub mod child;
 pub mod error;
 pub mod fuse;
 pub mod memory;
@@ -20,6 +21,7 @@ pub mod sched;
 pub mod signal;
 pub mod spawn;
 pub mod uffd;
+pub mod unixcred;
 pub mod watchdog_dev;
 
 pub use error::{Errno, SysError};
