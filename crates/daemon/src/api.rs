@@ -1,0 +1,153 @@
+//! HTTP routes: `/metrics`, `/healthz`, `/api/events`, `/api/status`.
+
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use selfheal_event::EventKind;
+use selfheal_sampler::Sample;
+use selfheal_store::{Order, Query, Store};
+
+use crate::http::{Request, Response, Router};
+use crate::Shared;
+
+/// Most events one API call returns.
+const MAX_LIMIT: usize = 10_000;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    // The HTTP thread's own read-only connection, opened on first use.
+    let reader: Mutex<Option<Store>> = Mutex::new(None);
+    Arc::new(move |req: &Request| {
+        match req.path.as_str() {
+        "/metrics" => {
+            let mut r = Response::text(200, shared.registry.render());
+            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            r
+        }
+        "/healthz" => healthz(&shared),
+        "/api/events" => events(&shared, &reader, req),
+        "/api/status" => status(&shared, &reader),
+        "/" => Response::text(
+            200,
+            "selfheal\n  /metrics     Prometheus metrics\n  /healthz     liveness of the light detector\n  \
+             /api/events  recorded events (JSON; ?since=10m&kind=alert&limit=100)\n  \
+             /api/status  current metrics and recent events (JSON)\n",
+        ),
+        _ => Response::error(404, format!("no such path {}", req.path)),
+    }
+    })
+}
+
+fn healthz(shared: &Shared) -> Response {
+    let max_age = (shared.period * 3).max(Duration::from_secs(1));
+    match shared.heartbeat.age() {
+        Some(age) if age <= max_age => Response::text(200, "ok\n"),
+        Some(age) => Response::error(
+            503,
+            format!(
+                "light detector heartbeat is {} ms old (limit {} ms)",
+                age.as_millis(),
+                max_age.as_millis()
+            ),
+        ),
+        None => Response::error(503, "light detector has not completed a cycle yet"),
+    }
+}
+
+fn with_reader<T>(
+    shared: &Shared,
+    reader: &Mutex<Option<Store>>,
+    f: impl FnOnce(&Store) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut guard = reader.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.is_none() {
+        *guard = Some(Store::open_read_only(&shared.store_path).map_err(|e| e.to_string())?);
+    }
+    let store = guard.as_ref().expect("opened above");
+    f(store)
+}
+
+fn events(shared: &Shared, reader: &Mutex<Option<Store>>, req: &Request) -> Response {
+    let mut q = Query::new().order(Order::NewestFirst);
+    let now = SystemTime::now();
+    if let Some(since) = req.param("since") {
+        match crate::parse_since(since, now) {
+            Ok(t) => q = q.since(t),
+            Err(e) => return Response::error(400, format!("since: {e}")),
+        }
+    }
+    if let Some(until) = req.param("until") {
+        match crate::parse_since(until, now) {
+            Ok(t) => q = q.until(t),
+            Err(e) => return Response::error(400, format!("until: {e}")),
+        }
+    }
+    let mut kinds = Vec::new();
+    for k in req.params("kind") {
+        match EventKind::from_str(k) {
+            Ok(k) => kinds.push(k),
+            Err(e) => return Response::error(400, e.to_string()),
+        }
+    }
+    for k in kinds {
+        q = q.kind(k);
+    }
+    let limit = match req.param("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => return Response::error(400, format!("limit must be 1..={MAX_LIMIT}")),
+    };
+    q = q.limit(limit as u64);
+    match with_reader(shared, reader, |s| s.query(&q).map_err(|e| e.to_string())) {
+        Ok(evs) => Response::json(200, &serde_json::to_value(evs).unwrap_or_default()),
+        Err(e) => Response::error(500, e),
+    }
+}
+
+fn status(shared: &Shared, reader: &Mutex<Option<Store>>) -> Response {
+    let mut sample = Sample::with_cpus(shared.cpus);
+    let snapshot = shared
+        .board
+        .read_into(&mut sample)
+        .then(|| selfheal_detect::light::snapshot_json(&sample));
+    let recent = with_reader(shared, reader, |s| {
+        s.query(&Query::new().order(Order::NewestFirst).limit(10))
+            .map_err(|e| e.to_string())
+    });
+    let st = &shared.stats;
+    let uptime = SystemTime::now()
+        .duration_since(shared.started)
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_seconds": uptime.as_secs_f64(),
+        "healthy": shared.heartbeat.is_fresh((shared.period * 3).max(Duration::from_secs(1))),
+        "dry_run": shared.dry_run,
+        "store": shared.store_path.display().to_string(),
+        "features": { "psi": shared.features.psi, "mem_available": shared.features.mem_available, "diskstats": shared.features.diskstats },
+        "notes": shared.notes,
+        "light": {
+            "realtime": st.realtime.load(Ordering::Relaxed),
+            "samples": st.samples.load(Ordering::Relaxed),
+            "sample_errors": st.sample_errors.load(Ordering::Relaxed),
+            "alerts": st.alerts_total(),
+            "alerts_dropped": st.alerts_dropped.load(Ordering::Relaxed),
+            "last_cycle_us": st.last_cycle_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+            "max_cycle_us": st.max_cycle_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+            "overruns": st.overruns.load(Ordering::Relaxed),
+            "heartbeat_age_ms": shared.heartbeat.age().map(|a| a.as_secs_f64() * 1000.0),
+        },
+        "events": {
+            "written": shared.writer_counters.written.load(Ordering::Relaxed),
+            "dropped": shared.writer_counters.dropped.load(Ordering::Relaxed),
+        },
+        "sample": snapshot,
+        "recent_events": match recent {
+            Ok(evs) => serde_json::to_value(evs).unwrap_or_default(),
+            Err(e) => serde_json::json!({ "error": e }),
+        },
+    });
+    Response::json(200, &body)
+}

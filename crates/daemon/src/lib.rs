@@ -1,0 +1,418 @@
+//! The `selfheal watch` daemon.
+//!
+//! Threads: the light detector (SCHED_FIFO, samples and evaluates rules), the
+//! alert consumer (records alerts; where the heavy detector plugs in), the
+//! store writer (SQLite), the HTTP server, and the main thread (signals,
+//! systemd watchdog pings, retention). Data flows one way: /proc → sampler →
+//! light detector → alert queue → events → store → HTTP/CLI.
+#![forbid(unsafe_code)]
+
+mod alerts;
+mod api;
+pub mod collectors;
+pub mod http;
+pub mod sdnotify;
+mod since;
+mod sink;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use selfheal_config::Config;
+use selfheal_detect::{
+    Heartbeat, LightDetector, LightShared, LightStats, LightThread, LightThreadConfig,
+};
+use selfheal_event::{Event, EventKind, EventSink, Severity};
+use selfheal_metrics::Registry;
+use selfheal_sampler::{ReaderOptions, SampleBoard, Sampler};
+use selfheal_store::{Retention, Store, StoreWriter, WriterOptions};
+
+pub use since::parse_since;
+pub use sink::FanoutSink;
+
+/// Why the daemon could not start. Each message names the input and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] selfheal_store::OpenError),
+    /// The store writer thread could not start.
+    #[error(transparent)]
+    Writer(#[from] selfheal_store::WriterError),
+    /// /proc could not be sampled.
+    #[error("{0}")]
+    Sampler(#[from] selfheal_sampler::SamplerError),
+    /// A rule is unusable.
+    #[error("invalid rule set: {0}")]
+    Rules(String),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}; pick another address with --listen ADDR (or \"\" to disable HTTP)")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The event log could not be opened.
+    #[error(transparent)]
+    EventLog(#[from] sink::EventLogError),
+    /// A thread could not be spawned.
+    #[error("cannot start a daemon thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What the daemon needs beyond the config file.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The configuration (already merged with command-line overrides).
+    pub config: Config,
+    /// The store file to use.
+    pub store_path: PathBuf,
+}
+
+/// Shared state the HTTP API reads.
+pub(crate) struct Shared {
+    pub board: Arc<SampleBoard>,
+    pub heartbeat: Arc<Heartbeat>,
+    pub stats: Arc<LightStats>,
+    pub registry: Registry,
+    pub store_path: PathBuf,
+    pub period: Duration,
+    pub cpus: usize,
+    pub started: SystemTime,
+    pub writer_counters: Arc<selfheal_store::WriterCounters>,
+    pub features: selfheal_sampler::Features,
+    pub notes: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    config: Config,
+    shared: Arc<Shared>,
+    light: Option<LightThread>,
+    alerts: Option<alerts::AlertRecorder>,
+    http: Option<http::HttpServer>,
+    writer: Option<Arc<StoreWriter>>,
+    sink: Arc<dyn EventSink>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("store", &self.shared.store_path)
+            .field("http", &self.http_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Opens the store, starts every thread, records a `start` event.
+    pub fn start(opts: DaemonOptions) -> Result<Daemon, StartError> {
+        let config = opts.config;
+        let started = SystemTime::now();
+        let store = Store::open(&opts.store_path)?;
+        let writer = Arc::new(StoreWriter::start(store, WriterOptions::default())?);
+        let writer_counters = writer.counters().clone();
+        let sink: Arc<dyn EventSink> = Arc::new(FanoutSink::new(
+            writer.clone(),
+            config.daemon.event_log.as_deref(),
+        )?);
+
+        let sampler = Sampler::with_options(
+            &config.sampler.proc_root,
+            ReaderOptions {
+                sys_root: Some(config.sampler.sys_root.clone()),
+                slow_every: config.sampler.slow_every,
+            },
+        )?;
+        let mut notes: Vec<String> = sampler.notes().to_vec();
+        for n in &notes {
+            tracing::warn!("{n}");
+        }
+        let cpus = sampler.cpus();
+        let features = sampler.features();
+        let rules = config.effective_rules();
+        let detector = LightDetector::new(
+            rules.clone(),
+            cpus,
+            config.light.max_steal_percent,
+            config.light.repeat.get(),
+        )
+        .map_err(|e| StartError::Rules(e.to_string()))?;
+
+        if config.light.mlock {
+            match selfheal_sys::sched::mlockall() {
+                Ok(()) => tracing::info!("memory locked (mlockall)"),
+                Err(e) => {
+                    let note = format!(
+                        "memory not locked ({e}): the detector may be paged out under memory pressure. \
+                         Run as root, grant CAP_IPC_LOCK, or raise RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity); \
+                         set light.mlock = false to silence this"
+                    );
+                    tracing::warn!("{note}");
+                    notes.push(note);
+                }
+            }
+        }
+
+        let board = Arc::new(SampleBoard::new(cpus));
+        let heartbeat = Arc::new(Heartbeat::new());
+        let stats = Arc::new(LightStats::new(rules.len()));
+        let registry = Registry::new();
+        registry.register(Arc::new(collectors::ProcessCollector { started }));
+        registry.register(Arc::new(collectors::SampleCollector::new(
+            board.clone(),
+            cpus,
+        )));
+        registry.register(Arc::new(collectors::LightCollector {
+            stats: stats.clone(),
+            rules: rules.clone(),
+            heartbeat: heartbeat.clone(),
+        }));
+        registry.register(Arc::new(collectors::StoreCollector(
+            writer_counters.clone(),
+        )));
+
+        let (tx, rx) = mpsc::sync_channel(config.light.alert_queue);
+        let alerts =
+            alerts::AlertRecorder::spawn(rx, rules.clone(), board.clone(), cpus, sink.clone())
+                .map_err(StartError::Thread)?;
+        let light = LightThread::spawn(
+            LightThreadConfig {
+                period: config.sampler.period.get(),
+                realtime_priority: config.light.realtime_priority,
+                ..LightThreadConfig::default()
+            },
+            sampler,
+            detector,
+            LightShared {
+                board: board.clone(),
+                heartbeat: heartbeat.clone(),
+                stats: stats.clone(),
+            },
+            tx,
+        )
+        .map_err(StartError::Thread)?;
+
+        let shared = Arc::new(Shared {
+            board,
+            heartbeat,
+            stats,
+            registry,
+            store_path: opts.store_path.clone(),
+            period: config.sampler.period.get(),
+            cpus,
+            started,
+            writer_counters,
+            features,
+            notes: notes.clone(),
+            dry_run: config.daemon.dry_run,
+        });
+        let http = match config.daemon.listen {
+            Some(addr) => Some(
+                http::HttpServer::start(addr, api::router(shared.clone()))
+                    .map_err(|source| StartError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        let daemon = Daemon {
+            config,
+            shared,
+            light: Some(light),
+            alerts: Some(alerts),
+            http,
+            writer: Some(writer),
+            sink,
+        };
+        daemon.record_start(rules.len());
+        Ok(daemon)
+    }
+
+    fn record_start(&self, rules: usize) {
+        let c = &self.config;
+        let msg = format!(
+            "watching {} CPUs every {}; {} rules; store {}{}",
+            self.shared.cpus,
+            c.sampler.period,
+            rules,
+            self.shared.store_path.display(),
+            if c.daemon.dry_run { "; dry run" } else { "" }
+        );
+        let ev = Event::now(EventKind::Start, Severity::Info, "daemon", msg).with_details(
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "cpus": self.shared.cpus,
+                "period_ms": c.sampler.period.get().as_millis() as u64,
+                "rules": rules,
+                "listen": c.daemon.listen.map(|a| a.to_string()),
+                "dry_run": c.daemon.dry_run,
+                "psi": self.shared.features.psi,
+                "notes": self.shared.notes,
+            }),
+        );
+        self.sink.emit(ev);
+    }
+
+    /// The bound HTTP address, when HTTP is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.local_addr())
+    }
+
+    /// True while the light detector has beaten within three periods (and
+    /// at least a second): what /healthz and the systemd watchdog report.
+    pub fn is_healthy(&self) -> bool {
+        let max_age = (self.shared.period * 3).max(Duration::from_secs(1));
+        self.shared.heartbeat.is_fresh(max_age)
+    }
+
+    /// Where events go (for components started next to the daemon).
+    pub fn sink(&self) -> Arc<dyn EventSink> {
+        self.sink.clone()
+    }
+
+    /// Applies retention now.
+    pub fn apply_retention(&self) {
+        let s = &self.config.store;
+        let r = Retention {
+            max_age: (!s.max_age.get().is_zero()).then(|| s.max_age.get()),
+            max_count: (s.max_count > 0).then_some(s.max_count),
+        };
+        if let Some(w) = &self.writer {
+            match w.apply_retention(r) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("retention deleted {n} old events"),
+                Err(e) => tracing::error!("retention failed: {e}"),
+            }
+        }
+    }
+
+    /// Stops every thread, records a `stop` event and makes the store
+    /// consistent (everything flushed, WAL checkpointed on close).
+    pub fn stop(mut self, reason: &str) {
+        if let Some(light) = self.light.take() {
+            light.stop();
+        }
+        if let Some(a) = self.alerts.take() {
+            a.join();
+        }
+        if let Some(h) = self.http.take() {
+            h.stop();
+        }
+        self.sink.emit(Event::now(
+            EventKind::Stop,
+            Severity::Info,
+            "daemon",
+            format!("stopped: {reason}"),
+        ));
+        if let Some(w) = self.writer.take() {
+            if let Err(e) = w.flush_timeout(Some(Duration::from_secs(10))) {
+                tracing::error!("store flush on shutdown: {e}");
+            }
+            if let Err(e) = w.shutdown() {
+                tracing::error!("store shutdown: {e}");
+            }
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT: tells systemd READY=1, sends
+    /// WATCHDOG=1 while healthy, applies retention periodically, then stops
+    /// cleanly.
+    pub fn run_until_signalled(self) -> std::io::Result<()> {
+        let (sig_tx, sig_rx) = mpsc::channel();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        let sig_handle = signals.handle();
+        std::thread::Builder::new()
+            .name("selfheal-signals".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    let _ = sig_tx.send(sig);
+                }
+            })?;
+
+        let notifier = match sdnotify::Notifier::from_env() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("NOTIFY_SOCKET is set but unusable: {e}");
+                None
+            }
+        };
+        let watchdog = sdnotify::watchdog_interval();
+        if let Some(n) = &notifier {
+            let _ = n.notify(&format!(
+                "READY=1\nSTATUS=watching {} CPUs every {}",
+                self.shared.cpus, self.config.sampler.period
+            ));
+        }
+        // Ping at half the watchdog interval; otherwise wake once a second.
+        let tick = watchdog.map_or(Duration::from_secs(1), |w| {
+            (w / 2).max(Duration::from_millis(10))
+        });
+        let retention_every = self
+            .config
+            .store
+            .retention_interval
+            .get()
+            .max(Duration::from_secs(1));
+        let mut next_retention = Instant::now();
+        let mut was_healthy = true;
+        let reason = loop {
+            match sig_rx.recv_timeout(tick) {
+                Ok(sig) => break format!("signal {}", selfheal_sys::signal::signal_name(sig)),
+                Err(RecvTimeoutError::Disconnected) => break "signal handler gone".to_string(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let healthy = self.is_healthy();
+            if let (Some(n), Some(_)) = (&notifier, watchdog) {
+                if healthy {
+                    let _ = n.notify("WATCHDOG=1");
+                }
+            }
+            if healthy != was_healthy {
+                if healthy {
+                    tracing::info!("light detector heartbeat recovered");
+                } else {
+                    tracing::error!(
+                        "light detector heartbeat is stale; not petting the systemd watchdog"
+                    );
+                }
+                was_healthy = healthy;
+            }
+            if Instant::now() >= next_retention {
+                self.apply_retention();
+                next_retention = Instant::now() + retention_every;
+            }
+        };
+        tracing::info!("stopping: {reason}");
+        if let Some(n) = &notifier {
+            let _ = n.notify("STOPPING=1");
+        }
+        sig_handle.close();
+        self.stop(&reason);
+        Ok(())
+    }
+}
+
+/// The store path to use: `--store`, else `[daemon] store`, else the default
+/// for this user.
+pub fn resolve_store_path(
+    cli: Option<&Path>,
+    config: &Config,
+) -> Result<PathBuf, selfheal_store::NoDefaultPath> {
+    if let Some(p) = cli {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = &config.daemon.store {
+        return Ok(p.clone());
+    }
+    selfheal_store::default_path_for_this_process()
+}

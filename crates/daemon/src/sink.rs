@@ -1,0 +1,143 @@
+//! Where the daemon's events go: the store (durable), an optional JSON-lines
+//! event log, and the log.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use selfheal_event::{Event, EventSink, Severity};
+
+/// An event log target: a file opened for append, or standard output.
+#[derive(Debug)]
+enum LogTarget {
+    Stdout,
+    File(File),
+}
+
+/// Fans every event out to the store writer, the event log and `tracing`.
+pub struct FanoutSink {
+    store: Arc<dyn EventSink>,
+    event_log: Option<Mutex<LogTarget>>,
+}
+
+impl std::fmt::Debug for FanoutSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutSink")
+            .field("event_log", &self.event_log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The event log could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open event log {path}: {source}; fix the path or drop --event-log")]
+pub struct EventLogError {
+    /// The path.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl FanoutSink {
+    /// Events go to `store`, and to `event_log` when given (`-` = stdout).
+    pub fn new(
+        store: Arc<dyn EventSink>,
+        event_log: Option<&Path>,
+    ) -> Result<FanoutSink, EventLogError> {
+        let event_log = match event_log {
+            None => None,
+            Some(p) if p == Path::new("-") => Some(Mutex::new(LogTarget::Stdout)),
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|source| EventLogError {
+                        path: p.display().to_string(),
+                        source,
+                    })?;
+                Some(Mutex::new(LogTarget::File(f)))
+            }
+        };
+        Ok(FanoutSink { store, event_log })
+    }
+}
+
+impl EventSink for FanoutSink {
+    fn emit(&self, event: Event) -> bool {
+        let culprit = event
+            .culprit
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        match event.severity {
+            Severity::Critical => {
+                tracing::warn!(kind = %event.kind, rule = event.rule.as_deref().unwrap_or(""), culprit = %culprit, "{}", event.message)
+            }
+            Severity::Warning => {
+                tracing::warn!(kind = %event.kind, rule = event.rule.as_deref().unwrap_or(""), culprit = %culprit, "{}", event.message)
+            }
+            Severity::Info => tracing::info!(kind = %event.kind, "{}", event.message),
+        }
+        if let Some(log) = &self.event_log {
+            if let Ok(line) = serde_json::to_string(&event) {
+                let mut target = log.lock().unwrap_or_else(|p| p.into_inner());
+                let res = match &mut *target {
+                    LogTarget::Stdout => {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "{line}").and_then(|_| out.flush())
+                    }
+                    LogTarget::File(f) => writeln!(f, "{line}"),
+                };
+                if let Err(e) = res {
+                    tracing::error!("writing the event log failed: {e}");
+                }
+            }
+        }
+        self.store.emit(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfheal_event::{EventKind, MemorySink};
+
+    #[test]
+    fn writes_json_lines_and_forwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mem = Arc::new(MemorySink::new());
+        let sink = FanoutSink::new(mem.clone(), Some(&path)).unwrap();
+        sink.emit(Event::now(
+            EventKind::Start,
+            Severity::Info,
+            "daemon",
+            "started",
+        ));
+        sink.emit(Event::now(
+            EventKind::Stop,
+            Severity::Info,
+            "daemon",
+            "stopped",
+        ));
+        assert_eq!(mem.events().len(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[1].kind, EventKind::Stop);
+    }
+
+    #[test]
+    fn bad_event_log_path_is_named() {
+        let mem = Arc::new(MemorySink::new());
+        let err = FanoutSink::new(mem, Some(Path::new("/nonexistent/dir/e.jsonl")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/dir/e.jsonl"), "{err}");
+    }
+}
