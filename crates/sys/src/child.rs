@@ -3,7 +3,7 @@
 //! parent-death signal a supervised program gets before `exec`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -146,6 +146,18 @@ pub fn poll_readable_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> R
     Ok(mask)
 }
 
+/// A new pipe, both ends close-on-exec: `(read end, write end)`.
+pub fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: `fds` is a live array of two ints, as pipe2(2) requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SysError::last("pipe2(O_CLOEXEC)"));
+    }
+    // SAFETY: the kernel just created both descriptors for us; nothing
+    // else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// Turns `O_NONBLOCK` on or off for `fd`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     let raw = fd.as_raw_fd();
@@ -257,6 +269,17 @@ mod tests {
         let mut cmd = Command::new("true");
         parent_death_signal_before_exec(&mut cmd, libc::SIGKILL);
         assert!(cmd.status().unwrap().success());
+    }
+
+    #[test]
+    fn pipe_carries_bytes() {
+        let (r, w) = pipe_cloexec().unwrap();
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"hi").unwrap();
+        drop(w);
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut s).unwrap();
+        assert_eq!(s, "hi");
     }
 
     #[test]
