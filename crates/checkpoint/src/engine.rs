@@ -20,7 +20,13 @@ use crate::tracee::{Notice, Tracee};
 use crate::tracker::Tracker;
 
 /// The signals intercepted as crashes unless the program handles them.
-pub const CRASH_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGABRT];
+pub const CRASH_SIGNALS: [i32; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGABRT,
+];
 
 fn crash_filter(sig: i32) -> bool {
     CRASH_SIGNALS.contains(&sig)
@@ -128,7 +134,9 @@ impl Engine {
             }
             Err(_) => {
                 let _ = thread.join();
-                Err(StartError::Thread(std::io::Error::other("checkpoint thread died during start")))
+                Err(StartError::Thread(std::io::Error::other(
+                    "checkpoint thread died during start",
+                )))
             }
         }
     }
@@ -179,7 +187,11 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
-            let _ = self.tx.send(if self.launched { Command::Kill } else { Command::Detach });
+            let _ = self.tx.send(if self.launched {
+                Command::Kill
+            } else {
+                Command::Detach
+            });
             let _ = t.join();
         }
     }
@@ -367,7 +379,9 @@ impl Tracer {
             return self.finish();
         }
         // Lost control of the process: never leave it half-managed.
-        self.send(Event::CheckpointFailed { error: e.to_string() });
+        self.send(Event::CheckpointFailed {
+            error: e.to_string(),
+        });
         self.s.t.kill_and_reap();
         self.finish()
     }
@@ -393,7 +407,8 @@ impl Tracer {
 
     /// A crash signal stopped thread `tid`.
     fn signal(&mut self, tid: i32, sig: i32) -> Result<(), Done> {
-        let handled_by_program = procfs::read_signal_dispositions(self.s.t.pid).is_ok_and(|d| d.catches(sig));
+        let handled_by_program =
+            procfs::read_signal_dispositions(self.s.t.pid).is_ok_and(|d| d.catches(sig));
         if !self.config.crash_signals.contains(&sig) || handled_by_program {
             // Not ours to decide: deliver it.
             self.s.t.set_pending(tid, sig);
@@ -414,10 +429,15 @@ impl Tracer {
     }
 
     fn resume_one(&mut self, tid: i32) -> Result<(), Done> {
-        if let Some(crate::tracee::ThreadState::Stopped { pending }) = self.s.t.threads.get(&tid).copied() {
+        if let Some(crate::tracee::ThreadState::Stopped { pending }) =
+            self.s.t.threads.get(&tid).copied()
+        {
             match pt::cont(tid, pending) {
                 Ok(()) => {
-                    self.s.t.threads.insert(tid, crate::tracee::ThreadState::Running);
+                    self.s
+                        .t
+                        .threads
+                        .insert(tid, crate::tracee::ThreadState::Running);
                 }
                 Err(e) if e.is_gone() => {}
                 Err(e) => return self.fatal(TraceError::sys(self.s.t.pid, e)),
@@ -436,9 +456,9 @@ impl Tracer {
             },
             _ => Signature::Hang,
         };
-        let recurring = self
-            .last_rollback
-            .filter(|(at, _, sig)| at.elapsed() < self.config.recurrence_window && *sig == signature);
+        let recurring = self.last_rollback.filter(|(at, _, sig)| {
+            at.elapsed() < self.config.recurrence_window && *sig == signature
+        });
         let hist = &self.s.history;
         let idx = match recurring {
             Some((_, last_id, _)) => hist.iter().rposition(|c| c.id < last_id),
@@ -446,7 +466,9 @@ impl Tracer {
         };
         let result = match idx {
             None if hist.is_empty() => Err(RollbackError::Refused(Unrecoverable::NoCheckpoint)),
-            None => Err(RollbackError::Refused(Unrecoverable::HistoryExhausted { kept: hist.len() })),
+            None => Err(RollbackError::Refused(Unrecoverable::HistoryExhausted {
+                kept: hist.len(),
+            })),
             Some(i) => self.s.rollback(i, &failure, started),
         };
         match result {
@@ -470,17 +492,23 @@ impl Tracer {
                 self.resume()
             }
             Err(RollbackError::Refused(why)) => {
-                self.metrics.rollbacks_impossible.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .rollbacks_impossible
+                    .fetch_add(1, Ordering::Relaxed);
                 self.send(Event::RollbackImpossible { failure, why });
                 // A crash signal stays pending: the process dies as it would
                 // have without us, and the supervisor restarts it.
                 self.resume()
             }
             Err(RollbackError::Broken(e)) => {
-                self.metrics.rollbacks_impossible.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .rollbacks_impossible
+                    .fetch_add(1, Ordering::Relaxed);
                 self.send(Event::RollbackImpossible {
                     failure,
-                    why: Unrecoverable::Failed { error: e.to_string() },
+                    why: Unrecoverable::Failed {
+                        error: e.to_string(),
+                    },
                 });
                 // Half-restored state must never run.
                 self.s.t.kill_and_reap();
@@ -501,8 +529,12 @@ impl Tracer {
         let mut notices = Vec::new();
         if let Err(e) = self.s.t.stop_all(&mut notices) {
             if matches!(e, TraceError::Stuck { .. }) {
-                self.metrics.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
-                self.send(Event::CheckpointFailed { error: e.to_string() });
+                self.metrics
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send(Event::CheckpointFailed {
+                    error: e.to_string(),
+                });
                 return self.resume();
             }
             return self.fatal(e);
@@ -510,7 +542,13 @@ impl Tracer {
         // A crash caught while stopping: never checkpoint a crashed state.
         if notices.iter().any(|n| !matches!(n, Notice::ThreadsChanged)) {
             self.handle_notices(notices)?;
-            return if self.s.t.threads.values().any(|s| matches!(s, crate::tracee::ThreadState::Stopped { .. })) {
+            return if self
+                .s
+                .t
+                .threads
+                .values()
+                .any(|s| matches!(s, crate::tracee::ThreadState::Stopped { .. }))
+            {
                 self.resume()
             } else {
                 Ok(())
@@ -526,8 +564,12 @@ impl Tracer {
             }
             Err(e) if e.is_gone() => return self.fatal(e),
             Err(e) => {
-                self.metrics.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
-                self.send(Event::CheckpointFailed { error: e.to_string() });
+                self.metrics
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send(Event::CheckpointFailed {
+                    error: e.to_string(),
+                });
             }
         }
         self.resume()
@@ -560,7 +602,11 @@ impl Tracer {
                 self.s.tracker.unregister_all(&maps);
             }
             if let Some(addr) = self.s.remote.scratch {
-                let _ = self.s.remote.syscall(&mut self.s.t, libc::SYS_munmap, [addr, 4096, 0, 0, 0, 0]);
+                let _ = self.s.remote.syscall(
+                    &mut self.s.t,
+                    libc::SYS_munmap,
+                    [addr, 4096, 0, 0, 0, 0],
+                );
             }
         }
         for (&tid, st) in &self.s.t.threads {

@@ -65,7 +65,9 @@ pub enum TraceError {
         errno: i32,
     },
     /// Single-stepping the injected system call stopped somewhere else.
-    #[error("single-step over an injected system call in pid {pid} ended at {rip:#x}, not after it")]
+    #[error(
+        "single-step over an injected system call in pid {pid} ended at {rip:#x}, not after it"
+    )]
     StepWentAstray {
         /// Tracee.
         pid: i32,

@@ -221,14 +221,19 @@ impl Metrics {
         self.max_pause_ns.fetch_max(ns, Ordering::Relaxed);
         self.total_pause_ns.fetch_add(ns, Ordering::Relaxed);
         self.last_pages.store(s.pages_copied, Ordering::Relaxed);
-        self.total_pages.fetch_add(s.pages_copied, Ordering::Relaxed);
-        self.memory_held_bytes.store(s.memory_bytes, Ordering::Relaxed);
-        self.checkpoints_held.store(s.held as u64, Ordering::Relaxed);
+        self.total_pages
+            .fetch_add(s.pages_copied, Ordering::Relaxed);
+        self.memory_held_bytes
+            .store(s.memory_bytes, Ordering::Relaxed);
+        self.checkpoints_held
+            .store(s.held as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_rollback(&self, r: &RollbackReport) {
         self.rollbacks.fetch_add(1, Ordering::Relaxed);
-        self.last_rollback_ns.store(r.duration_us * 1000, Ordering::Relaxed);
-        self.last_rollback_pages.store(r.pages_restored, Ordering::Relaxed);
+        self.last_rollback_ns
+            .store(r.duration_us * 1000, Ordering::Relaxed);
+        self.last_rollback_pages
+            .store(r.pages_restored, Ordering::Relaxed);
     }
 }

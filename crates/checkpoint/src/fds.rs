@@ -69,7 +69,10 @@ fn kind_of(target: &str, meta: Option<&fs::Metadata>) -> FdKind {
     if target.starts_with("anon_inode:") {
         return FdKind::AnonInode;
     }
-    if matches!(target, "/dev/null" | "/dev/zero" | "/dev/urandom" | "/dev/random") {
+    if matches!(
+        target,
+        "/dev/null" | "/dev/zero" | "/dev/urandom" | "/dev/random"
+    ) {
         return FdKind::NullDevice;
     }
     match meta.map(|m| m.file_type()) {
@@ -88,11 +91,17 @@ pub(crate) fn capture(pid: i32) -> std::io::Result<Vec<FdSnap>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
         let Ok(entry) = entry else { continue };
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let path = entry.path();
-        let Ok(target) = fs::read_link(&path) else { continue };
+        let Ok(target) = fs::read_link(&path) else {
+            continue;
+        };
         let target = target.to_string_lossy().into_owned();
         let meta = fs::metadata(&path).ok();
         let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))

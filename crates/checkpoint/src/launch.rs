@@ -130,7 +130,9 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
     }
     // The first report is the exec stop (or the child's death).
     loop {
-        let (_, st) = pt::wait_task(pid, false).map_err(spawn_err)?.ok_or_else(|| bad("vanished"))?;
+        let (_, st) = pt::wait_task(pid, false)
+            .map_err(spawn_err)?
+            .ok_or_else(|| bad("vanished"))?;
         match st {
             WaitStatus::Stopped {
                 event: pt::PTRACE_EVENT_EXEC,
@@ -144,8 +146,12 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
                 let deliver = if event == 0 { sig } else { 0 };
                 pt::cont(pid, deliver).map_err(spawn_err)?;
             }
-            WaitStatus::Exited(code) => return Err(bad(&format!("exited with {code} before running"))),
-            WaitStatus::Signaled { sig, .. } => return Err(bad(&format!("killed by signal {sig} before running"))),
+            WaitStatus::Exited(code) => {
+                return Err(bad(&format!("exited with {code} before running")))
+            }
+            WaitStatus::Signaled { sig, .. } => {
+                return Err(bad(&format!("killed by signal {sig} before running")))
+            }
         }
     }
 }

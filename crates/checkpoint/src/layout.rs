@@ -50,60 +50,61 @@ fn same_object(c: &Vma, t: &Vma, at: u64) -> bool {
 }
 
 /// Operations that make `current` look like `target` over the mappings
-/// `considered` accepts. A grown `[stack]` is left alone: the checkpoint's
-/// stack pointer lies in the part that existed then.
-pub(crate) fn plan(current: &[Vma], target: &[Vma], considered: impl Fn(&Vma) -> bool) -> Vec<LayoutOp> {
+/// `considered` accepts.
+///
+/// Each checkpoint mapping must come back as *one* VMA: a program may
+/// `mremap` or `munmap` it whole, and a mapping split in two (a re-created
+/// part never merges with the old part: different anon_vma and uffd
+/// context) makes `mremap` fail. So a checkpoint mapping is kept only when a
+/// single current VMA of the same object covers it (then at most its
+/// protection is fixed); otherwise it is mapped again whole and its content
+/// rewritten. Current memory outside every checkpoint mapping is unmapped,
+/// except a grown `[stack]`: the checkpoint's stack pointer lies in the part
+/// that existed then.
+pub(crate) fn plan(
+    current: &[Vma],
+    target: &[Vma],
+    considered: impl Fn(&Vma) -> bool,
+) -> Vec<LayoutOp> {
     let cur: Vec<Vma> = current.iter().filter(|v| considered(v)).cloned().collect();
     let tgt: Vec<Vma> = target.iter().filter(|v| considered(v)).cloned().collect();
-    let mut bounds: Vec<u64> = cur.iter().chain(tgt.iter()).flat_map(|v| [v.start, v.end]).collect();
-    bounds.sort_unstable();
-    bounds.dedup();
-    let mut ops: Vec<LayoutOp> = Vec::new();
-    for w in bounds.windows(2) {
-        let (a, b) = (w[0], w[1]);
-        let op = match (covering(&cur, a), covering(&tgt, a)) {
-            (None, None) => None,
-            (Some(c), None) if c.path == "[stack]" => None,
-            (Some(_), None) => Some(LayoutOp::Unmap { start: a, end: b }),
-            (c, Some(t)) if c.is_none_or(|c| !same_object(c, t, a)) => Some(LayoutOp::Map {
-                start: a,
-                end: b,
-                like: t.clone(),
-                offset: if t.is_file() { t.offset + (a - t.start) } else { 0 },
-            }),
-            (Some(c), Some(t)) if c.prot() != t.prot() => Some(LayoutOp::Protect {
-                start: a,
-                end: b,
-                prot: t.prot(),
-            }),
-            _ => None,
-        };
-        let Some(op) = op else { continue };
-        // Merge with the previous op when contiguous and alike.
-        let merged = match (ops.last_mut(), &op) {
-            (Some(LayoutOp::Unmap { end, .. }), LayoutOp::Unmap { start, end: e }) if *end == *start => {
-                *end = *e;
-                true
+    let mut unmaps: Vec<LayoutOp> = Vec::new();
+    let covered =
+        crate::ranges::Ranges::from_unsorted(tgt.iter().map(|t| (t.start, t.end)).collect());
+    for c in cur.iter().filter(|c| c.path != "[stack]") {
+        for (start, end) in crate::ranges::Ranges(vec![(c.start, c.end)])
+            .minus(&covered)
+            .0
+        {
+            match unmaps.last_mut() {
+                Some(LayoutOp::Unmap { end: e, .. }) if *e == start => *e = end,
+                _ => unmaps.push(LayoutOp::Unmap { start, end }),
             }
-            (Some(LayoutOp::Protect { end, prot, .. }), LayoutOp::Protect { start, end: e, prot: p })
-                if *end == *start && prot == p =>
-            {
-                *end = *e;
-                true
-            }
-            (Some(LayoutOp::Map { end, like, .. }), LayoutOp::Map { start, end: e, like: l, .. })
-                if *end == *start && like == l =>
-            {
-                *end = *e;
-                true
-            }
-            _ => false,
-        };
-        if !merged {
-            ops.push(op);
         }
     }
-    ops
+    let mut maps = Vec::new();
+    let mut protects = Vec::new();
+    for t in &tgt {
+        let single =
+            covering(&cur, t.start).filter(|c| c.end >= t.end && same_object(c, t, t.start));
+        match single {
+            Some(c) if c.prot() != t.prot() => protects.push(LayoutOp::Protect {
+                start: t.start,
+                end: t.end,
+                prot: t.prot(),
+            }),
+            Some(_) => {}
+            None => maps.push(LayoutOp::Map {
+                start: t.start,
+                end: t.end,
+                like: t.clone(),
+                offset: t.offset,
+            }),
+        }
+    }
+    unmaps.extend(maps);
+    unmaps.extend(protects);
+    unmaps
 }
 
 #[cfg(test)]
@@ -134,14 +135,16 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                LayoutOp::Protect {
-                    start: 0x2000,
-                    end: 0x3000,
-                    prot: libc::PROT_READ | libc::PROT_WRITE
-                },
                 LayoutOp::Unmap {
                     start: 0x3000,
                     end: 0x4000
+                },
+                // Split in two now (rw + r--): mapped again whole.
+                LayoutOp::Map {
+                    start: 0x1000,
+                    end: 0x3000,
+                    like: target[0].clone(),
+                    offset: 0
                 },
                 LayoutOp::Map {
                     start: 0x5000,
@@ -149,11 +152,29 @@ mod tests {
                     like: target[1].clone(),
                     offset: 0
                 },
+                // Only the tail survives: the whole library part comes back.
                 LayoutOp::Map {
                     start: 0x8000,
-                    end: 0x9000,
+                    end: 0xa000,
                     like: target[2].clone(),
                     offset: 0x2000
+                },
+            ]
+        );
+        // A mapping grown in place is trimmed; a protection change is undone.
+        let current = parse_maps("1000-4000 r--p 00000000 00:00 0 \n");
+        let target = parse_maps("1000-3000 rw-p 00000000 00:00 0 \n");
+        assert_eq!(
+            plan(&current, &target, |_| true),
+            vec![
+                LayoutOp::Unmap {
+                    start: 0x3000,
+                    end: 0x4000
+                },
+                LayoutOp::Protect {
+                    start: 0x1000,
+                    end: 0x3000,
+                    prot: libc::PROT_READ | libc::PROT_WRITE
                 },
             ]
         );
@@ -164,7 +185,10 @@ mod tests {
         let target = parse_maps("8000-9000 rw-p 00000000 fd:01 77     /a\n");
         let current = parse_maps("8000-9000 rw-p 00000000 fd:01 78     /b\n");
         let ops = plan(&current, &target, |_| true);
-        assert!(matches!(ops.as_slice(), [LayoutOp::Map { start: 0x8000, .. }]));
+        assert!(matches!(
+            ops.as_slice(),
+            [LayoutOp::Map { start: 0x8000, .. }]
+        ));
         assert!(plan(&target, &target, |_| true).is_empty());
     }
 }

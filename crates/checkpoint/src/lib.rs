@@ -37,7 +37,9 @@ mod tracker;
 
 pub use engine::{Config, Engine, Target, CRASH_SIGNALS};
 pub use error::{StartError, TraceError};
-pub use events::{CheckpointStats, Event, ExitInfo, Failure, Metrics, RollbackReport, Unrecoverable};
+pub use events::{
+    CheckpointStats, Event, ExitInfo, Failure, Metrics, RollbackReport, Unrecoverable,
+};
 pub use fds::FdKind;
 pub use launch::LaunchSpec;
 pub use tracker::TrackingMode;

@@ -37,7 +37,10 @@ pub(crate) fn read_pages(
         let mut pages: Vec<Page> = (0..chunk.len()).map(|_| pool.get()).collect();
         let remote = runs(chunk);
         let got = {
-            let mut local: Vec<IoSliceMut<'_>> = pages.iter_mut().map(|p| IoSliceMut::new(&mut p[..])).collect();
+            let mut local: Vec<IoSliceMut<'_>> = pages
+                .iter_mut()
+                .map(|p| IoSliceMut::new(&mut p[..]))
+                .collect();
             match process_vm_readv(t.pid, &mut local, &remote) {
                 Ok(n) => n,
                 Err(e) if e.is_gone() => return Err(TraceError::sys(t.pid, e)),
@@ -71,11 +74,13 @@ pub(crate) fn write_pages(t: &Tracee, items: &[(u64, &[u8; PAGE])]) -> Result<u6
         };
         let full = got / PAGE;
         for (addr, page) in &chunk[full..] {
-            t.mem.write_all_at(&page[..], *addr).map_err(|e| TraceError::Io {
-                pid: t.pid,
-                what: "write a page through /proc/PID/mem",
-                source: e,
-            })?;
+            t.mem
+                .write_all_at(&page[..], *addr)
+                .map_err(|e| TraceError::Io {
+                    pid: t.pid,
+                    what: "write a page through /proc/PID/mem",
+                    source: e,
+                })?;
         }
         total += (chunk.len() * PAGE) as u64;
     }

@@ -105,7 +105,9 @@ fn parse_maps_line(line: &str) -> Option<Vma> {
 
 /// Reads and parses `/proc/PID/maps`.
 pub fn read_maps(pid: i32) -> io::Result<Vec<Vma>> {
-    Ok(parse_maps(&fs::read_to_string(format!("/proc/{pid}/maps"))?))
+    Ok(parse_maps(&fs::read_to_string(format!(
+        "/proc/{pid}/maps"
+    ))?))
 }
 
 /// The fields of `/proc/PID/fdinfo/N` a checkpoint needs.
@@ -199,7 +201,8 @@ pub fn parse_io(text: &str) -> Option<IoCounters> {
 /// Reads `/proc/PID/io`.
 pub fn read_io(pid: i32) -> io::Result<IoCounters> {
     let text = fs::read_to_string(format!("/proc/{pid}/io"))?;
-    parse_io(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no rchar/wchar in io"))
+    parse_io(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no rchar/wchar in io"))
 }
 
 /// Thread ids of `pid`, from `/proc/PID/task`, sorted.
@@ -218,7 +221,10 @@ pub fn read_children(pid: i32, tids: &[i32]) -> Option<Vec<i32>> {
     for tid in tids {
         let p = format!("/proc/{pid}/task/{tid}/children");
         match fs::read_to_string(Path::new(&p)) {
-            Ok(text) => all.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok())),
+            Ok(text) => all.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<i32>().ok()),
+            ),
             Err(e) if e.kind() == io::ErrorKind::NotFound && *tid == pid => return None,
             Err(_) => {}
         }

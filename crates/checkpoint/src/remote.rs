@@ -27,6 +27,11 @@ pub(crate) struct Remote {
 /// Size of the scratch area.
 pub(crate) const SCRATCH_LEN: u64 = 4096;
 
+/// True if `v` is exactly our scratch page.
+pub(crate) fn is_scratch(v: &crate::procfs::Vma, scratch: Option<u64>) -> bool {
+    scratch.is_some_and(|s| v.start == s && v.end == s + SCRATCH_LEN)
+}
+
 impl Remote {
     /// Locates a `syscall` instruction in the tracee's vDSO.
     pub fn locate(tracee: &Tracee) -> Result<Remote, TraceError> {
@@ -41,11 +46,14 @@ impl Remote {
             .find(|v| v.path == "[vdso]")
             .ok_or(TraceError::NoSyscallInsn { pid })?;
         let mut buf = vec![0u8; vdso.len() as usize];
-        tracee.mem.read_exact_at(&mut buf, vdso.start).map_err(|e| TraceError::Io {
-            pid,
-            what: "read the vDSO",
-            source: e,
-        })?;
+        tracee
+            .mem
+            .read_exact_at(&mut buf, vdso.start)
+            .map_err(|e| TraceError::Io {
+                pid,
+                what: "read the vDSO",
+                source: e,
+            })?;
         let at = buf
             .windows(2)
             .position(|w| w == [0x0f, 0x05])
@@ -61,7 +69,9 @@ impl Remote {
     #[cfg(target_arch = "x86_64")]
     pub fn syscall(&self, tracee: &mut Tracee, nr: i64, args: [u64; 6]) -> Result<u64, TraceError> {
         let pid = tracee.pid;
-        let tid = tracee.injection_thread().ok_or(TraceError::NoStoppedThread { pid })?;
+        let tid = tracee
+            .injection_thread()
+            .ok_or(TraceError::NoStoppedThread { pid })?;
         let saved = pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?;
         let mut regs = saved;
         regs.rax = nr as u64;
@@ -108,10 +118,7 @@ impl Remote {
                     if regs.rip == self.syscall_insn + 2 {
                         return Ok(regs.rax);
                     }
-                    return Err(TraceError::StepWentAstray {
-                        pid,
-                        rip: regs.rip,
-                    });
+                    return Err(TraceError::StepWentAstray { pid, rip: regs.rip });
                 }
                 // Another signal arrived first; the syscall has not run yet.
                 // Keep the signal for after we are done and step again.
@@ -128,6 +135,11 @@ impl Remote {
     }
 
     /// Maps the scratch page if not done yet and returns its address.
+    ///
+    /// It is read-only (we write it through /proc/PID/mem) and marked
+    /// MADV_DONTFORK, so its flags differ from any mapping the program makes:
+    /// the kernel never merges it with a neighbour, and it stays exactly one
+    /// page we can leave out of checkpoints.
     pub fn scratch(&mut self, tracee: &mut Tracee) -> Result<u64, TraceError> {
         if let Some(a) = self.scratch {
             return Ok(a);
@@ -138,11 +150,16 @@ impl Remote {
             [
                 0,
                 SCRATCH_LEN,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                libc::PROT_READ as u64,
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
                 u64::MAX,
                 0,
             ],
+        )?;
+        self.syscall(
+            tracee,
+            libc::SYS_madvise,
+            [addr, SCRATCH_LEN, libc::MADV_DONTFORK as u64, 0, 0, 0],
         )?;
         self.scratch = Some(addr);
         Ok(addr)
@@ -161,11 +178,14 @@ impl Remote {
                 errno: libc::ENAMETOOLONG,
             });
         }
-        tracee.mem.write_all_at(&bytes, addr).map_err(|e| TraceError::Io {
-            pid: tracee.pid,
-            what: "write the scratch page",
-            source: e,
-        })?;
+        tracee
+            .mem
+            .write_all_at(&bytes, addr)
+            .map_err(|e| TraceError::Io {
+                pid: tracee.pid,
+                what: "write the scratch page",
+                source: e,
+            })?;
         Ok(addr)
     }
 }
@@ -200,14 +220,25 @@ pub(crate) mod tests {
         // disturb its restart.
         let got = r.syscall(&mut t, libc::SYS_getpid, [0; 6]).unwrap();
         assert_eq!(got as i32, t.pid);
-        let err = r.syscall(&mut t, libc::SYS_close, [9999, 0, 0, 0, 0, 0]).unwrap_err();
-        assert!(matches!(err, TraceError::Remote { errno: libc::EBADF, .. }), "{err}");
+        let err = r
+            .syscall(&mut t, libc::SYS_close, [9999, 0, 0, 0, 0, 0])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TraceError::Remote {
+                    errno: libc::EBADF,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let mut r = r;
         let addr = r.put_cstr(&mut t, "/etc/hostname").unwrap();
         assert!(crate::procfs::read_maps(t.pid)
             .unwrap()
             .iter()
-            .any(|v| v.start == addr && v.write));
+            .any(|v| v.start == addr && v.read && !v.write));
         t.resume_all().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         // Still alive and sleeping after the injections.

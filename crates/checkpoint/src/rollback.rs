@@ -17,7 +17,7 @@ use crate::memio;
 use crate::pages::PAGE;
 use crate::procfs::{self, Vma};
 use crate::ranges::Ranges;
-use crate::remote::SCRATCH_LEN;
+use crate::remote::is_scratch;
 use crate::session::{Checkpoint, Session};
 use crate::threads;
 
@@ -41,15 +41,22 @@ fn refuse(u: Unrecoverable) -> RollbackError {
 }
 
 fn failed(e: impl std::fmt::Display) -> RollbackError {
-    refuse(Unrecoverable::Failed { error: e.to_string() })
+    refuse(Unrecoverable::Failed {
+        error: e.to_string(),
+    })
 }
 
 fn considered(scratch: Option<u64>) -> impl Fn(&Vma) -> bool {
-    move |v: &Vma| !v.is_special() && scratch.is_none_or(|s| v.end <= s || v.start >= s + SCRATCH_LEN)
+    move |v: &Vma| !v.is_special() && !is_scratch(v, scratch)
 }
 
 /// Everything that makes `target` impossible to restore faithfully.
-fn check(s: &Session, target: &Checkpoint, maps: &[Vma], fds_now: &[FdSnap]) -> Result<(), RollbackError> {
+fn check(
+    s: &Session,
+    target: &Checkpoint,
+    maps: &[Vma],
+    fds_now: &[FdSnap],
+) -> Result<(), RollbackError> {
     let pid = s.t.pid;
     let now = s.t.tids();
     let then: Vec<i32> = target.threads.iter().map(|t| t.tid).collect();
@@ -63,13 +70,21 @@ fn check(s: &Session, target: &Checkpoint, maps: &[Vma], fds_now: &[FdSnap]) -> 
         }));
     }
     let keep = considered(s.remote.scratch);
-    if let Some(v) = maps.iter().chain(&target.layout).find(|v| keep(v) && v.shared && v.write) {
+    if let Some(v) = maps
+        .iter()
+        .chain(&target.layout)
+        .find(|v| keep(v) && v.shared && v.write)
+    {
         return Err(refuse(Unrecoverable::SharedMemory {
             start: v.start,
             path: v.path.clone(),
         }));
     }
-    if let Some(f) = fds_now.iter().chain(&target.fds).find(|f| f.kind == FdKind::Socket && f.fd > 2) {
+    if let Some(f) = fds_now
+        .iter()
+        .chain(&target.fds)
+        .find(|f| f.kind == FdKind::Socket && f.fd > 2)
+    {
         return Err(refuse(Unrecoverable::Socket { fd: f.fd }));
     }
     if let (Some(then), Ok(now)) = (target.signals, procfs::read_signal_dispositions(pid)) {
@@ -83,7 +98,9 @@ fn check(s: &Session, target: &Checkpoint, maps: &[Vma], fds_now: &[FdSnap]) -> 
             return Err(refuse(Unrecoverable::ChildrenForked { pids: new }));
         }
     }
-    let is_input = |f: &FdSnap| f.readable() && matches!(f.kind, FdKind::Pipe | FdKind::Socket | FdKind::CharDevice);
+    let is_input = |f: &FdSnap| {
+        f.readable() && matches!(f.kind, FdKind::Pipe | FdKind::Socket | FdKind::CharDevice)
+    };
     if fds_now.iter().chain(&target.fds).any(is_input) {
         if let (Some(then), Ok(now)) = (target.io, procfs::read_io(pid)) {
             let read = now.rchar.saturating_sub(then.rchar);
@@ -97,11 +114,13 @@ fn check(s: &Session, target: &Checkpoint, maps: &[Vma], fds_now: &[FdSnap]) -> 
                 })
                 .sum();
             if read > files {
-                return Err(refuse(Unrecoverable::ConsumedInput { bytes: read - files }));
+                return Err(refuse(Unrecoverable::ConsumedInput {
+                    bytes: read - files,
+                }));
             }
         }
     }
-    for f in &target.fds {
+    for f in target.fds.iter().filter(|f| f.fd > 2) {
         let still = fds_now.iter().any(|n| n.fd == f.fd && n.same_object(f));
         if !still && (f.kind != FdKind::File || f.target.ends_with(" (deleted)")) {
             return Err(refuse(Unrecoverable::FdLost {
@@ -117,7 +136,10 @@ fn check(s: &Session, target: &Checkpoint, maps: &[Vma], fds_now: &[FdSnap]) -> 
                 use std::os::unix::fs::MetadataExt;
                 let ok = std::fs::metadata(&like.path).is_ok_and(|m| m.ino() == like.inode);
                 if !ok {
-                    return Err(failed(format!("mapped file {} is gone or replaced", like.path)));
+                    return Err(failed(format!(
+                        "mapped file {} is gone or replaced",
+                        like.path
+                    )));
                 }
             }
         }
@@ -128,11 +150,34 @@ fn check(s: &Session, target: &Checkpoint, maps: &[Vma], fds_now: &[FdSnap]) -> 
 impl Session {
     /// Rolls the stopped process back to `history[idx]`; newer checkpoints
     /// are discarded.
-    pub fn rollback(&mut self, idx: usize, failure: &Failure, started: Instant) -> Result<RollbackReport, RollbackError> {
+    pub fn rollback(
+        &mut self,
+        idx: usize,
+        failure: &Failure,
+        started: Instant,
+    ) -> Result<RollbackReport, RollbackError> {
         let pid = self.t.pid;
         let maps = procfs::read_maps(pid).map_err(failed)?;
         let fds_now = fds::capture(pid).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;
+        {
+            let t = &self.history[idx];
+            let show = |v: &[Vma]| {
+                v.iter()
+                    .filter(|m| m.path.is_empty())
+                    .map(|m| format!("{:x}-{:x}", m.start, m.end))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            debug(|| {
+                format!(
+                    "rollback to {} failure {failure:?}\n  target anon: {}\n  now anon:    {}",
+                    t.id,
+                    show(&t.layout),
+                    show(&maps)
+                )
+            });
+        }
         let depth = self.history.len() - 1 - idx;
         let age_ms = self.history[idx].taken_at.elapsed().as_millis() as u64;
 
@@ -147,7 +192,9 @@ impl Session {
         }
         let target = self.history.back().expect("target kept");
         let target_brk = target.brk;
-        let r = self.remote.syscall(&mut self.t, libc::SYS_brk, [target_brk, 0, 0, 0, 0, 0])?;
+        let r = self
+            .remote
+            .syscall(&mut self.t, libc::SYS_brk, [target_brk, 0, 0, 0, 0, 0])?;
         if r != target_brk {
             return Err(RollbackError::Broken(TraceError::Remote {
                 pid,
@@ -162,6 +209,10 @@ impl Session {
             what: "read /proc/PID/maps",
             source: e,
         })?;
+        debug(|| {
+            let left = layout::plan(&maps, &target.layout, considered(self.remote.scratch));
+            format!("ops {layout_ops:x?}\n  left after restore {left:x?}")
+        });
         let look = self.tracker.look(&self.t, &maps, self.remote.scratch)?;
 
         // Pages to write: written since the newest checkpoint, changed between
@@ -201,16 +252,25 @@ impl Session {
         let pages_restored = (writes.len() + discard.len()) as u64;
         memio::write_pages(&self.t, &writes)?;
         drop(writes);
-        for (s, e) in Ranges::from_unsorted(discard.iter().map(|&a| (a, a + PAGE as u64)).collect()).0 {
-            self.remote
-                .syscall(&mut self.t, libc::SYS_madvise, [s, e - s, libc::MADV_DONTNEED as u64, 0, 0, 0])?;
+        for (s, e) in
+            Ranges::from_unsorted(discard.iter().map(|&a| (a, a + PAGE as u64)).collect()).0
+        {
+            self.remote.syscall(
+                &mut self.t,
+                libc::SYS_madvise,
+                [s, e - s, libc::MADV_DONTNEED as u64, 0, 0, 0],
+            )?;
         }
         self.tracker.reprotect(&self.t, &maps)?;
         let fd_ops = self.restore_fds(&fds_now)?;
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
         let (tracked, brk, id) = (target.tracked.clone(), target.brk, target.id);
-        let heap_end = target.layout.iter().find(|v| v.path == "[heap]").map(|v| v.end);
+        let heap_end = target
+            .layout
+            .iter()
+            .find(|v| v.path == "[heap]")
+            .map(|v| v.end);
         self.after_rollback(tracked, brk, heap_end);
         Ok(RollbackReport {
             failure: failure.clone(),
@@ -236,21 +296,48 @@ impl Session {
         for op in &ops {
             match op {
                 LayoutOp::Unmap { start, end } => {
-                    self.remote.syscall(&mut self.t, libc::SYS_munmap, [*start, end - start, 0, 0, 0, 0])?;
+                    self.remote.syscall(
+                        &mut self.t,
+                        libc::SYS_munmap,
+                        [*start, end - start, 0, 0, 0, 0],
+                    )?;
                 }
                 LayoutOp::Protect { start, end, prot } => {
-                    self.remote
-                        .syscall(&mut self.t, libc::SYS_mprotect, [*start, end - start, *prot as u64, 0, 0, 0])?;
+                    self.remote.syscall(
+                        &mut self.t,
+                        libc::SYS_mprotect,
+                        [*start, end - start, *prot as u64, 0, 0, 0],
+                    )?;
                 }
-                LayoutOp::Map { start, end, like, offset } => {
-                    let share = if like.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+                LayoutOp::Map {
+                    start,
+                    end,
+                    like,
+                    offset,
+                } => {
+                    let share = if like.shared {
+                        libc::MAP_SHARED
+                    } else {
+                        libc::MAP_PRIVATE
+                    };
                     let (fd, flags) = if like.is_file() {
                         let path = self.remote.put_cstr(&mut self.t, &like.path)?;
-                        let mode = if like.shared && like.write { libc::O_RDWR } else { libc::O_RDONLY };
+                        let mode = if like.shared && like.write {
+                            libc::O_RDWR
+                        } else {
+                            libc::O_RDONLY
+                        };
                         let fd = self.remote.syscall(
                             &mut self.t,
                             libc::SYS_openat,
-                            [libc::AT_FDCWD as u64, path, (mode | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                            [
+                                libc::AT_FDCWD as u64,
+                                path,
+                                (mode | libc::O_CLOEXEC) as u64,
+                                0,
+                                0,
+                                0,
+                            ],
                         )?;
                         (fd, share | libc::MAP_FIXED)
                     } else {
@@ -259,10 +346,18 @@ impl Session {
                     let r = self.remote.syscall(
                         &mut self.t,
                         libc::SYS_mmap,
-                        [*start, end - start, like.prot() as u64, flags as u64, fd, *offset],
+                        [
+                            *start,
+                            end - start,
+                            like.prot() as u64,
+                            flags as u64,
+                            fd,
+                            *offset,
+                        ],
                     );
                     if fd != u64::MAX {
-                        self.remote.syscall(&mut self.t, libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+                        self.remote
+                            .syscall(&mut self.t, libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
                     }
                     r?;
                 }
@@ -274,7 +369,9 @@ impl Session {
     fn restore_fds(&mut self, now: &[FdSnap]) -> Result<usize, TraceError> {
         let target_fds = self.history.back().expect("target kept").fds.clone();
         let mut ops = 0;
-        for f in &target_fds {
+        // The standard streams come from the supervisor and may share their
+        // file offset with it: they are external I/O, never repositioned.
+        for f in target_fds.iter().filter(|f| f.fd > 2) {
             match now.iter().find(|n| n.fd == f.fd) {
                 Some(n) if n.same_object(f) => {
                     if f.kind == FdKind::File && n.pos != f.pos {
@@ -288,14 +385,20 @@ impl Session {
                     // every other kind).
                     let path = self.remote.put_cstr(&mut self.t, &f.target)?;
                     let keep = f.flags & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL) as u32);
-                    let fd = self
-                        .remote
-                        .syscall(&mut self.t, libc::SYS_openat, [libc::AT_FDCWD as u64, path, keep as u64, 0, 0, 0])?;
+                    let fd = self.remote.syscall(
+                        &mut self.t,
+                        libc::SYS_openat,
+                        [libc::AT_FDCWD as u64, path, keep as u64, 0, 0, 0],
+                    )?;
                     if fd != f.fd as u64 {
                         let cloexec = f.flags & libc::O_CLOEXEC as u32;
+                        self.remote.syscall(
+                            &mut self.t,
+                            libc::SYS_dup3,
+                            [fd, f.fd as u64, cloexec as u64, 0, 0, 0],
+                        )?;
                         self.remote
-                            .syscall(&mut self.t, libc::SYS_dup3, [fd, f.fd as u64, cloexec as u64, 0, 0, 0])?;
-                        self.remote.syscall(&mut self.t, libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+                            .syscall(&mut self.t, libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
                     }
                     self.lseek(f.fd, f.pos)?;
                     ops += 1;
@@ -304,8 +407,12 @@ impl Session {
         }
         // Descriptors opened since the checkpoint: the program will open
         // them again as it re-runs.
-        for n in now.iter().filter(|n| !target_fds.iter().any(|f| f.fd == n.fd)) {
-            self.remote.syscall(&mut self.t, libc::SYS_close, [n.fd as u64, 0, 0, 0, 0, 0])?;
+        for n in now
+            .iter()
+            .filter(|n| !target_fds.iter().any(|f| f.fd == n.fd))
+        {
+            self.remote
+                .syscall(&mut self.t, libc::SYS_close, [n.fd as u64, 0, 0, 0, 0, 0])?;
             ops += 1;
         }
         Ok(ops)
@@ -313,8 +420,27 @@ impl Session {
 
     fn lseek(&mut self, fd: i32, pos: u64) -> Result<(), TraceError> {
         self.remote
-            .syscall(&mut self.t, libc::SYS_lseek, [fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0])
+            .syscall(
+                &mut self.t,
+                libc::SYS_lseek,
+                [fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0],
+            )
             .map(drop)
+    }
+}
+
+/// Appends a line to the file named by `SELFHEAL_CKPT_DEBUG` (never to our
+/// stdio, which the tracee may share).
+fn debug(msg: impl FnOnce() -> String) {
+    if let Some(path) = std::env::var_os("SELFHEAL_CKPT_DEBUG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{}", msg());
+        }
     }
 }
 

@@ -38,7 +38,8 @@ pub struct Sandbox {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
-    fs::write(dir.join(file), value).map_err(|e| io::Error::new(e.kind(), format!("{}/{file}: {e}", dir.display())))
+    fs::write(dir.join(file), value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}/{file}: {e}", dir.display())))
 }
 
 impl Sandbox {
@@ -46,14 +47,20 @@ impl Sandbox {
     /// Needs write access there (root). Fails if memory or pids limits
     /// cannot be set: never run fault injection unconfined.
     pub fn create(root: &Path, limits: Limits) -> io::Result<Sandbox> {
-        let name = format!("selfheal-ckpt-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "selfheal-ckpt-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let period = 100_000u64;
         let quota = period * limits.cpu_percent as u64 / 100;
         if root.join("cgroup.controllers").exists() {
             let _ = write(root, "cgroup.subtree_control", "+memory +pids +cpu");
             let dir = root.join(&name);
             fs::create_dir(&dir)?;
-            let sb = Sandbox { dirs: vec![dir.clone()] };
+            let sb = Sandbox {
+                dirs: vec![dir.clone()],
+            };
             write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
             write(&dir, "pids.max", &limits.pids.to_string())?;
             let _ = write(&dir, "cpu.max", &format!("{quota} {period}"));
@@ -66,13 +73,20 @@ impl Sandbox {
                 if ctrl == "cpu" {
                     continue;
                 }
-                return Err(io::Error::new(io::ErrorKind::NotFound, format!("no {ctrl} cgroup controller at {}", base.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no {ctrl} cgroup controller at {}", base.display()),
+                ));
             }
             let dir = base.join(&name);
             fs::create_dir(&dir)?;
             sb.dirs.push(dir.clone());
             match ctrl {
-                "memory" => write(&dir, "memory.limit_in_bytes", &limits.memory_bytes.to_string())?,
+                "memory" => write(
+                    &dir,
+                    "memory.limit_in_bytes",
+                    &limits.memory_bytes.to_string(),
+                )?,
                 "pids" => write(&dir, "pids.max", &limits.pids.to_string())?,
                 _ => {
                     let _ = write(&dir, "cpu.cfs_period_us", &period.to_string());

@@ -111,7 +111,13 @@ impl Session {
     /// Takes a checkpoint of the stopped process.
     pub fn checkpoint(&mut self, started: Instant) -> Result<CheckpointStats, TraceError> {
         let pid = self.t.pid;
-        let io_err = |what: &'static str| move |e| TraceError::Io { pid, what, source: e };
+        let io_err = |what: &'static str| {
+            move |e| TraceError::Io {
+                pid,
+                what,
+                source: e,
+            }
+        };
         let maps = procfs::read_maps(pid).map_err(io_err("read /proc/PID/maps"))?;
         let look = self.tracker.look(&self.t, &maps, self.remote.scratch)?;
         let mut undo = Undo::default();
@@ -162,7 +168,10 @@ impl Session {
         }
         let tids = self.t.tids();
         let reuse = if self.history.len() >= self.keep {
-            self.history.front_mut().map(|c| std::mem::take(&mut c.threads)).unwrap_or_default()
+            self.history
+                .front_mut()
+                .map(|c| std::mem::take(&mut c.threads))
+                .unwrap_or_default()
         } else {
             Vec::new()
         };

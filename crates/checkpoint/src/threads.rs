@@ -18,7 +18,11 @@ pub(crate) struct ThreadSnap {
 }
 
 /// Captures the state of stopped threads `tids`.
-pub(crate) fn capture(pid: i32, tids: &[i32], reuse: Vec<ThreadSnap>) -> Result<Vec<ThreadSnap>, TraceError> {
+pub(crate) fn capture(
+    pid: i32,
+    tids: &[i32],
+    reuse: Vec<ThreadSnap>,
+) -> Result<Vec<ThreadSnap>, TraceError> {
     let mut spare = reuse;
     let mut out = Vec::with_capacity(tids.len());
     for &tid in tids {

@@ -196,7 +196,10 @@ impl Tracee {
                             .filter(|(_, s)| **s == ThreadState::Stopping)
                             .map(|(t, _)| *t)
                             .collect();
-                        return Err(TraceError::Stuck { pid: self.pid, tids: stuck });
+                        return Err(TraceError::Stuck {
+                            pid: self.pid,
+                            tids: stuck,
+                        });
                     }
                     // A stop normally lands within tens of microseconds:
                     // yield first, sleep only if it takes longer.
@@ -210,7 +213,10 @@ impl Tracee {
             }
         }
         if let Some(st) = self.exit_status {
-            return Err(TraceError::Exited { pid: self.pid, status: st });
+            return Err(TraceError::Exited {
+                pid: self.pid,
+                status: st,
+            });
         }
         Ok(())
     }
@@ -220,7 +226,9 @@ impl Tracee {
         let pid = self.pid;
         for (&tid, st) in self.threads.iter_mut() {
             let r = match *st {
-                ThreadState::Stopped { pending } => pt::cont(tid, pending).map(|_| ThreadState::Running),
+                ThreadState::Stopped { pending } => {
+                    pt::cont(tid, pending).map(|_| ThreadState::Running)
+                }
                 ThreadState::GroupStopped => pt::listen(tid).map(|_| ThreadState::Listening),
                 other => Ok(other),
             };
@@ -245,7 +253,12 @@ impl Tracee {
     }
 
     /// Applies one wait report to the thread table.
-    pub fn handle(&mut self, tid: i32, st: WaitStatus, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
+    pub fn handle(
+        &mut self,
+        tid: i32,
+        st: WaitStatus,
+        notices: &mut Vec<Notice>,
+    ) -> Result<(), TraceError> {
         let known = self.threads.get(&tid).copied();
         match st {
             WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {
@@ -264,7 +277,8 @@ impl Tracee {
                     // creator's clone report: adopt it.
                     notices.push(Notice::ThreadsChanged);
                     if self.stopping_all {
-                        self.threads.insert(tid, ThreadState::Stopped { pending: 0 });
+                        self.threads
+                            .insert(tid, ThreadState::Stopped { pending: 0 });
                     } else {
                         self.try_gone(pt::cont(tid, 0))?;
                         self.threads.insert(tid, ThreadState::Running);
@@ -274,7 +288,9 @@ impl Tracee {
                 let stopping = state == ThreadState::Stopping;
                 match event {
                     pt::PTRACE_EVENT_CLONE => {
-                        let new = pt::get_event_msg(tid).map_err(|e| TraceError::sys(self.pid, e))? as i32;
+                        let new = pt::get_event_msg(tid)
+                            .map_err(|e| TraceError::sys(self.pid, e))?
+                            as i32;
                         let first = if self.stopping_all {
                             ThreadState::Stopping
                         } else {
@@ -315,10 +331,12 @@ impl Tracee {
                     }
                     0 => {
                         if (self.filter)(sig) {
-                            self.threads.insert(tid, ThreadState::Stopped { pending: sig });
+                            self.threads
+                                .insert(tid, ThreadState::Stopped { pending: sig });
                             notices.push(Notice::Signal { tid, sig });
                         } else if stopping {
-                            self.threads.insert(tid, ThreadState::Stopped { pending: sig });
+                            self.threads
+                                .insert(tid, ThreadState::Stopped { pending: sig });
                         } else {
                             self.try_gone(pt::cont(tid, sig))?;
                         }

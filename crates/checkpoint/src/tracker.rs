@@ -20,7 +20,7 @@ use selfheal_sys::uffd;
 use crate::error::TraceError;
 use crate::procfs::Vma;
 use crate::ranges::Ranges;
-use crate::remote::{Remote, SCRATCH_LEN};
+use crate::remote::{is_scratch, Remote};
 use crate::tracee::Tracee;
 
 /// How written pages are found.
@@ -85,7 +85,7 @@ pub(crate) enum Tracker {
 pub(crate) fn trackable(v: &Vma, scratch: Option<u64>) -> bool {
     !v.shared
         && !v.is_special()
-        && scratch.is_none_or(|s| v.end <= s || v.start >= s + SCRATCH_LEN)
+        && !is_scratch(v, scratch)
         && !(v.path.starts_with("/dev/") && v.path != "/dev/zero")
 }
 
@@ -115,13 +115,20 @@ impl Tracker {
     pub fn mode(&self) -> TrackingMode {
         match self {
             Tracker::Uffd(_) => TrackingMode::UffdWp,
-            Tracker::Full { reason } => TrackingMode::FullCopy { reason: reason.clone() },
+            Tracker::Full { reason } => TrackingMode::FullCopy {
+                reason: reason.clone(),
+            },
         }
     }
 
     /// Finds the written pages (and newly tracked mappings) of the stopped
     /// tracee, re-protecting them for the next look.
-    pub fn look(&mut self, t: &Tracee, maps: &[Vma], scratch: Option<u64>) -> Result<Look, TraceError> {
+    pub fn look(
+        &mut self,
+        t: &Tracee,
+        maps: &[Vma],
+        scratch: Option<u64>,
+    ) -> Result<Look, TraceError> {
         match self {
             Tracker::Uffd(u) => u.look(t, maps, scratch),
             Tracker::Full { .. } => {
@@ -189,8 +196,15 @@ impl UffdTracker {
     /// the kernel lacks something and we must fall back.
     fn setup(t: &mut Tracee, r: &Remote) -> Result<Result<UffdTracker, String>, TraceError> {
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
-        let created = match r.syscall(t, libc::SYS_userfaultfd, [flags | uffd::UFFD_USER_MODE_ONLY as u64, 0, 0, 0, 0, 0]) {
-            Err(TraceError::Remote { errno: libc::EINVAL, .. }) => r.syscall(t, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0]),
+        let created = match r.syscall(
+            t,
+            libc::SYS_userfaultfd,
+            [flags | uffd::UFFD_USER_MODE_ONLY as u64, 0, 0, 0, 0, 0],
+        ) {
+            Err(TraceError::Remote {
+                errno: libc::EINVAL,
+                ..
+            }) => r.syscall(t, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0]),
             other => other,
         };
         let tfd = match created {
@@ -213,8 +227,16 @@ impl UffdTracker {
         let want = uffd::UFFD_FEATURE_WP_ASYNC | uffd::UFFD_FEATURE_WP_UNPOPULATED;
         match uffd::api(&uffd, want) {
             Ok(got) if got & want == want => {}
-            Ok(got) => return Ok(Err(format!("userfaultfd lacks async write-protect (features {got:#x}; needs Linux 6.7+)"))),
-            Err(e) => return Ok(Err(format!("userfaultfd lacks async write-protect ({e}; needs Linux 6.7+)"))),
+            Ok(got) => {
+                return Ok(Err(format!(
+                    "userfaultfd lacks async write-protect (features {got:#x}; needs Linux 6.7+)"
+                )))
+            }
+            Err(e) => {
+                return Ok(Err(format!(
+                    "userfaultfd lacks async write-protect ({e}; needs Linux 6.7+)"
+                )))
+            }
         }
         let pagemap = match File::open(format!("/proc/{}/pagemap", t.pid)) {
             Ok(f) => f,
@@ -226,13 +248,16 @@ impl UffdTracker {
             buf: Vec::with_capacity(4096),
         };
         if let Err(e) = pm::pagemap_scan(&u.pagemap, 0, 4096, &ScanRequest::default(), &mut u.buf) {
-            return Ok(Err(format!("PAGEMAP_SCAN unavailable ({e}; needs Linux 6.7+)")));
+            return Ok(Err(format!(
+                "PAGEMAP_SCAN unavailable ({e}; needs Linux 6.7+)"
+            )));
         }
         Ok(Ok(u))
     }
 
     fn scan(&mut self, t: &Tracee, lo: u64, hi: u64, req: &ScanRequest) -> Result<(), TraceError> {
-        pm::pagemap_scan(&self.pagemap, lo, hi, req, &mut self.buf).map_err(|e| TraceError::sys(t.pid, e))
+        pm::pagemap_scan(&self.pagemap, lo, hi, req, &mut self.buf)
+            .map_err(|e| TraceError::sys(t.pid, e))
     }
 
     fn look(&mut self, t: &Tracee, maps: &[Vma], scratch: Option<u64>) -> Result<Look, TraceError> {
@@ -246,7 +271,8 @@ impl UffdTracker {
             return_mask: pm::PAGE_IS_WPALLOWED,
         };
         self.scan(t, lo, hi, &not_wp)?;
-        let unregistered = Ranges::from_unsorted(self.buf.iter().map(|r| (r.start, r.end)).collect());
+        let unregistered =
+            Ranges::from_unsorted(self.buf.iter().map(|r| (r.start, r.end)).collect());
         let mut untracked = Vec::new();
         let mut still_unregistered = Vec::new();
         for v in maps.iter().filter(|v| trackable(v, scratch)) {
@@ -258,7 +284,9 @@ impl UffdTracker {
                     still_unregistered.push((s, e));
                     continue;
                 }
-                if let Err(err) = uffd::register(&self.uffd, s, e - s, uffd::UFFDIO_REGISTER_MODE_WP) {
+                if let Err(err) =
+                    uffd::register(&self.uffd, s, e - s, uffd::UFFDIO_REGISTER_MODE_WP)
+                {
                     if err.errno.0 == libc::ENOMEM || err.is_gone() {
                         return Err(TraceError::sys(t.pid, err));
                     }
@@ -267,7 +295,15 @@ impl UffdTracker {
                         untracked.push(Untracked {
                             start: s,
                             end: e,
-                            reason: format!("{} {}: {err}", v.path, if err.errno.0 == libc::EBUSY { "(the program uses userfaultfd itself)" } else { "" }),
+                            reason: format!(
+                                "{} {}: {err}",
+                                v.path,
+                                if err.errno.0 == libc::EBUSY {
+                                    "(the program uses userfaultfd itself)"
+                                } else {
+                                    ""
+                                }
+                            ),
                         });
                     }
                 }

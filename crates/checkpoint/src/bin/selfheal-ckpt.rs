@@ -29,7 +29,10 @@ struct Args {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
     let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
     let secs = match unit {
         "us" => n / 1e6,
@@ -62,7 +65,9 @@ fn parse_args() -> Result<Args, String> {
             "--window" => a.config.recurrence_window = parse_duration(&val()?)?,
             "--full-copy" => a.config.force_full_copy = true,
             "--restart" => a.restarts = val()?.parse().map_err(|e| format!("--restart: {e}"))?,
-            "--sandbox" => a.sandbox_mib = Some(val()?.parse().map_err(|e| format!("--sandbox: {e}"))?),
+            "--sandbox" => {
+                a.sandbox_mib = Some(val()?.parse().map_err(|e| format!("--sandbox: {e}"))?)
+            }
             "--events" => a.events = Some(val()?.into()),
             "--summary" => a.summary = Some(val()?.into()),
             "--no-checkpoint" => a.baseline = true,
@@ -115,7 +120,10 @@ fn run(args: Args) -> Result<i32, Box<dyn std::error::Error>> {
         )?),
         None => None,
     };
-    let procs = sandbox.as_ref().map(|s| s.procs_files()).unwrap_or_default();
+    let procs = sandbox
+        .as_ref()
+        .map(|s| s.procs_files())
+        .unwrap_or_default();
     let mut events_out = match &args.events {
         Some(p) => Some(File::create(p)?),
         None => None,
@@ -127,7 +135,10 @@ fn run(args: Args) -> Result<i32, Box<dyn std::error::Error>> {
     } else {
         supervised(&args, &procs, &mut events_out, &mut summary)?
     };
-    summary.insert("wall_ms".into(), (start.elapsed().as_secs_f64() * 1e3).into());
+    summary.insert(
+        "wall_ms".into(),
+        (start.elapsed().as_secs_f64() * 1e3).into(),
+    );
     summary.insert("exit_code".into(), code.into());
     if let Some(peak) = sandbox.as_ref().and_then(|s| s.memory_peak_bytes()) {
         summary.insert("sandbox_memory_peak_bytes".into(), peak.into());
@@ -193,7 +204,13 @@ fn supervised(
                     impossible.push(v);
                 }
                 Event::Exited(e) => break e,
-                Event::Detached => break selfheal_checkpoint::ExitInfo { code: None, signal: None, core_dumped: false },
+                Event::Detached => {
+                    break selfheal_checkpoint::ExitInfo {
+                        code: None,
+                        signal: None,
+                        core_dumped: false,
+                    }
+                }
                 _ => {}
             }
         };
@@ -211,7 +228,13 @@ fn supervised(
         }
     };
     let n = pauses.len();
-    let mean = |v: &[u64]| if v.is_empty() { 0.0 } else { v.iter().sum::<u64>() as f64 / v.len() as f64 };
+    let mean = |v: &[u64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<u64>() as f64 / v.len() as f64
+        }
+    };
     summary.insert("tracking".into(), tracking);
     summary.insert("runs".into(), runs.into());
     summary.insert("checkpoints".into(), n.into());

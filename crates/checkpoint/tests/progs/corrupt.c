@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
             state ^= state << 13; state ^= state >> 7; state ^= state << 17;
             a[state & (N - 1)] += state >> 3;
         }
-        if (corrupt_now) { corrupt_now = 0; ring[17].next = (struct node *)(uintptr_t)0x10; }
+        if (corrupt_now && r % WALK_EVERY == 0) { corrupt_now = 0; ring[17].next = (struct node *)(uintptr_t)0x10; }
         if (r % WALK_EVERY == WALK_EVERY - 1) {
             struct node *p = &ring[0];
             for (int i = 0; i < 64; i++) { check += p->val * (uint64_t)(r + 1); p = p->next; }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define SLOTS 16
 #define PG 4096
@@ -25,7 +26,7 @@ int main(int argc, char **argv) {
             case 0: munmap(slot[s], len[s]); slot[s] = 0; break;
             case 1: { /* grow by moving */
                 uint8_t *n = mremap(slot[s], len[s], len[s] + 4 * PG, MREMAP_MAYMOVE);
-                if (n == MAP_FAILED) return 3;
+                if (n == MAP_FAILED) { fprintf(stderr, "mremap(%p, %zu) failed: %m\n", (void *)slot[s], len[s]); char c[64]; snprintf(c, sizeof c, "grep -A0 %lx /proc/%d/maps >&2", (unsigned long)slot[s] >> 12, getpid()); (void)c; FILE *m = fopen("/proc/self/maps", "r"); char line[256]; while (m && fgets(line, sizeof line, m)) fputs(line, stderr); return 3; }
                 memset(n + len[s], (int)(r & 0xff), 4 * PG);
                 slot[s] = n; len[s] += 4 * PG; break; }
             default: /* make the tail read-only, then writable again later */
