@@ -9,8 +9,12 @@
 
 mod app;
 mod duration;
+mod heavy;
+mod kmsg;
+mod recovery;
 mod rules;
 mod sections;
+mod stall;
 
 use std::path::{Path, PathBuf};
 
@@ -22,10 +26,14 @@ pub use app::{
     ProgressConfig, RestartPolicy, SignalName, StatusRange,
 };
 pub use duration::{parse_duration, HumanDuration};
+pub use heavy::HeavyConfig;
+pub use kmsg::KmsgConfig;
+pub use recovery::{Action, LadderConfig, RecoveryConfig};
 pub use rules::{default_rules, merge_rules, Comparison, Condition, Level, Rule};
 pub use sections::{
     parse_listen, DaemonConfig, LightConfig, LogFormat, SamplerConfig, StoreConfig,
 };
+pub use stall::{StallConfig, WatchdogConfig};
 
 /// The commented default configuration, as `selfheal config default` prints it.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("default.toml");
@@ -45,6 +53,16 @@ pub struct Config {
     pub sampler: SamplerConfig,
     /// `[light]`.
     pub light: LightConfig,
+    /// `[heavy]`.
+    pub heavy: HeavyConfig,
+    /// `[stall]`.
+    pub stall: StallConfig,
+    /// `[watchdog]`.
+    pub watchdog: WatchdogConfig,
+    /// `[kmsg]`.
+    pub kmsg: KmsgConfig,
+    /// `[recovery]`.
+    pub recovery: RecoveryConfig,
     /// `[[rule]]` tables, merged over the defaults by name.
     #[serde(rename = "rule")]
     pub rules: Vec<Rule>,

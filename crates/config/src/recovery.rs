@@ -1,0 +1,236 @@
+//! `[recovery]`: the graded recovery ladder, per diagnosis class, and the
+//! limits around it (protected processes, scope, rate limits, reboot).
+
+use std::fmt;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// One rung of the recovery ladder, least destructive first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Record the evidence and do nothing else.
+    Record,
+    /// Move a real-time culprit back to SCHED_OTHER.
+    Demote,
+    /// SIGSTOP the culprit process (SHFH: suspend the task on the stalled CPU).
+    Stop,
+    /// SIGKILL the culprit process.
+    Kill,
+    /// SIGKILL the culprit and every descendant (stopping them first so
+    /// none can fork away).
+    KillTree,
+    /// Kill every process in the culprit's cgroup (only when the cgroup
+    /// holds nothing but the culprit's tree).
+    KillCgroup,
+    /// Freeze the culprit's cgroup (v1 freezer or v2 cgroup.freeze).
+    FreezeCgroup,
+    /// `systemctl restart` the culprit's systemd unit.
+    RestartUnit,
+    /// Reboot the machine (refused unless `recovery.allow_reboot = true`).
+    Reboot,
+}
+
+impl Action {
+    /// Every action, least destructive first.
+    pub const ALL: &'static [Action] = &[
+        Action::Record,
+        Action::Demote,
+        Action::Stop,
+        Action::Kill,
+        Action::KillTree,
+        Action::KillCgroup,
+        Action::FreezeCgroup,
+        Action::RestartUnit,
+        Action::Reboot,
+    ];
+
+    /// The stable name used in config, events (`details.action`) and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Record => "record",
+            Action::Demote => "demote",
+            Action::Stop => "stop",
+            Action::Kill => "kill",
+            Action::KillTree => "kill_tree",
+            Action::KillCgroup => "kill_cgroup",
+            Action::FreezeCgroup => "freeze_cgroup",
+            Action::RestartUnit => "restart_unit",
+            Action::Reboot => "reboot",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[recovery.ladder]`: the steps tried for each diagnosis class, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LadderConfig {
+    /// A CPU monopolised by a real-time task.
+    #[serde(deserialize_with = "de_ladder")]
+    pub rt_hog: Vec<Action>,
+    /// A CPU stalled in the kernel.
+    #[serde(deserialize_with = "de_ladder")]
+    pub kernel_stall: Vec<Action>,
+    /// Tasks stuck in uninterruptible sleep.
+    #[serde(deserialize_with = "de_ladder")]
+    pub d_state: Vec<Action>,
+    /// A fork bomb.
+    #[serde(deserialize_with = "de_ladder")]
+    pub fork_bomb: Vec<Action>,
+    /// Memory exhaustion or thrashing (machine or cgroup).
+    #[serde(deserialize_with = "de_ladder")]
+    pub memory_exhaustion: Vec<Action>,
+    /// I/O stalled on a device.
+    #[serde(deserialize_with = "de_ladder")]
+    pub io_stall: Vec<Action>,
+}
+
+impl Default for LadderConfig {
+    fn default() -> Self {
+        use Action::*;
+        LadderConfig {
+            rt_hog: vec![Record, Demote, Stop, Kill],
+            kernel_stall: vec![Record, Stop, Kill],
+            d_state: vec![Record, Kill, RestartUnit],
+            fork_bomb: vec![Record, KillTree, KillCgroup, FreezeCgroup],
+            memory_exhaustion: vec![Record, Kill, KillCgroup, RestartUnit],
+            io_stall: vec![Record],
+        }
+    }
+}
+
+impl LadderConfig {
+    /// The steps for a class by its event name (`rt_hog`, `d_state`, …).
+    pub fn for_class(&self, class: &str) -> &[Action] {
+        match class {
+            "rt_hog" => &self.rt_hog,
+            "kernel_stall" => &self.kernel_stall,
+            "d_state" => &self.d_state,
+            "fork_bomb" => &self.fork_bomb,
+            "memory_exhaustion" => &self.memory_exhaustion,
+            "io_stall" => &self.io_stall,
+            _ => &[],
+        }
+    }
+}
+
+fn de_ladder<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
+    let steps = Vec::<Action>::deserialize(d)?;
+    for (i, a) in steps.iter().enumerate() {
+        if steps[..i].contains(a) {
+            return Err(de::Error::custom(format!(
+                "`{a}` appears twice in this ladder; list each action once, least destructive first"
+            )));
+        }
+        if *a == Action::Reboot && i + 1 != steps.len() {
+            return Err(de::Error::custom(
+                "`reboot` must be the last step of a ladder",
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+/// `[recovery]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Act on diagnoses; `false` only records them.
+    pub enabled: bool,
+    /// After each step, wait up to this long for the symptom to clear before escalating.
+    pub verify_timeout: HumanDuration,
+    /// At most this many actions (all targets) per minute; further ones are refused and recorded.
+    pub max_actions_per_minute: u32,
+    /// Do not act on the same process or cgroup again within this time.
+    pub target_cooldown: HumanDuration,
+    /// Processes never touched, by command name (`comm`); a trailing `*`
+    /// matches a prefix. pid 1, kernel threads, selfheal and its ancestors
+    /// are always protected.
+    pub protected: Vec<String>,
+    /// systemd units never touched (their processes and their cgroup).
+    pub protected_units: Vec<String>,
+    /// When not empty, act only on processes inside these cgroup subtrees
+    /// (paths as in /proc/PID/cgroup, e.g. "/user.slice").
+    pub allowed_cgroups: Vec<String>,
+    /// Allow the `reboot` step.
+    pub allow_reboot: bool,
+    /// The steps per class.
+    pub ladder: LadderConfig,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            enabled: true,
+            verify_timeout: HumanDuration::from_secs(1),
+            max_actions_per_minute: 20,
+            target_cooldown: HumanDuration::from_secs(10),
+            protected: vec!["sshd*".to_string()],
+            protected_units: Vec::new(),
+            allowed_cgroups: Vec::new(),
+            allow_reboot: false,
+            ladder: LadderConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, ConfigError};
+    use std::path::Path;
+
+    fn err(text: &str) -> (usize, String) {
+        match Config::parse(text, Path::new("t.toml")).unwrap_err() {
+            ConfigError::Invalid { line, message, .. } => (line, message),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn ladders_are_validated_where_written() {
+        let (line, msg) = err("[recovery.ladder]\nrt_hog = [\"record\", \"kill\", \"kill\"]\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("`kill` appears twice"), "{msg}");
+        let (_, msg) = err("[recovery.ladder]\nfork_bomb = [\"reboot\", \"kill\"]\n");
+        assert!(msg.contains("last step"), "{msg}");
+        let (_, msg) = err("[recovery.ladder]\nd_state = [\"nuke\"]\n");
+        assert!(msg.contains("kill_tree") && msg.contains("nuke"), "{msg}");
+        let c = Config::parse(
+            "[recovery]\nallowed_cgroups = [\"/selfheal-sandbox\"]\n[recovery.ladder]\nrt_hog = [\"stop\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.recovery.ladder.for_class("rt_hog"),
+            &[super::Action::Stop]
+        );
+        assert_eq!(c.recovery.ladder.for_class("legitimate_load"), &[]);
+        assert_eq!(c.recovery.allowed_cgroups, vec!["/selfheal-sandbox"]);
+    }
+
+    #[test]
+    fn detector_sections_check_ranges() {
+        let (line, msg) = err("[stall]\nbound = \"5ms\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("20ms to 60s"), "{msg}");
+        let (_, msg) = err("[heavy]\ninterval = \"10s\"\n");
+        assert!(msg.contains("10ms to 5s"), "{msg}");
+        let (_, msg) = err("[heavy]\ndstate_bound = \"0\"\n");
+        assert!(msg.contains("greater than zero"), "{msg}");
+        let (_, msg) = err("[kmsg]\nwatchdog_thresh = 99\n");
+        assert!(msg.contains("1 to 60"), "{msg}");
+        let (_, msg) = err("[stall]\nmonitor_priority = 100\n");
+        assert!(msg.contains("1 to 99"), "{msg}");
+        let (_, msg) = err("[watchdog]\ndevise = \"/dev/watchdog\"\n");
+        assert!(msg.contains("unknown field `devise`"), "{msg}");
+    }
+}
