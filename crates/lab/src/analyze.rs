@@ -266,9 +266,17 @@ fn score_selfheal(
     };
     // A detection up to 50 ms "before" the start is the same fault: the module's
     // start line is stamped after the loop may already be running.
+    // An event that names another CPU than the one a pinned fault occupies
+    // is about something else (the workload, usually): not credited.
+    let pinned = class.pinned_cpus(scenario.fault_cpu);
+    let about_fault = |e: &&LabEvent| match (&pinned, e.culprit_cpu) {
+        (Some(cpus), Some(c)) => cpus.iter().any(|&p| i64::from(p) == c),
+        _ => true,
+    };
     let after: Vec<&LabEvent> = events
         .iter()
         .filter(|e| e.time_unix_ms >= start - 50)
+        .filter(about_fault)
         .collect();
     r.false_alarms = events
         .iter()

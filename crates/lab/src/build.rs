@@ -241,6 +241,33 @@ pub fn selfheal_binary(
     }
 }
 
+/// A copy of `bin` without debug info, cached by content hash: release
+/// builds carry line tables that would triple the initramfs.
+pub fn stripped_copy(cache: &Path, bin: &Path) -> Result<PathBuf, SetupError> {
+    let sum = sha256_file(bin)?;
+    let dir = cache.join("build");
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let name = bin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = dir.join(format!("{name}-{}", &sum[..16]));
+    if out.is_file() {
+        return Ok(out);
+    }
+    match run_capture(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&out)
+            .arg(bin),
+    )? {
+        Ok(_) => Ok(out),
+        // Not an ELF (the placeholder script) or no strip: use it as is.
+        Err(_) => Ok(bin.to_path_buf()),
+    }
+}
+
 /// What goes into one initramfs.
 #[derive(Debug, Clone)]
 pub struct InitramfsInputs {

@@ -85,6 +85,7 @@ pub fn prepare(p: &PrepOptions) -> Result<Prepared> {
         "selfheal binary",
         build::selfheal_binary(&assets, &p.selfheal, &mut log),
     )?;
+    let selfheal = step("strip selfheal", build::stripped_copy(&cache, &selfheal))?;
     eprintln!(
         "lab: ready: kernel {} ({}), module {}, selfheal {}",
         kernel.release,

@@ -112,6 +112,23 @@ impl FaultClass {
         }
     }
 
+    /// The CPUs the fault occupies when it is pinned (`fault_cpu` for the
+    /// single-CPU classes), or `None` when it is not tied to CPUs.
+    pub fn pinned_cpus(self, fault_cpu: u32) -> Option<Vec<u32>> {
+        match self {
+            FaultClass::IrqLoop
+            | FaultClass::PreemptLoop
+            | FaultClass::KthreadLoop
+            | FaultClass::SpinSelf
+            | FaultClass::RtHog => Some(vec![fault_cpu]),
+            FaultClass::SpinAbba => Some(vec![0, 1]),
+            FaultClass::DState
+            | FaultClass::KmemLeak
+            | FaultClass::ForkBomb
+            | FaultClass::MemHog => None,
+        }
+    }
+
     /// True when the fault runs in the kernel (the lab_fault module).
     pub fn is_kernel(self) -> bool {
         !matches!(
@@ -492,8 +509,13 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
                     selfheal,
                     dry_run: opts.dry_run,
                     inject_ms: opts.inject_range_ms.0,
-                    // The guest waits for the workload after this window.
-                    observe_s: 1,
+                    // The guest waits for a workload after this window; idle
+                    // has none, so it watches for the whole run here.
+                    observe_s: if workload == Workload::Idle {
+                        opts.fault_free_s
+                    } else {
+                        1
+                    },
                     workload_s: opts.fault_free_s,
                     fault_cpu: 1,
                     calibrate_s: 0,

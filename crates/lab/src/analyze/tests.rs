@@ -91,6 +91,12 @@ fn selfheal_events_are_scored_against_the_fault_start() {
     let start = 1_795_315_615_280;
     let events = [
         event(start - 2000, "alert", r#","rule":"early""#),
+        // Names CPU 0 while the loop is pinned to CPU 1: not about the fault.
+        event(
+            start + 10,
+            "alert",
+            r#","rule":"kernel_spin","culprit":{"cpu":0}"#,
+        ),
         event(start + 40, "alert", r#","rule":"kernel_spin""#),
         event(
             start + 90,
@@ -234,7 +240,7 @@ fn class_summary_counts_outcomes_and_plain_findings() {
     let wrong = [event(
         start + 200,
         "diagnosis",
-        r#","culprit":{"cpu":0},"details":{"class":"rt_hog"}"#,
+        r#","culprit":{"cpu":1},"details":{"class":"rt_hog"}"#,
     )]
     .join("\n");
     let runs = vec![
