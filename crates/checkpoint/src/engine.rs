@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use selfheal_sys::ptrace::{self as pt, WaitStatus};
 
 use crate::error::{StartError, TraceError};
-use crate::events::{Event, ExitInfo, Failure, Metrics, Unrecoverable};
+use crate::events::{CheckpointStats, Event, ExitInfo, Failure, Metrics, Unrecoverable};
 use crate::launch::{self, LaunchSpec};
 use crate::procfs;
 use crate::rollback::RollbackError;
@@ -85,7 +85,7 @@ pub enum Target {
 }
 
 enum Command {
-    Rollback,
+    Rollback(Option<Instant>),
     Checkpoint,
     Kill,
     Detach,
@@ -156,9 +156,13 @@ impl Engine {
         &self.metrics
     }
 
-    /// Asks for a rollback because the process hangs.
-    pub fn request_rollback(&self) {
-        let _ = self.tx.send(Command::Rollback);
+    /// Asks for a rollback because the process hangs. `hung_since` is when
+    /// it was last seen making progress: checkpoints taken after that hold
+    /// the hung state, so the newest one before it is restored (None: the
+    /// newest checkpoint). A second request within the recurrence window
+    /// goes one checkpoint further back.
+    pub fn request_rollback(&self, hung_since: Option<Instant>) {
+        let _ = self.tx.send(Command::Rollback(hung_since));
     }
 
     /// Asks for a checkpoint now.
@@ -217,7 +221,7 @@ fn exit_info(st: WaitStatus) -> ExitInfo {
     }
 }
 
-fn setup(target: Target, config: &Config) -> Result<Session, StartError> {
+fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), StartError> {
     let (pid, tids, launched) = match target {
         Target::Launch(spec) => (launch::launch(&spec)?, Vec::new(), true),
         Target::Seize {
@@ -225,14 +229,15 @@ fn setup(target: Target, config: &Config) -> Result<Session, StartError> {
             kill_on_tracer_exit,
         } => (pid, launch::seize(pid, kill_on_tracer_exit)?, false),
     };
-    let build = || -> Result<Session, TraceError> {
+    let build = || -> Result<(Session, CheckpointStats), TraceError> {
         let mut t = Tracee::new(pid, &tids, crash_filter)?;
         let mut notices = Vec::new();
+        let started = Instant::now();
         t.stop_all(&mut notices)?;
         let mut s = Session::new(t, config.keep, config.force_full_copy)?;
-        s.checkpoint(Instant::now())?;
+        let stats = s.checkpoint(started)?;
         s.t.resume_all()?;
-        Ok(s)
+        Ok((s, stats))
     };
     build().map_err(|source| {
         if launched {
@@ -256,7 +261,7 @@ fn tracer_main(
     metrics: Arc<Metrics>,
     ready: mpsc::SyncSender<Result<i32, StartError>>,
 ) {
-    let session = match setup(target, &config) {
+    let (session, first) = match setup(target, &config) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -268,6 +273,10 @@ fn tracer_main(
         pid,
         tracking: session.tracker.mode(),
     });
+    metrics.record_checkpoint(&first, std::time::Duration::from_micros(first.pause_us));
+    if config.report_checkpoints {
+        let _ = events.send(Event::Checkpoint(first));
+    }
     let _ = ready.send(Ok(pid));
     let mut tracer = Tracer {
         s: session,
@@ -285,6 +294,7 @@ fn tracer_main(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Signature {
     Crash { signal: i32, rip: u64 },
+    External,
     Hang,
 }
 
@@ -339,7 +349,7 @@ impl Tracer {
 
     fn command(&mut self, cmd: Command) -> Result<(), Done> {
         match cmd {
-            Command::Rollback => {
+            Command::Rollback(since) => {
                 let mut notices = Vec::new();
                 if let Err(e) = self.s.t.stop_all(&mut notices) {
                     return self.fatal(e);
@@ -347,7 +357,7 @@ impl Tracer {
                 if self.crash_in(&notices).is_some() {
                     return self.handle_notices(notices);
                 }
-                self.failure(Failure::Hang, None)
+                self.failure(Failure::Hang, None, since)
             }
             Command::Checkpoint => self.checkpoint(),
             Command::Kill => {
@@ -425,7 +435,7 @@ impl Tracer {
         if let Err(e) = self.s.t.stop_all(&mut notices) {
             return self.fatal(e);
         }
-        self.failure(failure, Some(tid))
+        self.failure(failure, Some(tid), None)
     }
 
     fn resume_one(&mut self, tid: i32) -> Result<(), Done> {
@@ -447,9 +457,23 @@ impl Tracer {
     }
 
     /// All threads are stopped; `tid` (if any) holds the crash signal.
-    fn failure(&mut self, failure: Failure, tid: Option<i32>) -> Result<(), Done> {
+    fn failure(
+        &mut self,
+        failure: Failure,
+        tid: Option<i32>,
+        before: Option<Instant>,
+    ) -> Result<(), Done> {
         let started = Instant::now();
+        let pid = self.s.t.pid;
         let signature = match (&failure, tid) {
+            // Sent by another process (kill): an event from outside, never
+            // "the same failure again", whatever the thread was doing.
+            (
+                Failure::Crash {
+                    code, addr_or_pid, ..
+                },
+                Some(_),
+            ) if *code <= 0 && (*addr_or_pid as u32 as i32) != pid => Signature::External,
             (Failure::Crash { signal, .. }, Some(t)) => Signature::Crash {
                 signal: *signal,
                 rip: pt::get_regs(t).map_or(0, |r| r.rip),
@@ -457,13 +481,15 @@ impl Tracer {
             _ => Signature::Hang,
         };
         let recurring = self.last_rollback.filter(|(at, _, sig)| {
-            at.elapsed() < self.config.recurrence_window && *sig == signature
+            at.elapsed() < self.config.recurrence_window
+                && *sig == signature
+                && signature != Signature::External
         });
         let hist = &self.s.history;
-        let idx = match recurring {
-            Some((_, last_id, _)) => hist.iter().rposition(|c| c.id < last_id),
-            None => hist.len().checked_sub(1),
-        };
+        let last_id = recurring.map_or(u64::MAX, |(_, id, _)| id);
+        let idx = hist
+            .iter()
+            .rposition(|c| c.id < last_id && before.is_none_or(|b| c.taken_at <= b));
         let result = match idx {
             None if hist.is_empty() => Err(RollbackError::Refused(Unrecoverable::NoCheckpoint)),
             None => Err(RollbackError::Refused(Unrecoverable::HistoryExhausted {

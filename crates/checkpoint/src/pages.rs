@@ -44,11 +44,6 @@ impl PagePool {
     pub fn live_bytes(&self) -> u64 {
         (self.live * PAGE) as u64
     }
-
-    /// Bytes held, spare buffers included.
-    pub fn held_bytes(&self) -> u64 {
-        ((self.live + self.free.len()) * PAGE) as u64
-    }
 }
 
 /// What a page held before a transition (None: pristine).
@@ -63,11 +58,6 @@ pub(crate) struct Undo {
 }
 
 impl Undo {
-    /// Pages with saved content (pristine entries cost no page).
-    pub fn pages_held(&self) -> usize {
-        self.entries.iter().filter(|(_, p)| p.is_some()).count()
-    }
-
     /// Gives every page back to the pool.
     pub fn release(self, pool: &mut PagePool) {
         for (_, p) in self.entries {
@@ -88,11 +78,6 @@ impl Shadow {
     /// Content of `addr` (None: pristine).
     pub fn get(&self, addr: u64) -> Option<&Page> {
         self.pages.get(&addr)
-    }
-
-    /// Number of non-pristine pages.
-    pub fn len(&self) -> usize {
-        self.pages.len()
     }
 
     /// Sets `addr` to `new`, recording what it held in `undo` unless both

@@ -219,11 +219,6 @@ impl Session {
         })
     }
 
-    /// Tracked ranges at the newest checkpoint.
-    pub fn tracked(&self) -> &Ranges {
-        &self.tracked
-    }
-
     /// Sets the state that must follow a rollback to the (now newest)
     /// checkpoint.
     pub fn after_rollback(&mut self, tracked: Ranges, brk: u64, heap_end: Option<u64>) {

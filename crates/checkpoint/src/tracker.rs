@@ -86,7 +86,7 @@ pub(crate) fn trackable(v: &Vma, scratch: Option<u64>) -> bool {
     !v.shared
         && !v.is_special()
         && !is_scratch(v, scratch)
-        && !(v.path.starts_with("/dev/") && v.path != "/dev/zero")
+        && (!v.path.starts_with("/dev/") || v.path == "/dev/zero")
 }
 
 /// Bounds of the user address space worth scanning.

@@ -1,0 +1,245 @@
+//! Helpers for tests that run real programs under checkpointing: compile
+//! the C programs in tests/progs, run them in a cgroup sandbox, collect
+//! their output and the engine's events, all bounded in time.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use selfheal_checkpoint::sandbox::{Limits, Sandbox};
+use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Target};
+
+/// Why tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    if !selfheal_sys::process::is_root() {
+        return Some("needs root (cgroup sandbox for fault injection, userfaultfd)".into());
+    }
+    if progs_dir().is_err() {
+        return Some(format!(
+            "cannot build the C test programs: {}",
+            progs_dir().unwrap_err()
+        ));
+    }
+    if !Path::new("/sys/fs/cgroup").is_dir() {
+        return Some("no /sys/fs/cgroup for the sandbox".into());
+    }
+    None
+}
+
+/// Skips the calling test (returns true) with a clear message.
+pub fn skip() -> bool {
+    match skip_reason() {
+        Some(why) => {
+            eprintln!("SKIP: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// One test at a time: they are timing-sensitive on a shared 2-core machine.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn progs_dir() -> Result<&'static PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = std::env::temp_dir().join(format!("selfheal-ckpt-progs-{}", std::process::id()));
+        std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs");
+        for name in [
+            "compute",
+            "corrupt",
+            "mmapchurn",
+            "threads",
+            "socket",
+            "spin",
+            "exitcode",
+        ] {
+            let st = Command::new("cc")
+                .args(["-O2", "-o"])
+                .arg(out.join(name))
+                .arg(src.join(format!("{name}.c")))
+                .args(["-lm", "-lpthread"])
+                .status()
+                .map_err(|e| format!("cc: {e}"))?;
+            if !st.success() {
+                return Err(format!("cc failed on {name}.c"));
+            }
+        }
+        Ok(out)
+    })
+    .as_ref()
+    .map_err(|e| e.clone())
+}
+
+/// Path of a compiled test program.
+pub fn prog(name: &str) -> PathBuf {
+    progs_dir().expect("checked by skip()").join(name)
+}
+
+/// Output of the program run without any supervision: the fault-free answer.
+pub fn plain_output(name: &str, args: &[&str]) -> String {
+    let out = Command::new(prog(name))
+        .args(args)
+        .output()
+        .expect("run plain");
+    assert!(
+        out.status.success(),
+        "{name} failed unsupervised: {:?}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A program running under the engine, in a sandbox, stdout captured.
+pub struct Run {
+    pub engine: Engine,
+    pub sandbox: Sandbox,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    pub events: Vec<Event>,
+}
+
+/// Starts `name args` under `config`.
+pub fn start(name: &str, args: &[&str], config: Config) -> Run {
+    let sandbox = Sandbox::create(
+        Path::new("/sys/fs/cgroup"),
+        Limits {
+            memory_bytes: 512 << 20,
+            pids: 32,
+            cpu_percent: 100,
+        },
+    )
+    .expect("create cgroup sandbox");
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let mut argv = vec![prog(name).to_string_lossy().into_owned()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let spec = LaunchSpec {
+        argv,
+        stdio: [None, Some(OwnedFd::from(writer)), None],
+        cgroup_procs: sandbox.procs_files(),
+        ..LaunchSpec::default()
+    };
+    let engine = Engine::start(Target::Launch(spec), config).expect("start engine");
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = reader.read_to_string(&mut s);
+        s
+    });
+    Run {
+        engine,
+        sandbox,
+        stdout: Some(stdout),
+        events: Vec::new(),
+    }
+}
+
+impl Run {
+    /// Collects events until the process ends (or `limit` passes: then it
+    /// is killed and the test fails).
+    pub fn wait(&mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.engine.events().recv_timeout(left) {
+                Ok(ev) => {
+                    let end = matches!(ev, Event::Exited(_) | Event::Detached);
+                    self.events.push(ev);
+                    if end {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.engine.kill();
+                    panic!(
+                        "program did not finish within {limit:?}; events: {:?}",
+                        self.events
+                    );
+                }
+            }
+        }
+        self.stdout
+            .take()
+            .expect("once")
+            .join()
+            .expect("stdout reader")
+    }
+
+    /// Drains events seen so far without blocking.
+    pub fn drain(&mut self) {
+        while let Ok(ev) = self.engine.events().try_recv() {
+            self.events.push(ev);
+        }
+    }
+
+    /// The rollbacks done.
+    pub fn rollbacks(&self) -> Vec<&selfheal_checkpoint::RollbackReport> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RolledBack(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Refused rollbacks.
+    pub fn impossible(&self) -> Vec<&Event> {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, Event::RollbackImpossible { .. }))
+            .collect()
+    }
+}
+
+/// A deterministic pseudo-random sequence (seed printed for reruns).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_time() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        eprintln!("rng seed {seed}");
+        Rng(seed)
+    }
+
+    /// Uniform in [lo, hi) milliseconds.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(lo + self.0 % (hi - lo))
+    }
+}
+
+/// Sends `sig` to the engine's process `times` times at random moments,
+/// stopping early once it has exited. Returns how many were sent.
+pub fn signal_at_random(run: &Run, sig: i32, times: usize, lo_ms: u64, hi_ms: u64) -> usize {
+    let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).expect("pidfd");
+    let mut rng = Rng::from_time();
+    let mut sent = 0;
+    for _ in 0..times {
+        std::thread::sleep(rng.millis(lo_ms, hi_ms));
+        if selfheal_sys::signal::pidfd_send_signal(&pidfd, sig).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    sent
+}
+
+/// Test configuration: checkpoint events on.
+pub fn config() -> Config {
+    Config {
+        report_checkpoints: true,
+        ..Config::default()
+    }
+}

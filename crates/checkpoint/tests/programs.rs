@@ -1,0 +1,298 @@
+//! Real programs under checkpointing: crashes delivered from outside, a
+//! corrupted pointer, mapping churn, threads, unrecoverable state, a hang.
+//!
+//! Output is not rolled back, so every program prints only its final
+//! answer; a test passes when that answer equals the one the program prints
+//! when run with no supervision and no faults.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use selfheal_checkpoint::{Event, ExitInfo, Failure, TrackingMode, Unrecoverable};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn sigsegv_from_outside_at_random_moments_still_gives_the_fault_free_answer() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("compute", &["300"]);
+    let mut run = start("compute", &["300"], config());
+    let sent = signal_at_random(&run, libc::SIGSEGV, 4, 300, 700);
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+    assert!(
+        sent >= 2,
+        "the program ended before two signals could be sent"
+    );
+    assert_eq!(
+        run.rollbacks().len(),
+        sent,
+        "one rollback per SIGSEGV: {:?}",
+        run.events
+    );
+    assert!(run.impossible().is_empty());
+    for r in run.rollbacks() {
+        assert!(
+            matches!(r.failure, Failure::Crash { signal: libc::SIGSEGV, code, .. } if code <= 0)
+        );
+        assert!(r.pages_restored > 0);
+    }
+    assert!(matches!(
+        run.events.first(),
+        Some(Event::Started {
+            tracking: TrackingMode::UffdWp,
+            ..
+        })
+    ));
+    assert!(matches!(
+        run.events.last(),
+        Some(Event::Exited(ExitInfo { code: Some(0), .. }))
+    ));
+}
+
+#[test]
+fn progressive_rollback_gets_past_a_corrupted_pointer() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    // The ring is walked every 150 rounds (~100 ms): the crash comes several
+    // checkpoints after the corruption, so the newest ones hold it too.
+    let args = ["4000", "150"];
+    let expected = plain_output("corrupt", &args);
+    let config = selfheal_checkpoint::Config {
+        keep: 24,
+        recurrence_window: Duration::from_secs(2),
+        ..config()
+    };
+    let mut run = start("corrupt", &args, config);
+    std::thread::sleep(Duration::from_millis(800));
+    let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
+    selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGUSR1).unwrap();
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+    let rb = run.rollbacks();
+    assert!(
+        rb.len() >= 2,
+        "needed to go back more than once: {:?}",
+        run.events
+    );
+    // Real faults on the garbage pointer (SEGV_MAPERR at 0x10), not a kill.
+    assert!(rb.iter().all(|r| matches!(
+        r.failure,
+        Failure::Crash {
+            signal: libc::SIGSEGV,
+            code: 1,
+            addr_or_pid: 0x10,
+            ..
+        }
+    )));
+    // Each recurrence went to an older checkpoint than the one before.
+    for w in rb.windows(2) {
+        assert!(w[1].checkpoint_id < w[0].checkpoint_id, "{:?}", run.events);
+    }
+}
+
+#[test]
+fn program_that_maps_and_unmaps_between_checkpoints_is_restored_layout_and_all() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("mmapchurn", &["25000"]);
+    let mut run = start("mmapchurn", &["25000"], config());
+    let sent = signal_at_random(&run, libc::SIGSEGV, 3, 250, 600);
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+    assert_eq!(run.rollbacks().len(), sent);
+    assert!(
+        run.rollbacks().iter().any(|r| r.layout_ops > 0),
+        "mappings changed since the checkpoint were put back: {:?}",
+        run.rollbacks()
+    );
+}
+
+#[test]
+fn multithreaded_program_rolls_back_every_thread() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("threads", &["300"]);
+    let mut run = start("threads", &["300"], config());
+    let sent = signal_at_random(&run, libc::SIGSEGV, 3, 300, 600);
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+    assert_eq!(run.rollbacks().len(), sent);
+    let threads = run.events.iter().filter_map(|e| match e {
+        Event::Checkpoint(s) => Some(s.threads),
+        _ => None,
+    });
+    assert_eq!(threads.max(), Some(5), "main + 4 workers were checkpointed");
+}
+
+#[test]
+fn socket_makes_rollback_impossible_and_the_crash_goes_through() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let mut run = start("socket", &["600"], config());
+    std::thread::sleep(Duration::from_millis(500));
+    let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
+    selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).unwrap();
+    let out = run.wait(LIMIT);
+    assert_eq!(out, "", "it died before printing");
+    assert!(run.rollbacks().is_empty());
+    assert!(
+        matches!(
+            run.impossible().as_slice(),
+            [Event::RollbackImpossible {
+                why: Unrecoverable::Socket { fd: 3 },
+                ..
+            }]
+        ),
+        "{:?}",
+        run.events
+    );
+    assert!(matches!(
+        run.events.last(),
+        Some(Event::Exited(ExitInfo {
+            signal: Some(libc::SIGSEGV),
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn demo_binary_restarts_what_cannot_be_rolled_back_and_records_why() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("socket", &["600"]);
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_selfheal-ckpt"))
+        .args(["--restart", "1", "--sandbox", "512", "--events"])
+        .arg(&events)
+        .arg("--summary")
+        .arg(dir.path().join("summary.json"))
+        .arg("--")
+        .arg(prog("socket"))
+        .arg("600")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the program (our grandchild) and crash it once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("\"started\"")) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            break v["pid"].as_i64().unwrap() as i32;
+        }
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    selfheal_sys::signal::kill_process(pid, libc::SIGSEGV).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let log = std::fs::read_to_string(&events).unwrap();
+    assert!(log.contains("\"reason\":\"socket\""), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("\"event\":\"restart\"")),
+        "{log}"
+    );
+    assert_eq!(log.matches("\"event\":\"started\"").count(), 2, "{log}");
+}
+
+#[test]
+fn hang_rollback_request_restores_a_checkpoint_from_before_the_hang() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("spin", &["1500"]);
+    let config = selfheal_checkpoint::Config {
+        keep: 40,
+        ..config()
+    };
+    let mut run = start("spin", &["1500"], config);
+    std::thread::sleep(Duration::from_millis(500));
+    let last_progress = Instant::now();
+    let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
+    selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGUSR1).unwrap();
+    // The "hang detector": no progress for a while.
+    std::thread::sleep(Duration::from_millis(600));
+    run.engine.request_rollback(Some(last_progress));
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+    let rb = run.rollbacks();
+    assert_eq!(rb.len(), 1, "{:?}", run.events);
+    assert_eq!(rb[0].failure, Failure::Hang);
+    assert!(
+        rb[0].checkpoint_age_ms >= 600,
+        "restored a checkpoint from before the hang: {:?}",
+        rb[0]
+    );
+}
+
+#[test]
+fn full_copy_fallback_also_rolls_back() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("compute", &["80"]);
+    let config = selfheal_checkpoint::Config {
+        force_full_copy: true,
+        interval: Duration::from_millis(100),
+        ..config()
+    };
+    let mut run = start("compute", &["80"], config);
+    let sent = signal_at_random(&run, libc::SIGSEGV, 2, 400, 700);
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+    assert_eq!(run.rollbacks().len(), sent);
+    assert!(matches!(
+        run.events.first(),
+        Some(Event::Started {
+            tracking: TrackingMode::FullCopy { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn exit_code_and_absence_of_checkpoints_are_reported() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let mut run = start("exitcode", &["7"], config());
+    run.wait(LIMIT);
+    assert!(matches!(
+        run.events.last(),
+        Some(Event::Exited(ExitInfo {
+            code: Some(7),
+            signal: None,
+            ..
+        }))
+    ));
+    assert!(run.events.iter().any(|e| matches!(e, Event::Checkpoint(_))));
+    assert!(
+        run.engine
+            .metrics()
+            .checkpoints
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
