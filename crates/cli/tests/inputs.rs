@@ -1,0 +1,225 @@
+//! Bad input and degraded machines: each gives a clear message and the
+//! documented behaviour.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn bad_config_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[daemon]\nlisten = \"127.0.0.1:0\"\nlisen = 3\n",
+    );
+    let (code, _, err) = run(&["watch", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("selfheal.toml:3:1"), "{err}");
+    assert!(err.contains("unknown field `lisen`"), "{err}");
+
+    let cfg = write_config(dir.path(), "[sampler]\nperiod = \"1ms\"\n");
+    let (code, _, err) = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":2:10") && err.contains("10ms to 60s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn default_config_checks_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text, _) = run(&["config", "default"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("[[rule]]") && text.contains("kernel_spin_hang"));
+    let cfg = write_config(dir.path(), &text);
+    let (code, out, err) = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("OK") && out.contains("12 rules (7 light, 5 heavy)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_cli_values_are_usage_errors() {
+    let (code, _, err) = run(&["watch", "--listen", "localhost"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--listen") && err.contains("IP:PORT"), "{err}");
+    let (code, _, err) = run(&[
+        "events",
+        "--since",
+        "yesterday",
+        "--store",
+        "/nonexistent.db",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--since"), "{err}");
+    let (code, _, err) = run(&["events", "--kind", "alerts", "--store", "/nonexistent.db"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown event kind `alerts`"), "{err}");
+}
+
+#[test]
+fn unusable_store_paths_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // Parent is a regular file.
+    let file = dir.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let bad = file.join("s.db");
+    let (code, _, err) = run(&["watch", "--listen", "", "--store", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(bad.to_str().unwrap()) || err.contains(file.to_str().unwrap()),
+        "{err}"
+    );
+
+    // No store yet: `events` says how to get one, creates nothing.
+    let missing = dir.path().join("none.db");
+    let (code, _, err) = run(&["events", "--store", missing.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("none.db"), "{err}");
+    assert!(!missing.exists());
+}
+
+#[test]
+fn corrupted_store_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let junk: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&db, &junk).unwrap();
+    let (code, _, err) = run(&["watch", "--listen", "", "--store", db.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains(db.to_str().unwrap()), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        junk,
+        "the file must not be touched"
+    );
+    let (code, _, err) = run(&["events", "--store", db.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), junk);
+}
+
+#[test]
+fn missing_psi_degrades_with_a_note() {
+    // A procfs tree captured from a real machine, minus /proc/pressure.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("proc");
+    std::fs::create_dir(&fake).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../procfs/tests/fixtures/host-6.18-2cpu");
+    for f in ["stat", "meminfo", "vmstat", "diskstats"] {
+        std::fs::copy(src.join(f), fake.join(f)).unwrap();
+    }
+    let store = dir.path().join("s.db");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\n[sampler]\nproc_root = \"{}\"\nsys_root = \"{}\"\n",
+            fake.display(),
+            dir.path().join("nosys").display()
+        ),
+    );
+    let mut d = DaemonProc::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    let addr = d.wait_http(Duration::from_secs(20));
+    wait_healthy(addr, Duration::from_secs(10));
+    let (code, metrics) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        !metrics.contains("selfheal_pressure_avg10_ratio"),
+        "no PSI series without PSI"
+    );
+    assert!(metrics.contains("selfheal_memory_available_bytes"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get(addr, "/healthz").0,
+        200,
+        "the daemon stays healthy without PSI"
+    );
+    assert!(
+        d.log_text()
+            .contains("PSI (pressure stall information) unavailable"),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.terminate().success());
+    let start = &events_json(&store, &["--kind", "start"])[0];
+    let notes = start["details"]["notes"].to_string();
+    assert!(notes.contains("PSI"), "{start}");
+}
+
+#[test]
+fn runs_as_an_ordinary_user() {
+    const NOBODY: u32 = 65534;
+    if !selfheal_sys::process::is_root() {
+        eprintln!("SKIP runs_as_an_ordinary_user: needs root to switch to uid {NOBODY} (as a normal user, every test here already runs unprivileged)");
+        return;
+    }
+    // The binary must be reachable by that user.
+    let probe = std::process::Command::new(bin())
+        .arg("--version")
+        .uid_gid(NOBODY)
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP runs_as_an_ordinary_user: {} is not executable by uid {NOBODY}",
+            bin().display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::process::Command::new("chown")
+        .args([&format!("{NOBODY}:{NOBODY}"), state.to_str().unwrap()])
+        .status()
+        .unwrap();
+    std::process::Command::new("chmod")
+        .args(["755", dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    let mut d = DaemonProc::start(
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("XDG_STATE_HOME", state.to_str().unwrap()),
+            ("HOME", "/nonexistent"),
+        ],
+        Some(NOBODY),
+    );
+    let addr = d.wait_http(Duration::from_secs(20));
+    wait_healthy(addr, Duration::from_secs(10));
+    let log = d.log_text();
+    assert!(
+        log.contains("runs at normal priority"),
+        "says once it is not real-time:\n{log}"
+    );
+    assert!(log.contains("not root"), "{log}");
+    assert!(d.terminate().success());
+    let store = state.join("selfheal/selfheal.db");
+    assert!(store.exists(), "store in the XDG state dir");
+    let evs = events_json(&store, &[]);
+    assert_eq!(evs.last().unwrap()["kind"], "stop");
+}
+
+trait UidGid {
+    fn uid_gid(&mut self, id: u32) -> &mut Self;
+}
+
+impl UidGid for std::process::Command {
+    fn uid_gid(&mut self, id: u32) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        self.uid(id).gid(id)
+    }
+}
