@@ -1,0 +1,51 @@
+//! Application supervision: start programs, detect their crashes and
+//! hangs, recover them, and report it all.
+//!
+//! - **Crashes**: the exit code or terminating signal (through a pidfd),
+//!   the core-dump flag and the last lines of stderr go into an
+//!   `app_crash` event.
+//! - **Hangs**, three detectors in any combination: the systemd notify
+//!   protocol ([`notify`]: `READY=1`, `WATCHDOG=1`, …), Kubernetes-style
+//!   probes ([`probe`]: exec, TCP, HTTP GET), and no-progress heuristics
+//!   ([`progress`]: a thread spinning without system calls, every thread
+//!   blocked on locks), which only raise suspicions unless confirmed.
+//! - **Recovery**: evidence capture (thread states from /proc, a hook
+//!   command), pluggable [`recovery`] steps (the checkpoint engine's
+//!   rollback), then the stop signal, a grace period, SIGKILL and a restart
+//!   governed by the restart policy, exponential backoff and a crash-loop
+//!   breaker ([`policy`]).
+//! - **Observability**: `app_*` events to an [`selfheal_event::EventSink`],
+//!   `selfheal_app_*` metrics ([`Supervisor::collector`]) and a status
+//!   snapshot ([`Supervisor::snapshot`]).
+//!
+//! [`Supervisor`] runs many apps for the daemon (one thread each);
+//! [`run_main`] is `selfheal run -- CMD` for one. How a program is started
+//! and waited for is behind [`Launcher`]/[`ChildHandle`], so a launcher
+//! whose process is reaped by someone else (a ptrace tracer) fits in.
+#![forbid(unsafe_code)]
+
+pub mod child;
+pub mod events;
+pub mod evidence;
+mod mailbox;
+pub mod notify;
+pub mod output;
+pub mod policy;
+pub mod probe;
+pub mod progress;
+mod progress_thread;
+pub mod recovery;
+mod run;
+mod runner;
+pub mod state;
+mod supervisor;
+
+pub use child::{
+    ChildError, ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, ProcessLauncher,
+    SignalScope, StdioSpec,
+};
+pub use recovery::{RecoveryStep, StepContext, StepFactory, StepOutcome, Trouble};
+pub use run::{run_main, RunArgs};
+pub use runner::Finish;
+pub use state::{AppMetrics, AppState, AppStatus, Phase};
+pub use supervisor::{Options, SuperviseError, Supervisor, SupervisorControl};

@@ -1,0 +1,60 @@
+//! Exec probes: run a command; exit status 0 within the timeout is
+//! success. The command runs in its own process group, which is killed
+//! whole when the timeout passes.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use selfheal_sys::child::{pipe_cloexec, set_nonblocking};
+use selfheal_sys::poll::poll_readable;
+
+use crate::child::{ChildHandle, LaunchSpec, ProcessChild, SignalScope, StdioSpec};
+
+/// Bytes of the command's stderr quoted in a failure.
+const STDERR_QUOTE: usize = 512;
+
+pub(crate) fn run(command: &[String], deadline: Instant) -> Result<String, String> {
+    let (err_r, err_w) = pipe_cloexec().map_err(|e| e.to_string())?;
+    let spec = LaunchSpec {
+        argv: command.to_vec(),
+        stdio: [StdioSpec::Null, StdioSpec::Null, StdioSpec::Fd(err_w)],
+        new_process_group: true,
+        kill_group_on_exit: true,
+        parent_death_signal: Some(libc::SIGKILL),
+        ..LaunchSpec::default()
+    };
+    let mut child = ProcessChild::spawn(spec).map_err(|e| e.to_string())?;
+    let ended = poll_readable(
+        child.exit_fd(),
+        Some(deadline.saturating_duration_since(Instant::now())),
+    )
+    .map_err(|e| e.to_string())?;
+    if !ended {
+        let _ = child.signal(libc::SIGKILL, SignalScope::Group);
+        // Dropping the handle reaps it.
+        return Err(format!("timed out; killed {:?}", command[0]));
+    }
+    let status = child
+        .try_wait()
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "probe command state unknown".to_string())?;
+    if status.success() {
+        return Ok("exit status 0".to_string());
+    }
+    // Whatever it wrote before ending is in the pipe; a grandchild holding
+    // the write end must not block us, hence non-blocking.
+    let mut quote = Vec::new();
+    let _ = set_nonblocking(err_r.as_fd(), true);
+    let _ = File::from(err_r)
+        .take(STDERR_QUOTE as u64)
+        .read_to_end(&mut quote);
+    let quote = String::from_utf8_lossy(&quote);
+    let quote = quote.trim();
+    if quote.is_empty() {
+        Err(status.describe())
+    } else {
+        Err(format!("{}: {quote}", status.describe()))
+    }
+}

@@ -1,0 +1,421 @@
+//! Hang detection outcomes, evidence, recovery steps and stopping.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use selfheal_config::KillMode;
+use selfheal_event::{EventKind, Severity};
+use selfheal_sys::signal::signal_name;
+
+use super::{Runner, StopCause, Stopping, KILL_WAIT};
+use crate::child::SignalScope;
+use crate::events::unix_us;
+use crate::evidence::{run_hook, thread_stacks};
+use crate::probe::ProbeOutcome;
+use crate::progress::ProgressReport;
+use crate::recovery::{StepContext, StepOutcome, Trouble};
+use crate::state::Phase;
+
+impl Runner {
+    fn group_scope(&self) -> SignalScope {
+        match self.s.app.kill_mode {
+            KillMode::Group => SignalScope::Group,
+            KillMode::Process => SignalScope::Process,
+        }
+    }
+
+    /// Deadlines of the running program: stop grace, readiness, watchdog.
+    pub(super) fn check_live_timers(&mut self, now: Instant) {
+        let Some(l) = &self.live else { return };
+        if let Some(s) = &l.stopping {
+            if now >= s.deadline {
+                self.stop_deadline_passed(now);
+            }
+            return;
+        }
+        if let Some(d) = l.ready_deadline {
+            if now >= d {
+                let timeout = self.s.app.notify.ready_timeout;
+                let evidence = json!({
+                    "ready_timeout_ms": timeout.get().as_millis() as u64,
+                    "deadline_unix_us": unix_us(d),
+                    "status": self.s.state.status().status,
+                });
+                self.hang(
+                    "ready_timeout",
+                    evidence,
+                    None,
+                    format!("did not send READY=1 within {timeout}"),
+                );
+                return;
+            }
+        }
+        if let (Some(base), Some(w)) = (l.watchdog_base, l.watchdog) {
+            let deadline = base + w;
+            if now >= deadline {
+                let evidence = json!({
+                    "watchdog_ms": w.as_millis() as u64,
+                    "last_ping_unix_us": l.last_ping.map(unix_us),
+                    "deadline_unix_us": unix_us(deadline),
+                    "suspected": l.suspicions.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+                });
+                let why = match l.last_ping {
+                    Some(p) => format!("no WATCHDOG=1 for {:?} (limit {w:?})", now - p),
+                    None => format!("no WATCHDOG=1 within {w:?} of becoming ready"),
+                };
+                self.hang("watchdog", evidence, None, why);
+            }
+        }
+    }
+
+    /// A probe check finished for the current run.
+    pub(super) fn probe_outcome(&mut self, o: ProbeOutcome) {
+        let app = self.s.app.clone();
+        let Some(l) = self.live.as_mut() else { return };
+        if l.stopping.is_some() || o.probe >= app.probes.len() {
+            return;
+        }
+        let cfg = &app.probes[o.probe];
+        if o.ok {
+            l.probe_successes[o.probe] += 1;
+            if l.probe_successes[o.probe] >= cfg.success_threshold {
+                l.probe_failures[o.probe].clear();
+            }
+            return;
+        }
+        self.s.state.probe_failed();
+        l.probe_successes[o.probe] = 0;
+        l.probe_failures[o.probe].push(o.clone());
+        let failures = l.probe_failures[o.probe].len() as u32;
+        tracing::debug!(app = %app.name, probe = %cfg.name, failures, detail = %o.detail, "probe failed");
+        let history: Vec<Value> = l.probe_failures[o.probe]
+            .iter()
+            .map(|f| {
+                json!({
+                    "detail": f.detail,
+                    "started_unix_us": unix_us(f.started),
+                    "elapsed_ms": f.elapsed.as_secs_f64() * 1000.0,
+                })
+            })
+            .collect();
+        let evidence = json!({
+            "probe": cfg.name,
+            "kind": cfg.check.kind(),
+            "target": match &cfg.check {
+                selfheal_config::ProbeCheck::Exec { command } => command.join(" "),
+                selfheal_config::ProbeCheck::Tcp { address } => address.clone(),
+                selfheal_config::ProbeCheck::Http { url, .. } => url.clone(),
+            },
+            "consecutive_failures": failures,
+            "failure_threshold": cfg.failure_threshold,
+            "period_ms": cfg.period.get().as_millis() as u64,
+            "timeout_ms": cfg.timeout.get().as_millis() as u64,
+            "failures": history,
+            // When the failing check gave up: its start plus what it took.
+            "failed_at_unix_us": unix_us(o.started + o.elapsed),
+        });
+        if failures >= cfg.failure_threshold {
+            let why = format!(
+                "probe {} failed {failures} times in a row: {}",
+                cfg.name, o.detail
+            );
+            self.hang("probe", evidence, None, why);
+            return;
+        }
+        // A failing probe confirms a suspicion held at the same time.
+        let suspicion = l.suspicions.iter().next().map(|(k, v)| (*k, v.clone()));
+        if let Some((kind, ev)) = suspicion {
+            let why = format!(
+                "{} suspected and probe {} failed: {}",
+                kind.as_str(),
+                cfg.name,
+                o.detail
+            );
+            self.hang(kind.as_str(), ev, Some(json!({ "probe": evidence })), why);
+        }
+    }
+
+    /// The no-progress sampler found or cleared a suspicion.
+    pub(super) fn progress_report(&mut self, r: ProgressReport) {
+        let act_alone = self.s.app.progress.act_alone;
+        let Some(l) = self.live.as_mut() else { return };
+        if l.stopping.is_some() {
+            return;
+        }
+        match r {
+            ProgressReport::Suspected { kind, evidence, .. } => {
+                l.suspicions.insert(kind, evidence.clone());
+                let probe_failing = l
+                    .probe_failures
+                    .iter()
+                    .enumerate()
+                    .find(|(_, f)| !f.is_empty())
+                    .map(|(i, f)| (i, f.last().map(|o| o.detail.clone()).unwrap_or_default()));
+                self.s.state.suspect(kind.as_str(), true);
+                let what = match kind {
+                    crate::progress::SuspicionKind::Spin => {
+                        "an infinite loop (a thread spins on CPU without system calls)"
+                    }
+                    crate::progress::SuspicionKind::Deadlock => {
+                        "a deadlock (every thread blocked, no CPU time)"
+                    }
+                };
+                let confirmed = act_alone || probe_failing.is_some();
+                self.emit(
+                    EventKind::AppHang,
+                    Severity::Warning,
+                    format!(
+                        "{} suspected of {what}{}",
+                        self.name(),
+                        if confirmed {
+                            ""
+                        } else {
+                            "; not acting without confirmation"
+                        }
+                    ),
+                    json!({
+                        "detector": kind.as_str(),
+                        "suspected": true,
+                        "evidence": evidence,
+                    }),
+                );
+                if act_alone {
+                    let why = format!("{} suspected and act_alone is set", kind.as_str());
+                    self.hang(kind.as_str(), evidence, Some(json!("act_alone")), why);
+                } else if let Some((i, detail)) = probe_failing {
+                    let name = self.s.app.probes[i].name.clone();
+                    let why = format!(
+                        "{} suspected and probe {name} is failing: {detail}",
+                        kind.as_str()
+                    );
+                    self.hang(
+                        kind.as_str(),
+                        evidence,
+                        Some(json!({ "probe": name, "detail": detail })),
+                        why,
+                    );
+                }
+            }
+            ProgressReport::Cleared { kind } => {
+                l.suspicions.remove(&kind);
+                self.s.state.suspect(kind.as_str(), false);
+                tracing::info!(app = %self.name(), heuristic = kind.as_str(), "no-progress suspicion cleared");
+            }
+        }
+    }
+
+    /// A detector says the program hangs: report with evidence, run the
+    /// hook and the recovery steps, and stop it unless a step recovered it.
+    pub(super) fn hang(
+        &mut self,
+        detector: &str,
+        evidence: Value,
+        confirmed_by: Option<Value>,
+        why: String,
+    ) {
+        let Some(l) = &self.live else { return };
+        if l.stopping.is_some() {
+            return;
+        }
+        let pid = l.pid;
+        let detected = Instant::now();
+        self.s.state.hang(detector);
+        let stacks = if self.s.app.hook.thread_stacks {
+            thread_stacks(&self.s.proc_root, pid)
+        } else {
+            Value::Null
+        };
+        self.emit(
+            EventKind::AppHang,
+            Severity::Critical,
+            format!("{} (pid {pid}) is hung: {why}", self.name()),
+            json!({
+                "detector": detector,
+                "suspected": false,
+                "confirmed_by": confirmed_by,
+                "evidence": evidence,
+                "detected_unix_us": unix_us(detected),
+                "thread_stacks": stacks,
+            }),
+        );
+        if let Some(out) = run_hook(&self.s.app.hook, self.name(), pid, detector) {
+            self.emit(
+                EventKind::AppAction,
+                Severity::Info,
+                format!("ran the hook for {} before acting", self.name()),
+                json!({ "action": "hook", "result": out }),
+            );
+        }
+        let trouble = Trouble::Hang {
+            detector: detector.to_string(),
+            evidence,
+        };
+        let mut steps = std::mem::take(&mut self.s.steps);
+        let mut recovered = None;
+        for step in steps.iter_mut() {
+            let Some(l) = self.live.as_mut() else { break };
+            let mut ctx = StepContext {
+                app: &self.s.app,
+                child: l.handle.as_mut(),
+                trouble: &trouble,
+            };
+            match step.attempt(&mut ctx) {
+                StepOutcome::Recovered { detail } => {
+                    recovered = Some((step.name().to_string(), detail));
+                    break;
+                }
+                StepOutcome::Declined { reason } => {
+                    let name = step.name().to_string();
+                    self.emit(
+                        EventKind::AppAction,
+                        Severity::Info,
+                        format!(
+                            "recovery step {name} declined for {}: {reason}",
+                            self.name()
+                        ),
+                        json!({ "action": name, "outcome": "declined", "reason": reason }),
+                    );
+                }
+            }
+        }
+        self.s.steps = steps;
+        if let Some((name, detail)) = recovered {
+            self.emit(
+                EventKind::AppAction,
+                Severity::Warning,
+                format!(
+                    "recovery step {name} recovered {} without a restart",
+                    self.name()
+                ),
+                json!({ "action": name, "outcome": "recovered", "detail": detail }),
+            );
+            let now = Instant::now();
+            if let Some(l) = self.live.as_mut() {
+                // Detectors start over: the program gets a fresh period.
+                l.ready_deadline = None;
+                l.watchdog_base = Some(now);
+                l.suspicions.clear();
+                l.probe_failures.iter_mut().for_each(Vec::clear);
+            }
+            return;
+        }
+        self.begin_stop(StopCause::Hang(detector.to_string()), None);
+    }
+
+    /// Shutdown (`signal` None: the stop signal) or a forwarded terminating
+    /// signal: stop without restarting.
+    pub(super) fn request_stop(&mut self, signal: Option<i32>) {
+        self.shutting_down = true;
+        let Some(l) = &self.live else {
+            if self.finished.is_none() {
+                self.finish("stopped on request", None, false);
+            }
+            return;
+        };
+        match &l.stopping {
+            Some(s) if s.signalled => {
+                // Already stopping: pass a repeated Ctrl-C on.
+                if let Some(sig) = signal {
+                    let _ = l.handle.signal(sig, self.group_scope());
+                }
+                if let Some(st) = self.live.as_mut().and_then(|l| l.stopping.as_mut()) {
+                    st.cause = StopCause::Requested;
+                }
+            }
+            _ => self.begin_stop(StopCause::Requested, signal),
+        }
+    }
+
+    /// Sends the stop signal (or `signal`) and starts the grace period.
+    pub(super) fn begin_stop(&mut self, cause: StopCause, signal: Option<i32>) {
+        let sig = signal.unwrap_or(self.s.stop_signal);
+        let scope = self.group_scope();
+        let grace = self.s.app.stop_grace;
+        let Some(l) = self.live.as_mut() else { return };
+        let sent = l.handle.signal(sig, scope);
+        let deadline = Instant::now() + grace.get();
+        l.stopping = Some(Stopping {
+            cause: cause.clone(),
+            deadline,
+            signalled: true,
+            killed: false,
+        });
+        self.s.state.set_phase(Phase::Stopping);
+        let reason = match &cause {
+            StopCause::Hang(d) => format!("hang ({d})"),
+            StopCause::Requested => "requested".into(),
+            StopCause::AppStopping => "did not exit after STOPPING=1".into(),
+        };
+        self.emit(
+            EventKind::AppAction,
+            Severity::Warning,
+            format!(
+                "sent {} to {} ({reason}); SIGKILL follows in {grace}",
+                signal_name(sig),
+                self.name()
+            ),
+            json!({
+                "action": "signal",
+                "signal": signal_name(sig),
+                "scope": if scope == SignalScope::Group { "group" } else { "process" },
+                "reason": reason,
+                "grace_ms": grace.get().as_millis() as u64,
+                "error": sent.err().map(|e| e.to_string()),
+            }),
+        );
+    }
+
+    /// The program sent STOPPING=1: give it the grace period to exit.
+    pub(super) fn app_stopping(&mut self) {
+        let grace = self.s.app.stop_grace.get();
+        let Some(l) = self.live.as_mut() else { return };
+        if l.stopping.is_none() {
+            l.stopping = Some(Stopping {
+                cause: StopCause::AppStopping,
+                deadline: Instant::now() + grace,
+                signalled: false,
+                killed: false,
+            });
+            self.s.state.set_phase(Phase::Stopping);
+        }
+    }
+
+    fn stop_deadline_passed(&mut self, now: Instant) {
+        let scope = self.group_scope();
+        let Some(l) = self.live.as_mut() else { return };
+        let Some(st) = l.stopping.as_mut() else {
+            return;
+        };
+        if !st.signalled {
+            // STOPPING=1 was sent but the program is still here.
+            let cause = st.cause.clone();
+            self.begin_stop(cause, None);
+            return;
+        }
+        if !st.killed {
+            st.killed = true;
+            st.deadline = now + KILL_WAIT;
+            let res = l.handle.signal(libc::SIGKILL, scope);
+            let grace = self.s.app.stop_grace;
+            self.emit(
+                EventKind::AppAction,
+                Severity::Warning,
+                format!("{} did not stop within {grace}; sent SIGKILL", self.name()),
+                json!({
+                    "action": "kill",
+                    "signal": "SIGKILL",
+                    "scope": if scope == SignalScope::Group { "group" } else { "process" },
+                    "error": res.err().map(|e| e.to_string()),
+                }),
+            );
+            return;
+        }
+        st.deadline = now + KILL_WAIT;
+        let pid = l.pid;
+        if !self.warned_kill {
+            self.warned_kill = true;
+            tracing::error!(app = %self.name(), pid, "the program survives SIGKILL (uninterruptible sleep?); still waiting for it to end");
+        }
+    }
+}
