@@ -1,10 +1,13 @@
 //! No-progress heuristics that need nothing from the program, computed
 //! from per-thread /proc counters sampled every `period`:
 //!
-//! - **spin** (suspected infinite loop): a thread stays runnable and uses
-//!   CPU (at least half of each interval) almost all in user mode (system
-//!   time at most a tenth of it, so it makes next to no system calls) with
-//!   no voluntary context switch, for longer than the bound;
+//! - **spin** (suspected infinite loop): a thread stays runnable, never
+//!   blocks (no voluntary context switch) and uses CPU almost only in user
+//!   mode (system time at most a tenth of its CPU time, so next to no
+//!   system calls), for longer than the bound. It must get at least a
+//!   quarter of each interval on a CPU, so that a runnable thread starved
+//!   by contention or a CPU quota still counts while one that merely
+//!   happens to be runnable at both samples does not;
 //! - **deadlock**: every thread sleeps without using CPU and without being
 //!   woken (no voluntary context switch) for longer than the bound, each
 //!   in a futex wait (a lock or condition variable) or, with
@@ -157,7 +160,7 @@ impl Analyzer {
             for (t, d) in &deltas {
                 let Some(d) = d else { continue };
                 let spins = t.state == 'R'
-                    && d.cpu_ns * 2 >= dt
+                    && d.cpu_ns * 4 >= dt
                     && d.system_ns * 10 <= d.cpu_ns
                     && d.voluntary == Some(0);
                 if spins {
