@@ -83,6 +83,9 @@ pub struct ClassSummary {
     pub degraded: usize,
     /// Injections selfheal did not detect.
     pub missed: usize,
+    /// Runs in which selfheal raised a detection before the injection
+    /// (under the workload alone): a hint that a "detection" may be noise.
+    pub runs_with_early_alarms: usize,
     /// No CPU is left for a user-space detector (reported, not a miss).
     pub undetectable_by_design: bool,
     /// Kernel detectors: profile → detector → latency.
@@ -271,6 +274,7 @@ fn summarize_class(class: FaultClass, rs: &[&RunRecord]) -> ClassSummary {
         hung: count(&|r| r.outcome == Outcome::Hung),
         degraded: count(&|r| r.outcome == Outcome::Degraded),
         missed: n - detected,
+        runs_with_early_alarms: count(&|r| r.selfheal.false_alarms > 0),
         undetectable_by_design: rs.iter().all(|r| !r.detectable()),
         kernel,
     }
@@ -326,14 +330,20 @@ pub fn markdown(r: &Report) -> String {
         s,
         "Latency is from the fault's start (the module's own start line, or the injection marker for \
          user-space faults) to selfheal's first alert, hang diagnosis, watchdog or recovery event, on the \
-         guest's clock.\n"
+         guest's clock. Events naming another CPU than the one a pinned fault occupies are not credited. \
+         `runs with alarms before injection` counts runs where selfheal already alerted under the workload \
+         alone: there a detection may be the workload, not the fault.\n"
     );
     let _ = writeln!(
         s,
         "| class | fault | injections | detected | median | p95 | diagnosed correctly | culprit right | \
-         recovered w/o reboot | rebooted | hung (lab reset) | alive, fault persists | missed |"
+         recovered w/o reboot | rebooted | hung (lab reset) | alive, fault persists | missed | \
+         runs with alarms before injection |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for c in &r.classes {
         let missed = if c.undetectable_by_design {
             format!("{} (all CPUs stalled: undetectable by design)", c.missed)
@@ -342,7 +352,7 @@ pub fn markdown(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} | {} |",
             c.class,
             c.class.describe(),
             c.injections,
@@ -357,7 +367,8 @@ pub fn markdown(r: &Report) -> String {
             c.rebooted,
             c.hung,
             c.degraded,
-            missed
+            missed,
+            c.runs_with_early_alarms
         );
     }
     let _ = writeln!(s);
