@@ -8,6 +8,9 @@
 //! | `tp-deadlock` | two threads take two mutexes in opposite order and block forever |
 //! | `tp-notify` | speaks the systemd notify protocol, then stops sending `WATCHDOG=1` |
 //! | `tp-http` | an HTTP server that answers for a while, then stops answering |
+//! | `tp-rt-spin` | a SCHED_FIFO busy loop pinned to one CPU (RT hog), exits by itself |
+//! | `tp-memhog` | memory growing at a set rate up to a ceiling (or churning) |
+//! | `tp-fuse-stall` | a FUSE server that never answers a read: its readers sit in D state |
 //!
 //! Every program takes `--stamp FILE` and appends `EVENT UNIX_MICROS`
 //! lines to it at the moments that matter (start, exit, last heartbeat,

@@ -2,7 +2,7 @@
 //! one file waits in uninterruptible (killable) sleep, state D. For the
 //! D-state tests and benchmarks; root only.
 //!
-//! `tp-fuse-stall MOUNTPOINT [--seconds S]`
+//! `tp-fuse-stall MOUNTPOINT [--seconds S] [--stamp FILE]`
 //!
 //! Mounts at MOUNTPOINT (which must exist) a directory holding `stall`
 //! (1 MiB), prints `mounted conn=<n>` and serves until SIGTERM/SIGINT, stdin
@@ -48,23 +48,11 @@ const ROOT: u64 = 1;
 const FILE: u64 = 2;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let Some(mnt) = args.next().map(PathBuf::from) else {
-        fail("usage: tp-fuse-stall MOUNTPOINT [--seconds S]");
+    let args = selfheal_testprogs::Args::from_env();
+    let Some(mnt) = args.words.first().map(PathBuf::from) else {
+        fail("usage: tp-fuse-stall MOUNTPOINT [--seconds S] [--stamp FILE]");
     };
-    let mut seconds = 60u64;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--seconds" => {
-                seconds = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| fail("--seconds needs a number"))
-            }
-            _ => fail(&format!("unknown argument {a}")),
-        }
-    }
-    let seconds = seconds.min(600);
+    let seconds = args.num("seconds", 60).min(600);
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
@@ -101,6 +89,7 @@ fn main() {
     let conn = selfheal_sys::fuse::device_of(&mnt)
         .map(selfheal_sys::fuse::minor)
         .unwrap_or_else(|e| fail(&format!("{e}")));
+    selfheal_testprogs::stamp(args.stamp_file().as_deref(), "mounted");
     println!("mounted conn={conn}");
     let _ = std::io::stdout().flush();
     let end = Instant::now() + Duration::from_secs(seconds);

@@ -1,9 +1,9 @@
 //! A process whose memory grows steadily, for the memory-exhaustion tests.
 //!
-//! `tp-memhog [--rate-mib N] [--max-mib M] [--seconds S] [--churn]`
+//! `tp-memhog [--rate-mib N] [--max-mib M] [--seconds S] [--stamp FILE] [churn]`
 //!
 //! Allocates and touches N MiB per second (default 20) up to M MiB
-//! (default 256), then holds it; `--churn` frees everything at M and
+//! (default 256), then holds it; `churn` frees everything at M and
 //! starts again (legitimate memory churn). Prints `grown mib=<n>` after
 //! each step and exits by itself after S seconds (default 60, at most 600).
 
@@ -13,25 +13,12 @@ use std::time::{Duration, Instant};
 const MIB: usize = 1 << 20;
 
 fn main() {
-    let mut rate = 20usize;
-    let mut max = 256usize;
-    let mut seconds = 60u64;
-    let mut churn = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || {
-            args.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or_else(|| usage(&a))
-        };
-        match a.as_str() {
-            "--rate-mib" => rate = val().max(1) as usize,
-            "--max-mib" => max = val() as usize,
-            "--seconds" => seconds = val().min(600),
-            "--churn" => churn = true,
-            _ => usage(&a),
-        }
-    }
+    let args = selfheal_testprogs::Args::from_env();
+    let rate = args.num("rate-mib", 20).max(1) as usize;
+    let max = args.num("max-mib", 256) as usize;
+    let seconds = args.num("seconds", 60).min(600);
+    let churn = args.words.iter().any(|w| w == "churn");
+    selfheal_testprogs::stamp(args.stamp_file().as_deref(), "start");
     let end = Instant::now() + Duration::from_secs(seconds);
     let step = Duration::from_millis(100);
     let per_step = (rate * MIB / 10).max(4096);
@@ -57,9 +44,4 @@ fn main() {
         std::thread::sleep(step.saturating_sub(t.elapsed()));
     }
     std::hint::black_box(&held);
-}
-
-fn usage(bad: &str) -> ! {
-    eprintln!("tp-memhog: bad argument {bad}; usage: tp-memhog [--rate-mib N] [--max-mib M] [--seconds S] [--churn]");
-    std::process::exit(2)
 }

@@ -1,31 +1,22 @@
 //! A real-time busy loop for the RT-hog tests and benchmarks.
 //!
-//! `tp-rt-spin [--priority P] [--cpu C] [--seconds S] [--policy fifo|rr|other]`
+//! `tp-rt-spin [--priority P] [--cpu C] [--seconds S] [--policy fifo|other] [--stamp FILE]`
 //!
 //! Pins itself to CPU C (default 1), switches to SCHED_FIFO priority P
 //! (default 20), prints `spinning pid=<pid> tid=<tid> wall_ms=<ms>` and
-//! spins. It exits on its own after S seconds (default 10, at most 60) so a
+//! spins (stamping `spin`). It exits on its own after S seconds (default 10, at most 60) so a
 //! test that loses track of it can never leave a CPU hogged for long.
 
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn main() {
-    let mut priority = 20;
-    let mut cpu = 1usize;
-    let mut seconds = 10u64;
-    let mut policy = "fifo".to_string();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage(&a));
-        match a.as_str() {
-            "--priority" => priority = val().parse().unwrap_or_else(|_| usage("--priority")),
-            "--cpu" => cpu = val().parse().unwrap_or_else(|_| usage("--cpu")),
-            "--seconds" => seconds = val().parse().unwrap_or_else(|_| usage("--seconds")),
-            "--policy" => policy = val(),
-            _ => usage(&a),
-        }
-    }
+    let args = selfheal_testprogs::Args::from_env();
+    let priority = args.num("priority", 20) as i32;
+    let cpu = args.num("cpu", 1) as usize;
+    let seconds = args.num("seconds", 10);
+    let policy = args.get("policy").unwrap_or("fifo").to_string();
+    let stamp = args.stamp_file();
     let seconds = seconds.min(60);
     if let Err(e) = selfheal_sys::sched::pin_to_cpu(0, cpu) {
         eprintln!("tp-rt-spin: cannot pin to cpu {cpu}: {e}");
@@ -46,6 +37,7 @@ fn main() {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    selfheal_testprogs::stamp(stamp.as_deref(), "spin");
     println!(
         "spinning pid={} tid={} wall_ms={wall}",
         std::process::id(),
@@ -60,9 +52,4 @@ fn main() {
         }
         std::hint::black_box(x);
     }
-}
-
-fn usage(bad: &str) -> ! {
-    eprintln!("tp-rt-spin: bad argument {bad}; usage: tp-rt-spin [--priority P] [--cpu C] [--seconds S] [--policy fifo|other]");
-    std::process::exit(2)
 }

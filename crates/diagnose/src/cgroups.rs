@@ -1,0 +1,514 @@
+//! Cgroups with a memory or pids limit, and how close they are to it.
+//!
+//! A sandbox (or a systemd unit with `MemoryMax=`) can run out of memory or
+//! tasks while the machine as a whole looks fine, so the machine-wide
+//! metrics of the light detector never fire. The sweep therefore watches
+//! every cgroup that has a finite limit:
+//! - memory: unreclaimable memory (anon + shmem; there is no swap to push
+//!   it to) against the limit (v1 `hierarchical_memory_limit`, v2
+//!   `memory.max`), plus PSI (`memory.pressure`, v2 or the unified part of
+//!   a hybrid) and limit hits (v1 `memory.failcnt`, v2 `memory.events max`);
+//! - pids: `pids.current` against `pids.max`, and refused forks
+//!   (`pids.events max`).
+//!
+//! The list of limited cgroups is rebuilt every few seconds (walking the
+//! hierarchy); counters are read on every sweep.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use selfheal_cgroup::hierarchy::ControllerLocation;
+use selfheal_cgroup::Hierarchy;
+
+/// v1 reports "no limit" as a number near 2^63.
+const V1_UNLIMITED_FROM: u64 = 1 << 62;
+/// Deepest level walked below a hierarchy root.
+const MAX_DEPTH: usize = 6;
+/// Most cgroups watched.
+const MAX_WATCHED: usize = 512;
+
+/// Where the controllers' hierarchies are mounted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupRoots {
+    /// The memory controller's hierarchy root and whether it is v2.
+    pub memory: Option<(PathBuf, bool)>,
+    /// The pids controller's hierarchy root and whether it is v2.
+    pub pids: Option<(PathBuf, bool)>,
+    /// The unified (v2) root, for per-cgroup PSI even in a hybrid layout.
+    pub unified: Option<PathBuf>,
+}
+
+impl CgroupRoots {
+    /// The roots of this machine's hierarchies (empty when none is mounted).
+    pub fn detect() -> CgroupRoots {
+        match Hierarchy::detect() {
+            Ok(h) => CgroupRoots::from_hierarchy(&h),
+            Err(e) => {
+                tracing::warn!("cgroup limits will not be watched: {e}");
+                CgroupRoots::default()
+            }
+        }
+    }
+
+    /// The roots of the given hierarchies.
+    pub fn from_hierarchy(h: &Hierarchy) -> CgroupRoots {
+        let loc = |c: &str| match h.controller_location(c) {
+            Some(ControllerLocation::V1(m)) => m.dir("/").map(|d| (d, false)),
+            Some(ControllerLocation::V2(m)) => m.dir("/").map(|d| (d, true)),
+            None => None,
+        };
+        CgroupRoots {
+            memory: loc("memory"),
+            pids: loc("pids"),
+            unified: h.v2.as_ref().and_then(|m| m.dir("/")),
+        }
+    }
+}
+
+/// Memory of one limited cgroup.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CgroupMemory {
+    /// The effective limit.
+    pub limit_bytes: u64,
+    /// Charged memory, page cache included.
+    pub usage_bytes: u64,
+    /// anon + shmem: what cannot be reclaimed without swap.
+    pub unreclaimable_bytes: u64,
+    /// PSI memory `some` avg10, when the cgroup has a pressure file.
+    pub psi_some_avg10: Option<f64>,
+    /// PSI memory `full` avg10.
+    pub psi_full_avg10: Option<f64>,
+    /// Times the limit was hit (v1 failcnt, v2 events `max`).
+    pub limit_hits: Option<u64>,
+}
+
+impl CgroupMemory {
+    /// Unreclaimable memory as a share of the limit, percent.
+    pub fn percent(&self) -> f64 {
+        if self.limit_bytes == 0 {
+            return 0.0;
+        }
+        self.unreclaimable_bytes as f64 * 100.0 / self.limit_bytes as f64
+    }
+}
+
+/// Tasks of one limited cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupPids {
+    /// Tasks now.
+    pub current: u64,
+    /// The limit.
+    pub max: u64,
+    /// Forks refused since the cgroup was created.
+    pub refused: Option<u64>,
+    /// Forks refused since the previous sweep.
+    pub refused_recently: u64,
+}
+
+impl CgroupPids {
+    /// Tasks as a share of the limit, percent.
+    pub fn percent(&self) -> f64 {
+        if self.max == 0 {
+            return 0.0;
+        }
+        self.current as f64 * 100.0 / self.max as f64
+    }
+}
+
+/// One limited cgroup's readings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupUsage {
+    /// Path as in /proc/PID/cgroup (`/selfheal-sandbox/x`).
+    pub path: String,
+    /// Memory, when it has a memory limit.
+    pub memory: Option<CgroupMemory>,
+    /// Tasks, when it has a pids limit.
+    pub pids: Option<CgroupPids>,
+}
+
+#[derive(Debug, Clone)]
+struct Watched {
+    path: String,
+    memory: bool,
+    pids: bool,
+    last_refused: Option<u64>,
+}
+
+/// Finds limited cgroups and reads their counters.
+#[derive(Debug)]
+pub struct CgroupScanner {
+    roots: CgroupRoots,
+    watched: Vec<Watched>,
+    walked_at: Option<Instant>,
+    rewalk: Duration,
+}
+
+impl CgroupScanner {
+    /// A scanner over `roots`, re-walking the hierarchies every `rewalk`.
+    pub fn new(roots: CgroupRoots, rewalk: Duration) -> CgroupScanner {
+        CgroupScanner {
+            roots,
+            watched: Vec::new(),
+            walked_at: None,
+            rewalk,
+        }
+    }
+
+    /// The roots.
+    pub fn roots(&self) -> &CgroupRoots {
+        &self.roots
+    }
+
+    /// Reads every limited cgroup (re-walking first when due).
+    pub fn scan(&mut self) -> Vec<CgroupUsage> {
+        if self.walked_at.is_none_or(|t| t.elapsed() >= self.rewalk) {
+            self.walk();
+        }
+        let mut out = Vec::with_capacity(self.watched.len());
+        let roots = self.roots.clone();
+        self.watched.retain_mut(|w| {
+            let memory = if w.memory {
+                roots.memory.as_ref().and_then(|(root, v2)| {
+                    read_memory(&join(root, &w.path), *v2, roots.unified.as_deref(), &w.path)
+                })
+            } else {
+                None
+            };
+            let mut pids = if w.pids {
+                roots
+                    .pids
+                    .as_ref()
+                    .and_then(|(root, _)| read_pids(&join(root, &w.path)))
+            } else {
+                None
+            };
+            if let Some(p) = &mut pids {
+                p.refused_recently = match (p.refused, w.last_refused) {
+                    (Some(now), Some(before)) => now.saturating_sub(before),
+                    (Some(now), None) => now,
+                    _ => 0,
+                };
+                w.last_refused = p.refused;
+            }
+            if memory.is_none() && pids.is_none() {
+                return false; // removed meanwhile
+            }
+            out.push(CgroupUsage {
+                path: w.path.clone(),
+                memory,
+                pids,
+            });
+            true
+        });
+        out
+    }
+
+    /// Rebuilds the list of limited cgroups.
+    pub fn walk(&mut self) {
+        self.walked_at = Some(Instant::now());
+        let mut found: Vec<Watched> = Vec::new();
+        if let Some((root, v2)) = self.roots.memory.clone() {
+            walk_dirs(&root, &mut |rel, dir| {
+                if memory_limit(dir, v2).is_some() {
+                    upsert(&mut found, rel).memory = true;
+                }
+            });
+        }
+        if let Some((root, _)) = self.roots.pids.clone() {
+            walk_dirs(&root, &mut |rel, dir| {
+                if read_max(&dir.join("pids.max")).is_some() {
+                    upsert(&mut found, rel).pids = true;
+                }
+            });
+        }
+        // Keep refusal counts across walks.
+        for f in &mut found {
+            if let Some(old) = self.watched.iter().find(|w| w.path == f.path) {
+                f.last_refused = old.last_refused;
+            }
+        }
+        found.truncate(MAX_WATCHED);
+        self.watched = found;
+    }
+
+    /// Processes in cgroup `path` and its descendants (from whichever
+    /// hierarchy holds it), sorted.
+    pub fn members(&self, path: &str) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for (root, _) in [&self.roots.memory, &self.roots.pids].into_iter().flatten() {
+            let dir = join(root, path);
+            if dir.is_dir() {
+                collect_procs(&dir, &mut pids, 0);
+                break;
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+}
+
+fn upsert<'a>(found: &'a mut Vec<Watched>, rel: &str) -> &'a mut Watched {
+    if let Some(i) = found.iter().position(|w| w.path == rel) {
+        return &mut found[i];
+    }
+    found.push(Watched {
+        path: rel.to_string(),
+        memory: false,
+        pids: false,
+        last_refused: None,
+    });
+    let last = found.len() - 1;
+    &mut found[last]
+}
+
+/// `root` + cgroup path.
+fn join(root: &Path, rel: &str) -> PathBuf {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+/// Calls `f(rel_path, dir)` for every cgroup below `root` (not the root itself).
+fn walk_dirs(root: &Path, f: &mut dyn FnMut(&str, &Path)) {
+    fn go(root: &Path, dir: &Path, depth: usize, f: &mut dyn FnMut(&str, &Path)) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            if let Ok(rel) = path.strip_prefix(root) {
+                let rel = format!("/{}", rel.display());
+                f(&rel, &path);
+            }
+            go(root, &path, depth + 1, f);
+        }
+    }
+    go(root, root, 1, f);
+}
+
+fn collect_procs(dir: &Path, out: &mut Vec<i32>, depth: usize) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_procs(&e.path(), out, depth + 1);
+            }
+        }
+    }
+}
+
+/// A `max`-style limit file: `None` for "max", unreadable or absent.
+fn read_max(path: &Path) -> Option<u64> {
+    let t = std::fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    if t == "max" {
+        return None;
+    }
+    t.parse::<u64>().ok().filter(|v| *v < V1_UNLIMITED_FROM)
+}
+
+/// Value of `key` in a flat-keyed file.
+pub fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key))
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The memory limit of a cgroup dir, if finite.
+fn memory_limit(dir: &Path, v2: bool) -> Option<u64> {
+    if v2 {
+        read_max(&dir.join("memory.max"))
+    } else {
+        // The effective limit, ancestors included.
+        let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+        keyed(&stat, "hierarchical_memory_limit").filter(|v| *v < V1_UNLIMITED_FROM)
+    }
+}
+
+/// Parses a cgroup's memory files (pure, for tests): `stat` is memory.stat.
+pub fn parse_memory(
+    v2: bool,
+    stat: &str,
+    limit_bytes: u64,
+    usage_bytes: u64,
+    limit_hits: Option<u64>,
+    pressure: Option<&str>,
+) -> CgroupMemory {
+    let unreclaimable = if v2 {
+        keyed(stat, "anon").unwrap_or(0) + keyed(stat, "shmem").unwrap_or(0)
+    } else {
+        keyed(stat, "total_rss")
+            .or_else(|| keyed(stat, "rss"))
+            .unwrap_or(0)
+            + keyed(stat, "total_shmem")
+                .or_else(|| keyed(stat, "shmem"))
+                .unwrap_or(0)
+    };
+    let psi = |which: &str| {
+        pressure?.lines().find_map(|l| {
+            let rest = l.strip_prefix(which)?;
+            rest.split_whitespace()
+                .find_map(|f| f.strip_prefix("avg10="))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+    };
+    CgroupMemory {
+        limit_bytes,
+        usage_bytes,
+        unreclaimable_bytes: unreclaimable,
+        psi_some_avg10: psi("some "),
+        psi_full_avg10: psi("full "),
+        limit_hits,
+    }
+}
+
+fn read_memory(dir: &Path, v2: bool, unified: Option<&Path>, rel: &str) -> Option<CgroupMemory> {
+    let limit = memory_limit(dir, v2)?;
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+    let read_u64 = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let (usage, hits) = if v2 {
+        let events = std::fs::read_to_string(dir.join("memory.events")).ok();
+        (
+            read_u64("memory.current").unwrap_or(0),
+            events.and_then(|e| keyed(&e, "max")),
+        )
+    } else {
+        (
+            read_u64("memory.usage_in_bytes").unwrap_or(0),
+            read_u64("memory.failcnt"),
+        )
+    };
+    let pressure_dir = if v2 {
+        Some(dir.to_path_buf())
+    } else {
+        unified.map(|u| join(u, rel))
+    };
+    let pressure =
+        pressure_dir.and_then(|d| std::fs::read_to_string(d.join("memory.pressure")).ok());
+    Some(parse_memory(
+        v2,
+        &stat,
+        limit,
+        usage,
+        hits,
+        pressure.as_deref(),
+    ))
+}
+
+fn read_pids(dir: &Path) -> Option<CgroupPids> {
+    let max = read_max(&dir.join("pids.max"))?;
+    let current = std::fs::read_to_string(dir.join("pids.current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let refused = std::fs::read_to_string(dir.join("pids.events"))
+        .ok()
+        .and_then(|t| keyed(&t, "max"));
+    Some(CgroupPids {
+        current,
+        max,
+        refused,
+        refused_recently: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_memory_stat_from_this_machine() {
+        // Lines captured from /sys/fs/cgroup/memory/memory.stat (v1).
+        let stat = "cache 9891840\nrss 8519680\nshmem 9084928\ntotal_cache 4970516480\n\
+                    total_rss 935165952\ntotal_shmem 9084928\nhierarchical_memory_limit 268435456\n";
+        let m = parse_memory(false, stat, 268_435_456, 300_000_000, Some(7), None);
+        assert_eq!(m.unreclaimable_bytes, 935_165_952 + 9_084_928);
+        assert!(m.percent() > 100.0);
+        assert_eq!(m.limit_hits, Some(7));
+        assert_eq!(m.psi_some_avg10, None);
+    }
+
+    #[test]
+    fn v2_memory_with_pressure() {
+        let stat = "anon 200000000\nfile 50000000\nshmem 1000000\n";
+        let pressure = "some avg10=12.50 avg60=3.00 avg300=0.00 total=15314\n\
+                        full avg10=4.00 avg60=0.00 avg300=0.00 total=3024\n";
+        let m = parse_memory(true, stat, 256 << 20, 251_000_000, Some(3), Some(pressure));
+        assert_eq!(m.unreclaimable_bytes, 201_000_000);
+        assert!((m.percent() - 74.88).abs() < 0.1, "{}", m.percent());
+        assert_eq!(
+            (m.psi_some_avg10, m.psi_full_avg10),
+            (Some(12.5), Some(4.0))
+        );
+    }
+
+    #[test]
+    fn walks_limited_cgroups_in_a_fake_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let mem = d.path().join("memory");
+        let pids = d.path().join("pids");
+        let box_mem = mem.join("selfheal-sandbox/hog");
+        let box_pids = pids.join("selfheal-sandbox/hog");
+        std::fs::create_dir_all(&box_mem).unwrap();
+        std::fs::create_dir_all(&box_pids).unwrap();
+        std::fs::create_dir_all(mem.join("unlimited")).unwrap();
+        std::fs::write(
+            mem.join("unlimited/memory.stat"),
+            "total_rss 1\nhierarchical_memory_limit 9223372036854771712\n",
+        )
+        .unwrap();
+        std::fs::write(
+            box_mem.join("memory.stat"),
+            "total_rss 241172480\ntotal_shmem 0\nhierarchical_memory_limit 268435456\n",
+        )
+        .unwrap();
+        std::fs::write(box_mem.join("memory.usage_in_bytes"), "250000000\n").unwrap();
+        std::fs::write(box_mem.join("memory.failcnt"), "0\n").unwrap();
+        std::fs::write(box_mem.join("cgroup.procs"), "41\n42\n").unwrap();
+        std::fs::write(box_pids.join("pids.max"), "20\n").unwrap();
+        std::fs::write(box_pids.join("pids.current"), "20\n").unwrap();
+        std::fs::write(box_pids.join("pids.events"), "max 5\n").unwrap();
+        let roots = CgroupRoots {
+            memory: Some((mem.clone(), false)),
+            pids: Some((pids.clone(), false)),
+            unified: None,
+        };
+        let mut s = CgroupScanner::new(roots, Duration::from_secs(60));
+        let first = s.scan();
+        assert_eq!(first.len(), 1, "{first:?}");
+        let u = &first[0];
+        assert_eq!(u.path, "/selfheal-sandbox/hog");
+        assert!((u.memory.unwrap().percent() - 89.84).abs() < 0.1);
+        let p = u.pids.unwrap();
+        assert_eq!((p.current, p.max, p.refused_recently), (20, 20, 5));
+        std::fs::write(box_pids.join("pids.events"), "max 9\n").unwrap();
+        assert_eq!(s.scan()[0].pids.unwrap().refused_recently, 4);
+        assert_eq!(s.members("/selfheal-sandbox/hog"), vec![41, 42]);
+        std::fs::remove_dir_all(mem.join("selfheal-sandbox")).unwrap();
+        std::fs::remove_dir_all(pids.join("selfheal-sandbox")).unwrap();
+        assert!(s.scan().is_empty());
+    }
+}

@@ -1,0 +1,296 @@
+//! What the heavy detector concludes: a class, a culprit and the evidence.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use selfheal_event::{Culprit, Event, EventKind, Severity};
+
+/// The diagnosis classes. Their names are stable: the store, the API and
+/// the hang lab match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    /// A CPU monopolised by a real-time task (runaway loop at high priority).
+    RtHog,
+    /// A CPU stalled with no user-space culprit (kernel loop or lockup).
+    KernelStall,
+    /// Tasks stuck in uninterruptible sleep without progress for the bound.
+    DState,
+    /// Process count growing explosively in one tree, user or cgroup.
+    ForkBomb,
+    /// The machine or a cgroup out of memory, or thrashing.
+    MemoryExhaustion,
+    /// I/O stalled on a block device.
+    IoStall,
+    /// Not a hang: heavy but legitimate load.
+    LegitimateLoad,
+}
+
+impl Class {
+    /// Every class.
+    pub const ALL: &'static [Class] = &[
+        Class::RtHog,
+        Class::KernelStall,
+        Class::DState,
+        Class::ForkBomb,
+        Class::MemoryExhaustion,
+        Class::IoStall,
+        Class::LegitimateLoad,
+    ];
+
+    /// The stable name (`details.class`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::RtHog => "rt_hog",
+            Class::KernelStall => "kernel_stall",
+            Class::DState => "d_state",
+            Class::ForkBomb => "fork_bomb",
+            Class::MemoryExhaustion => "memory_exhaustion",
+            Class::IoStall => "io_stall",
+            Class::LegitimateLoad => "legitimate_load",
+        }
+    }
+
+    /// Index into [`Class::ALL`] (for counters).
+    pub fn index(self) -> usize {
+        Class::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What woke the heavy detector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// A light-detector rule fired.
+    Alert {
+        /// The rule.
+        rule: String,
+        /// `light` or `heavy`.
+        level: String,
+        /// The CPU, for per-CPU rules.
+        cpu: Option<u32>,
+    },
+    /// The stall detector found a CPU whose canary stopped running.
+    Stall {
+        /// The CPU.
+        cpu: u32,
+        /// How long its canary had not run when reported.
+        stalled_for: Duration,
+    },
+    /// The watchdog chain saw a detector's heartbeat go stale.
+    Watchdog {
+        /// Which heartbeat.
+        component: String,
+        /// Its age.
+        age: Duration,
+    },
+    /// The kernel reported a verdict.
+    Kernel {
+        /// Verdict name (`soft_lockup`, `hung_task`, …).
+        verdict: String,
+        /// CPU named, if any.
+        cpu: Option<u32>,
+    },
+    /// The sweep found tasks in D state past the bound.
+    DState {
+        /// Stuck threads.
+        tids: Vec<i32>,
+    },
+    /// The sweep found a cgroup near its memory or pids limit.
+    Cgroup {
+        /// The cgroup path.
+        path: String,
+        /// `memory` or `pids`.
+        resource: String,
+    },
+    /// A test or the CLI asked for a diagnosis.
+    Manual,
+}
+
+impl Trigger {
+    /// Short name: `alert`, `stall`, `watchdog`, `kernel`, `sweep`, `manual`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Alert { .. } => "alert",
+            Trigger::Stall { .. } => "stall",
+            Trigger::Watchdog { .. } => "watchdog",
+            Trigger::Kernel { .. } => "kernel",
+            Trigger::DState { .. } | Trigger::Cgroup { .. } => "sweep",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    /// The CPU this trigger points at, if any.
+    pub fn cpu(&self) -> Option<u32> {
+        match self {
+            Trigger::Alert { cpu, .. } | Trigger::Kernel { cpu, .. } => *cpu,
+            Trigger::Stall { cpu, .. } => Some(*cpu),
+            _ => None,
+        }
+    }
+
+    /// As JSON evidence.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Trigger::Alert { rule, level, cpu } => {
+                json!({"kind": "alert", "rule": rule, "level": level, "cpu": cpu})
+            }
+            Trigger::Stall { cpu, stalled_for } => {
+                json!({"kind": "stall", "cpu": cpu, "stalled_ms": stalled_for.as_millis() as u64})
+            }
+            Trigger::Watchdog { component, age } => {
+                json!({"kind": "watchdog", "component": component, "age_ms": age.as_millis() as u64})
+            }
+            Trigger::Kernel { verdict, cpu } => {
+                json!({"kind": "kernel", "verdict": verdict, "cpu": cpu})
+            }
+            Trigger::DState { tids } => {
+                json!({"kind": "sweep", "finding": "d_state", "tids": tids})
+            }
+            Trigger::Cgroup { path, resource } => {
+                json!({"kind": "sweep", "finding": resource, "cgroup": path})
+            }
+            Trigger::Manual => json!({"kind": "manual"}),
+        }
+    }
+}
+
+/// Whom recovery would act on, with the identity that makes acting safe.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TargetInfo {
+    /// The process.
+    pub pid: i32,
+    /// The thread to blame (for demotion).
+    pub tid: i32,
+    /// Process start time (ticks after boot): a reused pid has another.
+    pub starttime: u64,
+    /// Command name.
+    pub comm: String,
+    /// cgroup path (the most specific one).
+    pub cgroup: Option<String>,
+    /// systemd unit.
+    pub unit: Option<String>,
+    /// True for kernel threads (never acted on).
+    pub kernel_thread: bool,
+    /// For a fork bomb without a tree to follow (members re-parented to
+    /// init): every process with this command and uid belongs to it.
+    pub same_comm_uid: Option<(String, u32)>,
+}
+
+/// How to tell that the symptom cleared, for recovery's verification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Symptom {
+    /// A CPU's canary stopped running.
+    CpuStalled {
+        /// The CPU.
+        cpu: u32,
+    },
+    /// A real-time thread monopolises a CPU; cleared when it is gone, no
+    /// longer real-time, or runs less than `percent` of the time.
+    RtMonopoly {
+        /// The thread.
+        tid: i32,
+        /// Its process.
+        pid: i32,
+        /// Its start time.
+        starttime: u64,
+        /// Share of wall time above which it still monopolises, percent.
+        percent: f64,
+    },
+    /// Threads stuck in D state.
+    Stuck {
+        /// (pid, tid, start time) of each.
+        tasks: Vec<(i32, i32, u64)>,
+    },
+    /// A cgroup's task count at its limit.
+    CgroupTasks {
+        /// cgroup path.
+        path: String,
+        /// Cleared when the count falls below this.
+        below: u64,
+    },
+    /// A process tree's size.
+    TreeTasks {
+        /// Root pid.
+        root: i32,
+        /// Root start time.
+        starttime: u64,
+        /// Cleared when the tree has fewer tasks than this.
+        below: usize,
+    },
+    /// A cgroup's unreclaimable memory near its limit.
+    CgroupMemory {
+        /// cgroup path.
+        path: String,
+        /// Cleared when usage falls below this share of the limit, percent.
+        percent: f64,
+    },
+    /// The machine's available memory low.
+    MachineMemory {
+        /// Cleared when MemAvailable is at least this share, percent.
+        available_percent: f64,
+    },
+    /// Nothing to verify (record-only classes).
+    Unverifiable,
+}
+
+/// One diagnosis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    /// The class.
+    pub class: Class,
+    /// Who is to blame, as recorded.
+    pub culprit: Culprit,
+    /// Whom recovery acts on; `None` when there is no user-space culprit.
+    pub target: Option<TargetInfo>,
+    /// One line for the event message.
+    pub summary: String,
+    /// Evidence (merged into the event's details).
+    pub evidence: Value,
+    /// How recovery checks that it worked.
+    pub symptom: Symptom,
+}
+
+impl Diagnosis {
+    /// A key that identifies "the same problem" across runs (for debouncing).
+    pub fn key(&self) -> String {
+        match &self.target {
+            Some(t) => format!("{}:{}:{}", self.class, t.pid, t.starttime),
+            None => format!(
+                "{}:cpu{:?}:{}",
+                self.class,
+                self.culprit.cpu,
+                self.culprit.cgroup.as_deref().unwrap_or("")
+            ),
+        }
+    }
+
+    /// The store event: kind `diagnosis` (`dismissed` for legitimate load).
+    pub fn to_event(&self, trigger: &Trigger, latency: Option<Duration>) -> Event {
+        let (kind, severity) = if self.class == Class::LegitimateLoad {
+            (EventKind::Dismissed, Severity::Info)
+        } else {
+            (EventKind::Diagnosis, Severity::Critical)
+        };
+        let mut details = json!({
+            "class": self.class.as_str(),
+            "trigger": trigger.to_json(),
+            "evidence": self.evidence,
+        });
+        if let Some(l) = latency {
+            details["detection_latency_ms"] = json!(l.as_secs_f64() * 1000.0);
+        }
+        let mut e = Event::now(kind, severity, "heavy", self.summary.clone())
+            .with_rule(self.class.as_str())
+            .with_details(details);
+        if !self.culprit.is_empty() {
+            e = e.with_culprit(self.culprit.clone());
+        }
+        e
+    }
+}

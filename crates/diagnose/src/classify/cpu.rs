@@ -1,0 +1,177 @@
+//! CPU-level hangs: a real-time task monopolising a CPU (`rt_hog`) and a
+//! CPU stalled in the kernel (`kernel_stall`).
+//!
+//! A CPU is *stalled* when the stall detector's canary on it has not run
+//! for the bound, or the kernel reported a lockup or RCU stall on it. Who
+//! ran there: the thread with the most run time on that CPU between the
+//! snapshots. A real-time user thread that ran most of the interval is an
+//! RT hog, stalled CPU or not. On a stalled CPU anything else (a kernel
+//! thread, a task looping in a system call, or nothing accounted at all
+//! because interrupts are off) is a kernel stall.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use selfheal_event::Culprit;
+
+use super::{round1, Deltas, Diagnoser, Observation, TaskDelta};
+use crate::class::{Class, Diagnosis, Symptom};
+
+pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
+    let mut stalled: BTreeMap<u32, Option<Duration>> = BTreeMap::new();
+    for &(cpu, dur) in obs.stalled_cpus {
+        stalled.insert(cpu, Some(dur));
+    }
+    for r in obs.kernel.iter().filter(|r| r.kind.is_cpu_stall()) {
+        if let Some(cpu) = r.cpu {
+            stalled.entry(cpu).or_insert(None);
+        }
+    }
+    let mono = dx.thresholds.monopoly_percent / 100.0;
+    let mut cpus: Vec<u32> = d
+        .tasks
+        .iter()
+        .filter_map(|t| t.after.stat.processor)
+        .collect();
+    cpus.extend(stalled.keys().copied());
+    cpus.sort_unstable();
+    cpus.dedup();
+
+    let mut out = Vec::new();
+    for cpu in cpus {
+        let mut runners: Vec<&TaskDelta<'_>> = d
+            .tasks
+            .iter()
+            .filter(|t| t.after.stat.processor == Some(cpu) && !dx.is_own(t.after.pid))
+            .collect();
+        runners.sort_by_key(|t| std::cmp::Reverse(t.runtime_ns));
+        let top = runners.first().copied();
+        let share = top.map_or(0.0, |t| d.share(t));
+        let is_stalled = stalled.contains_key(&cpu);
+        let rt =
+            top.is_some_and(|t| is_realtime(t.after.stat.policy) && !t.after.is_kernel_thread());
+        let kernel = Diagnoser::kernel_json(obs, |r| {
+            r.cpu == Some(cpu) || r.kind.as_str() == "rt_throttling"
+        });
+        let waiting: Vec<serde_json::Value> = runners
+            .iter()
+            .skip(1)
+            .filter(|t| t.wait_ns > 0 && matches!(t.after.stat.state, 'R'))
+            .take(5)
+            .map(|t| json!({"pid": t.after.pid, "comm": t.after.stat.comm, "wait_ms": t.wait_ns as f64 / 1e6}))
+            .collect();
+        let stall_ms = stalled
+            .get(&cpu)
+            .copied()
+            .flatten()
+            .map(|s| s.as_millis() as u64);
+
+        if let (Some(top), true) = (top, rt && share >= mono) {
+            let (mut culprit, target) = dx.culprit_of(top.after);
+            culprit.cpu = Some(cpu);
+            let t = top.after;
+            out.push(Diagnosis {
+                class: Class::RtHog,
+                summary: format!(
+                    "rt_hog: {} pid {} (tid {}, {} priority {}) ran {:.0}% of cpu {}{}",
+                    t.stat.comm,
+                    t.pid,
+                    t.tid,
+                    super::policy_name(t.stat.policy),
+                    t.stat.rt_priority,
+                    share * 100.0,
+                    cpu,
+                    stall_ms.map_or(String::new(), |ms| format!("; cpu stalled for {ms} ms")),
+                ),
+                culprit,
+                target: Some(target),
+                evidence: json!({
+                    "cpu": cpu,
+                    "cpu_stalled_ms": stall_ms,
+                    "culprit": dx.task_json(t, Some((top, share))),
+                    "runnable_waiting_on_cpu": waiting,
+                    "kernel_reports": kernel,
+                    "interval_ms": d.interval.as_secs_f64() * 1000.0,
+                }),
+                symptom: Symptom::RtMonopoly {
+                    tid: t.tid,
+                    pid: t.pid,
+                    starttime: t.stat.starttime_ticks,
+                    percent: dx.thresholds.monopoly_percent,
+                },
+            });
+            continue;
+        }
+        if !is_stalled {
+            continue;
+        }
+        // Kernel stall. The culprit is whoever held the CPU: the top runner
+        // if it ran at all, else the thread last seen runnable there.
+        let suspect = top
+            .filter(|t| d.share(t) > 0.05)
+            .map(|t| t.after)
+            .or_else(|| {
+                obs.after.tasks.iter().find(|t| {
+                    t.stat.processor == Some(cpu) && t.stat.state == 'R' && !dx.is_own(t.pid)
+                })
+            });
+        let (culprit, target, culprit_json) = match suspect {
+            Some(t) => {
+                let (mut c, target) = dx.culprit_of(t);
+                c.cpu = Some(cpu);
+                let delta = top
+                    .filter(|d| d.after.tid == t.tid)
+                    .map(|x| (x, d.share(x)));
+                (c, Some(target), Some(dx.task_json(t, delta)))
+            }
+            None => (
+                Culprit {
+                    cpu: Some(cpu),
+                    ..Culprit::default()
+                },
+                None,
+                None,
+            ),
+        };
+        let stack = suspect.and_then(|t| dx.stack_of(t.pid, t.tid));
+        let who = suspect.map_or("nothing accounted (interrupts off?)".to_string(), |t| {
+            format!(
+                "{} pid {}{}",
+                t.stat.comm,
+                t.pid,
+                if t.is_kernel_thread() {
+                    " (kernel thread)"
+                } else {
+                    " in the kernel"
+                }
+            )
+        });
+        out.push(Diagnosis {
+            class: Class::KernelStall,
+            summary: format!(
+                "kernel_stall: cpu {cpu} makes no scheduling progress{}; on it: {who}",
+                stall_ms.map_or(String::new(), |ms| format!(" for {ms} ms")),
+            ),
+            culprit,
+            target,
+            evidence: json!({
+                "cpu": cpu,
+                "cpu_stalled_ms": stall_ms,
+                "top_share_percent": round1(share * 100.0),
+                "culprit": culprit_json,
+                "kernel_stack": stack,
+                "kernel_reports": kernel,
+                "interval_ms": d.interval.as_secs_f64() * 1000.0,
+            }),
+            symptom: Symptom::CpuStalled { cpu },
+        });
+    }
+    out
+}
+
+/// SCHED_FIFO, SCHED_RR and SCHED_DEADLINE all beat normal tasks outright.
+pub(super) fn is_realtime(policy: u32) -> bool {
+    matches!(policy, 1 | 2 | 6)
+}

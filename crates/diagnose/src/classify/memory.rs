@@ -1,0 +1,162 @@
+//! Memory exhaustion and thrashing, for the whole machine or for one cgroup
+//! near its limit.
+//!
+//! - Machine: MemAvailable below `mem_available_percent`, or PSI memory
+//!   `full` avg10 at least `psi_memory_full` (every task stalled on memory).
+//! - Cgroup: unreclaimable memory (anon + shmem) at `cgroup_memory_percent`
+//!   of the limit. The kernel OOM-kills inside the cgroup when it reaches
+//!   100%; we act before that, on the process whose growth caused it.
+//!
+//! The culprit is the process whose resident set grew most between the
+//! snapshots, or the largest one when nothing grew.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::json;
+
+use super::{round1, Deltas, Diagnoser, Observation};
+use crate::class::{Class, Diagnosis, Symptom};
+use crate::snapshot::TaskSample;
+
+pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
+    let th = &dx.thresholds;
+    let page = selfheal_sys::sched::page_size() as u64;
+    let before: HashMap<(i32, u64), u64> = obs
+        .before
+        .processes()
+        .iter()
+        .map(|t| ((t.pid, t.stat.starttime_ticks), t.stat.rss_pages * page))
+        .collect();
+    let growth = |t: &TaskSample| -> i64 {
+        let now = (t.stat.rss_pages * page) as i64;
+        let then = before
+            .get(&(t.pid, t.stat.starttime_ticks))
+            .copied()
+            .unwrap_or(0) as i64;
+        now - then
+    };
+    let candidates = |members: Option<&HashSet<i32>>| -> Vec<&TaskSample> {
+        let mut v: Vec<&TaskSample> = obs
+            .after
+            .processes()
+            .into_iter()
+            .filter(|t| !t.is_kernel_thread() && !dx.is_own(t.pid))
+            .filter(|t| members.is_none_or(|m| m.contains(&t.pid)))
+            .collect();
+        v.sort_by(|a, b| {
+            growth(b)
+                .cmp(&growth(a))
+                .then(b.stat.rss_pages.cmp(&a.stat.rss_pages))
+        });
+        v
+    };
+    let describe = |list: &[&TaskSample]| -> Vec<serde_json::Value> {
+        list.iter()
+            .take(5)
+            .map(|t| {
+                json!({
+                    "pid": t.pid, "comm": t.stat.comm,
+                    "rss_bytes": t.stat.rss_pages * page,
+                    "rss_growth_bytes": growth(t),
+                })
+            })
+            .collect()
+    };
+    let per_second = |g: i64| g as f64 / d.interval.as_secs_f64().max(1e-3);
+
+    let mut out = Vec::new();
+    for cg in obs.cgroups {
+        let Some(m) = cg.memory else { continue };
+        if m.percent() < th.cgroup_memory_percent {
+            continue;
+        }
+        let members: HashSet<i32> = obs
+            .cgroup_members
+            .get(&cg.path)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        let list = candidates(Some(&members));
+        let Some(top) = list.first().copied() else {
+            continue;
+        };
+        let (mut culprit, mut target) = dx.culprit_of(top);
+        culprit.cgroup = Some(cg.path.clone());
+        target.cgroup = Some(cg.path.clone());
+        out.push(Diagnosis {
+            class: Class::MemoryExhaustion,
+            summary: format!(
+                "memory_exhaustion: cgroup {} at {:.0}% of its {} MiB limit (unreclaimable); {} pid {} holds {} MiB, growing {:.1} MiB/s",
+                cg.path,
+                m.percent(),
+                m.limit_bytes >> 20,
+                top.stat.comm,
+                top.pid,
+                (top.stat.rss_pages * page) >> 20,
+                per_second(growth(top)) / (1 << 20) as f64,
+            ),
+            culprit,
+            target: Some(target),
+            evidence: json!({
+                "scope": "cgroup",
+                "cgroup": cg.path,
+                "limit_bytes": m.limit_bytes,
+                "usage_bytes": m.usage_bytes,
+                "unreclaimable_bytes": m.unreclaimable_bytes,
+                "percent": round1(m.percent()),
+                "psi_some_avg10": m.psi_some_avg10,
+                "psi_full_avg10": m.psi_full_avg10,
+                "limit_hits": m.limit_hits,
+                "largest": describe(&list),
+            }),
+            symptom: Symptom::CgroupMemory {
+                path: cg.path.clone(),
+                percent: th.cgroup_memory_percent,
+            },
+        });
+    }
+
+    let sys = &obs.after.system;
+    let avail = sys
+        .mem
+        .available_bytes
+        .map(|a| a as f64 * 100.0 / sys.mem.total_bytes.max(1) as f64);
+    let full = sys.psi_memory.and_then(|p| p.full).map(|l| l.avg10);
+    let low = avail.is_some_and(|a| a < th.mem_available_percent);
+    let thrashing = full.is_some_and(|f| f >= th.psi_memory_full);
+    if low || thrashing {
+        let list = candidates(None);
+        if let Some(top) = list.first().copied() {
+            let (culprit, target) = dx.culprit_of(top);
+            let majflt = sys
+                .vm
+                .pgmajfault
+                .saturating_sub(obs.before.system.vm.pgmajfault);
+            out.push(Diagnosis {
+                class: Class::MemoryExhaustion,
+                summary: format!(
+                    "memory_exhaustion: machine {}{}; {} pid {} holds {} MiB, growing {:.1} MiB/s",
+                    avail.map_or(String::new(), |a| format!("has {a:.1}% memory available")),
+                    full.filter(|_| thrashing)
+                        .map_or(String::new(), |f| format!(", thrashing (PSI memory full {f:.0}%)")),
+                    top.stat.comm,
+                    top.pid,
+                    (top.stat.rss_pages * page) >> 20,
+                    per_second(growth(top)) / (1 << 20) as f64,
+                ),
+                culprit,
+                target: Some(target),
+                evidence: json!({
+                    "scope": "machine",
+                    "mem_available_percent": avail.map(round1),
+                    "psi_memory_full_avg10": full,
+                    "major_faults_per_second": round1(majflt as f64 / d.interval.as_secs_f64().max(1e-3)),
+                    "largest": describe(&list),
+                }),
+                symptom: Symptom::MachineMemory {
+                    available_percent: th.mem_available_percent,
+                },
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,407 @@
+//! Diagnosis: from two snapshots and what the sweep and the stall detector
+//! know, decide which hang this is (if any), name the culprit and collect
+//! the evidence. Pure over its inputs, so it is tested on snapshots
+//! recorded while real faults ran.
+//!
+//! One file per family: [`cpu`] (RT hog, kernel stall), [`blocked`]
+//! (D state, I/O stall), [`forkbomb`], [`memory`]. Whatever none of them
+//! claims is legitimate load.
+
+mod blocked;
+mod cpu;
+mod forkbomb;
+mod memory;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use selfheal_event::Culprit;
+use selfheal_kmsg::KernelReport;
+
+use crate::cgroups::CgroupUsage;
+use crate::class::{Class, Diagnosis, Symptom, TargetInfo, Trigger};
+use crate::snapshot::{Snapshot, TaskSample};
+use crate::sweep::StuckTask;
+
+/// Thresholds (from `[heavy]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// Share of an interval that counts as monopolising a CPU, percent.
+    pub monopoly_percent: f64,
+    /// D-state bound.
+    pub dstate_bound: Duration,
+    /// Machine: MemAvailable below this percentage is exhaustion.
+    pub mem_available_percent: f64,
+    /// Machine: PSI memory full avg10 at least this is thrashing.
+    pub psi_memory_full: f64,
+    /// Cgroup: unreclaimable memory at this share of the limit.
+    pub cgroup_memory_percent: f64,
+    /// Cgroup: tasks at this share of the pids limit (with refused forks).
+    pub cgroup_pids_percent: f64,
+    /// Tree/user task count for a fork bomb without pids limit.
+    pub fork_bomb_tasks: u32,
+}
+
+impl Thresholds {
+    /// From the `[heavy]` config section.
+    pub fn from_config(c: &selfheal_config::HeavyConfig) -> Thresholds {
+        Thresholds {
+            monopoly_percent: c.monopoly_percent,
+            dstate_bound: c.dstate_bound.get(),
+            mem_available_percent: c.mem_available_percent,
+            psi_memory_full: c.psi_memory_full,
+            cgroup_memory_percent: c.cgroup_memory_percent,
+            cgroup_pids_percent: c.cgroup_pids_percent,
+            fork_bomb_tasks: c.fork_bomb_tasks,
+        }
+    }
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds::from_config(&selfheal_config::HeavyConfig::default())
+    }
+}
+
+/// Everything diagnosis looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// What woke the detector.
+    pub trigger: &'a Trigger,
+    /// The first snapshot.
+    pub before: &'a Snapshot,
+    /// The second snapshot.
+    pub after: &'a Snapshot,
+    /// CPUs the stall detector currently reports stalled, with for how long.
+    pub stalled_cpus: &'a [(u32, Duration)],
+    /// Threads in D without progress (from the sweep), oldest first.
+    pub stuck: &'a [StuckTask],
+    /// Limited cgroups' readings.
+    pub cgroups: &'a [CgroupUsage],
+    /// Members of the cgroups in `cgroups` that look exhausted, by path.
+    pub cgroup_members: &'a HashMap<String, Vec<i32>>,
+    /// Kernel reports from the correlation window.
+    pub kernel: &'a [KernelReport],
+}
+
+/// Produces diagnoses.
+#[derive(Debug, Clone)]
+pub struct Diagnoser {
+    /// Thresholds.
+    pub thresholds: Thresholds,
+    /// procfs root, to read culprits' cgroups and kernel stacks.
+    pub proc_root: PathBuf,
+    /// Processes that are selfheal itself (never a culprit).
+    pub own_pids: Vec<i32>,
+    /// Clock ticks per second of /proc times.
+    pub clk_tck: u64,
+}
+
+impl Diagnoser {
+    /// A diagnoser reading culprit details under `proc_root`.
+    pub fn new(thresholds: Thresholds, proc_root: &Path) -> Diagnoser {
+        Diagnoser {
+            thresholds,
+            proc_root: proc_root.to_path_buf(),
+            own_pids: vec![std::process::id() as i32],
+            clk_tck: selfheal_sys::sched::clock_ticks_per_second(),
+        }
+    }
+
+    /// Diagnoses an observation: every hang found, or one `legitimate_load`
+    /// dismissal saying why nothing is wrong.
+    pub fn diagnose(&self, obs: &Observation<'_>) -> Vec<Diagnosis> {
+        let deltas = Deltas::new(obs.before, obs.after, self.clk_tck);
+        let mut out = Vec::new();
+        out.extend(cpu::diagnose(self, obs, &deltas));
+        out.extend(blocked::diagnose(self, obs, &deltas));
+        out.extend(forkbomb::diagnose(self, obs, &deltas));
+        out.extend(memory::diagnose(self, obs, &deltas));
+        if out.is_empty() {
+            out.push(self.dismiss(obs, &deltas));
+        }
+        out
+    }
+
+    /// The legitimate-load verdict, with what was checked.
+    fn dismiss(&self, obs: &Observation<'_>, d: &Deltas<'_>) -> Diagnosis {
+        let mut busiest: Vec<&TaskDelta<'_>> = d.tasks.iter().collect();
+        busiest.sort_by_key(|t| std::cmp::Reverse(t.runtime_ns));
+        let top: Vec<Value> = busiest
+            .iter()
+            .take(5)
+            .map(|t| {
+                json!({
+                    "pid": t.after.pid, "tid": t.after.tid, "comm": t.after.stat.comm,
+                    "cpu_percent": round1(d.share(t) * 100.0),
+                    "policy": policy_name(t.after.stat.policy),
+                })
+            })
+            .collect();
+        let mem = &obs.after.system.mem;
+        let avail = mem
+            .available_bytes
+            .map(|a| round1(a as f64 * 100.0 / mem.total_bytes.max(1) as f64));
+        let in_d = obs
+            .after
+            .tasks
+            .iter()
+            .filter(|t| t.stat.state == 'D')
+            .count();
+        let runnable = obs
+            .after
+            .tasks
+            .iter()
+            .filter(|t| t.stat.state == 'R')
+            .count();
+        let why = format!(
+            "no hang: {} runnable and {} blocked threads all progressing, no CPU stalled, memory {} available",
+            runnable,
+            in_d,
+            avail.map_or("?".to_string(), |a| format!("{a}%"))
+        );
+        Diagnosis {
+            class: Class::LegitimateLoad,
+            culprit: Culprit::default(),
+            target: None,
+            summary: format!("{} dismissed: {why}", trigger_label(obs.trigger)),
+            evidence: json!({
+                "reason": why,
+                "runnable_threads": runnable,
+                "d_state_threads": in_d,
+                "mem_available_percent": avail,
+                "busiest": top,
+                "interval_ms": d.interval.as_secs_f64() * 1000.0,
+            }),
+            symptom: Symptom::Unverifiable,
+        }
+    }
+
+    /// Culprit and target for one thread, with cgroup and unit read live.
+    pub(crate) fn culprit_of(&self, t: &TaskSample) -> (Culprit, TargetInfo) {
+        let (cgroup, unit) = self.cgroup_of(t.pid);
+        let culprit = Culprit {
+            pid: Some(t.pid),
+            tid: Some(t.tid),
+            comm: Some(t.stat.comm.clone()),
+            cgroup: cgroup.clone(),
+            unit: unit.clone(),
+            cpu: t.stat.processor,
+            app: None,
+        };
+        let starttime = self.process_starttime(t);
+        let target = TargetInfo {
+            pid: t.pid,
+            tid: t.tid,
+            starttime,
+            comm: t.stat.comm.clone(),
+            cgroup,
+            unit,
+            kernel_thread: t.is_kernel_thread(),
+            same_comm_uid: None,
+        };
+        (culprit, target)
+    }
+
+    /// The start time of the *process* (its main thread) of `t`.
+    fn process_starttime(&self, t: &TaskSample) -> u64 {
+        if t.pid == t.tid {
+            return t.stat.starttime_ticks;
+        }
+        std::fs::read_to_string(self.proc_root.join(t.pid.to_string()).join("stat"))
+            .ok()
+            .and_then(|s| selfheal_procfs::task::parse_task_stat(&s))
+            .map_or(t.stat.starttime_ticks, |s| s.starttime_ticks)
+    }
+
+    /// The most specific cgroup of `pid` and its systemd unit.
+    pub(crate) fn cgroup_of(&self, pid: i32) -> (Option<String>, Option<String>) {
+        match selfheal_cgroup::read_pid_cgroup_at(&self.proc_root, pid) {
+            Ok(entries) => {
+                let best = selfheal_cgroup::most_specific(&entries);
+                let path = best.map(|e| e.path.clone());
+                let unit = path
+                    .as_deref()
+                    .and_then(selfheal_cgroup::systemd_unit_of)
+                    .map(str::to_string);
+                (path, unit)
+            }
+            Err(_) => (None, None),
+        }
+    }
+
+    /// JSON describing a thread, for evidence.
+    pub(crate) fn task_json(&self, t: &TaskSample, delta: Option<(&TaskDelta<'_>, f64)>) -> Value {
+        let mut v = json!({
+            "pid": t.pid,
+            "tid": t.tid,
+            "comm": t.stat.comm,
+            "state": t.stat.state.to_string(),
+            "cpu": t.stat.processor,
+            "policy": policy_name(t.stat.policy),
+            "rt_priority": t.stat.rt_priority,
+            "nice": t.stat.nice,
+            "ppid": t.stat.ppid,
+            "rss_bytes": t.stat.rss_pages * selfheal_sys::sched::page_size() as u64,
+            "kernel_thread": t.is_kernel_thread(),
+            "wchan": t.wchan,
+            "uid": t.uid,
+        });
+        if let Some((d, share)) = delta {
+            v["cpu_percent"] = json!(round1(share * 100.0));
+            v["user_ms"] = json!(d.user_ticks * 1000 / self.clk_tck.max(1));
+            v["system_ms"] = json!(d.system_ticks * 1000 / self.clk_tck.max(1));
+            v["timeslices"] = json!(d.timeslices);
+            v["wait_ms"] = json!(d.wait_ns as f64 / 1e6);
+        }
+        v
+    }
+
+    /// Kernel reports matching a CPU or a pid, as JSON.
+    pub(crate) fn kernel_json(
+        obs: &Observation<'_>,
+        keep: impl Fn(&KernelReport) -> bool,
+    ) -> Vec<Value> {
+        obs.kernel
+            .iter()
+            .filter(|r| keep(r))
+            .map(|r| {
+                json!({
+                    "verdict": r.kind.as_str(),
+                    "headline": r.headline,
+                    "cpu": r.cpu, "pid": r.pid, "comm": r.comm,
+                    "kernel_ts_us": r.ts_us,
+                })
+            })
+            .collect()
+    }
+
+    /// The kernel stack of a thread (root only), trimmed for evidence.
+    pub(crate) fn stack_of(&self, pid: i32, tid: i32) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(
+            self.proc_root
+                .join(pid.to_string())
+                .join("task")
+                .join(tid.to_string())
+                .join("stack"),
+        )
+        .ok()?;
+        let lines: Vec<String> = text
+            .lines()
+            .take(24)
+            .map(|l| l.trim().to_string())
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    }
+
+    pub(crate) fn is_own(&self, pid: i32) -> bool {
+        self.own_pids.contains(&pid)
+    }
+}
+
+/// One thread's change between the snapshots.
+#[derive(Debug, Clone)]
+pub struct TaskDelta<'a> {
+    /// The thread in the second snapshot.
+    pub after: &'a TaskSample,
+    /// The thread in the first snapshot.
+    pub before: &'a TaskSample,
+    /// Time run, ns.
+    pub runtime_ns: u64,
+    /// Time waiting for a CPU, ns.
+    pub wait_ns: u64,
+    /// Times scheduled in.
+    pub timeslices: u64,
+    /// User ticks.
+    pub user_ticks: u64,
+    /// System ticks.
+    pub system_ticks: u64,
+}
+
+/// The deltas of every thread present in both snapshots.
+#[derive(Debug)]
+pub struct Deltas<'a> {
+    /// Per thread.
+    pub tasks: Vec<TaskDelta<'a>>,
+    /// Time between the snapshots.
+    pub interval: Duration,
+}
+
+impl<'a> Deltas<'a> {
+    fn new(before: &'a Snapshot, after: &'a Snapshot, clk_tck: u64) -> Deltas<'a> {
+        let index = before.index();
+        let interval = after
+            .taken_at
+            .saturating_duration_since(before.taken_at)
+            .max(Duration::from_millis(1));
+        let tasks = after
+            .tasks
+            .iter()
+            .filter_map(|a| {
+                let b = index.get(&a.key())?;
+                let user = a.stat.utime_ticks.saturating_sub(b.stat.utime_ticks);
+                let system = a.stat.stime_ticks.saturating_sub(b.stat.stime_ticks);
+                let (runtime_ns, wait_ns, timeslices) = match (a.sched, b.sched) {
+                    (Some(x), Some(y)) => (
+                        x.runtime_ns.saturating_sub(y.runtime_ns),
+                        x.wait_ns.saturating_sub(y.wait_ns),
+                        x.timeslices.saturating_sub(y.timeslices),
+                    ),
+                    _ => ((user + system) * 1_000_000_000 / clk_tck.max(1), 0, 0),
+                };
+                Some(TaskDelta {
+                    after: a,
+                    before: b,
+                    runtime_ns,
+                    wait_ns,
+                    timeslices,
+                    user_ticks: user,
+                    system_ticks: system,
+                })
+            })
+            .collect();
+        Deltas { tasks, interval }
+    }
+
+    /// Share of the interval a thread ran (0..≈1).
+    pub fn share(&self, t: &TaskDelta<'_>) -> f64 {
+        t.runtime_ns as f64 / self.interval.as_nanos() as f64
+    }
+}
+
+/// `SCHED_*` name of a policy number.
+pub fn policy_name(policy: u32) -> &'static str {
+    match policy {
+        0 => "SCHED_OTHER",
+        1 => "SCHED_FIFO",
+        2 => "SCHED_RR",
+        3 => "SCHED_BATCH",
+        5 => "SCHED_IDLE",
+        6 => "SCHED_DEADLINE",
+        _ => "SCHED_UNKNOWN",
+    }
+}
+
+fn trigger_label(t: &Trigger) -> String {
+    match t {
+        Trigger::Alert { rule, cpu, .. } => match cpu {
+            Some(c) => format!("alert {rule} on cpu {c}"),
+            None => format!("alert {rule}"),
+        },
+        Trigger::Stall { cpu, .. } => format!("stall of cpu {cpu}"),
+        Trigger::Watchdog { component, .. } => format!("watchdog ({component})"),
+        Trigger::Kernel { verdict, .. } => format!("kernel {verdict}"),
+        Trigger::DState { .. } => "D-state sweep".to_string(),
+        Trigger::Cgroup { path, resource } => format!("{resource} sweep of {path}"),
+        Trigger::Manual => "manual check".to_string(),
+    }
+}
+
+pub(crate) fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}

@@ -1,0 +1,350 @@
+//! Diagnosis of snapshots recorded while real faults ran (see
+//! `tests/fixtures/README.md`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::cgroups::{CgroupRoots, CgroupScanner};
+use crate::snapshot::SnapshotReader;
+use crate::sweep::DStateTracker;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    meta: serde_json::Value,
+}
+
+impl Fixture {
+    fn load(case: &str) -> Fixture {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(case);
+        let dir = tempfile::tempdir().unwrap();
+        for t in ["t0", "t1"] {
+            unpack(
+                &std::fs::read(src.join(format!("{t}.txt"))).unwrap(),
+                &dir.path().join(t),
+            );
+        }
+        let meta =
+            serde_json::from_str(&std::fs::read_to_string(src.join("meta.json")).unwrap()).unwrap();
+        Fixture { dir, meta }
+    }
+
+    fn root(&self, t: &str) -> PathBuf {
+        self.dir.path().join(t)
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.meta["interval_ms"].as_f64().unwrap() / 1000.0)
+    }
+
+    fn cgroup(&self) -> String {
+        self.meta["cgroup"].as_str().unwrap().to_string()
+    }
+
+    /// Both snapshots, `interval` apart.
+    fn snapshots(&self) -> (Snapshot, Snapshot) {
+        let base = Instant::now();
+        let mut a = SnapshotReader::new(&self.root("t0").join("proc"))
+            .take()
+            .unwrap();
+        let mut b = SnapshotReader::new(&self.root("t1").join("proc"))
+            .take()
+            .unwrap();
+        a.taken_at = base;
+        b.taken_at = base + self.interval();
+        (a, b)
+    }
+
+    fn scanner(&self) -> CgroupScanner {
+        let cg = self.root("t1").join("cgroup");
+        CgroupScanner::new(
+            CgroupRoots {
+                memory: Some((cg.join("memory"), false)),
+                pids: Some((cg.join("pids"), false)),
+                unified: Some(cg.join("unified")),
+            },
+            Duration::from_secs(60),
+        )
+    }
+
+    fn diagnoser(&self, thresholds: Thresholds) -> Diagnoser {
+        let mut d = Diagnoser::new(thresholds, &self.root("t1").join("proc"));
+        d.own_pids.clear();
+        d
+    }
+
+    /// The pid of the first process named `comm` in the second snapshot.
+    fn pid_of(&self, snap: &Snapshot, comm: &str) -> i32 {
+        snap.processes()
+            .into_iter()
+            .find(|t| t.stat.comm == comm)
+            .unwrap_or_else(|| panic!("{comm} not in the fixture"))
+            .pid
+    }
+}
+
+/// Unpacks a snapshot archive (`@@@ path len` + bytes) under `to`.
+fn unpack(archive: &[u8], to: &Path) {
+    let mut i = 0;
+    while i < archive.len() {
+        let nl = archive[i..].iter().position(|b| *b == b'\n').unwrap() + i;
+        let header = std::str::from_utf8(&archive[i..nl]).unwrap();
+        let rest = header.strip_prefix("@@@ ").expect("archive header");
+        let (path, len) = rest.rsplit_once(' ').unwrap();
+        let len: usize = len.parse().unwrap();
+        let body = &archive[nl + 1..nl + 1 + len];
+        let dest = to.join(path);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, body).unwrap();
+        i = nl + 1 + len + 1;
+    }
+}
+
+struct Run {
+    diagnoses: Vec<Diagnosis>,
+}
+
+impl Run {
+    fn classes(&self) -> Vec<Class> {
+        self.diagnoses.iter().map(|d| d.class).collect()
+    }
+
+    fn only(&self, class: Class) -> &Diagnosis {
+        let found: Vec<&Diagnosis> = self.diagnoses.iter().filter(|d| d.class == class).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {class}, got {:?}",
+            self.classes()
+        );
+        found[0]
+    }
+}
+
+fn run(
+    fx: &Fixture,
+    trigger: Trigger,
+    stalled: &[(u32, Duration)],
+    stuck: &[crate::sweep::StuckTask],
+    thresholds: Thresholds,
+) -> Run {
+    let (before, after) = fx.snapshots();
+    let mut scanner = fx.scanner();
+    let cgroups = scanner.scan();
+    let members: HashMap<String, Vec<i32>> = cgroups
+        .iter()
+        .map(|c| (c.path.clone(), scanner.members(&c.path)))
+        .collect();
+    let dx = fx.diagnoser(thresholds);
+    let obs = Observation {
+        trigger: &trigger,
+        before: &before,
+        after: &after,
+        stalled_cpus: stalled,
+        stuck,
+        cgroups: &cgroups,
+        cgroup_members: &members,
+        kernel: &[],
+    };
+    Run {
+        diagnoses: dx.diagnose(&obs),
+    }
+}
+
+#[test]
+fn rt_hog_named_with_and_without_a_stall_report() {
+    let fx = Fixture::load("rt_hog");
+    let (_, after) = fx.snapshots();
+    let hog = fx.pid_of(&after, "tp-rt-spin");
+    for stalled in [vec![(1, Duration::from_millis(400))], vec![]] {
+        let trigger = match stalled.first() {
+            Some(&(cpu, d)) => Trigger::Stall {
+                cpu,
+                stalled_for: d,
+            },
+            None => Trigger::Alert {
+                rule: "run_queue_long".into(),
+                level: "light".into(),
+                cpu: None,
+            },
+        };
+        let r = run(&fx, trigger, &stalled, &[], Thresholds::default());
+        assert_eq!(r.classes(), vec![Class::RtHog], "{:#?}", r.diagnoses);
+        let d = r.only(Class::RtHog);
+        assert_eq!(d.culprit.pid, Some(hog));
+        assert_eq!(d.culprit.comm.as_deref(), Some("tp-rt-spin"));
+        assert_eq!(d.culprit.cpu, Some(1));
+        assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
+        assert_eq!(d.evidence["culprit"]["policy"], "SCHED_FIFO");
+        assert_eq!(d.evidence["culprit"]["rt_priority"], 20);
+        assert!(d.evidence["culprit"]["cpu_percent"].as_f64().unwrap() >= 80.0);
+        let t = d.target.as_ref().unwrap();
+        assert_eq!(
+            (t.pid, t.comm.as_str(), t.kernel_thread),
+            (hog, "tp-rt-spin", false)
+        );
+        assert!(matches!(d.symptom, Symptom::RtMonopoly { pid, .. } if pid == hog));
+        let ev = d.to_event(&Trigger::Manual, Some(Duration::from_millis(230)));
+        assert_eq!(ev.details["class"], "rt_hog");
+        assert_eq!(ev.kind.as_str(), "diagnosis");
+    }
+}
+
+#[test]
+fn stalled_cpu_without_a_realtime_runner_is_a_kernel_stall() {
+    // The busy fixture: nothing real-time. If the stall detector says CPU 0
+    // stalled, only a kernel stall can explain it.
+    let fx = Fixture::load("busy");
+    let r = run(
+        &fx,
+        Trigger::Stall {
+            cpu: 0,
+            stalled_for: Duration::from_millis(300),
+        },
+        &[(0, Duration::from_millis(300))],
+        &[],
+        Thresholds::default(),
+    );
+    let d = r.only(Class::KernelStall);
+    assert_eq!(d.culprit.cpu, Some(0));
+    assert_eq!(d.symptom, Symptom::CpuStalled { cpu: 0 });
+    assert!(d.summary.contains("cpu 0"), "{}", d.summary);
+}
+
+#[test]
+fn d_state_task_on_a_silent_fuse_server() {
+    let fx = Fixture::load("d_state");
+    let mut tracker = DStateTracker::new(Path::new("/nonexistent"));
+    let t0 = Instant::now();
+    tracker.scan_root(&fx.root("t0").join("proc"), t0);
+    let t1 = t0 + fx.interval();
+    tracker.scan_root(&fx.root("t1").join("proc"), t1);
+    let stuck = tracker.stuck(t1, Duration::from_secs(2));
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    assert_eq!(stuck[0].comm, "cat");
+    // Not yet at a 3 s bound.
+    assert!(tracker.stuck(t1, Duration::from_secs(3)).is_empty());
+
+    let r = run(
+        &fx,
+        Trigger::DState {
+            tids: vec![stuck[0].tid],
+        },
+        &[],
+        &stuck,
+        Thresholds::default(),
+    );
+    assert_eq!(r.classes(), vec![Class::DState], "{:#?}", r.diagnoses);
+    let d = r.only(Class::DState);
+    assert_eq!(d.culprit.pid, Some(stuck[0].pid));
+    assert_eq!(d.culprit.comm.as_deref(), Some("cat"));
+    assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
+    assert!(d.summary.contains("folio_wait_bit_common"), "{}", d.summary);
+    let stack = d.evidence["kernel_stack"].as_array().unwrap();
+    assert!(stack
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("filemap_read")));
+    assert!(d.evidence["stalled_devices"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn fork_bomb_at_its_pids_limit() {
+    let fx = Fixture::load("fork_bomb");
+    let r = run(
+        &fx,
+        Trigger::Cgroup {
+            path: fx.cgroup(),
+            resource: "pids".into(),
+        },
+        &[],
+        &[],
+        Thresholds::default(),
+    );
+    assert_eq!(r.classes(), vec![Class::ForkBomb], "{:#?}", r.diagnoses);
+    let d = r.only(Class::ForkBomb);
+    assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
+    assert_eq!(d.culprit.comm.as_deref(), Some("bash"));
+    assert_eq!(d.evidence["pids_max"], 32);
+    assert_eq!(d.evidence["pids_current"], 32);
+    assert!(d.evidence["forks_refused_recently"].as_u64().unwrap() > 0);
+    assert!(matches!(d.symptom, Symptom::CgroupTasks { below: 16, .. }));
+}
+
+#[test]
+fn memory_hog_in_a_nearly_full_sandbox() {
+    let fx = Fixture::load("mem_hog");
+    let (_, after) = fx.snapshots();
+    let hog = fx.pid_of(&after, "tp-memhog");
+    // The sandbox was at 87.5% (anon) when recorded.
+    let at = |percent: f64| Thresholds {
+        cgroup_memory_percent: percent,
+        ..Thresholds::default()
+    };
+    let trigger = || Trigger::Cgroup {
+        path: fx.cgroup(),
+        resource: "memory".into(),
+    };
+    let r = run(&fx, trigger(), &[], &[], at(85.0));
+    assert_eq!(
+        r.classes(),
+        vec![Class::MemoryExhaustion],
+        "{:#?}",
+        r.diagnoses
+    );
+    let d = r.only(Class::MemoryExhaustion);
+    assert_eq!(d.culprit.pid, Some(hog));
+    assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
+    assert_eq!(d.evidence["scope"], "cgroup");
+    assert_eq!(d.evidence["limit_bytes"], 256u64 << 20);
+    assert!(
+        d.evidence["largest"][0]["rss_growth_bytes"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+    // Below the default 90% bound it is not yet exhaustion.
+    let r = run(&fx, trigger(), &[], &[], Thresholds::default());
+    assert_eq!(r.classes(), vec![Class::LegitimateLoad]);
+}
+
+#[test]
+fn legitimate_load_is_dismissed() {
+    let fx = Fixture::load("busy");
+    let trigger = Trigger::Alert {
+        rule: "run_queue_long".into(),
+        level: "light".into(),
+        cpu: None,
+    };
+    let r = run(&fx, trigger, &[], &[], Thresholds::default());
+    assert_eq!(
+        r.classes(),
+        vec![Class::LegitimateLoad],
+        "{:#?}",
+        r.diagnoses
+    );
+    let d = &r.diagnoses[0];
+    assert!(d.target.is_none());
+    assert!(d.evidence["busiest"].as_array().unwrap().len() >= 3);
+    let ev = d.to_event(&Trigger::Manual, None);
+    assert_eq!(ev.kind.as_str(), "dismissed");
+    assert_eq!(ev.details["class"], "legitimate_load");
+}
+
+#[test]
+fn no_fixture_shows_another_class() {
+    // Each recorded fault is diagnosed as itself only, even when every
+    // check runs (no stall reported, no stuck tasks).
+    for (case, expected) in [
+        ("rt_hog", Class::RtHog),
+        ("fork_bomb", Class::ForkBomb),
+        ("busy", Class::LegitimateLoad),
+        ("d_state", Class::LegitimateLoad),
+    ] {
+        let fx = Fixture::load(case);
+        let r = run(&fx, Trigger::Manual, &[], &[], Thresholds::default());
+        assert_eq!(r.classes(), vec![expected], "{case}: {:#?}", r.diagnoses);
+    }
+}

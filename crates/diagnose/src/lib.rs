@@ -1,0 +1,21 @@
+//! The heavy detector and the hang pipeline.
+//!
+//! - [`snapshot`]: every task's scheduling state, CPU time, memory and
+//!   wait channel, plus the system counters, read from /proc.
+//! - [`sweep`] and [`cgroups`]: the cheap periodic checks that see what the
+//!   light detector's metrics cannot (D-state tasks; cgroups near their
+//!   memory or pids limit).
+//! - [`classify`]: two snapshots + what the stall detector, the sweep and the
+//!   kernel say → a [`Diagnosis`] of one [`Class`], with the culprit and the
+//!   evidence; or a `legitimate_load` dismissal.
+#![forbid(unsafe_code)]
+
+pub mod cgroups;
+pub mod class;
+pub mod classify;
+pub mod snapshot;
+pub mod sweep;
+
+pub use class::{Class, Diagnosis, Symptom, TargetInfo, Trigger};
+pub use classify::{Diagnoser, Observation, Thresholds};
+pub use snapshot::{Snapshot, SnapshotReader, TaskSample};
