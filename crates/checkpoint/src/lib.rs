@@ -35,6 +35,21 @@ mod threads;
 mod tracee;
 mod tracker;
 
+/// Appends a line to the file named by `SELFHEAL_CKPT_DEBUG` (never to our
+/// stdio, which the tracee may share). Costs one env lookup when off.
+pub(crate) fn debug(msg: impl FnOnce() -> String) {
+    if let Some(path) = std::env::var_os("SELFHEAL_CKPT_DEBUG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{}", msg());
+        }
+    }
+}
+
 pub use engine::{Config, Engine, Target, CRASH_SIGNALS};
 pub use error::{StartError, TraceError};
 pub use events::{

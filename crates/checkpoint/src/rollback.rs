@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use crate::debug;
 use crate::error::TraceError;
 use crate::events::{Failure, RollbackReport, Unrecoverable};
 use crate::fds::{self, FdKind, FdSnap};
@@ -20,6 +21,7 @@ use crate::ranges::Ranges;
 use crate::remote::is_scratch;
 use crate::session::{Checkpoint, Session};
 use crate::threads;
+use crate::tracker::RunKind;
 
 /// Why a rollback did not happen.
 #[derive(Debug)]
@@ -219,10 +221,10 @@ impl Session {
         // the target and the newest, and everything in re-created mappings.
         let mut want: BTreeSet<u64> = touched.into_iter().collect();
         for run in &look.runs {
-            if run.content {
-                want.extend((run.start..run.end).step_by(PAGE));
-            } else {
+            if run.kind == RunKind::Pristine {
                 want.extend(self.shadow.addrs_in(run.start, run.end));
+            } else {
+                want.extend((run.start..run.end).step_by(PAGE));
             }
         }
         for op in &layout_ops {
@@ -426,21 +428,6 @@ impl Session {
                 [fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0],
             )
             .map(drop)
-    }
-}
-
-/// Appends a line to the file named by `SELFHEAL_CKPT_DEBUG` (never to our
-/// stdio, which the tracee may share).
-fn debug(msg: impl FnOnce() -> String) {
-    if let Some(path) = std::env::var_os("SELFHEAL_CKPT_DEBUG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{}", msg());
-        }
     }
 }
 

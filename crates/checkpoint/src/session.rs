@@ -14,7 +14,13 @@ use crate::ranges::Ranges;
 use crate::remote::Remote;
 use crate::threads::{self, ThreadSnap};
 use crate::tracee::Tracee;
-use crate::tracker::{Tracker, Untracked};
+use crate::tracker::{RunKind, Tracker, Untracked};
+
+/// True if `addr` lies in anonymous memory (where pristine means zero).
+pub(crate) fn is_anon(maps: &[Vma], addr: u64) -> bool {
+    let i = maps.partition_point(|m| m.start <= addr);
+    i > 0 && addr < maps[i - 1].end && !maps[i - 1].is_file()
+}
 
 /// Everything needed to put the process back as it was.
 pub(crate) struct Checkpoint {
@@ -118,8 +124,11 @@ impl Session {
                 source: e,
             }
         };
+        let t_stop = started.elapsed();
         let maps = procfs::read_maps(pid).map_err(io_err("read /proc/PID/maps"))?;
+        let t_maps = started.elapsed();
         let look = self.tracker.look(&self.t, &maps, self.remote.scratch)?;
+        let t_look = started.elapsed();
         let mut undo = Undo::default();
         // Memory that went away since the previous checkpoint.
         for &(s, e) in &self.tracked.minus(&look.tracked).0 {
@@ -127,21 +136,30 @@ impl Session {
         }
         let mut dirty = 0u64;
         self.addrs.clear();
+        let mut unknown_from = usize::MAX;
         for run in &look.runs {
             dirty += (run.end - run.start) / PAGE as u64;
-            if run.content {
-                self.addrs.extend((run.start..run.end).step_by(PAGE));
-            } else {
-                self.shadow.clear_range(run.start, run.end, &mut undo);
+            match run.kind {
+                RunKind::Pristine => self.shadow.clear_range(run.start, run.end, &mut undo),
+                RunKind::Content => self.addrs.extend((run.start..run.end).step_by(PAGE)),
+                RunKind::Unknown => {
+                    unknown_from = unknown_from.min(self.addrs.len());
+                    self.addrs.extend((run.start..run.end).step_by(PAGE));
+                }
             }
         }
+        // Fresh runs come first, then the fast scan's; both sorted within.
         let mut read = Vec::with_capacity(self.addrs.len());
         memio::read_pages(&self.t, &mut self.pool, &self.addrs, &mut read)?;
+        let t_read = started.elapsed();
         let compares = self.tracker.compares();
         let mut copied = 0u64;
-        for (addr, page) in read {
+        for (i, (addr, page)) in read.into_iter().enumerate() {
+            // An all-zero page of anonymous memory is pristine: no copy kept
+            // (a hole read back, or memory cleared by the program).
+            let may_be_zero = compares || i >= unknown_from;
             let new = match page {
-                Some(p) if compares && is_zero(&p) => {
+                Some(p) if may_be_zero && is_zero(&p) && is_anon(&maps, addr) => {
                     self.pool.put(p);
                     None
                 }
@@ -166,6 +184,7 @@ impl Session {
         if compares {
             dirty = undo.entries.len() as u64;
         }
+        let t_store = started.elapsed();
         let tids = self.t.tids();
         let reuse = if self.history.len() >= self.keep {
             self.history
@@ -181,7 +200,9 @@ impl Session {
             self.brk = self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?;
             self.heap_end = heap_end.or(Some(0));
         }
+        let t_regs = started.elapsed();
         let fds = fds::capture(pid).map_err(io_err("read /proc/PID/fd"))?;
+        let t_fds = started.elapsed();
         let checkpoint = Checkpoint {
             id: self.next_id,
             taken_at: Instant::now(),
@@ -196,6 +217,21 @@ impl Session {
             untracked: look.untracked,
             undo: Undo::default(),
         };
+        let t_misc = started.elapsed();
+        crate::debug(|| {
+            format!(
+                "checkpoint {}: stop {t_stop:?} maps {:?} look {:?} read {:?} store {:?} regs+brk {:?} fds {:?} misc {:?} ({} pages)",
+                self.next_id,
+                t_maps - t_stop,
+                t_look - t_maps,
+                t_read - t_look,
+                t_store - t_read,
+                t_regs - t_store,
+                t_fds - t_regs,
+                t_misc - t_fds,
+                self.addrs.len()
+            )
+        });
         self.next_id += 1;
         self.tracked = look.tracked;
         match self.history.back_mut() {

@@ -36,6 +36,18 @@ pub enum TrackingMode {
     },
 }
 
+/// What is known about the pages of a written run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunKind {
+    /// Private data worth copying.
+    Content,
+    /// Pristine: a hole, the zero page, or an untouched page of the file.
+    Pristine,
+    /// Written, details unknown (the fast scan): copy, and treat an
+    /// all-zero page of anonymous memory as pristine.
+    Unknown,
+}
+
 /// A run of written pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DirtyRun {
@@ -43,9 +55,8 @@ pub(crate) struct DirtyRun {
     pub start: u64,
     /// One past the end.
     pub end: u64,
-    /// The pages hold private data worth copying (false: pristine — a hole,
-    /// the zero page, or an untouched page of the mapped file).
-    pub content: bool,
+    /// What the pages hold.
+    pub kind: RunKind,
 }
 
 /// A mapping we could not register for tracking.
@@ -144,7 +155,7 @@ impl Tracker {
                     .map(|v| DirtyRun {
                         start: v.start,
                         end: v.end,
-                        content: true,
+                        kind: RunKind::Unknown,
                     })
                     .collect();
                 Ok(Look {
@@ -181,7 +192,23 @@ impl Tracker {
     }
 }
 
+/// Written pages, re-protected. Masks of exactly WRITTEN take the kernel's
+/// fast path (only the pte's wp bit is looked at): ~20x faster than asking
+/// for other categories, which costs a page lookup per pte.
 fn written_scan() -> ScanRequest {
+    ScanRequest {
+        flags: pm::PM_SCAN_WP_MATCHING,
+        inverted: 0,
+        mask: pm::PAGE_IS_WRITTEN,
+        anyof: 0,
+        return_mask: pm::PAGE_IS_WRITTEN,
+    }
+}
+
+/// Written pages with what they hold (slow path), re-protected: used once
+/// on newly registered mappings, where most pages are holes or file pages
+/// not worth copying.
+fn classify_scan() -> ScanRequest {
     ScanRequest {
         flags: pm::PM_SCAN_WP_MATCHING,
         inverted: 0,
@@ -275,6 +302,7 @@ impl UffdTracker {
             Ranges::from_unsorted(self.buf.iter().map(|r| (r.start, r.end)).collect());
         let mut untracked = Vec::new();
         let mut still_unregistered = Vec::new();
+        let mut fresh = Vec::new();
         for v in maps.iter().filter(|v| trackable(v, scratch)) {
             let part = Ranges(vec![(v.start, v.end)]).intersect(&unregistered);
             for &(s, e) in &part.0 {
@@ -284,27 +312,25 @@ impl UffdTracker {
                     still_unregistered.push((s, e));
                     continue;
                 }
-                if let Err(err) =
-                    uffd::register(&self.uffd, s, e - s, uffd::UFFDIO_REGISTER_MODE_WP)
-                {
-                    if err.errno.0 == libc::ENOMEM || err.is_gone() {
-                        return Err(TraceError::sys(t.pid, err));
+                match uffd::register(&self.uffd, s, e - s, uffd::UFFDIO_REGISTER_MODE_WP) {
+                    Ok(()) => fresh.push((s, e)),
+                    Err(err) if err.errno.0 == libc::ENOMEM || err.is_gone() => {
+                        return Err(TraceError::sys(t.pid, err))
                     }
-                    still_unregistered.push((s, e));
-                    if v.write {
-                        untracked.push(Untracked {
-                            start: s,
-                            end: e,
-                            reason: format!(
-                                "{} {}: {err}",
-                                v.path,
-                                if err.errno.0 == libc::EBUSY {
-                                    "(the program uses userfaultfd itself)"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        });
+                    Err(err) => {
+                        still_unregistered.push((s, e));
+                        if v.write {
+                            let why = if err.errno.0 == libc::EBUSY {
+                                " (the program uses userfaultfd itself)"
+                            } else {
+                                ""
+                            };
+                            untracked.push(Untracked {
+                                start: s,
+                                end: e,
+                                reason: format!("{}: {err}{why}", v.path),
+                            });
+                        }
                     }
                 }
             }
@@ -316,19 +342,31 @@ impl UffdTracker {
                 .collect(),
         );
         let tracked = all.minus(&Ranges::from_unsorted(still_unregistered));
-        // 2. Written pages, re-protected in the same walk. Newly registered
-        // mappings report all their pages (and holes) once.
-        self.scan(t, lo, hi, &written_scan())?;
-        let runs = self
-            .buf
-            .iter()
-            .map(|r| DirtyRun {
+        // 2. Newly registered mappings report every page once: classify them
+        // (holes and file pages are not worth copying) and protect them.
+        let mut runs = Vec::new();
+        for (s, e) in Ranges::from_unsorted(fresh).0 {
+            self.scan(t, s, e, &classify_scan())?;
+            runs.extend(self.buf.iter().map(|r| DirtyRun {
                 start: r.start,
                 end: r.end,
-                content: r.categories & pm::PAGE_IS_PRESENT != 0
-                    && r.categories & (pm::PAGE_IS_FILE | pm::PAGE_IS_PFNZERO) == 0,
-            })
-            .collect();
+                kind: if r.categories & pm::PAGE_IS_PRESENT != 0
+                    && r.categories & (pm::PAGE_IS_FILE | pm::PAGE_IS_PFNZERO) == 0
+                {
+                    RunKind::Content
+                } else {
+                    RunKind::Pristine
+                },
+            }));
+        }
+        // 3. Everything else written since the last look, re-protected in
+        // the same walk (fast path).
+        self.scan(t, lo, hi, &written_scan())?;
+        runs.extend(self.buf.iter().map(|r| DirtyRun {
+            start: r.start,
+            end: r.end,
+            kind: RunKind::Unknown,
+        }));
         Ok(Look {
             runs,
             tracked,

@@ -83,8 +83,7 @@ pub struct ScanRequest {
 
 /// Scans `[start, end)` of the process whose `pagemap` file is open as
 /// `pagemap`, appending matching runs to `out` (cleared first). Loops until
-/// the whole range is walked, reusing `out`'s capacity as the kernel buffer
-/// (at least 256 entries).
+/// the whole range is walked, reusing `out`'s capacity as the kernel buffer.
 pub fn pagemap_scan(
     pagemap: &File,
     start: u64,
@@ -92,12 +91,16 @@ pub fn pagemap_scan(
     req: &ScanRequest,
     out: &mut Vec<PageRegion>,
 ) -> Result<()> {
+    // Entries handed to the kernel per call; the walk resumes where it
+    // stopped when they run out.
+    const CHUNK: usize = 4096;
     out.clear();
-    let chunk = out.capacity().max(256);
     let mut pos = start;
     while pos < end {
         let have = out.len();
-        out.reserve(chunk);
+        if out.capacity() - have < CHUNK {
+            out.reserve(CHUNK);
+        }
         let room = out.capacity() - have;
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
