@@ -12,7 +12,10 @@ use selfheal_supervise::Phase;
 fn sigsegv_is_reported_with_stderr_tail_and_restarted() {
     let sb = sandbox("sup-segv");
     let crash = tp("tp-crash");
-    let a = app("segv", &[&crash, "signal", "SEGV", "--after", "100", "--lines", "4"]);
+    let a = app(
+        "segv",
+        &[&crash, "signal", "SEGV", "--after", "100", "--lines", "4"],
+    );
     let (sup, sink) = start(vec![a], sb.as_ref());
     let events = wait_kind(&sink, EventKind::AppRestart, 1);
 
@@ -26,7 +29,11 @@ fn sigsegv_is_reported_with_stderr_tail_and_restarted() {
     assert_eq!(d["signal_name"], "SIGSEGV");
     assert!(d["exit_code"].is_null());
     assert!(d["core_dumped"].is_boolean());
-    assert!(crash.message.contains("killed by SIGSEGV"), "{}", crash.message);
+    assert!(
+        crash.message.contains("killed by SIGSEGV"),
+        "{}",
+        crash.message
+    );
     // The last lines the program wrote to stderr, in order.
     let tail: Vec<&str> = d["stderr_tail"]
         .as_array()
@@ -34,8 +41,15 @@ fn sigsegv_is_reported_with_stderr_tail_and_restarted() {
         .iter()
         .map(|l| l.as_str().unwrap())
         .collect();
-    assert_eq!(tail.last(), Some(&"tp-crash: about to signal SEGV"), "{tail:?}");
-    assert!(tail.contains(&"tp-crash: line 4 before the crash"), "{tail:?}");
+    assert_eq!(
+        tail.last(),
+        Some(&"tp-crash: about to signal SEGV"),
+        "{tail:?}"
+    );
+    assert!(
+        tail.contains(&"tp-crash: line 4 before the crash"),
+        "{tail:?}"
+    );
 
     let restart = &of(&events, EventKind::AppRestart)[0];
     assert_ne!(pid_of(restart), pid_of(start));
@@ -48,8 +62,14 @@ fn sigsegv_is_reported_with_stderr_tail_and_restarted() {
     let mut metrics = String::new();
     sup.collector()
         .collect(&mut selfheal_metrics::Encoder::new(&mut metrics));
-    assert!(metrics.contains("selfheal_app_last_exit_signal{app=\"segv\"} 11"), "{metrics}");
-    assert!(!metrics.contains("selfheal_app_restarts_total{app=\"segv\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("selfheal_app_last_exit_signal{app=\"segv\"} 11"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("selfheal_app_restarts_total{app=\"segv\"} 0"),
+        "{metrics}"
+    );
     sup.shutdown();
 }
 
@@ -68,10 +88,23 @@ fn exit_status_1_ends_supervision_under_restart_never() {
     let crash = &of(&events, EventKind::AppCrash)[0];
     assert_eq!(crash.details["exit_code"], 1);
     assert!(crash.details["signal"].is_null());
-    assert!(crash.message.contains("exited with status 1"), "{}", crash.message);
-    assert_eq!(count(&events, EventKind::AppRestart), 0, "{}", dump(&events));
+    assert!(
+        crash.message.contains("exited with status 1"),
+        "{}",
+        crash.message
+    );
+    assert_eq!(
+        count(&events, EventKind::AppRestart),
+        0,
+        "{}",
+        dump(&events)
+    );
     let exit = &of(&events, EventKind::AppExit)[0];
-    assert!(exit.message.contains("restart policy never"), "{}", exit.message);
+    assert!(
+        exit.message.contains("restart policy never"),
+        "{}",
+        exit.message
+    );
 }
 
 #[test]
@@ -112,7 +145,10 @@ fn crash_loop_backs_off_then_gives_up() {
     for (c, r) in crashes.iter().zip(&restarts) {
         let gap = r.time_unix_ms - c.time_unix_ms;
         let want = r.details["backoff_ms"].as_i64().unwrap();
-        assert!(gap >= want - 2, "restart {gap} ms after the crash, backoff {want} ms");
+        assert!(
+            gap >= want - 2,
+            "restart {gap} ms after the crash, backoff {want} ms"
+        );
     }
     let results = sup.wait();
     assert!(results[0].1.gave_up);
@@ -134,7 +170,10 @@ fn gave_up_state_shows_in_status_until_shutdown() {
     let mut metrics = String::new();
     sup.collector()
         .collect(&mut selfheal_metrics::Encoder::new(&mut metrics));
-    assert!(metrics.contains("selfheal_app_gave_up{app=\"quitter\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("selfheal_app_gave_up{app=\"quitter\"} 1"),
+        "{metrics}"
+    );
     let results = sup.shutdown();
     assert_eq!(results[0].1.last_exit.unwrap().code, Some(3));
 }
@@ -147,6 +186,9 @@ fn missing_program_fails_fast_with_127() {
     assert_eq!(results[0].1.shell_status(), 127);
     let events = sink.events();
     let crash = &of(&events, EventKind::AppCrash)[0];
-    assert!(crash.details["launch_error"].as_str().unwrap().contains("not found"));
+    assert!(crash.details["launch_error"]
+        .as_str()
+        .unwrap()
+        .contains("not found"));
     assert_eq!(count(&events, EventKind::AppRestart), 0);
 }

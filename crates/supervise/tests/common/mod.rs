@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use selfheal_cgroup::{Sandbox, SandboxConfig};
-use selfheal_config::{AppConfig, HumanDuration};
+use selfheal_config::{AppConfig, HumanDuration, Output};
 use selfheal_event::{Event, EventKind, MemorySink};
 use selfheal_supervise::{Options, Supervisor};
 
@@ -24,6 +24,8 @@ pub fn tp(name: &str) -> String {
 /// backoff and grace, no parent-death surprises.
 pub fn app(name: &str, argv: &[&str]) -> AppConfig {
     let mut a = AppConfig::new(name, argv.iter().map(|s| s.to_string()).collect());
+    // The programs' chatter would bypass the test harness's capture.
+    a.stdout = Output::Null;
     a.backoff.initial = HumanDuration::from_millis(20);
     a.backoff.max = HumanDuration::from_millis(200);
     a.stop_grace = HumanDuration::from_secs(2);
@@ -82,7 +84,10 @@ pub fn wait_for(
             return events;
         }
         if Instant::now() >= deadline {
-            panic!("timed out waiting for {what}; events so far:\n{}", dump(&events));
+            panic!(
+                "timed out waiting for {what}; events so far:\n{}",
+                dump(&events)
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -90,7 +95,9 @@ pub fn wait_for(
 
 /// Waits for `n` events of `kind`.
 pub fn wait_kind(sink: &MemorySink, kind: EventKind, n: usize) -> Vec<Event> {
-    wait_for(sink, SOON, &format!("{n} {kind} event(s)"), |e| count(e, kind) >= n)
+    wait_for(sink, SOON, &format!("{n} {kind} event(s)"), |e| {
+        count(e, kind) >= n
+    })
 }
 
 /// Events of `kind`.
@@ -114,7 +121,10 @@ pub fn dump(events: &[Event]) -> String {
 
 /// The pid in an event's culprit.
 pub fn pid_of(e: &Event) -> i32 {
-    e.culprit.as_ref().and_then(|c| c.pid).expect("event names a pid")
+    e.culprit
+        .as_ref()
+        .and_then(|c| c.pid)
+        .expect("event names a pid")
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
