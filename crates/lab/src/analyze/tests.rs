@@ -292,3 +292,45 @@ fn rt_hog_left_running_is_degraded() {
         r.kernel
     );
 }
+
+#[test]
+fn real_selfheal_events_score_a_spinlock_stall() {
+    // Captured with the real selfheal (light detector): kernel_spin on CPU 1.
+    let r = score(&load("selfheal-spin_self-001"), None);
+    assert!(!r.selfheal.placeholder);
+    // Module start line 7.195591 s, INJECT 7.171652 s = 1795316880774 ms.
+    assert_eq!(r.fault_start_ms, Some(1_795_316_880_774 + 23));
+    assert_eq!(r.selfheal.detect_ms, Some(288));
+    assert_eq!(r.selfheal.detect_by.as_deref(), Some("alert:kernel_spin"));
+    assert_eq!(r.selfheal.false_alarms, 0);
+    assert_eq!(
+        r.selfheal.diagnosis, None,
+        "no heavy detector in that build"
+    );
+}
+
+#[test]
+fn real_selfheal_alarm_on_the_other_cpu_before_injection_is_a_false_alarm() {
+    let r = score(&load("selfheal-rt_hog-001"), None);
+    // kernel_spin on CPU 0 came 223 ms before the injection (mix workload).
+    assert_eq!(r.selfheal.false_alarms, 1);
+    // The first credited event is the system-wide run-queue alert.
+    assert_eq!(
+        r.selfheal.detect_by.as_deref(),
+        Some("alert:run_queue_long")
+    );
+    assert_eq!(
+        r.selfheal.detect_ms,
+        Some(1_795_316_976_866 - 1_795_316_974_889)
+    );
+}
+
+#[test]
+fn real_selfheal_alerts_under_legitimate_load_are_false_positives() {
+    let r = score(&load("selfheal-none-mix-selfheal-001"), None);
+    assert_eq!(r.scenario.class, None);
+    assert_eq!(r.selfheal.false_alarms, 2);
+    let rep = report::summarize(report::Meta::default(), vec![r]);
+    assert_eq!(rep.fault_free[0].false_positive_runs, 1);
+    assert_eq!(rep.fault_free[0].false_positive_events, 2);
+}
