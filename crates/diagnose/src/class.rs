@@ -160,27 +160,7 @@ impl Trigger {
     }
 }
 
-/// Whom recovery would act on, with the identity that makes acting safe.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TargetInfo {
-    /// The process.
-    pub pid: i32,
-    /// The thread to blame (for demotion).
-    pub tid: i32,
-    /// Process start time (ticks after boot): a reused pid has another.
-    pub starttime: u64,
-    /// Command name.
-    pub comm: String,
-    /// cgroup path (the most specific one).
-    pub cgroup: Option<String>,
-    /// systemd unit.
-    pub unit: Option<String>,
-    /// True for kernel threads (never acted on).
-    pub kernel_thread: bool,
-    /// For a fork bomb without a tree to follow (members re-parented to
-    /// init): every process with this command and uid belongs to it.
-    pub same_comm_uid: Option<(String, u32)>,
-}
+pub use selfheal_recover::{Blame, Target as TargetInfo};
 
 /// How to tell that the symptom cleared, for recovery's verification.
 #[derive(Debug, Clone, PartialEq)]

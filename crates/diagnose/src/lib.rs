@@ -16,6 +16,6 @@ pub mod classify;
 pub mod snapshot;
 pub mod sweep;
 
-pub use class::{Class, Diagnosis, Symptom, TargetInfo, Trigger};
+pub use class::{Blame, Class, Diagnosis, Symptom, TargetInfo, Trigger};
 pub use classify::{Diagnoser, Observation, Thresholds};
 pub use snapshot::{Snapshot, SnapshotReader, TaskSample};

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::json;
 
 use super::{Deltas, Diagnoser, Observation};
-use crate::class::{Class, Diagnosis, Symptom};
+use crate::class::{Blame, Class, Diagnosis, Symptom};
 use crate::snapshot::{Snapshot, TaskSample};
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
@@ -52,6 +52,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         culprit.cgroup = Some(cg.path.clone());
         let target = target.map(|mut t| {
             t.cgroup = Some(cg.path.clone());
+            t.blame = Blame::Cgroup;
             t
         });
         out.push(Diagnosis {
@@ -112,7 +113,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             continue;
         };
         let (culprit, mut target) = dx.culprit_of(root);
-        target.same_comm_uid = Some((comm.clone(), *uid));
+        target.blame = Blame::CommUid(comm.clone(), *uid);
         out.push(Diagnosis {
             class: Class::ForkBomb,
             summary: format!(
@@ -181,7 +182,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         };
         claimed.extend(pids.iter().copied());
         let (culprit, mut target) = dx.culprit_of(root);
-        target.same_comm_uid = Some((comm.clone(), uid));
+        target.blame = Blame::CommUid(comm.clone(), uid);
         out.push(Diagnosis {
             class: Class::ForkBomb,
             summary: format!(

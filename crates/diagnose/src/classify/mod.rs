@@ -203,7 +203,7 @@ impl Diagnoser {
             cgroup,
             unit,
             kernel_thread: t.is_kernel_thread(),
-            same_comm_uid: None,
+            blame: crate::class::Blame::Tree,
         };
         (culprit, target)
     }

@@ -271,6 +271,11 @@ fn fork_bomb_at_its_pids_limit() {
     assert_eq!(d.evidence["pids_current"], 32);
     assert!(d.evidence["forks_refused_recently"].as_u64().unwrap() > 0);
     assert!(matches!(d.symptom, Symptom::CgroupTasks { below: 16, .. }));
+    // Recovery may take the whole cgroup down: the diagnosis blames all of it.
+    assert_eq!(
+        d.target.as_ref().unwrap().blame,
+        crate::class::Blame::Cgroup
+    );
 }
 
 #[test]

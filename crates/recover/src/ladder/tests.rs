@@ -1,0 +1,460 @@
+//! The ladder and the protection policy against the recording fake.
+
+use std::sync::Arc;
+
+use selfheal_config::HumanDuration;
+use selfheal_event::MemorySink;
+
+use super::*;
+use crate::fake::{Call, FakeSystem};
+use crate::ops::ProcInfo;
+
+const OWN: i32 = 500;
+
+fn proc(pid: i32, ppid: i32, comm: &str, cgroup: &str) -> ProcInfo {
+    ProcInfo {
+        pid,
+        ppid,
+        comm: comm.into(),
+        starttime: 1000 + pid as u64,
+        uid: Some(1000),
+        kernel_thread: false,
+        cgroups: if cgroup == "/" {
+            vec![]
+        } else {
+            vec![cgroup.into()]
+        },
+        unit: None,
+    }
+}
+
+/// init, a kernel thread, sshd, selfheal (500) under its supervisor (400).
+fn system() -> Arc<FakeSystem> {
+    let f = Arc::new(FakeSystem::new(OWN));
+    f.add(proc(1, 0, "systemd", "/"));
+    let mut k = proc(2, 0, "kthreadd", "/");
+    k.kernel_thread = true;
+    f.add(k);
+    f.add(proc(30, 1, "sshd", "/system.slice/ssh.service"));
+    f.add(proc(400, 1, "supervisor", "/system.slice/selfheal.service"));
+    f.add(proc(OWN, 400, "selfheal", "/system.slice/selfheal.service"));
+    f
+}
+
+fn target(p: &ProcInfo) -> Target {
+    Target {
+        pid: p.pid,
+        tid: p.pid,
+        starttime: p.starttime,
+        comm: p.comm.clone(),
+        cgroup: p.cgroups.first().cloned(),
+        unit: p.unit.clone(),
+        kernel_thread: p.kernel_thread,
+        blame: Blame::Tree,
+    }
+}
+
+fn incident(class: &str, t: Option<Target>) -> Incident {
+    Incident {
+        class: class.into(),
+        target: t,
+        culprit: Culprit::default(),
+    }
+}
+
+fn options(f: impl FnOnce(&mut RecoveryConfig)) -> LadderOptions {
+    let mut c = RecoveryConfig {
+        verify_timeout: HumanDuration::from_millis(60),
+        ..RecoveryConfig::default()
+    };
+    f(&mut c);
+    LadderOptions {
+        config: c,
+        dry_run: false,
+        poll: Duration::from_millis(5),
+    }
+}
+
+fn outcomes(r: &LadderReport) -> Vec<(&'static str, &'static str)> {
+    r.steps
+        .iter()
+        .map(|s| (s.action.as_str(), s.outcome.as_str()))
+        .collect()
+}
+
+#[test]
+fn rt_hog_is_demoted_and_nothing_more() {
+    let f = system();
+    let hog = proc(100, 1, "spin", "/selfheal-sandbox/a");
+    f.add(hog.clone());
+    f.set_threads(100, vec![(100, true), (101, false)]);
+    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let sink = MemorySink::new();
+    let fk = f.clone();
+    let r = l.run(
+        &incident("rt_hog", Some(target(&hog))),
+        &mut || !fk.is_realtime(100),
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("demote", "recovered")]
+    );
+    assert!(r.recovered && r.time_to_recover.is_some());
+    assert_eq!(f.calls(), vec![Call::SetNormal(100)]);
+    let events = sink.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].details["action"], "demote");
+    assert_eq!(events[1].details["outcome"], "recovered");
+    assert_eq!(events[1].details["class"], "rt_hog");
+    assert_eq!(events[1].kind, EventKind::Recovery);
+}
+
+#[test]
+fn escalates_until_the_symptom_clears() {
+    let f = system();
+    let hog = proc(100, 1, "spin", "/selfheal-sandbox/a");
+    f.add(hog.clone());
+    f.set_threads(100, vec![(100, true)]);
+    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let sink = MemorySink::new();
+    let fk = f.clone();
+    // Only death clears it (as if the demoted task kept hogging).
+    let r = l.run(
+        &incident("rt_hog", Some(target(&hog))),
+        &mut || !fk.alive(100),
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            ("record", "recorded"),
+            ("demote", "not_cleared"),
+            ("stop", "not_cleared"),
+            ("kill", "recovered")
+        ]
+    );
+    assert_eq!(
+        f.calls(),
+        vec![
+            Call::SetNormal(100),
+            Call::Signal(100, libc::SIGSTOP),
+            Call::Signal(100, libc::SIGKILL)
+        ]
+    );
+    assert!(r.steps[1].verify_time >= Duration::from_millis(60));
+}
+
+#[test]
+fn protected_processes_are_never_touched() {
+    let f = system();
+    let mut db = proc(40, 1, "postgres", "/system.slice/db.service");
+    db.unit = Some("db.service".into());
+    f.add(db.clone());
+    let outside = proc(41, 1, "spin", "/user.slice");
+    f.add(outside.clone());
+    let mut kt = proc(42, 2, "kworker/1:0", "/");
+    kt.kernel_thread = true;
+    f.add(kt.clone());
+    let all = [
+        proc(1, 0, "systemd", "/"),
+        kt,
+        proc(30, 1, "sshd", "/system.slice/ssh.service"),
+        proc(400, 1, "supervisor", "/system.slice/selfheal.service"),
+        proc(OWN, 400, "selfheal", "/system.slice/selfheal.service"),
+        db,
+        outside,
+    ];
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| {
+            c.protected_units = vec!["db.service".into()];
+            c.allowed_cgroups = vec!["/selfheal-sandbox".into(), "/system.slice".into()];
+            c.ladder.fork_bomb = vec![
+                Action::Record,
+                Action::Demote,
+                Action::Stop,
+                Action::Kill,
+                Action::KillTree,
+                Action::KillCgroup,
+                Action::FreezeCgroup,
+            ];
+        }),
+    );
+    let sink = MemorySink::new();
+    for p in &all {
+        let r = l.run(
+            &incident("fork_bomb", Some(target(p))),
+            &mut || false,
+            &sink,
+        );
+        assert!(!r.recovered);
+        assert!(
+            r.steps[1..].iter().all(|s| s.outcome == Outcome::Refused),
+            "{} (pid {}): {:?}",
+            p.comm,
+            p.pid,
+            outcomes(&r)
+        );
+    }
+    assert_eq!(f.calls(), vec![], "a protected process was touched");
+    let reasons: Vec<String> = sink
+        .events()
+        .iter()
+        .filter(|e| e.details["outcome"] == "refused")
+        .map(|e| e.details["reason"].as_str().unwrap().to_string())
+        .collect();
+    for needle in [
+        "pid 1",
+        "kernel thread",
+        "ancestors",
+        "sshd*",
+        "db.service",
+        "allowed_cgroups",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no refusal mentions {needle}"
+        );
+    }
+    for p in all {
+        assert!(f.alive(p.pid) && !f.is_stopped(p.pid));
+    }
+}
+
+#[test]
+fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
+    let f = system();
+    let cg = "/selfheal-sandbox/bomb";
+    let root = proc(100, 1, "bomb", cg);
+    f.add(root.clone());
+    f.add(proc(101, 100, "bomb", cg));
+    f.add(proc(102, 101, "bomb", cg));
+    // Forked just before it was stopped.
+    f.fork_on_stop(102, proc(103, 102, "bomb", cg));
+    let neighbour = proc(200, 1, "editor", cg);
+    f.add(neighbour.clone());
+    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let sink = MemorySink::new();
+    let fk = f.clone();
+    let r = l.run(
+        &incident("fork_bomb", Some(target(&root))),
+        &mut || (100..=103).all(|p| !fk.alive(p)),
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("kill_tree", "recovered")]
+    );
+    assert_eq!(r.steps[1].touched, vec![100, 101, 102, 103]);
+    assert!(f.alive(200) && !f.is_stopped(200));
+    assert!(f.calls().iter().all(|c| c.pid() != Some(200)));
+    // Every member was stopped before any was killed.
+    let calls = f.calls();
+    let first_kill = calls
+        .iter()
+        .position(|c| matches!(c, Call::Signal(_, libc::SIGKILL)))
+        .unwrap();
+    assert!(calls[..first_kill]
+        .iter()
+        .all(|c| matches!(c, Call::Signal(_, libc::SIGSTOP))));
+}
+
+#[test]
+fn cgroup_actions_need_a_cgroup_of_only_blamed_processes() {
+    let f = system();
+    let cg = "/selfheal-sandbox/mixed";
+    let hog = proc(100, 1, "memhog", cg);
+    f.add(hog.clone());
+    f.add(proc(200, 1, "editor", cg));
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| {
+            c.ladder.memory_exhaustion =
+                vec![Action::Record, Action::KillCgroup, Action::FreezeCgroup]
+        }),
+    );
+    let sink = MemorySink::new();
+    let r = l.run(
+        &incident("memory_exhaustion", Some(target(&hog))),
+        &mut || false,
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            ("record", "recorded"),
+            ("kill_cgroup", "refused"),
+            ("freeze_cgroup", "refused")
+        ]
+    );
+    assert!(
+        r.steps[1].reason.contains("editor (200)"),
+        "{}",
+        r.steps[1].reason
+    );
+    assert!(f.calls().is_empty());
+
+    // A fork bomb blamed on its whole cgroup may take the cgroup down.
+    let bomb_cg = "/selfheal-sandbox/bomb";
+    let bomb = proc(300, 1, "bash", bomb_cg);
+    f.add(bomb.clone());
+    f.add(proc(301, 1, "bash", bomb_cg));
+    let mut t = target(&bomb);
+    t.blame = Blame::Cgroup;
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| c.ladder.fork_bomb = vec![Action::Record, Action::KillCgroup]),
+    );
+    let fk = f.clone();
+    let r = l.run(
+        &incident("fork_bomb", Some(t)),
+        &mut || !fk.alive(300) && !fk.alive(301),
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("kill_cgroup", "recovered")]
+    );
+    assert_eq!(f.calls(), vec![Call::KillCgroup(300)]);
+    assert!(f.alive(100) && f.alive(200));
+}
+
+#[test]
+fn dry_run_touches_nothing_but_reports_the_plan() {
+    let f = system();
+    let hog = proc(100, 1, "spin", "/selfheal-sandbox/a");
+    f.add(hog.clone());
+    f.set_threads(100, vec![(100, true)]);
+    let mut opts = options(|_| {});
+    opts.dry_run = true;
+    let mut l = Ladder::new(Box::new(f.clone()), opts);
+    let sink = MemorySink::new();
+    let r = l.run(
+        &incident("rt_hog", Some(target(&hog))),
+        &mut || false,
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            ("record", "recorded"),
+            ("demote", "dry_run"),
+            ("stop", "dry_run"),
+            ("kill", "dry_run")
+        ]
+    );
+    assert!(r.steps[3].reason.contains("SIGKILL spin (pid 100)"));
+    assert!(f.calls().is_empty());
+    assert!(sink.events().iter().all(|e| e.details["dry_run"] == true));
+}
+
+#[test]
+fn rate_limits_and_cooldown() {
+    let f = system();
+    let a = proc(100, 1, "spin", "/selfheal-sandbox/a");
+    let b = proc(101, 1, "spin", "/selfheal-sandbox/b");
+    f.add(a.clone());
+    f.add(b.clone());
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| {
+            c.max_actions_per_minute = 1;
+            c.ladder.rt_hog = vec![Action::Record, Action::Stop, Action::Kill];
+        }),
+    );
+    let sink = MemorySink::new();
+    let r = l.run(&incident("rt_hog", Some(target(&a))), &mut || false, &sink);
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            ("record", "recorded"),
+            ("stop", "not_cleared"),
+            ("kill", "rate_limited")
+        ]
+    );
+    // The same target right after: cool-down.
+    let r = l.run(&incident("rt_hog", Some(target(&a))), &mut || false, &sink);
+    assert_eq!(outcomes(&r), vec![("record", "rate_limited")]);
+    assert!(r.steps[0].reason.contains("cool-down"));
+    // Another target: the minute's budget is spent.
+    let r = l.run(&incident("rt_hog", Some(target(&b))), &mut || false, &sink);
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("stop", "rate_limited")]
+    );
+    assert_eq!(f.calls(), vec![Call::Signal(100, libc::SIGSTOP)]);
+}
+
+#[test]
+fn a_reused_pid_is_never_signalled() {
+    let f = system();
+    let original = proc(100, 1, "spin", "/selfheal-sandbox/a");
+    let mut t = target(&original);
+    // pid 100 now belongs to another process that started later.
+    let mut stranger = original.clone();
+    stranger.starttime += 77;
+    stranger.comm = "stranger".into();
+    f.add(stranger);
+    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let sink = MemorySink::new();
+    t.blame = Blame::Tree;
+    let r = l.run(&incident("rt_hog", Some(t)), &mut || false, &sink);
+    assert!(
+        r.steps[1..].iter().all(|s| s.outcome == Outcome::Skipped),
+        "{:?}",
+        outcomes(&r)
+    );
+    assert!(r.steps[1].reason.contains("gone"));
+    assert!(f.calls().is_empty());
+    assert!(f.alive(100));
+}
+
+#[test]
+fn reboot_needs_explicit_permission_and_kernel_stalls_have_no_target() {
+    let f = system();
+    let sink = MemorySink::new();
+    let ladder = |allow: bool| {
+        options(move |c| {
+            c.allow_reboot = allow;
+            c.ladder.kernel_stall = vec![Action::Record, Action::Stop, Action::Reboot];
+        })
+    };
+    let mut l = Ladder::new(Box::new(f.clone()), ladder(false));
+    let r = l.run(&incident("kernel_stall", None), &mut || false, &sink);
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            ("record", "recorded"),
+            ("stop", "skipped"),
+            ("reboot", "refused")
+        ]
+    );
+    assert!(f.calls().is_empty());
+    let mut l = Ladder::new(Box::new(f.clone()), ladder(true));
+    let r = l.run(&incident("kernel_stall", None), &mut || false, &sink);
+    assert_eq!(r.steps[2].outcome, Outcome::NotCleared);
+    assert_eq!(f.calls(), vec![Call::Reboot]);
+}
+
+#[test]
+fn restart_unit_failure_is_recorded() {
+    let mut fake = FakeSystem::new(OWN);
+    fake.restart_error = Some("Unit web.service not loaded".into());
+    let f = Arc::new(fake);
+    let mut p = proc(100, 1, "web", "/system.slice/web.service");
+    p.unit = Some("web.service".into());
+    f.add(p.clone());
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| c.ladder.d_state = vec![Action::Record, Action::RestartUnit]),
+    );
+    let sink = MemorySink::new();
+    let r = l.run(&incident("d_state", Some(target(&p))), &mut || false, &sink);
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("restart_unit", "failed")]
+    );
+    assert!(r.steps[1].reason.contains("not loaded"));
+    assert_eq!(f.calls(), vec![Call::RestartUnit("web.service".into())]);
+}

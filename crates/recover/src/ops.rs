@@ -1,0 +1,296 @@
+//! The system calls recovery makes, behind one trait (youki style): the
+//! ladder and the policy only ever go through [`SystemOps`], so tests run
+//! them against [`crate::fake::FakeSystem`], which records every call.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use selfheal_cgroup::{Cgroup, Hierarchy};
+use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat};
+
+/// What recovery needs to know about a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Process id.
+    pub pid: i32,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Command name.
+    pub comm: String,
+    /// Start time, ticks after boot: with the pid, the process's identity.
+    pub starttime: u64,
+    /// Real uid.
+    pub uid: Option<u32>,
+    /// A kernel thread.
+    pub kernel_thread: bool,
+    /// Every cgroup path of the process that is not a hierarchy root.
+    pub cgroups: Vec<String>,
+    /// Its systemd unit, if any.
+    pub unit: Option<String>,
+}
+
+/// A system call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpsError {
+    /// The process is gone (or its pid now names another process).
+    #[error("the process is gone")]
+    Gone,
+    /// Not permitted.
+    #[error("not permitted: {0}")]
+    Permission(String),
+    /// The operation refused itself (e.g. a cgroup holding init).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl OpsError {
+    fn from_sys(e: selfheal_sys::SysError) -> OpsError {
+        if e.is_gone() {
+            OpsError::Gone
+        } else if e.is_permission() {
+            OpsError::Permission(e.to_string())
+        } else {
+            OpsError::Failed(e.to_string())
+        }
+    }
+
+    fn from_cgroup(e: selfheal_cgroup::CgroupError) -> OpsError {
+        use selfheal_cgroup::CgroupError;
+        if e.is_gone() {
+            OpsError::Gone
+        } else if e.is_permission() {
+            OpsError::Permission(e.to_string())
+        } else if matches!(e, CgroupError::Refused { .. }) {
+            OpsError::Refused(e.to_string())
+        } else {
+            OpsError::Failed(e.to_string())
+        }
+    }
+}
+
+/// Every system call recovery makes.
+pub trait SystemOps: Send + Sync {
+    /// The pid of selfheal itself.
+    fn own_pid(&self) -> i32;
+    /// A process, or `None` when it does not exist.
+    fn process(&self, pid: i32) -> Result<Option<ProcInfo>, OpsError>;
+    /// Every process.
+    fn processes(&self) -> Result<Vec<ProcInfo>, OpsError>;
+    /// The threads of `pid` and whether each runs under a real-time policy.
+    fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError>;
+    /// Moves thread `tid` to SCHED_OTHER.
+    fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError>;
+    /// Sends `sig` to `pid` if it is still the process that started at
+    /// `starttime` (never to a process that reused the pid).
+    fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError>;
+    /// Processes in the cgroup `pid` is in (and below), all hierarchies.
+    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError>;
+    /// Kills every process in the cgroup `pid` is in.
+    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError>;
+    /// Freezes the cgroup `pid` is in.
+    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError>;
+    /// `systemctl restart UNIT`.
+    fn restart_unit(&self, unit: &str) -> Result<(), OpsError>;
+    /// Reboots the machine.
+    fn reboot(&self) -> Result<(), OpsError>;
+}
+
+/// The real system.
+#[derive(Debug, Clone)]
+pub struct LinuxOps {
+    proc_root: PathBuf,
+    hierarchy: Option<Hierarchy>,
+    /// How long `systemctl` may take.
+    pub command_timeout: Duration,
+}
+
+impl LinuxOps {
+    /// Operations on this machine (/proc, detected cgroup hierarchies).
+    pub fn new() -> LinuxOps {
+        LinuxOps {
+            proc_root: PathBuf::from("/proc"),
+            hierarchy: Hierarchy::detect().ok(),
+            command_timeout: Duration::from_secs(20),
+        }
+    }
+
+    fn cgroup_of(&self, pid: i32) -> Result<Cgroup, OpsError> {
+        let h = self
+            .hierarchy
+            .as_ref()
+            .ok_or_else(|| OpsError::Failed("no cgroup hierarchy is mounted".into()))?;
+        Cgroup::of_pid(h, pid).map_err(OpsError::from_cgroup)
+    }
+
+    fn stat_starttime(&self, pid: i32) -> Option<u64> {
+        let text =
+            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
+        parse_task_stat(&text).map(|s| s.starttime_ticks)
+    }
+
+    fn run(&self, what: &str, cmd: &mut Command) -> Result<(), OpsError> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| OpsError::Failed(format!("cannot run {what}: {e}")))?;
+        let deadline = Instant::now() + self.command_timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    return Err(OpsError::Failed(format!(
+                        "{what}: {status}: {}",
+                        err.trim()
+                    )));
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    // Our own child: safe to kill.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(OpsError::Failed(format!(
+                        "{what} did not finish within {:?}",
+                        self.command_timeout
+                    )));
+                }
+                Err(e) => return Err(OpsError::Failed(format!("{what}: {e}"))),
+            }
+        }
+    }
+}
+
+impl Default for LinuxOps {
+    fn default() -> Self {
+        LinuxOps::new()
+    }
+}
+
+/// Reads one process's facts under a procfs root.
+pub fn read_proc_info(proc_root: &Path, pid: i32) -> Option<ProcInfo> {
+    let dir = proc_root.join(pid.to_string());
+    let stat = parse_task_stat(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+    let uid = std::fs::read_to_string(dir.join("status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        });
+    let entries = selfheal_cgroup::read_pid_cgroup_at(proc_root, pid).unwrap_or_default();
+    let unit = selfheal_cgroup::most_specific(&entries)
+        .and_then(|e| selfheal_cgroup::systemd_unit_of(&e.path))
+        .map(str::to_string);
+    let mut cgroups: Vec<String> = entries
+        .iter()
+        .filter(|e| !e.is_root())
+        .map(|e| e.path.clone())
+        .collect();
+    cgroups.sort();
+    cgroups.dedup();
+    Some(ProcInfo {
+        pid,
+        ppid: stat.ppid,
+        comm: stat.comm.clone(),
+        starttime: stat.starttime_ticks,
+        uid,
+        kernel_thread: stat.is_kernel_thread() || pid == 2 || stat.ppid == 2,
+        cgroups,
+        unit,
+    })
+}
+
+impl SystemOps for LinuxOps {
+    fn own_pid(&self) -> i32 {
+        selfheal_sys::process::getpid()
+    }
+
+    fn process(&self, pid: i32) -> Result<Option<ProcInfo>, OpsError> {
+        Ok(read_proc_info(&self.proc_root, pid))
+    }
+
+    fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
+        let pids = list_pids(&self.proc_root).map_err(|e| OpsError::Failed(e.to_string()))?;
+        Ok(pids
+            .into_iter()
+            .filter_map(|p| read_proc_info(&self.proc_root, p))
+            .collect())
+    }
+
+    fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError> {
+        let tids = list_tids(&self.proc_root, pid).map_err(|e| {
+            if e.is_gone() {
+                OpsError::Gone
+            } else {
+                OpsError::Failed(e.to_string())
+            }
+        })?;
+        Ok(tids
+            .into_iter()
+            .filter_map(|tid| {
+                let p = self
+                    .proc_root
+                    .join(pid.to_string())
+                    .join("task")
+                    .join(tid.to_string())
+                    .join("stat");
+                let s = parse_task_stat(&std::fs::read_to_string(p).ok()?)?;
+                Some((tid, s.is_realtime() || s.policy == 6))
+            })
+            .collect())
+    }
+
+    fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError> {
+        selfheal_sys::sched::set_other(tid).map_err(OpsError::from_sys)
+    }
+
+    fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
+        // Pin the process first, then check it is the one we mean: a pid
+        // reused after we looked can never receive the signal.
+        let fd = selfheal_sys::signal::pidfd_open(pid).map_err(OpsError::from_sys)?;
+        if self.stat_starttime(pid) != Some(starttime) {
+            return Err(OpsError::Gone);
+        }
+        selfheal_sys::signal::pidfd_send_signal(&fd, sig).map_err(OpsError::from_sys)
+    }
+
+    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError> {
+        self.cgroup_of(pid)?
+            .procs_recursive()
+            .map_err(OpsError::from_cgroup)
+    }
+
+    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError> {
+        self.cgroup_of(pid)?
+            .kill_all()
+            .map(|_| ())
+            .map_err(OpsError::from_cgroup)
+    }
+
+    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError> {
+        self.cgroup_of(pid)?.freeze().map_err(OpsError::from_cgroup)
+    }
+
+    fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
+        self.run(
+            &format!("systemctl restart {unit}"),
+            Command::new("systemctl").args(["restart", "--", unit]),
+        )
+    }
+
+    fn reboot(&self) -> Result<(), OpsError> {
+        self.run("systemctl reboot", Command::new("systemctl").arg("reboot"))
+    }
+}
