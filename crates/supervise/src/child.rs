@@ -340,8 +340,13 @@ fn watch_with_thread(pid: i32) -> io::Result<ExitWatch> {
         .spawn(move || {
             // WNOWAIT: the zombie stays until try_wait collects it, so the
             // pid cannot be reused while the supervisor may still signal it.
-            if let Err(e) = sc::wait_child(pid, false, true) {
-                tracing::warn!(pid, error = %e, "waiting for the supervised process failed");
+            match sc::wait_child(pid, false, true) {
+                // Reaped already by the handle's drop: nothing to report.
+                Err(e) if e.errno.0 == libc::ECHILD => {}
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "waiting for the supervised process failed")
+                }
+                Ok(_) => {}
             }
             let _ = io::Write::write_all(&mut tx, b"x");
         })?;
@@ -412,7 +417,10 @@ impl Drop for ProcessChild {
     /// A handle dropped while its program runs kills it (and its group)
     /// and reaps it: no orphan, no zombie.
     fn drop(&mut self) {
-        if self.status.is_none() {
+        // Only while the kernel confirms it is still our unreaped child: if
+        // someone else reaped it (a process that ignores SIGCHLD), its pid
+        // may already name a stranger.
+        if self.status.is_none() && sc::wait_child(self.pid, false, false).is_ok() {
             let _ = self.signal(libc::SIGKILL, SignalScope::Group);
             let _ = sc::wait_child(self.pid, true, true);
         }

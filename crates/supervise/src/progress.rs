@@ -4,10 +4,10 @@
 //! - **spin** (suspected infinite loop): a thread stays runnable, never
 //!   blocks (no voluntary context switch) and uses CPU almost only in user
 //!   mode (system time at most a tenth of its CPU time, so next to no
-//!   system calls), for longer than the bound. It must get at least a
-//!   quarter of each interval on a CPU, so that a runnable thread starved
-//!   by contention or a CPU quota still counts while one that merely
-//!   happens to be runnable at both samples does not;
+//!   system calls), for longer than the bound. An episode starts with an
+//!   interval in which it ran at least a quarter of the time; contention
+//!   or a CPU quota that starves it later does not end the episode, only
+//!   evidence of progress does (blocking, sleeping, system calls);
 //! - **deadlock**: every thread sleeps without using CPU and without being
 //!   woken (no voluntary context switch) for longer than the bound, each
 //!   in a futex wait (a lock or condition variable) or, with
@@ -159,12 +159,18 @@ impl Analyzer {
             let mut still = HashMap::new();
             for (t, d) in &deltas {
                 let Some(d) = d else { continue };
-                let spins = t.state == 'R'
-                    && d.cpu_ns * 4 >= dt
-                    && d.system_ns * 10 <= d.cpu_ns
-                    && d.voluntary == Some(0);
-                if spins {
-                    let since = self.spinning.get(&t.tid).copied().unwrap_or(prev_at);
+                // Progress is positive evidence: it blocked, it slept, or it
+                // made system calls. Merely getting little CPU (contention,
+                // a CPU quota) is not progress, so it does not end an
+                // episode, but an episode only starts with real CPU use.
+                let no_progress =
+                    t.state == 'R' && d.voluntary == Some(0) && d.system_ns * 10 <= d.cpu_ns.max(1);
+                let since = match self.spinning.get(&t.tid) {
+                    Some(since) if no_progress => Some(*since),
+                    None if no_progress && d.cpu_ns * 4 >= dt => Some(prev_at),
+                    _ => None,
+                };
+                if let Some(since) = since {
                     still.insert(t.tid, since);
                 }
             }
@@ -407,6 +413,34 @@ mod tests {
             ),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn starving_a_spinner_does_not_clear_it() {
+        let mut a = Analyzer::new(&cfg(1000, 0, BlockedWaits::Futex));
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Full speed, then throttled to almost nothing, still never blocking.
+        let cpu = [0, 450, 460, 470, 480, 490];
+        let mut reports = Vec::new();
+        for (i, c) in cpu.iter().enumerate() {
+            reports.extend(a.observe(ms(i as u64 * 500), vec![t(2, 'R', *c, 0, 1, "")]));
+        }
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(matches!(
+            reports[0],
+            ProgressReport::Suspected {
+                kind: SuspicionKind::Spin,
+                ..
+            }
+        ));
+        // A thread that is runnable but barely ran never starts an episode.
+        let mut b = Analyzer::new(&cfg(500, 0, BlockedWaits::Futex));
+        for i in 0..6u64 {
+            assert!(b
+                .observe(ms(i * 500), vec![t(3, 'R', i * 10, 0, 1, "")])
+                .is_empty());
+        }
     }
 
     #[test]
