@@ -192,3 +192,42 @@ fn missing_program_fails_fast_with_127() {
         .contains("not found"));
     assert_eq!(count(&events, EventKind::AppRestart), 0);
 }
+
+#[test]
+fn a_healthy_run_clears_the_breaker_and_the_backoff() {
+    // Each run lasts 400 ms, longer than healthy_after: the single restart
+    // the breaker allows is forgiven every time.
+    let crash = tp("tp-crash");
+    let mut a = app(
+        "healthy",
+        &[&crash, "exit", "1", "--after", "400", "--lines", "0"],
+    );
+    a.crash_loop.max_restarts = 1;
+    a.crash_loop.healthy_after = HumanDuration::from_millis(200);
+    a.backoff.initial = HumanDuration::from_millis(30);
+    let (sup, sink) = start(vec![a], None);
+    let events = wait_kind(&sink, EventKind::AppRestart, 3);
+    assert_eq!(count(&events, EventKind::AppGaveUp), 0, "{}", dump(&events));
+    for r in of(&events, EventKind::AppRestart) {
+        assert_eq!(r.details["attempt"], 1, "{}", dump(&events));
+        assert_eq!(r.details["backoff_ms"], 30, "{}", dump(&events));
+    }
+    sup.shutdown();
+}
+
+#[test]
+fn restart_always_restarts_a_clean_exit() {
+    let crash = tp("tp-crash");
+    let mut a = app(
+        "always",
+        &[&crash, "exit", "0", "--after", "50", "--lines", "0"],
+    );
+    a.restart = RestartPolicy::Always;
+    let (sup, sink) = start(vec![a], None);
+    let events = wait_kind(&sink, EventKind::AppRestart, 2);
+    assert_eq!(count(&events, EventKind::AppCrash), 0, "{}", dump(&events));
+    let r = &of(&events, EventKind::AppRestart)[0];
+    assert_eq!(r.details["cause"], "clean_exit");
+    assert_eq!(r.details["previous"]["exit_code"], 0);
+    sup.shutdown();
+}

@@ -127,6 +127,35 @@ fn no_ready_in_time_is_a_startup_hang() {
 }
 
 #[test]
+fn extend_timeout_usec_gives_a_slow_start_more_time() {
+    // 300 ms to become ready, but the program asks for 3 s more and is
+    // ready after 800 ms: no hang.
+    let mut a = notify_app(
+        "slow",
+        &[
+            "--extend-usec",
+            "3000000",
+            "--ready-after",
+            "800",
+            "--pings",
+            "0",
+        ],
+        0,
+    );
+    a.notify.ready_timeout = HumanDuration::from_millis(300);
+    let (sup, sink) = start(vec![a], None);
+    let events = wait_kind(&sink, EventKind::AppReady, 1);
+    assert_eq!(count(&events, EventKind::AppHang), 0, "{}", dump(&events));
+    assert!(
+        of(&events, EventKind::AppReady)[0].details["startup_ms"]
+            .as_u64()
+            .unwrap()
+            >= 790
+    );
+    sup.shutdown();
+}
+
+#[test]
 fn watchdog_usec_from_the_program_overrides_the_config() {
     // Config says 60 s; the program asks for 300 ms and then goes silent.
     let a = notify_app(

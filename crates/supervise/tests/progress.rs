@@ -22,6 +22,21 @@ fn spin_app(name: &str, bound_ms: u64) -> AppConfig {
     a
 }
 
+/// The hang was acted on: SIGTERM to the group, the program died of it,
+/// and a new run started.
+fn assert_stopped_and_restarted(events: &[selfheal_event::Event]) {
+    let action = of(events, EventKind::AppAction)
+        .into_iter()
+        .find(|e| e.details["action"] == "signal")
+        .unwrap_or_else(|| panic!("no stop action:\n{}", dump(events)));
+    assert_eq!(action.details["signal"], "SIGTERM");
+    assert_eq!(action.details["scope"], "group");
+    let restart = &of(events, EventKind::AppRestart)[0];
+    assert_eq!(restart.details["cause"], "hang");
+    assert_eq!(restart.details["previous"]["signal"], libc::SIGTERM);
+    assert_ne!(pid_of(restart), pid_of(&action));
+}
+
 fn suspected(events: &[selfheal_event::Event], detector: &str) -> Vec<selfheal_event::Event> {
     of(events, EventKind::AppHang)
         .into_iter()
@@ -158,6 +173,7 @@ fn two_thread_deadlock_is_detected_with_futex_evidence() {
         .find(|e| e.severity == Severity::Critical)
         .unwrap();
     assert_eq!(hang.details["detector"], "deadlock");
+    assert_stopped_and_restarted(&events);
     let stacks = hang.details["thread_stacks"]["threads"].as_array().unwrap();
     assert_eq!(stacks.len(), 3);
     sup.shutdown();

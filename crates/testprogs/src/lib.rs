@@ -37,7 +37,11 @@ pub fn unix_micros() -> i64 {
 pub fn stamp(path: Option<&Path>, event: &str) {
     if let Some(p) = path {
         let line = format!("{event} {}\n", unix_micros());
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
             let _ = f.write_all(line.as_bytes());
         }
     }
@@ -94,7 +98,9 @@ impl Args {
 
     /// `--key` as a number, or `default`.
     pub fn num(&self, key: &str, default: u64) -> u64 {
-        self.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+        self.get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     }
 
     /// `--key` as milliseconds.
@@ -123,7 +129,10 @@ pub fn sleep_forever() -> ! {
 /// them cannot run without them.
 pub fn bin(name: &str) -> PathBuf {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = DIR.get_or_init(build).as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let dir = DIR
+        .get_or_init(build)
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
     let path = dir.join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path

@@ -4,6 +4,8 @@
 //! goes silent but stays alive. `--status TEXT` sends `STATUS=`,
 //! `--watchdog-usec N` sends `WATCHDOG_USEC=N`, `--stop-after-pings 1`
 //! sends `STOPPING=1` and exits 0 instead of going silent.
+//! `--extend-usec N` first sends `EXTEND_TIMEOUT_USEC=N` (more time to
+//! start).
 
 use std::os::unix::net::UnixDatagram;
 
@@ -33,6 +35,9 @@ fn main() {
         std::process::id(),
         std::env::var("WATCHDOG_USEC").ok()
     );
+    if let Some(usec) = args.get("extend-usec") {
+        send(&sock, &target, &format!("EXTEND_TIMEOUT_USEC={usec}"));
+    }
     std::thread::sleep(args.millis("ready-after", 0));
     if let Some(usec) = args.get("watchdog-usec") {
         send(&sock, &target, &format!("WATCHDOG_USEC={usec}"));
