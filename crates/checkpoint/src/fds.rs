@@ -85,9 +85,11 @@ fn kind_of(target: &str, meta: Option<&fs::Metadata>) -> FdKind {
     }
 }
 
-/// Reads the fd table of `pid`. Descriptors that vanish while we look are
-/// skipped (the process is stopped, so only our own races apply).
-pub(crate) fn capture(pid: i32) -> std::io::Result<Vec<FdSnap>> {
+/// Reads the fd table of `pid`. What is known about a descriptor whose link
+/// target is unchanged since `prev` is reused; only regular files get their
+/// offset read again (the standard streams' offsets are external I/O and
+/// never restored). Descriptors that vanish while we look are skipped.
+pub(crate) fn capture(pid: i32, prev: &[FdSnap]) -> std::io::Result<Vec<FdSnap>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
         let Ok(entry) = entry else { continue };
@@ -103,11 +105,22 @@ pub(crate) fn capture(pid: i32) -> std::io::Result<Vec<FdSnap>> {
             continue;
         };
         let target = target.to_string_lossy().into_owned();
+        let fdinfo = || {
+            fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .ok()
+                .and_then(|t| procfs::parse_fdinfo(&t))
+                .unwrap_or_default()
+        };
+        if let Some(old) = prev.iter().find(|p| p.fd == fd && p.target == target) {
+            let mut snap = old.clone();
+            if snap.kind == FdKind::File && fd > 2 {
+                snap.pos = fdinfo().pos;
+            }
+            out.push(snap);
+            continue;
+        }
         let meta = fs::metadata(&path).ok();
-        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            .ok()
-            .and_then(|t| procfs::parse_fdinfo(&t))
-            .unwrap_or_default();
+        let info = fdinfo();
         out.push(FdSnap {
             fd,
             kind: kind_of(&target, meta.as_ref()),

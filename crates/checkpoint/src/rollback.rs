@@ -160,7 +160,7 @@ impl Session {
     ) -> Result<RollbackReport, RollbackError> {
         let pid = self.t.pid;
         let maps = procfs::read_maps(pid).map_err(failed)?;
-        let fds_now = fds::capture(pid).map_err(failed)?;
+        let fds_now = fds::capture(pid, &[]).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;
         {
             let t = &self.history[idx];

@@ -201,7 +201,8 @@ impl Session {
             self.heap_end = heap_end.or(Some(0));
         }
         let t_regs = started.elapsed();
-        let fds = fds::capture(pid).map_err(io_err("read /proc/PID/fd"))?;
+        let prev_fds = self.history.back().map_or(&[][..], |c| &c.fds[..]);
+        let fds = fds::capture(pid, prev_fds).map_err(io_err("read /proc/PID/fd"))?;
         let t_fds = started.elapsed();
         let checkpoint = Checkpoint {
             id: self.next_id,

@@ -296,3 +296,66 @@ fn exit_code_and_absence_of_checkpoints_are_reported() {
             >= 1
     );
 }
+
+#[test]
+fn seize_a_running_child_roll_it_back_and_detach() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("compute", &["200"]);
+    // The supervisor's way: it spawned the program itself, we seize it.
+    let sandbox = selfheal_checkpoint::sandbox::Sandbox::create(
+        std::path::Path::new("/sys/fs/cgroup"),
+        selfheal_checkpoint::sandbox::Limits::default(),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(prog("compute"))
+        .arg("200")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for f in sandbox.procs_files() {
+        std::fs::write(f, child.id().to_string()).unwrap();
+    }
+    let engine = selfheal_checkpoint::Engine::start(
+        selfheal_checkpoint::Target::Seize {
+            pid: child.id() as i32,
+            kill_on_tracer_exit: false,
+        },
+        config(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    engine.request_rollback(None);
+    let rolled = loop {
+        match engine
+            .events()
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+        {
+            Event::RolledBack(r) => break r,
+            Event::Exited(e) => panic!("exited before the rollback: {e:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!(rolled.failure, Failure::Hang);
+    engine.detach();
+    loop {
+        match engine
+            .events()
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+        {
+            Event::Detached => break,
+            Event::Exited(e) => panic!("exited while attached: {e:?}"),
+            _ => {}
+        }
+    }
+    engine.join();
+    // Detached, it runs on to the fault-free answer, and its parent reaps it.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    drop(sandbox);
+}

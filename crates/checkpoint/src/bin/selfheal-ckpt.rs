@@ -171,6 +171,9 @@ fn supervised(
     summary: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<i32, Box<dyn std::error::Error>> {
     let (mut pauses, mut pages, mut dirty) = (Vec::new(), Vec::new(), Vec::new());
+    // Pauses of checkpoints that copied at most 16 MB: leaves out the base
+    // copies made while a program fills its memory the first time.
+    let mut steady = Vec::new();
     let (mut rollbacks, mut impossible, mut restarts) = (Vec::new(), Vec::new(), Vec::new());
     let mut mem_max = 0u64;
     let mut tracking = serde_json::Value::Null;
@@ -193,6 +196,9 @@ fn supervised(
                 Event::Started { tracking: t, .. } => tracking = serde_json::to_value(t)?,
                 Event::Checkpoint(s) => {
                     pauses.push(s.pause_us);
+                    if s.pages_copied <= 4096 {
+                        steady.push(s.pause_us);
+                    }
                     pages.push(s.pages_copied);
                     dirty.push(s.pages_dirty);
                     mem_max = mem_max.max(s.memory_bytes);
@@ -242,6 +248,11 @@ fn supervised(
         "pause_us".into(),
         serde_json::json!({ "mean": mean(&pauses), "p50": percentile(&mut pauses, 0.5),
                             "p99": percentile(&mut pauses, 0.99), "max": percentile(&mut pauses, 1.0) }),
+    );
+    summary.insert(
+        "steady_pause_us".into(),
+        serde_json::json!({ "count": steady.len(), "p50": percentile(&mut steady, 0.5),
+                            "p99": percentile(&mut steady, 0.99), "max": percentile(&mut steady, 1.0) }),
     );
     summary.insert(
         "pages_copied".into(),
