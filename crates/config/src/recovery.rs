@@ -228,7 +228,7 @@ mod tests {
         assert!(msg.contains("greater than zero"), "{msg}");
         let (_, msg) = err("[kmsg]\nwatchdog_thresh = 99\n");
         assert!(msg.contains("1 to 60"), "{msg}");
-        let (_, msg) = err("[stall]\nmonitor_priority = 100\n");
+        let (_, msg) = err("[stall]\ncanary_priority = 100\n");
         assert!(msg.contains("1 to 99"), "{msg}");
         let (_, msg) = err("[watchdog]\ndevise = \"/dev/watchdog\"\n");
         assert!(msg.contains("unknown field `devise`"), "{msg}");

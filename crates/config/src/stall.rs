@@ -18,17 +18,13 @@ pub struct StallConfig {
     /// A CPU whose canary has not run for this long is stalled.
     #[serde(deserialize_with = "de_bound")]
     pub bound: HumanDuration,
-    /// How often each canary ticks (and the monitor checks them).
+    /// How often each canary ticks (and checks the others).
     #[serde(deserialize_with = "de_tick")]
     pub tick: HumanDuration,
     /// SCHED_FIFO priority of the canaries: anything at a higher priority
     /// that holds a CPU for `bound` starves them. Keep it low (1).
     #[serde(deserialize_with = "de_priority")]
     pub canary_priority: u8,
-    /// SCHED_FIFO priority of the monitor that reads the canaries; keep it
-    /// above any real-time application's.
-    #[serde(deserialize_with = "de_priority")]
-    pub monitor_priority: u8,
     /// Let each canary count its CPU's context switches (and instructions
     /// where the PMU is available) with perf software/hardware counters.
     pub perf_counters: bool,
@@ -39,9 +35,8 @@ impl Default for StallConfig {
         StallConfig {
             enabled: true,
             bound: HumanDuration::from_millis(200),
-            tick: HumanDuration::from_millis(20),
+            tick: HumanDuration::from_millis(100),
             canary_priority: 1,
-            monitor_priority: 90,
             perf_counters: true,
         }
     }
@@ -63,7 +58,7 @@ fn de_tick<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
     let ms = v.get().as_millis();
     if !(1..=10_000).contains(&ms) {
         return Err(de::Error::custom(format!(
-            "canary tick {v} is out of range; use 1ms to 10s (default 20ms)"
+            "canary tick {v} is out of range; use 1ms to 10s (default 100ms)"
         )));
     }
     Ok(v)
@@ -76,8 +71,11 @@ pub struct WatchdogConfig {
     /// How often the watcher checks the detectors' heartbeats.
     #[serde(deserialize_with = "de_nonzero")]
     pub period: HumanDuration,
-    /// Escalate when a heartbeat is this many light-detector periods old.
+    /// Escalate when a heartbeat is this many of its periods old.
     pub missed_periods: u32,
+    /// SCHED_FIFO priority of the watcher (above the light detector's).
+    #[serde(deserialize_with = "de_priority")]
+    pub realtime_priority: u8,
     /// A hardware watchdog device to pet while the chain is healthy
     /// (e.g. "/dev/watchdog0"); unset = none. Once opened, the machine
     /// resets if selfheal stops petting it.
@@ -89,8 +87,9 @@ pub struct WatchdogConfig {
 impl Default for WatchdogConfig {
     fn default() -> Self {
         WatchdogConfig {
-            period: HumanDuration::from_millis(100),
+            period: HumanDuration::from_millis(250),
             missed_periods: 10,
+            realtime_priority: 60,
             device: None,
             device_timeout: HumanDuration::from_secs(30),
         }

@@ -8,11 +8,15 @@
 //!   thresholds that `watch` uses.
 //! - [`heartbeat`]: the light thread's proof of life, read by the watchdog
 //!   chain.
+//! - [`stall`]: per-CPU stall detection with real-time canary threads.
+//! - [`watchdog`]: the watchdog chain over the detectors' heartbeats.
 #![forbid(unsafe_code)]
 
 pub mod calibrate;
 pub mod heartbeat;
 pub mod light;
+pub mod stall;
+pub mod watchdog;
 
 pub use heartbeat::Heartbeat;
 pub use light::{
