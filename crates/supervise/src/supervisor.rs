@@ -74,6 +74,10 @@ pub struct Options {
     /// Programs share the supervisor's stdin (`selfheal run`); otherwise
     /// they read `/dev/null`.
     pub inherit_stdin: bool,
+    /// Report hangs and what would be done about them, but leave hung
+    /// programs running (the daemon's `dry_run`). Crashed programs are
+    /// still restarted: they are no longer running either way.
+    pub dry_run: bool,
 }
 
 impl Default for Options {
@@ -85,6 +89,7 @@ impl Default for Options {
             proc_root: PathBuf::from("/proc"),
             cgroup_procs: Vec::new(),
             inherit_stdin: false,
+            dry_run: false,
         }
     }
 }
@@ -96,6 +101,7 @@ impl std::fmt::Debug for Options {
             .field("proc_root", &self.proc_root)
             .field("cgroup_procs", &self.cgroup_procs)
             .field("inherit_stdin", &self.inherit_stdin)
+            .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
 }
@@ -208,6 +214,7 @@ impl Supervisor {
                 proc_root: options.proc_root.clone(),
                 cgroup_procs: options.cgroup_procs.clone(),
                 inherit_stdin: options.inherit_stdin,
+                dry_run: options.dry_run,
                 stop_signal,
                 death_signal,
                 app,

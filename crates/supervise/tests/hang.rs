@@ -324,3 +324,29 @@ fn hook_runs_before_acting_and_its_output_is_recorded() {
     );
     sup.shutdown();
 }
+
+#[test]
+fn dry_run_reports_the_hang_and_leaves_the_program_running() {
+    let a = notify_app("dry", &["--pings", "1"], 300);
+    let sink = std::sync::Arc::new(selfheal_event::MemorySink::new());
+    let options = selfheal_supervise::Options {
+        dry_run: true,
+        ..selfheal_supervise::Options::default()
+    };
+    let sup =
+        selfheal_supervise::Supervisor::start_with(vec![a], sink.clone() as _, options).unwrap();
+    // The watchdog fires, is reported, re-arms and fires again.
+    let events = wait_for(&sink, SOON, "two hangs", |e| {
+        of(e, EventKind::AppHang).len() >= 2
+    });
+    let actions = of(&events, EventKind::AppAction);
+    assert!(
+        actions.iter().all(|a| a.details["dry_run"] == true),
+        "{}",
+        dump(&events)
+    );
+    assert_eq!(count(&events, EventKind::AppRestart), 0);
+    let pid = pid_of(&of(&events, EventKind::AppStart)[0]);
+    assert_eq!(sup.snapshot()[0].pid, Some(pid));
+    sup.shutdown();
+}

@@ -290,17 +290,37 @@ impl Runner {
                 ),
                 json!({ "action": name, "outcome": "recovered", "detail": detail }),
             );
-            let now = Instant::now();
-            if let Some(l) = self.live.as_mut() {
-                // Detectors start over: the program gets a fresh period.
-                l.ready_deadline = None;
-                l.watchdog_base = Some(now);
-                l.suspicions.clear();
-                l.probe_failures.iter_mut().for_each(Vec::clear);
-            }
+            self.rearm_detectors();
+            return;
+        }
+        if self.s.dry_run {
+            let signal = signal_name(self.s.stop_signal);
+            self.emit(
+                EventKind::AppAction,
+                Severity::Info,
+                format!(
+                    "dry run: would send {signal} to {} and restart it",
+                    self.name()
+                ),
+                json!({ "action": "signal", "signal": signal, "dry_run": true }),
+            );
+            self.rearm_detectors();
             return;
         }
         self.begin_stop(StopCause::Hang(detector.to_string()), None);
+    }
+
+    /// After a hang was handled without a restart (a recovery step, or a
+    /// dry run), every detector starts over as if the program had just
+    /// become ready.
+    fn rearm_detectors(&mut self) {
+        let now = Instant::now();
+        if let Some(l) = self.live.as_mut() {
+            l.ready_deadline = None;
+            l.watchdog_base = Some(now);
+            l.suspicions.clear();
+            l.probe_failures.iter_mut().for_each(Vec::clear);
+        }
     }
 
     /// Shutdown (`signal` None: the stop signal) or a forwarded terminating

@@ -54,6 +54,7 @@ pub(crate) struct RunnerSetup {
     pub proc_root: PathBuf,
     pub cgroup_procs: Vec<PathBuf>,
     pub inherit_stdin: bool,
+    pub dry_run: bool,
     pub stop_signal: i32,
     pub death_signal: Option<i32>,
 }

@@ -26,6 +26,8 @@ pub fn app(name: &str, argv: &[&str]) -> AppConfig {
     let mut a = AppConfig::new(name, argv.iter().map(|s| s.to_string()).collect());
     // The programs' chatter would bypass the test harness's capture.
     a.stdout = Output::Null;
+    // Still piped through the supervisor for the stderr tail.
+    a.stderr = Output::Null;
     a.backoff.initial = HumanDuration::from_millis(20);
     a.backoff.max = HumanDuration::from_millis(200);
     a.stop_grace = HumanDuration::from_secs(2);
