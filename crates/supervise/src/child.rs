@@ -156,6 +156,14 @@ pub enum LaunchError {
         /// The program.
         program: String,
     },
+    /// The working directory does not exist or is not a directory.
+    #[error("cannot start {argv:?}: working directory {dir} is not a directory")]
+    BadWorkingDir {
+        /// The command.
+        argv: Vec<String>,
+        /// The directory.
+        dir: PathBuf,
+    },
     /// Any other failure of fork, exec or the pre-exec setup.
     #[error("cannot start {argv:?}: {source}")]
     Other {
@@ -173,8 +181,13 @@ impl LaunchError {
         match self {
             LaunchError::NotFound { .. } => 127,
             LaunchError::NotExecutable { .. } => 126,
-            LaunchError::Other { .. } => 1,
+            LaunchError::BadWorkingDir { .. } | LaunchError::Other { .. } => 1,
         }
+    }
+
+    /// A mistake in the command or its setup that retrying cannot fix.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, LaunchError::Other { .. })
     }
 }
 
@@ -278,6 +291,14 @@ impl ProcessChild {
             cmd.env(k, v);
         }
         if let Some(cwd) = &spec.cwd {
+            // Checked here: a failing chdir in the child would come back as
+            // ENOENT and read as "program not found".
+            if !cwd.is_dir() {
+                return Err(LaunchError::BadWorkingDir {
+                    argv,
+                    dir: cwd.clone(),
+                });
+            }
             cmd.current_dir(cwd);
         }
         let [i, o, e] = spec.stdio;

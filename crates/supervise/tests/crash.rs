@@ -231,3 +231,19 @@ fn restart_always_restarts_a_clean_exit() {
     assert_eq!(r.details["previous"]["exit_code"], 0);
     sup.shutdown();
 }
+
+#[test]
+fn missing_working_directory_is_named_and_fails_fast() {
+    let mut a = app("nodir", &["true"]);
+    a.cwd = Some("/nonexistent/selfheal-dir".into());
+    let (sup, sink) = start(vec![a], None);
+    let results = sup.wait();
+    assert!(results[0].1.launch_failure.is_some());
+    let events = sink.events();
+    let crash = &of(&events, EventKind::AppCrash)[0];
+    let msg = crash.details["launch_error"].as_str().unwrap();
+    assert!(
+        msg.contains("working directory /nonexistent/selfheal-dir"),
+        "{msg}"
+    );
+}

@@ -43,6 +43,9 @@ const STDERR_DRAIN: Duration = Duration::from_millis(100);
 /// to die (it is in uninterruptible sleep) — it keeps waiting.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// Shortest delay before retrying a program that failed to start.
+const MIN_LAUNCH_RETRY: Duration = Duration::from_millis(500);
+
 /// Everything a supervision thread needs.
 pub(crate) struct RunnerSetup {
     pub app: AppConfig,
@@ -149,6 +152,8 @@ pub(crate) struct Runner {
     finished: Option<Finish>,
     warned_notify: bool,
     warned_kill: bool,
+    /// The last end was a failure to start.
+    launch_failures: bool,
 }
 
 impl Runner {
@@ -168,6 +173,7 @@ impl Runner {
             finished: None,
             warned_notify: false,
             warned_kill: false,
+            launch_failures: false,
         }
     }
 
@@ -494,12 +500,13 @@ impl Runner {
             format!("{}: {message}", self.name()),
             json!({ "launch_error": message, "shell_status": status }),
         );
-        // A program that is missing or not executable on the very first try
-        // is a configuration mistake: retrying will not fix it.
-        if first && matches!(status, Some(126 | 127)) {
+        // A missing program or directory on the very first try is a
+        // configuration mistake: retrying will not fix it.
+        if first && err.is_some_and(LaunchError::is_permanent) {
             self.finish("the program could not be started", status, false);
             return;
         }
+        self.launch_failures = true;
         self.after_end(EndCause::Crash, json!({ "launch_error": message }));
     }
 
@@ -571,6 +578,12 @@ impl Runner {
         };
         match decision {
             Decision::Restart { delay, attempt } => {
+                // Failing to start costs no time: never retry in a tight loop.
+                let delay = if std::mem::take(&mut self.launch_failures) {
+                    delay.max(MIN_LAUNCH_RETRY)
+                } else {
+                    delay
+                };
                 self.s.state.set_phase(Phase::Backoff);
                 self.pending = Some(Pending::Restart {
                     at: now + delay,
