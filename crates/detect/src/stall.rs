@@ -118,7 +118,7 @@ pub struct StallShared {
     /// Stalls reported so far.
     pub stalls_total: AtomicU64,
     /// Stamped by every canary tick: the detector is alive while any CPU is.
-    pub heartbeat: Heartbeat,
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 impl StallShared {
@@ -254,7 +254,7 @@ impl StallDetector {
                 })
                 .collect(),
             stalls_total: AtomicU64::new(0),
-            heartbeat: Heartbeat::new(),
+            heartbeat: Arc::new(Heartbeat::new()),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -433,7 +433,7 @@ mod tests {
                 counting_instructions: AtomicBool::new(false),
             }],
             stalls_total: AtomicU64::new(0),
-            heartbeat: Heartbeat::new(),
+            heartbeat: Arc::new(Heartbeat::new()),
         };
         let seen: Mutex<Vec<StallEvent>> = Mutex::default();
         let record = |e: StallEvent| seen.lock().unwrap().push(e);

@@ -194,13 +194,16 @@ pub enum Symptom {
         /// Cleared when the count falls below this.
         below: u64,
     },
-    /// A process tree's size.
+    /// A process tree's size (plus, for a program-wide fork bomb, every
+    /// process with the same command and uid).
     TreeTasks {
         /// Root pid.
         root: i32,
         /// Root start time.
         starttime: u64,
-        /// Cleared when the tree has fewer tasks than this.
+        /// Command and uid of the bomb's members, when blamed program-wide.
+        comm_uid: Option<(String, u32)>,
+        /// Cleared when fewer tasks than this remain.
         below: usize,
     },
     /// A cgroup's unreclaimable memory near its limit.

@@ -8,14 +8,23 @@
 //! - [`classify`]: two snapshots + what the stall detector, the sweep and the
 //!   kernel say → a [`Diagnosis`] of one [`Class`], with the culprit and the
 //!   evidence; or a `legitimate_load` dismissal.
+//! - [`verify`]: live checks that a symptom cleared, for the recovery ladder.
+//! - [`pipeline`]: [`HangPipeline`], the thread the daemon starts: it owns the
+//!   stall detector, the watchdog chain, the kmsg follower, the sweep, the
+//!   heavy detector and the recovery ladder, and records every event.
+//! - [`metrics`]: its counters and Prometheus collector.
 #![forbid(unsafe_code)]
 
 pub mod cgroups;
 pub mod class;
 pub mod classify;
+pub mod metrics;
+pub mod pipeline;
 pub mod snapshot;
 pub mod sweep;
+pub mod verify;
 
 pub use class::{Blame, Class, Diagnosis, Symptom, TargetInfo, Trigger};
 pub use classify::{Diagnoser, Observation, Thresholds};
+pub use pipeline::{HangPipeline, PipelineError, PipelineOptions};
 pub use snapshot::{Snapshot, SnapshotReader, TaskSample};

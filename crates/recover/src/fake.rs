@@ -234,40 +234,85 @@ impl SystemOps for FakeSystem {
     }
 }
 
-/// `SystemOps` is implemented for `Arc<FakeSystem>` so a test keeps a
-/// handle on the fake it gives the ladder.
-impl SystemOps for std::sync::Arc<FakeSystem> {
+/// A call made through [`Recording`], with what the target looked like
+/// just before (so a test can prove it was inside its sandbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    /// The call.
+    pub call: Call,
+    /// The target process as it was, when the call addressed one.
+    pub target: Option<ProcInfo>,
+}
+
+/// Wraps real operations and records every call that changes something,
+/// with the target's identity and cgroups looked up first.
+#[derive(Debug)]
+pub struct Recording<T> {
+    inner: T,
+    calls: Mutex<Vec<RecordedCall>>,
+}
+
+impl<T: SystemOps> Recording<T> {
+    /// Records calls made through `inner`.
+    pub fn new(inner: T) -> Recording<T> {
+        Recording {
+            inner,
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every state-changing call so far.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn log(&self, call: Call, pid: Option<i32>) {
+        let target = pid.and_then(|p| self.inner.process(p).ok().flatten());
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(RecordedCall { call, target });
+    }
+}
+
+impl<T: SystemOps> SystemOps for Recording<T> {
     fn own_pid(&self) -> i32 {
-        self.as_ref().own_pid()
+        self.inner.own_pid()
     }
     fn process(&self, pid: i32) -> Result<Option<ProcInfo>, OpsError> {
-        self.as_ref().process(pid)
+        self.inner.process(pid)
     }
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
-        self.as_ref().processes()
+        self.inner.processes()
     }
     fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError> {
-        self.as_ref().threads(pid)
+        self.inner.threads(pid)
     }
     fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError> {
-        self.as_ref().set_normal_policy(tid)
+        self.log(Call::SetNormal(tid), Some(tid));
+        self.inner.set_normal_policy(tid)
     }
     fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
-        self.as_ref().signal(pid, starttime, sig)
+        self.log(Call::Signal(pid, sig), Some(pid));
+        self.inner.signal(pid, starttime, sig)
     }
     fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError> {
-        self.as_ref().cgroup_members(pid)
+        self.inner.cgroup_members(pid)
     }
     fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        self.as_ref().kill_cgroup(pid)
+        self.log(Call::KillCgroup(pid), Some(pid));
+        self.inner.kill_cgroup(pid)
     }
     fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        self.as_ref().freeze_cgroup(pid)
+        self.log(Call::FreezeCgroup(pid), Some(pid));
+        self.inner.freeze_cgroup(pid)
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
-        self.as_ref().restart_unit(unit)
+        self.log(Call::RestartUnit(unit.to_string()), None);
+        self.inner.restart_unit(unit)
     }
     fn reboot(&self) -> Result<(), OpsError> {
-        self.as_ref().reboot()
+        self.log(Call::Reboot, None);
+        self.inner.reboot()
     }
 }

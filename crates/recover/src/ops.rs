@@ -99,6 +99,44 @@ pub trait SystemOps: Send + Sync {
     fn reboot(&self) -> Result<(), OpsError>;
 }
 
+/// A shared handle acts like what it points to (a test keeps an `Arc` of
+/// the fake it hands to the ladder).
+impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
+    fn own_pid(&self) -> i32 {
+        (**self).own_pid()
+    }
+    fn process(&self, pid: i32) -> Result<Option<ProcInfo>, OpsError> {
+        (**self).process(pid)
+    }
+    fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
+        (**self).processes()
+    }
+    fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError> {
+        (**self).threads(pid)
+    }
+    fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError> {
+        (**self).set_normal_policy(tid)
+    }
+    fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
+        (**self).signal(pid, starttime, sig)
+    }
+    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError> {
+        (**self).cgroup_members(pid)
+    }
+    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError> {
+        (**self).kill_cgroup(pid)
+    }
+    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError> {
+        (**self).freeze_cgroup(pid)
+    }
+    fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
+        (**self).restart_unit(unit)
+    }
+    fn reboot(&self) -> Result<(), OpsError> {
+        (**self).reboot()
+    }
+}
+
 /// The real system.
 #[derive(Debug, Clone)]
 pub struct LinuxOps {

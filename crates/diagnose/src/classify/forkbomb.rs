@@ -134,6 +134,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             symptom: Symptom::TreeTasks {
                 root: root.pid,
                 starttime: root.stat.starttime_ticks,
+                comm_uid: Some((comm.clone(), *uid)),
                 below: (th.fork_bomb_tasks as usize / 2).max(1),
             },
         });
@@ -195,6 +196,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             symptom: Symptom::TreeTasks {
                 root: root.pid,
                 starttime: root.stat.starttime_ticks,
+                comm_uid: Some((comm.clone(), uid)),
                 below: (th.fork_bomb_tasks as usize / 2).max(1),
             },
         });

@@ -1,0 +1,469 @@
+//! The pipeline thread: records what arrives, sweeps, runs the heavy
+//! detector on a trigger, and hands hangs to the recovery ladder.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use selfheal_config::{Config, Rule};
+use selfheal_detect::stall::{StallEvent, StallShared};
+use selfheal_detect::watchdog::WatchdogEvent;
+use selfheal_detect::Heartbeat;
+use selfheal_event::{Culprit, Event, EventKind, EventSink, Severity};
+use selfheal_kmsg::{KernelReport, VerdictKind};
+use selfheal_recover::{Incident, Ladder, LadderOptions};
+use selfheal_sampler::{Sample, SampleBoard};
+
+use super::{Input, PipelineOptions};
+use crate::cgroups::{CgroupRoots, CgroupScanner};
+use crate::class::{Class, Trigger};
+use crate::classify::{Diagnoser, Observation, Thresholds};
+use crate::metrics::PipelineStats;
+use crate::snapshot::SnapshotReader;
+use crate::sweep::DStateTracker;
+use crate::verify::SymptomCheck;
+
+/// How often the limited-cgroup list is rebuilt.
+const CGROUP_REWALK: Duration = Duration::from_secs(2);
+
+pub(super) struct Worker {
+    cfg: Config,
+    rules: Vec<Rule>,
+    board: Arc<SampleBoard>,
+    sample: Sample,
+    sink: Arc<dyn EventSink>,
+    stats: Arc<PipelineStats>,
+    heartbeat: Arc<Heartbeat>,
+    stall: Option<Arc<StallShared>>,
+    proc_root: PathBuf,
+    reader: SnapshotReader,
+    diagnoser: Diagnoser,
+    tracker: DStateTracker,
+    scanner: Arc<Mutex<CgroupScanner>>,
+    ladder: Ladder,
+    kernel: VecDeque<(Instant, KernelReport)>,
+    /// Diagnosis key → when last recorded.
+    recent: HashMap<String, Instant>,
+    /// Stuck threads already reported.
+    stuck_reported: HashSet<(i32, u64)>,
+    /// Cgroups already reported by the sweep → when.
+    cgroups_reported: HashMap<String, Instant>,
+}
+
+/// A trigger waiting for the heavy detector, with the fault's onset if known.
+struct Pending {
+    trigger: Trigger,
+    onset: Option<Instant>,
+}
+
+fn rank(t: &Trigger) -> u8 {
+    match t {
+        Trigger::Stall { .. } => 6,
+        Trigger::Watchdog { .. } => 5,
+        Trigger::DState { .. } | Trigger::Cgroup { .. } => 4,
+        Trigger::Kernel { .. } => 3,
+        Trigger::Manual => 2,
+        Trigger::Alert { .. } => 1,
+    }
+}
+
+impl Worker {
+    pub(super) fn new(
+        opts: &PipelineOptions,
+        sink: Arc<dyn EventSink>,
+        stats: Arc<PipelineStats>,
+        heartbeat: Arc<Heartbeat>,
+        stall: Option<Arc<StallShared>>,
+    ) -> Worker {
+        let cfg = opts.config.clone();
+        let reader = SnapshotReader::new(&opts.proc_root);
+        let mut diagnoser = Diagnoser::new(Thresholds::from_config(&cfg.heavy), &opts.proc_root);
+        diagnoser.own_pids = vec![opts.ops.own_pid()];
+        let ladder = Ladder::new(
+            Box::new(opts.ops.clone()),
+            LadderOptions::new(cfg.recovery.clone(), opts.dry_run),
+        );
+        Worker {
+            rules: cfg.effective_rules(),
+            sample: Sample::with_cpus(reader.cpus()),
+            board: opts.board.clone(),
+            sink,
+            stats,
+            heartbeat,
+            stall,
+            proc_root: opts.proc_root.clone(),
+            tracker: DStateTracker::new(&opts.proc_root),
+            scanner: Arc::new(Mutex::new(CgroupScanner::new(
+                CgroupRoots::detect(),
+                CGROUP_REWALK,
+            ))),
+            reader,
+            diagnoser,
+            ladder,
+            kernel: VecDeque::new(),
+            recent: HashMap::new(),
+            stuck_reported: HashSet::new(),
+            cgroups_reported: HashMap::new(),
+            cfg,
+        }
+    }
+
+    pub(super) fn run(mut self, rx: Receiver<Input>) {
+        let sweep_every = self.cfg.heavy.sweep_interval.get();
+        let mut next_sweep = Instant::now() + sweep_every;
+        loop {
+            self.heartbeat.beat();
+            let wait = if sweep_every.is_zero() {
+                Duration::from_secs(1)
+            } else {
+                next_sweep.saturating_duration_since(Instant::now())
+            };
+            let mut pending: Option<Pending> = None;
+            match rx.recv_timeout(wait) {
+                Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(input) => self.handle(input, &mut pending),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Take everything else that arrived meanwhile.
+            while let Ok(input) = rx.try_recv() {
+                if matches!(input, Input::Shutdown) {
+                    return;
+                }
+                self.handle(input, &mut pending);
+            }
+            if !sweep_every.is_zero() && Instant::now() >= next_sweep {
+                self.sweep(&mut pending);
+                next_sweep = Instant::now() + sweep_every;
+            }
+            if let Some(p) = pending {
+                self.heavy(p);
+            }
+        }
+    }
+
+    fn want(pending: &mut Option<Pending>, trigger: Trigger, onset: Option<Instant>) {
+        match pending {
+            Some(p) if rank(&p.trigger) >= rank(&trigger) => {
+                if p.onset.is_none() {
+                    p.onset = onset;
+                }
+            }
+            _ => *pending = Some(Pending { trigger, onset }),
+        }
+    }
+
+    fn handle(&mut self, input: Input, pending: &mut Option<Pending>) {
+        match input {
+            Input::Alert(a) => {
+                self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+                let Some(rule) = self.rules.get(a.rule_index as usize) else {
+                    return;
+                };
+                let snap = self
+                    .board
+                    .read_into(&mut self.sample)
+                    .then_some(&self.sample);
+                self.sink.emit(a.to_event(rule, snap));
+                let onset = a.raised_at.checked_sub(a.held_for);
+                Worker::want(
+                    pending,
+                    Trigger::Alert {
+                        rule: rule.name.clone(),
+                        level: a.level.as_str().to_string(),
+                        cpu: a.cpu(),
+                    },
+                    onset,
+                );
+            }
+            Input::Stall(StallEvent::Stalled {
+                cpu,
+                stalled_for,
+                since,
+            }) => {
+                self.sink.emit(
+                    Event::now(
+                        EventKind::Alert,
+                        Severity::Critical,
+                        "stall",
+                        format!(
+                            "cpu {cpu} stalled: its real-time canary has not run for {} ms",
+                            stalled_for.as_millis()
+                        ),
+                    )
+                    .with_rule("cpu_stall")
+                    .with_culprit(Culprit {
+                        cpu: Some(cpu),
+                        ..Culprit::default()
+                    })
+                    .with_details(json!({
+                        "cpu": cpu,
+                        "stalled_ms": stalled_for.as_millis() as u64,
+                        "bound_ms": self.cfg.stall.bound.get().as_millis() as u64,
+                    })),
+                );
+                Worker::want(pending, Trigger::Stall { cpu, stalled_for }, Some(since));
+            }
+            Input::Stall(StallEvent::Cleared {
+                cpu,
+                lasted,
+                context_switches,
+            }) => {
+                tracing::info!(
+                    "cpu {cpu} no longer stalled after {} ms ({} context switches during the stall)",
+                    lasted.as_millis(),
+                    context_switches.map_or("uncounted".to_string(), |c| c.to_string())
+                );
+            }
+            Input::Watchdog(e) => self.watchdog(e, pending),
+            Input::Kernel(r) => {
+                self.sink.emit(r.to_event());
+                let wake = matches!(
+                    r.kind,
+                    VerdictKind::SoftLockup
+                        | VerdictKind::HardLockup
+                        | VerdictKind::RcuStall
+                        | VerdictKind::HungTask
+                        | VerdictKind::ForkRejected
+                        | VerdictKind::RtThrottling
+                );
+                if wake {
+                    Worker::want(
+                        pending,
+                        Trigger::Kernel {
+                            verdict: r.kind.as_str().to_string(),
+                            cpu: r.cpu,
+                        },
+                        None,
+                    );
+                }
+                self.kernel.push_back((Instant::now(), *r));
+                while self.kernel.len() > 256 {
+                    self.kernel.pop_front();
+                }
+            }
+            Input::Manual(t) => Worker::want(pending, t, None),
+            Input::Shutdown => {}
+        }
+    }
+
+    fn watchdog(&mut self, e: WatchdogEvent, pending: &mut Option<Pending>) {
+        let (severity, message, details) = match &e {
+            WatchdogEvent::Missed {
+                component,
+                age,
+                max_age,
+            } => {
+                (
+                    Severity::Critical,
+                    format!(
+                    "{component} heartbeat missed: {} old (limit {} ms); the detector is starved",
+                    age.map_or("never beat".to_string(), |a| format!("{} ms", a.as_millis())),
+                    max_age.as_millis()
+                ),
+                    json!({"component": component, "age_ms": age.map(|a| a.as_millis() as u64),
+                       "max_age_ms": max_age.as_millis() as u64, "state": "missed"}),
+                )
+            }
+            WatchdogEvent::Recovered { component, after } => (
+                Severity::Info,
+                format!("{component} heartbeat back after {} ms", after.as_millis()),
+                json!({"component": component, "stale_ms": after.as_millis() as u64, "state": "recovered"}),
+            ),
+            WatchdogEvent::DeviceError { message } => (
+                Severity::Warning,
+                format!("hardware watchdog: {message}"),
+                json!({"state": "device_error", "error": message}),
+            ),
+        };
+        self.sink.emit(
+            Event::now(EventKind::Watchdog, severity, "watchdog", message).with_details(details),
+        );
+        if let WatchdogEvent::Missed { component, age, .. } = e {
+            // Something starved a detector: look at what runs.
+            Worker::want(
+                pending,
+                Trigger::Watchdog {
+                    component: component.to_string(),
+                    age: age.unwrap_or_default(),
+                },
+                None,
+            );
+        }
+    }
+
+    /// The cheap periodic check: D-state threads and limited cgroups.
+    fn sweep(&mut self, pending: &mut Option<Pending>) {
+        let t0 = Instant::now();
+        self.tracker.scan(t0);
+        let bound = self.cfg.heavy.dstate_bound.get();
+        let own = self.diagnoser.own_pids.clone();
+        let stuck: Vec<_> = self
+            .tracker
+            .stuck(Instant::now(), bound)
+            .into_iter()
+            .filter(|s| !own.contains(&s.pid))
+            .filter(|s| !self.stuck_reported.contains(&(s.tid, s.starttime)))
+            .collect();
+        if !stuck.is_empty() {
+            let onset = stuck.iter().map(|s| s.since).min();
+            Worker::want(
+                pending,
+                Trigger::DState {
+                    tids: stuck.iter().map(|s| s.tid).collect(),
+                },
+                onset,
+            );
+        }
+        let usages = self
+            .scanner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scan();
+        let th = &self.cfg.heavy;
+        let again = self.cfg.heavy.rediagnose_after.get();
+        for u in usages {
+            let memory = u
+                .memory
+                .is_some_and(|m| m.percent() >= th.cgroup_memory_percent);
+            let pids = u
+                .pids
+                .is_some_and(|p| p.percent() >= th.cgroup_pids_percent && p.refused_recently > 0);
+            if !(memory || pids) {
+                continue;
+            }
+            if self
+                .cgroups_reported
+                .get(&u.path)
+                .is_some_and(|t| t.elapsed() < again)
+            {
+                continue;
+            }
+            self.cgroups_reported.insert(u.path.clone(), Instant::now());
+            Worker::want(
+                pending,
+                Trigger::Cgroup {
+                    path: u.path.clone(),
+                    resource: if pids { "pids" } else { "memory" }.to_string(),
+                },
+                None,
+            );
+        }
+        self.stats.sweeps.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .sweep_last_us
+            .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats
+            .sweep_threads
+            .store(self.tracker.last_scanned as u64, Ordering::Relaxed);
+    }
+
+    /// Two snapshots, a diagnosis, and recovery for every hang found.
+    fn heavy(&mut self, p: Pending) {
+        let t0 = Instant::now();
+        self.stats.count_run(p.trigger.kind());
+        let before = match self.reader.take() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("heavy detector: cannot snapshot tasks: {e}");
+                return;
+            }
+        };
+        std::thread::sleep(self.cfg.heavy.interval.get());
+        let Ok(after) = self.reader.take() else {
+            return;
+        };
+        let now = Instant::now();
+        self.tracker.scan(now);
+        let stuck = self.tracker.stuck(now, self.cfg.heavy.dstate_bound.get());
+        let (cgroups, members) = {
+            let mut sc = self.scanner.lock().unwrap_or_else(|p| p.into_inner());
+            let cgroups = sc.scan();
+            let th = &self.cfg.heavy;
+            let members: HashMap<String, Vec<i32>> = cgroups
+                .iter()
+                .filter(|u| {
+                    u.memory
+                        .is_some_and(|m| m.percent() >= th.cgroup_memory_percent)
+                        || u.pids
+                            .is_some_and(|p| p.percent() >= th.cgroup_pids_percent)
+                })
+                .map(|u| (u.path.clone(), sc.members(&u.path)))
+                .collect();
+            (cgroups, members)
+        };
+        let stalled = self.stall.as_ref().map(|s| s.stalled()).unwrap_or_default();
+        let window = self.cfg.kmsg.correlate_window.get();
+        let kernel: Vec<KernelReport> = self
+            .kernel
+            .iter()
+            .filter(|(t, _)| t.elapsed() <= window)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let obs = Observation {
+            trigger: &p.trigger,
+            before: &before,
+            after: &after,
+            stalled_cpus: &stalled,
+            stuck: &stuck,
+            cgroups: &cgroups,
+            cgroup_members: &members,
+            kernel: &kernel,
+        };
+        let diagnoses = self.diagnoser.diagnose(&obs);
+        let took = t0.elapsed().as_micros() as u64;
+        self.stats.heavy_last_us.store(took, Ordering::Relaxed);
+        self.stats.heavy_max_us.fetch_max(took, Ordering::Relaxed);
+
+        let again = self.cfg.heavy.rediagnose_after.get();
+        self.recent.retain(|_, t| t.elapsed() < again);
+        for d in diagnoses {
+            let key = d.key();
+            if self.recent.contains_key(&key) {
+                continue;
+            }
+            self.recent.insert(key, Instant::now());
+            if d.class == Class::DState {
+                for s in &stuck {
+                    self.stuck_reported.insert((s.tid, s.starttime));
+                }
+            }
+            let latency = p.onset.map(|o| Instant::now().saturating_duration_since(o));
+            self.sink.emit(d.to_event(&p.trigger, latency));
+            if d.class == Class::LegitimateLoad {
+                continue;
+            }
+            let incident = Incident {
+                class: d.class.as_str().to_string(),
+                target: d.target.clone(),
+                culprit: d.culprit.clone(),
+            };
+            let mut check = SymptomCheck::new(
+                d.symptom.clone(),
+                &self.proc_root,
+                self.stall.clone(),
+                Some(self.scanner.clone()),
+            );
+            let hb = self.heartbeat.clone();
+            let report = self.ladder.run(
+                &incident,
+                &mut || {
+                    hb.beat();
+                    check.cleared()
+                },
+                self.sink.as_ref(),
+            );
+            if let Some(t) = report.time_to_recover {
+                tracing::info!("{}: recovered in {} ms", d.class, t.as_millis());
+            }
+        }
+        // Forget stuck threads that are gone, so a new hang of a reused tid
+        // is reported again.
+        let live: HashSet<(i32, u64)> = stuck.iter().map(|s| (s.tid, s.starttime)).collect();
+        self.stuck_reported.retain(|k| live.contains(k));
+    }
+}

@@ -1,0 +1,268 @@
+//! Checking, live, whether a diagnosed symptom has cleared: what the
+//! recovery ladder polls after each step before deciding to escalate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use selfheal_detect::stall::StallShared;
+use selfheal_procfs::task::{list_pids, parse_task_stat};
+
+use crate::cgroups::CgroupScanner;
+use crate::class::Symptom;
+use crate::snapshot::parse_schedstat;
+
+/// Live checks for one symptom. Stateful: the RT-monopoly check measures
+/// run time between successive calls.
+pub struct SymptomCheck {
+    symptom: Symptom,
+    proc_root: PathBuf,
+    stall: Option<Arc<StallShared>>,
+    scanner: Option<Arc<std::sync::Mutex<CgroupScanner>>>,
+    last_runtime: Option<(u64, Instant)>,
+}
+
+impl std::fmt::Debug for SymptomCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SymptomCheck")
+            .field("symptom", &self.symptom)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Minimum window for measuring a thread's CPU share.
+const SHARE_WINDOW: Duration = Duration::from_millis(50);
+
+impl SymptomCheck {
+    /// A check of `symptom` against the live system.
+    pub fn new(
+        symptom: Symptom,
+        proc_root: &Path,
+        stall: Option<Arc<StallShared>>,
+        scanner: Option<Arc<std::sync::Mutex<CgroupScanner>>>,
+    ) -> SymptomCheck {
+        SymptomCheck {
+            symptom,
+            proc_root: proc_root.to_path_buf(),
+            stall,
+            scanner,
+            last_runtime: None,
+        }
+    }
+
+    /// True when the symptom is gone.
+    pub fn cleared(&mut self) -> bool {
+        match self.symptom.clone() {
+            Symptom::CpuStalled { cpu } => self
+                .stall
+                .as_ref()
+                .is_none_or(|s| s.stalled().iter().all(|(c, _)| *c != cpu)),
+            Symptom::RtMonopoly {
+                pid,
+                tid,
+                starttime,
+                percent,
+            } => self.rt_monopoly_cleared(pid, tid, starttime, percent),
+            Symptom::Stuck { tasks } => tasks
+                .iter()
+                .all(|&(pid, tid, st)| self.not_stuck(pid, tid, st)),
+            Symptom::CgroupTasks { path, below } => self
+                .cgroup(&path)
+                .and_then(|u| u.pids)
+                .is_none_or(|p| p.current < below),
+            Symptom::CgroupMemory { path, percent } => self
+                .cgroup(&path)
+                .and_then(|u| u.memory)
+                .is_none_or(|m| m.percent() < percent),
+            Symptom::TreeTasks {
+                root,
+                starttime,
+                comm_uid,
+                below,
+            } => self.tree_size(root, starttime, comm_uid.as_ref()) < below,
+            Symptom::MachineMemory { available_percent } => {
+                let text = std::fs::read(self.proc_root.join("meminfo")).unwrap_or_default();
+                let mut m = selfheal_procfs::meminfo::MemInfo::default();
+                selfheal_procfs::meminfo::parse_meminfo(&text, &mut m);
+                m.available_bytes.is_some_and(|a| {
+                    a as f64 * 100.0 / m.total_bytes.max(1) as f64 >= available_percent
+                })
+            }
+            Symptom::Unverifiable => false,
+        }
+    }
+
+    fn task_file(&self, pid: i32, tid: i32, name: &str) -> Option<String> {
+        std::fs::read_to_string(
+            self.proc_root
+                .join(pid.to_string())
+                .join("task")
+                .join(tid.to_string())
+                .join(name),
+        )
+        .ok()
+    }
+
+    fn rt_monopoly_cleared(&mut self, pid: i32, tid: i32, starttime: u64, percent: f64) -> bool {
+        let Some(stat) = self
+            .task_file(pid, tid, "stat")
+            .and_then(|t| parse_task_stat(&t))
+        else {
+            return true; // gone
+        };
+        if stat.starttime_ticks != starttime
+            || !matches!(stat.policy, 1 | 2 | 6)
+            || matches!(stat.state, 'T' | 't' | 'Z' | 'X')
+        {
+            return true;
+        }
+        let Some(run) = self
+            .task_file(pid, tid, "schedstat")
+            .and_then(|t| parse_schedstat(&t))
+            .map(|s| s.runtime_ns)
+        else {
+            return false;
+        };
+        let now = Instant::now();
+        match self.last_runtime {
+            Some((r0, t0)) if now - t0 >= SHARE_WINDOW => {
+                self.last_runtime = Some((run, now));
+                let share = run.saturating_sub(r0) as f64 / (now - t0).as_nanos() as f64;
+                share * 100.0 < percent
+            }
+            Some(_) => false,
+            None => {
+                self.last_runtime = Some((run, now));
+                false
+            }
+        }
+    }
+
+    fn not_stuck(&self, pid: i32, tid: i32, starttime: u64) -> bool {
+        match self
+            .task_file(pid, tid, "stat")
+            .and_then(|t| parse_task_stat(&t))
+        {
+            None => true,
+            Some(s) => s.starttime_ticks != starttime || s.state != 'D',
+        }
+    }
+
+    fn cgroup(&self, path: &str) -> Option<crate::cgroups::CgroupUsage> {
+        let scanner = self.scanner.as_ref()?;
+        let mut s = scanner.lock().unwrap_or_else(|p| p.into_inner());
+        s.scan().into_iter().find(|u| u.path == path)
+    }
+
+    /// Processes descending from `root` (itself included, when alive), plus
+    /// every process with `comm_uid`'s command and uid.
+    fn tree_size(&self, root: i32, starttime: u64, comm_uid: Option<&(String, u32)>) -> usize {
+        let pids = list_pids(&self.proc_root).unwrap_or_default();
+        let mut parent = std::collections::HashMap::new();
+        let mut same_program = std::collections::HashSet::new();
+        let mut root_alive = false;
+        for pid in pids {
+            let dir = self.proc_root.join(pid.to_string());
+            let Some(s) = std::fs::read_to_string(dir.join("stat"))
+                .ok()
+                .and_then(|t| parse_task_stat(&t))
+            else {
+                continue;
+            };
+            if pid == root && s.starttime_ticks == starttime {
+                root_alive = true;
+            }
+            if let Some((comm, uid)) = comm_uid {
+                if &s.comm == comm && !s.is_kernel_thread() && owner_uid(&dir) == Some(*uid) {
+                    same_program.insert(pid);
+                }
+            }
+            parent.insert(pid, s.ppid);
+        }
+        let descends = |p: i32| {
+            let mut cur = p;
+            for _ in 0..64 {
+                if cur == root {
+                    return true;
+                }
+                match parent.get(&cur) {
+                    Some(&pp) if pp > 0 => cur = pp,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        parent
+            .keys()
+            .filter(|&&p| (root_alive && descends(p)) || same_program.contains(&p))
+            .count()
+    }
+}
+
+fn owner_uid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_child_clears_when_stopped_or_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let stat = parse_task_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap())
+            .unwrap();
+        let mut stuck = SymptomCheck::new(
+            Symptom::Stuck {
+                tasks: vec![(pid, pid, stat.starttime_ticks)],
+            },
+            Path::new("/proc"),
+            None,
+            None,
+        );
+        // Sleeping (S), not D: not stuck.
+        assert!(stuck.cleared());
+        let mut tree = SymptomCheck::new(
+            Symptom::TreeTasks {
+                root: pid,
+                starttime: stat.starttime_ticks,
+                comm_uid: None,
+                below: 1,
+            },
+            Path::new("/proc"),
+            None,
+            None,
+        );
+        assert!(!tree.cleared(), "a live root counts itself");
+        // A normal-policy thread is not a real-time monopoly.
+        let mut rt = SymptomCheck::new(
+            Symptom::RtMonopoly {
+                pid,
+                tid: pid,
+                starttime: stat.starttime_ticks,
+                percent: 80.0,
+            },
+            Path::new("/proc"),
+            None,
+            None,
+        );
+        assert!(rt.cleared());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(tree.cleared());
+        assert!(
+            SymptomCheck::new(Symptom::Unverifiable, Path::new("/proc"), None, None)
+                .cleared()
+                .eq(&false)
+        );
+    }
+}
