@@ -358,6 +358,37 @@ mod tests {
         assert_eq!(a.hook.command, vec!["sh", "-c", "echo hi"]);
     }
 
+    #[derive(Debug, Parser)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: Sub,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        /// Supervise one program.
+        Run(RunArgs),
+    }
+
+    #[test]
+    fn works_as_the_cli_subcommand() {
+        let top = Top::try_parse_from([
+            "selfheal", "run", "--notify", "--", "./server", "--port", "8080",
+        ])
+        .unwrap();
+        let Sub::Run(args) = top.cmd;
+        assert_eq!(args.command, vec!["./server", "--port", "8080"]);
+        let app = args.to_app_config().unwrap();
+        assert!(app.notify.enabled && !app.notify.ready_timeout.get().is_zero());
+        let help = Top::try_parse_from(["selfheal", "run", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            help.contains("--probe-http") && help.contains("Exits with the program's status"),
+            "{help}"
+        );
+    }
+
     #[test]
     fn bad_flags_are_reported() {
         let err = parse(&["--probe-http", "https://x/", "--", "true"])
