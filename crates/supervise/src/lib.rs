@@ -47,5 +47,5 @@ pub use child::{
 pub use recovery::{RecoveryStep, StepContext, StepFactory, StepOutcome, Trouble};
 pub use run::{run_main, RunArgs};
 pub use runner::Finish;
-pub use state::{AppMetrics, AppState, AppStatus, Phase};
+pub use state::{render_table, AppMetrics, AppState, AppStatus, Phase};
 pub use supervisor::{Options, SuperviseError, Supervisor, SupervisorControl};

@@ -277,6 +277,70 @@ pub struct AppStatus {
     pub suspected: Vec<String>,
 }
 
+fn secs(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(s) if s < 1.0 => format!("{:.0}ms", s * 1000.0),
+        Some(s) if s < 120.0 => format!("{s:.1}s"),
+        Some(s) if s < 7200.0 => format!("{:.0}m", s / 60.0),
+        Some(s) => format!("{:.1}h", s / 3600.0),
+    }
+}
+
+/// A plain-text table of apps for `selfheal status`: name, state, pid,
+/// uptime, restarts, how the last run ended, heartbeat age, suspicions and
+/// the program's own status line.
+pub fn render_table(apps: &[AppStatus]) -> String {
+    let mut rows = vec![[
+        "APP",
+        "STATE",
+        "PID",
+        "UP",
+        "RESTARTS",
+        "LAST EXIT",
+        "HEARTBEAT",
+        "STATUS",
+    ]
+    .map(String::from)];
+    for a in apps {
+        let mut status = a.status.clone().unwrap_or_default();
+        if !a.suspected.is_empty() {
+            status = format!("suspected {}; {status}", a.suspected.join(", "));
+        }
+        let state = if a.state == Phase::Running && !a.ready {
+            "running (not ready)".to_string()
+        } else {
+            a.state.as_str().to_string()
+        };
+        rows.push([
+            a.name.clone(),
+            state,
+            a.pid.map_or("-".into(), |p| p.to_string()),
+            secs(a.uptime_seconds),
+            a.restarts.to_string(),
+            a.last_exit_description
+                .clone()
+                .unwrap_or_else(|| "-".into()),
+            secs(a.heartbeat_age_seconds),
+            status.trim_end_matches("; ").to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The `selfheal_app_*` metric families over every app's state.
 #[derive(Debug)]
 pub struct AppMetrics {
@@ -447,6 +511,16 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("selfheal_app_uptime_seconds{"), "{out}");
+        let table = render_table(std::slice::from_ref(&s));
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("APP ") && lines[0].contains("LAST EXIT"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("web ") && lines[1].contains("killed by SIGSEGV"),
+            "{table}"
+        );
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(selfheal_metrics::valid_name(name), "{name}");
