@@ -66,10 +66,10 @@ impl SymptomCheck {
             Symptom::Stuck { tasks } => tasks
                 .iter()
                 .all(|&(pid, tid, st)| self.not_stuck(pid, tid, st)),
-            Symptom::CgroupTasks { path, below } => self
-                .cgroup(&path)
-                .and_then(|u| u.pids)
-                .is_none_or(|p| p.current < below),
+            // Live members, not pids.current: killed tasks stay counted
+            // there until their (re-parented) zombies are reaped, which on
+            // some inits takes a second or more.
+            Symptom::CgroupTasks { path, below } => self.members(&path) < below as usize,
             Symptom::CgroupMemory { path, percent } => self
                 .cgroup(&path)
                 .and_then(|u| u.memory)
@@ -146,6 +146,15 @@ impl SymptomCheck {
             None => true,
             Some(s) => s.starttime_ticks != starttime || s.state != 'D',
         }
+    }
+
+    fn members(&self, path: &str) -> usize {
+        self.scanner.as_ref().map_or(0, |s| {
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .members(path)
+                .len()
+        })
     }
 
     fn cgroup(&self, path: &str) -> Option<crate::cgroups::CgroupUsage> {
