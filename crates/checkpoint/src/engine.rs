@@ -64,7 +64,7 @@ impl Default for Config {
             crash_signals: CRASH_SIGNALS.to_vec(),
             force_full_copy: false,
             report_checkpoints: false,
-            poll_interval: Duration::from_millis(2),
+            poll_interval: Duration::from_millis(5),
         }
     }
 }

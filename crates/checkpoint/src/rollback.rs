@@ -265,6 +265,23 @@ impl Session {
         }
         self.tracker.reprotect(&self.t, &maps)?;
         let fd_ops = self.restore_fds(&fds_now)?;
+        // Reads since the target are undone (offsets rewound) but stay in the
+        // cumulative rchar: move the kept checkpoints' baselines by that much
+        // so a later rollback does not count them as consumed input.
+        if let (Some(then), Ok(now)) =
+            (self.history.back().and_then(|c| c.io), procfs::read_io(pid))
+        {
+            let (dr, dw) = (
+                now.rchar.saturating_sub(then.rchar),
+                now.wchar.saturating_sub(then.wchar),
+            );
+            for c in self.history.iter_mut() {
+                if let Some(io) = c.io.as_mut() {
+                    io.rchar += dr;
+                    io.wchar += dw;
+                }
+            }
+        }
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
         let (tracked, brk, id) = (target.tracked.clone(), target.brk, target.id);

@@ -359,3 +359,65 @@ fn seize_a_running_child_roll_it_back_and_detach() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     drop(sandbox);
 }
+
+#[test]
+fn xz_writes_the_same_compressed_file_despite_crashes() {
+    if skip() {
+        return;
+    }
+    if std::process::Command::new("xz")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: xz is not installed");
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // 3 MB of text with repeats: a few seconds of xz -6.
+    let mut text = String::new();
+    let mut s = 0x2545F4914F6CDD1Du64;
+    while text.len() < 3 << 20 {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        text.push_str(&format!(
+            "line {} of {:x} {}\n",
+            s % 977,
+            s >> 40,
+            "lorem ipsum ".repeat((s % 5) as usize)
+        ));
+    }
+    std::fs::write(dir.path().join("in.txt"), &text).unwrap();
+    let xz = |env_dir: &std::path::Path| {
+        std::process::Command::new("xz")
+            .args(["-6", "-T1", "-k", "-f", "in.txt"])
+            .current_dir(env_dir)
+            .status()
+            .unwrap()
+    };
+    assert!(xz(dir.path()).success());
+    let expected = std::fs::read(dir.path().join("in.txt.xz")).unwrap();
+    std::fs::remove_file(dir.path().join("in.txt.xz")).unwrap();
+    let argv = ["xz", "-6", "-T1", "-k", "-f", "in.txt"]
+        .map(String::from)
+        .to_vec();
+    let config = selfheal_checkpoint::Config {
+        interval: Duration::from_millis(100),
+        ..config()
+    };
+    let mut run = start_argv(argv, Some(dir.path().to_path_buf()), config);
+    let sent = signal_at_random(&run, libc::SIGSEGV, 3, 250, 500);
+    run.wait(LIMIT);
+    assert!(run.impossible().is_empty(), "{:?}", run.impossible());
+    assert_eq!(run.rollbacks().len(), sent);
+    // Input and output offsets were rewound with memory: same bytes out.
+    let got = std::fs::read(dir.path().join("in.txt.xz")).unwrap();
+    assert!(
+        got == expected,
+        "compressed output differs ({} vs {} bytes)",
+        got.len(),
+        expected.len()
+    );
+}

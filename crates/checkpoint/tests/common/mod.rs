@@ -108,6 +108,13 @@ pub struct Run {
 
 /// Starts `name args` under `config`.
 pub fn start(name: &str, args: &[&str], config: Config) -> Run {
+    let mut argv = vec![prog(name).to_string_lossy().into_owned()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    start_argv(argv, None, config)
+}
+
+/// Starts any command (searched in PATH) under `config`, in `cwd`.
+pub fn start_argv(argv: Vec<String>, cwd: Option<PathBuf>, config: Config) -> Run {
     let sandbox = Sandbox::create(
         Path::new("/sys/fs/cgroup"),
         Limits {
@@ -118,10 +125,9 @@ pub fn start(name: &str, args: &[&str], config: Config) -> Run {
     )
     .expect("create cgroup sandbox");
     let (mut reader, writer) = std::io::pipe().expect("pipe");
-    let mut argv = vec![prog(name).to_string_lossy().into_owned()];
-    argv.extend(args.iter().map(|s| s.to_string()));
     let spec = LaunchSpec {
         argv,
+        cwd,
         stdio: [None, Some(OwnedFd::from(writer)), None],
         cgroup_procs: sandbox.procs_files(),
         ..LaunchSpec::default()
