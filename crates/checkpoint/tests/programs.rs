@@ -310,7 +310,7 @@ fn seize_a_running_child_roll_it_back_and_detach() {
         selfheal_checkpoint::sandbox::Limits::default(),
     )
     .unwrap();
-    let mut child = std::process::Command::new(prog("compute"))
+    let child = std::process::Command::new(prog("compute"))
         .arg("200")
         .stdout(std::process::Stdio::piped())
         .spawn()
