@@ -7,6 +7,12 @@
 //! count unchanged made no progress at all: it is the kernel hung-task
 //! detector's criterion, applied after seconds instead of 120 s, and also
 //! to killable waits (NFS, FUSE) that the kernel's detector skips.
+//!
+//! When the kernel has `/proc/PID/sched` (SCHED_DEBUG), a thread's
+//! `se.exec_start` (when it last ran, on the scheduler clock) compared with
+//! the reading thread's own dates the block, so a hang is reported at the
+//! bound even if the sweep first saw it later; otherwise "since" is the
+//! first sweep that saw it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +86,8 @@ impl DStateTracker {
             e.seen = false;
         }
         let mut scanned = 0;
+        // The scheduler clock now, as our own thread's last start.
+        let clock_now = exec_start_ms(&root.join("thread-self/sched"));
         let pids = list_pids(root).unwrap_or_default();
         for pid in pids {
             let Ok(tids) = list_tids(root, pid) else {
@@ -106,10 +114,18 @@ impl DStateTracker {
                     .and_then(|t| parse_schedstat(&t))
                     .map_or(stat.cpu_ticks(), |s| s.timeslices);
                 let key = (tid, stat.starttime_ticks);
+                let last_ran = || {
+                    let (Some(clock), Some(ran)) = (clock_now, exec_start_ms(&dir.join("sched")))
+                    else {
+                        return now;
+                    };
+                    let ago = Duration::from_secs_f64(((clock - ran) / 1000.0).clamp(0.0, 600.0));
+                    now.checked_sub(ago).unwrap_or(now)
+                };
                 let entry = self.entries.entry(key).or_insert_with(|| Entry {
                     pid,
                     comm: stat.comm.clone(),
-                    since: now,
+                    since: last_ran(),
                     progress,
                     kernel_thread: stat.is_kernel_thread(),
                     wchan: None,
@@ -117,7 +133,7 @@ impl DStateTracker {
                 });
                 if entry.progress != progress {
                     entry.progress = progress;
-                    entry.since = now;
+                    entry.since = last_ran();
                 }
                 entry.seen = true;
                 if entry.wchan.is_none() {
@@ -157,6 +173,25 @@ impl DStateTracker {
     pub fn in_d_state(&self) -> usize {
         self.entries.len()
     }
+
+    /// When the next tracked thread reaches `bound`, skipping those `skip`
+    /// says are already dealt with (by tid and start time).
+    pub fn next_due(&self, bound: Duration, skip: impl Fn(i32, u64) -> bool) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter(|(&(tid, st), _)| !skip(tid, st))
+            .map(|(_, e)| e.since + bound)
+            .min()
+    }
+}
+
+/// `se.exec_start` (ms on the scheduler clock) from a `sched` file.
+fn exec_start_ms(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("se.exec_start"))
+        .and_then(|r| r.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -174,6 +209,34 @@ mod tests {
         std::fs::write(dir.join("stat"), stat).unwrap();
         std::fs::write(dir.join("schedstat"), format!("100 200 {slices}\n")).unwrap();
         std::fs::write(dir.join("wchan"), "folio_wait_bit_common").unwrap();
+    }
+
+    #[test]
+    fn block_is_dated_from_the_scheduler_clock() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        put(root, 10, 10, 'D', 5);
+        // Captured /proc/PID/sched lines (6.18): we ran at 4336087.66 ms,
+        // the stuck thread last ran 1.5 s earlier.
+        std::fs::create_dir_all(root.join("thread-self")).unwrap();
+        std::fs::write(
+            root.join("thread-self/sched"),
+            "head (10862, #threads: 1)\n---\nse.exec_start                                :       4336087.662408\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("10/task/10/sched"),
+            "cat (10, #threads: 1)\n---\nse.exec_start                                :       4334587.662408\n",
+        )
+        .unwrap();
+        let mut t = DStateTracker::new(root);
+        let now = Instant::now() + Duration::from_secs(10);
+        t.scan(now);
+        let stuck = t.stuck(now, Duration::from_secs(1));
+        assert_eq!(stuck.len(), 1);
+        let ms = stuck[0].stuck_for.as_millis();
+        assert!((1490..=1510).contains(&ms), "dated {ms} ms ago");
+        assert!(exec_start_ms(&root.join("nonexistent")).is_none());
     }
 
     #[test]
@@ -198,6 +261,15 @@ mod tests {
         assert_eq!((stuck[0].pid, stuck[0].comm.as_str()), (10, "cat"));
         assert_eq!(stuck[0].wchan.as_deref(), Some("folio_wait_bit_common"));
         assert!(stuck[0].stuck_for >= Duration::from_secs(2));
+        assert_eq!(
+            t.next_due(Duration::from_secs(2), |_, _| false),
+            Some(t0 + Duration::from_secs(2)),
+            "the stuck thread has been due since t0 + 2 s"
+        );
+        assert_eq!(
+            t.next_due(Duration::from_secs(2), |tid, _| tid == 10),
+            Some(t0 + Duration::from_millis(4100))
+        );
         // It wakes up: no longer tracked.
         put(root, 10, 10, 'S', 6);
         t.scan(t2 + Duration::from_secs(1));

@@ -118,7 +118,16 @@ impl Worker {
         let mut next_sweep = Instant::now() + sweep_every;
         loop {
             self.heartbeat.beat();
-            let wait = if sweep_every.is_zero() {
+            // Sweep again when a D-state thread reaches the bound, not only
+            // on the sweep period: it is then reported at the bound.
+            let bound = self.cfg.heavy.dstate_bound.get();
+            let due = self
+                .tracker
+                .next_due(bound, |tid, st| self.stuck_reported.contains(&(tid, st)));
+            if let Some(due) = due {
+                next_sweep = next_sweep.min(due.max(Instant::now()));
+            }
+            let wait = if sweep_every.is_zero() && due.is_none() {
                 Duration::from_secs(1)
             } else {
                 next_sweep.saturating_duration_since(Instant::now())
@@ -136,9 +145,9 @@ impl Worker {
                 }
                 self.handle(input, &mut pending);
             }
-            if !sweep_every.is_zero() && Instant::now() >= next_sweep {
+            if (!sweep_every.is_zero() || due.is_some()) && Instant::now() >= next_sweep {
                 self.sweep(&mut pending);
-                next_sweep = Instant::now() + sweep_every;
+                next_sweep = Instant::now() + sweep_every.max(Duration::from_millis(100));
             }
             if let Some(p) = pending {
                 self.heavy(p);
