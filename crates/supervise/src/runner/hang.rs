@@ -9,6 +9,9 @@ use selfheal_event::{EventKind, Severity};
 use selfheal_sys::signal::signal_name;
 
 use super::{Runner, StopCause, Stopping, KILL_WAIT};
+
+/// Probe failures quoted in a hang event.
+const PROBE_HISTORY: usize = 10;
 use crate::child::SignalScope;
 use crate::events::unix_us;
 use crate::evidence::{run_hook, thread_stacks};
@@ -81,13 +84,21 @@ impl Runner {
             l.probe_successes[o.probe] += 1;
             if l.probe_successes[o.probe] >= cfg.success_threshold {
                 l.probe_failures[o.probe].clear();
+                l.probe_failure_count[o.probe] = 0;
             }
             return;
         }
         self.s.state.probe_failed();
         l.probe_successes[o.probe] = 0;
-        l.probe_failures[o.probe].push(o.clone());
-        let failures = l.probe_failures[o.probe].len() as u32;
+        // The count can reach a large threshold; the evidence keeps the
+        // most recent failures only.
+        let recent = &mut l.probe_failures[o.probe];
+        if recent.len() >= PROBE_HISTORY {
+            recent.remove(0);
+        }
+        recent.push(o.clone());
+        l.probe_failure_count[o.probe] += 1;
+        let failures = l.probe_failure_count[o.probe];
         tracing::debug!(app = %app.name, probe = %cfg.name, failures, detail = %o.detail, "probe failed");
         let history: Vec<Value> = l.probe_failures[o.probe]
             .iter()
@@ -320,6 +331,7 @@ impl Runner {
             l.watchdog_base = Some(now);
             l.suspicions.clear();
             l.probe_failures.iter_mut().for_each(Vec::clear);
+            l.probe_failure_count.iter_mut().for_each(|c| *c = 0);
         }
     }
 

@@ -112,7 +112,9 @@ struct Live {
     pump: Option<StderrPump>,
     _probes: Vec<ProbeThread>,
     _progress: Option<crate::progress_thread::ProgressThread>,
+    /// The latest consecutive failures of each probe (at most 10 kept).
     probe_failures: Vec<Vec<ProbeOutcome>>,
+    probe_failure_count: Vec<u32>,
     probe_successes: Vec<u32>,
     ready_deadline: Option<Instant>,
     watchdog: Option<Duration>,
@@ -356,6 +358,7 @@ impl Runner {
             _probes: probes,
             _progress: progress,
             probe_failures: vec![Vec::new(); app.probes.len()],
+            probe_failure_count: vec![0; app.probes.len()],
             probe_successes: vec![0; app.probes.len()],
             ready_deadline: readiness.then(|| now + app.notify.ready_timeout.get()),
             watchdog,
