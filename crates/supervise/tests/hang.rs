@@ -350,3 +350,40 @@ fn dry_run_reports_the_hang_and_leaves_the_program_running() {
     assert_eq!(sup.snapshot()[0].pid, Some(pid));
     sup.shutdown();
 }
+
+#[test]
+fn notify_access_main_ignores_helpers_and_all_accepts_the_group() {
+    // The main process is a shell; READY=1 comes from its child.
+    let prog = tp("tp-notify");
+    let script = format!("{prog} --pings 0 --interval 100; true");
+    let mk = |name: &str, access| {
+        let mut a = app(name, &["sh", "-c", &script]);
+        a.notify.enabled = true;
+        a.notify.ready_timeout = HumanDuration::from_millis(1500);
+        a.notify.access = access;
+        a.restart = selfheal_config::RestartPolicy::Never;
+        a
+    };
+    let (sup, sink) = start(
+        vec![
+            mk("main-only", selfheal_config::NotifyAccess::Main),
+            mk("whole-group", selfheal_config::NotifyAccess::All),
+        ],
+        None,
+    );
+    let events = wait_for(&sink, SOON, "the main-only app to time out", |e| {
+        e.iter().any(|e| e.details["detector"] == "ready_timeout")
+    });
+    let app_of = |e: &selfheal_event::Event| e.culprit.as_ref().unwrap().app.clone().unwrap();
+    let ready: Vec<String> = of(&events, EventKind::AppReady)
+        .iter()
+        .map(app_of)
+        .collect();
+    assert_eq!(ready, vec!["whole-group"], "{}", dump(&events));
+    let hang = of(&events, EventKind::AppHang)
+        .into_iter()
+        .find(|e| e.details["detector"] == "ready_timeout")
+        .unwrap();
+    assert_eq!(app_of(&hang), "main-only");
+    sup.shutdown();
+}
