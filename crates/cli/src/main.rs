@@ -40,6 +40,9 @@ enum Command {
     /// Sample this machine under its normal load and write rule thresholds
     /// learned from it.
     Calibrate(cmd::calibrate::CalibrateArgs),
+    /// Run a program under supervision: detect its crashes and hangs,
+    /// recover and restart it; exits with the program's status.
+    Run(selfheal_supervise::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             ConfigAction::Check { file } => cmd::config::check(&file),
         },
         Command::Calibrate(a) => cmd::calibrate::run(a),
+        Command::Run(a) => cmd::run::run(a),
     };
     match result {
         Ok(code) => code,
