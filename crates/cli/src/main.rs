@@ -42,7 +42,7 @@ enum Command {
     Calibrate(cmd::calibrate::CalibrateArgs),
     /// Run a program under supervision: detect its crashes and hangs,
     /// recover and restart it; exits with the program's status.
-    Run(selfheal_supervise::RunArgs),
+    Run(Box<selfheal_supervise::RunArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             ConfigAction::Check { file } => cmd::config::check(&file),
         },
         Command::Calibrate(a) => cmd::calibrate::run(a),
-        Command::Run(a) => cmd::run::run(a),
+        Command::Run(a) => cmd::run::run(*a),
     };
     match result {
         Ok(code) => code,
