@@ -1,15 +1,16 @@
 //! The `selfheal watch` daemon.
 //!
 //! Threads: the light detector (SCHED_FIFO, samples and evaluates rules), the
-//! alert consumer (records alerts; where the heavy detector plugs in), the
+//! hang pipeline (records alerts, heavy detector, stall canaries, watchdog
+//! chain, kernel reports, recovery; see `hang.rs`), the
 //! store writer (SQLite), the HTTP server, and the main thread (signals,
 //! systemd watchdog pings, retention). Data flows one way: /proc → sampler →
 //! light detector → alert queue → events → store → HTTP/CLI.
 #![forbid(unsafe_code)]
 
-mod alerts;
 mod api;
 pub mod collectors;
+mod hang;
 pub mod http;
 pub mod sdnotify;
 mod since;
@@ -63,6 +64,9 @@ pub enum StartError {
     /// A thread could not be spawned.
     #[error("cannot start a daemon thread: {0}")]
     Thread(std::io::Error),
+    /// The hang pipeline could not start.
+    #[error("{0}")]
+    Hang(String),
 }
 
 /// What the daemon needs beyond the config file.
@@ -95,7 +99,7 @@ pub struct Daemon {
     config: Config,
     shared: Arc<Shared>,
     light: Option<LightThread>,
-    alerts: Option<alerts::AlertRecorder>,
+    hang: Option<selfheal_diagnose::HangPipeline>,
     http: Option<http::HttpServer>,
     writer: Option<Arc<StoreWriter>>,
     sink: Arc<dyn EventSink>,
@@ -178,10 +182,14 @@ impl Daemon {
             writer_counters.clone(),
         )));
 
-        let (tx, rx) = mpsc::sync_channel(config.light.alert_queue);
-        let alerts =
-            alerts::AlertRecorder::spawn(rx, rules.clone(), board.clone(), cpus, sink.clone())
-                .map_err(StartError::Thread)?;
+        let (hang, tx) = hang::start(
+            &config,
+            board.clone(),
+            heartbeat.clone(),
+            sink.clone(),
+            &registry,
+            &mut notes,
+        )?;
         let light = LightThread::spawn(
             LightThreadConfig {
                 period: config.sampler.period.get(),
@@ -224,7 +232,7 @@ impl Daemon {
             config,
             shared,
             light: Some(light),
-            alerts: Some(alerts),
+            hang: Some(hang),
             http,
             writer: Some(writer),
             sink,
@@ -265,10 +273,12 @@ impl Daemon {
     }
 
     /// True while the light detector has beaten within three periods (and
-    /// at least a second): what /healthz and the systemd watchdog report.
+    /// at least a second) and the hang pipeline's watchdog chain is healthy
+    /// (light detector, stall canaries and pipeline all beating): what the
+    /// systemd watchdog is told. /healthz reports the light detector.
     pub fn is_healthy(&self) -> bool {
         let max_age = (self.shared.period * 3).max(Duration::from_secs(1));
-        self.shared.heartbeat.is_fresh(max_age)
+        self.shared.heartbeat.is_fresh(max_age) && self.hang.as_ref().is_none_or(|h| h.is_healthy())
     }
 
     /// Where events go (for components started next to the daemon).
@@ -298,8 +308,8 @@ impl Daemon {
         if let Some(light) = self.light.take() {
             light.stop();
         }
-        if let Some(a) = self.alerts.take() {
-            a.join();
+        if let Some(h) = self.hang.take() {
+            h.shutdown();
         }
         if let Some(h) = self.http.take() {
             h.stop();
