@@ -28,15 +28,27 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         "/healthz" => healthz(&shared),
         "/api/events" => events(&shared, &reader, req),
         "/api/status" => status(&shared, &reader),
+        "/api/apps" => Response::json(200, &serde_json::to_value(app_snapshot(&shared)).unwrap_or_default()),
         "/" => Response::text(
             200,
             "selfheal\n  /metrics     Prometheus metrics\n  /healthz     liveness of the light detector\n  \
              /api/events  recorded events (JSON; ?since=10m&kind=alert&limit=100)\n  \
-             /api/status  current metrics and recent events (JSON)\n",
+             /api/status  current metrics and recent events (JSON)\n  \
+             /api/apps    supervised applications (JSON)\n",
         ),
         _ => Response::error(404, format!("no such path {}", req.path)),
     }
     })
+}
+
+fn app_snapshot(shared: &Shared) -> Vec<selfheal_supervise::AppStatus> {
+    shared
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|s| s.snapshot())
+        .unwrap_or_default()
 }
 
 fn healthz(shared: &Shared) -> Response {
@@ -115,6 +127,7 @@ fn status(shared: &Shared, reader: &Mutex<Option<Store>>) -> Response {
         s.query(&Query::new().order(Order::NewestFirst).limit(10))
             .map_err(|e| e.to_string())
     });
+    let apps = app_snapshot(shared);
     let st = &shared.stats;
     let uptime = SystemTime::now()
         .duration_since(shared.started)
@@ -144,6 +157,8 @@ fn status(shared: &Shared, reader: &Mutex<Option<Store>>) -> Response {
             "dropped": shared.writer_counters.dropped.load(Ordering::Relaxed),
         },
         "sample": snapshot,
+        "apps": serde_json::to_value(&apps).unwrap_or_default(),
+        "apps_table": (!apps.is_empty()).then(|| selfheal_supervise::render_table(&apps)),
         "recent_events": match recent {
             Ok(evs) => serde_json::to_value(evs).unwrap_or_default(),
             Err(e) => serde_json::json!({ "error": e }),

@@ -19,7 +19,7 @@ mod sink;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use selfheal_config::Config;
@@ -64,6 +64,9 @@ pub enum StartError {
     /// A thread could not be spawned.
     #[error("cannot start a daemon thread: {0}")]
     Thread(std::io::Error),
+    /// The supervised applications could not start.
+    #[error("cannot start the supervised apps: {0}")]
+    Apps(String),
     /// The hang pipeline could not start.
     #[error("{0}")]
     Hang(String),
@@ -92,6 +95,8 @@ pub(crate) struct Shared {
     pub features: selfheal_sampler::Features,
     pub notes: Vec<String>,
     pub dry_run: bool,
+    /// Supervised `[[app]]`s; taken out (and shut down) when the daemon stops.
+    pub apps: Mutex<Option<selfheal_supervise::Supervisor>>,
 }
 
 /// A running daemon.
@@ -207,6 +212,23 @@ impl Daemon {
         )
         .map_err(StartError::Thread)?;
 
+        let apps = if config.apps.is_empty() {
+            None
+        } else {
+            let sup = selfheal_supervise::Supervisor::start_with(
+                config.apps.clone(),
+                sink.clone(),
+                selfheal_supervise::Options {
+                    dry_run: config.daemon.dry_run,
+                    ..selfheal_supervise::Options::default()
+                },
+            )
+            .map_err(|e| StartError::Apps(e.to_string()))?;
+            registry.register(sup.collector());
+            tracing::info!("supervising {} app(s)", config.apps.len());
+            Some(sup)
+        };
+
         let shared = Arc::new(Shared {
             board,
             heartbeat,
@@ -220,6 +242,7 @@ impl Daemon {
             features,
             notes: notes.clone(),
             dry_run: config.daemon.dry_run,
+            apps: Mutex::new(apps),
         });
         let http = match config.daemon.listen {
             Some(addr) => Some(
@@ -310,6 +333,16 @@ impl Daemon {
         }
         if let Some(h) = self.hang.take() {
             h.shutdown();
+        }
+        // Supervised programs get their stop signal and grace period.
+        let apps = self
+            .shared
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(sup) = apps {
+            sup.shutdown();
         }
         if let Some(h) = self.http.take() {
             h.stop();

@@ -164,6 +164,12 @@ fn render(v: &Value) -> String {
             }
         }
     }
+    if let Some(table) = v["apps_table"].as_str() {
+        let _ = writeln!(s, "supervised apps:");
+        for line in table.lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
     if let Some(evs) = v["recent_events"].as_array() {
         let _ = writeln!(s, "recent events:");
         for e in evs.iter().rev() {
