@@ -6,6 +6,8 @@ Overhead compares best-of-N wall times (the least disturbed run on a shared
 machine) and, in parentheses, medians. Pause percentiles are over all checkpoints of all
 repetitions; "steady" leaves out checkpoints that copied more than 4096
 pages (16 MB: the program filling its memory for the first time).
+"dirty MB/s" is pages copied per second of native run time (base copy
+included), "pause share" the sum of pauses over the run's wall time.
 """
 import json
 import re
@@ -30,15 +32,15 @@ def pct(v, p):
 
 def main():
     out, reps, workloads = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    print("| program | interval | wall s best (median) | overhead best (median) | pause p50 ms | pause p99 ms | steady p99 ms | pages/ckpt mean | dirty MB/s | memory held MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| program | interval | wall s best (median) | overhead best (median) | pause p50 ms | pause p99 ms | steady p99 ms | steady CPU p50/p99 ms | pages/ckpt mean | dirty MB/s | pause share | memory held MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for w in workloads:
         name = w.split("|", 1)[0]
         tag = re.sub(r"[^A-Za-z0-9.-]", "_", name)
         base = [load(f"{out}/{tag}.none.{r}.json") for r in range(1, reps + 1)]
         base_wall = statistics.median(b["wall_ms"] for b in base if b) / 1e3
         base_min = min(b["wall_ms"] for b in base if b) / 1e3
-        print(f"| {name} | none | {base_min:.2f} ({base_wall:.2f}) | - | | | | | | |")
+        print(f"| {name} | none | {base_min:.2f} ({base_wall:.2f}) | - | | | | | | | | |")
         for cfg in ("50ms", "100ms", "1s"):
             runs = [load(f"{out}/{tag}.{cfg}.{r}.json") for r in range(1, reps + 1)]
             runs = [r for r in runs if r]
@@ -51,13 +53,17 @@ def main():
             p50 = statistics.median(r["pause_us"]["p50"] for r in runs) / 1e3
             p99 = max(r["pause_us"]["p99"] for r in runs) / 1e3
             steady = max(r.get("steady_pause_us", {}).get("p99", 0) for r in runs) / 1e3
+            cpu50 = statistics.median(r.get("steady_cpu_us", {}).get("p50", 0) for r in runs) / 1e3
+            cpu99 = max(r.get("steady_cpu_us", {}).get("p99", 0) for r in runs) / 1e3
             pages = statistics.mean(r["pages_copied"]["mean"] for r in runs)
             n = statistics.mean(r["checkpoints"] for r in runs)
             dirty = pages * n * 4096 / (1 << 20) / base_wall
             mem = max(r["memory_held_max_bytes"] for r in runs) / (1 << 20)
             over = (wall / base_wall - 1) * 100
             over_min = (wall_min / base_min - 1) * 100
-            print(f"| {name} | {cfg} | {wall_min:.2f} ({wall:.2f}) | {over_min:+.1f}% ({over:+.1f}%) | {p50:.2f} | {p99:.2f} | {steady:.2f} | {pages:.0f} | {dirty:.0f} | {mem:.0f} |")
+            share = statistics.median(
+                r["pause_us"]["mean"] * r["checkpoints"] / (r["wall_ms"] * 1e3) * 100 for r in runs)
+            print(f"| {name} | {cfg} | {wall_min:.2f} ({wall:.2f}) | {over_min:+.1f}% ({over:+.1f}%) | {p50:.2f} | {p99:.2f} | {steady:.2f} | {cpu50:.2f}/{cpu99:.2f} | {pages:.0f} | {dirty:.0f} | {share:.1f}% | {mem:.0f} |")
     rb = load(f"{out}/rollback.json")
     if rb:
         times = [r["duration_us"] / 1e3 for r in rb["rollbacks"]]

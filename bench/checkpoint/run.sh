@@ -45,9 +45,9 @@ WORKLOADS=(
   "xz-6 (4 MB)|xz -6 -T1 -c text4.txt"
   "bzip2-9 (12 MB)|bzip2 -9 -c text.txt"
   "sort (600k lines)|sort -S 256M lines.txt"
-  "churn 100 MB, 2 pages/ms|./churn 100 3000 2"
-  "churn 100 MB, 4 pages/ms|./churn 100 3000 4"
-  "churn 8 MB, 1 page/ms|./churn 8 3000 1"
+  "churn 100 MB, 2 pages/round|./churn 100 20000 2"
+  "churn 100 MB, 8 pages/round|./churn 100 20000 8"
+  "churn 8 MB, 1 page/round|./churn 8 20000 1"
 )
 CONFIGS=("none" "50ms" "100ms" "1s")
 

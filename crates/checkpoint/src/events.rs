@@ -101,6 +101,10 @@ pub struct CheckpointStats {
     pub id: u64,
     /// Time the process was stopped, in microseconds.
     pub pause_us: u64,
+    /// CPU time the tracer thread spent on it, in microseconds: the pause
+    /// an idle machine would see (the wall pause also counts preemption of
+    /// the tracer on a busy machine).
+    pub cpu_us: u64,
     /// Pages found written since the previous checkpoint.
     pub pages_dirty: u64,
     /// Pages whose content was copied.

@@ -116,6 +116,7 @@ impl Session {
 
     /// Takes a checkpoint of the stopped process.
     pub fn checkpoint(&mut self, started: Instant) -> Result<CheckpointStats, TraceError> {
+        let cpu0 = selfheal_sys::cputime::thread_cputime().ok();
         let pid = self.t.pid;
         let io_err = |what: &'static str| {
             move |e| TraceError::Io {
@@ -248,6 +249,10 @@ impl Session {
         Ok(CheckpointStats {
             id: self.next_id - 1,
             pause_us: started.elapsed().as_micros() as u64,
+            cpu_us: match (cpu0, selfheal_sys::cputime::thread_cputime()) {
+                (Some(a), Ok(b)) => b.saturating_sub(a).as_micros() as u64,
+                _ => 0,
+            },
             pages_dirty: dirty,
             pages_copied: copied,
             held: self.history.len(),

@@ -9,6 +9,7 @@
 
 pub mod alloc;
 pub mod child;
+pub mod cputime;
 pub mod error;
 pub mod fuse;
 pub mod memory;

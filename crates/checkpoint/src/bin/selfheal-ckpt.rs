@@ -174,6 +174,7 @@ fn supervised(
     // Pauses of checkpoints that copied at most 16 MB: leaves out the base
     // copies made while a program fills its memory the first time.
     let mut steady = Vec::new();
+    let mut steady_cpu = Vec::new();
     let (mut rollbacks, mut impossible, mut restarts) = (Vec::new(), Vec::new(), Vec::new());
     let mut mem_max = 0u64;
     let mut tracking = serde_json::Value::Null;
@@ -198,6 +199,7 @@ fn supervised(
                     pauses.push(s.pause_us);
                     if s.pages_copied <= 4096 {
                         steady.push(s.pause_us);
+                        steady_cpu.push(s.cpu_us);
                     }
                     pages.push(s.pages_copied);
                     dirty.push(s.pages_dirty);
@@ -253,6 +255,11 @@ fn supervised(
         "steady_pause_us".into(),
         serde_json::json!({ "count": steady.len(), "p50": percentile(&mut steady, 0.5),
                             "p99": percentile(&mut steady, 0.99), "max": percentile(&mut steady, 1.0) }),
+    );
+    summary.insert(
+        "steady_cpu_us".into(),
+        serde_json::json!({ "mean": mean(&steady_cpu), "p50": percentile(&mut steady_cpu, 0.5),
+                            "p99": percentile(&mut steady_cpu, 0.99) }),
     );
     summary.insert(
         "pages_copied".into(),
