@@ -88,7 +88,7 @@ pub struct ClassSummary {
     pub runs_with_early_alarms: usize,
     /// No CPU is left for a user-space detector (reported, not a miss).
     pub undetectable_by_design: bool,
-    /// Kernel detectors: profile → detector → latency.
+    /// Per threshold profile: detector (and `selfheal`, for the same runs) → latency.
     pub kernel: BTreeMap<String, BTreeMap<String, Latency>>,
 }
 
@@ -248,6 +248,9 @@ fn summarize_class(class: FaultClass, rs: &[&RunRecord]) -> ClassSummary {
             continue;
         }
         let mut per = BTreeMap::new();
+        // selfheal's own row for the same runs, so each line compares like with like.
+        let own: Vec<i64> = prs.iter().filter_map(|r| r.selfheal.detect_ms).collect();
+        per.insert("selfheal".to_string(), Latency::of(own, prs.len()));
         for d in KernelDetector::ALL {
             let lat: Vec<i64> = prs
                 .iter()
@@ -401,14 +404,15 @@ pub fn markdown(r: &Report) -> String {
                     format!("{}/{}, {}", l.detected, l.runs, ms(l.median_ms))
                 })
                 .collect();
+            let own = per.get("selfheal").cloned().unwrap_or_default();
             let _ = writeln!(
                 s,
                 "| {} | {} | {}/{}, {} | {} |",
                 c.class,
                 profile,
-                c.selfheal.detected,
-                c.injections,
-                ms(c.selfheal.median_ms),
+                own.detected,
+                own.runs,
+                ms(own.median_ms),
                 cells.join(" | ")
             );
         }

@@ -284,6 +284,8 @@ pub fn run(o: &RunOptions) -> Result<()> {
         records.push(rec);
     }
     meta.duration_s = t0.elapsed().as_secs_f64();
+    // Rewritten with the duration so `selfheal-lab report` keeps it.
+    write_json(&o.out.join("meta.json"), &meta)?;
     write_report(&o.out, meta, records)?;
     eprintln!(
         "lab: done in {}; report: {}",
