@@ -70,7 +70,7 @@ pub fn svg(r: &Report) -> String {
     let title = if r.meta.placeholder {
         "Detection latency per class (PLACEHOLDER run: no selfheal numbers)"
     } else {
-        "Detection latency per class: median bar, p95 whisker, x = never reported"
+        "Detection latency per class: median bar (label: runs reported/runs), p95 whisker, x = never reported"
     };
     let _ = writeln!(
         s,
@@ -109,6 +109,17 @@ pub fn svg(r: &Report) -> String {
                         r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{tip}, median {med:.0} ms</title></rect>"#,
                         bar_w - 2.0,
                         top + plot_h - y
+                    );
+                    // Detection rate above the bar: a fast median from 1 of 4 runs is no win.
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}" font-size="7" text-anchor="middle" transform="rotate(-90 {:.1} {:.1})">{}/{}</text>"#,
+                        x + (bar_w - 2.0) / 2.0 + 2.5,
+                        top + plot_h - 4.0,
+                        x + (bar_w - 2.0) / 2.0 + 2.5,
+                        top + plot_h - 4.0,
+                        l.detected,
+                        l.runs
                     );
                     if let Some(p95) = l.p95_ms {
                         let yp = y_of(p95, top, plot_h);
