@@ -17,9 +17,13 @@ pub struct HeavyConfig {
     /// A task in uninterruptible sleep (D) without a context switch for this long is hung.
     #[serde(deserialize_with = "de_nonzero")]
     pub dstate_bound: HumanDuration,
-    /// How often the sweep reads every task's state and the limited
-    /// cgroups' counters; `"0"` turns the sweep off.
+    /// How often the sweep checks the limited cgroups' counters and whether
+    /// tasks are blocked on I/O (then it reads every task's state); `"0"`
+    /// turns the sweep off.
     pub sweep_interval: HumanDuration,
+    /// Read every task's state at least this often even when none is
+    /// blocked on I/O (D states on locks and the like); `"0"` never.
+    pub dstate_full_scan: HumanDuration,
     /// Ignore a trigger for a suspect already diagnosed this recently.
     pub rediagnose_after: HumanDuration,
     /// SCHED_FIFO priority of the hang pipeline thread (below the light
@@ -55,6 +59,7 @@ impl Default for HeavyConfig {
             interval: HumanDuration::from_millis(100),
             dstate_bound: HumanDuration::from_secs(2),
             sweep_interval: HumanDuration::from_secs(1),
+            dstate_full_scan: HumanDuration::from_secs(10),
             rediagnose_after: HumanDuration::from_secs(5),
             realtime_priority: 40,
             mem_available_percent: 5.0,

@@ -87,7 +87,7 @@ pub struct WatchdogConfig {
 impl Default for WatchdogConfig {
     fn default() -> Self {
         WatchdogConfig {
-            period: HumanDuration::from_millis(250),
+            period: HumanDuration::from_millis(500),
             missed_periods: 10,
             realtime_priority: 60,
             device: None,

@@ -12,7 +12,9 @@
 //!   (`pids.events max`).
 //!
 //! The list of limited cgroups is rebuilt every few seconds (walking the
-//! hierarchy); counters are read on every sweep.
+//! hierarchy, reading only each cgroup's limit file); counters are read on
+//! every sweep, `memory.stat` (costly: the kernel sums per-CPU counters)
+//! only for cgroups whose total usage comes near the threshold.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -141,6 +143,7 @@ pub struct CgroupScanner {
     watched: Vec<Watched>,
     walked_at: Option<Instant>,
     rewalk: Duration,
+    detail_above: Option<f64>,
 }
 
 impl CgroupScanner {
@@ -151,7 +154,16 @@ impl CgroupScanner {
             watched: Vec::new(),
             walked_at: None,
             rewalk,
+            detail_above: None,
         }
+    }
+
+    /// Read `memory.stat` only for cgroups whose total usage (page cache
+    /// included) is at least `percent` of the limit; below it, the
+    /// unreclaimable figure reported is the usage (an upper bound).
+    /// `None` always reads it.
+    pub fn set_detail_above(&mut self, percent: Option<f64>) {
+        self.detail_above = percent;
     }
 
     /// The roots.
@@ -166,10 +178,17 @@ impl CgroupScanner {
         }
         let mut out = Vec::with_capacity(self.watched.len());
         let roots = self.roots.clone();
+        let lazy = self.detail_above;
         self.watched.retain_mut(|w| {
             let memory = if w.memory {
                 roots.memory.as_ref().and_then(|(root, v2)| {
-                    read_memory(&join(root, &w.path), *v2, roots.unified.as_deref(), &w.path)
+                    read_memory(
+                        &join(root, &w.path),
+                        *v2,
+                        roots.unified.as_deref(),
+                        &w.path,
+                        lazy,
+                    )
                 })
             } else {
                 None
@@ -332,14 +351,13 @@ pub fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// The memory limit of a cgroup dir, if finite.
+/// The memory limit of a cgroup dir, if finite. A cgroup without its own
+/// limit under a limited parent is covered by watching the parent.
 fn memory_limit(dir: &Path, v2: bool) -> Option<u64> {
     if v2 {
         read_max(&dir.join("memory.max"))
     } else {
-        // The effective limit, ancestors included.
-        let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
-        keyed(&stat, "hierarchical_memory_limit").filter(|v| *v < V1_UNLIMITED_FROM)
+        read_max(&dir.join("memory.limit_in_bytes"))
     }
 }
 
@@ -380,25 +398,42 @@ pub fn parse_memory(
     }
 }
 
-fn read_memory(dir: &Path, v2: bool, unified: Option<&Path>, rel: &str) -> Option<CgroupMemory> {
+fn read_memory(
+    dir: &Path,
+    v2: bool,
+    unified: Option<&Path>,
+    rel: &str,
+    lazy: Option<f64>,
+) -> Option<CgroupMemory> {
     let limit = memory_limit(dir, v2)?;
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
     let read_u64 = |name: &str| {
         std::fs::read_to_string(dir.join(name))
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok())
     };
-    let (usage, hits) = if v2 {
-        let events = std::fs::read_to_string(dir.join("memory.events")).ok();
-        (
-            read_u64("memory.current").unwrap_or(0),
-            events.and_then(|e| keyed(&e, "max")),
-        )
+    let usage = read_u64(if v2 {
+        "memory.current"
     } else {
-        (
-            read_u64("memory.usage_in_bytes").unwrap_or(0),
-            read_u64("memory.failcnt"),
-        )
+        "memory.usage_in_bytes"
+    })
+    .unwrap_or(0);
+    if lazy.is_some_and(|p| (usage as f64) * 100.0 < p * limit as f64) {
+        return Some(CgroupMemory {
+            limit_bytes: limit,
+            usage_bytes: usage,
+            unreclaimable_bytes: usage,
+            psi_some_avg10: None,
+            psi_full_avg10: None,
+            limit_hits: None,
+        });
+    }
+    let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+    let hits = if v2 {
+        std::fs::read_to_string(dir.join("memory.events"))
+            .ok()
+            .and_then(|e| keyed(&e, "max"))
+    } else {
+        read_u64("memory.failcnt")
     };
     let pressure_dir = if v2 {
         Some(dir.to_path_buf())
@@ -476,8 +511,8 @@ mod tests {
         std::fs::create_dir_all(&box_pids).unwrap();
         std::fs::create_dir_all(mem.join("unlimited")).unwrap();
         std::fs::write(
-            mem.join("unlimited/memory.stat"),
-            "total_rss 1\nhierarchical_memory_limit 9223372036854771712\n",
+            mem.join("unlimited/memory.limit_in_bytes"),
+            "9223372036854771712\n",
         )
         .unwrap();
         std::fs::write(
@@ -485,6 +520,7 @@ mod tests {
             "total_rss 241172480\ntotal_shmem 0\nhierarchical_memory_limit 268435456\n",
         )
         .unwrap();
+        std::fs::write(box_mem.join("memory.limit_in_bytes"), "268435456\n").unwrap();
         std::fs::write(box_mem.join("memory.usage_in_bytes"), "250000000\n").unwrap();
         std::fs::write(box_mem.join("memory.failcnt"), "0\n").unwrap();
         std::fs::write(box_mem.join("cgroup.procs"), "41\n42\n").unwrap();
@@ -507,6 +543,13 @@ mod tests {
         std::fs::write(box_pids.join("pids.events"), "max 9\n").unwrap();
         assert_eq!(s.scan()[0].pids.unwrap().refused_recently, 4);
         assert_eq!(s.members("/selfheal-sandbox/hog"), vec![41, 42]);
+        // Lazy: usage (250 MB, 93%) is below 95%, so memory.stat is skipped
+        // and the usage stands in for the unreclaimable figure.
+        s.set_detail_above(Some(95.0));
+        let lazy = s.scan()[0].memory.unwrap();
+        assert_eq!(lazy.unreclaimable_bytes, 250_000_000);
+        s.set_detail_above(Some(50.0));
+        assert_eq!(s.scan()[0].memory.unwrap().unreclaimable_bytes, 241_172_480);
         std::fs::remove_dir_all(mem.join("selfheal-sandbox")).unwrap();
         std::fs::remove_dir_all(pids.join("selfheal-sandbox")).unwrap();
         assert!(s.scan().is_empty());

@@ -20,6 +20,8 @@ pub struct SymptomCheck {
     stall: Option<Arc<StallShared>>,
     scanner: Option<Arc<std::sync::Mutex<CgroupScanner>>>,
     last_runtime: Option<(u64, Instant)>,
+    /// When the stuck tasks were first all seen out of D.
+    out_of_d_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for SymptomCheck {
@@ -32,6 +34,11 @@ impl std::fmt::Debug for SymptomCheck {
 
 /// Minimum window for measuring a thread's CPU share.
 const SHARE_WINDOW: Duration = Duration::from_millis(50);
+
+/// A stuck task that left D must stay out of it this long to count as
+/// recovered: a killed task can block again on its way out (a FUSE reader
+/// dying waits, uninterruptibly, for the page its own read locked).
+const OUT_OF_D_SETTLE: Duration = Duration::from_millis(200);
 
 impl SymptomCheck {
     /// A check of `symptom` against the live system.
@@ -47,6 +54,7 @@ impl SymptomCheck {
             stall,
             scanner,
             last_runtime: None,
+            out_of_d_since: None,
         }
     }
 
@@ -63,9 +71,21 @@ impl SymptomCheck {
                 starttime,
                 percent,
             } => self.rt_monopoly_cleared(pid, tid, starttime, percent),
-            Symptom::Stuck { tasks } => tasks
-                .iter()
-                .all(|&(pid, tid, st)| self.not_stuck(pid, tid, st)),
+            Symptom::Stuck { tasks } => {
+                let states: Vec<Option<char>> = tasks
+                    .iter()
+                    .map(|&(pid, tid, st)| self.state_of(pid, tid, st))
+                    .collect();
+                if states.iter().all(Option::is_none) {
+                    return true; // all gone
+                }
+                if states.contains(&Some('D')) {
+                    self.out_of_d_since = None;
+                    return false;
+                }
+                let since = *self.out_of_d_since.get_or_insert_with(Instant::now);
+                since.elapsed() >= OUT_OF_D_SETTLE
+            }
             // Live members, not pids.current: killed tasks stay counted
             // there until their (re-parented) zombies are reaped, which on
             // some inits takes a second or more.
@@ -138,14 +158,12 @@ impl SymptomCheck {
         }
     }
 
-    fn not_stuck(&self, pid: i32, tid: i32, starttime: u64) -> bool {
-        match self
-            .task_file(pid, tid, "stat")
+    /// The thread's state, `None` when it is gone (or its tid was reused).
+    fn state_of(&self, pid: i32, tid: i32, starttime: u64) -> Option<char> {
+        self.task_file(pid, tid, "stat")
             .and_then(|t| parse_task_stat(&t))
-        {
-            None => true,
-            Some(s) => s.starttime_ticks != starttime || s.state != 'D',
-        }
+            .filter(|s| s.starttime_ticks == starttime && !matches!(s.state, 'Z' | 'X'))
+            .map(|s| s.state)
     }
 
     fn members(&self, path: &str) -> usize {
@@ -160,6 +178,7 @@ impl SymptomCheck {
     fn cgroup(&self, path: &str) -> Option<crate::cgroups::CgroupUsage> {
         let scanner = self.scanner.as_ref()?;
         let mut s = scanner.lock().unwrap_or_else(|p| p.into_inner());
+        s.set_detail_above(None);
         s.scan().into_iter().find(|u| u.path == path)
     }
 
@@ -238,7 +257,9 @@ mod tests {
             None,
             None,
         );
-        // Sleeping (S), not D: not stuck.
+        // Sleeping (S), not D: not stuck once it stays so for a moment.
+        assert!(!stuck.cleared());
+        std::thread::sleep(OUT_OF_D_SETTLE);
         assert!(stuck.cleared());
         let mut tree = SymptomCheck::new(
             Symptom::TreeTasks {

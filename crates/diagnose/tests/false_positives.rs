@@ -100,8 +100,14 @@ fn no_false_positive(
         let _ = c.wait();
     }
     h.stop();
-    assert!(hangs_here.is_empty(), "{test}: false diagnoses: {hangs_here:#?}");
-    assert!(recoveries_here.is_empty(), "{test}: recovery steps: {recoveries_here:#?}");
+    assert!(
+        hangs_here.is_empty(),
+        "{test}: false diagnoses: {hangs_here:#?}"
+    );
+    assert!(
+        recoveries_here.is_empty(),
+        "{test}: recovery steps: {recoveries_here:#?}"
+    );
 }
 
 fn sh(sb: &selfheal_cgroup::Sandbox, script: &str) -> Child {
@@ -205,7 +211,15 @@ fn memory_churn_within_limits() {
                 .map(|_| {
                     sb.spawn(
                         Command::new(selfheal_testprogs::bin("tp-memhog"))
-                            .args(["--rate-mib", "400", "--max-mib", "300", "--seconds", "600", "churn"])
+                            .args([
+                                "--rate-mib",
+                                "400",
+                                "--max-mib",
+                                "300",
+                                "--seconds",
+                                "600",
+                                "churn",
+                            ])
                             .stdout(Stdio::null()),
                     )
                     .unwrap()

@@ -144,7 +144,8 @@ impl KmsgFollower {
                     let wait = if asm.is_open() {
                         QUIET_FLUSH
                     } else {
-                        Duration::from_millis(500)
+                        // Idle: only to notice a stop request (shutdown waits at most this).
+                        Duration::from_secs(1)
                     };
                     match selfheal_sys::poll::poll_readable(file.as_fd(), Some(wait)) {
                         Ok(true) => {}
@@ -210,7 +211,7 @@ impl KmsgFollower {
         self.handle.as_ref().is_some_and(|h| !h.is_finished())
     }
 
-    /// Stops the thread (within about half a second).
+    /// Stops the thread (within about a second).
     pub fn stop(mut self) {
         self.stop_and_join();
     }

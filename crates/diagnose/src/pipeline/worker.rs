@@ -17,7 +17,7 @@ use selfheal_detect::Heartbeat;
 use selfheal_event::{Culprit, Event, EventKind, EventSink, Severity};
 use selfheal_kmsg::{KernelReport, VerdictKind};
 use selfheal_recover::{Incident, Ladder, LadderOptions};
-use selfheal_sampler::{Sample, SampleBoard};
+use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
 
 use super::{Input, PipelineOptions};
 use crate::cgroups::{CgroupRoots, CgroupScanner};
@@ -28,8 +28,8 @@ use crate::snapshot::SnapshotReader;
 use crate::sweep::DStateTracker;
 use crate::verify::SymptomCheck;
 
-/// How often the limited-cgroup list is rebuilt.
-const CGROUP_REWALK: Duration = Duration::from_secs(2);
+/// How often the limited-cgroup list is rebuilt (a heavy run rebuilds it too).
+const CGROUP_REWALK: Duration = Duration::from_secs(5);
 
 pub(super) struct Worker {
     cfg: Config,
@@ -53,6 +53,8 @@ pub(super) struct Worker {
     stuck_reported: HashSet<(i32, u64)>,
     /// Cgroups already reported by the sweep → when.
     cgroups_reported: HashMap<String, Instant>,
+    /// Last time every task's state was read.
+    last_full_scan: Instant,
 }
 
 /// A trigger waiting for the heavy detector, with the fault's onset if known.
@@ -109,6 +111,7 @@ impl Worker {
             recent: HashMap::new(),
             stuck_reported: HashSet::new(),
             cgroups_reported: HashMap::new(),
+            last_full_scan: Instant::now(),
             cfg,
         }
     }
@@ -305,10 +308,24 @@ impl Worker {
         }
     }
 
-    /// The cheap periodic check: D-state threads and limited cgroups.
+    /// The cheap periodic check: limited cgroups, and D-state threads when
+    /// tasks are blocked on I/O, when some are being followed, or when the
+    /// full scan is due (reading every thread costs ~20 us each).
     fn sweep(&mut self, pending: &mut Option<Pending>) {
         let t0 = Instant::now();
-        self.tracker.scan(t0);
+        let blocked = self.board.read_into(&mut self.sample)
+            && self.sample.system(SystemMetric::BlockedTasks) >= 1.0;
+        let full_every = self.cfg.heavy.dstate_full_scan.get();
+        let full_due = !full_every.is_zero() && self.last_full_scan.elapsed() >= full_every;
+        if blocked || full_due || self.tracker.in_d_state() > 0 {
+            self.tracker.scan(t0);
+            if full_due {
+                self.last_full_scan = t0;
+            }
+            self.stats
+                .sweep_threads
+                .store(self.tracker.last_scanned as u64, Ordering::Relaxed);
+        }
         let bound = self.cfg.heavy.dstate_bound.get();
         let own = self.diagnoser.own_pids.clone();
         let stuck: Vec<_> = self
@@ -366,9 +383,6 @@ impl Worker {
         self.stats
             .sweep_last_us
             .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.stats
-            .sweep_threads
-            .store(self.tracker.last_scanned as u64, Ordering::Relaxed);
     }
 
     /// Two snapshots, a diagnosis, and recovery for every hang found.
@@ -391,6 +405,9 @@ impl Worker {
         let stuck = self.tracker.stuck(now, self.cfg.heavy.dstate_bound.get());
         let (cgroups, members) = {
             let mut sc = self.scanner.lock().unwrap_or_else(|p| p.into_inner());
+            // Full figures, and cgroups created since the last walk.
+            sc.set_detail_above(None);
+            sc.walk();
             let cgroups = sc.scan();
             let th = &self.cfg.heavy;
             let members: HashMap<String, Vec<i32>> = cgroups
