@@ -47,6 +47,24 @@ static void set_comm(const char *name)
 	prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
+/*
+ * The lab's plumbing runs at -1000 so the OOM killer never takes the
+ * scenario down; everything a run measures (faults, workloads, selfheal)
+ * goes back to the default 0 so the lab gives it no protection it lacks.
+ */
+static void set_oom_score_adj(int adj)
+{
+	char buf[16];
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+
+	if (fd < 0)
+		return;
+	snprintf(buf, sizeof(buf), "%d", adj);
+	if (write(fd, buf, strlen(buf)) < 0)
+		perror("labtool: oom_score_adj");
+	close(fd);
+}
+
 static void pin_to(int cpu)
 {
 	cpu_set_t set;
@@ -398,6 +416,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Plumbing (marks, heartbeats, status) stays protected; the rest does not. */
+	if (strcmp(argv[1], "mark") && strcmp(argv[1], "hb") && strcmp(argv[1], "status") &&
+	    strcmp(argv[1], "proccpu"))
+		set_oom_score_adj(0);
 	if (!strcmp(argv[1], "mark") && argc >= 3)
 		return cmd_mark(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "hb") && argc == 3)

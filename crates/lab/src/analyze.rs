@@ -56,9 +56,9 @@ pub struct SelfhealResult {
     pub diagnosed_correctly: Option<bool>,
     /// The culprit named the fault's task (comm prefix) or its CPU.
     pub culprit_correct: Option<bool>,
-    /// ms from fault start to the first recovery event.
+    /// ms from fault start to the first recovery step reporting `recovered`.
     pub recover_ms: Option<i64>,
-    /// `details.action` and `details.outcome` of it.
+    /// Every recovery step after the fault, `action→outcome`, in order.
     pub recovery: Option<String>,
     /// Detection events in a fault-free run (false positives), or before
     /// the injection in a fault run.
@@ -307,13 +307,27 @@ fn score_selfheal(
             e.culprit_cpu.map_or("?".into(), |c| c.to_string()),
         ));
     }
-    if let Some(e) = after.iter().find(|e| e.kind == "recovery") {
+    // The recovery ladder reports each step (record, demote/stop/kill, …);
+    // show the chain, and time the first step that says it cleared the hang.
+    let steps: Vec<String> = after
+        .iter()
+        .filter(|e| e.kind == "recovery")
+        .map(|e| {
+            format!(
+                "{}→{}",
+                e.action.as_deref().unwrap_or("?"),
+                e.outcome.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !steps.is_empty() {
+        r.recovery = Some(steps.join(", "));
+    }
+    if let Some(e) = after
+        .iter()
+        .find(|e| e.kind == "recovery" && e.outcome.as_deref() == Some("recovered"))
+    {
         r.recover_ms = Some((e.time_unix_ms - start).max(0));
-        r.recovery = Some(format!(
-            "{} → {}",
-            e.action.as_deref().unwrap_or("?"),
-            e.outcome.as_deref().unwrap_or("?")
-        ));
     }
     r
 }
@@ -331,6 +345,8 @@ fn selfheal_cpu_pct(lab: &LabLog) -> Option<f64> {
 
 /// Heartbeat gaps this long in the final window mean a CPU is still starved.
 const HEALTHY_MAX_GAP_MS: i64 = 500;
+/// More processes than this over the pre-injection count is a symptom (fork bomb left over).
+const MAX_EXTRA_PROCS: i64 = 50;
 /// The final window over which the guest must look healthy.
 const HEALTH_WINDOW_MS: i64 = 3000;
 
@@ -372,17 +388,26 @@ fn judge_outcome(
         }
     }
     let statuses: Vec<_> = lab.marks_tagged("STATUS").collect();
+    // The fault's task may legitimately survive a recovery (a demoted RT hog
+    // keeps running at normal priority), so it is reported, not judged: the
+    // outcome rests on the symptoms a user would notice.
+    let mut remarks = Vec::new();
     if let (Some(before), Some(after)) = (statuses.first(), statuses.last()) {
-        if after.int("faulty").unwrap_or(0) > 0 {
-            problems.push(format!(
+        let int = |m: &parse::Mark, k: &str| m.int(k).unwrap_or(0);
+        if int(after, "faulty") > 0 {
+            remarks.push(format!(
                 "{} fault task(s) still present",
-                after.int("faulty").unwrap_or(0)
+                int(after, "faulty")
             ));
         }
-        if after.int("dstate").unwrap_or(0) > before.int("dstate").unwrap_or(0) {
+        if int(after, "dstate") > int(before, "dstate") {
+            problems.push(format!("{} task(s) in D state", int(after, "dstate")));
+        }
+        if int(after, "procs") > int(before, "procs") + MAX_EXTRA_PROCS {
             problems.push(format!(
-                "{} task(s) in D state",
-                after.int("dstate").unwrap_or(0)
+                "{} processes, {} before",
+                int(after, "procs"),
+                int(before, "procs")
             ));
         }
         if let (Some(b), Some(a)) = (before.int("memavail_kb"), after.int("memavail_kb")) {
@@ -394,11 +419,10 @@ fn judge_outcome(
         problems.push("status lines missing".into());
     }
     if problems.is_empty() {
-        (
-            Outcome::Healthy,
-            format!("{class} cleared, all CPUs beating"),
-        )
+        remarks.insert(0, format!("{class}: symptoms cleared, all CPUs beating"));
+        (Outcome::Healthy, remarks.join("; "))
     } else {
+        problems.extend(remarks);
         (Outcome::Degraded, problems.join("; "))
     }
 }

@@ -71,7 +71,7 @@ pub struct ClassSummary {
     pub culprit_correct: usize,
     /// Diagnoses given, class → count (shows misdiagnoses plainly).
     pub diagnoses: BTreeMap<String, usize>,
-    /// Healthy at the end after a selfheal recovery action.
+    /// Healthy at the end after a selfheal recovery step reported `recovered`.
     pub recovered: usize,
     /// Healthy at the end without any selfheal action (e.g. the kernel's OOM killer).
     pub healthy_without_selfheal: usize,

@@ -104,9 +104,14 @@ fn selfheal_events_are_scored_against_the_fault_start() {
             r#","culprit":{"cpu":1},"details":{"class":"kernel_stall"}"#,
         ),
         event(
+            start + 100,
+            "recovery",
+            r#","details":{"action":"record","outcome":"recorded"}"#,
+        ),
+        event(
             start + 120,
             "recovery",
-            r#","details":{"action":"panic","outcome":"ok"}"#,
+            r#","details":{"action":"stop","outcome":"recovered"}"#,
         ),
     ]
     .join("\n");
@@ -118,7 +123,15 @@ fn selfheal_events_are_scored_against_the_fault_start() {
     assert_eq!(s.diagnose_ms, Some(90));
     assert_eq!(s.diagnosed_correctly, Some(true));
     assert_eq!(s.culprit_correct, Some(true), "names the stalled CPU");
-    assert_eq!(s.recover_ms, Some(120));
+    assert_eq!(
+        s.recover_ms,
+        Some(120),
+        "the step that cleared it, not the evidence record"
+    );
+    assert_eq!(
+        s.recovery.as_deref(),
+        Some("record→recorded, stop→recovered")
+    );
     assert_eq!(s.false_alarms, 1, "the alert before the injection");
     assert!(!s.placeholder);
 }
