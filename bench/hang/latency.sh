@@ -24,7 +24,7 @@ t=${CARGO_TARGET_DIR:-target}/release
 echo "machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 for spec in "rt_hog 200 100" "rt_hog 50 10" "d_state 200 100"; do
   set -- $spec
-  echo "== $1, stall bound $2 ms, tick $3 ms"
+  echo "== $1"
   "$t/examples/hang_bench" --selfheal "$t/selfheal" --bin-dir "$t" \
     --case "$1" --bound "$2" --tick "$3" --injections "$n"
 done

@@ -396,11 +396,14 @@ fn main() {
             "d_state recovered after bound",
         ]
     };
+    let setting = if a.case == "rt_hog" {
+        format!("stall bound {} ms, tick {} ms", a.bound_ms, a.tick_ms)
+    } else {
+        "D-state bound 2 s (default)".to_string()
+    };
     println!(
-        "case {} bound {} ms tick {} ms: {} injections, {} failed",
+        "case {}, {setting}: {} injections, {} failed",
         a.case,
-        a.bound_ms,
-        a.tick_ms,
         rows.len() + failed,
         failed
     );
