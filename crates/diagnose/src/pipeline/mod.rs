@@ -270,7 +270,15 @@ impl HangPipeline {
                 max_age: Duration::from_secs(30),
             },
         ];
-        if let Some(s) = &stall {
+        // Only canaries that run (real-time) beat; without any, there is
+        // nothing to watch (and a silent heartbeat must not fail the chain).
+        let canaries = stall.as_ref().filter(|s| {
+            s.shared()
+                .cpus
+                .iter()
+                .any(|c| c.alive.load(std::sync::atomic::Ordering::Relaxed))
+        });
+        if let Some(s) = canaries {
             watched.push(Watched {
                 name: "stall",
                 heartbeat: s.shared().heartbeat.clone(),
