@@ -102,6 +102,8 @@ pub struct CpuCanary {
     pub realtime: AtomicBool,
     /// The canary is pinned and running.
     pub alive: AtomicBool,
+    /// The canary could pin itself to its CPU.
+    pub pinned: AtomicBool,
     /// The canary counts context switches.
     pub counting: AtomicBool,
     /// The canary counts instructions.
@@ -249,6 +251,7 @@ impl StallDetector {
                     gap_context_switches: AtomicU64::new(0),
                     realtime: AtomicBool::new(false),
                     alive: AtomicBool::new(false),
+                    pinned: AtomicBool::new(false),
                     counting: AtomicBool::new(false),
                     counting_instructions: AtomicBool::new(false),
                 })
@@ -285,7 +288,7 @@ impl StallDetector {
         }
         let mut notes = Vec::new();
         for c in &shared.cpus {
-            if !c.alive.load(Ordering::Relaxed) {
+            if !c.pinned.load(Ordering::Relaxed) {
                 notes.push(format!("cpu {}: no canary (offline or not allowed)", c.cpu));
             } else if !c.realtime.load(Ordering::Relaxed) {
                 notes.push(format!(
@@ -294,9 +297,6 @@ impl StallDetector {
                     c.cpu
                 ));
             }
-        }
-        for n in &notes {
-            tracing::warn!("stall detector: {n}");
         }
         Ok(StallDetector {
             shared,
@@ -311,7 +311,7 @@ impl StallDetector {
         self.shared.clone()
     }
 
-    /// Limitations found at start.
+    /// Limitations found at start (for the caller to report).
     pub fn notes(&self) -> &[String] {
         &self.notes
     }
@@ -349,6 +349,7 @@ fn canary(
         me.ticks.store(1, Ordering::Relaxed);
         return;
     }
+    me.pinned.store(true, Ordering::Relaxed);
     // A canary at normal priority would be starved by ordinary load and
     // report false stalls: without SCHED_FIFO it does not watch at all.
     if selfheal_sys::sched::set_fifo(0, i32::from(opts.canary_priority.max(1))).is_err() {
@@ -429,6 +430,7 @@ mod tests {
                 gap_context_switches: AtomicU64::new(7),
                 realtime: AtomicBool::new(true),
                 alive: AtomicBool::new(true),
+                pinned: AtomicBool::new(true),
                 counting: AtomicBool::new(true),
                 counting_instructions: AtomicBool::new(false),
             }],
