@@ -114,8 +114,28 @@ impl Session {
         self.heap_end = None;
     }
 
-    /// Takes a checkpoint of the stopped process.
+    /// Takes a checkpoint of the stopped process. If it fails after the
+    /// written pages were re-protected, what they were is lost: the history
+    /// is discarded and tracking starts over at the next checkpoint, so no
+    /// later rollback can miss pages.
     pub fn checkpoint(&mut self, started: Instant) -> Result<CheckpointStats, TraceError> {
+        let r = self.checkpoint_inner(started);
+        if r.is_err() {
+            if let Ok(maps) = procfs::read_maps(self.t.pid) {
+                self.tracker.unregister_all(&maps);
+            }
+            self.reset();
+            crate::debug(|| {
+                format!(
+                    "checkpoint failed, history discarded: {:?}",
+                    r.as_ref().err()
+                )
+            });
+        }
+        r
+    }
+
+    fn checkpoint_inner(&mut self, started: Instant) -> Result<CheckpointStats, TraceError> {
         let cpu0 = selfheal_sys::cputime::thread_cputime().ok();
         let pid = self.t.pid;
         let io_err = |what: &'static str| {

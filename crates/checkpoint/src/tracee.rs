@@ -78,6 +78,8 @@ pub(crate) struct Tracee {
     /// Signals that arrived while we ran remote system calls, re-sent on
     /// resume so the program still gets them.
     pub deferred_signals: Vec<(i32, i32)>,
+    /// Threads interrupted out of a job-control stop: they go back to it.
+    was_listening: std::collections::BTreeSet<i32>,
 }
 
 /// How long a thread may take to reach a stop before we call it stuck
@@ -111,6 +113,7 @@ impl Tracee {
             filter,
             stopping_all: false,
             deferred_signals: Vec::new(),
+            was_listening: Default::default(),
         })
     }
 
@@ -164,6 +167,9 @@ impl Tracee {
     /// (crash signals, new threads, exec, exit) are added to `notices`.
     pub fn stop_all(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
         for (&tid, st) in self.threads.iter_mut() {
+            if *st == ThreadState::Listening {
+                self.was_listening.insert(tid);
+            }
             if matches!(st, ThreadState::Running | ThreadState::Listening) {
                 match pt::interrupt(tid) {
                     Ok(()) => *st = ThreadState::Stopping,
@@ -229,7 +235,14 @@ impl Tracee {
                 ThreadState::Stopped { pending } => {
                     pt::cont(tid, pending).map(|_| ThreadState::Running)
                 }
-                ThreadState::GroupStopped => pt::listen(tid).map(|_| ThreadState::Listening),
+                // If SIGCONT ended the group-stop meanwhile, LISTEN is
+                // refused (EINVAL): just run.
+                ThreadState::GroupStopped => match pt::listen(tid) {
+                    Err(e) if e.errno.0 == libc::EINVAL => {
+                        pt::cont(tid, 0).map(|_| ThreadState::Running)
+                    }
+                    r => r.map(|_| ThreadState::Listening),
+                },
                 other => Ok(other),
             };
             match r {
@@ -314,7 +327,7 @@ impl Tracee {
                     pt::PTRACE_EVENT_STOP => {
                         let group = STOP_SIGNALS.contains(&sig);
                         if stopping {
-                            let new = if group || state == ThreadState::Listening {
+                            let new = if self.was_listening.remove(&tid) || group {
                                 ThreadState::GroupStopped
                             } else {
                                 ThreadState::Stopped { pending: 0 }

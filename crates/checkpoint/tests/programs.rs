@@ -20,9 +20,9 @@ fn sigsegv_from_outside_at_random_moments_still_gives_the_fault_free_answer() {
         return;
     }
     let _one = serial();
-    let expected = plain_output("compute", &["300"]);
-    let mut run = start("compute", &["300"], config());
-    let sent = signal_at_random(&run, libc::SIGSEGV, 4, 300, 700);
+    let expected = plain_output("compute", &["600"]);
+    let mut run = start("compute", &["600"], config());
+    let sent = signal_at_random(&run, libc::SIGSEGV, 4, 200, 500);
     let out = run.wait(LIMIT);
     assert_eq!(out, expected, "events: {:?}", run.events);
     assert!(
