@@ -84,11 +84,43 @@ pub enum Target {
     },
 }
 
+#[derive(Debug)]
 enum Command {
     Rollback(Option<Instant>),
     Checkpoint,
     Kill,
     Detach,
+}
+
+/// Sends requests to the tracer thread from any thread (the [`Engine`]
+/// itself is not `Sync`: its event receiver belongs to one reader).
+/// Requests sent after the engine ended are ignored.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pid: i32,
+    tx: Sender<Command>,
+}
+
+impl Control {
+    /// The traced process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Same as [`Engine::request_rollback`].
+    pub fn request_rollback(&self, hung_since: Option<Instant>) {
+        let _ = self.tx.send(Command::Rollback(hung_since));
+    }
+
+    /// Same as [`Engine::request_checkpoint`].
+    pub fn request_checkpoint(&self) {
+        let _ = self.tx.send(Command::Checkpoint);
+    }
+
+    /// Same as [`Engine::kill`].
+    pub fn kill(&self) {
+        let _ = self.tx.send(Command::Kill);
+    }
 }
 
 /// Handle to a running checkpoint engine. Dropping it kills a launched
@@ -144,6 +176,15 @@ impl Engine {
     /// The traced process.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// A handle for requests from other threads (while one thread reads
+    /// [`Engine::events`]).
+    pub fn control(&self) -> Control {
+        Control {
+            pid: self.pid,
+            tx: self.tx.clone(),
+        }
     }
 
     /// Events, in order; [`Event::Exited`] or [`Event::Detached`] is last.

@@ -50,7 +50,7 @@ pub(crate) fn debug(msg: impl FnOnce() -> String) {
     }
 }
 
-pub use engine::{Config, Engine, Target, CRASH_SIGNALS};
+pub use engine::{Config, Control, Engine, Target, CRASH_SIGNALS};
 pub use error::{StartError, TraceError};
 pub use events::{
     CheckpointStats, Event, ExitInfo, Failure, Metrics, RollbackReport, Unrecoverable,
