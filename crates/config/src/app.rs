@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::duration::HumanDuration;
 
+mod checkpoint;
 mod probe;
 
+pub use checkpoint::CheckpointConfig;
 pub use probe::{check_http_url, check_tcp_address, ProbeCheck, ProbeConfig, StatusRange};
 
 /// When a program that ended is started again.
@@ -456,6 +458,9 @@ pub struct AppConfig {
     /// `[app.hook]`.
     #[serde(default)]
     pub hook: HookConfig,
+    /// `[app.checkpoint]`.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
 }
 
 fn default_tail() -> usize {
@@ -492,6 +497,7 @@ impl AppConfig {
             probes: Vec::new(),
             progress: ProgressConfig::default(),
             hook: HookConfig::default(),
+            checkpoint: CheckpointConfig::default(),
         }
     }
 
@@ -540,7 +546,9 @@ impl AppConfig {
                 self.name, self.progress.period
             ));
         }
-        Ok(())
+        self.checkpoint
+            .validate()
+            .map_err(|e| format!("app `{}`: {e}", self.name))
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::{Config, ConfigError};
 use std::path::Path;
+use std::time::Duration;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("apps.toml"))
@@ -24,6 +25,14 @@ fn minimal_app_gets_defaults() {
     );
     assert_eq!(c.apps[0].restart, RestartPolicy::OnFailure);
     assert_eq!(c.apps[0].parent_death_signal, Some(SignalName::kill()));
+    // Checkpoints are off unless an interval is given.
+    assert!(!c.apps[0].checkpoint.enabled());
+    let c =
+        parse("[[app]]\nname = \"w\"\ncommand = [\"w\"]\n[app.checkpoint]\ninterval = \"100ms\"\n")
+            .unwrap();
+    let ck = &c.apps[0].checkpoint;
+    assert!(ck.enabled());
+    assert_eq!((ck.keep, ck.max_rollbacks, ck.full_copy), (8, 10, false));
 }
 
 #[test]
@@ -47,6 +56,7 @@ crash_loop = { max_restarts = 2, window = "10s", healthy_after = "20s", retry_af
 notify = { enabled = true, ready_timeout = "5s", watchdog = "2s", access = "all" }
 progress = { spin = "10s", deadlock = "5s", blocked_waits = "any", period = "200ms", act_alone = true }
 hook = { command = ["/srv/api-dump"], timeout = "2s", thread_stacks = false }
+checkpoint = { interval = "50ms", keep = 16, recurrence_window = "2s", max_rollbacks = 3, full_copy = true }
 
 [[app.probe]]
 http = "http://127.0.0.1:8080/healthz"
@@ -78,6 +88,10 @@ tcp = "127.0.0.1:8080"
         }
     );
     assert!(a.progress.enabled() && a.progress.act_alone);
+    assert!(a.checkpoint.enabled() && a.checkpoint.full_copy);
+    assert_eq!(a.checkpoint.interval.get(), Duration::from_millis(50));
+    assert_eq!((a.checkpoint.keep, a.checkpoint.max_rollbacks), (16, 3));
+    assert_eq!(a.checkpoint.recurrence_window.get(), Duration::from_secs(2));
     a.validate().unwrap();
     // What serializes parses back to the same thing.
     let back = parse(&toml::to_string(&c).unwrap()).unwrap();
@@ -124,6 +138,23 @@ fn app_errors_point_at_the_text() {
         invalid("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nprogress = { period = \"1ms\" }\n");
     assert!(msg.contains("20ms"), "{msg}");
 
+    let (line, msg) =
+        invalid("[[app]]\nname = \"a\"\ncommand = [\"x\"]\n[app.checkpoint]\ninterval = \"1ms\"\n");
+    assert_eq!(line, 5);
+    assert!(msg.contains("10ms to 60s"), "{msg}");
+    let (line, msg) = invalid(
+        "[[app]]\nname = \"a\"\ncommand = [\"x\"]\n[app.checkpoint]\ninterval = \"50ms\"\nkeep = 0\n",
+    );
+    assert_eq!(line, 6);
+    assert!(msg.contains("1 to 256"), "{msg}");
+    let (_, msg) = invalid(
+        "[[app]]\nname = \"a\"\ncommand = [\"x\"]\ncheckpoint = { recurrence_window = \"0\" }\n",
+    );
+    assert!(msg.contains("recurrence_window"), "{msg}");
+    let (_, msg) =
+        invalid("[[app]]\nname = \"a\"\ncommand = [\"x\"]\ncheckpoint = { every = \"1s\" }\n");
+    assert!(msg.contains("unknown field `every`"), "{msg}");
+
     let (_, msg) = invalid("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nwatchdog = \"1s\"\n");
     assert!(msg.contains("unknown field `watchdog`"), "{msg}");
 
@@ -152,6 +183,8 @@ fn commented_example_in_default_toml_parses() {
     assert_eq!(c.apps.len(), 1);
     assert!(c.apps[0].notify.enabled);
     assert_eq!(c.apps[0].probes.len(), 1);
+    assert!(c.apps[0].checkpoint.enabled());
+    c.apps[0].validate().unwrap();
 }
 
 #[test]
@@ -173,4 +206,10 @@ fn validate_catches_what_flags_can_get_wrong() {
     assert!(a.validate().unwrap_err().contains("http://"));
     let b = AppConfig::new("", vec!["true".into()]);
     assert!(b.validate().is_err());
+    let mut c = AppConfig::new("ck", vec!["true".into()]);
+    c.checkpoint.interval = HumanDuration::from_millis(5);
+    assert!(c.validate().unwrap_err().contains("10ms to 60s"));
+    c.checkpoint.interval = HumanDuration::from_millis(50);
+    c.checkpoint.keep = 1000;
+    assert!(c.validate().unwrap_err().contains("1 to 256"));
 }
