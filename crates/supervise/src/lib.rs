@@ -14,6 +14,9 @@
 //!   rollback), then the stop signal, a grace period, SIGKILL and a restart
 //!   governed by the restart policy, exponential backoff and a crash-loop
 //!   breaker ([`policy`]).
+//! - **Checkpoints** ([`checkpoint`], `[app.checkpoint]`): the program
+//!   runs under the μCheckpoint engine; a crash is rolled back in place
+//!   instead of restarted, a hang is rolled back by a recovery step.
 //! - **Observability**: `app_*` events to an [`selfheal_event::EventSink`],
 //!   `selfheal_app_*` metrics ([`Supervisor::collector`]) and a status
 //!   snapshot ([`Supervisor::snapshot`]).
@@ -24,6 +27,7 @@
 //! whose process is reaped by someone else (a ptrace tracer) fits in.
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod child;
 pub mod events;
 pub mod evidence;

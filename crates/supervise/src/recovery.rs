@@ -7,6 +7,8 @@
 //! recovers it, the built-in last resort runs: the stop signal, the grace
 //! period, SIGKILL, then a restart as the policy and backoff allow.
 
+use std::time::Instant;
+
 use serde_json::Value;
 
 use selfheal_config::AppConfig;
@@ -53,6 +55,11 @@ pub struct StepContext<'a> {
     pub child: &'a mut dyn ChildHandle,
     /// What went wrong.
     pub trouble: &'a Trouble,
+    /// When the detector last saw the program make progress (its last
+    /// `WATCHDOG=1`, the start of its last successful probe check, the
+    /// start of a spin or deadlock); `None` when it never did (a missed
+    /// `READY=1`). A rollback goes to a checkpoint from before this.
+    pub last_progress: Option<Instant>,
 }
 
 /// One way of recovering a program short of restarting it.

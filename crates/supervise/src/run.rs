@@ -27,7 +27,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[command(after_help = "Examples:\n  \
 selfheal run --notify --watchdog 5s -- ./server --port 8080\n  \
 selfheal run --probe-http http://127.0.0.1:8080/healthz --probe-period 2s -- ./server\n  \
-selfheal run --restart always --max-restarts 10 --restart-window 1m -- ./worker\n\n\
+selfheal run --restart always --max-restarts 10 --restart-window 1m -- ./worker\n  \
+selfheal run --checkpoint-interval 50ms --keep 8 -- ./long-computation\n\n\
 Exits with the program's status (128 + N when signal N killed it), 127/126 when it cannot be started.")]
 pub struct RunArgs {
     /// Name in events and metrics [default: the program's file name].
@@ -121,6 +122,36 @@ pub struct RunArgs {
     /// SELFHEAL_APP, SELFHEAL_PID, SELFHEAL_REASON.
     #[arg(long, value_name = "SHELL_COMMAND")]
     pub hook: Option<String>,
+    /// Take an in-memory checkpoint this often (10ms to 60s) and roll the
+    /// program back instead of restarting it on a crash (SIGSEGV, SIGBUS,
+    /// SIGFPE, SIGILL, SIGABRT) or a hang. Needs ptrace (root or CAP_SYS_PTRACE).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub checkpoint_interval: Option<Duration>,
+    /// With --checkpoint-interval: checkpoints kept (1 to 256).
+    #[arg(
+        long,
+        default_value_t = 8,
+        value_name = "N",
+        requires = "checkpoint_interval"
+    )]
+    pub keep: usize,
+    /// With --checkpoint-interval: the same crash again within this time
+    /// after a rollback goes one checkpoint further back.
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION", requires = "checkpoint_interval")]
+    pub recurrence_window: Duration,
+    /// With --checkpoint-interval: restart instead after this many rollbacks
+    /// within --restart-window (0: no limit).
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_name = "N",
+        requires = "checkpoint_interval"
+    )]
+    pub max_rollbacks: u32,
+    /// With --checkpoint-interval: compare full copies instead of tracking
+    /// written pages (slow; what kernels before 6.7 get anyway).
+    #[arg(long, requires = "checkpoint_interval")]
+    pub checkpoint_full_copy: bool,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -189,6 +220,16 @@ impl RunArgs {
         app.progress.act_alone = self.act_on_suspicion;
         if let Some(h) = &self.hook {
             app.hook.command = vec!["sh".into(), "-c".into(), h.clone()];
+        }
+        if let Some(interval) = self.checkpoint_interval {
+            if interval.is_zero() {
+                anyhow::bail!("--checkpoint-interval must be at least 10ms");
+            }
+            app.checkpoint.interval = HumanDuration(interval);
+            app.checkpoint.keep = self.keep;
+            app.checkpoint.recurrence_window = HumanDuration(self.recurrence_window);
+            app.checkpoint.max_rollbacks = self.max_rollbacks;
+            app.checkpoint.full_copy = self.checkpoint_full_copy;
         }
         app.validate().map_err(anyhow::Error::msg)?;
         Ok(app)

@@ -8,6 +8,7 @@ use selfheal_config::AppConfig;
 use selfheal_event::EventSink;
 use selfheal_metrics::Collector;
 
+use crate::checkpoint::{AppCheckpoint, CheckpointMetrics, Collectors};
 use crate::child::{Launcher, ProcessLauncher};
 use crate::mailbox::{mailbox, Msg, Waker};
 use crate::notify::{runtime_dir, NotifySocket, NotifySocketError};
@@ -56,7 +57,9 @@ pub enum SuperviseError {
 }
 
 /// Knobs for embedding supervision; [`Options::default`] is what the
-/// daemon uses.
+/// daemon uses. Apps with `[app.checkpoint]` on run under the checkpoint
+/// engine ([`crate::checkpoint`]), with `launcher` as the fallback when the
+/// engine cannot run, and a `rollback` step before `recovery`'s.
 #[derive(Clone)]
 pub struct Options {
     /// Starts the programs (the default forks and execs; the checkpoint
@@ -106,6 +109,28 @@ impl std::fmt::Debug for Options {
     }
 }
 
+/// Checkpointing for `app` if it has it on: its launcher, its rollback
+/// step before the factory's steps, and its metrics.
+fn with_checkpoints(
+    app: &AppConfig,
+    sink: &Arc<dyn EventSink>,
+    options: &Options,
+    metrics: &mut Vec<(String, Arc<crate::checkpoint::CheckpointTotals>)>,
+) -> (
+    Arc<dyn Launcher>,
+    Vec<Box<dyn crate::recovery::RecoveryStep>>,
+) {
+    let steps = (options.recovery)(app);
+    if !app.checkpoint.enabled() {
+        return (Arc::clone(&options.launcher), steps);
+    }
+    let ck = AppCheckpoint::new(app, Arc::clone(sink), Arc::clone(&options.launcher));
+    metrics.push((app.name.clone(), Arc::clone(ck.totals())));
+    let mut all: Vec<Box<dyn crate::recovery::RecoveryStep>> = vec![Box::new(ck.step())];
+    all.extend(steps);
+    (ck.launcher(), all)
+}
+
 struct AppHandle {
     state: Arc<AppState>,
     waker: Waker,
@@ -115,7 +140,7 @@ struct AppHandle {
 /// Supervises apps until [`Supervisor::shutdown`].
 pub struct Supervisor {
     apps: Vec<AppHandle>,
-    metrics: Arc<AppMetrics>,
+    metrics: Arc<dyn Collector>,
     // Removed (with the sockets in it) after the threads end.
     _runtime: Option<tempfile::TempDir>,
 }
@@ -186,6 +211,7 @@ impl Supervisor {
             None
         };
         let mut setups = Vec::new();
+        let mut checkpoint_metrics = Vec::new();
         for app in apps {
             let stop_signal = resolve_signal(&app.name, app.stop_signal.as_str())?;
             let death_signal = match &app.parent_death_signal {
@@ -203,12 +229,13 @@ impl Supervisor {
                 }
                 _ => None,
             };
-            let steps = (options.recovery)(&app);
+            let (launcher, steps) =
+                with_checkpoints(&app, &sink, &options, &mut checkpoint_metrics);
             let state = Arc::new(AppState::new(&app.name, &app.command));
             setups.push(RunnerSetup {
                 state,
                 sink: Arc::clone(&sink),
-                launcher: Arc::clone(&options.launcher),
+                launcher,
                 steps,
                 notify,
                 proc_root: options.proc_root.clone(),
@@ -249,9 +276,17 @@ impl Supervisor {
                 }
             }
         }
-        let metrics = Arc::new(AppMetrics::new(
+        let app_metrics: Arc<dyn Collector> = Arc::new(AppMetrics::new(
             handles.iter().map(|h| Arc::clone(&h.state)).collect(),
         ));
+        let metrics: Arc<dyn Collector> = if checkpoint_metrics.is_empty() {
+            app_metrics
+        } else {
+            Arc::new(Collectors(vec![
+                app_metrics,
+                Arc::new(CheckpointMetrics::new(checkpoint_metrics)),
+            ]))
+        };
         Ok(Supervisor {
             apps: handles,
             metrics,
@@ -261,7 +296,7 @@ impl Supervisor {
 
     /// The `selfheal_app_*` metrics, for the daemon's registry.
     pub fn collector(&self) -> Arc<dyn Collector> {
-        Arc::clone(&self.metrics) as Arc<dyn Collector>
+        Arc::clone(&self.metrics)
     }
 
     /// Every app's current status.

@@ -45,11 +45,13 @@ impl Runner {
                     "deadline_unix_us": unix_us(d),
                     "status": self.s.state.status().status,
                 });
+                // Never ready: no state of this run is known to be good.
                 self.hang(
                     "ready_timeout",
                     evidence,
                     None,
                     format!("did not send READY=1 within {timeout}"),
+                    None,
                 );
                 return;
             }
@@ -67,7 +69,8 @@ impl Runner {
                     Some(p) => format!("no WATCHDOG=1 for {:?} (limit {w:?})", now - p),
                     None => format!("no WATCHDOG=1 within {w:?} of becoming ready"),
                 };
-                self.hang("watchdog", evidence, None, why);
+                let progress = l.watchdog_base;
+                self.hang("watchdog", evidence, None, why, progress);
             }
         }
     }
@@ -81,6 +84,7 @@ impl Runner {
         }
         let cfg = &app.probes[o.probe];
         if o.ok {
+            l.probe_last_ok[o.probe] = Some(o.started);
             l.probe_successes[o.probe] += 1;
             if l.probe_successes[o.probe] >= cfg.success_threshold {
                 l.probe_failures[o.probe].clear();
@@ -131,19 +135,30 @@ impl Runner {
                 "probe {} failed {failures} times in a row: {}",
                 cfg.name, o.detail
             );
-            self.hang("probe", evidence, None, why);
+            let progress = l.probe_last_ok[o.probe];
+            self.hang("probe", evidence, None, why, progress);
             return;
         }
         // A failing probe confirms a suspicion held at the same time.
-        let suspicion = l.suspicions.iter().next().map(|(k, v)| (*k, v.clone()));
-        if let Some((kind, ev)) = suspicion {
+        let suspicion = l
+            .suspicions
+            .iter()
+            .next()
+            .map(|(k, v)| (*k, v.clone(), l.suspicion_since.get(k).copied()));
+        if let Some((kind, ev, since)) = suspicion {
             let why = format!(
                 "{} suspected and probe {} failed: {}",
                 kind.as_str(),
                 cfg.name,
                 o.detail
             );
-            self.hang(kind.as_str(), ev, Some(json!({ "probe": evidence })), why);
+            self.hang(
+                kind.as_str(),
+                ev,
+                Some(json!({ "probe": evidence })),
+                why,
+                since,
+            );
         }
     }
 
@@ -155,8 +170,13 @@ impl Runner {
             return;
         }
         match r {
-            ProgressReport::Suspected { kind, evidence, .. } => {
+            ProgressReport::Suspected {
+                kind,
+                evidence,
+                since,
+            } => {
                 l.suspicions.insert(kind, evidence.clone());
+                l.suspicion_since.insert(kind, since);
                 let probe_failing = l
                     .probe_failures
                     .iter()
@@ -193,7 +213,13 @@ impl Runner {
                 );
                 if act_alone {
                     let why = format!("{} suspected and act_alone is set", kind.as_str());
-                    self.hang(kind.as_str(), evidence, Some(json!("act_alone")), why);
+                    self.hang(
+                        kind.as_str(),
+                        evidence,
+                        Some(json!("act_alone")),
+                        why,
+                        Some(since),
+                    );
                 } else if let Some((i, detail)) = probe_failing {
                     let name = self.s.app.probes[i].name.clone();
                     let why = format!(
@@ -205,11 +231,13 @@ impl Runner {
                         evidence,
                         Some(json!({ "probe": name, "detail": detail })),
                         why,
+                        Some(since),
                     );
                 }
             }
             ProgressReport::Cleared { kind } => {
                 l.suspicions.remove(&kind);
+                l.suspicion_since.remove(&kind);
                 self.s.state.suspect(kind.as_str(), false);
                 tracing::info!(app = %self.name(), heuristic = kind.as_str(), "no-progress suspicion cleared");
             }
@@ -218,12 +246,15 @@ impl Runner {
 
     /// A detector says the program hangs: report with evidence, run the
     /// hook and the recovery steps, and stop it unless a step recovered it.
+    /// `last_progress`: when the detector last saw the program make
+    /// progress (for a rollback to before it), if ever.
     pub(super) fn hang(
         &mut self,
         detector: &str,
         evidence: Value,
         confirmed_by: Option<Value>,
         why: String,
+        last_progress: Option<Instant>,
     ) {
         let Some(l) = &self.live else { return };
         if l.stopping.is_some() {
@@ -270,6 +301,7 @@ impl Runner {
                 app: &self.s.app,
                 child: l.handle.as_mut(),
                 trouble: &trouble,
+                last_progress,
             };
             match step.attempt(&mut ctx) {
                 StepOutcome::Recovered { detail } => {
@@ -330,6 +362,7 @@ impl Runner {
             l.ready_deadline = None;
             l.watchdog_base = Some(now);
             l.suspicions.clear();
+            l.suspicion_since.clear();
             l.probe_failures.iter_mut().for_each(Vec::clear);
             l.probe_failure_count.iter_mut().for_each(|c| *c = 0);
         }

@@ -116,12 +116,16 @@ struct Live {
     probe_failures: Vec<Vec<ProbeOutcome>>,
     probe_failure_count: Vec<u32>,
     probe_successes: Vec<u32>,
+    /// When each probe's last successful check started (a sign of progress).
+    probe_last_ok: Vec<Option<Instant>>,
     ready_deadline: Option<Instant>,
     watchdog: Option<Duration>,
     /// The watchdog counts from here (readiness, then each `WATCHDOG=1`).
     watchdog_base: Option<Instant>,
     last_ping: Option<Instant>,
     suspicions: HashMap<SuspicionKind, Value>,
+    /// Since when each held suspicion has held (progress stopped then).
+    suspicion_since: HashMap<SuspicionKind, Instant>,
     stopping: Option<Stopping>,
 }
 
@@ -360,11 +364,13 @@ impl Runner {
             probe_failures: vec![Vec::new(); app.probes.len()],
             probe_failure_count: vec![0; app.probes.len()],
             probe_successes: vec![0; app.probes.len()],
+            probe_last_ok: vec![None; app.probes.len()],
             ready_deadline: readiness.then(|| now + app.notify.ready_timeout.get()),
             watchdog,
             watchdog_base: (!readiness).then_some(now),
             last_ping: None,
             suspicions: HashMap::new(),
+            suspicion_since: HashMap::new(),
             stopping: None,
         });
         let healthy = app.crash_loop.healthy_after.get();

@@ -91,11 +91,14 @@ impl Runner {
             }
             NotifyMessage::WatchdogTrigger => {
                 let ev = json!({ "trigger": "WATCHDOG=trigger" });
+                // It was alive to say so: its state as of now is suspect,
+                // the checkpoints before are not.
                 self.hang(
                     "watchdog",
                     ev,
                     None,
                     "the program asked to be treated as hung (WATCHDOG=trigger)".into(),
+                    Some(now),
                 );
             }
             NotifyMessage::WatchdogUsec(n) => {

@@ -1,0 +1,279 @@
+//! `selfheal_app_checkpoint*` / `selfheal_app_rollback*` series: the
+//! engine's live atomics for the current run plus what earlier runs of the
+//! app added up to, so counters never go back on a restart.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use selfheal_metrics::{Collector, Encoder, MetricType};
+
+use super::engine::Metrics;
+
+/// What ended runs contributed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Past {
+    checkpoints: u64,
+    failures: u64,
+    pause_ns: u64,
+    max_pause_ns: u64,
+    pages: u64,
+    rollbacks: u64,
+    impossible: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    past: Past,
+    current: Option<Arc<Metrics>>,
+    /// Runs started without checkpoints because the engine could not start.
+    unavailable: u64,
+}
+
+/// One app's checkpoint counters across its runs.
+#[derive(Debug, Default)]
+pub struct CheckpointTotals {
+    inner: Mutex<Inner>,
+}
+
+/// A reading of [`CheckpointTotals`].
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CheckpointSnapshot {
+    /// A run is being checkpointed now.
+    pub active: bool,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// Checkpoints that failed.
+    pub failures: u64,
+    /// Sum of pauses, seconds.
+    pub pause_seconds_total: f64,
+    /// Pause of the last checkpoint of the current run, seconds.
+    pub last_pause_seconds: f64,
+    /// Longest pause, seconds.
+    pub max_pause_seconds: f64,
+    /// Pages copied by all checkpoints.
+    pub pages: u64,
+    /// Pages copied by the last checkpoint of the current run.
+    pub last_pages: u64,
+    /// Bytes of page copies held now.
+    pub memory_bytes: u64,
+    /// Checkpoints held now.
+    pub held: u64,
+    /// Rollbacks done.
+    pub rollbacks: u64,
+    /// Rollbacks found impossible.
+    pub impossible: u64,
+    /// Duration of the last rollback of the current run, seconds.
+    pub last_rollback_seconds: f64,
+    /// Runs started without checkpoints (the engine could not start).
+    pub unavailable: u64,
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl CheckpointTotals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A run under checkpoints started; `m` are its engine's metrics.
+    pub(crate) fn run_started(&self, m: Arc<Metrics>) {
+        let mut g = self.lock();
+        if let Some(old) = g.current.take() {
+            fold(&mut g.past, &old);
+        }
+        g.current = Some(m);
+    }
+
+    /// The run with metrics `m` ended: its counts become history.
+    pub(crate) fn run_ended(&self, m: &Arc<Metrics>) {
+        let mut g = self.lock();
+        if g.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, m)) {
+            g.current = None;
+            fold(&mut g.past, m);
+        }
+    }
+
+    /// A run started without checkpoints.
+    pub(crate) fn unavailable(&self) {
+        self.lock().unavailable += 1;
+    }
+
+    /// The totals now.
+    pub fn snapshot(&self) -> CheckpointSnapshot {
+        let g = self.lock();
+        let p = g.past;
+        let mut s = CheckpointSnapshot {
+            active: g.current.is_some(),
+            checkpoints: p.checkpoints,
+            failures: p.failures,
+            pause_seconds_total: secs(p.pause_ns),
+            max_pause_seconds: secs(p.max_pause_ns),
+            pages: p.pages,
+            rollbacks: p.rollbacks,
+            impossible: p.impossible,
+            unavailable: g.unavailable,
+            ..CheckpointSnapshot::default()
+        };
+        if let Some(m) = &g.current {
+            let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            s.checkpoints += r(&m.checkpoints);
+            s.failures += r(&m.checkpoint_failures);
+            s.pause_seconds_total += secs(r(&m.total_pause_ns));
+            s.max_pause_seconds = s.max_pause_seconds.max(secs(r(&m.max_pause_ns)));
+            s.last_pause_seconds = secs(r(&m.last_pause_ns));
+            s.pages += r(&m.total_pages);
+            s.last_pages = r(&m.last_pages);
+            s.memory_bytes = r(&m.memory_held_bytes);
+            s.held = r(&m.checkpoints_held);
+            s.rollbacks += r(&m.rollbacks);
+            s.impossible += r(&m.rollbacks_impossible);
+            s.last_rollback_seconds = secs(r(&m.last_rollback_ns));
+        }
+        s
+    }
+}
+
+fn fold(p: &mut Past, m: &Metrics) {
+    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    p.checkpoints += r(&m.checkpoints);
+    p.failures += r(&m.checkpoint_failures);
+    p.pause_ns += r(&m.total_pause_ns);
+    p.max_pause_ns = p.max_pause_ns.max(r(&m.max_pause_ns));
+    p.pages += r(&m.total_pages);
+    p.rollbacks += r(&m.rollbacks);
+    p.impossible += r(&m.rollbacks_impossible);
+}
+
+/// The checkpoint series of every app that has checkpoints on.
+#[derive(Debug, Default)]
+pub struct CheckpointMetrics {
+    apps: Vec<(String, Arc<CheckpointTotals>)>,
+}
+
+impl CheckpointMetrics {
+    /// Series for these apps.
+    pub fn new(apps: Vec<(String, Arc<CheckpointTotals>)>) -> CheckpointMetrics {
+        CheckpointMetrics { apps }
+    }
+}
+
+type Get = fn(&CheckpointSnapshot) -> f64;
+
+const FAMILIES: [(&str, &str, MetricType, Get); 14] = [
+    (
+        "selfheal_app_checkpoint_active",
+        "1 while the app runs under checkpoints (0: not running, or running without them).",
+        MetricType::Gauge,
+        |s| f64::from(u8::from(s.active)),
+    ),
+    (
+        "selfheal_app_checkpoints_total",
+        "Checkpoints taken.",
+        MetricType::Counter,
+        |s| s.checkpoints as f64,
+    ),
+    (
+        "selfheal_app_checkpoint_failures_total",
+        "Checkpoints that failed (the program kept running).",
+        MetricType::Counter,
+        |s| s.failures as f64,
+    ),
+    (
+        "selfheal_app_checkpoint_pause_seconds_total",
+        "Time the program was stopped for checkpoints (divide by checkpoints_total for the mean).",
+        MetricType::Counter,
+        |s| s.pause_seconds_total,
+    ),
+    (
+        "selfheal_app_checkpoint_last_pause_seconds",
+        "Pause of the last checkpoint.",
+        MetricType::Gauge,
+        |s| s.last_pause_seconds,
+    ),
+    (
+        "selfheal_app_checkpoint_max_pause_seconds",
+        "Longest checkpoint pause since supervision started.",
+        MetricType::Gauge,
+        |s| s.max_pause_seconds,
+    ),
+    (
+        "selfheal_app_checkpoint_pages_total",
+        "Pages copied by checkpoints.",
+        MetricType::Counter,
+        |s| s.pages as f64,
+    ),
+    (
+        "selfheal_app_checkpoint_last_pages",
+        "Pages copied by the last checkpoint.",
+        MetricType::Gauge,
+        |s| s.last_pages as f64,
+    ),
+    (
+        "selfheal_app_checkpoint_memory_bytes",
+        "Memory held by checkpoints now (one copy plus per-checkpoint undo pages).",
+        MetricType::Gauge,
+        |s| s.memory_bytes as f64,
+    ),
+    (
+        "selfheal_app_checkpoints_held",
+        "Checkpoints kept now.",
+        MetricType::Gauge,
+        |s| s.held as f64,
+    ),
+    (
+        "selfheal_app_rollbacks_total",
+        "Rollbacks done (crashes and hangs recovered in place).",
+        MetricType::Counter,
+        |s| s.rollbacks as f64,
+    ),
+    (
+        "selfheal_app_rollbacks_impossible_total",
+        "Rollbacks that could not be done (the program was restarted).",
+        MetricType::Counter,
+        |s| s.impossible as f64,
+    ),
+    (
+        "selfheal_app_last_rollback_seconds",
+        "Time the program was stopped for its last rollback.",
+        MetricType::Gauge,
+        |s| s.last_rollback_seconds,
+    ),
+    (
+        "selfheal_app_checkpoint_unavailable_total",
+        "Runs started without checkpoints because the engine could not start.",
+        MetricType::Counter,
+        |s| s.unavailable as f64,
+    ),
+];
+
+impl Collector for CheckpointMetrics {
+    fn collect(&self, enc: &mut Encoder<'_>) {
+        if self.apps.is_empty() {
+            return;
+        }
+        let snaps: Vec<(&str, CheckpointSnapshot)> = self
+            .apps
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.snapshot()))
+            .collect();
+        for (name, help, kind, get) in FAMILIES {
+            enc.family(name, help, kind);
+            for (app, s) in &snaps {
+                enc.sample(&[("app", app)], get(s));
+            }
+        }
+    }
+}
+
+/// Several collectors served as one.
+pub(crate) struct Collectors(pub Vec<Arc<dyn Collector>>);
+
+impl Collector for Collectors {
+    fn collect(&self, enc: &mut Encoder<'_>) {
+        for c in &self.0 {
+            c.collect(enc);
+        }
+    }
+}

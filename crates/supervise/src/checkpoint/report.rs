@@ -1,0 +1,321 @@
+//! The `checkpoint` and `rollback` events, built from the engine's.
+//!
+//! Every `rollback` event has an `outcome`: `done` (rolled back, the
+//! program runs on), `impossible` (it is restarted instead; `reason` and
+//! `why` say what could not be restored) or `gave_up` (too many rollbacks:
+//! it is restarted). Every `checkpoint` event has an `outcome` too:
+//! `started`, `unavailable` (the program runs without checkpoints),
+//! `failed` or `reset`.
+
+use serde_json::{json, Value};
+
+use selfheal_event::{EventKind, Severity};
+use selfheal_sys::signal::signal_name;
+
+use super::engine::{Failure, RollbackReport, TrackingMode, Unrecoverable};
+use super::AppCheckpoint;
+use crate::events::app_event;
+
+/// One sentence on why a rollback is impossible.
+pub fn describe_unrecoverable(why: &Unrecoverable) -> String {
+    match why {
+        Unrecoverable::NoCheckpoint => "no checkpoint has been taken yet".into(),
+        Unrecoverable::HistoryExhausted { kept } => {
+            format!("progressive rollback went past the oldest of the {kept} checkpoints kept")
+        }
+        Unrecoverable::ThreadsChanged { then, now } => format!(
+            "threads were created or ended since the checkpoint ({} then, {} now)",
+            then.len(),
+            now.len()
+        ),
+        Unrecoverable::SharedMemory { start, path } => {
+            format!("writable shared memory at {start:#x} ({path}) may be seen by other processes")
+        }
+        Unrecoverable::UntrackableMemory { start, why } => {
+            format!("memory at {start:#x} cannot be tracked: {why}")
+        }
+        Unrecoverable::Socket { fd } => {
+            format!("a socket is open (fd {fd}): data exchanged cannot be taken back")
+        }
+        Unrecoverable::ConsumedInput { bytes } => {
+            format!("{bytes} bytes were read from a pipe, socket or terminal since the checkpoint")
+        }
+        Unrecoverable::FdLost { fd, target } => {
+            format!("descriptor {fd} ({target}) was closed and cannot be reopened")
+        }
+        Unrecoverable::SignalHandlersChanged => {
+            "signal handlers were installed or removed since the checkpoint".into()
+        }
+        Unrecoverable::ChildrenForked { pids } => {
+            format!("child processes were started since the checkpoint (pids {pids:?})")
+        }
+        Unrecoverable::Exec => "the program executed a new image".into(),
+        Unrecoverable::Failed { error } => format!("the rollback failed: {error}"),
+    }
+}
+
+/// [`describe_unrecoverable`], worded for what triggered the rollback.
+pub(crate) fn explain(failure: &Failure, why: &Unrecoverable) -> String {
+    match (failure, why) {
+        // A hang rolls back to before its last sign of progress, not
+        // step by step.
+        (Failure::Hang, Unrecoverable::HistoryExhausted { kept }) => format!(
+            "none of the {kept} checkpoints kept is older than the program's last sign of progress (raise keep or interval)"
+        ),
+        _ => describe_unrecoverable(why),
+    }
+}
+
+/// The short machine-readable reason (`socket`, `threads_changed`, …).
+fn reason_tag(why: &Unrecoverable) -> String {
+    serde_json::to_value(why)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// What triggered a rollback, as event fields.
+fn trigger(f: &Failure) -> Value {
+    match f {
+        Failure::Crash {
+            signal,
+            tid,
+            code,
+            addr_or_pid,
+        } => {
+            let mut v = json!({
+                "trigger": "crash",
+                "signal": signal,
+                "signal_name": signal_name(*signal),
+                "tid": tid,
+                "si_code": code,
+            });
+            // si_code <= 0: sent by a process (kill); > 0: a real fault.
+            if *code <= 0 {
+                v["sent_by_pid"] = json!(*addr_or_pid as u32 as i32);
+            } else {
+                v["fault_addr"] = json!(format!("{addr_or_pid:#x}"));
+            }
+            v
+        }
+        Failure::Hang => json!({ "trigger": "hang" }),
+    }
+}
+
+fn what(f: &Failure) -> String {
+    match f {
+        Failure::Crash { signal, .. } => signal_name(*signal),
+        Failure::Hang => "hang".into(),
+    }
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+impl AppCheckpoint {
+    pub(crate) fn emit(
+        &self,
+        kind: EventKind,
+        severity: Severity,
+        pid: i32,
+        message: String,
+        details: Value,
+    ) {
+        match severity {
+            Severity::Critical | Severity::Warning => {
+                tracing::warn!(app = %self.app, event = %kind, "{message}")
+            }
+            _ => tracing::info!(app = %self.app, event = %kind, "{message}"),
+        }
+        let e = app_event(kind, severity, &self.app, Some(pid), message, details);
+        if !self.sink.emit(e) {
+            tracing::warn!(app = %self.app, event = %kind, "event dropped: the event sink is full or stopped");
+        }
+    }
+
+    /// The engine runs: how it tracks memory, and warnings.
+    pub(crate) fn report_started(&self, pid: i32, tracking: &TrackingMode) {
+        let c = &self.config;
+        let history = c.interval * c.keep as u32;
+        let (mode, note) = match tracking {
+            TrackingMode::UffdWp => ("uffd_wp", None),
+            TrackingMode::FullCopy { reason } => ("full_copy", Some(reason.clone())),
+        };
+        let mut message = format!(
+            "checkpointing {} (pid {pid}) every {:?}, keeping {}",
+            self.app, c.interval, c.keep
+        );
+        match &note {
+            None => message.push_str(": written pages tracked with userfaultfd + PAGEMAP_SCAN"),
+            Some(n) => message.push_str(&format!(
+                ": full copies of memory at every checkpoint (slower), because {n}"
+            )),
+        }
+        if let Some(w) = &self.history_warning {
+            message.push_str(&format!("; {w}"));
+        }
+        let severity = if note.is_some() || self.history_warning.is_some() {
+            Severity::Warning
+        } else {
+            Severity::Info
+        };
+        self.emit(
+            EventKind::Checkpoint,
+            severity,
+            pid,
+            message,
+            json!({
+                "outcome": "started",
+                "pid": pid,
+                "interval_ms": c.interval.as_millis() as u64,
+                "keep": c.keep,
+                "history_ms": history.as_millis() as u64,
+                "recurrence_window_ms": c.recurrence_window.as_millis() as u64,
+                "tracking": mode,
+                "tracking_note": note,
+                "warning": self.history_warning,
+            }),
+        );
+    }
+
+    /// The engine could not start: the program runs without checkpoints.
+    pub(crate) fn report_unavailable(&self, pid: i32, error: &str, fix: Option<&str>) {
+        let message = format!(
+            "{} (pid {pid}) runs WITHOUT checkpoints: {error}{}",
+            self.app,
+            fix.map(|f| format!("; {f}")).unwrap_or_default()
+        );
+        self.emit(
+            EventKind::Checkpoint,
+            Severity::Critical,
+            pid,
+            message,
+            json!({ "outcome": "unavailable", "pid": pid, "error": error, "fix": fix }),
+        );
+    }
+
+    pub(crate) fn report_rolled_back(&self, pid: i32, r: &RollbackReport, count: usize) {
+        let message = format!(
+            "rolled {} (pid {pid}) back after {} to checkpoint {} from {} ms before{}: {} pages in {:.1} ms",
+            self.app,
+            what(&r.failure),
+            r.checkpoint_id,
+            r.checkpoint_age_ms,
+            if r.depth > 0 {
+                format!(" ({} steps back, progressive)", r.depth)
+            } else {
+                String::new()
+            },
+            r.pages_restored,
+            r.duration_us as f64 / 1000.0,
+        );
+        let details = merge(
+            json!({
+                "outcome": "done",
+                "pid": pid,
+                "checkpoint_id": r.checkpoint_id,
+                "checkpoint_age_ms": r.checkpoint_age_ms,
+                "depth": r.depth,
+                "pages_restored": r.pages_restored,
+                "layout_ops": r.layout_ops,
+                "fd_ops": r.fd_ops,
+                "duration_us": r.duration_us,
+                "rollbacks_this_run": count,
+            }),
+            trigger(&r.failure),
+        );
+        self.emit(
+            EventKind::Rollback,
+            Severity::Warning,
+            pid,
+            message,
+            details,
+        );
+    }
+
+    pub(crate) fn report_impossible(&self, pid: i32, failure: &Failure, why: &Unrecoverable) {
+        let text = explain(failure, why);
+        let then = match failure {
+            Failure::Crash { .. } => "the signal is delivered and the program restarted",
+            Failure::Hang => "the program is stopped and restarted",
+        };
+        let details = merge(
+            json!({
+                "outcome": "impossible",
+                "pid": pid,
+                "reason": reason_tag(why),
+                "why": why,
+                "message": text,
+                "then": "restart",
+            }),
+            trigger(failure),
+        );
+        self.emit(
+            EventKind::Rollback,
+            Severity::Critical,
+            pid,
+            format!(
+                "cannot roll {} (pid {pid}) back after {}: {text}; {then}",
+                self.app,
+                what(failure)
+            ),
+            details,
+        );
+    }
+
+    pub(crate) fn report_gave_up(&self, pid: i32, count: usize) {
+        let window = selfheal_config::HumanDuration(self.rollback_window);
+        self.emit(
+            EventKind::Rollback,
+            Severity::Critical,
+            pid,
+            format!(
+                "{} (pid {pid}) was rolled back {count} times within {window} (max_rollbacks {}): rolling back does not help; killing it for a restart",
+                self.app, self.max_rollbacks
+            ),
+            json!({
+                "outcome": "gave_up",
+                "pid": pid,
+                "rollbacks": count,
+                "window_ms": self.rollback_window.as_millis() as u64,
+                "max_rollbacks": self.max_rollbacks,
+                "then": "restart",
+            }),
+        );
+    }
+
+    pub(crate) fn report_failed(&self, pid: i32, error: &str, suppressed: u64) {
+        self.emit(
+            EventKind::Checkpoint,
+            Severity::Warning,
+            pid,
+            format!(
+                "a checkpoint of {} (pid {pid}) failed: {error}{}",
+                self.app,
+                if suppressed > 0 {
+                    format!(" ({suppressed} more failures not reported separately)")
+                } else {
+                    String::new()
+                }
+            ),
+            json!({ "outcome": "failed", "pid": pid, "error": error, "suppressed": suppressed }),
+        );
+    }
+
+    pub(crate) fn report_exec(&self, pid: i32) {
+        self.emit(
+            EventKind::Checkpoint,
+            Severity::Info,
+            pid,
+            format!(
+                "{} (pid {pid}) executed a new program: checkpoint history starts over",
+                self.app
+            ),
+            json!({ "outcome": "reset", "pid": pid, "reason": "exec" }),
+        );
+    }
+}
