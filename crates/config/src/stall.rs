@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
-use crate::heavy::{de_nonzero, de_priority};
+use crate::heavy::{de_nonzero, de_percent, de_priority};
 
 /// `[stall]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,9 +18,22 @@ pub struct StallConfig {
     /// A CPU whose canary has not run for this long is stalled.
     #[serde(deserialize_with = "de_bound")]
     pub bound: HumanDuration,
-    /// How often each canary ticks (and checks the others).
+    /// How often each armed canary ticks (and checks the others).
     #[serde(deserialize_with = "de_tick")]
     pub tick: HumanDuration,
+    /// Keep each canary parked while its CPU shows idle time; the light
+    /// detector arms it when the CPU could be monopolised. `false` keeps
+    /// every canary ticking (stalls seen sooner, one wake-up per tick and
+    /// CPU even when idle).
+    pub on_demand: bool,
+    /// Arm a CPU's canary when its idle share of the last sample (idle +
+    /// iowait, scaled by how much of the interval the kernel accounted) is
+    /// below this percentage.
+    #[serde(deserialize_with = "de_percent")]
+    pub arm_idle_percent: f64,
+    /// Park it again after this many consecutive samples at or above it.
+    #[serde(deserialize_with = "de_disarm_after")]
+    pub disarm_after: u32,
     /// SCHED_FIFO priority of the canaries: anything at a higher priority
     /// that holds a CPU for `bound` starves them. Keep it low (1).
     #[serde(deserialize_with = "de_priority")]
@@ -36,6 +49,9 @@ impl Default for StallConfig {
             enabled: true,
             bound: HumanDuration::from_millis(200),
             tick: HumanDuration::from_millis(100),
+            on_demand: true,
+            arm_idle_percent: 20.0,
+            disarm_after: 3,
             canary_priority: 1,
             perf_counters: true,
         }
@@ -62,6 +78,16 @@ fn de_tick<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
         )));
     }
     Ok(v)
+}
+
+fn de_disarm_after<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(1..=1000).contains(&v) {
+        return Err(de::Error::custom(format!(
+            "disarm_after = {v} is out of range; use 1 to 1000 samples (default 3)"
+        )));
+    }
+    Ok(v as u32)
 }
 
 /// `[watchdog]`.

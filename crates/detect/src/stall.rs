@@ -3,39 +3,62 @@
 //! it is hung.
 //!
 //! One *canary* thread per CPU, pinned there at a low SCHED_FIFO priority
-//! (1), wakes every `tick` and stamps the time. Normal-priority load can
-//! never keep a real-time canary off its CPU; only a real-time task of
-//! higher priority, or the kernel itself (a loop with preemption or
-//! interrupts off), can. After stamping, each canary checks the others:
-//! a CPU whose canary has not run for `bound` (default 200 ms) is reported
-//! stalled, and cleared when it runs again. One healthy CPU is enough to
-//! notice any other stalling, and no extra thread has to wake up: on a VM
-//! a wake-up costs ~20 µs, so wake-ups are the whole cost of this detector.
+//! (1), stamps the time every `tick` while it is *armed*. Normal-priority
+//! load can never keep a real-time canary off its CPU; only a real-time
+//! task of higher priority, or the kernel itself (a loop with preemption
+//! or interrupts off), can. A CPU whose armed canary has not run for
+//! `bound` (default 200 ms) is reported stalled, and cleared when it runs
+//! again.
+//!
+//! **On demand** (the default): a CPU that shows idle time cannot be
+//! monopolised, so its canary stays parked (no wake-ups at all; on a VM a
+//! wake-up costs ~20–30 µs, which is this detector's whole cost). The light
+//! detector's thread, which samples every CPU's idle share anyway, runs a
+//! [`StallDriver`] after each sample: it arms a CPU's canary when the CPU
+//! was (nearly) fully busy or its time accounting stopped (interrupts off:
+//! no ticks), and disarms it after a few samples with idle time again. The
+//! driver also checks the armed canaries itself, with atomics only, so a
+//! stall is noticed even when no other canary is armed; a stall counts from
+//! the later of the canary's last run and the start of the CPU's busy
+//! streak (estimated from the sample: a CPU 60 % busy in a 100 ms sample
+//! became busy ~60 ms before it). Armed canaries still check each other
+//! after every tick. Until a driver runs, and whenever the watchdog chain
+//! sees the light detector starve ([`StallShared::arm_all`]), every canary
+//! is armed and the canaries watch each other as they always did.
 //!
 //! With `perf_counters`, each canary also reads its CPU's context-switch
 //! (and, where the machine has a PMU, instruction) counter, always on that
 //! CPU (a cross-CPU read would wait on an IPI the stalled CPU never
 //! answers), so a cleared stall reports how many switches happened during it.
 //!
-//! Cost: each canary wakes `1/tick` times a second for a few microseconds;
-//! detection latency is between `bound` and `bound + tick` after the
-//! stalled canary's last run. See `bench/hang/` for both, measured.
+//! Cost: nothing on CPUs with idle time; `1/tick` wake-ups a second on
+//! each busy CPU. Detection: at `bound` after the stall began (the driver
+//! wakes for it when a canary falls silent), give or take the sample's
+//! tick resolution. See `bench/hang/` for both, measured.
+
+mod driver;
+
+pub use driver::{free_percent, StallDriver};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use selfheal_sys::perf::{Counter, Event as PerfEvent, Target as PerfTarget};
 
 use crate::heartbeat::Heartbeat;
 
+/// A canary armed less than this long ago is not yet reported: it gets a
+/// moment to be scheduled and prove its CPU free.
+pub const ARM_GRACE: Duration = Duration::from_millis(20);
+
 /// How the stall detector runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StallOptions {
     /// A canary silent this long means its CPU is stalled.
     pub bound: Duration,
-    /// Canary period.
+    /// Canary period while armed.
     pub tick: Duration,
     /// SCHED_FIFO priority of the canaries.
     pub canary_priority: u8,
@@ -43,6 +66,13 @@ pub struct StallOptions {
     pub perf_counters: bool,
     /// CPUs to watch (default: every configured CPU).
     pub cpus: Vec<usize>,
+    /// Park each canary while its CPU shows idle time, armed by a
+    /// [`StallDriver`] on the light thread; `false` keeps them all armed.
+    pub on_demand: bool,
+    /// Arm when the CPU's idle share of the last sample is below this (%).
+    pub arm_idle_percent: f64,
+    /// Disarm after this many consecutive samples at or above it.
+    pub disarm_after: u32,
 }
 
 impl StallOptions {
@@ -54,6 +84,9 @@ impl StallOptions {
             canary_priority: c.canary_priority,
             perf_counters: c.perf_counters,
             cpus: (0..selfheal_sys::sched::cpus_configured()).collect(),
+            on_demand: c.on_demand,
+            arm_idle_percent: c.arm_idle_percent,
+            disarm_after: c.disarm_after.max(1),
         }
     }
 }
@@ -61,13 +94,14 @@ impl StallOptions {
 /// A stall starting or ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StallEvent {
-    /// A CPU's canary has not run for at least the bound.
+    /// A CPU's armed canary has not run for at least the bound.
     Stalled {
         /// The CPU.
         cpu: u32,
-        /// How long its canary had been silent when noticed.
+        /// How long the stall had lasted when noticed.
         stalled_for: Duration,
-        /// When the canary last ran (≈ when the stall began).
+        /// When it began: the canary's last run, or the start of the CPU's
+        /// busy streak if that is later.
         since: Instant,
     },
     /// The canary ran again.
@@ -92,11 +126,18 @@ pub struct CpuCanary {
     pub ticks: AtomicU64,
     /// Start of the current stall, ns since base (0 = not stalled).
     pub stalled_since_ns: AtomicU64,
+    /// When the canary was armed, ns since base (0 = parked).
+    pub armed_at_ns: AtomicU64,
+    /// Silence before this instant (ns since base) does not count: the
+    /// start of the CPU's busy streak when armed.
+    pub watch_from_ns: AtomicU64,
+    /// Times the canary was armed.
+    pub arms: AtomicU64,
     /// Context switches counted on this CPU (perf), if counting.
     pub context_switches: AtomicU64,
     /// Instructions counted on this CPU (perf, hardware only).
     pub instructions: AtomicU64,
-    /// Context switches during the last gap longer than the bound.
+    /// Context switches during the last stall.
     pub gap_context_switches: AtomicU64,
     /// The canary runs under SCHED_FIFO.
     pub realtime: AtomicBool,
@@ -108,28 +149,90 @@ pub struct CpuCanary {
     pub counting: AtomicBool,
     /// The canary counts instructions.
     pub counting_instructions: AtomicBool,
+    /// The canary's thread, to unpark it.
+    thread: OnceLock<Thread>,
 }
 
-/// State shared by the canaries and readers (`/metrics`, the pipeline).
+impl CpuCanary {
+    fn new(cpu: u32, armed_at_ns: u64) -> CpuCanary {
+        CpuCanary {
+            cpu,
+            last_tick_ns: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            stalled_since_ns: AtomicU64::new(0),
+            armed_at_ns: AtomicU64::new(armed_at_ns),
+            watch_from_ns: AtomicU64::new(0),
+            arms: AtomicU64::new(0),
+            context_switches: AtomicU64::new(0),
+            instructions: AtomicU64::new(0),
+            gap_context_switches: AtomicU64::new(0),
+            realtime: AtomicBool::new(false),
+            alive: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
+            counting: AtomicBool::new(false),
+            counting_instructions: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// True while the canary is armed (ticking, or due to tick).
+    pub fn is_armed(&self) -> bool {
+        self.armed_at_ns.load(Ordering::Acquire) != 0
+    }
+}
+
+/// State shared by the canaries, the driver and readers (`/metrics`, the
+/// pipeline).
 #[derive(Debug)]
 pub struct StallShared {
     base: Instant,
     bound_ns: u64,
+    tick_ns: u64,
     /// One per watched CPU.
     pub cpus: Vec<CpuCanary>,
     /// Stalls reported so far.
     pub stalls_total: AtomicU64,
-    /// Stamped by every canary tick: the detector is alive while any CPU is.
+    /// Stamped by every canary tick and every driver sample: stall checks
+    /// are running.
     pub heartbeat: Arc<Heartbeat>,
 }
 
 impl StallShared {
+    /// State for `options`' CPUs, every canary armed, no thread started
+    /// (for [`StallDetector::spawn`], and tests of the driver).
+    pub fn new(options: &StallOptions) -> StallShared {
+        let base = Instant::now();
+        StallShared {
+            base,
+            bound_ns: options.bound.as_nanos() as u64,
+            tick_ns: options.tick.as_nanos() as u64,
+            // Armed at 1 ns after base: "now" at start.
+            cpus: options
+                .cpus
+                .iter()
+                .map(|&cpu| CpuCanary::new(cpu as u32, 1))
+                .collect(),
+            stalls_total: AtomicU64::new(0),
+            heartbeat: Arc::new(Heartbeat::new()),
+        }
+    }
+
     fn now_ns(&self) -> u64 {
-        (self.base.elapsed().as_nanos() as u64).max(1)
+        self.ns_at(Instant::now())
+    }
+
+    /// `t` as ns since base (at least 1: 0 means "never").
+    fn ns_at(&self, t: Instant) -> u64 {
+        (t.saturating_duration_since(self.base).as_nanos() as u64).max(1)
     }
 
     fn instant(&self, ns: u64) -> Instant {
         self.base + Duration::from_nanos(ns)
+    }
+
+    /// The stall bound.
+    pub fn bound(&self) -> Duration {
+        Duration::from_nanos(self.bound_ns)
     }
 
     /// CPUs stalled now, with how long.
@@ -144,7 +247,8 @@ impl StallShared {
             .collect()
     }
 
-    /// Age of each canary's last tick (`None` before its first).
+    /// Age of each canary's last tick (`None` before its first). A parked
+    /// canary's age grows: it does not need to run.
     pub fn ages(&self) -> Vec<(u32, Option<Duration>)> {
         let now = self.now_ns();
         self.cpus
@@ -167,47 +271,116 @@ impl StallShared {
             .all(|c| c.realtime.load(Ordering::Relaxed) || !c.alive.load(Ordering::Relaxed))
     }
 
-    /// Compares every canary's age with the bound and reports transitions.
-    /// Safe to call from several threads: each transition is claimed once.
-    fn check(&self, on_event: &(dyn Fn(StallEvent) + Send + Sync)) {
+    /// Records a tick of canary `i` now (what the canary does when it runs).
+    pub fn record_tick(&self, i: usize) {
+        if let Some(c) = self.cpus.get(i) {
+            c.last_tick_ns.store(self.now_ns(), Ordering::Release);
+            c.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Arms canary `i` (index into `cpus`): it ticks from now on, and its
+    /// silence counts from `watch_from` at the earliest. Returns true when
+    /// it was parked. Lock- and allocation-free (an atomic store and a
+    /// futex wake), for the real-time light thread.
+    pub fn arm(&self, i: usize, watch_from: Instant) -> bool {
+        let Some(c) = self.cpus.get(i) else {
+            return false;
+        };
+        if c.armed_at_ns.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        // `watch_from` first: whoever sees the arming sees it too.
+        c.watch_from_ns
+            .store(self.ns_at(watch_from), Ordering::Release);
+        c.armed_at_ns.store(self.now_ns(), Ordering::Release);
+        c.arms.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = c.thread.get() {
+            t.unpark();
+        }
+        true
+    }
+
+    /// Parks canary `i` after its current tick, unless its CPU is stalled.
+    /// Returns true when it was armed.
+    pub fn disarm(&self, i: usize) -> bool {
+        let Some(c) = self.cpus.get(i) else {
+            return false;
+        };
+        if c.stalled_since_ns.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        c.armed_at_ns.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Arms every canary, watching from now: the fallback when no driver
+    /// runs (the light detector starved or stopped). A driver that runs
+    /// again disarms idle CPUs by itself.
+    pub fn arm_all(&self) {
+        let now = Instant::now();
+        for i in 0..self.cpus.len() {
+            self.arm(i, now);
+        }
+    }
+
+    /// Compares every armed canary's silence with the bound and reports
+    /// transitions. Safe to call from several threads: each transition is
+    /// claimed once. Returns when a canary that is not ticking will reach
+    /// the bound (for a precise re-check), if one is not ticking.
+    fn check(&self, on_event: &(dyn Fn(StallEvent) + Send + Sync)) -> Option<Instant> {
         let now = self.now_ns();
+        let grace = ARM_GRACE.as_nanos() as u64;
+        // A canary this late is not ticking (it may only be delayed).
+        let late = self.tick_ns + (self.tick_ns / 2).max(5_000_000);
+        let mut due: Option<u64> = None;
         for c in &self.cpus {
             if !c.alive.load(Ordering::Acquire) {
                 continue;
             }
+            let since = c.stalled_since_ns.load(Ordering::Acquire);
             let last = c.last_tick_ns.load(Ordering::Acquire);
-            if last == 0 {
+            if since != 0 {
+                // The canary ran after the stall began: cleared.
+                if last > since
+                    && c.stalled_since_ns
+                        .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    let counting = c.counting.load(Ordering::Relaxed);
+                    on_event(StallEvent::Cleared {
+                        cpu: c.cpu,
+                        lasted: Duration::from_nanos(last - since),
+                        context_switches: counting
+                            .then(|| c.gap_context_switches.load(Ordering::Relaxed)),
+                    });
+                }
                 continue;
             }
-            let age = now.saturating_sub(last);
-            let since = c.stalled_since_ns.load(Ordering::Acquire);
-            if since == 0 && age >= self.bound_ns {
+            let armed = c.armed_at_ns.load(Ordering::Acquire);
+            if armed == 0 || last == 0 {
+                continue;
+            }
+            let start = last.max(c.watch_from_ns.load(Ordering::Acquire));
+            let age = now.saturating_sub(start);
+            if age >= self.bound_ns && now.saturating_sub(armed) >= grace {
                 if c.stalled_since_ns
-                    .compare_exchange(0, last, Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(0, start, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
                     self.stalls_total.fetch_add(1, Ordering::Relaxed);
                     on_event(StallEvent::Stalled {
                         cpu: c.cpu,
                         stalled_for: Duration::from_nanos(age),
-                        since: self.instant(last),
+                        since: self.instant(start),
                     });
                 }
-            } else if since != 0
-                && age < self.bound_ns
-                && c.stalled_since_ns
-                    .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                let counting = c.counting.load(Ordering::Relaxed);
-                on_event(StallEvent::Cleared {
-                    cpu: c.cpu,
-                    lasted: Duration::from_nanos(last.saturating_sub(since)),
-                    context_switches: counting
-                        .then(|| c.gap_context_switches.load(Ordering::Relaxed)),
-                });
+            } else if last < armed || now.saturating_sub(last) > late {
+                // Not run since armed, or late: worth a check at the bound.
+                let at = (start + self.bound_ns).max(armed + grace);
+                due = Some(due.map_or(at, |d| d.min(at)));
             }
         }
+        due.map(|ns| self.instant(ns))
     }
 }
 
@@ -217,6 +390,8 @@ pub struct StallDetector {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     notes: Vec<String>,
+    options: StallOptions,
+    on_event: Arc<dyn Fn(StallEvent) + Send + Sync>,
 }
 
 impl std::fmt::Debug for StallDetector {
@@ -229,52 +404,29 @@ impl std::fmt::Debug for StallDetector {
 }
 
 impl StallDetector {
-    /// Starts one canary per CPU. `on_event` runs on a canary thread: it
-    /// must not block (use `try_send`).
+    /// Starts one canary per CPU, all armed. `on_event` runs on a canary
+    /// or the driver's thread: it must not block (use `try_send`).
     pub fn spawn(
         options: StallOptions,
         on_event: Arc<dyn Fn(StallEvent) + Send + Sync>,
     ) -> std::io::Result<StallDetector> {
-        let shared = Arc::new(StallShared {
-            base: Instant::now(),
-            bound_ns: options.bound.as_nanos() as u64,
-            cpus: options
-                .cpus
-                .iter()
-                .map(|&cpu| CpuCanary {
-                    cpu: cpu as u32,
-                    last_tick_ns: AtomicU64::new(0),
-                    ticks: AtomicU64::new(0),
-                    stalled_since_ns: AtomicU64::new(0),
-                    context_switches: AtomicU64::new(0),
-                    instructions: AtomicU64::new(0),
-                    gap_context_switches: AtomicU64::new(0),
-                    realtime: AtomicBool::new(false),
-                    alive: AtomicBool::new(false),
-                    pinned: AtomicBool::new(false),
-                    counting: AtomicBool::new(false),
-                    counting_instructions: AtomicBool::new(false),
-                })
-                .collect(),
-            stalls_total: AtomicU64::new(0),
-            heartbeat: Arc::new(Heartbeat::new()),
-        });
+        let shared = Arc::new(StallShared::new(&options));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let hardware = options.perf_counters && selfheal_sys::perf::hardware_counters_available();
         for i in 0..shared.cpus.len() {
-            let (shared, stop, on_event, opts) = (
+            let (shared2, stop, on_event, opts) = (
                 shared.clone(),
                 stop.clone(),
                 on_event.clone(),
                 options.clone(),
             );
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("selfheal-canary{}", shared.cpus[i].cpu))
-                    .stack_size(64 * 1024)
-                    .spawn(move || canary(i, &shared, &stop, on_event.as_ref(), &opts, hardware))?,
-            );
+            let handle = std::thread::Builder::new()
+                .name(format!("selfheal-canary{}", shared.cpus[i].cpu))
+                .stack_size(64 * 1024)
+                .spawn(move || canary(i, &shared2, &stop, on_event.as_ref(), &opts, hardware))?;
+            let _ = shared.cpus[i].thread.set(handle.thread().clone());
+            threads.push(handle);
         }
         // Wait briefly for the canaries to report how they are set up.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -303,12 +455,28 @@ impl StallDetector {
             stop,
             threads,
             notes,
+            options,
+            on_event,
         })
     }
 
     /// Shared state (for metrics and the pipeline).
     pub fn shared(&self) -> Arc<StallShared> {
         self.shared.clone()
+    }
+
+    /// The light thread's part when canaries are armed on demand (`None`
+    /// when they are always armed): hand it to the light thread with
+    /// [`crate::light::attach_sample_hook`].
+    pub fn driver(&self) -> Option<StallDriver> {
+        self.options.on_demand.then(|| {
+            StallDriver::new(
+                self.shared.clone(),
+                self.on_event.clone(),
+                self.options.arm_idle_percent,
+                self.options.disarm_after,
+            )
+        })
     }
 
     /// Limitations found at start (for the caller to report).
@@ -324,6 +492,7 @@ impl StallDetector {
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -369,16 +538,13 @@ fn canary(
     me.counting_instructions
         .store(ins.is_some(), Ordering::Relaxed);
     let mut last_cs = cs.as_ref().and_then(|c| c.read().ok()).unwrap_or(0);
-    let mut last_ns = shared.now_ns();
-    me.last_tick_ns.store(last_ns, Ordering::Release);
+    me.last_tick_ns.store(shared.now_ns(), Ordering::Release);
     me.alive.store(true, Ordering::Release);
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(opts.tick);
-        let now = shared.now_ns();
+    loop {
         // Counters are read here, on this CPU: never across CPUs.
         if let Some(c) = &cs {
             if let Ok(v) = c.read() {
-                if now - last_ns >= shared.bound_ns {
+                if me.stalled_since_ns.load(Ordering::Acquire) != 0 {
                     me.gap_context_switches
                         .store(v.saturating_sub(last_cs), Ordering::Relaxed);
                 }
@@ -391,11 +557,19 @@ fn canary(
                 me.instructions.store(v, Ordering::Relaxed);
             }
         }
-        me.last_tick_ns.store(now, Ordering::Release);
-        me.ticks.fetch_add(1, Ordering::Relaxed);
-        last_ns = now;
+        shared.record_tick(i);
         shared.heartbeat.beat();
         shared.check(on_event);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if me.is_armed() {
+            std::thread::sleep(opts.tick);
+        } else {
+            // Parked until armed (or stopped). A spurious return only
+            // costs one extra tick.
+            std::thread::park();
+        }
     }
     me.alive.store(false, Ordering::Release);
 }
@@ -405,43 +579,38 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    fn options(bound_ms: u64) -> StallOptions {
+    fn options(bound_ms: u64, tick_ms: u64, on_demand: bool) -> StallOptions {
         StallOptions {
             bound: Duration::from_millis(bound_ms),
-            tick: Duration::from_millis(5),
+            tick: Duration::from_millis(tick_ms),
             canary_priority: 1,
             perf_counters: true,
             cpus: (0..selfheal_sys::sched::cpus_configured()).collect(),
+            on_demand,
+            arm_idle_percent: 20.0,
+            disarm_after: 3,
         }
     }
 
     #[test]
     fn transitions_are_reported_once() {
-        let shared = StallShared {
-            base: Instant::now() - Duration::from_secs(10),
-            bound_ns: 200_000_000,
-            cpus: vec![CpuCanary {
-                cpu: 3,
-                last_tick_ns: AtomicU64::new(1),
-                ticks: AtomicU64::new(1),
-                stalled_since_ns: AtomicU64::new(0),
-                context_switches: AtomicU64::new(0),
-                instructions: AtomicU64::new(0),
-                gap_context_switches: AtomicU64::new(7),
-                realtime: AtomicBool::new(true),
-                alive: AtomicBool::new(true),
-                pinned: AtomicBool::new(true),
-                counting: AtomicBool::new(true),
-                counting_instructions: AtomicBool::new(false),
-            }],
-            stalls_total: AtomicU64::new(0),
-            heartbeat: Arc::new(Heartbeat::new()),
-        };
+        let mut shared = StallShared::new(&StallOptions {
+            cpus: vec![3],
+            ..options(200, 100, false)
+        });
+        shared.base -= Duration::from_secs(10);
+        let c = &shared.cpus[0];
+        c.alive.store(true, Ordering::Release);
+        c.last_tick_ns.store(1, Ordering::Release);
+        c.counting.store(true, Ordering::Relaxed);
+        c.gap_context_switches.store(7, Ordering::Relaxed);
         let seen: Mutex<Vec<StallEvent>> = Mutex::default();
         let record = |e: StallEvent| seen.lock().unwrap().push(e);
         shared.check(&record);
         shared.check(&record);
         assert_eq!(shared.stalled().len(), 1);
+        // A stalled CPU's canary stays armed.
+        assert!(!shared.disarm(0));
         // The canary ticks again.
         shared.cpus[0]
             .last_tick_ns
@@ -466,21 +635,50 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_canary_is_never_reported() {
+        let mut shared = StallShared::new(&options(200, 100, true));
+        shared.base -= Duration::from_secs(10);
+        for (i, c) in shared.cpus.iter().enumerate() {
+            c.alive.store(true, Ordering::Release);
+            c.last_tick_ns.store(1, Ordering::Release);
+            assert!(shared.disarm(i));
+        }
+        let record = |e: StallEvent| panic!("{e:?}");
+        assert_eq!(shared.check(&record), None);
+        // Armed again: its silence counts from the arming, not from its
+        // last tick 10 s ago.
+        assert!(shared.arm(0, Instant::now()));
+        assert!(!shared.arm(0, Instant::now()), "already armed");
+        let due = shared.check(&record).expect("a check at the bound");
+        let left = due.saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_millis(150) && left <= Duration::from_millis(200),
+            "{left:?}"
+        );
+    }
+
+    fn root_or_skip(test: &str) -> bool {
+        let root = selfheal_sys::process::is_root();
+        if !root {
+            eprintln!("SKIP {test}: canaries need SCHED_FIFO (root or CAP_SYS_NICE)");
+        }
+        root
+    }
+
+    #[test]
     fn canaries_tick_on_every_cpu() {
-        if !selfheal_sys::process::is_root() {
-            eprintln!(
-                "SKIP canaries_tick_on_every_cpu: canaries need SCHED_FIFO (root or CAP_SYS_NICE)"
-            );
+        if !root_or_skip("canaries_tick_on_every_cpu") {
             return;
         }
         let events: Arc<Mutex<Vec<StallEvent>>> = Arc::default();
         let e2 = events.clone();
         // A generous bound: the shared test machine may run other RT work.
         let d = StallDetector::spawn(
-            options(2_000),
+            options(2_000, 5, false),
             Arc::new(move |e| e2.lock().unwrap().push(e)),
         )
         .unwrap();
+        assert!(d.driver().is_none(), "always armed: no driver");
         let shared = d.shared();
         std::thread::sleep(Duration::from_millis(300));
         assert!(shared.all_realtime(), "{:?}", d.notes());
@@ -499,6 +697,56 @@ mod tests {
         let t = Instant::now();
         d.stop();
         assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(events
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| !matches!(e, StallEvent::Stalled { .. })));
+    }
+
+    #[test]
+    fn parked_canaries_do_not_run_until_armed() {
+        if !root_or_skip("parked_canaries_do_not_run_until_armed") {
+            return;
+        }
+        let events: Arc<Mutex<Vec<StallEvent>>> = Arc::default();
+        let e2 = events.clone();
+        let d = StallDetector::spawn(
+            options(2_000, 10, true),
+            Arc::new(move |e| e2.lock().unwrap().push(e)),
+        )
+        .unwrap();
+        let shared = d.shared();
+        assert!(shared.all_realtime(), "{:?}", d.notes());
+        for i in 0..shared.cpus.len() {
+            shared.disarm(i);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let ticks = |s: &StallShared| -> Vec<u64> {
+            s.cpus
+                .iter()
+                .map(|c| c.ticks.load(Ordering::Relaxed))
+                .collect()
+        };
+        let parked = ticks(&shared);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(ticks(&shared), parked, "a parked canary ticked");
+        // Armed: it runs at once (it is real-time), then every tick.
+        let t = Instant::now();
+        assert!(shared.arm(0, t));
+        let first = (0..200).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(1));
+            (shared.cpus[0].ticks.load(Ordering::Relaxed) > parked[0]).then(|| t.elapsed())
+        });
+        let first = first.expect("armed canary ran within 200 ms");
+        eprintln!("armed canary ran {first:?} after the arming");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(shared.cpus[0].ticks.load(Ordering::Relaxed) >= parked[0] + 5);
+        // Stopping wakes parked canaries too.
+        let t = Instant::now();
+        d.stop();
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(shared.cpus.iter().all(|c| !c.alive.load(Ordering::Relaxed)));
         assert!(events
             .lock()
             .unwrap()

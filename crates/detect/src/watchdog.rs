@@ -8,6 +8,10 @@
 //! [`ChainHealth::is_healthy`] holds, and the watcher pets a hardware
 //! watchdog device only while it does. If everything stops, the device
 //! resets the machine: the last line of defence.
+//!
+//! The watcher wakes when the first heartbeat could go stale (about once a
+//! second with the defaults), or every `period` while one is stale or a
+//! device needs petting.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -180,6 +184,7 @@ impl WatchdogChain {
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             if let Ok(Some(dev)) = h.join() {
                 if let Err(e) = dev.disarm() {
                     tracing::error!(
@@ -239,6 +244,7 @@ fn watch(
             }
         }
         let healthy = stale_since.iter().all(Option::is_none);
+        let petting = device.is_some();
         if let (Some(dev), true) = (device.as_mut(), healthy) {
             match dev.pet() {
                 Ok(()) => {
@@ -252,9 +258,35 @@ fn watch(
                 Err(_) => {}
             }
         }
-        std::thread::sleep(options.period);
+        // Parked until stopped (unpark) or the next check is due.
+        std::thread::park_timeout(next_check(
+            health,
+            options,
+            healthy && !in_grace && !petting,
+        ));
     }
     device
+}
+
+/// How long the watcher may sleep. While everything is fresh and no device
+/// needs petting, it wakes just after the first heartbeat could go stale
+/// (a stale one is then seen at its limit, not up to a period later, and
+/// the watcher wakes about once a second instead of every period); while
+/// a heartbeat is stale, a device is petted or heartbeats may not have
+/// begun yet, every `period`.
+fn next_check(health: &ChainHealth, options: &WatchdogOptions, all_fresh: bool) -> Duration {
+    if !all_fresh {
+        return options.period;
+    }
+    let soonest = health
+        .watched
+        .iter()
+        .filter_map(|w| w.heartbeat.age().map(|a| w.max_age.saturating_sub(a)))
+        .min()
+        .unwrap_or(options.period);
+    // Keep the watcher's own heartbeat fresh too.
+    (soonest + Duration::from_millis(1))
+        .clamp(Duration::from_millis(10), health.watcher_max_age / 2)
 }
 
 #[cfg(test)]
@@ -369,6 +401,53 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_stale_heartbeat_is_seen_at_its_limit_not_a_period_later() {
+        let hb = Arc::new(Heartbeat::new());
+        let events: Arc<Mutex<Vec<(Instant, WatchdogEvent)>>> = Arc::default();
+        let e2 = events.clone();
+        hb.beat();
+        let beat_at = Instant::now();
+        // A long period: without deadlines the miss would wait for it.
+        let chain = WatchdogChain::spawn(
+            WatchdogOptions {
+                period: Duration::from_secs(3),
+                realtime_priority: 0,
+                startup_grace: Duration::ZERO,
+            },
+            vec![Watched {
+                name: "light",
+                heartbeat: hb.clone(),
+                max_age: Duration::from_millis(200),
+            }],
+            None,
+            Arc::new(move |e| e2.lock().unwrap().push((Instant::now(), e))),
+        )
+        .unwrap();
+        assert!(wait_for(Duration::from_secs(5), || !events
+            .lock()
+            .unwrap()
+            .is_empty()));
+        let (at, ev) = events.lock().unwrap()[0].clone();
+        assert!(matches!(
+            ev,
+            WatchdogEvent::Missed {
+                component: "light",
+                ..
+            }
+        ));
+        let after = at - beat_at;
+        // Generous upper bound: the test machine is shared.
+        assert!(
+            after >= Duration::from_millis(200) && after < Duration::from_millis(1500),
+            "missed {after:?} after the last beat"
+        );
+        // Stopping does not wait for the watcher's sleep to end.
+        let t = Instant::now();
+        chain.stop();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -211,12 +211,30 @@ impl Collector for PipelineCollector {
             );
             enc.family(
                 "selfheal_cpu_canary_age_seconds",
-                "Time since each CPU's canary last ran.",
+                "Time since each CPU's canary last ran (grows while it is parked).",
                 MetricType::Gauge,
             );
             for (cpu, age) in st.ages() {
                 let c = cpu.to_string();
                 enc.sample(&[("cpu", &c)], age.map_or(f64::NAN, |a| a.as_secs_f64()));
+            }
+            enc.family(
+                "selfheal_cpu_canary_armed",
+                "1 while the CPU's canary is armed (ticking); 0 while parked because the CPU shows idle time.",
+                MetricType::Gauge,
+            );
+            for c in &st.cpus {
+                let name = c.cpu.to_string();
+                enc.sample(&[("cpu", &name)], f64::from(u8::from(c.is_armed())));
+            }
+            enc.family(
+                "selfheal_cpu_canary_arms_total",
+                "Times the CPU's canary was armed because the CPU was busy.",
+                MetricType::Counter,
+            );
+            for c in &st.cpus {
+                let name = c.cpu.to_string();
+                enc.sample(&[("cpu", &name)], c.arms.load(Ordering::Relaxed) as f64);
             }
             let stalled = st.stalled();
             enc.family(

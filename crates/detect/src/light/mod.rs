@@ -13,7 +13,7 @@ use selfheal_sampler::{CpuMetric, MetricRef, Sample, Scope, MAX_DISKS};
 
 pub use alert::{snapshot_json, Alert, AlertInstance, MAX_CONDITIONS};
 pub use stats::LightStats;
-pub use thread::{LightShared, LightThread, LightThreadConfig};
+pub use thread::{attach_sample_hook, LightShared, LightThread, LightThreadConfig, SampleHook};
 
 /// A rule prepared for allocation-free evaluation.
 #[derive(Debug, Clone)]

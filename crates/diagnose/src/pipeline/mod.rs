@@ -192,6 +192,11 @@ impl HangPipeline {
             ) {
                 Ok(d) => {
                     notes.extend(d.notes().iter().cloned());
+                    // On demand: the light thread publishing to this board
+                    // arms the canaries (it is started after us).
+                    if let Some(driver) = d.driver() {
+                        selfheal_detect::light::attach_sample_hook(&opts.board, Box::new(driver));
+                    }
                     Some(d)
                 }
                 Err(e) => {
@@ -279,14 +284,22 @@ impl HangPipeline {
                 .any(|c| c.alive.load(std::sync::atomic::Ordering::Relaxed))
         });
         if let Some(s) = canaries {
+            // Beaten by every canary tick and, on demand, by the light
+            // thread's driver after every sample.
+            let beat_every = if cfg.stall.on_demand {
+                cfg.stall.tick.get().max(cfg.sampler.period.get())
+            } else {
+                cfg.stall.tick.get()
+            };
             watched.push(Watched {
                 name: "stall",
                 heartbeat: s.shared().heartbeat.clone(),
-                max_age: cfg.stall.tick.get() * cfg.watchdog.missed_periods.max(1),
+                max_age: beat_every * cfg.watchdog.missed_periods.max(1),
             });
         }
         let device = open_device(&cfg)?;
         let s = send.clone();
+        let stall_shared = stall.as_ref().map(StallDetector::shared);
         let chain = WatchdogChain::spawn(
             WatchdogOptions {
                 period: cfg.watchdog.period.get(),
@@ -295,7 +308,16 @@ impl HangPipeline {
             },
             watched,
             device,
-            Arc::new(move |e| s(Input::Watchdog(e))),
+            Arc::new(move |e| {
+                // The light thread arms the canaries on demand: while it
+                // starves, every canary ticks and they watch each other.
+                if let (WatchdogEvent::Missed { component, .. }, Some(st)) = (&e, &stall_shared) {
+                    if *component == "light" {
+                        st.arm_all();
+                    }
+                }
+                s(Input::Watchdog(e))
+            }),
         )?;
         let _ = chain_health.set(chain.health());
 
