@@ -9,18 +9,28 @@
 //! to killable waits (NFS, FUSE) that the kernel's detector skips.
 //!
 //! When the kernel has `/proc/PID/sched` (SCHED_DEBUG), a thread's
-//! `se.exec_start` (when it last ran, on the scheduler clock) compared with
-//! the reading thread's own dates the block, so a hang is reported at the
-//! bound even if the sweep first saw it later; otherwise "since" is the
-//! first sweep that saw it.
+//! `se.exec_start` (when it last ran, on its CPU's scheduler task clock)
+//! dates the block, so a hang is reported at the bound even if the sweep
+//! first saw it later; otherwise "since" is the first sweep that saw it.
+//! Each CPU's task clock leaves out the irq and steal time of that CPU, so
+//! the clocks of two CPUs drift apart with uptime (measured here: 200 ms
+//! after 2 h). A stamp is therefore only compared with the reading
+//! thread's own clock on the same CPU, or through that CPU's offset to the
+//! monotonic clock measured in the last [`OFFSET_FRESH`] (the reading
+//! thread notes its CPU's offset at every scan). Otherwise the block is
+//! dated from the first sweep that saw it: later, never too early.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat};
+use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat, TaskStat};
 
 use crate::snapshot::parse_schedstat;
+
+/// A CPU's task-clock offset older than this is not used (the offset
+/// grows with that CPU's irq and steal time).
+pub const OFFSET_FRESH: Duration = Duration::from_secs(2);
 
 /// A thread in D state without progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +58,8 @@ struct Entry {
     pid: i32,
     comm: String,
     since: Instant,
+    /// `since` is when it last ran (else: when first seen in D).
+    dated: bool,
     progress: u64,
     kernel_thread: bool,
     wchan: Option<String>,
@@ -59,8 +71,18 @@ struct Entry {
 pub struct DStateTracker {
     root: PathBuf,
     entries: HashMap<(i32, u64), Entry>,
+    /// Per CPU: (monotonic ms since `base` minus task-clock ms, when measured).
+    offsets: HashMap<u32, (f64, Instant)>,
+    base: Instant,
     /// Threads read by the last scan (for the cost report).
     pub last_scanned: usize,
+}
+
+/// The reading thread's position on its CPU's task clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    cpu: u32,
+    task_ms: f64,
 }
 
 impl DStateTracker {
@@ -69,6 +91,8 @@ impl DStateTracker {
         DStateTracker {
             root: proc_root.to_path_buf(),
             entries: HashMap::new(),
+            offsets: HashMap::new(),
+            base: Instant::now(),
             last_scanned: 0,
         }
     }
@@ -86,62 +110,99 @@ impl DStateTracker {
             e.seen = false;
         }
         let mut scanned = 0;
-        // The scheduler clock now, as our own thread's last start.
-        let clock_now = exec_start_ms(&root.join("thread-self/sched"));
-        let pids = list_pids(root).unwrap_or_default();
-        for pid in pids {
+        // The scheduler clock now on our CPU, as our own thread's last
+        // start, and that CPU's offset to the monotonic clock.
+        let clock_now = own_clock(root);
+        if let Some(c) = clock_now {
+            let mono_ms = now.saturating_duration_since(self.base).as_secs_f64() * 1000.0;
+            self.offsets.insert(c.cpu, (mono_ms - c.task_ms, now));
+        }
+        let offsets = &self.offsets;
+        let base = self.base;
+        // Threads in D, found with one read per thread: most processes
+        // have a single thread, whose state their own `stat` shows, so
+        // their task directory is not even listed.
+        let mut blocked: Vec<(i32, i32, PathBuf, TaskStat)> = Vec::new();
+        for pid in list_pids(root).unwrap_or_default() {
+            let pdir = root.join(pid.to_string());
+            if let Some(st) = read_stat(&pdir.join("stat")).filter(|s| s.num_threads == 1) {
+                scanned += 1;
+                if st.state == 'D' {
+                    blocked.push((pid, pid, pdir.join("task").join(pid.to_string()), st));
+                }
+                continue;
+            }
             let Ok(tids) = list_tids(root, pid) else {
                 continue;
             };
             for tid in tids {
                 scanned += 1;
-                let dir = root
-                    .join(pid.to_string())
-                    .join("task")
-                    .join(tid.to_string());
-                let Some(stat) = std::fs::read_to_string(dir.join("stat"))
-                    .ok()
-                    .and_then(|t| parse_task_stat(&t))
-                else {
-                    continue;
-                };
-                if stat.state != 'D' {
-                    continue;
+                let dir = pdir.join("task").join(tid.to_string());
+                if let Some(st) = read_stat(&dir.join("stat")).filter(|s| s.state == 'D') {
+                    blocked.push((pid, tid, dir, st));
                 }
-                // Progress: times scheduled in; without schedstat, CPU time.
-                let progress = std::fs::read_to_string(dir.join("schedstat"))
-                    .ok()
-                    .and_then(|t| parse_schedstat(&t))
-                    .map_or(stat.cpu_ticks(), |s| s.timeslices);
-                let key = (tid, stat.starttime_ticks);
-                let last_ran = || {
-                    let (Some(clock), Some(ran)) = (clock_now, exec_start_ms(&dir.join("sched")))
-                    else {
-                        return now;
-                    };
-                    let ago = Duration::from_secs_f64(((clock - ran) / 1000.0).clamp(0.0, 600.0));
-                    now.checked_sub(ago).unwrap_or(now)
+            }
+        }
+        for (pid, tid, dir, stat) in blocked {
+            // Progress: times scheduled in; without schedstat, CPU time.
+            let progress = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()
+                .and_then(|t| parse_schedstat(&t))
+                .map_or(stat.cpu_ticks(), |s| s.timeslices);
+            let key = (tid, stat.starttime_ticks);
+            // When it last ran, if that can be told on a comparable clock.
+            let last_ran = || {
+                let ran = exec_start_ms(&dir.join("sched"))?;
+                let ago_ms = match (clock_now, stat.processor) {
+                    // Same CPU, same clock.
+                    (Some(c), Some(cpu)) if c.cpu == cpu => c.task_ms - ran,
+                    // Another CPU: through its recent offset, if any.
+                    (_, Some(cpu)) => match offsets.get(&cpu) {
+                        Some(&(offset, at))
+                            if now.saturating_duration_since(at) <= OFFSET_FRESH =>
+                        {
+                            let mono_ms =
+                                now.saturating_duration_since(base).as_secs_f64() * 1000.0;
+                            mono_ms - (ran + offset)
+                        }
+                        _ => return None,
+                    },
+                    _ => return None,
                 };
-                let entry = self.entries.entry(key).or_insert_with(|| Entry {
+                let ago = Duration::from_secs_f64((ago_ms / 1000.0).clamp(0.0, 600.0));
+                Some(now.checked_sub(ago).unwrap_or(now))
+            };
+            let entry = self.entries.entry(key).or_insert_with(|| {
+                let ran = last_ran();
+                Entry {
                     pid,
                     comm: stat.comm.clone(),
-                    since: last_ran(),
+                    since: ran.unwrap_or(now),
+                    dated: ran.is_some(),
                     progress,
                     kernel_thread: stat.is_kernel_thread(),
                     wchan: None,
                     seen: true,
-                });
-                if entry.progress != progress {
-                    entry.progress = progress;
-                    entry.since = last_ran();
                 }
-                entry.seen = true;
-                if entry.wchan.is_none() {
-                    entry.wchan = std::fs::read_to_string(dir.join("wchan"))
-                        .ok()
-                        .map(|w| w.trim().to_string())
-                        .filter(|w| !w.is_empty() && w != "0");
+            });
+            if entry.progress != progress {
+                let ran = last_ran();
+                entry.progress = progress;
+                entry.since = ran.unwrap_or(now);
+                entry.dated = ran.is_some();
+            } else if !entry.dated {
+                // First seen from another CPU: date it once we can.
+                if let Some(ran) = last_ran() {
+                    entry.since = entry.since.min(ran);
+                    entry.dated = true;
                 }
+            }
+            entry.seen = true;
+            if entry.wchan.is_none() {
+                entry.wchan = std::fs::read_to_string(dir.join("wchan"))
+                    .ok()
+                    .map(|w| w.trim().to_string())
+                    .filter(|w| !w.is_empty() && w != "0");
             }
         }
         self.entries.retain(|_, e| e.seen);
@@ -185,6 +246,19 @@ impl DStateTracker {
     }
 }
 
+/// The reading thread's CPU and its `se.exec_start` (when it was last
+/// scheduled in or accounted: at most a tick ago while it runs).
+fn own_clock(root: &Path) -> Option<Clock> {
+    let task_ms = exec_start_ms(&root.join("thread-self/sched"))?;
+    let stat = std::fs::read_to_string(root.join("thread-self/stat")).ok()?;
+    let cpu = parse_task_stat(&stat)?.processor?;
+    Some(Clock { cpu, task_ms })
+}
+
+fn read_stat(path: &Path) -> Option<TaskStat> {
+    parse_task_stat(&std::fs::read_to_string(path).ok()?)
+}
+
 /// `se.exec_start` (ms on the scheduler clock) from a `sched` file.
 fn exec_start_ms(path: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -198,17 +272,37 @@ fn exec_start_ms(path: &Path) -> Option<f64> {
 mod tests {
     use super::*;
 
-    /// A fake /proc with one thread whose stat state and schedstat we set.
+    /// A stat line captured on the host, with state and CPU edited.
+    fn stat_line(tid: i32, state: char, cpu: u32) -> String {
+        format!(
+            "{tid} (cat) {state} 5076 5076 1033 0 -1 4194304 98 0 0 0 0 0 0 0 20 0 1 0 39187 3133440 381 18446744073709551615 1 1 1 0 0 0 0 0 0 0 0 0 17 {cpu} 0 0 0 0 0\n"
+        )
+    }
+
+    /// A fake /proc with one thread (last run on CPU 1) whose stat state
+    /// and schedstat we set.
     fn put(root: &Path, pid: i32, tid: i32, state: char, slices: u64) {
         let dir = root.join(format!("{pid}/task/{tid}"));
         std::fs::create_dir_all(&dir).unwrap();
-        // A stat line captured on the host, with state and start time edited.
-        let stat = format!(
-            "{tid} (cat) {state} 5076 5076 1033 0 -1 4194304 98 0 0 0 0 0 0 0 20 0 1 0 39187 3133440 381 18446744073709551615 1 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
-        );
-        std::fs::write(dir.join("stat"), stat).unwrap();
+        std::fs::write(dir.join("stat"), stat_line(tid, state, 1)).unwrap();
+        // Single-threaded: the process's own stat says the same (the scan
+        // then skips listing its task directory).
+        if pid == tid {
+            std::fs::write(root.join(format!("{pid}/stat")), stat_line(tid, state, 1)).unwrap();
+        }
         std::fs::write(dir.join("schedstat"), format!("100 200 {slices}\n")).unwrap();
         std::fs::write(dir.join("wchan"), "folio_wait_bit_common").unwrap();
+    }
+
+    /// Our own thread on `cpu`, last scheduled in at `ms` on its clock.
+    fn reader_at(root: &Path, cpu: u32, ms: f64) {
+        std::fs::create_dir_all(root.join("thread-self")).unwrap();
+        std::fs::write(
+            root.join("thread-self/sched"),
+            format!("head (10862, #threads: 1)\n---\nse.exec_start                                :       {ms:.6}\n"),
+        )
+        .unwrap();
+        std::fs::write(root.join("thread-self/stat"), stat_line(10862, 'R', cpu)).unwrap();
     }
 
     #[test]
@@ -216,14 +310,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         put(root, 10, 10, 'D', 5);
-        // Captured /proc/PID/sched lines (6.18): we ran at 4336087.66 ms,
-        // the stuck thread last ran 1.5 s earlier.
-        std::fs::create_dir_all(root.join("thread-self")).unwrap();
-        std::fs::write(
-            root.join("thread-self/sched"),
-            "head (10862, #threads: 1)\n---\nse.exec_start                                :       4336087.662408\n",
-        )
-        .unwrap();
+        // Captured /proc/PID/sched lines (6.18): we ran at 4336087.66 ms
+        // on the stuck thread's CPU, which it last ran on 1.5 s earlier.
+        reader_at(root, 1, 4336087.662408);
         std::fs::write(
             root.join("10/task/10/sched"),
             "cat (10, #threads: 1)\n---\nse.exec_start                                :       4334587.662408\n",
@@ -237,6 +326,48 @@ mod tests {
         let ms = stuck[0].stuck_for.as_millis();
         assert!((1490..=1510).contains(&ms), "dated {ms} ms ago");
         assert!(exec_start_ms(&root.join("nonexistent")).is_none());
+    }
+
+    #[test]
+    fn another_cpus_clock_is_used_only_through_a_fresh_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        // CPUs' task clocks drift apart (irq and steal time): here CPU 0's
+        // reads 200 ms less than CPU 1's at the same instant, as measured
+        // on the test VM after 2 h of uptime.
+        put(root, 10, 10, 'D', 5);
+        std::fs::write(
+            root.join("10/task/10/sched"),
+            "cat (10, #threads: 1)\n---\nse.exec_start                                :       5000.0\n",
+        )
+        .unwrap();
+        let t0 = Instant::now() + Duration::from_secs(10);
+        // We are on CPU 0 and have never run on CPU 1: the stamp cannot be
+        // compared, the block dates from now.
+        reader_at(root, 0, 6300.0);
+        let mut t = DStateTracker::new(root);
+        t.scan(t0);
+        assert_eq!(t.stuck(t0, Duration::ZERO)[0].stuck_for, Duration::ZERO);
+        // Next sweep, on CPU 1 (its clock 1500 ms past the stamp): dated
+        // 1.5 s back after all, and CPU 1's offset is known from now on.
+        let t1 = t0 + Duration::from_millis(100);
+        reader_at(root, 1, 6500.0);
+        t.scan(t1);
+        let ms = t.stuck(t1, Duration::ZERO)[0].stuck_for.as_millis();
+        assert!((1499..=1501).contains(&ms), "dated {ms} ms ago");
+        // Back on CPU 0, 500 ms later: through CPU 1's fresh offset the
+        // block is 2 s old (not 1.8 s, as CPU 0's own clock would say).
+        let t2 = t1 + Duration::from_millis(500);
+        reader_at(root, 0, 6800.0);
+        t.entries.clear();
+        t.scan(t2);
+        let ms = t.stuck(t2, Duration::ZERO)[0].stuck_for.as_millis();
+        assert!((1999..=2001).contains(&ms), "dated {ms} ms ago");
+        // An offset older than OFFSET_FRESH is not trusted.
+        let t3 = t1 + OFFSET_FRESH + Duration::from_millis(1);
+        t.entries.clear();
+        t.scan(t3);
+        assert_eq!(t.stuck(t3, Duration::ZERO)[0].stuck_for, Duration::ZERO);
     }
 
     #[test]

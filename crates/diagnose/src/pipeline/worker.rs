@@ -345,11 +345,14 @@ impl Worker {
                 onset,
             );
         }
-        let usages = self
-            .scanner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .scan();
+        let usages = {
+            let mut sc = self.scanner.lock().unwrap_or_else(|p| p.into_inner());
+            // memory.stat (the kernel sums per-CPU counters) only where the
+            // total usage, page cache included, reaches the threshold: below
+            // it the unreclaimable part cannot (heavy runs read it all).
+            sc.set_detail_above(Some(self.cfg.heavy.cgroup_memory_percent));
+            sc.scan()
+        };
         let th = &self.cfg.heavy;
         let again = self.cfg.heavy.rediagnose_after.get();
         for u in usages {
