@@ -308,7 +308,7 @@ impl ChildHandle for CheckpointChild {
             pid: self.pid,
             source,
         };
-        match (scope, &self.pidfd) {
+        let send = |signal: i32| match (scope, &self.pidfd) {
             // The unreaped leader keeps the group id reserved; once the
             // engine reaps it, kill() on the group fails with ESRCH.
             (SignalScope::Group, _) if self.group => {
@@ -316,8 +316,44 @@ impl ChildHandle for CheckpointChild {
             }
             (_, Some(fd)) => sig::pidfd_send_signal(fd, signal).map_err(sys),
             (_, None) => Err(ChildError::Gone { pid: self.pid }),
+        };
+        send(signal)?;
+        // An untraced stopped process dies of a fatal signal at once; a
+        // stopped tracee (held with PTRACE_LISTEN) wakes only for SIGKILL
+        // or SIGCONT, so SIGTERM would wait out the whole stop grace.
+        // Continue it when the signal ends it anyway.
+        if ends_process_by_default(signal) && !handled(self.pid, signal) {
+            let _ = send(libc::SIGCONT);
         }
+        Ok(())
     }
+}
+
+/// The default action of `signal` ends the process, and the engine does
+/// not intercept it as a crash.
+fn ends_process_by_default(signal: i32) -> bool {
+    let stays = [
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGSTOP,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGURG,
+        libc::SIGWINCH,
+        libc::SIGKILL,
+    ];
+    (1..=64).contains(&signal)
+        && !stays.contains(&signal)
+        && !engine::CRASH_SIGNALS.contains(&signal)
+}
+
+/// The program catches or ignores `signal` (or its dispositions cannot be
+/// read: then it is left alone).
+fn handled(pid: i32, signal: i32) -> bool {
+    engine::procfs::read_signal_dispositions(pid).map_or(true, |d| {
+        d.catches(signal) || d.ignored & (1u64 << (signal - 1)) != 0
+    })
 }
 
 impl Drop for CheckpointChild {

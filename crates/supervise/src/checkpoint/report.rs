@@ -67,7 +67,7 @@ pub(crate) fn explain(failure: &Failure, why: &Unrecoverable) -> String {
 }
 
 /// The short machine-readable reason (`socket`, `threads_changed`, …).
-fn reason_tag(why: &Unrecoverable) -> String {
+pub(crate) fn reason_tag(why: &Unrecoverable) -> String {
     serde_json::to_value(why)
         .ok()
         .and_then(|v| v.get("reason").and_then(Value::as_str).map(String::from))
@@ -205,10 +205,10 @@ impl AppCheckpoint {
             what(&r.failure),
             r.checkpoint_id,
             r.checkpoint_age_ms,
-            if r.depth > 0 {
-                format!(" ({} steps back, progressive)", r.depth)
-            } else {
-                String::new()
+            match (&r.failure, r.depth) {
+                (_, 0) => String::new(),
+                (Failure::Hang, d) => format!(" ({d} checkpoints back, before its last sign of progress)"),
+                (Failure::Crash { .. }, d) => format!(" ({d} steps back: the same crash recurred)"),
             },
             r.pages_restored,
             r.duration_us as f64 / 1000.0,
