@@ -62,6 +62,7 @@ fn progs() -> Result<&'static PathBuf, String> {
             ("compute", engine_progs.join("compute.c")),
             ("socket", engine_progs.join("socket.c")),
             ("watchdog", here.join("tests/checkpoint_progs/watchdog.c")),
+            ("crasher", here.join("tests/checkpoint_progs/crasher.c")),
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
@@ -402,6 +403,116 @@ fn unrecoverable_state_is_restarted_with_the_reason_recorded() {
         assert!(c["details"]["tracking_note"].is_string(), "{c}");
         assert_eq!(c["severity"], "warning", "{c}");
     }
+}
+
+#[test]
+fn a_recurring_crash_goes_back_step_by_step_then_restarts() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.db");
+    // The crash comes after about 0.6 s of work, past 4 checkpoints.
+    let t = Instant::now();
+    let st = Command::new(prog("crasher")).arg("200").status().unwrap();
+    assert!(!st.success(), "the crasher crashes unsupervised");
+    let per = t.elapsed().as_secs_f64() / 200.0;
+    let rounds = ((0.6 / per.max(1e-7)) as u64)
+        .clamp(200, 200_000)
+        .to_string();
+    let crasher = prog("crasher");
+    let mut sh = Selfheal::start(&[
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--restart",
+        "never",
+        "--checkpoint-interval",
+        "50ms",
+        "--keep",
+        "4",
+        "--",
+        &crasher,
+        &rounds,
+    ]);
+    let (code, _, err) = sh.wait(LIMIT);
+    assert_eq!(code, Some(128 + sig("SIGSEGV")), "{err}");
+
+    let events = events_json(&store, &[]);
+    let rb = kinds(&events, "rollback");
+    let done: Vec<_> = rb
+        .iter()
+        .filter(|e| e["details"]["outcome"] == "done")
+        .collect();
+    // Progressive: the newest checkpoint, then one older each time.
+    assert_eq!(done.len(), 4, "{}", dump(&events));
+    for (i, e) in done.iter().enumerate() {
+        assert_eq!(e["details"]["depth"], i, "{}", dump(&events));
+        assert_eq!(e["details"]["signal_name"], "SIGSEGV");
+        assert!(e["details"]["fault_addr"].is_string(), "a real fault: {e}");
+    }
+    let last = rb.last().unwrap();
+    assert_eq!(
+        last["details"]["outcome"],
+        "impossible",
+        "{}",
+        dump(&events)
+    );
+    assert_eq!(last["details"]["reason"], "history_exhausted");
+    let crash = kinds(&events, "app_crash");
+    assert_eq!(crash.len(), 1, "{}", dump(&events));
+    assert_eq!(crash[0]["details"]["signal_name"], "SIGSEGV");
+}
+
+#[test]
+fn too_many_rollbacks_end_in_a_restart() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.db");
+    let rounds = rounds_for("compute", 200, 3.0);
+    let expected = plain("compute", &rounds);
+    let compute = prog("compute");
+    let mut sh = Selfheal::start(&[
+        "run",
+        "--store",
+        store.to_str().unwrap(),
+        "--backoff",
+        "50ms",
+        "--checkpoint-interval",
+        "50ms",
+        "--max-rollbacks",
+        "2",
+        "--",
+        &compute,
+        &rounds,
+    ]);
+    let pid = program_pid(&sh.sandbox, &compute, sh.pid());
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(send(pid, sig("SIGSEGV")));
+    }
+    let (code, out, err) = sh.wait(LIMIT);
+    // The restarted run printed the answer.
+    assert_eq!((code, out), (Some(0), expected), "{err}");
+    let events = events_json(&store, &[]);
+    let outcomes: Vec<_> = kinds(&events, "rollback")
+        .iter()
+        .map(|e| e["details"]["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["done", "done", "done", "gave_up"],
+        "{}",
+        dump(&events)
+    );
+    let crash = kinds(&events, "app_crash");
+    assert_eq!(crash.len(), 1, "{}", dump(&events));
+    assert_eq!(crash[0]["details"]["signal_name"], "SIGKILL");
+    assert_eq!(kinds(&events, "app_restart").len(), 1, "{}", dump(&events));
 }
 
 #[test]

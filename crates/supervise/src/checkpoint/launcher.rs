@@ -234,6 +234,7 @@ impl CheckpointChild {
             exit_tx,
             rollbacks: VecDeque::new(),
             count: 0,
+            last_rollback: None,
             last_failure_report: None,
             suppressed: 0,
         };
@@ -381,6 +382,8 @@ struct Pump {
     /// Times of recent rollbacks, for `max_rollbacks`.
     rollbacks: VecDeque<Instant>,
     count: usize,
+    /// When the last rollback was and how far back it went.
+    last_rollback: Option<(Instant, usize)>,
     last_failure_report: Option<Instant>,
     suppressed: u64,
 }
@@ -429,7 +432,17 @@ impl Pump {
             }
             Event::RolledBack(r) => {
                 self.count += 1;
-                self.ck.report_rolled_back(pid, &r, self.count);
+                // A recurrence goes `r.depth` further back from where the
+                // previous rollback went (newer checkpoints are gone).
+                let recurring = self
+                    .last_rollback
+                    .filter(|(t, _)| t.elapsed() < self.ck.config.recurrence_window);
+                let depth = match recurring {
+                    Some((_, d)) if r.depth > 0 => d + r.depth,
+                    _ => r.depth,
+                };
+                self.last_rollback = Some((Instant::now(), depth));
+                self.ck.report_rolled_back(pid, &r, depth, self.count);
                 let hang = r.failure == Failure::Hang;
                 self.reply(if hang {
                     HangReply::Done(r)

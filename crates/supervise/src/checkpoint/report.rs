@@ -59,9 +59,9 @@ pub(crate) fn explain(failure: &Failure, why: &Unrecoverable) -> String {
     match (failure, why) {
         // A hang rolls back to before its last sign of progress, not
         // step by step.
-        (Failure::Hang, Unrecoverable::HistoryExhausted { kept }) => format!(
-            "none of the {kept} checkpoints kept is older than the program's last sign of progress (raise keep or interval)"
-        ),
+        (Failure::Hang, Unrecoverable::HistoryExhausted { .. }) => {
+            "no checkpoint kept is older than the program's last sign of progress (raise keep or interval)".into()
+        }
         _ => describe_unrecoverable(why),
     }
 }
@@ -198,17 +198,25 @@ impl AppCheckpoint {
         );
     }
 
-    pub(crate) fn report_rolled_back(&self, pid: i32, r: &RollbackReport, count: usize) {
+    /// `depth`: checkpoints back from the newest one at the first of a
+    /// run of recurring failures (the engine counts from what is left).
+    pub(crate) fn report_rolled_back(
+        &self,
+        pid: i32,
+        r: &RollbackReport,
+        depth: usize,
+        count: usize,
+    ) {
         let message = format!(
             "rolled {} (pid {pid}) back after {} to checkpoint {} from {} ms before{}: {} pages in {:.1} ms",
             self.app,
             what(&r.failure),
             r.checkpoint_id,
             r.checkpoint_age_ms,
-            match (&r.failure, r.depth) {
+            match (&r.failure, depth) {
                 (_, 0) => String::new(),
                 (Failure::Hang, d) => format!(" ({d} checkpoints back, before its last sign of progress)"),
-                (Failure::Crash { .. }, d) => format!(" ({d} steps back: the same crash recurred)"),
+                (Failure::Crash { .. }, d) => format!(" ({d} checkpoints back: the same crash recurred)"),
             },
             r.pages_restored,
             r.duration_us as f64 / 1000.0,
@@ -219,7 +227,7 @@ impl AppCheckpoint {
                 "pid": pid,
                 "checkpoint_id": r.checkpoint_id,
                 "checkpoint_age_ms": r.checkpoint_age_ms,
-                "depth": r.depth,
+                "depth": depth,
                 "pages_restored": r.pages_restored,
                 "layout_ops": r.layout_ops,
                 "fd_ops": r.fd_ops,
