@@ -124,7 +124,12 @@ fn with_checkpoints(
     if !app.checkpoint.enabled() {
         return (Arc::clone(&options.launcher), steps);
     }
-    let ck = AppCheckpoint::new(app, Arc::clone(sink), Arc::clone(&options.launcher));
+    let ck = AppCheckpoint::new(
+        app,
+        Arc::clone(sink),
+        Arc::clone(&options.launcher),
+        options.dry_run,
+    );
     metrics.push((app.name.clone(), Arc::clone(ck.totals())));
     let mut all: Vec<Box<dyn crate::recovery::RecoveryStep>> = vec![Box::new(ck.step())];
     all.extend(steps);

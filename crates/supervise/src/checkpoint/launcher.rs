@@ -164,6 +164,15 @@ impl Launcher for CheckpointLauncher {
             ))),
             // A mistake in the command is the caller's, not the engine's.
             Err(StartError::BadCommand { reason, .. }) => Err(other(io::Error::other(reason))),
+            Err(StartError::Spawn { source, .. }) if source.call.starts_with("execve") => {
+                let argv = spec.argv.clone();
+                let program = argv[0].clone();
+                Err(match source.errno.0 {
+                    libc::ENOENT => LaunchError::NotFound { argv, program },
+                    libc::EACCES => LaunchError::NotExecutable { argv, program },
+                    errno => other(io::Error::from_raw_os_error(errno)),
+                })
+            }
             Err(e) => {
                 let error = e.to_string();
                 let fix = permission_fix(&e);
@@ -223,8 +232,10 @@ impl CheckpointChild {
             control: control.clone(),
             waiter: Arc::new(Mutex::new(None)),
         };
-        ck.totals.run_started(Arc::clone(engine.metrics()));
+        let metrics = Arc::clone(engine.metrics());
+        ck.totals.run_started(Arc::clone(&metrics));
         ck.set_current(Some(link.clone()));
+        let ck_on_failure = Arc::clone(&ck);
         let pump = Pump {
             ck,
             pid,
@@ -248,6 +259,8 @@ impl CheckpointChild {
                 // which killed the program, and the closed wake-up socket
                 // reads as the end; report it as killed.
                 tracing::error!(pid, error = %e, "cannot start the checkpoint event thread; the program was killed");
+                ck_on_failure.totals.run_ended(&metrics);
+                ck_on_failure.set_current(None);
                 let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
                 g.status = Some(ExitStatus::killed(libc::SIGKILL, false));
                 None

@@ -77,6 +77,8 @@ pub struct AppCheckpoint {
     pub(crate) totals: Arc<CheckpointTotals>,
     pub(crate) current: Mutex<Option<RunLink>>,
     pub(crate) start: StartFn,
+    /// Hang rollbacks are only reported (`[daemon] dry_run`).
+    pub(crate) dry_run: bool,
 }
 
 impl std::fmt::Debug for AppCheckpoint {
@@ -140,18 +142,22 @@ fn history_warning(app: &AppConfig) -> Option<String> {
 impl AppCheckpoint {
     /// Checkpointing for `app` (which has `[app.checkpoint]` on), reporting
     /// to `sink`; `fallback` starts the program when the engine cannot.
+    /// With `dry_run`, the hang step only says what it would do (crashes
+    /// are still rolled back: the program would die otherwise).
     pub fn new(
         app: &AppConfig,
         sink: Arc<dyn EventSink>,
         fallback: Arc<dyn Launcher>,
+        dry_run: bool,
     ) -> Arc<AppCheckpoint> {
-        Self::with_start(app, sink, fallback, engine::Engine::start)
+        Self::with_start(app, sink, fallback, dry_run, engine::Engine::start)
     }
 
     pub(crate) fn with_start(
         app: &AppConfig,
         sink: Arc<dyn EventSink>,
         fallback: Arc<dyn Launcher>,
+        dry_run: bool,
         start: StartFn,
     ) -> Arc<AppCheckpoint> {
         let history_warning = history_warning(app);
@@ -169,6 +175,7 @@ impl AppCheckpoint {
             totals: Arc::new(CheckpointTotals::default()),
             current: Mutex::new(None),
             start,
+            dry_run,
         })
     }
 

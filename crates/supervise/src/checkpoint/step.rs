@@ -58,6 +58,12 @@ impl RecoveryStep for RollbackStep {
                 "the {detector} detector never saw the program make progress, so no checkpoint is known to be good"
             ));
         };
+        if self.ck.dry_run {
+            return declined(format!(
+                "dry run: would roll back to a checkpoint from before {} ms ago",
+                since.elapsed().as_millis()
+            ));
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         *run.waiter.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         run.control.request_rollback(Some(since));

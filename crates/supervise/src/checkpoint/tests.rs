@@ -54,6 +54,7 @@ fn without_ptrace_the_program_runs_unprotected_after_a_loud_event() {
         &app(),
         Arc::clone(&sink) as _,
         Arc::new(ProcessLauncher),
+        false,
         denied,
     );
     let mut child = ck
@@ -104,6 +105,7 @@ fn command_mistakes_are_reported_like_a_shell_not_as_engine_failures() {
         &app(),
         Arc::clone(&sink) as _,
         Arc::new(ProcessLauncher),
+        false,
         denied,
     );
     let err = ck
