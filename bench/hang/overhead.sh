@@ -1,19 +1,51 @@
 #!/usr/bin/env bash
-# CPU cost of `selfheal watch` at idle, all detectors together (light
-# detector, stall canaries, sweep, watchdog chain, kmsg follower, hang
-# pipeline), then the light detector alone for comparison; per-thread
-# shares show what each part costs. Uses bench/daemon-overhead.sh.
+# CPU cost of `selfheal watch` at idle, per thread (run time and wake-ups
+# from schedstat, see bench/hang/threads.sh), in three configurations:
+#   defaults   every detector (light, on-demand stall canaries, sweep,
+#              watchdog chain, kmsg follower, hang pipeline)
+#   no-alerts  the same with the light detector's rules off: what the
+#              periodic work alone costs, without heavy-detector runs that
+#              alerts raised by other work on a shared machine trigger
+#   light-only stall canaries, sweep and kmsg off
+# Each configuration runs ROUNDS times (default 1) for DURATION seconds
+# (default 60) after a 5 s warm-up; the load average is printed with each
+# run, and the events the daemon recorded (alerts, heavy-detector verdicts)
+# are counted, since they cost CPU too.
 #
-#   bench/hang/overhead.sh [DURATION_SECONDS]   (default 60)
+#   bench/hang/overhead.sh [DURATION_SECONDS]
+#   ROUNDS=3 CONFIGS="defaults no-alerts" SELFHEAL_BIN=path bench/hang/overhead.sh 60
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-60}
-cargo build --release -q -p selfheal-cli --bin selfheal
-export SELFHEAL_BIN=${CARGO_TARGET_DIR:-target}/release/selfheal
+rounds=${ROUNDS:-1}
+configs=${CONFIGS:-defaults no-alerts light-only}
+if [ -z "${SELFHEAL_BIN:-}" ]; then
+  cargo build --release -q -p selfheal-cli --bin selfheal
+fi
+bin=${SELFHEAL_BIN:-${CARGO_TARGET_DIR:-target}/release/selfheal}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pid=
+trap '[ -n "$pid" ] && kill -TERM $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+printf '' >"$tmp/defaults.toml"
+printf '[light]\ndefault_rules = false\n' >"$tmp/no-alerts.toml"
 printf '[stall]\nenabled = false\n[heavy]\nsweep_interval = "0"\n[kmsg]\nenabled = false\n' >"$tmp/light-only.toml"
-echo "== all detectors (default configuration)"
-bench/daemon-overhead.sh "$duration"
-echo "== light detector only (stall canaries, sweep and kmsg off)"
-bench/daemon-overhead.sh "$duration" -c "$tmp/light-only.toml"
+echo "binary: $bin ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+for round in $(seq 1 "$rounds"); do
+  for cfg in $configs; do
+    rm -f "$tmp/s.db"* "$tmp/events.jsonl"
+    "$bin" watch -c "$tmp/$cfg.toml" --store "$tmp/s.db" --listen 127.0.0.1:0 \
+      --event-log "$tmp/events.jsonl" 2>"$tmp/log" &
+    pid=$!
+    sleep 5
+    echo "== $cfg (round $round), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    before=$(wc -l <"$tmp/events.jsonl" 2>/dev/null || echo 0)
+    bench/hang/threads.sh "$pid" "$duration"
+    ev=$(tail -n +"$((before + 1))" "$tmp/events.jsonl" 2>/dev/null || true)
+    count() { printf '%s\n' "$ev" | grep -c "\"kind\":\"$1\"" || true; }
+    echo "events meanwhile: $(count alert) alerts, $(count diagnosis) diagnoses, $(count dismissed) dismissed, $(count kernel) kernel reports"
+    kill -TERM "$pid"
+    wait "$pid" || true
+    pid=
+  done
+done

@@ -2,7 +2,7 @@
 //! Run through `bench/hang/latency.sh`, which builds everything first.
 //!
 //! `hang_bench --selfheal BIN --bin-dir DIR --case rt_hog|d_state [--injections N]
-//!  [--bound MS] [--tick MS]`
+//!  [--bound MS] [--tick MS] [--on-demand true|false]`
 //!
 //! Starts one daemon whose recovery is confined to
 //! `/selfheal-sandbox/hang-bench`, then injects the fault N times (default
@@ -37,6 +37,8 @@ struct Args {
     injections: usize,
     bound_ms: u64,
     tick_ms: u64,
+    /// Written to the config only when given (older binaries lack the key).
+    on_demand: Option<bool>,
 }
 
 fn args() -> Args {
@@ -47,6 +49,7 @@ fn args() -> Args {
         injections: 20,
         bound_ms: 200,
         tick_ms: 100,
+        on_demand: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -58,6 +61,7 @@ fn args() -> Args {
             "--injections" => a.injections = v.parse().unwrap(),
             "--bound" => a.bound_ms = v.parse().unwrap(),
             "--tick" => a.tick_ms = v.parse().unwrap(),
+            "--on-demand" => a.on_demand = Some(v.parse().unwrap()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -82,9 +86,12 @@ impl Daemon {
         std::fs::write(
             &cfg,
             format!(
-                "[daemon]\nlisten = \"\"\n[stall]\nbound = \"{}ms\"\ntick = \"{}ms\"\n\
+                "[daemon]\nlisten = \"\"\n[stall]\nbound = \"{}ms\"\ntick = \"{}ms\"\n{}\
                  [recovery]\nallowed_cgroups = [\"/{PARENT}\"]\nmax_actions_per_minute = 1000\n",
-                a.bound_ms, a.tick_ms
+                a.bound_ms,
+                a.tick_ms,
+                a.on_demand
+                    .map_or(String::new(), |b| format!("on_demand = {b}\n"))
             ),
         )
         .unwrap();
@@ -397,7 +404,16 @@ fn main() {
         ]
     };
     let setting = if a.case == "rt_hog" {
-        format!("stall bound {} ms, tick {} ms", a.bound_ms, a.tick_ms)
+        format!(
+            "stall bound {} ms, tick {} ms, canaries {}",
+            a.bound_ms,
+            a.tick_ms,
+            match a.on_demand {
+                Some(true) => "on demand",
+                Some(false) => "always armed",
+                None => "as the binary's default",
+            }
+        )
     } else {
         "D-state bound 2 s (default)".to_string()
     };
@@ -414,7 +430,7 @@ fn main() {
         .collect();
     println!(
         "{}",
-        serde_json::json!({"case": a.case, "bound_ms": a.bound_ms, "tick_ms": a.tick_ms,
+        serde_json::json!({"case": a.case, "bound_ms": a.bound_ms, "tick_ms": a.tick_ms, "on_demand": a.on_demand,
                            "injections": rows.len() + failed, "failed": failed, "metrics": summary})
     );
 }

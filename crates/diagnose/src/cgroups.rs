@@ -11,16 +11,20 @@
 //! - pids: `pids.current` against `pids.max`, and refused forks
 //!   (`pids.events max`).
 //!
-//! The list of limited cgroups is rebuilt every few seconds (walking the
-//! hierarchy, reading only each cgroup's limit file); counters are read on
-//! every sweep, `memory.stat` (costly: the kernel sums per-CPU counters)
-//! only for cgroups whose total usage comes near the threshold.
+//! The list of limited cgroups, with their limits, is rebuilt every few
+//! seconds (walking the hierarchy, reading only each cgroup's limit file);
+//! usage counters are read on every sweep (three small files per cgroup),
+//! `memory.stat` (costly: the kernel sums per-CPU counters) only for
+//! cgroups whose total usage comes near the threshold. A changed limit is
+//! therefore seen at the next walk.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use selfheal_cgroup::hierarchy::ControllerLocation;
 use selfheal_cgroup::Hierarchy;
+
+use crate::pseudo_file::read_small;
 
 /// v1 reports "no limit" as a number near 2^63.
 const V1_UNLIMITED_FROM: u64 = 1 << 62;
@@ -131,8 +135,10 @@ pub struct CgroupUsage {
 #[derive(Debug, Clone)]
 struct Watched {
     path: String,
-    memory: bool,
-    pids: bool,
+    /// The memory limit, as of the last walk.
+    memory: Option<u64>,
+    /// `pids.max`, as of the last walk.
+    pids: Option<u64>,
     last_refused: Option<u64>,
 }
 
@@ -180,7 +186,7 @@ impl CgroupScanner {
         let roots = self.roots.clone();
         let lazy = self.detail_above;
         self.watched.retain_mut(|w| {
-            let memory = if w.memory {
+            let memory = w.memory.and_then(|limit| {
                 roots.memory.as_ref().and_then(|(root, v2)| {
                     read_memory(
                         &join(root, &w.path),
@@ -188,19 +194,16 @@ impl CgroupScanner {
                         roots.unified.as_deref(),
                         &w.path,
                         lazy,
+                        limit,
                     )
                 })
-            } else {
-                None
-            };
-            let mut pids = if w.pids {
+            });
+            let mut pids = w.pids.and_then(|max| {
                 roots
                     .pids
                     .as_ref()
-                    .and_then(|(root, _)| read_pids(&join(root, &w.path)))
-            } else {
-                None
-            };
+                    .and_then(|(root, _)| read_pids(&join(root, &w.path), max))
+            });
             if let Some(p) = &mut pids {
                 p.refused_recently = match (p.refused, w.last_refused) {
                     (Some(now), Some(before)) => now.saturating_sub(before),
@@ -228,15 +231,15 @@ impl CgroupScanner {
         let mut found: Vec<Watched> = Vec::new();
         if let Some((root, v2)) = self.roots.memory.clone() {
             walk_dirs(&root, &mut |rel, dir| {
-                if memory_limit(dir, v2).is_some() {
-                    upsert(&mut found, rel).memory = true;
+                if let Some(limit) = memory_limit(dir, v2) {
+                    upsert(&mut found, rel).memory = Some(limit);
                 }
             });
         }
         if let Some((root, _)) = self.roots.pids.clone() {
             walk_dirs(&root, &mut |rel, dir| {
-                if read_max(&dir.join("pids.max")).is_some() {
-                    upsert(&mut found, rel).pids = true;
+                if let Some(max) = read_max(&dir.join("pids.max")) {
+                    upsert(&mut found, rel).pids = Some(max);
                 }
             });
         }
@@ -273,8 +276,8 @@ fn upsert<'a>(found: &'a mut Vec<Watched>, rel: &str) -> &'a mut Watched {
     }
     found.push(Watched {
         path: rel.to_string(),
-        memory: false,
-        pids: false,
+        memory: None,
+        pids: None,
         last_refused: None,
     });
     let last = found.len() - 1;
@@ -333,7 +336,7 @@ fn collect_procs(dir: &Path, out: &mut Vec<i32>, depth: usize) {
 
 /// A `max`-style limit file: `None` for "max", unreadable or absent.
 fn read_max(path: &Path) -> Option<u64> {
-    let t = std::fs::read_to_string(path).ok()?;
+    let t = read_small(path)?;
     let t = t.trim();
     if t == "max" {
         return None;
@@ -398,25 +401,22 @@ pub fn parse_memory(
     }
 }
 
+/// `None` when the cgroup is gone.
 fn read_memory(
     dir: &Path,
     v2: bool,
     unified: Option<&Path>,
     rel: &str,
     lazy: Option<f64>,
+    limit: u64,
 ) -> Option<CgroupMemory> {
-    let limit = memory_limit(dir, v2)?;
-    let read_u64 = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-    };
+    let read_u64 =
+        |name: &str| read_small(&dir.join(name)).and_then(|t| t.trim().parse::<u64>().ok());
     let usage = read_u64(if v2 {
         "memory.current"
     } else {
         "memory.usage_in_bytes"
-    })
-    .unwrap_or(0);
+    })?;
     if lazy.is_some_and(|p| (usage as f64) * 100.0 < p * limit as f64) {
         return Some(CgroupMemory {
             limit_bytes: limit,
@@ -427,11 +427,9 @@ fn read_memory(
             limit_hits: None,
         });
     }
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+    let stat = read_small(&dir.join("memory.stat"))?;
     let hits = if v2 {
-        std::fs::read_to_string(dir.join("memory.events"))
-            .ok()
-            .and_then(|e| keyed(&e, "max"))
+        read_small(&dir.join("memory.events")).and_then(|e| keyed(&e, "max"))
     } else {
         read_u64("memory.failcnt")
     };
@@ -440,8 +438,7 @@ fn read_memory(
     } else {
         unified.map(|u| join(u, rel))
     };
-    let pressure =
-        pressure_dir.and_then(|d| std::fs::read_to_string(d.join("memory.pressure")).ok());
+    let pressure = pressure_dir.and_then(|d| read_small(&d.join("memory.pressure")));
     Some(parse_memory(
         v2,
         &stat,
@@ -452,16 +449,10 @@ fn read_memory(
     ))
 }
 
-fn read_pids(dir: &Path) -> Option<CgroupPids> {
-    let max = read_max(&dir.join("pids.max"))?;
-    let current = std::fs::read_to_string(dir.join("pids.current"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let refused = std::fs::read_to_string(dir.join("pids.events"))
-        .ok()
-        .and_then(|t| keyed(&t, "max"));
+/// `None` when the cgroup is gone.
+fn read_pids(dir: &Path, max: u64) -> Option<CgroupPids> {
+    let current = read_small(&dir.join("pids.current"))?.trim().parse().ok()?;
+    let refused = read_small(&dir.join("pids.events")).and_then(|t| keyed(&t, "max"));
     Some(CgroupPids {
         current,
         max,

@@ -13,6 +13,7 @@
 //!   stall detector, the watchdog chain, the kmsg follower, the sweep, the
 //!   heavy detector and the recovery ladder, and records every event.
 //! - [`metrics`]: its counters and Prometheus collector.
+//! - [`pseudo_file`]: cheap reads of small procfs and cgroupfs files.
 #![forbid(unsafe_code)]
 
 pub mod cgroups;
@@ -20,6 +21,7 @@ pub mod class;
 pub mod classify;
 pub mod metrics;
 pub mod pipeline;
+pub mod pseudo_file;
 pub mod snapshot;
 pub mod sweep;
 pub mod verify;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat, TaskStat};
 
+use crate::pseudo_file::read_small;
 use crate::snapshot::parse_schedstat;
 
 /// A CPU's task-clock offset older than this is not used (the offset
@@ -145,8 +146,7 @@ impl DStateTracker {
         }
         for (pid, tid, dir, stat) in blocked {
             // Progress: times scheduled in; without schedstat, CPU time.
-            let progress = std::fs::read_to_string(dir.join("schedstat"))
-                .ok()
+            let progress = read_small(&dir.join("schedstat"))
                 .and_then(|t| parse_schedstat(&t))
                 .map_or(stat.cpu_ticks(), |s| s.timeslices);
             let key = (tid, stat.starttime_ticks);
@@ -199,8 +199,7 @@ impl DStateTracker {
             }
             entry.seen = true;
             if entry.wchan.is_none() {
-                entry.wchan = std::fs::read_to_string(dir.join("wchan"))
-                    .ok()
+                entry.wchan = read_small(&dir.join("wchan"))
                     .map(|w| w.trim().to_string())
                     .filter(|w| !w.is_empty() && w != "0");
             }
@@ -250,18 +249,18 @@ impl DStateTracker {
 /// scheduled in or accounted: at most a tick ago while it runs).
 fn own_clock(root: &Path) -> Option<Clock> {
     let task_ms = exec_start_ms(&root.join("thread-self/sched"))?;
-    let stat = std::fs::read_to_string(root.join("thread-self/stat")).ok()?;
+    let stat = read_small(&root.join("thread-self/stat"))?;
     let cpu = parse_task_stat(&stat)?.processor?;
     Some(Clock { cpu, task_ms })
 }
 
 fn read_stat(path: &Path) -> Option<TaskStat> {
-    parse_task_stat(&std::fs::read_to_string(path).ok()?)
+    parse_task_stat(&read_small(path)?)
 }
 
 /// `se.exec_start` (ms on the scheduler clock) from a `sched` file.
 fn exec_start_ms(path: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = read_small(path)?;
     text.lines()
         .find_map(|l| l.strip_prefix("se.exec_start"))
         .and_then(|r| r.split(':').nth(1))
