@@ -528,7 +528,9 @@ impl Pump {
 
     fn finish(self, status: ExitStatus) {
         if self.group {
-            // Helpers the program left in its group go with it.
+            // Helpers the program left in its group go with it. The engine
+            // has reaped the leader, but the group id stays reserved while
+            // any member lives; with none left this is ESRCH.
             if let Err(e) = sig::kill_process_group(self.pid, libc::SIGKILL) {
                 if !e.is_gone() {
                     tracing::warn!(pid = self.pid, error = %e, "cleaning up the process group");
