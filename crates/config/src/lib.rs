@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use app::{
-    check_http_url, check_tcp_address, AppConfig, BackoffConfig, BlockedWaits, CrashLoopConfig,
-    HookConfig, KillMode, NotifyAccess, NotifyConfig, Output, ProbeCheck, ProbeConfig,
-    ProgressConfig, RestartPolicy, SignalName, StatusRange,
+    check_http_url, check_tcp_address, AppConfig, BackoffConfig, BlockedWaits, CheckpointConfig,
+    CrashLoopConfig, HookConfig, KillMode, NotifyAccess, NotifyConfig, Output, ProbeCheck,
+    ProbeConfig, ProgressConfig, RestartPolicy, SignalName, StatusRange,
 };
 pub use duration::{parse_duration, HumanDuration};
 pub use heavy::HeavyConfig;

@@ -425,6 +425,14 @@ unsafe fn child_after_fork(
         libc::_exit(127)
     };
     libc::close(gate_w);
+    // Start the program the way std::process::Command does: the Rust runtime
+    // ignores SIGPIPE in the parent and a thread may block signals, and
+    // neither must leak into an unrelated program (it would otherwise start
+    // with SIGPIPE ignored only when checkpointed).
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     if let Some(sig) = spec.parent_death_signal {
         libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0);
     }
@@ -577,6 +585,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn child_starts_with_default_sigpipe_and_no_blocked_signals() {
+        // The test harness (like every Rust program) ignores SIGPIPE; the
+        // child must not inherit that.
+        let out = std::env::temp_dir().join(format!("selfheal-gated-{}", std::process::id()));
+        let script = format!(
+            "grep -E '^Sig(Ign|Blk)' /proc/self/status > {}",
+            out.display()
+        );
+        let child = spawn_gated(&spec("/bin/sh", &["-c", &script])).unwrap();
+        let pid = child.pid();
+        child.release().unwrap();
+        let (_, st) = wait_task(pid, false).unwrap().unwrap();
+        assert_eq!(st, WaitStatus::Exited(0));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        let mask = |key: &str| {
+            let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(
+            mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE ignored: {text}"
+        );
+        assert_eq!(mask("SigBlk:"), 0, "signals blocked: {text}");
     }
 
     #[test]
