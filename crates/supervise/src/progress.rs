@@ -523,6 +523,14 @@ mod tests {
 
     #[test]
     fn samples_own_process() {
+        // schedstat's run time is brought up to date at a context switch or
+        // a tick: a fresh test thread may read 0 until it has been switched
+        // out once. Use some CPU, then sleep, so it has been.
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(5) {
+            std::hint::spin_loop();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
         let me = std::process::id() as i32;
         let threads = sample_threads(Path::new("/proc"), me).unwrap();
         assert!(threads.iter().any(|t| t.tid == me));
