@@ -63,6 +63,38 @@ fn daemon_supervises_apps() {
     assert_eq!(sleeper["state"], "running");
     let sleeper_pid = sleeper["pid"].as_i64().unwrap();
     assert!(apps.iter().any(|a| a["name"] == "crasher"));
+    // The daemon protects itself from the OOM killer; its programs do not
+    // inherit that.
+    let adj = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+    };
+    // Lowering it needs CAP_SYS_RESOURCE (bit 24 of CapEff), which some
+    // container roots lack; the daemon then keeps its value and says so.
+    let cap_sys_resource = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    if cap_sys_resource {
+        assert_eq!(adj(d.child.id()), -1000, "daemon oom_score_adj");
+    } else {
+        eprintln!("no CAP_SYS_RESOURCE here: checking the daemon says it could not protect itself");
+        assert!(
+            d.log_text().contains("cannot set oom_score_adj"),
+            "{}",
+            d.log_text()
+        );
+    }
+    assert_eq!(
+        adj(sleeper_pid as u32),
+        0,
+        "supervised program oom_score_adj"
+    );
 
     let (_, metrics) = get(addr, "/metrics");
     assert!(

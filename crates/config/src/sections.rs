@@ -34,6 +34,11 @@ pub struct DaemonConfig {
     pub event_log: Option<PathBuf>,
     /// Record what recovery would do, do nothing.
     pub dry_run: bool,
+    /// The daemon's own OOM-killer adjustment (-1000 = never chosen), so it
+    /// outlives the culprit of a memory or fork storm. Programs it starts are
+    /// reset to 0.
+    #[serde(deserialize_with = "de_oom_score_adj")]
+    pub oom_score_adj: i32,
 }
 
 impl Default for DaemonConfig {
@@ -44,8 +49,19 @@ impl Default for DaemonConfig {
             log_format: LogFormat::Human,
             event_log: None,
             dry_run: false,
+            oom_score_adj: -1000,
         }
     }
+}
+
+fn de_oom_score_adj<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(-1000..=1000).contains(&v) {
+        return Err(de::Error::custom(format!(
+            "oom_score_adj = {v} is out of range; use -1000 (never kill) to 1000"
+        )));
+    }
+    Ok(v as i32)
 }
 
 /// Parses a listen address; `""` or `"off"` disables the HTTP server.

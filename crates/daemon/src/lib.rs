@@ -169,6 +169,21 @@ impl Daemon {
             }
         }
 
+        match selfheal_sys::process::set_oom_score_adj(config.daemon.oom_score_adj) {
+            Ok(()) => tracing::info!("oom_score_adj set to {}", config.daemon.oom_score_adj),
+            Err(e) => {
+                let current = selfheal_sys::process::oom_score_adj().unwrap_or(0);
+                let note = format!(
+                    "cannot set oom_score_adj to {} ({e}); it stays {current}, so the kernel's OOM killer \
+                     may pick the daemon in a memory or fork storm. Run as root or grant CAP_SYS_RESOURCE \
+                     (systemd: OOMScoreAdjust=-1000)",
+                    config.daemon.oom_score_adj
+                );
+                tracing::warn!("{note}");
+                notes.push(note);
+            }
+        }
+
         let board = Arc::new(SampleBoard::new(cpus));
         let heartbeat = Arc::new(Heartbeat::new());
         let stats = Arc::new(LightStats::new(rules.len()));

@@ -322,6 +322,9 @@ impl ProcessChild {
         if let Some(s) = spec.parent_death_signal {
             sc::parent_death_signal_before_exec(&mut cmd, s);
         }
+        // The daemon protects itself from the OOM killer; what it starts
+        // must not inherit that.
+        sc::reset_oom_score_adj_before_exec(&mut cmd);
         let child = cmd.spawn().map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => LaunchError::NotFound {
                 argv: argv.clone(),

@@ -209,6 +209,22 @@ pub fn parent_death_signal_before_exec(cmd: &mut Command, sig: i32) {
     }
 }
 
+/// Starts the child of `cmd` at `oom_score_adj` 0 even when its parent
+/// (the daemon) protects itself at -1000: a supervised program must stay a
+/// fair target for the kernel's OOM killer.
+pub fn reset_oom_score_adj_before_exec(cmd: &mut Command) {
+    let hook = || -> io::Result<()> {
+        // SAFETY: we are in the forked child before exec.
+        unsafe { crate::process::reset_oom_score_adj_in_child() };
+        Ok(())
+    };
+    // SAFETY: the hook makes only async-signal-safe system calls on static
+    // data; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,39 @@ pub fn getsid() -> i32 {
     unsafe { libc::getsid(0) }
 }
 
+/// Sets this process's OOM-killer adjustment (-1000 = never kill, 1000 =
+/// kill first). Lowering it needs CAP_SYS_RESOURCE.
+pub fn set_oom_score_adj(value: i32) -> std::io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string())
+}
+
+/// This process's OOM-killer adjustment.
+pub fn oom_score_adj() -> std::io::Result<i32> {
+    let text = std::fs::read_to_string("/proc/self/oom_score_adj")?;
+    text.trim()
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "oom_score_adj"))
+}
+
+/// Writes "0" to /proc/self/oom_score_adj in a forked child before exec,
+/// using only async-signal-safe calls. Failure is ignored: raising the value
+/// is always permitted, and a child left protected is no worse than before.
+///
+/// # Safety
+/// Call only in the child between `fork` and `exec`.
+pub(crate) unsafe fn reset_oom_score_adj_in_child() {
+    const PATH: &[u8] = b"/proc/self/oom_score_adj\0";
+    // SAFETY: PATH is NUL-terminated and static; open/write/close are
+    // async-signal-safe system calls on a descriptor we own.
+    unsafe {
+        let fd = libc::open(PATH.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -433,6 +433,7 @@ unsafe fn child_after_fork(
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    crate::process::reset_oom_score_adj_in_child();
     if let Some(sig) = spec.parent_death_signal {
         libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0);
     }
