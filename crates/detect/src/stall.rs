@@ -282,7 +282,10 @@ impl StallShared {
     /// Arms canary `i` (index into `cpus`): it ticks from now on, and its
     /// silence counts from `watch_from` at the earliest. Returns true when
     /// it was parked. Lock- and allocation-free (an atomic store and a
-    /// futex wake), for the real-time light thread.
+    /// futex wake), for the real-time light thread. Waking a thread on a
+    /// stalled CPU does not wait for that CPU: the kernel queues the wake-up
+    /// or sends an asynchronous reschedule IPI (unlike a cross-CPU perf
+    /// counter read, which waits for the answer).
     pub fn arm(&self, i: usize, watch_from: Instant) -> bool {
         let Some(c) = self.cpus.get(i) else {
             return false;
