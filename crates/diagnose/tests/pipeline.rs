@@ -144,3 +144,37 @@ fn metrics_expose_the_pipeline() {
         t.elapsed()
     );
 }
+
+#[test]
+fn canaries_tick_on_their_own_while_the_light_detector_is_starved() {
+    const TEST: &str = "canaries_tick_on_their_own_while_the_light_detector_is_starved";
+    if !selfheal_sys::process::is_root() {
+        eprintln!("SKIP {TEST}: canaries need SCHED_FIFO (root or CAP_SYS_NICE)");
+        return;
+    }
+    let mut h = Harness::start(Options::new(NOWHERE));
+    let stall = h.pipeline().stall_state().expect("stall detector runs");
+    // The light thread arms and parks the canaries; whether they are armed
+    // now depends on what else keeps this machine's CPUs busy. Stop it.
+    std::thread::sleep(Duration::from_millis(500));
+    h.light.take().unwrap().stop();
+    let alive: Vec<usize> = (0..stall.cpus.len())
+        .filter(|&i| stall.cpus[i].alive.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert!(!alive.is_empty());
+    // The watchdog chain sees it starve (1 s) and arms every canary.
+    assert!(
+        wait_until(Duration::from_secs(5), || alive
+            .iter()
+            .all(|&i| stall.cpus[i].is_armed())),
+        "canaries not armed after the light detector stopped"
+    );
+    let ticks = |i: usize| stall.cpus[i].ticks.load(std::sync::atomic::Ordering::Relaxed);
+    let before: Vec<u64> = alive.iter().map(|&i| ticks(i)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for (k, &i) in alive.iter().enumerate() {
+        assert!(ticks(i) >= before[k] + 2, "cpu {i}'s canary does not tick");
+    }
+    assert!(h.pipeline().stalled_cpus().is_empty());
+    h.stop();
+}

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfheal_config::Config;
-use selfheal_detect::stall::{StallDetector, StallEvent, StallOptions};
+use selfheal_detect::stall::{StallDetector, StallEvent, StallOptions, StallShared};
 use selfheal_detect::watchdog::{Petter, WatchdogChain, WatchdogEvent, WatchdogOptions, Watched};
 use selfheal_detect::{Alert, Heartbeat};
 use selfheal_event::EventSink;
@@ -382,6 +382,12 @@ impl HangPipeline {
             .as_ref()
             .map(|s| s.shared().stalled())
             .unwrap_or_default()
+    }
+
+    /// The stall detector's state, when it runs (canaries armed or
+    /// parked, their ticks, stalls).
+    pub fn stall_state(&self) -> Option<Arc<StallShared>> {
+        self.stall.as_ref().map(StallDetector::shared)
     }
 
     /// Asks for a diagnosis now (the CLI, tests).
