@@ -31,8 +31,23 @@
 //! CPU (a cross-CPU read would wait on an IPI the stalled CPU never
 //! answers), so a cleared stall reports how many switches happened during it.
 //!
-//! Cost: nothing on CPUs with idle time; `1/tick` wake-ups a second on
-//! each busy CPU. Detection: at `bound` after the stall began (the driver
+//! **Self-check while parked.** The light thread can itself be trapped on
+//! a stalled CPU (its timer or wake-up queued there), and then nothing
+//! arms the canaries. So a parked canary still wakes every
+//! [`PARKED_CHECK`] and looks at the driver's heartbeat
+//! ([`StallShared::watch_driver`]): when it is older than its limit, every
+//! canary is armed and their silence counts from the driver's last beat.
+//!
+//! **Evacuation.** A stalled CPU also traps selfheal's own threads whose
+//! wake-ups land there (the kernel keeps a waking real-time task on its
+//! previous CPU when that CPU runs a normal-priority task, even one
+//! looping with preemption off). While a CPU is stalled, a canary on a
+//! healthy CPU re-pins every other thread of this process to the CPUs
+//! that still run ([`StallShared::evacuations`] counts it), and restores
+//! their affinity when the stall clears.
+//!
+//! Cost: one wake-up per [`PARKED_CHECK`] on CPUs with idle time;
+//! `1/tick` wake-ups a second on each busy CPU. Detection: at `bound` after the stall began (the driver
 //! wakes for it when a canary falls silent), give or take the sample's
 //! tick resolution. See `bench/hang/` for both, measured.
 
@@ -52,6 +67,20 @@ use crate::heartbeat::Heartbeat;
 /// A canary armed less than this long ago is not yet reported: it gets a
 /// moment to be scheduled and prove its CPU free.
 pub const ARM_GRACE: Duration = Duration::from_millis(20);
+
+/// A parked canary wakes this often to check that the driver (the light
+/// thread) still runs.
+pub const PARKED_CHECK: Duration = Duration::from_secs(1);
+
+/// Where this process's threads may run, and which stalled CPUs they are
+/// kept off now.
+#[derive(Debug, Default)]
+struct Evacuation {
+    /// The process's affinity when the detector started.
+    home: Vec<usize>,
+    /// CPUs excluded now (sorted).
+    excluded: Vec<u32>,
+}
 
 /// How the stall detector runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +224,19 @@ pub struct StallShared {
     /// Stamped by every canary tick and every driver sample: stall checks
     /// are running.
     pub heartbeat: Arc<Heartbeat>,
+    /// The driver's heartbeat and how old it may get before the canaries
+    /// arm themselves.
+    driver: OnceLock<(Arc<Heartbeat>, Duration)>,
+    /// Threads moved off stalled CPUs (canaries only; never the light
+    /// thread, which must not block or allocate).
+    evacuation: std::sync::Mutex<Evacuation>,
+    /// Some CPU is excluded now (a cheap test before the lock).
+    evacuated: AtomicBool,
+    /// Times this process's threads were re-pinned (off a stalled CPU, or
+    /// back home).
+    pub evacuations: AtomicU64,
+    /// Times the canaries armed themselves because the driver was silent.
+    pub self_arms: AtomicU64,
 }
 
 impl StallShared {
@@ -214,7 +256,109 @@ impl StallShared {
                 .collect(),
             stalls_total: AtomicU64::new(0),
             heartbeat: Arc::new(Heartbeat::new()),
+            driver: OnceLock::new(),
+            evacuation: std::sync::Mutex::new(Evacuation {
+                home: selfheal_sys::sched::affinity(0).unwrap_or_default(),
+                excluded: Vec::new(),
+            }),
+            evacuated: AtomicBool::new(false),
+            evacuations: AtomicU64::new(0),
+            self_arms: AtomicU64::new(0),
         }
+    }
+
+    /// Tells the canaries whose beat arms them on demand (the light
+    /// thread's) and how old it may get: past `stale_after`, a canary that
+    /// wakes arms every canary itself. Set once; later calls are ignored.
+    pub fn watch_driver(&self, heartbeat: Arc<Heartbeat>, stale_after: Duration) {
+        let _ = self.driver.set((heartbeat, stale_after));
+    }
+
+    /// Arms every canary when the driver's heartbeat is stale, their
+    /// silence counting from its last beat. Returns true when it armed one.
+    fn arm_if_driver_silent(&self) -> bool {
+        let Some((hb, stale_after)) = self.driver.get() else {
+            return false;
+        };
+        match hb.age() {
+            Some(age) if age > *stale_after => {
+                let from = Instant::now().checked_sub(age).unwrap_or(self.base);
+                let mut armed = false;
+                for i in 0..self.cpus.len() {
+                    armed |= self.arm(i, from);
+                }
+                if armed {
+                    self.self_arms.fetch_add(1, Ordering::Relaxed);
+                }
+                armed
+            }
+            _ => false,
+        }
+    }
+
+    /// Wakes every canary of a CPU that is not stalled (lock- and
+    /// allocation-free): after a stall starts or ends, one of them
+    /// re-pins this process's threads.
+    fn kick_canaries(&self) {
+        for c in &self.cpus {
+            if c.stalled_since_ns.load(Ordering::Acquire) == 0 {
+                if let Some(t) = c.thread.get() {
+                    t.unpark();
+                }
+            }
+        }
+    }
+
+    /// Keeps this process's threads, other than the canaries, off the CPUs
+    /// stalled now, and lets them back when the stalls clear. Does nothing
+    /// when every CPU it may use is stalled, or when another thread is
+    /// doing it. Reads `/proc/self/task`: call it only from a canary.
+    /// Returns true when it re-pinned.
+    pub fn evacuate_if_due(&self) -> bool {
+        let any_stalled = self
+            .cpus
+            .iter()
+            .any(|c| c.stalled_since_ns.load(Ordering::Acquire) != 0);
+        if !any_stalled && !self.evacuated.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut stalled: Vec<u32> = self
+            .cpus
+            .iter()
+            .filter(|c| c.stalled_since_ns.load(Ordering::Acquire) != 0)
+            .map(|c| c.cpu)
+            .collect();
+        stalled.sort_unstable();
+        let Ok(mut ev) = self.evacuation.try_lock() else {
+            return false;
+        };
+        if ev.excluded == stalled || ev.home.is_empty() {
+            return false;
+        }
+        let allowed: Vec<usize> = ev
+            .home
+            .iter()
+            .copied()
+            .filter(|&c| !stalled.contains(&(c as u32)))
+            .collect();
+        if allowed.is_empty() {
+            // Nowhere to go: every CPU we may use is stalled.
+            self.evacuated.store(true, Ordering::Release);
+            ev.excluded = stalled;
+            return false;
+        }
+        let moved = repin_threads(&allowed);
+        if stalled.is_empty() {
+            tracing::info!("stall cleared: {moved} selfheal threads may use every CPU again");
+        } else {
+            tracing::warn!(
+                "cpu(s) {stalled:?} stalled: moved {moved} selfheal threads to cpu(s) {allowed:?}"
+            );
+        }
+        self.evacuated.store(!stalled.is_empty(), Ordering::Release);
+        ev.excluded = stalled;
+        self.evacuations.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     fn now_ns(&self) -> u64 {
@@ -349,6 +493,7 @@ impl StallShared {
                         .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
+                    self.kick_canaries();
                     let counting = c.counting.load(Ordering::Relaxed);
                     on_event(StallEvent::Cleared {
                         cpu: c.cpu,
@@ -371,6 +516,7 @@ impl StallShared {
                     .is_ok()
                 {
                     self.stalls_total.fetch_add(1, Ordering::Relaxed);
+                    self.kick_canaries();
                     on_event(StallEvent::Stalled {
                         cpu: c.cpu,
                         stalled_for: Duration::from_nanos(age),
@@ -562,19 +708,50 @@ fn canary(
         }
         shared.record_tick(i);
         shared.heartbeat.beat();
+        shared.arm_if_driver_silent();
         shared.check(on_event);
+        shared.evacuate_if_due();
         if stop.load(Ordering::Relaxed) {
             break;
         }
         if me.is_armed() {
             std::thread::sleep(opts.tick);
         } else {
-            // Parked until armed (or stopped). A spurious return only
-            // costs one extra tick.
-            std::thread::park();
+            // Parked until armed (or stopped), with a slow self-check in
+            // case the driver is trapped. A spurious return only costs one
+            // extra tick.
+            std::thread::park_timeout(PARKED_CHECK);
         }
     }
     me.alive.store(false, Ordering::Release);
+}
+
+/// Restricts every thread of this process except the canaries to
+/// `cpus`; returns how many it moved. Threads that exit meanwhile are
+/// skipped.
+fn repin_threads(cpus: &[usize]) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut moved = 0;
+    for entry in dir.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        // "selfheal-canaryN", cut to 15 bytes by the kernel.
+        if comm.starts_with("selfheal-canary") {
+            continue;
+        }
+        if selfheal_sys::sched::set_affinity(tid, cpus).is_ok() {
+            moved += 1;
+        }
+    }
+    moved
 }
 
 #[cfg(test)]
@@ -755,5 +932,74 @@ mod tests {
             .unwrap()
             .iter()
             .all(|e| !matches!(e, StallEvent::Stalled { .. })));
+    }
+
+    #[test]
+    fn parked_canaries_arm_themselves_when_the_driver_is_silent() {
+        let shared = StallShared::new(&options(200, 100, true));
+        for i in 0..shared.cpus.len() {
+            shared.disarm(i);
+        }
+        // No driver known: nothing happens.
+        assert!(!shared.arm_if_driver_silent());
+        let hb = Arc::new(Heartbeat::new());
+        shared.watch_driver(hb.clone(), Duration::from_millis(50));
+        // A driver that never beat has not started yet.
+        assert!(!shared.arm_if_driver_silent());
+        hb.beat();
+        assert!(!shared.arm_if_driver_silent(), "fresh beat");
+        std::thread::sleep(Duration::from_millis(80));
+        let before = Instant::now();
+        assert!(shared.arm_if_driver_silent());
+        assert!(shared.cpus.iter().all(CpuCanary::is_armed));
+        assert_eq!(shared.self_arms.load(Ordering::Relaxed), 1);
+        // Silence counts from the driver's last beat, not from now.
+        let from = shared.cpus[0].watch_from_ns.load(Ordering::Acquire);
+        assert!(shared.instant(from) + Duration::from_millis(70) <= before);
+        // Already armed: no second count.
+        assert!(!shared.arm_if_driver_silent());
+        assert_eq!(shared.self_arms.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn threads_leave_a_stalled_cpu_and_come_back() {
+        let home = selfheal_sys::sched::affinity(0).unwrap();
+        if home.len() < 2 {
+            eprintln!("SKIP: needs two CPUs, this process may use {home:?}");
+            return;
+        }
+        let shared = StallShared::new(&StallOptions {
+            cpus: home.clone(),
+            ..options(200, 100, true)
+        });
+        // Nothing stalled: nothing to do.
+        assert!(!shared.evacuate_if_due());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            tx.send(selfheal_sys::sched::gettid()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let last = shared.cpus.len() - 1;
+        let stalled_cpu = shared.cpus[last].cpu as usize;
+        shared.cpus[last]
+            .stalled_since_ns
+            .store(1, Ordering::Release);
+        assert!(shared.evacuate_if_due());
+        let mask = selfheal_sys::sched::affinity(tid).unwrap();
+        assert!(
+            !mask.contains(&stalled_cpu),
+            "{mask:?} still has cpu {stalled_cpu}"
+        );
+        assert!(!shared.evacuate_if_due(), "already moved");
+        shared.cpus[last]
+            .stalled_since_ns
+            .store(0, Ordering::Release);
+        assert!(shared.evacuate_if_due());
+        assert_eq!(selfheal_sys::sched::affinity(tid).unwrap(), home);
+        assert_eq!(shared.evacuations.load(Ordering::Relaxed), 2);
+        drop(done_tx);
+        helper.join().unwrap();
     }
 }

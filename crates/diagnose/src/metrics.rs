@@ -209,6 +209,18 @@ impl Collector for PipelineCollector {
                 MetricType::Counter,
                 st.stalls_total.load(Ordering::Relaxed) as f64,
             );
+            enc.single(
+                "selfheal_stall_evacuations_total",
+                "Times selfheal re-pinned its own threads off stalled CPUs (or back home when they cleared).",
+                MetricType::Counter,
+                st.evacuations.load(Ordering::Relaxed) as f64,
+            );
+            enc.single(
+                "selfheal_stall_self_arms_total",
+                "Times the parked canaries armed themselves because the light detector stopped beating.",
+                MetricType::Counter,
+                st.self_arms.load(Ordering::Relaxed) as f64,
+            );
             enc.family(
                 "selfheal_cpu_canary_age_seconds",
                 "Time since each CPU's canary last ran (grows while it is parked).",

@@ -159,7 +159,11 @@ fn canaries_tick_on_their_own_while_the_light_detector_is_starved() {
     std::thread::sleep(Duration::from_millis(500));
     h.light.take().unwrap().stop();
     let alive: Vec<usize> = (0..stall.cpus.len())
-        .filter(|&i| stall.cpus[i].alive.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|&i| {
+            stall.cpus[i]
+                .alive
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
         .collect();
     assert!(!alive.is_empty());
     // The watchdog chain sees it starve (1 s) and arms every canary.
@@ -169,7 +173,11 @@ fn canaries_tick_on_their_own_while_the_light_detector_is_starved() {
             .all(|&i| stall.cpus[i].is_armed())),
         "canaries not armed after the light detector stopped"
     );
-    let ticks = |i: usize| stall.cpus[i].ticks.load(std::sync::atomic::Ordering::Relaxed);
+    let ticks = |i: usize| {
+        stall.cpus[i]
+            .ticks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let before: Vec<u64> = alive.iter().map(|&i| ticks(i)).collect();
     std::thread::sleep(Duration::from_millis(500));
     for (k, &i) in alive.iter().enumerate() {

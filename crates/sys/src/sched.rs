@@ -117,6 +117,50 @@ pub fn pin_to_cpu(tid: i32, cpu: usize) -> Result<()> {
     }
 }
 
+/// Restricts thread `tid` (0 = calling thread) to `cpus`. CPUs beyond
+/// the kernel's fixed-size set (1024) are rejected, as is an empty list.
+pub fn set_affinity(tid: i32, cpus: &[usize]) -> Result<()> {
+    let cap = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= cap) {
+        return Err(SysError {
+            call: format!("sched_setaffinity(tid {tid}, cpus {cpus:?})"),
+            errno: crate::Errno(libc::EINVAL),
+        });
+    }
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` is within the set's capacity, checked above.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(SysError::last(format!(
+            "sched_setaffinity(tid {tid}, cpus {cpus:?})"
+        )))
+    }
+}
+
+/// The CPUs thread `tid` (0 = calling thread) may run on.
+pub fn affinity(tid: i32) -> Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(SysError::last(format!("sched_getaffinity(tid {tid})")));
+    }
+    let cap = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: every index is below the set's capacity.
+    Ok((0..cap)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
 /// The CPU the calling thread is running on right now.
 pub fn current_cpu() -> Option<usize> {
     // SAFETY: no arguments; returns -1 on failure.
@@ -225,6 +269,22 @@ mod tests {
         std::thread::spawn(|| {
             pin_to_cpu(0, 0).unwrap();
             assert_eq!(current_cpu(), Some(0));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn affinity_round_trips() {
+        std::thread::spawn(|| {
+            let all = affinity(0).unwrap();
+            assert!(!all.is_empty());
+            set_affinity(0, &all[..1]).unwrap();
+            assert_eq!(affinity(0).unwrap(), all[..1].to_vec());
+            set_affinity(0, &all).unwrap();
+            assert_eq!(affinity(0).unwrap(), all);
+            assert!(set_affinity(0, &[]).is_err(), "an empty set is refused");
+            assert!(set_affinity(0, &[1 << 20]).is_err());
         })
         .join()
         .unwrap();

@@ -119,6 +119,11 @@ impl PipelineOptions {
     }
 }
 
+/// Light-detector periods without a beat after which parked canaries arm
+/// themselves (the light thread arms them on demand; it may be trapped on
+/// the very CPU that stalled).
+const DRIVER_MISSED_PERIODS: u32 = 3;
+
 /// The running pipeline.
 pub struct HangPipeline {
     inputs: SyncSender<Input>,
@@ -196,6 +201,12 @@ impl HangPipeline {
                     // arms the canaries (it is started after us).
                     if let Some(driver) = d.driver() {
                         selfheal_detect::light::attach_sample_hook(&opts.board, Box::new(driver));
+                        // If the light thread is trapped (on a stalled
+                        // CPU), the canaries arm themselves.
+                        d.shared().watch_driver(
+                            opts.light_heartbeat.clone(),
+                            cfg.sampler.period.get() * DRIVER_MISSED_PERIODS,
+                        );
                     }
                     Some(d)
                 }
