@@ -492,6 +492,16 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
             });
         }
     }
+    // Round by round (every class's first run, then every second run...),
+    // so a run cut short still covers every class.
+    let per_class = opts.runs as usize;
+    let mut order: Vec<(usize, Scenario)> = out
+        .drain(..)
+        .enumerate()
+        .map(|(i, s)| (i % per_class.max(1), s))
+        .collect();
+    order.sort_by_key(|(round, _)| *round);
+    out.extend(order.into_iter().map(|(_, s)| s));
     for &workload in Workload::ALL {
         for run in 0..opts.fault_free_runs {
             for selfheal in [false, true] {
@@ -564,6 +574,24 @@ mod tests {
         let free: Vec<_> = plan.iter().filter(|s| s.class.is_none()).collect();
         assert_eq!(free.len(), 2 * Workload::ALL.len());
         assert!(plan.iter().all(|s| (3000..=6000).contains(&s.inject_ms)));
+    }
+
+    #[test]
+    fn runs_go_round_by_round() {
+        let mut o = opts();
+        o.runs = 3;
+        let plan = plan(&o, &mut Rng::new(3));
+        let ids: Vec<&str> = plan
+            .iter()
+            .filter(|s| s.class.is_some())
+            .map(|s| s.id.as_str())
+            .collect();
+        let n = FaultClass::ALL.len();
+        assert_eq!(ids.len(), 3 * n);
+        // Every class once before any class twice.
+        assert!(ids[..n].iter().all(|id| id.ends_with("-001")), "{ids:?}");
+        assert!(ids[n..2 * n].iter().all(|id| id.ends_with("-002")), "{ids:?}");
+        assert_eq!(ids[0], format!("{}-001", FaultClass::ALL[0].name()));
     }
 
     #[test]
