@@ -33,6 +33,12 @@ pub struct HeavyConfig {
     /// Machine-wide memory exhaustion: MemAvailable below this percentage.
     #[serde(deserialize_with = "de_percent")]
     pub mem_available_percent: f64,
+    /// Machine-wide exhaustion is also imminent when MemAvailable is below
+    /// twice `mem_available_percent` and, at the rate it fell between the
+    /// two snapshots, would reach zero within this time (a hog growing
+    /// faster than the heavy detector's threshold can catch: the kernel's
+    /// OOM killer would act first); `"0"` turns the trend test off.
+    pub mem_exhaustion_horizon: HumanDuration,
     /// Machine-wide thrashing: PSI memory `full` avg10 at least this.
     #[serde(deserialize_with = "de_percent")]
     pub psi_memory_full: f64,
@@ -63,6 +69,7 @@ impl Default for HeavyConfig {
             rediagnose_after: HumanDuration::from_secs(5),
             realtime_priority: 40,
             mem_available_percent: 5.0,
+            mem_exhaustion_horizon: HumanDuration::from_secs(3),
             psi_memory_full: 20.0,
             cgroup_memory_percent: 90.0,
             cgroup_pids_percent: 90.0,

@@ -2,7 +2,10 @@
 //! near its limit.
 //!
 //! - Machine: MemAvailable below `mem_available_percent`, or PSI memory
-//!   `full` avg10 at least `psi_memory_full` (every task stalled on memory).
+//!   `full` avg10 at least `psi_memory_full` (every task stalled on memory),
+//!   or below twice `mem_available_percent` and falling fast enough to reach
+//!   zero within `mem_exhaustion_horizon` (a fast hog: otherwise the
+//!   kernel's OOM killer acts before the level test ever fires).
 //! - Cgroup: unreclaimable memory (anon + shmem) at `cgroup_memory_percent`
 //!   of the limit. The kernel OOM-kills inside the cgroup when it reaches
 //!   100%; we act before that, on the process whose growth caused it.
@@ -123,7 +126,22 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
     let full = sys.psi_memory.and_then(|p| p.full).map(|l| l.avg10);
     let low = avail.is_some_and(|a| a < th.mem_available_percent);
     let thrashing = full.is_some_and(|f| f >= th.psi_memory_full);
-    if low || thrashing {
+    // The trend: how fast MemAvailable fell between the snapshots, and when
+    // it would reach zero at that rate.
+    let falling = match (
+        obs.before.system.mem.available_bytes,
+        sys.mem.available_bytes,
+    ) {
+        (Some(b), Some(a)) if b > a => Some((b - a) as f64 / d.interval.as_secs_f64().max(1e-3)),
+        _ => None,
+    };
+    let eta_s = falling
+        .zip(sys.mem.available_bytes)
+        .map(|(r, a)| a as f64 / r);
+    let imminent = !th.mem_exhaustion_horizon.is_zero()
+        && avail.is_some_and(|a| a < 2.0 * th.mem_available_percent)
+        && eta_s.is_some_and(|e| e <= th.mem_exhaustion_horizon.as_secs_f64());
+    if low || thrashing || imminent {
         let list = candidates(None);
         if let Some(top) = list.first().copied() {
             let (culprit, target) = dx.culprit_of(top);
@@ -134,8 +152,11 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             out.push(Diagnosis {
                 class: Class::MemoryExhaustion,
                 summary: format!(
-                    "memory_exhaustion: machine {}{}; {} pid {} holds {} MiB, growing {:.1} MiB/s",
+                    "memory_exhaustion: machine {}{}{}; {} pid {} holds {} MiB, growing {:.1} MiB/s",
                     avail.map_or(String::new(), |a| format!("has {a:.1}% memory available")),
+                    eta_s
+                        .filter(|_| imminent && !low)
+                        .map_or(String::new(), |e| format!(", gone in {e:.1} s at the current rate")),
                     full.filter(|_| thrashing)
                         .map_or(String::new(), |f| format!(", thrashing (PSI memory full {f:.0}%)")),
                     top.stat.comm,
@@ -149,11 +170,20 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     "scope": "machine",
                     "mem_available_percent": avail.map(round1),
                     "psi_memory_full_avg10": full,
+                    "available_falling_bytes_per_second": falling.map(|r| r.round()),
+                    "seconds_to_exhaustion": eta_s.map(round1),
+                    "trend": imminent && !low && !thrashing,
                     "major_faults_per_second": round1(majflt as f64 / d.interval.as_secs_f64().max(1e-3)),
                     "largest": describe(&list),
                 }),
                 symptom: Symptom::MachineMemory {
-                    available_percent: th.mem_available_percent,
+                    // Caught on the trend: cleared only back above the
+                    // level the trend test watches.
+                    available_percent: if low || thrashing {
+                        th.mem_available_percent
+                    } else {
+                        2.0 * th.mem_available_percent
+                    },
                 },
             });
         }

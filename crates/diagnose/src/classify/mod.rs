@@ -37,6 +37,9 @@ pub struct Thresholds {
     pub dstate_bound: Duration,
     /// Machine: MemAvailable below this percentage is exhaustion.
     pub mem_available_percent: f64,
+    /// Machine: below twice `mem_available_percent` and falling to zero
+    /// within this is exhaustion too (zero: off).
+    pub mem_exhaustion_horizon: Duration,
     /// Machine: PSI memory full avg10 at least this is thrashing.
     pub psi_memory_full: f64,
     /// Cgroup: unreclaimable memory at this share of the limit.
@@ -54,6 +57,7 @@ impl Thresholds {
             monopoly_percent: c.monopoly_percent,
             dstate_bound: c.dstate_bound.get(),
             mem_available_percent: c.mem_available_percent,
+            mem_exhaustion_horizon: c.mem_exhaustion_horizon.get(),
             psi_memory_full: c.psi_memory_full,
             cgroup_memory_percent: c.cgroup_memory_percent,
             cgroup_pids_percent: c.cgroup_pids_percent,

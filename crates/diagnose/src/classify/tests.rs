@@ -131,7 +131,20 @@ fn run(
     stuck: &[crate::sweep::StuckTask],
     thresholds: Thresholds,
 ) -> Run {
-    let (before, after) = fx.snapshots();
+    run_with(fx, trigger, stalled, stuck, thresholds, |_, _| {})
+}
+
+/// [`run`], with the snapshots edited first.
+fn run_with(
+    fx: &Fixture,
+    trigger: Trigger,
+    stalled: &[(u32, Duration)],
+    stuck: &[crate::sweep::StuckTask],
+    thresholds: Thresholds,
+    edit: impl FnOnce(&mut Snapshot, &mut Snapshot),
+) -> Run {
+    let (mut before, mut after) = fx.snapshots();
+    edit(&mut before, &mut after);
     let mut scanner = fx.scanner();
     let cgroups = scanner.scan();
     let members: HashMap<String, Vec<i32>> = cgroups
@@ -313,6 +326,108 @@ fn memory_hog_in_a_nearly_full_sandbox() {
     // Below the default 90% bound it is not yet exhaustion.
     let r = run(&fx, trigger(), &[], &[], Thresholds::default());
     assert_eq!(r.classes(), vec![Class::LegitimateLoad]);
+}
+
+#[test]
+fn memory_falling_fast_is_exhaustion_before_the_level_is_reached() {
+    // The mem_hog fixture's processes on a 512 MiB machine whose available
+    // memory fell from 60 to 32 MiB (6.25%) between the snapshots: above
+    // the 5% level, gone in ~0.1 s at that rate (the lab's mem_hog, where
+    // the kernel's OOM killer acted 180 ms after a level-only dismissal).
+    let fx = Fixture::load("mem_hog");
+    let (_, after) = fx.snapshots();
+    let hog = fx.pid_of(&after, "tp-memhog");
+    let interval = fx.interval().as_secs_f64();
+    let trigger = || Trigger::Alert {
+        rule: "memory_low".into(),
+        level: "light".into(),
+        cpu: None,
+    };
+    let squeeze = |before_mib: u64, after_mib: u64| {
+        move |b: &mut Snapshot, a: &mut Snapshot| {
+            for s in [&mut *b, &mut *a] {
+                s.system.mem.total_bytes = 512 << 20;
+                s.system.psi_memory = None;
+            }
+            b.system.mem.available_bytes = Some(before_mib << 20);
+            a.system.mem.available_bytes = Some(after_mib << 20);
+        }
+    };
+    let r = run_with(
+        &fx,
+        trigger(),
+        &[],
+        &[],
+        Thresholds::default(),
+        squeeze(60, 32),
+    );
+    assert_eq!(
+        r.classes(),
+        vec![Class::MemoryExhaustion],
+        "{:#?}",
+        r.diagnoses
+    );
+    let d = r.only(Class::MemoryExhaustion);
+    assert_eq!(d.culprit.pid, Some(hog));
+    assert_eq!(d.evidence["scope"], "machine");
+    assert_eq!(d.evidence["trend"], true);
+    let eta = d.evidence["seconds_to_exhaustion"].as_f64().unwrap();
+    let expect = 32.0 * interval / 28.0;
+    assert!(
+        (eta - expect).abs() < 0.06,
+        "eta {eta} s, expected {expect}"
+    );
+    assert!(d.summary.contains("gone in"), "{}", d.summary);
+    // Cleared only back above twice the level.
+    assert_eq!(
+        d.symptom,
+        Symptom::MachineMemory {
+            available_percent: 10.0
+        }
+    );
+    // The same level, steady: not exhaustion (a machine that simply uses
+    // its memory).
+    let r = run_with(
+        &fx,
+        trigger(),
+        &[],
+        &[],
+        Thresholds::default(),
+        squeeze(32, 32),
+    );
+    assert_eq!(
+        r.classes(),
+        vec![Class::LegitimateLoad],
+        "{:#?}",
+        r.diagnoses
+    );
+    // Falling as fast, but with plenty left: not yet.
+    let r = run_with(
+        &fx,
+        trigger(),
+        &[],
+        &[],
+        Thresholds::default(),
+        squeeze(128, 100),
+    );
+    assert_eq!(
+        r.classes(),
+        vec![Class::LegitimateLoad],
+        "{:#?}",
+        r.diagnoses
+    );
+    // The trend test off.
+    let off = Thresholds {
+        mem_exhaustion_horizon: Duration::ZERO,
+        ..Thresholds::default()
+    };
+    let r = run_with(&fx, trigger(), &[], &[], off, squeeze(60, 32));
+    assert_eq!(
+        r.classes(),
+        vec![Class::LegitimateLoad],
+        "{:#?}",
+        r.diagnoses
+    );
 }
 
 #[test]
