@@ -31,7 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         "/api/apps" => Response::json(200, &serde_json::to_value(app_snapshot(&shared)).unwrap_or_default()),
         "/" => Response::text(
             200,
-            "selfheal\n  /metrics     Prometheus metrics\n  /healthz     liveness of the light detector\n  \
+            "selfheal\n  /metrics     Prometheus metrics\n  /healthz     liveness of the detectors\n  \
              /api/events  recorded events (JSON; ?since=10m&kind=alert&limit=100)\n  \
              /api/status  current metrics and recent events (JSON)\n  \
              /api/apps    supervised applications (JSON)\n",
@@ -51,19 +51,43 @@ fn app_snapshot(shared: &Shared) -> Vec<selfheal_supervise::AppStatus> {
         .unwrap_or_default()
 }
 
+/// 200 `ok` while the light detector and every heartbeat of the hang
+/// pipeline's watchdog chain (stall checks, pipeline, watcher) are fresh;
+/// 503 naming each stale one otherwise. The same test gates systemd's
+/// `WATCHDOG=1`.
 fn healthz(shared: &Shared) -> Response {
     let max_age = (shared.period * 3).max(Duration::from_secs(1));
+    let mut stale = Vec::new();
     match shared.heartbeat.age() {
-        Some(age) if age <= max_age => Response::text(200, "ok\n"),
-        Some(age) => Response::error(
-            503,
-            format!(
-                "light detector heartbeat is {} ms old (limit {} ms)",
-                age.as_millis(),
-                max_age.as_millis()
-            ),
-        ),
-        None => Response::error(503, "light detector has not completed a cycle yet"),
+        Some(age) if age <= max_age => {}
+        Some(age) => stale.push(format!(
+            "light detector heartbeat is {} ms old (limit {} ms)",
+            age.as_millis(),
+            max_age.as_millis()
+        )),
+        None => stale.push("light detector has not completed a cycle yet".to_string()),
+    }
+    if let Some(chain) = &shared.chain {
+        for (name, age, limit) in chain.components() {
+            // The light detector is judged above, on the daemon's own limit.
+            if name == "light" {
+                continue;
+            }
+            match age {
+                Some(a) if a <= limit => {}
+                Some(a) => stale.push(format!(
+                    "{name} heartbeat is {} ms old (limit {} ms)",
+                    a.as_millis(),
+                    limit.as_millis()
+                )),
+                None => {}
+            }
+        }
+    }
+    if stale.is_empty() {
+        Response::text(200, "ok\n")
+    } else {
+        Response::error(503, stale.join("; "))
     }
 }
 

@@ -97,6 +97,9 @@ pub(crate) struct Shared {
     pub dry_run: bool,
     /// Supervised `[[app]]`s; taken out (and shut down) when the daemon stops.
     pub apps: Mutex<Option<selfheal_supervise::Supervisor>>,
+    /// The hang pipeline's watchdog chain (canaries, pipeline, watcher),
+    /// when it runs.
+    pub chain: Option<Arc<selfheal_detect::watchdog::ChainHealth>>,
 }
 
 /// A running daemon.
@@ -258,6 +261,7 @@ impl Daemon {
             notes: notes.clone(),
             dry_run: config.daemon.dry_run,
             apps: Mutex::new(apps),
+            chain: hang.chain_health(),
         });
         let http = match config.daemon.listen {
             Some(addr) => Some(
@@ -313,7 +317,7 @@ impl Daemon {
     /// True while the light detector has beaten within three periods (and
     /// at least a second) and the hang pipeline's watchdog chain is healthy
     /// (light detector, stall canaries and pipeline all beating): what the
-    /// systemd watchdog is told. /healthz reports the light detector.
+    /// systemd watchdog is told, and what `/healthz` reports.
     pub fn is_healthy(&self) -> bool {
         let max_age = (self.shared.period * 3).max(Duration::from_secs(1));
         self.shared.heartbeat.is_fresh(max_age) && self.hang.as_ref().is_none_or(|h| h.is_healthy())

@@ -382,6 +382,11 @@ impl HangPipeline {
         self.chain.as_ref().is_some_and(WatchdogChain::is_healthy)
     }
 
+    /// The watchdog chain's view of every heartbeat (for `/healthz`).
+    pub fn chain_health(&self) -> Option<Arc<selfheal_detect::watchdog::ChainHealth>> {
+        self.chain.as_ref().map(WatchdogChain::health)
+    }
+
     /// What the pipeline could not do on this machine.
     pub fn notes(&self) -> &[String] {
         &self.notes
