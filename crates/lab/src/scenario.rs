@@ -492,16 +492,6 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
             });
         }
     }
-    // Round by round (every class's first run, then every second run...),
-    // so a run cut short still covers every class.
-    let per_class = opts.runs as usize;
-    let mut order: Vec<(usize, Scenario)> = out
-        .drain(..)
-        .enumerate()
-        .map(|(i, s)| (i % per_class.max(1), s))
-        .collect();
-    order.sort_by_key(|(round, _)| *round);
-    out.extend(order.into_iter().map(|(_, s)| s));
     for &workload in Workload::ALL {
         for run in 0..opts.fault_free_runs {
             for selfheal in [false, true] {
@@ -533,6 +523,16 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
             }
         }
     }
+    // Round by round: every class's first run, then the first fault-free
+    // runs, then every class's second run..., so a run cut short still
+    // covers every class and has fault-free runs to compare with.
+    let round = |id: &str| -> u32 {
+        id.rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(1)
+    };
+    out.sort_by_key(|s| (round(&s.id), s.class.is_none()));
     out
 }
 
@@ -590,8 +590,16 @@ mod tests {
         assert_eq!(ids.len(), 3 * n);
         // Every class once before any class twice.
         assert!(ids[..n].iter().all(|id| id.ends_with("-001")), "{ids:?}");
-        assert!(ids[n..2 * n].iter().all(|id| id.ends_with("-002")), "{ids:?}");
+        assert!(
+            ids[n..2 * n].iter().all(|id| id.ends_with("-002")),
+            "{ids:?}"
+        );
         assert_eq!(ids[0], format!("{}-001", FaultClass::ALL[0].name()));
+        // The first fault-free pairs come right after the first round.
+        let w = Workload::ALL.len();
+        assert!(plan[..n].iter().all(|s| s.class.is_some()));
+        assert!(plan[n..n + 2 * w].iter().all(|s| s.class.is_none()));
+        assert!(plan[n + 2 * w].class.is_some());
     }
 
     #[test]
