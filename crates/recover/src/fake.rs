@@ -43,6 +43,7 @@ struct State {
     frozen: HashSet<String>,
     /// When `parent` is first stopped, `child` appears (a fork just before).
     fork_on_stop: Vec<(i32, ProcInfo)>,
+    fork_on_kill: Vec<(i32, ProcInfo)>,
     calls: Vec<Call>,
 }
 
@@ -86,6 +87,12 @@ impl FakeSystem {
     /// Makes `child` appear when `parent` is first stopped.
     pub fn fork_on_stop(&self, parent: i32, child: ProcInfo) {
         self.state().fork_on_stop.push((parent, child));
+    }
+
+    /// Makes `child` appear when `parent` is killed: a member that forked
+    /// as the kill went out and escaped every stop pass.
+    pub fn fork_on_kill(&self, parent: i32, child: ProcInfo) {
+        self.state().fork_on_kill.push((parent, child));
     }
 
     /// Every call so far.
@@ -169,6 +176,17 @@ impl SystemOps for FakeSystem {
             libc::SIGKILL => {
                 s.procs.retain(|q| q.pid != pid);
                 s.stopped.remove(&pid);
+                let born: Vec<ProcInfo> = s
+                    .fork_on_kill
+                    .iter()
+                    .filter(|(parent, _)| *parent == pid)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                s.fork_on_kill.retain(|(parent, _)| *parent != pid);
+                for c in born {
+                    s.threads.insert(c.pid, vec![(c.pid, false)]);
+                    s.procs.push(c);
+                }
             }
             libc::SIGSTOP if s.stopped.insert(pid) => {
                 let born: Vec<ProcInfo> = s

@@ -9,8 +9,14 @@ use selfheal_config::Action;
 use super::{Acted, Blame, Ladder, Target};
 use crate::ops::{OpsError, ProcInfo};
 
-/// How long `kill_tree` keeps stopping newly forked members.
-const TREE_DEADLINE: Duration = Duration::from_secs(3);
+/// How long `kill_tree` keeps stopping newly forked members (it stops as
+/// soon as a pass finds none: listing thousands of processes on a slow
+/// machine takes a second or more per pass).
+const TREE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Passes after the kill that look for members that escaped (forked after
+/// the last stop pass, or after the deadline) and kill them too.
+const MOP_UP_PASSES: usize = 3;
 
 /// What the step would do, for dry-run; `Err` when it would be refused or skipped.
 pub(super) fn plan(
@@ -278,7 +284,32 @@ fn kill_tree(l: &Ladder, t: &Target, lineage: &HashSet<i32>) -> Acted {
             Err(e) => return Acted::Fail(format!("SIGKILL {pid}: {e}")),
         }
     }
+    // Members that escaped the stop passes (a bomb forks into the slots
+    // the kill frees): kill them directly, a few passes.
+    let mut killed: HashSet<(i32, u64)> = stopped.into_iter().collect();
+    for _ in 0..MOP_UP_PASSES {
+        let Ok(members) = blamed(l, t) else { break };
+        if check_all(l, &members, lineage).is_err() {
+            break;
+        }
+        let left: Vec<&ProcInfo> = members
+            .iter()
+            .filter(|m| !killed.contains(&(m.pid, m.starttime)))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        for m in left {
+            match ops.signal(m.pid, m.starttime, libc::SIGKILL) {
+                Ok(()) => touched.push(m.pid),
+                Err(OpsError::Gone) => {}
+                Err(e) => return Acted::Fail(format!("SIGKILL {}: {e}", m.pid)),
+            }
+            killed.insert((m.pid, m.starttime));
+        }
+    }
     touched.sort_unstable();
+    touched.dedup();
     if touched.is_empty() {
         Acted::Gone
     } else {

@@ -261,6 +261,37 @@ fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
 }
 
 #[test]
+fn kill_tree_kills_members_that_escaped_the_stop_passes() {
+    let f = system();
+    let root = proc(100, 1, "bomb", "/");
+    f.add(root.clone());
+    f.add(proc(101, 100, "bomb", "/"));
+    // An orphan that escaped (re-parented to init) as the kill went out.
+    f.fork_on_kill(101, proc(150, 1, "bomb", "/"));
+    let neighbour = proc(200, 1, "editor", "/");
+    f.add(neighbour);
+    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let sink = MemorySink::new();
+    let fk = f.clone();
+    let t = Target {
+        blame: Blame::CommUid("bomb".into(), 1000),
+        ..target(&root)
+    };
+    let r = l.run(
+        &incident("fork_bomb", Some(t)),
+        &mut || [100, 101, 150].iter().all(|&p| !fk.alive(p)),
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("kill_tree", "recovered")]
+    );
+    assert_eq!(r.steps[1].touched, vec![100, 101, 150]);
+    assert!(f.alive(200));
+    assert!(f.calls().iter().all(|c| c.pid() != Some(200)));
+}
+
+#[test]
 fn cgroup_actions_need_a_cgroup_of_only_blamed_processes() {
     let f = system();
     let cg = "/selfheal-sandbox/mixed";
