@@ -2,6 +2,8 @@
 //! (SEGV, ABRT, BUS, FPE, KILL, …), after `--after MS`, having written
 //! `--lines N` numbered lines to stderr.
 
+#![forbid(unsafe_code)]
+
 use selfheal_testprogs::{stamp, Args};
 use std::io::Write;
 

@@ -1,6 +1,8 @@
 //! A two-thread deadlock: after `--after MS`, two threads each take one
 //! mutex and then wait forever for the other's.
 
+#![forbid(unsafe_code)]
+
 use selfheal_testprogs::{stamp, Args};
 use std::sync::{Arc, Barrier, Mutex};
 

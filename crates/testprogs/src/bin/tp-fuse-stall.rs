@@ -17,6 +17,8 @@
 //! background and the reader sleeps on the page lock (D), not in the
 //! interruptible request wait.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;

@@ -3,6 +3,8 @@
 //! are still accepted by the kernel but never read or answered, as in a
 //! server whose worker threads are stuck.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 

@@ -7,6 +7,8 @@
 //! starts again (legitimate memory churn). Prints `grown mib=<n>` after
 //! each step and exits by itself after S seconds (default 60, at most 600).
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 

@@ -7,6 +7,8 @@
 //! `--extend-usec N` first sends `EXTEND_TIMEOUT_USEC=N` (more time to
 //! start).
 
+#![forbid(unsafe_code)]
+
 use std::os::unix::net::UnixDatagram;
 
 use selfheal_testprogs::{sleep_forever, stamp, Args};

@@ -7,6 +7,8 @@
 //! spins (stamping `spin`). It exits on its own after S seconds (default 10, at most 60) so a
 //! test that loses track of it can never leave a CPU hogged for long.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,8 @@
 //! An infinite loop: after `--after MS`, one thread spins in user space
 //! forever without system calls while the main thread waits for it.
 
+#![forbid(unsafe_code)]
+
 use selfheal_testprogs::{stamp, Args};
 
 fn main() {
