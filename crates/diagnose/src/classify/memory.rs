@@ -11,7 +11,14 @@
 //!   100%; we act before that, on the process whose growth caused it.
 //!
 //! The culprit is the process whose resident set grew most between the
-//! snapshots, or the largest one when nothing grew.
+//! snapshots, or the largest one when nothing grew. Machine-wide, a process
+//! is blamed only when it accounts for the shortage: its growth is at least
+//! a quarter of what MemAvailable lost between the snapshots, or (memory
+//! not falling) it holds at least a tenth of the machine. Otherwise the
+//! memory went to the kernel (a leak, page tables, buffers) or to
+//! processes that exited, and the diagnosis names no process: recovery
+//! then only records, and never kills a bystander that happened to be the
+//! largest.
 
 use std::collections::{HashMap, HashSet};
 
@@ -143,7 +150,56 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         && eta_s.is_some_and(|e| e <= th.mem_exhaustion_horizon.as_secs_f64());
     if low || thrashing || imminent {
         let list = candidates(None);
-        if let Some(top) = list.first().copied() {
+        let fall = match (
+            obs.before.system.mem.available_bytes,
+            sys.mem.available_bytes,
+        ) {
+            (Some(b), Some(a)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        let accounts = |t: &TaskSample| {
+            let g = growth(t).max(0) as u64;
+            if fall > 0 {
+                g > 0 && g.saturating_mul(4) >= fall
+            } else {
+                (t.stat.rss_pages * page).saturating_mul(10) >= sys.mem.total_bytes
+            }
+        };
+        let user_growth: i64 = list.iter().map(|t| growth(t).max(0)).sum();
+        if let Some(top) = list.first().copied().filter(|t| !accounts(t)) {
+            out.push(Diagnosis {
+                class: Class::MemoryExhaustion,
+                summary: format!(
+                    "memory_exhaustion: machine {}{}{}; no process accounts for it ({} MiB available lost, processes grew {} MiB; largest grower {} pid {}): kernel memory or exited processes",
+                    avail.map_or(String::new(), |a| format!("has {a:.1}% memory available")),
+                    eta_s
+                        .filter(|_| imminent && !low)
+                        .map_or(String::new(), |e| format!(", gone in {e:.1} s at the current rate")),
+                    full.filter(|_| thrashing)
+                        .map_or(String::new(), |f| format!(", thrashing (PSI memory full {f:.0}%)")),
+                    fall >> 20,
+                    user_growth >> 20,
+                    top.stat.comm,
+                    top.pid,
+                ),
+                culprit: Default::default(),
+                target: None,
+                evidence: json!({
+                    "scope": "machine",
+                    "culprit": "none: no process accounts for the shortage",
+                    "mem_available_percent": avail.map(round1),
+                    "available_lost_bytes": fall,
+                    "process_growth_bytes": user_growth,
+                    "psi_memory_full_avg10": full,
+                    "available_falling_bytes_per_second": falling.map(|r| r.round()),
+                    "seconds_to_exhaustion": eta_s.map(round1),
+                    "largest": describe(&list),
+                }),
+                symptom: Symptom::MachineMemory {
+                    available_percent: th.mem_available_percent,
+                },
+            });
+        } else if let Some(top) = list.first().copied() {
             let (culprit, target) = dx.culprit_of(top);
             let majflt = sys
                 .vm
