@@ -457,7 +457,14 @@ impl Ladder {
             Outcome::Recovered => Severity::Critical,
         };
         let who = incident.target.as_ref().map_or_else(
-            || format!("{}", incident.culprit),
+            || {
+                let c = incident.culprit.to_string();
+                if c.is_empty() {
+                    "(no process to blame)".to_string()
+                } else {
+                    c
+                }
+            },
             |t| format!("{} pid {}", t.comm, t.pid),
         );
         let message = format!(
