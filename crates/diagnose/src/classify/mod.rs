@@ -28,6 +28,33 @@ use crate::class::{Class, Diagnosis, Symptom, TargetInfo, Trigger};
 use crate::snapshot::{Snapshot, TaskSample};
 use crate::sweep::StuckTask;
 
+/// A fork bomb stalls CPUs too (thousands of tasks forking keep the kernel
+/// busy, and under voluntary preemption the canaries wait): when one is
+/// found, CPU stalls seen in the same observation are its symptoms. They
+/// become evidence of the fork bomb, which goes first, rather than
+/// `kernel_stall` diagnoses whose recovery would stop one member of the
+/// bomb and call it recovered. A stall that outlives the bomb is diagnosed
+/// again on its own.
+fn absorb_stalls_into_fork_bomb(out: &mut Vec<Diagnosis>) {
+    let Some(bomb) = out.iter().position(|d| d.class == Class::ForkBomb) else {
+        return;
+    };
+    let stalls: Vec<Value> = out
+        .iter()
+        .filter(|d| d.class == Class::KernelStall)
+        .map(|d| json!({"summary": d.summary, "cpu": d.culprit.cpu, "on_cpu": d.culprit.comm}))
+        .collect();
+    if stalls.is_empty() {
+        return;
+    }
+    let mut fork_bomb = out.remove(bomb);
+    if let Value::Object(m) = &mut fork_bomb.evidence {
+        m.insert("cpu_stalls".into(), Value::Array(stalls));
+    }
+    out.retain(|d| d.class != Class::KernelStall);
+    out.insert(0, fork_bomb);
+}
+
 /// Thresholds (from `[heavy]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thresholds {
@@ -126,6 +153,7 @@ impl Diagnoser {
         out.extend(blocked::diagnose(self, obs, &deltas));
         out.extend(forkbomb::diagnose(self, obs, &deltas));
         out.extend(memory::diagnose(self, obs, &deltas));
+        absorb_stalls_into_fork_bomb(&mut out);
         if out.is_empty() {
             out.push(self.dismiss(obs, &deltas));
         }

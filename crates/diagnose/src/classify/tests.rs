@@ -292,6 +292,47 @@ fn fork_bomb_at_its_pids_limit() {
 }
 
 #[test]
+fn cpu_stalls_during_a_fork_bomb_are_its_symptoms() {
+    let fx = Fixture::load("fork_bomb");
+    let stalled = [(1, Duration::from_millis(400))];
+    let trigger = Trigger::Stall {
+        cpu: 1,
+        stalled_for: Duration::from_millis(400),
+    };
+    let r = run(&fx, trigger, &stalled, &[], Thresholds::default());
+    // Whatever the CPU classifier made of the stall, the fork bomb is the
+    // diagnosis, first, and no kernel_stall is left to act on one member.
+    assert_eq!(r.diagnoses[0].class, Class::ForkBomb, "{:#?}", r.diagnoses);
+    assert!(r.diagnoses.iter().all(|d| d.class != Class::KernelStall));
+
+    let stall = Diagnosis {
+        class: Class::KernelStall,
+        culprit: selfheal_event::Culprit {
+            cpu: Some(1),
+            comm: Some("bash".into()),
+            ..Default::default()
+        },
+        target: None,
+        summary: "kernel_stall: cpu 1".into(),
+        evidence: json!({}),
+        symptom: Symptom::CpuStalled { cpu: 1 },
+    };
+    let mut out = vec![stall.clone(), r.diagnoses[0].clone()];
+    absorb_stalls_into_fork_bomb(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].class, Class::ForkBomb);
+    assert_eq!(out[0].evidence["cpu_stalls"][0]["cpu"], 1);
+    assert_eq!(
+        out[0].evidence["cpu_stalls"][0]["summary"],
+        "kernel_stall: cpu 1"
+    );
+    // Without a fork bomb a stall stays a stall.
+    let mut out = vec![stall];
+    absorb_stalls_into_fork_bomb(&mut out);
+    assert_eq!(out[0].class, Class::KernelStall);
+}
+
+#[test]
 fn memory_hog_in_a_nearly_full_sandbox() {
     let fx = Fixture::load("mem_hog");
     let (_, after) = fx.snapshots();
