@@ -99,7 +99,13 @@ impl Default for LadderConfig {
         use Action::*;
         LadderConfig {
             rt_hog: vec![Record, Demote, Stop, Kill],
-            kernel_stall: vec![Record, Stop, Kill],
+            // Record only: the task on a stalled CPU is in the kernel, where
+            // SIGSTOP cannot reach it (a stop lands on the return to user
+            // space), so a stall that clears after one is a coincidence;
+            // and the task is often a bystander (in the hang lab, a
+            // workload process caught in a fork storm or in reclaim).
+            // `["record", "stop", "kill"]` is SHFH's suspend-the-task policy.
+            kernel_stall: vec![Record],
             d_state: vec![Record, Kill, RestartUnit],
             fork_bomb: vec![Record, KillTree, KillCgroup, FreezeCgroup],
             memory_exhaustion: vec![Record, Kill, KillCgroup, RestartUnit],
