@@ -396,13 +396,13 @@ fn memory_falling_fast_is_exhaustion_before_the_level_is_reached() {
         }
     };
     let th = Thresholds::default;
-    let r = run_with(&fx, trigger(), &[], &[], th(), squeeze(12, 8));
-    assert_eq!(
-        r.classes(),
-        vec![Class::MemoryExhaustion],
-        "{:#?}",
-        r.diagnoses
-    );
+    // Diagnoses the squeezed snapshots and checks the one class found.
+    let diagnosed = |t: Thresholds, edit, class: Class| {
+        let r = run_with(&fx, trigger(), &[], &[], t, edit);
+        assert_eq!(r.classes(), vec![class], "{:#?}", r.diagnoses);
+        r
+    };
+    let r = diagnosed(th(), squeeze(12, 8), Class::MemoryExhaustion);
     let d = r.only(Class::MemoryExhaustion);
     assert_eq!(d.culprit.pid, Some(hog), "{}", d.summary);
     assert_eq!(d.evidence["scope"], "machine");
@@ -423,31 +423,13 @@ fn memory_falling_fast_is_exhaustion_before_the_level_is_reached() {
     );
     // The same level, steady: not exhaustion (a machine that simply uses
     // its memory).
-    let r = run_with(&fx, trigger(), &[], &[], th(), squeeze(8, 8));
-    assert_eq!(
-        r.classes(),
-        vec![Class::LegitimateLoad],
-        "{:#?}",
-        r.diagnoses
-    );
+    diagnosed(th(), squeeze(8, 8), Class::LegitimateLoad);
     // Falling as fast, but with plenty left: not yet.
-    let r = run_with(&fx, trigger(), &[], &[], th(), squeeze(40, 36));
-    assert_eq!(
-        r.classes(),
-        vec![Class::LegitimateLoad],
-        "{:#?}",
-        r.diagnoses
-    );
+    diagnosed(th(), squeeze(40, 36), Class::LegitimateLoad);
     // Memory vanishing far faster than any process grows (a kernel leak,
     // the lab's kmem_leak): still exhaustion, but no process is blamed, so
     // recovery only records instead of killing the largest bystander.
-    let r = run_with(&fx, trigger(), &[], &[], th(), squeeze(60, 8));
-    assert_eq!(
-        r.classes(),
-        vec![Class::MemoryExhaustion],
-        "{:#?}",
-        r.diagnoses
-    );
+    let r = diagnosed(th(), squeeze(60, 8), Class::MemoryExhaustion);
     let d = r.only(Class::MemoryExhaustion);
     assert_eq!(d.culprit.pid, None, "{}", d.summary);
     assert!(d.target.is_none());
@@ -462,13 +444,7 @@ fn memory_falling_fast_is_exhaustion_before_the_level_is_reached() {
         mem_exhaustion_horizon: Duration::ZERO,
         ..th()
     };
-    let r = run_with(&fx, trigger(), &[], &[], off, squeeze(12, 8));
-    assert_eq!(
-        r.classes(),
-        vec![Class::LegitimateLoad],
-        "{:#?}",
-        r.diagnoses
-    );
+    diagnosed(off, squeeze(12, 8), Class::LegitimateLoad);
 }
 
 #[test]
