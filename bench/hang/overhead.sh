@@ -12,25 +12,44 @@
 # run, and the events the daemon recorded (alerts, heavy-detector verdicts)
 # are counted, since they cost CPU too.
 #
+# LOAD=N runs N CPU-bound busy loops at nice 19 meanwhile (started and
+# stopped by this script, bounded by `timeout`): the cost of the daemon on a
+# machine that has work to do, where its wake-ups no longer bring a CPU out
+# of idle. That is the case where its CPU time is taken from someone; at
+# idle, on a VM, most of a wake-up's cost is leaving idle (bench/wakeup-floor.sh).
+#
 #   bench/hang/overhead.sh [DURATION_SECONDS]
 #   ROUNDS=3 CONFIGS="defaults no-alerts" SELFHEAL_BIN=path bench/hang/overhead.sh 60
+#   LOAD=2 CONFIGS=light-only bench/hang/overhead.sh 60
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-60}
 rounds=${ROUNDS:-1}
 configs=${CONFIGS:-defaults no-alerts light-only}
+load=${LOAD:-0}
+case $load in ''|*[!0-9]*) echo "LOAD must be a number of busy loops, not '$load'" >&2; exit 2 ;; esac
 if [ -z "${SELFHEAL_BIN:-}" ]; then
   cargo build --release -q -p selfheal-cli --bin selfheal
 fi
 bin=${SELFHEAL_BIN:-${CARGO_TARGET_DIR:-target}/release/selfheal}
 tmp=$(mktemp -d)
 pid=
-trap '[ -n "$pid" ] && kill -TERM $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+spinners=()
+trap '[ -n "$pid" ] && kill -TERM $pid 2>/dev/null; [ ${#spinners[@]} -gt 0 ] && kill ${spinners[*]} 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 printf '' >"$tmp/defaults.toml"
 printf '[light]\ndefault_rules = false\n' >"$tmp/no-alerts.toml"
 printf '[stall]\nenabled = false\n[heavy]\nsweep_interval = "0"\n[kmsg]\nenabled = false\n' >"$tmp/light-only.toml"
 echo "binary: $bin ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+if [ "$load" -gt 0 ]; then
+  # Bounded: each loop ends on its own after the whole benchmark's length.
+  limit=$(( (duration + 10) * rounds * $(echo $configs | wc -w) + 30 ))
+  for _ in $(seq 1 "$load"); do
+    timeout "$limit" nice -n 19 sh -c 'while :; do :; done' &
+    spinners+=($!)
+  done
+  echo "load: $load busy loops at nice 19 (pids ${spinners[*]})"
+fi
 for round in $(seq 1 "$rounds"); do
   for cfg in $configs; do
     rm -f "$tmp/s.db"* "$tmp/events.jsonl"

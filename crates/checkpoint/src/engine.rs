@@ -53,6 +53,12 @@ pub struct Config {
     pub report_checkpoints: bool,
     /// Longest time before a stop of the process is noticed.
     pub poll_interval: Duration,
+    /// Copy the written pages while the process still runs, just before
+    /// each checkpoint stops it; the stop then copies only the pages written
+    /// meanwhile. Shortens pauses (most of all the first copy of a large
+    /// heap) at the cost of one more page-table scan per checkpoint, done on
+    /// another CPU when there is one. No effect in full-copy mode.
+    pub precopy: bool,
 }
 
 impl Default for Config {
@@ -65,6 +71,7 @@ impl Default for Config {
             force_full_copy: false,
             report_checkpoints: false,
             poll_interval: Duration::from_millis(5),
+            precopy: true,
         }
     }
 }
@@ -591,8 +598,10 @@ impl Tracer {
         }
     }
 
-    fn checkpoint(&mut self) -> Result<(), Done> {
-        let started = Instant::now();
+    /// Stops every thread for a checkpoint step. False when the step must
+    /// not go on (a thread is stuck, or a crash was caught while stopping:
+    /// never checkpoint a crashed state); that case is handled here.
+    fn stop_for_checkpoint(&mut self) -> Result<bool, Done> {
         let mut notices = Vec::new();
         if let Err(e) = self.s.t.stop_all(&mut notices) {
             if matches!(e, TraceError::Stuck { .. }) {
@@ -602,28 +611,65 @@ impl Tracer {
                 self.send(Event::CheckpointFailed {
                     error: e.to_string(),
                 });
-                return self.resume();
+                self.resume()?;
+                return Ok(false);
             }
-            return self.fatal(e);
+            self.fatal(e)?;
+            return Ok(false);
         }
-        // A crash caught while stopping: never checkpoint a crashed state.
         if notices.iter().any(|n| !matches!(n, Notice::ThreadsChanged)) {
             self.handle_notices(notices)?;
-            return if self
+            if self
                 .s
                 .t
                 .threads
                 .values()
                 .any(|s| matches!(s, crate::tracee::ThreadState::Stopped { .. }))
             {
-                self.resume()
-            } else {
-                Ok(())
-            };
+                self.resume()?;
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), Done> {
+        let mut precopy = Duration::ZERO;
+        let mut registration = Duration::ZERO;
+        if self.config.precopy {
+            // Large new mappings: register them in a short stop first, so
+            // the pre-copy below reads them while the program runs.
+            if matches!(self.s.wants_registration_stop(), Ok(true)) {
+                let t0 = Instant::now();
+                if !self.stop_for_checkpoint()? {
+                    return Ok(());
+                }
+                match self.s.register_new_mappings() {
+                    Ok(()) => {}
+                    Err(e) if e.is_gone() => return self.fatal(e),
+                    // Nothing lost: the checkpoint's look registers them.
+                    Err(e) => crate::debug(|| format!("registration stop failed: {e}")),
+                }
+                self.resume()?;
+                registration = t0.elapsed();
+            }
+            let t0 = Instant::now();
+            match self.s.precopy() {
+                Ok(_) => precopy = t0.elapsed(),
+                // Nothing lost: what was found stays "written" and the
+                // checkpoint reads it; a vanished process is noticed below.
+                Err(e) => crate::debug(|| format!("pre-copy failed: {e}")),
+            }
+        }
+        let started = Instant::now();
+        if !self.stop_for_checkpoint()? {
+            return Ok(());
         }
         match self.s.checkpoint(started) {
-            Ok(stats) => {
+            Ok(mut stats) => {
                 let pause = started.elapsed();
+                stats.precopy_us = precopy.as_micros() as u64;
+                stats.registration_pause_us = registration.as_micros() as u64;
                 self.metrics.record_checkpoint(&stats, pause);
                 if self.config.report_checkpoints {
                     self.send(Event::Checkpoint(stats));

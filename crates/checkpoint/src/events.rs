@@ -109,6 +109,14 @@ pub struct CheckpointStats {
     pub pages_dirty: u64,
     /// Pages whose content was copied.
     pub pages_copied: u64,
+    /// Written pages taken from the pre-copy (read while the process still
+    /// ran, not during the pause).
+    pub precopy_pages: u64,
+    /// Time the pre-copy took while the process ran, in microseconds.
+    pub precopy_us: u64,
+    /// A short stop before the pre-copy to register large new mappings (0
+    /// if none), in microseconds: the process was stopped this long too.
+    pub registration_pause_us: u64,
     /// Checkpoints held after this one.
     pub held: usize,
     /// Bytes of page copies held (shadow + undo).

@@ -159,6 +159,9 @@ impl Session {
         started: Instant,
     ) -> Result<RollbackReport, RollbackError> {
         let pid = self.t.pid;
+        // Pre-copied pages hold state newer than any checkpoint; the pages
+        // stay reported as written, so the restore below covers them.
+        self.discard_staged();
         let maps = procfs::read_maps(pid).map_err(failed)?;
         let fds_now = fds::capture(pid, &[]).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;

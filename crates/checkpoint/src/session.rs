@@ -1,20 +1,20 @@
 //! One traced process with its checkpoint history: taking checkpoints.
 //! (Rolling back is in `rollback.rs`.)
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use crate::error::TraceError;
 use crate::events::CheckpointStats;
 use crate::fds::{self, FdSnap};
 use crate::memio;
-use crate::pages::{is_zero, PagePool, Shadow, Undo, PAGE};
+use crate::pages::{is_zero, Page, PagePool, Shadow, Undo, PAGE};
 use crate::procfs::{self, IoCounters, SignalDispositions, Vma};
 use crate::ranges::Ranges;
 use crate::remote::Remote;
 use crate::threads::{self, ThreadSnap};
 use crate::tracee::Tracee;
-use crate::tracker::{RunKind, Tracker, Untracked};
+use crate::tracker::{DirtyRun, RunKind, Tracker, Untracked};
 
 /// True if `addr` lies in anonymous memory (where pristine means zero).
 pub(crate) fn is_anon(maps: &[Vma], addr: u64) -> bool {
@@ -74,6 +74,23 @@ pub(crate) struct Session {
     brk: u64,
     /// Reused buffers.
     addrs: Vec<u64>,
+    /// Pages read by pre-copies since the newest checkpoint, as of the
+    /// pre-copy (the tracker reports the ones written again since).
+    staged: BTreeMap<u64, Page>,
+    /// Runs of mappings registered ahead of the pre-copy, for it to read.
+    registered: Vec<DirtyRun>,
+}
+
+/// New mappings at least this large are registered in a short stop of
+/// their own so the pre-copy can read them while the program runs (the
+/// first copy of a large heap would otherwise be one long pause).
+pub(crate) const PRECOPY_REGISTER_MIN_BYTES: u64 = 4 << 20;
+
+/// What one pre-copy did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Precopy {
+    /// Pages read while the process ran.
+    pub pages: u64,
 }
 
 impl Session {
@@ -95,6 +112,8 @@ impl Session {
             heap_end: None,
             brk: 0,
             addrs: Vec::new(),
+            staged: BTreeMap::new(),
+            registered: Vec::new(),
         })
     }
 
@@ -112,6 +131,89 @@ impl Session {
         self.shadow.clear(&mut self.pool);
         self.tracked = Ranges::default();
         self.heap_end = None;
+        self.discard_staged();
+        self.tracker.forget_pending();
+    }
+
+    /// Drops what pre-copies read (their pages stay "written" in the
+    /// tracker, so nothing is lost: the next look reports them).
+    pub fn discard_staged(&mut self) {
+        for (_, p) in std::mem::take(&mut self.staged) {
+            self.pool.put(p);
+        }
+        self.registered.clear();
+    }
+
+    fn maps(&self) -> Result<Vec<Vma>, TraceError> {
+        let pid = self.t.pid;
+        procfs::read_maps(pid).map_err(|e| TraceError::Io {
+            pid,
+            what: "read /proc/PID/maps",
+            source: e,
+        })
+    }
+
+    /// True if new mappings hold enough memory that registering them in a
+    /// stop of their own (then pre-copying them) is worth it. The process
+    /// may run meanwhile.
+    pub fn wants_registration_stop(&mut self) -> Result<bool, TraceError> {
+        let maps = self.maps()?;
+        let bytes = self
+            .tracker
+            .unregistered_bytes(&self.t, &maps, self.remote.scratch)?;
+        Ok(bytes >= PRECOPY_REGISTER_MIN_BYTES)
+    }
+
+    /// With the process stopped: registers its new mappings for the
+    /// pre-copy that follows.
+    pub fn register_new_mappings(&mut self) -> Result<(), TraceError> {
+        let maps = self.maps()?;
+        let runs = self
+            .tracker
+            .register_fresh(&self.t, &maps, self.remote.scratch)?;
+        self.registered.extend(runs);
+        Ok(())
+    }
+
+    /// Copies, while the process runs, the pages written since the last
+    /// look, so the checkpoint that follows only copies what is written
+    /// meanwhile. A page written during its read is reported again by the
+    /// next look and read again then; a page that cannot be read now is
+    /// simply read at the checkpoint.
+    pub fn precopy(&mut self) -> Result<Precopy, TraceError> {
+        let maps = self.maps()?;
+        let mut found = std::mem::take(&mut self.registered);
+        found.extend(self.tracker.precopy_scan(&self.t, &maps)?);
+        self.addrs.clear();
+        for run in &found {
+            let pages = (run.start..run.end).step_by(PAGE);
+            if run.kind == RunKind::Pristine {
+                // Nothing to read; an older pre-copy's page there is stale.
+                for addr in pages {
+                    if let Some(old) = self.staged.remove(&addr) {
+                        self.pool.put(old);
+                    }
+                }
+            } else {
+                self.addrs.extend(pages);
+            }
+        }
+        self.addrs.sort_unstable();
+        self.addrs.dedup();
+        let mut read = Vec::with_capacity(self.addrs.len());
+        memio::read_pages(&self.t, &mut self.pool, &self.addrs, &mut read)?;
+        let mut pages = 0;
+        for (addr, page) in read {
+            if let Some(p) = page {
+                pages += 1;
+                if let Some(old) = self.staged.insert(addr, p) {
+                    self.pool.put(old);
+                }
+            } else if let Some(old) = self.staged.remove(&addr) {
+                self.pool.put(old);
+            }
+        }
+        Ok(Precopy { pages })
     }
 
     /// Takes a checkpoint of the stopped process. If it fails after the
@@ -158,6 +260,7 @@ impl Session {
         let mut dirty = 0u64;
         self.addrs.clear();
         let mut unknown_from = usize::MAX;
+        let mut precopied: Vec<(u64, Option<Page>)> = Vec::new();
         for run in &look.runs {
             dirty += (run.end - run.start) / PAGE as u64;
             match run.kind {
@@ -167,11 +270,26 @@ impl Session {
                     unknown_from = unknown_from.min(self.addrs.len());
                     self.addrs.extend((run.start..run.end).step_by(PAGE));
                 }
+                RunKind::Precopied => {
+                    unknown_from = unknown_from.min(self.addrs.len());
+                    for addr in (run.start..run.end).step_by(PAGE) {
+                        match self.staged.remove(&addr) {
+                            Some(p) => precopied.push((addr, Some(p))),
+                            None => self.addrs.push(addr),
+                        }
+                    }
+                }
             }
         }
         // Fresh runs come first, then the fast scan's; both sorted within.
-        let mut read = Vec::with_capacity(self.addrs.len());
+        let mut read = Vec::with_capacity(self.addrs.len() + precopied.len());
         memio::read_pages(&self.t, &mut self.pool, &self.addrs, &mut read)?;
+        let from_precopy = precopied.len() as u64;
+        // Pre-copied pages are like the fast scan's: may be all zero.
+        unknown_from = unknown_from.min(read.len());
+        read.append(&mut precopied);
+        // Staged pages not reported (written again, or gone) are stale.
+        self.discard_staged();
         let t_read = started.elapsed();
         let compares = self.tracker.compares();
         let mut copied = 0u64;
@@ -275,6 +393,10 @@ impl Session {
             },
             pages_dirty: dirty,
             pages_copied: copied,
+            precopy_pages: from_precopy,
+            // Set by the caller, which ran the pre-copy.
+            precopy_us: 0,
+            registration_pause_us: 0,
             held: self.history.len(),
             memory_bytes: self.memory_bytes(),
             threads: tids.len(),

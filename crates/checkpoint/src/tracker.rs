@@ -46,6 +46,9 @@ pub(crate) enum RunKind {
     /// Written, details unknown (the fast scan): copy, and treat an
     /// all-zero page of anonymous memory as pristine.
     Unknown,
+    /// Written before a pre-copy and not since: the pre-copy's content is
+    /// current (if it has one; otherwise treat as `Unknown`).
+    Precopied,
 }
 
 /// A run of written pages.
@@ -85,6 +88,10 @@ pub(crate) struct UffdTracker {
     uffd: OwnedFd,
     pagemap: File,
     buf: Vec<PageRegion>,
+    /// Pages a pre-copy found written (and re-protected) since the last
+    /// look: still "written since the newest checkpoint", so the next look
+    /// reports them whatever happens in between (checkpoint or rollback).
+    pending: Vec<DirtyRun>,
 }
 
 pub(crate) enum Tracker {
@@ -167,6 +174,53 @@ impl Tracker {
         }
     }
 
+    /// Pre-copy, while the process runs: finds the pages of registered
+    /// mappings written since the last look or pre-copy, re-protecting
+    /// them so that a write from now on shows up again at the next look.
+    /// They are remembered and reported by the next look (as
+    /// [`RunKind::Precopied`]) unless written again. Empty in full-copy
+    /// mode (nothing to gain there).
+    pub fn precopy_scan(&mut self, t: &Tracee, maps: &[Vma]) -> Result<Vec<DirtyRun>, TraceError> {
+        match self {
+            Tracker::Uffd(u) => u.precopy_scan(t, maps),
+            Tracker::Full { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// Bytes of trackable memory in mappings not registered yet.
+    pub fn unregistered_bytes(
+        &mut self,
+        t: &Tracee,
+        maps: &[Vma],
+        scratch: Option<u64>,
+    ) -> Result<u64, TraceError> {
+        match self {
+            Tracker::Uffd(u) => u.unregistered_bytes(t, maps, scratch),
+            Tracker::Full { .. } => Ok(0),
+        }
+    }
+
+    /// With the program stopped, registers new mappings ahead of a
+    /// pre-copy; returns their runs (`Content` ones are worth reading).
+    pub fn register_fresh(
+        &mut self,
+        t: &Tracee,
+        maps: &[Vma],
+        scratch: Option<u64>,
+    ) -> Result<Vec<DirtyRun>, TraceError> {
+        match self {
+            Tracker::Uffd(u) => u.register_fresh(t, maps, scratch),
+            Tracker::Full { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// Forgets what pre-copies found (tracking starts over).
+    pub fn forget_pending(&mut self) {
+        if let Tracker::Uffd(u) = self {
+            u.pending.clear();
+        }
+    }
+
     /// Re-protects every page without collecting them (after a rollback
     /// wrote pages back).
     pub fn reprotect(&mut self, t: &Tracee, maps: &[Vma]) -> Result<(), TraceError> {
@@ -202,6 +256,17 @@ fn written_scan() -> ScanRequest {
         mask: pm::PAGE_IS_WRITTEN,
         anyof: 0,
         return_mask: pm::PAGE_IS_WRITTEN,
+    }
+}
+
+/// Ranges not registered for write-protection (read-only).
+fn not_wp_scan() -> ScanRequest {
+    ScanRequest {
+        flags: 0,
+        inverted: pm::PAGE_IS_WPALLOWED,
+        mask: pm::PAGE_IS_WPALLOWED,
+        anyof: 0,
+        return_mask: pm::PAGE_IS_WPALLOWED,
     }
 }
 
@@ -273,6 +338,7 @@ impl UffdTracker {
             uffd,
             pagemap,
             buf: Vec::with_capacity(4096),
+            pending: Vec::new(),
         };
         if let Err(e) = pm::pagemap_scan(&u.pagemap, 0, 4096, &ScanRequest::default(), &mut u.buf) {
             return Ok(Err(format!(
@@ -287,17 +353,17 @@ impl UffdTracker {
             .map_err(|e| TraceError::sys(t.pid, e))
     }
 
-    fn look(&mut self, t: &Tracee, maps: &[Vma], scratch: Option<u64>) -> Result<Look, TraceError> {
+    /// Registers the trackable mappings not registered yet (new since the
+    /// last look or pre-copy). Returns what is tracked now, what cannot be,
+    /// and the ranges registered just now.
+    fn register_new(
+        &mut self,
+        t: &Tracee,
+        maps: &[Vma],
+        scratch: Option<u64>,
+    ) -> Result<(Ranges, Vec<Untracked>, Ranges), TraceError> {
         let (lo, hi) = span(maps);
-        // 1. Mappings not registered yet (new since the last look).
-        let not_wp = ScanRequest {
-            flags: 0,
-            inverted: pm::PAGE_IS_WPALLOWED,
-            mask: pm::PAGE_IS_WPALLOWED,
-            anyof: 0,
-            return_mask: pm::PAGE_IS_WPALLOWED,
-        };
-        self.scan(t, lo, hi, &not_wp)?;
+        self.scan(t, lo, hi, &not_wp_scan())?;
         let unregistered =
             Ranges::from_unsorted(self.buf.iter().map(|r| (r.start, r.end)).collect());
         let mut untracked = Vec::new();
@@ -342,10 +408,34 @@ impl UffdTracker {
                 .collect(),
         );
         let tracked = all.minus(&Ranges::from_unsorted(still_unregistered));
-        // 2. Newly registered mappings report every page once: classify them
-        // (holes and file pages are not worth copying) and protect them.
+        Ok((tracked, untracked, Ranges::from_unsorted(fresh)))
+    }
+
+    /// Newly registered mappings report every page once: classifies them
+    /// (holes and file pages are not worth copying) and protects them;
+    /// then everything else written since, re-protected in the same walk
+    /// (fast path).
+    fn written_runs(
+        &mut self,
+        t: &Tracee,
+        maps: &[Vma],
+        fresh: &Ranges,
+    ) -> Result<Vec<DirtyRun>, TraceError> {
+        let mut runs = self.classify(t, fresh)?;
+        let (lo, hi) = span(maps);
+        self.scan(t, lo, hi, &written_scan())?;
+        runs.extend(self.buf.iter().map(|r| DirtyRun {
+            start: r.start,
+            end: r.end,
+            kind: RunKind::Unknown,
+        }));
+        Ok(runs)
+    }
+
+    /// Classifies the pages of newly registered mappings and protects them.
+    fn classify(&mut self, t: &Tracee, fresh: &Ranges) -> Result<Vec<DirtyRun>, TraceError> {
         let mut runs = Vec::new();
-        for (s, e) in Ranges::from_unsorted(fresh).0 {
+        for &(s, e) in &fresh.0 {
             self.scan(t, s, e, &classify_scan())?;
             runs.extend(self.buf.iter().map(|r| DirtyRun {
                 start: r.start,
@@ -359,14 +449,92 @@ impl UffdTracker {
                 },
             }));
         }
-        // 3. Everything else written since the last look, re-protected in
-        // the same walk (fast path).
-        self.scan(t, lo, hi, &written_scan())?;
-        runs.extend(self.buf.iter().map(|r| DirtyRun {
-            start: r.start,
-            end: r.end,
-            kind: RunKind::Unknown,
-        }));
+        Ok(runs)
+    }
+
+    /// Bytes of trackable memory not registered yet (a read-only scan,
+    /// fine while the program runs).
+    fn unregistered_bytes(
+        &mut self,
+        t: &Tracee,
+        maps: &[Vma],
+        scratch: Option<u64>,
+    ) -> Result<u64, TraceError> {
+        let (lo, hi) = span(maps);
+        self.scan(t, lo, hi, &not_wp_scan())?;
+        let unregistered =
+            Ranges::from_unsorted(self.buf.iter().map(|r| (r.start, r.end)).collect());
+        let trackable = Ranges::from_unsorted(
+            maps.iter()
+                .filter(|v| trackable(v, scratch) && v.prot() != 0)
+                .map(|v| (v.start, v.end))
+                .collect(),
+        );
+        Ok(unregistered
+            .intersect(&trackable)
+            .0
+            .iter()
+            .map(|(s, e)| e - s)
+            .sum())
+    }
+
+    /// With the program stopped: registers new mappings and classifies
+    /// their pages, which the next pre-copy reads and the next look
+    /// reports (registration failures are found again, and reported, there).
+    fn register_fresh(
+        &mut self,
+        t: &Tracee,
+        maps: &[Vma],
+        scratch: Option<u64>,
+    ) -> Result<Vec<DirtyRun>, TraceError> {
+        let (_, _, fresh) = self.register_new(t, maps, scratch)?;
+        let runs = self.classify(t, &fresh)?;
+        self.pending.extend_from_slice(&runs);
+        Ok(runs)
+    }
+
+    /// Registers nothing: registering while the program runs could split a
+    /// mapping it is changing at that moment (and make its next mremap of
+    /// the whole mapping fail). New mappings wait for the look.
+    fn precopy_scan(&mut self, t: &Tracee, maps: &[Vma]) -> Result<Vec<DirtyRun>, TraceError> {
+        let runs = self.written_runs(t, maps, &Ranges::default())?;
+        self.pending.extend_from_slice(&runs);
+        Ok(runs)
+    }
+
+    fn look(&mut self, t: &Tracee, maps: &[Vma], scratch: Option<u64>) -> Result<Look, TraceError> {
+        let (tracked, untracked, fresh) = self.register_new(t, maps, scratch)?;
+        let mut runs = self.written_runs(t, maps, &fresh)?;
+        // What pre-copies found and nothing wrote since, newest pre-copy
+        // first: still tracked, not reported above (written again) and not
+        // in a mapping registered just now (a new mapping where the old one
+        // was: the pre-copy read the old one).
+        if !self.pending.is_empty() {
+            let mut covered: Vec<(u64, u64)> = runs.iter().map(|r| (r.start, r.end)).collect();
+            covered.extend_from_slice(&fresh.0);
+            let mut covered = Ranges::from_unsorted(covered);
+            for p in std::mem::take(&mut self.pending).into_iter().rev() {
+                let part = Ranges(vec![(p.start, p.end)])
+                    .intersect(&tracked)
+                    .minus(&covered);
+                if part.0.is_empty() {
+                    continue;
+                }
+                for &(start, end) in &part.0 {
+                    runs.push(DirtyRun {
+                        start,
+                        end,
+                        kind: match p.kind {
+                            RunKind::Pristine => RunKind::Pristine,
+                            _ => RunKind::Precopied,
+                        },
+                    });
+                }
+                let mut grown = covered.0;
+                grown.extend_from_slice(&part.0);
+                covered = Ranges::from_unsorted(grown);
+            }
+        }
         Ok(Look {
             runs,
             tracked,

@@ -16,9 +16,22 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn sigsegv_from_outside_at_random_moments_still_gives_the_fault_free_answer() {
+    sigsegv_from_outside(config());
+}
+
+#[test]
+fn sigsegv_from_outside_without_precopy_also_gives_the_fault_free_answer() {
+    sigsegv_from_outside(selfheal_checkpoint::Config {
+        precopy: false,
+        ..config()
+    });
+}
+
+fn sigsegv_from_outside(config: selfheal_checkpoint::Config) {
     if skip() {
         return;
     }
+    let precopy = config.precopy;
     let _one = serial();
     // Size the computation to this machine so that it runs ~3 s unsupervised:
     // every signal (4 × at most 500 ms) then lands well before it ends. A
@@ -31,7 +44,7 @@ fn sigsegv_from_outside_at_random_moments_still_gives_the_fault_free_answer() {
         .clamp(600, 50_000)
         .to_string();
     let expected = plain_output("compute", &[&rounds]);
-    let mut run = start("compute", &[&rounds], config());
+    let mut run = start("compute", &[&rounds], config);
     let sent = signal_at_random(&run, libc::SIGSEGV, 4, 200, 500);
     let out = run.wait(LIMIT);
     assert_eq!(out, expected, "events: {:?}", run.events);
@@ -63,6 +76,19 @@ fn sigsegv_from_outside_at_random_moments_still_gives_the_fault_free_answer() {
         run.events.last(),
         Some(Event::Exited(ExitInfo { code: Some(0), .. }))
     ));
+    let precopied: u64 = checkpoints(&run).map(|s| s.precopy_pages).sum();
+    assert_eq!(
+        precopied > 0,
+        precopy,
+        "pages taken from pre-copies: {precopied}"
+    );
+}
+
+fn checkpoints(run: &Run) -> impl Iterator<Item = &selfheal_checkpoint::CheckpointStats> {
+    run.events.iter().filter_map(|e| match e {
+        Event::Checkpoint(s) => Some(s),
+        _ => None,
+    })
 }
 
 #[test]
@@ -422,6 +448,15 @@ fn xz_writes_the_same_compressed_file_despite_crashes() {
     run.wait(LIMIT);
     assert!(run.impossible().is_empty(), "{:?}", run.impossible());
     assert_eq!(run.rollbacks().len(), sent);
+    // xz's tens of MB of dictionary and match finder are new mappings: they
+    // were registered in a short stop and pre-copied while xz ran.
+    assert!(
+        checkpoints(&run).any(|s| s.registration_pause_us > 0),
+        "no registration stop: {:?}",
+        checkpoints(&run).take(5).collect::<Vec<_>>()
+    );
+    let precopied: u64 = checkpoints(&run).map(|s| s.precopy_pages).sum();
+    assert!(precopied > 1000, "pages taken from pre-copies: {precopied}");
     // Input and output offsets were rewound with memory: same bytes out.
     let got = std::fs::read(dir.path().join("in.txt.xz")).unwrap();
     assert!(

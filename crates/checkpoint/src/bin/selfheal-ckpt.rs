@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! selfheal-ckpt [--interval 50ms] [--keep 8] [--window 1s] [--full-copy]
-//!               [--restart N] [--sandbox MiB] [--events FILE] [--summary FILE]
+//!               [--no-precopy] [--restart N] [--sandbox MiB] [--events FILE] [--summary FILE]
 //!               [--no-checkpoint] -- CMD [ARGS...]
 //! ```
 //! Events are written as JSON lines to `--events` (default: none), a JSON
@@ -64,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
             "--keep" => a.config.keep = val()?.parse().map_err(|e| format!("--keep: {e}"))?,
             "--window" => a.config.recurrence_window = parse_duration(&val()?)?,
             "--full-copy" => a.config.force_full_copy = true,
+            "--no-precopy" => a.config.precopy = false,
             "--restart" => a.restarts = val()?.parse().map_err(|e| format!("--restart: {e}"))?,
             "--sandbox" => {
                 a.sandbox_mib = Some(val()?.parse().map_err(|e| format!("--sandbox: {e}"))?)
@@ -175,6 +176,8 @@ fn supervised(
     // copies made while a program fills its memory the first time.
     let mut steady = Vec::new();
     let mut steady_cpu = Vec::new();
+    let (mut precopied, mut precopy_us) = (Vec::new(), Vec::new());
+    let args_precopy = args.config.precopy;
     let (mut rollbacks, mut impossible, mut restarts) = (Vec::new(), Vec::new(), Vec::new());
     let mut mem_max = 0u64;
     let mut tracking = serde_json::Value::Null;
@@ -197,11 +200,16 @@ fn supervised(
                 Event::Started { tracking: t, .. } => tracking = serde_json::to_value(t)?,
                 Event::Checkpoint(s) => {
                     pauses.push(s.pause_us);
+                    if s.registration_pause_us > 0 {
+                        pauses.push(s.registration_pause_us);
+                    }
                     if s.pages_copied <= 4096 {
                         steady.push(s.pause_us);
                         steady_cpu.push(s.cpu_us);
                     }
                     pages.push(s.pages_copied);
+                    precopied.push(s.precopy_pages);
+                    precopy_us.push(s.precopy_us);
                     dirty.push(s.pages_dirty);
                     mem_max = mem_max.max(s.memory_bytes);
                 }
@@ -266,6 +274,12 @@ fn supervised(
         serde_json::json!({ "mean": mean(&pages), "p50": percentile(&mut pages, 0.5),
                             "p99": percentile(&mut pages, 0.99), "max": percentile(&mut pages, 1.0),
                             "dirty_mean": mean(&dirty) }),
+    );
+    summary.insert(
+        "precopy".into(),
+        serde_json::json!({ "enabled": args_precopy, "pages_mean": mean(&precopied),
+                            "us_p50": percentile(&mut precopy_us, 0.5),
+                            "us_p99": percentile(&mut precopy_us, 0.99) }),
     );
     summary.insert("memory_held_max_bytes".into(), mem_max.into());
     summary.insert("rollbacks".into(), rollbacks.into());
