@@ -64,15 +64,19 @@ def main():
             share = statistics.median(
                 r["pause_us"]["mean"] * r["checkpoints"] / (r["wall_ms"] * 1e3) * 100 for r in runs)
             print(f"| {name} | {cfg} | {wall_min:.2f} ({wall:.2f}) | {over_min:+.1f}% ({over:+.1f}%) | {p50:.2f} | {p99:.2f} | {steady:.2f} | {cpu50:.2f}/{cpu99:.2f} | {pages:.0f} | {dirty:.0f} | {share:.1f}% | {mem:.0f} |")
-    rb = load(f"{out}/rollback.json")
-    if rb:
+    for tag, what in (("rollback", "to the newest checkpoint (crashes 1.5 s apart)"),
+                      ("rollback-window", "crashes 0.6 s apart, inside the 1 s recurrence window")):
+        rb = load(f"{out}/{tag}.json")
+        if not rb:
+            continue
         times = [r["duration_us"] / 1e3 for r in rb["rollbacks"]]
         pages = [r["pages_restored"] for r in rb["rollbacks"]]
+        ages = [r["checkpoint_age_ms"] for r in rb["rollbacks"]]
         print()
-        print(f"Rollback at ~100 MB resident (churn 100 MB): {len(times)} rollbacks, "
+        print(f"Rollback at ~100 MB resident (churn 100 MB), {what}: {len(times)} rollbacks, "
               f"time ms min/median/max = {min(times, default=0):.2f}/{statistics.median(times) if times else 0:.2f}/"
-              f"{max(times, default=0):.2f}, pages restored median {statistics.median(pages) if pages else 0}")
-
+              f"{max(times, default=0):.2f}, pages restored median {statistics.median(pages) if pages else 0}, "
+              f"checkpoint age ms median {statistics.median(ages) if ages else 0}")
 
 if __name__ == "__main__":
     main()

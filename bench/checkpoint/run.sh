@@ -70,21 +70,31 @@ for w in "${WORKLOADS[@]}"; do
 done
 
 # Rollback time at ~100 MB resident: crash the churner from outside 6 times.
-(cd "$OUT" && timeout 600 "$CKPT" --sandbox 2048 --interval 50ms --summary "$OUT/rollback.json" \
-    --events "$OUT/rollback.events" -- ./churn 100 6000 4 > /dev/null) &
-sup=$!
-pid=""
-for _ in $(seq 1 200); do
-    pid=$(python3 -c "import json,sys
+# "newest": crashes 1.5 s apart, after the 1 s recurrence window in which
+# checkpoints are suspended, so each rollback goes to a checkpoint at most
+# one interval old (the common case). "window": crashes 0.6 s apart, inside
+# the window, so each rollback undoes ~0.6 s of writes (the worst case of
+# this schedule).
+rollback_run() { # tag spacing_s
+    local tag=$1 gap=$2
+    rm -f "$OUT/$tag.events"
+    (cd "$OUT" && timeout 600 "$CKPT" --sandbox 2048 --interval 50ms --summary "$OUT/$tag.json" \
+        --events "$OUT/$tag.events" -- ./churn 100 20000 4 > /dev/null) &
+    local sup=$! pid=""
+    for _ in $(seq 1 200); do
+        pid=$(python3 -c "import json,sys
 for l in open(sys.argv[1]):
     e=json.loads(l)
-    if e.get('event')=='started': print(e['pid']); break" "$OUT/rollback.events" 2>/dev/null || true)
-    [ -n "$pid" ] && break
-    sleep 0.05
-done
-sleep 1.5
-for _ in 1 2 3 4 5 6; do kill -SEGV "$pid" 2>/dev/null || break; sleep 0.6; done
-wait $sup || true
+    if e.get('event')=='started': print(e['pid']); break" "$OUT/$tag.events" 2>/dev/null || true)
+        [ -n "$pid" ] && break
+        sleep 0.05
+    done
+    sleep 1.5
+    for _ in 1 2 3 4 5 6; do kill -SEGV "$pid" 2>/dev/null || break; sleep "$gap"; done
+    wait $sup || true
+}
+rollback_run rollback 1.5
+rollback_run rollback-window 0.6
 
 python3 "$ROOT/bench/checkpoint/report.py" "$OUT" "$REPS" "${WORKLOADS[@]}"
 echo "raw results in $OUT"

@@ -91,7 +91,9 @@ pub(crate) struct UffdTracker {
     /// Pages a pre-copy found written (and re-protected) since the last
     /// look: still "written since the newest checkpoint", so the next look
     /// reports them whatever happens in between (checkpoint or rollback).
-    pending: Vec<DirtyRun>,
+    /// One entry per scan, oldest first; a later scan's finding about a
+    /// page overrides an earlier one's.
+    pending: Vec<Vec<DirtyRun>>,
 }
 
 pub(crate) enum Tracker {
@@ -489,7 +491,7 @@ impl UffdTracker {
     ) -> Result<Vec<DirtyRun>, TraceError> {
         let (_, _, fresh) = self.register_new(t, maps, scratch)?;
         let runs = self.classify(t, &fresh)?;
-        self.pending.extend_from_slice(&runs);
+        self.pending.push(runs.clone());
         Ok(runs)
     }
 
@@ -498,7 +500,7 @@ impl UffdTracker {
     /// the whole mapping fail). New mappings wait for the look.
     fn precopy_scan(&mut self, t: &Tracee, maps: &[Vma]) -> Result<Vec<DirtyRun>, TraceError> {
         let runs = self.written_runs(t, maps, &Ranges::default())?;
-        self.pending.extend_from_slice(&runs);
+        self.pending.push(runs.clone());
         Ok(runs)
     }
 
@@ -513,26 +515,34 @@ impl UffdTracker {
             let mut covered: Vec<(u64, u64)> = runs.iter().map(|r| (r.start, r.end)).collect();
             covered.extend_from_slice(&fresh.0);
             let mut covered = Ranges::from_unsorted(covered);
-            for p in std::mem::take(&mut self.pending).into_iter().rev() {
-                let part = Ranges(vec![(p.start, p.end)])
-                    .intersect(&tracked)
-                    .minus(&covered);
-                if part.0.is_empty() {
-                    continue;
-                }
-                for &(start, end) in &part.0 {
-                    runs.push(DirtyRun {
+            // Set operations per scan, not per run: thousands of scattered
+            // pages must not cost a quadratic merge inside the stop.
+            for batch in std::mem::take(&mut self.pending).into_iter().rev() {
+                let of = |pristine: bool| {
+                    Ranges::from_unsorted(
+                        batch
+                            .iter()
+                            .filter(|r| (r.kind == RunKind::Pristine) == pristine)
+                            .map(|r| (r.start, r.end))
+                            .collect(),
+                    )
+                };
+                for (pristine, set) in [(false, of(false)), (true, of(true))] {
+                    if set.0.is_empty() {
+                        continue;
+                    }
+                    let part = set.intersect(&tracked).minus(&covered);
+                    runs.extend(part.0.iter().map(|&(start, end)| DirtyRun {
                         start,
                         end,
-                        kind: match p.kind {
-                            RunKind::Pristine => RunKind::Pristine,
-                            _ => RunKind::Precopied,
+                        kind: if pristine {
+                            RunKind::Pristine
+                        } else {
+                            RunKind::Precopied
                         },
-                    });
+                    }));
+                    covered = covered.union(&set);
                 }
-                let mut grown = covered.0;
-                grown.extend_from_slice(&part.0);
-                covered = Ranges::from_unsorted(grown);
             }
         }
         Ok(Look {

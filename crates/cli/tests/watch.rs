@@ -189,3 +189,52 @@ fn idle_machine_raises_no_alert() {
     let evs = events_json(&store, &[]);
     assert!(evs.iter().all(|e| e["kind"] != "alert"), "{evs:?}");
 }
+
+/// `/healthz` turns 503, naming the stale heartbeat, while the light
+/// detector's thread is held stopped (ptrace stops just that thread of the
+/// daemon, which this test started), and 200 again once it runs.
+#[test]
+fn healthz_is_503_while_the_light_detector_is_stopped() {
+    use selfheal_sys::ptrace as pt;
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.db");
+    let cfg = write_config(dir.path(), "[daemon]\nlisten = \"127.0.0.1:0\"\n");
+    let mut d = DaemonProc::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    let addr = d.wait_http(Duration::from_secs(20));
+    wait_healthy(addr, Duration::from_secs(20));
+    let pid = d.child.id();
+    let light: i32 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().to_str()?.parse::<i32>().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            (comm.trim() == "selfheal-light").then_some(tid)
+        })
+        .next()
+        .expect("a selfheal-light thread");
+    if let Err(e) = pt::seize(light, 0) {
+        eprintln!("SKIP: cannot ptrace the daemon's thread ({e}); needs ptrace of a child");
+        d.terminate();
+        return;
+    }
+    pt::interrupt(light).unwrap();
+    pt::wait_task(light, false).unwrap();
+    // The limit is three periods, at least 1 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = get(addr, "/healthz");
+    pt::detach(light, 0).unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("light detector heartbeat is"), "{body}");
+    wait_healthy(addr, Duration::from_secs(10));
+    assert!(d.terminate().success(), "{}", d.log_text());
+}

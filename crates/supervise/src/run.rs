@@ -152,6 +152,10 @@ pub struct RunArgs {
     /// written pages (slow; what kernels before 6.7 get anyway).
     #[arg(long, requires = "checkpoint_interval")]
     pub checkpoint_full_copy: bool,
+    /// With --checkpoint-interval: copy every written page during the
+    /// checkpoint's stop instead of pre-copying while the program runs.
+    #[arg(long, requires = "checkpoint_interval")]
+    pub checkpoint_no_precopy: bool,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -230,6 +234,7 @@ impl RunArgs {
             app.checkpoint.recurrence_window = HumanDuration(self.recurrence_window);
             app.checkpoint.max_rollbacks = self.max_rollbacks;
             app.checkpoint.full_copy = self.checkpoint_full_copy;
+            app.checkpoint.precopy = !self.checkpoint_no_precopy;
         }
         app.validate().map_err(anyhow::Error::msg)?;
         Ok(app)

@@ -33,6 +33,11 @@ pub struct CheckpointConfig {
     /// Compare full copies of memory at every checkpoint instead of
     /// tracking written pages (what kernels before 6.7 get anyway; slow).
     pub full_copy: bool,
+    /// Copy the pages written since the last checkpoint while the program
+    /// still runs, so the checkpoint's stop only copies what is written
+    /// meanwhile (shorter pauses; one more page-table scan per checkpoint,
+    /// run on another CPU). Off: everything is copied during the stop.
+    pub precopy: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -43,6 +48,7 @@ impl Default for CheckpointConfig {
             recurrence_window: HumanDuration::from_secs(1),
             max_rollbacks: 10,
             full_copy: false,
+            precopy: true,
         }
     }
 }

@@ -33,6 +33,7 @@ fn minimal_app_gets_defaults() {
     let ck = &c.apps[0].checkpoint;
     assert!(ck.enabled());
     assert_eq!((ck.keep, ck.max_rollbacks, ck.full_copy), (8, 10, false));
+    assert!(ck.precopy, "pre-copy is on by default");
 }
 
 #[test]
@@ -56,7 +57,7 @@ crash_loop = { max_restarts = 2, window = "10s", healthy_after = "20s", retry_af
 notify = { enabled = true, ready_timeout = "5s", watchdog = "2s", access = "all" }
 progress = { spin = "10s", deadlock = "5s", blocked_waits = "any", period = "200ms", act_alone = true }
 hook = { command = ["/srv/api-dump"], timeout = "2s", thread_stacks = false }
-checkpoint = { interval = "50ms", keep = 16, recurrence_window = "2s", max_rollbacks = 3, full_copy = true }
+checkpoint = { interval = "50ms", keep = 16, recurrence_window = "2s", max_rollbacks = 3, full_copy = true, precopy = false }
 
 [[app.probe]]
 http = "http://127.0.0.1:8080/healthz"
@@ -88,7 +89,7 @@ tcp = "127.0.0.1:8080"
         }
     );
     assert!(a.progress.enabled() && a.progress.act_alone);
-    assert!(a.checkpoint.enabled() && a.checkpoint.full_copy);
+    assert!(a.checkpoint.enabled() && a.checkpoint.full_copy && !a.checkpoint.precopy);
     assert_eq!(a.checkpoint.interval.get(), Duration::from_millis(50));
     assert_eq!((a.checkpoint.keep, a.checkpoint.max_rollbacks), (16, 3));
     assert_eq!(a.checkpoint.recurrence_window.get(), Duration::from_secs(2));

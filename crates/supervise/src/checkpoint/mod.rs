@@ -98,6 +98,7 @@ pub fn engine_config(app: &AppConfig) -> engine::Config {
         keep: c.keep,
         recurrence_window: c.recurrence_window.get(),
         force_full_copy: c.full_copy,
+        precopy: c.precopy,
         ..engine::Config::default()
     }
 }
