@@ -1,0 +1,53 @@
+#!/bin/bash
+# Interleaved A/B of one program: unsupervised, checkpointed at INTERVAL
+# with pre-copy, and checkpointed without pre-copy, REPS rounds in turn (so
+# drifts of a shared machine hit all three alike). Prints each run and the
+# medians with overheads against the unsupervised median.
+#
+#   bench/checkpoint/ab.sh [REPS] [INTERVAL] -- CMD [ARGS...]
+#   bench/checkpoint/ab.sh 7 50ms -- ./churn 100 20000 2    (from OUT of run.sh)
+#
+# Needs root (cgroup sandbox of 2 GiB, as run.sh).
+set -euo pipefail
+REPS=${1:-5}
+INTERVAL=${2:-50ms}
+shift 2 || true
+[ "${1:-}" = "--" ] && shift
+[ $# -gt 0 ] || { echo "usage: $0 [REPS] [INTERVAL] -- CMD [ARGS...]" >&2; exit 2; }
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+(cd "$ROOT" && cargo build --release -q -p selfheal-checkpoint --bin selfheal-ckpt)
+CKPT=$CARGO_TARGET_DIR/release/selfheal-ckpt
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "program: $*   interval: $INTERVAL   reps: $REPS"
+for r in $(seq 1 "$REPS"); do
+    for cfg in none precopy no-precopy; do
+        case $cfg in
+            none) opts=(--no-checkpoint) ;;
+            precopy) opts=(--interval "$INTERVAL" --keep 8) ;;
+            no-precopy) opts=(--interval "$INTERVAL" --keep 8 --no-precopy) ;;
+        esac
+        timeout 600 "$CKPT" --sandbox 2048 --summary "$tmp/$cfg.$r.json" "${opts[@]}" -- "$@" > /dev/null
+    done
+done
+python3 - "$tmp" "$REPS" <<'PY'
+import json, statistics, sys
+tmp, reps = sys.argv[1], int(sys.argv[2])
+res = {}
+for cfg in ("none", "precopy", "no-precopy"):
+    runs = [json.load(open(f"{tmp}/{cfg}.{r}.json")) for r in range(1, reps + 1)]
+    res[cfg] = runs
+base = statistics.median(r["wall_ms"] for r in res["none"])
+for cfg, runs in res.items():
+    walls = [r["wall_ms"] / 1e3 for r in runs]
+    med = statistics.median(walls)
+    line = f"{cfg:11s} wall s median {med:.3f} (runs {' '.join(f'{w:.2f}' for w in walls)})"
+    if cfg != "none":
+        pauses = [r["pause_us"]["mean"] * r["checkpoints"] / r["wall_ms"] / 10 for r in runs]
+        p99 = statistics.median(r["pause_us"]["p99"] for r in runs) / 1e3
+        line += (f"  overhead {100 * (med * 1e3 - base) / base:+.1f}%"
+                 f"  pause share {statistics.median(pauses):.1f}%  pause p99 {p99:.2f} ms")
+    print(line)
+PY
