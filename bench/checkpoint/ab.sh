@@ -14,10 +14,7 @@ INTERVAL=${2:-50ms}
 shift 2 || true
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || { echo "usage: $0 [REPS] [INTERVAL] -- CMD [ARGS...]" >&2; exit 2; }
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build --release -q -p selfheal-checkpoint --bin selfheal-ckpt)
-CKPT=$CARGO_TARGET_DIR/release/selfheal-ckpt
+. "$(dirname "$0")/ckpt-bin.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -47,7 +44,9 @@ for cfg, runs in res.items():
     if cfg != "none":
         pauses = [r["pause_us"]["mean"] * r["checkpoints"] / r["wall_ms"] / 10 for r in runs]
         p99 = statistics.median(r["pause_us"]["p99"] for r in runs) / 1e3
+        longest = statistics.median(r["pause_us"]["max"] for r in runs) / 1e3
         line += (f"  overhead {100 * (med * 1e3 - base) / base:+.1f}%"
-                 f"  pause share {statistics.median(pauses):.1f}%  pause p99 {p99:.2f} ms")
+                 f"  pause share {statistics.median(pauses):.1f}%  pause p99 {p99:.2f} ms"
+                 f"  longest {longest:.1f} ms")
     print(line)
 PY

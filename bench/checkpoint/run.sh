@@ -11,16 +11,13 @@
 set -euo pipefail
 REPS=${1:-3}
 OUT=${2:-$(mktemp -d /tmp/ckpt-bench.XXXXXX)}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 mkdir -p "$OUT"
 for tool in cc xz bzip2 sort python3; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "needs root for the cgroup sandbox" >&2; exit 1; }
 
-(cd "$ROOT" && cargo build --release -q -p selfheal-checkpoint --bin selfheal-ckpt)
-CKPT=$CARGO_TARGET_DIR/release/selfheal-ckpt
+. "$(dirname "$0")/ckpt-bin.sh"
 cc -O2 -o "$OUT/churn" "$ROOT/bench/checkpoint/churn.c"
 
 # Inputs: 12 MB of text (xz/bzip2), 600 k random lines (sort); each run takes

@@ -10,10 +10,7 @@ set -euo pipefail
 RUNS=${1:-20}
 INTERVAL=${2:-20ms}
 shift 2 || true
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build --release -q -p selfheal-checkpoint --bin selfheal-ckpt)
-CKPT=$CARGO_TARGET_DIR/release/selfheal-ckpt
+. "$(dirname "$0")/ckpt-bin.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cc -O2 -pthread -o "$tmp/threads" "$ROOT/crates/checkpoint/tests/progs/threads.c"

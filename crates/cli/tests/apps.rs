@@ -19,16 +19,7 @@ fn daemon_supervises_apps() {
          backoff = { initial = \"50ms\", max = \"100ms\" }\n\
          crash_loop = { max_restarts = 3, window = \"1m\" }\n",
     );
-    let mut d = DaemonProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let mut d = DaemonProc::with_config(&cfg, &store);
     let addr = d.wait_http(Duration::from_secs(20));
 
     // The crash loop ends in gave_up after 3 restarts.

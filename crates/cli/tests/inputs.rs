@@ -123,16 +123,7 @@ fn missing_psi_degrades_with_a_note() {
             dir.path().join("nosys").display()
         ),
     );
-    let mut d = DaemonProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let mut d = DaemonProc::with_config(&cfg, &store);
     let addr = d.wait_http(Duration::from_secs(20));
     wait_healthy(addr, Duration::from_secs(10));
     let (code, metrics) = get(addr, "/metrics");

@@ -49,16 +49,7 @@ fn cpu_bound_child_raises_alert_in_store_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.db");
     let cfg = busy_config(dir.path());
-    let mut d = DaemonProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let mut d = DaemonProc::with_config(&cfg, &store);
     let addr = d.wait_http(Duration::from_secs(20));
     // Let the first samples establish a baseline, and make sure the
     // machine itself does not already hold the rule (other work on a shared
@@ -164,16 +155,7 @@ fn idle_machine_raises_no_alert() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.db");
     let cfg = busy_config(dir.path());
-    let mut d = DaemonProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let mut d = DaemonProc::with_config(&cfg, &store);
     d.wait_http(Duration::from_secs(20));
     // Observe for the same time the alert test allows, and more.
     let window = Duration::from_millis(SUSTAIN_MS + 2 * PERIOD_MS) * 3;
@@ -200,16 +182,7 @@ fn healthz_is_503_while_the_light_detector_is_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.db");
     let cfg = write_config(dir.path(), "[daemon]\nlisten = \"127.0.0.1:0\"\n");
-    let mut d = DaemonProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let mut d = DaemonProc::with_config(&cfg, &store);
     let addr = d.wait_http(Duration::from_secs(20));
     wait_healthy(addr, Duration::from_secs(20));
     let pid = d.child.id();

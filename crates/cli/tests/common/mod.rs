@@ -48,6 +48,12 @@ impl DaemonProc {
         DaemonProc { child, log }
     }
 
+    /// Starts `selfheal watch --config CONFIG --store STORE` as this user.
+    pub fn with_config(config: &Path, store: &Path) -> DaemonProc {
+        let (c, s) = (config.to_str().unwrap(), store.to_str().unwrap());
+        DaemonProc::start(&["--config", c, "--store", s], &[], None)
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")

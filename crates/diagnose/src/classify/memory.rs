@@ -165,18 +165,27 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 (t.stat.rss_pages * page).saturating_mul(10) >= sys.mem.total_bytes
             }
         };
+        // What the machine looks like, for both summaries below.
+        let state = format!(
+            "{}{}{}",
+            avail.map_or(String::new(), |a| format!("has {a:.1}% memory available")),
+            eta_s
+                .filter(|_| imminent && !low)
+                .map_or(String::new(), |e| format!(
+                    ", gone in {e:.1} s at the current rate"
+                )),
+            full.filter(|_| thrashing)
+                .map_or(String::new(), |f| format!(
+                    ", thrashing (PSI memory full {f:.0}%)"
+                )),
+        );
         let user_growth: i64 = list.iter().map(|t| growth(t).max(0)).sum();
         if let Some(top) = list.first().copied().filter(|t| !accounts(t)) {
             out.push(Diagnosis {
                 class: Class::MemoryExhaustion,
                 summary: format!(
-                    "memory_exhaustion: machine {}{}{}; no process accounts for it ({} MiB available lost, processes grew {} MiB; largest grower {} pid {}): kernel memory or exited processes",
-                    avail.map_or(String::new(), |a| format!("has {a:.1}% memory available")),
-                    eta_s
-                        .filter(|_| imminent && !low)
-                        .map_or(String::new(), |e| format!(", gone in {e:.1} s at the current rate")),
-                    full.filter(|_| thrashing)
-                        .map_or(String::new(), |f| format!(", thrashing (PSI memory full {f:.0}%)")),
+                    "memory_exhaustion: machine {}; no process accounts for it ({} MiB available lost, processes grew {} MiB; largest grower {} pid {}): kernel memory or exited processes",
+                    state,
                     fall >> 20,
                     user_growth >> 20,
                     top.stat.comm,
@@ -208,13 +217,8 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             out.push(Diagnosis {
                 class: Class::MemoryExhaustion,
                 summary: format!(
-                    "memory_exhaustion: machine {}{}{}; {} pid {} holds {} MiB, growing {:.1} MiB/s",
-                    avail.map_or(String::new(), |a| format!("has {a:.1}% memory available")),
-                    eta_s
-                        .filter(|_| imminent && !low)
-                        .map_or(String::new(), |e| format!(", gone in {e:.1} s at the current rate")),
-                    full.filter(|_| thrashing)
-                        .map_or(String::new(), |f| format!(", thrashing (PSI memory full {f:.0}%)")),
+                    "memory_exhaustion: machine {}; {} pid {} holds {} MiB, growing {:.1} MiB/s",
+                    state,
                     top.stat.comm,
                     top.pid,
                     (top.stat.rss_pages * page) >> 20,
