@@ -12,11 +12,15 @@ use crate::duration::HumanDuration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// The journal when started by systemd, human-readable lines otherwise.
     #[default]
+    Auto,
+    /// Human-readable lines on stderr.
     Human,
-    /// One JSON object per line.
+    /// One JSON object per line on stderr.
     Json,
+    /// systemd's journal, with structured fields (native protocol).
+    Journal,
 }
 
 /// `[daemon]`: where the daemon listens, stores and logs.
@@ -28,7 +32,7 @@ pub struct DaemonConfig {
     pub listen: Option<SocketAddr>,
     /// SQLite store path; unset means the default location.
     pub store: Option<PathBuf>,
-    /// `human` or `json`.
+    /// `auto`, `human`, `json` or `journal`.
     pub log_format: LogFormat,
     /// Also append every event as a JSON line to this file (`-` = stdout).
     pub event_log: Option<PathBuf>,
@@ -46,7 +50,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9469))),
             store: None,
-            log_format: LogFormat::Human,
+            log_format: LogFormat::Auto,
             event_log: None,
             dry_run: false,
             oom_score_adj: -1000,

@@ -27,8 +27,10 @@ pub struct WatchArgs {
     /// Also write every event as a JSON line to PATH ("-" = stdout).
     #[arg(long, value_name = "PATH")]
     pub event_log: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
+    /// Log format: human (lines on stderr), json (one object per line on
+    /// stderr), journal (systemd's journal, structured fields), auto (the
+    /// journal when started by systemd, human otherwise; the default).
+    #[arg(long, value_name = "FORMAT", value_parser = ["auto", "human", "json", "journal"])]
     pub log_format: Option<String>,
 }
 
@@ -47,10 +49,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     match args.log_format.as_deref() {
         Some("json") => config.daemon.log_format = LogFormat::Json,
-        Some(_) => config.daemon.log_format = LogFormat::Human,
+        Some("journal") => config.daemon.log_format = LogFormat::Journal,
+        Some("human") => config.daemon.log_format = LogFormat::Human,
+        Some(_) => config.daemon.log_format = LogFormat::Auto,
         None => {}
     }
-    crate::logging::init(config.daemon.log_format);
+    let log_format = crate::logging::init(config.daemon.log_format);
+    tracing::debug!(?log_format, "logging set up");
     let store_path = super::store_path(args.store.as_deref(), &config)?;
     if !selfheal_sys::process::is_root() {
         tracing::info!(
@@ -61,7 +66,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let daemon = Daemon::start(DaemonOptions { config, store_path }).context("cannot start")?;
     if let Some(addr) = daemon.http_addr() {
-        tracing::info!("serving http://{addr}/metrics, /healthz, /api/events, /api/status");
+        tracing::info!(
+            listen = %addr,
+            "serving http://{addr}/metrics, /healthz, /api/events, /api/status"
+        );
     }
     daemon.run_until_signalled().context("daemon loop")?;
     Ok(ExitCode::SUCCESS)

@@ -23,7 +23,19 @@ pub struct DaemonProc {
 impl DaemonProc {
     /// Starts `selfheal watch ARGS` with stderr captured.
     pub fn start(args: &[&str], env: &[(&str, &str)], uid: Option<u32>) -> DaemonProc {
+        DaemonProc::spawn(args, env, &[], uid)
+    }
+
+    /// Starts `selfheal watch ARGS` without the environment variables `remove`.
+    pub fn start_without_env(args: &[&str], remove: &[&str]) -> DaemonProc {
+        DaemonProc::spawn(args, &[], remove, None)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], remove: &[&str], uid: Option<u32>) -> DaemonProc {
         let mut cmd = Command::new(bin());
+        for k in remove {
+            cmd.env_remove(k);
+        }
         cmd.arg("watch")
             .args(args)
             .stdin(Stdio::null())
@@ -204,4 +216,17 @@ pub fn cpu_busy_over(window: Duration) -> Vec<f64> {
             1.0 - (i1 - i0) as f64 / dt
         })
         .collect()
+}
+
+/// A child this test started, killed and reaped on drop if still running
+/// (its pid cannot be reused before it is reaped, so the kill is safe).
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
