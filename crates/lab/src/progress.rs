@@ -1,81 +1,85 @@
-//! A one-line progress bar on stderr (plain lines when stderr is not a terminal).
+//! The run's progress bar on stderr (indicatif), or plain lines when stderr
+//! is not a terminal (CI logs, `2> file`), where a redrawn bar is noise.
 
-use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::time::Duration;
 
-/// Progress over a known number of steps, with an ETA from the mean step time.
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Progress over a known number of scenarios, with an ETA.
 pub struct Progress {
-    total: usize,
-    done: usize,
-    started: Instant,
-    tty: bool,
+    bar: ProgressBar,
 }
 
 impl Progress {
     /// A bar over `total` steps.
     pub fn new(total: usize) -> Progress {
-        Progress {
-            total,
-            done: 0,
-            started: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-        }
+        Progress::with_target(total, ProgressDrawTarget::stderr())
     }
 
-    /// Shows that step `done + 1` (`label`) is running.
+    /// A bar drawing to `target` (hidden targets print plain lines).
+    pub fn with_target(total: usize, target: ProgressDrawTarget) -> Progress {
+        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "[{bar:30}] {pos}/{len} {msg}  elapsed {elapsed}, ~{eta} left",
+            )
+            .expect("valid template")
+            .progress_chars("#>."),
+        );
+        // Scenarios take minutes: redraw the clock once a second.
+        bar.enable_steady_tick(Duration::from_secs(1));
+        Progress { bar }
+    }
+
+    /// Shows that the next step (`label`) is running.
     pub fn start(&self, label: &str) {
-        let line = self.line(label);
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
+        if self.bar.is_hidden() {
+            eprintln!(
+                "{}/{} {label}",
+                self.bar.position() + 1,
+                self.bar.length().unwrap_or(0)
+            );
         }
-        let _ = err.flush();
+        self.bar.set_message(label.to_string());
     }
 
-    /// Marks a step finished, printing its one-line result.
+    /// Marks a step finished, printing its one-line result above the bar.
     pub fn finish(&mut self, result: &str) {
-        self.done += 1;
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K");
+        self.note(&format!("  {result}"));
+        self.bar.inc(1);
+        if self.bar.position() >= self.bar.length().unwrap_or(0) {
+            self.bar.finish_and_clear();
         }
-        let _ = writeln!(err, "  {result}");
     }
 
     /// Prints a message above the bar.
     pub fn note(&self, msg: &str) {
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K");
+        if self.bar.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            self.bar.println(msg);
         }
-        let _ = writeln!(err, "{msg}");
     }
 
-    fn line(&self, label: &str) -> String {
-        const WIDTH: usize = 30;
-        let filled = (self.done * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
-        let elapsed = self.started.elapsed().as_secs();
-        let eta =
-            (self.done > 0).then(|| elapsed * (self.total - self.done) as u64 / self.done as u64);
-        format!(
-            "[{}{}] {}/{} {label}  elapsed {}{}",
-            "#".repeat(filled),
-            ".".repeat(WIDTH - filled),
-            self.done + 1,
-            self.total,
-            fmt_secs(elapsed),
-            eta.map_or(String::new(), |e| format!(", ~{} left", fmt_secs(e)))
-        )
+    /// Steps finished so far.
+    pub fn done(&self) -> u64 {
+        self.bar.position()
     }
 }
 
-/// `1m05s` style.
-pub fn fmt_secs(s: u64) -> String {
-    if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_steps_and_finishes() {
+        let mut p = Progress::with_target(2, ProgressDrawTarget::hidden());
+        p.start("a");
+        p.finish("a ok");
+        assert_eq!(p.done(), 1);
+        p.start("b");
+        p.finish("b ok");
+        assert_eq!(p.done(), 2);
+        assert!(p.bar.is_finished());
     }
 }

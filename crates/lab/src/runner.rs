@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use selfheal_lab::analyze::{self, QemuExit, RawRun, RunRecord};
 use selfheal_lab::build::{self, Assets, InitramfsInputs, SelfhealSource};
-use selfheal_lab::progress::{fmt_secs, Progress};
+use selfheal_lab::progress::Progress;
 use selfheal_lab::qemu::{self, Accel, Guest, LOG_FILES};
 use selfheal_lab::report::{self, Meta};
 use selfheal_lab::scenario::{
@@ -289,7 +289,7 @@ pub fn run(o: &RunOptions) -> Result<()> {
     write_report(&o.out, meta, records)?;
     eprintln!(
         "lab: done in {}; report: {}",
-        fmt_secs(t0.elapsed().as_secs()),
+        indicatif::HumanDuration(t0.elapsed()),
         o.out.join("report.md").display()
     );
     Ok(())
