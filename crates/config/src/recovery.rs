@@ -6,6 +6,8 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
+use selfheal_event::Class;
+
 use crate::duration::HumanDuration;
 
 /// One rung of the recovery ladder, least destructive first.
@@ -71,6 +73,9 @@ impl fmt::Display for Action {
 }
 
 /// `[recovery.ladder]`: the steps tried for each diagnosis class, in order.
+/// One key per fault [`Class`], named as the class; [`LadderConfig::for_class`]
+/// matches the class exhaustively, so a new class cannot be left without a
+/// ladder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LadderConfig {
@@ -115,16 +120,16 @@ impl Default for LadderConfig {
 }
 
 impl LadderConfig {
-    /// The steps for a class by its event name (`rt_hog`, `d_state`, …).
-    pub fn for_class(&self, class: &str) -> &[Action] {
+    /// The steps for a class. A dismissal (`legitimate_load`) has none.
+    pub fn for_class(&self, class: Class) -> &[Action] {
         match class {
-            "rt_hog" => &self.rt_hog,
-            "kernel_stall" => &self.kernel_stall,
-            "d_state" => &self.d_state,
-            "fork_bomb" => &self.fork_bomb,
-            "memory_exhaustion" => &self.memory_exhaustion,
-            "io_stall" => &self.io_stall,
-            _ => &[],
+            Class::RtHog => &self.rt_hog,
+            Class::KernelStall => &self.kernel_stall,
+            Class::DState => &self.d_state,
+            Class::ForkBomb => &self.fork_bomb,
+            Class::MemoryExhaustion => &self.memory_exhaustion,
+            Class::IoStall => &self.io_stall,
+            Class::LegitimateLoad => &[],
         }
     }
 }
@@ -192,7 +197,40 @@ impl Default for RecoveryConfig {
 #[cfg(test)]
 mod tests {
     use crate::{Config, ConfigError};
+    use selfheal_event::Class;
     use std::path::Path;
+
+    #[test]
+    fn every_fault_class_has_a_ladder_key_named_as_the_class() {
+        // The keys operators write are the class names events carry.
+        let table = toml::Value::try_from(super::LadderConfig::default()).unwrap();
+        let mut keys: Vec<&str> = table
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut faults: Vec<&str> = Class::ALL
+            .iter()
+            .filter(|c| c.is_fault())
+            .map(|c| c.as_str())
+            .collect();
+        faults.sort_unstable();
+        assert_eq!(keys, faults);
+        for c in Class::ALL.iter().filter(|c| c.is_fault()) {
+            let text = format!(
+                "[recovery.ladder]\n{} = [\"record\", \"kill\"]\n",
+                c.as_str()
+            );
+            let cfg = Config::parse(&text, Path::new("t.toml")).unwrap();
+            assert_eq!(
+                cfg.recovery.ladder.for_class(*c),
+                &[super::Action::Record, super::Action::Kill],
+                "{c}"
+            );
+        }
+    }
 
     fn err(text: &str) -> (usize, String) {
         match Config::parse(text, Path::new("t.toml")).unwrap_err() {
@@ -216,10 +254,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.recovery.ladder.for_class("rt_hog"),
+            c.recovery.ladder.for_class(Class::RtHog),
             &[super::Action::Stop]
         );
-        assert_eq!(c.recovery.ladder.for_class("legitimate_load"), &[]);
+        assert_eq!(c.recovery.ladder.for_class(Class::LegitimateLoad), &[]);
         assert_eq!(c.recovery.allowed_cgroups, vec!["/selfheal-sandbox"]);
     }
 

@@ -1,67 +1,12 @@
-//! What the heavy detector concludes: a class, a culprit and the evidence.
+//! What the heavy detector concludes: a [`Class`] (shared with config and
+//! recovery through `selfheal-event`), a culprit and the evidence.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub use selfheal_event::Class;
 use selfheal_event::{Culprit, Event, EventKind, Severity};
-
-/// The diagnosis classes. Their names are stable: the store, the API and
-/// the hang lab match on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Class {
-    /// A CPU monopolised by a real-time task (runaway loop at high priority).
-    RtHog,
-    /// A CPU stalled with no user-space culprit (kernel loop or lockup).
-    KernelStall,
-    /// Tasks stuck in uninterruptible sleep without progress for the bound.
-    DState,
-    /// Process count growing explosively in one tree, user or cgroup.
-    ForkBomb,
-    /// The machine or a cgroup out of memory, or thrashing.
-    MemoryExhaustion,
-    /// I/O stalled on a block device.
-    IoStall,
-    /// Not a hang: heavy but legitimate load.
-    LegitimateLoad,
-}
-
-impl Class {
-    /// Every class.
-    pub const ALL: &'static [Class] = &[
-        Class::RtHog,
-        Class::KernelStall,
-        Class::DState,
-        Class::ForkBomb,
-        Class::MemoryExhaustion,
-        Class::IoStall,
-        Class::LegitimateLoad,
-    ];
-
-    /// The stable name (`details.class`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::RtHog => "rt_hog",
-            Class::KernelStall => "kernel_stall",
-            Class::DState => "d_state",
-            Class::ForkBomb => "fork_bomb",
-            Class::MemoryExhaustion => "memory_exhaustion",
-            Class::IoStall => "io_stall",
-            Class::LegitimateLoad => "legitimate_load",
-        }
-    }
-
-    /// Index into [`Class::ALL`] (for counters).
-    pub fn index(self) -> usize {
-        Class::ALL.iter().position(|c| *c == self).unwrap_or(0)
-    }
-}
-
-impl std::fmt::Display for Class {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What woke the heavy detector.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +105,7 @@ impl Trigger {
     }
 }
 
-pub use selfheal_recover::{Blame, Target as TargetInfo};
+pub use selfheal_recover::{Blame, Target};
 
 /// How to tell that the symptom cleared, for recovery's verification.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,10 +172,11 @@ pub enum Symptom {
 pub struct Diagnosis {
     /// The class.
     pub class: Class,
-    /// Who is to blame, as recorded.
+    /// Who is to blame: the one description of the culprit.
     pub culprit: Culprit,
-    /// Whom recovery acts on; `None` when there is no user-space culprit.
-    pub target: Option<TargetInfo>,
+    /// The culprit's identity and blamed scope, for recovery; `None` when
+    /// there is no user-space culprit to act on.
+    pub target: Option<Target>,
     /// One line for the event message.
     pub summary: String,
     /// Evidence (merged into the event's details).
@@ -255,10 +201,10 @@ impl Diagnosis {
 
     /// The store event: kind `diagnosis` (`dismissed` for legitimate load).
     pub fn to_event(&self, trigger: &Trigger, latency: Option<Duration>) -> Event {
-        let (kind, severity) = if self.class == Class::LegitimateLoad {
-            (EventKind::Dismissed, Severity::Info)
-        } else {
+        let (kind, severity) = if self.class.is_fault() {
             (EventKind::Diagnosis, Severity::Critical)
+        } else {
+            (EventKind::Dismissed, Severity::Info)
         };
         let mut details = json!({
             "class": self.class.as_str(),

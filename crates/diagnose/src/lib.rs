@@ -26,7 +26,7 @@ pub mod snapshot;
 pub mod sweep;
 pub mod verify;
 
-pub use class::{Blame, Class, Diagnosis, Symptom, TargetInfo, Trigger};
+pub use class::{Blame, Class, Diagnosis, Symptom, Target, Trigger};
 pub use classify::{Diagnoser, Observation, Thresholds};
 pub use pipeline::{HangPipeline, PipelineError, PipelineOptions};
 pub use snapshot::{Snapshot, SnapshotReader, TaskSample};

@@ -5,6 +5,10 @@
 //! usually the metric snapshot at the time).
 #![forbid(unsafe_code)]
 
+mod class;
+
+pub use class::{Class, UnknownClass};
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -174,8 +178,11 @@ impl FromStr for Severity {
     }
 }
 
-/// Who is to blame, as far as it is known. Every field is optional because
-/// different detectors know different things (a stalled CPU has no pid).
+/// Who is to blame, as far as it is known: the one description of a culprit,
+/// recorded in events and carried by recovery's incidents (which add only
+/// the identity and scope to act on, `selfheal_recover::Target`). Every
+/// field is optional because different detectors know different things (a
+/// stalled CPU has no pid).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Culprit {
     /// Thread-group id (the process).

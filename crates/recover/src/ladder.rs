@@ -17,29 +17,22 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use selfheal_config::{Action, RecoveryConfig};
-use selfheal_event::{Culprit, Event, EventKind, EventSink, Severity};
+use selfheal_event::{Class, Culprit, Event, EventKind, EventSink, Severity};
 
 use crate::ops::{OpsError, SystemOps};
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
 
-/// Whom recovery acts on, with the identity that makes acting safe.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Whom recovery acts on: the identity that makes acting safe and the
+/// processes blamed along with it. What the process is (command, cgroup,
+/// unit) is the incident's [`Culprit`], the one description of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The process.
     pub pid: i32,
-    /// The thread to blame.
-    pub tid: i32,
-    /// Process start time (ticks after boot): a reused pid has another.
+    /// Process start time (ticks after boot): a reused pid has another, so
+    /// with the pid it names exactly one process, ever.
     pub starttime: u64,
-    /// Command name.
-    pub comm: String,
-    /// cgroup path (the most specific one).
-    pub cgroup: Option<String>,
-    /// systemd unit.
-    pub unit: Option<String>,
-    /// True for kernel threads (never acted on).
-    pub kernel_thread: bool,
     /// Which processes the diagnosis blames along with this one.
     pub blame: Blame,
 }
@@ -59,6 +52,15 @@ pub enum Blame {
 }
 
 impl Target {
+    /// A target blaming the process and its descendants.
+    pub fn tree(pid: i32, starttime: u64) -> Target {
+        Target {
+            pid,
+            starttime,
+            blame: Blame::Tree,
+        }
+    }
+
     /// The cool-down key.
     fn key(&self) -> String {
         format!("pid:{}:{}", self.pid, self.starttime)
@@ -68,12 +70,19 @@ impl Target {
 /// One diagnosed problem to recover from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
-    /// Diagnosis class name (`rt_hog`, …).
-    pub class: String,
+    /// The diagnosis class: it picks the ladder.
+    pub class: Class,
+    /// Who is to blame, as the diagnosis recorded it (copied into events).
+    pub culprit: Culprit,
     /// Whom to act on; `None` when there is no user-space culprit.
     pub target: Option<Target>,
-    /// The culprit as the diagnosis recorded it (copied into events).
-    pub culprit: Culprit,
+}
+
+impl Incident {
+    /// The culprit's command name, for messages.
+    pub(crate) fn comm(&self) -> &str {
+        self.culprit.comm.as_deref().unwrap_or("?")
+    }
 }
 
 /// How a step ended. Names are stable (`details.outcome`).
@@ -221,7 +230,7 @@ impl Ladder {
     }
 
     /// The steps configured for `class`.
-    pub fn steps_for(&self, class: &str) -> Vec<Action> {
+    pub fn steps_for(&self, class: Class) -> Vec<Action> {
         self.options.config.ladder.for_class(class).to_vec()
     }
 
@@ -238,7 +247,7 @@ impl Ladder {
         cleared: &mut dyn FnMut() -> bool,
         sink: &dyn EventSink,
     ) -> LadderReport {
-        let steps = self.steps_for(&incident.class);
+        let steps = self.steps_for(incident.class);
         let start = Instant::now();
         let mut report = LadderReport::default();
         if let Some(t) = &incident.target {
@@ -248,7 +257,7 @@ impl Ladder {
                     outcome: Outcome::RateLimited,
                     reason: format!(
                         "{} (pid {}) was acted on recently; cool-down ends in {} ms",
-                        t.comm,
+                        incident.comm(),
                         t.pid,
                         left.as_millis()
                     ),
@@ -317,19 +326,15 @@ impl Ladder {
                 "reboot needs recovery.allow_reboot = true".into(),
             );
         }
+        let comm = incident.comm();
         let target = match &incident.target {
             Some(t) if action != Action::Reboot => t.clone(),
             None if action != Action::Reboot => {
                 return record(Outcome::Skipped, "no user-space culprit to act on".into())
             }
-            _ => Target::default(),
+            // Reboot addresses no process.
+            _ => Target::tree(0, 0),
         };
-        if target.kernel_thread {
-            return record(
-                Outcome::Refused,
-                format!("{} (pid {}) is a kernel thread", target.comm, target.pid),
-            );
-        }
         // Refusals are decided before the budget is spent or anything done.
         if action != Action::Reboot {
             match self
@@ -341,20 +346,20 @@ impl Ladder {
                 Err(OpsError::Gone) if cleared() => {
                     return record(
                         Outcome::Recovered,
-                        format!("{} (pid {}) exited by itself", target.comm, target.pid),
+                        format!("{comm} (pid {}) exited by itself", target.pid),
                     )
                 }
                 Err(OpsError::Gone) => {
                     return record(
                         Outcome::Skipped,
-                        format!("{} (pid {}) is gone", target.comm, target.pid),
+                        format!("{comm} (pid {}) is gone", target.pid),
                     )
                 }
                 Err(e) => return record(Outcome::Failed, e.to_string()),
             }
         }
         if self.options.dry_run {
-            let plan = match actions::plan(self, &target, action, lineage) {
+            let plan = match actions::plan(self, incident, &target, action, lineage) {
                 Ok(p) => p,
                 Err(Acted::Refuse(why)) => return record(Outcome::Refused, why),
                 Err(Acted::Skip(why)) => return record(Outcome::Skipped, why),
@@ -372,7 +377,7 @@ impl Ladder {
             );
         }
         let t0 = Instant::now();
-        let acted = actions::act(self, &target, action, lineage);
+        let acted = actions::act(self, incident, &target, action, lineage);
         let act_time = t0.elapsed();
         let (touched, gone) = match acted {
             Acted::Done(t) => (t, false),
@@ -382,8 +387,8 @@ impl Ladder {
                     ..record(
                         Outcome::Skipped,
                         format!(
-                            "{} (pid {}) is gone: its pid names another process or nothing",
-                            target.comm, target.pid
+                            "{comm} (pid {}) is gone: its pid names another process or nothing",
+                            target.pid
                         ),
                     )
                 }
@@ -465,7 +470,7 @@ impl Ladder {
                     c
                 }
             },
-            |t| format!("{} pid {}", t.comm, t.pid),
+            |t| format!("{} pid {}", incident.comm(), t.pid),
         );
         let message = format!(
             "{}: {} {} -> {} ({})",
@@ -476,9 +481,9 @@ impl Ladder {
             rec.reason
         );
         let mut e = Event::now(EventKind::Recovery, severity, "recovery", message)
-            .with_rule(&incident.class)
+            .with_rule(incident.class.as_str())
             .with_details(json!({
-                "class": incident.class,
+                "class": incident.class.as_str(),
                 "action": rec.action.as_str(),
                 "outcome": rec.outcome.as_str(),
                 "reason": rec.reason,
@@ -489,8 +494,9 @@ impl Ladder {
                 "verify_ms": rec.verify_time.as_secs_f64() * 1000.0,
                 "touched": rec.touched,
                 "target": incident.target.as_ref().map(|t| json!({
-                    "pid": t.pid, "tid": t.tid, "comm": t.comm,
-                    "cgroup": t.cgroup, "unit": t.unit,
+                    "pid": t.pid, "starttime": t.starttime,
+                    "tid": incident.culprit.tid, "comm": incident.culprit.comm,
+                    "cgroup": incident.culprit.cgroup, "unit": incident.culprit.unit,
                 })),
             }));
         if !incident.culprit.is_empty() {

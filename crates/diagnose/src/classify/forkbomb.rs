@@ -51,7 +51,6 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         };
         culprit.cgroup = Some(cg.path.clone());
         let target = target.map(|mut t| {
-            t.cgroup = Some(cg.path.clone());
             t.blame = Blame::Cgroup;
             t
         });

@@ -89,9 +89,8 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         let Some(top) = list.first().copied() else {
             continue;
         };
-        let (mut culprit, mut target) = dx.culprit_of(top);
+        let (mut culprit, target) = dx.culprit_of(top);
         culprit.cgroup = Some(cg.path.clone());
-        target.cgroup = Some(cg.path.clone());
         out.push(Diagnosis {
             class: Class::MemoryExhaustion,
             summary: format!(

@@ -24,7 +24,7 @@ use selfheal_event::Culprit;
 use selfheal_kmsg::KernelReport;
 
 use crate::cgroups::CgroupUsage;
-use crate::class::{Class, Diagnosis, Symptom, TargetInfo, Trigger};
+use crate::class::{Class, Diagnosis, Symptom, Target, Trigger};
 use crate::snapshot::{Snapshot, TaskSample};
 use crate::sweep::StuckTask;
 
@@ -214,30 +214,20 @@ impl Diagnoser {
         }
     }
 
-    /// Culprit and target for one thread, with cgroup and unit read live.
-    pub(crate) fn culprit_of(&self, t: &TaskSample) -> (Culprit, TargetInfo) {
+    /// Culprit and target (its process, blamed with its descendants) for
+    /// one thread, with cgroup and unit read live.
+    pub(crate) fn culprit_of(&self, t: &TaskSample) -> (Culprit, Target) {
         let (cgroup, unit) = self.cgroup_of(t.pid);
         let culprit = Culprit {
             pid: Some(t.pid),
             tid: Some(t.tid),
             comm: Some(t.stat.comm.clone()),
-            cgroup: cgroup.clone(),
-            unit: unit.clone(),
+            cgroup,
+            unit,
             cpu: t.stat.processor,
             app: None,
         };
-        let starttime = self.process_starttime(t);
-        let target = TargetInfo {
-            pid: t.pid,
-            tid: t.tid,
-            starttime,
-            comm: t.stat.comm.clone(),
-            cgroup,
-            unit,
-            kernel_thread: t.is_kernel_thread(),
-            blame: crate::class::Blame::Tree,
-        };
-        (culprit, target)
+        (culprit, Target::tree(t.pid, self.process_starttime(t)))
     }
 
     /// The start time of the *process* (its main thread) of `t`.

@@ -463,11 +463,11 @@ impl Worker {
             }
             let latency = p.onset.map(|o| Instant::now().saturating_duration_since(o));
             self.sink.emit(d.to_event(&p.trigger, latency));
-            if d.class == Class::LegitimateLoad {
+            if !d.class.is_fault() {
                 continue;
             }
             let incident = Incident {
-                class: d.class.as_str().to_string(),
+                class: d.class,
                 target: d.target.clone(),
                 culprit: d.culprit.clone(),
             };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use selfheal_config::Action;
 
-use super::{Acted, Blame, Ladder, Target};
+use super::{Acted, Blame, Incident, Ladder, Target};
 use crate::ops::{OpsError, ProcInfo};
 
 /// How long `kill_tree` keeps stopping newly forked members (it stops as
@@ -21,30 +21,31 @@ const MOP_UP_PASSES: usize = 3;
 /// What the step would do, for dry-run; `Err` when it would be refused or skipped.
 pub(super) fn plan(
     l: &Ladder,
+    inc: &Incident,
     t: &Target,
     action: Action,
     lineage: &HashSet<i32>,
 ) -> Result<String, Acted> {
+    let comm = inc.comm();
     Ok(match action {
         Action::Record => "record evidence".to_string(),
         Action::Demote => format!(
-            "move the real-time threads of {} (pid {}) to SCHED_OTHER",
-            t.comm, t.pid
+            "move the real-time threads of {comm} (pid {}) to SCHED_OTHER",
+            t.pid
         ),
-        Action::Stop => format!("SIGSTOP {} (pid {})", t.comm, t.pid),
-        Action::Kill => format!("SIGKILL {} (pid {})", t.comm, t.pid),
+        Action::Stop => format!("SIGSTOP {comm} (pid {})", t.pid),
+        Action::Kill => format!("SIGKILL {comm} (pid {})", t.pid),
         Action::KillTree => {
             let members = blamed(l, t)?;
             check_all(l, &members, lineage)?;
             format!(
-                "SIGSTOP then SIGKILL {} processes of {} (pid {})",
+                "SIGSTOP then SIGKILL {} processes of {comm} (pid {})",
                 members.len(),
-                t.comm,
                 t.pid
             )
         }
         Action::KillCgroup | Action::FreezeCgroup => {
-            let n = cgroup_guard(l, t, lineage)?;
+            let n = cgroup_guard(l, inc, t, lineage)?;
             format!(
                 "{} the cgroup {} ({n} processes)",
                 if action == Action::KillCgroup {
@@ -52,10 +53,10 @@ pub(super) fn plan(
                 } else {
                     "freeze"
                 },
-                t.cgroup.as_deref().unwrap_or("?")
+                inc.culprit.cgroup.as_deref().unwrap_or("?")
             )
         }
-        Action::RestartUnit => match &t.unit {
+        Action::RestartUnit => match &inc.culprit.unit {
             Some(u) => format!("systemctl restart {u}"),
             None => return Err(Acted::Skip("no systemd unit".into())),
         },
@@ -64,7 +65,13 @@ pub(super) fn plan(
 }
 
 /// Does it.
-pub(super) fn act(l: &Ladder, t: &Target, action: Action, lineage: &HashSet<i32>) -> Acted {
+pub(super) fn act(
+    l: &Ladder,
+    inc: &Incident,
+    t: &Target,
+    action: Action,
+    lineage: &HashSet<i32>,
+) -> Acted {
     let ops = l.ops.as_ref();
     // Every pid-addressed action first re-checks the process's identity.
     if !matches!(action, Action::Reboot | Action::Record) {
@@ -95,7 +102,8 @@ pub(super) fn act(l: &Ladder, t: &Target, action: Action, lineage: &HashSet<i32>
             if rt.is_empty() {
                 return Acted::Skip(format!(
                     "{} (pid {}) has no real-time thread",
-                    t.comm, t.pid
+                    inc.comm(),
+                    t.pid
                 ));
             }
             for tid in &rt {
@@ -110,7 +118,7 @@ pub(super) fn act(l: &Ladder, t: &Target, action: Action, lineage: &HashSet<i32>
         Action::Kill => signal(libc::SIGKILL),
         Action::KillTree => kill_tree(l, t, lineage),
         Action::KillCgroup | Action::FreezeCgroup => {
-            let members = match cgroup_guard(l, t, lineage) {
+            let members = match cgroup_guard(l, inc, t, lineage) {
                 Ok(_) => ops.cgroup_members(t.pid).unwrap_or_default(),
                 Err(a) => return a,
             };
@@ -126,7 +134,7 @@ pub(super) fn act(l: &Ladder, t: &Target, action: Action, lineage: &HashSet<i32>
                 Err(e) => Acted::Fail(e.to_string()),
             }
         }
-        Action::RestartUnit => match &t.unit {
+        Action::RestartUnit => match &inc.culprit.unit {
             None => Acted::Skip("no systemd unit".into()),
             Some(u) => match ops.restart_unit(u) {
                 Ok(()) => Acted::Done(vec![t.pid]),
@@ -205,9 +213,14 @@ fn check_all(l: &Ladder, members: &[ProcInfo], lineage: &HashSet<i32>) -> Result
 
 /// A cgroup may be killed or frozen only when every process in it is
 /// blamed and none is protected. Returns the member count.
-fn cgroup_guard(l: &Ladder, t: &Target, lineage: &HashSet<i32>) -> Result<usize, Acted> {
+fn cgroup_guard(
+    l: &Ladder,
+    inc: &Incident,
+    t: &Target,
+    lineage: &HashSet<i32>,
+) -> Result<usize, Acted> {
     let ops = l.ops.as_ref();
-    if t.cgroup.is_none() {
+    if inc.culprit.cgroup.is_none() {
         return Err(Acted::Skip("the culprit has no cgroup of its own".into()));
     }
     let members = match ops.cgroup_members(t.pid) {

@@ -41,25 +41,36 @@ fn system() -> Arc<FakeSystem> {
     f
 }
 
-fn target(p: &ProcInfo) -> Target {
-    Target {
-        pid: p.pid,
-        tid: p.pid,
-        starttime: p.starttime,
-        comm: p.comm.clone(),
+/// The culprit as a diagnosis would record `p`, and the target to act on.
+fn target(p: &ProcInfo) -> (Culprit, Target) {
+    let culprit = Culprit {
+        pid: Some(p.pid),
+        tid: Some(p.pid),
+        comm: Some(p.comm.clone()),
         cgroup: p.cgroups.first().cloned(),
         unit: p.unit.clone(),
-        kernel_thread: p.kernel_thread,
-        blame: Blame::Tree,
+        ..Culprit::default()
+    };
+    (culprit, Target::tree(p.pid, p.starttime))
+}
+
+fn incident(class: Class, t: Option<(Culprit, Target)>) -> Incident {
+    let (culprit, target) = match t {
+        Some((c, t)) => (c, Some(t)),
+        None => (Culprit::default(), None),
+    };
+    Incident {
+        class,
+        culprit,
+        target,
     }
 }
 
-fn incident(class: &str, t: Option<Target>) -> Incident {
-    Incident {
-        class: class.into(),
-        target: t,
-        culprit: Culprit::default(),
-    }
+/// `target(p)` blaming `blame`.
+fn blaming(p: &ProcInfo, blame: Blame) -> (Culprit, Target) {
+    let (c, mut t) = target(p);
+    t.blame = blame;
+    (c, t)
 }
 
 fn options(f: impl FnOnce(&mut RecoveryConfig)) -> LadderOptions {
@@ -92,7 +103,7 @@ fn rt_hog_is_demoted_and_nothing_more() {
     let sink = MemorySink::new();
     let fk = f.clone();
     let r = l.run(
-        &incident("rt_hog", Some(target(&hog))),
+        &incident(Class::RtHog, Some(target(&hog))),
         &mut || !fk.is_realtime(100),
         &sink,
     );
@@ -121,7 +132,7 @@ fn escalates_until_the_symptom_clears() {
     let fk = f.clone();
     // Only death clears it (as if the demoted task kept hogging).
     let r = l.run(
-        &incident("rt_hog", Some(target(&hog))),
+        &incident(Class::RtHog, Some(target(&hog))),
         &mut || !fk.alive(100),
         &sink,
     );
@@ -184,7 +195,7 @@ fn protected_processes_are_never_touched() {
     let sink = MemorySink::new();
     for p in &all {
         let r = l.run(
-            &incident("fork_bomb", Some(target(p))),
+            &incident(Class::ForkBomb, Some(target(p))),
             &mut || false,
             &sink,
         );
@@ -238,7 +249,7 @@ fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
     let sink = MemorySink::new();
     let fk = f.clone();
     let r = l.run(
-        &incident("fork_bomb", Some(target(&root))),
+        &incident(Class::ForkBomb, Some(target(&root))),
         &mut || (100..=103).all(|p| !fk.alive(p)),
         &sink,
     );
@@ -273,12 +284,9 @@ fn kill_tree_kills_members_that_escaped_the_stop_passes() {
     let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
     let sink = MemorySink::new();
     let fk = f.clone();
-    let t = Target {
-        blame: Blame::CommUid("bomb".into(), 1000),
-        ..target(&root)
-    };
+    let t = blaming(&root, Blame::CommUid("bomb".into(), 1000));
     let r = l.run(
-        &incident("fork_bomb", Some(t)),
+        &incident(Class::ForkBomb, Some(t)),
         &mut || [100, 101, 150].iter().all(|&p| !fk.alive(p)),
         &sink,
     );
@@ -307,7 +315,7 @@ fn cgroup_actions_need_a_cgroup_of_only_blamed_processes() {
     );
     let sink = MemorySink::new();
     let r = l.run(
-        &incident("memory_exhaustion", Some(target(&hog))),
+        &incident(Class::MemoryExhaustion, Some(target(&hog))),
         &mut || false,
         &sink,
     );
@@ -331,15 +339,14 @@ fn cgroup_actions_need_a_cgroup_of_only_blamed_processes() {
     let bomb = proc(300, 1, "bash", bomb_cg);
     f.add(bomb.clone());
     f.add(proc(301, 1, "bash", bomb_cg));
-    let mut t = target(&bomb);
-    t.blame = Blame::Cgroup;
+    let t = blaming(&bomb, Blame::Cgroup);
     let mut l = Ladder::new(
         Box::new(f.clone()),
         options(|c| c.ladder.fork_bomb = vec![Action::Record, Action::KillCgroup]),
     );
     let fk = f.clone();
     let r = l.run(
-        &incident("fork_bomb", Some(t)),
+        &incident(Class::ForkBomb, Some(t)),
         &mut || !fk.alive(300) && !fk.alive(301),
         &sink,
     );
@@ -362,7 +369,7 @@ fn dry_run_touches_nothing_but_reports_the_plan() {
     let mut l = Ladder::new(Box::new(f.clone()), opts);
     let sink = MemorySink::new();
     let r = l.run(
-        &incident("rt_hog", Some(target(&hog))),
+        &incident(Class::RtHog, Some(target(&hog))),
         &mut || false,
         &sink,
     );
@@ -395,7 +402,11 @@ fn rate_limits_and_cooldown() {
         }),
     );
     let sink = MemorySink::new();
-    let r = l.run(&incident("rt_hog", Some(target(&a))), &mut || false, &sink);
+    let r = l.run(
+        &incident(Class::RtHog, Some(target(&a))),
+        &mut || false,
+        &sink,
+    );
     assert_eq!(
         outcomes(&r),
         vec![
@@ -405,11 +416,19 @@ fn rate_limits_and_cooldown() {
         ]
     );
     // The same target right after: cool-down.
-    let r = l.run(&incident("rt_hog", Some(target(&a))), &mut || false, &sink);
+    let r = l.run(
+        &incident(Class::RtHog, Some(target(&a))),
+        &mut || false,
+        &sink,
+    );
     assert_eq!(outcomes(&r), vec![("record", "rate_limited")]);
     assert!(r.steps[0].reason.contains("cool-down"));
     // Another target: the minute's budget is spent.
-    let r = l.run(&incident("rt_hog", Some(target(&b))), &mut || false, &sink);
+    let r = l.run(
+        &incident(Class::RtHog, Some(target(&b))),
+        &mut || false,
+        &sink,
+    );
     assert_eq!(
         outcomes(&r),
         vec![("record", "recorded"), ("stop", "rate_limited")]
@@ -421,7 +440,7 @@ fn rate_limits_and_cooldown() {
 fn a_reused_pid_is_never_signalled() {
     let f = system();
     let original = proc(100, 1, "spin", "/selfheal-sandbox/a");
-    let mut t = target(&original);
+    let t = target(&original);
     // pid 100 now belongs to another process that started later.
     let mut stranger = original.clone();
     stranger.starttime += 77;
@@ -429,8 +448,7 @@ fn a_reused_pid_is_never_signalled() {
     f.add(stranger);
     let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
     let sink = MemorySink::new();
-    t.blame = Blame::Tree;
-    let r = l.run(&incident("rt_hog", Some(t)), &mut || false, &sink);
+    let r = l.run(&incident(Class::RtHog, Some(t)), &mut || false, &sink);
     assert!(
         r.steps[1..].iter().all(|s| s.outcome == Outcome::Skipped),
         "{:?}",
@@ -452,7 +470,7 @@ fn reboot_needs_explicit_permission_and_kernel_stalls_have_no_target() {
         })
     };
     let mut l = Ladder::new(Box::new(f.clone()), ladder(false));
-    let r = l.run(&incident("kernel_stall", None), &mut || false, &sink);
+    let r = l.run(&incident(Class::KernelStall, None), &mut || false, &sink);
     assert_eq!(
         outcomes(&r),
         vec![
@@ -463,7 +481,7 @@ fn reboot_needs_explicit_permission_and_kernel_stalls_have_no_target() {
     );
     assert!(f.calls().is_empty());
     let mut l = Ladder::new(Box::new(f.clone()), ladder(true));
-    let r = l.run(&incident("kernel_stall", None), &mut || false, &sink);
+    let r = l.run(&incident(Class::KernelStall, None), &mut || false, &sink);
     assert_eq!(r.steps[2].outcome, Outcome::NotCleared);
     assert_eq!(f.calls(), vec![Call::Reboot]);
 }
@@ -481,7 +499,11 @@ fn restart_unit_failure_is_recorded() {
         options(|c| c.ladder.d_state = vec![Action::Record, Action::RestartUnit]),
     );
     let sink = MemorySink::new();
-    let r = l.run(&incident("d_state", Some(target(&p))), &mut || false, &sink);
+    let r = l.run(
+        &incident(Class::DState, Some(target(&p))),
+        &mut || false,
+        &sink,
+    );
     assert_eq!(
         outcomes(&r),
         vec![("record", "recorded"), ("restart_unit", "failed")]
