@@ -19,6 +19,7 @@
 pub mod cgroups;
 pub mod class;
 pub mod classify;
+pub mod dwait;
 pub mod metrics;
 pub mod pipeline;
 pub mod pseudo_file;

@@ -8,11 +8,13 @@
 //! real failures.
 
 pub mod alloc;
+pub mod bpf;
 pub mod child;
 pub mod cputime;
 pub mod error;
 pub mod fuse;
 pub mod memory;
+pub mod mount;
 pub mod pagemap;
 pub mod perf;
 pub mod poll;
