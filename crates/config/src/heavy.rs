@@ -21,9 +21,16 @@ pub struct HeavyConfig {
     /// tasks are blocked on I/O (then it reads every task's state); `"0"`
     /// turns the sweep off.
     pub sweep_interval: HumanDuration,
-    /// Read every task's state at least this often even when none is
-    /// blocked on I/O (D states on locks and the like); `"0"` never.
+    /// Without the D-state tracer: read every task's state at least this
+    /// often even when none is blocked on I/O (D states on locks and the
+    /// like); `"0"` never.
     pub dstate_full_scan: HumanDuration,
+    /// Find D states with an eBPF program on the scheduler's context
+    /// switches (root, kernel with BPF and tracefs): every wait, whatever
+    /// it waits for, found and dated exactly, at the cost of a map read per
+    /// sweep. `false`, or where it cannot load, scans `/proc` instead.
+    pub dstate_tracer: bool,
+
     /// Ignore a trigger for a suspect already diagnosed this recently.
     pub rediagnose_after: HumanDuration,
     /// SCHED_FIFO priority of the hang pipeline thread (below the light
@@ -66,6 +73,7 @@ impl Default for HeavyConfig {
             dstate_bound: HumanDuration::from_secs(2),
             sweep_interval: HumanDuration::from_secs(1),
             dstate_full_scan: HumanDuration::from_secs(10),
+            dstate_tracer: true,
             rediagnose_after: HumanDuration::from_secs(5),
             realtime_priority: 40,
             mem_available_percent: 5.0,

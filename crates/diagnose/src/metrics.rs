@@ -41,6 +41,10 @@ pub struct PipelineStats {
     pub inputs_dropped: AtomicU64,
     /// Alerts received from the light detector.
     pub alerts: AtomicU64,
+    /// 1 while the eBPF D-state tracer runs.
+    pub dstate_tracer: AtomicU64,
+    /// Tasks in D in the tracer's map at the last sweep.
+    pub dstate_traced: AtomicU64,
 }
 
 impl Default for PipelineStats {
@@ -57,6 +61,8 @@ impl Default for PipelineStats {
             sweeps: AtomicU64::new(0),
             inputs_dropped: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
+            dstate_tracer: AtomicU64::new(0),
+            dstate_traced: AtomicU64::new(0),
         }
     }
 }
@@ -195,6 +201,18 @@ impl Collector for PipelineCollector {
             "Threads whose state the last sweep read.",
             MetricType::Gauge,
             s.sweep_threads.load(Ordering::Relaxed) as f64,
+        );
+        enc.single(
+            "selfheal_dstate_tracer_active",
+            "1 while the eBPF D-state tracer runs (0: the sweep scans /proc instead).",
+            MetricType::Gauge,
+            s.dstate_tracer.load(Ordering::Relaxed) as f64,
+        );
+        enc.single(
+            "selfheal_dstate_traced_tasks",
+            "Tasks in uninterruptible sleep in the tracer's map at the last sweep.",
+            MetricType::Gauge,
+            s.dstate_traced.load(Ordering::Relaxed) as f64,
         );
         enc.single(
             "selfheal_pipeline_inputs_dropped_total",

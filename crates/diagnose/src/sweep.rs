@@ -19,13 +19,22 @@
 //! monotonic clock measured in the last [`OFFSET_FRESH`] (the reading
 //! thread notes its CPU's offset at every scan). Otherwise the block is
 //! dated from the first sweep that saw it: later, never too early.
+//!
+//! With the eBPF tracer ([`crate::dwait`]) none of that scanning is needed
+//! after start-up: [`DStateTracker::observe_traced`] takes the tracer's
+//! list of tasks in D with the exact time each blocked, reads nothing for
+//! blocks younger than the bound, and confirms the others from `/proc`
+//! (still in D, which process, where it sleeps). Blocks found by a full
+//! scan (those that began before the tracer started) are re-read one by
+//! one until they end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat, TaskStat};
+use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat, parse_task_status, TaskStat};
 
+use crate::dwait::DWait;
 use crate::pseudo_file::read_small;
 use crate::snapshot::parse_schedstat;
 
@@ -65,6 +74,9 @@ struct Entry {
     kernel_thread: bool,
     wchan: Option<String>,
     seen: bool,
+    /// Found by the tracer (its block ends when the tracer stops listing
+    /// it), else by a scan (re-read until it ends).
+    traced: bool,
 }
 
 /// Tracks D-state threads across sweeps.
@@ -77,6 +89,8 @@ pub struct DStateTracker {
     base: Instant,
     /// Threads read by the last scan (for the cost report).
     pub last_scanned: usize,
+    /// Traced blocks younger than the bound: (tid, since).
+    pending: Vec<(i32, Instant)>,
 }
 
 /// The reading thread's position on its CPU's task clock.
@@ -95,7 +109,87 @@ impl DStateTracker {
             offsets: HashMap::new(),
             base: Instant::now(),
             last_scanned: 0,
+            pending: Vec::new(),
         }
+    }
+
+    /// Takes the tracer's list of tasks in D (`waits`, with when each
+    /// blocked). Blocks at least `bound` old are confirmed from `/proc`;
+    /// younger ones are only remembered for [`DStateTracker::next_due`].
+    /// Traced blocks the tracer no longer lists are over; blocks found by
+    /// an earlier scan are re-read one by one.
+    pub fn observe_traced(&mut self, waits: &[DWait], now: Instant, bound: Duration) {
+        let listed: HashMap<i32, Instant> = waits.iter().map(|w| (w.tid, w.since)).collect();
+        self.entries
+            .retain(|&(tid, _), e| !e.traced || listed.get(&tid) == Some(&e.since));
+        let known: HashSet<i32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.traced)
+            .map(|(&(tid, _), _)| tid)
+            .collect();
+        self.pending.clear();
+        let root = self.root.clone();
+        for w in waits {
+            if known.contains(&w.tid) {
+                continue;
+            }
+            if now.saturating_duration_since(w.since) < bound {
+                self.pending.push((w.tid, w.since));
+                continue;
+            }
+            // Due: is it still in D, and who is it? (A task that woke but
+            // has not run yet is still listed; it is not stuck.)
+            let Some(stat) = read_stat(&root.join(w.tid.to_string()).join("stat")) else {
+                continue;
+            };
+            if stat.state != 'D' {
+                continue;
+            }
+            let pid = read_small(&root.join(w.tid.to_string()).join("status"))
+                .and_then(|t| parse_task_status(&t).tgid)
+                .unwrap_or(w.tid);
+            let dir = task_dir(&root, pid, w.tid);
+            let progress = read_small(&dir.join("schedstat"))
+                .and_then(|t| parse_schedstat(&t))
+                .map_or(stat.cpu_ticks(), |s| s.timeslices);
+            let wchan = read_wchan(&dir);
+            // A scan may have found this block first: the tracer's date wins.
+            self.entries.insert(
+                (w.tid, stat.starttime_ticks),
+                Entry {
+                    pid,
+                    comm: stat.comm.clone(),
+                    since: w.since,
+                    dated: true,
+                    progress,
+                    kernel_thread: stat.is_kernel_thread(),
+                    wchan,
+                    seen: true,
+                    traced: true,
+                },
+            );
+        }
+        self.recheck_scanned();
+    }
+
+    /// Re-reads each block a scan found: over when the thread left D or
+    /// was scheduled since (the tracer sees its next block, if any).
+    fn recheck_scanned(&mut self) {
+        let root = self.root.clone();
+        self.entries.retain(|&(tid, starttime), e| {
+            if e.traced {
+                return true;
+            }
+            let dir = task_dir(&root, e.pid, tid);
+            let Some(stat) = read_stat(&dir.join("stat")) else {
+                return false;
+            };
+            let progress = read_small(&dir.join("schedstat"))
+                .and_then(|t| parse_schedstat(&t))
+                .map_or(stat.cpu_ticks(), |s| s.timeslices);
+            stat.state == 'D' && stat.starttime_ticks == starttime && progress == e.progress
+        });
     }
 
     /// Reads every thread's state once; `now` is the scan time.
@@ -183,6 +277,7 @@ impl DStateTracker {
                     kernel_thread: stat.is_kernel_thread(),
                     wchan: None,
                     seen: true,
+                    traced: false,
                 }
             });
             if entry.progress != progress {
@@ -199,12 +294,11 @@ impl DStateTracker {
             }
             entry.seen = true;
             if entry.wchan.is_none() {
-                entry.wchan = read_small(&dir.join("wchan"))
-                    .map(|w| w.trim().to_string())
-                    .filter(|w| !w.is_empty() && w != "0");
+                entry.wchan = read_wchan(&dir);
             }
         }
-        self.entries.retain(|_, e| e.seen);
+        // A traced block stays until the tracer says it ended.
+        self.entries.retain(|_, e| e.seen || e.traced);
         self.last_scanned = scanned;
     }
 
@@ -241,6 +335,7 @@ impl DStateTracker {
             .iter()
             .filter(|(&(tid, st), _)| !skip(tid, st))
             .map(|(_, e)| e.since + bound)
+            .chain(self.pending.iter().map(|&(_, since)| since + bound))
             .min()
     }
 }
@@ -252,6 +347,18 @@ fn own_clock(root: &Path) -> Option<Clock> {
     let stat = read_small(&root.join("thread-self/stat"))?;
     let cpu = parse_task_stat(&stat)?.processor?;
     Some(Clock { cpu, task_ms })
+}
+
+fn task_dir(root: &Path, pid: i32, tid: i32) -> PathBuf {
+    root.join(pid.to_string())
+        .join("task")
+        .join(tid.to_string())
+}
+
+fn read_wchan(dir: &Path) -> Option<String> {
+    read_small(&dir.join("wchan"))
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty() && w != "0")
 }
 
 fn read_stat(path: &Path) -> Option<TaskStat> {
@@ -407,5 +514,63 @@ mod tests {
             .stuck(t2 + Duration::from_secs(1), Duration::ZERO)
             .iter()
             .all(|s| s.pid != 10));
+    }
+
+    #[test]
+    fn traced_blocks_are_read_only_when_due_and_keep_their_date() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        put(root, 10, 10, 'D', 5); // blocked 2.5 s ago, per the tracer
+        put(root, 20, 20, 'D', 7); // blocked 0.5 s ago
+        put(root, 30, 30, 'S', 1); // woke, not run yet: listed, not stuck
+        let now = Instant::now() + Duration::from_secs(10);
+        let bound = Duration::from_secs(2);
+        let w = |tid, ago_ms| DWait {
+            tid,
+            since: now - Duration::from_millis(ago_ms),
+        };
+        let mut t = DStateTracker::new(root);
+        t.observe_traced(&[w(10, 2500), w(20, 500), w(30, 3000)], now, bound);
+        let stuck = t.stuck(now, bound);
+        assert_eq!(stuck.len(), 1, "{stuck:?}");
+        assert_eq!(stuck[0].tid, 10);
+        assert_eq!(stuck[0].stuck_for, Duration::from_millis(2500));
+        assert_eq!(stuck[0].wchan.as_deref(), Some("folio_wait_bit_common"));
+        // The young block is not read, but its due time is known.
+        assert_eq!(
+            t.next_due(bound, |tid, _| tid == 10),
+            Some(now + Duration::from_millis(1500))
+        );
+        // 1.5 s later, 20 is due and confirmed with its true age.
+        let later = now + Duration::from_millis(1500);
+        t.observe_traced(&[w(10, 2500), w(20, 500)], later, bound);
+        let stuck = t.stuck(later, bound);
+        assert_eq!(
+            stuck.iter().map(|s| s.tid).collect::<Vec<_>>(),
+            vec![10, 20]
+        );
+        assert_eq!(stuck[1].stuck_for, Duration::from_millis(2000));
+        // 10 ran again (the tracer dropped it): its block is over.
+        t.observe_traced(&[w(20, 500)], later, bound);
+        assert_eq!(t.stuck(later, bound).len(), 1);
+    }
+
+    #[test]
+    fn blocks_found_by_a_scan_end_when_the_thread_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        put(root, 40, 40, 'D', 3);
+        let mut t = DStateTracker::new(root);
+        let t0 = Instant::now();
+        t.scan(t0);
+        assert_eq!(t.in_d_state(), 1);
+        // Not in the tracer's map (it blocked before the tracer started):
+        // kept while it stays in D without being scheduled …
+        t.observe_traced(&[], t0 + Duration::from_secs(1), Duration::from_secs(2));
+        assert_eq!(t.in_d_state(), 1);
+        // … and dropped once it was scheduled.
+        put(root, 40, 40, 'D', 4);
+        t.observe_traced(&[], t0 + Duration::from_secs(2), Duration::from_secs(2));
+        assert_eq!(t.in_d_state(), 0);
     }
 }

@@ -33,6 +33,7 @@ use selfheal_recover::{LinuxOps, SystemOps};
 use selfheal_sampler::SampleBoard;
 
 use crate::class::Trigger;
+use crate::dwait::DwaitTracer;
 use crate::metrics::{CountingSink, PipelineCollector, PipelineStats};
 
 /// What the pipeline thread receives.
@@ -238,6 +239,12 @@ impl HangPipeline {
         } else {
             None
         };
+        let tracer = start_tracer(&cfg, &opts.proc_root, &mut notes);
+        if tracer.is_some() {
+            stats
+                .dstate_tracer
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+        }
         for n in &notes {
             tracing::warn!("hang pipeline: {n}");
         }
@@ -258,6 +265,7 @@ impl HangPipeline {
             stats.clone(),
             pipeline_heartbeat.clone(),
             stall.as_ref().map(StallDetector::shared),
+            tracer,
         );
         let priority = cfg.heavy.realtime_priority;
         let worker = std::thread::Builder::new()
@@ -450,6 +458,37 @@ impl HangPipeline {
 impl Drop for HangPipeline {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+/// The eBPF D-state tracer, when configured and possible: it reads the
+/// real /proc's tids, so not for a test's procfs root.
+fn start_tracer(
+    cfg: &Config,
+    proc_root: &std::path::Path,
+    notes: &mut Vec<String>,
+) -> Option<DwaitTracer> {
+    if !cfg.heavy.dstate_tracer || proc_root != std::path::Path::new("/proc") {
+        return None;
+    }
+    match DwaitTracer::start() {
+        Ok(t) => {
+            if let Some(dir) = &t.mounted_tracefs {
+                tracing::info!(
+                    "mounted tracefs at {} for the D-state tracer",
+                    dir.display()
+                );
+            }
+            Some(t)
+        }
+        Err(e) => {
+            notes.push(format!(
+                "D-state tracer not running ({e}): D states are found by scanning /proc, \
+                 those that are not I/O waits up to heavy.dstate_full_scan ({}) late",
+                cfg.heavy.dstate_full_scan
+            ));
+            None
+        }
     }
 }
 

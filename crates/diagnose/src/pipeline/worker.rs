@@ -23,6 +23,7 @@ use super::{Input, PipelineOptions};
 use crate::cgroups::{CgroupRoots, CgroupScanner};
 use crate::class::{Class, Trigger};
 use crate::classify::{Diagnoser, Observation, Thresholds};
+use crate::dwait::{DWait, DwaitTracer};
 use crate::metrics::PipelineStats;
 use crate::snapshot::SnapshotReader;
 use crate::sweep::DStateTracker;
@@ -55,6 +56,13 @@ pub(super) struct Worker {
     cgroups_reported: HashMap<String, Instant>,
     /// Last time every task's state was read.
     last_full_scan: Instant,
+    /// The eBPF D-wait tracer, when it runs (else the sweep scans /proc).
+    tracer: Option<DwaitTracer>,
+    /// The tracer's last reading.
+    waits: Vec<DWait>,
+    /// Every task's state has been read once (blocks that began before
+    /// the tracer started are not in its map).
+    scanned_once: bool,
 }
 
 /// A trigger waiting for the heavy detector, with the fault's onset if known.
@@ -81,6 +89,7 @@ impl Worker {
         stats: Arc<PipelineStats>,
         heartbeat: Arc<Heartbeat>,
         stall: Option<Arc<StallShared>>,
+        tracer: Option<DwaitTracer>,
     ) -> Worker {
         let cfg = opts.config.clone();
         let reader = SnapshotReader::new(&opts.proc_root);
@@ -112,7 +121,63 @@ impl Worker {
             stuck_reported: HashSet::new(),
             cgroups_reported: HashMap::new(),
             last_full_scan: Instant::now(),
+            tracer,
+            waits: Vec::with_capacity(64),
+            scanned_once: false,
             cfg,
+        }
+    }
+
+    /// Brings the D-state tracker up to date: from the tracer's map (and
+    /// one full scan at start, or when the map overflowed), else by
+    /// scanning /proc — on a sweep (`periodic`) only when tasks are
+    /// blocked on I/O, some are followed, or the full scan is due.
+    fn refresh_dstate(&mut self, now: Instant, periodic: bool) {
+        let bound = self.cfg.heavy.dstate_bound.get();
+        if let Some(t) = self.tracer.as_mut() {
+            match t.read(&mut self.waits) {
+                Ok(complete) => {
+                    if !complete || !self.scanned_once {
+                        if !complete {
+                            tracing::warn!(
+                                "D-state tracer: {} tasks in D at once fill its map; scanning /proc too",
+                                self.waits.len()
+                            );
+                        }
+                        self.tracker.scan(now);
+                        self.scanned_once = true;
+                        self.last_full_scan = now;
+                        self.stats
+                            .sweep_threads
+                            .store(self.tracker.last_scanned as u64, Ordering::Relaxed);
+                    }
+                    self.tracker.observe_traced(&self.waits, now, bound);
+                    self.stats
+                        .dstate_traced
+                        .store(self.waits.len() as u64, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("D-state tracer failed ({e}); scanning /proc from now on");
+                    self.tracer = None;
+                    self.stats.dstate_tracer.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        let full_every = self.cfg.heavy.dstate_full_scan.get();
+        let full_due = !full_every.is_zero() && self.last_full_scan.elapsed() >= full_every;
+        let blocked = periodic
+            && self.board.read_into(&mut self.sample)
+            && self.sample.system(SystemMetric::BlockedTasks) >= 1.0;
+        if !periodic || blocked || full_due || self.tracker.in_d_state() > 0 {
+            self.tracker.scan(now);
+            self.scanned_once = true;
+            if full_due {
+                self.last_full_scan = now;
+            }
+            self.stats
+                .sweep_threads
+                .store(self.tracker.last_scanned as u64, Ordering::Relaxed);
         }
     }
 
@@ -308,24 +373,11 @@ impl Worker {
         }
     }
 
-    /// The cheap periodic check: limited cgroups, and D-state threads when
-    /// tasks are blocked on I/O, when some are being followed, or when the
-    /// full scan is due (reading every thread costs ~20 us each).
+    /// The cheap periodic check: limited cgroups, and D-state threads (see
+    /// [`Worker::refresh_dstate`]).
     fn sweep(&mut self, pending: &mut Option<Pending>) {
         let t0 = Instant::now();
-        let blocked = self.board.read_into(&mut self.sample)
-            && self.sample.system(SystemMetric::BlockedTasks) >= 1.0;
-        let full_every = self.cfg.heavy.dstate_full_scan.get();
-        let full_due = !full_every.is_zero() && self.last_full_scan.elapsed() >= full_every;
-        if blocked || full_due || self.tracker.in_d_state() > 0 {
-            self.tracker.scan(t0);
-            if full_due {
-                self.last_full_scan = t0;
-            }
-            self.stats
-                .sweep_threads
-                .store(self.tracker.last_scanned as u64, Ordering::Relaxed);
-        }
+        self.refresh_dstate(t0, true);
         let bound = self.cfg.heavy.dstate_bound.get();
         let own = self.diagnoser.own_pids.clone();
         let stuck: Vec<_> = self
@@ -404,7 +456,7 @@ impl Worker {
             return;
         };
         let now = Instant::now();
-        self.tracker.scan(now);
+        self.refresh_dstate(now, false);
         let stuck = self.tracker.stuck(now, self.cfg.heavy.dstate_bound.get());
         let (cgroups, members) = {
             let mut sc = self.scanner.lock().unwrap_or_else(|p| p.into_inner());
