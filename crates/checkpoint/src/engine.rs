@@ -2,6 +2,7 @@
 //! periodic checkpoints, intercepts crash signals, rolls back (progressively
 //! on recurrence), accepts rollback requests for hangs, and reports events.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -59,6 +60,30 @@ pub struct Config {
     /// heap) at the cost of one more page-table scan per checkpoint, done on
     /// another CPU when there is one. No effect in full-copy mode.
     pub precopy: bool,
+    /// Older history beyond the newest `keep` checkpoints: one checkpoint
+    /// per `every`, back to `span` (None: older ones are dropped). A fault
+    /// found late (a leak, a task blocked for seconds) can then still be
+    /// rolled back to before it began, at the cost of the pages written
+    /// over `span`, not of a copy per checkpoint.
+    pub older: Option<Older>,
+    /// Unix sockets, by the path they are bound to, whose lost and replayed
+    /// bytes the peer tolerates (a line protocol whose reader resynchronises
+    /// on line boundaries, like QMP or a heartbeat channel). The process's
+    /// end must be bound to the path: a listening socket, or a connection
+    /// accepted on it. Such sockets do not make a rollback impossible:
+    /// bytes the process read since the checkpoint are lost to it, bytes it
+    /// wrote are written again as it re-runs, and a connection accepted
+    /// since the checkpoint is closed (the peer sees EOF and reconnects).
+    pub replay_tolerant_sockets: Vec<PathBuf>,
+}
+
+/// How checkpoints older than the newest `keep` are thinned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Older {
+    /// At most one checkpoint per this much time.
+    pub every: Duration,
+    /// None older than this.
+    pub span: Duration,
 }
 
 impl Default for Config {
@@ -72,6 +97,8 @@ impl Default for Config {
             report_checkpoints: false,
             poll_interval: Duration::from_millis(5),
             precopy: true,
+            older: None,
+            replay_tolerant_sockets: Vec::new(),
         }
     }
 }
@@ -283,6 +310,8 @@ fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), 
         let started = Instant::now();
         t.stop_all(&mut notices)?;
         let mut s = Session::new(t, config.keep, config.force_full_copy)?;
+        s.older = config.older;
+        s.replay_tolerant = config.replay_tolerant_sockets.clone();
         let stats = s.checkpoint(started)?;
         s.t.resume_all()?;
         Ok((s, stats))

@@ -21,6 +21,7 @@ mod engine;
 pub mod error;
 mod events;
 mod fds;
+mod history;
 pub mod launch;
 mod layout;
 mod memio;
@@ -50,7 +51,7 @@ pub(crate) fn debug(msg: impl FnOnce() -> String) {
     }
 }
 
-pub use engine::{Config, Control, Engine, Target, CRASH_SIGNALS};
+pub use engine::{Config, Control, Engine, Older, Target, CRASH_SIGNALS};
 pub use error::{StartError, TraceError};
 pub use events::{
     CheckpointStats, Event, ExitInfo, Failure, Metrics, RollbackReport, Unrecoverable,

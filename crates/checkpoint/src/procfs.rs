@@ -233,6 +233,40 @@ pub fn read_children(pid: i32, tids: &[i32]) -> Option<Vec<i32>> {
     Some(all)
 }
 
+/// Parses `/proc/PID/net/unix`: the inode of every bound unix socket and
+/// its path (abstract names start with `@`). A connection accepted on a
+/// listening socket shows the listener's path. Unbound sockets are left out.
+pub fn parse_net_unix(text: &str) -> Vec<(u64, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path (may hold spaces)
+            let mut rest = line.trim_start();
+            let mut field = || {
+                let (f, r) = rest.split_once(' ')?;
+                rest = r.trim_start();
+                Some(f)
+            };
+            for _ in 0..6 {
+                field()?;
+            }
+            let (inode, path) = match rest.split_once(' ') {
+                Some((i, p)) => (i, p),
+                None => return None,
+            };
+            let inode = inode.parse().ok()?;
+            (!path.is_empty()).then(|| (inode, path.to_string()))
+        })
+        .collect()
+}
+
+/// Reads the unix sockets of `pid`'s network namespace (see [`parse_net_unix`]).
+pub fn read_net_unix(pid: i32) -> io::Result<Vec<(u64, String)>> {
+    Ok(parse_net_unix(&fs::read_to_string(format!(
+        "/proc/{pid}/net/unix"
+    ))?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +301,27 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
         assert_eq!(v[5].path, "");
         assert!(v[8].is_special() && v[9].is_special());
         assert_eq!(v[9].end, 0xffffffffff601000);
+    }
+
+    #[test]
+    fn parses_net_unix_with_paths_and_spaces() {
+        // Captured on kernel 6.18: a listener, a connection accepted on it
+        // (same path), an unbound socket and an abstract one.
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000004be18eb: 00000002 00000000 00010000 0001 01 124174 /tmp/x sock.s
+00000000e860e751: 00000003 00000000 00000000 0001 03 124176 /tmp/x sock.s
+000000005c7c0485: 00000003 00000000 00000000 0001 03 123177
+000000002fb5f2dd: 00000002 00000000 00000000 0002 01 124178 @abstract-name
+";
+        assert_eq!(
+            parse_net_unix(text),
+            vec![
+                (124174, "/tmp/x sock.s".to_string()),
+                (124176, "/tmp/x sock.s".to_string()),
+                (124178, "@abstract-name".to_string()),
+            ]
+        );
+        assert!(parse_net_unix("garbage\nmore garbage\n").is_empty());
     }
 
     #[test]

@@ -82,10 +82,12 @@ fn check(
             path: v.path.clone(),
         }));
     }
+    let tolerated = tolerated_sockets(s, fds_now, target);
+    let tolerated = |f: &FdSnap| f.kind == FdKind::Socket && tolerated.contains(&f.ino);
     if let Some(f) = fds_now
         .iter()
         .chain(&target.fds)
-        .find(|f| f.kind == FdKind::Socket && f.fd > 2)
+        .find(|f| f.kind == FdKind::Socket && f.fd > 2 && !tolerated(f))
     {
         return Err(refuse(Unrecoverable::Socket { fd: f.fd }));
     }
@@ -100,8 +102,12 @@ fn check(
             return Err(refuse(Unrecoverable::ChildrenForked { pids: new }));
         }
     }
+    // Input read from a replay-tolerant socket may be lost by design; the
+    // check is for every other input channel.
     let is_input = |f: &FdSnap| {
-        f.readable() && matches!(f.kind, FdKind::Pipe | FdKind::Socket | FdKind::CharDevice)
+        f.readable()
+            && matches!(f.kind, FdKind::Pipe | FdKind::Socket | FdKind::CharDevice)
+            && !tolerated(f)
     };
     if fds_now.iter().chain(&target.fds).any(is_input) {
         if let (Some(then), Ok(now)) = (target.io, procfs::read_io(pid)) {
@@ -147,6 +153,29 @@ fn check(
         }
     }
     Ok(())
+}
+
+/// Inodes of the process's sockets bound to a path the embedder declared
+/// replay-tolerant (empty when none is declared or none is open).
+fn tolerated_sockets(s: &Session, now: &[FdSnap], target: &Checkpoint) -> Vec<u64> {
+    let any_socket = now
+        .iter()
+        .chain(&target.fds)
+        .any(|f| f.kind == FdKind::Socket);
+    if s.replay_tolerant.is_empty() || !any_socket {
+        return Vec::new();
+    }
+    let Ok(unix) = procfs::read_net_unix(s.t.pid) else {
+        return Vec::new();
+    };
+    unix.into_iter()
+        .filter(|(_, path)| {
+            s.replay_tolerant
+                .iter()
+                .any(|p| p.as_os_str() == std::ffi::OsStr::new(path))
+        })
+        .map(|(ino, _)| ino)
+        .collect()
 }
 
 impl Session {

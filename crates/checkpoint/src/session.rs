@@ -66,6 +66,10 @@ pub(crate) struct Session {
     pub history: VecDeque<Checkpoint>,
     /// Checkpoints to keep.
     pub keep: usize,
+    /// Older checkpoints kept beyond `keep` (see `history.rs`).
+    pub older: Option<crate::engine::Older>,
+    /// Unix socket paths whose replay the embedder tolerates.
+    pub replay_tolerant: Vec<std::path::PathBuf>,
     next_id: u64,
     /// Ranges the shadow describes (newest checkpoint).
     tracked: Ranges,
@@ -107,6 +111,8 @@ impl Session {
             shadow: Shadow::default(),
             history: VecDeque::new(),
             keep: keep.max(1),
+            older: None,
+            replay_tolerant: Vec::new(),
             next_id: 1,
             tracked: Ranges::default(),
             heap_end: None,
@@ -325,7 +331,9 @@ impl Session {
         }
         let t_store = started.elapsed();
         let tids = self.t.tids();
-        let reuse = if self.history.len() >= self.keep {
+        // The oldest checkpoint is about to be dropped: reuse its buffers
+        // (not with older history kept: it may stay).
+        let reuse = if self.history.len() >= self.keep && self.older.is_none() {
             self.history
                 .front_mut()
                 .map(|c| std::mem::take(&mut c.threads))
@@ -379,11 +387,7 @@ impl Session {
             None => undo.release(&mut self.pool),
         }
         self.history.push_back(checkpoint);
-        while self.history.len() > self.keep {
-            if let Some(old) = self.history.pop_front() {
-                old.undo.release(&mut self.pool);
-            }
-        }
+        self.trim_history();
         Ok(CheckpointStats {
             id: self.next_id - 1,
             pause_us: started.elapsed().as_micros() as u64,

@@ -61,6 +61,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "socket",
             "spin",
             "exitcode",
+            "linesock",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
