@@ -163,6 +163,9 @@ pub struct RecoveryConfig {
     pub max_actions_per_minute: u32,
     /// Do not act on the same process or cgroup again within this time.
     pub target_cooldown: HumanDuration,
+    /// After an action, diagnoses within this time do not count the
+    /// processes it touched, dead or zombie.
+    pub settle: HumanDuration,
     /// Processes never touched, by command name (`comm`); a trailing `*`
     /// matches a prefix. pid 1, kernel threads, selfheal and its ancestors
     /// are always protected.
@@ -185,6 +188,7 @@ impl Default for RecoveryConfig {
             verify_timeout: HumanDuration::from_secs(1),
             max_actions_per_minute: 20,
             target_cooldown: HumanDuration::from_secs(10),
+            settle: HumanDuration::from_secs(5),
             protected: vec!["sshd*".to_string()],
             protected_units: Vec::new(),
             allowed_cgroups: Vec::new(),

@@ -1,7 +1,7 @@
 //! What the heavy detector concludes: a [`Class`] (shared with config and
 //! recovery through `selfheal-event`), a culprit and the evidence.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -105,7 +105,8 @@ impl Trigger {
     }
 }
 
-pub use selfheal_recover::{Blame, Target};
+pub use selfheal_recover::{Blame, ProgramScope, Target};
+use selfheal_recover::{Evidence, Incident};
 
 /// How to tell that the symptom cleared, for recovery's verification.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,16 +140,13 @@ pub enum Symptom {
         /// Cleared when the count falls below this.
         below: u64,
     },
-    /// A process tree's size (plus, for a program-wide fork bomb, every
-    /// process with the same command and uid).
+    /// The number of live processes a fork bomb's target blames (its tree,
+    /// or for a program-wide bomb the program's members and process
+    /// groups: `selfheal_recover::blamed_set`, the set recovery acts on).
     TreeTasks {
-        /// Root pid.
-        root: i32,
-        /// Root start time.
-        starttime: u64,
-        /// Command and uid of the bomb's members, when blamed program-wide.
-        comm_uid: Option<(String, u32)>,
-        /// Cleared when fewer tasks than this remain.
+        /// The bomb's oldest member and what it blames.
+        target: Target,
+        /// Cleared when fewer processes than this remain.
         below: usize,
     },
     /// A cgroup's unreclaimable memory near its limit.
@@ -167,6 +165,22 @@ pub enum Symptom {
     Unverifiable,
 }
 
+impl Symptom {
+    /// The stable name (`details.evidence.symptom` of recovery events).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Symptom::CpuStalled { .. } => "cpu_stalled",
+            Symptom::RtMonopoly { .. } => "rt_monopoly",
+            Symptom::Stuck { .. } => "stuck_in_d",
+            Symptom::CgroupTasks { .. } => "cgroup_pids_at_limit",
+            Symptom::TreeTasks { .. } => "process_count",
+            Symptom::CgroupMemory { .. } => "cgroup_memory_at_limit",
+            Symptom::MachineMemory { .. } => "machine_memory_low",
+            Symptom::Unverifiable => "unverifiable",
+        }
+    }
+}
+
 /// One diagnosis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnosis {
@@ -183,6 +197,9 @@ pub struct Diagnosis {
     pub evidence: Value,
     /// How recovery checks that it worked.
     pub symptom: Symptom,
+    /// Why there is no target although a process is involved, when that
+    /// is a decision (recovery records it as the reason it did not act).
+    pub no_target: Option<String>,
 }
 
 impl Diagnosis {
@@ -196,6 +213,23 @@ impl Diagnosis {
                 self.culprit.cpu,
                 self.culprit.cgroup.as_deref().unwrap_or("")
             ),
+        }
+    }
+
+    /// What recovery works from: the class, the culprit, the target and the
+    /// evidence (the summary, as measured at `measured_at`).
+    pub fn incident(&self, measured_at: Instant, measured_wall: SystemTime) -> Incident {
+        Incident {
+            class: self.class,
+            culprit: self.culprit.clone(),
+            target: self.target.clone(),
+            evidence: Evidence {
+                symptom: self.symptom.name(),
+                measurement: self.summary.clone(),
+                measured_at: measured_wall,
+                measured_instant: measured_at,
+                no_target: self.no_target.clone(),
+            },
         }
     }
 
@@ -213,6 +247,9 @@ impl Diagnosis {
         });
         if let Some(l) = latency {
             details["detection_latency_ms"] = json!(l.as_secs_f64() * 1000.0);
+        }
+        if let Some(why) = &self.no_target {
+            details["record_only"] = json!(why);
         }
         let mut e = Event::now(kind, severity, "heavy", self.summary.clone())
             .with_rule(self.class.as_str())

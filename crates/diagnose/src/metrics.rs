@@ -11,7 +11,7 @@ use selfheal_detect::watchdog::ChainHealth;
 use selfheal_event::{Event, EventKind, EventSink};
 use selfheal_kmsg::{KmsgStats, VerdictKind};
 use selfheal_metrics::{Collector, Encoder, MetricType};
-use selfheal_recover::Outcome;
+use selfheal_recover::{Outcome, Refusal};
 
 use crate::class::Class;
 
@@ -25,6 +25,8 @@ pub struct PipelineStats {
     pub diagnoses: Vec<AtomicU64>,
     /// Recovery steps per action × outcome.
     pub recoveries: Vec<AtomicU64>,
+    /// Refused recovery steps per class × refusal reason.
+    pub refusals: Vec<AtomicU64>,
     /// Heavy-detector runs per trigger kind ([`TRIGGER_KINDS`] order).
     pub heavy_runs: Vec<AtomicU64>,
     /// Duration of the last heavy run (both snapshots and diagnosis), µs.
@@ -53,6 +55,7 @@ impl Default for PipelineStats {
         PipelineStats {
             diagnoses: n(Class::ALL.len()),
             recoveries: n(Action::ALL.len() * Outcome::ALL.len()),
+            refusals: n(Class::ALL.len() * Refusal::ALL.len()),
             heavy_runs: n(TRIGGER_KINDS.len()),
             heavy_last_us: AtomicU64::new(0),
             heavy_max_us: AtomicU64::new(0),
@@ -75,6 +78,22 @@ impl PipelineStats {
         if let (Some(a), Some(o)) = (a, o) {
             self.recoveries[a * Outcome::ALL.len() + o].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a refused step by the names in its event.
+    fn count_refusal(&self, class: &str, reason: &str) {
+        let c = Class::ALL.iter().position(|x| x.as_str() == class);
+        let r = Refusal::ALL.iter().position(|x| x.as_str() == reason);
+        if let (Some(c), Some(r)) = (c, r) {
+            self.refusals[c * Refusal::ALL.len() + r].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refused steps counted for `class` with `reason`.
+    pub fn refusals_of(&self, class: Class, reason: Refusal) -> u64 {
+        let c = class.index();
+        let r = Refusal::ALL.iter().position(|x| *x == reason).unwrap_or(0);
+        self.refusals[c * Refusal::ALL.len() + r].load(Ordering::Relaxed)
     }
 
     /// Counts a heavy run for a trigger kind.
@@ -103,10 +122,16 @@ pub struct CountingSink {
 impl EventSink for CountingSink {
     fn emit(&self, event: Event) -> bool {
         match event.kind {
-            EventKind::Recovery => self.stats.count_recovery(
-                event.details["action"].as_str().unwrap_or(""),
-                event.details["outcome"].as_str().unwrap_or(""),
-            ),
+            EventKind::Recovery => {
+                self.stats.count_recovery(
+                    event.details["action"].as_str().unwrap_or(""),
+                    event.details["outcome"].as_str().unwrap_or(""),
+                );
+                if let Some(reason) = event.details["refusal"].as_str() {
+                    self.stats
+                        .count_refusal(event.details["class"].as_str().unwrap_or(""), reason);
+                }
+            }
             EventKind::Diagnosis | EventKind::Dismissed => {
                 if let Some(c) = Class::ALL
                     .iter()
@@ -157,6 +182,21 @@ impl Collector for PipelineCollector {
                 let v = s.recoveries[ai * Outcome::ALL.len() + oi].load(Ordering::Relaxed);
                 if v > 0 {
                     enc.sample(&[("action", a.as_str()), ("outcome", o.as_str())], v as f64);
+                }
+            }
+        }
+        enc.family(
+            "selfheal_recovery_refusals_total",
+            "Recovery steps refused, by diagnosis class and reason (protected, \
+             identity_changed, not_blamed, symptom_gone, unverifiable, innocent_members, \
+             cgroup_scope, reboot_not_allowed).",
+            MetricType::Counter,
+        );
+        for c in Class::ALL {
+            for (ri, r) in Refusal::ALL.iter().enumerate() {
+                let v = s.refusals[c.index() * Refusal::ALL.len() + ri].load(Ordering::Relaxed);
+                if v > 0 {
+                    enc.sample(&[("class", c.as_str()), ("reason", r.as_str())], v as f64);
                 }
             }
         }

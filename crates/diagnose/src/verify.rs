@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use selfheal_detect::stall::StallShared;
 use selfheal_procfs::task::{list_pids, parse_task_stat};
+use selfheal_recover::{blamed_set, Blame, ProcInfo, Recheck, SymptomProbe, Target};
 
 use crate::cgroups::CgroupScanner;
 use crate::class::Symptom;
@@ -94,12 +95,7 @@ impl SymptomCheck {
                 .cgroup(&path)
                 .and_then(|u| u.memory)
                 .is_none_or(|m| m.percent() < percent),
-            Symptom::TreeTasks {
-                root,
-                starttime,
-                comm_uid,
-                below,
-            } => self.tree_size(root, starttime, comm_uid.as_ref()) < below,
+            Symptom::TreeTasks { target, below } => self.blamed_count(&target) < below,
             Symptom::MachineMemory { available_percent } => {
                 let text = std::fs::read(self.proc_root.join("meminfo")).unwrap_or_default();
                 let mut m = selfheal_procfs::meminfo::MemInfo::default();
@@ -182,48 +178,166 @@ impl SymptomCheck {
         s.scan().into_iter().find(|u| u.path == path)
     }
 
-    /// Processes descending from `root` (itself included, when alive), plus
-    /// every process with `comm_uid`'s command and uid.
-    fn tree_size(&self, root: i32, starttime: u64, comm_uid: Option<&(String, u32)>) -> usize {
-        let pids = list_pids(&self.proc_root).unwrap_or_default();
-        let mut parent = std::collections::HashMap::new();
-        let mut same_program = std::collections::HashSet::new();
-        let mut root_alive = false;
-        for pid in pids {
-            let dir = self.proc_root.join(pid.to_string());
-            let Some(s) = std::fs::read_to_string(dir.join("stat"))
-                .ok()
-                .and_then(|t| parse_task_stat(&t))
-            else {
-                continue;
-            };
-            if pid == root && s.starttime_ticks == starttime {
-                root_alive = true;
-            }
-            if let Some((comm, uid)) = comm_uid {
-                if &s.comm == comm && !s.is_kernel_thread() && owner_uid(&dir) == Some(*uid) {
-                    same_program.insert(pid);
-                }
-            }
-            parent.insert(pid, s.ppid);
-        }
-        let descends = |p: i32| {
-            let mut cur = p;
-            for _ in 0..64 {
-                if cur == root {
-                    return true;
-                }
-                match parent.get(&cur) {
-                    Some(&pp) if pp > 0 => cur = pp,
-                    _ => return false,
-                }
-            }
-            false
+    /// Live processes `target` blames (recovery's own definition), read
+    /// lightly: `stat` of every process, `status` only for those whose
+    /// command a program blame names.
+    fn blamed_count(&self, target: &Target) -> usize {
+        let comm = match &target.blame {
+            Blame::Program(scope) => Some(scope.comm.as_str()),
+            Blame::Tree | Blame::Cgroup => None,
         };
-        parent
-            .keys()
-            .filter(|&&p| (root_alive && descends(p)) || same_program.contains(&p))
-            .count()
+        let all: Vec<ProcInfo> = list_pids(&self.proc_root)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|pid| {
+                let dir = self.proc_root.join(pid.to_string());
+                let s = parse_task_stat(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+                let uid = if comm == Some(s.comm.as_str()) {
+                    owner_uid(&dir)
+                } else {
+                    None
+                };
+                Some(ProcInfo {
+                    pid,
+                    ppid: s.ppid,
+                    kernel_thread: s.is_kernel_thread(),
+                    comm: s.comm,
+                    starttime: s.starttime_ticks,
+                    uid,
+                    cgroups: Vec::new(),
+                    unit: None,
+                    pgid: s.pgrp,
+                    sid: s.session,
+                    state: s.state,
+                })
+            })
+            .collect();
+        blamed_set(&all, target, &[]).len()
+    }
+
+    /// Measures the symptom now, with what was measured.
+    pub fn recheck(&mut self) -> Recheck {
+        let (present, what) = match self.symptom.clone() {
+            Symptom::CpuStalled { cpu } => {
+                let stalled = self
+                    .stall
+                    .as_ref()
+                    .and_then(|s| s.stalled().into_iter().find(|(c, _)| *c == cpu));
+                match stalled {
+                    Some((_, d)) => (true, format!("cpu {cpu} stalled for {} ms", d.as_millis())),
+                    None if self.stall.is_none() => return Recheck::Unverifiable,
+                    None => (false, format!("cpu {cpu} is no longer stalled")),
+                }
+            }
+            Symptom::RtMonopoly {
+                pid,
+                tid,
+                starttime,
+                percent,
+            } => match self.rt_share(pid, tid, starttime) {
+                Ok(share) => (
+                    share >= percent,
+                    format!(
+                        "thread {tid} ran {share:.0}% of the last {} ms (monopoly from {percent:.0}%)",
+                        SHARE_WINDOW.as_millis()
+                    ),
+                ),
+                Err(why) => (false, why),
+            },
+            Symptom::Stuck { tasks } => {
+                let in_d = tasks
+                    .iter()
+                    .filter(|&&(pid, tid, st)| self.state_of(pid, tid, st) == Some('D'))
+                    .count();
+                (
+                    in_d > 0,
+                    format!("{in_d} of {} stuck threads still in D", tasks.len()),
+                )
+            }
+            Symptom::CgroupTasks { path, below } => {
+                let n = self.members(&path);
+                (
+                    n >= below as usize,
+                    format!("{path} holds {n} processes (cleared below {below})"),
+                )
+            }
+            Symptom::TreeTasks { target, below } => {
+                let n = self.blamed_count(&target);
+                (
+                    n >= below,
+                    format!("{n} blamed processes live (cleared below {below})"),
+                )
+            }
+            Symptom::CgroupMemory { path, percent } => {
+                match self.cgroup(&path).and_then(|u| u.memory) {
+                    Some(m) => (
+                        m.percent() >= percent,
+                        format!(
+                            "{path} at {:.0}% of its memory limit (cleared below {percent:.0}%)",
+                            m.percent()
+                        ),
+                    ),
+                    None => (false, format!("{path} has no memory limit any more")),
+                }
+            }
+            Symptom::MachineMemory { available_percent } => {
+                let text = std::fs::read(self.proc_root.join("meminfo")).unwrap_or_default();
+                let mut m = selfheal_procfs::meminfo::MemInfo::default();
+                selfheal_procfs::meminfo::parse_meminfo(&text, &mut m);
+                let Some(a) = m.available_bytes else {
+                    return Recheck::Unverifiable;
+                };
+                let pct = a as f64 * 100.0 / m.total_bytes.max(1) as f64;
+                (
+                    pct < available_percent,
+                    format!(
+                        "{pct:.1}% of memory available (cleared from {available_percent:.1}%)"
+                    ),
+                )
+            }
+            Symptom::Unverifiable => return Recheck::Unverifiable,
+        };
+        if present {
+            Recheck::Present(what)
+        } else {
+            Recheck::Cleared(what)
+        }
+    }
+
+    /// A real-time thread's share of a fresh [`SHARE_WINDOW`], percent; or
+    /// why it no longer monopolises anything.
+    fn rt_share(&self, pid: i32, tid: i32, starttime: u64) -> Result<f64, String> {
+        let runtime = || -> Result<u64, String> {
+            let stat = self
+                .task_file(pid, tid, "stat")
+                .and_then(|t| parse_task_stat(&t))
+                .filter(|s| s.starttime_ticks == starttime)
+                .ok_or_else(|| format!("thread {tid} is gone"))?;
+            if !matches!(stat.policy, 1 | 2 | 6) {
+                return Err(format!("thread {tid} is no longer real-time"));
+            }
+            if matches!(stat.state, 'T' | 't' | 'Z' | 'X') {
+                return Err(format!("thread {tid} is stopped or exited"));
+            }
+            self.task_file(pid, tid, "schedstat")
+                .and_then(|t| parse_schedstat(&t))
+                .map(|s| s.runtime_ns)
+                .ok_or_else(|| format!("thread {tid} has no schedstat"))
+        };
+        let (r0, t0) = (runtime()?, Instant::now());
+        std::thread::sleep(SHARE_WINDOW);
+        let r1 = runtime()?;
+        Ok(r1.saturating_sub(r0) as f64 * 100.0 / t0.elapsed().as_nanos().max(1) as f64)
+    }
+}
+
+impl SymptomProbe for SymptomCheck {
+    fn cleared(&mut self) -> bool {
+        SymptomCheck::cleared(self)
+    }
+
+    fn recheck(&mut self) -> Recheck {
+        SymptomCheck::recheck(self)
     }
 }
 
@@ -247,8 +361,16 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let stat = parse_task_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap())
-            .unwrap();
+        let read = || {
+            parse_task_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap()).unwrap()
+        };
+        // Until it sleeps: a child still in exec can be briefly in D (page
+        // faults) on a busy machine, which would restart the settle time.
+        let t0 = Instant::now();
+        while read().state != 'S' && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stat = read();
         let mut stuck = SymptomCheck::new(
             Symptom::Stuck {
                 tasks: vec![(pid, pid, stat.starttime_ticks)],
@@ -259,13 +381,12 @@ mod tests {
         );
         // Sleeping (S), not D: not stuck once it stays so for a moment.
         assert!(!stuck.cleared());
+        assert!(matches!(stuck.recheck(), Recheck::Cleared(m) if m.contains("0 of 1")));
         std::thread::sleep(OUT_OF_D_SETTLE);
         assert!(stuck.cleared());
         let mut tree = SymptomCheck::new(
             Symptom::TreeTasks {
-                root: pid,
-                starttime: stat.starttime_ticks,
-                comm_uid: None,
+                target: Target::tree(pid, stat.starttime_ticks),
                 below: 1,
             },
             Path::new("/proc"),
@@ -273,6 +394,7 @@ mod tests {
             None,
         );
         assert!(!tree.cleared(), "a live root counts itself");
+        assert!(matches!(tree.recheck(), Recheck::Present(m) if m.contains("1 blamed")));
         // A normal-policy thread is not a real-time monopoly.
         let mut rt = SymptomCheck::new(
             Symptom::RtMonopoly {
@@ -286,6 +408,7 @@ mod tests {
             None,
         );
         assert!(rt.cleared());
+        assert!(matches!(rt.recheck(), Recheck::Cleared(m) if m.contains("no longer real-time")));
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(tree.cleared());

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::ops::{OpsError, ProcInfo, SystemOps};
+use crate::ops::{OpsError, Pinned, ProcInfo, SystemOps};
 
 /// A call the ladder made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,10 +14,10 @@ pub enum Call {
     SetNormal(i32),
     /// `signal(pid, sig)`.
     Signal(i32, i32),
-    /// `kill_cgroup(pid)`.
-    KillCgroup(i32),
-    /// `freeze_cgroup(pid)`.
-    FreezeCgroup(i32),
+    /// `kill_cgroup(pid, path)`.
+    KillCgroup(i32, String),
+    /// `freeze_cgroup(pid, path)`.
+    FreezeCgroup(i32, String),
     /// `restart_unit(unit)`.
     RestartUnit(String),
     /// `reboot()`.
@@ -28,7 +28,7 @@ impl Call {
     /// The process a call addressed, if any.
     pub fn pid(&self) -> Option<i32> {
         match self {
-            Call::Signal(p, _) | Call::KillCgroup(p) | Call::FreezeCgroup(p) => Some(*p),
+            Call::Signal(p, _) | Call::KillCgroup(p, _) | Call::FreezeCgroup(p, _) => Some(*p),
             _ => None,
         }
     }
@@ -123,11 +123,46 @@ impl FakeSystem {
         self.state().frozen.contains(path)
     }
 
-    fn cgroup_of(s: &State, pid: i32) -> Option<String> {
-        s.procs
+    /// The process `p` pins, when it is still there; and whether it sits
+    /// in cgroup `path` (the fake has one hierarchy: `cgroups[0]`, with
+    /// members below it counted in).
+    fn pinned_in(s: &State, p: &Pinned, path: &str) -> Result<(), OpsError> {
+        let proc = s
+            .procs
             .iter()
-            .find(|p| p.pid == pid)
-            .and_then(|p| p.cgroups.first().cloned())
+            .find(|q| q.pid == p.pid() && q.starttime == p.starttime())
+            .ok_or(OpsError::Gone)?;
+        if proc.cgroups.first().map(String::as_str) != Some(path) {
+            return Err(OpsError::NotInCgroup(path.to_string()));
+        }
+        Ok(())
+    }
+
+    fn within(p: &ProcInfo, path: &str) -> bool {
+        p.cgroups
+            .first()
+            .is_some_and(|c| crate::policy::is_within(c, path))
+    }
+
+    /// Sets the state letter of `pid` (`Z` for a zombie).
+    pub fn set_state(&self, pid: i32, state: char) {
+        for p in self.state().procs.iter_mut().filter(|p| p.pid == pid) {
+            p.state = state;
+        }
+    }
+
+    /// Moves `pid` to cgroup `path`.
+    pub fn set_cgroup(&self, pid: i32, path: &str) {
+        for p in self.state().procs.iter_mut().filter(|p| p.pid == pid) {
+            p.cgroups = vec![path.to_string()];
+        }
+    }
+
+    /// Replaces the command of `pid` (as an exec would).
+    pub fn exec(&self, pid: i32, comm: &str) {
+        for p in self.state().procs.iter_mut().filter(|p| p.pid == pid) {
+            p.comm = comm.to_string();
+        }
     }
 }
 
@@ -163,6 +198,18 @@ impl SystemOps for FakeSystem {
         Ok(())
     }
 
+    fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
+        let s = self.state();
+        match s.procs.iter().find(|p| p.pid == pid) {
+            Some(p) if p.starttime == starttime => Ok(Pinned::unchecked(pid, starttime)),
+            _ => Err(OpsError::Gone),
+        }
+    }
+
+    fn signal_pinned(&self, p: &Pinned, sig: i32) -> Result<(), OpsError> {
+        self.signal(p.pid(), p.starttime(), sig)
+    }
+
     fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
         let mut s = self.state();
         let Some(p) = s.procs.iter().find(|p| p.pid == pid).cloned() else {
@@ -170,6 +217,9 @@ impl SystemOps for FakeSystem {
         };
         if p.starttime != starttime {
             return Err(OpsError::Gone);
+        }
+        if sig == 0 {
+            return Ok(());
         }
         s.calls.push(Call::Signal(pid, sig));
         match sig {
@@ -209,32 +259,32 @@ impl SystemOps for FakeSystem {
         Ok(())
     }
 
-    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError> {
+    fn cgroup_members(&self, p: &Pinned, path: &str) -> Result<Vec<i32>, OpsError> {
         let s = self.state();
-        let cg = FakeSystem::cgroup_of(&s, pid).ok_or(OpsError::Gone)?;
+        FakeSystem::pinned_in(&s, p, path)?;
         let mut v: Vec<i32> = s
             .procs
             .iter()
-            .filter(|p| p.cgroups.first() == Some(&cg))
-            .map(|p| p.pid)
+            .filter(|q| FakeSystem::within(q, path))
+            .map(|q| q.pid)
             .collect();
         v.sort_unstable();
         Ok(v)
     }
 
-    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError> {
+    fn kill_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
         let mut s = self.state();
-        let cg = FakeSystem::cgroup_of(&s, pid).ok_or(OpsError::Gone)?;
-        s.calls.push(Call::KillCgroup(pid));
-        s.procs.retain(|p| p.cgroups.first() != Some(&cg));
+        FakeSystem::pinned_in(&s, p, path)?;
+        s.calls.push(Call::KillCgroup(p.pid(), path.to_string()));
+        s.procs.retain(|q| !FakeSystem::within(q, path));
         Ok(())
     }
 
-    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError> {
+    fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
         let mut s = self.state();
-        let cg = FakeSystem::cgroup_of(&s, pid).ok_or(OpsError::Gone)?;
-        s.calls.push(Call::FreezeCgroup(pid));
-        s.frozen.insert(cg);
+        FakeSystem::pinned_in(&s, p, path)?;
+        s.calls.push(Call::FreezeCgroup(p.pid(), path.to_string()));
+        s.frozen.insert(path.to_string());
         Ok(())
     }
 
@@ -310,20 +360,31 @@ impl<T: SystemOps> SystemOps for Recording<T> {
         self.log(Call::SetNormal(tid), Some(tid));
         self.inner.set_normal_policy(tid)
     }
+    fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
+        self.inner.pin(pid, starttime)
+    }
+    fn signal_pinned(&self, p: &Pinned, sig: i32) -> Result<(), OpsError> {
+        if sig != 0 {
+            self.log(Call::Signal(p.pid(), sig), Some(p.pid()));
+        }
+        self.inner.signal_pinned(p, sig)
+    }
     fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
-        self.log(Call::Signal(pid, sig), Some(pid));
+        if sig != 0 {
+            self.log(Call::Signal(pid, sig), Some(pid));
+        }
         self.inner.signal(pid, starttime, sig)
     }
-    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError> {
-        self.inner.cgroup_members(pid)
+    fn cgroup_members(&self, p: &Pinned, path: &str) -> Result<Vec<i32>, OpsError> {
+        self.inner.cgroup_members(p, path)
     }
-    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        self.log(Call::KillCgroup(pid), Some(pid));
-        self.inner.kill_cgroup(pid)
+    fn kill_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
+        self.log(Call::KillCgroup(p.pid(), path.to_string()), Some(p.pid()));
+        self.inner.kill_cgroup(p, path)
     }
-    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        self.log(Call::FreezeCgroup(pid), Some(pid));
-        self.inner.freeze_cgroup(pid)
+    fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
+        self.log(Call::FreezeCgroup(p.pid(), path.to_string()), Some(p.pid()));
+        self.inner.freeze_cgroup(p, path)
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         self.log(Call::RestartUnit(unit.to_string()), None);

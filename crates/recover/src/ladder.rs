@@ -1,17 +1,23 @@
 //! The recovery ladder: least destructive step first, verify, escalate.
 //!
 //! For each step of the class's ladder: check the target against the
-//! [`Policy`] (every process the step would touch), take one action from
-//! the rate budget, act (or, in dry-run, only say what would be done),
-//! then poll the symptom until it clears or `verify_timeout` passes. A
-//! cleared symptom ends the ladder ("recovered"); otherwise the next step
-//! runs. Every step is an event with its action and outcome.
+//! [`Policy`] (every process the step would touch); pin it through a pidfd
+//! and re-check the evidence (the same program, still among the processes
+//! the diagnosis blames, the symptom still present); take one action from
+//! the rate budget; act through the pinned handle (or, in dry-run, only say
+//! what would be done); then poll the symptom until it clears or
+//! `verify_timeout` passes. A cleared symptom ends the ladder
+//! ("recovered"); otherwise the next step runs. Every step is an event with
+//! its action, outcome, the evidence and, when refused, the reason.
 
 mod actions;
+mod guard;
+#[cfg(test)]
+mod refusals;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -19,53 +25,11 @@ use serde_json::json;
 use selfheal_config::{Action, RecoveryConfig};
 use selfheal_event::{Class, Culprit, Event, EventKind, EventSink, Severity};
 
+use crate::evidence::{Evidence, Recheck, Refusal, SymptomProbe};
 use crate::ops::{OpsError, SystemOps};
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
-
-/// Whom recovery acts on: the identity that makes acting safe and the
-/// processes blamed along with it. What the process is (command, cgroup,
-/// unit) is the incident's [`Culprit`], the one description of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The process.
-    pub pid: i32,
-    /// Process start time (ticks after boot): a reused pid has another, so
-    /// with the pid it names exactly one process, ever.
-    pub starttime: u64,
-    /// Which processes the diagnosis blames along with this one.
-    pub blame: Blame,
-}
-
-/// The processes a diagnosis blames: what `kill_tree` kills, and what a
-/// cgroup may hold for `kill_cgroup`/`freeze_cgroup` to be allowed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Blame {
-    /// The process and its descendants.
-    #[default]
-    Tree,
-    /// Also every process with this command and uid (a fork bomb whose
-    /// members were re-parented away from their tree).
-    CommUid(String, u32),
-    /// Every process in the target's cgroup (a fork bomb filling a cgroup).
-    Cgroup,
-}
-
-impl Target {
-    /// A target blaming the process and its descendants.
-    pub fn tree(pid: i32, starttime: u64) -> Target {
-        Target {
-            pid,
-            starttime,
-            blame: Blame::Tree,
-        }
-    }
-
-    /// The cool-down key.
-    fn key(&self) -> String {
-        format!("pid:{}:{}", self.pid, self.starttime)
-    }
-}
+pub use crate::target::{Blame, ProgramScope, Target};
 
 /// One diagnosed problem to recover from.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +40,8 @@ pub struct Incident {
     pub culprit: Culprit,
     /// Whom to act on; `None` when there is no user-space culprit.
     pub target: Option<Target>,
+    /// What ties the target to the symptom (copied into every step's event).
+    pub evidence: Evidence,
 }
 
 impl Incident {
@@ -96,7 +62,8 @@ pub enum Outcome {
     NotCleared,
     /// The action failed.
     Failed,
-    /// Policy forbids touching the target.
+    /// Policy forbids touching the target, or the evidence did not hold
+    /// when re-checked (`details.refusal` says which).
     Refused,
     /// The rate budget or the target's cool-down stopped it.
     RateLimited,
@@ -147,8 +114,39 @@ pub struct StepRecord {
     pub act_time: Duration,
     /// Time until the symptom cleared (or the verify timeout).
     pub verify_time: Duration,
-    /// Processes signalled or changed by this step.
-    pub touched: Vec<i32>,
+    /// Processes signalled or changed by this step, as (pid, start time).
+    pub touched: Vec<(i32, u64)>,
+    /// Why the step was refused, when it was.
+    pub refusal: Option<Refusal>,
+    /// The symptom as measured just before acting, when it was.
+    pub recheck: Option<String>,
+}
+
+impl StepRecord {
+    fn new(action: Action, outcome: Outcome, reason: String) -> StepRecord {
+        StepRecord {
+            action,
+            outcome,
+            reason,
+            act_time: Duration::ZERO,
+            verify_time: Duration::ZERO,
+            touched: Vec::new(),
+            refusal: None,
+            recheck: None,
+        }
+    }
+
+    fn refused(action: Action, refusal: Refusal, reason: String) -> StepRecord {
+        StepRecord {
+            refusal: Some(refusal),
+            ..StepRecord::new(action, Outcome::Refused, reason)
+        }
+    }
+
+    /// The pids touched.
+    pub fn touched_pids(&self) -> Vec<i32> {
+        self.touched.iter().map(|t| t.0).collect()
+    }
 }
 
 /// What a ladder run did.
@@ -190,6 +188,8 @@ pub struct Ladder {
     policy: Policy,
     rate: RateLimiter,
     options: LadderOptions,
+    /// Processes acted upon → when, for the settle window.
+    acted: HashMap<(i32, u64), Instant>,
 }
 
 impl std::fmt::Debug for Ladder {
@@ -203,12 +203,12 @@ impl std::fmt::Debug for Ladder {
 
 /// Result of one action before verification.
 pub(crate) enum Acted {
-    /// Done; these processes were touched.
-    Done(Vec<i32>),
+    /// Done; these processes (pid, start time) were touched.
+    Done(Vec<(i32, u64)>),
     /// Not applicable.
     Skip(String),
-    /// Policy refused.
-    Refuse(String),
+    /// Refused: policy, or evidence that did not hold.
+    Refuse(Refusal, String),
     /// The target was already gone.
     Gone,
     /// Failed.
@@ -226,7 +226,16 @@ impl Ladder {
             ),
             ops,
             options,
+            acted: HashMap::new(),
         }
+    }
+
+    /// Processes acted upon within the settle window (`recovery.settle`),
+    /// as (pid, start time): diagnoses must not count them.
+    pub fn settling(&mut self) -> HashSet<(i32, u64)> {
+        let settle = self.options.config.settle.get();
+        self.acted.retain(|_, t| t.elapsed() < settle);
+        self.acted.keys().copied().collect()
     }
 
     /// The steps configured for `class`.
@@ -239,12 +248,13 @@ impl Ladder {
         self.options.dry_run
     }
 
-    /// Runs the class's ladder for `incident`. `cleared` reports whether the
-    /// symptom is gone; every step is emitted to `sink` as it completes.
+    /// Runs the class's ladder for `incident`. `probe` re-measures the
+    /// symptom before each action and tells when it cleared; every step is
+    /// emitted to `sink` as it completes.
     pub fn run(
         &mut self,
         incident: &Incident,
-        cleared: &mut dyn FnMut() -> bool,
+        probe: &mut dyn SymptomProbe,
         sink: &dyn EventSink,
     ) -> LadderReport {
         let steps = self.steps_for(incident.class);
@@ -252,19 +262,16 @@ impl Ladder {
         let mut report = LadderReport::default();
         if let Some(t) = &incident.target {
             if let Some(left) = self.rate.cooling(&t.key(), start) {
-                let rec = StepRecord {
-                    action: steps.first().copied().unwrap_or(Action::Record),
-                    outcome: Outcome::RateLimited,
-                    reason: format!(
+                let rec = StepRecord::new(
+                    steps.first().copied().unwrap_or(Action::Record),
+                    Outcome::RateLimited,
+                    format!(
                         "{} (pid {}) was acted on recently; cool-down ends in {} ms",
                         incident.comm(),
                         t.pid,
                         left.as_millis()
                     ),
-                    act_time: Duration::ZERO,
-                    verify_time: Duration::ZERO,
-                    touched: Vec::new(),
-                };
+                );
                 self.emit(sink, incident, &rec, 0, steps.len());
                 report.steps.push(rec);
                 return report;
@@ -272,23 +279,28 @@ impl Ladder {
         }
         let lineage = Policy::own_lineage(self.ops.as_ref());
         for (i, &action) in steps.iter().enumerate() {
-            let rec = self.step(incident, action, &lineage, cleared);
+            let rec = self.step(incident, action, &lineage, probe);
             self.emit(sink, incident, &rec, i, steps.len());
-            let outcome = rec.outcome;
+            let now = Instant::now();
+            for id in &rec.touched {
+                self.acted.insert(*id, now);
+            }
+            let (outcome, refusal) = (rec.outcome, rec.refusal);
             report.steps.push(rec);
-            match outcome {
-                Outcome::Recovered => {
-                    report.recovered = true;
-                    report.time_to_recover = Some(start.elapsed());
-                    break;
-                }
-                Outcome::Recorded if !self.options.dry_run && cleared() => {
-                    report.recovered = true;
-                    report.time_to_recover = Some(start.elapsed());
-                    break;
-                }
-                Outcome::RateLimited => break,
-                _ => {}
+            let cleared = match outcome {
+                Outcome::Recovered => true,
+                // Stale evidence: the symptom went away by itself.
+                Outcome::Refused => refusal == Some(Refusal::SymptomGone),
+                Outcome::Recorded => !self.options.dry_run && probe.cleared(),
+                _ => false,
+            };
+            if cleared {
+                report.recovered = true;
+                report.time_to_recover = Some(start.elapsed());
+                break;
+            }
+            if outcome == Outcome::RateLimited {
+                break;
             }
         }
         if let (Some(t), false) = (&incident.target, self.options.dry_run) {
@@ -304,16 +316,9 @@ impl Ladder {
         incident: &Incident,
         action: Action,
         lineage: &HashSet<i32>,
-        cleared: &mut dyn FnMut() -> bool,
+        probe: &mut dyn SymptomProbe,
     ) -> StepRecord {
-        let record = |outcome, reason: String| StepRecord {
-            action,
-            outcome,
-            reason,
-            act_time: Duration::ZERO,
-            verify_time: Duration::ZERO,
-            touched: Vec::new(),
-        };
+        let record = |outcome, reason: String| StepRecord::new(action, outcome, reason);
         if action == Action::Record {
             return record(Outcome::Recorded, "evidence recorded".into());
         }
@@ -321,93 +326,125 @@ impl Ladder {
             return record(Outcome::Skipped, "recovery.enabled = false".into());
         }
         if action == Action::Reboot && !self.options.config.allow_reboot {
-            return record(
-                Outcome::Refused,
+            return StepRecord::refused(
+                action,
+                Refusal::RebootNotAllowed,
                 "reboot needs recovery.allow_reboot = true".into(),
             );
         }
         let comm = incident.comm();
+        // Reboot addresses no process; every other action needs a target.
         let target = match &incident.target {
-            Some(t) if action != Action::Reboot => t.clone(),
-            None if action != Action::Reboot => {
-                return record(Outcome::Skipped, "no user-space culprit to act on".into())
+            _ if action == Action::Reboot => None,
+            Some(t) => Some(t),
+            None => {
+                let why = incident
+                    .evidence
+                    .no_target
+                    .clone()
+                    .unwrap_or_else(|| "no user-space culprit to act on".into());
+                return record(Outcome::Skipped, why);
             }
-            // Reboot addresses no process.
-            _ => Target::tree(0, 0),
         };
         // Refusals are decided before the budget is spent or anything done.
-        if action != Action::Reboot {
-            match self
-                .policy
-                .check_pid(self.ops.as_ref(), target.pid, lineage)
-            {
-                Ok(Some(why)) => return record(Outcome::Refused, why),
-                Ok(None) => {}
-                Err(OpsError::Gone) if cleared() => {
-                    return record(
-                        Outcome::Recovered,
-                        format!("{comm} (pid {}) exited by itself", target.pid),
-                    )
+        let pinned = match target {
+            None => None,
+            Some(t) => {
+                match self
+                    .policy
+                    .check_pid(self.ops.as_ref(), t.pid, lineage)
+                    .and_then(|why| Ok((why, self.ops.pin(t.pid, t.starttime)?)))
+                {
+                    Ok((Some(why), _)) => {
+                        return StepRecord::refused(action, Refusal::Protected, why)
+                    }
+                    Ok((None, p)) => Some(p),
+                    Err(OpsError::Gone) if probe.cleared() => {
+                        return record(
+                            Outcome::Recovered,
+                            format!("{comm} (pid {}) exited by itself", t.pid),
+                        )
+                    }
+                    Err(OpsError::Gone) => {
+                        return record(
+                            Outcome::Skipped,
+                            format!(
+                                "{comm} (pid {}) is gone: its pid names another process or nothing",
+                                t.pid
+                            ),
+                        )
+                    }
+                    Err(e) => return record(Outcome::Failed, e.to_string()),
                 }
-                Err(OpsError::Gone) => {
-                    return record(
-                        Outcome::Skipped,
-                        format!("{comm} (pid {}) is gone", target.pid),
-                    )
-                }
-                Err(e) => return record(Outcome::Failed, e.to_string()),
+            }
+        };
+        // The evidence must still hold: same program, still blamed...
+        if let (Some(t), Some(p)) = (target, &pinned) {
+            if let Err(a) = guard::still_blamed(self, incident, t, p) {
+                return self.unacted(action, a, comm, t.pid, probe);
             }
         }
+        // ...and the symptom still there.
+        let recheck = match probe.recheck() {
+            Recheck::Present(m) => m,
+            Recheck::Cleared(m) => {
+                return StepRecord::refused(
+                    action,
+                    Refusal::SymptomGone,
+                    format!("stale evidence: the symptom is gone ({m})"),
+                )
+            }
+            Recheck::Unverifiable => {
+                return StepRecord::refused(
+                    action,
+                    Refusal::Unverifiable,
+                    format!(
+                        "weak evidence: the {} symptom cannot be measured again before acting",
+                        incident.evidence.symptom
+                    ),
+                )
+            }
+        };
+        let with_recheck = |rec: StepRecord| StepRecord {
+            recheck: Some(recheck.clone()),
+            ..rec
+        };
         if self.options.dry_run {
-            let plan = match actions::plan(self, incident, &target, action, lineage) {
+            let plan = match actions::plan(self, incident, target, pinned.as_ref(), action, lineage)
+            {
                 Ok(p) => p,
-                Err(Acted::Refuse(why)) => return record(Outcome::Refused, why),
-                Err(Acted::Skip(why)) => return record(Outcome::Skipped, why),
-                Err(_) => String::new(),
+                Err(a) => return with_recheck(self.unacted(action, a, comm, 0, probe)),
             };
-            return record(Outcome::DryRun, format!("would {plan}"));
+            return with_recheck(record(Outcome::DryRun, format!("would {plan}")));
         }
         if !self.rate.take(Instant::now()) {
-            return record(
+            return with_recheck(record(
                 Outcome::RateLimited,
                 format!(
                     "recovery.max_actions_per_minute = {} reached",
                     self.options.config.max_actions_per_minute
                 ),
-            );
+            ));
         }
         let t0 = Instant::now();
-        let acted = actions::act(self, incident, &target, action, lineage);
+        let acted = actions::act(self, incident, target, pinned.as_ref(), action, lineage);
         let act_time = t0.elapsed();
         let (touched, gone) = match acted {
             Acted::Done(t) => (t, false),
-            Acted::Gone if !cleared() => {
+            Acted::Gone if probe.cleared() => (Vec::new(), true),
+            other => {
+                let pid = target.map_or(0, |t| t.pid);
                 return StepRecord {
                     act_time,
-                    ..record(
-                        Outcome::Skipped,
-                        format!(
-                            "{comm} (pid {}) is gone: its pid names another process or nothing",
-                            target.pid
-                        ),
-                    )
-                }
-            }
-            Acted::Gone => (Vec::new(), true),
-            Acted::Skip(why) => return record(Outcome::Skipped, why),
-            Acted::Refuse(why) => return record(Outcome::Refused, why),
-            Acted::Fail(why) => {
-                return StepRecord {
-                    act_time,
-                    ..record(Outcome::Failed, why)
-                }
+                    ..with_recheck(self.unacted(action, other, comm, pid, probe))
+                };
             }
         };
         // Verify: poll until the symptom clears or the timeout passes.
         let v0 = Instant::now();
         let timeout = self.options.config.verify_timeout.get();
         let ok = loop {
-            if cleared() {
+            if probe.cleared() {
                 break true;
             }
             if v0.elapsed() >= timeout {
@@ -437,12 +474,38 @@ impl Ladder {
             ),
         };
         StepRecord {
-            action,
-            outcome,
-            reason,
             act_time,
             verify_time,
             touched,
+            recheck: Some(recheck),
+            ..record(outcome, reason)
+        }
+    }
+
+    /// The record of a step that did not act.
+    fn unacted(
+        &self,
+        action: Action,
+        a: Acted,
+        comm: &str,
+        pid: i32,
+        probe: &mut dyn SymptomProbe,
+    ) -> StepRecord {
+        match a {
+            Acted::Done(_) => StepRecord::new(action, Outcome::Failed, "internal: acted".into()),
+            Acted::Skip(why) => StepRecord::new(action, Outcome::Skipped, why),
+            Acted::Refuse(r, why) => StepRecord::refused(action, r, why),
+            Acted::Fail(why) => StepRecord::new(action, Outcome::Failed, why),
+            Acted::Gone if probe.cleared() => StepRecord::new(
+                action,
+                Outcome::Recovered,
+                format!("{comm} (pid {pid}) exited by itself"),
+            ),
+            Acted::Gone => StepRecord::new(
+                action,
+                Outcome::Skipped,
+                format!("{comm} (pid {pid}) is gone: its pid names another process or nothing"),
+            ),
         }
     }
 
@@ -492,7 +555,10 @@ impl Ladder {
                 "dry_run": self.options.dry_run,
                 "act_ms": rec.act_time.as_secs_f64() * 1000.0,
                 "verify_ms": rec.verify_time.as_secs_f64() * 1000.0,
-                "touched": rec.touched,
+                "touched": rec.touched_pids(),
+                "refusal": rec.refusal.map(Refusal::as_str),
+                "evidence": incident.evidence.to_json(),
+                "recheck": rec.recheck,
                 "target": incident.target.as_ref().map(|t| json!({
                     "pid": t.pid, "starttime": t.starttime,
                     "tid": incident.culprit.tid, "comm": incident.culprit.comm,

@@ -2,8 +2,11 @@
 //!
 //! - [`ladder`]: for a diagnosis class, try the configured steps least
 //!   destructive first (record → demote → stop → kill → kill tree/cgroup →
-//!   freeze cgroup → restart unit → reboot); after each, wait for the
+//!   freeze cgroup → restart unit → reboot); before each, pin the target
+//!   (pidfd) and re-check the [`evidence`]; after each, wait for the
 //!   symptom to clear before escalating; record every step as an event.
+//! - [`target`]: whom to act on, and the one definition of which processes
+//!   a diagnosis blames with it.
 //! - [`policy`]: who is never touched (pid 1, kernel threads, selfheal and
 //!   its ancestors, `recovery.protected`/`protected_units`) and where
 //!   recovery may act at all (`recovery.allowed_cgroups`).
@@ -14,16 +17,18 @@
 //!   without ever signalling a real process.
 #![forbid(unsafe_code)]
 
+pub mod evidence;
 pub mod fake;
 pub mod ladder;
 pub mod ops;
 pub mod policy;
 pub mod rate;
+pub mod target;
 
-pub use ladder::{
-    Blame, Incident, Ladder, LadderOptions, LadderReport, Outcome, StepRecord, Target,
-};
-pub use ops::{LinuxOps, OpsError, ProcInfo, SystemOps};
+pub use evidence::{Evidence, Recheck, Refusal, SymptomProbe};
+pub use ladder::{Incident, Ladder, LadderOptions, LadderReport, Outcome, StepRecord};
+pub use ops::{LinuxOps, OpsError, Pinned, ProcInfo, SystemOps};
 pub use policy::Policy;
 pub use rate::RateLimiter;
 pub use selfheal_config::Action;
+pub use target::{blamed_set, broad_cgroup, Blame, ProgramScope, Target};

@@ -2,11 +2,12 @@
 //! ladder and the policy only ever go through [`SystemOps`], so tests run
 //! them against [`crate::fake::FakeSystem`], which records every call.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use selfheal_cgroup::{Cgroup, Hierarchy};
+use selfheal_cgroup::{Cgroup, Hierarchy, ProcCgroupEntry};
 use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat};
 
 /// What recovery needs to know about a process.
@@ -28,6 +29,43 @@ pub struct ProcInfo {
     pub cgroups: Vec<String>,
     /// Its systemd unit, if any.
     pub unit: Option<String>,
+    /// Process group.
+    pub pgid: i32,
+    /// Session.
+    pub sid: i32,
+    /// One-letter state (R, S, D, T, Z, …).
+    pub state: char,
+}
+
+/// A process pinned for acting on: on Linux a pidfd opened *before* its
+/// start time was checked, so every action through it reaches that
+/// process or fails (a pid reused meanwhile can never be hit).
+#[derive(Debug)]
+pub struct Pinned {
+    pid: i32,
+    starttime: u64,
+    fd: Option<OwnedFd>,
+}
+
+impl Pinned {
+    /// A handle without a pidfd, for fakes that check identity themselves.
+    pub fn unchecked(pid: i32, starttime: u64) -> Pinned {
+        Pinned {
+            pid,
+            starttime,
+            fd: None,
+        }
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The start time it was pinned with.
+    pub fn starttime(&self) -> u64 {
+        self.starttime
+    }
 }
 
 /// A system call failed.
@@ -42,6 +80,9 @@ pub enum OpsError {
     /// The operation refused itself (e.g. a cgroup holding init).
     #[error("refused: {0}")]
     Refused(String),
+    /// The process is not (or no longer) in the cgroup named.
+    #[error("the process is not in cgroup {0}")]
+    NotInCgroup(String),
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -84,15 +125,24 @@ pub trait SystemOps: Send + Sync {
     fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError>;
     /// Moves thread `tid` to SCHED_OTHER.
     fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError>;
+    /// Pins `pid` if it is still the process that started at `starttime`
+    /// (`Err(Gone)` otherwise): what every action on it goes through.
+    fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError>;
+    /// Sends `sig` to the pinned process (`Err(Gone)` once it has exited).
+    fn signal_pinned(&self, p: &Pinned, sig: i32) -> Result<(), OpsError>;
     /// Sends `sig` to `pid` if it is still the process that started at
     /// `starttime` (never to a process that reused the pid).
-    fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError>;
-    /// Processes in the cgroup `pid` is in (and below), all hierarchies.
-    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError>;
-    /// Kills every process in the cgroup `pid` is in.
-    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError>;
-    /// Freezes the cgroup `pid` is in.
-    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError>;
+    fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
+        self.signal_pinned(&self.pin(pid, starttime)?, sig)
+    }
+    /// Processes in cgroup `path` (and below), in every hierarchy where the
+    /// pinned process sits exactly at `path`; `Err(NotInCgroup)` when it
+    /// sits there in none.
+    fn cgroup_members(&self, p: &Pinned, path: &str) -> Result<Vec<i32>, OpsError>;
+    /// Kills every process in cgroup `path`, as [`SystemOps::cgroup_members`] finds it.
+    fn kill_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError>;
+    /// Freezes cgroup `path`, as [`SystemOps::cgroup_members`] finds it.
+    fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError>;
     /// `systemctl restart UNIT`.
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError>;
     /// Reboots the machine.
@@ -117,17 +167,23 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError> {
         (**self).set_normal_policy(tid)
     }
+    fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
+        (**self).pin(pid, starttime)
+    }
+    fn signal_pinned(&self, p: &Pinned, sig: i32) -> Result<(), OpsError> {
+        (**self).signal_pinned(p, sig)
+    }
     fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
         (**self).signal(pid, starttime, sig)
     }
-    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError> {
-        (**self).cgroup_members(pid)
+    fn cgroup_members(&self, p: &Pinned, path: &str) -> Result<Vec<i32>, OpsError> {
+        (**self).cgroup_members(p, path)
     }
-    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        (**self).kill_cgroup(pid)
+    fn kill_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
+        (**self).kill_cgroup(p, path)
     }
-    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        (**self).freeze_cgroup(pid)
+    fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
+        (**self).freeze_cgroup(p, path)
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         (**self).restart_unit(unit)
@@ -156,12 +212,27 @@ impl LinuxOps {
         }
     }
 
-    fn cgroup_of(&self, pid: i32) -> Result<Cgroup, OpsError> {
+    /// Cgroup `path` in every hierarchy where the pinned process sits
+    /// exactly there (never another cgroup it is in elsewhere: in a hybrid
+    /// layout its unified cgroup may be a whole login session). The entries
+    /// are read while the pidfd pins the process and checked after it is
+    /// still alive, so they are its own, not a reused pid's.
+    fn cgroup_at(&self, p: &Pinned, path: &str) -> Result<Cgroup, OpsError> {
         let h = self
             .hierarchy
             .as_ref()
             .ok_or_else(|| OpsError::Failed("no cgroup hierarchy is mounted".into()))?;
-        Cgroup::of_pid(h, pid).map_err(OpsError::from_cgroup)
+        let entries = selfheal_cgroup::read_pid_cgroup_at(&self.proc_root, p.pid)
+            .map_err(OpsError::from_cgroup)?;
+        self.signal_pinned(p, 0)?;
+        let at: Vec<ProcCgroupEntry> = entries
+            .into_iter()
+            .filter(|e| e.path == path && !e.is_root())
+            .collect();
+        if at.is_empty() {
+            return Err(OpsError::NotInCgroup(path.to_string()));
+        }
+        Cgroup::from_proc_entries(h, &at).map_err(OpsError::from_cgroup)
     }
 
     fn stat_starttime(&self, pid: i32) -> Option<u64> {
@@ -247,6 +318,9 @@ pub fn read_proc_info(proc_root: &Path, pid: i32) -> Option<ProcInfo> {
         kernel_thread: stat.is_kernel_thread() || pid == 2 || stat.ppid == 2,
         cgroups,
         unit,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        state: stat.state,
     })
 }
 
@@ -294,31 +368,47 @@ impl SystemOps for LinuxOps {
         selfheal_sys::sched::set_other(tid).map_err(OpsError::from_sys)
     }
 
-    fn signal(&self, pid: i32, starttime: u64, sig: i32) -> Result<(), OpsError> {
+    fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
         // Pin the process first, then check it is the one we mean: a pid
-        // reused after we looked can never receive the signal.
+        // reused after we looked can never be reached through the fd.
         let fd = selfheal_sys::signal::pidfd_open(pid).map_err(OpsError::from_sys)?;
         if self.stat_starttime(pid) != Some(starttime) {
             return Err(OpsError::Gone);
         }
-        selfheal_sys::signal::pidfd_send_signal(&fd, sig).map_err(OpsError::from_sys)
+        Ok(Pinned {
+            pid,
+            starttime,
+            fd: Some(fd),
+        })
     }
 
-    fn cgroup_members(&self, pid: i32) -> Result<Vec<i32>, OpsError> {
-        self.cgroup_of(pid)?
+    fn signal_pinned(&self, p: &Pinned, sig: i32) -> Result<(), OpsError> {
+        match &p.fd {
+            Some(fd) => {
+                selfheal_sys::signal::pidfd_send_signal(fd, sig).map_err(OpsError::from_sys)
+            }
+            // Not pinned by us: pin now (checks the start time again).
+            None => self.signal(p.pid, p.starttime, sig),
+        }
+    }
+
+    fn cgroup_members(&self, p: &Pinned, path: &str) -> Result<Vec<i32>, OpsError> {
+        self.cgroup_at(p, path)?
             .procs_recursive()
             .map_err(OpsError::from_cgroup)
     }
 
-    fn kill_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        self.cgroup_of(pid)?
+    fn kill_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
+        self.cgroup_at(p, path)?
             .kill_all()
             .map(|_| ())
             .map_err(OpsError::from_cgroup)
     }
 
-    fn freeze_cgroup(&self, pid: i32) -> Result<(), OpsError> {
-        self.cgroup_of(pid)?.freeze().map_err(OpsError::from_cgroup)
+    fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
+        self.cgroup_at(p, path)?
+            .freeze()
+            .map_err(OpsError::from_cgroup)
     }
 
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {

@@ -141,6 +141,9 @@ mod tests {
             kernel_thread: false,
             cgroups: vec!["/user.slice/user-0.slice/session-1.scope".into()],
             unit: Some("session-1.scope".into()),
+            pgid: pid,
+            sid: 1,
+            state: 'S',
         }
     }
 

@@ -146,5 +146,6 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         symptom: Symptom::Stuck {
             tasks: vec![(main.pid, main.tid, main.starttime)],
         },
+        no_target: None,
     }]
 }

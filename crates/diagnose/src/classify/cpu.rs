@@ -101,6 +101,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     starttime: t.stat.starttime_ticks,
                     percent: dx.thresholds.monopoly_percent,
                 },
+                no_target: None,
             });
             continue;
         }
@@ -166,6 +167,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 "interval_ms": d.interval.as_secs_f64() * 1000.0,
             }),
             symptom: Symptom::CpuStalled { cpu },
+            no_target: None,
         });
     }
     out

@@ -1,28 +1,44 @@
-//! Fork bombs: process count exploding in one cgroup, one program's tree,
-//! or one user.
+//! Fork bombs: process count exploding in one cgroup, one program, or one
+//! user.
 //!
 //! - A cgroup with a pids limit that is (nearly) full while forks are being
 //!   refused: the limit contains the bomb, but it keeps the CPU busy and
-//!   the cgroup useless.
-//! - Without a limit: one program (same command and uid: bomb members are
-//!   re-parented to init as their parents exit, so the tree itself falls
-//!   apart) with at least `fork_bomb_tasks` processes and still growing,
-//!   or a user who gained `fork_bomb_tasks / 2` processes between the two
-//!   snapshots.
+//!   the cgroup useless. A leaf cgroup is blamed whole; a slice or session
+//!   scope at its limit (systemd's `TasksMax`) holds unrelated units, so
+//!   only the program inside it that forms the bomb is blamed.
+//! - Without a limit: one program (same command and uid) with at least
+//!   `fork_bomb_tasks` related processes and still growing, or a user who
+//!   gained `fork_bomb_tasks / 2` processes between the two snapshots.
+//!
+//! Members are re-parented to init as their parents exit, so the tree
+//! itself falls apart; what holds a bomb together is its process group (a
+//! fork keeps it) and, while they live, its parents. Same-named processes
+//! of the same uid elsewhere (another job, another login) are *not* the
+//! bomb: a program is split into clusters of related processes and only
+//! the cluster that grew is blamed ([`selfheal_recover::ProgramScope`]).
+//! Dead and zombie processes, and those recovery acted on within the settle
+//! window, are never counted: after a kill, the bomb's zombies and the
+//! kernel's last fork refusals are its aftermath, not a new bomb.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::json;
 
+use selfheal_recover::broad_cgroup;
+
 use super::{Deltas, Diagnoser, Observation};
-use crate::class::{Blame, Class, Diagnosis, Symptom};
+use crate::class::{Blame, Class, Diagnosis, ProgramScope, Symptom};
 use crate::snapshot::{Snapshot, TaskSample};
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
     let th = &dx.thresholds;
     let mut out = Vec::new();
-    let after = obs.after.processes();
+    let after: Vec<&TaskSample> = counted(dx, obs, obs.after);
     let by_pid: HashMap<i32, &TaskSample> = after.iter().map(|t| (t.pid, *t)).collect();
+    let before_ids: HashSet<(i32, u64)> = counted(dx, obs, obs.before)
+        .iter()
+        .map(|t| (t.pid, t.stat.starttime_ticks))
+        .collect();
     let mut claimed: HashSet<i32> = HashSet::new();
 
     // Limited cgroups at their limit with refused forks.
@@ -40,20 +56,31 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     .collect()
             })
             .unwrap_or_default();
+        if members.is_empty() {
+            // Only zombies or processes already acted upon: the bomb is
+            // dead and the kernel has not reaped it yet.
+            continue;
+        }
         claimed.extend(members.iter().map(|t| t.pid));
-        let root = oldest(&members);
-        let (mut culprit, target) = match root {
-            Some(r) => {
-                let (c, t) = dx.culprit_of(r);
+        let broad = broad_cgroup(&cg.path);
+        let (root, blame) = match &broad {
+            None => (oldest(&members), Some(Blame::Cgroup)),
+            Some(_) => match biggest_program_cluster(&members, &before_ids) {
+                Some((root, scope)) => (Some(root), Some(Blame::Program(scope))),
+                None => (None, None),
+            },
+        };
+        let (mut culprit, target) = match (root, blame) {
+            (Some(r), Some(blame)) => {
+                let (c, mut t) = dx.culprit_of(r);
+                t.blame = blame;
                 (c, Some(t))
             }
-            None => (selfheal_event::Culprit::default(), None),
+            _ => (selfheal_event::Culprit::default(), None),
         };
-        culprit.cgroup = Some(cg.path.clone());
-        let target = target.map(|mut t| {
-            t.blame = Blame::Cgroup;
-            t
-        });
+        if broad.is_none() {
+            culprit.cgroup = Some(cg.path.clone());
+        }
         out.push(Diagnosis {
             class: Class::ForkBomb,
             summary: format!(
@@ -69,35 +96,26 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             evidence: json!({
                 "scope": "cgroup",
                 "cgroup": cg.path,
+                "cgroup_blamed_whole": broad.is_none(),
+                "cgroup_not_blamed_whole_because": broad,
                 "pids_current": p.current,
                 "pids_max": p.max,
                 "forks_refused_total": p.refused,
                 "forks_refused_recently": p.refused_recently,
-                "members_seen": members.len(),
+                "members_counted": members.len(),
                 "commands": top_comms(&members),
             }),
             symptom: Symptom::CgroupTasks {
                 path: cg.path.clone(),
                 below: (p.max / 2).max(1),
             },
+            no_target: None,
         });
     }
 
-    // One program (command + uid) with many processes, still growing.
-    let count = |s: &Snapshot| {
-        let mut m: BTreeMap<(String, u32), Vec<i32>> = BTreeMap::new();
-        for t in s.processes() {
-            if t.is_kernel_thread() || dx.is_own(t.pid) {
-                continue;
-            }
-            m.entry((t.stat.comm.clone(), t.uid.unwrap_or(u32::MAX)))
-                .or_default()
-                .push(t.pid);
-        }
-        m
-    };
-    let groups_after = count(obs.after);
-    let groups_before = count(obs.before);
+    // One program (command + uid) with many related processes, growing.
+    let groups_after = programs(dx, &after);
+    let groups_before = programs(dx, &counted(dx, obs, obs.before));
     for ((comm, uid), pids) in &groups_after {
         let n = pids.len();
         let before = groups_before.get(&(comm.clone(), *uid)).map_or(0, Vec::len);
@@ -107,49 +125,47 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         }
         let members: Vec<&TaskSample> =
             pids.iter().filter_map(|p| by_pid.get(p).copied()).collect();
-        claimed.extend(pids.iter().copied());
-        let Some(root) = oldest(&members) else {
+        let Some((root, scope)) = biggest_program_cluster(&members, &before_ids) else {
             continue;
         };
-        let (culprit, mut target) = dx.culprit_of(root);
-        target.blame = Blame::CommUid(comm.clone(), *uid);
-        out.push(Diagnosis {
-            class: Class::ForkBomb,
-            summary: format!(
-                "fork_bomb: {n} processes of {comm} (uid {uid}), {} more than {} ms earlier; oldest pid {}",
+        let related = scope.members.len();
+        if related < th.fork_bomb_tasks as usize {
+            continue; // many, but not one bomb: unrelated jobs of one program
+        }
+        claimed.extend(scope.members.iter().map(|m| m.0));
+        out.push(program_diagnosis(
+            dx,
+            root,
+            scope,
+            format!(
+                "fork_bomb: {related} related processes of {comm} (uid {uid}; {n} in all, {} more than {} ms earlier); oldest pid {}",
                 n - before,
                 d.interval.as_millis(),
                 root.pid
             ),
-            culprit,
-            target: Some(target),
-            evidence: json!({
+            json!({
                 "scope": "program",
                 "comm": comm,
                 "uid": uid,
                 "processes": n,
                 "processes_before": before,
+                "related_processes": related,
             }),
-            symptom: Symptom::TreeTasks {
-                root: root.pid,
-                starttime: root.stat.starttime_ticks,
-                comm_uid: Some((comm.clone(), *uid)),
-                below: (th.fork_bomb_tasks as usize / 2).max(1),
-            },
-        });
+        ));
     }
 
     // One user gaining processes explosively (different programs).
-    let per_uid = |s: &Snapshot| {
+    let per_uid = |s: &[&TaskSample]| {
         let mut m: HashMap<u32, usize> = HashMap::new();
-        for t in s.processes() {
+        for t in s {
             if let (Some(uid), false) = (t.uid, t.is_kernel_thread()) {
                 *m.entry(uid).or_default() += 1;
             }
         }
         m
     };
-    let (ua, ub) = (per_uid(obs.after), per_uid(obs.before));
+    let ua = per_uid(&after);
+    let ub = per_uid(&counted(dx, obs, obs.before));
     for (uid, n) in ua {
         let gained = n.saturating_sub(ub.get(&uid).copied().unwrap_or(0));
         if gained * 2 < th.fork_bomb_tasks as usize {
@@ -177,30 +193,176 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         }
         let members: Vec<&TaskSample> =
             pids.iter().filter_map(|p| by_pid.get(p).copied()).collect();
-        let Some(root) = oldest(&members) else {
+        let Some((root, scope)) = biggest_program_cluster(&members, &before_ids) else {
             continue;
         };
         claimed.extend(pids.iter().copied());
-        let (culprit, mut target) = dx.culprit_of(root);
-        target.blame = Blame::CommUid(comm.clone(), uid);
-        out.push(Diagnosis {
-            class: Class::ForkBomb,
-            summary: format!(
-                "fork_bomb: uid {uid} gained {gained} processes in {} ms ({g} of them {comm})",
-                d.interval.as_millis()
-            ),
-            culprit,
-            target: Some(target),
-            evidence: json!({"scope": "user", "uid": uid, "gained": gained, "comm": comm, "processes": n}),
-            symptom: Symptom::TreeTasks {
-                root: root.pid,
-                starttime: root.stat.starttime_ticks,
-                comm_uid: Some((comm.clone(), uid)),
-                below: (th.fork_bomb_tasks as usize / 2).max(1),
-            },
-        });
+        let new_in_cluster = scope
+            .members
+            .iter()
+            .filter(|m| !before_ids.contains(m))
+            .count();
+        let summary = format!(
+            "fork_bomb: uid {uid} gained {gained} processes in {} ms ({g} of them {comm}, {new_in_cluster} in one related group)",
+            d.interval.as_millis()
+        );
+        let evidence = json!({"scope": "user", "uid": uid, "gained": gained, "comm": comm,
+            "processes": n, "gained_in_related_group": new_in_cluster});
+        if new_in_cluster * 2 < g {
+            // The growth is spread over unrelated jobs: no one group to blame.
+            let (culprit, _) = dx.culprit_of(root);
+            out.push(Diagnosis {
+                class: Class::ForkBomb,
+                summary,
+                culprit,
+                target: None,
+                evidence,
+                symptom: Symptom::Unverifiable,
+                no_target: Some(format!(
+                    "weak evidence: the new {comm} processes are not related by process group or parent; acting on one group would not stop the growth and could hit innocent ones"
+                )),
+            });
+            continue;
+        }
+        out.push(program_diagnosis(dx, root, scope, summary, evidence));
     }
     out
+}
+
+/// The processes of a snapshot that count: alive (not zombie or dead) and
+/// not acted upon within the settle window.
+fn counted<'a>(dx: &Diagnoser, obs: &Observation<'_>, s: &'a Snapshot) -> Vec<&'a TaskSample> {
+    s.processes()
+        .into_iter()
+        .filter(|t| dx.counts(obs, t))
+        .collect()
+}
+
+/// Processes by (command, uid), kernel threads and selfheal left out.
+fn programs(dx: &Diagnoser, list: &[&TaskSample]) -> BTreeMap<(String, u32), Vec<i32>> {
+    let mut m: BTreeMap<(String, u32), Vec<i32>> = BTreeMap::new();
+    for t in list {
+        if t.is_kernel_thread() || dx.is_own(t.pid) {
+            continue;
+        }
+        m.entry((t.stat.comm.clone(), t.uid.unwrap_or(u32::MAX)))
+            .or_default()
+            .push(t.pid);
+    }
+    m
+}
+
+fn program_diagnosis(
+    dx: &Diagnoser,
+    root: &TaskSample,
+    scope: ProgramScope,
+    summary: String,
+    mut evidence: serde_json::Value,
+) -> Diagnosis {
+    let (culprit, mut target) = dx.culprit_of(root);
+    evidence["process_groups"] = json!(scope.pgids.iter().take(20).collect::<Vec<_>>());
+    target.blame = Blame::Program(scope);
+    Diagnosis {
+        class: Class::ForkBomb,
+        summary,
+        culprit,
+        symptom: Symptom::TreeTasks {
+            target: target.clone(),
+            below: (dx.thresholds.fork_bomb_tasks as usize / 2).max(1),
+        },
+        target: Some(target),
+        evidence,
+        no_target: None,
+    }
+}
+
+/// The cluster of related processes (one process group, or a parent and
+/// its child when the parent does not lead a group: a shell leads its own
+/// group and gives each job another, so it never joins a job's cluster)
+/// with the most processes that are new since `before`, then the most
+/// processes. Computed per program (command + uid); returns its oldest
+/// member and the scope a recovery may blame.
+fn biggest_program_cluster<'a>(
+    members: &[&'a TaskSample],
+    before: &HashSet<(i32, u64)>,
+) -> Option<(&'a TaskSample, ProgramScope)> {
+    let mut by_program: BTreeMap<(&str, u32), Vec<&'a TaskSample>> = BTreeMap::new();
+    for t in members {
+        by_program
+            .entry((t.stat.comm.as_str(), t.uid.unwrap_or(u32::MAX)))
+            .or_default()
+            .push(t);
+    }
+    let mut best: Option<(usize, usize, Vec<&'a TaskSample>)> = None;
+    for list in by_program.values() {
+        for c in clusters(list) {
+            let new = c
+                .iter()
+                .filter(|t| !before.contains(&(t.pid, t.stat.starttime_ticks)))
+                .count();
+            if best.as_ref().is_none_or(|b| (new, c.len()) > (b.0, b.1)) {
+                best = Some((new, c.len(), c));
+            }
+        }
+    }
+    let (_, _, cluster) = best?;
+    let root = oldest(&cluster)?;
+    let scope = ProgramScope {
+        comm: root.stat.comm.clone(),
+        uid: root.uid.unwrap_or(u32::MAX),
+        pgids: cluster
+            .iter()
+            .map(|t| t.stat.pgrp)
+            .filter(|g| *g > 0)
+            .collect::<BTreeSet<i32>>(),
+        members: cluster
+            .iter()
+            .map(|t| (t.pid, t.stat.starttime_ticks))
+            .collect(),
+    };
+    Some((root, scope))
+}
+
+/// Splits one program's processes into related clusters (union-find).
+fn clusters<'a>(list: &[&'a TaskSample]) -> Vec<Vec<&'a TaskSample>> {
+    let index: HashMap<i32, usize> = list.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
+    let mut parent: Vec<usize> = (0..list.len()).collect();
+    fn find(p: &mut [usize], mut i: usize) -> usize {
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
+        }
+        i
+    }
+    fn union(p: &mut [usize], a: usize, b: usize) {
+        let (ra, rb) = (find(p, a), find(p, b));
+        if ra != rb {
+            p[ra] = rb;
+        }
+    }
+    let mut group_first: HashMap<i32, usize> = HashMap::new();
+    for (i, t) in list.iter().enumerate() {
+        if t.stat.pgrp > 0 {
+            match group_first.get(&t.stat.pgrp) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    group_first.insert(t.stat.pgrp, i);
+                }
+            }
+        }
+        if let Some(&j) = index.get(&t.stat.ppid) {
+            let pp = list[j];
+            if pp.stat.pgrp != pp.pid {
+                union(&mut parent, i, j);
+            }
+        }
+    }
+    let mut out: HashMap<usize, Vec<&'a TaskSample>> = HashMap::new();
+    for (i, t) in list.iter().enumerate() {
+        let r = find(&mut parent, i);
+        out.entry(r).or_default().push(t);
+    }
+    out.into_values().collect()
 }
 
 /// The member that started first (the likely origin).

@@ -121,6 +121,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 path: cg.path.clone(),
                 percent: th.cgroup_memory_percent,
             },
+            no_target: None,
         });
     }
 
@@ -206,6 +207,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 symptom: Symptom::MachineMemory {
                     available_percent: th.mem_available_percent,
                 },
+                no_target: None,
             });
         } else if let Some(top) = list.first().copied() {
             let (culprit, target) = dx.culprit_of(top);
@@ -244,6 +246,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                         2.0 * th.mem_available_percent
                     },
                 },
+                no_target: None,
             });
         }
     }

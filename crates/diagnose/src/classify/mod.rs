@@ -14,7 +14,7 @@ mod memory;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,6 +118,9 @@ pub struct Observation<'a> {
     pub cgroup_members: &'a HashMap<String, Vec<i32>>,
     /// Kernel reports from the correlation window.
     pub kernel: &'a [KernelReport],
+    /// Processes recovery acted on within the settle window, as (pid,
+    /// start time): never counted as part of a new fault.
+    pub settling: &'a HashSet<(i32, u64)>,
 }
 
 /// Produces diagnoses.
@@ -211,6 +214,7 @@ impl Diagnoser {
                 "interval_ms": d.interval.as_secs_f64() * 1000.0,
             }),
             symptom: Symptom::Unverifiable,
+            no_target: None,
         }
     }
 
@@ -319,6 +323,13 @@ impl Diagnoser {
             .map(|l| l.trim().to_string())
             .collect();
         (!lines.is_empty()).then_some(lines)
+    }
+
+    /// True when a process counts towards a fault: alive (not a zombie or
+    /// dead) and not acted upon by recovery within the settle window.
+    pub(crate) fn counts(&self, obs: &Observation<'_>, t: &TaskSample) -> bool {
+        !matches!(t.stat.state, 'Z' | 'X' | 'x')
+            && !obs.settling.contains(&(t.pid, t.stat.starttime_ticks))
     }
 
     pub(crate) fn is_own(&self, pid: i32) -> bool {

@@ -1,7 +1,7 @@
 //! Diagnosis of snapshots recorded while real faults ran (see
 //! `tests/fixtures/README.md`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,26 @@ fn run_with(
     thresholds: Thresholds,
     edit: impl FnOnce(&mut Snapshot, &mut Snapshot),
 ) -> Run {
+    run_settling(
+        fx,
+        trigger,
+        stalled,
+        stuck,
+        thresholds,
+        edit,
+        &HashSet::new(),
+    )
+}
+
+fn run_settling(
+    fx: &Fixture,
+    trigger: Trigger,
+    stalled: &[(u32, Duration)],
+    stuck: &[crate::sweep::StuckTask],
+    thresholds: Thresholds,
+    edit: impl FnOnce(&mut Snapshot, &mut Snapshot),
+    settling: &HashSet<(i32, u64)>,
+) -> Run {
     let (mut before, mut after) = fx.snapshots();
     edit(&mut before, &mut after);
     let mut scanner = fx.scanner();
@@ -161,6 +181,7 @@ fn run_with(
         cgroups: &cgroups,
         cgroup_members: &members,
         kernel: &[],
+        settling,
     };
     Run {
         diagnoses: dx.diagnose(&obs),
@@ -314,6 +335,7 @@ fn cpu_stalls_during_a_fork_bomb_are_its_symptoms() {
         summary: "kernel_stall: cpu 1".into(),
         evidence: json!({}),
         symptom: Symptom::CpuStalled { cpu: 1 },
+        no_target: None,
     };
     let mut out = vec![stall.clone(), r.diagnoses[0].clone()];
     absorb_stalls_into_fork_bomb(&mut out);
@@ -482,4 +504,112 @@ fn no_fixture_shows_another_class() {
         let r = run(&fx, Trigger::Manual, &[], &[], Thresholds::default());
         assert_eq!(r.classes(), vec![expected], "{case}: {:#?}", r.diagnoses);
     }
+}
+
+/// The recorded bomb: `bash` processes of process group 2027 under a pids
+/// limit, next to nine other `bash` processes of the same uid (login
+/// shells, one of them the shell that started the bomb, in its session).
+fn bomb_members(s: &Snapshot) -> HashSet<(i32, u64)> {
+    s.processes()
+        .into_iter()
+        .filter(|t| t.stat.comm == "bash" && t.stat.pgrp == 2027)
+        .map(|t| (t.pid, t.stat.starttime_ticks))
+        .collect()
+}
+
+fn pids_trigger(fx: &Fixture) -> Trigger {
+    Trigger::Cgroup {
+        path: fx.cgroup(),
+        resource: "pids".into(),
+    }
+}
+
+#[test]
+fn the_aftermath_of_a_killed_bomb_is_not_a_new_bomb() {
+    let fx = Fixture::load("fork_bomb");
+    let (_, after) = fx.snapshots();
+    let members = bomb_members(&after);
+    assert_eq!(members.len(), 32);
+    let low = Thresholds {
+        fork_bomb_tasks: 8,
+        ..Thresholds::default()
+    };
+    // Acted upon moments ago: still listed (stopped, dying) but not counted.
+    let r = run_settling(
+        &fx,
+        pids_trigger(&fx),
+        &[],
+        &[],
+        low.clone(),
+        |_, _| {},
+        &members,
+    );
+    assert_eq!(
+        r.classes(),
+        vec![Class::LegitimateLoad],
+        "{:#?}",
+        r.diagnoses
+    );
+    // Zombies not yet reaped: not counted either, settle window or not.
+    let r = run_with(&fx, pids_trigger(&fx), &[], &[], low, |b, a| {
+        for s in [b, a] {
+            for t in s.tasks.iter_mut().filter(|t| t.stat.pgrp == 2027) {
+                t.stat.state = 'Z';
+            }
+        }
+    });
+    assert_eq!(
+        r.classes(),
+        vec![Class::LegitimateLoad],
+        "{:#?}",
+        r.diagnoses
+    );
+}
+
+#[test]
+fn a_program_bomb_blames_its_related_group_not_the_oldest_namesake() {
+    let fx = Fixture::load("fork_bomb");
+    // No pids limit in play: the program-wide test must find it, growing.
+    let t = Thresholds {
+        fork_bomb_tasks: 20,
+        cgroup_pids_percent: 1000.0,
+        ..Thresholds::default()
+    };
+    let r = run_with(&fx, Trigger::Manual, &[], &[], t, |before, _| {
+        before.tasks.retain(|t| t.pid < 2110);
+    });
+    let d = r.only(Class::ForkBomb);
+    let target = d.target.as_ref().unwrap();
+    // The oldest bash on the machine is pid 1033; the bomb's oldest is 2091.
+    assert_eq!(target.pid, 2091, "{}", d.summary);
+    let crate::class::Blame::Program(scope) = &target.blame else {
+        panic!("{:?}", target.blame)
+    };
+    assert_eq!(scope.pgids, [2027].into());
+    assert_eq!(scope.members.len(), 32);
+    assert!(matches!(&d.symptom, Symptom::TreeTasks { target: t, .. } if t == target));
+    // What recovery would blame among the recorded processes: the bomb only.
+    let (_, after) = fx.snapshots();
+    let procs: Vec<selfheal_recover::ProcInfo> = after
+        .processes()
+        .into_iter()
+        .map(|t| selfheal_recover::ProcInfo {
+            pid: t.pid,
+            ppid: t.stat.ppid,
+            comm: t.stat.comm.clone(),
+            starttime: t.stat.starttime_ticks,
+            uid: t.uid,
+            kernel_thread: t.is_kernel_thread(),
+            cgroups: vec![],
+            unit: None,
+            pgid: t.stat.pgrp,
+            sid: t.stat.session,
+            state: t.stat.state,
+        })
+        .collect();
+    let blamed: HashSet<(i32, u64)> = selfheal_recover::blamed_set(&procs, target, &[])
+        .iter()
+        .map(|p| (p.pid, p.starttime))
+        .collect();
+    assert_eq!(blamed, bomb_members(&after));
 }

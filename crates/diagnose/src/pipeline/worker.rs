@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use selfheal_detect::watchdog::WatchdogEvent;
 use selfheal_detect::Heartbeat;
 use selfheal_event::{Culprit, Event, EventKind, EventSink, Severity};
 use selfheal_kmsg::{KernelReport, VerdictKind};
-use selfheal_recover::{Incident, Ladder, LadderOptions};
+use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
 use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
 
 use super::{Input, PipelineOptions};
@@ -456,6 +456,7 @@ impl Worker {
             return;
         };
         let now = Instant::now();
+        let measured_wall = SystemTime::now();
         self.refresh_dstate(now, false);
         let stuck = self.tracker.stuck(now, self.cfg.heavy.dstate_bound.get());
         let (cgroups, members) = {
@@ -485,6 +486,7 @@ impl Worker {
             .filter(|(t, _)| t.elapsed() <= window)
             .map(|(_, r)| r.clone())
             .collect();
+        let settling = self.ladder.settling();
         let obs = Observation {
             trigger: &p.trigger,
             before: &before,
@@ -494,6 +496,7 @@ impl Worker {
             cgroups: &cgroups,
             cgroup_members: &members,
             kernel: &kernel,
+            settling: &settling,
         };
         let diagnoses = self.diagnoser.diagnose(&obs);
         let took = t0.elapsed().as_micros() as u64;
@@ -518,26 +521,17 @@ impl Worker {
             if !d.class.is_fault() {
                 continue;
             }
-            let incident = Incident {
-                class: d.class,
-                target: d.target.clone(),
-                culprit: d.culprit.clone(),
+            let incident = d.incident(now, measured_wall);
+            let mut probe = Beating {
+                check: SymptomCheck::new(
+                    d.symptom.clone(),
+                    &self.proc_root,
+                    self.stall.clone(),
+                    Some(self.scanner.clone()),
+                ),
+                heartbeat: &self.heartbeat,
             };
-            let mut check = SymptomCheck::new(
-                d.symptom.clone(),
-                &self.proc_root,
-                self.stall.clone(),
-                Some(self.scanner.clone()),
-            );
-            let hb = self.heartbeat.clone();
-            let report = self.ladder.run(
-                &incident,
-                &mut || {
-                    hb.beat();
-                    check.cleared()
-                },
-                self.sink.as_ref(),
-            );
+            let report = self.ladder.run(&incident, &mut probe, self.sink.as_ref());
             if let Some(t) = report.time_to_recover {
                 tracing::info!("{}: recovered in {} ms", d.class, t.as_millis());
             }
@@ -546,5 +540,25 @@ impl Worker {
         // is reported again.
         let live: HashSet<(i32, u64)> = stuck.iter().map(|s| (s.tid, s.starttime)).collect();
         self.stuck_reported.retain(|k| live.contains(k));
+    }
+}
+
+/// The symptom check, beating the pipeline's heartbeat while the ladder
+/// polls it (a ladder can take seconds; the watchdog must not see a
+/// stalled pipeline).
+struct Beating<'a> {
+    check: SymptomCheck,
+    heartbeat: &'a Heartbeat,
+}
+
+impl SymptomProbe for Beating<'_> {
+    fn cleared(&mut self) -> bool {
+        self.heartbeat.beat();
+        self.check.cleared()
+    }
+
+    fn recheck(&mut self) -> Recheck {
+        self.heartbeat.beat();
+        self.check.recheck()
     }
 }

@@ -8,6 +8,7 @@ use selfheal_event::MemorySink;
 use super::*;
 use crate::fake::{Call, FakeSystem};
 use crate::ops::ProcInfo;
+use crate::target::ProgramScope;
 
 const OWN: i32 = 500;
 
@@ -25,6 +26,9 @@ fn proc(pid: i32, ppid: i32, comm: &str, cgroup: &str) -> ProcInfo {
             vec![cgroup.into()]
         },
         unit: None,
+        pgid: pid,
+        sid: 1,
+        state: 'S',
     }
 }
 
@@ -63,6 +67,7 @@ fn incident(class: Class, t: Option<(Culprit, Target)>) -> Incident {
         class,
         culprit,
         target,
+        evidence: Evidence::now("test", "as the test says"),
     }
 }
 
@@ -257,7 +262,7 @@ fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
         outcomes(&r),
         vec![("record", "recorded"), ("kill_tree", "recovered")]
     );
-    assert_eq!(r.steps[1].touched, vec![100, 101, 102, 103]);
+    assert_eq!(r.steps[1].touched_pids(), vec![100, 101, 102, 103]);
     assert!(f.alive(200) && !f.is_stopped(200));
     assert!(f.calls().iter().all(|c| c.pid() != Some(200)));
     // Every member was stopped before any was killed.
@@ -276,15 +281,28 @@ fn kill_tree_kills_members_that_escaped_the_stop_passes() {
     let f = system();
     let root = proc(100, 1, "bomb", "/");
     f.add(root.clone());
-    f.add(proc(101, 100, "bomb", "/"));
-    // An orphan that escaped (re-parented to init) as the kill went out.
-    f.fork_on_kill(101, proc(150, 1, "bomb", "/"));
+    let mut child = proc(101, 100, "bomb", "/");
+    child.pgid = 100;
+    f.add(child);
+    // An orphan that escaped (re-parented to init) as the kill went out:
+    // same process group as the bomb.
+    let mut orphan = proc(150, 1, "bomb", "/");
+    orphan.pgid = 100;
+    f.fork_on_kill(101, orphan);
     let neighbour = proc(200, 1, "editor", "/");
     f.add(neighbour);
     let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
     let sink = MemorySink::new();
     let fk = f.clone();
-    let t = blaming(&root, Blame::CommUid("bomb".into(), 1000));
+    let t = blaming(
+        &root,
+        Blame::Program(ProgramScope {
+            comm: "bomb".into(),
+            uid: 1000,
+            pgids: [100].into(),
+            members: [(100, 1100), (101, 1101)].into(),
+        }),
+    );
     let r = l.run(
         &incident(Class::ForkBomb, Some(t)),
         &mut || [100, 101, 150].iter().all(|&p| !fk.alive(p)),
@@ -294,7 +312,7 @@ fn kill_tree_kills_members_that_escaped_the_stop_passes() {
         outcomes(&r),
         vec![("record", "recorded"), ("kill_tree", "recovered")]
     );
-    assert_eq!(r.steps[1].touched, vec![100, 101, 150]);
+    assert_eq!(r.steps[1].touched_pids(), vec![100, 101, 150]);
     assert!(f.alive(200));
     assert!(f.calls().iter().all(|c| c.pid() != Some(200)));
 }
@@ -354,7 +372,7 @@ fn cgroup_actions_need_a_cgroup_of_only_blamed_processes() {
         outcomes(&r),
         vec![("record", "recorded"), ("kill_cgroup", "recovered")]
     );
-    assert_eq!(f.calls(), vec![Call::KillCgroup(300)]);
+    assert_eq!(f.calls(), vec![Call::KillCgroup(300, bomb_cg.into())]);
     assert!(f.alive(100) && f.alive(200));
 }
 
