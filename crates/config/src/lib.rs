@@ -10,11 +10,13 @@
 mod app;
 mod duration;
 mod heavy;
+mod host_link;
 mod kmsg;
 mod recovery;
 mod rules;
 mod sections;
 mod stall;
+mod vm;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,7 @@ pub use app::{
 };
 pub use duration::{parse_duration, HumanDuration};
 pub use heavy::HeavyConfig;
+pub use host_link::HostLinkConfig;
 pub use kmsg::KmsgConfig;
 pub use recovery::{Action, LadderConfig, RecoveryConfig};
 pub use rules::{default_rules, merge_rules, Comparison, Condition, Level, Rule};
@@ -34,6 +37,7 @@ pub use sections::{
     parse_listen, DaemonConfig, LightConfig, LogFormat, SamplerConfig, StoreConfig,
 };
 pub use stall::{StallConfig, WatchdogConfig};
+pub use vm::{VmCheckpointConfig, VmConfig};
 
 /// The commented default configuration, as `selfheal config default` prints it.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("default.toml");
@@ -63,12 +67,17 @@ pub struct Config {
     pub kmsg: KmsgConfig,
     /// `[recovery]`.
     pub recovery: RecoveryConfig,
+    /// `[host_link]`: inside a VM, the link to the host's `selfheal vm`.
+    pub host_link: HostLinkConfig,
     /// `[[rule]]` tables, merged over the defaults by name.
     #[serde(rename = "rule")]
     pub rules: Vec<Rule>,
     /// `[[app]]` tables: programs the daemon supervises.
     #[serde(rename = "app", deserialize_with = "app::de_apps")]
     pub apps: Vec<AppConfig>,
+    /// `[[vm]]` tables: QEMU guests the daemon runs and watches.
+    #[serde(rename = "vm", deserialize_with = "vm::de_vms")]
+    pub vms: Vec<VmConfig>,
     /// Rules read from `include` files (filled by [`Config::load`]).
     #[serde(skip)]
     pub included_rules: Vec<Rule>,

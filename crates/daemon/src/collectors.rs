@@ -289,6 +289,27 @@ impl Collector for StoreCollector {
     }
 }
 
+/// The link to the host, inside a VM (`[host_link]`).
+pub struct HostLinkCollector(pub Arc<crate::LinkCounters>);
+
+impl Collector for HostLinkCollector {
+    fn collect(&self, enc: &mut Encoder<'_>) {
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        enc.single(
+            "selfheal_host_link_sent_total",
+            "Lines (heartbeats, events, hellos) sent whole to the host over the VM's guest link.",
+            Counter,
+            ld(&self.0.sent),
+        );
+        enc.single(
+            "selfheal_host_link_dropped_total",
+            "Heartbeats and events not sent to the host (queue full, host end not connected).",
+            Counter,
+            ld(&self.0.dropped),
+        );
+    }
+}
+
 /// The daemon process itself: version, start time, CPU and memory.
 pub struct ProcessCollector {
     /// When the daemon started.

@@ -11,6 +11,7 @@
 mod api;
 pub mod collectors;
 mod hang;
+mod host_link;
 pub mod http;
 pub mod sdnotify;
 mod since;
@@ -31,6 +32,7 @@ use selfheal_metrics::Registry;
 use selfheal_sampler::{ReaderOptions, SampleBoard, Sampler};
 use selfheal_store::{Retention, Store, StoreWriter, WriterOptions};
 
+pub use host_link::{HostLink, LinkCounters};
 pub use since::parse_since;
 pub use sink::FanoutSink;
 
@@ -111,6 +113,7 @@ pub struct Daemon {
     http: Option<http::HttpServer>,
     writer: Option<Arc<StoreWriter>>,
     sink: Arc<dyn EventSink>,
+    host_link: Option<HostLink>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -130,10 +133,34 @@ impl Daemon {
         let store = Store::open(&opts.store_path)?;
         let writer = Arc::new(StoreWriter::start(store, WriterOptions::default())?);
         let writer_counters = writer.counters().clone();
-        let sink: Arc<dyn EventSink> = Arc::new(FanoutSink::new(
-            writer.clone(),
-            config.daemon.event_log.as_deref(),
-        )?);
+        let heartbeat = Arc::new(Heartbeat::new());
+        let host_link = match HostLink::start(
+            &config.host_link,
+            &selfheal_guestlink::PortLookup::default(),
+            heartbeat.clone(),
+            config.sampler.period.get(),
+        ) {
+            Ok(Some(link)) => {
+                tracing::info!(
+                    "host link: heartbeats and events go to {}",
+                    link.port.display()
+                );
+                Some(link)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(
+                    "host link port {} exists but cannot be opened: {e}; the host sees no heartbeat",
+                    config.host_link.port
+                );
+                None
+            }
+        };
+        let mut fanout = FanoutSink::new(writer.clone(), config.daemon.event_log.as_deref())?;
+        if let Some(link) = &host_link {
+            fanout = fanout.with_link(link.sink());
+        }
+        let sink: Arc<dyn EventSink> = Arc::new(fanout);
 
         let sampler = Sampler::with_options(
             &config.sampler.proc_root,
@@ -188,7 +215,6 @@ impl Daemon {
         }
 
         let board = Arc::new(SampleBoard::new(cpus));
-        let heartbeat = Arc::new(Heartbeat::new());
         let stats = Arc::new(LightStats::new(rules.len()));
         let registry = Registry::new();
         registry.register(Arc::new(collectors::ProcessCollector { started }));
@@ -204,6 +230,11 @@ impl Daemon {
         registry.register(Arc::new(collectors::StoreCollector(
             writer_counters.clone(),
         )));
+        if let Some(link) = &host_link {
+            registry.register(Arc::new(collectors::HostLinkCollector(
+                link.counters.clone(),
+            )));
+        }
 
         let (hang, tx) = hang::start(
             &config,
@@ -278,6 +309,7 @@ impl Daemon {
             http,
             writer: Some(writer),
             sink,
+            host_link,
         };
         daemon.record_start(rules.len());
         Ok(daemon)
@@ -372,6 +404,9 @@ impl Daemon {
             "daemon",
             format!("stopped: {reason}"),
         ));
+        if let Some(link) = self.host_link.take() {
+            link.stop();
+        }
         if let Some(w) = self.writer.take() {
             if let Err(e) = w.flush_timeout(Some(Duration::from_secs(10))) {
                 tracing::error!("store flush on shutdown: {e}");

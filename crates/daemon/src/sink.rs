@@ -19,6 +19,8 @@ enum LogTarget {
 pub struct FanoutSink {
     store: Arc<dyn EventSink>,
     event_log: Option<Mutex<LogTarget>>,
+    /// The link to the host when running in a VM (`[host_link]`).
+    link: Option<Arc<dyn EventSink>>,
 }
 
 impl std::fmt::Debug for FanoutSink {
@@ -61,7 +63,17 @@ impl FanoutSink {
                 Some(Mutex::new(LogTarget::File(f)))
             }
         };
-        Ok(FanoutSink { store, event_log })
+        Ok(FanoutSink {
+            store,
+            event_log,
+            link: None,
+        })
+    }
+
+    /// Also forwards every event to `link` (the host, from inside a VM).
+    pub fn with_link(mut self, link: Arc<dyn EventSink>) -> FanoutSink {
+        self.link = Some(link);
+        self
     }
 }
 
@@ -95,6 +107,9 @@ impl EventSink for FanoutSink {
                     tracing::error!("writing the event log failed: {e}");
                 }
             }
+        }
+        if let Some(link) = &self.link {
+            link.emit(event.clone());
         }
         self.store.emit(event)
     }

@@ -27,6 +27,11 @@ pub struct WatchArgs {
     /// Also write every event as a JSON line to PATH ("-" = stdout).
     #[arg(long, value_name = "PATH")]
     pub event_log: Option<PathBuf>,
+    /// Inside a VM run by `selfheal vm`: the virtio-serial port (name or
+    /// path) for heartbeats and events to the host ("" disables; default
+    /// from [host_link], used only when the port exists).
+    #[arg(long, value_name = "PORT")]
+    pub host_port: Option<String>,
     /// Log format: human (lines on stderr), json (one object per line on
     /// stderr), journal (systemd's journal, structured fields), auto (the
     /// journal when started by systemd, human otherwise; the default).
@@ -43,6 +48,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.dry_run {
         config.daemon.dry_run = true;
+    }
+    if let Some(p) = &args.host_port {
+        config.host_link.port = p.clone();
     }
     if let Some(p) = &args.event_log {
         config.daemon.event_log = Some(p.clone());

@@ -171,7 +171,10 @@ fn commented_example_in_default_toml_parses() {
     let start = text
         .find("# [[app]]")
         .expect("the default config shows an [[app]] example");
-    let example: String = text[start..]
+    let end = text[start..]
+        .find("\n# ---")
+        .map_or(text.len(), |i| start + i);
+    let example: String = text[start..end]
         .lines()
         .map(|l| {
             l.strip_prefix("# ")

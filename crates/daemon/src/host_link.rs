@@ -1,0 +1,321 @@
+//! The guest's end of the link to `selfheal vm` on the host (`[host_link]`,
+//! docs/vm.md): a thread that writes a heartbeat every period and every
+//! event the daemon records, one JSON line each, to a virtio-serial port.
+//!
+//! Writes never block the daemon: the port is opened non-blocking (the
+//! guest's write blocks while the host end is not connected) and events
+//! wait in a bounded queue; what cannot be sent is dropped and counted. A
+//! hello (with the boot id) goes out first, again after writes resume, and
+//! every 5 s, so the host tells a rebooted guest from a rolled-back one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use selfheal_config::HostLinkConfig;
+use selfheal_detect::Heartbeat;
+use selfheal_event::{Event, EventSink};
+use selfheal_guestlink::{find_port, GuestMessage, PortLookup};
+
+/// Events queued for the host at most (beyond: dropped, counted).
+const QUEUE: usize = 1024;
+/// A hello at least this often.
+const HELLO_EVERY: Duration = Duration::from_secs(5);
+
+/// Counters of the link.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    /// Lines written whole.
+    pub sent: AtomicU64,
+    /// Events or heartbeats dropped (queue full, host not reading).
+    pub dropped: AtomicU64,
+}
+
+/// The running link: an [`EventSink`] feeding the writer thread.
+pub struct HostLink {
+    tx: SyncSender<Event>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Where it writes.
+    pub port: PathBuf,
+    /// Counters.
+    pub counters: Arc<LinkCounters>,
+}
+
+impl std::fmt::Debug for HostLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostLink")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl HostLink {
+    /// Starts the link when the configured port exists; `Ok(None)` when it
+    /// does not (not a VM, or one without the port) or is turned off.
+    /// `light` is the light detector's heartbeat (reported as `healthy`),
+    /// `period` its sampling period.
+    pub fn start(
+        config: &HostLinkConfig,
+        roots: &PortLookup,
+        light: Arc<Heartbeat>,
+        period: Duration,
+    ) -> std::io::Result<Option<HostLink>> {
+        let Some(port) = find_port(&config.port, roots) else {
+            return Ok(None);
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&port)?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(LinkCounters::default());
+        let writer = Writer {
+            file,
+            rx,
+            stop: stop.clone(),
+            counters: counters.clone(),
+            light,
+            healthy_age: (period * 3).max(Duration::from_secs(1)),
+            every: config.heartbeat.get(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("selfheal-hostlink".into())
+            .stack_size(256 * 1024)
+            .spawn(move || writer.run())?;
+        Ok(Some(HostLink {
+            tx,
+            stop,
+            thread: Some(thread),
+            port,
+            counters,
+        }))
+    }
+
+    /// The sink that forwards events to the host.
+    pub fn sink(&self) -> Arc<dyn EventSink> {
+        Arc::new(LinkSink {
+            tx: self.tx.clone(),
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// Stops the writer (after it sent what is queued).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct LinkSink {
+    tx: SyncSender<Event>,
+    counters: Arc<LinkCounters>,
+}
+
+impl EventSink for LinkSink {
+    fn emit(&self, event: Event) -> bool {
+        let ok = self.tx.try_send(event).is_ok();
+        if !ok {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+struct Writer {
+    file: File,
+    rx: Receiver<Event>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<LinkCounters>,
+    light: Arc<Heartbeat>,
+    healthy_age: Duration,
+    every: Duration,
+    boot_id: String,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut seq = 0u64;
+        let mut next_beat = Instant::now();
+        let mut hello_due = true;
+        let mut last_hello = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if hello_due || last_hello.elapsed() >= HELLO_EVERY {
+                let hello = GuestMessage::Hello {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    pid: std::process::id(),
+                    boot_id: self.boot_id.clone(),
+                };
+                hello_due = !self.send(&hello);
+                last_hello = Instant::now();
+            }
+            let now = Instant::now();
+            if now >= next_beat {
+                seq += 1;
+                let beat = GuestMessage::Heartbeat {
+                    seq,
+                    mono_ms: selfheal_sys::bpf::monotonic_ns() / 1_000_000,
+                    unix_ms: selfheal_event::unix_ms(std::time::SystemTime::now()),
+                    healthy: self.light.is_fresh(self.healthy_age),
+                };
+                if !self.send(&beat) {
+                    hello_due = true;
+                }
+                // Absolute deadlines: a stalled guest shows as a gap, not a drift.
+                next_beat = (next_beat + self.every).max(now);
+            }
+            let wait = next_beat.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait.min(Duration::from_millis(200))) {
+                Ok(event) => {
+                    if !self.send(&GuestMessage::Event {
+                        event: Box::new(event),
+                    }) {
+                        hello_due = true;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Drain what is queued, best effort.
+        while let Ok(event) = self.rx.try_recv() {
+            self.send(&GuestMessage::Event {
+                event: Box::new(event),
+            });
+        }
+    }
+
+    /// One line in one write; false when it was not (all) written.
+    fn send(&mut self, msg: &GuestMessage) -> bool {
+        let line = msg.to_line();
+        match self.file.write(&line) {
+            Ok(n) if n == line.len() => {
+                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Ok(_) => {
+                // Cut short: end the line so the host's reader resynchronises.
+                let _ = self.file.write(b"\n");
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(_) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfheal_event::{EventKind, Severity};
+    use selfheal_guestlink::LineReader;
+
+    #[test]
+    fn heartbeats_and_events_reach_the_port_as_lines() {
+        // A FIFO stands in for the virtio port.
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("port");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut f = std::fs::File::open(fifo).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < deadline {
+                    match f.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        Err(_) => break,
+                    }
+                }
+                buf
+            })
+        };
+        // The reader must open first or the non-blocking open fails (ENXIO).
+        std::thread::sleep(Duration::from_millis(200));
+        let light = Arc::new(Heartbeat::new());
+        light.beat();
+        let config = HostLinkConfig {
+            port: fifo.to_str().unwrap().into(),
+            heartbeat: selfheal_config::HumanDuration::from_millis(50),
+        };
+        let link = HostLink::start(
+            &config,
+            &PortLookup::default(),
+            light,
+            Duration::from_millis(100),
+        )
+        .unwrap()
+        .expect("the port exists");
+        let sink = link.sink();
+        assert!(sink.emit(Event::now(
+            EventKind::Alert,
+            Severity::Warning,
+            "light",
+            "x"
+        )));
+        std::thread::sleep(Duration::from_millis(400));
+        link.stop();
+        let msgs: Vec<GuestMessage> = LineReader::new()
+            .push(&reader.join().unwrap())
+            .into_iter()
+            .map(|m| m.unwrap())
+            .collect();
+        assert!(matches!(msgs[0], GuestMessage::Hello { .. }), "{msgs:?}");
+        let beats: Vec<u64> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                GuestMessage::Heartbeat { seq, healthy, .. } => {
+                    assert!(*healthy);
+                    Some(*seq)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            beats.len() >= 3 && beats.windows(2).all(|w| w[1] == w[0] + 1),
+            "{beats:?}"
+        );
+        assert!(msgs
+            .iter()
+            .any(|m| matches!(m, GuestMessage::Event { event } if event.kind == EventKind::Alert)));
+    }
+
+    #[test]
+    fn an_absent_port_means_no_link() {
+        let d = tempfile::tempdir().unwrap();
+        let roots = PortLookup {
+            dev: d.path().into(),
+            sys: d.path().into(),
+        };
+        let config = HostLinkConfig::default();
+        let light = Arc::new(Heartbeat::new());
+        assert!(
+            HostLink::start(&config, &roots, light, Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+    }
+}
