@@ -296,6 +296,10 @@ fn exit_info(st: WaitStatus) -> ExitInfo {
     }
 }
 
+/// Longest wait for a killed process to be reaped before the engine
+/// reports it dying and polls on.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
 fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), StartError> {
     let (pid, tids, launched) = match target {
         Target::Launch(spec) => (launch::launch(&spec)?, Vec::new(), true),
@@ -304,27 +308,42 @@ fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), 
             kill_on_tracer_exit,
         } => (pid, launch::seize(pid, kill_on_tracer_exit)?, false),
     };
-    let build = || -> Result<(Session, CheckpointStats), TraceError> {
-        let mut t = Tracee::new(pid, &tids, crash_filter)?;
+    let t = match Tracee::new(pid, &tids, crash_filter) {
+        Ok(t) => t,
+        Err(source) => {
+            if launched {
+                // Not started yet: only the leader is there to reap.
+                let _ = selfheal_sys::signal::kill_process(pid, libc::SIGKILL);
+                let _ = crate::wait::wait_task_until(pid, KILL_WAIT);
+            }
+            return Err(StartError::Setup { pid, source });
+        }
+    };
+    let build = |mut t: Tracee| -> Result<(Session, CheckpointStats), (TraceError, Tracee)> {
         let mut notices = Vec::new();
         let started = Instant::now();
-        t.stop_all(&mut notices)?;
-        let mut s = Session::new(t, config.keep, config.force_full_copy)?;
+        if let Err(e) = t.stop_all(&mut notices) {
+            return Err((e, t));
+        }
+        let mut s = match Session::new(t, config.keep, config.force_full_copy) {
+            Ok(s) => s,
+            Err(failed) => return Err(*failed),
+        };
         s.older = config.older;
         s.replay_tolerant = config.replay_tolerant_sockets.clone();
-        let stats = s.checkpoint(started)?;
-        s.t.resume_all()?;
-        Ok((s, stats))
+        let stats = match s.checkpoint(started) {
+            Ok(st) => st,
+            Err(e) => return Err((e, s.t)),
+        };
+        match s.t.resume_all() {
+            Ok(()) => Ok((s, stats)),
+            Err(e) => Err((e, s.t)),
+        }
     };
-    build().map_err(|source| {
+    build(t).map_err(|(source, mut t)| {
         if launched {
-            let _ = selfheal_sys::signal::kill_process(pid, libc::SIGKILL);
-            while let Ok(Some((_, st))) = pt::wait_task(pid, false) {
-                if !matches!(st, WaitStatus::Stopped { .. }) {
-                    break;
-                }
-                let _ = pt::cont(pid, 0);
-            }
+            // Its threads may be zombies only we can reap: reap them all.
+            t.kill_and_reap(KILL_WAIT);
         }
         StartError::Setup { pid, source }
     })
@@ -362,6 +381,8 @@ fn tracer_main(
         metrics,
         last_rollback: None,
         next_checkpoint: Instant::now(),
+        dying: false,
+        ended: false,
     };
     tracer.next_checkpoint = Instant::now() + tracer.config.interval;
     tracer.run(rx);
@@ -383,9 +404,14 @@ struct Tracer {
     /// When, to which checkpoint id, and for what the last rollback was.
     last_rollback: Option<(Instant, u64, Signature)>,
     next_checkpoint: Instant,
+    /// Killed but not reaped yet (a thread in uninterruptible sleep): the
+    /// loop only polls for its end.
+    dying: bool,
+    /// The process is gone or no longer ours; the loop ends.
+    ended: bool,
 }
 
-/// Ends the loop: the process is gone or no longer ours.
+/// Stops the current step: the process is gone, no longer ours, or dying.
 struct Done;
 
 impl Tracer {
@@ -394,11 +420,39 @@ impl Tracer {
     }
 
     fn run(&mut self, rx: Receiver<Command>) {
-        loop {
-            if self.step(&rx).is_err() {
-                return;
-            }
+        while !self.ended {
+            let _ = if self.dying {
+                self.step_dying(&rx)
+            } else {
+                self.step(&rx)
+            };
         }
+    }
+
+    /// Killed, not reaped yet: wait for the end without blocking, still
+    /// answering requests.
+    fn step_dying(&mut self, rx: &Receiver<Command>) -> Result<(), Done> {
+        let mut notices = Vec::new();
+        let _ = self.s.t.poll(&mut notices);
+        if self.s.t.is_gone() {
+            return self.finish();
+        }
+        match rx.recv_timeout(self.config.poll_interval) {
+            Ok(Command::Rollback(_)) => self.send(Event::RollbackImpossible {
+                failure: Failure::Hang,
+                why: Unrecoverable::Failed {
+                    error: "the process is being killed".into(),
+                },
+            }),
+            Ok(Command::Kill) => {
+                let _ = selfheal_sys::signal::pidfd_send_signal(&self.s.t.pidfd, libc::SIGKILL);
+            }
+            Ok(Command::Checkpoint | Command::Detach) | Err(RecvTimeoutError::Timeout) => {}
+            // Nobody listens any more: end the thread; the kernel detaches
+            // us and the process is reaped when it finally dies.
+            Err(RecvTimeoutError::Disconnected) => self.ended = true,
+        }
+        Ok(())
     }
 
     fn step(&mut self, rx: &Receiver<Command>) -> Result<(), Done> {
@@ -437,13 +491,11 @@ impl Tracer {
                 self.failure(Failure::Hang, None, since)
             }
             Command::Checkpoint => self.checkpoint(),
-            Command::Kill => {
-                self.s.t.kill_and_reap();
-                self.finish()
-            }
+            Command::Kill => self.kill(),
             Command::Detach => {
                 self.detach();
                 self.send(Event::Detached);
+                self.ended = true;
                 Err(Done)
             }
         }
@@ -455,22 +507,39 @@ impl Tracer {
             core_dumped: false,
         });
         self.send(Event::Exited(exit_info(st)));
+        self.ended = true;
+        Err(Done)
+    }
+
+    /// Kills the process and reports its end; if it does not die within
+    /// [`KILL_WAIT`], says so and polls on for the end (`dying`).
+    fn kill(&mut self) -> Result<(), Done> {
+        if self.dying {
+            return Err(Done);
+        }
+        if self.s.t.is_gone() || self.s.t.kill_and_reap(KILL_WAIT) {
+            return self.finish();
+        }
+        self.dying = true;
+        self.send(Event::CheckpointFailed {
+            error: format!(
+                "pid {} was killed but did not end within {} s (a thread in uninterruptible sleep?); waiting for its end",
+                self.s.t.pid,
+                KILL_WAIT.as_secs()
+            ),
+        });
         Err(Done)
     }
 
     fn fatal(&mut self, e: TraceError) -> Result<(), Done> {
         if self.s.t.is_gone() || e.is_gone() {
-            if !self.s.t.is_gone() {
-                self.s.t.kill_and_reap();
-            }
-            return self.finish();
+            return self.kill();
         }
         // Lost control of the process: never leave it half-managed.
         self.send(Event::CheckpointFailed {
             error: e.to_string(),
         });
-        self.s.t.kill_and_reap();
-        self.finish()
+        self.kill()
     }
 
     fn crash_in(&self, notices: &[Notice]) -> Option<(i32, i32)> {
@@ -614,8 +683,7 @@ impl Tracer {
                     },
                 });
                 // Half-restored state must never run.
-                self.s.t.kill_and_reap();
-                self.finish()
+                self.kill()
             }
         }
     }

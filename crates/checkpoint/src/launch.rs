@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use selfheal_sys::ptrace::{self as pt, SpawnSpec, WaitStatus};
 
 use crate::error::StartError;
+use crate::wait::wait_task_until;
+
+/// Longest wait for the child to reach its exec (or to end after a failed
+/// start).
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A program to run under checkpointing.
 #[derive(Debug, Default)]
@@ -111,13 +116,13 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
     // If anything fails before release, dropping `child` closes the gate and
     // the child exits 127 without running the program; reap it.
     let reap = |e: StartError| {
-        let _ = pt::wait_task(pid, false);
+        let _ = wait_task_until(pid, START_LIMIT);
         e
     };
     for procs in &spec.cgroup_procs {
         if let Err(e) = std::fs::write(procs, pid.to_string()) {
             drop(child);
-            let _ = pt::wait_task(pid, false);
+            let _ = wait_task_until(pid, START_LIMIT);
             return Err(bad(&format!("cannot join cgroup {}: {e}", procs.display())));
         }
     }
@@ -128,11 +133,17 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
     if let Err(e) = child.release() {
         return Err(reap(spawn_err(e)));
     }
-    // The first report is the exec stop (or the child's death).
+    // The first report is the exec stop (or the child's death). Until
+    // then the child has no other thread: waiting on it alone is safe.
     loop {
-        let (_, st) = pt::wait_task(pid, false)
-            .map_err(spawn_err)?
-            .ok_or_else(|| bad("vanished"))?;
+        let Some((_, st)) = wait_task_until(pid, START_LIMIT).map_err(spawn_err)? else {
+            let _ = selfheal_sys::signal::kill_process(pid, libc::SIGKILL);
+            let _ = wait_task_until(pid, START_LIMIT);
+            return Err(bad(&format!(
+                "did not start within {} s (exec stuck in uninterruptible sleep?)",
+                START_LIMIT.as_secs()
+            )));
+        };
         match st {
             WaitStatus::Stopped {
                 event: pt::PTRACE_EVENT_EXEC,

@@ -35,6 +35,7 @@ mod session;
 mod threads;
 mod tracee;
 mod tracker;
+mod wait;
 
 /// Appends a line to the file named by `SELFHEAL_CKPT_DEBUG` (never to our
 /// stdio, which the tracee may share). Costs one env lookup when off.

@@ -12,7 +12,13 @@ use selfheal_sys::ptrace::{self as pt, WaitStatus};
 
 use crate::error::TraceError;
 use crate::procfs;
-use crate::tracee::{Notice, Tracee};
+use crate::tracee::Tracee;
+use crate::wait::{self, Pacer, Report};
+
+/// Longest an injected system call may take. Ours (mmap, munmap, brk,
+/// lseek, close, …) take microseconds to milliseconds; one still running
+/// after this is stuck in the kernel, and the process is killed.
+const STEP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Finds a `syscall` instruction in the tracee and runs system calls there.
 #[derive(Debug, Clone)]
@@ -26,6 +32,9 @@ pub(crate) struct Remote {
 
 /// Size of the scratch area.
 pub(crate) const SCRATCH_LEN: u64 = 4096;
+/// Where in the scratch area system calls we run store results; strings
+/// (paths) go below.
+pub(crate) const RESULTS_AT: u64 = SCRATCH_LEN - 64;
 
 /// True if `v` is exactly our scratch page.
 pub(crate) fn is_scratch(v: &crate::procfs::Vma, scratch: Option<u64>) -> bool {
@@ -68,12 +77,31 @@ impl Remote {
     /// Returns the raw result, or the errno the tracee got.
     #[cfg(target_arch = "x86_64")]
     pub fn syscall(&self, tracee: &mut Tracee, nr: i64, args: [u64; 6]) -> Result<u64, TraceError> {
-        let pid = tracee.pid;
         let tid = tracee
             .injection_thread()
-            .ok_or(TraceError::NoStoppedThread { pid })?;
+            .ok_or(TraceError::NoStoppedThread { pid: tracee.pid })?;
+        self.syscall_on(tracee, tid, nr, args, None)
+    }
+
+    /// Runs system call `nr` on thread `tid` (in a clean ptrace stop: not
+    /// a group-stop), for per-thread state. `sp`, if given, is the stack
+    /// pointer during the call (`sigaltstack` refuses to change the
+    /// alternate stack of a thread whose stack pointer lies on it).
+    #[cfg(target_arch = "x86_64")]
+    pub fn syscall_on(
+        &self,
+        tracee: &mut Tracee,
+        tid: i32,
+        nr: i64,
+        args: [u64; 6],
+        sp: Option<u64>,
+    ) -> Result<u64, TraceError> {
+        let pid = tracee.pid;
         let saved = pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?;
         let mut regs = saved;
+        if let Some(sp) = sp {
+            regs.rsp = sp;
+        }
         regs.rax = nr as u64;
         regs.orig_rax = u64::MAX;
         regs.rdi = args[0];
@@ -101,14 +129,47 @@ impl Remote {
         Ok(rax)
     }
 
+    /// Single-steps `tid` over the `syscall` instruction. Reports of other
+    /// tasks met meanwhile (only deaths: every other thread is stopped) are
+    /// handled and their notices kept for the engine. Never waits on `tid`
+    /// alone: a killed leader is reported only after every other thread was
+    /// reaped, by us.
     #[cfg(target_arch = "x86_64")]
     fn step_over(&self, tracee: &mut Tracee, tid: i32) -> Result<u64, TraceError> {
         let pid = tracee.pid;
+        let mut pace = Pacer::new(STEP_DEADLINE);
+        pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
         loop {
-            pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
-            let (_, st) = pt::wait_task(tid, false)
-                .map_err(|e| TraceError::sys(pid, e))?
-                .ok_or(TraceError::NoStoppedThread { pid })?;
+            let st = match wait::look().map_err(|e| TraceError::sys(pid, e))? {
+                Report::Task(t, st) if t == tid => st,
+                Report::Task(t, st) => {
+                    let mut notices = std::mem::take(&mut tracee.deferred_notices);
+                    let r = tracee.handle(t, st, &mut notices);
+                    tracee.deferred_notices = notices;
+                    r?;
+                    pace.progress();
+                    if let Some(status) = tracee.exit_status {
+                        return Err(TraceError::Exited { pid, status });
+                    }
+                    continue;
+                }
+                Report::NoTasks => return Err(TraceError::NoStoppedThread { pid }),
+                Report::Nothing => {
+                    if pace.pause() {
+                        continue;
+                    }
+                    // The call blocks in the kernel (in uninterruptible
+                    // sleep?). Its thread will come back into the vDSO with
+                    // our registers: it must never run on.
+                    let _ =
+                        selfheal_sys::signal::pidfd_send_signal(&tracee.pidfd, libc::SIGKILL);
+                    return Err(TraceError::Stuck {
+                        pid,
+                        tids: vec![tid],
+                    });
+                }
+            };
+            pace.progress();
             match st {
                 WaitStatus::Stopped {
                     sig: libc::SIGTRAP,
@@ -126,20 +187,23 @@ impl Remote {
                 // A leftover interrupt stop: step again.
                 WaitStatus::Stopped { .. } => {}
                 WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {
-                    let mut notices: Vec<Notice> = Vec::new();
-                    tracee.handle(tid, st, &mut notices)?;
+                    let mut notices = std::mem::take(&mut tracee.deferred_notices);
+                    let r = tracee.handle(tid, st, &mut notices);
+                    tracee.deferred_notices = notices;
+                    r?;
                     return Err(TraceError::Exited { pid, status: st });
                 }
             }
+            pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
         }
     }
 
     /// Maps the scratch page if not done yet and returns its address.
     ///
-    /// It is read-only (we write it through /proc/PID/mem) and marked
-    /// MADV_DONTFORK, so its flags differ from any mapping the program makes:
-    /// the kernel never merges it with a neighbour, and it stays exactly one
-    /// page we can leave out of checkpoints.
+    /// It is writable (system calls we run store results there) and marked
+    /// MADV_DONTFORK, so its flags differ from the mappings programs make:
+    /// the kernel does not merge it with a neighbour, and it stays exactly
+    /// one page we can leave out of checkpoints.
     pub fn scratch(&mut self, tracee: &mut Tracee) -> Result<u64, TraceError> {
         if let Some(a) = self.scratch {
             return Ok(a);
@@ -150,7 +214,7 @@ impl Remote {
             [
                 0,
                 SCRATCH_LEN,
-                libc::PROT_READ as u64,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
                 u64::MAX,
                 0,
@@ -171,7 +235,7 @@ impl Remote {
         let addr = self.scratch(tracee)?;
         let mut bytes = s.as_bytes().to_vec();
         bytes.push(0);
-        if bytes.len() as u64 > SCRATCH_LEN {
+        if bytes.len() as u64 > RESULTS_AT {
             return Err(TraceError::Remote {
                 pid: tracee.pid,
                 nr: libc::SYS_openat,
@@ -212,6 +276,102 @@ pub(crate) mod tests {
         t
     }
 
+    /// Compiles C `source` into a program in a temporary directory; None
+    /// (the caller skips) without a C compiler.
+    pub(crate) fn build_c(name: &str, source: &str) -> Option<(tempfile::TempDir, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join(format!("{name}.c"));
+        std::fs::write(&src, source).unwrap();
+        let bin = dir.path().join(name);
+        let ok = std::process::Command::new("cc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: no working C compiler (cc)");
+            return None;
+        }
+        Some((dir, bin.display().to_string()))
+    }
+
+    /// Starts `argv` traced in `sandbox`, lets it run until it has
+    /// `threads` threads, and stops them all.
+    pub(crate) fn start_threads(
+        argv: &[&str],
+        sandbox: &crate::sandbox::Sandbox,
+        threads: usize,
+    ) -> Tracee {
+        let spec = LaunchSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cgroup_procs: sandbox.procs_files(),
+            ..LaunchSpec::default()
+        };
+        let pid = launch(&spec).unwrap();
+        let mut t = Tracee::new(pid, &[], no_filter).unwrap();
+        let mut notices = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while t.threads.len() < threads {
+            assert!(std::time::Instant::now() < deadline, "threads never started");
+            t.poll(&mut notices).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        t.stop_all(&mut notices).unwrap();
+        t
+    }
+
+    /// Runs `f` on its own thread; panics if it does not return within
+    /// `limit` (the thread is left behind: it hangs).
+    pub(crate) fn within<T: Send + 'static>(
+        limit: std::time::Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("did not return within {limit:?}: a wait blocks"))
+    }
+
+    #[test]
+    fn a_process_killed_during_a_remote_call_on_its_leader_is_reaped() {
+        if !selfheal_sys::process::is_root() {
+            eprintln!("SKIP: needs root (cgroup sandbox)");
+            return;
+        }
+        let Some((_dir, prog)) = build_c(
+            "twothreads",
+            "#include <pthread.h>\n#include <unistd.h>\n\
+             static void *idle(void *a) { for (;;) pause(); return a; }\n\
+             int main(void) { pthread_t t; pthread_create(&t, 0, idle, 0); for (;;) pause(); }\n",
+        ) else {
+            return;
+        };
+        let sandbox =
+            crate::sandbox::Sandbox::create(std::path::Path::new("/sys/fs/cgroup"), Default::default())
+                .unwrap();
+        let (t, r) = within(std::time::Duration::from_secs(60), move || {
+            let mut t = start_threads(&[&prog], &sandbox, 2);
+            let r = Remote::locate(&t).unwrap();
+            let pid = t.pid;
+            // The injected pause() blocks in the leader; the process is then
+            // killed. The leader is reported only after the other thread
+            // (a zombie only its tracer may reap) is reaped: a wait on the
+            // leader alone would block forever.
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                selfheal_sys::signal::kill_process(pid, libc::SIGKILL).unwrap();
+            });
+            let r = r.syscall(&mut t, libc::SYS_pause, [0; 6]);
+            killer.join().unwrap();
+            (t.is_gone(), r.map_err(|e| e.is_gone()))
+        });
+        assert!(t, "the process end was not seen");
+        assert_eq!(r, Err(true));
+    }
+
     #[test]
     fn runs_system_calls_inside_a_sleeping_process() {
         let mut t = start_stopped(&["sleep", "30"]);
@@ -238,13 +398,13 @@ pub(crate) mod tests {
         assert!(crate::procfs::read_maps(t.pid)
             .unwrap()
             .iter()
-            .any(|v| v.start == addr && v.read && !v.write));
+            .any(|v| v.start == addr && v.read && v.write));
         t.resume_all().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         // Still alive and sleeping after the injections.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", t.pid)).unwrap();
         assert!(stat.contains(") S "), "{stat}");
-        t.kill_and_reap();
+        assert!(t.kill_and_reap(std::time::Duration::from_secs(30)));
         assert!(t.is_gone());
     }
 }

@@ -99,10 +99,18 @@ pub(crate) struct Precopy {
 
 impl Session {
     /// Sets up tracking in the stopped process.
-    pub fn new(mut t: Tracee, keep: usize, force_full: bool) -> Result<Session, TraceError> {
-        let mut remote = Remote::locate(&t)?;
-        remote.scratch(&mut t)?;
-        let tracker = Tracker::setup(&mut t, &remote, force_full)?;
+    /// On failure the tracee is handed back (to be killed and reaped).
+    pub fn new(mut t: Tracee, keep: usize, force_full: bool) -> Result<Session, Box<(TraceError, Tracee)>> {
+        let setup = |t: &mut Tracee| -> Result<(Remote, Tracker), TraceError> {
+            let mut remote = Remote::locate(t)?;
+            remote.scratch(t)?;
+            let tracker = Tracker::setup(t, &remote, force_full)?;
+            Ok((remote, tracker))
+        };
+        let (remote, tracker) = match setup(&mut t) {
+            Ok(parts) => parts,
+            Err(e) => return Err(Box::new((e, t))),
+        };
         Ok(Session {
             t,
             remote,

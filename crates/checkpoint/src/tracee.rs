@@ -3,17 +3,18 @@
 //!
 //! Every call here must come from the tracer thread. Waits use
 //! `__WALL | __WNOTHREAD`, so they only ever see tasks this thread traces or
-//! forked, never the embedding program's other children.
+//! forked, never the embedding program's other children, and never block
+//! in the kernel (see `wait.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use selfheal_sys::ptrace::{self as pt, WaitStatus};
-use selfheal_sys::SysError;
 
 use crate::error::TraceError;
+use crate::wait::{self, Pacer, Report};
 
 /// Where a thread is, from the tracer's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub(crate) struct Tracee {
     pub mem: File,
     /// Every known thread and its state.
     pub threads: BTreeMap<i32, ThreadState>,
+    /// Counts threads added and removed: equal thread sets with different
+    /// generations hold a thread that ended and another that got its id.
+    pub generation: u64,
     /// Set once the process is gone.
     pub exit_status: Option<WaitStatus>,
     /// Signals stopped threads may hold for the engine.
@@ -78,8 +82,9 @@ pub(crate) struct Tracee {
     /// Signals that arrived while we ran remote system calls, re-sent on
     /// resume so the program still gets them.
     pub deferred_signals: Vec<(i32, i32)>,
-    /// Threads interrupted out of a job-control stop: they go back to it.
-    was_listening: std::collections::BTreeSet<i32>,
+    /// Notices from reports handled while waiting for something else (a
+    /// remote system call); [`Tracee::poll`] hands them on.
+    pub deferred_notices: Vec<Notice>,
 }
 
 /// How long a thread may take to reach a stop before we call it stuck
@@ -109,11 +114,12 @@ impl Tracee {
             pidfd,
             mem,
             threads,
+            generation: 0,
             exit_status: None,
             filter,
             stopping_all: false,
             deferred_signals: Vec::new(),
-            was_listening: Default::default(),
+            deferred_notices: Vec::new(),
         })
     }
 
@@ -154,10 +160,11 @@ impl Tracee {
 
     /// Handles every report already waiting, without blocking.
     pub fn poll(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
+        notices.append(&mut self.deferred_notices);
         while !self.is_gone() {
-            match wait_any(true).map_err(|e| TraceError::sys(self.pid, e))? {
-                Some((tid, st)) => self.handle(tid, st, notices)?,
-                None => break,
+            match wait::look().map_err(|e| TraceError::sys(self.pid, e))? {
+                Report::Task(tid, st) => self.handle(tid, st, notices)?,
+                Report::Nothing | Report::NoTasks => break,
             }
         }
         Ok(())
@@ -167,9 +174,6 @@ impl Tracee {
     /// (crash signals, new threads, exec, exit) are added to `notices`.
     pub fn stop_all(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
         for (&tid, st) in self.threads.iter_mut() {
-            if *st == ThreadState::Listening {
-                self.was_listening.insert(tid);
-            }
             if matches!(st, ThreadState::Running | ThreadState::Listening) {
                 match pt::interrupt(tid) {
                     Ok(()) => *st = ThreadState::Stopping,
@@ -186,16 +190,16 @@ impl Tracee {
     }
 
     fn wait_stopped(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
-        let start = Instant::now();
-        let mut spins = 0u32;
+        let mut pace = Pacer::new(STOP_DEADLINE);
         while !self.is_gone() && self.threads.values().any(|s| *s == ThreadState::Stopping) {
-            match wait_any(true).map_err(|e| TraceError::sys(self.pid, e))? {
-                Some((tid, st)) => {
+            match wait::look().map_err(|e| TraceError::sys(self.pid, e))? {
+                Report::Task(tid, st) => {
                     self.handle(tid, st, notices)?;
-                    spins = 0;
+                    pace.progress();
                 }
-                None => {
-                    if start.elapsed() > STOP_DEADLINE {
+                Report::NoTasks => self.vanished(notices),
+                Report::Nothing => {
+                    if !pace.pause() {
                         let stuck: Vec<i32> = self
                             .threads
                             .iter()
@@ -206,14 +210,6 @@ impl Tracee {
                             pid: self.pid,
                             tids: stuck,
                         });
-                    }
-                    // A stop normally lands within tens of microseconds:
-                    // yield first, sleep only if it takes longer.
-                    spins += 1;
-                    if spins < 2000 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(200));
                     }
                 }
             }
@@ -275,7 +271,9 @@ impl Tracee {
         let known = self.threads.get(&tid).copied();
         match st {
             WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {
-                self.threads.remove(&tid);
+                if self.threads.remove(&tid).is_some() {
+                    self.generation += 1;
+                }
                 if tid == self.pid {
                     self.exit_status = Some(st);
                     self.threads.clear();
@@ -289,6 +287,7 @@ impl Tracee {
                     // A new thread's first stop can arrive before its
                     // creator's clone report: adopt it.
                     notices.push(Notice::ThreadsChanged);
+                    self.generation += 1;
                     if self.stopping_all {
                         self.threads
                             .insert(tid, ThreadState::Stopped { pending: 0 });
@@ -309,7 +308,12 @@ impl Tracee {
                         } else {
                             ThreadState::Running
                         };
-                        self.threads.entry(new).or_insert(first);
+                        if let std::collections::btree_map::Entry::Vacant(e) =
+                            self.threads.entry(new)
+                        {
+                            e.insert(first);
+                            self.generation += 1;
+                        }
                         notices.push(Notice::ThreadsChanged);
                         // Stopped inside clone(): not a place to touch registers.
                         self.cont_keep(tid, state)?;
@@ -321,13 +325,20 @@ impl Tracee {
                         let st = self.threads.get(&former).copied().unwrap_or(state);
                         self.threads.clear();
                         self.threads.insert(self.pid, st);
+                        self.generation += 1;
                         notices.push(Notice::Exec);
                         self.cont_keep(self.pid, st)?;
                     }
                     pt::PTRACE_EVENT_STOP => {
+                        // The kernel reports the stop signal while the
+                        // group-stop lasts and SIGTRAP once SIGCONT ended
+                        // it, also for a thread interrupted out of LISTEN:
+                        // the signal alone says where the thread goes back
+                        // to (a thread put back into LISTEN after SIGCONT
+                        // would sleep until SIGKILL).
                         let group = STOP_SIGNALS.contains(&sig);
                         if stopping {
-                            let new = if self.was_listening.remove(&tid) || group {
+                            let new = if group {
                                 ThreadState::GroupStopped
                             } else {
                                 ThreadState::Stopped { pending: 0 }
@@ -381,29 +392,43 @@ impl Tracee {
         }
     }
 
-    /// Kills the process (SIGKILL through the pidfd) and reaps it.
-    pub fn kill_and_reap(&mut self) {
+    /// No task of ours is left although the process was not seen to end
+    /// (reaped by someone else): it is gone, how is unknown.
+    fn vanished(&mut self, notices: &mut Vec<Notice>) {
+        let st = WaitStatus::Signaled {
+            sig: libc::SIGKILL,
+            core_dumped: false,
+        };
+        self.exit_status = Some(st);
+        self.threads.clear();
+        notices.push(Notice::Exited(st));
+    }
+
+    /// Kills the process (SIGKILL through the pidfd) and reaps every
+    /// thread, for at most `limit`. False if it is still there then (a
+    /// thread in uninterruptible sleep dies only when its I/O ends): poll
+    /// on, it is dying.
+    pub fn kill_and_reap(&mut self, limit: Duration) -> bool {
         let _ = selfheal_sys::signal::pidfd_send_signal(&self.pidfd, libc::SIGKILL);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pace = Pacer::new(limit);
         let mut notices = Vec::new();
-        while !self.is_gone() && Instant::now() < deadline {
-            match wait_any(false) {
-                Ok(Some((tid, st))) => {
-                    if self.handle(tid, st, &mut notices).is_err() {
-                        break;
+        while !self.is_gone() {
+            match wait::look() {
+                // A thread killed in an event stop (exit, clone) may need
+                // resuming to die; errors on a dying task do not matter.
+                Ok(Report::Task(tid, st)) => {
+                    let _ = self.handle(tid, st, &mut notices);
+                    pace.progress();
+                }
+                Ok(Report::NoTasks) => self.vanished(&mut notices),
+                Ok(Report::Nothing) => {
+                    if !pace.pause() {
+                        return false;
                     }
                 }
-                _ => break,
+                Err(_) => return false,
             }
         }
-    }
-}
-
-/// `waitpid(-1, __WALL | __WNOTHREAD [| WNOHANG])`: only this thread's
-/// tracees and children.
-pub(crate) fn wait_any(nohang: bool) -> Result<Option<(i32, WaitStatus)>, SysError> {
-    match pt::wait_own(nohang) {
-        Err(e) if e.errno.0 == libc::ECHILD => Ok(None),
-        r => r,
+        true
     }
 }
