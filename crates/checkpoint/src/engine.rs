@@ -319,28 +319,27 @@ fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), 
             return Err(StartError::Setup { pid, source });
         }
     };
-    let build = |mut t: Tracee| -> Result<(Session, CheckpointStats), (TraceError, Tracee)> {
+    type Failed = Box<(TraceError, Tracee)>;
+    let build = |mut t: Tracee| -> Result<(Session, CheckpointStats), Failed> {
         let mut notices = Vec::new();
         let started = Instant::now();
         if let Err(e) = t.stop_all(&mut notices) {
-            return Err((e, t));
+            return Err(Box::new((e, t)));
         }
-        let mut s = match Session::new(t, config.keep, config.force_full_copy) {
-            Ok(s) => s,
-            Err(failed) => return Err(*failed),
-        };
+        let mut s = Session::new(t, config.keep, config.force_full_copy)?;
         s.older = config.older;
         s.replay_tolerant = config.replay_tolerant_sockets.clone();
         let stats = match s.checkpoint(started) {
             Ok(st) => st,
-            Err(e) => return Err((e, s.t)),
+            Err(e) => return Err(Box::new((e, s.t))),
         };
         match s.t.resume_all() {
             Ok(()) => Ok((s, stats)),
-            Err(e) => Err((e, s.t)),
+            Err(e) => Err(Box::new((e, s.t))),
         }
     };
-    build(t).map_err(|(source, mut t)| {
+    build(t).map_err(|failed| {
+        let (source, mut t) = *failed;
         if launched {
             // Its threads may be zombies only we can reap: reap them all.
             t.kill_and_reap(KILL_WAIT);

@@ -80,6 +80,13 @@ pub enum Unrecoverable {
     },
     /// Signal handlers were installed or removed since the checkpoint.
     SignalHandlersChanged,
+    /// A thread's kernel state that user memory depends on (rseq, robust
+    /// futex list, alternate signal stack, clear-tid address) could not be
+    /// read, at the checkpoint or now: the thread was in a job-control stop.
+    ThreadStateUnknown {
+        /// Thread.
+        tid: i32,
+    },
     /// Child processes were started since the checkpoint.
     ChildrenForked {
         /// Their pids.
@@ -142,6 +149,9 @@ pub struct RollbackReport {
     pub layout_ops: usize,
     /// File offsets restored, descriptors closed or reopened.
     pub fd_ops: usize,
+    /// Per-thread kernel state put back (rseq registrations, robust futex
+    /// lists, alternate signal stacks, clear-tid addresses).
+    pub thread_ops: usize,
     /// Time the process was stopped for the rollback, in microseconds.
     pub duration_us: u64,
 }

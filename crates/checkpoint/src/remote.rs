@@ -161,8 +161,7 @@ impl Remote {
                     // The call blocks in the kernel (in uninterruptible
                     // sleep?). Its thread will come back into the vDSO with
                     // our registers: it must never run on.
-                    let _ =
-                        selfheal_sys::signal::pidfd_send_signal(&tracee.pidfd, libc::SIGKILL);
+                    let _ = selfheal_sys::signal::pidfd_send_signal(&tracee.pidfd, libc::SIGKILL);
                     return Err(TraceError::Stuck {
                         pid,
                         tids: vec![tid],
@@ -313,7 +312,10 @@ pub(crate) mod tests {
         let mut notices = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while t.threads.len() < threads {
-            assert!(std::time::Instant::now() < deadline, "threads never started");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "threads never started"
+            );
             t.poll(&mut notices).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -349,9 +351,11 @@ pub(crate) mod tests {
         ) else {
             return;
         };
-        let sandbox =
-            crate::sandbox::Sandbox::create(std::path::Path::new("/sys/fs/cgroup"), Default::default())
-                .unwrap();
+        let sandbox = crate::sandbox::Sandbox::create(
+            std::path::Path::new("/sys/fs/cgroup"),
+            Default::default(),
+        )
+        .unwrap();
         let (t, r) = within(std::time::Duration::from_secs(60), move || {
             let mut t = start_threads(&[&prog], &sandbox, 2);
             let r = Remote::locate(&t).unwrap();

@@ -20,7 +20,7 @@ use crate::procfs::{self, Vma};
 use crate::ranges::Ranges;
 use crate::remote::is_scratch;
 use crate::session::{Checkpoint, Session};
-use crate::threads;
+use crate::threads::{self, KernelState};
 use crate::tracker::RunKind;
 
 /// Why a rollback did not happen.
@@ -60,9 +60,13 @@ fn check(
     fds_now: &[FdSnap],
 ) -> Result<(), RollbackError> {
     let pid = s.t.pid;
+    // The threads we know of, and those the kernel lists (a thread we
+    // were never told about must not survive a rollback unaccounted).
     let now = s.t.tids();
     let then: Vec<i32> = target.threads.iter().map(|t| t.tid).collect();
-    if now != then {
+    let listed = procfs::read_tids(pid).map_err(failed)?;
+    if now != then || listed != now || s.t.generation != target.thread_generation {
+        let now = if listed != now { listed } else { now };
         return Err(refuse(Unrecoverable::ThreadsChanged { then, now }));
     }
     if let Some(u) = target.untracked.first() {
@@ -194,6 +198,7 @@ impl Session {
         let maps = procfs::read_maps(pid).map_err(failed)?;
         let fds_now = fds::capture(pid, &[]).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;
+        let kernel = self.thread_kernel_states(idx)?;
         {
             let t = &self.history[idx];
             let show = |v: &[Vma]| {
@@ -297,6 +302,11 @@ impl Session {
         }
         self.tracker.reprotect(&self.t, &maps)?;
         let fd_ops = self.restore_fds(&fds_now)?;
+        let mut thread_ops = 0;
+        for (tid, then, now) in &kernel {
+            thread_ops +=
+                threads::restore_kernel_state(&mut self.t, &self.remote, *tid, then, now)?;
+        }
         // Reads since the target are undone (offsets rewound) but stay in the
         // cumulative rchar: move the kept checkpoints' baselines by that much
         // so a later rollback does not count them as consumed input.
@@ -331,8 +341,35 @@ impl Session {
             pages_restored,
             layout_ops: layout_ops.len(),
             fd_ops,
+            thread_ops,
             duration_us: started.elapsed().as_micros() as u64,
         })
+    }
+
+    /// Every thread's kernel state as of `history[idx]` and now (reads
+    /// only); refused if either cannot be read.
+    fn thread_kernel_states(
+        &mut self,
+        idx: usize,
+    ) -> Result<Vec<(i32, KernelState, KernelState)>, RollbackError> {
+        let mut out = Vec::new();
+        for i in 0..self.history[idx].threads.len() {
+            let (tid, then) = {
+                let s = &self.history[idx].threads[i];
+                (s.tid, s.kernel)
+            };
+            let now = match threads::kernel_state(&mut self.t, &self.remote, tid) {
+                Ok(now) => now,
+                // Failed inside the process, which is as it was.
+                Err(e @ TraceError::Remote { .. }) => return Err(failed(e)),
+                Err(e) => return Err(RollbackError::Broken(e)),
+            };
+            match (then, now) {
+                (Some(then), Some(now)) => out.push((tid, then, now)),
+                _ => return Err(refuse(Unrecoverable::ThreadStateUnknown { tid })),
+            }
+        }
+        Ok(out)
     }
 
     fn restore_layout(&mut self) -> Result<Vec<LayoutOp>, TraceError> {

@@ -30,6 +30,8 @@ pub(crate) struct Checkpoint {
     pub taken_at: Instant,
     /// Every thread's CPU state.
     pub threads: Vec<ThreadSnap>,
+    /// [`crate::tracee::Tracee::generation`] then.
+    pub thread_generation: u64,
     /// Mapping layout.
     pub layout: Vec<Vma>,
     /// Ranges whose memory the shadow describes.
@@ -100,7 +102,11 @@ pub(crate) struct Precopy {
 impl Session {
     /// Sets up tracking in the stopped process.
     /// On failure the tracee is handed back (to be killed and reaped).
-    pub fn new(mut t: Tracee, keep: usize, force_full: bool) -> Result<Session, Box<(TraceError, Tracee)>> {
+    pub fn new(
+        mut t: Tracee,
+        keep: usize,
+        force_full: bool,
+    ) -> Result<Session, Box<(TraceError, Tracee)>> {
         let setup = |t: &mut Tracee| -> Result<(Remote, Tracker), TraceError> {
             let mut remote = Remote::locate(t)?;
             remote.scratch(t)?;
@@ -349,7 +355,7 @@ impl Session {
         } else {
             Vec::new()
         };
-        let thread_snaps = threads::capture(pid, &tids, reuse)?;
+        let thread_snaps = threads::capture(&mut self.t, &self.remote, &tids, reuse)?;
         let heap_end = maps.iter().find(|v| v.path == "[heap]").map(|v| v.end);
         if self.heap_end.is_none() || heap_end != self.heap_end {
             self.brk = self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?;
@@ -363,6 +369,7 @@ impl Session {
             id: self.next_id,
             taken_at: Instant::now(),
             threads: thread_snaps,
+            thread_generation: self.t.generation,
             layout: maps,
             tracked: look.tracked.clone(),
             brk: self.brk,

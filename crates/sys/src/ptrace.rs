@@ -26,6 +26,7 @@ const PTRACE_INTERRUPT: i64 = 0x4207;
 const PTRACE_LISTEN: i64 = 0x4208;
 const PTRACE_GETSIGMASK: i64 = 0x420a;
 const PTRACE_SETSIGMASK: i64 = 0x420b;
+const PTRACE_GET_RSEQ_CONFIGURATION: i64 = 0x420f;
 
 /// `NT_X86_XSTATE`: the regset holding the whole XSAVE area (FPU, SSE, AVX…).
 const NT_X86_XSTATE: i64 = 0x202;
@@ -219,6 +220,73 @@ pub fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
     let ptr = &mask as *const u64 as u64;
     // addr is the mask size (8); `ptr` points to a live u64 that is only read.
     ptrace(PTRACE_SETSIGMASK, tid, 8, ptr, "PTRACE_SETSIGMASK").map(drop)
+}
+
+/// A thread's restartable-sequences registration (`rseq(2)`), as
+/// `PTRACE_GET_RSEQ_CONFIGURATION` (Linux 5.13+) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RseqConfig {
+    /// Address of the registered `struct rseq` (0: none registered).
+    pub abi_pointer: u64,
+    /// Size it was registered with.
+    pub abi_size: u32,
+    /// Signature it was registered with.
+    pub signature: u32,
+    /// Registration flags.
+    pub flags: u32,
+}
+
+/// The rseq registration of a stopped task (`abi_pointer` 0: none).
+/// EIO before Linux 5.13, which cannot report it.
+pub fn get_rseq_config(tid: i32) -> Result<RseqConfig> {
+    // The kernel's struct ptrace_rseq_configuration.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Raw {
+        rseq_abi_pointer: u64,
+        rseq_abi_size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut raw = Raw::default();
+    let ptr = &mut raw as *mut Raw as u64;
+    // addr is the buffer size; `ptr` points to a live, writable Raw of
+    // exactly that size, which the kernel fills.
+    ptrace(
+        PTRACE_GET_RSEQ_CONFIGURATION,
+        tid,
+        std::mem::size_of::<Raw>() as u64,
+        ptr,
+        "PTRACE_GET_RSEQ_CONFIGURATION",
+    )?;
+    Ok(RseqConfig {
+        abi_pointer: raw.rseq_abi_pointer,
+        abi_size: raw.rseq_abi_size,
+        signature: raw.signature,
+        flags: raw.flags,
+    })
+}
+
+/// The robust-futex list head a task registered with `set_robust_list(2)`
+/// and its length (`get_robust_list(2)`; head 0: none).
+pub fn get_robust_list(tid: i32) -> Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-pointers point to live, writable locals of the
+    // pointer and size_t sizes the system call stores.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    if rc < 0 {
+        return Err(SysError::last(format!("get_robust_list(tid {tid})")));
+    }
+    Ok((head, len as u64))
 }
 
 /// What `waitpid` reported for one task.

@@ -62,6 +62,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "spin",
             "exitcode",
             "linesock",
+            "tstate",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])

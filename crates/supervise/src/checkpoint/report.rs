@@ -46,6 +46,9 @@ pub fn describe_unrecoverable(why: &Unrecoverable) -> String {
         Unrecoverable::SignalHandlersChanged => {
             "signal handlers were installed or removed since the checkpoint".into()
         }
+        Unrecoverable::ThreadStateUnknown { tid } => format!(
+            "the kernel state of thread {tid} (rseq, robust futexes, signal stack) could not be read: it was in a job-control stop"
+        ),
         Unrecoverable::ChildrenForked { pids } => {
             format!("child processes were started since the checkpoint (pids {pids:?})")
         }
@@ -231,6 +234,7 @@ impl AppCheckpoint {
                 "pages_restored": r.pages_restored,
                 "layout_ops": r.layout_ops,
                 "fd_ops": r.fd_ops,
+                "thread_ops": r.thread_ops,
                 "duration_us": r.duration_us,
                 "rollbacks_this_run": count,
             }),
