@@ -7,7 +7,7 @@ mod logging;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Detects system hangs and application crashes and hangs within a fraction
 /// of a second, names the culprit, and recovers.
@@ -43,6 +43,13 @@ enum Command {
     /// Run a program under supervision: detect its crashes and hangs,
     /// recover and restart it; exits with the program's status.
     Run(Box<selfheal_supervise::RunArgs>),
+    /// Write man pages or shell completions generated from this command
+    /// line (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        action: cmd::generate::GenerateAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +78,7 @@ fn main() -> ExitCode {
         },
         Command::Calibrate(a) => cmd::calibrate::run(a),
         Command::Run(a) => cmd::run::run(*a),
+        Command::Generate { action } => cmd::generate::run(action, Cli::command()),
     };
     match result {
         Ok(code) => code,

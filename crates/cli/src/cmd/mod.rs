@@ -3,6 +3,7 @@
 pub mod calibrate;
 pub mod config;
 pub mod events;
+pub mod generate;
 pub mod run;
 pub mod status;
 pub mod watch;
