@@ -34,7 +34,7 @@ use selfheal_store::{Retention, Store, StoreWriter, WriterOptions};
 
 pub use host_link::{HostLink, LinkCounters};
 pub use since::parse_since;
-pub use sink::FanoutSink;
+pub use sink::{event_log_line, FanoutSink};
 
 /// Why the daemon could not start. Each message names the input and the fix.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,28 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use selfheal_event::{Event, EventSink, Severity};
+use serde::Serialize;
+
+/// One line of the event log: the event with its time also in RFC 3339
+/// (UTC, milliseconds) first, so log shippers and node-problem-detector's
+/// filelog watcher (which parses times with a Go layout, not epoch
+/// numbers) can read it.
+#[derive(Serialize)]
+struct EventLogLine<'a> {
+    time: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// The event log's JSON line for `event` (no trailing newline).
+pub fn event_log_line(event: &Event) -> serde_json::Result<String> {
+    let ms = u64::try_from(event.time_unix_ms).unwrap_or(0);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    serde_json::to_string(&EventLogLine {
+        time: humantime::format_rfc3339_millis(t).to_string(),
+        event,
+    })
+}
 
 /// An event log target: a file opened for append, or standard output.
 #[derive(Debug)]
@@ -94,7 +116,7 @@ impl EventSink for FanoutSink {
             Severity::Info => tracing::info!(kind = %event.kind, "{}", event.message),
         }
         if let Some(log) = &self.event_log {
-            if let Ok(line) = serde_json::to_string(&event) {
+            if let Ok(line) = event_log_line(&event) {
                 let mut target = log.lock().unwrap_or_else(|p| p.into_inner());
                 let res = match &mut *target {
                     LogTarget::Stdout => {
@@ -145,6 +167,20 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines[1].kind, EventKind::Stop);
+        // The RFC 3339 time comes first and equals time_unix_ms.
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let t = first["time"].as_str().unwrap();
+        assert!(text.starts_with(&format!("{{\"time\":\"{t}\",")), "{text}");
+        let parsed = humantime::parse_rfc3339(t).unwrap();
+        let ms = parsed
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert_eq!(ms, lines[0].time_unix_ms);
+        assert!(
+            t.ends_with('Z') && t.len() == "2026-12-06T12:00:00.123Z".len(),
+            "{t}"
+        );
     }
 
     #[test]
