@@ -4,7 +4,9 @@
 //! daemon's /metrics passes `promtool check metrics`; the rules and the
 //! Grafana dashboard query only metrics a live daemon exports; and a real
 //! Prometheus scraping a real `selfheal watch` fires SelfhealHangDiagnosed
-//! when a real-time hog in a cgroup sandbox stalls a CPU.
+//! when a real-time hog in a cgroup sandbox stalls a CPU (and
+//! node-problem-detector's monitor turns the same run's diagnosis and
+//! recovery lines into Events).
 //!
 //! Each test says why it skips: no promtool/prometheus (the package could
 //! not be installed), or, for the fault, no root or no cgroup sandbox.
@@ -334,12 +336,12 @@ fn real_prometheus_fires_hang_alert_on_a_sandboxed_rt_hog() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    // Dry run, and recovery confined to the sandbox anyway: the daemon
-    // diagnoses, records its plan and touches nothing.
+    // Recovery is confined to the sandbox: the daemon may demote our hog
+    // and touch nothing else on this shared machine.
     let cfg = common::write_config(
         dir.path(),
         &format!(
-            "[daemon]\nlisten = \"127.0.0.1:0\"\ndry_run = true\n\n\
+            "[daemon]\nlisten = \"127.0.0.1:0\"\n\n\
              [recovery]\nallowed_cgroups = [\"{}\"]\n",
             sb.rel_path()
         ),
@@ -458,6 +460,18 @@ fn real_prometheus_fires_hang_alert_on_a_sandboxed_rt_hog() {
         })
     });
     let fired_after = t0.elapsed();
+    let recovered = poll(Duration::from_secs(15), || {
+        std::fs::read_to_string(&events)
+            .ok()?
+            .lines()
+            .find(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                e["kind"] == "recovery"
+                    && e["details"]["outcome"] == "recovered"
+                    && e["details"]["class"] == "rt_hog"
+            })
+            .map(str::to_string)
+    });
     let _ = sb.kill_all();
     let _ = hog.wait();
     drop(sb);
@@ -483,6 +497,23 @@ fn real_prometheus_fires_hang_alert_on_a_sandboxed_rt_hog() {
     assert_eq!(alert["labels"]["job"], "selfheal");
     assert_eq!(alert["labels"]["instance"], selfheal.to_string());
     assert_eq!(alert["labels"]["severity"], "critical");
+    // node-problem-detector's monitor, on the same real lines: the
+    // diagnosis and the recovery become Events on the Node.
+    let npd = common::npd::Monitor::load(&common::npd::monitor_path());
+    let log = std::fs::read_to_string(&events).unwrap();
+    let diag_line = log
+        .lines()
+        .find(|l| {
+            l.contains("\"kind\":\"diagnosis\"") && l.contains(&format!("\"pid\":{hog_pid},"))
+        })
+        .expect("the diagnosis line");
+    assert_eq!(npd.reasons(diag_line), ["SelfhealHangDiagnosed"]);
+    let recovered = recovered.unwrap_or_else(|| panic!("rt_hog not recovered:\n{log}"));
+    assert_eq!(npd.reasons(&recovered), ["SelfhealRecovered"]);
+    for line in log.lines() {
+        npd.outcome(line)
+            .unwrap_or_else(|e| panic!("NPD would drop a line: {e}"));
+    }
     eprintln!(
         "{TEST}: alert firing {} ms after the hog started: {}",
         fired_after.as_millis(),
