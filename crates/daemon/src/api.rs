@@ -104,37 +104,32 @@ fn with_reader<T>(
     f(store)
 }
 
-fn events(shared: &Shared, reader: &Mutex<Option<Store>>, req: &Request) -> Response {
+/// The store query `/api/events` runs for `req`, or the 400 message
+/// naming the bad parameter. Pure, so it can be fuzzed.
+pub fn events_query(req: &Request, now: SystemTime) -> Result<Query, String> {
     let mut q = Query::new().order(Order::NewestFirst);
-    let now = SystemTime::now();
     if let Some(since) = req.param("since") {
-        match crate::parse_since(since, now) {
-            Ok(t) => q = q.since(t),
-            Err(e) => return Response::error(400, format!("since: {e}")),
-        }
+        q = q.since(crate::parse_since(since, now).map_err(|e| format!("since: {e}"))?);
     }
     if let Some(until) = req.param("until") {
-        match crate::parse_since(until, now) {
-            Ok(t) => q = q.until(t),
-            Err(e) => return Response::error(400, format!("until: {e}")),
-        }
+        q = q.until(crate::parse_since(until, now).map_err(|e| format!("until: {e}"))?);
     }
-    let mut kinds = Vec::new();
     for k in req.params("kind") {
-        match EventKind::from_str(k) {
-            Ok(k) => kinds.push(k),
-            Err(e) => return Response::error(400, e.to_string()),
-        }
-    }
-    for k in kinds {
-        q = q.kind(k);
+        q = q.kind(EventKind::from_str(k).map_err(|e| e.to_string())?);
     }
     let limit = match req.param("limit").map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => return Response::error(400, format!("limit must be 1..={MAX_LIMIT}")),
+        Some(_) => return Err(format!("limit must be 1..={MAX_LIMIT}")),
     };
-    q = q.limit(limit as u64);
+    Ok(q.limit(limit as u64))
+}
+
+fn events(shared: &Shared, reader: &Mutex<Option<Store>>, req: &Request) -> Response {
+    let q = match events_query(req, SystemTime::now()) {
+        Ok(q) => q,
+        Err(e) => return Response::error(400, e),
+    };
     match with_reader(shared, reader, |s| s.query(&q).map_err(|e| e.to_string())) {
         Ok(evs) => Response::json(200, &serde_json::to_value(evs).unwrap_or_default()),
         Err(e) => Response::error(500, e),

@@ -359,3 +359,61 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * selfheal_sys::sched::page_size() as u64)
 }
+
+/// The HTTP server's own counters.
+pub struct HttpCollector(pub Arc<crate::http::HttpStats>);
+
+impl Collector for HttpCollector {
+    fn collect(&self, enc: &mut Encoder<'_>) {
+        let s = &self.0;
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        enc.single(
+            "selfheal_http_connections_open",
+            "HTTP connections open now.",
+            Gauge,
+            ld(&s.open),
+        );
+        enc.single(
+            "selfheal_http_connections_total",
+            "HTTP connections accepted and served.",
+            Counter,
+            ld(&s.accepted),
+        );
+        enc.single(
+            "selfheal_http_connections_rejected_total",
+            "HTTP connections closed at once because the connection limit was reached.",
+            Counter,
+            ld(&s.rejected),
+        );
+        enc.single(
+            "selfheal_http_connections_timed_out_total",
+            "HTTP connections cut by the header-read or connection timeout.",
+            Counter,
+            ld(&s.timed_out),
+        );
+        enc.single(
+            "selfheal_http_bad_requests_total",
+            "HTTP connections that ended in a protocol error (garbage, oversized head).",
+            Counter,
+            ld(&s.bad_requests),
+        );
+        enc.single(
+            "selfheal_http_busy_total",
+            "HTTP requests answered 503 because every handler slot stayed busy.",
+            Counter,
+            ld(&s.busy),
+        );
+        enc.single(
+            "selfheal_http_handler_panics_total",
+            "HTTP handlers that panicked (answered 500).",
+            Counter,
+            ld(&s.handler_panics),
+        );
+        enc.single(
+            "selfheal_http_restarts_total",
+            "Times the HTTP server loop panicked and was restarted.",
+            Counter,
+            ld(&s.restarts),
+        );
+    }
+}

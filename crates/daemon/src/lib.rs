@@ -32,6 +32,7 @@ use selfheal_metrics::Registry;
 use selfheal_sampler::{ReaderOptions, SampleBoard, Sampler};
 use selfheal_store::{Retention, Store, StoreWriter, WriterOptions};
 
+pub use api::events_query;
 pub use host_link::{HostLink, LinkCounters};
 pub use since::parse_since;
 pub use sink::{event_log_line, FanoutSink};
@@ -295,10 +296,18 @@ impl Daemon {
             chain: hang.chain_health(),
         });
         let http = match config.daemon.listen {
-            Some(addr) => Some(
-                http::HttpServer::start(addr, api::router(shared.clone()))
-                    .map_err(|source| StartError::Listen { addr, source })?,
-            ),
+            Some(addr) => {
+                let server = http::HttpServer::start(
+                    addr,
+                    api::router(shared.clone()),
+                    http::Limits::default(),
+                )
+                .map_err(|source| StartError::Listen { addr, source })?;
+                shared
+                    .registry
+                    .register(Arc::new(collectors::HttpCollector(server.stats())));
+                Some(server)
+            }
             None => None,
         };
         let daemon = Daemon {

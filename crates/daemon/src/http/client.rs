@@ -1,8 +1,11 @@
-//! A minimal HTTP/1.1 GET client for `selfheal status` and tests.
+//! The HTTP client `selfheal status` and the tests use: ureq, with one
+//! overall deadline per request and no redirects.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Most of a response body read (the API caps its answers well below).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// A response as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,51 +16,40 @@ pub struct ClientResponse {
     pub body: String,
 }
 
-/// The request failed before a response arrived.
+/// The request failed before a whole response arrived.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// Could not connect, or the connection broke.
-    #[error("{addr}: {source}")]
-    Io {
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The server's answer was not HTTP.
-    #[error("{addr}: not an HTTP response")]
-    Malformed {
-        /// Where.
-        addr: SocketAddr,
-    },
+#[error("{addr}: {source}")]
+pub struct ClientError {
+    /// Where.
+    pub addr: SocketAddr,
+    /// Why (connection refused, timed out, not HTTP, …).
+    #[source]
+    pub source: ureq::Error,
 }
 
-/// GETs `path` from `addr` with an overall I/O `timeout`.
+/// GETs `path` from `addr`, all within `timeout`.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<ClientResponse, ClientError> {
-    let io = |source| ClientError::Io { addr, source };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: selfheal\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).map_err(io)?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or(ClientError::Malformed { addr })?;
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or(ClientError::Malformed { addr })?;
+    let err = |source| ClientError { addr, source };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("selfheal")
+        .build()
+        .into();
+    let mut resp = agent
+        .get(format!("http://{addr}{path}"))
+        .call()
+        .map_err(err)?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_vec()
+        .map_err(err)?;
     Ok(ClientResponse {
         status,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
     })
 }

@@ -1,126 +1,144 @@
-//! The server loop.
+//! The server: one thread running a current-thread tokio runtime; hyper
+//! serves each connection as a task; routes that may block (the store,
+//! metric collectors) run on a small blocking pool behind semaphores.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Longest request head we accept.
-const MAX_HEAD: u64 = 16 * 1024;
-/// Per-connection read/write timeout.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-/// A parsed request: method, path and decoded query parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// `GET`, `HEAD`, …
-    pub method: String,
-    /// Path without the query string.
-    pub path: String,
-    /// Query parameters in order (repeated keys kept).
-    pub query: Vec<(String, String)>,
+use super::request::{Request, Response, Router};
+
+/// Bounds on what clients can make the server hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; further ones are closed at once (and
+    /// counted), so the kernel's accept queue never fills.
+    pub max_connections: usize,
+    /// A client must send its whole request head within this (slowloris).
+    pub header_read_timeout: Duration,
+    /// Hard bound on a connection's whole life, response included (slow
+    /// readers).
+    pub connection_timeout: Duration,
+    /// Largest request head (request line and headers); larger heads are
+    /// refused. hyper's minimum is 8 KiB.
+    pub max_head_bytes: usize,
+    /// Requests for `/api/*` handled at once, and, separately, requests
+    /// for other paths that may block (`/metrics`).
+    pub handler_slots: usize,
+    /// How long a request waits for a handler slot before a 503.
+    pub queue_timeout: Duration,
+    /// Paths answered on the event loop itself: they must never block
+    /// (`/healthz` reads atomics only).
+    pub inline_paths: &'static [&'static str],
 }
 
-impl Request {
-    /// The first value of query parameter `key`.
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of `key`, with comma-separated values split.
-    pub fn params(&self, key: &str) -> Vec<&str> {
-        self.query
-            .iter()
-            .filter(|(k, _)| k == key)
-            .flat_map(|(_, v)| v.split(','))
-            .filter(|s| !s.is_empty())
-            .collect()
-    }
-}
-
-/// A response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Content type.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// 200 with a plain-text body.
-    pub fn text(status: u16, body: impl Into<String>) -> Response {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into().into_bytes(),
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(30),
+            max_head_bytes: 16 * 1024,
+            handler_slots: 2,
+            queue_timeout: Duration::from_secs(5),
+            inline_paths: &["/healthz"],
         }
     }
-
-    /// A JSON body.
-    pub fn json(status: u16, value: &serde_json::Value) -> Response {
-        Response {
-            status,
-            content_type: "application/json",
-            body: serde_json::to_vec(value).unwrap_or_default(),
-        }
-    }
-
-    /// A JSON error `{"error": message}`.
-    pub fn error(status: u16, message: impl Into<String>) -> Response {
-        Response::json(status, &serde_json::json!({ "error": message.into() }))
-    }
 }
 
-/// Maps requests to responses.
-pub type Router = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+/// What the server has seen (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
+    pub rejected: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections cut by the header-read or connection timeout.
+    pub timed_out: AtomicU64,
+    /// Connections that ended in a protocol error (garbage, oversized head).
+    pub bad_requests: AtomicU64,
+    /// Requests answered 503 because every handler slot stayed busy.
+    pub busy: AtomicU64,
+    /// Handlers that panicked (answered 500; the server went on).
+    pub handler_panics: AtomicU64,
+    /// Times the server loop itself panicked and was restarted.
+    pub restarts: AtomicU64,
+}
+
+struct Ctx {
+    router: Router,
+    limits: Limits,
+    stats: Arc<HttpStats>,
+    api_slots: Arc<Semaphore>,
+    other_slots: Arc<Semaphore>,
+    /// Test hook: the accept loop panics at its next connection.
+    inject_panic: AtomicBool,
+}
+
+impl Ctx {
+    fn new(router: Router, limits: Limits, stats: Arc<HttpStats>) -> Ctx {
+        Ctx {
+            router,
+            api_slots: Arc::new(Semaphore::new(limits.handler_slots.max(1))),
+            other_slots: Arc::new(Semaphore::new(limits.handler_slots.max(1))),
+            limits,
+            stats,
+            inject_panic: AtomicBool::new(false),
+        }
+    }
+}
 
 /// A running server.
-#[derive(Debug)]
 pub struct HttpServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    ctx: Arc<Ctx>,
     handle: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HttpServer {
-    /// Binds `addr` and serves `router` on a thread of its own.
-    pub fn start(addr: SocketAddr, router: Router) -> std::io::Result<HttpServer> {
-        let listener = TcpListener::bind(addr)?;
+    /// Binds `addr` and serves `router` on a thread of its own, within
+    /// `limits`. A panic of the server loop is caught and the loop
+    /// restarted on the same socket (counted in [`HttpStats::restarts`]).
+    pub fn start(addr: SocketAddr, router: Router, limits: Limits) -> std::io::Result<HttpServer> {
+        let listener = StdListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let ctx = Arc::new(Ctx::new(router, limits, Arc::new(HttpStats::default())));
+        let ctx2 = ctx.clone();
         let handle = std::thread::Builder::new()
             .name("selfheal-http".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match conn {
-                        Ok(stream) => {
-                            if let Err(e) = serve(stream, &router) {
-                                tracing::debug!("http connection: {e}");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!("http accept: {e}");
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-            })?;
+            .stack_size(512 * 1024)
+            .spawn(move || supervise(listener, ctx2, stop_rx))?;
         Ok(HttpServer {
             addr,
             stop,
+            ctx,
             handle: Some(handle),
         })
     }
@@ -130,15 +148,25 @@ impl HttpServer {
         self.addr
     }
 
-    /// Stops accepting and joins the thread.
+    /// The server's counters.
+    pub fn stats(&self) -> Arc<HttpStats> {
+        self.ctx.stats.clone()
+    }
+
+    /// Test hook: makes the server loop panic when it accepts its next
+    /// connection, to prove the panic is caught and the loop restarted.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        self.ctx.inject_panic.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops serving and joins the thread.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocking accept with a connection of our own.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500));
+        let _ = self.stop.send(true);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -151,136 +179,231 @@ impl Drop for HttpServer {
     }
 }
 
-fn serve(stream: TcpStream, router: &Router) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?.take(MAX_HEAD));
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(());
-    }
-    // Drain the headers; we need none of them.
+/// The text of a panic payload.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".to_string())
+}
+
+/// Runs the server loop, restarting it after a panic, until told to stop.
+fn supervise(listener: StdListener, ctx: Arc<Ctx>, stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
     loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-    }
-    let response = match parse_request_line(&line) {
-        Some(req) if req.method == "GET" || req.method == "HEAD" => {
-            let mut r = router(&req);
-            if req.method == "HEAD" {
-                r.body.clear();
+        let outcome = match listener.try_clone() {
+            Ok(l) => catch_unwind(AssertUnwindSafe(|| run(l, &ctx, stop.clone())))
+                .map_err(|p| format!("panicked: {}", panic_message(&*p))),
+            Err(e) => Err(format!("cannot reuse the listening socket: {e}")),
+        };
+        match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => tracing::error!("HTTP server failed ({e}); restarting in {backoff:?}"),
+            Err(e) => {
+                ctx.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("HTTP server loop {e}; restarting in {backoff:?}");
             }
-            r
         }
-        Some(_) => Response::error(405, "only GET and HEAD are supported"),
-        None => Response::error(400, "malformed request line"),
-    };
-    write_response(stream, &response)
-}
-
-fn write_response(mut stream: TcpStream, r: &Response) -> std::io::Result<()> {
-    let reason = match r.status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        r.status,
-        r.content_type,
-        r.body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&r.body)?;
-    stream.flush()
-}
-
-/// Parses `GET /path?query HTTP/1.1`.
-pub fn parse_request_line(line: &str) -> Option<Request> {
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?;
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
+        if *stop.borrow() {
+            return;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    Some(Request {
-        method,
-        path: percent_decode(path),
-        query,
+}
+
+/// Serves until the stop signal; returns an error when the runtime or the
+/// socket cannot be set up.
+fn run(
+    listener: StdListener,
+    ctx: &Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(ctx.limits.handler_slots.max(1) * 2)
+        .thread_name("selfheal-http-handler")
+        .thread_stack_size(512 * 1024)
+        .thread_keep_alive(Duration::from_secs(10))
+        .build()?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let conns = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() {
+                    return Ok(());
+                },
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        if ctx.inject_panic.swap(false, Ordering::SeqCst) {
+                            panic!("injected panic in the HTTP server loop (test hook)");
+                        }
+                        match conns.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                                tokio::spawn(serve_io(stream, ctx.clone(), Some(permit), false));
+                            }
+                            Err(_) => {
+                                ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                                drop(stream);
+                            }
+                        }
+                    }
+                    // Out of file descriptors or similar: back off instead
+                    // of spinning on the error.
+                    Err(e) => {
+                        tracing::debug!("http accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Decrements the open-connection gauge when a connection ends.
+struct OpenGuard(Arc<HttpStats>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_io<I>(io: I, ctx: Arc<Ctx>, _permit: Option<OwnedSemaphorePermit>, half_close: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    ctx.stats.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(ctx.stats.clone());
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.limits.header_read_timeout)
+        .keep_alive(false)
+        .half_close(half_close)
+        .max_buf_size(ctx.limits.max_head_bytes.max(8192))
+        .serve_connection(TokioIo::new(io), service);
+    match tokio::time::timeout(ctx.limits.connection_timeout, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_timeout() => {
+            ctx.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Err(e)) => {
+            ctx.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("http connection: {e}");
+        }
+        Err(_) => {
+            ctx.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Calls the router, turning a panic into a 500.
+fn call(ctx: &Ctx, req: &Request) -> Response {
+    match catch_unwind(AssertUnwindSafe(|| (ctx.router)(req))) {
+        Ok(r) => r,
+        Err(p) => {
+            ctx.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
+            let msg = panic_message(&*p);
+            tracing::error!("HTTP handler for {} panicked: {msg}", req.path);
+            Response::error(500, format!("internal error while serving {}", req.path))
+        }
+    }
+}
+
+async fn handle(ctx: &Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        return to_hyper(
+            Response::error(405, "only GET and HEAD are supported"),
+            false,
+        );
+    }
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let request = Request::new(req.method().as_str(), target);
+    drop(req);
+    let response = if ctx.limits.inline_paths.contains(&request.path.as_str()) {
+        call(ctx, &request)
+    } else {
+        let slots = if request.path.starts_with("/api/") {
+            &ctx.api_slots
+        } else {
+            &ctx.other_slots
+        };
+        match tokio::time::timeout(ctx.limits.queue_timeout, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                let ctx2 = ctx.clone();
+                let job = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    call(&ctx2, &request)
+                });
+                match job.await {
+                    Ok(r) => r,
+                    Err(e) => Response::error(500, format!("internal error: {e}")),
+                }
+            }
+            _ => {
+                ctx.stats.busy.fetch_add(1, Ordering::Relaxed);
+                Response::error(503, "busy: every handler slot is taken; retry shortly")
+            }
+        }
+    };
+    to_hyper(response, head)
+}
+
+fn to_hyper(r: Response, head: bool) -> hyper::Response<Full<Bytes>> {
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(r.body)
+    };
+    let mut out = hyper::Response::new(Full::new(body));
+    *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    out.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    out
+}
+
+/// Serves one connection whose client sends `request` and closes its
+/// side, and returns every byte the server wrote back. For fuzzing and
+/// tests: the same code path as a real connection, in memory.
+#[doc(hidden)]
+pub fn answer_raw(request: &[u8], router: Router) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for answer_raw");
+    let ctx = Arc::new(Ctx::new(router, Limits::default(), Arc::default()));
+    rt.block_on(async move {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        // The client closes its side after the request: a half-close.
+        let task = tokio::spawn(serve_io(server, ctx, None, true));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let _ = rd.read_to_end(&mut out).await;
+            out
+        });
+        let _ = wr.write_all(request).await;
+        let _ = wr.shutdown().await;
+        let _ = task.await;
+        drop(wr);
+        reader.await.unwrap_or_default()
     })
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_lines() {
-        let r = parse_request_line(
-            "GET /api/events?kind=alert,diagnosis&since=10m&x=a%20b HTTP/1.1\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.path, "/api/events");
-        assert_eq!(r.params("kind"), vec!["alert", "diagnosis"]);
-        assert_eq!(r.param("since"), Some("10m"));
-        assert_eq!(r.param("x"), Some("a b"));
-        assert!(parse_request_line("GET /\r\n").is_none());
-        assert!(parse_request_line("garbage").is_none());
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%4"), "%4");
-    }
-
-    #[test]
-    fn serves_and_stops() {
-        let router: Router = Arc::new(|req: &Request| match req.path.as_str() {
-            "/hello" => Response::text(200, "hi"),
-            _ => Response::error(404, "no such path"),
-        });
-        let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), router).unwrap();
-        let addr = server.local_addr();
-        let r = super::super::client::get(addr, "/hello", Duration::from_secs(2)).unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "hi"));
-        let r = super::super::client::get(addr, "/nope", Duration::from_secs(2)).unwrap();
-        assert_eq!(r.status, 404);
-        assert!(r.body.contains("no such path"));
-        server.stop();
-        assert!(super::super::client::get(addr, "/hello", Duration::from_millis(300)).is_err());
-    }
-}
+mod tests;

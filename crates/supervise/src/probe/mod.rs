@@ -14,8 +14,6 @@ use selfheal_config::{ProbeCheck, ProbeConfig};
 
 use crate::mailbox::{Msg, Waker};
 
-pub use http::{parse_http_url, parse_status_line, HttpTarget};
-
 /// The result of one check.
 #[derive(Debug, Clone)]
 pub struct ProbeOutcome {
@@ -43,8 +41,7 @@ pub fn check_once(check: &ProbeCheck, timeout: Duration) -> Result<String, Strin
             Ok(format!("connected to {address}"))
         }
         ProbeCheck::Http { url, expect_status } => {
-            let target = parse_http_url(url)?;
-            let status = http::get_status(&target, deadline)?;
+            let status = http::get_status(url, deadline)?;
             if expect_status.contains(status) {
                 Ok(format!("HTTP {status}"))
             } else {
@@ -193,7 +190,8 @@ mod tests {
         let req = server.join().unwrap();
         assert!(req.starts_with("GET /healthz HTTP/1.1\r\n"), "{req}");
         assert!(
-            req.contains(&format!("Host: 127.0.0.1:{port}\r\n")),
+            req.to_ascii_lowercase()
+                .contains(&format!("host: 127.0.0.1:{port}\r\n")),
             "{req}"
         );
     }
