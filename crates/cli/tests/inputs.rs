@@ -214,3 +214,110 @@ impl UidGid for std::process::Command {
         self.uid(id).gid(id)
     }
 }
+
+#[test]
+fn out_of_range_durations_urls_and_timeouts_are_usage_errors() {
+    // Each would have panicked (overflow) or killed a healthy program.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--watchdog", "999999999999s"], "999999999999s"),
+        (&["--backoff", "3651d"], "3651d"),
+        (
+            &["--stop-grace", "18446744073709551615s"],
+            "18446744073709551615s",
+        ),
+        (
+            &["--probe-period", "99999999h", "--probe-tcp", "127.0.0.1:1"],
+            "99999999h",
+        ),
+        (&["--probe-http", "http://127.0.0.1:99999/"], "99999"),
+        (&["--probe-http", "http://:80/"], "no host"),
+        (
+            &["--probe-timeout", "0", "--probe-tcp", "127.0.0.1:1"],
+            "timeout 0s",
+        ),
+        (&["--probe-tcp", "127.0.0.1:0"], "127.0.0.1:0"),
+        (&["--stop-signal", "SIGFOO"], "SIGFOO"),
+    ];
+    for (flags, named) in cases {
+        let mut args = vec!["run", "--no-store"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "true"]);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{flags:?}: {err}");
+        assert!(err.contains(named), "{flags:?} must name `{named}`: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = run(&["calibrate", "--duration", "3651d"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--duration") && err.contains("3650d"), "{err}");
+    // The same limits in a config file, with the line.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[app]]\nname = \"a\"\ncommand = [\"true\"]\n[[app.probe]]\nhttp = \"http://127.0.0.1:99999/\"\n",
+    );
+    let (code, _, err) = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":4:") && err.contains("65535"), "{err}");
+    let cfg = write_config(dir.path(), "[store]\nmax_age = \"20000d\"\n");
+    let (code, _, err) = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("20000d") && err.contains("3650d"), "{err}");
+}
+
+/// The essentials of bench/http/hostile.sh at a smaller scale: idle
+/// connections, a slowloris head, garbage and the request that used to
+/// panic the HTTP thread; /healthz and /metrics keep answering.
+#[test]
+fn hostile_http_clients_do_not_take_the_endpoints_down() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[daemon]\nlisten = \"127.0.0.1:0\"\n");
+    let store = dir.path().join("s.db");
+    let mut d = DaemonProc::with_config(&cfg, &store);
+    let addr = d.wait_http(Duration::from_secs(20));
+    wait_healthy(addr, Duration::from_secs(10));
+    let mut held: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    held.push(slow);
+    for garbage in [
+        &b"GET /%a\xc3\xa9 HTTP/1.1\r\n\r\n"[..],
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"GET /api/events?since=%ff%fe&kind=%c3 HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: \xff\xff\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(garbage).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+    }
+    let mut huge = TcpStream::connect(addr).unwrap();
+    let _ = huge.write_all(&[b'a'; 100_000]);
+    for path in ["/healthz", "/metrics"] {
+        let t0 = Instant::now();
+        let (code, body) = get(addr, path);
+        // 1 s is the target (bench/http/hostile.sh measures it); a busy
+        // test machine gets slack.
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{path}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (_, metrics) = get(addr, "/metrics");
+    assert!(
+        metrics.contains("selfheal_http_connections_open"),
+        "{metrics}"
+    );
+    drop(held);
+    assert!(d.terminate().success());
+}

@@ -532,9 +532,11 @@ impl AppConfig {
                 }
                 ProbeCheck::Exec { .. } => {}
             }
-            if p.failure_threshold == 0 || p.success_threshold == 0 || p.period.get().is_zero() {
+            p.check_timing()
+                .map_err(|e| format!("app `{}`: {e}", self.name))?;
+            if p.failure_threshold == 0 || p.success_threshold == 0 {
                 return Err(format!(
-                    "app `{}`: probe `{}` needs a non-zero period and thresholds of at least 1",
+                    "app `{}`: probe `{}` needs thresholds of at least 1",
                     self.name, p.name
                 ));
             }

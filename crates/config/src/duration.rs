@@ -33,15 +33,27 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-/// Parses a duration the way the config and the CLI accept it.
+/// The longest duration accepted anywhere (10 years): far beyond any
+/// sensible timeout or retention, and far below what would overflow a
+/// deadline (`Instant + d`) or a doubling backoff.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses a duration the way the config and the CLI accept it: a number
+/// with a unit (humantime's syntax), at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(t).map_err(|e| {
+    let d = humantime::parse_duration(t).map_err(|e| {
         format!("invalid duration `{s}` ({e}); write a number with a unit, like \"100ms\", \"2s\" or \"5m\"")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration `{s}` is too long; the longest accepted is 3650d (10 years)"
+        ));
+    }
+    Ok(d)
 }
 
 impl std::str::FromStr for HumanDuration {
@@ -93,5 +105,10 @@ mod tests {
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("10").unwrap_err().contains("100ms"));
         assert_eq!(HumanDuration::from_millis(1500).to_string(), "1s 500ms");
+        assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
+        for huge in ["3651d", "18446744073709551615s", "99999999999999h"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains(huge) && e.contains("3650d"), "{e}");
+        }
     }
 }

@@ -27,7 +27,7 @@ pub use app::{
     CrashLoopConfig, HookConfig, KillMode, NotifyAccess, NotifyConfig, Output, ProbeCheck,
     ProbeConfig, ProgressConfig, RestartPolicy, SignalName, StatusRange,
 };
-pub use duration::{parse_duration, HumanDuration};
+pub use duration::{parse_duration, HumanDuration, MAX_DURATION};
 pub use heavy::HeavyConfig;
 pub use host_link::HostLinkConfig;
 pub use kmsg::KmsgConfig;

@@ -132,23 +132,54 @@ impl ProbeConfig {
             success_threshold: 1,
         }
     }
+
+    /// Checks the period (at least 10 ms) and timeout (at least 1 ms); a
+    /// zero timeout would fail every check and get a healthy program
+    /// killed.
+    pub fn check_timing(&self) -> Result<(), String> {
+        if self.period.get() < std::time::Duration::from_millis(10)
+            || self.timeout.get() < std::time::Duration::from_millis(1)
+        {
+            return Err(format!(
+                "probe `{}`: period {} / timeout {} too short; use a period of at least 10ms and a timeout of at least 1ms",
+                self.name, self.period, self.timeout
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// Checks an `http://host:port/path` URL; returns a message on error.
+/// Checks an `http://host[:port]/path` URL (parsed by the `http` crate,
+/// port 1 to 65535); returns a message naming the URL and the fix.
 pub fn check_http_url(url: &str) -> Result<(), String> {
+    const LIKE: &str = "write it like \"http://127.0.0.1:8080/healthz\"";
     if url.starts_with("https://") {
         return Err(format!(
             "`{url}`: HTTPS probes are not supported (no TLS client); probe a plain-HTTP health port or use an exec probe with curl"
         ));
     }
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("`{url}` is not an http:// URL; write it like \"http://127.0.0.1:8080/healthz\"")
-    })?;
-    let authority = rest.split('/').next().unwrap_or("");
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!(
-            "`{url}` has no host (or has user info); write it like \"http://127.0.0.1:8080/healthz\""
-        ));
+    if !url.starts_with("http://") {
+        return Err(format!("`{url}` is not an http:// URL; {LIKE}"));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a valid URL ({e}); {LIKE}"))?;
+    let authority = match uri.authority() {
+        Some(a) if !a.host().is_empty() && !a.as_str().contains('@') => a,
+        _ => return Err(format!("`{url}` has no host (or has user info); {LIKE}")),
+    };
+    // The text after the last ':' outside an IPv6 literal's brackets.
+    let port = authority
+        .as_str()
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains(']'));
+    if let Some(p) = port {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!(
+                "`{url}`: port `{p}` is out of range; use a port from 1 to 65535"
+            ));
+        }
     }
     Ok(())
 }
@@ -232,12 +263,7 @@ fn probe_from_raw(raw: RawProbe) -> Result<ProbeConfig, String> {
     if let Some(v) = raw.timeout {
         p.timeout = v;
     }
-    if p.period.get().as_millis() < 10 || p.timeout.get().as_millis() < 1 {
-        return Err(format!(
-            "probe period {} / timeout {} too short; use a period of at least 10ms and a timeout of at least 1ms",
-            p.period, p.timeout
-        ));
-    }
+    p.check_timing()?;
     if let Some(v) = raw.failure_threshold {
         p.failure_threshold = v;
     }
