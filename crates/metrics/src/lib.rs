@@ -1,73 +1,132 @@
-//! Prometheus text exposition (format 0.0.4).
+//! Metrics exposition through prometheus-client: OpenMetrics text for
+//! scrapers that ask for it, Prometheus text 0.0.4 otherwise.
 //!
-//! Each part of selfheal that has metrics implements [`Collector`] and reads
-//! its own lock-free atomics when `/metrics` is scraped; the [`Registry`]
-//! concatenates their output. Names follow Prometheus conventions:
-//! `selfheal_` prefix, base units in the name (`_seconds`, `_bytes`,
-//! `_ratio`), `_total` for counters.
+//! The one way to declare metric families: each part of selfheal that has
+//! metrics implements [`Collector`] and, when `/metrics` is scraped, reads
+//! its own lock-free atomics (and [`AtomicHistogram`]s) into the
+//! [`Encoder`]; the [`Registry`] hands every collector's families to
+//! prometheus-client, which writes the exposition. Hot paths (the light
+//! detector's thread, the stall canaries) only ever touch atomics.
+//!
+//! Names follow Prometheus conventions: `selfheal_` prefix, base units in
+//! the name (`_seconds`, `_bytes`, `_ratio`), `_total` on counters (the
+//! name a collector gives a counter is its sample name; OpenMetrics' TYPE
+//! line drops the `_total`, as the format requires).
 #![forbid(unsafe_code)]
 
-use std::fmt::Write as _;
+mod histogram;
+
 use std::sync::{Arc, RwLock};
 
-/// The metric type line.
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+
+pub use histogram::{
+    AtomicHistogram, HistogramSnapshot, DETECTION_BUCKETS, DIAGNOSIS_BUCKETS, PAUSE_BUCKETS,
+    RECOVERY_BUCKETS, RESTART_BUCKETS, SAMPLE_BUCKETS,
+};
+
+/// The kind of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {
-    /// A value that only goes up.
+    /// A value that only goes up (name ends in `_total`).
     Counter,
     /// A value that goes up and down.
     Gauge,
+    /// A distribution in buckets (name ends in its unit, e.g. `_seconds`).
+    Histogram,
 }
 
-impl MetricType {
-    fn as_str(self) -> &'static str {
-        match self {
-            MetricType::Counter => "counter",
-            MetricType::Gauge => "gauge",
-        }
-    }
+/// The content type of [`Registry::render_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Registry::render`].
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Clone)]
+enum Value {
+    Scalar(f64),
+    Histogram(HistogramSnapshot),
 }
 
-/// Writes metric families in the text format.
+#[derive(Debug, Clone)]
+struct Series {
+    labels: Vec<(String, String)>,
+    value: Value,
+}
+
+#[derive(Debug, Clone)]
+struct Family {
+    name: String,
+    help: String,
+    kind: MetricType,
+    series: Vec<Series>,
+}
+
+/// Collects metric families during a scrape.
+///
+/// [`Encoder::new`] writes the families as Prometheus text into its string
+/// when the encoder is dropped (handy in tests:
+/// `c.collect(&mut Encoder::new(&mut out))`).
 #[derive(Debug)]
 pub struct Encoder<'a> {
-    out: &'a mut String,
-    current: Option<String>,
+    families: Vec<Family>,
+    out: Option<&'a mut String>,
 }
 
 impl<'a> Encoder<'a> {
-    /// An encoder appending to `out`.
+    /// An encoder that appends Prometheus text to `out` when dropped.
     pub fn new(out: &'a mut String) -> Encoder<'a> {
-        Encoder { out, current: None }
+        Encoder {
+            families: Vec::new(),
+            out: Some(out),
+        }
     }
 
-    /// Starts a family: writes `# HELP` and `# TYPE`. Call once per family,
-    /// then [`Encoder::sample`] for each of its series.
+    fn buffer() -> Encoder<'static> {
+        Encoder {
+            families: Vec::new(),
+            out: None,
+        }
+    }
+
+    /// Starts a family. Call once per family, then [`Encoder::sample`] (or
+    /// [`Encoder::histogram`]) for each of its series.
     pub fn family(&mut self, name: &str, help: &str, kind: MetricType) {
         debug_assert!(valid_name(name), "invalid metric name {name}");
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
-        self.current = Some(name.to_string());
+        debug_assert!(
+            kind != MetricType::Counter || name.ends_with("_total"),
+            "counter {name} must end in _total"
+        );
+        self.families.push(Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            series: Vec::new(),
+        });
     }
 
-    /// Writes one series of the current family. Non-finite values are
-    /// written as Prometheus spells them (`NaN`, `+Inf`, `-Inf`).
+    /// One series of the current counter or gauge family.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
-        let name = self.current.as_deref().unwrap_or("selfheal_unnamed");
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
-            }
-            self.out.push('}');
-        }
-        self.out.push(' ');
-        push_value(self.out, value);
-        self.out.push('\n');
+        self.push(labels, Value::Scalar(value));
+    }
+
+    /// One series of the current histogram family.
+    pub fn histogram(&mut self, labels: &[(&str, &str)], h: &HistogramSnapshot) {
+        self.push(labels, Value::Histogram(h.clone()));
+    }
+
+    fn push(&mut self, labels: &[(&str, &str)], value: Value) {
+        let Some(f) = self.families.last_mut() else {
+            debug_assert!(false, "a sample before any family");
+            return;
+        };
+        f.series.push(Series {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        });
     }
 
     /// A family with a single unlabelled series.
@@ -77,35 +136,12 @@ impl<'a> Encoder<'a> {
     }
 }
 
-fn push_value(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v == f64::INFINITY {
-        out.push_str("+Inf");
-    } else if v == f64::NEG_INFINITY {
-        out.push_str("-Inf");
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
-    } else {
-        let _ = write!(out, "{v}");
-    }
-}
-
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
+impl Drop for Encoder<'_> {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            out.push_str(&encode(std::mem::take(&mut self.families), Format::Text));
         }
     }
-    s
-}
-
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// True for names matching `[a-zA-Z_:][a-zA-Z0-9_:]*`.
@@ -117,7 +153,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Something that writes metric families when `/metrics` is scraped.
 pub trait Collector: Send + Sync {
-    /// Appends this collector's families. Each family must be written by
+    /// Adds this collector's families. Each family must be written by
     /// exactly one collector.
     fn collect(&self, enc: &mut Encoder<'_>);
 }
@@ -135,6 +171,12 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    OpenMetrics,
+}
+
 impl Registry {
     /// An empty registry.
     pub fn new() -> Registry {
@@ -149,47 +191,100 @@ impl Registry {
             .push(c);
     }
 
-    /// The full exposition text.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
+    fn families(&self) -> Vec<Family> {
         let collectors = self.collectors.read().unwrap_or_else(|p| p.into_inner());
-        let mut enc = Encoder::new(&mut out);
+        let mut enc = Encoder::buffer();
         for c in collectors.iter() {
             c.collect(&mut enc);
         }
-        out
+        std::mem::take(&mut enc.families)
     }
+
+    /// The exposition in Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        encode(self.families(), Format::Text)
+    }
+
+    /// The exposition in OpenMetrics text format 1.0 (ends with `# EOF`).
+    pub fn render_openmetrics(&self) -> String {
+        encode(self.families(), Format::OpenMetrics)
+    }
+
+    /// The exposition a scraper's `Accept` header asks for, and its content
+    /// type: OpenMetrics when it lists `application/openmetrics-text`
+    /// (Prometheus does), Prometheus text otherwise.
+    pub fn render_for(&self, accept: Option<&str>) -> (String, &'static str) {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (self.render_openmetrics(), OPENMETRICS_CONTENT_TYPE)
+        } else {
+            (self.render(), TEXT_CONTENT_TYPE)
+        }
+    }
+}
+
+/// The families, as a prometheus-client collector for one encoding.
+#[derive(Debug)]
+struct Families(Vec<Family>);
+
+impl prometheus_client::collector::Collector for Families {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType as P;
+        for f in &self.0 {
+            let (name, kind) = match f.kind {
+                // prometheus-client appends `_total` to counter samples.
+                MetricType::Counter => {
+                    (f.name.strip_suffix("_total").unwrap_or(&f.name), P::Counter)
+                }
+                MetricType::Gauge => (f.name.as_str(), P::Gauge),
+                MetricType::Histogram => (f.name.as_str(), P::Histogram),
+            };
+            let mut family = encoder.encode_descriptor(name, &f.help, None, kind)?;
+            for s in &f.series {
+                let labels: Vec<(&str, &str)> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let mut m = family.encode_family(&labels)?;
+                // Whole numbers as integers ("3", not "3.0"): counts read
+                // better, and the text stays what it was before.
+                let whole = |v: f64| (v.fract() == 0.0 && v.abs() < 1e15).then_some(v as i64);
+                match (&s.value, f.kind) {
+                    (Value::Scalar(v), MetricType::Counter) => match whole(*v) {
+                        Some(i) if i >= 0 => {
+                            m.encode_counter::<NoLabelSet, u64, f64>(&(i as u64), None)?
+                        }
+                        _ => m.encode_counter::<NoLabelSet, f64, f64>(v, None)?,
+                    },
+                    (Value::Scalar(v), MetricType::Gauge) => match whole(*v) {
+                        Some(i) => m.encode_gauge(&i)?,
+                        None => m.encode_gauge(v)?,
+                    },
+                    (Value::Histogram(h), MetricType::Histogram) => {
+                        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?
+                    }
+                    // A collector mixed kinds within a family: leave it out
+                    // rather than write an exposition scrapers reject.
+                    _ => debug_assert!(false, "{}: value does not match the family's type", f.name),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode(families: Vec<Family>, format: Format) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Families(families)));
+    let mut out = String::with_capacity(32 * 1024);
+    let res = match format {
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+    };
+    // Writing into a String cannot fail; a failure is an encoder bug.
+    debug_assert!(res.is_ok(), "encoding metrics: {res:?}");
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Two;
-    impl Collector for Two {
-        fn collect(&self, enc: &mut Encoder<'_>) {
-            enc.family("selfheal_x_total", "Things.\nMore.", MetricType::Counter);
-            enc.sample(&[("rule", "a\"b\\c\nd")], 3.0);
-            enc.sample(&[("rule", "plain"), ("level", "light")], 0.25);
-            enc.single("selfheal_y_ratio", "Y.", MetricType::Gauge, f64::NAN);
-        }
-    }
-
-    #[test]
-    fn text_format() {
-        let r = Registry::new();
-        r.register(Arc::new(Two));
-        let text = r.render();
-        let expected = "# HELP selfheal_x_total Things.\\nMore.\n# TYPE selfheal_x_total counter\n\
-selfheal_x_total{rule=\"a\\\"b\\\\c\\nd\"} 3\n\
-selfheal_x_total{rule=\"plain\",level=\"light\"} 0.25\n\
-# HELP selfheal_y_ratio Y.\n# TYPE selfheal_y_ratio gauge\nselfheal_y_ratio NaN\n";
-        assert_eq!(text, expected);
-    }
-
-    #[test]
-    fn names() {
-        assert!(valid_name("selfheal_cpu_ratio"));
-        assert!(!valid_name("9x") && !valid_name("a-b") && !valid_name(""));
-    }
-}
+mod tests;
