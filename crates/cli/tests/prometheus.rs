@@ -162,6 +162,26 @@ fn live_exposition_passes_promtool_and_covers_rules_and_dashboard() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // A scraper that asks for OpenMetrics (as Prometheus does) gets it.
+    let open = raw_get(
+        addr,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    );
+    assert!(
+        open.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{}",
+        &open[..open.len().min(400)]
+    );
+    assert!(open.ends_with("# EOF\n"), "no # EOF at the end");
+    assert!(
+        open.contains("\n# TYPE selfheal_samples counter\n"),
+        "OpenMetrics counter naming"
+    );
+    assert!(
+        !body.contains("# EOF"),
+        "plain requests get the Prometheus text format"
+    );
     assert!(d.terminate().success(), "{}", d.log_text());
 
     let mut child = Command::new(&promtool)
@@ -203,6 +223,23 @@ fn live_exposition_passes_promtool_and_covers_rules_and_dashboard() {
             "{file} queries metrics the daemon does not export: {missing:?}"
         );
     }
+}
+
+/// A GET with an `Accept` header: the status line, headers (lower-cased
+/// names) and body as one string.
+fn raw_get(addr: SocketAddr, path: &str, accept: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    format!("{}\n\n{body}", head.to_ascii_lowercase())
 }
 
 #[test]

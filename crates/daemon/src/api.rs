@@ -21,8 +21,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Arc::new(move |req: &Request| {
         match req.path.as_str() {
         "/metrics" => {
-            let mut r = Response::text(200, shared.registry.render());
-            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            // OpenMetrics for scrapers that ask (Prometheus does), the
+            // Prometheus text format for everyone else (curl, promtool).
+            let (body, content_type) = shared.registry.render_for(req.accept.as_deref());
+            let mut r = Response::text(200, body);
+            r.content_type = content_type;
             r
         }
         "/healthz" => healthz(&shared),

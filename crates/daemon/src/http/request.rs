@@ -13,6 +13,9 @@ pub struct Request {
     /// Query parameters in order (repeated keys kept), decoded as
     /// `application/x-www-form-urlencoded` (invalid UTF-8 is replaced).
     pub query: Vec<(String, String)>,
+    /// The `Accept` header, when sent (`/metrics` picks OpenMetrics or
+    /// Prometheus text by it).
+    pub accept: Option<String>,
 }
 
 impl Request {
@@ -25,7 +28,14 @@ impl Request {
             query: form_urlencoded::parse(query.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
+            accept: None,
         }
+    }
+
+    /// The same request with an `Accept` header.
+    pub fn with_accept(mut self, accept: Option<&str>) -> Request {
+        self.accept = accept.map(str::to_string);
+        self
     }
 
     /// The first value of query parameter `key`.

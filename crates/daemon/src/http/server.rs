@@ -332,7 +332,11 @@ async fn handle(ctx: &Arc<Ctx>, req: hyper::Request<Incoming>) -> hyper::Respons
         );
     }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let request = Request::new(req.method().as_str(), target);
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let request = Request::new(req.method().as_str(), target).with_accept(accept);
     drop(req);
     let response = if ctx.limits.inline_paths.contains(&request.path.as_str()) {
         call(ctx, &request)
