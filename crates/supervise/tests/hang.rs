@@ -282,6 +282,38 @@ fn program_ignoring_the_stop_signal_is_killed_after_the_grace_period() {
 }
 
 #[test]
+fn a_stopped_program_is_continued_to_act_on_the_stop_signal() {
+    // Its SIGTERM handler can only run once it is continued: without the
+    // SIGCONT that follows the stop signal it would sit stopped through
+    // the whole 10 s grace and be killed.
+    let a = app(
+        "paused",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; echo up; while :; do sleep 0.1; done",
+        ],
+    );
+    let (sup, sink) = start(vec![a], None);
+    wait_kind(&sink, EventKind::AppStart, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = sup.snapshot()[0].pid.expect("running");
+    selfheal_sys::signal::kill_process(pid, libc::SIGSTOP).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('T')))
+    {
+        assert!(std::time::Instant::now() < deadline, "never stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t0 = std::time::Instant::now();
+    let results = sup.shutdown();
+    let took = t0.elapsed();
+    assert_eq!(results[0].1.last_exit.unwrap().code, Some(7));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
 fn hook_runs_before_acting_and_its_output_is_recorded() {
     let mut a = notify_app("hooked", &["--pings", "1"], 300);
     a.hook.command = vec![

@@ -399,6 +399,20 @@ impl Runner {
         let grace = self.s.app.stop_grace;
         let Some(l) = self.live.as_mut() else { return };
         let sent = l.handle.signal(sig, scope);
+        // A program stopped by job control acts on the stop signal only
+        // once continued: SIGCONT follows (as systemd does), so it gets to
+        // exit in the grace period instead of waiting out the grace.
+        let stops = [
+            libc::SIGSTOP,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGCONT,
+            libc::SIGKILL,
+        ];
+        if sent.is_ok() && !stops.contains(&sig) {
+            let _ = l.handle.signal(libc::SIGCONT, scope);
+        }
         let deadline = Instant::now() + grace.get();
         l.stopping = Some(Stopping {
             cause: cause.clone(),
