@@ -657,7 +657,16 @@ impl Tracer {
                     self.s.t.set_pending(t, 0);
                 }
                 self.last_rollback = Some((Instant::now(), report.checkpoint_id, signature));
-                self.next_checkpoint = Instant::now() + self.config.recurrence_window;
+                // Keep the older history while the same failure may come
+                // back; a signal from outside never counts as coming back,
+                // so checkpoints go on (under a storm of them the program
+                // would otherwise never get past its last checkpoint).
+                self.next_checkpoint = Instant::now()
+                    + if signature == Signature::External {
+                        self.config.interval
+                    } else {
+                        self.config.recurrence_window
+                    };
                 self.metrics.record_rollback(&report);
                 self.send(Event::RolledBack(report));
                 self.resume()
