@@ -17,6 +17,11 @@ pub struct MountInfo {
     pub mount_id: u32,
     /// Id of the parent mount.
     pub parent_id: u32,
+    /// The filesystem's device number (`st_dev` of its files): major …
+    pub major: u32,
+    /// … and minor (for FUSE, the connection number under
+    /// `/sys/fs/fuse/connections`).
+    pub minor: u32,
     /// The directory of the filesystem that forms this mount's root
     /// (`/` normally; `/docker/<id>` for a container's cgroup bind mount).
     pub root: String,
@@ -64,6 +69,7 @@ fn parse_line(line: &str) -> Result<MountInfo> {
         return Err(malformed(line));
     }
     let id = |s: &str| s.parse::<u32>().map_err(|_| malformed(line));
+    let (major, minor) = fields[2].split_once(':').ok_or_else(|| malformed(line))?;
     let split_opts = |s: &str| -> Vec<String> {
         s.split(',')
             .filter(|o| !o.is_empty())
@@ -73,6 +79,8 @@ fn parse_line(line: &str) -> Result<MountInfo> {
     Ok(MountInfo {
         mount_id: id(fields[0])?,
         parent_id: id(fields[1])?,
+        major: id(major)?,
+        minor: id(minor)?,
         root: unescape(fields[3]),
         mount_point: PathBuf::from(unescape(fields[4])),
         mount_options: split_opts(fields[5]),

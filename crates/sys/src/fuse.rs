@@ -82,6 +82,16 @@ pub fn minor(dev: u64) -> u32 {
     libc::minor(dev)
 }
 
+/// The number of the FUSE connection of a mount with device
+/// `major:minor` (its directory under `/sys/fs/fuse/connections`: the
+/// kernel's own `dev_t` encoding, so `0:40` is 40).
+pub fn connection_number(major: u32, minor: u32) -> u64 {
+    (u64::from(major) << 20) | u64::from(minor)
+}
+
+/// Where fusectl (the FUSE control filesystem) is normally mounted.
+pub const FUSE_CONNECTIONS: &str = "/sys/fs/fuse/connections";
+
 #[cfg(test)]
 mod tests {
     use super::*;

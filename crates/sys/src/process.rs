@@ -108,6 +108,34 @@ pub(crate) unsafe fn reset_oom_score_adj_in_child() {
     }
 }
 
+/// Reads up to `buf.len()` bytes at `addr` in process `pid`'s memory
+/// (`process_vm_readv(2)`; root or ptrace access). Returns the bytes read,
+/// fewer when the range crosses into unmapped memory.
+///
+/// It takes the target's `mmap_lock` for reading: call it only where a
+/// writer of that lock cannot be stuck, or from a thread that may wait.
+pub fn read_process_memory(pid: i32, addr: u64, buf: &mut [u8]) -> crate::error::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, which is live and writable for the
+    // call; the kernel checks `remote` against the target's address space
+    // and never touches our memory through it.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        Err(crate::error::SysError::last(format!(
+            "process_vm_readv(pid {pid}, {addr:#x})"
+        )))
+    } else {
+        Ok(n as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod cpuset;
 pub mod freezer;
+pub mod io;
 pub mod memory;
 pub mod pids;
 

@@ -2,11 +2,16 @@
 //! one file waits in uninterruptible (killable) sleep, state D. For the
 //! D-state tests and benchmarks; root only.
 //!
-//! `tp-fuse-stall MOUNTPOINT [--seconds S] [--stamp FILE]`
+//! `tp-fuse-stall MOUNTPOINT [--seconds S] [--stamp FILE] [--answer-after MS]`
 //!
 //! Mounts at MOUNTPOINT (which must exist) a directory holding `stall`
-//! (1 MiB), prints `mounted conn=<n>` and serves until SIGTERM/SIGINT, stdin
-//! closing, or S seconds (default 60, at most 600). On the way out it
+//! (1 MiB) and `lookup-stall`, prints `mounted conn=<n>` and serves until
+//! SIGTERM/SIGINT, stdin closing, or S seconds (default 60, at most 600).
+//! A read of `stall` is never answered, unless `--answer-after MS` is given:
+//! then every read is answered MS ms after it arrived (a slow server that
+//! answers), with byte `i` of the file equal to `i % 251`. Looking up
+//! `lookup-stall` (e.g. `stat`) is never answered: the caller waits for the
+//! reply itself, a wait that is not block I/O. On the way out it
 //! aborts the connection (`/sys/fs/fuse/connections/<n>/abort` when fusectl
 //! is mounted, and in any case by closing /dev/fuse: every blocked reader
 //! gets an error and wakes) and lazily unmounts. If this process dies
@@ -55,6 +60,9 @@ fn main() {
         fail("usage: tp-fuse-stall MOUNTPOINT [--seconds S] [--stamp FILE]");
     };
     let seconds = args.num("seconds", 60).min(600);
+    let answer_after = args
+        .get("answer-after")
+        .map(|_| args.millis("answer-after", 0));
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
@@ -85,7 +93,7 @@ fn main() {
             .try_clone()
             .unwrap_or_else(|e| fail(&format!("dup: {e}")));
         let stop = stop.clone();
-        std::thread::spawn(move || serve(dev, &stop))
+        std::thread::spawn(move || serve(dev, &stop, answer_after))
     };
     // stat() makes the kernel ask for the root's attributes: the server runs.
     let conn = selfheal_sys::fuse::device_of(&mnt)
@@ -121,12 +129,50 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-fn serve(mut dev: File, stop: &AtomicBool) {
+/// A read to answer later: (when, unique, offset, size).
+type Delayed = (Instant, u64, u64, u32);
+
+fn reply(dev: &mut File, unique: u64, r: Result<Vec<u8>, i32>) {
+    let (err, payload) = match r {
+        Ok(p) => (0i32, p),
+        Err(e) => (-e, Vec::new()),
+    };
+    let mut msg = Vec::with_capacity(16 + payload.len());
+    msg.extend(((16 + payload.len()) as u32).to_ne_bytes());
+    msg.extend(err.to_ne_bytes());
+    msg.extend(unique.to_ne_bytes());
+    msg.extend(payload);
+    let _ = dev.write_all(&msg);
+}
+
+/// The file's content at `offset`: byte i is i % 251.
+fn content(offset: u64, size: u32) -> Vec<u8> {
+    let end = (offset + u64::from(size)).min(FILE_SIZE);
+    (offset.min(end)..end).map(|i| (i % 251) as u8).collect()
+}
+
+fn serve(mut dev: File, stop: &AtomicBool, answer_after: Option<Duration>) {
     let mut buf = vec![0u8; 1 << 20 | 4096];
     // Requests we never answer stay here so the kernel keeps waiting.
     let mut unanswered = 0u64;
+    let mut delayed: Vec<Delayed> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        match selfheal_sys::poll::poll_readable(dev.as_fd(), Some(Duration::from_millis(200))) {
+        let now = Instant::now();
+        delayed.retain(|&(due, unique, offset, size)| {
+            if due <= now {
+                reply(&mut dev, unique, Ok(content(offset, size)));
+                false
+            } else {
+                true
+            }
+        });
+        let wait = delayed
+            .iter()
+            .map(|d| d.0.saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_millis(200))
+            .min(Duration::from_millis(200));
+        match selfheal_sys::poll::poll_readable(dev.as_fd(), Some(wait)) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(_) => return,
@@ -146,7 +192,7 @@ fn serve(mut dev: File, stop: &AtomicBool) {
         let unique = u64_at(8);
         let nodeid = u64_at(16);
         let body = &buf[IN_HEADER..n];
-        let reply: Option<Result<Vec<u8>, i32>> = match opcode {
+        let answer: Option<Result<Vec<u8>, i32>> = match opcode {
             FUSE_INIT => {
                 let minor = u32::from_ne_bytes(body[4..8].try_into().unwrap()).min(31);
                 let max_readahead = u32::from_ne_bytes(body[8..12].try_into().unwrap());
@@ -170,7 +216,10 @@ fn serve(mut dev: File, stop: &AtomicBool) {
             })),
             FUSE_LOOKUP => {
                 let name = body.split(|b| *b == 0).next().unwrap_or(&[]);
-                if nodeid == ROOT && name == b"stall" {
+                if nodeid == ROOT && name == b"lookup-stall" {
+                    unanswered += 1;
+                    None
+                } else if nodeid == ROOT && name == b"stall" {
                     let mut out = Vec::new();
                     out.extend(FILE.to_ne_bytes()); // nodeid
                     out.extend(0u64.to_ne_bytes()); // generation
@@ -185,7 +234,13 @@ fn serve(mut dev: File, stop: &AtomicBool) {
             }
             FUSE_OPEN | FUSE_OPENDIR => Some(Ok(vec![0u8; 16])),
             FUSE_READ => {
-                unanswered += 1;
+                // fuse_read_in: fh, offset, size, …
+                let offset = u64::from_ne_bytes(body[8..16].try_into().unwrap());
+                let size = u32::from_ne_bytes(body[16..20].try_into().unwrap());
+                match answer_after {
+                    Some(d) => delayed.push((Instant::now() + d, unique, offset, size)),
+                    None => unanswered += 1,
+                }
                 None
             }
             FUSE_READDIR | FUSE_RELEASE | FUSE_RELEASEDIR | FUSE_FLUSH | FUSE_ACCESS => {
@@ -195,17 +250,8 @@ fn serve(mut dev: File, stop: &AtomicBool) {
             FUSE_FORGET | FUSE_BATCH_FORGET | FUSE_INTERRUPT | FUSE_DESTROY => None,
             _ => Some(Err(libc::ENOSYS)),
         };
-        if let Some(r) = reply {
-            let (err, payload) = match r {
-                Ok(p) => (0i32, p),
-                Err(e) => (-e, Vec::new()),
-            };
-            let mut msg = Vec::with_capacity(16 + payload.len());
-            msg.extend(((16 + payload.len()) as u32).to_ne_bytes());
-            msg.extend(err.to_ne_bytes());
-            msg.extend(unique.to_ne_bytes());
-            msg.extend(payload);
-            let _ = dev.write_all(&msg);
+        if let Some(r) = answer {
+            reply(&mut dev, unique, r);
         }
     }
     std::hint::black_box(unanswered);
