@@ -30,6 +30,11 @@ pub struct HeavyConfig {
     /// it waits for, found and dated exactly, at the cost of a map read per
     /// sweep. `false`, or where it cannot load, scans `/proc` instead.
     pub dstate_tracer: bool,
+    /// Tasks held on purpose (a frozen cgroup or filesystem, a stopped or
+    /// traced FUSE server, throttled I/O) are recorded once and never acted
+    /// on; held longer than this, one alert (rule `held_too_long`) is
+    /// raised. `"0"` = never.
+    pub held_alert_after: HumanDuration,
 
     /// Ignore a trigger for a suspect already diagnosed this recently.
     pub rediagnose_after: HumanDuration,
@@ -74,6 +79,7 @@ impl Default for HeavyConfig {
             sweep_interval: HumanDuration::from_secs(1),
             dstate_full_scan: HumanDuration::from_secs(10),
             dstate_tracer: true,
+            held_alert_after: HumanDuration::from_secs(0),
             rediagnose_after: HumanDuration::from_secs(5),
             realtime_priority: 40,
             mem_available_percent: 5.0,

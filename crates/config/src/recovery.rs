@@ -20,6 +20,11 @@ pub enum Action {
     Demote,
     /// SIGSTOP the culprit process (SHFH: suspend the task on the stalled CPU).
     Stop,
+    /// Abort the FUSE connection the stuck tasks wait on
+    /// (`/sys/fs/fuse/connections/N/abort`): its pending requests fail and
+    /// the waiters wake; no process is signalled. The mount answers every
+    /// request with ENOTCONN until it is remounted.
+    AbortFuse,
     /// SIGKILL the culprit process.
     Kill,
     /// SIGKILL the culprit and every descendant (stopping them first so
@@ -42,6 +47,7 @@ impl Action {
         Action::Record,
         Action::Demote,
         Action::Stop,
+        Action::AbortFuse,
         Action::Kill,
         Action::KillTree,
         Action::KillCgroup,
@@ -56,6 +62,7 @@ impl Action {
             Action::Record => "record",
             Action::Demote => "demote",
             Action::Stop => "stop",
+            Action::AbortFuse => "abort_fuse",
             Action::Kill => "kill",
             Action::KillTree => "kill_tree",
             Action::KillCgroup => "kill_cgroup",
@@ -111,7 +118,12 @@ impl Default for LadderConfig {
             // workload process caught in a fork storm or in reclaim).
             // `["record", "stop", "kill"]` is SHFH's suspend-the-task policy.
             kernel_stall: vec![Record],
-            d_state: vec![Record, Kill, RestartUnit],
+            // Never the waiters: a task in D cannot die until it wakes,
+            // and then the kill destroys its work. The blocker: a dead
+            // FUSE connection is aborted (the waiters get an error and
+            // carry on), then its server's unit restarted. `kill` acts on
+            // the blocking process (a FUSE server), never on a waiter.
+            d_state: vec![Record, AbortFuse, RestartUnit],
             fork_bomb: vec![Record, KillTree, KillCgroup, FreezeCgroup],
             memory_exhaustion: vec![Record, Kill, KillCgroup, RestartUnit],
             io_stall: vec![Record],
@@ -120,7 +132,7 @@ impl Default for LadderConfig {
 }
 
 impl LadderConfig {
-    /// The steps for a class. A dismissal (`legitimate_load`) has none.
+    /// The steps for a class. A dismissal (`legitimate_load`, `held`) has none.
     pub fn for_class(&self, class: Class) -> &[Action] {
         match class {
             Class::RtHog => &self.rt_hog,
@@ -129,7 +141,7 @@ impl LadderConfig {
             Class::ForkBomb => &self.fork_bomb,
             Class::MemoryExhaustion => &self.memory_exhaustion,
             Class::IoStall => &self.io_stall,
-            Class::LegitimateLoad => &[],
+            Class::LegitimateLoad | Class::Held => &[],
         }
     }
 }

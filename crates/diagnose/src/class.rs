@@ -200,11 +200,20 @@ pub struct Diagnosis {
     /// Why there is no target although a process is involved, when that
     /// is a decision (recovery records it as the reason it did not act).
     pub no_target: Option<String>,
+    /// What the stuck tasks wait on, when recovery can act on it (an
+    /// `abort_fuse` step); `None` for every other class.
+    pub blocker: Option<selfheal_recover::Blocker>,
 }
 
 impl Diagnosis {
     /// A key that identifies "the same problem" across runs (for debouncing).
     pub fn key(&self) -> String {
+        // Stuck tasks with nothing to act on (held, unknown blocker): the
+        // same tasks are the same problem.
+        if let (None, Symptom::Stuck { tasks }) = (&self.target, &self.symptom) {
+            let tids: Vec<String> = tasks.iter().map(|t| t.1.to_string()).collect();
+            return format!("{}:stuck:{}", self.class, tids.join(","));
+        }
         match &self.target {
             Some(t) => format!("{}:{}:{}", self.class, t.pid, t.starttime),
             None => format!(
@@ -223,6 +232,7 @@ impl Diagnosis {
             class: self.class,
             culprit: self.culprit.clone(),
             target: self.target.clone(),
+            blocker: self.blocker.clone(),
             evidence: Evidence {
                 symptom: self.symptom.name(),
                 measurement: self.summary.clone(),

@@ -16,6 +16,7 @@
 //! - [`pseudo_file`]: cheap reads of small procfs and cgroupfs files.
 #![forbid(unsafe_code)]
 
+pub mod blocker;
 pub mod cgroups;
 pub mod class;
 pub mod classify;

@@ -97,6 +97,10 @@ pub struct SystemSample {
 pub struct DiskSample {
     /// Device name.
     pub name: String,
+    /// Device major number.
+    pub major: u32,
+    /// Device minor number.
+    pub minor: u32,
     /// Reads and writes completed since boot.
     pub completed: u64,
     /// I/Os in flight now.
@@ -253,10 +257,15 @@ impl SnapshotReader {
             parse_vmstat(&b, &mut s.vm);
         }
         if let Ok(b) = std::fs::read(self.root.join("diskstats")) {
+            // Loop devices too (the sampler skips them): a loop device
+            // whose backing file stopped answering is a stalled device.
             parse_diskstats(&b, |d| {
-                if is_interesting_device(d.name.as_bytes()) {
+                let name = d.name.as_bytes();
+                if is_interesting_device(name) || name.starts_with(b"loop") {
                     s.disks.push(DiskSample {
                         name: d.name.as_str().to_string(),
+                        major: d.major,
+                        minor: d.minor,
                         completed: d.reads + d.writes,
                         in_flight: d.in_flight,
                         io_ticks_ms: d.io_ticks_ms,

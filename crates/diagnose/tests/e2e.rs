@@ -151,8 +151,9 @@ fn class_event(kind: EventKind, class: &'static str) -> impl Fn(&Event) -> bool 
     move |e: &Event| e.kind == kind && e.details["class"] == class
 }
 
-/// A FUSE mount whose reads never complete (see tests/faults.rs).
-fn mount_fuse(dir: &Path) -> Child {
+/// A FUSE mount whose reads never complete (see tests/faults.rs), served
+/// from inside the sandbox (recovery may act on its connection).
+fn mount_fuse(sb: &selfheal_cgroup::Sandbox, dir: &Path) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let mut cmd = Command::new(selfheal_testprogs::bin("tp-fuse-stall"));
     cmd.arg(dir)
@@ -160,7 +161,7 @@ fn mount_fuse(dir: &Path) -> Child {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     selfheal_sys::child::parent_death_signal_before_exec(&mut cmd, libc::SIGTERM);
-    let mut server = cmd.spawn().unwrap();
+    let mut server = sb.spawn(&mut cmd).unwrap();
     let mut line = String::new();
     BufReader::new(server.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -176,17 +177,19 @@ fn unmount_fuse(mut server: Child, dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// The daemon aborts the dead FUSE connection a reader is stuck on; the
+/// reader is not killed: its read fails and it exits by itself.
 #[test]
-fn watch_kills_a_task_stuck_in_d_state() {
+fn watch_aborts_a_dead_fuse_connection_and_spares_the_waiter() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    const TEST: &str = "watch_kills_a_task_stuck_in_d_state";
+    const TEST: &str = "watch_aborts_a_dead_fuse_connection_and_spares_the_waiter";
     let Some(sb) = sandbox_or_skip(TEST, SandboxConfig::new("e2e-dstate").pids_max(8)) else {
         return;
     };
     let rel = sb.rel_path().to_string();
     let watch = Watch::start(&rel, &[]);
     let mnt = std::env::temp_dir().join(format!("selfheal-e2e-fuse-{}", std::process::id()));
-    let server = mount_fuse(&mnt);
+    let server = mount_fuse(&sb, &mnt);
     let t0 = Instant::now();
     let mut reader = sb
         .spawn(
@@ -226,9 +229,16 @@ fn watch_kills_a_task_stuck_in_d_state() {
         diag.message,
         rec.message
     );
-    assert_eq!(diag.culprit.as_ref().unwrap().pid, Some(reader.id() as i32));
-    assert_eq!(rec.details["action"], "kill");
-    assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    assert_eq!(
+        diag.details["evidence"]["stuck"][0]["pid"],
+        reader.id(),
+        "{}",
+        diag.message
+    );
+    assert_eq!(diag.details["evidence"]["blocker"]["kind"], "fuse");
+    assert_eq!(rec.details["action"], "abort_fuse");
+    let status = status.expect("the reader woke after the abort");
+    assert_eq!(status.signal(), None, "the reader was signalled");
 }
 
 #[test]
@@ -241,7 +251,7 @@ fn watch_dry_run_records_the_plan_and_touches_nothing() {
     let rel = sb.rel_path().to_string();
     let watch = Watch::start(&rel, &["--dry-run"]);
     let mnt = std::env::temp_dir().join(format!("selfheal-e2e-dry-{}", std::process::id()));
-    let server = mount_fuse(&mnt);
+    let server = mount_fuse(&sb, &mnt);
     let mut reader = sb
         .spawn(
             Command::new("cat")
@@ -271,7 +281,7 @@ fn watch_dry_run_records_the_plan_and_touches_nothing() {
     diag.unwrap_or_else(|| panic!("no d_state diagnosis; daemon log:\n{stderr}"));
     let plan = plan.expect("a dry-run recovery event");
     assert!(
-        plan.message.contains("would SIGKILL cat"),
+        plan.message.contains("would abort FUSE connection"),
         "{}",
         plan.message
     );

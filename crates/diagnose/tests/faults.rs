@@ -307,15 +307,16 @@ fn memory_hog_is_killed_before_the_sandbox_runs_out() {
     h.stop();
 }
 
-/// A FUSE mount served by `tp-fuse-stall`; dropping it aborts the
-/// connection (every stuck reader wakes) and unmounts.
+/// A FUSE mount served by `tp-fuse-stall` inside the sandbox; dropping
+/// it aborts the connection (every stuck reader wakes) and unmounts.
 struct StallingFuse {
     server: Child,
     dir: PathBuf,
+    conn: u64,
 }
 
 impl StallingFuse {
-    fn mount() -> StallingFuse {
+    fn mount(sb: &Sandbox) -> StallingFuse {
         let dir = std::env::temp_dir().join(format!("selfheal-fuse-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new(selfheal_testprogs::bin("tp-fuse-stall"));
@@ -324,10 +325,11 @@ impl StallingFuse {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         selfheal_sys::child::parent_death_signal_before_exec(&mut cmd, libc::SIGTERM);
-        let mut server = cmd.spawn().unwrap();
+        let mut server = sb.spawn(&mut cmd).unwrap();
         let line = first_line(&mut server);
         assert!(line.starts_with("mounted"), "tp-fuse-stall: {line}");
-        StallingFuse { server, dir }
+        let conn = field(&line, "conn").unwrap() as u64;
+        StallingFuse { server, dir, conn }
     }
 
     fn file(&self) -> PathBuf {
@@ -347,6 +349,10 @@ impl Drop for StallingFuse {
     }
 }
 
+/// A reader of a FUSE file whose server never answers is stuck in D. The
+/// diagnosis names the blocker (the connection and its server) at the
+/// bound, and recovery aborts the connection: the reader wakes with an
+/// error and exits by itself; nobody is signalled.
 #[test]
 fn task_stuck_in_d_state_is_named_at_the_bound() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -361,7 +367,7 @@ fn task_stuck_in_d_state_is_named_at_the_bound() {
     let rel = sb.rel_path().to_string();
     let h = Harness::start(Options::new(&rel));
     let bound = h_bound();
-    let fuse = StallingFuse::mount();
+    let fuse = StallingFuse::mount(&sb);
     let t0 = Instant::now();
     let mut reader = sb
         .spawn(
@@ -386,19 +392,38 @@ fn task_stuck_in_d_state_is_named_at_the_bound() {
         diag.message,
         rec.message
     );
+    // The culprit is the server; the waiter is listed as stuck on it.
     let c = diag.culprit.as_ref().unwrap();
-    assert_eq!(c.pid, Some(reader_pid));
-    assert_eq!(c.comm.as_deref(), Some("cat"));
+    assert_eq!(c.pid, Some(fuse.server.id() as i32), "{}", diag.message);
+    let blocker = &diag.details["evidence"]["blocker"];
+    assert_eq!(blocker["kind"], "fuse", "{blocker}");
+    assert_eq!(blocker["connection"], fuse.conn);
+    assert_eq!(blocker["server"]["pid"], fuse.server.id());
+    assert_eq!(diag.details["evidence"]["stuck"][0]["pid"], reader_pid);
+    let age = diag.details["evidence"]["stuck"][0]["stuck_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        age >= bound.as_millis() as u64 && Duration::from_millis(age) <= after,
+        "true age {age} ms, diagnosed {after:?} after the read"
+    );
     assert!(after >= bound, "diagnosed before the bound: {after:?}");
     assert!(
         after <= bound + Duration::from_secs(4),
         "diagnosed {after:?} after the read, bound {bound:?}"
     );
-    assert_eq!(rec.details["action"], "kill");
+    assert_eq!(rec.details["action"], "abort_fuse");
+    // The reader was not killed: the aborted read failed and it exited.
+    let status = wait_exit(&mut reader, Duration::from_secs(5)).expect("reader woke");
     assert_eq!(
-        wait_exit(&mut reader, Duration::from_secs(5)).and_then(|s| s.signal()),
-        Some(libc::SIGKILL)
+        status.signal(),
+        None,
+        "the reader was signalled: {status:?}"
     );
+    assert!(h
+        .calls()
+        .iter()
+        .all(|c| c.call == selfheal_recover::fake::Call::AbortFuse(fuse.conn)));
     assert_only_sandbox_touched(&h, &rel);
     drop(fuse);
     h.stop();

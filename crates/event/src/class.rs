@@ -27,6 +27,10 @@ pub enum Class {
     IoStall,
     /// Not a hang: heavy but legitimate load (a dismissal, never acted on).
     LegitimateLoad,
+    /// Not a hang: tasks held on purpose — a frozen cgroup or filesystem,
+    /// a stopped or traced process they wait for, throttled I/O (a
+    /// dismissal, never acted on).
+    Held,
 }
 
 impl Class {
@@ -39,6 +43,7 @@ impl Class {
         Class::MemoryExhaustion,
         Class::IoStall,
         Class::LegitimateLoad,
+        Class::Held,
     ];
 
     /// The stable name (`details.class`, `rule`, metric label, ladder key).
@@ -51,6 +56,7 @@ impl Class {
             Class::MemoryExhaustion => "memory_exhaustion",
             Class::IoStall => "io_stall",
             Class::LegitimateLoad => "legitimate_load",
+            Class::Held => "held",
         }
     }
 
@@ -61,7 +67,7 @@ impl Class {
 
     /// True for a fault (anything but a dismissal): recovery runs its ladder.
     pub fn is_fault(self) -> bool {
-        !matches!(self, Class::LegitimateLoad)
+        !matches!(self, Class::LegitimateLoad | Class::Held)
     }
 }
 
@@ -112,7 +118,8 @@ mod tests {
                 "fork_bomb",
                 "memory_exhaustion",
                 "io_stall",
-                "legitimate_load"
+                "legitimate_load",
+                "held"
             ]
         );
         for (i, c) in Class::ALL.iter().enumerate() {

@@ -22,6 +22,8 @@ pub enum Call {
     RestartUnit(String),
     /// `reboot()`.
     Reboot,
+    /// `abort_fuse(connection)`.
+    AbortFuse(u64),
 }
 
 impl Call {
@@ -44,6 +46,8 @@ struct State {
     /// When `parent` is first stopped, `child` appears (a fork just before).
     fork_on_stop: Vec<(i32, ProcInfo)>,
     fork_on_kill: Vec<(i32, ProcInfo)>,
+    /// FUSE connection → (mount ids, waiting requests).
+    fuse: HashMap<u64, (Vec<u32>, u64)>,
     calls: Vec<Call>,
 }
 
@@ -93,6 +97,18 @@ impl FakeSystem {
     /// as the kill went out and escaped every stop pass.
     pub fn fork_on_kill(&self, parent: i32, child: ProcInfo) {
         self.state().fork_on_kill.push((parent, child));
+    }
+
+    /// Adds a FUSE connection serving `mount_id` with `waiting` requests.
+    pub fn add_fuse(&self, connection: u64, mount_id: u32, waiting: u64) {
+        self.state()
+            .fuse
+            .insert(connection, (vec![mount_id], waiting));
+    }
+
+    /// True when FUSE connection `connection` was aborted.
+    pub fn fuse_aborted(&self, connection: u64) -> bool {
+        self.state().calls.contains(&Call::AbortFuse(connection))
     }
 
     /// Every call so far.
@@ -300,6 +316,28 @@ impl SystemOps for FakeSystem {
         self.state().calls.push(Call::Reboot);
         Ok(())
     }
+
+    fn fuse_connection(&self, connection: u64) -> Result<crate::ops::FuseConnection, OpsError> {
+        Ok(match self.state().fuse.get(&connection) {
+            Some((mounts, waiting)) => crate::ops::FuseConnection {
+                mount_ids: mounts.clone(),
+                waiting: Some(*waiting),
+            },
+            None => crate::ops::FuseConnection::default(),
+        })
+    }
+
+    fn abort_fuse(&self, connection: u64) -> Result<(), OpsError> {
+        let mut s = self.state();
+        s.calls.push(Call::AbortFuse(connection));
+        match s.fuse.get_mut(&connection) {
+            Some(c) => {
+                c.1 = 0;
+                Ok(())
+            }
+            None => Err(OpsError::Gone),
+        }
+    }
 }
 
 /// A call made through [`Recording`], with what the target looked like
@@ -393,5 +431,12 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     fn reboot(&self) -> Result<(), OpsError> {
         self.log(Call::Reboot, None);
         self.inner.reboot()
+    }
+    fn fuse_connection(&self, connection: u64) -> Result<crate::ops::FuseConnection, OpsError> {
+        self.inner.fuse_connection(connection)
+    }
+    fn abort_fuse(&self, connection: u64) -> Result<(), OpsError> {
+        self.log(Call::AbortFuse(connection), None);
+        self.inner.abort_fuse(connection)
     }
 }

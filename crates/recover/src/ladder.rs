@@ -11,6 +11,7 @@
 //! its action, outcome, the evidence and, when refused, the reason.
 
 mod actions;
+mod blocker;
 mod guard;
 #[cfg(test)]
 mod refusals;
@@ -31,6 +32,21 @@ use crate::policy::Policy;
 use crate::rate::RateLimiter;
 pub use crate::target::{Blame, ProgramScope, Target};
 
+/// What stuck tasks wait on, where recovery can act on it directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    /// A FUSE connection whose server does not answer (`abort_fuse`).
+    FuseConnection {
+        /// `/sys/fs/fuse/connections/<connection>`.
+        connection: u64,
+        /// The mount it serves (re-checked before aborting: connection
+        /// numbers are reused after an unmount).
+        mount_id: u32,
+        /// Where it is mounted.
+        mount_point: std::path::PathBuf,
+    },
+}
+
 /// One diagnosed problem to recover from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
@@ -42,6 +58,8 @@ pub struct Incident {
     pub target: Option<Target>,
     /// What ties the target to the symptom (copied into every step's event).
     pub evidence: Evidence,
+    /// What stuck tasks wait on, when recovery can act on it.
+    pub blocker: Option<Blocker>,
 }
 
 impl Incident {
@@ -324,6 +342,9 @@ impl Ladder {
         }
         if !self.options.config.enabled {
             return record(Outcome::Skipped, "recovery.enabled = false".into());
+        }
+        if action == Action::AbortFuse {
+            return self.abort_fuse(incident, lineage, probe);
         }
         if action == Action::Reboot && !self.options.config.allow_reboot {
             return StepRecord::refused(

@@ -26,8 +26,8 @@ pub mod rate;
 pub mod target;
 
 pub use evidence::{Evidence, Recheck, Refusal, SymptomProbe};
-pub use ladder::{Incident, Ladder, LadderOptions, LadderReport, Outcome, StepRecord};
-pub use ops::{LinuxOps, OpsError, Pinned, ProcInfo, SystemOps};
+pub use ladder::{Blocker, Incident, Ladder, LadderOptions, LadderReport, Outcome, StepRecord};
+pub use ops::{FuseConnection, LinuxOps, OpsError, Pinned, ProcInfo, SystemOps};
 pub use policy::Policy;
 pub use rate::RateLimiter;
 pub use selfheal_config::Action;

@@ -68,6 +68,15 @@ impl Pinned {
     }
 }
 
+/// A FUSE connection as the system shows it now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FuseConnection {
+    /// Ids of the mounts it serves (empty: unmounted).
+    pub mount_ids: Vec<u32>,
+    /// Requests waiting on it (`None` when fusectl cannot be read).
+    pub waiting: Option<u64>,
+}
+
 /// A system call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpsError {
@@ -145,6 +154,10 @@ pub trait SystemOps: Send + Sync {
     fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError>;
     /// `systemctl restart UNIT`.
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError>;
+    /// FUSE connection `connection`: its mounts and waiting requests.
+    fn fuse_connection(&self, connection: u64) -> Result<FuseConnection, OpsError>;
+    /// Aborts FUSE connection `connection` (`…/connections/N/abort`).
+    fn abort_fuse(&self, connection: u64) -> Result<(), OpsError>;
     /// Reboots the machine.
     fn reboot(&self) -> Result<(), OpsError>;
 }
@@ -187,6 +200,12 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         (**self).restart_unit(unit)
+    }
+    fn fuse_connection(&self, connection: u64) -> Result<FuseConnection, OpsError> {
+        (**self).fuse_connection(connection)
+    }
+    fn abort_fuse(&self, connection: u64) -> Result<(), OpsError> {
+        (**self).abort_fuse(connection)
     }
     fn reboot(&self) -> Result<(), OpsError> {
         (**self).reboot()
@@ -421,4 +440,64 @@ impl SystemOps for LinuxOps {
     fn reboot(&self) -> Result<(), OpsError> {
         self.run("systemctl reboot", Command::new("systemctl").arg("reboot"))
     }
+
+    fn fuse_connection(&self, connection: u64) -> Result<FuseConnection, OpsError> {
+        let mounts = read_mounts()?;
+        let mount_ids = mounts
+            .iter()
+            .filter(|m| {
+                (m.fs_type == "fuse" || m.fs_type == "fuseblk" || m.fs_type.starts_with("fuse."))
+                    && selfheal_sys::fuse::connection_number(m.major, m.minor) == connection
+            })
+            .map(|m| m.mount_id)
+            .collect();
+        let dir = ensure_fusectl(&mounts).ok();
+        let waiting = dir.and_then(|d| {
+            std::fs::read_to_string(d.join(connection.to_string()).join("waiting"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        Ok(FuseConnection { mount_ids, waiting })
+    }
+
+    fn abort_fuse(&self, connection: u64) -> Result<(), OpsError> {
+        let dir = ensure_fusectl(&read_mounts()?)?;
+        let abort = dir.join(connection.to_string()).join("abort");
+        std::fs::write(&abort, "1").map_err(|e| {
+            let what = format!("{}: {e}", abort.display());
+            match e.kind() {
+                std::io::ErrorKind::NotFound => OpsError::Gone,
+                std::io::ErrorKind::PermissionDenied => OpsError::Permission(what),
+                _ => OpsError::Failed(what),
+            }
+        })
+    }
+}
+
+fn read_mounts() -> Result<Vec<selfheal_cgroup::mountinfo::MountInfo>, OpsError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| OpsError::Failed(format!("/proc/self/mountinfo: {e}")))?;
+    selfheal_cgroup::mountinfo::parse_mountinfo(&text).map_err(|e| OpsError::Failed(e.to_string()))
+}
+
+/// Where fusectl is mounted, mounting it at its usual place when it is not
+/// (systemd does so at boot; minimal systems do not).
+fn ensure_fusectl(mounts: &[selfheal_cgroup::mountinfo::MountInfo]) -> Result<PathBuf, OpsError> {
+    if let Some(m) = mounts.iter().find(|m| m.fs_type == "fusectl") {
+        return Ok(m.mount_point.clone());
+    }
+    let dir = PathBuf::from(selfheal_sys::fuse::FUSE_CONNECTIONS);
+    selfheal_sys::mount::mount_pseudo("fusectl", &dir).map_err(|e| {
+        OpsError::Failed(format!(
+            "fusectl is not mounted and mounting it at {} failed: {e}",
+            dir.display()
+        ))
+    })?;
+    tracing::info!(
+        "mounted fusectl at {} to abort a FUSE connection",
+        dir.display()
+    );
+    Ok(dir)
 }

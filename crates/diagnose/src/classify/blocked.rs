@@ -1,31 +1,39 @@
 //! Blocked tasks: threads in uninterruptible sleep (D) without progress for
-//! the bound. When a block device has I/O in flight but completes none and
-//! the stuck threads wait for I/O, it is an `io_stall` on that device;
-//! otherwise a `d_state` hang (a lock, a FUSE or NFS server, a driver).
+//! the bound, grouped by what they wait for ([`crate::blocker`]).
 //!
-//! The culprit is the thread that got stuck first: the others usually wait
-//! behind it (a lock holder blocks, its waiters pile up).
+//! - Tasks held on purpose (frozen cgroup or filesystem, a stopped or
+//!   traced FUSE server, throttled I/O) are one `held` record: a
+//!   dismissal, never acted on.
+//! - The others, per blocker: `io_stall` when they wait for block I/O on a
+//!   device with I/O in flight that completes none; otherwise `d_state`.
+//!   The culprit is the blocker's process when there is one (the FUSE
+//!   server, the lock owner the kernel names), else the thread stuck first
+//!   (the others usually wait behind it). Recovery acts on the blocker
+//!   only: a FUSE connection to abort, its server; never a waiter.
 
-use serde_json::json;
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
 
 use selfheal_event::Culprit;
 
 use super::{Deltas, Diagnoser, Observation};
-use crate::class::{Class, Diagnosis, Symptom};
+use crate::blocker::{stack::IO_WAITS, Blocker, Held};
+use crate::class::{Class, Diagnosis, Symptom, Target};
 use crate::sweep::StuckTask;
 
-/// Kernel functions that mean "waiting for block I/O".
-const IO_WAITS: &[&str] = &[
-    "io_schedule",
-    "folio_wait",
-    "wait_on_page",
-    "bit_wait_io",
-    "blk_mq_get_tag",
-    "rq_qos_wait",
-    "jbd2",
-    "submit_bio_wait",
-    "wait_on_buffer",
-];
+/// Stuck threads looked at per observation.
+const MAX_STUCK: usize = 64;
+/// Blockers diagnosed per observation.
+const MAX_GROUPS: usize = 4;
+
+/// A device with I/O in flight that completed none while busy.
+struct StalledDisk {
+    name: String,
+    major: u32,
+    minor: u32,
+    evidence: Value,
+}
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
     let bound = dx.thresholds.dstate_bound;
@@ -33,26 +41,73 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         .stuck
         .iter()
         .filter(|s| s.stuck_for >= bound && !dx.is_own(s.pid))
+        .take(MAX_STUCK)
         .collect();
     if stuck.is_empty() {
         return Vec::new();
     }
-    let main = stuck
+    let stalled = stalled_disks(obs, d);
+    let is_stalled = |dev: &str| {
+        stalled
+            .iter()
+            .any(|s| format!("{}:{}", s.major, s.minor) == dev)
+    };
+    let blockers: Vec<(&StuckTask, Blocker)> = stuck
         .iter()
-        .find(|s| !s.kernel_thread)
-        .or(stuck.first())
-        .copied()
-        .expect("non-empty");
-    let sample = obs
-        .after
-        .tasks
-        .iter()
-        .find(|t| t.tid == main.tid && t.stat.starttime_ticks == main.starttime);
+        .map(|s| {
+            let b = dx
+                .blockers
+                .blocker_of(s.pid, s.tid, s.wchan.as_deref(), obs.kernel);
+            // Throttled, but the disk itself completes nothing: a stall.
+            let b = match b {
+                Blocker::Held(Held::Throttled {
+                    device: Some(dev), ..
+                }) if is_stalled(&dev) => Blocker::Device {
+                    device: dev,
+                    mount: None,
+                },
+                b => b,
+            };
+            (*s, b)
+        })
+        .collect();
 
-    // Devices with I/O in flight that completed nothing while busy.
+    let mut out = Vec::new();
+    let (held, faults): (Vec<_>, Vec<_>) = blockers.iter().partition(|(_, b)| b.held().is_some());
+    if !held.is_empty() {
+        out.push(held_diagnosis(dx, &held));
+    }
+    // Group by blocker, oldest first; a lock whose owner is stuck too goes
+    // with its owner's group (the owner is what everyone waits behind).
+    let key_of = |b: &Blocker| -> String {
+        if let Blocker::Lock { owner_pid, .. } = b {
+            if let Some((_, ob)) = faults.iter().find(|(s, _)| s.pid == *owner_pid) {
+                if !matches!(ob, Blocker::Lock { .. }) {
+                    return ob.key();
+                }
+            }
+        }
+        b.key()
+    };
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: HashMap<String, Vec<&(&StuckTask, Blocker)>> = HashMap::new();
+    for f in &faults {
+        let k = key_of(&f.1);
+        if !groups.contains_key(&k) {
+            order.push(k.clone());
+        }
+        groups.entry(k).or_default().push(f);
+    }
+    for k in order.into_iter().take(MAX_GROUPS) {
+        let group = &groups[&k];
+        out.push(fault_diagnosis(dx, obs, &stalled, group, &held));
+    }
+    out
+}
+
+fn stalled_disks(obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<StalledDisk> {
     let interval_ms = d.interval.as_millis() as u64;
-    let stalled_disks: Vec<serde_json::Value> = obs
-        .after
+    obs.after
         .system
         .disks
         .iter()
@@ -60,92 +115,249 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             let b = obs.before.system.disks.iter().find(|b| b.name == a.name)?;
             let busy = a.io_ticks_ms.saturating_sub(b.io_ticks_ms);
             let done = a.completed.saturating_sub(b.completed);
-            (a.in_flight > 0 && done == 0 && busy * 10 >= interval_ms * 9).then(|| {
-                json!({"device": a.name, "in_flight": a.in_flight, "completed": done, "busy_ms": busy})
+            (a.in_flight > 0 && done == 0 && busy * 10 >= interval_ms * 9).then(|| StalledDisk {
+                name: a.name.clone(),
+                major: a.major,
+                minor: a.minor,
+                evidence: json!({"device": a.name, "dev": format!("{}:{}", a.major, a.minor),
+                    "in_flight": a.in_flight, "completed": done, "busy_ms": busy}),
             })
         })
+        .collect()
+}
+
+fn task_json(s: &StuckTask, b: &Blocker) -> Value {
+    json!({
+        "pid": s.pid, "tid": s.tid, "comm": s.comm,
+        "stuck_ms": s.stuck_for.as_millis() as u64,
+        "wchan": s.wchan, "kernel_thread": s.kernel_thread,
+        "blocker": b,
+    })
+}
+
+fn tasks_of(group: &[&(&StuckTask, Blocker)]) -> Vec<(i32, i32, u64)> {
+    group
+        .iter()
+        .take(20)
+        .map(|(s, _)| (s.pid, s.tid, s.starttime))
+        .collect()
+}
+
+/// One record for every task held on purpose: a dismissal.
+fn held_diagnosis(dx: &Diagnoser, held: &[&(&StuckTask, Blocker)]) -> Diagnosis {
+    let list: Vec<Value> = held
+        .iter()
+        .take(20)
+        .map(|(s, b)| {
+            let mut v = task_json(s, b);
+            if let Some(h) = b.held() {
+                v["reason"] = json!(h.reason().as_str());
+            }
+            v
+        })
         .collect();
-    let waits_for_io = stuck.iter().any(|s| {
+    let named: Vec<String> = held
+        .iter()
+        .take(3)
+        .map(|(s, b)| format!("{} pid {} ({})", s.comm, s.pid, b.describe()))
+        .collect();
+    let more = held.len().saturating_sub(3);
+    Diagnosis {
+        class: Class::Held,
+        culprit: Culprit::default(),
+        target: None,
+        summary: format!(
+            "held, not hung: {}{}; never acted on",
+            named.join("; "),
+            if more > 0 {
+                format!("; {more} more")
+            } else {
+                String::new()
+            }
+        ),
+        evidence: json!({
+            "bound_ms": dx.thresholds.dstate_bound.as_millis() as u64,
+            "held": list,
+        }),
+        blocker: None,
+        symptom: Symptom::Stuck {
+            tasks: tasks_of(held),
+        },
+        no_target: Some("held on purpose: never acted on".into()),
+    }
+}
+
+/// `d_state` or `io_stall` for the tasks stuck on one blocker.
+fn fault_diagnosis(
+    dx: &Diagnoser,
+    obs: &Observation<'_>,
+    stalled: &[StalledDisk],
+    group: &[&(&StuckTask, Blocker)],
+    held: &[&(&StuckTask, Blocker)],
+) -> Diagnosis {
+    let (main, blocker) = group
+        .iter()
+        .find(|(s, _)| !s.kernel_thread)
+        .map(|(s, b)| (*s, b))
+        .unwrap_or((group[0].0, &group[0].1));
+    let waits_for_io = group.iter().any(|(s, _)| {
         s.wchan
             .as_deref()
             .is_some_and(|w| IO_WAITS.iter().any(|p| w.contains(p)))
     });
-    let class = if !stalled_disks.is_empty() && waits_for_io {
-        Class::IoStall
-    } else {
-        Class::DState
+    // io_stall: the blocker is a stalled device, or (device unknown) the
+    // tasks wait for I/O while some device is stalled.
+    let stalled_here: Vec<&StalledDisk> = match blocker {
+        Blocker::Device { device, .. } => stalled
+            .iter()
+            .filter(|s| format!("{}:{}", s.major, s.minor) == *device)
+            .collect(),
+        Blocker::Unknown { .. } if waits_for_io => stalled.iter().collect(),
+        _ => Vec::new(),
     };
-
-    let list: Vec<serde_json::Value> = stuck
+    let class = if stalled_here.is_empty() {
+        Class::DState
+    } else {
+        Class::IoStall
+    };
+    let sample_of = |pid: i32, tid: i32| {
+        obs.after
+            .tasks
+            .iter()
+            .find(|t| t.pid == pid && t.tid == tid)
+    };
+    let waiter = obs
+        .after
+        .tasks
         .iter()
-        .take(20)
-        .map(|s| {
-            json!({
-                "pid": s.pid, "tid": s.tid, "comm": s.comm,
-                "stuck_ms": s.stuck_for.as_millis() as u64,
-                "wchan": s.wchan, "kernel_thread": s.kernel_thread,
-            })
-        })
-        .collect();
-    let (culprit, target) = match sample {
-        Some(t) => {
-            let (c, t) = dx.culprit_of(t);
-            (c, Some(t))
+        .find(|t| t.tid == main.tid && t.stat.starttime_ticks == main.starttime);
+    let waiter_culprit = || match waiter {
+        Some(t) => dx.culprit_of(t).0,
+        None => Culprit {
+            pid: Some(main.pid),
+            tid: Some(main.tid),
+            comm: Some(main.comm.clone()),
+            ..Culprit::default()
+        },
+    };
+    // The culprit is the blocking process when there is one; recovery may
+    // act on a FUSE server, never on a waiter.
+    let (culprit, target, recovery_blocker) = match blocker {
+        Blocker::Fuse {
+            connection,
+            mount,
+            server,
+            ..
+        } => {
+            let rb = Some(selfheal_recover::Blocker::FuseConnection {
+                connection: *connection,
+                mount_id: mount.mount_id,
+                mount_point: mount.mount_point.clone(),
+            });
+            match server {
+                Some(s) => {
+                    let (c, _) = match sample_of(s.pid, s.pid) {
+                        Some(t) => dx.culprit_of(t),
+                        None => {
+                            let (cgroup, unit) = dx.cgroup_of(s.pid);
+                            (
+                                Culprit {
+                                    pid: Some(s.pid),
+                                    tid: Some(s.pid),
+                                    comm: Some(s.comm.clone()),
+                                    cgroup,
+                                    unit,
+                                    ..Culprit::default()
+                                },
+                                Target::tree(s.pid, s.starttime),
+                            )
+                        }
+                    };
+                    (c, Some(Target::tree(s.pid, s.starttime)), rb)
+                }
+                None => (waiter_culprit(), None, rb),
+            }
         }
-        None => (
-            Culprit {
-                pid: Some(main.pid),
-                tid: Some(main.tid),
-                comm: Some(main.comm.clone()),
-                ..Culprit::default()
-            },
-            None,
-        ),
+        Blocker::Lock {
+            owner_pid,
+            owner_comm,
+            ..
+        } => {
+            let c = match sample_of(*owner_pid, *owner_pid) {
+                Some(t) => dx.culprit_of(t).0,
+                None => Culprit {
+                    pid: Some(*owner_pid),
+                    comm: Some(owner_comm.clone()),
+                    ..Culprit::default()
+                },
+            };
+            (c, None, None)
+        }
+        _ => (waiter_culprit(), None, None),
     };
     let kernel = Diagnoser::kernel_json(obs, |r| {
-        r.kind.as_str() == "hung_task" && stuck.iter().any(|s| Some(s.tid) == r.pid)
+        r.kind.as_str() == "hung_task" && group.iter().any(|(s, _)| Some(s.tid) == r.pid)
     });
     let what = match class {
         Class::IoStall => format!(
             "io_stall: I/O stalled on {}; ",
-            stalled_disks
+            stalled_here
                 .iter()
-                .filter_map(|d| d["device"].as_str())
+                .map(|d| d.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
         _ => "d_state: ".to_string(),
     };
+    let on = blocker.describe();
     let summary = format!(
-        "{what}{} pid {} stuck in D state for {} ms without being scheduled{}{}",
+        "{what}{} pid {} stuck in D state for {} ms without being scheduled{}{}{}",
         main.comm,
         main.pid,
         main.stuck_for.as_millis(),
         main.wchan
             .as_deref()
             .map_or(String::new(), |w| format!(" (in {w})")),
-        if stuck.len() > 1 {
-            format!("; {} more threads stuck", stuck.len() - 1)
+        if on.is_empty() {
+            String::new()
+        } else {
+            format!(", waiting on {on}")
+        },
+        if group.len() > 1 {
+            format!("; {} more threads stuck on it", group.len() - 1)
         } else {
             String::new()
         }
     );
-    vec![Diagnosis {
+    let no_target = target.is_none().then(|| {
+        "the stuck tasks are never acted on (they cannot die until they wake) and no blocking process is known"
+            .to_string()
+    });
+    let list: Vec<Value> = group
+        .iter()
+        .take(20)
+        .map(|(s, b)| task_json(s, b))
+        .collect();
+    let held_list: Vec<Value> = held.iter().take(20).map(|(s, b)| task_json(s, b)).collect();
+    Diagnosis {
         class,
         summary,
         culprit,
         target,
         evidence: json!({
-            "bound_ms": bound.as_millis() as u64,
+            "bound_ms": dx.thresholds.dstate_bound.as_millis() as u64,
+            "blocker": blocker,
             "stuck": list,
-            "culprit": sample.map(|t| dx.task_json(t, None)),
+            "waiter": waiter.map(|t| dx.task_json(t, None)),
             "kernel_stack": dx.stack_of(main.pid, main.tid),
-            "stalled_devices": stalled_disks,
+            "stalled_devices": stalled_here.iter().map(|d| d.evidence.clone()).collect::<Vec<_>>(),
+            "held_elsewhere": held_list,
             "kernel_reports": kernel,
         }),
+        no_target,
+        blocker: recovery_blocker,
         symptom: Symptom::Stuck {
-            tasks: vec![(main.pid, main.tid, main.starttime)],
+            tasks: tasks_of(group),
         },
-        no_target: None,
-    }]
+    }
 }

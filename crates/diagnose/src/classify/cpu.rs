@@ -95,6 +95,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     "kernel_reports": kernel,
                     "interval_ms": d.interval.as_secs_f64() * 1000.0,
                 }),
+                blocker: None,
                 symptom: Symptom::RtMonopoly {
                     tid: t.tid,
                     pid: t.pid,
@@ -166,6 +167,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 "kernel_reports": kernel,
                 "interval_ms": d.interval.as_secs_f64() * 1000.0,
             }),
+            blocker: None,
             symptom: Symptom::CpuStalled { cpu },
             no_target: None,
         });

@@ -105,6 +105,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 "members_counted": members.len(),
                 "commands": top_comms(&members),
             }),
+            blocker: None,
             symptom: Symptom::CgroupTasks {
                 path: cg.path.clone(),
                 below: (p.max / 2).max(1),
@@ -217,6 +218,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 culprit,
                 target: None,
                 evidence,
+                blocker: None,
                 symptom: Symptom::Unverifiable,
                 no_target: Some(format!(
                     "weak evidence: the new {comm} processes are not related by process group or parent; acting on one group would not stop the growth and could hit innocent ones"
@@ -266,6 +268,7 @@ fn program_diagnosis(
         class: Class::ForkBomb,
         summary,
         culprit,
+        blocker: None,
         symptom: Symptom::TreeTasks {
             target: target.clone(),
             below: (dx.thresholds.fork_bomb_tasks as usize / 2).max(1),

@@ -117,6 +117,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 "limit_hits": m.limit_hits,
                 "largest": describe(&list),
             }),
+            blocker: None,
             symptom: Symptom::CgroupMemory {
                 path: cg.path.clone(),
                 percent: th.cgroup_memory_percent,
@@ -204,6 +205,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     "seconds_to_exhaustion": eta_s.map(round1),
                     "largest": describe(&list),
                 }),
+                blocker: None,
                 symptom: Symptom::MachineMemory {
                     available_percent: th.mem_available_percent,
                 },
@@ -237,6 +239,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     "major_faults_per_second": round1(majflt as f64 / d.interval.as_secs_f64().max(1e-3)),
                     "largest": describe(&list),
                 }),
+                blocker: None,
                 symptom: Symptom::MachineMemory {
                     // Caught on the trend: cleared only back above the
                     // level the trend test watches.

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use selfheal_event::Culprit;
 use selfheal_kmsg::KernelReport;
 
+use crate::blocker::BlockerReader;
 use crate::cgroups::CgroupUsage;
 use crate::class::{Class, Diagnosis, Symptom, Target, Trigger};
 use crate::snapshot::{Snapshot, TaskSample};
@@ -134,6 +135,8 @@ pub struct Diagnoser {
     pub own_pids: Vec<i32>,
     /// Clock ticks per second of /proc times.
     pub clk_tck: u64,
+    /// Finds what stuck tasks wait for.
+    pub blockers: BlockerReader,
 }
 
 impl Diagnoser {
@@ -144,6 +147,7 @@ impl Diagnoser {
             proc_root: proc_root.to_path_buf(),
             own_pids: vec![std::process::id() as i32],
             clk_tck: selfheal_sys::sched::clock_ticks_per_second(),
+            blockers: BlockerReader::new(proc_root),
         }
     }
 
@@ -213,6 +217,7 @@ impl Diagnoser {
                 "busiest": top,
                 "interval_ms": d.interval.as_secs_f64() * 1000.0,
             }),
+            blocker: None,
             symptom: Symptom::Unverifiable,
             no_target: None,
         }

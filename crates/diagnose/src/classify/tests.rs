@@ -334,6 +334,7 @@ fn cpu_stalls_during_a_fork_bomb_are_its_symptoms() {
         target: None,
         summary: "kernel_stall: cpu 1".into(),
         evidence: json!({}),
+        blocker: None,
         symptom: Symptom::CpuStalled { cpu: 1 },
         no_target: None,
     };

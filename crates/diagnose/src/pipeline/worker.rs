@@ -21,7 +21,7 @@ use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
 
 use super::{Input, PipelineOptions};
 use crate::cgroups::{CgroupRoots, CgroupScanner};
-use crate::class::{Class, Trigger};
+use crate::class::{Class, Symptom, Trigger};
 use crate::classify::{Diagnoser, Observation, Thresholds};
 use crate::dwait::{DWait, DwaitTracer};
 use crate::metrics::PipelineStats;
@@ -31,6 +31,17 @@ use crate::verify::SymptomCheck;
 
 /// How often the limited-cgroup list is rebuilt (a heavy run rebuilds it too).
 const CGROUP_REWALK: Duration = Duration::from_secs(5);
+
+/// How often a task recorded as held is checked again (a thawed freezer
+/// or a continued server that still does not answer is then a fault).
+const HELD_RECHECK: Duration = Duration::from_secs(10);
+
+/// A task recorded as held on purpose.
+struct HeldWatch {
+    pid: i32,
+    next_check: Instant,
+    alerted: bool,
+}
 
 pub(super) struct Worker {
     cfg: Config,
@@ -63,6 +74,8 @@ pub(super) struct Worker {
     /// Every task's state has been read once (blocks that began before
     /// the tracer started are not in its map).
     scanned_once: bool,
+    /// Tasks recorded as held, by (tid, start time).
+    held: HashMap<(i32, u64), HeldWatch>,
 }
 
 /// A trigger waiting for the heavy detector, with the fault's onset if known.
@@ -124,6 +137,7 @@ impl Worker {
             tracer,
             waits: Vec::with_capacity(64),
             scanned_once: false,
+            held: HashMap::new(),
             cfg,
         }
     }
@@ -378,6 +392,7 @@ impl Worker {
     fn sweep(&mut self, pending: &mut Option<Pending>) {
         let t0 = Instant::now();
         self.refresh_dstate(t0, true);
+        self.recheck_held(t0);
         let bound = self.cfg.heavy.dstate_bound.get();
         let own = self.diagnoser.own_pids.clone();
         let stuck: Vec<_> = self
@@ -438,6 +453,72 @@ impl Worker {
         self.stats
             .sweep_last_us
             .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Tasks recorded as held: forgotten when their block ends; every
+    /// [`HELD_RECHECK`], what they wait for is looked at again, and a task
+    /// no longer held becomes a trigger (its block is then a fault). Held
+    /// longer than `heavy.held_alert_after`: one alert.
+    fn recheck_held(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let stuck: HashMap<(i32, u64), crate::sweep::StuckTask> = self
+            .tracker
+            .stuck(now, Duration::ZERO)
+            .into_iter()
+            .map(|s| ((s.tid, s.starttime), s))
+            .collect();
+        self.held.retain(|k, _| stuck.contains_key(k));
+        let alert_after = self.cfg.heavy.held_alert_after.get();
+        let kernel: Vec<KernelReport> = self.kernel.iter().map(|(_, r)| r.clone()).collect();
+        let mut released = Vec::new();
+        for (key, w) in self.held.iter_mut() {
+            let s = &stuck[key];
+            if now >= w.next_check {
+                w.next_check = now + HELD_RECHECK;
+                let b =
+                    self.diagnoser
+                        .blockers
+                        .blocker_of(w.pid, s.tid, s.wchan.as_deref(), &kernel);
+                if b.held().is_none() {
+                    released.push(*key);
+                    continue;
+                }
+            }
+            if !alert_after.is_zero() && s.stuck_for >= alert_after && !w.alerted {
+                w.alerted = true;
+                self.sink.emit(
+                    Event::now(
+                        EventKind::Alert,
+                        Severity::Warning,
+                        "heavy",
+                        format!(
+                            "{} pid {} held for {} s (heavy.held_alert_after = {}); not acted on",
+                            s.comm,
+                            s.pid,
+                            s.stuck_for.as_secs(),
+                            self.cfg.heavy.held_alert_after
+                        ),
+                    )
+                    .with_rule("held_too_long")
+                    .with_culprit(Culprit {
+                        pid: Some(s.pid),
+                        tid: Some(s.tid),
+                        comm: Some(s.comm.clone()),
+                        ..Culprit::default()
+                    })
+                    .with_details(json!({
+                        "stuck_ms": s.stuck_for.as_millis() as u64,
+                        "held_alert_after_ms": alert_after.as_millis() as u64,
+                    })),
+                );
+            }
+        }
+        for key in released {
+            self.held.remove(&key);
+            self.stuck_reported.remove(&key);
+        }
     }
 
     /// Two snapshots, a diagnosis, and recovery for every hang found.
@@ -506,16 +587,25 @@ impl Worker {
         let again = self.cfg.heavy.rediagnose_after.get();
         self.recent.retain(|_, t| t.elapsed() < again);
         for d in diagnoses {
+            // Stuck tasks seen by this diagnosis are not triggers again
+            // (held ones are re-checked by the sweep, see `recheck_held`).
+            if let Symptom::Stuck { tasks } = &d.symptom {
+                for s in stuck.iter().filter(|s| tasks.iter().any(|t| t.1 == s.tid)) {
+                    self.stuck_reported.insert((s.tid, s.starttime));
+                    if d.class == Class::Held {
+                        self.held.entry((s.tid, s.starttime)).or_insert(HeldWatch {
+                            pid: s.pid,
+                            next_check: Instant::now() + HELD_RECHECK,
+                            alerted: false,
+                        });
+                    }
+                }
+            }
             let key = d.key();
             if self.recent.contains_key(&key) {
                 continue;
             }
             self.recent.insert(key, Instant::now());
-            if d.class == Class::DState {
-                for s in &stuck {
-                    self.stuck_reported.insert((s.tid, s.starttime));
-                }
-            }
             let latency = p.onset.map(|o| Instant::now().saturating_duration_since(o));
             self.sink.emit(d.to_event(&p.trigger, latency));
             if !d.class.is_fault() {

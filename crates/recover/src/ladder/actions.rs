@@ -53,6 +53,8 @@ pub(super) fn plan(
             t.pid
         ),
         Action::Stop => format!("SIGSTOP {comm} (pid {})", t.pid),
+        // Acts on a connection, not a process: see `blocker.rs`.
+        Action::AbortFuse => return Err(Acted::Skip("abort_fuse has its own step".into())),
         Action::Kill => format!("SIGKILL {comm} (pid {})", t.pid),
         Action::KillTree => {
             let members = blamed(l, inc, t, Some(p))?;
@@ -143,6 +145,7 @@ pub(super) fn act(
             }
         }
         Action::Stop => signal(libc::SIGSTOP),
+        Action::AbortFuse => Acted::Skip("abort_fuse has its own step".into()),
         Action::Kill => signal(libc::SIGKILL),
         Action::KillTree => kill_tree(l, inc, t, p, lineage),
         Action::KillCgroup | Action::FreezeCgroup => {

@@ -56,6 +56,7 @@ fn incident(class: Class, p: &ProcInfo, blame: Blame) -> Incident {
             blame,
         }),
         evidence: Evidence::now("test_symptom", "measured by the test"),
+        blocker: None,
     }
 }
 

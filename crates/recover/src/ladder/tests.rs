@@ -68,6 +68,7 @@ fn incident(class: Class, t: Option<(Culprit, Target)>) -> Incident {
         culprit,
         target,
         evidence: Evidence::now("test", "as the test says"),
+        blocker: None,
     }
 }
 
