@@ -234,6 +234,12 @@ impl Collector for LightCollector {
             Gauge,
             ld(&st.max_cycle_ns) / 1e9,
         );
+        enc.family(
+            "selfheal_light_sample_duration_seconds",
+            "Time of each light-detector cycle: sampling /proc and evaluating the rules.",
+            MetricType::Histogram,
+        );
+        enc.histogram(&[], &st.cycle_seconds.snapshot());
         enc.single(
             "selfheal_light_overruns_total",
             "Periods the light detector woke more than a full period late (it was starved).",

@@ -29,23 +29,29 @@ fn cycle_with_alerts_allocates_nothing() {
     // repeat = 1 ns: the alert is re-raised on every sample.
     let mut det = LightDetector::new(rules, sampler.cpus(), 50.0, Duration::from_nanos(1)).unwrap();
     let (tx, rx) = sync_channel(4);
+    // The counters and cycle histogram the light thread records into.
+    let stats = selfheal_detect::LightStats::new(1);
     for _ in 0..3 {
         sampler.sample(&mut sample).unwrap();
     }
     let mut sent = 0;
     let mut dropped = 0;
     CountingAllocator::start();
-    for _ in 0..100 {
+    for i in 0..100u64 {
+        let t0 = std::time::Instant::now();
         sampler.sample(&mut sample).unwrap();
         board.publish(&sample);
         det.evaluate(&sample, &mut |a| match tx.try_send(a) {
             Ok(()) => sent += 1,
             Err(_) => dropped += 1,
         });
+        // Spread over every bucket, +Inf included.
+        stats.record_cycle(t0.elapsed().as_nanos() as u64 + i * 200_000);
     }
     let n = CountingAllocator::stop();
     assert_eq!(n, 0, "{n} allocations");
     // Four fit in the queue, the other 96 are dropped without blocking.
     assert_eq!((sent, dropped), (4, 96));
     assert_eq!(rx.try_iter().count(), 4);
+    assert_eq!(stats.cycle_seconds.snapshot().count, 100);
 }

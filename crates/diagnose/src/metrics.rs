@@ -10,7 +10,10 @@ use selfheal_detect::stall::StallShared;
 use selfheal_detect::watchdog::ChainHealth;
 use selfheal_event::{Event, EventKind, EventSink};
 use selfheal_kmsg::{KmsgStats, VerdictKind};
-use selfheal_metrics::{Collector, Encoder, MetricType};
+use selfheal_metrics::{
+    AtomicHistogram, Collector, Encoder, MetricType, DETECTION_BUCKETS, DIAGNOSIS_BUCKETS,
+    RECOVERY_BUCKETS,
+};
 use selfheal_recover::{Outcome, Refusal};
 
 use crate::class::Class;
@@ -47,6 +50,13 @@ pub struct PipelineStats {
     pub dstate_tracer: AtomicU64,
     /// Tasks in D in the tracer's map at the last sweep.
     pub dstate_traced: AtomicU64,
+    /// Detection latency per class ([`Class::ALL`] order): from the
+    /// symptom's start (as far as the trigger knows it) to the diagnosis.
+    pub detection_latency: Vec<AtomicHistogram>,
+    /// Every heavy run (both snapshots and the diagnosis).
+    pub heavy_run: AtomicHistogram,
+    /// Recovery steps that acted (act + verify), per action ([`Action::ALL`]).
+    pub recovery_step: Vec<AtomicHistogram>,
 }
 
 impl Default for PipelineStats {
@@ -66,17 +76,34 @@ impl Default for PipelineStats {
             alerts: AtomicU64::new(0),
             dstate_tracer: AtomicU64::new(0),
             dstate_traced: AtomicU64::new(0),
+            detection_latency: Class::ALL
+                .iter()
+                .map(|_| AtomicHistogram::new(DETECTION_BUCKETS))
+                .collect(),
+            heavy_run: AtomicHistogram::new(DIAGNOSIS_BUCKETS),
+            recovery_step: Action::ALL
+                .iter()
+                .map(|_| AtomicHistogram::new(RECOVERY_BUCKETS))
+                .collect(),
         }
     }
 }
 
 impl PipelineStats {
-    /// Counts a recovery step by the names in its event.
-    fn count_recovery(&self, action: &str, outcome: &str) {
+    /// Counts a recovery step by the names in its event, and times the
+    /// steps that acted (not dry runs, refusals, rate limits or skips).
+    fn count_recovery(&self, action: &str, outcome: &str, secs: Option<f64>) {
         let a = Action::ALL.iter().position(|x| x.as_str() == action);
         let o = Outcome::ALL.iter().position(|x| x.as_str() == outcome);
         if let (Some(a), Some(o)) = (a, o) {
             self.recoveries[a * Outcome::ALL.len() + o].fetch_add(1, Ordering::Relaxed);
+            let acted = matches!(
+                Outcome::ALL[o],
+                Outcome::Recorded | Outcome::Recovered | Outcome::NotCleared | Outcome::Failed
+            );
+            if let (true, Some(secs)) = (acted, secs) {
+                self.recovery_step[a].observe_secs(secs);
+            }
         }
     }
 
@@ -123,9 +150,15 @@ impl EventSink for CountingSink {
     fn emit(&self, event: Event) -> bool {
         match event.kind {
             EventKind::Recovery => {
+                let ms = |k: &str| event.details[k].as_f64();
+                let secs = match (ms("act_ms"), ms("verify_ms")) {
+                    (None, None) => None,
+                    (a, v) => Some((a.unwrap_or(0.0) + v.unwrap_or(0.0)) / 1000.0),
+                };
                 self.stats.count_recovery(
                     event.details["action"].as_str().unwrap_or(""),
                     event.details["outcome"].as_str().unwrap_or(""),
+                    secs,
                 );
                 if let Some(reason) = event.details["refusal"].as_str() {
                     self.stats
@@ -138,6 +171,9 @@ impl EventSink for CountingSink {
                     .find(|c| event.details["class"] == c.as_str())
                 {
                     self.stats.diagnoses[c.index()].fetch_add(1, Ordering::Relaxed);
+                    if let Some(ms) = event.details["detection_latency_ms"].as_f64() {
+                        self.stats.detection_latency[c.index()].observe_secs(ms / 1000.0);
+                    }
                 }
             }
             _ => {}
@@ -180,11 +216,42 @@ impl Collector for PipelineCollector {
         for (ai, a) in Action::ALL.iter().enumerate() {
             for (oi, o) in Outcome::ALL.iter().enumerate() {
                 let v = s.recoveries[ai * Outcome::ALL.len() + oi].load(Ordering::Relaxed);
-                if v > 0 {
+                // The outcomes alerts watch are exported from 0, so that
+                // the first failure is an increase Prometheus can see.
+                let watched = matches!(
+                    o,
+                    Outcome::Recovered | Outcome::NotCleared | Outcome::Failed
+                );
+                if v > 0 || watched {
                     enc.sample(&[("action", a.as_str()), ("outcome", o.as_str())], v as f64);
                 }
             }
         }
+        enc.family(
+            "selfheal_recovery_step_duration_seconds",
+            "Recovery steps that acted, by action: acting and verifying that the symptom cleared.",
+            MetricType::Histogram,
+        );
+        for (ai, a) in Action::ALL.iter().enumerate() {
+            enc.histogram(&[("action", a.as_str())], &s.recovery_step[ai].snapshot());
+        }
+        enc.family(
+            "selfheal_detection_latency_seconds",
+            "From a hang's first sign (as far as its trigger knows) to its diagnosis, by class.",
+            MetricType::Histogram,
+        );
+        for c in Class::ALL {
+            enc.histogram(
+                &[("class", c.as_str())],
+                &s.detection_latency[c.index()].snapshot(),
+            );
+        }
+        enc.family(
+            "selfheal_diagnosis_duration_seconds",
+            "Heavy-detector runs: two snapshots of every task and the diagnosis.",
+            MetricType::Histogram,
+        );
+        enc.histogram(&[], &s.heavy_run.snapshot());
         enc.family(
             "selfheal_recovery_refusals_total",
             "Recovery steps refused, by diagnosis class and reason (protected, \

@@ -2,6 +2,9 @@
 //! the real-time thread never takes a lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use selfheal_metrics::{AtomicHistogram, SAMPLE_BUCKETS};
 
 /// Light-detector counters.
 #[derive(Debug)]
@@ -18,6 +21,9 @@ pub struct LightStats {
     pub last_cycle_ns: AtomicU64,
     /// Longest sample + evaluation so far, nanoseconds.
     pub max_cycle_ns: AtomicU64,
+    /// Every cycle's sample + evaluation time (atomic buckets: the
+    /// real-time thread neither allocates nor locks to record it).
+    pub cycle_seconds: AtomicHistogram,
     /// Periods in which the thread woke later than one full period late.
     pub overruns: AtomicU64,
     /// Whether the thread runs under SCHED_FIFO.
@@ -34,6 +40,7 @@ impl LightStats {
             alerts_dropped: AtomicU64::new(0),
             last_cycle_ns: AtomicU64::new(0),
             max_cycle_ns: AtomicU64::new(0),
+            cycle_seconds: AtomicHistogram::new(SAMPLE_BUCKETS),
             overruns: AtomicU64::new(0),
             realtime: AtomicBool::new(false),
         }
@@ -43,6 +50,7 @@ impl LightStats {
     pub fn record_cycle(&self, ns: u64) {
         self.last_cycle_ns.store(ns, Ordering::Relaxed);
         self.max_cycle_ns.fetch_max(ns, Ordering::Relaxed);
+        self.cycle_seconds.observe(Duration::from_nanos(ns));
     }
 
     /// Total alerts across rules.

@@ -580,7 +580,9 @@ impl Worker {
             settling: &settling,
         };
         let diagnoses = self.diagnoser.diagnose(&obs);
-        let took = t0.elapsed().as_micros() as u64;
+        let elapsed = t0.elapsed();
+        self.stats.heavy_run.observe(elapsed);
+        let took = elapsed.as_micros() as u64;
         self.stats.heavy_last_us.store(took, Ordering::Relaxed);
         self.stats.heavy_max_us.fetch_max(took, Ordering::Relaxed);
 
