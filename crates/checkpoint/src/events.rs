@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use selfheal_metrics::{AtomicHistogram, PAUSE_BUCKETS};
 use serde::Serialize;
 
 use crate::tracker::TrackingMode;
@@ -204,8 +205,8 @@ pub enum Event {
     Detached,
 }
 
-/// Counters and gauges, updated lock-free by the tracer thread.
-#[derive(Debug, Default)]
+/// Counters, gauges and histograms, updated lock-free by the tracer thread.
+#[derive(Debug)]
 pub struct Metrics {
     /// Checkpoints taken.
     pub checkpoints: AtomicU64,
@@ -233,6 +234,34 @@ pub struct Metrics {
     pub last_rollback_ns: AtomicU64,
     /// Pages restored by the last rollback.
     pub last_rollback_pages: AtomicU64,
+    /// Every stop of the program for a checkpoint (a registration stop
+    /// before a pre-copy is a stop of its own).
+    pub pause_seconds: AtomicHistogram,
+    /// Every rollback's duration.
+    pub rollback_seconds: AtomicHistogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let z = || AtomicU64::new(0);
+        Metrics {
+            checkpoints: z(),
+            checkpoint_failures: z(),
+            last_pause_ns: z(),
+            max_pause_ns: z(),
+            total_pause_ns: z(),
+            last_pages: z(),
+            total_pages: z(),
+            memory_held_bytes: z(),
+            checkpoints_held: z(),
+            rollbacks: z(),
+            rollbacks_impossible: z(),
+            last_rollback_ns: z(),
+            last_rollback_pages: z(),
+            pause_seconds: AtomicHistogram::new(PAUSE_BUCKETS),
+            rollback_seconds: AtomicHistogram::new(PAUSE_BUCKETS),
+        }
+    }
 }
 
 impl Metrics {
@@ -243,6 +272,10 @@ impl Metrics {
         let reg_ns = s.registration_pause_us * 1000;
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.last_pause_ns.store(ns, Ordering::Relaxed);
+        self.pause_seconds.observe(pause);
+        if reg_ns > 0 {
+            self.pause_seconds.observe(Duration::from_nanos(reg_ns));
+        }
         self.max_pause_ns
             .fetch_max(ns.max(reg_ns), Ordering::Relaxed);
         self.total_pause_ns
@@ -260,6 +293,8 @@ impl Metrics {
         self.rollbacks.fetch_add(1, Ordering::Relaxed);
         self.last_rollback_ns
             .store(r.duration_us * 1000, Ordering::Relaxed);
+        self.rollback_seconds
+            .observe(Duration::from_micros(r.duration_us));
         self.last_rollback_pages
             .store(r.pages_restored, Ordering::Relaxed);
     }
@@ -295,5 +330,9 @@ mod tests {
         assert_eq!(get(&m.max_pause_ns), 6_000_000, "the longest single stop");
         assert_eq!(get(&m.last_pause_ns), 400_000);
         assert_eq!(get(&m.checkpoints), 2);
+        // Three stops: two checkpoints and the registration stop.
+        let h = m.pause_seconds.snapshot();
+        assert_eq!(h.count, 3);
+        assert!((h.sum - 0.0067).abs() < 1e-9, "{}", h.sum);
     }
 }

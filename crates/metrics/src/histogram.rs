@@ -95,6 +95,41 @@ pub struct HistogramSnapshot {
     pub buckets: Vec<(f64, u64)>,
 }
 
+impl HistogramSnapshot {
+    /// No observations in buckets with these bounds.
+    pub fn empty(bounds: &[f64]) -> HistogramSnapshot {
+        HistogramSnapshot {
+            sum: 0.0,
+            count: 0,
+            buckets: bounds
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .map(|b| (b, 0))
+                .collect(),
+        }
+    }
+
+    /// Adds `other`'s observations (a histogram with the same bounds; one
+    /// with other bounds is ignored and returns false).
+    pub fn add(&mut self, other: &HistogramSnapshot) -> bool {
+        let same = self.buckets.len() == other.buckets.len()
+            && self
+                .buckets
+                .iter()
+                .zip(&other.buckets)
+                .all(|(a, b)| a.0 == b.0);
+        if same {
+            self.sum += other.sum;
+            self.count += other.count;
+            for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+                a.1 += b.1;
+            }
+        }
+        same
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +146,14 @@ mod tests {
         assert_eq!(s.count, 5);
         assert_eq!(s.buckets, vec![(0.001, 3), (0.01, 1), (f64::INFINITY, 1)]);
         assert!((s.sum - 3.0065).abs() < 1e-9, "{}", s.sum);
+
+        let mut total = HistogramSnapshot::empty(&[0.001, 0.01]);
+        assert!(total.add(&s) && total.add(&s));
+        assert_eq!(total.count, 10);
+        assert_eq!(total.buckets[0], (0.001, 6));
+        assert!(
+            !total.add(&HistogramSnapshot::empty(&[1.0])),
+            "other bounds"
+        );
     }
 }

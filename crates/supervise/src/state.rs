@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use selfheal_metrics::{Collector, Encoder, MetricType};
+use selfheal_metrics::{AtomicHistogram, Collector, Encoder, MetricType, RESTART_BUCKETS};
 
 use crate::child::ExitStatus;
 
@@ -104,6 +104,8 @@ pub struct AppState {
     hangs: [AtomicU64; 5],
     suspected: [AtomicU64; 5],
     probe_failures: AtomicU64,
+    /// From a run's end noticed to the next run started (backoff included).
+    restart_latency: AtomicHistogram,
     text: Mutex<Text>,
 }
 
@@ -125,6 +127,7 @@ impl AppState {
             hangs: Default::default(),
             suspected: Default::default(),
             probe_failures: AtomicU64::new(0),
+            restart_latency: AtomicHistogram::new(RESTART_BUCKETS),
             text: Mutex::new(Text::default()),
         }
     }
@@ -185,6 +188,13 @@ impl AppState {
 
     pub(crate) fn restarted(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A restart whose previous run's end was noticed `after` ago.
+    pub(crate) fn restarted_after(&self, after: Duration) {
+        // Histogram first: a scrape never sees more restarts than times.
+        self.restart_latency.observe(after);
+        self.restarted();
     }
 
     pub(crate) fn hang(&self, detector: &str) {
@@ -423,6 +433,15 @@ impl Collector for AppMetrics {
                     enc.sample(&[("app", &a.name)], v);
                 }
             }
+        }
+        enc.family(
+            "selfheal_app_crash_to_restart_seconds",
+            "From a run's end (crash, or kill after a hang) noticed to the next run started, \
+             backoff included.",
+            MetricType::Histogram,
+        );
+        for a in &self.apps {
+            enc.histogram(&[("app", &a.name)], &a.restart_latency.snapshot());
         }
         enc.family(
             "selfheal_app_heartbeat_age_seconds",

@@ -70,6 +70,21 @@ fn sigsegv_is_reported_with_stderr_tail_and_restarted() {
         !metrics.contains("selfheal_app_restarts_total{app=\"segv\"} 0"),
         "{metrics}"
     );
+    // Every restart's crash-to-restart time is in the histogram (read
+    // after the counter, so at most one restart ahead of it).
+    let value = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    let restarts = value("selfheal_app_restarts_total{app=\"segv\"} ");
+    let timed = value("selfheal_app_crash_to_restart_seconds_count{app=\"segv\"} ");
+    assert!(
+        restarts >= 1 && (restarts..=restarts + 1).contains(&timed),
+        "{metrics}"
+    );
     sup.shutdown();
 }
 

@@ -5,12 +5,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use selfheal_metrics::{Collector, Encoder, MetricType};
+use selfheal_metrics::{Collector, Encoder, HistogramSnapshot, MetricType, PAUSE_BUCKETS};
 
 use super::engine::Metrics;
 
 /// What ended runs contributed.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Past {
     checkpoints: u64,
     failures: u64,
@@ -19,6 +19,24 @@ struct Past {
     pages: u64,
     rollbacks: u64,
     impossible: u64,
+    pauses: HistogramSnapshot,
+    rollback_times: HistogramSnapshot,
+}
+
+impl Default for Past {
+    fn default() -> Self {
+        Past {
+            checkpoints: 0,
+            failures: 0,
+            pause_ns: 0,
+            max_pause_ns: 0,
+            pages: 0,
+            rollbacks: 0,
+            impossible: 0,
+            pauses: HistogramSnapshot::empty(PAUSE_BUCKETS),
+            rollback_times: HistogramSnapshot::empty(PAUSE_BUCKETS),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,7 +54,7 @@ pub struct CheckpointTotals {
 }
 
 /// A reading of [`CheckpointTotals`].
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointSnapshot {
     /// A run is being checkpointed now.
     pub active: bool,
@@ -66,6 +84,34 @@ pub struct CheckpointSnapshot {
     pub last_rollback_seconds: f64,
     /// Runs started without checkpoints (the engine could not start).
     pub unavailable: u64,
+    /// Every stop for a checkpoint, all runs.
+    pub pauses: HistogramSnapshot,
+    /// Every rollback's duration, all runs.
+    pub rollback_times: HistogramSnapshot,
+}
+
+impl Default for CheckpointSnapshot {
+    fn default() -> Self {
+        let p = Past::default();
+        CheckpointSnapshot {
+            active: false,
+            checkpoints: 0,
+            failures: 0,
+            pause_seconds_total: 0.0,
+            last_pause_seconds: 0.0,
+            max_pause_seconds: 0.0,
+            pages: 0,
+            last_pages: 0,
+            memory_bytes: 0,
+            held: 0,
+            rollbacks: 0,
+            impossible: 0,
+            last_rollback_seconds: 0.0,
+            unavailable: 0,
+            pauses: p.pauses,
+            rollback_times: p.rollback_times,
+        }
+    }
 }
 
 fn secs(ns: u64) -> f64 {
@@ -103,7 +149,7 @@ impl CheckpointTotals {
     /// The totals now.
     pub fn snapshot(&self) -> CheckpointSnapshot {
         let g = self.lock();
-        let p = g.past;
+        let p = g.past.clone();
         let mut s = CheckpointSnapshot {
             active: g.current.is_some(),
             checkpoints: p.checkpoints,
@@ -114,6 +160,8 @@ impl CheckpointTotals {
             rollbacks: p.rollbacks,
             impossible: p.impossible,
             unavailable: g.unavailable,
+            pauses: p.pauses,
+            rollback_times: p.rollback_times,
             ..CheckpointSnapshot::default()
         };
         if let Some(m) = &g.current {
@@ -130,6 +178,8 @@ impl CheckpointTotals {
             s.rollbacks += r(&m.rollbacks);
             s.impossible += r(&m.rollbacks_impossible);
             s.last_rollback_seconds = secs(r(&m.last_rollback_ns));
+            s.pauses.add(&m.pause_seconds.snapshot());
+            s.rollback_times.add(&m.rollback_seconds.snapshot());
         }
         s
     }
@@ -144,6 +194,8 @@ fn fold(p: &mut Past, m: &Metrics) {
     p.pages += r(&m.total_pages);
     p.rollbacks += r(&m.rollbacks);
     p.impossible += r(&m.rollbacks_impossible);
+    p.pauses.add(&m.pause_seconds.snapshot());
+    p.rollback_times.add(&m.rollback_seconds.snapshot());
 }
 
 /// The checkpoint series of every app that has checkpoints on.
@@ -161,7 +213,7 @@ impl CheckpointMetrics {
 
 type Get = fn(&CheckpointSnapshot) -> f64;
 
-const FAMILIES: [(&str, &str, MetricType, Get); 14] = [
+const FAMILIES: [(&str, &str, MetricType, Get); 13] = [
     (
         "selfheal_app_checkpoint_active",
         "1 while the app runs under checkpoints (0: not running, or running without them).",
@@ -179,12 +231,6 @@ const FAMILIES: [(&str, &str, MetricType, Get); 14] = [
         "Checkpoints that failed (the program kept running).",
         MetricType::Counter,
         |s| s.failures as f64,
-    ),
-    (
-        "selfheal_app_checkpoint_pause_seconds_total",
-        "Time the program was stopped for checkpoints (divide by checkpoints_total for the mean).",
-        MetricType::Counter,
-        |s| s.pause_seconds_total,
     ),
     (
         "selfheal_app_checkpoint_last_pause_seconds",
@@ -262,6 +308,27 @@ impl Collector for CheckpointMetrics {
             enc.family(name, help, kind);
             for (app, s) in &snaps {
                 enc.sample(&[("app", app)], get(s));
+            }
+        }
+        // Distributions; their _sum is the total time stopped.
+        type Hist = fn(&CheckpointSnapshot) -> &HistogramSnapshot;
+        let hists: [(&str, &str, Hist); 2] = [
+            (
+                "selfheal_app_checkpoint_pause_seconds",
+                "Each stop of the program for a checkpoint (a registration stop before a \
+                 pre-copy is a stop of its own).",
+                |s| &s.pauses,
+            ),
+            (
+                "selfheal_app_rollback_duration_seconds",
+                "Time the program was stopped for each rollback.",
+                |s| &s.rollback_times,
+            ),
+        ];
+        for (name, help, get) in hists {
+            enc.family(name, help, MetricType::Histogram);
+            for (app, s) in &snaps {
+                enc.histogram(&[("app", app)], get(s));
             }
         }
     }

@@ -136,6 +136,12 @@ fn counters_survive_restarts_and_reach_metrics() {
     first.max_pause_ns.store(3_000_000, Ordering::Relaxed);
     first.last_pause_ns.store(1_000_000, Ordering::Relaxed);
     first.memory_held_bytes.store(1 << 20, Ordering::Relaxed);
+    first
+        .pause_seconds
+        .observe(std::time::Duration::from_micros(700));
+    first
+        .rollback_seconds
+        .observe(std::time::Duration::from_millis(2));
     let live = totals.snapshot();
     assert!(live.active);
     assert_eq!((live.checkpoints, live.rollbacks), (10, 2));
@@ -146,7 +152,12 @@ fn counters_survive_restarts_and_reach_metrics() {
     second.checkpoints.store(5, Ordering::Relaxed);
     second.rollbacks_impossible.store(1, Ordering::Relaxed);
     second.max_pause_ns.store(1_000_000, Ordering::Relaxed);
+    second
+        .pause_seconds
+        .observe(std::time::Duration::from_millis(30));
     let s = totals.snapshot();
+    // Distributions add up across runs.
+    assert_eq!((s.pauses.count, s.rollback_times.count), (2, 1));
     assert_eq!((s.checkpoints, s.rollbacks, s.impossible), (15, 2, 1));
     assert!((s.max_pause_seconds - 0.003).abs() < 1e-9, "{s:?}");
     assert_eq!(s.memory_bytes, 0, "memory held is the current run's");
@@ -158,6 +169,10 @@ fn counters_survive_restarts_and_reach_metrics() {
         "selfheal_app_rollbacks_total{app=\"web\"} 2\n",
         "selfheal_app_rollbacks_impossible_total{app=\"web\"} 1\n",
         "selfheal_app_checkpoint_active{app=\"web\"} 1\n",
+        "selfheal_app_checkpoint_pause_seconds_bucket{app=\"web\",le=\"0.001\"} 1\n",
+        "selfheal_app_checkpoint_pause_seconds_bucket{app=\"web\",le=\"0.05\"} 2\n",
+        "selfheal_app_checkpoint_pause_seconds_count{app=\"web\"} 2\n",
+        "selfheal_app_rollback_duration_seconds_count{app=\"web\"} 1\n",
     ] {
         assert!(out.contains(line), "{line} missing from\n{out}");
     }

@@ -134,6 +134,8 @@ struct Live {
 enum Pending {
     Restart {
         at: Instant,
+        /// When the previous run's end was noticed.
+        ended: Instant,
         attempt: u32,
         delay: Duration,
         cause: EndCause,
@@ -391,13 +393,14 @@ impl Runner {
                 json!({ "pid": pid, "command": command }),
             ),
             Some(Pending::Restart {
+                ended,
                 attempt,
                 delay,
                 cause,
                 previous,
                 ..
             }) => {
-                self.s.state.restarted();
+                self.s.state.restarted_after(ended.elapsed());
                 self.emit(
                     EventKind::AppRestart,
                     Severity::Warning,
@@ -596,6 +599,7 @@ impl Runner {
                 self.s.state.set_phase(Phase::Backoff);
                 self.pending = Some(Pending::Restart {
                     at: now + delay,
+                    ended: now,
                     attempt,
                     delay,
                     cause,
