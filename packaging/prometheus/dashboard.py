@@ -42,6 +42,11 @@ def panel(title, targets, kind="timeseries", unit=None, w=12, h=8, x=0, desc="")
         y += h
 
 
+def q99(hist, by):
+    """The 99th percentile of a histogram over the dashboard's interval."""
+    return f'histogram_quantile(0.99, sum by (le, {by}) (rate({hist}_bucket{{{SEL}}}[$__rate_interval])))'
+
+
 row("Hangs and recovery")
 panel("Hangs diagnosed", [(f'sum by (instance, class) (increase(selfheal_diagnoses_total{{{SEL},class!="legitimate_load"}}[$__rate_interval]))', "{{instance}} {{class}}")],
       x=0,
@@ -52,6 +57,9 @@ panel("Heartbeat age", [(f'selfheal_heartbeat_age_seconds{{{SEL}}}', "{{instance
 panel("Stalled CPUs", [(f'sum by (instance) (selfheal_cpu_stalled{{{SEL}}})', "{{instance}}"), (f'sum by (instance) (increase(selfheal_cpu_stalls_total{{{SEL}}}[$__rate_interval]))', "{{instance}} new stalls")], w=9, x=15)
 panel("Kernel reports", [(f'sum by (instance, verdict) (increase(selfheal_kernel_reports_total{{{SEL}}}[$__rate_interval]))', "{{instance}} {{verdict}}")], x=0)
 panel("Alerts by rule", [(f'sum by (instance, rule) (increase(selfheal_alerts_total{{{SEL}}}[$__rate_interval]))', "{{instance}} {{rule}}")], x=12)
+panel("Detection latency (p50, p99)", [(q99("selfheal_detection_latency_seconds", "instance, class"), "{{instance}} {{class}} p99"), (q99("selfheal_detection_latency_seconds", "instance, class").replace("0.99", "0.5", 1), "{{instance}} {{class}} p50")], unit="s", x=0,
+      desc="From a hang's first sign to its diagnosis, per class.")
+panel("Diagnosis and recovery-step time (p99)", [(q99("selfheal_diagnosis_duration_seconds", "instance"), "{{instance}} diagnosis"), (q99("selfheal_recovery_step_duration_seconds", "instance, action"), "{{instance}} {{action}}")], unit="s", x=12)
 
 row("The machine, as the light detector sees it")
 panel("CPU", [(f'selfheal_system_cpu_ratio{{{SEL}}}', "{{instance}} {{mode}}")], unit="percentunit", x=0)
@@ -63,10 +71,12 @@ row("Applications")
 panel("Apps up", [(f'selfheal_app_up{{{SEL}}}', "{{instance}} {{app}}")], x=0)
 panel("Restarts and crashes", [(f'increase(selfheal_app_restarts_total{{{SEL}}}[$__rate_interval])', "{{instance}} {{app}} restarts"), (f'increase(selfheal_app_crashes_total{{{SEL}}}[$__rate_interval])', "{{instance}} {{app}} crashes")], x=12)
 panel("Checkpoints per second", [(f'rate(selfheal_app_checkpoints_total{{{SEL}}}[$__rate_interval])', "{{instance}} {{app}}"), (f'rate(selfheal_app_checkpoint_failures_total{{{SEL}}}[$__rate_interval])', "{{instance}} {{app}} failed")], x=0)
-panel("Checkpoint pause", [(f'selfheal_app_checkpoint_max_pause_seconds{{{SEL}}}', "{{instance}} {{app}} max"), (f'rate(selfheal_app_checkpoint_pause_seconds_total{{{SEL}}}[$__rate_interval]) / rate(selfheal_app_checkpoints_total{{{SEL}}}[$__rate_interval])', "{{instance}} {{app}} mean")], unit="s", x=12)
+panel("Checkpoint pause", [(q99("selfheal_app_checkpoint_pause_seconds", "instance, app"), "{{instance}} {{app}} p99"), (f'selfheal_app_checkpoint_max_pause_seconds{{{SEL}}}', "{{instance}} {{app}} max"), (f'rate(selfheal_app_checkpoint_pause_seconds_sum{{{SEL}}}[$__rate_interval]) / rate(selfheal_app_checkpoint_pause_seconds_count{{{SEL}}}[$__rate_interval])', "{{instance}} {{app}} mean")], unit="s", x=12)
+panel("Rollback time (p99)", [(q99("selfheal_app_rollback_duration_seconds", "instance, app"), "{{instance}} {{app}}")], unit="s", x=0)
+panel("Crash to restart (p99)", [(q99("selfheal_app_crash_to_restart_seconds", "instance, app"), "{{instance}} {{app}}")], unit="s", x=12)
 
 row("selfheal itself")
-panel("Light detector cycle", [(f'selfheal_light_cycle_seconds{{{SEL}}}', "{{instance}} last"), (f'selfheal_light_cycle_max_seconds{{{SEL}}}', "{{instance}} max")], unit="s", x=0)
+panel("Light detector sample time", [(q99("selfheal_light_sample_duration_seconds", "instance"), "{{instance}} p99"), (f'rate(selfheal_light_sample_duration_seconds_sum{{{SEL}}}[$__rate_interval]) / rate(selfheal_light_sample_duration_seconds_count{{{SEL}}}[$__rate_interval])', "{{instance}} mean"), (f'selfheal_light_cycle_max_seconds{{{SEL}}}', "{{instance}} max")], unit="s", x=0)
 panel("CPU and memory of the daemon", [(f'rate(selfheal_process_cpu_seconds_total{{{SEL}}}[$__rate_interval])', "{{instance}} CPU (cores)"), (f'selfheal_process_resident_memory_bytes{{{SEL}}} / 1e6', "{{instance}} RSS (MB)")], x=12)
 
 dashboard = {

@@ -182,6 +182,16 @@ fn live_exposition_passes_promtool_and_covers_rules_and_dashboard() {
         !body.contains("# EOF"),
         "plain requests get the Prometheus text format"
     );
+    // One family per name in OpenMetrics (a counter `x_total` and a
+    // histogram `x` would both be family `x` there).
+    let mut seen = BTreeSet::new();
+    for name in open.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = name.split_whitespace().next().unwrap();
+        assert!(
+            seen.insert(name.to_string()),
+            "family {name} twice in OpenMetrics"
+        );
+    }
     assert!(d.terminate().success(), "{}", d.log_text());
 
     let mut child = Command::new(&promtool)
@@ -210,7 +220,18 @@ fn live_exposition_passes_promtool_and_covers_rules_and_dashboard() {
 
     let fams = families(&body);
     assert!(fams.len() > 50, "too few families: {fams:?}");
-    for family in ["selfheal_app_up", "selfheal_app_checkpoints_total"] {
+    for family in [
+        "selfheal_app_up",
+        "selfheal_app_checkpoints_total",
+        // The histograms.
+        "selfheal_light_sample_duration_seconds",
+        "selfheal_detection_latency_seconds",
+        "selfheal_diagnosis_duration_seconds",
+        "selfheal_recovery_step_duration_seconds",
+        "selfheal_app_checkpoint_pause_seconds",
+        "selfheal_app_rollback_duration_seconds",
+        "selfheal_app_crash_to_restart_seconds",
+    ] {
         assert!(exported(family, &fams), "{family} missing:\n{body}");
     }
     for file in ["selfheal-rules.yml", "selfheal-dashboard.json"] {
@@ -250,16 +271,24 @@ fn dashboard_is_grafana_json_with_queries() {
     let panels = v["panels"].as_array().expect("panels");
     let mut queries = 0;
     let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
     for p in panels {
         assert!(
             ids.insert(p["id"].as_u64().expect("panel id")),
             "duplicate id"
         );
         let g = &p["gridPos"];
-        assert!(
-            g["w"].as_u64().unwrap() + g["x"].as_u64().unwrap() <= 24,
-            "{p}"
-        );
+        let n = |k: &str| g[k].as_u64().unwrap();
+        assert!(n("w") + n("x") <= 24, "{p}");
+        for x in n("x")..n("x") + n("w") {
+            for y in n("y")..n("y") + n("h") {
+                assert!(
+                    cells.insert((x, y)),
+                    "{} overlaps another panel",
+                    p["title"]
+                );
+            }
+        }
         if p["type"] == "row" {
             continue;
         }
