@@ -1,63 +1,41 @@
 //! Parsing `--since` / `?since=`: a duration back from now (`10m`), a Unix
-//! time in milliseconds, or an RFC 3339 timestamp.
+//! time in milliseconds, or an RFC 3339 timestamp (parsed by jiff).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A time that could not be read; the message names the input and the
+/// forms accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinceError {
+    /// A bare number too small to be Unix milliseconds.
+    #[error("`{0}` is ambiguous: write a duration with a unit (\"10m\"), a Unix time in ms, or an RFC 3339 time")]
+    Ambiguous(String),
+    /// Neither a duration, nor Unix milliseconds, nor RFC 3339.
+    #[error("cannot read `{0}` as a time: write a duration back from now (\"10m\", \"2h\"), a Unix time in ms, or an RFC 3339 time (\"2026-11-22T10:00:00Z\", \"2026-11-22 11:00:00+01:00\")")]
+    Unreadable(String),
+}
+
 /// Parses a point in time relative to `now`.
-pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, SinceError> {
     let t = s.trim();
     if let Ok(ms) = t.parse::<u64>() {
         // A bare number is Unix milliseconds if it looks like one, else an error.
         if ms > 1_000_000_000_000 {
-            return Ok(UNIX_EPOCH + Duration::from_millis(ms));
+            return UNIX_EPOCH
+                .checked_add(Duration::from_millis(ms))
+                .ok_or_else(|| SinceError::Unreadable(s.to_string()));
         }
-        return Err(format!(
-            "`{s}` is ambiguous: write a duration with a unit (\"10m\"), a Unix time in ms, or an RFC 3339 time"
-        ));
+        return Err(SinceError::Ambiguous(s.to_string()));
     }
     if let Ok(d) = selfheal_config::parse_duration(t) {
         return Ok(now.checked_sub(d).unwrap_or(UNIX_EPOCH));
     }
-    humantime_rfc3339(t).ok_or_else(|| {
-        format!(
-            "cannot read `{s}` as a time: write a duration back from now (\"10m\", \"2h\"), a Unix time in ms, or an RFC 3339 time (\"2026-11-22T10:00:00Z\")"
-        )
-    })
-}
-
-fn humantime_rfc3339(s: &str) -> Option<SystemTime> {
-    // RFC 3339 in UTC ("Z"), with optional fractional seconds.
-    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
-    let (date, time) = s.split_once(['T', ' '])?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, se) = (t.next()??, t.next()??, t.next().flatten().unwrap_or(0));
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let days = days_from_civil(y, mo, da);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se;
-    let nanos = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(9).collect();
-        digits.parse::<u64>().ok()? * 10u64.pow(9 - digits.len() as u32)
-    };
-    (secs >= 0).then(|| UNIX_EPOCH + Duration::new(secs as u64, nanos as u32))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // RFC 3339 with a `Z` or a numeric offset; jiff also takes a space
+    // for the `T` and times without seconds.
+    let ts: jiff::Timestamp = t
+        .parse()
+        .map_err(|_| SinceError::Unreadable(s.to_string()))?;
+    SystemTime::try_from(ts).map_err(|_| SinceError::Unreadable(s.to_string()))
 }
 
 #[cfg(test)]
@@ -67,23 +45,33 @@ mod tests {
     #[test]
     fn forms() {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s: &str| parse_since(s, now).unwrap();
+        assert_eq!(at("10m"), now - Duration::from_secs(600));
         assert_eq!(
-            parse_since("10m", now).unwrap(),
-            now - Duration::from_secs(600)
-        );
-        assert_eq!(
-            parse_since("1795314322000", now).unwrap(),
+            at("1795314322000"),
             UNIX_EPOCH + Duration::from_millis(1_795_314_322_000)
         );
+        let midnight = UNIX_EPOCH + Duration::from_secs(1_795_305_600);
+        assert_eq!(at("2026-11-22T00:00:00Z"), midnight);
+        assert_eq!(at("2026-11-22T00:00:00+00:00"), midnight);
+        assert_eq!(at("2026-11-22 00:00:00Z"), midnight);
+        assert_eq!(at("2026-11-22T00:00Z"), midnight);
+        assert_eq!(at("2026-11-22T01:00:00+01:00"), midnight);
+        assert_eq!(at("2026-11-21T19:00:00-05:00"), midnight);
         assert_eq!(
-            parse_since("2026-11-22T00:00:00Z", now).unwrap(),
-            UNIX_EPOCH + Duration::from_secs(1_795_305_600)
-        );
-        assert_eq!(
-            parse_since("1970-01-01T00:00:01.5Z", now).unwrap(),
+            at("1970-01-01T00:00:01.5Z"),
             UNIX_EPOCH + Duration::from_millis(1500)
         );
-        assert!(parse_since("10", now).unwrap_err().contains("ambiguous"));
-        assert!(parse_since("yesterday", now).unwrap_err().contains("10m"));
+        let e = parse_since("10", now).unwrap_err().to_string();
+        assert!(e.contains("ambiguous"), "{e}");
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T25:00:00Z",
+            "2026-11-22",
+        ] {
+            let e = parse_since(bad, now).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("10m"), "{e}");
+        }
     }
 }
