@@ -19,6 +19,22 @@ pub enum OpenError {
         reason: String,
     },
 
+    /// SQLite's integrity check (`PRAGMA quick_check`) found damage in an
+    /// existing store: pages overwritten or lost. Writing on would lose
+    /// events, so the file is refused untouched.
+    #[error(
+        "{path} is damaged: SQLite's integrity check reports {findings}; it was left \
+         untouched, and events written to it could be lost. Move it aside \
+         (mv {path} {path}.damaged) so selfheal starts a fresh store, salvage its events \
+         with `sqlite3 {path}.damaged .recover`, or pass --store PATH"
+    )]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// The first problems SQLite listed.
+        findings: String,
+    },
+
     /// A valid SQLite database that belongs to another application.
     #[error(
         "{path} is an SQLite database of another application \

@@ -45,8 +45,11 @@ impl Store {
             // never writes the main file, not even a checkpoint on close.
             let (conn, id) =
                 open_read_only_conn(&path, false).map_err(|e| sqlite_open_error(&path, e))?;
-            drop(conn);
             fresh = schema::classify(&path, &id, SCHEMA_VERSION)?.is_none();
+            if !fresh {
+                check_integrity(&conn, &path)?;
+            }
+            drop(conn);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn =
@@ -229,6 +232,34 @@ fn is_cant_open(e: &rusqlite::Error) -> bool {
 }
 
 /// Maps an SQLite error met while opening to the variant that explains it.
+/// Runs `PRAGMA quick_check` (every page and b-tree of the file, without
+/// the slower index-content cross-checks of `integrity_check`): a store
+/// whose pages were overwritten would otherwise be accepted, and events
+/// written to it lost.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let findings: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| match sqlite_open_error(path, e) {
+            // An error while checking is itself damage.
+            OpenError::Sqlite { source, .. } => OpenError::Damaged {
+                path: path.to_path_buf(),
+                findings: source.to_string(),
+            },
+            other => other,
+        })?;
+    if findings.len() == 1 && findings[0] == "ok" {
+        return Ok(());
+    }
+    Err(OpenError::Damaged {
+        path: path.to_path_buf(),
+        findings: findings.join("; "),
+    })
+}
+
 fn sqlite_open_error(path: &Path, e: rusqlite::Error) -> OpenError {
     let path = path.to_path_buf();
     match e.sqlite_error_code() {

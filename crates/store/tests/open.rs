@@ -305,3 +305,38 @@ fn two_writers_can_share_a_store() {
     b.append(&event(2, EventKind::Stop, None, None)).unwrap();
     assert_eq!(a.query(&Query::new()).unwrap().len(), 2);
 }
+
+#[test]
+fn a_store_with_overwritten_pages_is_refused_untouched() {
+    let tmp = tempdir();
+    let path = tmp.path().join("s.db");
+    let mut store = Store::open(&path).unwrap();
+    let events: Vec<_> = (0..2000)
+        .map(|i| event(i, EventKind::Alert, Some("db"), Some(1)))
+        .collect();
+    store.append_batch(&events).unwrap();
+    store.close().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    let page = 4096;
+    assert!(bytes.len() > 8 * page, "store too small to damage");
+    // Keep the header page (so the file still looks like our store) and
+    // overwrite every other page with pseudo-random bytes.
+    let mut x: u32 = 0x9e37_79b9;
+    for b in &mut bytes[page..] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    fs::write(&path, &bytes).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, OpenError::Damaged { .. }), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string())
+            && msg.contains(".recover")
+            && msg.contains("mv "),
+        "{msg}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes, "left untouched");
+}
