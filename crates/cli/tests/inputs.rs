@@ -321,3 +321,89 @@ fn hostile_http_clients_do_not_take_the_endpoints_down() {
     drop(held);
     assert!(d.terminate().success());
 }
+
+#[test]
+fn as_root_files_others_could_change_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !selfheal_sys::process::is_root() {
+        eprintln!("SKIP as_root_files_others_could_change_are_refused: the StrictModes check applies to root only");
+        return;
+    }
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    // A config file in a directory anyone can write to.
+    let cfg = open.join("selfheal.toml");
+    std::fs::write(&cfg, "[daemon]\nlisten = \"\"\n").unwrap();
+    for args in [
+        vec!["config", "check", cfg.to_str().unwrap()],
+        vec!["watch", "--config", cfg.to_str().unwrap()],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(open.to_str().unwrap()) && err.contains("chmod go-w"),
+            "{err}"
+        );
+    }
+    // A safe config whose hook lives in that directory.
+    let hook = open.join("dump.sh");
+    std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+    chmod(&hook, 0o755);
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[app]]\nname = \"a\"\ncommand = [\"sleep\", \"1\"]\n[app.hook]\ncommand = [\"{}\"]\n",
+            hook.display()
+        ),
+    );
+    let (code, _, err) = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("hook command of app `a`") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    // Owned by another user.
+    chmod(&open, 0o755);
+    std::os::unix::fs::chown(&hook, Some(65534), None).unwrap();
+    let (code, _, err) = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("uid 65534") && err.contains("chown root"),
+        "{err}"
+    );
+    // Fixed: accepted.
+    std::os::unix::fs::chown(&hook, Some(0), None).unwrap();
+    let (code, _, err) = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn the_store_and_event_log_are_created_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state/s.db");
+    let log = dir.path().join("events.jsonl");
+    let mut d = DaemonProc::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store.to_str().unwrap(),
+            "--event-log",
+            log.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    d.wait_http(Duration::from_secs(20));
+    assert!(d.terminate().success());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store), 0o600);
+    assert_eq!(mode(store.parent().unwrap()), 0o700);
+    assert_eq!(mode(&log), 0o600);
+}

@@ -16,6 +16,7 @@ mod recovery;
 mod rules;
 mod sections;
 mod stall;
+mod trust;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,13 @@ pub use sections::{
     parse_listen, DaemonConfig, LightConfig, LogFormat, SamplerConfig, StoreConfig,
 };
 pub use stall::{StallConfig, WatchdogConfig};
+pub use trust::{check_root_only, resolve_program, TrustError};
+
+/// Root runs the trust tests (they need root-owned files).
+#[cfg(test)]
+fn trust_tests_can_run() -> bool {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+}
 pub use vm::{VmCheckpointConfig, VmConfig};
 
 /// The commented default configuration, as `selfheal config default` prints it.
@@ -117,6 +125,10 @@ pub enum ConfigError {
         /// The offending line with a caret.
         snippet: String,
     },
+    /// Running as root, a file the config names (or the config itself)
+    /// could be changed by another user.
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
     /// Two rules in one file share a name.
     #[error("{path}: rule `{name}` is defined twice; rule names must be unique within a file")]
     DuplicateRule {
@@ -174,6 +186,20 @@ impl Config {
         let config: Config =
             toml::from_str(text).map_err(|e| ConfigError::invalid(path, text, e))?;
         check_unique(path, &config.rules)?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] for a process running as root (StrictModes): the
+    /// file, every included file and every hook and exec-probe command must
+    /// be changeable by root only (see [`check_root_only`]).
+    pub fn load_trusted(path: &Path) -> Result<Config, ConfigError> {
+        check_root_only(path, "config file")?;
+        let config = Config::load(path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for inc in &config.include {
+            check_root_only(&dir.join(inc), "included rule file")?;
+        }
+        config.check_commands_root_only()?;
         Ok(config)
     }
 

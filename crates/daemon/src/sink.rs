@@ -74,9 +74,13 @@ impl FanoutSink {
             None => None,
             Some(p) if p == Path::new("-") => Some(Mutex::new(LogTarget::Stdout)),
             Some(p) => {
+                // Root only when created (events name commands, cgroups
+                // and users); an existing file keeps the mode its owner gave it.
+                use std::os::unix::fs::OpenOptionsExt;
                 let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(p)
                     .map_err(|source| EventLogError {
                         path: p.display().to_string(),

@@ -14,9 +14,9 @@ const HEADER_LEN: usize = 100;
 /// The first 16 bytes of every SQLite 3 database.
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Mode for a directory we create: the events may name commands and cgroups.
-const DIR_MODE: u32 = 0o750;
+const DIR_MODE: u32 = 0o700;
 /// Mode for a store file we create; SQLite gives its -wal/-shm files the same.
-const FILE_MODE: u32 = 0o640;
+const FILE_MODE: u32 = 0o600;
 
 /// What is at the store path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,8 +29,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store for writing, creating the directory (mode 0750) and
-    /// the file (mode 0640) when missing and initialising an empty file.
+    /// Opens the store for writing, creating the directory (mode 0700) and
+    /// the file (mode 0600: root only, as root) when missing and
+    /// initialising an empty file. An existing file keeps its mode.
     /// A file that is not a selfheal store, or one from a newer selfheal, is
     /// refused and left untouched.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {

@@ -54,8 +54,8 @@ fn a_missing_store_and_its_directory_are_created_private() {
         .permissions()
         .mode();
     let file_mode = fs::metadata(&path).unwrap().permissions().mode();
-    assert_eq!(dir_mode & 0o777, 0o750);
-    assert_eq!(file_mode & 0o777, 0o640);
+    assert_eq!(dir_mode & 0o777, 0o700);
+    assert_eq!(file_mode & 0o777, 0o600);
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
 }
 

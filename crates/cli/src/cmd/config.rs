@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use selfheal_config::{Config, DEFAULT_CONFIG_TOML};
+use selfheal_config::DEFAULT_CONFIG_TOML;
 
 /// Prints the commented default configuration.
 pub fn print_default() -> anyhow::Result<ExitCode> {
@@ -13,7 +13,7 @@ pub fn print_default() -> anyhow::Result<ExitCode> {
 
 /// Validates a file and summarises what it configures.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path).map_err(|e| super::usage(e.to_string()))?;
+    let config = super::load_config(Some(path))?;
     let rules = config.effective_rules();
     println!(
         "{}: OK — {} rules ({} light, {} heavy), sampling every {}, store {}, HTTP {}",

@@ -25,10 +25,17 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Loads `--config FILE` or returns the defaults. A bad file is a usage error.
+/// Loads `--config FILE` or returns the defaults. A bad file is a usage
+/// error. As root, the file and the commands it names must be changeable
+/// by root only (StrictModes, [`Config::load_trusted`]).
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let load = if selfheal_sys::process::is_root() {
+        Config::load_trusted
+    } else {
+        Config::load
+    };
     match path {
-        Some(p) => Config::load(p).map_err(|e| UsageError(e.to_string()).into()),
+        Some(p) => load(p).map_err(|e| UsageError(e.to_string()).into()),
         None => Ok(Config::default()),
     }
 }
