@@ -87,6 +87,7 @@ fn healthz(shared: &Shared) -> Response {
             }
         }
     }
+    stale.extend(shared.panics.fatal_reasons());
     if stale.is_empty() {
         Response::text(200, "ok\n")
     } else {
@@ -158,7 +159,8 @@ fn status(shared: &Shared, reader: &Mutex<Option<Store>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_seconds": uptime.as_secs_f64(),
-        "healthy": shared.heartbeat.is_fresh((shared.period * 3).max(Duration::from_secs(1))),
+        "healthy": shared.heartbeat.is_fresh((shared.period * 3).max(Duration::from_secs(1)))
+            && shared.panics.fatal_reasons().is_empty(),
         "dry_run": shared.dry_run,
         "store": shared.store_path.display().to_string(),
         "features": { "psi": shared.features.psi, "mem_available": shared.features.mem_available, "diskstats": shared.features.diskstats },

@@ -13,6 +13,7 @@ pub mod collectors;
 mod hang;
 mod host_link;
 pub mod http;
+mod panics;
 pub mod sdnotify;
 mod since;
 mod sink;
@@ -34,6 +35,7 @@ use selfheal_store::{Retention, Store, StoreWriter, WriterOptions};
 
 pub use api::events_query;
 pub use host_link::{HostLink, LinkCounters};
+pub use panics::{PanicRecord, PanicWatch};
 pub use since::parse_since;
 pub use sink::{event_log_line, FanoutSink};
 
@@ -103,6 +105,8 @@ pub(crate) struct Shared {
     /// The hang pipeline's watchdog chain (canaries, pipeline, watcher),
     /// when it runs.
     pub chain: Option<Arc<selfheal_detect::watchdog::ChainHealth>>,
+    /// Panics of the daemon's threads.
+    pub panics: Arc<PanicWatch>,
 }
 
 /// A running daemon.
@@ -131,6 +135,7 @@ impl Daemon {
     pub fn start(opts: DaemonOptions) -> Result<Daemon, StartError> {
         let config = opts.config;
         let started = SystemTime::now();
+        let panics = PanicWatch::install();
         let store = Store::open(&opts.store_path)?;
         let writer = Arc::new(StoreWriter::start(store, WriterOptions::default())?);
         let writer_counters = writer.counters().clone();
@@ -294,6 +299,7 @@ impl Daemon {
             dry_run: config.daemon.dry_run,
             apps: Mutex::new(apps),
             chain: hang.chain_health(),
+            panics,
         });
         let http = match config.daemon.listen {
             Some(addr) => {
@@ -306,6 +312,9 @@ impl Daemon {
                 shared
                     .registry
                     .register(Arc::new(collectors::HttpCollector(server.stats())));
+                if std::env::var("SELFHEAL_TEST_INJECT_PANIC").as_deref() == Ok("http") {
+                    server.inject_panic();
+                }
                 Some(server)
             }
             None => None,
@@ -361,7 +370,19 @@ impl Daemon {
     /// systemd watchdog is told, and what `/healthz` reports.
     pub fn is_healthy(&self) -> bool {
         let max_age = (self.shared.period * 3).max(Duration::from_secs(1));
-        self.shared.heartbeat.is_fresh(max_age) && self.hang.as_ref().is_none_or(|h| h.is_healthy())
+        self.shared.heartbeat.is_fresh(max_age)
+            && self.hang.as_ref().is_none_or(|h| h.is_healthy())
+            && self.shared.panics.fatal_reasons().is_empty()
+    }
+
+    /// Emits a `panic` event for each panic recorded from index `from` on;
+    /// returns how many.
+    fn record_panics(&self, from: usize) -> usize {
+        let new = self.shared.panics.since(from);
+        for p in &new {
+            self.sink.emit(p.to_event());
+        }
+        new.len()
     }
 
     /// Where events go (for components started next to the daemon).
@@ -471,12 +492,14 @@ impl Daemon {
             .max(Duration::from_secs(1));
         let mut next_retention = Instant::now();
         let mut was_healthy = true;
+        let mut panics_recorded = 0;
         let reason = loop {
             match sig_rx.recv_timeout(tick) {
                 Ok(sig) => break format!("signal {}", selfheal_sys::signal::signal_name(sig)),
                 Err(RecvTimeoutError::Disconnected) => break "signal handler gone".to_string(),
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            panics_recorded += self.record_panics(panics_recorded);
             let healthy = self.is_healthy();
             if let (Some(n), Some(_)) = (&notifier, watchdog) {
                 if healthy {
@@ -503,6 +526,7 @@ impl Daemon {
             let _ = n.notify("STOPPING=1");
         }
         sig_handle.close();
+        self.record_panics(panics_recorded);
         self.stop(&reason);
         Ok(())
     }

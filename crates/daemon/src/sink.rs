@@ -43,6 +43,10 @@ pub struct FanoutSink {
     event_log: Option<Mutex<LogTarget>>,
     /// The link to the host when running in a VM (`[host_link]`).
     link: Option<Arc<dyn EventSink>>,
+    /// Test hook (`SELFHEAL_TEST_INJECT_PANIC=sink:KIND`): the thread that
+    /// emits the first event of this kind panics, to prove that a panic in
+    /// a daemon thread is recorded and reported.
+    panic_on: Mutex<Option<selfheal_event::EventKind>>,
 }
 
 impl std::fmt::Debug for FanoutSink {
@@ -89,10 +93,14 @@ impl FanoutSink {
                 Some(Mutex::new(LogTarget::File(f)))
             }
         };
+        let panic_on = std::env::var("SELFHEAL_TEST_INJECT_PANIC")
+            .ok()
+            .and_then(|v| v.strip_prefix("sink:")?.parse().ok());
         Ok(FanoutSink {
             store,
             event_log,
             link: None,
+            panic_on: Mutex::new(panic_on),
         })
     }
 
@@ -105,6 +113,16 @@ impl FanoutSink {
 
 impl EventSink for FanoutSink {
     fn emit(&self, event: Event) -> bool {
+        let inject = {
+            let mut p = self.panic_on.lock().unwrap_or_else(|p| p.into_inner());
+            (*p == Some(event.kind)).then(|| p.take())
+        };
+        if inject.is_some() {
+            panic!(
+                "injected panic on emitting a {} event (test hook)",
+                event.kind
+            );
+        }
         let culprit = event
             .culprit
             .as_ref()

@@ -55,6 +55,9 @@ pub enum EventKind {
     Checkpoint,
     /// A supervised application was rolled back to an in-memory checkpoint.
     Rollback,
+    /// A daemon thread panicked: its component was restarted, or the
+    /// daemon reports unhealthy (`/healthz`, systemd watchdog).
+    Panic,
 }
 
 impl EventKind {
@@ -78,6 +81,7 @@ impl EventKind {
         EventKind::AppExit,
         EventKind::Checkpoint,
         EventKind::Rollback,
+        EventKind::Panic,
     ];
 
     /// The stable name used in the store, the API and on the command line.
@@ -101,6 +105,7 @@ impl EventKind {
             EventKind::AppExit => "app_exit",
             EventKind::Checkpoint => "checkpoint",
             EventKind::Rollback => "rollback",
+            EventKind::Panic => "panic",
         }
     }
 }

@@ -16,4 +16,5 @@ mod request;
 mod server;
 
 pub use request::{Request, Response, Router};
+pub(crate) use server::panic_message;
 pub use server::{answer_raw, HttpServer, HttpStats, Limits};
