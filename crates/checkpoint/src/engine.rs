@@ -75,6 +75,8 @@ pub struct Config {
     /// wrote are written again as it re-runs, and a connection accepted
     /// since the checkpoint is closed (the peer sees EOF and reconnects).
     pub replay_tolerant_sockets: Vec<PathBuf>,
+    /// Changes to files are part of the checkpoint (see `crate::files`).
+    pub files: crate::files::FilesConfig,
 }
 
 /// How checkpoints older than the newest `keep` are thinned out.
@@ -99,6 +101,7 @@ impl Default for Config {
             precopy: true,
             older: None,
             replay_tolerant_sockets: Vec::new(),
+            files: crate::files::FilesConfig::default(),
         }
     }
 }
@@ -329,6 +332,17 @@ fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), 
         let mut s = Session::new(t, config.keep, config.force_full_copy)?;
         s.older = config.older;
         s.replay_tolerant = config.replay_tolerant_sockets.clone();
+        let mut files = config.files.clone();
+        files.tolerant_sockets.extend(
+            config
+                .replay_tolerant_sockets
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
+        s.files = match crate::files::Files::install(&mut s.t, &mut s.remote, &files) {
+            Ok(f) => f,
+            Err(e) => return Err(Box::new((e, s.t))),
+        };
         let stats = match s.checkpoint(started) {
             Ok(st) => st,
             Err(e) => return Err(Box::new((e, s.t))),
@@ -367,6 +381,7 @@ fn tracer_main(
     let _ = events.send(Event::Started {
         pid,
         tracking: session.tracker.mode(),
+        files: session.files.mode(),
     });
     metrics.record_checkpoint(&first, std::time::Duration::from_micros(first.pause_us));
     if config.report_checkpoints {
@@ -501,6 +516,9 @@ impl Tracer {
     }
 
     fn finish(&mut self) -> Result<(), Done> {
+        // No rollback can come any more: stashed files go before anyone
+        // is told the program ended.
+        self.s.files.stop();
         let st = self.s.t.exit_status.unwrap_or(WaitStatus::Signaled {
             sig: libc::SIGKILL,
             core_dumped: false,
@@ -814,6 +832,9 @@ impl Tracer {
     }
 
     fn detach(&mut self) {
+        // The filter stays (it cannot be removed); its calls are let
+        // through unrecorded from now on.
+        self.s.files.stop();
         let mut notices = Vec::new();
         if self.s.t.stop_all(&mut notices).is_ok() {
             if let Ok(maps) = procfs::read_maps(self.s.t.pid) {

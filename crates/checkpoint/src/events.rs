@@ -6,6 +6,7 @@ use std::time::Duration;
 use selfheal_metrics::{AtomicHistogram, PAUSE_BUCKETS};
 use serde::Serialize;
 
+use crate::fds::FdKind;
 use crate::tracker::TrackingMode;
 
 /// Why the process needs rolling back.
@@ -95,10 +96,104 @@ pub enum Unrecoverable {
     },
     /// The program executed a new image; old checkpoints describe another program.
     Exec,
+    /// A file changed since the checkpoint in a way that cannot be undone.
+    FileChanged {
+        /// The file (as first seen).
+        path: String,
+        /// Why.
+        why: FileRefusal,
+    },
+    /// Output that cannot be taken back (to a pipe, socket, terminal or
+    /// device) was written since the checkpoint.
+    OutputSent {
+        /// Descriptor written.
+        fd: i32,
+        /// What it is.
+        kind: FdKind,
+        /// Thread that wrote (the program's, or a child's).
+        pid: i32,
+    },
+    /// File tracking is off, and the program wrote since the checkpoint:
+    /// what it wrote cannot be checked or undone.
+    UntrackedWrites {
+        /// Bytes written since the checkpoint (`wchar`).
+        bytes: u64,
+        /// Why file tracking is off.
+        why: String,
+    },
     /// The rollback itself failed.
     Failed {
         /// The error.
         error: String,
+    },
+}
+
+/// Why a change to a file cannot be undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FileRefusal {
+    /// Another process has the file open: it may have written it, and it
+    /// would see it change under it.
+    SharedWithProcess {
+        /// That process.
+        pid: i32,
+        /// Its name.
+        comm: String,
+    },
+    /// The file is on a filesystem where a write may act beyond the file
+    /// (procfs, sysfs, a network or FUSE filesystem) or cannot be undone.
+    Filesystem {
+        /// Filesystem type.
+        fs: String,
+    },
+    /// Keeping the old contents would take more than the budget.
+    PreimageBudget {
+        /// Bytes allowed.
+        budget: u64,
+    },
+    /// Mapped shared from a descriptor open for writing: writes through
+    /// memory are invisible to us.
+    SharedMapping,
+    /// Asynchronous I/O (io_uring, Linux AIO): its writes are invisible to us.
+    AsyncIo,
+    /// The program wrote another process's memory (process_vm_writev).
+    ForeignMemory,
+    /// A system call through another ABI (int 0x80, x32).
+    ForeignAbi {
+        /// Its number.
+        nr: i32,
+    },
+    /// We could not open our own handle on the file to restore it.
+    NoHandle {
+        /// The error.
+        error: String,
+    },
+    /// A removed or replaced file could not be kept aside (hard link).
+    StashFailed {
+        /// The error.
+        error: String,
+    },
+    /// The name could not be resolved (its directory was deleted).
+    PathUnknown,
+    /// An operation we do not undo.
+    Unsupported {
+        /// What it was.
+        what: String,
+    },
+}
+
+/// How changes to files are followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum FileTracking {
+    /// A seccomp filter asks the engine before every call that changes a
+    /// file's contents or names, or writes output.
+    Seccomp,
+    /// Not followed: a rollback is refused if the program wrote anything
+    /// since the checkpoint.
+    Off {
+        /// Why.
+        reason: String,
     },
 }
 
@@ -153,6 +248,13 @@ pub struct RollbackReport {
     /// Per-thread kernel state put back (rseq registrations, robust futex
     /// lists, alternate signal stacks, clear-tid addresses).
     pub thread_ops: usize,
+    /// Files whose contents or size were put back.
+    pub files_restored: usize,
+    /// Bytes of old file contents written back.
+    pub file_bytes_restored: u64,
+    /// Name operations undone (created files removed, removed or renamed
+    /// ones put back).
+    pub names_restored: usize,
     /// Time the process was stopped for the rollback, in microseconds.
     pub duration_us: u64,
 }
@@ -178,6 +280,8 @@ pub enum Event {
         pid: i32,
         /// How written pages are found.
         tracking: TrackingMode,
+        /// How changes to files are followed.
+        files: FileTracking,
     },
     /// A checkpoint was taken (only with `Config::report_checkpoints`).
     Checkpoint(CheckpointStats),

@@ -87,8 +87,7 @@ fn kind_of(target: &str, meta: Option<&fs::Metadata>) -> FdKind {
 
 /// Reads the fd table of `pid`. What is known about a descriptor whose link
 /// target is unchanged since `prev` is reused; only regular files get their
-/// offset read again (the standard streams' offsets are external I/O and
-/// never restored). Descriptors that vanish while we look are skipped.
+/// offset read again. Descriptors that vanish while we look are skipped.
 pub(crate) fn capture(pid: i32, prev: &[FdSnap]) -> std::io::Result<Vec<FdSnap>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
@@ -113,7 +112,7 @@ pub(crate) fn capture(pid: i32, prev: &[FdSnap]) -> std::io::Result<Vec<FdSnap>>
         };
         if let Some(old) = prev.iter().find(|p| p.fd == fd && p.target == target) {
             let mut snap = old.clone();
-            if snap.kind == FdKind::File && fd > 2 {
+            if snap.kind == FdKind::File {
                 snap.pos = fdinfo().pos;
             }
             out.push(snap);

@@ -21,6 +21,7 @@ mod engine;
 pub mod error;
 mod events;
 mod fds;
+mod files;
 mod history;
 pub mod launch;
 mod layout;
@@ -55,8 +56,10 @@ pub(crate) fn debug(msg: impl FnOnce() -> String) {
 pub use engine::{Config, Control, Engine, Older, Target, CRASH_SIGNALS};
 pub use error::{StartError, TraceError};
 pub use events::{
-    CheckpointStats, Event, ExitInfo, Failure, Metrics, RollbackReport, Unrecoverable,
+    CheckpointStats, Event, ExitInfo, Failure, FileRefusal, FileTracking, Metrics, RollbackReport,
+    Unrecoverable,
 };
 pub use fds::FdKind;
+pub use files::FilesConfig;
 pub use launch::LaunchSpec;
 pub use tracker::TrackingMode;

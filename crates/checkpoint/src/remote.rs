@@ -231,19 +231,32 @@ impl Remote {
     /// Copies a NUL-terminated string into the scratch page; returns its
     /// address in the tracee.
     pub fn put_cstr(&mut self, tracee: &mut Tracee, s: &str) -> Result<u64, TraceError> {
-        let addr = self.scratch(tracee)?;
         let mut bytes = s.as_bytes().to_vec();
         bytes.push(0);
+        self.put_bytes(tracee, &bytes).map_err(|e| match e {
+            TraceError::Remote { pid, errno, .. } => TraceError::Remote {
+                pid,
+                nr: libc::SYS_openat,
+                errno,
+            },
+            e => e,
+        })
+    }
+
+    /// Copies `bytes` to the start of the scratch page; returns its address
+    /// in the tracee.
+    pub fn put_bytes(&mut self, tracee: &mut Tracee, bytes: &[u8]) -> Result<u64, TraceError> {
+        let addr = self.scratch(tracee)?;
         if bytes.len() as u64 > RESULTS_AT {
             return Err(TraceError::Remote {
                 pid: tracee.pid,
-                nr: libc::SYS_openat,
+                nr: 0,
                 errno: libc::ENAMETOOLONG,
             });
         }
         tracee
             .mem
-            .write_all_at(&bytes, addr)
+            .write_all_at(bytes, addr)
             .map_err(|e| TraceError::Io {
                 pid: tracee.pid,
                 what: "write the scratch page",

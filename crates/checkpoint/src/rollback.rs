@@ -199,6 +199,10 @@ impl Session {
         let fds_now = fds::capture(pid, &[]).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;
         let kernel = self.thread_kernel_states(idx)?;
+        let target = &self.history[idx];
+        self.files
+            .check(target.id, pid, target.io, &fds_now)
+            .map_err(refuse)?;
         {
             let t = &self.history[idx];
             let show = |v: &[Vma]| {
@@ -221,6 +225,15 @@ impl Session {
         let age_ms = self.history[idx].taken_at.elapsed().as_millis() as u64;
 
         // From here on the process changes: any error leaves it broken.
+        // Files first: descriptors reopened below need their names back.
+        let files = self
+            .files
+            .restore(self.history[idx].id)
+            .map_err(|e| TraceError::Io {
+                pid,
+                what: "restore files changed since the checkpoint",
+                source: e,
+            })?;
         let mut touched = Vec::new();
         while self.history.len() > idx + 1 {
             let newest = self.history.pop_back().expect("len > idx + 1");
@@ -342,6 +355,9 @@ impl Session {
             layout_ops: layout_ops.len(),
             fd_ops,
             thread_ops,
+            files_restored: files.files,
+            file_bytes_restored: files.bytes,
+            names_restored: files.names,
             duration_us: started.elapsed().as_micros() as u64,
         })
     }
@@ -457,9 +473,21 @@ impl Session {
     fn restore_fds(&mut self, now: &[FdSnap]) -> Result<usize, TraceError> {
         let target_fds = self.history.back().expect("target kept").fds.clone();
         let mut ops = 0;
-        // The standard streams come from the supervisor and may share their
-        // file offset with it: they are external I/O, never repositioned.
-        for f in target_fds.iter().filter(|f| f.fd > 2) {
+        for f in &target_fds {
+            // The standard streams may share their offset with the
+            // supervisor (`selfheal run … < in > out`): repositioned when
+            // they are regular files (reads rewound, writes undone above),
+            // never reopened.
+            if f.fd <= 2 {
+                match now.iter().find(|n| n.fd == f.fd) {
+                    Some(n) if n.same_object(f) && f.kind == FdKind::File && n.pos != f.pos => {
+                        self.lseek(f.fd, f.pos)?;
+                        ops += 1;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             match now.iter().find(|n| n.fd == f.fd) {
                 Some(n) if n.same_object(f) => {
                     if f.kind == FdKind::File && n.pos != f.pos {

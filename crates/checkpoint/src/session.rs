@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::error::TraceError;
 use crate::events::CheckpointStats;
 use crate::fds::{self, FdSnap};
+use crate::files::Files;
 use crate::memio;
 use crate::pages::{is_zero, Page, PagePool, Shadow, Undo, PAGE};
 use crate::procfs::{self, IoCounters, SignalDispositions, Vma};
@@ -85,6 +86,8 @@ pub(crate) struct Session {
     staged: BTreeMap<u64, Page>,
     /// Runs of mappings registered ahead of the pre-copy, for it to read.
     registered: Vec<DirtyRun>,
+    /// Changes to files since each checkpoint.
+    pub files: Files,
 }
 
 /// New mappings at least this large are registered in a short stop of
@@ -134,6 +137,7 @@ impl Session {
             addrs: Vec::new(),
             staged: BTreeMap::new(),
             registered: Vec::new(),
+            files: Files::off("not set up"),
         })
     }
 
@@ -153,6 +157,7 @@ impl Session {
         self.heap_end = None;
         self.discard_staged();
         self.tracker.forget_pending();
+        self.files.reset();
     }
 
     /// Drops what pre-copies read (their pages stay "written" in the
@@ -401,8 +406,13 @@ impl Session {
             Some(prev) => prev.undo = undo,
             None => undo.release(&mut self.pool),
         }
+        // Changes to files from here on belong to this checkpoint.
+        self.files.seal(self.next_id - 1);
         self.history.push_back(checkpoint);
         self.trim_history();
+        if let Some(oldest) = self.history.front() {
+            self.files.forget_before(oldest.id);
+        }
         Ok(CheckpointStats {
             id: self.next_id - 1,
             pause_us: started.elapsed().as_micros() as u64,

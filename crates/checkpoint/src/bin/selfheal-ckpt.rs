@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! selfheal-ckpt [--interval 50ms] [--keep 8] [--window 1s] [--full-copy]
-//!               [--no-precopy] [--restart N] [--sandbox MiB] [--events FILE] [--summary FILE]
+//!               [--no-precopy] [--no-file-tracking] [--restart N] [--sandbox MiB] [--events FILE] [--summary FILE]
 //!               [--no-checkpoint] -- CMD [ARGS...]
 //! ```
 //! Events are written as JSON lines to `--events` (default: none), a JSON
@@ -65,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
             "--window" => a.config.recurrence_window = parse_duration(&val()?)?,
             "--full-copy" => a.config.force_full_copy = true,
             "--no-precopy" => a.config.precopy = false,
+            "--no-file-tracking" => a.config.files.track = false,
             "--restart" => a.restarts = val()?.parse().map_err(|e| format!("--restart: {e}"))?,
             "--sandbox" => {
                 a.sandbox_mib = Some(val()?.parse().map_err(|e| format!("--sandbox: {e}"))?)

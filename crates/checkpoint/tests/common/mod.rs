@@ -63,6 +63,8 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "exitcode",
             "linesock",
             "tstate",
+            "files",
+            "writer",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
@@ -117,6 +119,18 @@ pub fn start(name: &str, args: &[&str], config: Config) -> Run {
 
 /// Starts any command (searched in PATH) under `config`, in `cwd`.
 pub fn start_argv(argv: Vec<String>, cwd: Option<PathBuf>, config: Config) -> Run {
+    start_stdio(argv, cwd, [None, None, None], config)
+}
+
+/// Like [`start_argv`] with the given stdin, stdout and stderr (stdout
+/// `None`: a pipe whose contents [`Run::wait`] returns; stdin and stderr
+/// `None`: ours).
+pub fn start_stdio(
+    argv: Vec<String>,
+    cwd: Option<PathBuf>,
+    stdio: [Option<OwnedFd>; 3],
+    config: Config,
+) -> Run {
     let sandbox = Sandbox::create(
         Path::new("/sys/fs/cgroup"),
         Limits {
@@ -126,18 +140,27 @@ pub fn start_argv(argv: Vec<String>, cwd: Option<PathBuf>, config: Config) -> Ru
         },
     )
     .expect("create cgroup sandbox");
-    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let [stdin, stdout, stderr] = stdio;
+    let (reader, stdout) = match stdout {
+        Some(fd) => (None, fd),
+        None => {
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            (Some(reader), OwnedFd::from(writer))
+        }
+    };
     let spec = LaunchSpec {
         argv,
         cwd,
-        stdio: [None, Some(OwnedFd::from(writer)), None],
+        stdio: [stdin, Some(stdout), stderr],
         cgroup_procs: sandbox.procs_files(),
         ..LaunchSpec::default()
     };
     let engine = Engine::start(Target::Launch(spec), config).expect("start engine");
     let stdout = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = reader.read_to_string(&mut s);
+        if let Some(mut r) = reader {
+            let _ = r.read_to_string(&mut s);
+        }
         s
     });
     Run {
@@ -166,8 +189,11 @@ impl Run {
                 Err(_) => {
                     self.engine.kill();
                     panic!(
-                        "program did not finish within {limit:?}; events: {:?}",
+                        "program did not finish within {limit:?}; events other than checkpoints: {:?}",
                         self.events
+                            .iter()
+                            .filter(|e| !matches!(e, Event::Checkpoint(_)))
+                            .collect::<Vec<_>>()
                     );
                 }
             }

@@ -154,7 +154,16 @@ impl Launcher for CheckpointLauncher {
         // Made first: once the engine runs there is no going back.
         let wake = UnixStream::pair().map_err(other)?;
         let ck = &self.ck;
-        match (ck.start)(Target::Launch(engine_spec), ck.config.clone()) {
+        let mut config = ck.config.clone();
+        // Heartbeats and status lines sent to our notify socket are not
+        // output a rollback must refuse: repeated, they do no harm.
+        config.files.quiet_peers.extend(
+            spec.env
+                .iter()
+                .filter(|(k, _)| k == "NOTIFY_SOCKET")
+                .map(|(_, v)| v.clone()),
+        );
+        match (ck.start)(Target::Launch(engine_spec), config) {
             Ok(e) => Ok(Box::new(CheckpointChild::start(
                 Arc::clone(ck),
                 e,
@@ -429,7 +438,9 @@ impl Pump {
     fn event(&mut self, ev: Event) -> Option<ExitStatus> {
         let pid = self.pid;
         match ev {
-            Event::Started { tracking, .. } => self.ck.report_started(pid, &tracking),
+            Event::Started {
+                tracking, files, ..
+            } => self.ck.report_started(pid, &tracking, &files),
             Event::Checkpoint(_) => {}
             Event::CheckpointFailed { error } => {
                 let due = self

@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use selfheal_event::{EventKind, Severity};
 use selfheal_sys::signal::signal_name;
 
-use super::engine::{Failure, RollbackReport, TrackingMode, Unrecoverable};
+use super::engine::{
+    Failure, FdKind, FileRefusal, FileTracking, RollbackReport, TrackingMode, Unrecoverable,
+};
 use super::AppCheckpoint;
 use crate::events::app_event;
 
@@ -54,6 +56,53 @@ pub fn describe_unrecoverable(why: &Unrecoverable) -> String {
         }
         Unrecoverable::Exec => "the program executed a new image".into(),
         Unrecoverable::Failed { error } => format!("the rollback failed: {error}"),
+        Unrecoverable::FileChanged { path, why } => {
+            format!("{path} changed since the checkpoint and {}", describe_file(why))
+        }
+        Unrecoverable::OutputSent { fd, kind, pid } => format!(
+            "output was written to {} (fd {fd}, by thread {pid}) since the checkpoint and cannot be taken back",
+            match kind {
+                FdKind::Pipe => "a pipe",
+                FdKind::Socket => "a socket",
+                FdKind::CharDevice => "a terminal or device",
+                _ => "a device",
+            }
+        ),
+        Unrecoverable::UntrackedWrites { bytes, why } => format!(
+            "{bytes} bytes were written since the checkpoint and file tracking is off ({why})"
+        ),
+    }
+}
+
+/// Why a file change cannot be undone, as the end of a sentence.
+fn describe_file(why: &FileRefusal) -> String {
+    match why {
+        FileRefusal::SharedWithProcess { pid, comm } => {
+            format!("is also open in another process ({comm}, pid {pid}), which may have written it or would see it change")
+        }
+        FileRefusal::Filesystem { fs } => {
+            format!("is on a {fs} filesystem, where a write may act beyond the file")
+        }
+        FileRefusal::PreimageBudget { budget } => format!(
+            "keeping its old contents would take more than the {} MiB budget",
+            budget >> 20
+        ),
+        FileRefusal::SharedMapping => {
+            "is mapped shared and writable: writes through memory cannot be seen".into()
+        }
+        FileRefusal::AsyncIo => {
+            "was written by asynchronous I/O (io_uring or AIO), which cannot be seen".into()
+        }
+        FileRefusal::ForeignMemory => "another process's memory was written".into(),
+        FileRefusal::ForeignAbi { nr } => {
+            format!("a system call ({nr}) came through another ABI (int 0x80 or x32)")
+        }
+        FileRefusal::NoHandle { error } => format!("could not be opened for restoring: {error}"),
+        FileRefusal::StashFailed { error } => {
+            format!("its old version could not be kept aside: {error}")
+        }
+        FileRefusal::PathUnknown => "its name could not be resolved (deleted directory)".into(),
+        FileRefusal::Unsupported { what } => format!("{what} cannot be undone"),
     }
 }
 
@@ -141,7 +190,7 @@ impl AppCheckpoint {
     }
 
     /// The engine runs: how it tracks memory, and warnings.
-    pub(crate) fn report_started(&self, pid: i32, tracking: &TrackingMode) {
+    pub(crate) fn report_started(&self, pid: i32, tracking: &TrackingMode, files: &FileTracking) {
         let c = &self.config;
         let history = c.interval * c.keep as u32;
         let (mode, note) = match tracking {
@@ -158,10 +207,20 @@ impl AppCheckpoint {
                 ": full copies of memory at every checkpoint (slower), because {n}"
             )),
         }
+        let files_note = match files {
+            FileTracking::Seccomp => None,
+            FileTracking::Off { reason } => Some(reason.clone()),
+        };
+        match &files_note {
+            None => message.push_str("; file changes tracked with a seccomp filter"),
+            Some(r) => message.push_str(&format!(
+                "; file changes NOT tracked ({r}): a rollback is refused once the program wrote anything"
+            )),
+        }
         if let Some(w) = &self.history_warning {
             message.push_str(&format!("; {w}"));
         }
-        let severity = if note.is_some() || self.history_warning.is_some() {
+        let severity = if note.is_some() || files_note.is_some() || self.history_warning.is_some() {
             Severity::Warning
         } else {
             Severity::Info
@@ -180,6 +239,8 @@ impl AppCheckpoint {
                 "recurrence_window_ms": c.recurrence_window.as_millis() as u64,
                 "tracking": mode,
                 "tracking_note": note,
+                "files": if files_note.is_none() { "seccomp" } else { "off" },
+                "files_note": files_note,
                 "warning": self.history_warning,
             }),
         );
@@ -211,7 +272,7 @@ impl AppCheckpoint {
         count: usize,
     ) {
         let message = format!(
-            "rolled {} (pid {pid}) back after {} to checkpoint {} from {} ms before{}: {} pages in {:.1} ms",
+            "rolled {} (pid {pid}) back after {} to checkpoint {} from {} ms before{}: {} pages{} in {:.1} ms",
             self.app,
             what(&r.failure),
             r.checkpoint_id,
@@ -222,6 +283,14 @@ impl AppCheckpoint {
                 (Failure::Crash { .. }, d) => format!(" ({d} checkpoints back: the same crash recurred)"),
             },
             r.pages_restored,
+            if r.files_restored + r.names_restored > 0 {
+                format!(
+                    ", {} files ({} bytes put back, {} names)",
+                    r.files_restored, r.file_bytes_restored, r.names_restored
+                )
+            } else {
+                String::new()
+            },
             r.duration_us as f64 / 1000.0,
         );
         let details = merge(
@@ -235,6 +304,9 @@ impl AppCheckpoint {
                 "layout_ops": r.layout_ops,
                 "fd_ops": r.fd_ops,
                 "thread_ops": r.thread_ops,
+                "files_restored": r.files_restored,
+                "file_bytes_restored": r.file_bytes_restored,
+                "names_restored": r.names_restored,
                 "duration_us": r.duration_us,
                 "rollbacks_this_run": count,
             }),

@@ -1,0 +1,372 @@
+//! Files are part of the checkpoint: a program that reads stdin from a
+//! file, writes stdout to a file and changes its own files in every way
+//! ends with exactly the files of a run that never crashed; what cannot be
+//! undone (output to a pipe, procfs, a file another process holds, a shared
+//! writable mapping) makes the rollback impossible, with the reason.
+
+mod common;
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use selfheal_checkpoint::{Event, ExitInfo, FdKind, FileRefusal, FileTracking, Unrecoverable};
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// Every file under `dir` (relative name → contents), directories as
+/// empty entries ending in '/'.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if p.is_dir() {
+                out.push((format!("{rel}/"), Vec::new()));
+                walk(base, &p, out);
+            } else {
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn input(dir: &Path) -> PathBuf {
+    let p = dir.join("input.txt");
+    let mut text = String::new();
+    let mut s = 0x9E3779B97F4A7C15u64;
+    while text.len() < 200_000 {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        text.push_str(&format!("{} {:x}\n", s % 1000, s >> 20));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn fd(f: File) -> Option<OwnedFd> {
+    Some(OwnedFd::from(f))
+}
+
+/// Runs `files ROUNDS WORK` plainly in `dir` with stdin/stdout files.
+fn plain_files(dir: &Path, stdin: &Path, args: &[String]) -> std::process::ExitStatus {
+    std::process::Command::new(prog("files"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(File::open(stdin).unwrap())
+        .stdout(File::create(dir.join("stdout.txt")).unwrap())
+        .status()
+        .unwrap()
+}
+
+#[test]
+fn a_program_changing_files_in_every_way_ends_byte_identical_after_crashes() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let top = tempfile::tempdir().unwrap();
+    let stdin = input(top.path());
+    let (a, b) = (top.path().join("a"), top.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    // Size the run to ~4 s on this machine, so that every signal lands
+    // while it runs.
+    let t = Instant::now();
+    let probe = top.path().join("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    assert!(plain_files(&probe, &stdin, &["10".into(), "1000000".into()]).success());
+    let per_round = t.elapsed().as_secs_f64() / 10.0;
+    let rounds = ((4.0 / per_round.max(1e-6)) as u64)
+        .clamp(40, 400)
+        .to_string();
+    let args = vec![rounds, "1000000".to_string()];
+    assert!(plain_files(&a, &stdin, &args).success());
+    let mut argv = vec![prog("files").display().to_string()];
+    argv.extend(args.iter().cloned());
+    let stdout = File::create(b.join("stdout.txt")).unwrap();
+    let mut run = start_stdio(
+        argv,
+        Some(b.clone()),
+        [fd(File::open(&stdin).unwrap()), fd(stdout), None],
+        config(),
+    );
+    let sent = signal_at_random(&run, libc::SIGSEGV, 6, 200, 700);
+    run.wait(LIMIT);
+    assert!(
+        matches!(
+            run.events.first(),
+            Some(Event::Started {
+                files: FileTracking::Seccomp,
+                ..
+            })
+        ),
+        "{:?}",
+        run.events.first()
+    );
+    assert!(run.impossible().is_empty(), "{:?}", run.impossible());
+    assert_eq!(run.rollbacks().len(), sent, "{:?}", run.events);
+    assert!(
+        sent >= 3,
+        "the program ended before three signals were sent"
+    );
+    assert!(
+        run.rollbacks()
+            .iter()
+            .any(|r| r.files_restored > 0 || r.names_restored > 0),
+        "no rollback had file changes to undo: {:?}",
+        run.rollbacks()
+    );
+    assert!(matches!(
+        run.events.last(),
+        Some(Event::Exited(ExitInfo { code: Some(0), .. }))
+    ));
+    let (ta, tb) = (tree(&a), tree(&b));
+    let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ta), names(&tb), "same files, no stash left behind");
+    for ((n, x), (_, y)) in ta.iter().zip(&tb) {
+        assert!(
+            x == y,
+            "{n} differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(x),
+            String::from_utf8_lossy(y)
+        );
+    }
+}
+
+/// One checkpoint, taken before the program runs: whatever it writes
+/// afterwards was written since the checkpoint. (With frequent checkpoints
+/// a crash may land right after one, with nothing written since, and the
+/// rollback would rightly go ahead.)
+fn one_checkpoint() -> selfheal_checkpoint::Config {
+    selfheal_checkpoint::Config {
+        interval: Duration::from_secs(600),
+        ..config()
+    }
+}
+
+/// Starts `writer ARGS`, crashes it once after `after`, and returns the
+/// reason the rollback was refused.
+fn refused(args: &[&str], cwd: &Path, after: Duration) -> (Unrecoverable, Run) {
+    let mut argv = vec![prog("writer").display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let mut run = start_stdio(
+        argv,
+        Some(cwd.to_path_buf()),
+        [None, None, None],
+        one_checkpoint(),
+    );
+    std::thread::sleep(after);
+    let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
+    selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).unwrap();
+    run.wait(LIMIT);
+    assert!(run.rollbacks().is_empty(), "{:?}", run.events);
+    assert!(
+        matches!(
+            run.events.last(),
+            Some(Event::Exited(ExitInfo {
+                signal: Some(libc::SIGSEGV),
+                ..
+            }))
+        ),
+        "the crash went through: {:?}",
+        run.events.last()
+    );
+    let why = match run.impossible().as_slice() {
+        [Event::RollbackImpossible { why, .. }] => why.clone(),
+        other => panic!("one refusal expected: {other:?}"),
+    };
+    (why, run)
+}
+
+#[test]
+fn output_written_to_a_pipe_since_the_checkpoint_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Rounds of ~10 ms: every checkpoint interval holds a write.
+    let (why, _) = refused(&["pipe", "100000"], dir.path(), Duration::from_millis(600));
+    assert!(
+        matches!(
+            why,
+            Unrecoverable::OutputSent {
+                fd: 1,
+                kind: FdKind::Pipe,
+                ..
+            }
+        ),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn a_write_to_procfs_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (why, _) = refused(
+        &["procfs", "100000"],
+        dir.path(),
+        Duration::from_millis(600),
+    );
+    match why {
+        Unrecoverable::FileChanged {
+            why: FileRefusal::Filesystem { fs },
+            ..
+        } => assert_eq!(fs, "proc"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_file_another_process_holds_open_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared.log");
+    std::fs::write(&shared, b"").unwrap();
+    // A bystander (ours) that keeps the file open.
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .stdout(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&shared)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let path = shared.display().to_string();
+    let (why, _) = refused(
+        &["append", &path, "100000"],
+        dir.path(),
+        Duration::from_millis(600),
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    match why {
+        Unrecoverable::FileChanged {
+            path: p,
+            why: FileRefusal::SharedWithProcess { pid, comm },
+        } => {
+            assert_eq!(p, path);
+            assert_eq!((pid, comm.as_str()), (holder.id() as i32, "sleep"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_shared_writable_file_mapping_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mapped").display().to_string();
+    let (why, _) = refused(
+        &["mmap", &path, "100000"],
+        dir.path(),
+        Duration::from_millis(600),
+    );
+    assert!(
+        matches!(
+            why,
+            Unrecoverable::SharedMemory { .. }
+                | Unrecoverable::FileChanged {
+                    why: FileRefusal::SharedMapping,
+                    ..
+                }
+        ),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn without_file_tracking_a_rollback_after_writes_is_refused() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let stdin = input(dir.path());
+    let mut config = one_checkpoint();
+    config.files.track = false;
+    let out = File::create(dir.path().join("stdout.txt")).unwrap();
+    let mut run = start_stdio(
+        vec![
+            prog("files").display().to_string(),
+            "100000".into(),
+            "1000000".into(),
+        ],
+        Some(dir.path().to_path_buf()),
+        [fd(File::open(&stdin).unwrap()), fd(out), None],
+        config,
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
+    selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).unwrap();
+    run.wait(LIMIT);
+    assert!(matches!(
+        run.events.first(),
+        Some(Event::Started {
+            files: FileTracking::Off { .. },
+            ..
+        })
+    ));
+    assert!(
+        matches!(
+            run.impossible().as_slice(),
+            [Event::RollbackImpossible {
+                why: Unrecoverable::UntrackedWrites { .. },
+                ..
+            }]
+        ),
+        "{:?}",
+        run.events
+    );
+}
+
+#[test]
+fn children_that_outlive_the_program_can_still_write() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    // The filter is inherited and cannot be removed; without anyone to
+    // answer it the child's write would fail with ENOSYS.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("late.txt");
+    let p = path.display().to_string();
+    let mut run = start_stdio(
+        vec![prog("writer").display().to_string(), "fork".into(), p],
+        None,
+        [None, None, None],
+        config(),
+    );
+    run.wait(LIMIT);
+    assert!(matches!(
+        run.events.last(),
+        Some(Event::Exited(ExitInfo { code: Some(0), .. }))
+    ));
+    // The engine is gone; the child (still in the sandbox) writes later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&path).unwrap_or_default() != "child\n" {
+        assert!(Instant::now() < deadline, "the orphaned child never wrote");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(run);
+}
