@@ -9,12 +9,15 @@
 //! plus per-checkpoint undo pages, so K checkpoints cost one copy plus their
 //! deltas. See [`Engine`] for the driving API.
 //!
-//! Output is not rolled back: bytes written to pipes, terminals or files
-//! between a checkpoint and a rollback stay written and are written again
-//! when the program re-runs that stretch. Reading from a pipe, socket or
-//! terminal since the checkpoint, sockets, shared writable memory, new or
-//! ended threads, new child processes and changed signal handlers make a
-//! rollback impossible; the engine says so and the supervisor restarts.
+//! Files are part of the checkpoint (`files`): a seccomp filter makes the
+//! program ask before every call that changes a file or writes output; the
+//! old contents of what it overwrites, file sizes and removed names are
+//! kept per checkpoint and put back by a rollback, offsets included (stdin
+//! and stdout too when they are files). Output to a pipe, socket or
+//! terminal since the checkpoint, changed files another process holds,
+//! sockets, shared writable memory, new or ended threads, new child
+//! processes and changed signal handlers make a rollback impossible; the
+//! engine says so and the supervisor restarts.
 #![forbid(unsafe_code)]
 
 mod engine;
