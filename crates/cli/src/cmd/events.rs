@@ -23,7 +23,7 @@ pub struct EventsArgs {
     /// Only events of this kind (repeat or comma-separate for several):
     /// start, stop, alert, diagnosis, dismissed, recovery, kernel, watchdog,
     /// app_start, app_ready, app_crash, app_hang, app_action, app_restart,
-    /// app_gave_up, app_exit, checkpoint, rollback.
+    /// app_gave_up, app_exit, checkpoint, rollback, panic.
     #[arg(long, value_name = "KIND", value_delimiter = ',')]
     pub kind: Vec<String>,
     /// Only events of this supervised application.
