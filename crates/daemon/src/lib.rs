@@ -303,12 +303,9 @@ impl Daemon {
         });
         let http = match config.daemon.listen {
             Some(addr) => {
-                let server = http::HttpServer::start(
-                    addr,
-                    api::router(shared.clone()),
-                    http::Limits::default(),
-                )
-                .map_err(|source| StartError::Listen { addr, source })?;
+                let server =
+                    http::HttpServer::start(addr, api::router(shared.clone()), http_limits())
+                        .map_err(|source| StartError::Listen { addr, source })?;
                 shared
                     .registry
                     .register(Arc::new(collectors::HttpCollector(server.stats())));
@@ -530,6 +527,27 @@ impl Daemon {
         self.stop(&reason);
         Ok(())
     }
+}
+
+/// The HTTP server's limits, with the connection limit kept below the
+/// open-file limit (raised first): running out of descriptors would stall
+/// accept() and with it /healthz.
+fn http_limits() -> http::Limits {
+    let mut limits = http::Limits::default();
+    let want = limits.max_connections as u64 + 1024;
+    match selfheal_sys::rlimit::raise_nofile_limit(want) {
+        Ok(soft) if soft < want => {
+            let fit = soft.saturating_sub(256).max(16) as usize;
+            tracing::warn!(
+                "open-file limit is {soft}: serving at most {fit} HTTP connections at once \
+                 (raise it with LimitNOFILE= or ulimit -n)"
+            );
+            limits.max_connections = fit;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
+    limits
 }
 
 /// The store path to use: `--store`, else `[daemon] store`, else the default

@@ -21,6 +21,7 @@ pub mod perf;
 pub mod poll;
 pub mod process;
 pub mod ptrace;
+pub mod rlimit;
 pub mod sched;
 pub mod seccomp;
 pub mod signal;
