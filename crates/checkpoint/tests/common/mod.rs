@@ -65,6 +65,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "tstate",
             "files",
             "writer",
+            "grow",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
