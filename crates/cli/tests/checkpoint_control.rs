@@ -166,6 +166,55 @@ fn job_control_sigterm_and_sigkill_work_on_a_traced_program() {
 }
 
 #[test]
+fn sigterm_ends_supervision_promptly_amid_checkpoints_and_rollbacks() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let threads = prog("threads");
+    let long = rounds_for("threads", 20, 60.0);
+    let mut rng = Rng::new();
+    // Checkpoints every 10 ms and a storm of crash signals: SIGTERM to
+    // selfheal lands in the middle of a checkpoint, a pre-copy, a rollback
+    // or a remote system call, wherever; supervision must end at once
+    // (the program does not handle SIGTERM) and pass its status on.
+    for round in 0..3 {
+        let mut sh = Selfheal::start(&[
+            "run",
+            "--no-store",
+            "--checkpoint-interval",
+            "10ms",
+            "--max-rollbacks",
+            "0",
+            "--",
+            &threads,
+            &long,
+        ]);
+        let pid = program_pid(&sh.sandbox, &threads, sh.pid());
+        std::thread::sleep(Duration::from_millis(300));
+        // One pidfd for the whole storm: it never names another process.
+        let pidfd = selfheal_sys::signal::pidfd_open(pid).unwrap();
+        let storm = std::thread::spawn(move || {
+            let mut rng = Rng::new();
+            while selfheal_sys::signal::pidfd_send_signal(&pidfd, sig("SIGSEGV")).is_ok() {
+                std::thread::sleep(rng.millis(5, 40));
+            }
+        });
+        std::thread::sleep(rng.millis(100, 700));
+        let t = Instant::now();
+        assert!(send(sh.pid(), sig("SIGTERM")));
+        let (code, _, err) = sh.wait(LIMIT);
+        let took = t.elapsed();
+        storm.join().unwrap();
+        assert_eq!(code, Some(128 + sig("SIGTERM")), "round {round}: {err}");
+        assert!(
+            took < Duration::from_secs(5),
+            "round {round}: took {took:?}\n{err}"
+        );
+    }
+}
+
+#[test]
 fn app_table_checkpoints_in_the_daemon() {
     if skip() {
         return;

@@ -56,6 +56,7 @@ pub fn progs() -> Result<&'static PathBuf, String> {
         for (name, src) in [
             ("compute", engine_progs.join("compute.c")),
             ("socket", engine_progs.join("socket.c")),
+            ("threads", engine_progs.join("threads.c")),
             ("watchdog", here.join("tests/checkpoint_progs/watchdog.c")),
             ("crasher", here.join("tests/checkpoint_progs/crasher.c")),
         ] {
