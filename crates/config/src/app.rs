@@ -69,6 +69,51 @@ pub enum KillMode {
     Process,
 }
 
+/// What happens to a program's redirected output when it is restarted
+/// after a failure (crash, hang, a rollback that was impossible), so the
+/// new run's output is not appended to the killed run's partial output.
+/// It applies to stdout (and stderr, when it reaches the program directly)
+/// when they are regular files: a shell's redirection that `selfheal run`
+/// passes on and a `stdout = "/path"` log alike. stdin, when it is a
+/// regular file, is rewound to where the killed run started reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartOutput {
+    /// Cut the file back to its size when the killed run started.
+    #[default]
+    Truncate,
+    /// Leave it: the new run appends to the killed run's output.
+    Keep,
+    /// Move what the killed run wrote to `FILE.failed-N` (N: the run
+    /// number), then cut the file back.
+    Rotate,
+}
+
+impl RestartOutput {
+    /// `truncate`, `keep` or `rotate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartOutput::Truncate => "truncate",
+            RestartOutput::Keep => "keep",
+            RestartOutput::Rotate => "rotate",
+        }
+    }
+}
+
+impl std::str::FromStr for RestartOutput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "truncate" => Ok(RestartOutput::Truncate),
+            "keep" => Ok(RestartOutput::Keep),
+            "rotate" => Ok(RestartOutput::Rotate),
+            other => Err(format!(
+                "unknown restart_output `{other}`; use truncate, keep or rotate"
+            )),
+        }
+    }
+}
+
 /// Where a program's stdout or stderr goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum Output {
@@ -420,6 +465,10 @@ pub struct AppConfig {
     /// its last lines can go into crash events.
     #[serde(default)]
     pub stderr: Output,
+    /// `truncate`, `keep` or `rotate`: what a restart after a failure does
+    /// to output files the killed run wrote (and to a stdin file it read).
+    #[serde(default)]
+    pub restart_output: RestartOutput,
     /// How many of the last stderr lines a crash event carries (0 to 1000).
     #[serde(default = "default_tail", deserialize_with = "de_tail")]
     pub stderr_tail_lines: usize,
@@ -486,6 +535,7 @@ impl AppConfig {
             restart: RestartPolicy::default(),
             stdout: Output::Inherit,
             stderr: Output::Inherit,
+            restart_output: RestartOutput::default(),
             stderr_tail_lines: default_tail(),
             stop_signal: SignalName::term(),
             stop_grace: default_grace(),

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use app::{
     check_http_url, check_tcp_address, AppConfig, BackoffConfig, BlockedWaits, CheckpointConfig,
     CrashLoopConfig, HookConfig, KillMode, NotifyAccess, NotifyConfig, Output, ProbeCheck,
-    ProbeConfig, ProgressConfig, RestartPolicy, SignalName, StatusRange,
+    ProbeConfig, ProgressConfig, RestartOutput, RestartPolicy, SignalName, StatusRange,
 };
 pub use duration::{parse_duration, HumanDuration, MAX_DURATION};
 pub use heavy::HeavyConfig;

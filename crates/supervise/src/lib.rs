@@ -13,7 +13,8 @@
 //!   command), pluggable [`recovery`] steps (the checkpoint engine's
 //!   rollback), then the stop signal, a grace period, SIGKILL and a restart
 //!   governed by the restart policy, exponential backoff and a crash-loop
-//!   breaker ([`policy`]).
+//!   breaker ([`policy`]). A restart after a failure cuts output files the
+//!   killed run wrote back to where it started (`restart_output`).
 //! - **Checkpoints** ([`checkpoint`], `[app.checkpoint]`): the program
 //!   runs under the μCheckpoint engine; a crash is rolled back in place
 //!   instead of restarted, a hang is rolled back by a recovery step.
@@ -42,6 +43,7 @@ pub mod recovery;
 mod run;
 mod runner;
 pub mod state;
+mod streams;
 mod supervisor;
 
 pub use child::{

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 
 use selfheal_config::{
-    AppConfig, BlockedWaits, HumanDuration, Output, ProbeCheck, ProbeConfig, RestartPolicy,
-    SignalName, StatusRange,
+    AppConfig, BlockedWaits, HumanDuration, Output, ProbeCheck, ProbeConfig, RestartOutput,
+    RestartPolicy, SignalName, StatusRange,
 };
 use selfheal_event::{Event, EventSink};
 use selfheal_store::{Store, StoreWriter, WriterOptions};
@@ -49,6 +49,13 @@ pub struct RunArgs {
     /// Append the program's stderr to FILE instead of passing it through.
     #[arg(long, value_name = "FILE")]
     pub stderr: Option<PathBuf>,
+    /// After a failure, what the restart does to output files the killed
+    /// run wrote (stdout, or stderr when it is a file given to the program
+    /// directly, as with `> out`): truncate (cut back to their size when it
+    /// started; stdin is rewound too), keep (append) or rotate (move its
+    /// output to FILE.failed-N, then cut back).
+    #[arg(long, default_value = "truncate", value_parser = str::parse::<RestartOutput>, value_name = "MODE")]
+    pub restart_output: RestartOutput,
     /// Last stderr lines kept for crash events (0 to 1000).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub stderr_tail_lines: usize,
@@ -156,6 +163,11 @@ pub struct RunArgs {
     /// checkpoint's stop instead of pre-copying while the program runs.
     #[arg(long, requires = "checkpoint_interval")]
     pub checkpoint_no_precopy: bool,
+    /// With --checkpoint-interval: do not track changes to files (no
+    /// seccomp filter); a rollback is then refused once the program wrote
+    /// anything since the checkpoint.
+    #[arg(long, requires = "checkpoint_interval")]
+    pub checkpoint_no_files: bool,
     /// The program and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -174,6 +186,7 @@ impl RunArgs {
         app.stdout = self.stdout.clone().map_or(Output::Inherit, Output::File);
         app.stderr = self.stderr.clone().map_or(Output::Inherit, Output::File);
         app.stderr_tail_lines = self.stderr_tail_lines;
+        app.restart_output = self.restart_output;
         app.stop_signal = self
             .stop_signal
             .parse::<SignalName>()
@@ -235,6 +248,7 @@ impl RunArgs {
             app.checkpoint.max_rollbacks = self.max_rollbacks;
             app.checkpoint.full_copy = self.checkpoint_full_copy;
             app.checkpoint.precopy = !self.checkpoint_no_precopy;
+            app.checkpoint.files = !self.checkpoint_no_files;
         }
         app.validate().map_err(anyhow::Error::msg)?;
         Ok(app)

@@ -38,6 +38,11 @@ pub struct CheckpointConfig {
     /// meanwhile (shorter pauses; one more page-table scan per checkpoint,
     /// run on another CPU). Off: everything is copied during the stop.
     pub precopy: bool,
+    /// Changes to files are part of the checkpoint: a seccomp filter makes
+    /// the program ask before every write, truncate, create, rename and
+    /// delete, the old contents are kept, and a rollback puts them back.
+    /// Off: a rollback is refused once the program wrote anything.
+    pub files: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -49,6 +54,7 @@ impl Default for CheckpointConfig {
             max_rollbacks: 10,
             full_copy: false,
             precopy: true,
+            files: true,
         }
     }
 }

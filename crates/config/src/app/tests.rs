@@ -34,6 +34,8 @@ fn minimal_app_gets_defaults() {
     assert!(ck.enabled());
     assert_eq!((ck.keep, ck.max_rollbacks, ck.full_copy), (8, 10, false));
     assert!(ck.precopy, "pre-copy is on by default");
+    assert!(ck.files, "file tracking is on by default");
+    assert_eq!(c.apps[0].restart_output, RestartOutput::Truncate);
 }
 
 #[test]
@@ -45,6 +47,7 @@ command = ["/srv/api", "--port", "8080"]
 cwd = "/srv"
 env = { RUST_LOG = "info" }
 restart = "always"
+restart_output = "rotate"
 stdout = "/var/log/api.out"
 stderr = "null"
 stderr_tail_lines = 5
@@ -57,7 +60,7 @@ crash_loop = { max_restarts = 2, window = "10s", healthy_after = "20s", retry_af
 notify = { enabled = true, ready_timeout = "5s", watchdog = "2s", access = "all" }
 progress = { spin = "10s", deadlock = "5s", blocked_waits = "any", period = "200ms", act_alone = true }
 hook = { command = ["/srv/api-dump"], timeout = "2s", thread_stacks = false }
-checkpoint = { interval = "50ms", keep = 16, recurrence_window = "2s", max_rollbacks = 3, full_copy = true, precopy = false }
+checkpoint = { interval = "50ms", keep = 16, recurrence_window = "2s", max_rollbacks = 3, full_copy = true, precopy = false, files = false }
 
 [[app.probe]]
 http = "http://127.0.0.1:8080/healthz"
@@ -73,6 +76,8 @@ tcp = "127.0.0.1:8080"
     let c = parse(text).unwrap();
     let a = &c.apps[0];
     assert_eq!(a.stop_signal.as_str(), "SIGINT");
+    assert_eq!(a.restart_output, RestartOutput::Rotate);
+    assert!(!a.checkpoint.files);
     assert_eq!(a.stdout, Output::File("/var/log/api.out".into()));
     assert_eq!(a.stderr, Output::Null);
     assert_eq!(a.parent_death_signal, None);
@@ -111,6 +116,11 @@ fn app_errors_point_at_the_text() {
 
     let (_, msg) = invalid("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = \"sometimes\"\n");
     assert!(msg.contains("on-failure"), "{msg}");
+
+    let (line, msg) =
+        invalid("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nrestart_output = \"erase\"\n");
+    assert_eq!(line, 4);
+    assert!(msg.contains("truncate") && msg.contains("rotate"), "{msg}");
 
     let (line, msg) =
         invalid("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"SIGNOPE\"\n");

@@ -99,6 +99,10 @@ pub fn engine_config(app: &AppConfig) -> engine::Config {
         recurrence_window: c.recurrence_window.get(),
         force_full_copy: c.full_copy,
         precopy: c.precopy,
+        files: engine::FilesConfig {
+            track: c.files,
+            ..engine::FilesConfig::default()
+        },
         ..engine::Config::default()
     }
 }

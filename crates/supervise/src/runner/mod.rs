@@ -35,6 +35,7 @@ use crate::probe::{self, ProbeOutcome, ProbeThread};
 use crate::progress::SuspicionKind;
 use crate::recovery::RecoveryStep;
 use crate::state::{AppState, Phase};
+use crate::streams::{RunStreams, Stream};
 
 /// How long the crash event waits for the stderr pump to catch up.
 const STDERR_DRAIN: Duration = Duration::from_millis(100);
@@ -162,6 +163,9 @@ pub(crate) struct Runner {
     warned_kill: bool,
     /// The last end was a failure to start.
     launch_failures: bool,
+    /// The standard streams of the last run that are regular files, as it
+    /// started.
+    streams: RunStreams,
 }
 
 impl Runner {
@@ -182,6 +186,7 @@ impl Runner {
             warned_notify: false,
             warned_kill: false,
             launch_failures: false,
+            streams: RunStreams::default(),
         }
     }
 
@@ -332,6 +337,17 @@ impl Runner {
 
     /// Starts the program (`pending` says why: `None` is the first start).
     fn start(&mut self, pending: Option<Pending>) {
+        // After a failure the killed run's partial output goes (or aside),
+        // so the new run does not append to it.
+        let failed = matches!(
+            &pending,
+            Some(Pending::Restart { cause, .. }) if *cause != EndCause::CleanExit
+        ) || matches!(&pending, Some(Pending::Retry { .. }));
+        let output = if failed {
+            self.streams.reset(self.s.app.restart_output, self.run_id)
+        } else {
+            Vec::new()
+        };
         self.run_id += 1;
         let now = Instant::now();
         let spec = match self.launch_spec() {
@@ -341,7 +357,8 @@ impl Runner {
                 return;
             }
         };
-        let (spec, pump) = spec;
+        let (spec, pump, streams) = spec;
+        self.streams = streams;
         let handle = match self.s.launcher.launch(spec) {
             Ok(h) => h,
             Err(e) => {
@@ -404,13 +421,19 @@ impl Runner {
                 self.emit(
                     EventKind::AppRestart,
                     Severity::Warning,
-                    format!("restarted {} (pid {pid}, restart {attempt} since healthy, after {delay:?} backoff)", self.name()),
+                    format!(
+                        "restarted {} (pid {pid}, restart {attempt} since healthy, after {delay:?} backoff){}",
+                        self.name(),
+                        crate::streams::summary(&output)
+                    ),
                     json!({
                         "pid": pid,
                         "attempt": attempt,
                         "backoff_ms": delay.as_millis() as u64,
                         "cause": cause_name(cause),
                         "previous": previous,
+                        "restart_output": self.s.app.restart_output.as_str(),
+                        "output": output,
                     }),
                 );
             }
@@ -419,15 +442,25 @@ impl Runner {
                 self.emit(
                     EventKind::AppRestart,
                     Severity::Warning,
-                    format!("retrying {} after giving up (pid {pid})", self.name()),
-                    json!({ "pid": pid, "cause": "retry_after_gave_up" }),
+                    format!(
+                        "retrying {} after giving up (pid {pid}){}",
+                        self.name(),
+                        crate::streams::summary(&output)
+                    ),
+                    json!({
+                        "pid": pid,
+                        "cause": "retry_after_gave_up",
+                        "restart_output": self.s.app.restart_output.as_str(),
+                        "output": output,
+                    }),
                 );
             }
         }
     }
 
-    /// The spec for the next run, and the stderr pump if stderr is piped.
-    fn launch_spec(&self) -> std::io::Result<(LaunchSpec, Option<StderrPump>)> {
+    /// The spec for the next run, the stderr pump if stderr is piped, and
+    /// the run's regular-file streams as it starts.
+    fn launch_spec(&self) -> std::io::Result<(LaunchSpec, Option<StderrPump>, RunStreams)> {
         let app = &self.s.app;
         let mut env: Vec<(String, String)> = app
             .env
@@ -456,6 +489,22 @@ impl Runner {
         } else {
             StdioSpec::Null
         };
+        let mut streams = RunStreams::default();
+        for (stream, spec) in [
+            (Stream::Stdin, &stdin),
+            (Stream::Stdout, &stdout),
+            (Stream::Stderr, &stderr),
+        ] {
+            // A piped stderr is the pump's: not the program's file.
+            if stream == Stream::Stderr && pump.is_some() {
+                continue;
+            }
+            match spec {
+                StdioSpec::Inherit => streams.note_inherited(stream),
+                StdioSpec::Fd(fd) => streams.note(stream, std::os::fd::AsFd::as_fd(fd)),
+                StdioSpec::Null => {}
+            }
+        }
         Ok((
             LaunchSpec {
                 argv: app.command.clone(),
@@ -468,6 +517,7 @@ impl Runner {
                 cgroup_procs: self.s.cgroup_procs.clone(),
             },
             pump,
+            streams,
         ))
     }
 
