@@ -119,6 +119,10 @@ pub struct Daemon {
     writer: Option<Arc<StoreWriter>>,
     sink: Arc<dyn EventSink>,
     host_link: Option<HostLink>,
+    /// SIGTERM/SIGINT, registered before anything starts: a stop asked for
+    /// while the daemon is still starting is honoured once it runs,
+    /// instead of killing it half-started with the default action.
+    signals: Option<signal_hook::iterator::Signals>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -133,6 +137,11 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Opens the store, starts every thread, records a `start` event.
     pub fn start(opts: DaemonOptions) -> Result<Daemon, StartError> {
+        let signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])
+        .map_err(StartError::Thread)?;
         let config = opts.config;
         let started = SystemTime::now();
         let panics = PanicWatch::install();
@@ -325,6 +334,7 @@ impl Daemon {
             writer: Some(writer),
             sink,
             host_link,
+            signals: Some(signals),
         };
         daemon.record_start(rules.len());
         Ok(daemon)
@@ -447,12 +457,15 @@ impl Daemon {
     /// Runs until SIGTERM or SIGINT: tells systemd READY=1, sends
     /// WATCHDOG=1 while healthy, applies retention periodically, then stops
     /// cleanly.
-    pub fn run_until_signalled(self) -> std::io::Result<()> {
+    pub fn run_until_signalled(mut self) -> std::io::Result<()> {
         let (sig_tx, sig_rx) = mpsc::channel();
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-        ])?;
+        let mut signals = match self.signals.take() {
+            Some(s) => s,
+            None => signal_hook::iterator::Signals::new([
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGINT,
+            ])?,
+        };
         let sig_handle = signals.handle();
         std::thread::Builder::new()
             .name("selfheal-signals".into())
