@@ -69,6 +69,14 @@ pub struct HeavyConfig {
     /// monopolising its CPU (RT hog, kernel stall culprit).
     #[serde(deserialize_with = "de_percent")]
     pub monopoly_percent: f64,
+    /// A memory cgroup in which the kernel's OOM killer killed at least
+    /// this many processes within `oom_loop_window` is in a fill-and-kill
+    /// loop (diagnosed even when it looks fine between sweeps); 0 turns
+    /// the check off.
+    pub oom_loop_kills: u32,
+    /// The window `oom_loop_kills` counts in.
+    #[serde(deserialize_with = "de_nonzero")]
+    pub oom_loop_window: HumanDuration,
 }
 
 impl Default for HeavyConfig {
@@ -89,6 +97,8 @@ impl Default for HeavyConfig {
             cgroup_pids_percent: 90.0,
             fork_bomb_tasks: 200,
             monopoly_percent: 80.0,
+            oom_loop_kills: 3,
+            oom_loop_window: HumanDuration::from_secs(30),
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`classify`]: two snapshots + what the stall detector, the sweep and the
 //!   kernel say → a [`Diagnosis`] of one [`Class`], with the culprit and the
 //!   evidence; or a `legitimate_load` dismissal.
+//! - [`oomloop`]: memory cgroups whose programs the kernel OOM-kills again
+//!   and again (fill, kill, respawn), from its own verdicts.
 //! - [`verify`]: live checks that a symptom cleared, for the recovery ladder.
 //! - [`pipeline`]: [`HangPipeline`], the thread the daemon starts: it owns the
 //!   stall detector, the watchdog chain, the kmsg follower, the sweep, the
@@ -22,6 +24,7 @@ pub mod class;
 pub mod classify;
 pub mod dwait;
 pub mod metrics;
+pub mod oomloop;
 pub mod pipeline;
 pub mod pseudo_file;
 pub mod snapshot;

@@ -39,8 +39,12 @@ pub struct KernelReport {
     pub pid: Option<i32>,
     /// Its command name.
     pub comm: Option<String>,
-    /// Its cgroup, when the kernel named one.
+    /// Its cgroup, when the kernel named one (OOM: the victim's memory cgroup).
     pub cgroup: Option<String>,
+    /// OOM: the constraint (`CONSTRAINT_MEMCG` for a memory cgroup's limit).
+    pub oom_constraint: Option<String>,
+    /// OOM: the memory cgroup whose limit was hit.
+    pub oom_memcg: Option<String>,
     /// How long the kernel says it has been stuck, seconds.
     pub stuck_for_s: Option<u64>,
     /// The verdict line.
@@ -86,6 +90,8 @@ impl KernelReport {
             "kernel_ts_us": self.ts_us,
             "level": self.level,
             "stuck_for_s": self.stuck_for_s,
+            "oom_constraint": self.oom_constraint,
+            "oom_memcg": self.oom_memcg,
             "lines": self.lines,
         }))
     }
@@ -146,6 +152,8 @@ impl Assembler {
                 pid: v.pid,
                 comm: v.comm,
                 cgroup: v.cgroup,
+                oom_constraint: None,
+                oom_memcg: None,
                 stuck_for_s: v.stuck_for_s,
                 headline: rec.text.clone(),
                 lines: vec![rec.text.clone()],
@@ -178,6 +186,8 @@ impl Assembler {
                     r.pid = ctx.pid.or(r.pid);
                     r.comm = ctx.comm.or(r.comm.take());
                     r.cgroup = ctx.cgroup.or(r.cgroup.take());
+                    r.oom_constraint = ctx.oom_constraint;
+                    r.oom_memcg = ctx.oom_memcg;
                 } else if !oom {
                     // A backtrace of another CPU (the detecting one) must not
                     // rename the stalled CPU's task.
@@ -326,6 +336,11 @@ mod tests {
         assert!(first
             .headline
             .starts_with("Memory cgroup out of memory: Killed process 27202"));
+        assert_eq!(first.oom_constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
+        assert_eq!(
+            first.oom_memcg.as_deref(),
+            Some("/selfheal-sandbox/memhog-27069-4")
+        );
         let forks = reports
             .iter()
             .filter(|r| r.kind == VerdictKind::ForkRejected)

@@ -212,6 +212,9 @@ pub struct Context {
     pub cgroup: Option<String>,
     /// The OOM killer's constraint (`CONSTRAINT_MEMCG`, `CONSTRAINT_NONE`, …).
     pub oom_constraint: Option<String>,
+    /// The memory cgroup whose limit was hit (`oom_memcg=`; an ancestor of
+    /// the victim's cgroup, or the same).
+    pub oom_memcg: Option<String>,
 }
 
 /// Parses the context lines the kernel prints after a report's first line.
@@ -258,6 +261,7 @@ pub fn context_of(text: &str) -> Option<Context> {
             comm: field("task="),
             pid: field("pid=").and_then(|p| p.parse().ok()),
             oom_constraint: field("constraint="),
+            oom_memcg: field("oom_memcg="),
             ..Context::default()
         });
     }

@@ -82,3 +82,61 @@ fn own_lineage_includes_this_process_and_init() {
     assert!(lineage.contains(&(std::process::id() as i32)));
     assert!(lineage.contains(&(std::os::unix::process::parent_id() as i32)));
 }
+
+#[test]
+fn a_pinned_process_is_reached_through_its_pidfd_only_while_it_lives() {
+    let ops = LinuxOps::new();
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as i32;
+    let info = ops.process(pid).unwrap().unwrap();
+    assert!(matches!(
+        ops.pin(pid, info.starttime + 1),
+        Err(OpsError::Gone)
+    ));
+    let pinned = ops.pin(pid, info.starttime).unwrap();
+    assert_eq!((pinned.pid(), pinned.starttime()), (pid, info.starttime));
+    ops.signal_pinned(&pinned, 0).unwrap();
+    ops.signal_pinned(&pinned, libc::SIGKILL).unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    // Reaped: the pid may now name anything; the pidfd names nothing.
+    assert_eq!(ops.signal_pinned(&pinned, 0), Err(OpsError::Gone));
+}
+
+#[test]
+fn cgroup_actions_reach_only_the_named_cgroup_of_the_pinned_process() {
+    if !selfheal_sys::process::is_root() {
+        eprintln!(
+            "SKIP cgroup_actions_reach_only_the_named_cgroup_of_the_pinned_process: needs root"
+        );
+        return;
+    }
+    let sb = match selfheal_cgroup::Sandbox::new(
+        selfheal_cgroup::SandboxConfig::new("linux-ops").pids_max(8),
+    ) {
+        Ok(s) => s,
+        Err(e) if e.is_unavailable() => {
+            eprintln!("SKIP cgroup_actions_reach_only_the_named_cgroup_of_the_pinned_process: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let ops = LinuxOps::new();
+    let mut child = sb.spawn(Command::new("sleep").arg("30")).unwrap();
+    let pid = child.id() as i32;
+    let info = ops.process(pid).unwrap().unwrap();
+    let pinned = ops.pin(pid, info.starttime).unwrap();
+    let path = sb.rel_path().to_string();
+    assert_eq!(ops.cgroup_members(&pinned, &path).unwrap(), vec![pid]);
+    // A cgroup the process is not in is never acted on through it.
+    assert!(matches!(
+        ops.kill_cgroup(&pinned, "/selfheal-sandbox"),
+        Err(OpsError::NotInCgroup(_))
+    ));
+    assert!(state(pid).is_some_and(|s| s != 'Z'));
+    ops.kill_cgroup(&pinned, &path).unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(matches!(
+        ops.cgroup_members(&pinned, &path),
+        Err(OpsError::Gone)
+    ));
+}

@@ -642,6 +642,8 @@ mod tests {
             pid: Some(713),
             comm: Some("lab_dwaiter".into()),
             cgroup: None,
+            oom_constraint: None,
+            oom_memcg: None,
             stuck_for_s: Some(1),
             headline: lines[0].to_string(),
             lines: lines.iter().map(|l| l.to_string()).collect(),

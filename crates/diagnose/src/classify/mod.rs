@@ -4,13 +4,15 @@
 //! recorded while real faults ran.
 //!
 //! One file per family: [`cpu`] (RT hog, kernel stall), [`blocked`]
-//! (D state, I/O stall), [`forkbomb`], [`memory`]. Whatever none of them
-//! claims is legitimate load.
+//! (D state, I/O stall), [`forkbomb`], [`memory`], [`oom`] (memory
+//! cgroups in a fill-and-kill loop). Whatever none of them claims is
+//! legitimate load.
 
 mod blocked;
 mod cpu;
 mod forkbomb;
 mod memory;
+mod oom;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +28,7 @@ use selfheal_kmsg::KernelReport;
 use crate::blocker::BlockerReader;
 use crate::cgroups::CgroupUsage;
 use crate::class::{Class, Diagnosis, Symptom, Target, Trigger};
+use crate::oomloop::OomLoop;
 use crate::snapshot::{Snapshot, TaskSample};
 use crate::sweep::StuckTask;
 
@@ -122,6 +125,9 @@ pub struct Observation<'a> {
     /// Processes recovery acted on within the settle window, as (pid,
     /// start time): never counted as part of a new fault.
     pub settling: &'a HashSet<(i32, u64)>,
+    /// Memory cgroups the kernel's OOM killer keeps killing in (their
+    /// members are in `cgroup_members`).
+    pub oom_loops: &'a [OomLoop],
 }
 
 /// Produces diagnoses.
@@ -160,6 +166,8 @@ impl Diagnoser {
         out.extend(blocked::diagnose(self, obs, &deltas));
         out.extend(forkbomb::diagnose(self, obs, &deltas));
         out.extend(memory::diagnose(self, obs, &deltas));
+        out.extend(oom::diagnose(self, obs));
+        oom::absorb_limit_diagnoses(&mut out);
         absorb_stalls_into_fork_bomb(&mut out);
         if out.is_empty() {
             out.push(self.dismiss(obs, &deltas));

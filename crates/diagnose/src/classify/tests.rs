@@ -143,7 +143,7 @@ fn run_with(
     thresholds: Thresholds,
     edit: impl FnOnce(&mut Snapshot, &mut Snapshot),
 ) -> Run {
-    run_settling(
+    run_full(
         fx,
         trigger,
         stalled,
@@ -151,10 +151,12 @@ fn run_with(
         thresholds,
         edit,
         &HashSet::new(),
+        &[],
     )
 }
 
-fn run_settling(
+#[allow(clippy::too_many_arguments)]
+fn run_full(
     fx: &Fixture,
     trigger: Trigger,
     stalled: &[(u32, Duration)],
@@ -162,6 +164,7 @@ fn run_settling(
     thresholds: Thresholds,
     edit: impl FnOnce(&mut Snapshot, &mut Snapshot),
     settling: &HashSet<(i32, u64)>,
+    oom_loops: &[crate::oomloop::OomLoop],
 ) -> Run {
     let (mut before, mut after) = fx.snapshots();
     edit(&mut before, &mut after);
@@ -182,6 +185,7 @@ fn run_settling(
         cgroup_members: &members,
         kernel: &[],
         settling,
+        oom_loops,
     };
     Run {
         diagnoses: dx.diagnose(&obs),
@@ -536,7 +540,7 @@ fn the_aftermath_of_a_killed_bomb_is_not_a_new_bomb() {
         ..Thresholds::default()
     };
     // Acted upon moments ago: still listed (stopped, dying) but not counted.
-    let r = run_settling(
+    let r = run_full(
         &fx,
         pids_trigger(&fx),
         &[],
@@ -544,6 +548,7 @@ fn the_aftermath_of_a_killed_bomb_is_not_a_new_bomb() {
         low.clone(),
         |_, _| {},
         &members,
+        &[],
     );
     assert_eq!(
         r.classes(),
@@ -613,4 +618,70 @@ fn a_program_bomb_blames_its_related_group_not_the_oldest_namesake() {
         .map(|p| (p.pid, p.starttime))
         .collect();
     assert_eq!(blamed, bomb_members(&after));
+}
+
+#[test]
+fn a_memory_cgroup_in_a_fill_and_kill_loop_is_recorded_with_program_and_parent() {
+    let fx = Fixture::load("mem_hog");
+    let (_, after) = fx.snapshots();
+    let hog = fx.pid_of(&after, "tp-memhog");
+    let parent = after
+        .processes()
+        .into_iter()
+        .find(|t| t.pid == hog)
+        .unwrap()
+        .stat
+        .ppid;
+    let now = Instant::now();
+    let kills: Vec<crate::oomloop::OomKill> = (0..5)
+        .map(|i| crate::oomloop::OomKill {
+            pid: Some(9000 + i),
+            comm: Some("tp-memhog".into()),
+            task_cgroup: Some(fx.cgroup()),
+            at: now,
+        })
+        .collect();
+    let lp = crate::oomloop::OomLoop {
+        cgroup: fx.cgroup(),
+        kills,
+        window: Duration::from_secs(30),
+    };
+    // With the cgroup also at its limit now: one diagnosis, the loop.
+    let t = Thresholds {
+        cgroup_memory_percent: 85.0,
+        ..Thresholds::default()
+    };
+    let trigger = Trigger::Kernel {
+        verdict: "oom_kill".into(),
+        cpu: None,
+    };
+    let r = run_full(
+        &fx,
+        trigger,
+        &[],
+        &[],
+        t,
+        |_, _| {},
+        &HashSet::new(),
+        std::slice::from_ref(&lp),
+    );
+    let d = r.only(Class::MemoryExhaustion);
+    assert_eq!(d.evidence["scope"], "cgroup_oom_loop", "{:#?}", r.diagnoses);
+    assert_eq!(d.evidence["program"], "tp-memhog");
+    assert_eq!(d.evidence["oom_kills"], 5);
+    assert_eq!(d.evidence["current"]["pid"], hog);
+    assert_eq!(d.evidence["respawner"]["pid"], parent);
+    assert_eq!(d.evidence["respawner"]["inside_cgroup"], false);
+    assert_eq!(d.evidence["limit_diagnoses"].as_array().unwrap().len(), 1);
+    assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
+    // Recorded only, and it says why.
+    assert!(d.target.is_none());
+    let why = d.no_target.as_deref().unwrap();
+    assert!(
+        why.contains("record only") && why.contains("outside the cgroup"),
+        "{why}"
+    );
+    assert!(d.summary.contains("fill-and-kill") && d.summary.contains("5 times"));
+    let ev = d.to_event(&Trigger::Manual, None);
+    assert!(ev.details["record_only"].is_string());
 }

@@ -25,6 +25,7 @@ use crate::class::{Class, Symptom, Trigger};
 use crate::classify::{Diagnoser, Observation, Thresholds};
 use crate::dwait::{DWait, DwaitTracer};
 use crate::metrics::PipelineStats;
+use crate::oomloop::OomLoops;
 use crate::snapshot::SnapshotReader;
 use crate::sweep::DStateTracker;
 use crate::verify::SymptomCheck;
@@ -65,6 +66,8 @@ pub(super) struct Worker {
     stuck_reported: HashSet<(i32, u64)>,
     /// Cgroups already reported by the sweep → when.
     cgroups_reported: HashMap<String, Instant>,
+    /// Memory cgroups' kernel OOM kills, for fill-and-kill loops.
+    oom_loops: OomLoops,
     /// Last time every task's state was read.
     last_full_scan: Instant,
     /// The eBPF D-wait tracer, when it runs (else the sweep scans /proc).
@@ -133,6 +136,7 @@ impl Worker {
             recent: HashMap::new(),
             stuck_reported: HashSet::new(),
             cgroups_reported: HashMap::new(),
+            oom_loops: OomLoops::new(cfg.heavy.oom_loop_kills, cfg.heavy.oom_loop_window.get()),
             last_full_scan: Instant::now(),
             tracer,
             waits: Vec::with_capacity(64),
@@ -322,7 +326,25 @@ impl Worker {
                         | VerdictKind::ForkRejected
                         | VerdictKind::RtThrottling
                 );
-                if wake {
+                // A memory cgroup's OOM kills wake it once the loop shows,
+                // then once per `rediagnose_after` while it goes on.
+                let looping = self
+                    .oom_loops
+                    .record(&r, Instant::now())
+                    .filter(|cg| {
+                        let again = self.cfg.heavy.rediagnose_after.get();
+                        let key = format!("oom:{cg}");
+                        let due = self
+                            .cgroups_reported
+                            .get(&key)
+                            .is_none_or(|t| t.elapsed() >= again);
+                        if due {
+                            self.cgroups_reported.insert(key, Instant::now());
+                        }
+                        due
+                    })
+                    .is_some();
+                if wake || looping {
                     Worker::want(
                         pending,
                         Trigger::Kernel {
@@ -540,6 +562,7 @@ impl Worker {
         let measured_wall = SystemTime::now();
         self.refresh_dstate(now, false);
         let stuck = self.tracker.stuck(now, self.cfg.heavy.dstate_bound.get());
+        let oom_loops = self.oom_loops.looping(now);
         let (cgroups, members) = {
             let mut sc = self.scanner.lock().unwrap_or_else(|p| p.into_inner());
             // Full figures, and cgroups created since the last walk.
@@ -556,6 +579,11 @@ impl Worker {
                             .is_some_and(|p| p.percent() >= th.cgroup_pids_percent)
                 })
                 .map(|u| (u.path.clone(), sc.members(&u.path)))
+                .chain(
+                    oom_loops
+                        .iter()
+                        .map(|l| (l.cgroup.clone(), sc.members(&l.cgroup))),
+                )
                 .collect();
             (cgroups, members)
         };
@@ -578,6 +606,7 @@ impl Worker {
             cgroup_members: &members,
             kernel: &kernel,
             settling: &settling,
+            oom_loops: &oom_loops,
         };
         let diagnoses = self.diagnoser.diagnose(&obs);
         let elapsed = t0.elapsed();

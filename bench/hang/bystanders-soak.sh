@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Soak of the fork-bomb bystander test: many bombs, one after another, next
+# to same-named processes of the same uid in a sibling cgroup, under the
+# real `selfheal watch` with the default recovery ladders. The bug this
+# guards against (a follow-up diagnosis blaming a namesake and killing its
+# cgroup) showed in 3 of 9 runs; 30 rounds make a 1-in-3 bug show with
+# probability 1 - (2/3)^30 > 99.999 %.
+#
+#   bench/hang/bystanders-soak.sh [ROUNDS]     (default 30; root only)
+#
+# Prints one line per round (time from the bomb's start to its stop) and
+# the test's verdict; exits non-zero on the first namesake touched.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-30}
+[ "$(id -u)" = 0 ] || { echo "run as root: the soak runs fork bombs in cgroup sandboxes" >&2; exit 2; }
+echo "machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD)"
+SELFHEAL_BYSTANDER_ROUNDS=$rounds cargo test -q -p selfheal-cli --test bystanders_load \
+  fork_bombs_are_stopped_and_their_namesakes_untouched -- --nocapture --test-threads 1 2>&1 |
+  grep -E "round|test result|panicked|namesake|action outside"
