@@ -434,7 +434,15 @@ impl Ladder {
             let plan = match actions::plan(self, incident, target, pinned.as_ref(), action, lineage)
             {
                 Ok(p) => p,
-                Err(a) => return with_recheck(self.unacted(action, a, comm, 0, probe)),
+                Err(a) => {
+                    return with_recheck(self.unacted(
+                        action,
+                        a,
+                        comm,
+                        target.map_or(0, |t| t.pid),
+                        probe,
+                    ))
+                }
             };
             return with_recheck(record(Outcome::DryRun, format!("would {plan}")));
         }
