@@ -121,6 +121,9 @@ pub fn events_query(req: &Request, now: SystemTime) -> Result<Query, String> {
     for k in req.params("kind") {
         q = q.kind(EventKind::from_str(k).map_err(|e| e.to_string())?);
     }
+    if let Some(vm) = req.param("vm") {
+        q = q.vm(vm);
+    }
     let limit = match req.param("limit").map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,

@@ -58,6 +58,22 @@ pub enum EventKind {
     /// A daemon thread panicked: its component was restarted, or the
     /// daemon reports unhealthy (`/healthz`, systemd watchdog).
     Panic,
+    /// A virtual machine was started (`selfheal vm`, `[[vm]]`).
+    VmStart,
+    /// A guest panicked (pvpanic) or its QEMU crashed.
+    VmCrash,
+    /// A guest was found hung: its heartbeat stopped while QEMU ran it, or
+    /// it reported a fault it cannot recover from itself.
+    VmHang,
+    /// A whole VM was rolled back to an in-memory checkpoint, or that
+    /// rollback's outcome (the guest serves again, or it did not help).
+    VmRollback,
+    /// A VM was restarted (QEMU started again), or rebooted by itself.
+    VmRestart,
+    /// The restart limit gave up on a VM.
+    VmGaveUp,
+    /// A VM's QEMU exited and will not be started again.
+    VmExit,
 }
 
 impl EventKind {
@@ -82,6 +98,13 @@ impl EventKind {
         EventKind::Checkpoint,
         EventKind::Rollback,
         EventKind::Panic,
+        EventKind::VmStart,
+        EventKind::VmCrash,
+        EventKind::VmHang,
+        EventKind::VmRollback,
+        EventKind::VmRestart,
+        EventKind::VmGaveUp,
+        EventKind::VmExit,
     ];
 
     /// The stable name used in the store, the API and on the command line.
@@ -106,6 +129,13 @@ impl EventKind {
             EventKind::Checkpoint => "checkpoint",
             EventKind::Rollback => "rollback",
             EventKind::Panic => "panic",
+            EventKind::VmStart => "vm_start",
+            EventKind::VmCrash => "vm_crash",
+            EventKind::VmHang => "vm_hang",
+            EventKind::VmRollback => "vm_rollback",
+            EventKind::VmRestart => "vm_restart",
+            EventKind::VmGaveUp => "vm_gave_up",
+            EventKind::VmExit => "vm_exit",
         }
     }
 }
@@ -211,6 +241,10 @@ pub struct Culprit {
     /// Supervised application name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// The virtual machine (`[[vm]]` name): the VM itself, or the guest
+    /// the pid, comm and app above are inside (events forwarded from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
 }
 
 impl Culprit {
@@ -223,6 +257,9 @@ impl Culprit {
 impl fmt::Display for Culprit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
+        if let Some(vm) = &self.vm {
+            parts.push(format!("vm={vm}"));
+        }
         if let Some(app) = &self.app {
             parts.push(format!("app={app}"));
         }

@@ -10,7 +10,7 @@ use crate::error::StoreError;
 use crate::open::Store;
 
 const COLUMNS: &str = "id, time_unix_ms, kind, severity, source, rule, has_culprit, \
-     pid, tid, comm, cgroup, unit, cpu, app, message, details";
+     pid, tid, comm, cgroup, unit, cpu, app, message, details, vm";
 
 /// Which end of the history a query returns first, and which end `limit` keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct Query {
     pub kinds: Vec<EventKind>,
     /// Only events whose culprit is this supervised application.
     pub app: Option<String>,
+    /// Only events about, or forwarded from, this virtual machine.
+    pub vm: Option<String>,
     /// Only events whose culprit is this process.
     pub pid: Option<i32>,
     /// Only events with an id above this one (for following new events).
@@ -68,6 +70,12 @@ impl Query {
     /// Adds a kind to [`Query::kinds`].
     pub fn kind(mut self, kind: EventKind) -> Query {
         self.kinds.push(kind);
+        self
+    }
+
+    /// Sets [`Query::vm`].
+    pub fn vm(mut self, vm: impl Into<String>) -> Query {
+        self.vm = Some(vm.into());
         self
     }
 
@@ -125,6 +133,10 @@ impl Query {
         if let Some(app) = &self.app {
             clauses.push("app = ?".to_string());
             params.push(Value::Text(app.clone()));
+        }
+        if let Some(vm) = &self.vm {
+            clauses.push("vm = ?".to_string());
+            params.push(Value::Text(vm.clone()));
         }
         if let Some(pid) = self.pid {
             clauses.push("pid = ?".to_string());
@@ -225,6 +237,7 @@ impl Store {
                     .transpose()
                     .map_err(|_| bad(format!("cpu {cpu:?} out of range")))?,
                 app: r.get(13).map_err(err)?,
+                vm: r.get(16).map_err(err)?,
             })
         } else {
             None

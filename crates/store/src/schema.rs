@@ -17,7 +17,7 @@ use crate::error::OpenError;
 pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"sfhl");
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// One step of the schema history.
 #[derive(Debug, Clone, Copy)]
@@ -29,12 +29,13 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    // AUTOINCREMENT: ids never repeat, even after retention empties the
-    // table, so a follower polling "id > last seen" never misses an event.
-    // `has_culprit` tells "no culprit" from "a culprit with nothing known".
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        // AUTOINCREMENT: ids never repeat, even after retention empties the
+        // table, so a follower polling "id > last seen" never misses an event.
+        // `has_culprit` tells "no culprit" from "a culprit with nothing known".
+        sql: "
         CREATE TABLE events (
             id           INTEGER PRIMARY KEY AUTOINCREMENT,
             time_unix_ms INTEGER NOT NULL,
@@ -58,7 +59,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX events_pid ON events (pid) WHERE pid IS NOT NULL;
         CREATE INDEX events_app_time ON events (app, time_unix_ms) WHERE app IS NOT NULL;
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        // The virtual machine an event is about or comes from (`selfheal vm`).
+        sql: "
+        ALTER TABLE events ADD COLUMN vm TEXT;
+        CREATE INDEX events_vm_time ON events (vm, time_unix_ms) WHERE vm IS NOT NULL;
+    ",
+    },
+];
 
 /// What SQLite says about a file's owner and version.
 #[derive(Debug, Clone)]
@@ -171,8 +181,9 @@ mod tests {
 
     const BROKEN: &[Migration] = &[
         MIGRATIONS[0],
+        MIGRATIONS[1],
         Migration {
-            version: 2,
+            version: 3,
             sql: "CREATE TABLE extra (x INTEGER); THIS IS NOT SQL;",
         },
     ];
@@ -202,17 +213,37 @@ mod tests {
         let err = migrate_with(&mut conn, Path::new("mem.db"), BROKEN).unwrap_err();
         let msg = err.to_string();
         assert!(
-            matches!(err, OpenError::Migration { from: 1, to: 2, .. }),
+            matches!(err, OpenError::Migration { from: 2, to: 3, .. }),
             "{msg}"
         );
         assert!(msg.contains("mem.db") && msg.contains("unchanged"), "{msg}");
         let id = identify(&conn).unwrap();
-        assert_eq!(id.user_version, 1);
+        assert_eq!(id.user_version, 2);
         assert!(!id.tables.contains(&"extra".to_string()), "{:?}", id.tables);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_version_1_store_gains_the_vm_column_and_keeps_its_events() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_with(&mut conn, Path::new("old.db"), &MIGRATIONS[..1]).unwrap();
+        conn.execute(
+            "INSERT INTO events (time_unix_ms, kind, severity, source, message, app) \
+             VALUES (1, 'app_crash', 'critical', 'app', 'old', 'web')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, Path::new("old.db")).unwrap();
+        assert_eq!(identify(&conn).unwrap().user_version, 2);
+        let (app, vm): (String, Option<String>) = conn
+            .query_row("SELECT app, vm FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((app.as_str(), vm), ("web", None));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use crate::open::Store;
 
 const INSERT: &str =
     "INSERT INTO events (time_unix_ms, kind, severity, source, rule, has_culprit, \
-     pid, tid, comm, cgroup, unit, cpu, app, message, details) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     pid, tid, comm, cgroup, unit, cpu, app, message, details, vm) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 /// How much history to keep. `None` means no limit of that kind; both limits
 /// apply when both are set.
@@ -127,6 +127,7 @@ fn insert(conn: &Connection, e: &Event) -> rusqlite::Result<()> {
         c.and_then(|c| c.app.as_deref()),
         e.message,
         details,
+        c.and_then(|c| c.vm.as_deref()),
     ])?;
     Ok(())
 }

@@ -33,6 +33,12 @@ fn sample_store(dir: &std::path::Path) -> Store {
             )
         })
         .collect();
+    let mut events = events;
+    // One event from a VM's guest (vm set, no app).
+    if let Some(c) = events[8].culprit.as_mut() {
+        c.app = None;
+        c.vm = Some("web-vm".into());
+    }
     store.append_batch(&events).unwrap();
     store
 }
@@ -56,6 +62,7 @@ fn every_field_round_trips() {
             unit: Some("app.service".into()),
             cpu: Some(u32::MAX),
             app: Some("db".into()),
+            vm: Some("web-1".into()),
         }),
         message: "cpu 1 stalled for 812 ms".into(),
         details: serde_json::json!({
@@ -119,6 +126,8 @@ fn filters_select_what_they_say() {
         times(&store.query(&q).unwrap()),
         vec![10000, 7000, 4000, 1000]
     );
+    let q = Query::new().vm("web-vm");
+    assert_eq!(times(&store.query(&q).unwrap()), vec![9000]);
     let q = Query::new().pid(7);
     assert_eq!(times(&store.query(&q).unwrap()), vec![7000]);
     // Filters combine with AND.

@@ -23,12 +23,16 @@ pub struct EventsArgs {
     /// Only events of this kind (repeat or comma-separate for several):
     /// start, stop, alert, diagnosis, dismissed, recovery, kernel, watchdog,
     /// app_start, app_ready, app_crash, app_hang, app_action, app_restart,
-    /// app_gave_up, app_exit, checkpoint, rollback, panic.
+    /// app_gave_up, app_exit, checkpoint, rollback, panic, vm_start, vm_crash,
+    /// vm_hang, vm_rollback, vm_restart, vm_gave_up, vm_exit.
     #[arg(long, value_name = "KIND", value_delimiter = ',')]
     pub kind: Vec<String>,
     /// Only events of this supervised application.
     #[arg(long, value_name = "NAME")]
     pub app: Option<String>,
+    /// Only events about, or forwarded from inside, this VM (`selfheal vm`, `[[vm]]`).
+    #[arg(long, value_name = "NAME")]
+    pub vm: Option<String>,
     /// Show at most the newest N events.
     #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
     pub limit: u64,
@@ -70,6 +74,9 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(app) = &args.app {
         q = q.app(app.clone());
+    }
+    if let Some(vm) = &args.vm {
+        q = q.vm(vm.clone());
     }
     let store = Store::open_read_only(&path).map_err(|e| anyhow::anyhow!(e))?;
     let events = store

@@ -243,6 +243,7 @@ impl Diagnoser {
             unit,
             cpu: t.stat.processor,
             app: None,
+            vm: None,
         };
         (culprit, Target::tree(t.pid, self.process_starttime(t)))
     }

@@ -5,10 +5,12 @@
 //! [`ProcError::Gone`](crate::ProcError::Gone), never a wrong number.
 
 mod list;
+mod schedstat;
 mod stat;
 mod status;
 
 pub use list::{list_pids, list_tids};
+pub use schedstat::{parse_task_schedstat, TaskSchedstat};
 pub use stat::{parse_task_stat, TaskStat};
 pub use status::{parse_task_status, TaskStatus};
 
@@ -76,6 +78,15 @@ impl TaskDir {
                     what: "malformed stat line",
                 }
             }
+        })
+    }
+
+    /// `schedstat`, parsed (absent without CONFIG_SCHED_INFO).
+    pub fn schedstat(&self) -> Result<TaskSchedstat, ProcError> {
+        let text = self.read_text("schedstat")?;
+        parse_task_schedstat(&text).ok_or_else(|| ProcError::Parse {
+            path: self.path.join("schedstat"),
+            what: "malformed schedstat line",
         })
     }
 
