@@ -43,6 +43,9 @@ enum Command {
     /// Run a program under supervision: detect its crashes and hangs,
     /// recover and restart it; exits with the program's status.
     Run(Box<selfheal_supervise::RunArgs>),
+    /// Run a QEMU guest and watch it from the host: a guest panic or hang is
+    /// rolled back in place to an in-memory checkpoint of the whole VM.
+    Vm(Box<cmd::vm::VmArgs>),
     /// Write man pages or shell completions generated from this command
     /// line (for packagers).
     #[command(hide = true)]
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         },
         Command::Calibrate(a) => cmd::calibrate::run(a),
         Command::Run(a) => cmd::run::run(*a),
+        Command::Vm(a) => cmd::vm::run(*a),
         Command::Generate { action } => cmd::generate::run(action, Cli::command()),
     };
     match result {

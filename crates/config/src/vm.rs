@@ -18,7 +18,7 @@ pub struct VmConfig {
     #[serde(deserialize_with = "de_vm_name")]
     pub name: String,
     /// `qemu-system-x86_64` and its arguments. selfheal adds a QMP socket,
-    /// a pvpanic device (with `-action panic=pause`) and the guest link's
+    /// a pvpanic device (with `-action panic=none`) and the guest link's
     /// virtio-serial port; it refuses arguments that conflict with them.
     #[serde(deserialize_with = "de_command")]
     pub command: Vec<String>,
@@ -49,6 +49,12 @@ pub struct VmConfig {
     /// Window for `max_restarts` and `checkpoint.max_rollbacks`.
     #[serde(default = "default_window")]
     pub restart_window: HumanDuration,
+    /// Other unix sockets QEMU listens on (`server=on`) whose peer tolerates
+    /// bytes lost or sent twice across a rollback (a serial console read by
+    /// a line logger, a trigger channel). Any other socket makes a rollback
+    /// impossible (then the guest restarts).
+    #[serde(default)]
+    pub replay_tolerant_sockets: Vec<std::path::PathBuf>,
     /// QEMU's own stdout: `"inherit"`, `"null"` or a file (appended).
     #[serde(default)]
     pub stdout: Output,
@@ -121,7 +127,7 @@ impl Default for VmCheckpointConfig {
             keep: 8,
             older_every: HumanDuration::from_secs(1),
             older_span: HumanDuration::from_secs(10),
-            recurrence_window: HumanDuration::from_secs(3),
+            recurrence_window: HumanDuration::from_secs(5),
             max_rollbacks: 10,
         }
     }
@@ -147,6 +153,7 @@ impl VmConfig {
             restart: RestartPolicy::OnFailure,
             max_restarts: default_max_restarts(),
             restart_window: default_window(),
+            replay_tolerant_sockets: Vec::new(),
             stdout: Output::Inherit,
             stderr: Output::Inherit,
             checkpoint: VmCheckpointConfig::default(),
@@ -203,6 +210,16 @@ impl VmConfig {
             return Err(format!(
                 "vm `{vm}`: guest_grace {} is out of range; use 0 to 60s",
                 self.guest_grace
+            ));
+        }
+        if let Some(p) = self
+            .replay_tolerant_sockets
+            .iter()
+            .find(|p| !p.is_absolute())
+        {
+            return Err(format!(
+                "vm `{vm}`: replay_tolerant_sockets entry {} is not an absolute path",
+                p.display()
             ));
         }
         if let Some(c) = self.rollback_on.iter().find(|c| !c.is_fault()) {

@@ -123,6 +123,8 @@ pub struct Daemon {
     /// while the daemon is still starting is honoured once it runs,
     /// instead of killing it half-started with the default action.
     signals: Option<signal_hook::iterator::Signals>,
+    /// `[[vm]]` guests.
+    vms: Option<selfheal_vm::VmSupervisor>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -292,6 +294,15 @@ impl Daemon {
             tracing::info!("supervising {} app(s)", config.apps.len());
             Some(sup)
         };
+        let vms = if config.vms.is_empty() {
+            None
+        } else {
+            let sup = selfheal_vm::VmSupervisor::start(config.vms.clone(), sink.clone())
+                .map_err(StartError::Thread)?;
+            registry.register(sup.collector());
+            tracing::info!("running {} vm(s)", config.vms.len());
+            Some(sup)
+        };
 
         let shared = Arc::new(Shared {
             board,
@@ -335,6 +346,7 @@ impl Daemon {
             sink,
             host_link,
             signals: Some(signals),
+            vms,
         };
         daemon.record_start(rules.len());
         Ok(daemon)
@@ -431,6 +443,10 @@ impl Daemon {
             .take();
         if let Some(sup) = apps {
             sup.shutdown();
+        }
+        // Guests are told to quit (QMP `quit`), then killed after a grace.
+        if let Some(vms) = self.vms.take() {
+            vms.shutdown();
         }
         if let Some(h) = self.http.take() {
             h.stop();

@@ -6,6 +6,7 @@ pub mod events;
 pub mod generate;
 pub mod run;
 pub mod status;
+pub mod vm;
 pub mod watch;
 
 use std::path::Path;

@@ -1,0 +1,188 @@
+//! The events `selfheal vm` records, and how the guest's own are forwarded.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use selfheal_event::{Culprit, Event, EventKind, Severity};
+
+/// The source of host-side VM events.
+pub const SOURCE: &str = "vm";
+
+/// An event about VM `vm`.
+pub fn vm_event(
+    vm: &str,
+    kind: EventKind,
+    severity: Severity,
+    message: String,
+    details: serde_json::Value,
+) -> Event {
+    Event::now(kind, severity, SOURCE, format!("vm {vm}: {message}"))
+        .with_culprit(Culprit {
+            vm: Some(vm.to_string()),
+            ..Culprit::default()
+        })
+        .with_details(details)
+}
+
+/// A guest's event as the host stores it: its kind, time and content kept,
+/// tagged with the VM (`culprit.vm`) and `source` prefixed `guest:`, so it
+/// is never mistaken for something that happened on the host.
+pub fn forwarded(vm: &str, mut e: Event) -> Event {
+    e.id = None;
+    e.source = format!("guest:{}", e.source);
+    let mut c = e.culprit.take().unwrap_or_default();
+    c.vm = Some(vm.to_string());
+    e.culprit = Some(c);
+    e
+}
+
+/// How far before its report a guest-diagnosed fault began, from the
+/// diagnosis's own evidence: the longest of `detection_latency_ms`,
+/// `evidence.cpu_stalled_ms` and `evidence.stuck[].stuck_ms`.
+pub fn onset_back(details: &serde_json::Value) -> Duration {
+    let f = |v: &serde_json::Value| v.as_f64().filter(|x| x.is_finite() && *x >= 0.0);
+    let mut ms = 0f64;
+    if let Some(v) = details.get("detection_latency_ms").and_then(f) {
+        ms = ms.max(v);
+    }
+    let ev = details.get("evidence");
+    if let Some(v) = ev.and_then(|e| e.get("cpu_stalled_ms")).and_then(f) {
+        ms = ms.max(v);
+    }
+    if let Some(stuck) = ev.and_then(|e| e.get("stuck")).and_then(|s| s.as_array()) {
+        for s in stuck {
+            if let Some(v) = s.get("stuck_ms").and_then(f) {
+                ms = ms.max(v);
+            }
+        }
+    }
+    // A guest may not make the host reach back further than a day.
+    Duration::from_millis(ms.min(86_400_000.0) as u64)
+}
+
+/// Rate limit and duplicate filter for forwarded guest events: a rollback
+/// can make the guest send a line twice, and a guest must not flood the
+/// host's store (at most `burst` at once, `per_second` sustained).
+#[derive(Debug)]
+pub struct GuestFilter {
+    recent: VecDeque<u64>,
+    tokens: f64,
+    last: Instant,
+    per_second: f64,
+    burst: f64,
+}
+
+impl GuestFilter {
+    /// A filter allowing `per_second` events (bursts of `burst`).
+    pub fn new(per_second: f64, burst: f64) -> GuestFilter {
+        GuestFilter {
+            recent: VecDeque::new(),
+            tokens: burst,
+            last: Instant::now(),
+            per_second,
+            burst,
+        }
+    }
+
+    /// True when `e` should be stored.
+    pub fn admit(&mut self, e: &Event, now: Instant) -> bool {
+        let key = fingerprint(e);
+        if self.recent.contains(&key) {
+            return false;
+        }
+        self.recent.push_back(key);
+        if self.recent.len() > 256 {
+            self.recent.pop_front();
+        }
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.per_second).min(self.burst);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+fn fingerprint(e: &Event) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    e.time_unix_ms.hash(&mut h);
+    e.kind.as_str().hash(&mut h);
+    e.message.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn forwarded_events_are_tagged_and_kept() {
+        let mut e = Event::now(
+            EventKind::Diagnosis,
+            Severity::Critical,
+            "heavy",
+            "kernel_stall",
+        );
+        e.id = Some(7);
+        e.culprit = Some(Culprit {
+            pid: Some(138),
+            comm: Some("lab_irq_loop/1".into()),
+            ..Culprit::default()
+        });
+        let f = forwarded("web", e.clone());
+        assert_eq!(f.id, None);
+        assert_eq!(f.source, "guest:heavy");
+        assert_eq!(f.kind, EventKind::Diagnosis);
+        let c = f.culprit.unwrap();
+        assert_eq!((c.vm.as_deref(), c.pid), (Some("web"), Some(138)));
+        let bare = forwarded(
+            "web",
+            Event::now(EventKind::Start, Severity::Info, "daemon", "x"),
+        );
+        assert_eq!(bare.culprit.unwrap().vm.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn onset_from_real_diagnoses() {
+        // From the hang lab's irq_loop and d_state runs.
+        let stall = json!({"class": "kernel_stall", "detection_latency_ms": 465.07912,
+            "evidence": {"cpu": 1, "cpu_stalled_ms": 444}});
+        assert_eq!(onset_back(&stall), Duration::from_millis(465));
+        let d = json!({"class": "d_state", "detection_latency_ms": 2161.67,
+            "evidence": {"bound_ms": 2000, "stuck": [{"pid": 137, "stuck_ms": 2150}, {"stuck_ms": 2300}]}});
+        assert_eq!(onset_back(&d), Duration::from_millis(2300));
+        assert_eq!(
+            onset_back(&json!({"detection_latency_ms": -5})),
+            Duration::ZERO
+        );
+        assert_eq!(
+            onset_back(&json!({"detection_latency_ms": 1e300})),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(onset_back(&json!("x")), Duration::ZERO);
+    }
+
+    #[test]
+    fn repeats_are_dropped_and_floods_limited() {
+        let t0 = Instant::now();
+        let mut f = GuestFilter::new(10.0, 5.0);
+        let e = Event::now(EventKind::Alert, Severity::Warning, "light", "a");
+        assert!(f.admit(&e, t0));
+        assert!(!f.admit(&e, t0), "the same line again (a rollback replay)");
+        let admitted = (0..100)
+            .filter(|i| {
+                let mut x = e.clone();
+                x.message = format!("m{i}");
+                f.admit(&x, t0)
+            })
+            .count();
+        assert_eq!(admitted, 4, "the burst, then nothing without time");
+        let mut later = e.clone();
+        later.message = "later".into();
+        assert!(f.admit(&later, t0 + Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,432 @@
+//! What to do about a VM, decided from what was seen of it. Pure: time is a
+//! parameter and the host's evidence comes in as values, so every rule is
+//! tested without QEMU.
+//!
+//! Triggers: a guest panic (QMP `GUEST_PANICKED`, from the pvpanic device);
+//! a hang (the guest link silent for `heartbeat_timeout` while the host sees
+//! QEMU running: re-checked just before acting, and never when QEMU got no
+//! CPU — stopped, frozen or starved is not hung); a fault the guest's own
+//! selfheal diagnosed, of a class in `rollback_on`, that it did not report
+//! recovered within `guest_grace`.
+//!
+//! A trigger rolls the VM back to a checkpoint from before the fault's
+//! estimated onset. The same or another trigger within `recurrence_window`
+//! of the guest resuming means the rollback did not clear it: the next
+//! attempt reaches further back (onset − 0.5 s × (2^attempt − 1)), so a
+//! fault noticed late (a leak found when memory runs out) is reached in a
+//! few steps. More than `max_rollbacks` within `window`, no checkpoints, or
+//! a rollback the engine refuses: restart the guest. A guest diagnosis
+//! whose onset lies before the last rollback's end is an artefact of the
+//! rollback itself (the guest sees the rolled-back interval as time its
+//! CPUs did not run) and is not acted on.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use selfheal_event::Class;
+
+/// How far back before a panic the rollback target lies (the oops that
+/// leads to a panic runs for a while first).
+const PANIC_MARGIN: Duration = Duration::from_millis(500);
+/// Before a guest-diagnosed fault's onset.
+const GUEST_MARGIN: Duration = Duration::from_millis(300);
+/// Progressive rollback step.
+const STEP: Duration = Duration::from_millis(500);
+/// A guest diagnosis with an onset this soon after a rollback's end is
+/// still taken as an artefact of it.
+const ARTEFACT_SLACK: Duration = Duration::from_millis(200);
+
+/// The knobs of [`Policy`].
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// The guest link silent this long while QEMU runs means hung (None: off).
+    pub heartbeat_timeout: Option<Duration>,
+    /// Guest diagnoses acted on.
+    pub rollback_on: Vec<Class>,
+    /// Time the guest's own recovery gets.
+    pub guest_grace: Duration,
+    /// A new trigger this soon after the guest resumed is a recurrence.
+    pub recurrence_window: Duration,
+    /// Checkpoints are taken (else every trigger restarts).
+    pub checkpoints: bool,
+    /// Rollbacks allowed within `window` before a restart (0: no limit).
+    pub max_rollbacks: u32,
+    /// Window for `max_rollbacks`.
+    pub window: Duration,
+}
+
+/// What started an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// The guest kernel panicked.
+    Panic,
+    /// The guest link went silent while QEMU ran.
+    Hang {
+        /// How long it had been silent.
+        silent: Duration,
+        /// What the host saw.
+        evidence: HostEvidence,
+    },
+    /// The guest's selfheal diagnosed a fault it did not recover.
+    Guest {
+        /// The class.
+        class: Class,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl Trigger {
+    /// A short name for events and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Trigger::Panic => "panic",
+            Trigger::Hang { .. } => "hang",
+            Trigger::Guest { .. } => "guest_diagnosis",
+        }
+    }
+}
+
+/// What the host sees of QEMU over the silent interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostEvidence {
+    /// CPU time all QEMU threads got over the interval, ms.
+    pub qemu_cpu_ms: f64,
+    /// Per vCPU: (index, share of the interval it ran, 0–1).
+    pub vcpus: Vec<(u32, f64)>,
+    /// `query-status`, if QMP answered.
+    pub status: Option<String>,
+    /// QMP did not answer in time.
+    pub qmp_unresponsive: bool,
+}
+
+impl HostEvidence {
+    /// Why this is not a guest hang, if it is not.
+    pub fn not_hung(&self) -> Option<String> {
+        if self.qemu_cpu_ms < 1.0 {
+            return Some(format!(
+                "QEMU got {:.1} ms of CPU: stopped, frozen or starved on the host, not a hung guest",
+                self.qemu_cpu_ms
+            ));
+        }
+        match self.status.as_deref() {
+            Some("running") | None => None,
+            Some(s) => Some(format!("the VM is not running (QMP status `{s}`)")),
+        }
+    }
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Roll back to the newest checkpoint taken before `before`.
+    Rollback {
+        /// Why.
+        trigger: Trigger,
+        /// Newest acceptable checkpoint time.
+        before: Instant,
+        /// 0 for the first rollback of an incident.
+        attempt: u32,
+    },
+    /// Start the guest again.
+    Restart {
+        /// What it is about.
+        trigger: Option<Trigger>,
+        /// Why not a rollback.
+        why: String,
+    },
+    /// The guest link is silent but the guest is not hung (reported once
+    /// per silence).
+    NotHung {
+        /// Why not.
+        why: String,
+        /// How long it has been silent.
+        silent: Duration,
+    },
+    /// The incident is over: the guest ran `recurrence_window` after its
+    /// last rollback without a new trigger.
+    Recovered {
+        /// The first trigger.
+        trigger: Trigger,
+        /// Rollbacks it took.
+        rollbacks: u32,
+        /// From the first trigger to the guest's first heartbeat after the
+        /// last rollback (None without heartbeats).
+        detect_to_serving: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Incident {
+    trigger: Trigger,
+    first_seen: Instant,
+    onset: Instant,
+    attempts: u32,
+    /// End of the last rollback (the guest resumed).
+    resumed: Option<Instant>,
+    /// First heartbeat after that.
+    serving: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingDiagnosis {
+    class: Class,
+    message: String,
+    onset: Instant,
+    deadline: Instant,
+}
+
+/// The decision state of one VM run.
+#[derive(Debug)]
+pub struct Policy {
+    cfg: PolicyConfig,
+    last_beat: Option<Instant>,
+    silence_reported: bool,
+    panicked: Option<Instant>,
+    pending: Vec<PendingDiagnosis>,
+    incident: Option<Incident>,
+    /// An action was handed out; no other until [`Policy::rolled_back`] or
+    /// [`Policy::rollback_failed`].
+    acting: bool,
+    last_rollback_end: Option<Instant>,
+    rollbacks: VecDeque<Instant>,
+    /// A silence found not to be a hang, to report once.
+    pending_not_hung: Option<(String, Duration)>,
+}
+
+impl Policy {
+    /// A run that has seen nothing yet.
+    pub fn new(cfg: PolicyConfig) -> Policy {
+        Policy {
+            cfg,
+            last_beat: None,
+            silence_reported: false,
+            panicked: None,
+            pending: Vec::new(),
+            incident: None,
+            acting: false,
+            last_rollback_end: None,
+            rollbacks: VecDeque::new(),
+            pending_not_hung: None,
+        }
+    }
+
+    /// A heartbeat arrived.
+    pub fn heartbeat(&mut self, now: Instant) {
+        self.last_beat = Some(now);
+        self.silence_reported = false;
+        if let Some(inc) = &mut self.incident {
+            if inc.resumed.is_some() && inc.serving.is_none() {
+                inc.serving = Some(now);
+            }
+        }
+    }
+
+    /// When the last heartbeat arrived.
+    pub fn last_heartbeat(&self) -> Option<Instant> {
+        self.last_beat
+    }
+
+    /// The guest panicked.
+    pub fn panic(&mut self, now: Instant) {
+        self.panicked.get_or_insert(now);
+    }
+
+    /// The guest diagnosed a fault of `class`; `onset_back` is how long
+    /// before `now` it began (from its evidence).
+    pub fn guest_diagnosis(
+        &mut self,
+        now: Instant,
+        class: Class,
+        onset_back: Duration,
+        message: &str,
+    ) {
+        if !self.cfg.rollback_on.contains(&class) {
+            return;
+        }
+        let onset = now.checked_sub(onset_back).unwrap_or(now);
+        if self
+            .last_rollback_end
+            .is_some_and(|end| onset < end + ARTEFACT_SLACK)
+        {
+            return;
+        }
+        if self.pending.iter().any(|p| p.class == class) {
+            return;
+        }
+        self.pending.push(PendingDiagnosis {
+            class,
+            message: message.to_string(),
+            onset,
+            deadline: now + self.cfg.guest_grace,
+        });
+    }
+
+    /// The guest reported a fault of `class` recovered by its own ladder.
+    pub fn guest_recovered(&mut self, class: Class) {
+        self.pending.retain(|p| p.class != class);
+    }
+
+    /// The rollback handed out is done; the guest runs again from `now`.
+    pub fn rolled_back(&mut self, now: Instant) {
+        self.acting = false;
+        self.last_rollback_end = Some(now);
+        self.rollbacks.push_back(now);
+        // The silence, the panic and the diagnoses were about the state
+        // that was undone; the heartbeat clock starts again.
+        if self.last_beat.is_some() {
+            self.last_beat = Some(now);
+        }
+        self.silence_reported = false;
+        self.panicked = None;
+        self.pending.clear();
+        if let Some(inc) = &mut self.incident {
+            inc.resumed = Some(now);
+            inc.serving = None;
+        }
+    }
+
+    /// The rollback handed out could not be done: restart, if allowed.
+    pub fn rollback_failed(&mut self, why: &str) -> Decision {
+        self.acting = false;
+        Decision::Restart {
+            trigger: self.incident.take().map(|i| i.trigger),
+            why: format!("rollback impossible: {why}"),
+        }
+    }
+
+    /// Decides what to do now. `evidence` is called only when the guest
+    /// link is silent, to re-check on the host just before acting.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        evidence: impl FnOnce(Duration) -> HostEvidence,
+    ) -> Option<Decision> {
+        if self.acting {
+            return None;
+        }
+        let trigger = self.next_trigger(now, evidence);
+        let Some((trigger, onset)) = trigger else {
+            return self.maybe_recovered(now);
+        };
+        let recurring = self.incident.as_ref().is_some_and(|i| {
+            i.resumed
+                .is_some_and(|r| now.saturating_duration_since(r) <= self.cfg.recurrence_window)
+        });
+        if !recurring {
+            self.incident = Some(Incident {
+                trigger: trigger.clone(),
+                first_seen: now,
+                onset,
+                attempts: 0,
+                resumed: None,
+                serving: None,
+            });
+        }
+        let inc = self.incident.as_mut().expect("set above");
+        if recurring {
+            inc.attempts += 1;
+        }
+        if !self.cfg.checkpoints {
+            return Some(Decision::Restart {
+                trigger: Some(self.incident.take().expect("set").trigger),
+                why: "checkpoints are off".into(),
+            });
+        }
+        while self
+            .rollbacks
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > self.cfg.window)
+        {
+            self.rollbacks.pop_front();
+        }
+        if self.cfg.max_rollbacks > 0 && self.rollbacks.len() as u32 >= self.cfg.max_rollbacks {
+            return Some(Decision::Restart {
+                trigger: Some(self.incident.take().expect("set").trigger),
+                why: format!(
+                    "{} rollbacks within {:?} did not keep the guest healthy",
+                    self.rollbacks.len(),
+                    self.cfg.window
+                ),
+            });
+        }
+        let attempt = inc.attempts;
+        let back = STEP * ((1u32 << attempt.min(16)) - 1);
+        let before = inc.onset.checked_sub(back).unwrap_or(inc.onset);
+        self.acting = true;
+        Some(Decision::Rollback {
+            trigger,
+            before,
+            attempt,
+        })
+    }
+
+    fn next_trigger(
+        &mut self,
+        now: Instant,
+        evidence: impl FnOnce(Duration) -> HostEvidence,
+    ) -> Option<(Trigger, Instant)> {
+        if let Some(at) = self.panicked.take() {
+            return Some((Trigger::Panic, at.checked_sub(PANIC_MARGIN).unwrap_or(at)));
+        }
+        if let Some(i) = self.pending.iter().position(|p| now >= p.deadline) {
+            let p = self.pending.remove(i);
+            let onset = p.onset.checked_sub(GUEST_MARGIN).unwrap_or(p.onset);
+            return Some((
+                Trigger::Guest {
+                    class: p.class,
+                    message: p.message,
+                },
+                onset,
+            ));
+        }
+        let (Some(timeout), Some(last)) = (self.cfg.heartbeat_timeout, self.last_beat) else {
+            return None;
+        };
+        let silent = now.saturating_duration_since(last);
+        if silent < timeout || self.silence_reported {
+            return None;
+        }
+        let ev = evidence(silent);
+        if let Some(why) = ev.not_hung() {
+            self.silence_reported = true;
+            self.pending_not_hung = Some((why, silent));
+            return None;
+        }
+        Some((
+            Trigger::Hang {
+                silent,
+                evidence: ev,
+            },
+            last,
+        ))
+    }
+
+    fn maybe_recovered(&mut self, now: Instant) -> Option<Decision> {
+        if let Some((why, silent)) = self.pending_not_hung.take() {
+            return Some(Decision::NotHung { why, silent });
+        }
+        let inc = self.incident.as_ref()?;
+        let resumed = inc.resumed?;
+        if now.saturating_duration_since(resumed) <= self.cfg.recurrence_window {
+            return None;
+        }
+        // With heartbeats on, the guest must have been heard from since.
+        if self.cfg.heartbeat_timeout.is_some() && self.last_beat.is_some() && inc.serving.is_none()
+        {
+            return None;
+        }
+        let inc = self.incident.take()?;
+        Some(Decision::Recovered {
+            detect_to_serving: inc
+                .serving
+                .map(|s| s.saturating_duration_since(inc.first_seen)),
+            rollbacks: inc.attempts + 1,
+            trigger: inc.trigger,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,220 @@
+use super::*;
+
+fn cfg() -> PolicyConfig {
+    PolicyConfig {
+        heartbeat_timeout: Some(Duration::from_secs(1)),
+        rollback_on: vec![Class::KernelStall, Class::DState],
+        guest_grace: Duration::from_millis(500),
+        recurrence_window: Duration::from_secs(5),
+        checkpoints: true,
+        max_rollbacks: 10,
+        window: Duration::from_secs(60),
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn running() -> HostEvidence {
+    HostEvidence {
+        qemu_cpu_ms: 900.0,
+        vcpus: vec![(0, 0.9), (1, 0.0)],
+        status: Some("running".into()),
+        qmp_unresponsive: false,
+    }
+}
+
+fn no_evidence(_: Duration) -> HostEvidence {
+    panic!("the host was asked for evidence while the guest was heard from")
+}
+
+#[test]
+fn a_silent_guest_that_qemu_runs_is_rolled_back_to_before_its_last_heartbeat() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(cfg());
+    assert_eq!(p.tick(t0, no_evidence), None, "no heartbeat yet: not armed");
+    p.heartbeat(t0);
+    assert_eq!(p.tick(t0 + ms(900), no_evidence), None);
+    let d = p.tick(t0 + ms(1100), |silent| {
+        assert_eq!(silent, ms(1100));
+        running()
+    });
+    match d {
+        Some(Decision::Rollback {
+            trigger: Trigger::Hang { .. },
+            before,
+            attempt: 0,
+        }) => assert_eq!(before, t0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.tick(t0 + ms(1200), no_evidence), None, "acting");
+    p.rolled_back(t0 + ms(1300));
+    for t in (1400..=6000).step_by(100) {
+        p.heartbeat(t0 + ms(t));
+        if t == 3000 {
+            assert_eq!(
+                p.tick(t0 + ms(t), no_evidence),
+                None,
+                "watching for recurrence"
+            );
+        }
+    }
+    match p.tick(t0 + ms(6400), no_evidence) {
+        Some(Decision::Recovered {
+            rollbacks: 1,
+            detect_to_serving: Some(d),
+            ..
+        }) => assert_eq!(d, ms(300)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stopped_frozen_or_paused_is_not_hung() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    let frozen = HostEvidence {
+        qemu_cpu_ms: 0.0,
+        ..running()
+    };
+    assert!(matches!(
+        p.tick(t0 + ms(1500), |_| frozen.clone()),
+        Some(Decision::NotHung { why, .. }) if why.contains("stopped, frozen or starved")
+    ));
+    // Reported once per silence; a heartbeat re-arms.
+    assert_eq!(p.tick(t0 + ms(5000), no_evidence), None);
+    p.heartbeat(t0 + ms(6000));
+    let paused = HostEvidence {
+        status: Some("paused".into()),
+        ..running()
+    };
+    assert!(matches!(
+        p.tick(t0 + ms(7100), |_| paused.clone()),
+        Some(Decision::NotHung { why, .. }) if why.contains("paused")
+    ));
+}
+
+#[test]
+fn a_recurring_fault_is_rolled_back_further_each_time_then_restarted() {
+    let t0 = Instant::now();
+    let mut c = cfg();
+    c.max_rollbacks = 4;
+    let mut p = Policy::new(c);
+    p.heartbeat(t0);
+    let mut now = t0;
+    let mut befores = Vec::new();
+    for attempt in 0..4u32 {
+        p.panic(now + ms(100));
+        match p.tick(now + ms(100), no_evidence) {
+            Some(Decision::Rollback {
+                trigger: Trigger::Panic,
+                before,
+                attempt: a,
+            }) => {
+                assert_eq!(a, attempt);
+                befores.push(before);
+            }
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+        now += ms(200);
+        p.rolled_back(now);
+        p.heartbeat(now + ms(50));
+    }
+    // Onset − 0.5 s × (2^k − 1): 0, 0.5, 1.5, 3.5 s further back.
+    let first = befores[0];
+    let back: Vec<Duration> = befores.iter().map(|b| first.duration_since(*b)).collect();
+    assert_eq!(back, vec![ms(0), ms(500), ms(1500), ms(3500)]);
+    p.panic(now + ms(100));
+    assert!(matches!(
+        p.tick(now + ms(100), no_evidence),
+        Some(Decision::Restart { why, .. }) if why.contains("4 rollbacks")
+    ));
+}
+
+#[test]
+fn a_guest_diagnosis_waits_for_the_guests_own_recovery() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    // Recovered by the guest within the grace: nothing to do.
+    p.guest_diagnosis(t0, Class::DState, ms(2200), "d_state: x stuck");
+    p.guest_recovered(Class::DState);
+    assert_eq!(p.tick(t0 + ms(600), no_evidence), None);
+    // Not in rollback_on: the guest's business.
+    p.guest_diagnosis(t0, Class::RtHog, ms(200), "rt_hog");
+    assert_eq!(p.tick(t0 + ms(700), no_evidence), None);
+    // Not recovered: rolled back to before its onset.
+    p.heartbeat(t0 + ms(1000));
+    p.guest_diagnosis(
+        t0 + ms(1000),
+        Class::KernelStall,
+        ms(444),
+        "kernel_stall: cpu 1",
+    );
+    assert_eq!(p.tick(t0 + ms(1200), no_evidence), None, "within the grace");
+    p.heartbeat(t0 + ms(1500));
+    match p.tick(t0 + ms(1600), no_evidence) {
+        Some(Decision::Rollback {
+            trigger: Trigger::Guest { class, .. },
+            before,
+            attempt: 0,
+        }) => {
+            assert_eq!(class, Class::KernelStall);
+            assert_eq!(before, t0 + ms(1000) - ms(444) - ms(300));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn diagnoses_of_the_rolled_back_interval_are_artefacts() {
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    p.panic(t0);
+    assert!(matches!(
+        p.tick(t0, no_evidence),
+        Some(Decision::Rollback { .. })
+    ));
+    p.rolled_back(t0 + ms(100));
+    // Right after resuming, the guest sees the rolled-back second as a
+    // stall that "began" before the rollback ended: not acted on.
+    p.guest_diagnosis(t0 + ms(400), Class::KernelStall, ms(1200), "kernel_stall");
+    p.heartbeat(t0 + ms(1400));
+    assert_eq!(p.tick(t0 + ms(1500), no_evidence), None);
+    p.heartbeat(t0 + ms(2000));
+    // A stall that began after the guest resumed is real.
+    p.guest_diagnosis(t0 + ms(2000), Class::KernelStall, ms(400), "kernel_stall");
+    assert!(matches!(
+        p.tick(t0 + ms(2600), no_evidence),
+        Some(Decision::Rollback { attempt: 1, .. })
+    ));
+}
+
+#[test]
+fn without_checkpoints_or_when_rollback_fails_the_guest_restarts() {
+    let t0 = Instant::now();
+    let mut c = cfg();
+    c.checkpoints = false;
+    let mut p = Policy::new(c);
+    p.panic(t0);
+    assert!(matches!(
+        p.tick(t0, no_evidence),
+        Some(Decision::Restart {
+            trigger: Some(Trigger::Panic),
+            ..
+        })
+    ));
+    let mut p = Policy::new(cfg());
+    p.panic(t0);
+    assert!(matches!(
+        p.tick(t0, no_evidence),
+        Some(Decision::Rollback { .. })
+    ));
+    assert!(matches!(
+        p.rollback_failed("history exhausted"),
+        Decision::Restart { trigger: Some(Trigger::Panic), why } if why.contains("history exhausted")
+    ));
+}
