@@ -27,11 +27,17 @@ pub enum Outcome {
     Healthy,
     /// Alive at the end (the scenario script finished) but the fault persists.
     Degraded,
-    /// The guest panicked or rebooted.
+    /// The guest restarted and its next boot served again with every CPU's
+    /// heartbeat regular (profiles that follow reboots).
+    Restarted,
+    /// The guest panicked or rebooted (and was not followed, or its next
+    /// boot never served).
     Rebooted,
     /// The guest never finished its script; the lab had to power it off.
     Hung,
 }
+
+pub use heal::RestartKind;
 
 /// selfheal's view of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -112,6 +118,23 @@ pub struct RunRecord {
     pub workload_elapsed_ms: Option<u64>,
     /// Problems with the run itself (missing markers, insmod failed, …).
     pub errors: Vec<String>,
+    /// Boots the lab channel shows (more than 1: the guest restarted).
+    #[serde(default)]
+    pub boots: u32,
+    /// Why the guest restarted, when it did.
+    #[serde(default)]
+    pub restart: Option<RestartKind>,
+    /// The next boot's selfheal recorded a `restart` event naming the
+    /// incident (the evidence written before the restart survived it).
+    #[serde(default)]
+    pub restart_recorded: bool,
+    /// From the fault's start to the guest serving again, ms; `None` when it
+    /// did not serve again within the observation (hung, or degraded).
+    #[serde(default)]
+    pub downtime_ms: Option<i64>,
+    /// Which clock measured the downtime (`host`: across a restart).
+    #[serde(default)]
+    pub downtime_clock: Option<String>,
 }
 
 impl RunRecord {
@@ -141,6 +164,8 @@ pub struct RawRun<'a> {
     pub lab: &'a str,
     /// ttyS2 text.
     pub events: &'a str,
+    /// `host-marks.log` text (empty for runs recorded before it existed).
+    pub host_marks: &'a str,
     /// How QEMU ended.
     pub qemu_exit: QemuExit,
     /// Host wall time, ms.
@@ -149,15 +174,19 @@ pub struct RawRun<'a> {
 
 /// Scores one run.
 pub fn analyze(scenario: &Scenario, log_dir: &str, raw: RawRun<'_>) -> RunRecord {
-    let console = parse::parse_console(raw.console);
+    let all_console = parse::parse_console(raw.console);
+    // Detection and the fault's effect are judged on the first boot; a
+    // boot after a restart is judged for its health only (see `heal`).
+    let console = parse::first_boot(&all_console).to_vec();
     let lab = parse::parse_lab(raw.lab);
-    let (events, bad_lines) = parse::parse_events(raw.events);
+    let (all_events, bad_lines) = parse::parse_events(raw.events);
+    let events: Vec<LabEvent> = all_events.iter().filter(|e| e.boot == 1).cloned().collect();
     let mut errors = Vec::new();
 
     let boot = lab.mark("BOOT");
     let guest_cpus = boot.and_then(|m| m.int("ncpu")).map(|n| n as u32);
     let inject = lab.mark("INJECT");
-    let end = lab.mark("END");
+    let end = lab.mark_in(1, "END");
     if boot.is_none() {
         errors.push("guest never printed its BOOT marker (boot failed?)".into());
     }
@@ -200,8 +229,23 @@ pub fn analyze(scenario: &Scenario, log_dir: &str, raw: RawRun<'_>) -> RunRecord
         }
     }
 
-    let (outcome, outcome_note) =
+    let (mut outcome, mut outcome_note) =
         judge_outcome(scenario, raw.qemu_exit, &console, &lab, end.is_some());
+    let boots = lab.boots();
+    let mut restart = None;
+    let mut restart_recorded = false;
+    if boots > 1 {
+        let h = heal::judge_restarted(&console, &events, &all_events, &lab);
+        (outcome, outcome_note, restart, restart_recorded) =
+            (h.outcome, h.note, Some(h.kind), h.recorded);
+    }
+    let downtime = heal::downtime(
+        outcome,
+        fault_start_ms,
+        inject.map(|m| m.real_ms),
+        &lab,
+        &parse::parse_host_marks(raw.host_marks),
+    );
     let done = lab.mark("WORKLOAD_DONE");
     RunRecord {
         scenario: scenario.clone(),
@@ -220,6 +264,11 @@ pub fn analyze(scenario: &Scenario, log_dir: &str, raw: RawRun<'_>) -> RunRecord
         workload_ops: done.and_then(|m| m.int("ops")).map(|v| v as u64),
         workload_elapsed_ms: done.and_then(|m| m.int("elapsed_ms")).map(|v| v as u64),
         errors,
+        boots,
+        restart,
+        restart_recorded,
+        downtime_ms: downtime.map(|d| d.0),
+        downtime_clock: downtime.map(|d| d.1.to_string()),
     }
 }
 
@@ -343,12 +392,13 @@ fn selfheal_cpu_pct(lab: &LabLog) -> Option<f64> {
     (wall_ms > 0).then(|| ticks as f64 * 1000.0 / hz as f64 / wall_ms as f64 * 100.0)
 }
 
-/// Heartbeat gaps this long in the final window mean a CPU is still starved.
-const HEALTHY_MAX_GAP_MS: i64 = 500;
+/// Heartbeat gaps this long in the final window mean a CPU is still starved;
+/// after a fault, the guest serves again from the end of its last such gap.
+pub(crate) const HEALTHY_MAX_GAP_MS: i64 = 500;
 /// More processes than this over the pre-injection count is a symptom (fork bomb left over).
 const MAX_EXTRA_PROCS: i64 = 50;
 /// The final window over which the guest must look healthy.
-const HEALTH_WINDOW_MS: i64 = 3000;
+pub(crate) const HEALTH_WINDOW_MS: i64 = 3000;
 
 fn judge_outcome(
     scenario: &Scenario,
@@ -375,7 +425,7 @@ fn judge_outcome(
     let Some(class) = scenario.class else {
         return (Outcome::Healthy, "fault-free run".into());
     };
-    let Some(end) = lab.mark("END") else {
+    let Some(end) = lab.mark_in(1, "END") else {
         return (Outcome::Hung, "END marker missing".into());
     };
     let mut problems = Vec::new();
@@ -387,7 +437,7 @@ fn judge_outcome(
             None => problems.push(format!("cpu{cpu} heartbeat never seen")),
         }
     }
-    let statuses: Vec<_> = lab.marks_tagged("STATUS").collect();
+    let statuses: Vec<_> = lab.marks_tagged("STATUS").filter(|m| m.boot == 1).collect();
     // The fault's task may legitimately survive a recovery (a demoted RT hog
     // keeps running at normal priority), so it is reported, not judged: the
     // outcome rests on the symptoms a user would notice.
@@ -427,5 +477,6 @@ fn judge_outcome(
     }
 }
 
+mod heal;
 #[cfg(test)]
 mod tests;

@@ -283,6 +283,11 @@ pub struct InitramfsInputs {
     pub selfheal: PathBuf,
     /// The selfheal config under test.
     pub config: PathBuf,
+    /// The config of the `restart` profile (the config under test with the
+    /// controlled restart enabled), when that profile runs.
+    pub restart_config: Option<PathBuf>,
+    /// The kernel's own modules to load at boot, dependencies first.
+    pub kernel_modules: Vec<PathBuf>,
 }
 
 /// Writes the initramfs to `out` and returns its SHA256.
@@ -303,6 +308,23 @@ pub fn build_initramfs(inputs: &InitramfsInputs, out: &Path) -> Result<String, S
     wr(w.file("/lab/lab_fault.ko", 0o644, &read(&inputs.module)?))?;
     wr(w.file("/lab/selfheal", 0o755, &read(&inputs.selfheal)?))?;
     wr(w.file("/lab/config.toml", 0o644, &read(&inputs.config)?))?;
+    if let Some(c) = &inputs.restart_config {
+        wr(w.file("/lab/config-restart.toml", 0o644, &read(c)?))?;
+    }
+    if !inputs.kernel_modules.is_empty() {
+        wr(w.dir("/lab/modules"))?;
+        let mut order = String::new();
+        for m in &inputs.kernel_modules {
+            let name = m
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            wr(w.file(&format!("/lab/modules/{name}"), 0o644, &read(m)?))?;
+            order.push_str(&name);
+            order.push('\n');
+        }
+        wr(w.file("/lab/modules.load", 0o644, order.as_bytes()))?;
+    }
     if is_dynamic_elf(&inputs.selfheal)? {
         let mut made = std::collections::BTreeSet::new();
         for lib in shared_libs(&inputs.selfheal)? {

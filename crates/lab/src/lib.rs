@@ -8,10 +8,15 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod availability;
 pub mod build;
 pub mod cpio;
+pub mod labconfig;
+pub mod logs;
+pub mod modules;
 pub mod parse;
 pub mod plot;
+pub mod profile;
 pub mod progress;
 pub mod qemu;
 pub mod report;

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use selfheal_lab::scenario::{FaultClass, KernelProfile};
+use selfheal_lab::profile::{self, KernelProfile};
+use selfheal_lab::scenario::FaultClass;
 
 /// Inject real kernel and system hangs into a QEMU guest and measure selfheal
 /// against the kernel's own detectors. Cache: $SELFHEAL_LAB_CACHE or
@@ -26,12 +27,17 @@ enum Cmd {
     Prepare(CommonArgs),
     /// Run injections and fault-free runs, then write report.md, results.json, latency.svg.
     Run(RunArgs),
-    /// Re-score an existing output directory from its raw serial logs.
+    /// Re-score an existing output directory from its raw serial logs
+    /// (plain or gzipped).
     Report {
         /// The directory a `run` wrote.
         #[arg(long)]
         out: PathBuf,
     },
+    /// Steady-state availability and downtime per year from a run's
+    /// measurements, per profile, for a fault rate and class mix
+    /// (docs/availability.md): prints the table, writes availability.svg.
+    Availability(AvailabilityArgs),
     /// List the fault classes.
     Classes,
 }
@@ -51,17 +57,11 @@ struct CommonArgs {
     /// Debian package version of that kernel.
     #[arg(long, default_value = "6.1.176-1")]
     kernel_version: String,
-}
-
-/// Which kernel detector thresholds to run with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Profiles {
-    /// Tightest thresholds only (fast).
-    Tight,
-    /// Debian defaults only (slow: hung task needs up to 240 s).
-    Default,
-    /// Alternate between both across a class's runs.
-    Both,
+    /// Kernel flavour: `cloud-amd64` or `amd64` (default: `amd64` when a
+    /// profile needs the guest's i6300esb watchdog driver, which the cloud
+    /// kernel lacks; `cloud-amd64` otherwise).
+    #[arg(long)]
+    kernel_flavour: Option<String>,
 }
 
 /// Options of `run`.
@@ -78,9 +78,15 @@ struct RunArgs {
     /// Comma-separated classes (default: all; see `selfheal-lab classes`).
     #[arg(long, value_delimiter = ',')]
     classes: Vec<FaultClass>,
-    /// Kernel detector thresholds (default: tight with --quick, else both).
-    #[arg(long, value_enum)]
-    profiles: Option<Profiles>,
+    /// Comma-separated profiles, alternating across a class's runs
+    /// (default: tight with --quick, else tight,default). Detection:
+    /// `tight` (the kernel's tightest thresholds), `default` (Debian's;
+    /// slow: hung task needs up to 240 s), `both` (= tight,default).
+    /// Healing, the guest followed through restarts: `restart` (selfheal
+    /// with controlled restart), `kernel-panic` (the kernel's panic
+    /// settings), `none` (nothing acts).
+    #[arg(long, value_delimiter = ',')]
+    profiles: Vec<String>,
     /// Fault-free runs per workload, each with and without selfheal (default 1 quick, 3 full).
     #[arg(long)]
     fault_free_runs: Option<u32>,
@@ -125,20 +131,22 @@ enum AccelArg {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Prepare(c) => runner::prepare(&c.into()).map(|_| ()),
+        Cmd::Prepare(c) => runner::prepare(&c.into_prep(&[])).map(|_| ()),
         Cmd::Run(r) => {
             let quick = r.quick;
-            let profiles = match r.profiles.unwrap_or(if quick {
-                Profiles::Tight
-            } else {
-                Profiles::Both
-            }) {
-                Profiles::Tight => vec![KernelProfile::Tight],
-                Profiles::Default => vec![KernelProfile::Default],
-                Profiles::Both => vec![KernelProfile::Tight, KernelProfile::Default],
+            let mut profiles = match profile::parse_profiles(&r.profiles) {
+                Ok(p) => p,
+                Err(e) => bad_input(&e.to_string()),
             };
+            if profiles.is_empty() {
+                profiles = if quick {
+                    vec![KernelProfile::Tight]
+                } else {
+                    vec![KernelProfile::Tight, KernelProfile::Default]
+                };
+            }
             let opts = runner::RunOptions {
-                prep: r.common.clone().into(),
+                prep: r.common.clone().into_prep(&profiles),
                 runs: r.runs.unwrap_or(if quick { 1 } else { 20 }),
                 classes: if r.classes.is_empty() {
                     FaultClass::ALL.to_vec()
@@ -165,6 +173,7 @@ fn main() -> Result<()> {
             runner::run(&opts)
         }
         Cmd::Report { out } => runner::rescore(&out),
+        Cmd::Availability(a) => availability(a),
         Cmd::Classes => {
             for c in FaultClass::ALL {
                 println!(
@@ -179,8 +188,23 @@ fn main() -> Result<()> {
     }
 }
 
-impl From<CommonArgs> for runner::PrepOptions {
-    fn from(c: CommonArgs) -> runner::PrepOptions {
+/// Bad input on the command line: the message and exit code 2.
+fn bad_input(msg: &str) -> ! {
+    eprintln!("selfheal-lab: {msg}");
+    std::process::exit(2);
+}
+
+impl CommonArgs {
+    /// Preparation for `profiles`: the kernel flavour follows what they need.
+    fn into_prep(self, profiles: &[KernelProfile]) -> runner::PrepOptions {
+        let flavour = self.kernel_flavour.clone().unwrap_or_else(|| {
+            if profiles.iter().any(|p| p.watchdog_device()) {
+                selfheal_lab::setup::FLAVOUR_GENERIC.to_string()
+            } else {
+                selfheal_lab::setup::FLAVOUR_CLOUD.to_string()
+            }
+        });
+        let c = self;
         runner::PrepOptions {
             selfheal: match (c.selfheal, c.placeholder) {
                 (Some(p), _) => selfheal_lab::build::SelfhealSource::Path(p),
@@ -190,7 +214,70 @@ impl From<CommonArgs> for runner::PrepOptions {
             pin: selfheal_lab::setup::KernelPin {
                 abi: c.kernel_abi,
                 version: c.kernel_version,
+                flavour,
             },
+            kernel_modules: runner::guest_modules(profiles),
         }
     }
+}
+
+/// Options of `availability`.
+#[derive(Debug, Clone, clap::Args)]
+struct AvailabilityArgs {
+    /// A run's output directory (its results.json).
+    #[arg(long)]
+    results: PathBuf,
+    /// Faults per machine per year, all classes together.
+    #[arg(long, default_value_t = selfheal_lab::availability::DEFAULT_FAULTS_PER_YEAR)]
+    faults_per_year: f64,
+    /// Class mix as class=weight pairs, comma-separated (weights are
+    /// normalised; default: the fleet mix of docs/availability.md).
+    #[arg(long, value_delimiter = ',')]
+    mix: Vec<String>,
+    /// Time to restore a machine that nothing restored (hung, or alive with
+    /// the fault persisting): a person notices, then power-cycles it.
+    #[arg(long, default_value = "1h")]
+    manual_repair: String,
+    /// Where to write the plot (default: <results>/availability.svg).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+fn availability(a: AvailabilityArgs) -> Result<()> {
+    use selfheal_lab::availability as av;
+    let manual = humantime::parse_duration(&a.manual_repair).unwrap_or_else(|e| {
+        bad_input(&format!(
+            "--manual-repair {}: {e}; give a duration such as 30m or 1h",
+            a.manual_repair
+        ))
+    });
+    let mix = if a.mix.is_empty() {
+        av::default_mix()
+    } else {
+        av::parse_mix(&a.mix).unwrap_or_else(|e| bad_input(&e.to_string()))
+    };
+    if !(a.faults_per_year.is_finite() && a.faults_per_year > 0.0) {
+        bad_input("--faults-per-year must be a positive number");
+    }
+    let path = a.results.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "reading {}: {e}; pass the directory a `selfheal-lab run` wrote",
+            path.display()
+        )
+    })?;
+    let report: selfheal_lab::report::Report = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a lab report: {e}", path.display()))?;
+    let params = av::Params {
+        faults_per_year: a.faults_per_year,
+        mix,
+        manual_repair_s: manual.as_secs_f64(),
+    };
+    let table = av::from_report(&report, &params);
+    print!("{}", av::markdown(&table, &params));
+    let svg = a.svg.unwrap_or_else(|| a.results.join("availability.svg"));
+    std::fs::write(&svg, av::svg(&table))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", svg.display()))?;
+    eprintln!("plot: {}", svg.display());
+    Ok(())
 }

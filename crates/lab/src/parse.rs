@@ -4,6 +4,12 @@
 //! - ttyS0 (`console.log`): printk lines `[ secs.micros] text`.
 //! - ttyS1 (`lab.log`): `LAB TAG real_ms=… mono_ms=… k=v…` and `HB cpu=… seq=… real_ms=… mono_ms=…`.
 //! - ttyS2 (`events.log`): selfheal's `--event-log`, one JSON object per line.
+//! - `host-marks.log`: the host's clock for each `LAB` line (see `qemu.rs`).
+//!
+//! A guest that restarts (profiles that follow reboots) writes every boot
+//! into the same files: each record carries the boot it belongs to, counted
+//! from 1 (the console by the kernel's banner, the lab channel by its BOOT
+//! marker, the events by selfheal's `start` event).
 
 use std::collections::BTreeMap;
 
@@ -18,12 +24,32 @@ pub struct KernelLine {
     pub ts_us: u64,
     /// The text after the timestamp.
     pub text: String,
+    /// The boot it belongs to, from 1.
+    pub boot: u32,
 }
 
 /// Parses printk lines; lines without a timestamp (continuations, garbage
-/// from a guest killed mid-write) are skipped.
+/// from a guest killed mid-write) are skipped. A new boot begins at the
+/// kernel's banner, or where the clock goes back.
 pub fn parse_console(text: &str) -> Vec<KernelLine> {
-    text.lines().filter_map(parse_console_line).collect()
+    let mut out: Vec<KernelLine> = Vec::new();
+    let mut boot = 1;
+    for mut l in text.lines().filter_map(parse_console_line) {
+        if let Some(prev) = out.last() {
+            if l.text.starts_with("Linux version ") || l.ts_us + 1_000_000 < prev.ts_us {
+                boot += 1;
+            }
+        }
+        l.boot = boot;
+        out.push(l);
+    }
+    out
+}
+
+/// The records of the first boot (a prefix of the console).
+pub fn first_boot(lines: &[KernelLine]) -> &[KernelLine] {
+    let n = lines.iter().position(|l| l.boot > 1).unwrap_or(lines.len());
+    &lines[..n]
 }
 
 fn parse_console_line(line: &str) -> Option<KernelLine> {
@@ -39,6 +65,7 @@ fn parse_console_line(line: &str) -> Option<KernelLine> {
     Some(KernelLine {
         ts_us: secs * 1_000_000 + micros,
         text: text.to_string(),
+        boot: 1,
     })
 }
 
@@ -127,11 +154,27 @@ pub fn kernel_panicked(lines: &[KernelLine]) -> Option<String> {
         .map(|l| l.text.clone())
 }
 
+/// The kernel's panic line, if it panicked.
+pub fn panic_line(lines: &[KernelLine]) -> Option<&KernelLine> {
+    lines.iter().find(|l| l.text.starts_with("Kernel panic"))
+}
+
+/// The kernel's own line for a restart asked of it: `reboot(2)` or kexec.
+pub fn restart_line(lines: &[KernelLine]) -> Option<&KernelLine> {
+    lines.iter().find(|l| {
+        l.text.starts_with("reboot: Restarting")
+            || l.text.contains("kexec_core: Starting new kernel")
+    })
+}
+
 /// A `LAB …` marker from the lab channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     /// BOOT, INJECT, STATUS, END, …
     pub tag: String,
+    /// The boot it belongs to, from 1.
+    #[serde(default)]
+    pub boot: u32,
     /// Guest CLOCK_REALTIME, ms.
     pub real_ms: i64,
     /// Guest CLOCK_MONOTONIC, ms.
@@ -156,6 +199,9 @@ pub struct Heartbeat {
     pub seq: u64,
     /// Guest CLOCK_REALTIME, ms.
     pub real_ms: i64,
+    /// The boot it belongs to, from 1.
+    #[serde(default)]
+    pub boot: u32,
 }
 
 /// The parsed lab channel.
@@ -178,13 +224,40 @@ impl LabLog {
         self.marks.iter().filter(move |m| m.tag == tag)
     }
 
-    /// Longest time without a heartbeat from `cpu` within `[from_ms, to_ms]`,
-    /// counting the edges of the window. `None` if the CPU never beat at all.
+    /// The first marker with `tag` in boot `boot`.
+    pub fn mark_in(&self, boot: u32, tag: &str) -> Option<&Mark> {
+        self.marks.iter().find(|m| m.boot == boot && m.tag == tag)
+    }
+
+    /// How many boots the channel shows (at least 1).
+    pub fn boots(&self) -> u32 {
+        self.marks_tagged("BOOT").count().max(1) as u32
+    }
+
+    /// The last boot (the one whose health decides a restarted run).
+    pub fn last_boot(&self) -> u32 {
+        self.boots()
+    }
+
+    /// Longest time without a heartbeat from `cpu` within `[from_ms, to_ms]`
+    /// of the first boot, counting the edges of the window. `None` if the
+    /// CPU never beat at all.
     pub fn max_heartbeat_gap_ms(&self, cpu: u32, from_ms: i64, to_ms: i64) -> Option<i64> {
+        self.max_heartbeat_gap_in(1, cpu, from_ms, to_ms)
+    }
+
+    /// [`LabLog::max_heartbeat_gap_ms`] within boot `boot`.
+    pub fn max_heartbeat_gap_in(
+        &self,
+        boot: u32,
+        cpu: u32,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Option<i64> {
         let beats: Vec<i64> = self
             .heartbeats
             .iter()
-            .filter(|h| h.cpu == cpu)
+            .filter(|h| h.cpu == cpu && h.boot == boot)
             .map(|h| h.real_ms)
             .collect();
         if beats.is_empty() {
@@ -198,6 +271,32 @@ impl LabLog {
         }
         Some(max.max(to_ms - prev))
     }
+
+    /// In boot `boot`, the end of the last heartbeat gap longer than
+    /// `gap_ms` on any of `cpus` within `[from_ms, to_ms]` (the time the
+    /// beat after it arrived); `None` when no CPU had one.
+    pub fn last_gap_end(
+        &self,
+        boot: u32,
+        cpus: u32,
+        from_ms: i64,
+        to_ms: i64,
+        gap_ms: i64,
+    ) -> Option<i64> {
+        let mut last = None;
+        for cpu in 0..cpus {
+            let mut prev = from_ms;
+            for h in self.heartbeats.iter().filter(|h| {
+                h.cpu == cpu && h.boot == boot && h.real_ms >= from_ms && h.real_ms <= to_ms
+            }) {
+                if h.real_ms - prev > gap_ms {
+                    last = last.max(Some(h.real_ms));
+                }
+                prev = h.real_ms;
+            }
+        }
+        last
+    }
 }
 
 /// Parses the lab channel; unknown or damaged lines are skipped.
@@ -206,6 +305,7 @@ pub fn parse_lab(text: &str) -> LabLog {
     // A marker without its own clocks (older helpers' PROCCPU) takes the
     // clocks of the line before it: the channel is written in time order.
     let mut last_clock = (0i64, 0i64);
+    let mut boot = 0u32;
     for raw in text.lines() {
         let line = raw.trim_matches(['\r', '\0', ' ']);
         let mut words = line.split_whitespace();
@@ -226,7 +326,11 @@ pub fn parse_lab(text: &str) -> LabLog {
                 let mut fields = fields.clone();
                 fields.remove("real_ms");
                 fields.remove("mono_ms");
+                if tag == "BOOT" {
+                    boot += 1;
+                }
                 log.marks.push(Mark {
+                    boot: boot.max(1),
                     tag: tag.to_string(),
                     real_ms,
                     mono_ms,
@@ -244,6 +348,7 @@ pub fn parse_lab(text: &str) -> LabLog {
                         cpu: cpu as u32,
                         seq: seq as u64,
                         real_ms,
+                        boot: boot.max(1),
                     });
                 }
             }
@@ -279,6 +384,12 @@ pub struct LabEvent {
     pub outcome: Option<String>,
     /// The event's message.
     pub message: String,
+    /// The boot it belongs to, from 1 (counted by selfheal's `start` events).
+    #[serde(default)]
+    pub boot: u32,
+    /// `details.incident` of a `restart` event or a `reboot` recovery step.
+    #[serde(default)]
+    pub incident: Option<String>,
 }
 
 impl LabEvent {
@@ -299,6 +410,7 @@ impl LabEvent {
 pub fn parse_events(text: &str) -> (Vec<LabEvent>, usize) {
     let mut events = Vec::new();
     let mut bad = 0;
+    let mut starts = 0u32;
     for raw in text.lines() {
         let line = raw.trim_matches(['\r', '\0', ' ']);
         if line.is_empty() {
@@ -308,7 +420,13 @@ pub fn parse_events(text: &str) -> (Vec<LabEvent>, usize) {
             .ok()
             .and_then(|v| event_from_json(&v))
         {
-            Some(e) => events.push(e),
+            Some(mut e) => {
+                if e.kind == "start" {
+                    starts += 1;
+                }
+                e.boot = starts.max(1);
+                events.push(e)
+            }
             None => bad += 1,
         }
     }
@@ -331,7 +449,43 @@ fn event_from_json(v: &serde_json::Value) -> Option<LabEvent> {
         action: s(&details["action"]),
         outcome: s(&details["outcome"]),
         message: s(&v["message"]).unwrap_or_default(),
+        boot: 1,
+        incident: s(&details["incident"]["id"]).or_else(|| s(&details["incident_id"])),
     })
+}
+
+/// A `LAB` marker as the host saw it arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMark {
+    /// ms since QEMU started, on the host's clock.
+    pub host_ms: u64,
+    /// The marker's tag.
+    pub tag: String,
+    /// The boot it belongs to, from 1.
+    pub boot: u32,
+}
+
+/// Parses `host-marks.log` (`<ms>\t<LAB line>` per line).
+pub fn parse_host_marks(text: &str) -> Vec<HostMark> {
+    let mut out = Vec::new();
+    let mut boot = 0u32;
+    for line in text.lines() {
+        let Some((ms, rest)) = line.split_once('\t') else {
+            continue;
+        };
+        let (Ok(host_ms), Some(tag)) = (ms.trim().parse(), rest.split_whitespace().nth(1)) else {
+            continue;
+        };
+        if tag == "BOOT" {
+            boot += 1;
+        }
+        out.push(HostMark {
+            host_ms,
+            tag: tag.to_string(),
+            boot: boot.max(1),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -385,6 +539,7 @@ mod tests {
             let r = classify_kernel_line(&KernelLine {
                 ts_us: 1,
                 text: text.into(),
+                boot: 1,
             })
             .unwrap();
             assert_eq!(r.detector, det, "{text}");
@@ -394,6 +549,7 @@ mod tests {
         let boot = KernelLine {
             ts_us: 1,
             text: "\tRCU CPU stall warnings timeout set to 3 (rcu_cpu_stall_timeout).".into(),
+            boot: 1,
         };
         assert!(classify_kernel_line(&boot).is_none());
     }

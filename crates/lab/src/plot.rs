@@ -223,6 +223,8 @@ mod tests {
             runs_with_early_alarms: 0,
             undetectable_by_design: false,
             kernel: Default::default(),
+            restarted: 0,
+            healing: Default::default(),
         };
         c.kernel
             .entry("tight".into())

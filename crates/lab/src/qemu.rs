@@ -1,5 +1,8 @@
 //! Boots one guest with QEMU, its four serial ports written to files, and
-//! waits for it to power off, reboot (QEMU runs with -no-reboot) or time out.
+//! waits for it to power off, reboot (QEMU runs with -no-reboot unless the
+//! profile follows reboots) or time out. While it runs, the host stamps
+//! every `LAB` marker line with its own clock (`host-marks.log`): the only
+//! clock that runs on across a guest restart.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,26 @@ pub const LOG_FILES: [&str; 4] = [
     "events.log",
     "selfheal-stderr.log",
 ];
+
+/// The host's own clock for the lab channel's markers, one line each:
+/// `<ms since QEMU started>\t<the LAB line>`.
+pub const HOST_MARKS: &str = "host-marks.log";
+
+/// The guest's state disk (profiles that follow reboots); deleted after the
+/// run, it only lives as long as the guest.
+pub const STATE_DISK: &str = "disk.img";
+
+/// Size of the state disk: selfheal's store and state dir.
+const STATE_DISK_BYTES: u64 = 64 << 20;
+
+/// Boots after which the host stops a guest that keeps restarting (a
+/// restart loop: the first boot, the one after the fault's restart, and one
+/// more to show the loop).
+const MAX_BOOTS: u32 = 3;
+
+/// How often the host reads the lab channel while the guest runs: the
+/// resolution of the host's marker clock.
+const TAIL_EVERY: Duration = Duration::from_millis(20);
 
 /// QEMU's accelerator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +115,7 @@ pub struct RunEnd {
 }
 
 impl Guest {
-    fn command(&self, cmdline: &str, dir: &Path) -> Command {
+    fn command(&self, scenario: &Scenario, cmdline: &str, dir: &Path) -> Command {
         let mut c = Command::new(&self.qemu);
         // TCG emulates every feature of "max"; KVM must mirror the host CPU.
         let cpu = match self.accel {
@@ -108,11 +131,24 @@ impl Guest {
                 "-no-user-config",
                 "-display",
                 "none",
-                "-no-reboot",
                 "-monitor",
                 "none",
-            ])
-            .arg("-kernel")
+            ]);
+        if !scenario.profile.follows_reboot() {
+            c.arg("-no-reboot");
+        }
+        if scenario.profile.watchdog_device() {
+            // Intel 6300ESB: the guest's i6300esb driver makes /dev/watchdog0;
+            // when nobody pets it once armed, QEMU resets the guest.
+            c.args(["-device", "i6300esb", "-action", "watchdog=reset"]);
+        }
+        if scenario.profile.follows_reboot() {
+            c.arg("-drive").arg(format!(
+                "file={},format=raw,if=virtio",
+                dir.join(STATE_DISK).display()
+            ));
+        }
+        c.arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(&self.initrd)
@@ -139,20 +175,31 @@ impl Guest {
         })?;
         let cmdline = scenario.cmdline();
         let _ = fs::write(dir.join("cmdline.txt"), format!("{cmdline}\n"));
+        if scenario.profile.follows_reboot() {
+            let disk = dir.join(STATE_DISK);
+            fs::File::create(&disk)
+                .and_then(|f| f.set_len(STATE_DISK_BYTES))
+                .map_err(|source| QemuError::LogDir {
+                    dir: disk.clone(),
+                    source,
+                })?;
+        }
         let started = Instant::now();
         let mut child = self
-            .command(&cmdline, dir)
+            .command(scenario, &cmdline, dir)
             .spawn()
             .map_err(|source| QemuError::Spawn {
                 qemu: self.qemu.clone(),
                 source,
             })?;
         let timeout = scenario.host_timeout();
-        let lab_log = dir.join(LOG_FILES[1]);
+        let mut tail = MarkTail::new(dir.join(LOG_FILES[1]), dir.join(HOST_MARKS));
         let mut end_seen: Option<Instant> = None;
         // Once the fault is in, the guest has its observation window (plus
-        // the workload, for fault-free runs) and a margin for slow TCG.
-        let mut inject_seen: Option<Instant> = None;
+        // the workload, for fault-free runs) and a margin for slow TCG; a
+        // guest that may reboot has time to reset and boot again, and each
+        // boot after that its own window.
+        let mut deadline: Option<Instant> = None;
         let after_inject = Duration::from_secs(
             scenario.observe_s
                 + 30
@@ -160,12 +207,29 @@ impl Guest {
                     scenario.workload_s
                 } else {
                     0
+                }
+                + if scenario.profile.follows_reboot() {
+                    crate::scenario::REBOOT_ALLOWANCE_S
+                } else {
+                    0
                 },
         );
-        let mut last_check = Instant::now();
+        let after_boot = Duration::from_secs(
+            40 + scenario.second_observe_s + crate::scenario::REBOOT_ALLOWANCE_S,
+        );
+        let mut boots = 0u32;
+        let finish = |child: &mut Child, exit| {
+            let _ = child.kill();
+            let _ = child.wait();
+            RunEnd {
+                exit,
+                host_ms: started.elapsed().as_millis() as u64,
+            }
+        };
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let host_ms = started.elapsed().as_millis() as u64;
+                tail.poll(started);
                 if !status.success() && host_ms < 2000 {
                     return Err(QemuError::Failed {
                         status: status.to_string(),
@@ -177,28 +241,90 @@ impl Guest {
                     host_ms,
                 });
             }
-            if last_check.elapsed() >= Duration::from_millis(500) {
-                last_check = Instant::now();
-                let text = fs::read(&lab_log).unwrap_or_default();
-                if inject_seen.is_none() && contains(&text, b"LAB INJECT ") {
-                    inject_seen = Some(Instant::now());
-                }
-                if end_seen.is_none() && contains(&text, b"LAB END ") {
-                    end_seen = Some(Instant::now());
+            for tag in tail.poll(started) {
+                match tag.as_str() {
+                    "INJECT" if deadline.is_none() => {
+                        deadline = Some(Instant::now() + after_inject)
+                    }
+                    "BOOT" => {
+                        boots += 1;
+                        end_seen = None;
+                        if boots > 1 {
+                            let d = Instant::now() + after_boot;
+                            deadline = Some(deadline.map_or(d, |x| x.max(d)));
+                        }
+                    }
+                    "END" => end_seen = Some(Instant::now()),
+                    _ => {}
                 }
             }
             let overdue = end_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(10))
-                || inject_seen.is_some_and(|t| t.elapsed() > after_inject);
+                || deadline.is_some_and(|t| Instant::now() > t)
+                || boots > MAX_BOOTS;
             if overdue || started.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(RunEnd {
-                    exit: QemuExit::Killed,
-                    host_ms: started.elapsed().as_millis() as u64,
-                });
+                tail.poll(started);
+                return Ok(finish(&mut child, QemuExit::Killed));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(TAIL_EVERY);
         }
+    }
+}
+
+/// Follows the lab channel as QEMU writes it, stamping each `LAB` marker
+/// line with the host's clock.
+struct MarkTail {
+    path: PathBuf,
+    out: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl MarkTail {
+    fn new(path: PathBuf, out: PathBuf) -> MarkTail {
+        let _ = fs::write(&out, b"");
+        MarkTail {
+            path,
+            out,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Reads what was appended; returns the tags of new markers.
+    fn poll(&mut self, started: Instant) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut tags = Vec::new();
+        let Ok(mut f) = fs::File::open(&self.path) else {
+            return tags;
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return tags;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() || buf.is_empty() {
+            return tags;
+        }
+        self.offset += buf.len() as u64;
+        let now_ms = started.elapsed().as_millis();
+        self.partial.extend_from_slice(&buf);
+        let mut stamped = String::new();
+        while let Some(nl) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_matches(['\r', '\n', '\0', ' ']);
+            if let Some(rest) = text.strip_prefix("LAB ") {
+                if let Some(tag) = rest.split_whitespace().next() {
+                    tags.push(tag.to_string());
+                }
+                stamped.push_str(&format!("{now_ms}\t{text}\n"));
+            }
+        }
+        if !stamped.is_empty() {
+            if let Ok(mut o) = fs::OpenOptions::new().append(true).open(&self.out) {
+                let _ = o.write_all(stamped.as_bytes());
+            }
+        }
+        tags
     }
 }
 
@@ -209,10 +335,6 @@ fn read_stderr(child: &mut Child) -> String {
         let _ = e.read_to_string(&mut s);
     }
     s.trim().to_string()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// True when /dev/kvm can be opened read-write.

@@ -2,11 +2,10 @@
 //! writes them as Markdown and JSON.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analyze::{Outcome, RunRecord};
+use crate::analyze::{Outcome, RestartKind, RunRecord};
 use crate::scenario::{FaultClass, KernelDetector, KernelProfile, Workload};
 
 /// Latency statistics over the runs that detected.
@@ -90,6 +89,98 @@ pub struct ClassSummary {
     pub undetectable_by_design: bool,
     /// Per threshold profile: detector (and `selfheal`, for the same runs) → latency.
     pub kernel: BTreeMap<String, BTreeMap<String, Latency>>,
+    /// Guest restarted and served again (profiles that follow reboots).
+    #[serde(default)]
+    pub restarted: usize,
+    /// Per profile: how the guest ended and the downtime.
+    #[serde(default)]
+    pub healing: BTreeMap<String, Healing>,
+}
+
+/// One class under one profile: how the guest ended, and its downtime.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Healing {
+    /// Injections.
+    pub runs: usize,
+    /// Healthy after a selfheal recovery step that reported `recovered`
+    /// (or `mitigated`), without a restart.
+    pub in_place: usize,
+    /// Healthy without any selfheal step and without a restart.
+    pub healthy_unaided: usize,
+    /// Restarted and served again, by kind (`controlled`, `kernel_panic`,
+    /// `watchdog`, `other`).
+    pub restarted: BTreeMap<String, usize>,
+    /// Controlled restarts whose next boot recorded a `restart` event
+    /// naming the incident.
+    pub restart_recorded: usize,
+    /// Not serving at the end: hung, alive with the fault, or rebooted and
+    /// not back.
+    pub not_restored: usize,
+    /// Downtime over the runs that served again (`detected` = those runs).
+    pub downtime: Latency,
+    /// Mean downtime of the runs healthy in place, ms.
+    pub mean_in_place_ms: Option<f64>,
+    /// Mean downtime of the runs restarted (any kind), ms.
+    pub mean_restart_ms: Option<f64>,
+    /// Median time from the fault to selfheal's first detection, ms.
+    pub detect_median_ms: Option<f64>,
+}
+
+impl Healing {
+    /// Restarts of `kind` that served again.
+    pub fn restarted_by(&self, kind: RestartKind) -> usize {
+        self.restarted.get(kind.name()).copied().unwrap_or(0)
+    }
+
+    /// Handled: healthy in place after selfheal acted, or restarted under control.
+    pub fn handled(&self) -> usize {
+        self.in_place + self.restarted_by(RestartKind::Controlled)
+    }
+
+    /// Restored by any means (in place, unaided, any restart).
+    pub fn restored(&self) -> usize {
+        self.in_place + self.healthy_unaided + self.restarted.values().sum::<usize>()
+    }
+}
+
+/// The healing summary of runs (all of one class and one profile).
+pub fn healing(rs: &[&RunRecord]) -> Healing {
+    let mut h = Healing {
+        runs: rs.len(),
+        ..Healing::default()
+    };
+    let mean = |v: &[i64]| (!v.is_empty()).then(|| v.iter().sum::<i64>() as f64 / v.len() as f64);
+    let (mut in_place, mut restarts, mut all, mut detect) = (vec![], vec![], vec![], vec![]);
+    for r in rs {
+        if let Some(d) = r.selfheal.detect_ms {
+            detect.push(d);
+        }
+        match r.outcome {
+            Outcome::Healthy if r.selfheal.recover_ms.is_some() => h.in_place += 1,
+            Outcome::Healthy => h.healthy_unaided += 1,
+            Outcome::Restarted => {
+                let kind = r.restart.unwrap_or(RestartKind::Other);
+                *h.restarted.entry(kind.name().to_string()).or_insert(0) += 1;
+                if kind == RestartKind::Controlled && r.restart_recorded {
+                    h.restart_recorded += 1;
+                }
+            }
+            Outcome::Degraded | Outcome::Rebooted | Outcome::Hung => h.not_restored += 1,
+        }
+        if let Some(d) = r.downtime_ms {
+            all.push(d);
+            match r.outcome {
+                Outcome::Restarted => restarts.push(d),
+                _ => in_place.push(d),
+            }
+        }
+    }
+    h.mean_in_place_ms = mean(&in_place);
+    h.mean_restart_ms = mean(&restarts);
+    detect.sort_unstable();
+    h.detect_median_ms = median(&detect);
+    h.downtime = Latency::of(all, rs.len());
+    h
 }
 
 /// One workload's fault-free runs.
@@ -229,8 +320,10 @@ pub fn summarize(meta: Meta, runs: Vec<RunRecord>) -> Report {
 }
 
 fn summarize_class(class: FaultClass, rs: &[&RunRecord]) -> ClassSummary {
-    let n = rs.len();
-    let detections: Vec<i64> = rs.iter().filter_map(|r| r.selfheal.detect_ms).collect();
+    // selfheal's columns count the runs it ran in; outcomes count every run.
+    let with: Vec<&RunRecord> = rs.iter().copied().filter(|r| r.scenario.selfheal).collect();
+    let n = with.len();
+    let detections: Vec<i64> = with.iter().filter_map(|r| r.selfheal.detect_ms).collect();
     let mut diagnoses = BTreeMap::new();
     for r in rs {
         if let Some(d) = &r.selfheal.diagnosis {
@@ -238,8 +331,10 @@ fn summarize_class(class: FaultClass, rs: &[&RunRecord]) -> ClassSummary {
         }
     }
     let count = |f: &dyn Fn(&RunRecord) -> bool| rs.iter().filter(|r| f(r)).count();
+    let count_with = |f: &dyn Fn(&RunRecord) -> bool| with.iter().filter(|r| f(r)).count();
     let mut kernel = BTreeMap::new();
-    for profile in [KernelProfile::Default, KernelProfile::Tight] {
+    let mut healings = BTreeMap::new();
+    for &profile in KernelProfile::ALL {
         let prs: Vec<&&RunRecord> = rs
             .iter()
             .filter(|r| r.scenario.profile == profile)
@@ -247,10 +342,15 @@ fn summarize_class(class: FaultClass, rs: &[&RunRecord]) -> ClassSummary {
         if prs.is_empty() {
             continue;
         }
+        healings.insert(
+            profile.name().to_string(),
+            healing(&prs.iter().map(|r| **r).collect::<Vec<_>>()),
+        );
         let mut per = BTreeMap::new();
         // selfheal's own row for the same runs, so each line compares like with like.
         let own: Vec<i64> = prs.iter().filter_map(|r| r.selfheal.detect_ms).collect();
-        per.insert("selfheal".to_string(), Latency::of(own, prs.len()));
+        let ran = prs.iter().filter(|r| r.scenario.selfheal).count();
+        per.insert("selfheal".to_string(), Latency::of(own, ran));
         for d in KernelDetector::ALL {
             let lat: Vec<i64> = prs
                 .iter()
@@ -263,11 +363,11 @@ fn summarize_class(class: FaultClass, rs: &[&RunRecord]) -> ClassSummary {
     let detected = detections.len();
     ClassSummary {
         class,
-        injections: n,
+        injections: rs.len(),
         selfheal: Latency::of(detections, n),
-        diagnosed: count(&|r| r.selfheal.diagnosis.is_some()),
-        diagnosed_correctly: count(&|r| r.selfheal.diagnosed_correctly == Some(true)),
-        culprit_correct: count(&|r| r.selfheal.culprit_correct == Some(true)),
+        diagnosed: count_with(&|r| r.selfheal.diagnosis.is_some()),
+        diagnosed_correctly: count_with(&|r| r.selfheal.diagnosed_correctly == Some(true)),
+        culprit_correct: count_with(&|r| r.selfheal.culprit_correct == Some(true)),
         diagnoses,
         recovered: count(&|r| r.outcome == Outcome::Healthy && r.selfheal.recover_ms.is_some()),
         healthy_without_selfheal: count(&|r| {
@@ -277,270 +377,16 @@ fn summarize_class(class: FaultClass, rs: &[&RunRecord]) -> ClassSummary {
         hung: count(&|r| r.outcome == Outcome::Hung),
         degraded: count(&|r| r.outcome == Outcome::Degraded),
         missed: n - detected,
-        runs_with_early_alarms: count(&|r| r.selfheal.false_alarms > 0),
+        runs_with_early_alarms: count_with(&|r| r.selfheal.false_alarms > 0),
         undetectable_by_design: rs.iter().all(|r| !r.detectable()),
         kernel,
+        restarted: count(&|r| r.outcome == Outcome::Restarted),
+        healing: healings,
     }
 }
 
-fn ms(v: Option<f64>) -> String {
-    match v {
-        None => "—".into(),
-        Some(x) if x >= 10_000.0 => format!("{:.1} s", x / 1000.0),
-        Some(x) if x >= 1000.0 => format!("{:.2} s", x / 1000.0),
-        Some(x) => format!("{x:.0} ms"),
-    }
-}
-
-fn pct(v: Option<f64>, digits: usize) -> String {
-    v.map_or("—".into(), |x| format!("{x:.digits$} %"))
-}
-
-/// The report as Markdown.
-pub fn markdown(r: &Report) -> String {
-    let m = &r.meta;
-    let mut s = String::new();
-    let _ = writeln!(s, "# selfheal hang lab results\n");
-    if m.placeholder {
-        let _ = writeln!(
-            s,
-            "> **PLACEHOLDER RUN.** The guest ran the lab's stand-in, not selfheal: every selfheal column \
-             below is empty by construction. Only the kernel detector columns and the lab's plumbing are real.\n"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "- started: {} (UTC), duration {:.0} s",
-        m.started_utc, m.duration_s
-    );
-    let _ = writeln!(s, "- command: `{}` (seed {})", m.command, m.seed);
-    let _ = writeln!(s, "- guest: {}, kernel {}, {}", m.guest, m.kernel, m.accel);
-    let _ = writeln!(s, "- selfheal: {}", m.selfheal);
-    let _ = writeln!(s, "- config under test: {}", m.config);
-    let feats: Vec<String> = m
-        .kernel_features
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let _ = writeln!(s, "- guest kernel config: {}", feats.join(", "));
-    let _ = writeln!(
-        s,
-        "- raw serial logs: `runs/<id>/` beside this file; `results.json` has every run\n"
-    );
-
-    let _ = writeln!(s, "## Fault injections: selfheal\n");
-    let _ = writeln!(
-        s,
-        "Latency is from the fault's start (the module's own start line, or the injection marker for \
-         user-space faults) to selfheal's first alert, hang diagnosis, watchdog or recovery event, on the \
-         guest's clock. Events naming another CPU than the one a pinned fault occupies are not credited. \
-         `runs with alarms before injection` counts runs where selfheal already alerted under the workload \
-         alone: there a detection may be the workload, not the fault.\n"
-    );
-    let _ = writeln!(
-        s,
-        "| class | fault | injections | detected | median | p95 | diagnosed correctly | culprit right | \
-         recovered w/o reboot | rebooted | hung (lab reset) | alive, fault persists | missed | \
-         runs with alarms before injection |"
-    );
-    let _ = writeln!(
-        s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for c in &r.classes {
-        let missed = if c.undetectable_by_design {
-            format!("{} (all CPUs stalled: undetectable by design)", c.missed)
-        } else {
-            c.missed.to_string()
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} | {} |",
-            c.class,
-            c.class.describe(),
-            c.injections,
-            c.selfheal.detected,
-            ms(c.selfheal.median_ms),
-            ms(c.selfheal.p95_ms),
-            c.diagnosed_correctly,
-            c.injections,
-            c.culprit_correct,
-            c.injections,
-            c.recovered,
-            c.rebooted,
-            c.hung,
-            c.degraded,
-            missed,
-            c.runs_with_early_alarms
-        );
-    }
-    let _ = writeln!(s);
-    let problems = plain_findings(r);
-    if !problems.is_empty() {
-        let _ = writeln!(s, "**Where selfheal missed or misdiagnosed:**\n");
-        for p in problems {
-            let _ = writeln!(s, "- {p}");
-        }
-        let _ = writeln!(s);
-    }
-
-    let _ = writeln!(s, "## Fault injections: the kernel's own detectors\n");
-    let _ = writeln!(
-        s,
-        "Each cell: runs that reported / runs, median latency. Profiles: default = soft lockup 20 s, \
-         hung task 120 s (reported 120–240 s after blocking), RCU stall 21 s; tight = watchdog_thresh=1 \
-         (soft lockup 2 s), hung_task_timeout_secs=1, rcu_cpu_stall_timeout=3. The hard-lockup detector \
-         needs a perf NMI, which a TCG guest lacks (`NMI watchdog: Perf NMI watchdog permanently disabled`).\n"
-    );
-    let dets: Vec<&str> = KernelDetector::ALL.iter().map(|d| d.name()).collect();
-    let _ = writeln!(s, "| class | profile | selfheal | {} |", dets.join(" | "));
-    let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(dets.len()));
-    for c in &r.classes {
-        for (profile, per) in &c.kernel {
-            let cells: Vec<String> = dets
-                .iter()
-                .map(|d| {
-                    let l = &per[*d];
-                    format!("{}/{}, {}", l.detected, l.runs, ms(l.median_ms))
-                })
-                .collect();
-            let own = per.get("selfheal").cloned().unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "| {} | {} | {}/{}, {} | {} |",
-                c.class,
-                profile,
-                own.detected,
-                own.runs,
-                ms(own.median_ms),
-                cells.join(" | ")
-            );
-        }
-    }
-    let _ = writeln!(s, "\n![detection latency per class](latency.svg)\n");
-
-    let _ = writeln!(s, "## Fault-free runs: false positives and overhead\n");
-    let _ = writeln!(
-        s,
-        "| workload | runs with / without selfheal | runs with a selfheal false positive | FP events | \
-         ops/s without | ops/s with | throughput overhead | selfheal CPU (% of one core) | kernel reports |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-    for f in &r.fault_free {
-        let kr: Vec<String> = f
-            .kernel_reports
-            .iter()
-            .map(|(k, n)| format!("{k}: {n}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
-            f.workload.name(),
-            f.runs_with,
-            f.runs_without,
-            f.false_positive_runs,
-            f.false_positive_events,
-            f.ops_per_s_without
-                .map_or("—".into(), |v| format!("{v:.1}")),
-            f.ops_per_s_with.map_or("—".into(), |v| format!("{v:.1}")),
-            pct(f.overhead_pct, 1),
-            pct(f.selfheal_cpu_pct, 2),
-            if kr.is_empty() {
-                "none".into()
-            } else {
-                kr.join(", ")
-            }
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nThroughput overhead compares separate guest boots under TCG on a shared host; differences of a \
-         few percent either way are noise. selfheal's own CPU time (utime+stime over its lifetime) is the \
-         sharper overhead figure.\n"
-    );
-
-    let _ = writeln!(s, "## Every run\n");
-    let _ = writeln!(s, "| run | workload | profile | selfheal detect | diagnosis | culprit | recovery | outcome | kernel first | logs |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
-    for run in &r.runs {
-        let first_kernel = run
-            .kernel
-            .iter()
-            .min_by_key(|(_, h)| h.latency_ms)
-            .map_or("—".into(), |(k, h)| {
-                format!("{k} {}", ms(Some(h.latency_ms as f64)))
-            });
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {:?}: {} | {} | [logs]({}/) |",
-            run.scenario.id,
-            run.scenario.workload.name(),
-            run.scenario.profile.name(),
-            run.selfheal.detect_ms.map_or("—".into(), |v| format!(
-                "{} ({})",
-                ms(Some(v as f64)),
-                run.selfheal.detect_by.as_deref().unwrap_or("")
-            )),
-            run.selfheal.diagnosis.as_deref().unwrap_or("—"),
-            run.selfheal.culprit.as_deref().unwrap_or("—"),
-            run.selfheal.recovery.as_deref().unwrap_or("—"),
-            run.outcome,
-            run.outcome_note.replace('|', "/"),
-            first_kernel,
-            run.log_dir
-        );
-    }
-    if !m.notes.is_empty() {
-        let _ = writeln!(s, "\n## Notes\n");
-        for n in &m.notes {
-            let _ = writeln!(s, "- {n}");
-        }
-    }
-    s
-}
-
-/// Plain sentences for every class selfheal missed or misdiagnosed.
-pub fn plain_findings(r: &Report) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in &r.classes {
-        if c.undetectable_by_design {
-            out.push(format!(
-                "{}: every CPU is stalled, so no user-space detector can run; selfheal detected {}/{} (expected 0).",
-                c.class, c.selfheal.detected, c.injections
-            ));
-            continue;
-        }
-        if c.missed > 0 {
-            out.push(format!(
-                "{}: selfheal missed {} of {} injections.",
-                c.class, c.missed, c.injections
-            ));
-        }
-        let wrong: Vec<String> = c
-            .diagnoses
-            .iter()
-            .filter(|(d, _)| d.as_str() != c.class.expected_diagnosis())
-            .map(|(d, n)| format!("{d} ×{n}"))
-            .collect();
-        if !wrong.is_empty() {
-            out.push(format!(
-                "{}: misdiagnosed as {} (expected {}).",
-                c.class,
-                wrong.join(", "),
-                c.class.expected_diagnosis()
-            ));
-        }
-        if c.diagnosed < c.injections && c.missed < c.injections {
-            out.push(format!(
-                "{}: {} of {} injections got no diagnosis event.",
-                c.class,
-                c.injections - c.diagnosed,
-                c.injections
-            ));
-        }
-    }
-    out
-}
+mod markdown;
+pub use markdown::{markdown, plain_findings};
 
 #[cfg(test)]
 mod tests {
@@ -558,13 +404,5 @@ mod tests {
         assert_eq!(percentile(&[7], 95.0), Some(7.0));
         let l = Latency::of(vec![300, 100, 200], 5);
         assert_eq!((l.detected, l.runs, l.median_ms), (3, 5, Some(200.0)));
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(ms(Some(85.0)), "85 ms");
-        assert_eq!(ms(Some(2345.0)), "2.35 s");
-        assert_eq!(ms(Some(125_000.0)), "125.0 s");
-        assert_eq!(ms(None), "—");
     }
 }

@@ -18,6 +18,7 @@ use selfheal_lab::scenario::{
     self, FaultClass, KernelProfile, PlanOptions, Rng, Scenario, Workload,
 };
 use selfheal_lab::setup::{self, KernelPin, KernelTree};
+use selfheal_lab::{labconfig, logs};
 
 /// What `prepare` needs.
 #[derive(Debug, Clone)]
@@ -26,6 +27,24 @@ pub struct PrepOptions {
     pub selfheal: SelfhealSource,
     /// The guest kernel.
     pub pin: KernelPin,
+    /// The kernel's own modules the guest loads (see [`guest_modules`]).
+    pub kernel_modules: Vec<&'static str>,
+}
+
+/// The guest kernel's modules `profiles` need: the i6300esb watchdog
+/// driver, and virtio-blk with ext4 for the state disk of the profiles
+/// that follow reboots.
+pub fn guest_modules(profiles: &[KernelProfile]) -> Vec<&'static str> {
+    let mut m = Vec::new();
+    if profiles.iter().any(|p| p.watchdog_device()) {
+        m.push("i6300esb");
+    }
+    if profiles.iter().any(|p| p.follows_reboot()) {
+        // ext4 needs the crc32c hash even for an ext2 volume, and loads it
+        // through the crypto API (modprobe), which this initramfs lacks.
+        m.extend(["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]);
+    }
+    m
 }
 
 /// Everything built and verified, ready to assemble an initramfs.
@@ -40,6 +59,7 @@ pub struct Prepared {
     assets: Assets,
     features: Vec<(String, String)>,
     notes: Vec<String>,
+    kernel_modules: Vec<PathBuf>,
 }
 
 fn step<T, E: std::error::Error + Send + Sync + 'static>(name: &str, r: Result<T, E>) -> Result<T> {
@@ -62,6 +82,8 @@ pub fn prepare(p: &PrepOptions) -> Result<Prepared> {
     let config_text = fs::read_to_string(&kernel.config)
         .with_context(|| format!("reading {}", kernel.config.display()))?;
     let features = setup::kernel_features(&config_text);
+    let kernel_modules = selfheal_lab::modules::resolve(&kernel.modules, &p.kernel_modules)
+        .context("lab setup step `guest kernel modules` failed")?;
     let assets = Assets::locate();
     if !assets.module_src.join("lab_fault.c").is_file() {
         bail!(
@@ -103,6 +125,7 @@ pub fn prepare(p: &PrepOptions) -> Result<Prepared> {
         assets,
         features,
         notes,
+        kernel_modules,
     })
 }
 
@@ -160,6 +183,15 @@ pub fn run(o: &RunOptions) -> Result<()> {
 
     let config = o.out.join("config.toml");
     write_config(&prep, o.config.as_deref(), placeholder, &config)?;
+    let config_text = fs::read_to_string(&config)?;
+    let restart_config = if o.profiles.contains(&KernelProfile::Restart) && !placeholder {
+        let path = o.out.join("config-restart.toml");
+        fs::write(&path, labconfig::restart_config(&config_text)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Some(path)
+    } else {
+        None
+    };
     let initrd = o.out.join("initramfs.cpio");
     let inputs = InitramfsInputs {
         init: prep.assets.guest_dir.join("init"),
@@ -168,6 +200,8 @@ pub fn run(o: &RunOptions) -> Result<()> {
         module: prep.module.clone(),
         selfheal: prep.selfheal.clone(),
         config: config.clone(),
+        restart_config,
+        kernel_modules: prep.kernel_modules.clone(),
     };
     let mut initrd_sha = step("initramfs", build::build_initramfs(&inputs, &initrd))?;
     let qemu_bin = PathBuf::from("qemu-system-x86_64");
@@ -224,6 +258,7 @@ pub fn run(o: &RunOptions) -> Result<()> {
             fault_free_s: if o.quick { 12 } else { 30 },
             inject_range_ms: (3000, 6000),
             dry_run: o.dry_run,
+            restart_grace_s: labconfig::restart_graces(&config_text),
         },
         &mut Rng::new(seed),
     );
@@ -281,6 +316,11 @@ pub fn run(o: &RunOptions) -> Result<()> {
         )?;
         let rec = score(&o.out, s, end.exit, end.host_ms)?;
         progress.finish(&one_line(&rec));
+        // Scored: the raw logs are kept compressed, the disk is not kept.
+        let _ = fs::remove_file(dir.join(qemu::STATE_DISK));
+        for f in LOG_FILES.iter().chain([&qemu::HOST_MARKS]) {
+            logs::compress(&dir, f)?;
+        }
         records.push(rec);
     }
     meta.duration_s = t0.elapsed().as_secs_f64();
@@ -307,9 +347,7 @@ fn calibrate(guest: &Guest, o: &RunOptions, config: &Path) -> Result<()> {
     let end = guest
         .run(&s, &dir)
         .context("running the calibration guest")?;
-    let text = fs::read_to_string(dir.join(LOG_FILES[2]))
-        .unwrap_or_default()
-        .replace('\r', "");
+    let text = logs::read_log(&dir, LOG_FILES[2]).replace('\r', "");
     if end.exit != QemuExit::Exited || !text.contains("[[rule]]") {
         bail!(
             "calibration produced no rules (QEMU {:?}); see {}/selfheal-stderr.log",
@@ -342,12 +380,9 @@ pub fn rescore(out: &Path) -> Result<()> {
 
 fn score(out: &Path, s: &Scenario, exit: QemuExit, host_ms: u64) -> Result<RunRecord> {
     let dir = out.join("runs").join(&s.id);
-    let read = |f: &str| {
-        fs::read(dir.join(f))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
+    let read = |f: &str| logs::read_log(&dir, f);
     let (console, lab, events) = (read(LOG_FILES[0]), read(LOG_FILES[1]), read(LOG_FILES[2]));
+    let host_marks = read(qemu::HOST_MARKS);
     Ok(analyze::analyze(
         s,
         &format!("runs/{}", s.id),
@@ -355,6 +390,7 @@ fn score(out: &Path, s: &Scenario, exit: QemuExit, host_ms: u64) -> Result<RunRe
             console: &console,
             lab: &lab,
             events: &events,
+            host_marks: &host_marks,
             qemu_exit: exit,
             host_ms,
         },
@@ -431,6 +467,7 @@ fn pick_accel(cache: &Path, guest: &Guest, out: &Path) -> Result<(Accel, String)
         workload_s: 0,
         fault_cpu: 1,
         calibrate_s: 0,
+        second_observe_s: 0,
     };
     let (a, why) = qemu::choose_accel(|accel| {
         let g = Guest {

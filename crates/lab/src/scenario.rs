@@ -256,62 +256,7 @@ impl Workload {
     }
 }
 
-/// Thresholds for the kernel's own detectors in one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KernelProfile {
-    /// Debian's defaults: soft lockup 20 s, hung task 120 s, RCU stall 21 s.
-    Default,
-    /// The tightest the kernel accepts: soft lockup 2 s, hung task 1 s, RCU stall 3 s.
-    Tight,
-}
-
-impl KernelProfile {
-    /// Stable name.
-    pub fn name(self) -> &'static str {
-        match self {
-            KernelProfile::Default => "default",
-            KernelProfile::Tight => "tight",
-        }
-    }
-
-    /// `kernel.watchdog_thresh`: hard lockup after this, soft lockup after twice it.
-    pub fn watchdog_thresh_s(self) -> u64 {
-        match self {
-            KernelProfile::Default => 10,
-            KernelProfile::Tight => 1,
-        }
-    }
-
-    /// `rcupdate.rcu_cpu_stall_timeout` (the kernel clamps it to at least 3 s).
-    pub fn rcu_stall_s(self) -> u64 {
-        match self {
-            KernelProfile::Default => 21,
-            KernelProfile::Tight => 3,
-        }
-    }
-
-    /// `kernel.hung_task_timeout_secs`; khungtaskd checks once per timeout, so
-    /// a task is reported between one and two timeouts after it blocked.
-    pub fn hung_task_s(self) -> u64 {
-        match self {
-            KernelProfile::Default => 120,
-            KernelProfile::Tight => 1,
-        }
-    }
-
-    /// The longest a detector of this profile may take to report `detector`.
-    pub fn worst_case_s(self, detector: KernelDetector) -> u64 {
-        match detector {
-            // Checked every 2/5 of the threshold: report by threshold + a period.
-            KernelDetector::SoftLockup => 2 * self.watchdog_thresh_s() + self.watchdog_thresh_s(),
-            KernelDetector::HardLockup => 2 * self.watchdog_thresh_s(),
-            KernelDetector::HungTask => 2 * self.hung_task_s() + 1,
-            KernelDetector::RcuStall => self.rcu_stall_s() + 2,
-            KernelDetector::OomKiller => 10,
-        }
-    }
-}
+pub use crate::profile::KernelProfile;
 
 /// One guest boot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,6 +285,10 @@ pub struct Scenario {
     /// seconds under the workload and prints the result on the event channel.
     #[serde(default)]
     pub calibrate_s: u64,
+    /// How long the guest records in a boot after a restart (profiles that
+    /// follow reboots; 0 otherwise).
+    #[serde(default)]
+    pub second_observe_s: u64,
 }
 
 impl Scenario {
@@ -357,6 +306,7 @@ impl Scenario {
             workload_s: secs + 10,
             fault_cpu: 1,
             calibrate_s: secs,
+            second_observe_s: 0,
         }
     }
 
@@ -365,8 +315,9 @@ impl Scenario {
         let p = self.profile;
         let mut words = vec![
             "console=ttyS0".to_string(),
-            // A panic reboots, and QEMU runs with -no-reboot, so it exits.
-            "panic=1".to_string(),
+            // A panic reboots: under -no-reboot QEMU exits; in the profiles
+            // that follow reboots the guest comes up again.
+            format!("panic={}", crate::profile::PANIC_REBOOT_S),
             format!("watchdog_thresh={}", p.watchdog_thresh_s()),
             format!("rcupdate.rcu_cpu_stall_timeout={}", p.rcu_stall_s()),
             format!("lab.hung_task={}", p.hung_task_s()),
@@ -379,7 +330,10 @@ impl Scenario {
             format!("lab.dry_run={}", u8::from(self.dry_run)),
             format!("lab.fault_cpu={}", self.fault_cpu),
             format!("lab.calibrate={}", self.calibrate_s),
+            format!("lab.profile={}", p.name()),
+            format!("lab.observe2_s={}", self.second_observe_s),
         ];
+        words.extend(p.cmdline());
         if let Some(extra) = self.class.map(FaultClass::extra_cmdline) {
             words.extend(extra.split_whitespace().map(str::to_string));
         }
@@ -390,16 +344,34 @@ impl Scenario {
     pub fn host_timeout(&self) -> Duration {
         // Boot takes ~5 s on an idle host; TCG on a busy 2-core host can take 4x.
         let boot_s = 40;
+        // A restart: the watchdog device's timeout, a second boot, its window.
+        let reboot_s = if self.profile.follows_reboot() {
+            REBOOT_ALLOWANCE_S + boot_s + self.second_observe_s
+        } else {
+            0
+        };
         Duration::from_secs(
             boot_s
                 + self.inject_ms / 1000
                 + self.observe_s
                 + self.workload_s
                 + self.calibrate_s
+                + reboot_s
                 + 30,
         )
     }
 }
+
+/// Seconds the host allows, beyond a run's observation window, for a guest
+/// to reset (a hardware watchdog's timeout) and begin its next boot.
+pub const REBOOT_ALLOWANCE_S: u64 = 45;
+
+/// How long the guest records in its boot after a restart.
+pub const SECOND_BOOT_OBSERVE_S: u64 = 8;
+
+/// Seconds a `restart` run observes beyond the restart grace selfheal's
+/// config gives the class: the ladder's earlier steps, the restart itself.
+pub const RESTART_MARGIN_S: u64 = 12;
 
 /// What a `run` command asks for.
 #[derive(Debug, Clone)]
@@ -420,6 +392,10 @@ pub struct PlanOptions {
     pub inject_range_ms: (u64, u64),
     /// Run selfheal with --dry-run.
     pub dry_run: bool,
+    /// The restart grace, in seconds, that the config under test gives each
+    /// diagnosis class (`recovery.restart.grace`): a `restart` run of a class
+    /// observes that long and more.
+    pub restart_grace_s: std::collections::BTreeMap<String, u64>,
 }
 
 /// A small deterministic PRNG (xorshift64*), so a seed reproduces a plan.
@@ -455,6 +431,14 @@ impl Rng {
     }
 }
 
+fn second_observe(profile: KernelProfile) -> u64 {
+    if profile.follows_reboot() {
+        SECOND_BOOT_OBSERVE_S
+    } else {
+        0
+    }
+}
+
 /// The scenarios of a run: injections first (workloads and profiles rotate
 /// through the runs of each class), then the fault-free pairs.
 pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
@@ -475,27 +459,45 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
                 .map(|&d| profile.worst_case_s(d))
                 .max()
                 .unwrap_or(0);
-            let observe_s = opts.selfheal_window_s.max(kernel_s + 2);
+            let mut observe_s = opts.selfheal_window_s.max(kernel_s + 2);
+            if profile.controlled_restart() {
+                if let Some(g) = opts.restart_grace_s.get(class.expected_diagnosis()) {
+                    observe_s = observe_s.max(g + RESTART_MARGIN_S);
+                }
+            }
             let inject_ms = rng.range(opts.inject_range_ms.0, opts.inject_range_ms.1);
             out.push(Scenario {
                 id: format!("{}-{:03}", class.name(), run + 1),
                 class: Some(class),
                 workload,
                 profile,
-                selfheal: true,
+                selfheal: profile.runs_selfheal(),
                 dry_run: opts.dry_run,
                 inject_ms,
                 observe_s,
                 workload_s: inject_ms / 1000 + observe_s + 5,
                 fault_cpu: 1,
                 calibrate_s: 0,
+                second_observe_s: second_observe(profile),
             });
         }
     }
+    // Fault-free pairs compare a profile that runs selfheal with the same
+    // profile without it; profiles without selfheal have no pair.
+    let paired: Vec<KernelProfile> = profiles
+        .iter()
+        .copied()
+        .filter(|p| p.runs_selfheal())
+        .collect();
+    let fault_free_runs = if paired.is_empty() {
+        0
+    } else {
+        opts.fault_free_runs
+    };
     for &workload in Workload::ALL {
-        for run in 0..opts.fault_free_runs {
+        for run in 0..fault_free_runs {
             for selfheal in [false, true] {
-                let profile = profiles[run as usize % profiles.len()];
+                let profile = paired[run as usize % paired.len()];
                 out.push(Scenario {
                     id: format!(
                         "none-{}-{}-{:03}",
@@ -519,6 +521,7 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
                     workload_s: opts.fault_free_s,
                     fault_cpu: 1,
                     calibrate_s: 0,
+                    second_observe_s: second_observe(profile),
                 });
             }
         }
@@ -550,6 +553,7 @@ mod tests {
             fault_free_s: 15,
             inject_range_ms: (3000, 6000),
             dry_run: false,
+            restart_grace_s: Default::default(),
         }
     }
 

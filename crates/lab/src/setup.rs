@@ -19,7 +19,7 @@ pub const HOST_PACKAGES: &[&str] = &[
     "libc6-dev",
 ];
 
-/// The Debian cloud kernel the guest boots. Pinned so every run measures the
+/// The Debian kernel the guest boots. Pinned so every run measures the
 /// same kernel; this version lives in bookworm's main archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelPin {
@@ -27,13 +27,23 @@ pub struct KernelPin {
     pub abi: String,
     /// Debian package version, e.g. `6.1.176-1`.
     pub version: String,
+    /// Flavour: `cloud-amd64` (small, the lab's default) or `amd64` (the
+    /// generic kernel: it has the i6300esb watchdog driver, which the
+    /// cloud kernel lacks).
+    pub flavour: String,
 }
+
+/// The cloud flavour: boots fastest, every driver the basic lab needs built in.
+pub const FLAVOUR_CLOUD: &str = "cloud-amd64";
+/// The generic flavour: has the i6300esb watchdog and virtio-blk as modules.
+pub const FLAVOUR_GENERIC: &str = "amd64";
 
 impl Default for KernelPin {
     fn default() -> KernelPin {
         KernelPin {
             abi: "6.1.0-50".into(),
             version: "6.1.176-1".into(),
+            flavour: FLAVOUR_CLOUD.into(),
         }
     }
 }
@@ -41,7 +51,7 @@ impl Default for KernelPin {
 impl KernelPin {
     /// `uname -r` of the guest kernel.
     pub fn release(&self) -> String {
-        format!("{}-cloud-amd64", self.abi)
+        format!("{}-{}", self.abi, self.flavour)
     }
 
     /// The kbuild series (`6.1`) from the ABI.
@@ -257,6 +267,8 @@ pub struct KernelTree {
     pub config: PathBuf,
     /// `make -C` target for out-of-tree modules.
     pub headers: PathBuf,
+    /// `lib/modules/<release>`: the kernel's own modules.
+    pub modules: PathBuf,
 }
 
 /// Downloads (or reuses) and unpacks the pinned kernel, verifying every .deb.
@@ -280,6 +292,7 @@ pub fn ensure_kernel(
         vmlinuz: root.join(format!("boot/vmlinuz-{release}")),
         config: root.join(format!("boot/config-{release}")),
         headers: root.join(format!("usr/src/linux-headers-{release}")),
+        modules: root.join(format!("lib/modules/{release}")),
         release: release.clone(),
     };
     if fs::read_to_string(&stamp).ok().as_deref() == Some(manifest.as_str())

@@ -43,6 +43,7 @@ fn score(c: &Captured, events: Option<&str>) -> RunRecord {
             console: &c.console,
             lab: &c.lab,
             events: events.unwrap_or(&c.events),
+            host_marks: "",
             qemu_exit: c.exit,
             host_ms: c.host_ms,
         },
