@@ -57,9 +57,14 @@ pub fn frozen_cgroup(h: &Hierarchy, proc_root: &Path, pid: i32) -> Option<Frozen
                 }
             }
         } else if e.controllers.iter().any(|c| c == "freezer") {
+            // The root of the hierarchy has no freezer.state.
             let file = dir.join("freezer.state");
-            let text = read_small(&file)?;
-            let state = parse_v1_state(&text)?;
+            let Some(text) = read_small(&file) else {
+                continue;
+            };
+            let Some(state) = parse_v1_state(&text) else {
+                continue;
+            };
             if matches!(state, FreezerState::Frozen | FreezerState::Freezing) {
                 return Some(FrozenBy {
                     cgroup: e.path.clone(),
@@ -216,6 +221,19 @@ mod tests {
         assert!(f.file.ends_with("freezer/box/freezer.state"));
         let (d, h) = tree("THAWED\n", "populated 1\nfrozen 0\n", "0\n");
         assert_eq!(frozen_cgroup(&h, &d.path().join("proc"), 42), None);
+    }
+
+    #[test]
+    fn v2_frozen_behind_a_v1_freezer_root() {
+        // In the v1 freezer's root (no freezer.state there), frozen in v2.
+        let (d, h) = tree("THAWED\n", "populated 1\nfrozen 1\n", "0\n");
+        std::fs::write(
+            d.path().join("proc/42/cgroup"),
+            "6:freezer:/\n0::/parent/box\n",
+        )
+        .unwrap();
+        let f = frozen_cgroup(&h, &d.path().join("proc"), 42).unwrap();
+        assert_eq!((f.version, f.state.as_str()), ("v2", "frozen 1"));
     }
 
     #[test]

@@ -52,6 +52,10 @@ const FUSE_ASYNC_READ: u32 = 1;
 const IN_HEADER: usize = 40;
 const FILE_SIZE: u64 = 1 << 20;
 const ROOT: u64 = 1;
+/// Attributes and names are cached this long (s): after the first lookup
+/// only reads go to the server, so a reader that opened the file before
+/// the server stopped waits in the read (D), not in a lookup.
+const ATTR_VALID_S: u64 = 3600;
 const FILE: u64 = 2;
 
 fn main() {
@@ -210,7 +214,7 @@ fn serve(mut dev: File, stop: &AtomicBool, answer_after: Option<Duration>) {
             }
             FUSE_GETATTR => Some(attr(nodeid).map(|a| {
                 let mut out = vec![0u8; 16];
-                out[0..8].copy_from_slice(&1u64.to_ne_bytes()); // attr_valid
+                out[0..8].copy_from_slice(&ATTR_VALID_S.to_ne_bytes()); // attr_valid
                 out.extend(a);
                 out
             })),
@@ -223,8 +227,8 @@ fn serve(mut dev: File, stop: &AtomicBool, answer_after: Option<Duration>) {
                     let mut out = Vec::new();
                     out.extend(FILE.to_ne_bytes()); // nodeid
                     out.extend(0u64.to_ne_bytes()); // generation
-                    out.extend(1u64.to_ne_bytes()); // entry_valid
-                    out.extend(1u64.to_ne_bytes()); // attr_valid
+                    out.extend(ATTR_VALID_S.to_ne_bytes()); // entry_valid
+                    out.extend(ATTR_VALID_S.to_ne_bytes()); // attr_valid
                     out.extend([0u8; 8]);
                     out.extend(attr(FILE).unwrap_or_default());
                     Some(Ok(out))
