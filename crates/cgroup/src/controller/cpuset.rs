@@ -9,23 +9,42 @@ use std::path::Path;
 use crate::error::Result;
 use crate::fs;
 
-/// Parses a kernel CPU list (`0-3,5`, empty for none).
+/// CPU numbers from here on are refused: far above any kernel's NR_CPUS
+/// (8192 on x86-64), and low enough that a list costs at most this much.
+pub const MAX_CPUS: usize = 1 << 16;
+
+/// Parses a kernel CPU list (`0-3,5`, empty for none). `None` for text
+/// that is not one, or names a CPU at or above [`MAX_CPUS`]. Linear in the
+/// text plus the highest CPU, however many ranges overlap (found by
+/// fuzzing: `7-7050005` took seconds).
 pub fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
-    let mut cpus = Vec::new();
+    // +1 at a range's start, -1 past its end; a running sum > 0 is "in".
+    let mut delta: Vec<i64> = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-                if a > b {
-                    return None;
-                }
-                cpus.extend(a..=b);
+        let (a, b): (usize, usize) = match part.split_once('-') {
+            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+            None => {
+                let n = part.parse().ok()?;
+                (n, n)
             }
-            None => cpus.push(part.parse().ok()?),
+        };
+        if a > b || b >= MAX_CPUS {
+            return None;
+        }
+        if delta.len() < b + 2 {
+            delta.resize(b + 2, 0);
+        }
+        delta[a] += 1;
+        delta[b + 1] -= 1;
+    }
+    let mut depth = 0;
+    let mut cpus = Vec::new();
+    for (cpu, d) in delta.iter().enumerate() {
+        depth += d;
+        if depth > 0 {
+            cpus.push(cpu);
         }
     }
-    cpus.sort_unstable();
-    cpus.dedup();
     Some(cpus)
 }
 
@@ -96,6 +115,18 @@ mod tests {
         assert_eq!(parse_cpu_list("\n"), Some(vec![]));
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("a"), None);
+        assert_eq!(parse_cpu_list("3,1-2,2"), Some(vec![1, 2, 3]));
+        assert_eq!(parse_cpu_list("0-65536"), None);
+    }
+
+    #[test]
+    fn huge_and_overlapping_ranges_are_cheap() {
+        // fuzz/artifacts: a cgroup-target timeout (7M CPUs, sorted).
+        let t0 = std::time::Instant::now();
+        assert_eq!(parse_cpu_list("5,7-7050005,7-70501"), None);
+        let many = vec!["0-65535"; 4096].join(",");
+        assert_eq!(parse_cpu_list(&many).map(|c| c.len()), Some(65536));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
         assert_eq!(format_cpu_list(&[5, 0, 1, 2, 7, 8]), "0-2,5,7-8");
         assert_eq!(format_cpu_list(&[1]), "1");
     }
