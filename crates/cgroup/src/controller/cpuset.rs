@@ -126,7 +126,11 @@ mod tests {
         assert_eq!(parse_cpu_list("5,7-7050005,7-70501"), None);
         let many = vec!["0-65535"; 4096].join(",");
         assert_eq!(parse_cpu_list(&many).map(|c| c.len()), Some(65536));
-        assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t0.elapsed()
+        );
         assert_eq!(format_cpu_list(&[5, 0, 1, 2, 7, 8]), "0-2,5,7-8");
         assert_eq!(format_cpu_list(&[1]), "1");
     }
