@@ -397,6 +397,7 @@ fn tracer_main(
         next_checkpoint: Instant::now(),
         dying: false,
         ended: false,
+        told_leader_ended: false,
     };
     tracer.next_checkpoint = Instant::now() + tracer.config.interval;
     tracer.run(rx);
@@ -423,6 +424,8 @@ struct Tracer {
     dying: bool,
     /// The process is gone or no longer ours; the loop ends.
     ended: bool,
+    /// The end of the main thread was reported.
+    told_leader_ended: bool,
 }
 
 /// Stops the current step: the process is gone, no longer ours, or dying.
@@ -478,7 +481,13 @@ impl Tracer {
         let now = Instant::now();
         if now >= self.next_checkpoint {
             self.checkpoint()?;
-            self.next_checkpoint = Instant::now().max(self.next_checkpoint + self.config.interval);
+            // A checkpoint that took longer than the interval (a loaded
+            // machine: every stop and injected call waits for a CPU) is
+            // followed by at least as much time running: back-to-back
+            // checkpoints would stop the program for good.
+            let end = Instant::now();
+            self.next_checkpoint =
+                (self.next_checkpoint + self.config.interval).max(end + (end - now));
         }
         let wait = self
             .next_checkpoint
@@ -753,10 +762,35 @@ impl Tracer {
             }
             return Ok(false);
         }
+        if self.leader_ended() {
+            self.resume()?;
+            return Ok(false);
+        }
         Ok(true)
     }
 
+    /// The main thread ended while others run (`pthread_exit`): no
+    /// checkpoint can be taken until the process ends (said once).
+    fn leader_ended(&mut self) -> bool {
+        if !self.s.t.leader_ended() {
+            return false;
+        }
+        if !self.told_leader_ended {
+            self.told_leader_ended = true;
+            self.send(Event::CheckpointFailed {
+                error: format!(
+                    "the main thread of pid {} has exited while other threads run: no more checkpoints, and rollbacks are impossible until the process ends",
+                    self.s.t.pid
+                ),
+            });
+        }
+        true
+    }
+
     fn checkpoint(&mut self) -> Result<(), Done> {
+        if self.leader_ended() {
+            return Ok(());
+        }
         let mut precopy = Duration::ZERO;
         let mut registration = Duration::ZERO;
         if self.config.precopy {

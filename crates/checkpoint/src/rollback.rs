@@ -192,6 +192,13 @@ impl Session {
         started: Instant,
     ) -> Result<RollbackReport, RollbackError> {
         let pid = self.t.pid;
+        if self.t.leader_ended() {
+            // Its /proc files (maps, fds) read empty: nothing to compare.
+            return Err(refuse(Unrecoverable::ThreadsChanged {
+                then: self.history[idx].threads.iter().map(|t| t.tid).collect(),
+                now: self.t.tids(),
+            }));
+        }
         // Pre-copied pages hold state newer than any checkpoint; the pages
         // stay reported as written, so the restore below covers them.
         self.discard_staged();

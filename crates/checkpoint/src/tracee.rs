@@ -33,6 +33,11 @@ pub(crate) enum ThreadState {
     Listening,
     /// Stopped in a group-stop (resume with PTRACE_LISTEN to keep it stopped).
     GroupStopped,
+    /// The main thread ended (`pthread_exit`) while others run: a zombie
+    /// the kernel reports only when the last thread ends. It never stops
+    /// again, and the process's /proc files that go through it (maps, fds)
+    /// read empty: no checkpoint can be taken any more.
+    Zombie,
 }
 
 /// Something the engine must act on, found while handling wait reports.
@@ -91,6 +96,9 @@ pub(crate) struct Tracee {
 /// (a task in uninterruptible sleep does not stop until the I/O ends).
 const STOP_DEADLINE: Duration = Duration::from_secs(5);
 
+/// A main thread slower than this to stop is checked for having ended.
+const LEADER_LOOK_AFTER: Duration = Duration::from_millis(20);
+
 impl Tracee {
     /// Wraps a process whose threads `tids` this thread has seized.
     pub fn new(pid: i32, tids: &[i32], filter: SignalFilter) -> Result<Tracee, TraceError> {
@@ -143,9 +151,37 @@ impl Tracee {
         self.exit_status.is_some()
     }
 
-    /// Thread ids, sorted.
+    /// Live thread ids, sorted.
     pub fn tids(&self) -> Vec<i32> {
-        self.threads.keys().copied().collect()
+        self.threads
+            .iter()
+            .filter(|(_, s)| **s != ThreadState::Zombie)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// True once the main thread ended while others still run.
+    pub fn leader_ended(&self) -> bool {
+        self.threads.get(&self.pid) == Some(&ThreadState::Zombie)
+    }
+
+    /// A main thread that does not stop may have ended (`pthread_exit`):
+    /// its end is reported only with the last thread's, so look.
+    fn check_leader_ended(&mut self, notices: &mut Vec<Notice>) {
+        if self.threads.get(&self.pid) != Some(&ThreadState::Stopping) {
+            return;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
+        let state = stat
+            .as_deref()
+            .ok()
+            .and_then(|s| s.rsplit_once(") "))
+            .and_then(|(_, rest)| rest.chars().next());
+        if matches!(state, Some('Z' | 'X')) {
+            self.threads.insert(self.pid, ThreadState::Zombie);
+            self.generation += 1;
+            notices.push(Notice::ThreadsChanged);
+        }
     }
 
     /// A thread in a clean stop to run remote system calls on, preferring
@@ -191,6 +227,7 @@ impl Tracee {
 
     fn wait_stopped(&mut self, notices: &mut Vec<Notice>) -> Result<(), TraceError> {
         let mut pace = Pacer::new(STOP_DEADLINE);
+        let mut looked = false;
         while !self.is_gone() && self.threads.values().any(|s| *s == ThreadState::Stopping) {
             match wait::look().map_err(|e| TraceError::sys(self.pid, e))? {
                 Report::Task(tid, st) => {
@@ -199,6 +236,11 @@ impl Tracee {
                 }
                 Report::NoTasks => self.vanished(notices),
                 Report::Nothing => {
+                    if !looked && pace.waited() > LEADER_LOOK_AFTER {
+                        looked = true;
+                        self.check_leader_ended(notices);
+                        continue;
+                    }
                     if !pace.pause() {
                         let stuck: Vec<i32> = self
                             .threads

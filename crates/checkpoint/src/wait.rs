@@ -54,6 +54,11 @@ impl Pacer {
         }
     }
 
+    /// Time since the pacer started.
+    pub fn waited(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Something happened: poll eagerly again.
     pub fn progress(&mut self) {
         self.spins = 0;

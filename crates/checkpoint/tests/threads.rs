@@ -92,3 +92,110 @@ fn a_thread_created_after_the_checkpoint_makes_the_rollback_impossible() {
         run.events
     );
 }
+
+/// Runs `f` on its own thread; fails the test if it has not returned
+/// within `limit` (a wait of the tracer that blocks).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("did not end within {limit:?}: the tracer is stuck"))
+}
+
+fn exit_of(events: &[Event]) -> Option<selfheal_checkpoint::ExitInfo> {
+    events.iter().find_map(|e| match e {
+        Event::Exited(x) => Some(*x),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_multithreaded_program_exiting_at_any_moment_never_holds_the_tracer() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    // Three threads start and one calls exit_group at once: the process
+    // ends during set-up, a checkpoint (every 5 ms), a pre-copy or a remote
+    // system call, as it happens. Every run must end promptly.
+    let config = selfheal_checkpoint::Config {
+        interval: Duration::from_millis(5),
+        ..config()
+    };
+    let (mut started, mut setup_failed) = (0, 0);
+    for _ in 0..20 {
+        let config = config.clone();
+        let argv = vec![prog("exits").display().to_string(), "group".into()];
+        let r = within(Duration::from_secs(60), move || {
+            match try_start_stdio(argv, None, [None, None, None], config) {
+                Ok(mut run) => {
+                    run.wait(Duration::from_secs(30));
+                    Ok(run.events)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        match r {
+            Ok(events) => {
+                started += 1;
+                let exit = exit_of(&events);
+                assert_eq!(exit.and_then(|x| x.code), Some(5), "{events:?}");
+            }
+            // Ended before its first checkpoint: said so, nothing left.
+            Err(e) => {
+                setup_failed += 1;
+                assert!(e.contains("exited"), "{e}");
+            }
+        }
+    }
+    eprintln!("{started} traced to the end, {setup_failed} ended during set-up");
+}
+
+#[test]
+fn a_thread_that_execs_replaces_the_process_and_tracing_goes_on() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    // The kernel ends every other thread, the main one included, and the
+    // exec'ing thread takes the process id.
+    let mut run = start("exits", &["exec"], config());
+    let out = within(Duration::from_secs(60), move || {
+        let out = run.wait(LIMIT);
+        (out, run.events)
+    });
+    let (out, events) = out;
+    assert_eq!(out, "exec'd\n");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Exec)),
+        "{events:?}"
+    );
+    assert_eq!(exit_of(&events).and_then(|x| x.code), Some(0), "{events:?}");
+}
+
+#[test]
+fn a_main_thread_that_ends_first_stops_checkpoints_not_the_tracer() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    // main() ends with pthread_exit; its worker prints 300 ms later. The
+    // main thread is a zombie meanwhile, reported only at the very end:
+    // the engine must not wait for it to stop (5 s per checkpoint) nor
+    // take checkpoints through its empty /proc files.
+    let mut run = start("exits", &["leader"], config());
+    let t = Instant::now();
+    let (out, events) = within(Duration::from_secs(60), move || {
+        let out = run.wait(LIMIT);
+        (out, run.events)
+    });
+    assert_eq!(out, "worker outlived main\n");
+    assert_eq!(exit_of(&events).and_then(|x| x.code), Some(0), "{events:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    let told = events
+        .iter()
+        .any(|e| matches!(e, Event::CheckpointFailed { error } if error.contains("main thread")));
+    assert!(told, "{events:?}");
+}

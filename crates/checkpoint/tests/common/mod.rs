@@ -66,6 +66,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "files",
             "writer",
             "grow",
+            "exits",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
@@ -132,6 +133,16 @@ pub fn start_stdio(
     stdio: [Option<OwnedFd>; 3],
     config: Config,
 ) -> Run {
+    try_start_stdio(argv, cwd, stdio, config).expect("start engine")
+}
+
+/// [`start_stdio`], handing back why the engine could not start.
+pub fn try_start_stdio(
+    argv: Vec<String>,
+    cwd: Option<PathBuf>,
+    stdio: [Option<OwnedFd>; 3],
+    config: Config,
+) -> Result<Run, selfheal_checkpoint::StartError> {
     let sandbox = Sandbox::create(
         Path::new("/sys/fs/cgroup"),
         Limits {
@@ -156,7 +167,7 @@ pub fn start_stdio(
         cgroup_procs: sandbox.procs_files(),
         ..LaunchSpec::default()
     };
-    let engine = Engine::start(Target::Launch(spec), config).expect("start engine");
+    let engine = Engine::start(Target::Launch(spec), config)?;
     let stdout = std::thread::spawn(move || {
         let mut s = String::new();
         if let Some(mut r) = reader {
@@ -164,12 +175,12 @@ pub fn start_stdio(
         }
         s
     });
-    Run {
+    Ok(Run {
         engine,
         sandbox,
         stdout: Some(stdout),
         events: Vec::new(),
-    }
+    })
 }
 
 impl Run {
