@@ -113,9 +113,14 @@ impl Remote {
         regs.rip = self.syscall_insn;
         pt::set_regs(tid, &regs).map_err(|e| TraceError::sys(pid, e))?;
         let result = self.step_over(tracee, tid);
-        // Put the thread back whatever happened (unless it died).
+        // Put the thread back whatever happened (unless it died); the
+        // step's own error, if any, says more than this one.
         if !tracee.is_gone() {
-            pt::set_regs(tid, &saved).map_err(|e| TraceError::sys(pid, e))?;
+            if let Err(e) = pt::set_regs(tid, &saved) {
+                crate::debug(|| format!("remote {nr} on {tid}: {result:?}, then SETREGS: {e}"));
+                result?;
+                return Err(TraceError::sys(pid, e));
+            }
         }
         let rax = result?;
         let ret = rax as i64;
@@ -140,7 +145,15 @@ impl Remote {
         let mut pace = Pacer::new(STEP_DEADLINE);
         pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
         loop {
-            let st = match wait::look().map_err(|e| TraceError::sys(pid, e))? {
+            let rep = wait::look().map_err(|e| TraceError::sys(pid, e))?;
+            let done = WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event: 0,
+            };
+            if rep != Report::Nothing && rep != Report::Task(tid, done) {
+                crate::debug(|| format!("step {tid}: {rep:?} after {:?}", pace.waited()));
+            }
+            let st = match rep {
                 Report::Task(t, st) if t == tid => st,
                 Report::Task(t, st) => {
                     let mut notices = std::mem::take(&mut tracee.deferred_notices);
@@ -161,6 +174,19 @@ impl Remote {
                     // The call blocks in the kernel (in uninterruptible
                     // sleep?). Its thread will come back into the vDSO with
                     // our registers: it must never run on.
+                    crate::debug(|| {
+                        let f = |n: &str| {
+                            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/{n}"))
+                                .unwrap_or_default()
+                        };
+                        format!(
+                            "step of {tid} stuck: stat {} wchan {} syscall {} stack {}",
+                            f("stat"),
+                            f("wchan"),
+                            f("syscall"),
+                            f("stack")
+                        )
+                    });
                     let _ = selfheal_sys::signal::pidfd_send_signal(&tracee.pidfd, libc::SIGKILL);
                     return Err(TraceError::Stuck {
                         pid,
@@ -180,9 +206,24 @@ impl Remote {
                     }
                     return Err(TraceError::StepWentAstray { pid, rip: regs.rip });
                 }
+                // A fault raised by the kernel during our step (say an
+                // rseq area that is gone): stepping again would fault
+                // again, for ever.
+                WaitStatus::Stopped { sig, event: 0 }
+                    if [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE].contains(&sig)
+                        && pt::get_siginfo(tid).is_ok_and(|i| i.code > 0) =>
+                {
+                    let rip = pt::get_regs(tid).map_or(0, |r| r.rip);
+                    return Err(TraceError::StepWentAstray { pid, rip });
+                }
                 // Another signal arrived first; the syscall has not run yet.
-                // Keep the signal for after we are done and step again.
-                WaitStatus::Stopped { sig, event: 0 } => tracee.deferred_signals.push((tid, sig)),
+                // Keep the signal for after we are done and step again
+                // (once: standard signals do not queue up).
+                WaitStatus::Stopped { sig, event: 0 } => {
+                    if !tracee.deferred_signals.contains(&(tid, sig)) {
+                        tracee.deferred_signals.push((tid, sig));
+                    }
+                }
                 // A leftover interrupt stop: step again.
                 WaitStatus::Stopped { .. } => {}
                 WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {

@@ -232,6 +232,10 @@ impl Session {
         let age_ms = self.history[idx].taken_at.elapsed().as_millis() as u64;
 
         // From here on the process changes: any error leaves it broken.
+        // No rseq registration may point into memory about to go away.
+        for (tid, _, now) in &kernel {
+            threads::release_rseq(&mut self.t, &self.remote, *tid, now)?;
+        }
         // Files first: descriptors reopened below need their names back.
         let files = self
             .files

@@ -154,8 +154,35 @@ pub(crate) fn kernel_state(
     }))
 }
 
-/// Puts `then` back into thread `tid`, which now has `now`; returns the
-/// number of system calls run. The thread must be in a clean stop.
+/// First step of a rollback, before any mapping changes: ends `tid`'s
+/// rseq registration, if it has one. The kernel reads and writes the rseq
+/// area on every return to user space, each single-step of an injected
+/// call included: with the area unmapped (a layout restore removes memory
+/// mapped since the checkpoint, TLS included) every step would end in
+/// SIGSEGV. [`restore_kernel_state`] registers the checkpoint's again.
+pub(crate) fn release_rseq(
+    t: &mut Tracee,
+    remote: &Remote,
+    tid: i32,
+    now: &KernelState,
+) -> Result<(), TraceError> {
+    if let Some(b) = now.rseq.filter(|b| b.abi_pointer != 0) {
+        let args = [
+            b.abi_pointer,
+            b.abi_size as u64,
+            RSEQ_FLAG_UNREGISTER,
+            b.signature as u64,
+            0,
+            0,
+        ];
+        remote.syscall_on(t, tid, libc::SYS_rseq, args, None)?;
+    }
+    Ok(())
+}
+
+/// Puts `then` back into thread `tid`, which had `now` before
+/// [`release_rseq`]; returns how many kinds of state changed. The thread
+/// must be in a clean stop, memory already restored.
 pub(crate) fn restore_kernel_state(
     t: &mut Tracee,
     remote: &Remote,
@@ -164,33 +191,19 @@ pub(crate) fn restore_kernel_state(
     now: &KernelState,
 ) -> Result<usize, TraceError> {
     let mut ops = 0;
-    if let (Some(a), Some(b)) = (then.rseq, now.rseq) {
-        if a != b {
-            if b.abi_pointer != 0 {
-                let args = [
-                    b.abi_pointer,
-                    b.abi_size as u64,
-                    RSEQ_FLAG_UNREGISTER,
-                    b.signature as u64,
-                    0,
-                    0,
-                ];
-                remote.syscall_on(t, tid, libc::SYS_rseq, args, None)?;
-                ops += 1;
-            }
-            if a.abi_pointer != 0 {
-                let args = [
-                    a.abi_pointer,
-                    a.abi_size as u64,
-                    a.flags as u64,
-                    a.signature as u64,
-                    0,
-                    0,
-                ];
-                remote.syscall_on(t, tid, libc::SYS_rseq, args, None)?;
-                ops += 1;
-            }
-        }
+    if let Some(a) = then.rseq.filter(|a| a.abi_pointer != 0) {
+        let args = [
+            a.abi_pointer,
+            a.abi_size as u64,
+            a.flags as u64,
+            a.signature as u64,
+            0,
+            0,
+        ];
+        remote.syscall_on(t, tid, libc::SYS_rseq, args, None)?;
+    }
+    if then.rseq != now.rseq {
+        ops += 1;
     }
     if then.robust_list != now.robust_list {
         let (head, len) = then.robust_list;

@@ -57,12 +57,10 @@ fn a_storm_of_signals_from_outside_does_not_stop_progress() {
     assert_eq!(out, expected, "{:?}", run.impossible());
     assert!(sent >= 3, "only {sent} signals before the end");
     assert!(run.impossible().is_empty(), "{:?}", run.impossible());
-    // A signal that lands while the process exits is never delivered.
-    assert!(
-        run.rollbacks().len() + 1 >= sent,
-        "{sent} sent: {:?}",
-        run.events
-    );
+    // Not one per signal: signals sent while the process is stopped (for
+    // a checkpoint or a rollback) merge into one, as the kernel does for
+    // any standard signal. None got through: the answer is right.
+    assert!(run.rollbacks().len() >= 2, "{sent} sent: {:?}", run.events);
 }
 
 #[test]

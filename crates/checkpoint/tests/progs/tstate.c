@@ -21,6 +21,9 @@
 #endif
 
 #define ALT (64 * 1024)
+/* The state cycles through P values (P prime): a rollback over any number
+ * of rounds but a multiple of P finds it changed. */
+#define P 397
 static long rounds;
 static uint64_t result[2];
 
@@ -41,9 +44,9 @@ static uint64_t work(uint64_t x) {
 
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
-    char *alt[2] = {malloc(ALT), malloc(ALT)};
-    static __thread struct robust_list_head heads[2];
-    static __thread int tidword[2];
+    char *alt = malloc(ALT + P * 64);
+    static __thread struct robust_list_head heads[P];
+    static __thread int tidword[P];
     int *orig_tid = 0;
     struct robust_list_head *orig_head = 0;
     size_t len;
@@ -63,10 +66,10 @@ static void *worker(void *arg) {
 #endif
     uint64_t x = 0x9e3779b97f4a7c15ull * (id + 1);
     for (long r = 0; r < rounds; r++) {
-        int a = r & 1, b = !a;
-        stack_t ss = {.ss_sp = alt[a], .ss_size = ALT, .ss_flags = 0}, old;
+        int a = r % P, b = (r + P - 1) % P;
+        stack_t ss = {.ss_sp = alt + a * 64, .ss_size = ALT, .ss_flags = 0}, old;
         if (sigaltstack(&ss, &old)) fail(id, r, "sigaltstack failed");
-        if (r > 0 && old.ss_sp != alt[b]) fail(id, r, "alternate signal stack");
+        if (r > 0 && old.ss_sp != alt + b * 64) fail(id, r, "alternate signal stack");
         struct robust_list_head *h = 0;
         syscall(SYS_get_robust_list, 0, &h, &len);
         if (r > 0 && h != &heads[b]) fail(id, r, "robust futex list");
@@ -79,7 +82,7 @@ static void *worker(void *arg) {
 #ifdef HAVE_RSEQ
         if (rseq_on) {
             /* Registered on odd rounds, not on even ones. */
-            long rc = syscall(SYS_rseq, area, rsize, a ? 0 : RSEQ_FLAG_UNREGISTER, RSEQ_SIG);
+            long rc = syscall(SYS_rseq, area, rsize, (r & 1) ? 0 : RSEQ_FLAG_UNREGISTER, RSEQ_SIG);
             if (r > 0 && rc != 0) fail(id, r, "rseq registration");
         }
 #endif
