@@ -1,8 +1,10 @@
 //! What the host sees of a running QEMU: CPU time of its threads and of
-//! each vCPU thread, sampled from `/proc/PID/task/TID/schedstat` (ns;
-//! `stat`'s clock ticks as a fallback). Before acting on a silent guest the
-//! policy asks how much CPU QEMU got over the silence: none means QEMU is
-//! stopped, frozen or starved on the host — not a hung guest.
+//! each vCPU thread, and how often its threads were scheduled in, sampled
+//! from `/proc/PID/task/TID/schedstat` (ns; `stat`'s clock ticks as a
+//! fallback). Before acting on a silent guest the policy asks what QEMU
+//! got over the silence: never scheduled in means QEMU is stopped, frozen
+//! or starved on the host — not a hung guest. (An idle QEMU still wakes for
+//! its timers several times a second.)
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ struct Sample {
     at: Instant,
     /// All of QEMU's threads, ns (threads that exited are not counted).
     total_ns: u64,
+    /// Times any of them was scheduled in.
+    slices: u64,
     /// Per vCPU: (index, ns).
     vcpus: Vec<(u32, u64)>,
 }
@@ -52,12 +56,20 @@ impl HostProbe {
         &self.vcpus
     }
 
-    fn thread_ns(&self, tid: i32) -> Option<u64> {
+    /// (CPU ns, times scheduled in) of one thread.
+    fn thread(&self, tid: i32) -> Option<(u64, u64)> {
         let t = TaskDir::thread(&self.proc_root, self.pid, tid);
         match t.schedstat() {
-            Ok(s) => Some(s.run_ns),
-            // 10 ms per USER_HZ tick (100 Hz on every Linux we run on).
-            Err(_) => t.stat().ok().map(|s| s.cpu_ticks() * 10_000_000),
+            Ok(s) => Some((s.run_ns, s.timeslices)),
+            // 10 ms per USER_HZ tick (100 Hz on every Linux we run on);
+            // context switches from status stand in for timeslices.
+            Err(_) => {
+                let ns = t.stat().ok()?.cpu_ticks() * 10_000_000;
+                let st = t.status().ok()?;
+                let cs = st.voluntary_ctxt_switches.unwrap_or(0)
+                    + st.nonvoluntary_ctxt_switches.unwrap_or(0);
+                Some((ns, cs))
+            }
         }
     }
 
@@ -66,15 +78,20 @@ impl HostProbe {
         let Ok(tids) = list_tids(&self.proc_root, self.pid) else {
             return;
         };
-        let total_ns = tids.iter().filter_map(|t| self.thread_ns(*t)).sum();
+        let (mut total_ns, mut slices) = (0, 0);
+        for (ns, n) in tids.iter().filter_map(|t| self.thread(*t)) {
+            total_ns += ns;
+            slices += n;
+        }
         let vcpus = self
             .vcpus
             .iter()
-            .filter_map(|(i, tid)| Some((*i, self.thread_ns(*tid)?)))
+            .filter_map(|(i, tid)| Some((*i, self.thread(*tid)?.0)))
             .collect();
         self.samples.push_back(Sample {
             at: now,
             total_ns,
+            slices,
             vcpus,
         });
         while self.samples.len() > KEEP {
@@ -82,22 +99,20 @@ impl HostProbe {
         }
     }
 
-    /// CPU QEMU got over the last `window` (ms), and each vCPU's share of
-    /// it (0–1). `None` before two samples.
-    pub fn over(&self, window: Duration) -> Option<(f64, Vec<(u32, f64)>)> {
+    /// What QEMU got within the last `window` (only samples inside it, so
+    /// the interval never reaches back before a stop or hang began): CPU
+    /// ms, times its threads were scheduled in, and each vCPU's share of
+    /// the interval (0–1). `None` without two samples in the window.
+    pub fn over(&self, window: Duration) -> Option<Usage> {
         let last = self.samples.back()?;
         let since = last.at.checked_sub(window).unwrap_or(last.at);
-        let first = self
-            .samples
-            .iter()
-            .rev()
-            .find(|s| s.at <= since)
-            .or_else(|| self.samples.front())?;
+        let first = self.samples.iter().find(|s| s.at >= since)?;
         let span = last.at.saturating_duration_since(first.at);
         if span.is_zero() {
             return None;
         }
         let cpu_ms = last.total_ns.saturating_sub(first.total_ns) as f64 / 1e6;
+        let scheduled = last.slices.saturating_sub(first.slices);
         let vcpus = last
             .vcpus
             .iter()
@@ -111,8 +126,26 @@ impl HostProbe {
                 (*i, (share * 1000.0).round() / 1000.0)
             })
             .collect();
-        Some((cpu_ms, vcpus))
+        Some(Usage {
+            span,
+            cpu_ms,
+            scheduled,
+            vcpus,
+        })
     }
+}
+
+/// What QEMU got over an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    /// The interval measured.
+    pub span: Duration,
+    /// CPU time of all its threads, ms.
+    pub cpu_ms: f64,
+    /// Times its threads were scheduled in.
+    pub scheduled: u64,
+    /// Per vCPU: (index, share of the interval it ran, 0–1).
+    pub vcpus: Vec<(u32, f64)>,
 }
 
 #[cfg(test)]
@@ -133,10 +166,11 @@ mod tests {
         }
         std::hint::black_box(x);
         p.sample(Instant::now());
-        let (cpu_ms, vcpus) = p.over(Duration::from_secs(10)).unwrap();
-        assert!(cpu_ms >= 10.0, "{cpu_ms}");
-        assert_eq!(vcpus[0].0, 0);
-        assert!(vcpus[0].1 > 0.1, "{vcpus:?}");
+        let u = p.over(Duration::from_secs(10)).unwrap();
+        assert!(u.cpu_ms >= 10.0, "{u:?}");
+        assert!(u.scheduled >= 1, "{u:?}");
+        assert_eq!(u.vcpus[0].0, 0);
+        assert!(u.vcpus[0].1 > 0.1, "{u:?}");
     }
 
     #[test]

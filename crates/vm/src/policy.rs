@@ -87,11 +87,15 @@ impl Trigger {
     }
 }
 
-/// What the host sees of QEMU over the silent interval.
+/// What the host sees of QEMU over the later part of the silence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostEvidence {
     /// CPU time all QEMU threads got over the interval, ms.
     pub qemu_cpu_ms: f64,
+    /// Times QEMU's threads were scheduled in (None: not measured).
+    pub qemu_scheduled: Option<u64>,
+    /// The interval those were measured over, ms.
+    pub window_ms: f64,
     /// Per vCPU: (index, share of the interval it ran, 0–1).
     pub vcpus: Vec<(u32, f64)>,
     /// `query-status`, if QMP answered.
@@ -102,11 +106,23 @@ pub struct HostEvidence {
 
 impl HostEvidence {
     /// Why this is not a guest hang, if it is not.
+    ///
+    /// QEMU stopped (SIGSTOP), frozen or starved on the host neither
+    /// answers QMP nor gets CPU; a hung guest's QEMU answers "running", and
+    /// a QEMU hung itself spins. The checkpoint engine's own stops run
+    /// QEMU's threads for a moment now and then, so "no CPU" is under 10 ms
+    /// per second, not zero.
     pub fn not_hung(&self) -> Option<String> {
-        if self.qemu_cpu_ms < 1.0 {
+        let starved = self.qemu_scheduled == Some(0)
+            || (self.qmp_unresponsive
+                && self.window_ms > 0.0
+                && self.qemu_cpu_ms / self.window_ms * 1000.0 < 10.0);
+        if starved {
             return Some(format!(
-                "QEMU got {:.1} ms of CPU: stopped, frozen or starved on the host, not a hung guest",
-                self.qemu_cpu_ms
+                "QEMU {} and got {:.1} ms of CPU in {:.0} ms: stopped, frozen or starved on the host, not a hung guest",
+                if self.qmp_unresponsive { "did not answer QMP" } else { "was not scheduled in" },
+                self.qemu_cpu_ms,
+                self.window_ms
             ));
         }
         match self.status.as_deref() {
@@ -293,6 +309,17 @@ impl Policy {
             trigger: self.incident.take().map(|i| i.trigger),
             why: format!("rollback impossible: {why}"),
         }
+    }
+
+    /// Nothing more can be done about the current fault (a restart was
+    /// decided but is not allowed): wait for the guest to be heard from
+    /// again instead of deciding the same thing at every tick.
+    pub fn hold(&mut self) {
+        self.acting = false;
+        self.incident = None;
+        self.panicked = None;
+        self.pending.clear();
+        self.silence_reported = true;
     }
 
     /// Decides what to do now. `evidence` is called only when the guest

@@ -19,6 +19,8 @@ fn ms(v: u64) -> Duration {
 fn running() -> HostEvidence {
     HostEvidence {
         qemu_cpu_ms: 900.0,
+        qemu_scheduled: Some(40),
+        window_ms: 700.0,
         vcpus: vec![(0, 0.9), (1, 0.0)],
         status: Some("running".into()),
         qmp_unresponsive: false,
@@ -75,14 +77,27 @@ fn stopped_frozen_or_paused_is_not_hung() {
     let t0 = Instant::now();
     let mut p = Policy::new(cfg());
     p.heartbeat(t0);
+    // Stopped under the checkpoint engine: its stops still run QEMU a
+    // little, but QMP does not answer.
     let frozen = HostEvidence {
-        qemu_cpu_ms: 0.0,
+        qemu_cpu_ms: 2.0,
+        qemu_scheduled: Some(12),
+        status: None,
+        qmp_unresponsive: true,
         ..running()
     };
     assert!(matches!(
         p.tick(t0 + ms(1500), |_| frozen.clone()),
         Some(Decision::NotHung { why, .. }) if why.contains("stopped, frozen or starved")
     ));
+    // QEMU hung itself (spinning, no QMP answer): acted on.
+    let spinning = HostEvidence {
+        qemu_cpu_ms: 650.0,
+        status: None,
+        qmp_unresponsive: true,
+        ..running()
+    };
+    assert_eq!(spinning.not_hung(), None);
     // Reported once per silence; a heartbeat re-arms.
     assert_eq!(p.tick(t0 + ms(5000), no_evidence), None);
     p.heartbeat(t0 + ms(6000));
@@ -190,6 +205,30 @@ fn diagnoses_of_the_rolled_back_interval_are_artefacts() {
     assert!(matches!(
         p.tick(t0 + ms(2600), no_evidence),
         Some(Decision::Rollback { attempt: 1, .. })
+    ));
+}
+
+#[test]
+fn a_fault_nothing_can_be_done_about_is_reported_once() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    assert!(matches!(
+        p.tick(t0 + ms(1100), |_| running()),
+        Some(Decision::Rollback { .. })
+    ));
+    assert!(matches!(
+        p.rollback_failed("socket"),
+        Decision::Restart { .. }
+    ));
+    p.hold();
+    assert_eq!(p.tick(t0 + ms(1200), no_evidence), None);
+    assert_eq!(p.tick(t0 + ms(9000), no_evidence), None);
+    // Heard from again: watched again.
+    p.heartbeat(t0 + ms(10_000));
+    assert!(matches!(
+        p.tick(t0 + ms(11_100), |_| running()),
+        Some(Decision::Rollback { .. })
     ));
 }
 

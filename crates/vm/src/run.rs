@@ -490,10 +490,19 @@ impl<'a> Run<'a> {
     }
 
     fn evidence(&self, silent: Duration) -> HostEvidence {
-        let (qemu_cpu_ms, vcpus) = self
-            .probe
-            .over(silent)
-            .unwrap_or((f64::INFINITY, Vec::new()));
+        // The later part of the silence only: the heartbeat stopped at most
+        // one heartbeat period after the last one arrived.
+        let window = silent.saturating_sub(Duration::from_millis(300));
+        let usage = self.probe.over(window);
+        let (qemu_cpu_ms, qemu_scheduled, window_ms, vcpus) = match usage {
+            Some(u) => (
+                u.cpu_ms,
+                Some(u.scheduled),
+                u.span.as_secs_f64() * 1e3,
+                u.vcpus,
+            ),
+            None => (f64::NAN, None, 0.0, Vec::new()),
+        };
         let (status, qmp_unresponsive) = match self.qmp.get() {
             Some(q) => match q.query_status(Duration::from_millis(1000)) {
                 Ok(s) => (Some(s.status), false),
@@ -503,6 +512,8 @@ impl<'a> Run<'a> {
         };
         HostEvidence {
             qemu_cpu_ms,
+            qemu_scheduled,
+            window_ms,
             vcpus,
             status,
             qmp_unresponsive,
@@ -558,6 +569,7 @@ impl<'a> Run<'a> {
             }
             Decision::Restart { trigger, why } => {
                 if self.cfg.restart == selfheal_config::RestartPolicy::Never {
+                    self.policy.hold();
                     self.emit(
                         EventKind::VmHang,
                         Severity::Critical,
@@ -671,6 +683,8 @@ fn trigger_details(t: &Trigger, attempt: u32, back_ms: u64) -> serde_json::Value
             d["silent_ms"] = json!(silent.as_millis() as u64);
             d["evidence"] = json!({
                 "qemu_cpu_ms": evidence.qemu_cpu_ms,
+                "qemu_scheduled": evidence.qemu_scheduled,
+                "window_ms": evidence.window_ms,
                 "vcpu_busy": evidence.vcpus.iter().map(|(i, s)| json!({"cpu": i, "share": s})).collect::<Vec<_>>(),
                 "qmp_status": evidence.status,
                 "qmp_unresponsive": evidence.qmp_unresponsive,
