@@ -407,6 +407,12 @@ fn task_stuck_in_d_state_is_named_at_the_bound() {
         age >= bound.as_millis() as u64 && Duration::from_millis(age) <= after,
         "true age {age} ms, diagnosed {after:?} after the read"
     );
+    // The stated latency is the task's own age, not the trigger's.
+    let stated = diag.details["detection_latency_ms"].as_f64().unwrap();
+    assert!(
+        stated >= bound.as_millis() as f64 && stated <= after.as_millis() as f64 + 1.0,
+        "stated latency {stated} ms, diagnosed {after:?} after the read (bound {bound:?})"
+    );
     assert!(after >= bound, "diagnosed before the bound: {after:?}");
     assert!(
         after <= bound + Duration::from_secs(4),

@@ -637,7 +637,18 @@ impl Worker {
                 continue;
             }
             self.recent.insert(key, Instant::now());
-            let latency = p.onset.map(|o| Instant::now().saturating_duration_since(o));
+            // Stuck tasks carry their own onset (the trigger may be an
+            // alert that came later, or another task's block).
+            let onset = match &d.symptom {
+                Symptom::Stuck { tasks } => stuck
+                    .iter()
+                    .filter(|s| tasks.iter().any(|t| t.1 == s.tid && t.2 == s.starttime))
+                    .map(|s| s.since)
+                    .min()
+                    .or(p.onset),
+                _ => p.onset,
+            };
+            let latency = onset.map(|o| Instant::now().saturating_duration_since(o));
             self.sink.emit(d.to_event(&p.trigger, latency));
             if !d.class.is_fault() {
                 continue;
