@@ -1,8 +1,13 @@
 //! Detection-latency benchmark against the real `selfheal watch` (root).
 //! Run through `bench/hang/latency.sh`, which builds everything first.
 //!
-//! `hang_bench --selfheal BIN --bin-dir DIR --case rt_hog|d_state [--injections N]
-//!  [--bound MS] [--tick MS] [--on-demand true|false]`
+//! `hang_bench --selfheal BIN --bin-dir DIR --case CASE [--injections N]
+//!  [--bound MS] [--tick MS] [--on-demand true|false] [--tracer true|false]`
+//!
+//! CASE: `rt_hog`, or one of the D-state cases of [`dstate`]: `d_state`
+//! (a FUSE read never answered), `dstate_lookup` (a FUSE lookup, a D wait
+//! that is not block I/O), `dstate_blockio` (a loop device whose backing
+//! file never answers).
 //!
 //! Starts one daemon whose recovery is confined to
 //! `/selfheal-sandbox/hang-bench`, then injects the fault N times (default
@@ -12,12 +17,14 @@
 //!   at most 10 s per injection (restored by a guard process whatever
 //!   happens); times to the `cpu_stall` alert, the `rt_hog` diagnosis and
 //!   the `recovered` step;
-//! - d_state: `cat` of a FUSE file that is never answered; times to the
-//!   `d_state` diagnosis (reported relative to the configured bound) and the
-//!   `recovered` step.
+//! - the D-state cases ([`dstate`]): times from the task's measured onset
+//!   to the diagnosis, after the configured bound, and the error of the
+//!   onset the daemon states.
 //!
 //! Prints one line per injection, then median, p95, min and max, and a JSON
 //! summary line.
+
+mod dstate;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -27,18 +34,20 @@ use std::time::{Duration, Instant, SystemTime};
 use selfheal_cgroup::{Sandbox, SandboxConfig};
 use selfheal_event::{Event, EventKind};
 
-const PARENT: &str = "selfheal-sandbox/hang-bench";
+pub(crate) const PARENT: &str = "selfheal-sandbox/hang-bench";
 const RT_SYSCTL: &str = "/proc/sys/kernel/sched_rt_runtime_us";
 
-struct Args {
+pub(crate) struct Args {
     selfheal: PathBuf,
-    bin_dir: PathBuf,
+    pub(crate) bin_dir: PathBuf,
     case: String,
     injections: usize,
     bound_ms: u64,
     tick_ms: u64,
     /// Written to the config only when given (older binaries lack the key).
     on_demand: Option<bool>,
+    /// `heavy.dstate_tracer`, when given.
+    tracer: Option<bool>,
 }
 
 fn args() -> Args {
@@ -50,6 +59,7 @@ fn args() -> Args {
         bound_ms: 200,
         tick_ms: 100,
         on_demand: None,
+        tracer: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -62,17 +72,18 @@ fn args() -> Args {
             "--bound" => a.bound_ms = v.parse().unwrap(),
             "--tick" => a.tick_ms = v.parse().unwrap(),
             "--on-demand" => a.on_demand = Some(v.parse().unwrap()),
+            "--tracer" => a.tracer = Some(v.parse().unwrap()),
             other => panic!("unknown argument {other}"),
         }
     }
     a
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     selfheal_event::unix_ms(SystemTime::now())
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: PathBuf,
     seen: usize,
@@ -87,11 +98,13 @@ impl Daemon {
             &cfg,
             format!(
                 "[daemon]\nlisten = \"\"\n[stall]\nbound = \"{}ms\"\ntick = \"{}ms\"\n{}\
-                 [recovery]\nallowed_cgroups = [\"/{PARENT}\"]\nmax_actions_per_minute = 1000\n",
+                 [heavy]\n{}[recovery]\nallowed_cgroups = [\"/{PARENT}\"]\nmax_actions_per_minute = 1000\n",
                 a.bound_ms,
                 a.tick_ms,
                 a.on_demand
-                    .map_or(String::new(), |b| format!("on_demand = {b}\n"))
+                    .map_or(String::new(), |b| format!("on_demand = {b}\n")),
+                a.tracer
+                    .map_or(String::new(), |b| format!("dstate_tracer = {b}\n"))
             ),
         )
         .unwrap();
@@ -129,7 +142,11 @@ impl Daemon {
     }
 
     /// The first event from now on matching `pred` (earlier ones are skipped for good).
-    fn wait(&mut self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Option<Event> {
         let start = Instant::now();
         loop {
             let fresh = self.new_events();
@@ -144,7 +161,7 @@ impl Daemon {
     }
 
     /// Forget everything logged so far.
-    fn mark(&mut self) {
+    pub(crate) fn mark(&mut self) {
         self.seen = std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -193,7 +210,7 @@ impl Drop for NoThrottle {
     }
 }
 
-fn first_line(c: &mut Child) -> String {
+pub(crate) fn first_line(c: &mut Child) -> String {
     let mut l = String::new();
     BufReader::new(c.stdout.as_mut().unwrap())
         .read_line(&mut l)
@@ -253,68 +270,6 @@ fn rt_hog(a: &Args, d: &mut Daemon, i: usize) -> Option<Vec<f64>> {
     Some(v)
 }
 
-/// A fresh FUSE mount per injection: a read never answered leaves the page
-/// locked, so a second reader of the same file would block uninterruptibly
-/// in open() and could not be killed until the connection is aborted.
-fn mount_fuse(a: &Args, i: usize) -> (Child, PathBuf) {
-    let mnt = std::env::temp_dir().join(format!("selfheal-bench-fuse-{}-{i}", std::process::id()));
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mut server = Command::new(a.bin_dir.join("tp-fuse-stall"))
-        .arg(&mnt)
-        .args(["--seconds", "60"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(first_line(&mut server).starts_with("mounted"));
-    (server, mnt)
-}
-
-/// Aborts the connection (every stuck reader wakes) and unmounts.
-fn unmount_fuse(mut server: Child, mnt: &Path) {
-    drop(server.stdin.take());
-    let _ = server.wait();
-    let _ = selfheal_sys::fuse::umount_lazy(mnt);
-    let _ = std::fs::remove_dir(mnt);
-}
-
-fn d_state(a: &Args, d: &mut Daemon, i: usize, bound_ms: f64) -> Option<Vec<f64>> {
-    let sb =
-        Sandbox::new(SandboxConfig::new("dstate").parent(PARENT).pids_max(8)).expect("sandbox");
-    let (server, mnt) = mount_fuse(a, i);
-    d.mark();
-    let start = now_ms();
-    let mut reader = sb
-        .spawn(
-            Command::new("cat")
-                .arg(mnt.join("stall"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )
-        .unwrap();
-    let pid = reader.id() as i32;
-    let diag = d.wait(Duration::from_secs(15), |e| {
-        e.kind == EventKind::Diagnosis && e.culprit.as_ref().and_then(|c| c.pid) == Some(pid)
-    });
-    let rec = d.wait(Duration::from_secs(10), |e| {
-        e.kind == EventKind::Recovery && e.details["outcome"] == "recovered"
-    });
-    // Whatever happened, abort the connection first: then nothing can stay stuck.
-    unmount_fuse(server, &mnt);
-    drop(sb);
-    let _ = reader.wait();
-    let (diag, rec) = (diag?, rec?);
-    let v = vec![
-        (diag.time_unix_ms - start) as f64 - bound_ms,
-        (rec.time_unix_ms - start) as f64 - bound_ms,
-    ];
-    println!(
-        "d_state #{i:02}: diagnosed {:>5.0} ms after the bound, recovered {:>5.0} ms after it ({})",
-        v[0], v[1], diag.details["class"]
-    );
-    Some(v)
-}
-
 /// Removes the (now empty) parent cgroup in every hierarchy: left behind
 /// with its real-time budget, it would eat the budget later sandboxes need.
 fn remove_parent() {
@@ -367,17 +322,22 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(1500));
             }
         }
-        "d_state" => {
+        "d_state" | "dstate_lookup" | "dstate_blockio" => {
             let bound = selfheal_config::HeavyConfig::default()
                 .dstate_bound
                 .get()
                 .as_millis() as f64;
+            let inject = match a.case.as_str() {
+                "d_state" => dstate::fuse_read,
+                "dstate_lookup" => dstate::fuse_lookup,
+                _ => dstate::block_io,
+            };
             for i in 1..=a.injections {
-                match d_state(&a, &mut d, i, bound) {
+                match inject(&a, &mut d, i, bound) {
                     Some(r) => rows.push(r),
                     None => {
                         failed += 1;
-                        println!("d_state #{i:02}: not detected/recovered in time");
+                        println!("{} #{i:02}: not diagnosed in time", a.case);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(500));
@@ -398,10 +358,7 @@ fn main() {
             "rt_hog recovered",
         ]
     } else {
-        &[
-            "d_state diagnosed after bound",
-            "d_state recovered after bound",
-        ]
+        &["diagnosed after the bound", "stated onset error"]
     };
     let setting = if a.case == "rt_hog" {
         format!(
@@ -415,7 +372,13 @@ fn main() {
             }
         )
     } else {
-        "D-state bound 2 s (default)".to_string()
+        format!(
+            "D-state bound 2 s (default), eBPF tracer {}",
+            match a.tracer {
+                Some(false) => "off (/proc scans)",
+                _ => "on (default)",
+            }
+        )
     };
     println!(
         "case {}, {setting}: {} injections, {} failed",
@@ -430,7 +393,7 @@ fn main() {
         .collect();
     println!(
         "{}",
-        serde_json::json!({"case": a.case, "bound_ms": a.bound_ms, "tick_ms": a.tick_ms, "on_demand": a.on_demand,
+        serde_json::json!({"case": a.case, "bound_ms": a.bound_ms, "tick_ms": a.tick_ms, "on_demand": a.on_demand, "tracer": a.tracer,
                            "injections": rows.len() + failed, "failed": failed, "metrics": summary})
     );
 }
