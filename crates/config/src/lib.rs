@@ -13,6 +13,7 @@ mod heavy;
 mod host_link;
 mod kmsg;
 mod recovery;
+mod restart;
 mod rules;
 mod sections;
 mod stall;
@@ -33,6 +34,7 @@ pub use heavy::HeavyConfig;
 pub use host_link::HostLinkConfig;
 pub use kmsg::KmsgConfig;
 pub use recovery::{Action, LadderConfig, RecoveryConfig};
+pub use restart::{RestartConfig, RestartGrace, RestartMethod};
 pub use rules::{default_rules, merge_rules, Comparison, Condition, Level, Rule};
 pub use sections::{
     parse_listen, DaemonConfig, LightConfig, LogFormat, SamplerConfig, StoreConfig,

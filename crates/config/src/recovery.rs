@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use selfheal_event::Class;
 
 use crate::duration::HumanDuration;
+use crate::restart::RestartConfig;
 
 /// One rung of the recovery ladder, least destructive first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -37,7 +38,11 @@ pub enum Action {
     FreezeCgroup,
     /// `systemctl restart` the culprit's systemd unit.
     RestartUnit,
-    /// Reboot the machine (refused unless `recovery.allow_reboot = true`).
+    /// Restart the machine under control (refused unless
+    /// `recovery.allow_reboot = true`): after the symptom persisted for the
+    /// class's grace, the evidence is written durably, disks are synced
+    /// with a deadline, then kexec, reboot(2) or the hardware watchdog
+    /// (`[recovery.restart]`).
     Reboot,
 }
 
@@ -111,21 +116,26 @@ impl Default for LadderConfig {
         use Action::*;
         LadderConfig {
             rt_hog: vec![Record, Demote, Stop, Kill],
-            // Record only: the task on a stalled CPU is in the kernel, where
-            // SIGSTOP cannot reach it (a stop lands on the return to user
-            // space), so a stall that clears after one is a coincidence;
-            // and the task is often a bystander (in the hang lab, a
-            // workload process caught in a fork storm or in reclaim).
+            // Record, then restart if it persists: the task on a stalled
+            // CPU is in the kernel, where SIGSTOP cannot reach it (a stop
+            // lands on the return to user space), so a stall that clears
+            // after one is a coincidence; and the task is often a bystander
+            // (in the hang lab, a workload process caught in a fork storm
+            // or in reclaim). Nothing in user space repairs a kernel loop.
             // `["record", "stop", "kill"]` is SHFH's suspend-the-task policy.
-            kernel_stall: vec![Record],
+            kernel_stall: vec![Record, Reboot],
             // Never the waiters: a task in D cannot die until it wakes,
             // and then the kill destroys its work. The blocker: a dead
             // FUSE connection is aborted (the waiters get an error and
             // carry on), then its server's unit restarted. `kill` acts on
-            // the blocking process (a FUSE server), never on a waiter.
-            d_state: vec![Record, AbortFuse, RestartUnit],
+            // the blocking process (a FUSE server), never on a waiter. A
+            // restart only when no blocker is known (a lost wake-up in the
+            // kernel): never for a network filesystem or FUSE server.
+            d_state: vec![Record, AbortFuse, RestartUnit, Reboot],
             fork_bomb: vec![Record, KillTree, KillCgroup, FreezeCgroup],
-            memory_exhaustion: vec![Record, Kill, KillCgroup, RestartUnit],
+            // A restart only when no process accounts for the shortage
+            // (kernel memory heading for the OOM killer or its panic).
+            memory_exhaustion: vec![Record, Kill, KillCgroup, RestartUnit, Reboot],
             io_stall: vec![Record],
         }
     }
@@ -187,10 +197,12 @@ pub struct RecoveryConfig {
     /// When not empty, act only on processes inside these cgroup subtrees
     /// (paths as in /proc/PID/cgroup, e.g. "/user.slice").
     pub allowed_cgroups: Vec<String>,
-    /// Allow the `reboot` step.
+    /// Allow the `reboot` step (the controlled restart): opt-in.
     pub allow_reboot: bool,
     /// The steps per class.
     pub ladder: LadderConfig,
+    /// The controlled restart (`reboot` step).
+    pub restart: RestartConfig,
 }
 
 impl Default for RecoveryConfig {
@@ -206,6 +218,7 @@ impl Default for RecoveryConfig {
             allowed_cgroups: Vec::new(),
             allow_reboot: false,
             ladder: LadderConfig::default(),
+            restart: RestartConfig::default(),
         }
     }
 }

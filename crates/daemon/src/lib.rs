@@ -14,6 +14,7 @@ mod hang;
 mod host_link;
 pub mod http;
 mod panics;
+mod restart;
 pub mod sdnotify;
 mod since;
 mod sink;
@@ -253,6 +254,7 @@ impl Daemon {
             )));
         }
 
+        let restart_event = restart::at_start(&config, &mut notes);
         let (hang, tx) = hang::start(
             &config,
             board.clone(),
@@ -349,6 +351,9 @@ impl Daemon {
             vms,
         };
         daemon.record_start(rules.len());
+        if let Some(e) = restart_event {
+            daemon.sink.emit(e);
+        }
         Ok(daemon)
     }
 

@@ -157,6 +157,18 @@ impl EventSink for FanoutSink {
         }
         self.store.emit(event)
     }
+
+    /// The event log's data, then the store, each within `timeout`.
+    fn flush(&self, timeout: std::time::Duration) -> bool {
+        let log_ok = match &self.event_log {
+            Some(log) => match &mut *log.lock().unwrap_or_else(|p| p.into_inner()) {
+                LogTarget::Stdout => std::io::stdout().flush().is_ok(),
+                LogTarget::File(f) => f.sync_data().is_ok(),
+            },
+            None => true,
+        };
+        self.store.flush(timeout) && log_ok
+    }
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ impl ChainHealth {
 }
 
 /// How the watcher runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WatchdogOptions {
     /// How often the watcher checks.
     pub period: Duration,
@@ -118,6 +118,10 @@ pub struct WatchdogOptions {
     pub realtime_priority: u8,
     /// Grace after start before a heartbeat that never beat counts as missed.
     pub startup_grace: Duration,
+    /// While set, the device is not petted even when every heartbeat is
+    /// fresh: the controlled restart's last method, letting the hardware
+    /// watchdog reset the machine.
+    pub starve: Arc<AtomicBool>,
 }
 
 /// The running chain.
@@ -245,7 +249,8 @@ fn watch(
         }
         let healthy = stale_since.iter().all(Option::is_none);
         let petting = device.is_some();
-        if let (Some(dev), true) = (device.as_mut(), healthy) {
+        let starved = options.starve.load(Ordering::Relaxed);
+        if let (Some(dev), true) = (device.as_mut(), healthy && !starved) {
             match dev.pet() {
                 Ok(()) => {
                     health.pets.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +339,7 @@ mod tests {
                 period: Duration::from_millis(10),
                 realtime_priority: 0,
                 startup_grace: Duration::ZERO,
+                starve: Arc::default(),
             },
             vec![Watched {
                 name: "light",
@@ -403,6 +409,45 @@ mod tests {
         ));
     }
 
+    /// The controlled restart's `watchdog` method: petting stops while the
+    /// chain is healthy, so the device resets the machine.
+    #[test]
+    fn a_starve_request_stops_the_petting_of_a_healthy_chain() {
+        let light = Arc::new(Heartbeat::new());
+        let pets = Arc::new(AtomicU64::new(0));
+        let starve = Arc::new(AtomicBool::new(false));
+        let chain = WatchdogChain::spawn(
+            WatchdogOptions {
+                period: Duration::from_millis(10),
+                realtime_priority: 0,
+                startup_grace: Duration::ZERO,
+                starve: starve.clone(),
+            },
+            vec![Watched {
+                name: "light",
+                heartbeat: light.clone(),
+                max_age: Duration::from_secs(60),
+            }],
+            Some(Box::new(FakeDevice {
+                pets: pets.clone(),
+                disarmed: Arc::default(),
+            })),
+            Arc::new(|_| {}),
+        )
+        .unwrap();
+        light.beat();
+        assert!(wait_for(Duration::from_secs(5), || pets
+            .load(Ordering::Relaxed)
+            >= 3));
+        starve.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        let frozen = pets.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(chain.is_healthy(), "the chain itself is fine");
+        assert_eq!(pets.load(Ordering::Relaxed), frozen, "petted while starved");
+        chain.stop();
+    }
+
     #[test]
     fn a_stale_heartbeat_is_seen_at_its_limit_not_a_period_later() {
         let hb = Arc::new(Heartbeat::new());
@@ -416,6 +461,7 @@ mod tests {
                 period: Duration::from_secs(3),
                 realtime_priority: 0,
                 startup_grace: Duration::ZERO,
+                starve: Arc::default(),
             },
             vec![Watched {
                 name: "light",

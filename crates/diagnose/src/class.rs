@@ -200,6 +200,9 @@ pub struct Diagnosis {
     /// Why there is no target although a process is involved, when that
     /// is a decision (recovery records it as the reason it did not act).
     pub no_target: Option<String>,
+    /// Why restarting the machine would not fix this (a process accounts
+    /// for it, or a server elsewhere is to blame): the `reboot` step refuses.
+    pub restart_veto: Option<String>,
     /// What the stuck tasks wait on, when recovery can act on it (an
     /// `abort_fuse` step); `None` for every other class.
     pub blocker: Option<selfheal_recover::Blocker>,
@@ -239,6 +242,7 @@ impl Diagnosis {
                 measured_at: measured_wall,
                 measured_instant: measured_at,
                 no_target: self.no_target.clone(),
+                restart_veto: self.restart_veto.clone(),
             },
         }
     }

@@ -180,6 +180,10 @@ impl EventSink for CountingSink {
         }
         self.inner.emit(event)
     }
+
+    fn flush(&self, timeout: std::time::Duration) -> bool {
+        self.inner.flush(timeout)
+    }
 }
 
 /// The `/metrics` collector for everything the pipeline owns.

@@ -74,6 +74,10 @@ pub enum EventKind {
     VmGaveUp,
     /// A VM's QEMU exited and will not be started again.
     VmExit,
+    /// The machine restarted: recorded at the next start with the
+    /// incident that made selfheal restart it (or that the restart it
+    /// asked for did not happen).
+    Restart,
 }
 
 impl EventKind {
@@ -105,6 +109,7 @@ impl EventKind {
         EventKind::VmRestart,
         EventKind::VmGaveUp,
         EventKind::VmExit,
+        EventKind::Restart,
     ];
 
     /// The stable name used in the store, the API and on the command line.
@@ -136,6 +141,7 @@ impl EventKind {
             EventKind::VmRestart => "vm_restart",
             EventKind::VmGaveUp => "vm_gave_up",
             EventKind::VmExit => "vm_exit",
+            EventKind::Restart => "restart",
         }
     }
 }
@@ -377,6 +383,14 @@ pub trait EventSink: Send + Sync {
     /// Records an event. Must not block for long: callers include detector
     /// threads. Returns false when the event had to be dropped.
     fn emit(&self, event: Event) -> bool;
+
+    /// Makes every event emitted so far durable, waiting at most `timeout`;
+    /// true when done. Called only before the machine goes down (a
+    /// controlled restart); sinks that keep nothing return true at once.
+    fn flush(&self, timeout: std::time::Duration) -> bool {
+        let _ = timeout;
+        true
+    }
 }
 
 /// An in-memory sink for tests and for one-shot commands.

@@ -20,6 +20,10 @@ pub struct Evidence {
     pub measured_instant: Instant,
     /// Why the diagnosis names nobody to act on, when it does not.
     pub no_target: Option<String>,
+    /// Why restarting the machine would not fix this fault, when the
+    /// diagnosis knows (a FUSE or network filesystem server to blame, a
+    /// process that accounts for the shortage): the `reboot` step refuses.
+    pub restart_veto: Option<String>,
 }
 
 impl Evidence {
@@ -31,6 +35,7 @@ impl Evidence {
             measured_at: SystemTime::now(),
             measured_instant: Instant::now(),
             no_target: None,
+            restart_veto: None,
         }
     }
 
@@ -103,6 +108,12 @@ pub enum Refusal {
     InnocentMembers,
     /// The cgroup is a hierarchy root, a slice or a session scope.
     CgroupScope,
+    /// Restarting the machine would not fix this fault (a process or a
+    /// remote server is to blame).
+    RestartNotWarranted,
+    /// `recovery.restart.max_restarts` restarts within its window already:
+    /// a restart loop stops itself.
+    RestartLimit,
 }
 
 impl Refusal {
@@ -116,6 +127,8 @@ impl Refusal {
         Refusal::Unverifiable,
         Refusal::InnocentMembers,
         Refusal::CgroupScope,
+        Refusal::RestartNotWarranted,
+        Refusal::RestartLimit,
     ];
 
     /// The stable name.
@@ -129,6 +142,8 @@ impl Refusal {
             Refusal::Unverifiable => "unverifiable",
             Refusal::InnocentMembers => "innocent_members",
             Refusal::CgroupScope => "cgroup_scope",
+            Refusal::RestartNotWarranted => "restart_not_warranted",
+            Refusal::RestartLimit => "restart_limit",
         }
     }
 }

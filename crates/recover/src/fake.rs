@@ -20,8 +20,10 @@ pub enum Call {
     FreezeCgroup(i32, String),
     /// `restart_unit(unit)`.
     RestartUnit(String),
-    /// `reboot()`.
-    Reboot,
+    /// `sync_filesystems()`.
+    Sync,
+    /// `restart(method)`.
+    Restart(selfheal_config::RestartMethod),
     /// `abort_fuse(connection)`.
     AbortFuse(u64),
 }
@@ -58,6 +60,11 @@ pub struct FakeSystem {
     state: Mutex<State>,
     /// Fail `restart_unit` with this message.
     pub restart_error: Option<String>,
+    /// `restart` by these methods fails (the others "restart": the call is
+    /// recorded and returns, as no real restart would).
+    pub failing_restarts: Vec<selfheal_config::RestartMethod>,
+    /// What `kexec_loaded` answers.
+    pub kexec_loaded: bool,
 }
 
 impl FakeSystem {
@@ -67,6 +74,8 @@ impl FakeSystem {
             own: own_pid,
             state: Mutex::new(State::default()),
             restart_error: None,
+            failing_restarts: Vec::new(),
+            kexec_loaded: false,
         }
     }
 
@@ -312,8 +321,23 @@ impl SystemOps for FakeSystem {
         }
     }
 
-    fn reboot(&self) -> Result<(), OpsError> {
-        self.state().calls.push(Call::Reboot);
+    fn sync_filesystems(&self, _timeout: std::time::Duration) -> bool {
+        self.state().calls.push(Call::Sync);
+        true
+    }
+
+    fn kexec_loaded(&self) -> bool {
+        self.kexec_loaded
+    }
+
+    fn restart(&self, method: selfheal_config::RestartMethod) -> Result<(), OpsError> {
+        self.state().calls.push(Call::Restart(method));
+        if self.failing_restarts.contains(&method) {
+            return Err(OpsError::Permission(format!(
+                "{} refused (fake)",
+                method.as_str()
+            )));
+        }
         Ok(())
     }
 
@@ -428,9 +452,16 @@ impl<T: SystemOps> SystemOps for Recording<T> {
         self.log(Call::RestartUnit(unit.to_string()), None);
         self.inner.restart_unit(unit)
     }
-    fn reboot(&self) -> Result<(), OpsError> {
-        self.log(Call::Reboot, None);
-        self.inner.reboot()
+    fn sync_filesystems(&self, timeout: std::time::Duration) -> bool {
+        self.log(Call::Sync, None);
+        self.inner.sync_filesystems(timeout)
+    }
+    fn kexec_loaded(&self) -> bool {
+        self.inner.kexec_loaded()
+    }
+    fn restart(&self, method: selfheal_config::RestartMethod) -> Result<(), OpsError> {
+        self.log(Call::Restart(method), None);
+        self.inner.restart(method)
     }
     fn fuse_connection(&self, connection: u64) -> Result<crate::ops::FuseConnection, OpsError> {
         self.inner.fuse_connection(connection)

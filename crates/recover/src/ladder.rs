@@ -15,6 +15,9 @@ mod blocker;
 mod guard;
 #[cfg(test)]
 mod refusals;
+mod restart_step;
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +33,7 @@ use crate::evidence::{Evidence, Recheck, Refusal, SymptomProbe};
 use crate::ops::{OpsError, SystemOps};
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
+use crate::restart::RestartStore;
 pub use crate::target::{Blame, ProgramScope, Target};
 
 /// What stuck tasks wait on, where recovery can act on it directly.
@@ -89,6 +93,9 @@ pub enum Outcome {
     DryRun,
     /// The step does not apply (no unit to restart, not real-time, …).
     Skipped,
+    /// The controlled restart was issued: the record is written, the disks
+    /// synced, and the machine is going down.
+    Restarting,
 }
 
 impl Outcome {
@@ -102,6 +109,7 @@ impl Outcome {
         Outcome::RateLimited,
         Outcome::DryRun,
         Outcome::Skipped,
+        Outcome::Restarting,
     ];
 
     /// The stable name.
@@ -115,6 +123,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::DryRun => "dry_run",
             Outcome::Skipped => "skipped",
+            Outcome::Restarting => "restarting",
         }
     }
 }
@@ -138,6 +147,8 @@ pub struct StepRecord {
     pub refusal: Option<Refusal>,
     /// The symptom as measured just before acting, when it was.
     pub recheck: Option<String>,
+    /// The incident's id, when the step wrote a restart record naming it.
+    pub incident_id: Option<String>,
 }
 
 impl StepRecord {
@@ -151,6 +162,7 @@ impl StepRecord {
             touched: Vec::new(),
             refusal: None,
             recheck: None,
+            incident_id: None,
         }
     }
 
@@ -208,6 +220,8 @@ pub struct Ladder {
     options: LadderOptions,
     /// Processes acted upon → when, for the settle window.
     acted: HashMap<(i32, u64), Instant>,
+    /// Restart records and history (`recovery.restart.state_dir`).
+    restart_store: RestartStore,
 }
 
 impl std::fmt::Debug for Ladder {
@@ -242,10 +256,18 @@ impl Ladder {
                 options.config.max_actions_per_minute,
                 options.config.target_cooldown.get(),
             ),
+            restart_store: RestartStore::new(&options.config.restart.state_dir),
             ops,
             options,
             acted: HashMap::new(),
         }
+    }
+
+    /// Keeps restart records in `store` (tests: a temporary directory with
+    /// its own pstore and EFI locations).
+    pub fn with_restart_store(mut self, store: RestartStore) -> Ladder {
+        self.restart_store = store;
+        self
     }
 
     /// Processes acted upon within the settle window (`recovery.settle`),
@@ -297,8 +319,14 @@ impl Ladder {
         }
         let lineage = Policy::own_lineage(self.ops.as_ref());
         for (i, &action) in steps.iter().enumerate() {
-            let rec = self.step(incident, action, &lineage, probe);
-            self.emit(sink, incident, &rec, i, steps.len());
+            let (rec, emitted) = if action == Action::Reboot {
+                self.restart_step(incident, probe, sink, (i, steps.len()))
+            } else {
+                (self.step(incident, action, &lineage, probe), false)
+            };
+            if !emitted {
+                self.emit(sink, incident, &rec, i, steps.len());
+            }
             let now = Instant::now();
             for id in &rec.touched {
                 self.acted.insert(*id, now);
@@ -317,7 +345,7 @@ impl Ladder {
                 report.time_to_recover = Some(start.elapsed());
                 break;
             }
-            if outcome == Outcome::RateLimited {
+            if matches!(outcome, Outcome::RateLimited | Outcome::Restarting) {
                 break;
             }
         }
@@ -346,17 +374,9 @@ impl Ladder {
         if action == Action::AbortFuse {
             return self.abort_fuse(incident, lineage, probe);
         }
-        if action == Action::Reboot && !self.options.config.allow_reboot {
-            return StepRecord::refused(
-                action,
-                Refusal::RebootNotAllowed,
-                "reboot needs recovery.allow_reboot = true".into(),
-            );
-        }
         let comm = incident.comm();
-        // Reboot addresses no process; every other action needs a target.
+        // Every action here needs a target (`reboot` has its own step).
         let target = match &incident.target {
-            _ if action == Action::Reboot => None,
             Some(t) => Some(t),
             None => {
                 let why = incident
@@ -551,7 +571,7 @@ impl Ladder {
             Outcome::Refused | Outcome::RateLimited | Outcome::NotCleared | Outcome::Failed => {
                 Severity::Warning
             }
-            Outcome::Recovered => Severity::Critical,
+            Outcome::Recovered | Outcome::Restarting => Severity::Critical,
         };
         let who = incident.target.as_ref().map_or_else(
             || {
@@ -588,6 +608,7 @@ impl Ladder {
                 "refusal": rec.refusal.map(Refusal::as_str),
                 "evidence": incident.evidence.to_json(),
                 "recheck": rec.recheck,
+                "incident": rec.incident_id.as_ref().map(|id| json!({"id": id})),
                 "target": incident.target.as_ref().map(|t| json!({
                     "pid": t.pid, "starttime": t.starttime,
                     "tid": incident.culprit.tid, "comm": incident.culprit.comm,

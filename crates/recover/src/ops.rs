@@ -5,7 +5,11 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use selfheal_config::RestartMethod;
 
 use selfheal_cgroup::{Cgroup, Hierarchy, ProcCgroupEntry};
 use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat};
@@ -158,8 +162,14 @@ pub trait SystemOps: Send + Sync {
     fn fuse_connection(&self, connection: u64) -> Result<FuseConnection, OpsError>;
     /// Aborts FUSE connection `connection` (`…/connections/N/abort`).
     fn abort_fuse(&self, connection: u64) -> Result<(), OpsError>;
-    /// Reboots the machine.
-    fn reboot(&self) -> Result<(), OpsError>;
+    /// Flushes every filesystem (`sync(2)`), giving up after `timeout`
+    /// (a stalled device can block it forever); true when it finished.
+    fn sync_filesystems(&self, timeout: Duration) -> bool;
+    /// True when a kernel is loaded for kexec.
+    fn kexec_loaded(&self) -> bool;
+    /// Restarts the machine by `method` now. Returns only when that failed
+    /// (on a real machine, success never returns).
+    fn restart(&self, method: RestartMethod) -> Result<(), OpsError>;
 }
 
 /// A shared handle acts like what it points to (a test keeps an `Arc` of
@@ -207,9 +217,25 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     fn abort_fuse(&self, connection: u64) -> Result<(), OpsError> {
         (**self).abort_fuse(connection)
     }
-    fn reboot(&self) -> Result<(), OpsError> {
-        (**self).reboot()
+    fn sync_filesystems(&self, timeout: Duration) -> bool {
+        (**self).sync_filesystems(timeout)
     }
+    fn kexec_loaded(&self) -> bool {
+        (**self).kexec_loaded()
+    }
+    fn restart(&self, method: RestartMethod) -> Result<(), OpsError> {
+        (**self).restart(method)
+    }
+}
+
+/// Lets the controlled restart stop the hardware watchdog's petting: the
+/// watchdog chain pets its device only while `starve` is false.
+#[derive(Debug, Clone)]
+pub struct WatchdogControl {
+    /// Set to stop petting.
+    pub starve: Arc<AtomicBool>,
+    /// The device's timeout: how long until it resets the machine.
+    pub timeout: Duration,
 }
 
 /// The real system.
@@ -219,6 +245,7 @@ pub struct LinuxOps {
     hierarchy: Option<Hierarchy>,
     /// How long `systemctl` may take.
     pub command_timeout: Duration,
+    watchdog: Option<WatchdogControl>,
 }
 
 impl LinuxOps {
@@ -228,7 +255,14 @@ impl LinuxOps {
             proc_root: PathBuf::from("/proc"),
             hierarchy: Hierarchy::detect().ok(),
             command_timeout: Duration::from_secs(20),
+            watchdog: None,
         }
+    }
+
+    /// The hardware watchdog the `watchdog` restart method stops petting.
+    pub fn with_watchdog(mut self, control: WatchdogControl) -> LinuxOps {
+        self.watchdog = Some(control);
+        self
     }
 
     /// Cgroup `path` in every hierarchy where the pinned process sits
@@ -437,8 +471,50 @@ impl SystemOps for LinuxOps {
         )
     }
 
-    fn reboot(&self) -> Result<(), OpsError> {
-        self.run("systemctl reboot", Command::new("systemctl").arg("reboot"))
+    fn sync_filesystems(&self, timeout: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A thread we may leave behind: sync blocks as long as a device does.
+        let spawned = std::thread::Builder::new()
+            .name("selfheal-sync".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                selfheal_sys::power::sync();
+                let _ = tx.send(());
+            });
+        spawned.is_ok() && rx.recv_timeout(timeout).is_ok()
+    }
+
+    fn kexec_loaded(&self) -> bool {
+        selfheal_sys::power::kexec_loaded(Path::new("/sys"))
+    }
+
+    fn restart(&self, method: RestartMethod) -> Result<(), OpsError> {
+        use selfheal_sys::power::{restart, RestartCmd};
+        match method {
+            RestartMethod::Kexec => restart(RestartCmd::Kexec).map_err(OpsError::from_sys),
+            RestartMethod::Reboot => restart(RestartCmd::Restart).map_err(OpsError::from_sys),
+            RestartMethod::Watchdog => {
+                let Some(w) = &self.watchdog else {
+                    return Err(OpsError::Failed(
+                        "no hardware watchdog is petted ([watchdog] device)".into(),
+                    ));
+                };
+                if std::env::var_os(selfheal_sys::power::RESTART_FORBIDDEN_ENV).is_some() {
+                    return Err(OpsError::Permission(format!(
+                        "{} is set",
+                        selfheal_sys::power::RESTART_FORBIDDEN_ENV
+                    )));
+                }
+                w.starve.store(true, Ordering::SeqCst);
+                // The device resets the machine within its timeout.
+                std::thread::sleep(w.timeout + Duration::from_secs(5));
+                w.starve.store(false, Ordering::SeqCst);
+                Err(OpsError::Failed(format!(
+                    "the hardware watchdog did not reset the machine within {} s of its last pet",
+                    w.timeout.as_secs() + 5
+                )))
+            }
+        }
     }
 
     fn fuse_connection(&self, connection: u64) -> Result<FuseConnection, OpsError> {

@@ -261,6 +261,11 @@ impl EventSink for StoreWriter {
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         false
     }
+
+    /// Waits until everything queued is committed (synchronous=FULL: on disk).
+    fn flush(&self, timeout: Duration) -> bool {
+        self.flush_timeout(Some(timeout)).is_ok()
+    }
 }
 
 impl Drop for StoreWriter {

@@ -19,6 +19,7 @@ pub mod mount;
 pub mod pagemap;
 pub mod perf;
 pub mod poll;
+pub mod power;
 pub mod process;
 pub mod ptrace;
 pub mod rlimit;

@@ -105,6 +105,23 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
     out
 }
 
+/// Why restarting this machine would not end the wait, for blockers that
+/// live elsewhere: a network filesystem's server, a FUSE server (aborted
+/// or restarted on its own), a frozen filesystem or cgroup.
+fn restart_veto(b: &Blocker) -> Option<String> {
+    match b {
+        Blocker::NetworkFs { server, .. } => Some(format!(
+            "the stuck tasks wait for the network filesystem server {server}: restarting this machine does not bring it back"
+        )),
+        Blocker::Fuse { .. } => Some(
+            "the stuck tasks wait for a FUSE server: its connection is aborted or its unit restarted, never the machine"
+                .into(),
+        ),
+        Blocker::Held(_) => Some("held on purpose: never acted on".into()),
+        Blocker::Device { .. } | Blocker::Lock { .. } | Blocker::Unknown { .. } => None,
+    }
+}
+
 fn stalled_disks(obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<StalledDisk> {
     let interval_ms = d.interval.as_millis() as u64;
     obs.after
@@ -184,6 +201,7 @@ fn held_diagnosis(dx: &Diagnoser, held: &[&(&StuckTask, Blocker)]) -> Diagnosis 
             tasks: tasks_of(held),
         },
         no_target: Some("held on purpose: never acted on".into()),
+        restart_veto: Some("held on purpose: never acted on".into()),
     }
 }
 
@@ -355,6 +373,7 @@ fn fault_diagnosis(
             "kernel_reports": kernel,
         }),
         no_target,
+        restart_veto: restart_veto(blocker),
         blocker: recovery_blocker,
         symptom: Symptom::Stuck {
             tasks: tasks_of(group),

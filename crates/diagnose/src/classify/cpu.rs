@@ -103,6 +103,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     percent: dx.thresholds.monopoly_percent,
                 },
                 no_target: None,
+                restart_veto: None,
             });
             continue;
         }
@@ -170,6 +171,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             blocker: None,
             symptom: Symptom::CpuStalled { cpu },
             no_target: None,
+            restart_veto: None,
         });
     }
     out

@@ -111,6 +111,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 below: (p.max / 2).max(1),
             },
             no_target: None,
+            restart_veto: None,
         });
     }
 
@@ -223,6 +224,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 no_target: Some(format!(
                     "weak evidence: the new {comm} processes are not related by process group or parent; acting on one group would not stop the growth and could hit innocent ones"
                 )),
+                restart_veto: None,
             });
             continue;
         }
@@ -276,6 +278,7 @@ fn program_diagnosis(
         target: Some(target),
         evidence,
         no_target: None,
+        restart_veto: None,
     }
 }
 

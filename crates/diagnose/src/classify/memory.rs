@@ -123,6 +123,10 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 percent: th.cgroup_memory_percent,
             },
             no_target: None,
+            restart_veto: Some(format!(
+                "the shortage is cgroup {}'s: recovery acts inside it, never restarts the machine",
+                cg.path
+            )),
         });
     }
 
@@ -210,6 +214,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     available_percent: th.mem_available_percent,
                 },
                 no_target: None,
+                restart_veto: None,
             });
         } else if let Some(top) = list.first().copied() {
             let (culprit, target) = dx.culprit_of(top);
@@ -250,6 +255,10 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     },
                 },
                 no_target: None,
+                restart_veto: Some(format!(
+                    "{} pid {} accounts for the shortage: recovery acts on it, never restarts the machine",
+                    top.stat.comm, top.pid
+                )),
             });
         }
     }

@@ -228,6 +228,7 @@ impl Diagnoser {
             blocker: None,
             symptom: Symptom::Unverifiable,
             no_target: None,
+            restart_veto: None,
         }
     }
 

@@ -112,6 +112,10 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> 
                 "record only: the kernel already kills {program} inside {} each time it fills it, so killing it again changes nothing; ending the loop means stopping {respawner}, which holds no memory: set the cgroup's limit or the parent's restart policy",
                 lp.cgroup
             )),
+            restart_veto: Some(format!(
+                "the loop is inside cgroup {}: restarting the machine is not warranted",
+                lp.cgroup
+            )),
         });
     }
     out

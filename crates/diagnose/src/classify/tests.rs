@@ -341,6 +341,7 @@ fn cpu_stalls_during_a_fork_bomb_are_its_symptoms() {
         blocker: None,
         symptom: Symptom::CpuStalled { cpu: 1 },
         no_target: None,
+        restart_veto: None,
     };
     let mut out = vec![stall.clone(), r.diagnoses[0].clone()];
     absorb_stalls_into_fork_bomb(&mut out);

@@ -17,6 +17,7 @@
 mod worker;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -29,7 +30,7 @@ use selfheal_detect::{Alert, Heartbeat};
 use selfheal_event::EventSink;
 use selfheal_kmsg::{FollowOptions, KernelReport, KernelTunables, KmsgFollower, TunableChange};
 use selfheal_metrics::Collector;
-use selfheal_recover::{LinuxOps, SystemOps};
+use selfheal_recover::{LinuxOps, SystemOps, WatchdogControl};
 use selfheal_sampler::SampleBoard;
 
 use crate::class::Trigger;
@@ -86,6 +87,9 @@ pub struct PipelineOptions {
     pub kmsg: bool,
     /// Run the per-CPU canaries (overrides `stall.enabled`).
     pub stall: bool,
+    /// Set by the controlled restart's `watchdog` method: the chain stops
+    /// petting the hardware watchdog (shared with `ops`).
+    pub watchdog_starve: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PipelineOptions {
@@ -106,6 +110,14 @@ impl PipelineOptions {
         sink: Arc<dyn EventSink>,
         dry_run: bool,
     ) -> PipelineOptions {
+        let watchdog_starve = Arc::new(AtomicBool::new(false));
+        let mut ops = LinuxOps::new();
+        if config.watchdog.device.is_some() {
+            ops = ops.with_watchdog(WatchdogControl {
+                starve: watchdog_starve.clone(),
+                timeout: config.watchdog.device_timeout.get(),
+            });
+        }
         PipelineOptions {
             proc_root: config.sampler.proc_root.clone(),
             kmsg: config.kmsg.enabled,
@@ -115,7 +127,8 @@ impl PipelineOptions {
             light_heartbeat,
             sink,
             dry_run,
-            ops: Arc::new(LinuxOps::new()),
+            ops: Arc::new(ops),
+            watchdog_starve,
         }
     }
 }
@@ -324,6 +337,7 @@ impl HangPipeline {
                 period: cfg.watchdog.period.get(),
                 realtime_priority: cfg.watchdog.realtime_priority,
                 startup_grace: Duration::from_secs(5),
+                starve: opts.watchdog_starve.clone(),
             },
             watched,
             device,

@@ -42,9 +42,6 @@ pub(super) fn plan(
     lineage: &HashSet<i32>,
 ) -> Result<String, Acted> {
     let comm = inc.comm();
-    if action == Action::Reboot {
-        return Ok("reboot the machine".to_string());
-    }
     let (t, p) = both(t, p)?;
     Ok(match action {
         Action::Record => "record evidence".to_string(),
@@ -81,7 +78,7 @@ pub(super) fn plan(
             Some(u) => format!("systemctl restart {u}"),
             None => return Err(Acted::Skip("no systemd unit".into())),
         },
-        Action::Reboot => unreachable!("handled above"),
+        Action::Reboot => return Err(Acted::Skip("reboot has its own step".into())),
     })
 }
 
@@ -95,12 +92,6 @@ pub(super) fn act(
     lineage: &HashSet<i32>,
 ) -> Acted {
     let ops = l.ops.as_ref();
-    if action == Action::Reboot {
-        return match ops.reboot() {
-            Ok(()) => Acted::Done(Vec::new()),
-            Err(e) => Acted::Fail(e.to_string()),
-        };
-    }
     let (t, p) = match both(t, p) {
         Ok(x) => x,
         Err(a) => return a,
@@ -176,7 +167,7 @@ pub(super) fn act(
                 Err(e) => Acted::Fail(e.to_string()),
             },
         },
-        Action::Reboot => unreachable!("handled above"),
+        Action::Reboot => Acted::Skip("reboot has its own step".into()),
     }
 }
 

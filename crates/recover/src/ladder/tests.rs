@@ -479,33 +479,6 @@ fn a_reused_pid_is_never_signalled() {
 }
 
 #[test]
-fn reboot_needs_explicit_permission_and_kernel_stalls_have_no_target() {
-    let f = system();
-    let sink = MemorySink::new();
-    let ladder = |allow: bool| {
-        options(move |c| {
-            c.allow_reboot = allow;
-            c.ladder.kernel_stall = vec![Action::Record, Action::Stop, Action::Reboot];
-        })
-    };
-    let mut l = Ladder::new(Box::new(f.clone()), ladder(false));
-    let r = l.run(&incident(Class::KernelStall, None), &mut || false, &sink);
-    assert_eq!(
-        outcomes(&r),
-        vec![
-            ("record", "recorded"),
-            ("stop", "skipped"),
-            ("reboot", "refused")
-        ]
-    );
-    assert!(f.calls().is_empty());
-    let mut l = Ladder::new(Box::new(f.clone()), ladder(true));
-    let r = l.run(&incident(Class::KernelStall, None), &mut || false, &sink);
-    assert_eq!(r.steps[2].outcome, Outcome::NotCleared);
-    assert_eq!(f.calls(), vec![Call::Reboot]);
-}
-
-#[test]
 fn restart_unit_failure_is_recorded() {
     let mut fake = FakeSystem::new(OWN);
     fake.restart_error = Some("Unit web.service not loaded".into());
