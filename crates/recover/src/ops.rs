@@ -246,6 +246,8 @@ pub struct LinuxOps {
     /// How long `systemctl` may take.
     pub command_timeout: Duration,
     watchdog: Option<WatchdogControl>,
+    /// [`SystemOps::restart`] refuses unless set ([`LinuxOps::allow_restart`]).
+    restart_allowed: bool,
 }
 
 impl LinuxOps {
@@ -256,7 +258,17 @@ impl LinuxOps {
             hierarchy: Hierarchy::detect().ok(),
             command_timeout: Duration::from_secs(20),
             watchdog: None,
+            restart_allowed: false,
         }
+    }
+
+    /// Lets [`SystemOps::restart`] restart the machine: the daemon sets it
+    /// from `recovery.allow_reboot` (and not in a dry run). Without it every
+    /// restart method refuses before any system call, whatever the ladder
+    /// asks; with it, `SELFHEAL_RESTART_FORBIDDEN` still refuses.
+    pub fn allow_restart(mut self, allowed: bool) -> LinuxOps {
+        self.restart_allowed = allowed;
+        self
     }
 
     /// The hardware watchdog the `watchdog` restart method stops petting.
@@ -489,7 +501,22 @@ impl SystemOps for LinuxOps {
     }
 
     fn restart(&self, method: RestartMethod) -> Result<(), OpsError> {
-        use selfheal_sys::power::{restart, RestartCmd};
+        use selfheal_sys::power::{restart, RestartCmd, RESTART_FORBIDDEN_ENV};
+        // Two locks besides the ladder's own check of allow_reboot: this
+        // handle must have been made for a daemon allowed to restart, and
+        // no test harness may have forbidden it.
+        if !self.restart_allowed {
+            return Err(OpsError::Permission(format!(
+                "restart by {} refused: this LinuxOps was not made with allow_restart (recovery.allow_reboot = false, or a dry run)",
+                method.as_str()
+            )));
+        }
+        if std::env::var_os(RESTART_FORBIDDEN_ENV).is_some() {
+            return Err(OpsError::Permission(format!(
+                "restart by {} refused: {RESTART_FORBIDDEN_ENV} is set",
+                method.as_str()
+            )));
+        }
         match method {
             RestartMethod::Kexec => restart(RestartCmd::Kexec).map_err(OpsError::from_sys),
             RestartMethod::Reboot => restart(RestartCmd::Restart).map_err(OpsError::from_sys),
@@ -499,12 +526,6 @@ impl SystemOps for LinuxOps {
                         "no hardware watchdog is petted ([watchdog] device)".into(),
                     ));
                 };
-                if std::env::var_os(selfheal_sys::power::RESTART_FORBIDDEN_ENV).is_some() {
-                    return Err(OpsError::Permission(format!(
-                        "{} is set",
-                        selfheal_sys::power::RESTART_FORBIDDEN_ENV
-                    )));
-                }
                 w.starve.store(true, Ordering::SeqCst);
                 // The device resets the machine within its timeout.
                 std::thread::sleep(w.timeout + Duration::from_secs(5));

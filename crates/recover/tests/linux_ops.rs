@@ -140,3 +140,40 @@ fn cgroup_actions_reach_only_the_named_cgroup_of_the_pinned_process() {
         Err(OpsError::Gone)
     ));
 }
+
+/// The real restart path refuses before any system call unless the handle
+/// was made with `allow_restart(true)` (the daemon does so only for
+/// `recovery.allow_reboot = true` outside a dry run), and even then while
+/// `SELFHEAL_RESTART_FORBIDDEN` is set. Nothing here can restart the host:
+/// the allowed handle is only called with the variable set, checked first.
+#[test]
+fn the_real_restart_refuses_without_permission_or_while_forbidden() {
+    use selfheal_config::RestartMethod;
+    use selfheal_sys::power::RESTART_FORBIDDEN_ENV;
+    let methods = [
+        RestartMethod::Kexec,
+        RestartMethod::Reboot,
+        RestartMethod::Watchdog,
+    ];
+    for m in methods {
+        match LinuxOps::new().restart(m) {
+            Err(OpsError::Permission(why)) => {
+                assert!(why.contains("allow_restart"), "{}: {why}", m.as_str())
+            }
+            other => panic!("{}: {other:?}", m.as_str()),
+        }
+    }
+    std::env::set_var(RESTART_FORBIDDEN_ENV, "1");
+    assert!(
+        std::env::var_os(RESTART_FORBIDDEN_ENV).is_some(),
+        "never call an allowed restart without the variable"
+    );
+    for m in methods {
+        match LinuxOps::new().allow_restart(true).restart(m) {
+            Err(OpsError::Permission(why)) => {
+                assert!(why.contains(RESTART_FORBIDDEN_ENV), "{}: {why}", m.as_str())
+            }
+            other => panic!("{}: {other:?}", m.as_str()),
+        }
+    }
+}

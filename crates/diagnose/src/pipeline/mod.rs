@@ -111,7 +111,7 @@ impl PipelineOptions {
         dry_run: bool,
     ) -> PipelineOptions {
         let watchdog_starve = Arc::new(AtomicBool::new(false));
-        let mut ops = LinuxOps::new();
+        let mut ops = LinuxOps::new().allow_restart(config.recovery.allow_reboot && !dry_run);
         if config.watchdog.device.is_some() {
             ops = ops.with_watchdog(WatchdogControl {
                 starve: watchdog_starve.clone(),
