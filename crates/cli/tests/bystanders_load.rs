@@ -563,6 +563,16 @@ fn heavy_legitimate_load_gets_no_action() {
         faults.is_empty(),
         "legitimate load diagnosed as a fault: {faults:#?}"
     );
+    // The load keeps kernel threads busy (I/O completion workers, softirq
+    // processing, reclaim): busy, sleeping between work, never runaways.
+    let runaways: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Diagnosis && e.details["class"] == "runaway_kthread")
+        .collect();
+    assert!(
+        runaways.is_empty(),
+        "a kernel thread busy with legitimate load called a runaway: {runaways:#?}"
+    );
     let dismissed = events
         .iter()
         .filter(|e| e.kind == EventKind::Dismissed)

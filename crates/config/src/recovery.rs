@@ -38,6 +38,11 @@ pub enum Action {
     FreezeCgroup,
     /// `systemctl restart` the culprit's systemd unit.
     RestartUnit,
+    /// Lower a runaway kernel thread to SCHED_IDLE (nice 19 where that is
+    /// refused) and, when the kernel lets it move, keep it on the CPU it
+    /// runs on: it still spins, but everything else on that CPU comes
+    /// first. The only step that acts on a kernel thread.
+    Deprioritize,
     /// Restart the machine under control (refused unless
     /// `recovery.allow_reboot = true`): after the symptom persisted for the
     /// class's grace, the evidence is written durably, disks are synced
@@ -58,6 +63,7 @@ impl Action {
         Action::KillCgroup,
         Action::FreezeCgroup,
         Action::RestartUnit,
+        Action::Deprioritize,
         Action::Reboot,
     ];
 
@@ -73,6 +79,7 @@ impl Action {
             Action::KillCgroup => "kill_cgroup",
             Action::FreezeCgroup => "freeze_cgroup",
             Action::RestartUnit => "restart_unit",
+            Action::Deprioritize => "deprioritize",
             Action::Reboot => "reboot",
         }
     }
@@ -109,6 +116,9 @@ pub struct LadderConfig {
     /// I/O stalled on a device.
     #[serde(deserialize_with = "de_ladder")]
     pub io_stall: Vec<Action>,
+    /// A kernel thread spinning without sleeping.
+    #[serde(deserialize_with = "de_ladder")]
+    pub runaway_kthread: Vec<Action>,
 }
 
 impl Default for LadderConfig {
@@ -137,6 +147,9 @@ impl Default for LadderConfig {
             // (kernel memory heading for the OOM killer or its panic).
             memory_exhaustion: vec![Record, Kill, KillCgroup, RestartUnit, Reboot],
             io_stall: vec![Record],
+            // Nothing in user space stops a kernel thread: it is moved out
+            // of everyone's way, and the machine keeps serving.
+            runaway_kthread: vec![Record, Deprioritize],
         }
     }
 }
@@ -151,6 +164,7 @@ impl LadderConfig {
             Class::ForkBomb => &self.fork_bomb,
             Class::MemoryExhaustion => &self.memory_exhaustion,
             Class::IoStall => &self.io_stall,
+            Class::RunawayKthread => &self.runaway_kthread,
             Class::LegitimateLoad | Class::Held => &[],
         }
     }

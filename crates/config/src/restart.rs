@@ -56,6 +56,8 @@ pub struct RestartGrace {
     pub memory_exhaustion: HumanDuration,
     /// I/O stalled on a device.
     pub io_stall: HumanDuration,
+    /// A kernel thread spinning without sleeping.
+    pub runaway_kthread: HumanDuration,
 }
 
 impl Default for RestartGrace {
@@ -74,6 +76,7 @@ impl Default for RestartGrace {
             // comes within seconds, waiting would lose the record.
             memory_exhaustion: HumanDuration::from_secs(0),
             io_stall: HumanDuration::from_secs(60),
+            runaway_kthread: HumanDuration::from_secs(60),
         }
     }
 }
@@ -88,6 +91,7 @@ impl RestartGrace {
             Class::ForkBomb => self.fork_bomb.get(),
             Class::MemoryExhaustion => self.memory_exhaustion.get(),
             Class::IoStall => self.io_stall.get(),
+            Class::RunawayKthread => self.runaway_kthread.get(),
             Class::LegitimateLoad | Class::Held => Duration::ZERO,
         }
     }

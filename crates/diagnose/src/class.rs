@@ -161,6 +161,14 @@ pub enum Symptom {
         /// Cleared when MemAvailable is at least this share, percent.
         available_percent: f64,
     },
+    /// A kernel thread that runs without ever sleeping; cleared when it is
+    /// gone or sleeps (a voluntary context switch).
+    KthreadSpin {
+        /// The thread (a kernel thread is its own process).
+        tid: i32,
+        /// Its start time.
+        starttime: u64,
+    },
     /// Nothing to verify (record-only classes).
     Unverifiable,
 }
@@ -176,6 +184,7 @@ impl Symptom {
             Symptom::TreeTasks { .. } => "process_count",
             Symptom::CgroupMemory { .. } => "cgroup_memory_at_limit",
             Symptom::MachineMemory { .. } => "machine_memory_low",
+            Symptom::KthreadSpin { .. } => "kthread_spinning",
             Symptom::Unverifiable => "unverifiable",
         }
     }

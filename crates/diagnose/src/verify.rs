@@ -23,6 +23,8 @@ pub struct SymptomCheck {
     last_runtime: Option<(u64, Instant)>,
     /// When the stuck tasks were first all seen out of D.
     out_of_d_since: Option<Instant>,
+    /// A spinning kernel thread's voluntary switches when first checked.
+    kthread_nvcsw: Option<u64>,
 }
 
 impl std::fmt::Debug for SymptomCheck {
@@ -32,6 +34,9 @@ impl std::fmt::Debug for SymptomCheck {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a runaway kernel thread is watched before it is acted on.
+const KTHREAD_WINDOW: Duration = Duration::from_secs(1);
 
 /// Minimum window for measuring a thread's CPU share.
 const SHARE_WINDOW: Duration = Duration::from_millis(50);
@@ -56,6 +61,7 @@ impl SymptomCheck {
             scanner,
             last_runtime: None,
             out_of_d_since: None,
+            kthread_nvcsw: None,
         }
     }
 
@@ -103,6 +109,14 @@ impl SymptomCheck {
                 m.available_bytes.is_some_and(|a| {
                     a as f64 * 100.0 / m.total_bytes.max(1) as f64 >= available_percent
                 })
+            }
+            Symptom::KthreadSpin { tid, starttime } => {
+                if self.state_of(tid, tid, starttime).is_none() {
+                    return true;
+                }
+                let now = crate::classify::voluntary_switches(&self.proc_root, tid, tid);
+                let first = *self.kthread_nvcsw.get_or_insert(now.unwrap_or(0));
+                now.is_some_and(|n| n > first)
             }
             Symptom::Unverifiable => false,
         }
@@ -295,12 +309,52 @@ impl SymptomCheck {
                     ),
                 )
             }
+            Symptom::KthreadSpin { tid, starttime } => match self.kthread_spin(tid, starttime) {
+                Ok(what) => (true, what),
+                Err(what) => (false, what),
+            },
             Symptom::Unverifiable => return Recheck::Unverifiable,
         };
         if present {
             Recheck::Present(what)
         } else {
             Recheck::Cleared(what)
+        }
+    }
+
+    /// Whether a kernel thread still spins over [`KTHREAD_WINDOW`]: it never
+    /// slept (no voluntary context switch) and was runnable nearly all of
+    /// it. `Ok` with what was measured when it does, `Err` when it does not.
+    fn kthread_spin(&self, tid: i32, starttime: u64) -> Result<String, String> {
+        let read = || -> Result<(u64, u64, u64), String> {
+            if self.state_of(tid, tid, starttime).is_none() {
+                return Err(format!("kernel thread {tid} is gone"));
+            }
+            let s = self
+                .task_file(tid, tid, "schedstat")
+                .and_then(|t| parse_schedstat(&t))
+                .ok_or_else(|| format!("kernel thread {tid} has no schedstat"))?;
+            let n = crate::classify::voluntary_switches(&self.proc_root, tid, tid)
+                .ok_or_else(|| format!("kernel thread {tid} has no status"))?;
+            Ok((s.runtime_ns, s.wait_ns, n))
+        };
+        let (r0, w0, n0) = read()?;
+        let t0 = Instant::now();
+        std::thread::sleep(KTHREAD_WINDOW);
+        let (r1, w1, n1) = read()?;
+        let ns = t0.elapsed().as_nanos().max(1) as f64;
+        let run = r1.saturating_sub(r0) as f64 / ns * 100.0;
+        let runnable = (r1.saturating_sub(r0) + w1.saturating_sub(w0)) as f64 / ns * 100.0;
+        let what = format!(
+            "kernel thread {tid} ran {run:.0}% and was runnable {:.0}% of {} ms with {} voluntary switches",
+            runnable.min(100.0),
+            KTHREAD_WINDOW.as_millis(),
+            n1.saturating_sub(n0)
+        );
+        if n1 == n0 && runnable >= 90.0 {
+            Ok(what)
+        } else {
+            Err(what)
         }
     }
 

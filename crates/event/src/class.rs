@@ -25,6 +25,9 @@ pub enum Class {
     MemoryExhaustion,
     /// I/O stalled on a block device.
     IoStall,
+    /// A kernel thread running without ever sleeping, taking its CPU from
+    /// everything else there (preemptible, so the CPU is not stalled).
+    RunawayKthread,
     /// Not a hang: heavy but legitimate load (a dismissal, never acted on).
     LegitimateLoad,
     /// Not a hang: tasks held on purpose — a frozen cgroup or filesystem,
@@ -42,6 +45,7 @@ impl Class {
         Class::ForkBomb,
         Class::MemoryExhaustion,
         Class::IoStall,
+        Class::RunawayKthread,
         Class::LegitimateLoad,
         Class::Held,
     ];
@@ -55,6 +59,7 @@ impl Class {
             Class::ForkBomb => "fork_bomb",
             Class::MemoryExhaustion => "memory_exhaustion",
             Class::IoStall => "io_stall",
+            Class::RunawayKthread => "runaway_kthread",
             Class::LegitimateLoad => "legitimate_load",
             Class::Held => "held",
         }
@@ -118,6 +123,7 @@ mod tests {
                 "fork_bomb",
                 "memory_exhaustion",
                 "io_stall",
+                "runaway_kthread",
                 "legitimate_load",
                 "held"
             ]

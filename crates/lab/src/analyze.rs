@@ -62,7 +62,8 @@ pub struct SelfhealResult {
     pub diagnosed_correctly: Option<bool>,
     /// The culprit named the fault's task (comm prefix) or its CPU.
     pub culprit_correct: Option<bool>,
-    /// ms from fault start to the first recovery step reporting `recovered`.
+    /// ms from fault start to the first recovery step reporting `recovered`
+    /// (or `mitigated`).
     pub recover_ms: Option<i64>,
     /// Every recovery step after the fault, `action→outcome`, in order.
     pub recovery: Option<String>,
@@ -372,10 +373,11 @@ fn score_selfheal(
     if !steps.is_empty() {
         r.recovery = Some(steps.join(", "));
     }
-    if let Some(e) = after
-        .iter()
-        .find(|e| e.kind == "recovery" && e.outcome.as_deref() == Some("recovered"))
-    {
+    // `mitigated`: a runaway kernel thread moved out of the way; it still
+    // spins, but the guest serves (its health is judged on its own).
+    if let Some(e) = after.iter().find(|e| {
+        e.kind == "recovery" && matches!(e.outcome.as_deref(), Some("recovered" | "mitigated"))
+    }) {
         r.recover_ms = Some((e.time_unix_ms - start).max(0));
     }
     r

@@ -86,9 +86,10 @@ impl FaultClass {
         match self {
             FaultClass::IrqLoop
             | FaultClass::PreemptLoop
-            | FaultClass::KthreadLoop
             | FaultClass::SpinSelf
             | FaultClass::SpinAbba => "kernel_stall",
+            // Preemptible: the CPU is not stalled, the thread never sleeps.
+            FaultClass::KthreadLoop => "runaway_kthread",
             FaultClass::DState => "d_state",
             FaultClass::KmemLeak | FaultClass::MemHog => "memory_exhaustion",
             FaultClass::RtHog => "rt_hog",

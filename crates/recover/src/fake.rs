@@ -12,6 +12,8 @@ use crate::ops::{OpsError, Pinned, ProcInfo, SystemOps};
 pub enum Call {
     /// `set_normal_policy(tid)`.
     SetNormal(i32),
+    /// `deprioritize_thread(tid, cpu)`.
+    Deprioritize(i32, Option<u32>),
     /// `signal(pid, sig)`.
     Signal(i32, i32),
     /// `kill_cgroup(pid, path)`.
@@ -223,6 +225,15 @@ impl SystemOps for FakeSystem {
         Ok(())
     }
 
+    fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError> {
+        let mut s = self.state();
+        if !s.procs.iter().any(|p| p.pid == tid) {
+            return Err(OpsError::Gone);
+        }
+        s.calls.push(Call::Deprioritize(tid, cpu));
+        Ok("SCHED_IDLE (fake)".into())
+    }
+
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
         let s = self.state();
         match s.procs.iter().find(|p| p.pid == pid) {
@@ -421,6 +432,10 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError> {
         self.log(Call::SetNormal(tid), Some(tid));
         self.inner.set_normal_policy(tid)
+    }
+    fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError> {
+        self.log(Call::Deprioritize(tid, cpu), Some(tid));
+        self.inner.deprioritize_thread(tid, cpu)
     }
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
         self.inner.pin(pid, starttime)

@@ -96,6 +96,9 @@ pub enum Outcome {
     /// The controlled restart was issued: the record is written, the disks
     /// synced, and the machine is going down.
     Restarting,
+    /// Action taken; the fault persists but no longer takes from others (a
+    /// runaway kernel thread moved to SCHED_IDLE). Ends the ladder.
+    Mitigated,
 }
 
 impl Outcome {
@@ -110,6 +113,7 @@ impl Outcome {
         Outcome::DryRun,
         Outcome::Skipped,
         Outcome::Restarting,
+        Outcome::Mitigated,
     ];
 
     /// The stable name.
@@ -124,6 +128,7 @@ impl Outcome {
             Outcome::DryRun => "dry_run",
             Outcome::Skipped => "skipped",
             Outcome::Restarting => "restarting",
+            Outcome::Mitigated => "mitigated",
         }
     }
 }
@@ -334,7 +339,7 @@ impl Ladder {
             let (outcome, refusal) = (rec.outcome, rec.refusal);
             report.steps.push(rec);
             let cleared = match outcome {
-                Outcome::Recovered => true,
+                Outcome::Recovered | Outcome::Mitigated => true,
                 // Stale evidence: the symptom went away by itself.
                 Outcome::Refused => refusal == Some(Refusal::SymptomGone),
                 Outcome::Recorded => !self.options.dry_run && probe.cleared(),
@@ -391,11 +396,14 @@ impl Ladder {
         let pinned = match target {
             None => None,
             Some(t) => {
-                match self
-                    .policy
-                    .check_pid(self.ops.as_ref(), t.pid, lineage)
-                    .and_then(|why| Ok((why, self.ops.pin(t.pid, t.starttime)?)))
-                {
+                // Kernel threads are never touched, except by the one step
+                // made for them.
+                let check = if action == Action::Deprioritize {
+                    self.policy.check_kthread(self.ops.as_ref(), t.pid, lineage)
+                } else {
+                    self.policy.check_pid(self.ops.as_ref(), t.pid, lineage)
+                };
+                match check.and_then(|why| Ok((why, self.ops.pin(t.pid, t.starttime)?))) {
                     Ok((Some(why), _)) => {
                         return StepRecord::refused(action, Refusal::Protected, why)
                     }
@@ -514,6 +522,13 @@ impl Ladder {
                     verify_time.as_millis()
                 ),
             ),
+            (false, _) if action == Action::Deprioritize => (
+                Outcome::Mitigated,
+                format!(
+                    "{} now runs at SCHED_IDLE (nice 19 where refused) on its own CPU: it still spins (user space cannot stop a kernel thread), but everything else comes first",
+                    comm
+                ),
+            ),
             (false, _) => (
                 Outcome::NotCleared,
                 format!(
@@ -571,7 +586,7 @@ impl Ladder {
             Outcome::Refused | Outcome::RateLimited | Outcome::NotCleared | Outcome::Failed => {
                 Severity::Warning
             }
-            Outcome::Recovered | Outcome::Restarting => Severity::Critical,
+            Outcome::Recovered | Outcome::Restarting | Outcome::Mitigated => Severity::Critical,
         };
         let who = incident.target.as_ref().map_or_else(
             || {

@@ -138,6 +138,10 @@ pub trait SystemOps: Send + Sync {
     fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError>;
     /// Moves thread `tid` to SCHED_OTHER.
     fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError>;
+    /// Moves thread `tid` out of everyone's way: SCHED_IDLE (nice 19 where
+    /// that is refused) and, when the kernel lets it move, only `cpu`.
+    /// Returns what was done, in words.
+    fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError>;
     /// Pins `pid` if it is still the process that started at `starttime`
     /// (`Err(Gone)` otherwise): what every action on it goes through.
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError>;
@@ -189,6 +193,9 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError> {
         (**self).set_normal_policy(tid)
+    }
+    fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError> {
+        (**self).deprioritize_thread(tid, cpu)
     }
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
         (**self).pin(pid, starttime)
@@ -431,6 +438,31 @@ impl SystemOps for LinuxOps {
 
     fn set_normal_policy(&self, tid: i32) -> Result<(), OpsError> {
         selfheal_sys::sched::set_other(tid).map_err(OpsError::from_sys)
+    }
+
+    fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError> {
+        use selfheal_sys::sched;
+        let mut done = Vec::new();
+        match sched::set_idle(tid) {
+            Ok(()) => done.push("SCHED_IDLE".to_string()),
+            Err(e) if e.is_gone() => return Err(OpsError::Gone),
+            Err(idle) => match sched::set_nice(tid, 19) {
+                Ok(()) => done.push(format!("nice 19 (SCHED_IDLE refused: {idle})")),
+                Err(e) => return Err(OpsError::from_sys(e)),
+            },
+        }
+        if let Some(cpu) = cpu {
+            // A kernel thread bound by the kernel (PF_NO_SETAFFINITY) refuses:
+            // it stays where it is, which is one CPU anyway.
+            match sched::affinity(tid) {
+                Ok(now) if now.len() > 1 => match sched::pin_to_cpu(tid, cpu as usize) {
+                    Ok(()) => done.push(format!("kept on cpu {cpu}")),
+                    Err(e) => done.push(format!("affinity unchanged ({e})")),
+                },
+                _ => done.push(format!("already on cpu {cpu} only")),
+            }
+        }
+        Ok(done.join(", "))
     }
 
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {

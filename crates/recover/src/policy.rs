@@ -99,6 +99,49 @@ impl Policy {
         None
     }
 
+    /// Why kernel thread `p` must not be deprioritized (the one action on a
+    /// kernel thread), or `None`: it must be a kernel thread, never
+    /// kthreadd (pid 2) or pid 1, nor a `recovery.protected` name.
+    pub fn kthread_refusal(&self, p: &ProcInfo, lineage: &HashSet<i32>) -> Option<String> {
+        if !p.kernel_thread {
+            return Some(format!(
+                "{} (pid {}) is not a kernel thread: deprioritize acts only on runaway kernel threads",
+                p.comm, p.pid
+            ));
+        }
+        if p.pid <= 2 || lineage.contains(&p.pid) {
+            return Some(format!("{} (pid {}) is always protected", p.comm, p.pid));
+        }
+        if p.comm.starts_with("kworker/") {
+            return Some(format!(
+                "{} (pid {}) is a pooled workqueue worker: it serves other work afterwards, so it is never deprioritized",
+                p.comm, p.pid
+            ));
+        }
+        self.protected
+            .iter()
+            .find(|r| comm_matches(r, &p.comm))
+            .map(|rule| {
+                format!(
+                    "{} (pid {}) matches recovery.protected `{rule}`",
+                    p.comm, p.pid
+                )
+            })
+    }
+
+    /// [`Policy::kthread_refusal`] for a pid, looked up through `ops`.
+    pub fn check_kthread(
+        &self,
+        ops: &dyn SystemOps,
+        pid: i32,
+        lineage: &HashSet<i32>,
+    ) -> Result<Option<String>, OpsError> {
+        match ops.process(pid)? {
+            Some(p) => Ok(self.kthread_refusal(&p, lineage)),
+            None => Err(OpsError::Gone),
+        }
+    }
+
     /// [`Policy::refusal`] for a pid, looked up through `ops`. A vanished
     /// process is `Err(Gone)`.
     pub fn check_pid(

@@ -78,6 +78,24 @@ pub fn set_other(tid: i32) -> Result<()> {
     set_scheduler(tid, libc::SCHED_OTHER, 0)
 }
 
+/// Puts thread `tid` under SCHED_IDLE: it runs only when nothing else on
+/// its CPU wants to (how a runaway kernel thread is moved out of the way).
+pub fn set_idle(tid: i32) -> Result<()> {
+    set_scheduler(tid, libc::SCHED_IDLE, 0)
+}
+
+/// Sets the nice value of thread `tid` (`setpriority(PRIO_PROCESS, tid)`:
+/// on Linux that names one thread).
+pub fn set_nice(tid: i32, nice: i32) -> Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(SysError::last(format!("setpriority(tid {tid}, {nice})")))
+    }
+}
+
 /// The policy and real-time priority of thread `tid`.
 pub fn get_scheduler(tid: i32) -> Result<(Policy, i32)> {
     // SAFETY: plain syscall with an integer argument.
@@ -285,6 +303,19 @@ mod tests {
             assert_eq!(affinity(0).unwrap(), all);
             assert!(set_affinity(0, &[]).is_err(), "an empty set is refused");
             assert!(set_affinity(0, &[1 << 20]).is_err());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_thread_can_be_moved_to_sched_idle_and_niced() {
+        std::thread::spawn(|| {
+            let tid = gettid();
+            set_nice(tid, 19).unwrap();
+            set_idle(tid).unwrap();
+            assert_eq!(get_scheduler(tid).unwrap().0, Policy::Idle);
+            assert!(set_nice(0x7fff_fff0, 19).unwrap_err().is_gone());
         })
         .join()
         .unwrap();

@@ -1,6 +1,11 @@
 //! CPU-level hangs: a real-time task monopolising a CPU (`rt_hog`) and a
 //! CPU stalled in the kernel (`kernel_stall`).
 //!
+//! A kernel thread that held a CPU not stalled (it is preemptible, so the
+//! canary runs) for at least half the interval, runnable throughout, is a
+//! `runaway_kthread`, unless it is one whose long runs are its job (reclaim,
+//! compaction, softirq processing, migration, RCU).
+//!
 //! A CPU is *stalled* when the stall detector's canary on it has not run
 //! for the bound, or the kernel reported a lockup or RCU stall on it. Who
 //! ran there: the thread with the most run time on that CPU between the
@@ -108,6 +113,9 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             continue;
         }
         if !is_stalled {
+            if let Some(k) = top.and_then(|t| runaway_kthread(dx, d, cpu, t)) {
+                out.push(k);
+            }
             continue;
         }
         // Kernel stall. The culprit is whoever held the CPU: the top runner
@@ -175,6 +183,86 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         });
     }
     out
+}
+
+/// Kernel threads whose long runs are their job: memory reclaim and
+/// compaction, softirq processing, task migration, RCU, CPU hotplug.
+const BUSY_BY_DESIGN: &[&str] = &[
+    "kswapd",
+    "kcompactd",
+    "khugepaged",
+    "ksoftirqd/",
+    "migration/",
+    "rcu_",
+    "cpuhp/",
+    "idle_inject/",
+];
+
+/// Share of the interval a runaway kernel thread runs, at least.
+const KTHREAD_RUN_SHARE: f64 = 0.5;
+/// Share of the interval it is runnable (running or waiting for the CPU).
+const KTHREAD_RUNNABLE_SHARE: f64 = 0.9;
+
+/// A kernel thread on a CPU that is not stalled, running at least half the
+/// interval and runnable all of it (it never slept): a runaway kernel
+/// thread. Its voluntary context switches are re-checked over a second
+/// before anything acts on it (`Symptom::KthreadSpin`).
+fn runaway_kthread(
+    dx: &Diagnoser,
+    d: &Deltas<'_>,
+    cpu: u32,
+    t: &TaskDelta<'_>,
+) -> Option<Diagnosis> {
+    let a = t.after;
+    if !a.is_kernel_thread()
+        || dx.is_own(a.pid)
+        || a.stat.state != 'R'
+        || t.before.stat.state != 'R'
+        || BUSY_BY_DESIGN.iter().any(|p| a.stat.comm.starts_with(p))
+    {
+        return None;
+    }
+    let interval = d.interval.as_nanos() as f64;
+    let run = d.share(t);
+    let runnable = (t.runtime_ns + t.wait_ns) as f64 / interval;
+    if run < KTHREAD_RUN_SHARE || runnable < KTHREAD_RUNNABLE_SHARE {
+        return None;
+    }
+    let (mut culprit, mut target) = dx.culprit_of(a);
+    culprit.cpu = Some(cpu);
+    // A kernel thread has no descendants to blame with it.
+    target.pid = a.tid;
+    target.starttime = a.stat.starttime_ticks;
+    let nvcsw = dx.voluntary_switches(a.pid, a.tid);
+    Some(Diagnosis {
+        class: Class::RunawayKthread,
+        summary: format!(
+            "runaway_kthread: kernel thread {} pid {} ran {:.0}% of cpu {} and was runnable {:.0}% of {} ms without sleeping; the cpu is not stalled (it is preemptible)",
+            a.stat.comm,
+            a.tid,
+            run * 100.0,
+            cpu,
+            runnable.min(1.0) * 100.0,
+            d.interval.as_millis()
+        ),
+        culprit,
+        target: Some(target),
+        evidence: json!({
+            "cpu": cpu,
+            "culprit": dx.task_json(a, Some((t, run))),
+            "runnable_percent": round1(runnable * 100.0),
+            "voluntary_context_switches": nvcsw,
+            "kernel_stack": dx.stack_of(a.pid, a.tid),
+            "interval_ms": d.interval.as_secs_f64() * 1000.0,
+        }),
+        blocker: None,
+        symptom: Symptom::KthreadSpin {
+            tid: a.tid,
+            starttime: a.stat.starttime_ticks,
+        },
+        no_target: None,
+        restart_veto: None,
+    })
 }
 
 /// SCHED_FIFO, SCHED_RR and SCHED_DEADLINE all beat normal tasks outright.

@@ -322,6 +322,11 @@ impl Diagnoser {
             .collect()
     }
 
+    /// `voluntary_ctxt_switches` of a thread: unchanged while it never sleeps.
+    pub(crate) fn voluntary_switches(&self, pid: i32, tid: i32) -> Option<u64> {
+        voluntary_switches(&self.proc_root, pid, tid)
+    }
+
     /// The kernel stack of a thread (root only), trimmed for evidence.
     pub(crate) fn stack_of(&self, pid: i32, tid: i32) -> Option<Vec<String>> {
         let text = std::fs::read_to_string(
@@ -350,6 +355,21 @@ impl Diagnoser {
     pub(crate) fn is_own(&self, pid: i32) -> bool {
         self.own_pids.contains(&pid)
     }
+}
+
+/// `voluntary_ctxt_switches` from `/proc/PID/task/TID/status` under `proc_root`.
+pub fn voluntary_switches(proc_root: &Path, pid: i32, tid: i32) -> Option<u64> {
+    std::fs::read_to_string(
+        proc_root
+            .join(pid.to_string())
+            .join("task")
+            .join(tid.to_string())
+            .join("status"),
+    )
+    .ok()?
+    .lines()
+    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+    .and_then(|v| v.trim().parse().ok())
 }
 
 /// One thread's change between the snapshots.

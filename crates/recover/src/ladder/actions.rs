@@ -78,6 +78,10 @@ pub(super) fn plan(
             Some(u) => format!("systemctl restart {u}"),
             None => return Err(Acted::Skip("no systemd unit".into())),
         },
+        Action::Deprioritize => format!(
+            "move kernel thread {comm} (pid {}) to SCHED_IDLE and keep it on its CPU",
+            t.pid
+        ),
         Action::Reboot => return Err(Acted::Skip("reboot has its own step".into())),
     })
 }
@@ -166,6 +170,11 @@ pub(super) fn act(
                 Ok(()) => Acted::Done(me),
                 Err(e) => Acted::Fail(e.to_string()),
             },
+        },
+        Action::Deprioritize => match ops.deprioritize_thread(t.pid, inc.culprit.cpu) {
+            Ok(_) => Acted::Done(me),
+            Err(OpsError::Gone) => Acted::Gone,
+            Err(e) => Acted::Fail(e.to_string()),
         },
         Action::Reboot => Acted::Skip("reboot has its own step".into()),
     }

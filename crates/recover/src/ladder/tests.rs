@@ -503,3 +503,62 @@ fn restart_unit_failure_is_recorded() {
     assert!(r.steps[1].reason.contains("not loaded"));
     assert_eq!(f.calls(), vec![Call::RestartUnit("web.service".into())]);
 }
+
+#[test]
+fn a_runaway_kernel_thread_is_deprioritized_and_never_anything_else() {
+    let f = system();
+    let mut k = proc(120, 2, "lab_kthread_loo", "/");
+    k.kernel_thread = true;
+    f.add(k.clone());
+    let mut w = proc(121, 2, "kworker/1:2", "/");
+    w.kernel_thread = true;
+    f.add(w.clone());
+    let user = proc(122, 1, "spin", "/sandbox/a");
+    f.add(user.clone());
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| {
+            c.ladder.runaway_kthread = vec![Action::Record, Action::Stop, Action::Deprioritize]
+        }),
+    );
+    let sink = MemorySink::new();
+    let mut inc = incident(Class::RunawayKthread, Some(target(&k)));
+    inc.culprit.cpu = Some(1);
+    let r = l.run(&inc, &mut || false, &sink);
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            ("record", "recorded"),
+            ("stop", "refused"),
+            ("deprioritize", "mitigated")
+        ]
+    );
+    assert!(
+        r.steps[1].reason.contains("kernel thread"),
+        "{}",
+        r.steps[1].reason
+    );
+    assert!(
+        r.steps[2].reason.contains("still spins"),
+        "{}",
+        r.steps[2].reason
+    );
+    assert_eq!(f.calls(), vec![Call::Deprioritize(120, Some(1))]);
+    // A pooled worker and a user process are never deprioritized.
+    for p in [&w, &user] {
+        let r = l.run(
+            &incident(Class::RunawayKthread, Some(target(p))),
+            &mut || false,
+            &sink,
+        );
+        assert_eq!(r.steps[2].outcome, Outcome::Refused, "{}", p.comm);
+    }
+    assert_eq!(
+        f.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Deprioritize(..)))
+            .count(),
+        1
+    );
+    assert!(!f.calls().iter().any(|c| c.pid() == Some(121)));
+}
