@@ -8,6 +8,10 @@
 //!   stopped, the others stay alive and running, and no cgroup but the
 //!   bomb's is acted on, also in the seconds after the kill (a follow-up
 //!   diagnosis once blamed a namesake and killed its cgroup).
+//! - A fork bomb without a pids limit that matters (its sandbox allows
+//!   3000 tasks, far above where it is caught, so the cgroup-at-its-limit
+//!   path never fires): diagnosed as one program's related processes,
+//!   stopped whole, the namesakes beside it untouched.
 //! - A memory cgroup in a fill-and-kill loop (`tail /dev/zero` OOM-killed
 //!   by the kernel and restarted by its shell): diagnosed, naming both, and
 //!   nothing touched, inside the cgroup or out.
@@ -352,6 +356,121 @@ fn fork_bombs_are_stopped_and_their_namesakes_untouched() {
         !others.cgroup().is_frozen().unwrap_or(false),
         "the namesakes' cgroup was frozen"
     );
+    drop(namesakes);
+    drop(w);
+}
+
+#[test]
+fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
+    const TEST: &str = "a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched";
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run(TEST, &["bash", "sleep"]) {
+        return;
+    }
+    let Some(others) = sandbox(
+        TEST,
+        SandboxConfig::new("namesakes")
+            .pids_max(32)
+            .memory_max_bytes(64 << 20)
+            .cpus(Some(0.2)),
+    ) else {
+        return;
+    };
+    let namesakes: Vec<ChildGuard> = (0..3)
+        .map(|_| {
+            spawn(
+                &others,
+                "bash",
+                &["-c", "while :; do bash -c 'sleep 0.2; :'; done"],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let before: Vec<(i32, u64)> = namesakes
+        .iter()
+        .map(|c| {
+            let pid = c.0.id() as i32;
+            (pid, stat_of(pid).expect("namesake runs").1)
+        })
+        .collect();
+    let w = Watch::start();
+    // The limit is the machine's safety net, not the detector: at 3000
+    // tasks the cgroup path (90% of it with refused forks) would need 2700.
+    let Some(bomb) = sandbox(
+        TEST,
+        SandboxConfig::new("bomb")
+            .pids_max(3000)
+            .memory_max_bytes(2 << 30)
+            .cpus(Some(0.5)),
+    ) else {
+        return;
+    };
+    let path = bomb.rel_path().to_string();
+    let started = Instant::now();
+    let _bomb = spawn(&bomb, "bash", &["-c", ":(){ :|:& };:"]);
+    let stopped = w.wait_event(Duration::from_secs(60), |e| {
+        e.kind == EventKind::Recovery
+            && e.details["class"] == "fork_bomb"
+            && e.details["outcome"] == "recovered"
+            && e.culprit.as_ref().and_then(|c| c.cgroup.as_deref()) == Some(path.as_str())
+    });
+    let pids_max_hit = std::fs::read_to_string(format!("/sys/fs/cgroup/pids{path}/pids.events"))
+        .unwrap_or_default();
+    assert!(
+        stopped.is_some(),
+        "the bomb in {path} was not stopped within 60 s; events:\n{:#?}",
+        w.events()
+    );
+    let t0 = Instant::now();
+    while !live_members(&bomb).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(live_members(&bomb), Vec::<i32>::new(), "bomb left");
+    eprintln!(
+        "{TEST}: stopped {} ms after it started (pids.events: {})",
+        started.elapsed().as_millis(),
+        pids_max_hit.trim()
+    );
+    // The diagnosis that led to it was the no-limit one: one program's
+    // related processes, not a cgroup at its limit.
+    let diag = w
+        .events()
+        .into_iter()
+        .find(|e| {
+            e.kind == EventKind::Diagnosis
+                && e.details["class"] == "fork_bomb"
+                && e.culprit.as_ref().and_then(|c| c.cgroup.as_deref()) == Some(path.as_str())
+        })
+        .expect("a fork_bomb diagnosis of the bomb");
+    assert_eq!(
+        diag.details["evidence"]["scope"], "program",
+        "not the no-limit path: {diag:#?}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for &(pid, start) in &before {
+        let (state, now) = stat_of(pid).unwrap_or_else(|| panic!("namesake {pid} is gone"));
+        assert_eq!(now, start, "namesake {pid} was replaced");
+        assert!(
+            !matches!(state, 'T' | 't' | 'Z'),
+            "namesake {pid} is {state}"
+        );
+    }
+    let namesake_pids: HashSet<i32> = before.iter().map(|b| b.0).collect();
+    for e in w.actions() {
+        let cg = e.culprit.as_ref().and_then(|c| c.cgroup.clone());
+        let others_test = cg
+            .as_deref()
+            .is_some_and(|c| c.starts_with("/selfheal-sandbox/"));
+        assert!(
+            others_test || cg.as_deref() == Some(path.as_str()),
+            "an action outside the bomb's cgroup: {e:#?}"
+        );
+        assert!(
+            touched(&e).iter().all(|p| !namesake_pids.contains(p)),
+            "a namesake was touched: {e:#?}"
+        );
+    }
+    drop(bomb);
     drop(namesakes);
     drop(w);
 }

@@ -67,6 +67,9 @@ pub struct FakeSystem {
     pub failing_restarts: Vec<selfheal_config::RestartMethod>,
     /// What `kexec_loaded` answers.
     pub kexec_loaded: bool,
+    /// `children` lists children (a kernel with CONFIG_PROC_CHILDREN);
+    /// false: it answers `None`.
+    pub lists_children: bool,
 }
 
 impl FakeSystem {
@@ -78,6 +81,7 @@ impl FakeSystem {
             restart_error: None,
             failing_restarts: Vec::new(),
             kexec_loaded: false,
+            lists_children: true,
         }
     }
 
@@ -232,6 +236,24 @@ impl SystemOps for FakeSystem {
         }
         s.calls.push(Call::Deprioritize(tid, cpu));
         Ok("SCHED_IDLE (fake)".into())
+    }
+
+    fn children(&self, pid: i32) -> Result<Option<Vec<i32>>, OpsError> {
+        if !self.lists_children {
+            return Ok(None);
+        }
+        let s = self.state();
+        if !s.procs.iter().any(|p| p.pid == pid) {
+            return Err(OpsError::Gone);
+        }
+        let mut v: Vec<i32> = s
+            .procs
+            .iter()
+            .filter(|p| p.ppid == pid)
+            .map(|p| p.pid)
+            .collect();
+        v.sort_unstable();
+        Ok(Some(v))
     }
 
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
@@ -436,6 +458,9 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError> {
         self.log(Call::Deprioritize(tid, cpu), Some(tid));
         self.inner.deprioritize_thread(tid, cpu)
+    }
+    fn children(&self, pid: i32) -> Result<Option<Vec<i32>>, OpsError> {
+        self.inner.children(pid)
     }
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
         self.inner.pin(pid, starttime)

@@ -20,6 +20,7 @@ mod restart_step;
 mod restart_tests;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

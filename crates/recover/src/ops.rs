@@ -142,6 +142,9 @@ pub trait SystemOps: Send + Sync {
     /// that is refused) and, when the kernel lets it move, only `cpu`.
     /// Returns what was done, in words.
     fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError>;
+    /// The children of `pid` (every thread's, `/proc/PID/task/TID/children`),
+    /// or `None` where the kernel does not list them (CONFIG_PROC_CHILDREN).
+    fn children(&self, pid: i32) -> Result<Option<Vec<i32>>, OpsError>;
     /// Pins `pid` if it is still the process that started at `starttime`
     /// (`Err(Gone)` otherwise): what every action on it goes through.
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError>;
@@ -196,6 +199,9 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn deprioritize_thread(&self, tid: i32, cpu: Option<u32>) -> Result<String, OpsError> {
         (**self).deprioritize_thread(tid, cpu)
+    }
+    fn children(&self, pid: i32) -> Result<Option<Vec<i32>>, OpsError> {
+        (**self).children(pid)
     }
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
         (**self).pin(pid, starttime)
@@ -463,6 +469,40 @@ impl SystemOps for LinuxOps {
             }
         }
         Ok(done.join(", "))
+    }
+
+    fn children(&self, pid: i32) -> Result<Option<Vec<i32>>, OpsError> {
+        let task = self.proc_root.join(pid.to_string()).join("task");
+        let tids = list_tids(&self.proc_root, pid).map_err(|e| {
+            if e.is_gone() {
+                OpsError::Gone
+            } else {
+                OpsError::Failed(e.to_string())
+            }
+        })?;
+        let mut out = Vec::new();
+        for tid in tids {
+            match std::fs::read_to_string(task.join(tid.to_string()).join("children")) {
+                Ok(text) => out.extend(
+                    text.split_whitespace()
+                        .filter_map(|w| w.parse::<i32>().ok()),
+                ),
+                // The task is there but not the file: the kernel lacks it
+                // (CONFIG_PROC_CHILDREN); a thread that just exited is skipped.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !task.is_dir() {
+                        return Err(OpsError::Gone);
+                    }
+                    if task.join(tid.to_string()).is_dir() {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(OpsError::Failed(format!("{}: {e}", task.display()))),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(Some(out))
     }
 
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {

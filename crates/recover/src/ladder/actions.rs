@@ -180,12 +180,19 @@ pub(super) fn act(
     }
 }
 
-/// Stops every blamed process (again and again while new ones appear), then
-/// kills them all: a stopped process cannot fork, so none escapes.
+/// Stops every blamed process (breadth-first along the child lists where
+/// the kernel has them, see `tree.rs`; then again and again while new ones
+/// appear in a listing), then kills them all: a stopped process cannot
+/// fork, so none escapes.
 fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
     let ops = l.ops.as_ref();
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut stopped: HashMap<i32, u64> = HashMap::new();
+    // Along the kernel's child lists first: no pass races the bomb; the
+    // passes below then find only what left the tree.
+    if let Err(a) = super::tree::stop_descendants(l, inc, t, p, lineage, deadline, &mut stopped) {
+        return a;
+    }
     loop {
         let members = match blamed(l, inc, t, Some(p)) {
             Ok(m) => m,
