@@ -24,6 +24,10 @@ struct Sample {
     slices: u64,
     /// Per vCPU: (index, ns).
     vcpus: Vec<(u32, u64)>,
+    /// The vCPU threads' time runnable waiting for a CPU, summed, ns.
+    vcpu_wait_ns: u64,
+    /// Every thread was stopped (T or t) when sampled.
+    stopped: bool,
 }
 
 /// CPU-time samples of one QEMU process.
@@ -56,19 +60,20 @@ impl HostProbe {
         &self.vcpus
     }
 
-    /// (CPU ns, times scheduled in) of one thread.
-    fn thread(&self, tid: i32) -> Option<(u64, u64)> {
+    /// (CPU ns, ns waiting for a CPU, times scheduled in) of one thread.
+    fn thread(&self, tid: i32) -> Option<(u64, u64, u64)> {
         let t = TaskDir::thread(&self.proc_root, self.pid, tid);
         match t.schedstat() {
-            Ok(s) => Some((s.run_ns, s.timeslices)),
+            Ok(s) => Some((s.run_ns, s.wait_ns, s.timeslices)),
             // 10 ms per USER_HZ tick (100 Hz on every Linux we run on);
-            // context switches from status stand in for timeslices.
+            // context switches from status stand in for timeslices; no
+            // wait time without schedstat.
             Err(_) => {
                 let ns = t.stat().ok()?.cpu_ticks() * 10_000_000;
                 let st = t.status().ok()?;
                 let cs = st.voluntary_ctxt_switches.unwrap_or(0)
                     + st.nonvoluntary_ctxt_switches.unwrap_or(0);
-                Some((ns, cs))
+                Some((ns, 0, cs))
             }
         }
     }
@@ -79,20 +84,36 @@ impl HostProbe {
             return;
         };
         let (mut total_ns, mut slices) = (0, 0);
-        for (ns, n) in tids.iter().filter_map(|t| self.thread(*t)) {
+        for (ns, _, n) in tids.iter().filter_map(|t| self.thread(*t)) {
             total_ns += ns;
             slices += n;
         }
+        // Every thread in a job-control or ptrace stop. (Under the
+        // checkpoint engine a SIGSTOPped QEMU is still scheduled in for
+        // the engine's stops, so its CPU counters alone do not show it.)
+        let stopped = !tids.is_empty()
+            && tids.iter().all(|t| {
+                TaskDir::thread(&self.proc_root, self.pid, *t)
+                    .stat()
+                    .is_ok_and(|s| matches!(s.state, 'T' | 't'))
+            });
+        let mut vcpu_wait_ns = 0;
         let vcpus = self
             .vcpus
             .iter()
-            .filter_map(|(i, tid)| Some((*i, self.thread(*tid)?.0)))
+            .filter_map(|(i, tid)| {
+                let (run, wait, _) = self.thread(*tid)?;
+                vcpu_wait_ns += wait;
+                Some((*i, run))
+            })
             .collect();
         self.samples.push_back(Sample {
             at: now,
             total_ns,
             slices,
             vcpus,
+            vcpu_wait_ns,
+            stopped,
         });
         while self.samples.len() > KEEP {
             self.samples.pop_front();
@@ -113,6 +134,7 @@ impl HostProbe {
         }
         let cpu_ms = last.total_ns.saturating_sub(first.total_ns) as f64 / 1e6;
         let scheduled = last.slices.saturating_sub(first.slices);
+        let mut vcpu_run_ns = 0;
         let vcpus = last
             .vcpus
             .iter()
@@ -122,16 +144,66 @@ impl HostProbe {
                     .iter()
                     .find(|(j, _)| j == i)
                     .map_or(*ns, |(_, b)| *b);
+                vcpu_run_ns += ns.saturating_sub(before);
                 let share = ns.saturating_sub(before) as f64 / span.as_nanos() as f64;
                 (*i, (share * 1000.0).round() / 1000.0)
             })
             .collect();
+        let known = !last.vcpus.is_empty() && first.vcpus.len() == last.vcpus.len();
         Some(Usage {
             span,
             cpu_ms,
             scheduled,
             vcpus,
+            vcpu_run_ms: known.then_some(vcpu_run_ns as f64 / 1e6),
+            vcpu_wait_ms: known
+                .then(|| last.vcpu_wait_ns.saturating_sub(first.vcpu_wait_ns) as f64 / 1e6),
         })
+    }
+}
+
+impl HostProbe {
+    /// Of the time since `since`, how long QEMU could run the guest's
+    /// vCPUs, ms: each sampling interval counts for the share of the CPU
+    /// time the vCPU threads wanted (ran + waited runnable) that they got;
+    /// in full when they wanted next to none (an idle or halted guest), not
+    /// at all when no QEMU thread was scheduled in (frozen) or every thread
+    /// was stopped at both ends (SIGSTOP; a checkpoint's stop at both ends
+    /// by chance only delays a verdict).
+    /// `None` without two samples after `since`.
+    pub fn runnable_since(&self, since: Instant) -> Option<f64> {
+        let mut total = 0.0;
+        let mut any = false;
+        let pairs = self.samples.iter().zip(self.samples.iter().skip(1));
+        for (a, b) in pairs.filter(|(_, b)| b.at > since) {
+            any = true;
+            let dt =
+                b.at.saturating_duration_since(a.at.max(since))
+                    .as_secs_f64()
+                    * 1e3;
+            let span = b.at.saturating_duration_since(a.at).as_secs_f64() * 1e3;
+            let share = if b.slices == a.slices || (a.stopped && b.stopped) {
+                0.0
+            } else if b.vcpus.is_empty() || a.vcpus.len() != b.vcpus.len() {
+                1.0
+            } else {
+                let run: u64 = b
+                    .vcpus
+                    .iter()
+                    .zip(&a.vcpus)
+                    .map(|((_, x), (_, y))| x.saturating_sub(*y))
+                    .sum();
+                let run = run as f64 / 1e6;
+                let wait = b.vcpu_wait_ns.saturating_sub(a.vcpu_wait_ns) as f64 / 1e6;
+                if run + wait < 0.05 * span {
+                    1.0
+                } else {
+                    run / (run + wait)
+                }
+            };
+            total += dt * share;
+        }
+        any.then_some(total)
     }
 }
 
@@ -146,6 +218,10 @@ pub struct Usage {
     pub scheduled: u64,
     /// Per vCPU: (index, share of the interval it ran, 0–1).
     pub vcpus: Vec<(u32, f64)>,
+    /// CPU time of the vCPU threads, summed, ms (None: vCPUs unknown).
+    pub vcpu_run_ms: Option<f64>,
+    /// Their time runnable waiting for a CPU, summed, ms.
+    pub vcpu_wait_ms: Option<f64>,
 }
 
 #[cfg(test)]
@@ -171,6 +247,48 @@ mod tests {
         assert!(u.scheduled >= 1, "{u:?}");
         assert_eq!(u.vcpus[0].0, 0);
         assert!(u.vcpus[0].1 > 0.1, "{u:?}");
+        assert!(u.vcpu_run_ms.unwrap() >= 10.0, "{u:?}");
+        assert!(u.vcpu_wait_ms.unwrap() >= 0.0, "{u:?}");
+    }
+
+    #[test]
+    fn runnable_time_counts_what_the_vcpus_could_run() {
+        let t0 = Instant::now();
+        let mut p = HostProbe::new(PathBuf::from("/proc"), 1);
+        let ms = |v: u64| Duration::from_millis(v);
+        // (at ms, slices, vCPU 0 run ms, vCPU 1 run ms, vCPU wait ms,
+        // stopped)
+        for (at, slices, r0, r1, wait, stopped) in [
+            (0, 10, 0, 0, 0, false),
+            // Spinning with the CPU to itself: 250 ms count.
+            (250, 20, 250, 0, 0, false),
+            // Idle (halted) vCPUs: they wanted nothing, 250 ms count.
+            (500, 30, 251, 1, 0, false),
+            // Starved: ran 50 ms, waited 200 ms: a fifth counts.
+            (750, 40, 301, 1, 200, false),
+            // Frozen: no thread scheduled in; nothing counts.
+            (1000, 40, 301, 1, 200, false),
+            // Stopped from here on; the interval into the stop looks
+            // idle and counts, 250 ms.
+            (1250, 45, 301, 1, 200, true),
+            // Stopped at both ends, though the engine ran it: nothing.
+            (1500, 50, 301, 1, 200, true),
+        ] {
+            p.samples.push_back(Sample {
+                at: t0 + ms(at),
+                total_ns: 0,
+                slices,
+                vcpus: vec![(0, r0 * 1_000_000), (1, r1 * 1_000_000)],
+                vcpu_wait_ns: wait * 1_000_000,
+                stopped,
+            });
+        }
+        let r = p.runnable_since(t0).unwrap();
+        assert!((r - 800.0).abs() < 1e-6, "{r}");
+        // From the middle of the first interval on.
+        let r = p.runnable_since(t0 + ms(125)).unwrap();
+        assert!((r - 675.0).abs() < 1e-6, "{r}");
+        assert_eq!(p.runnable_since(t0 + ms(1500)), None);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! Triggers: a guest panic (QMP `GUEST_PANICKED`, from the pvpanic device);
 //! a hang (the guest link silent for `heartbeat_timeout` while the host sees
 //! QEMU running: re-checked just before acting, and never when QEMU got no
-//! CPU — stopped, frozen or starved is not hung); a fault the guest's own
+//! CPU — stopped or frozen is not hung — nor when its vCPUs waited for a
+//! CPU more than they ran and got too little to have beaten — slow is not
+//! hung; a dismissed silence is looked at again every 0.5 s, so a guest
+//! that hangs once QEMU runs again is caught); a fault the guest's own
 //! selfheal diagnosed, of a class in `rollback_on`, that it did not report
 //! recovered within `guest_grace`.
 //!
@@ -32,6 +35,10 @@ const PANIC_MARGIN: Duration = Duration::from_millis(500);
 const GUEST_MARGIN: Duration = Duration::from_millis(300);
 /// Progressive rollback step.
 const STEP: Duration = Duration::from_millis(500);
+/// A silence found not to be a hang is looked at again this often (the
+/// guest may hang once QEMU runs again).
+const RECHECK: Duration = Duration::from_millis(500);
+
 /// A guest diagnosis with an onset this soon after a rollback's end is
 /// still taken as an artefact of it.
 const ARTEFACT_SLACK: Duration = Duration::from_millis(200);
@@ -98,6 +105,16 @@ pub struct HostEvidence {
     pub window_ms: f64,
     /// Per vCPU: (index, share of the interval it ran, 0–1).
     pub vcpus: Vec<(u32, f64)>,
+    /// CPU time the vCPU threads got, summed, ms (None: not measured).
+    pub vcpu_run_ms: Option<f64>,
+    /// Time the vCPU threads waited runnable for a CPU (busy host, CPU
+    /// throttling), summed, ms (None: not measured).
+    pub vcpu_wait_ms: Option<f64>,
+    /// Of the whole silence, the time QEMU could run its vCPUs, ms: each
+    /// interval weighted by the share of the CPU time they wanted that
+    /// they got (idle vCPUs count in full, a stopped QEMU not at all).
+    /// None: not measured.
+    pub runnable_ms: Option<f64>,
     /// `query-status`, if QMP answered.
     pub status: Option<String>,
     /// QMP did not answer in time.
@@ -112,7 +129,9 @@ impl HostEvidence {
     /// a QEMU hung itself spins. The checkpoint engine's own stops run
     /// QEMU's threads for a moment now and then, so "no CPU" is under 10 ms
     /// per second, not zero.
-    pub fn not_hung(&self) -> Option<String> {
+    /// `timeout` is the heartbeat timeout: a guest is hung only once QEMU
+    /// could run it for that long without a heartbeat.
+    pub fn not_hung(&self, timeout: Duration) -> Option<String> {
         let starved = self.qemu_scheduled == Some(0)
             || (self.qmp_unresponsive
                 && self.window_ms > 0.0
@@ -124,6 +143,20 @@ impl HostEvidence {
                 self.qemu_cpu_ms,
                 self.window_ms
             ));
+        }
+        if let Some(r) = self.runnable_ms {
+            // Slow, not hung: stopped for part of the silence, or its vCPUs
+            // got only a share of the CPU they wanted (a busy host, CPU
+            // throttling). A guest halted with interrupts off wants no
+            // CPU, so its silence counts in full.
+            let t = timeout.as_secs_f64() * 1e3;
+            if r < t {
+                return Some(format!(
+                    "QEMU could run the guest's vCPUs for only {r:.0} ms of the silence (needs {t:.0} ms without a heartbeat; vCPUs ran {:.0} ms and waited {:.0} ms for a CPU): the guest is slow, stopped or throttled on the host, not hung",
+                    self.vcpu_run_ms.unwrap_or(f64::NAN),
+                    self.vcpu_wait_ms.unwrap_or(f64::NAN),
+                ));
+            }
         }
         match self.status.as_deref() {
             Some("running") | None => None,
@@ -197,7 +230,12 @@ struct PendingDiagnosis {
 pub struct Policy {
     cfg: PolicyConfig,
     last_beat: Option<Instant>,
+    /// This silence was found not to be a hang and reported.
     silence_reported: bool,
+    /// When to look at a dismissed silence again.
+    recheck_at: Option<Instant>,
+    /// Nothing more is done until the guest is heard from ([`Policy::hold`]).
+    held: bool,
     panicked: Option<Instant>,
     pending: Vec<PendingDiagnosis>,
     incident: Option<Incident>,
@@ -217,6 +255,8 @@ impl Policy {
             cfg,
             last_beat: None,
             silence_reported: false,
+            recheck_at: None,
+            held: false,
             panicked: None,
             pending: Vec::new(),
             incident: None,
@@ -231,6 +271,8 @@ impl Policy {
     pub fn heartbeat(&mut self, now: Instant) {
         self.last_beat = Some(now);
         self.silence_reported = false;
+        self.recheck_at = None;
+        self.held = false;
         if let Some(inc) = &mut self.incident {
             if inc.resumed.is_some() && inc.serving.is_none() {
                 inc.serving = Some(now);
@@ -294,6 +336,7 @@ impl Policy {
             self.last_beat = Some(now);
         }
         self.silence_reported = false;
+        self.recheck_at = None;
         self.panicked = None;
         self.pending.clear();
         if let Some(inc) = &mut self.incident {
@@ -319,7 +362,7 @@ impl Policy {
         self.incident = None;
         self.panicked = None;
         self.pending.clear();
-        self.silence_reported = true;
+        self.held = true;
     }
 
     /// Decides what to do now. `evidence` is called only when the guest
@@ -411,13 +454,18 @@ impl Policy {
             return None;
         };
         let silent = now.saturating_duration_since(last);
-        if silent < timeout || self.silence_reported {
+        if silent < timeout || self.held || self.recheck_at.is_some_and(|t| now < t) {
             return None;
         }
         let ev = evidence(silent);
-        if let Some(why) = ev.not_hung() {
-            self.silence_reported = true;
-            self.pending_not_hung = Some((why, silent));
+        if let Some(why) = ev.not_hung(timeout) {
+            // Reported once per silence, looked at again: a guest that
+            // hangs once QEMU runs again is still caught.
+            self.recheck_at = Some(now + RECHECK);
+            if !self.silence_reported {
+                self.silence_reported = true;
+                self.pending_not_hung = Some((why, silent));
+            }
             return None;
         }
         Some((

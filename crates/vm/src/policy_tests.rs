@@ -22,6 +22,9 @@ fn running() -> HostEvidence {
         qemu_scheduled: Some(40),
         window_ms: 700.0,
         vcpus: vec![(0, 0.9), (1, 0.0)],
+        vcpu_run_ms: Some(630.0),
+        vcpu_wait_ms: Some(20.0),
+        runnable_ms: Some(1080.0),
         status: Some("running".into()),
         qmp_unresponsive: false,
     }
@@ -97,9 +100,10 @@ fn stopped_frozen_or_paused_is_not_hung() {
         qmp_unresponsive: true,
         ..running()
     };
-    assert_eq!(spinning.not_hung(), None);
-    // Reported once per silence; a heartbeat re-arms.
-    assert_eq!(p.tick(t0 + ms(5000), no_evidence), None);
+    assert_eq!(spinning.not_hung(ms(1000)), None);
+    // Reported once per silence, looked at again after RECHECK only.
+    assert_eq!(p.tick(t0 + ms(1600), no_evidence), None);
+    assert_eq!(p.tick(t0 + ms(5000), |_| frozen.clone()), None);
     p.heartbeat(t0 + ms(6000));
     let paused = HostEvidence {
         status: Some("paused".into()),
@@ -255,5 +259,62 @@ fn without_checkpoints_or_when_rollback_fails_the_guest_restarts() {
     assert!(matches!(
         p.rollback_failed("history exhausted"),
         Decision::Restart { trigger: Some(Trigger::Panic), why } if why.contains("history exhausted")
+    ));
+}
+
+#[test]
+fn a_slow_guest_is_not_hung_until_qemu_could_run_it_for_the_timeout() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    // Throttled or on a busy host: the vCPUs got a fifth of what they
+    // wanted; 1.5 s of silence is 300 ms of chances to beat.
+    let slow = |runnable: f64| HostEvidence {
+        vcpu_run_ms: Some(runnable * 0.4),
+        vcpu_wait_ms: Some(runnable * 1.6),
+        runnable_ms: Some(runnable),
+        ..running()
+    };
+    assert!(matches!(
+        p.tick(t0 + ms(1500), |_| slow(300.0)),
+        Some(Decision::NotHung { why, .. }) if why.contains("slow, stopped or throttled")
+    ));
+    assert_eq!(p.tick(t0 + ms(2100), |_| slow(420.0)), None);
+    // Still silent after QEMU could run it for the whole timeout: hung,
+    // rolled back to before the last heartbeat.
+    match p.tick(t0 + ms(5200), |_| slow(1040.0)) {
+        Some(Decision::Rollback { before, .. }) => assert_eq!(before, t0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_guest_that_hangs_after_qemu_was_stopped_is_caught() {
+    let t0 = Instant::now();
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    // SIGSTOP: nothing ran.
+    let stopped = HostEvidence {
+        qemu_cpu_ms: 0.0,
+        qemu_scheduled: Some(0),
+        vcpu_run_ms: Some(0.0),
+        vcpu_wait_ms: Some(0.0),
+        runnable_ms: Some(0.0),
+        ..running()
+    };
+    assert!(matches!(
+        p.tick(t0 + ms(1200), |_| stopped.clone()),
+        Some(Decision::NotHung { .. })
+    ));
+    // SIGCONT: QEMU runs, the guest has had 300 ms: not yet.
+    let resumed = |runnable: f64| HostEvidence {
+        runnable_ms: Some(runnable),
+        ..running()
+    };
+    assert_eq!(p.tick(t0 + ms(3000), |_| resumed(300.0)), None);
+    // No heartbeat after QEMU could run it for a second: hung.
+    assert!(matches!(
+        p.tick(t0 + ms(3800), |_| resumed(1100.0)),
+        Some(Decision::Rollback { .. })
     ));
 }

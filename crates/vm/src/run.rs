@@ -494,14 +494,17 @@ impl<'a> Run<'a> {
         // one heartbeat period after the last one arrived.
         let window = silent.saturating_sub(Duration::from_millis(300));
         let usage = self.probe.over(window);
-        let (qemu_cpu_ms, qemu_scheduled, window_ms, vcpus) = match usage {
+        let (qemu_cpu_ms, qemu_scheduled, window_ms, vcpus, vcpu_run_ms, vcpu_wait_ms) = match usage
+        {
             Some(u) => (
                 u.cpu_ms,
                 Some(u.scheduled),
                 u.span.as_secs_f64() * 1e3,
                 u.vcpus,
+                u.vcpu_run_ms,
+                u.vcpu_wait_ms,
             ),
-            None => (f64::NAN, None, 0.0, Vec::new()),
+            None => (f64::NAN, None, 0.0, Vec::new(), None, None),
         };
         let (status, qmp_unresponsive) = match self.qmp.get() {
             Some(q) => match q.query_status(Duration::from_millis(1000)) {
@@ -510,11 +513,17 @@ impl<'a> Run<'a> {
             },
             None => (self.status.clone(), false),
         };
+        let runnable_ms = Instant::now()
+            .checked_sub(silent)
+            .and_then(|since| self.probe.runnable_since(since));
         HostEvidence {
             qemu_cpu_ms,
+            runnable_ms,
             qemu_scheduled,
             window_ms,
             vcpus,
+            vcpu_run_ms,
+            vcpu_wait_ms,
             status,
             qmp_unresponsive,
         }
@@ -685,6 +694,9 @@ fn trigger_details(t: &Trigger, attempt: u32, back_ms: u64) -> serde_json::Value
                 "qemu_cpu_ms": evidence.qemu_cpu_ms,
                 "qemu_scheduled": evidence.qemu_scheduled,
                 "window_ms": evidence.window_ms,
+                "vcpu_run_ms": evidence.vcpu_run_ms,
+                "vcpu_wait_ms": evidence.vcpu_wait_ms,
+                "runnable_ms": evidence.runnable_ms,
                 "vcpu_busy": evidence.vcpus.iter().map(|(i, s)| json!({"cpu": i, "share": s})).collect::<Vec<_>>(),
                 "qmp_status": evidence.status,
                 "qmp_unresponsive": evidence.qmp_unresponsive,
