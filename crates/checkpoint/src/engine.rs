@@ -303,7 +303,11 @@ fn exit_info(st: WaitStatus) -> ExitInfo {
 /// reports it dying and polls on.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), StartError> {
+fn setup(
+    target: Target,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(Session, CheckpointStats), StartError> {
     let (pid, tids, launched) = match target {
         Target::Launch(spec) => (launch::launch(&spec)?, Vec::new(), true),
         Target::Seize {
@@ -339,10 +343,11 @@ fn setup(target: Target, config: &Config) -> Result<(Session, CheckpointStats), 
                 .iter()
                 .map(|p| p.display().to_string()),
         );
-        s.files = match crate::files::Files::install(&mut s.t, &mut s.remote, &files) {
-            Ok(f) => f,
-            Err(e) => return Err(Box::new((e, s.t))),
-        };
+        s.files =
+            match crate::files::Files::install(&mut s.t, &mut s.remote, &files, metrics.clone()) {
+                Ok(f) => f,
+                Err(e) => return Err(Box::new((e, s.t))),
+            };
         let stats = match s.checkpoint(started) {
             Ok(st) => st,
             Err(e) => return Err(Box::new((e, s.t))),
@@ -370,7 +375,7 @@ fn tracer_main(
     metrics: Arc<Metrics>,
     ready: mpsc::SyncSender<Result<i32, StartError>>,
 ) {
-    let (session, first) = match setup(target, &config) {
+    let (session, first) = match setup(target, &config, &metrics) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -140,6 +140,15 @@ pub enum FileRefusal {
         /// Its name.
         comm: String,
     },
+    /// Another process (a child of the program) changed the file or a
+    /// name: its changes are not rolled back with the program, so undoing
+    /// them would break it.
+    ChangedByOtherProcess {
+        /// That process (thread id).
+        pid: i32,
+        /// Its name.
+        comm: String,
+    },
     /// The file is on a filesystem where a write may act beyond the file
     /// (procfs, sysfs, a network or FUSE filesystem) or cannot be undone.
     Filesystem {
@@ -343,6 +352,9 @@ pub struct Metrics {
     pub pause_seconds: AtomicHistogram,
     /// Every rollback's duration.
     pub rollback_seconds: AtomicHistogram,
+    /// System calls the file filter asked about (each one a round trip to
+    /// the engine's file thread: the cost of file tracking).
+    pub file_calls: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -364,6 +376,7 @@ impl Default for Metrics {
             last_rollback_pages: z(),
             pause_seconds: AtomicHistogram::new(PAUSE_BUCKETS),
             rollback_seconds: AtomicHistogram::new(PAUSE_BUCKETS),
+            file_calls: z(),
         }
     }
 }

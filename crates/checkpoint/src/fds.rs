@@ -110,16 +110,26 @@ pub(crate) fn capture(pid: i32, prev: &[FdSnap]) -> std::io::Result<Vec<FdSnap>>
                 .and_then(|t| procfs::parse_fdinfo(&t))
                 .unwrap_or_default()
         };
+        let mut info = None;
         if let Some(old) = prev.iter().find(|p| p.fd == fd && p.target == target) {
-            let mut snap = old.clone();
-            if snap.kind == FdKind::File {
-                snap.pos = fdinfo().pos;
+            if old.kind != FdKind::File {
+                out.push(old.clone());
+                continue;
             }
-            out.push(snap);
-            continue;
+            // The same name may be another file now (a deleted file's
+            // "(deleted)" name, a file renamed over): compare inodes.
+            let i = fdinfo();
+            if i.ino.is_none_or(|ino| ino == old.ino) {
+                let mut snap = old.clone();
+                snap.pos = i.pos;
+                snap.flags = i.flags;
+                out.push(snap);
+                continue;
+            }
+            info = Some(i);
         }
         let meta = fs::metadata(&path).ok();
-        let info = fdinfo();
+        let info = info.unwrap_or_else(fdinfo);
         out.push(FdSnap {
             fd,
             kind: kind_of(&target, meta.as_ref()),

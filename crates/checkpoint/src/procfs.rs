@@ -117,6 +117,8 @@ pub struct FdInfo {
     pub pos: u64,
     /// open(2) flags (octal in the file).
     pub flags: u32,
+    /// Inode of the open file (Linux 5.14+; None before).
+    pub ino: Option<u64>,
 }
 
 /// Parses `fdinfo` text.
@@ -129,6 +131,8 @@ pub fn parse_fdinfo(text: &str) -> Option<FdInfo> {
             seen = true;
         } else if let Some(v) = line.strip_prefix("flags:") {
             info.flags = u32::from_str_radix(v.trim(), 8).ok()?;
+        } else if let Some(v) = line.strip_prefix("ino:") {
+            info.ino = v.trim().parse().ok();
         }
     }
     seen.then_some(info)
@@ -330,6 +334,8 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
         assert_eq!(fi.pos, 4096);
         assert_eq!(fi.flags & libc::O_ACCMODE as u32, libc::O_RDWR as u32);
         assert_ne!(fi.flags & libc::O_APPEND as u32, 0);
+        assert_eq!(fi.ino, Some(1234));
+        assert_eq!(parse_fdinfo("pos:\t0\nflags:\t0\n").unwrap().ino, None);
 
         let st = "Name:\tx\nSigQ:\t0/95000\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
                   SigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000180000400\n";

@@ -134,7 +134,9 @@ fn check(
     }
     for f in target.fds.iter().filter(|f| f.fd > 2) {
         let still = fds_now.iter().any(|n| n.fd == f.fd && n.same_object(f));
-        if !still && (f.kind != FdKind::File || f.target.ends_with(" (deleted)")) {
+        let lost = f.kind != FdKind::File
+            || (crate::files::is_deleted(f) && s.files.reopen_deleted(pid, f).is_none());
+        if !still && lost {
             return Err(refuse(Unrecoverable::FdLost {
                 fd: f.fd,
                 target: f.target.clone(),
@@ -483,6 +485,15 @@ impl Session {
 
     fn restore_fds(&mut self, now: &[FdSnap]) -> Result<usize, TraceError> {
         let target_fds = self.history.back().expect("target kept").fds.clone();
+        debug(|| {
+            let show = |v: &[FdSnap]| {
+                v.iter()
+                    .map(|f| format!("{}:{}@{}", f.fd, f.target, f.pos))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            format!("fds then: {}\n  fds now:  {}", show(&target_fds), show(now))
+        });
         let mut ops = 0;
         for f in &target_fds {
             // The standard streams may share their offset with the
@@ -510,8 +521,18 @@ impl Session {
                     // A regular file closed or replaced since: open it again
                     // on the same number at the same offset (check() refused
                     // every other kind).
-                    let path = self.remote.put_cstr(&mut self.t, &f.target)?;
-                    let keep = f.flags & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL) as u32);
+                    // A deleted file comes back through our descriptor on it.
+                    let target = match crate::files::is_deleted(f) {
+                        true => self
+                            .files
+                            .reopen_deleted(self.t.pid, f)
+                            .unwrap_or_else(|| f.target.clone()),
+                        false => f.target.clone(),
+                    };
+                    let path = self.remote.put_cstr(&mut self.t, &target)?;
+                    let keep = f.flags
+                        & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_TMPFILE)
+                            as u32);
                     let fd = self.remote.syscall(
                         &mut self.t,
                         libc::SYS_openat,

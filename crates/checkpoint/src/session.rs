@@ -369,6 +369,7 @@ impl Session {
         let t_regs = started.elapsed();
         let prev_fds = self.history.back().map_or(&[][..], |c| &c.fds[..]);
         let fds = fds::capture(pid, prev_fds).map_err(io_err("read /proc/PID/fd"))?;
+        self.files.keep_deleted(&self.t.pidfd, &fds, self.next_id);
         let t_fds = started.elapsed();
         let checkpoint = Checkpoint {
             id: self.next_id,

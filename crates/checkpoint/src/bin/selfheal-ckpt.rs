@@ -182,7 +182,9 @@ fn supervised(
     let (mut rollbacks, mut impossible, mut restarts) = (Vec::new(), Vec::new(), Vec::new());
     let mut mem_max = 0u64;
     let mut tracking = serde_json::Value::Null;
+    let mut files_mode = serde_json::Value::Null;
     let mut runs = 0u32;
+    let mut file_calls = 0u64;
     let code = loop {
         runs += 1;
         let spec = LaunchSpec {
@@ -198,7 +200,12 @@ fn supervised(
                 writeln!(f, "{}", serde_json::to_string(&ev)?)?;
             }
             match ev {
-                Event::Started { tracking: t, .. } => tracking = serde_json::to_value(t)?,
+                Event::Started {
+                    tracking: t, files, ..
+                } => {
+                    tracking = serde_json::to_value(t)?;
+                    files_mode = serde_json::to_value(files)?;
+                }
                 Event::Checkpoint(s) => {
                     pauses.push(s.pause_us);
                     if s.registration_pause_us > 0 {
@@ -231,6 +238,10 @@ fn supervised(
                 _ => {}
             }
         };
+        file_calls += engine
+            .metrics()
+            .file_calls
+            .load(std::sync::atomic::Ordering::Relaxed);
         engine.join();
         let code = exit.code.unwrap_or_else(|| 128 + exit.signal.unwrap_or(0));
         match last_impossible {
@@ -253,7 +264,9 @@ fn supervised(
         }
     };
     summary.insert("tracking".into(), tracking);
+    summary.insert("files".into(), files_mode);
     summary.insert("runs".into(), runs.into());
+    summary.insert("file_calls".into(), file_calls.into());
     summary.insert("checkpoints".into(), n.into());
     summary.insert(
         "pause_us".into(),

@@ -23,6 +23,7 @@
 mod filter;
 mod fs;
 mod journal;
+mod kept;
 mod names;
 mod responder;
 mod shared;
@@ -40,6 +41,7 @@ use crate::remote::Remote;
 use crate::tracee::Tracee;
 
 use journal::{Epoch, Journal, Key};
+pub(crate) use kept::is_deleted;
 use responder::{Responder, Shared};
 
 /// How files are followed.
@@ -94,6 +96,8 @@ pub(crate) struct Restored {
 pub(crate) struct Files {
     shared: Option<Arc<Shared>>,
     mode: FileTracking,
+    /// Deleted files the program had open at a kept checkpoint.
+    kept: kept::Kept,
 }
 
 impl Files {
@@ -104,27 +108,35 @@ impl Files {
             mode: FileTracking::Off {
                 reason: reason.into(),
             },
+            kept: kept::Kept::default(),
         }
     }
 
     /// Installs the filter in the stopped tracee and starts the responder.
-    pub fn install(t: &mut Tracee, r: &mut Remote, cfg: &FilesConfig) -> Result<Files, TraceError> {
+    pub fn install(
+        t: &mut Tracee,
+        r: &mut Remote,
+        cfg: &FilesConfig,
+        metrics: Arc<crate::events::Metrics>,
+    ) -> Result<Files, TraceError> {
         if !cfg.track {
             return Ok(Files::off("turned off in the configuration"));
         }
         let shared = Arc::new(Shared {
             journal: Mutex::new(Journal::new(cfg.preimage_budget, t.pid.to_string())),
+            metrics,
         });
         // The thread first: a filter without anyone to answer it would fail
         // the program's writes with ENOSYS.
         let (tx, rx) = std::sync::mpsc::sync_channel::<std::os::fd::OwnedFd>(1);
         let s = Arc::clone(&shared);
         let cfg2 = cfg.clone();
+        let tracee = t.pid;
         let spawned = std::thread::Builder::new()
             .name("selfheal-files".into())
             .spawn(move || {
                 if let Ok(listener) = rx.recv() {
-                    Responder::new(listener, s, &cfg2).run();
+                    Responder::new(listener, s, &cfg2, tracee).run();
                 }
             });
         if let Err(e) = spawned {
@@ -144,6 +156,7 @@ impl Files {
                 Ok(Files {
                     shared: Some(shared),
                     mode: FileTracking::Seccomp,
+                    kept: kept::Kept::default(),
                 })
             }
             Err(why) => Ok(Files::off(why)),
@@ -164,26 +177,42 @@ impl Files {
     }
 
     /// Checkpoints older than `oldest` are gone.
-    pub fn forget_before(&self, oldest: u64) {
+    pub fn forget_before(&mut self, oldest: u64) {
         if let Some(s) = &self.shared {
             s.lock().forget_before(oldest);
         }
+        self.kept.forget_before(oldest);
     }
 
     /// Every checkpoint is gone (exec, a failed checkpoint).
-    pub fn reset(&self) {
+    pub fn reset(&mut self) {
         if let Some(s) = &self.shared {
             s.lock().clear();
         }
+        self.kept.clear();
     }
 
     /// Stops recording for good (detach, end); calls are still answered.
-    pub fn stop(&self) {
+    pub fn stop(&mut self) {
         if let Some(s) = &self.shared {
             let mut j = s.lock();
             j.clear();
             j.active = false;
         }
+        self.kept.clear();
+    }
+
+    /// At checkpoint `id`: keeps deleted files the program holds open, so
+    /// a rollback can give them back after it closed them.
+    pub fn keep_deleted(&mut self, pidfd: &std::os::fd::OwnedFd, fds: &[FdSnap], id: u64) {
+        self.kept.note(pidfd, fds, id);
+    }
+
+    /// Where the program can reopen deleted file `f` it had open at a
+    /// checkpoint (None: it cannot, the rollback is impossible).
+    pub fn reopen_deleted(&self, pid: i32, f: &FdSnap) -> Option<String> {
+        let p = self.kept.path(f)?;
+        kept::runs_as_root(pid).then_some(p)
     }
 
     /// Why file changes since checkpoint `target` cannot be undone, if so.
@@ -234,7 +263,12 @@ impl Files {
                 .iter()
                 .filter_map(|k| Some((*k, j.inodes.get(k)?.path.clone())))
                 .collect();
-            let own: HashSet<i32> = j.inodes.values().map(|i| i.file.as_raw_fd()).collect();
+            let own: HashSet<i32> = j
+                .inodes
+                .values()
+                .map(|i| i.file.as_raw_fd())
+                .chain(self.kept.raw_fds())
+                .collect();
             (keys, names, own)
         };
         let tracee_fds: Vec<(i32, Key)> = fds_now
@@ -270,10 +304,26 @@ impl Files {
                 break;
             }
             let e = &j.epochs[idx];
+            crate::debug(|| {
+                format!(
+                    "files: undo epoch {} ({} files, {} names)",
+                    e.id,
+                    e.files.len(),
+                    e.names.len()
+                )
+            });
             for (key, fe) in &e.files {
                 let Some(inode) = j.inodes.get(key) else {
                     continue;
                 };
+                crate::debug(|| {
+                    format!(
+                        "files:   {} back to {} bytes, {} ranges",
+                        inode.path,
+                        fe.size,
+                        fe.pre.len()
+                    )
+                });
                 for (off, old) in &fe.pre {
                     inode.file.write_all_at(old, *off)?;
                     out.bytes += old.len() as u64;

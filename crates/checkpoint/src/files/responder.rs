@@ -36,6 +36,8 @@ use crate::fds::FdKind;
 pub(crate) struct Shared {
     /// What changed since each kept checkpoint.
     pub journal: Mutex<Journal>,
+    /// Where calls are counted.
+    pub metrics: Arc<crate::events::Metrics>,
 }
 
 impl Shared {
@@ -68,6 +70,14 @@ pub(crate) struct Responder {
     stderr_may_repeat: bool,
     quiet_peers: Vec<String>,
     tolerant_sockets: Vec<String>,
+    /// The traced process (thread group).
+    tracee: i32,
+    /// Whether a thread id belongs to it.
+    ours: HashMap<u32, bool>,
+    /// The call being handled comes from another process (a child): its
+    /// changes are not rolled back with the program's memory, so they
+    /// cannot be undone either.
+    foreign: Option<i32>,
 }
 
 /// Writes past this are bounded by the file's old size anyway; an iovec
@@ -75,7 +85,12 @@ pub(crate) struct Responder {
 const UNKNOWN_LEN: u64 = u64::MAX / 2;
 
 impl Responder {
-    pub fn new(listener: OwnedFd, shared: Arc<Shared>, cfg: &super::FilesConfig) -> Responder {
+    pub fn new(
+        listener: OwnedFd,
+        shared: Arc<Shared>,
+        cfg: &super::FilesConfig,
+        tracee: i32,
+    ) -> Responder {
         Responder {
             listener,
             shared,
@@ -84,6 +99,9 @@ impl Responder {
             stderr_may_repeat: cfg.stderr_may_repeat,
             quiet_peers: cfg.quiet_peers.clone(),
             tolerant_sockets: cfg.tolerant_sockets.clone(),
+            tracee,
+            ours: HashMap::new(),
+            foreign: None,
         }
     }
 
@@ -107,6 +125,10 @@ impl Responder {
                     return;
                 }
             };
+            self.shared
+                .metrics
+                .file_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if self.shared.lock().active {
                 self.handle(&n);
             }
@@ -116,9 +138,35 @@ impl Responder {
         }
     }
 
+    /// True if thread `tid` belongs to the traced process.
+    fn is_ours(&mut self, tid: i32) -> bool {
+        if self.ours.len() > 256 {
+            self.ours.clear();
+        }
+        let tracee = self.tracee;
+        *self.ours.entry(tid as u32).or_insert_with(|| {
+            tid == tracee || std::path::Path::new(&format!("/proc/{tracee}/task/{tid}")).exists()
+        })
+    }
+
+    /// Taints the epoch for a change by another process, if this call
+    /// comes from one; true then.
+    fn foreign_change(&mut self, what: &str) -> bool {
+        let Some(pid) = self.foreign else {
+            return false;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map_or_else(|_| "?".into(), |s| s.trim_end().to_string());
+        self.shared
+            .lock()
+            .taint(what, FileRefusal::ChangedByOtherProcess { pid, comm });
+        true
+    }
+
     fn handle(&mut self, n: &Notif) {
         let tid = n.pid as i32;
         let a = n.args;
+        self.foreign = (!self.is_ours(tid)).then_some(tid);
         if n.arch != sc::AUDIT_ARCH_X86_64 || n.nr >= 0x4000_0000 {
             self.shared
                 .lock()
@@ -342,6 +390,9 @@ impl Responder {
 
     /// Touches the file and captures `[a, b)` of it.
     fn record(&mut self, obj: &Obj, a: u64, b: u64) {
+        if self.foreign_change(&proc_path(&obj.file)) {
+            return;
+        }
         let key: Key = (obj.meta.dev(), obj.meta.ino());
         let fs = self.fs_ok(obj);
         let mut j = self.shared.lock();
@@ -407,6 +458,13 @@ impl Responder {
         }
     }
 
+    /// Records a change to names, unless another process makes it.
+    fn name_change(&mut self, path: &std::path::Path, f: impl FnOnce(&mut Journal)) {
+        if !self.foreign_change(&path.display().to_string()) {
+            f(&mut self.shared.lock());
+        }
+    }
+
     fn open(&mut self, tid: i32, dirfd: i32, ptr: u64, flags: u64) {
         let flags = flags as i32;
         if flags & (libc::O_CREAT | libc::O_TRUNC) == 0 {
@@ -418,7 +476,7 @@ impl Responder {
         let follow = flags & libc::O_NOFOLLOW == 0;
         match std::fs::symlink_metadata(&path) {
             Err(_) if flags & libc::O_CREAT != 0 => {
-                names::created(&mut self.shared.lock(), &path);
+                self.name_change(&path, |j| names::created(j, &path));
             }
             Err(_) => {}
             Ok(m) if m.file_type().is_symlink() && follow => match std::fs::metadata(&path) {
@@ -441,7 +499,7 @@ impl Responder {
 
     fn remove(&mut self, tid: i32, dirfd: i32, ptr: u64, dir: bool) {
         if let Some(path) = self.path(tid, dirfd, ptr) {
-            names::removed(&mut self.shared.lock(), &path, dir);
+            self.name_change(&path, |j| names::removed(j, &path, dir));
         }
     }
 
@@ -450,13 +508,13 @@ impl Responder {
         else {
             return;
         };
-        names::renamed(&mut self.shared.lock(), &f, &t, flags);
+        self.name_change(&f, |j| names::renamed(j, &f, &t, flags));
     }
 
     fn create(&mut self, tid: i32, dirfd: i32, ptr: u64) {
         if let Some(path) = self.path(tid, dirfd, ptr) {
             if std::fs::symlink_metadata(&path).is_err() {
-                names::created(&mut self.shared.lock(), &path);
+                self.name_change(&path, |j| names::created(j, &path));
             }
         }
     }

@@ -3,7 +3,8 @@
 // file in place (pwrite, write after lseek, ftruncate), creates a journal
 // next to it, writes and deletes it (sqlite's rollback journal), renames a
 // temporary file over a result (an editor's save), makes and removes a
-// directory, rewrites a snapshot with O_TRUNC. Everything it does is
+// directory, rewrites a snapshot with O_TRUNC, keeps a scratch file open
+// after deleting it and reads it back later (tmpfile()). Everything it does is
 // deterministic: a run that was rolled back must leave exactly the files
 // of a run that never crashed.
 //
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
     int data = open("data.bin", O_CREAT | O_TRUNC | O_RDWR, 0644);
     must(data >= 0, "open data.bin");
     char in[4096];
+    int scratch = -1;
     for (int r = 0; r < rounds; r++) {
         // Compute: the crashes land here most of the time.
         for (long i = 0; i < work; i++) {
@@ -92,6 +94,20 @@ int main(int argc, char **argv) {
             must(s >= 0, "open snap.txt");
             for (int k = 0; k <= r; k++) must(dprintf(s, "%d %016llx\n", k, (unsigned long long)mix(sum + k)) > 0, "snap");
             close(s);
+        }
+        // Scratch space in a deleted file, read back every third round.
+        if (scratch < 0) {
+            scratch = open("scratch", O_CREAT | O_TRUNC | O_RDWR, 0600);
+            must(scratch >= 0 && unlink("scratch") == 0, "scratch");
+        }
+        must(write(scratch, rec, len) == len, "write scratch");
+        if (r % 3 == 2) {
+            char back[4096];
+            ssize_t got = pread(scratch, back, sizeof back, 0);
+            must(got > 0, "read scratch");
+            for (ssize_t i = 0; i < got; i++) sum = mix(sum ^ (unsigned char)back[i]);
+            close(scratch);
+            scratch = -1;
         }
         // A log kept open in append mode.
         int l = open("log.txt", O_CREAT | O_WRONLY | O_APPEND, 0644);

@@ -6,12 +6,15 @@
 //   writer mmap FILE ROUNDS   a byte through a shared writable mapping
 //   writer fork FILE          a child that outlives it appends to FILE
 //                             after the parent exited
+//   writer child FILE ROUNDS  a child appends to FILE and exits, the
+//                             parent reaps it and computes on
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static uint64_t spin(uint64_t s) {
@@ -33,6 +36,15 @@ int main(int argc, char **argv) {
         return 0;
     }
     int rounds = atoi(argv[argc - 1]);
+    if (!strcmp(mode, "child")) {
+        pid_t c = fork();
+        if (c == 0) {
+            int fd = open(argv[2], O_CREAT | O_WRONLY | O_APPEND, 0644);
+            return fd < 0 || write(fd, "child\n", 6) != 6 ? 3 : 0;
+        }
+        int st;
+        if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 3;
+    }
     int fd = -1;
     char *map = NULL;
     if (!strcmp(mode, "append")) fd = open(argv[2], O_CREAT | O_WRONLY | O_APPEND, 0644);

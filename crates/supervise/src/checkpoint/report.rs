@@ -80,6 +80,9 @@ fn describe_file(why: &FileRefusal) -> String {
         FileRefusal::SharedWithProcess { pid, comm } => {
             format!("is also open in another process ({comm}, pid {pid}), which may have written it or would see it change")
         }
+        FileRefusal::ChangedByOtherProcess { pid, comm } => format!(
+            "was changed by another process ({comm}, pid {pid}), a child whose work is not rolled back with the program"
+        ),
         FileRefusal::Filesystem { fs } => {
             format!("is on a {fs} filesystem, where a write may act beyond the file")
         }
