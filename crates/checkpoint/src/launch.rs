@@ -130,9 +130,13 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
         drop(child);
         return Err(reap(spawn_err(e)));
     }
-    if let Err(e) = child.release() {
-        return Err(reap(spawn_err(e)));
-    }
+    // Not `release`: a signal sent to the child before its exec (a `kill`
+    // aimed at the program a moment early) stops it until we answer, and
+    // waiting for the exec there would wait forever.
+    let released = match child.open_gate() {
+        Ok(r) => r,
+        Err(e) => return Err(reap(spawn_err(e))),
+    };
     // The first report is the exec stop (or the child's death). Until
     // then the child has no other thread: waiting on it alone is safe.
     loop {
@@ -158,7 +162,9 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
                 pt::cont(pid, deliver).map_err(spawn_err)?;
             }
             WaitStatus::Exited(code) => {
-                return Err(bad(&format!("exited with {code} before running")))
+                // Reaped: the exec error pipe is closed; read what it said.
+                released.exec_result().map_err(spawn_err)?;
+                return Err(bad(&format!("exited with {code} before running")));
             }
             WaitStatus::Signaled { sig, .. } => {
                 return Err(bad(&format!("killed by signal {sig} before running")))

@@ -545,9 +545,20 @@ impl GatedChild {
     }
 
     /// Lets the child continue to `execve`. Returns once the exec happened
-    /// (Ok) or failed (the errno the child reported). A traced child is
-    /// stopped at its exec event when this returns Ok.
-    pub fn release(mut self) -> Result<()> {
+    /// (Ok) or failed (the errno the child reported). A tracer uses
+    /// [`open_gate`] instead: a traced child stopped by a signal before its
+    /// exec waits for its tracer, and this wait would then never end.
+    ///
+    /// [`open_gate`]: GatedChild::open_gate
+    pub fn release(self) -> Result<()> {
+        self.open_gate()?.exec_result()
+    }
+
+    /// Lets the child continue to `execve` without waiting for the exec. A
+    /// tracer then answers the child's stops (a signal sent to it before
+    /// its exec) until its exec event or its exit, and only then asks
+    /// [`Released::exec_result`].
+    pub fn open_gate(mut self) -> Result<Released> {
         let gate = self.gate.take().expect("gate present until release");
         let byte = [1u8];
         // SAFETY: writes one byte from a live buffer to a pipe we own.
@@ -555,7 +566,25 @@ impl GatedChild {
         if n != 1 {
             return Err(SysError::last(format!("release gate of pid {}", self.pid)));
         }
-        drop(gate);
+        Ok(Released {
+            pid: self.pid,
+            exec_errors: self.exec_errors,
+        })
+    }
+}
+
+/// A gated child on its way to `execve` ([`GatedChild::open_gate`]).
+#[derive(Debug)]
+pub struct Released {
+    pid: i32,
+    exec_errors: OwnedFd,
+}
+
+impl Released {
+    /// The errno the child reported if its exec failed; Ok otherwise (it
+    /// exec'd, or died of a signal before). Blocks until the exec or the
+    /// child's end: a tracer calls it once it saw either.
+    pub fn exec_result(self) -> Result<()> {
         let mut buf = [0u8; 4];
         let mut got = 0;
         while got < 4 {
@@ -682,6 +711,44 @@ mod tests {
             "SIGPIPE ignored: {text}"
         );
         assert_eq!(mask("SigBlk:"), 0, "signals blocked: {text}");
+    }
+
+    #[test]
+    fn a_signal_before_exec_does_not_block_the_tracer() {
+        if !crate::process::is_root() {
+            eprintln!("skip: ptrace tests assume root (no Yama scope assumptions)");
+            return;
+        }
+        // A signal sent to the child between fork and exec stops a traced
+        // child until its tracer answers: waiting for the exec in
+        // `release` would then wait forever.
+        let child = spawn_gated(&spec("/bin/true", &[])).unwrap();
+        let pid = child.pid();
+        seize(pid, PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL).unwrap();
+        crate::signal::kill_process(pid, libc::SIGUSR1).unwrap();
+        let released = child.open_gate().unwrap();
+        let (_, st) = wait_task(pid, false).unwrap().unwrap();
+        assert_eq!(
+            st,
+            WaitStatus::Stopped {
+                sig: libc::SIGUSR1,
+                event: 0
+            }
+        );
+        // Delivered: SIGUSR1 ends it before it runs.
+        cont(pid, libc::SIGUSR1).unwrap();
+        let (_, st) = wait_task(pid, false).unwrap().unwrap();
+        assert!(
+            matches!(
+                st,
+                WaitStatus::Signaled {
+                    sig: libc::SIGUSR1,
+                    ..
+                }
+            ),
+            "{st:?}"
+        );
+        released.exec_result().unwrap();
     }
 
     #[test]
