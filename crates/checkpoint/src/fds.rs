@@ -86,8 +86,8 @@ fn kind_of(target: &str, meta: Option<&fs::Metadata>) -> FdKind {
 }
 
 /// Reads the fd table of `pid`. What is known about a descriptor whose link
-/// target is unchanged since `prev` is reused; only regular files get their
-/// offset read again. Descriptors that vanish while we look are skipped.
+/// target is unchanged since `prev` is reused; only regular files and
+/// directories get their offset read again. Descriptors that vanish while we look are skipped.
 pub(crate) fn capture(pid: i32, prev: &[FdSnap]) -> std::io::Result<Vec<FdSnap>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
@@ -112,7 +112,9 @@ pub(crate) fn capture(pid: i32, prev: &[FdSnap]) -> std::io::Result<Vec<FdSnap>>
         };
         let mut info = None;
         if let Some(old) = prev.iter().find(|p| p.fd == fd && p.target == target) {
-            if old.kind != FdKind::File {
+            // Offsets matter for regular files and directories (reopened
+            // by a rollback only at offset 0).
+            if !matches!(old.kind, FdKind::File | FdKind::Dir) {
                 out.push(old.clone());
                 continue;
             }

@@ -134,8 +134,19 @@ fn check(
     }
     for f in target.fds.iter().filter(|f| f.fd > 2) {
         let still = fds_now.iter().any(|n| n.fd == f.fd && n.same_object(f));
-        let lost = f.kind != FdKind::File
-            || (crate::files::is_deleted(f) && s.files.reopen_deleted(pid, f).is_none());
+        let lost = match f.kind {
+            FdKind::File => crate::files::is_deleted(f) && s.files.reopen_deleted(pid, f).is_none(),
+            // A directory not read from (sqlite opens its database's
+            // directory to fsync it) comes back by its name, if that is
+            // still the same directory.
+            FdKind::Dir => {
+                use std::os::unix::fs::MetadataExt;
+                f.pos != 0
+                    || !std::fs::metadata(&f.target)
+                        .is_ok_and(|m| m.is_dir() && m.ino() == f.ino && m.dev() == f.dev)
+            }
+            _ => true,
+        };
         if !still && lost {
             return Err(refuse(Unrecoverable::FdLost {
                 fd: f.fd,
@@ -518,9 +529,9 @@ impl Session {
                     }
                 }
                 _ => {
-                    // A regular file closed or replaced since: open it again
-                    // on the same number at the same offset (check() refused
-                    // every other kind).
+                    // A regular file or a directory (never read) closed or
+                    // replaced since: open it again on the same number at
+                    // the same offset (check() refused every other kind).
                     // A deleted file comes back through our descriptor on it.
                     let target = match crate::files::is_deleted(f) {
                         true => self
@@ -548,7 +559,10 @@ impl Session {
                         self.remote
                             .syscall(&mut self.t, libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
                     }
-                    self.lseek(f.fd, f.pos)?;
+                    // (A directory comes back only at offset 0.)
+                    if f.kind == FdKind::File {
+                        self.lseek(f.fd, f.pos)?;
+                    }
                     ops += 1;
                 }
             }

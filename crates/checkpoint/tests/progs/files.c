@@ -3,7 +3,8 @@
 // file in place (pwrite, write after lseek, ftruncate), creates a journal
 // next to it, writes and deletes it (sqlite's rollback journal), renames a
 // temporary file over a result (an editor's save), makes and removes a
-// directory, rewrites a snapshot with O_TRUNC, keeps a scratch file open
+// directory, holds its directory open to sync it (sqlite), rewrites a
+// snapshot with O_TRUNC, keeps a scratch file open
 // after deleting it and reads it back later (tmpfile()). Everything it does is
 // deterministic: a run that was rolled back must leave exactly the files
 // of a run that never crashed.
@@ -38,6 +39,11 @@ int main(int argc, char **argv) {
     char in[4096];
     int scratch = -1;
     for (int r = 0; r < rounds; r++) {
+        // Every other round, the directory held open to sync it after the
+        // journal is gone (sqlite does this): open at some checkpoints,
+        // closed at later ones.
+        int dir = r % 2 ? -1 : open(".", O_RDONLY | O_DIRECTORY);
+        must(r % 2 || dir >= 0, "open .");
         // Compute: the crashes land here most of the time.
         for (long i = 0; i < work; i++) {
             uint64_t k = mix(sum + i);
@@ -71,6 +77,10 @@ int main(int argc, char **argv) {
         fsync(j);
         close(j);
         must(unlink("data.bin-journal") == 0, "unlink journal");
+        if (dir >= 0) {
+            fsync(dir);
+            close(dir);
+        }
         // Save a result the safe way: write a temporary, rename it over.
         int t = open("result.tmp", O_CREAT | O_TRUNC | O_WRONLY, 0644);
         must(t >= 0, "open result.tmp");
