@@ -1,8 +1,11 @@
 //! Files are part of the checkpoint: a program that reads stdin from a
 //! file, writes stdout to a file and changes its own files in every way
 //! ends with exactly the files of a run that never crashed; what cannot be
-//! undone (output to a pipe, procfs, a file another process holds, a shared
-//! writable mapping) makes the rollback impossible, with the reason.
+//! undone (output to a pipe or terminal, procfs, a file another process
+//! holds or a child changed, a shared writable mapping, io_uring, old
+//! contents beyond the budget) makes the rollback impossible, with the
+//! reason. Also here: the refusals for input read from a pipe, a changed
+//! signal handler and a new child, which use the same test program.
 
 mod common;
 
@@ -156,14 +159,20 @@ fn one_checkpoint() -> selfheal_checkpoint::Config {
 /// Starts `writer ARGS`, crashes it once after `after`, and returns the
 /// reason the rollback was refused.
 fn refused(args: &[&str], cwd: &Path, after: Duration) -> (Unrecoverable, Run) {
+    refused_with(args, cwd, after, one_checkpoint(), [None, None, None])
+}
+
+/// [`refused`] with another configuration and standard streams.
+fn refused_with(
+    args: &[&str],
+    cwd: &Path,
+    after: Duration,
+    config: selfheal_checkpoint::Config,
+    stdio: [Option<OwnedFd>; 3],
+) -> (Unrecoverable, Run) {
     let mut argv = vec![prog("writer").display().to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
-    let mut run = start_stdio(
-        argv,
-        Some(cwd.to_path_buf()),
-        [None, None, None],
-        one_checkpoint(),
-    );
+    let mut run = start_stdio(argv, Some(cwd.to_path_buf()), stdio, config);
     std::thread::sleep(after);
     let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
     selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).unwrap();
@@ -394,4 +403,150 @@ fn children_that_outlive_the_program_can_still_write() {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(run);
+}
+
+#[test]
+fn output_written_to_a_terminal_since_the_checkpoint_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // stdout is a pseudo-terminal whose master we hold and never read.
+    let (master, slave) = selfheal_sys::fileops::open_pty().unwrap();
+    let (why, _) = refused_with(
+        &["tty", "100000"],
+        dir.path(),
+        Duration::from_millis(600),
+        one_checkpoint(),
+        [None, Some(slave), None],
+    );
+    drop(master);
+    assert!(
+        matches!(
+            why,
+            Unrecoverable::OutputSent {
+                kind: FdKind::CharDevice,
+                ..
+            }
+        ),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn asynchronous_io_set_up_since_the_checkpoint_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .is_ok_and(|v| v.trim() != "0");
+    if disabled {
+        eprintln!("SKIP: io_uring is disabled here (kernel.io_uring_disabled)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (why, _) = refused(&["uring", "100000"], dir.path(), Duration::from_millis(600));
+    match why {
+        Unrecoverable::FileChanged {
+            why: FileRefusal::AsyncIo,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn old_contents_beyond_the_budget_make_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // There at the checkpoint: its old contents are what a rollback needs.
+    std::fs::write(&data, vec![b'-'; 65536]).unwrap();
+    let path = data.display().to_string();
+    let mut config = one_checkpoint();
+    // The first rewrite of 64 KiB already needs more.
+    config.files.preimage_budget = 16 << 10;
+    let (why, _) = refused_with(
+        &["overwrite", &path, "100000"],
+        dir.path(),
+        Duration::from_millis(600),
+        config,
+        [None, None, None],
+    );
+    match why {
+        Unrecoverable::FileChanged {
+            path: p,
+            why: FileRefusal::PreimageBudget { budget },
+        } => assert_eq!((p, budget), (path, 16 << 10)),
+        other => panic!("{other:?}"),
+    }
+}
+
+// Refusals that are not about files, beside them because they use the same
+// program and helper; the table in docs/supervise.md cites each.
+
+#[test]
+fn input_read_from_a_pipe_since_the_checkpoint_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // An endless pipe of ours: `yes`, killed below.
+    let mut yes = std::process::Command::new("yes")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = OwnedFd::from(yes.stdout.take().unwrap());
+    let (why, _) = refused_with(
+        &["read", "100000"],
+        dir.path(),
+        Duration::from_millis(600),
+        one_checkpoint(),
+        [Some(pipe), None, None],
+    );
+    let _ = yes.kill();
+    let _ = yes.wait();
+    assert!(
+        matches!(why, Unrecoverable::ConsumedInput { bytes } if bytes > 0),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn a_signal_handler_installed_since_the_checkpoint_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (why, _) = refused(
+        &["handler", "100000"],
+        dir.path(),
+        Duration::from_millis(600),
+    );
+    assert!(
+        matches!(why, Unrecoverable::SignalHandlersChanged),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn a_child_started_since_the_checkpoint_makes_the_rollback_impossible() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The child sleeps 1 s and exits by itself; the crash comes before.
+    let (why, _) = refused(&["spawn", "100000"], dir.path(), Duration::from_millis(400));
+    assert!(
+        matches!(why, Unrecoverable::ChildrenForked { ref pids } if pids.len() == 1),
+        "{why:?}"
+    );
 }

@@ -183,3 +183,34 @@ pub fn unix_socket_name(fd: BorrowedFd<'_>) -> Option<String> {
         }
     }
 }
+
+/// A new pseudo-terminal: (master, slave), the slave opened write-only
+/// without becoming our controlling terminal (`posix_openpt`, `unlockpt`,
+/// `TIOCGPTPEER`).
+pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: no pointer argument; the result is checked.
+    let m = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if m < 0 {
+        return Err(SysError::last("posix_openpt"));
+    }
+    // SAFETY: `m` is a descriptor we just opened and own alone.
+    let master = unsafe { OwnedFd::from_raw_fd(m) };
+    // SAFETY: unlockpt takes the descriptor only.
+    if unsafe { libc::unlockpt(m) } != 0 {
+        return Err(SysError::last("unlockpt"));
+    }
+    const TIOCGPTPEER: libc::Ioctl = 0x5441;
+    // SAFETY: TIOCGPTPEER takes open flags by value; no memory is passed.
+    let s = unsafe {
+        libc::ioctl(
+            m,
+            TIOCGPTPEER,
+            libc::O_WRONLY | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if s < 0 {
+        return Err(SysError::last("ioctl(TIOCGPTPEER)"));
+    }
+    // SAFETY: `s` is a descriptor the kernel just returned to us.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(s) }))
+}
