@@ -19,8 +19,13 @@ use std::time::Duration;
 use checkpoint_harness::*;
 use corpus_harness::*;
 
-/// One supervised run of `name` with `signals` SIGSEGVs; None if skipped.
-fn one(name: &str, signals: usize, rng: &mut Rng) -> Option<Outcome> {
+/// Input size of the default suite's runs: each program runs well under a
+/// second unsupervised, so the eleven cases take about a minute and a half.
+const CI_SCALE: f64 = 0.4;
+
+/// One supervised run of `name` with `signals` SIGSEGVs on inputs of
+/// `scale` (see [`prepare`]); None if skipped.
+fn one(name: &str, signals: usize, scale: f64, rng: &mut Rng) -> Option<Outcome> {
     let case = CASES
         .iter()
         .find(|c| c.name == name)
@@ -31,7 +36,7 @@ fn one(name: &str, signals: usize, rng: &mut Rng) -> Option<Outcome> {
     }
     let top = tempfile::tempdir().unwrap();
     let inputs = top.path().join("inputs");
-    prepare(&inputs, 1.0);
+    prepare(&inputs, scale);
     let (expected, took) = reference(&inputs, &top.path().join("ref"), case);
     let out = supervised(
         &inputs,
@@ -48,22 +53,31 @@ fn one(name: &str, signals: usize, rng: &mut Rng) -> Option<Outcome> {
 
 fn check(out: &Outcome) {
     assert!(
+        !out.hung,
+        "selfheal run did not end: {}\n{}",
+        out.to_json(),
+        out.events
+    );
+    assert!(
         !out.silently_wrong(),
-        "SILENTLY WRONG: exit 0 but {:?} differ: {}",
+        "SILENTLY WRONG: exit 0 but {:?} differ: {}\n{}",
         out.differs,
-        out.to_json()
+        out.to_json(),
+        out.events
     );
     assert!(
         out.identical || !out.impossible.is_empty(),
-        "a different result with no reason recorded: {}",
-        out.to_json()
+        "a different result with no reason recorded: {}\n{}",
+        out.to_json(),
+        out.events
     );
     // A program that catches the signal itself and re-raises it (zstd)
     // leads to two rollback events for one injection.
     assert!(
         out.rolled_back + out.impossible.len() >= out.injected,
-        "every injection is rolled back or refused with a reason: {}",
-        out.to_json()
+        "every injection is rolled back or refused with a reason: {}\n{}",
+        out.to_json(),
+        out.events
     );
 }
 
@@ -76,7 +90,7 @@ macro_rules! corpus_test {
             }
             let _one = serial();
             let mut rng = Rng::new();
-            if let Some(out) = one($name, 3, &mut rng) {
+            if let Some(out) = one($name, 3, CI_SCALE, &mut rng) {
                 check(&out);
             }
         }
@@ -97,7 +111,9 @@ corpus_test!(shell_that_forks_gzip, "shell-forks-gzip");
 
 /// `SELFHEAL_CORPUS_SOAK=N`: N injections per program (4 per run);
 /// results as JSON lines to `SELFHEAL_CORPUS_RESULTS` (default: stderr
-/// only). `SELFHEAL_CORPUS_ONLY=a,b` limits the programs.
+/// only). `SELFHEAL_CORPUS_ONLY=a,b` limits the programs;
+/// `SELFHEAL_CORPUS_SCALE` sizes the inputs (default 1.0: one to three
+/// seconds of CPU time per program).
 #[test]
 #[ignore = "long: run through bench/checkpoint/corpus-soak.sh"]
 fn soak() {
@@ -109,6 +125,10 @@ fn soak() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    let scale: f64 = std::env::var("SELFHEAL_CORPUS_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
     let only = std::env::var("SELFHEAL_CORPUS_ONLY").unwrap_or_default();
     let mut results = std::env::var_os("SELFHEAL_CORPUS_RESULTS").map(|p| {
         std::fs::OpenOptions::new()
@@ -127,7 +147,7 @@ fn soak() {
         let mut runs = 0;
         while injected < n && runs < n {
             runs += 1;
-            let Some(out) = one(case.name, 4.min(n - injected), &mut rng) else {
+            let Some(out) = one(case.name, 4.min(n - injected), scale, &mut rng) else {
                 break;
             };
             injected += out.injected.max(1);

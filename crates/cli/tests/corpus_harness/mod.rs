@@ -25,7 +25,8 @@ use super::common::*;
 pub enum Check {
     /// These files, byte for byte.
     Bytes(&'static [&'static str]),
-    /// An SQLite database: `PRAGMA integrity_check` and its full `.dump`.
+    /// An SQLite database: `PRAGMA integrity_check` and its full `.dump`
+    /// (every row, so the content itself is compared, not only a checksum).
     Sqlite(&'static str),
 }
 
@@ -308,6 +309,12 @@ fn result(dir: &Path, case: &Case) -> BTreeMap<String, Vec<u8>> {
             out.insert("dump".into(), q(".dump"));
         }
     }
+    // What the program printed counts too (sqlite3's final SELECT: the
+    // content checksum of the table as the run saw it).
+    if let Some(f) = case.stdout {
+        out.entry(f.to_string())
+            .or_insert_with(|| std::fs::read(dir.join(f)).unwrap_or_default());
+    }
     out
 }
 
@@ -343,11 +350,15 @@ pub struct Outcome {
     pub restarts: usize,
     /// `selfheal run`'s exit code.
     pub exit: Option<i32>,
+    /// Killed by us: it had not ended within the deadline.
+    pub hung: bool,
     /// Every output equals the fault-free run's.
     pub identical: bool,
     /// Which outputs differ.
     pub differs: Vec<String>,
     pub wall_ms: u64,
+    /// The run's events, one line each (for failure messages).
+    pub events: String,
 }
 
 impl Outcome {
@@ -364,6 +375,7 @@ impl Outcome {
             "impossible": self.impossible,
             "restarts": self.restarts,
             "exit": self.exit,
+            "hung": self.hung,
             "identical": self.identical,
             "differs": self.differs,
             "silently_wrong": self.silently_wrong(),
@@ -372,9 +384,16 @@ impl Outcome {
     }
 }
 
-/// The program selfheal (`parent`) runs now, if any.
+/// The program selfheal (`parent`) runs now, if any: not its child that
+/// is still on the way to exec the program (that is selfheal's code; a
+/// signal there tests the launch, see `a_signal_before_exec_does_not_block_the_tracer`).
 fn program_of(sandbox_pids: &[i32], parent: i32) -> Option<i32> {
+    let ours = std::fs::canonicalize(bin()).ok();
     sandbox_pids.iter().copied().find(|p| {
+        let exe = std::fs::read_link(format!("/proc/{p}/exe")).ok();
+        if exe.is_none() || exe == ours {
+            return false;
+        }
         std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
             s.rsplit(") ")
                 .next()
@@ -409,8 +428,11 @@ pub fn supervised(
         "8",
         "--restart",
         "on-failure",
+        // A restarted run that fails on what the killed one left (sqlite3
+        // replaying a script on a half-filled database) fails again: ten
+        // tries, not fifty, before `selfheal run` gives up.
         "--max-restarts",
-        "50",
+        "10",
         "--backoff",
         "20ms",
         "--backoff-max",
@@ -457,12 +479,16 @@ pub fn supervised(
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // Generous for a loaded machine, but a supervisor that never ends is
+    // a failure of its own, not a slow run.
+    let deadline = t + Duration::from_secs(120) + span * 20;
+    let mut hung = false;
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
         if Instant::now() > deadline {
+            hung = true;
             let _ = child.kill();
             break child.wait().unwrap();
         }
@@ -480,10 +506,19 @@ pub fn supervised(
         .iter()
         .filter(|e| e["details"]["outcome"] != "done")
         .map(|e| {
-            e["details"]["reason"]
+            let d = &e["details"];
+            let reason = d["reason"]
                 .as_str()
-                .unwrap_or(e["details"]["outcome"].as_str().unwrap_or("?"))
-                .to_string()
+                .unwrap_or(d["outcome"].as_str().unwrap_or("?"));
+            // The kind of file refusal or of descriptor written, if any:
+            // `file_changed:changed_by_other_process`, `output_sent:pipe`.
+            match d["why"]["why"]["kind"]
+                .as_str()
+                .or(d["why"]["kind"].as_str())
+            {
+                Some(k) => format!("{reason}:{k}"),
+                None => reason.to_string(),
+            }
         })
         .collect();
     let got = result(dir, case);
@@ -499,8 +534,10 @@ pub fn supervised(
         impossible,
         restarts: kinds(&events, "app_restart").len(),
         exit: status.code(),
+        hung,
         identical: differs.is_empty(),
         differs,
         wall_ms,
+        events: dump(&events),
     }
 }
