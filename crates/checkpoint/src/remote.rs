@@ -13,12 +13,12 @@ use selfheal_sys::ptrace::{self as pt, WaitStatus};
 use crate::error::TraceError;
 use crate::procfs;
 use crate::tracee::Tracee;
-use crate::wait::{self, Pacer, Report};
+use crate::wait::{self, Report};
 
 /// Longest an injected system call may take. Ours (mmap, munmap, brk,
 /// lseek, close, …) take microseconds to milliseconds; one still running
 /// after this is stuck in the kernel, and the process is killed.
-const STEP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const STEP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Finds a `syscall` instruction in the tracee and runs system calls there.
 #[derive(Debug, Clone)]
@@ -138,20 +138,45 @@ impl Remote {
     /// tasks met meanwhile (only deaths: every other thread is stopped) are
     /// handled and their notices kept for the engine. Never waits on `tid`
     /// alone: a killed leader is reported only after every other thread was
-    /// reaped, by us.
+    /// reaped, by us. The wait blocks (polling would take the CPU from the
+    /// thread we wait for); the watchdog kills the process if the call is
+    /// still running at the deadline (its thread would come back into the
+    /// vDSO with our registers: it must never run on), which ends the wait.
     #[cfg(target_arch = "x86_64")]
     fn step_over(&self, tracee: &mut Tracee, tid: i32) -> Result<u64, TraceError> {
+        let started = std::time::Instant::now();
+        tracee.watchdog.arm(started + tracee.step_limit);
+        let r = self.step_over_armed(tracee, tid, started);
+        if tracee.watchdog.disarm() {
+            crate::debug(|| format!("step of {tid} outlived {:?}: killed", tracee.step_limit));
+            return Err(TraceError::Stuck {
+                pid: tracee.pid,
+                tids: vec![tid],
+            });
+        }
+        r
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn step_over_armed(
+        &self,
+        tracee: &mut Tracee,
+        tid: i32,
+        started: std::time::Instant,
+    ) -> Result<u64, TraceError> {
         let pid = tracee.pid;
-        let mut pace = Pacer::new(STEP_DEADLINE);
         pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
         loop {
-            let rep = wait::look().map_err(|e| TraceError::sys(pid, e))?;
+            let rep = match wait::block() {
+                Ok(r) => r,
+                Err(e) => return Err(TraceError::sys(pid, e)),
+            };
             let done = WaitStatus::Stopped {
                 sig: libc::SIGTRAP,
                 event: 0,
             };
-            if rep != Report::Nothing && rep != Report::Task(tid, done) {
-                crate::debug(|| format!("step {tid}: {rep:?} after {:?}", pace.waited()));
+            if rep != Report::Task(tid, done) {
+                crate::debug(|| format!("step {tid}: {rep:?} after {:?}", started.elapsed()));
             }
             let st = match rep {
                 Report::Task(t, st) if t == tid => st,
@@ -160,41 +185,15 @@ impl Remote {
                     let r = tracee.handle(t, st, &mut notices);
                     tracee.deferred_notices = notices;
                     r?;
-                    pace.progress();
                     if let Some(status) = tracee.exit_status {
                         return Err(TraceError::Exited { pid, status });
                     }
                     continue;
                 }
-                Report::NoTasks => return Err(TraceError::NoStoppedThread { pid }),
-                Report::Nothing => {
-                    if pace.pause() {
-                        continue;
-                    }
-                    // The call blocks in the kernel (in uninterruptible
-                    // sleep?). Its thread will come back into the vDSO with
-                    // our registers: it must never run on.
-                    crate::debug(|| {
-                        let f = |n: &str| {
-                            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/{n}"))
-                                .unwrap_or_default()
-                        };
-                        format!(
-                            "step of {tid} stuck: stat {} wchan {} syscall {} stack {}",
-                            f("stat"),
-                            f("wchan"),
-                            f("syscall"),
-                            f("stack")
-                        )
-                    });
-                    let _ = selfheal_sys::signal::pidfd_send_signal(&tracee.pidfd, libc::SIGKILL);
-                    return Err(TraceError::Stuck {
-                        pid,
-                        tids: vec![tid],
-                    });
+                Report::NoTasks | Report::Nothing => {
+                    return Err(TraceError::NoStoppedThread { pid })
                 }
             };
-            pace.progress();
             match st {
                 WaitStatus::Stopped {
                     sig: libc::SIGTRAP,
@@ -428,6 +427,34 @@ pub(crate) mod tests {
         });
         assert!(t, "the process end was not seen");
         assert_eq!(r, Err(true));
+    }
+
+    #[test]
+    fn an_injected_call_that_never_returns_ends_in_a_kill_at_the_deadline() {
+        if !selfheal_sys::process::is_root() {
+            eprintln!("SKIP: needs root (cgroup sandbox)");
+            return;
+        }
+        let sandbox = crate::sandbox::Sandbox::create(
+            std::path::Path::new("/sys/fs/cgroup"),
+            Default::default(),
+        )
+        .unwrap();
+        let (gone, r, took) = within(std::time::Duration::from_secs(60), move || {
+            let mut t = start_threads(&["sleep", "30"], &sandbox, 1);
+            t.step_limit = std::time::Duration::from_millis(300);
+            let r = Remote::locate(&t).unwrap();
+            let started = std::time::Instant::now();
+            // pause() returns only for a signal: the watchdog's SIGKILL.
+            let r = r.syscall(&mut t, libc::SYS_pause, [0; 6]);
+            let took = started.elapsed();
+            t.kill_and_reap(std::time::Duration::from_secs(30));
+            (t.is_gone(), r.map(drop), took)
+        });
+        assert!(gone);
+        assert!(matches!(r, Err(TraceError::Stuck { .. })), "{r:?}");
+        assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
     }
 
     #[test]

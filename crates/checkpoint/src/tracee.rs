@@ -70,6 +70,10 @@ pub(crate) struct Tracee {
     pub pid: i32,
     /// pidfd of the process, for pidfd_getfd and signals that can't miss.
     pub pidfd: OwnedFd,
+    /// Kills the process if an injected system call never returns.
+    pub watchdog: crate::wait::Watchdog,
+    /// Longest an injected system call may take.
+    pub step_limit: Duration,
     /// `/proc/PID/mem`, read-write (writes go through even to read-only
     /// private pages, like a debugger's).
     pub mem: File,
@@ -103,6 +107,11 @@ impl Tracee {
     /// Wraps a process whose threads `tids` this thread has seized.
     pub fn new(pid: i32, tids: &[i32], filter: SignalFilter) -> Result<Tracee, TraceError> {
         let pidfd = selfheal_sys::signal::pidfd_open(pid).map_err(|e| TraceError::sys(pid, e))?;
+        let watchdog = crate::wait::Watchdog::new(&pidfd).map_err(|e| TraceError::Io {
+            pid,
+            what: "start the watchdog thread",
+            source: e,
+        })?;
         let mem = OpenOptions::new()
             .read(true)
             .write(true)
@@ -120,6 +129,8 @@ impl Tracee {
         Ok(Tracee {
             pid,
             pidfd,
+            watchdog,
+            step_limit: crate::remote::STEP_DEADLINE,
             mem,
             threads,
             generation: 0,
