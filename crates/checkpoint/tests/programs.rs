@@ -97,12 +97,22 @@ fn progressive_rollback_gets_past_a_corrupted_pointer() {
         return;
     }
     let _one = serial();
-    // The ring is walked every 150 rounds (~100 ms): the crash comes several
-    // checkpoints after the corruption, so the newest ones hold it too.
-    let args = ["4000", "150"];
+    // The ring is walked every ~100 ms of this machine's speed now (150
+    // rounds on an idle one; a fixed count made the walk ten times longer
+    // under load, and the corruption older than the 24 checkpoints kept):
+    // the crash comes several checkpoints after the corruption, so the
+    // newest ones hold it too. 48 checkpoints (2.4 s at 50 ms) leave ten
+    // times the history needed should the load rise meanwhile.
+    let t = Instant::now();
+    plain_output("corrupt", &["100", "1000000"]);
+    let per_round = t.elapsed().as_secs_f64() / 100.0;
+    let walk = ((0.1 / per_round.max(1e-6)) as u64).clamp(20, 1000);
+    let rounds = ((3.0 / per_round.max(1e-6)) as u64).max(walk * 30);
+    let (rounds, walk) = (rounds.to_string(), walk.to_string());
+    let args = [rounds.as_str(), walk.as_str()];
     let expected = plain_output("corrupt", &args);
     let config = selfheal_checkpoint::Config {
-        keep: 24,
+        keep: 48,
         recurrence_window: Duration::from_secs(2),
         ..config()
     };

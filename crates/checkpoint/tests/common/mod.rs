@@ -188,16 +188,13 @@ impl Run {
     /// is killed and the test fails).
     pub fn wait(&mut self, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
-        loop {
+        // The end may have been collected already (by a caller that took
+        // events meanwhile).
+        let ended = |e: &Event| matches!(e, Event::Exited(_) | Event::Detached);
+        while !self.events.last().is_some_and(ended) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.engine.events().recv_timeout(left) {
-                Ok(ev) => {
-                    let end = matches!(ev, Event::Exited(_) | Event::Detached);
-                    self.events.push(ev);
-                    if end {
-                        break;
-                    }
-                }
+                Ok(ev) => self.events.push(ev),
                 Err(_) => {
                     self.engine.kill();
                     panic!(
