@@ -89,7 +89,24 @@ fn a_storm_of_signals_from_outside_does_not_stop_progress() {
     let out = run.wait(LIMIT);
     assert_eq!(out, expected, "{:?}", run.impossible());
     assert!(sent >= 3, "only {sent} signals before the end");
-    assert!(run.impossible().is_empty(), "{:?}", run.impossible());
+    // The one refusal allowed: a signal that lands after the answer was
+    // written to the pipe (output cannot be taken back); the crash then
+    // goes through, as it should, after the whole answer.
+    let after_output = |e: &&Event| {
+        matches!(
+            e,
+            Event::RollbackImpossible {
+                why: Unrecoverable::OutputSent { .. },
+                ..
+            }
+        )
+    };
+    let impossible = run.impossible();
+    if impossible.len() == 1 && impossible.iter().all(after_output) {
+        eprintln!("a signal landed after the answer was written: refused, as it must be");
+    } else {
+        assert!(impossible.is_empty(), "{impossible:?}");
+    }
     // Not one per signal: signals sent while the process is stopped (for
     // a checkpoint or a rollback) merge into one, as the kernel does for
     // any standard signal. None got through: the answer is right.
