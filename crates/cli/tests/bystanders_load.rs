@@ -12,6 +12,10 @@
 //!   3000 tasks, far above where it is caught, so the cgroup-at-its-limit
 //!   path never fires): diagnosed as one program's related processes,
 //!   stopped whole, the namesakes beside it untouched.
+//! - The same bomb with `quarantine` as its only step (as where the bomb
+//!   shares its cgroup with others): its processes moved into a cgroup
+//!   with pids.max = 0 beneath the bomb's and killed there, the quarantine
+//!   removed, the namesakes untouched.
 //! - A memory cgroup in a fill-and-kill loop (`tail /dev/zero` OOM-killed
 //!   by the kernel and restarted by its shell): diagnosed, naming both, and
 //!   nothing touched, inside the cgroup or out.
@@ -54,11 +58,18 @@ struct Watch {
 
 impl Watch {
     fn start() -> Watch {
+        Watch::start_with("")
+    }
+
+    /// [`Watch::start`] with `extra` appended to the config.
+    fn start_with(extra: &str) -> Watch {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("selfheal.toml");
         std::fs::write(
             &config,
-            format!("[daemon]\nlisten = \"\"\n\n[recovery]\nallowed_cgroups = [\"/{PARENT}\"]\n"),
+            format!(
+                "[daemon]\nlisten = \"\"\n\n[recovery]\nallowed_cgroups = [\"/{PARENT}\"]\n{extra}"
+            ),
         )
         .unwrap();
         let log = dir.path().join("events.jsonl");
@@ -463,6 +474,145 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
             .is_some_and(|c| c.starts_with("/selfheal-sandbox/"));
         assert!(
             others_test || cg.as_deref() == Some(path.as_str()),
+            "an action outside the bomb's cgroup: {e:#?}"
+        );
+        assert!(
+            touched(&e).iter().all(|p| !namesake_pids.contains(p)),
+            "a namesake was touched: {e:#?}"
+        );
+    }
+    drop(bomb);
+    drop(namesakes);
+    drop(w);
+}
+
+#[test]
+fn a_quarantined_fork_bomb_is_killed_and_its_namesakes_untouched() {
+    const TEST: &str = "a_quarantined_fork_bomb_is_killed_and_its_namesakes_untouched";
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run(TEST, &["bash", "sleep"]) {
+        return;
+    }
+    let Some(others) = sandbox(
+        TEST,
+        SandboxConfig::new("namesakes")
+            .pids_max(32)
+            .memory_max_bytes(64 << 20)
+            .cpus(Some(0.2)),
+    ) else {
+        return;
+    };
+    let namesakes: Vec<ChildGuard> = (0..3)
+        .map(|_| {
+            spawn(
+                &others,
+                "bash",
+                &["-c", "while :; do bash -c 'sleep 0.2; :'; done"],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let before: Vec<(i32, u64)> = namesakes
+        .iter()
+        .map(|c| {
+            let pid = c.0.id() as i32;
+            (pid, stat_of(pid).expect("namesake runs").1)
+        })
+        .collect();
+    // The quarantine alone, as where kill_tree and kill_cgroup cannot act
+    // (a bomb in the root cgroup or a login session).
+    let w = Watch::start_with("\n[recovery.ladder]\nfork_bomb = [\"record\", \"quarantine\"]\n");
+    // 1000 tasks: the program-wide path fires at 200 and growing, before
+    // the limit; fewer than the no-limit test's 3000 keeps the moves and
+    // the kill within the wait on a machine other sessions load too.
+    let Some(bomb) = sandbox(
+        TEST,
+        SandboxConfig::new("bomb")
+            .pids_max(1000)
+            .memory_max_bytes(2 << 30)
+            .cpus(Some(0.5)),
+    ) else {
+        return;
+    };
+    let path = bomb.rel_path().to_string();
+    let started = Instant::now();
+    let _bomb = spawn(&bomb, "bash", &["-c", ":(){ :|:& };:"]);
+    let done = w.wait_event(Duration::from_secs(120), |e| {
+        e.kind == EventKind::Recovery
+            && e.details["class"] == "fork_bomb"
+            && e.details["action"] == "quarantine"
+            && e.details["outcome"] == "recovered"
+            && e.culprit.as_ref().and_then(|c| c.cgroup.as_deref()) == Some(path.as_str())
+    });
+    assert!(
+        done.is_some(),
+        "the bomb in {path} was not quarantined and killed within 120 s; events:\n{:#?}",
+        w.events()
+    );
+    let done = done.unwrap();
+    let t0 = Instant::now();
+    while !live_members(&bomb).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = live_members(&bomb);
+    let steps: Vec<String> = w
+        .events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Recovery)
+        .map(|e| e.message.clone())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} bomb processes left; recovery:\n{steps:#?}",
+        left.len()
+    );
+    eprintln!(
+        "{TEST}: {} processes quarantined and killed, {} ms after the bomb started",
+        done.details["touched"].as_array().map_or(0, Vec::len),
+        started.elapsed().as_millis()
+    );
+    // The quarantine cgroup goes with its processes (once thousands of
+    // killed processes have exited on a loaded machine).
+    let quarantines = || -> Vec<String> {
+        bomb.cgroup()
+            .dirs()
+            .iter()
+            .flat_map(|dir| {
+                std::fs::read_dir(dir)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.path().display().to_string())
+                            .filter(|n| n.contains("/selfheal-quarantine-"))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let t0 = Instant::now();
+    while !quarantines().is_empty() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        quarantines().is_empty(),
+        "left: {:?}; recovery:\n{steps:#?}",
+        quarantines()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for &(pid, start) in &before {
+        let (state, now) = stat_of(pid).unwrap_or_else(|| panic!("namesake {pid} is gone"));
+        assert_eq!(now, start, "namesake {pid} was replaced");
+        assert!(
+            !matches!(state, 'T' | 't' | 'Z'),
+            "namesake {pid} is {state}"
+        );
+    }
+    let namesake_pids: HashSet<i32> = before.iter().map(|b| b.0).collect();
+    for e in w.actions() {
+        let cg = e.culprit.as_ref().and_then(|c| c.cgroup.clone());
+        assert_eq!(
+            cg.as_deref(),
+            Some(path.as_str()),
             "an action outside the bomb's cgroup: {e:#?}"
         );
         assert!(

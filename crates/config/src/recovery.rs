@@ -38,6 +38,12 @@ pub enum Action {
     FreezeCgroup,
     /// `systemctl restart` the culprit's systemd unit.
     RestartUnit,
+    /// Fork bombs only: move every process the diagnosis blames (each
+    /// re-checked) into a new cgroup with `pids.max = 0` beneath the bomb's
+    /// own, where none of them can fork again, then kill them there. For a
+    /// bomb that shares its cgroup with others (the root, a login session),
+    /// where `kill_cgroup` and `freeze_cgroup` refuse.
+    Quarantine,
     /// Lower a runaway kernel thread to SCHED_IDLE (nice 19 where that is
     /// refused) and, when the kernel lets it move, keep it on the CPU it
     /// runs on: it still spins, but everything else on that CPU comes
@@ -63,6 +69,7 @@ impl Action {
         Action::KillCgroup,
         Action::FreezeCgroup,
         Action::RestartUnit,
+        Action::Quarantine,
         Action::Deprioritize,
         Action::Reboot,
     ];
@@ -79,6 +86,7 @@ impl Action {
             Action::KillCgroup => "kill_cgroup",
             Action::FreezeCgroup => "freeze_cgroup",
             Action::RestartUnit => "restart_unit",
+            Action::Quarantine => "quarantine",
             Action::Deprioritize => "deprioritize",
             Action::Reboot => "reboot",
         }
@@ -142,7 +150,7 @@ impl Default for LadderConfig {
             // restart only when no blocker is known (a lost wake-up in the
             // kernel): never for a network filesystem or FUSE server.
             d_state: vec![Record, AbortFuse, RestartUnit, Reboot],
-            fork_bomb: vec![Record, KillTree, KillCgroup, FreezeCgroup],
+            fork_bomb: vec![Record, KillTree, KillCgroup, Quarantine, FreezeCgroup],
             // A restart only when no process accounts for the shortage
             // (kernel memory heading for the OOM killer or its panic).
             memory_exhaustion: vec![Record, Kill, KillCgroup, RestartUnit, Reboot],

@@ -22,6 +22,14 @@ pub enum Call {
     FreezeCgroup(i32, String),
     /// `restart_unit(unit)`.
     RestartUnit(String),
+    /// `quarantine_cgroup(pid, from)`.
+    Quarantine(i32, String),
+    /// `move_to_cgroup(pid, to)`.
+    MoveTo(i32, String),
+    /// `kill_quarantine(path)`.
+    KillQuarantine(String),
+    /// `remove_quarantine(path)`.
+    RemoveQuarantine(String),
     /// `sync_filesystems()`.
     Sync,
     /// `restart(method)`.
@@ -34,7 +42,10 @@ impl Call {
     /// The process a call addressed, if any.
     pub fn pid(&self) -> Option<i32> {
         match self {
-            Call::Signal(p, _) | Call::KillCgroup(p, _) | Call::FreezeCgroup(p, _) => Some(*p),
+            Call::Signal(p, _)
+            | Call::KillCgroup(p, _)
+            | Call::FreezeCgroup(p, _)
+            | Call::MoveTo(p, _) => Some(*p),
             _ => None,
         }
     }
@@ -163,7 +174,8 @@ impl FakeSystem {
             .iter()
             .find(|q| q.pid == p.pid() && q.starttime == p.starttime())
             .ok_or(OpsError::Gone)?;
-        if proc.cgroups.first().map(String::as_str) != Some(path) {
+        let at = proc.cgroups.first().map(String::as_str).unwrap_or("");
+        if at != path && !crate::ops::in_quarantine_beneath(at, path) {
             return Err(OpsError::NotInCgroup(path.to_string()));
         }
         Ok(())
@@ -346,6 +358,57 @@ impl SystemOps for FakeSystem {
         Ok(())
     }
 
+    fn quarantine_cgroup(&self, p: &Pinned, from: &str) -> Result<String, OpsError> {
+        let mut s = self.state();
+        FakeSystem::pinned_in(&s, p, from)?;
+        s.calls.push(Call::Quarantine(p.pid(), from.to_string()));
+        Ok(crate::ops::quarantine_path(from, p.pid()))
+    }
+
+    fn move_to_cgroup(
+        &self,
+        pid: i32,
+        starttime: u64,
+        to: &str,
+        _back: &str,
+    ) -> Result<(), OpsError> {
+        let mut s = self.state();
+        let proc = s
+            .procs
+            .iter_mut()
+            .find(|q| q.pid == pid && q.starttime == starttime)
+            .ok_or(OpsError::Gone)?;
+        proc.cgroups = vec![to.to_string()];
+        s.calls.push(Call::MoveTo(pid, to.to_string()));
+        // A fork in flight as it moves completes (outside, where the
+        // parent was): the step must find that child too.
+        let born: Vec<ProcInfo> = s
+            .fork_on_stop
+            .iter()
+            .filter(|(parent, _)| *parent == pid)
+            .map(|(_, c)| c.clone())
+            .collect();
+        s.fork_on_stop.retain(|(parent, _)| *parent != pid);
+        for c in born {
+            s.threads.insert(c.pid, vec![(c.pid, false)]);
+            s.procs.push(c);
+        }
+        Ok(())
+    }
+
+    fn remove_quarantine(&self, path: &str) {
+        self.state()
+            .calls
+            .push(Call::RemoveQuarantine(path.to_string()));
+    }
+
+    fn kill_quarantine(&self, path: &str, _remove: bool) -> Result<(), OpsError> {
+        let mut s = self.state();
+        s.calls.push(Call::KillQuarantine(path.to_string()));
+        s.procs.retain(|q| !FakeSystem::within(q, path));
+        Ok(())
+    }
+
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         self.state().calls.push(Call::RestartUnit(unit.to_string()));
         match &self.restart_error {
@@ -487,6 +550,28 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
         self.log(Call::FreezeCgroup(p.pid(), path.to_string()), Some(p.pid()));
         self.inner.freeze_cgroup(p, path)
+    }
+    fn quarantine_cgroup(&self, p: &Pinned, from: &str) -> Result<String, OpsError> {
+        self.log(Call::Quarantine(p.pid(), from.to_string()), Some(p.pid()));
+        self.inner.quarantine_cgroup(p, from)
+    }
+    fn move_to_cgroup(
+        &self,
+        pid: i32,
+        starttime: u64,
+        to: &str,
+        back: &str,
+    ) -> Result<(), OpsError> {
+        self.log(Call::MoveTo(pid, to.to_string()), Some(pid));
+        self.inner.move_to_cgroup(pid, starttime, to, back)
+    }
+    fn remove_quarantine(&self, path: &str) {
+        self.log(Call::RemoveQuarantine(path.to_string()), None);
+        self.inner.remove_quarantine(path)
+    }
+    fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError> {
+        self.log(Call::KillQuarantine(path.to_string()), None);
+        self.inner.kill_quarantine(path, remove)
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         self.log(Call::RestartUnit(unit.to_string()), None);

@@ -14,6 +14,8 @@ mod actions;
 mod blocker;
 mod guard;
 #[cfg(test)]
+mod quarantine_tests;
+#[cfg(test)]
 mod refusals;
 mod restart_step;
 #[cfg(test)]

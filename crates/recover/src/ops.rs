@@ -164,6 +164,28 @@ pub trait SystemOps: Send + Sync {
     /// Freezes cgroup `path`, as [`SystemOps::cgroup_members`] finds it.
     fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError>;
     /// `systemctl restart UNIT`.
+    /// Creates cgroup `QUARANTINE-<pid>` beneath `from` (the fork bomb's
+    /// cgroup, so every limit above still applies) with `pids.max = 0`,
+    /// after checking the pinned process still sits in `from` and lives.
+    /// Returns the new cgroup's path.
+    fn quarantine_cgroup(&self, p: &Pinned, from: &str) -> Result<String, OpsError>;
+    /// Moves `pid` into cgroup `to` if it is still the process that started
+    /// at `starttime` (`Err(Gone)` otherwise). Should it die between the
+    /// check and the move and its pid go to another process, that one is
+    /// moved back to `back` and `Err(Gone)` returned.
+    fn move_to_cgroup(
+        &self,
+        pid: i32,
+        starttime: u64,
+        to: &str,
+        back: &str,
+    ) -> Result<(), OpsError>;
+    /// Removes quarantine cgroup `path` if it is empty (a refused step
+    /// moved its processes back); otherwise leaves it.
+    fn remove_quarantine(&self, path: &str);
+    /// Kills every process in quarantine cgroup `path`, and with `remove`
+    /// waits for them to go and removes the cgroup.
+    fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError>;
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError>;
     /// FUSE connection `connection`: its mounts and waiting requests.
     fn fuse_connection(&self, connection: u64) -> Result<FuseConnection, OpsError>;
@@ -220,6 +242,24 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError> {
         (**self).freeze_cgroup(p, path)
+    }
+    fn quarantine_cgroup(&self, p: &Pinned, from: &str) -> Result<String, OpsError> {
+        (**self).quarantine_cgroup(p, from)
+    }
+    fn move_to_cgroup(
+        &self,
+        pid: i32,
+        starttime: u64,
+        to: &str,
+        back: &str,
+    ) -> Result<(), OpsError> {
+        (**self).move_to_cgroup(pid, starttime, to, back)
+    }
+    fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError> {
+        (**self).kill_quarantine(path, remove)
+    }
+    fn remove_quarantine(&self, path: &str) {
+        (**self).remove_quarantine(path)
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         (**self).restart_unit(unit)
@@ -305,12 +345,19 @@ impl LinuxOps {
         self.signal_pinned(p, 0)?;
         let at: Vec<ProcCgroupEntry> = entries
             .into_iter()
-            .filter(|e| e.path == path && !e.is_root())
+            .filter(|e| (e.path == path || in_quarantine_beneath(&e.path, path)) && !e.is_root())
             .collect();
         if at.is_empty() {
             return Err(OpsError::NotInCgroup(path.to_string()));
         }
         Cgroup::from_proc_entries(h, &at).map_err(OpsError::from_cgroup)
+    }
+
+    /// The hierarchy, for quarantine cgroups (the pids controller, v1 or v2).
+    fn unified_or_pids(&self) -> Result<&Hierarchy, OpsError> {
+        self.hierarchy
+            .as_ref()
+            .ok_or_else(|| OpsError::Failed("no cgroup hierarchy is mounted".into()))
     }
 
     fn stat_starttime(&self, pid: i32) -> Option<u64> {
@@ -548,6 +595,114 @@ impl SystemOps for LinuxOps {
             .map_err(OpsError::from_cgroup)
     }
 
+    fn quarantine_cgroup(&self, p: &Pinned, from: &str) -> Result<String, OpsError> {
+        let h = self.unified_or_pids()?;
+        let entries = selfheal_cgroup::read_pid_cgroup_at(&self.proc_root, p.pid)
+            .map_err(OpsError::from_cgroup)?;
+        self.signal_pinned(p, 0)?;
+        if !entries.iter().any(|e| e.path == from) {
+            return Err(OpsError::NotInCgroup(from.to_string()));
+        }
+        let path = quarantine_path(from, p.pid);
+        let cg = Cgroup::new(h, &path, &["pids"]).map_err(OpsError::from_cgroup)?;
+        cg.create().map_err(OpsError::from_cgroup)?;
+        let limits = selfheal_cgroup::Limits {
+            pids_max: Some(0),
+            ..Default::default()
+        };
+        if let Err(e) = cg.apply(&limits) {
+            let _ = cg.remove();
+            return Err(OpsError::from_cgroup(e));
+        }
+        Ok(path)
+    }
+
+    fn move_to_cgroup(
+        &self,
+        pid: i32,
+        starttime: u64,
+        to: &str,
+        back: &str,
+    ) -> Result<(), OpsError> {
+        let h = self.unified_or_pids()?;
+        let pinned = self.pin(pid, starttime)?;
+        let cg = Cgroup::new(h, to, &["pids"]).map_err(OpsError::from_cgroup)?;
+        match cg.add_pid(pid) {
+            Ok(()) => {}
+            Err(e) if e.is_gone() => return Err(OpsError::Gone),
+            Err(e) => return Err(OpsError::from_cgroup(e)),
+        }
+        // Alive after the move: the pid was this process all along (a pid
+        // is not reused before its process is reaped).
+        if self.signal_pinned(&pinned, 0).is_ok() {
+            return Ok(());
+        }
+        // It died: if its pid went to another process meanwhile, that one
+        // was moved, and goes back.
+        if self.stat_starttime(pid).is_some_and(|st| st != starttime) {
+            let here = selfheal_cgroup::read_pid_cgroup_at(&self.proc_root, pid)
+                .map(|es| es.iter().any(|e| e.path == to))
+                .unwrap_or(false);
+            if here {
+                if let Ok(b) = Cgroup::new(h, back, &["pids"]) {
+                    let _ = b.add_pid(pid);
+                }
+            }
+        }
+        Err(OpsError::Gone)
+    }
+
+    fn remove_quarantine(&self, path: &str) {
+        let Ok(h) = self.unified_or_pids() else {
+            return;
+        };
+        if !path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(QUARANTINE))
+        {
+            return;
+        }
+        if let Ok(cg) = Cgroup::new(h, path, &["pids"]) {
+            if cg.procs_recursive().is_ok_and(|p| p.is_empty()) {
+                let _ = cg.remove();
+            }
+        }
+    }
+
+    fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError> {
+        let h = self.unified_or_pids()?;
+        if !path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(QUARANTINE))
+        {
+            return Err(OpsError::Refused(format!(
+                "{path} is not a quarantine cgroup selfheal made"
+            )));
+        }
+        let cg = Cgroup::new(h, path, &["pids"]).map_err(OpsError::from_cgroup)?;
+        // Thousands of killed processes take a while to exit on a loaded
+        // machine (longer still under their cgroup's CPU limit): a kill
+        // between passes does not wait for them; the last one does, and
+        // the cgroup goes once they have.
+        let wait = if remove {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(1)
+        };
+        match cg.kill_all_within(wait) {
+            Ok(_) => {}
+            Err(selfheal_cgroup::CgroupError::KillIncomplete { .. }) if !remove => {}
+            Err(e) => return Err(OpsError::from_cgroup(e)),
+        }
+        if remove {
+            cg.remove_within(Duration::from_secs(10))
+                .map_err(OpsError::from_cgroup)?;
+        }
+        Ok(())
+    }
+
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         self.run(
             &format!("systemctl restart {unit}"),
@@ -643,6 +798,23 @@ impl SystemOps for LinuxOps {
             }
         })
     }
+}
+
+/// The name prefix of a quarantine cgroup (`quarantine` step).
+pub const QUARANTINE: &str = "selfheal-quarantine-";
+
+/// True when cgroup `path` is a quarantine selfheal made directly beneath
+/// `parent`: its processes still count as `parent`'s (the bomb's).
+pub fn in_quarantine_beneath(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent.trim_end_matches('/'))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| name.starts_with(QUARANTINE) && !name.contains('/'))
+}
+
+/// Where the quarantine for a bomb whose oldest process is `pid` goes:
+/// beneath the bomb's cgroup `from`.
+pub fn quarantine_path(from: &str, pid: i32) -> String {
+    format!("{}/{QUARANTINE}{pid}", from.trim_end_matches('/'))
 }
 
 fn read_mounts() -> Result<Vec<selfheal_cgroup::mountinfo::MountInfo>, OpsError> {

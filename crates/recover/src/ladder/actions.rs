@@ -78,6 +78,17 @@ pub(super) fn plan(
             Some(u) => format!("systemctl restart {u}"),
             None => return Err(Acted::Skip("no systemd unit".into())),
         },
+        Action::Quarantine => {
+            let from = quarantine_scope(inc)?;
+            let members = blamed(l, inc, t, Some(p))?;
+            check_all(l, &members, lineage)?;
+            format!(
+                "move {} processes of {comm} (pid {}) into {} (pids.max = 0), then kill them there",
+                members.len(),
+                t.pid,
+                crate::ops::quarantine_path(&from, t.pid)
+            )
+        }
         Action::Deprioritize => format!(
             "move kernel thread {comm} (pid {}) to SCHED_IDLE and keep it on its CPU",
             t.pid
@@ -171,6 +182,7 @@ pub(super) fn act(
                 Err(e) => Acted::Fail(e.to_string()),
             },
         },
+        Action::Quarantine => quarantine(l, inc, t, p, lineage),
         Action::Deprioritize => match ops.deprioritize_thread(t.pid, inc.culprit.cpu) {
             Ok(_) => Acted::Done(me),
             Err(OpsError::Gone) => Acted::Gone,
@@ -263,4 +275,134 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
     } else {
         Acted::Done(touched)
     }
+}
+
+/// The cgroup a fork bomb's quarantine goes beneath: the culprit's. Only
+/// fork bombs are quarantined.
+fn quarantine_scope(inc: &Incident) -> Result<String, Acted> {
+    if inc.class != selfheal_event::Class::ForkBomb {
+        return Err(Acted::Skip("quarantine is for fork bombs only".into()));
+    }
+    inc.culprit
+        .cgroup
+        .clone()
+        .ok_or_else(|| Acted::Skip("the culprit's cgroup is unknown".into()))
+}
+
+/// Moves every blamed process (re-listed and re-checked each pass, oldest
+/// first, each pinned and its start time checked) into a new cgroup with
+/// `pids.max = 0` beneath the bomb's: a process in it can never fork
+/// again, whoever its parent is or becomes. Passes repeat while new
+/// members appear outside (forks completed before their parent moved).
+/// Then everything in the quarantine, which holds only what was moved, is
+/// killed and the cgroup removed. A protected process among the blamed
+/// refuses the step, and what was moved goes back.
+fn quarantine(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
+    let ops = l.ops.as_ref();
+    let from = match quarantine_scope(inc) {
+        Ok(f) => f,
+        Err(a) => return a,
+    };
+    let first = match blamed(l, inc, t, Some(p)) {
+        Ok(m) => m,
+        Err(a) => return a,
+    };
+    if let Err(a) = check_all(l, &first, lineage) {
+        return a;
+    }
+    let q = match ops.quarantine_cgroup(p, &from) {
+        Ok(q) => q,
+        Err(OpsError::Gone) => return Acted::Gone,
+        Err(OpsError::NotInCgroup(path)) => {
+            return Acted::Refuse(
+                Refusal::NotBlamed,
+                format!("pid {} is no longer in {path}", t.pid),
+            )
+        }
+        Err(e) => return Acted::Fail(format!("quarantine cgroup beneath {from}: {e}")),
+    };
+    let deadline = Instant::now() + TREE_DEADLINE;
+    let mut moved: HashSet<(i32, u64)> = HashSet::new();
+    let release = |moved: &HashSet<(i32, u64)>| {
+        // Back where they were, and the quarantine removed once empty.
+        for &(pid, st) in moved {
+            let _ = ops.move_to_cgroup(pid, st, &from, &from);
+        }
+        ops.remove_quarantine(&q);
+    };
+    loop {
+        let mut members = match blamed(l, inc, t, Some(p)) {
+            Ok(m) => m,
+            Err(Acted::Gone) => break,
+            Err(a) => {
+                release(&moved);
+                return a;
+            }
+        };
+        if let Err(a) = check_all(l, &members, lineage) {
+            release(&moved);
+            return a;
+        }
+        members.retain(|m| !moved.contains(&(m.pid, m.starttime)));
+        if members.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        // Parents before children: a parent moved first takes its next
+        // fork into the quarantine, where it fails.
+        members.sort_unstable_by_key(|m| (m.starttime, m.pid));
+        for m in members {
+            match ops.move_to_cgroup(m.pid, m.starttime, &q, &from) {
+                Ok(()) => {
+                    moved.insert((m.pid, m.starttime));
+                }
+                Err(OpsError::Gone) => {}
+                Err(e) => {
+                    release(&moved);
+                    return Acted::Fail(format!("moving {} into {q}: {e}", m.pid));
+                }
+            }
+        }
+    }
+    if moved.is_empty() {
+        let _ = ops.kill_quarantine(&q, true);
+        return Acted::Gone;
+    }
+    // Kill what is in the quarantine; members that escaped the passes
+    // (forked as their parent moved, or after the deadline) are moved in
+    // and killed in a few more passes; then the cgroup goes.
+    let failed = |e: OpsError, n: usize| {
+        Acted::Fail(format!(
+            "{n} processes quarantined in {q} (none can fork), but killing them failed: {e}"
+        ))
+    };
+    if let Err(e) = ops.kill_quarantine(&q, false) {
+        return failed(e, moved.len());
+    }
+    for _ in 0..MOP_UP_PASSES {
+        let Ok(mut members) = blamed(l, inc, t, Some(p)) else {
+            break;
+        };
+        if check_all(l, &members, lineage).is_err() {
+            break;
+        }
+        members.retain(|m| !moved.contains(&(m.pid, m.starttime)));
+        if members.is_empty() {
+            break;
+        }
+        members.sort_unstable_by_key(|m| (m.starttime, m.pid));
+        for m in members {
+            if ops.move_to_cgroup(m.pid, m.starttime, &q, &from).is_ok() {
+                moved.insert((m.pid, m.starttime));
+            }
+        }
+        if let Err(e) = ops.kill_quarantine(&q, false) {
+            return failed(e, moved.len());
+        }
+    }
+    if let Err(e) = ops.kill_quarantine(&q, true) {
+        return failed(e, moved.len());
+    }
+    let mut touched: Vec<(i32, u64)> = moved.into_iter().collect();
+    touched.sort_unstable();
+    Acted::Done(touched)
 }
