@@ -326,7 +326,18 @@ impl Ladder {
             }
         }
         let lineage = Policy::own_lineage(self.ops.as_ref());
+        let mut current = std::borrow::Cow::Borrowed(incident);
         for (i, &action) in steps.iter().enumerate() {
+            if let Some(next) = self.successor(&current, &lineage) {
+                tracing::info!(
+                    "{}: pid {} is gone; the bomb's oldest live member by the same evidence, pid {}, is the target now",
+                    current.class,
+                    current.target.as_ref().map_or(0, |t| t.pid),
+                    next.target.as_ref().map_or(0, |t| t.pid)
+                );
+                current = std::borrow::Cow::Owned(next);
+            }
+            let incident: &Incident = &current;
             let (rec, emitted) = if action == Action::Reboot {
                 self.restart_step(incident, probe, sink, (i, steps.len()))
             } else {
@@ -363,6 +374,48 @@ impl Ladder {
             }
         }
         report
+    }
+
+    /// A fork bomb blamed as one program (its command, uid, counted members
+    /// and their process groups) whose target is gone (killed by a step, or
+    /// exited, as a bomb's members do) while other members live: the same
+    /// incident aimed at the oldest live member that evidence covers and
+    /// policy allows, so the next steps still have a process to act
+    /// through. `None` otherwise (the target lives, another blame, or no
+    /// member is left).
+    fn successor(&self, inc: &Incident, lineage: &HashSet<i32>) -> Option<Incident> {
+        if inc.class != Class::ForkBomb {
+            return None;
+        }
+        let t = inc.target.as_ref()?;
+        let crate::target::Blame::Program(scope) = &t.blame else {
+            return None;
+        };
+        match self.ops.process(t.pid) {
+            Ok(Some(p)) if p.starttime == t.starttime && !crate::target::is_dead(&p) => {
+                return None
+            }
+            Ok(_) | Err(OpsError::Gone) => {}
+            Err(_) => return None,
+        }
+        let next = self
+            .ops
+            .processes()
+            .ok()?
+            .into_iter()
+            .filter(|p| scope.covers(p) && !crate::target::is_dead(p))
+            .filter(|p| self.policy.refusal(p, lineage).is_none())
+            .min_by_key(|p| (p.starttime, p.pid))?;
+        let mut inc = inc.clone();
+        inc.culprit.pid = Some(next.pid);
+        if inc.culprit.tid.is_some() {
+            inc.culprit.tid = Some(next.pid);
+        }
+        if let Some(t) = inc.target.as_mut() {
+            t.pid = next.pid;
+            t.starttime = next.starttime;
+        }
+        Some(inc)
     }
 
     fn step(

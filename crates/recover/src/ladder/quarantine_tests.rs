@@ -178,3 +178,74 @@ fn a_quarantine_beneath_a_cgroup_counts_as_that_cgroup_and_nothing_else_does() {
     assert!(!beneath("/a/b/selfheal-quarantine-7/x", "/a/b"));
     assert!(!beneath("/a/b", "/a/b"));
 }
+
+#[test]
+fn a_bomb_whose_target_died_is_followed_to_its_oldest_live_member() {
+    use crate::target::{Blame, ProgramScope};
+    // A bomb blamed as one program: members counted by the diagnosis and
+    // their process group. `kill` takes the target only; the bomb goes on.
+    let f = Arc::new(FakeSystem::new(500));
+    f.add(proc(1, 0, "init"));
+    f.add(proc(500, 1, "selfheal"));
+    let mut namesake = proc(50, 1, "bomb");
+    namesake.pgid = 50;
+    f.add(namesake);
+    for pid in [100, 101, 102, 103] {
+        let mut p = proc(pid, 1, "bomb");
+        p.pgid = 100;
+        f.add(p);
+    }
+    let mut c = RecoveryConfig {
+        verify_timeout: HumanDuration::from_millis(40),
+        ..RecoveryConfig::default()
+    };
+    c.ladder.fork_bomb = vec![Action::Record, Action::Kill, Action::Quarantine];
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        LadderOptions {
+            config: c,
+            dry_run: false,
+            poll: Duration::from_millis(5),
+        },
+    );
+    let inc = Incident {
+        class: Class::ForkBomb,
+        culprit: Culprit {
+            pid: Some(100),
+            comm: Some("bomb".into()),
+            cgroup: Some("/".into()),
+            ..Culprit::default()
+        },
+        target: Some(Target {
+            pid: 100,
+            starttime: 1100,
+            blame: Blame::Program(ProgramScope {
+                comm: "bomb".into(),
+                uid: 1000,
+                pgids: [100].into(),
+                members: [(100, 1100), (101, 1101)].into(),
+            }),
+        }),
+        evidence: Evidence::now("process_count", "test bomb"),
+        blocker: None,
+    };
+    let fk = f.clone();
+    let r = l.run(
+        &inc,
+        &mut || !(100..=103).any(|p| fk.alive(p)),
+        &MemorySink::new(),
+    );
+    let outcomes: Vec<Outcome> = r.steps.iter().map(|s| s.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Recorded, Outcome::NotCleared, Outcome::Recovered],
+        "{r:?}"
+    );
+    assert!((100..=103).all(|p| !f.alive(p)));
+    // The quarantine went beneath the same cgroup, named for the successor.
+    assert!(f.calls().contains(&Call::Quarantine(101, "/".into())));
+    // The namesake outside the evidence (another process group, not
+    // counted) is neither a successor nor touched.
+    assert!(f.alive(50));
+    assert!(f.calls().iter().all(|c| c.pid() != Some(50)));
+}
