@@ -338,7 +338,7 @@ fn incidents(g: &Guest, o: &Opts) {
         eprintln!("console tail:\n{}", con.tail(30));
         std::process::exit(1);
     }
-    let boots = con.text().matches("BOOT link=").count();
+    let boots = con.boots().len();
     println!("incidents: guest boots {boots} (1 = every incident rolled back in place)");
 }
 

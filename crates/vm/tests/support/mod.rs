@@ -40,7 +40,9 @@ port() { for d in /sys/class/virtio-ports/*; do [ "$(cat $d/name 2>/dev/null)" =
 i=0
 while [ -z "$(port org.selfheal.0)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 LINK=$(port org.selfheal.0); TRIG=$(port org.selfheal.trigger)
-echo "BOOT link=$LINK trig=$TRIG"
+# The kernel's boot id: a new one on a reboot, the same after a rollback
+# (which may replay this line when it reaches back before it).
+echo "BOOT id=$(cat /proc/sys/kernel/random/boot_id) link=$LINK trig=$TRIG"
 echo 1 > /proc/sys/kernel/sysrq
 # Stand-in for the guest's selfheal: a heartbeat every 100 ms; after the
 # hang trigger this loop spins without beating.
@@ -279,6 +281,22 @@ impl Console {
         l.iter()
             .filter_map(|(t, s)| Some((*t, s.strip_prefix("WORK ")?.trim().parse().ok()?)))
             .collect()
+    }
+
+    /// The distinct boot ids the guest printed (one: it never rebooted;
+    /// a rollback may print the same one again).
+    pub fn boots(&self) -> Vec<String> {
+        let l = self.lines.lock().unwrap();
+        let mut ids: Vec<String> = l
+            .iter()
+            .filter_map(|(_, s)| {
+                let rest = s.strip_prefix("BOOT id=")?;
+                Some(rest.split(' ').next()?.to_string())
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// The highest `WORK n` so far (0: none).
