@@ -147,6 +147,12 @@ impl Daemon {
         .map_err(StartError::Thread)?;
         let config = opts.config;
         let started = SystemTime::now();
+        // Large temporary buffers (heavy-detector snapshots, /metrics
+        // bodies) get mappings of their own, unmapped when freed: the heap
+        // arenas, locked by mlockall, would otherwise keep every peak.
+        if !selfheal_sys::memory::malloc_mmap_threshold(MMAP_THRESHOLD) {
+            tracing::debug!("cannot fix malloc's mmap threshold (not glibc?)");
+        }
         let panics = PanicWatch::install();
         let store = Store::open(&opts.store_path)?;
         let writer = Arc::new(StoreWriter::start(store, WriterOptions::default())?);
@@ -562,6 +568,10 @@ impl Daemon {
         Ok(())
     }
 }
+
+/// Allocations this large or larger are mapped on their own and unmapped
+/// when freed (see `selfheal_sys::memory::malloc_mmap_threshold`).
+const MMAP_THRESHOLD: usize = 64 * 1024;
 
 /// The HTTP server's limits, with the connection limit kept below the
 /// open-file limit (raised first): running out of descriptors would stall

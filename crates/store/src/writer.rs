@@ -3,8 +3,8 @@
 //! queued when the thread wakes is written in one transaction (one fsync).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -115,7 +115,12 @@ enum Msg {
 /// Writes emitted events to the store from a dedicated thread.
 #[derive(Debug)]
 pub struct StoreWriter {
-    tx: SyncSender<Msg>,
+    /// Unbounded, but `emit` keeps at most `capacity` events queued
+    /// (`queued`): a bounded std channel allocates and touches every slot
+    /// up front (4096 events: 1.2 MB resident, locked under mlockall).
+    tx: Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     counters: Arc<WriterCounters>,
     /// Set before shutdown so late `emit`s are refused instead of lost.
     closed: AtomicBool,
@@ -132,19 +137,23 @@ impl StoreWriter {
         if store.is_read_only() {
             return Err(WriterError::ReadOnly { path });
         }
-        let (tx, rx) = mpsc::sync_channel(options.capacity.max(1));
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let thread_queued = Arc::clone(&queued);
         let counters = Arc::new(WriterCounters::default());
         let thread_counters = Arc::clone(&counters);
         let max_batch = options.max_batch.max(1);
         let thread = thread::Builder::new()
             .name("selfheal-store".into())
-            .spawn(move || run(store, rx, &thread_counters, max_batch))
+            .spawn(move || run(store, rx, &thread_counters, &thread_queued, max_batch))
             .map_err(|source| WriterError::Spawn {
                 path: path.clone(),
                 source,
             })?;
         Ok(StoreWriter {
             tx,
+            queued,
+            capacity: options.capacity.max(1),
             counters,
             closed: AtomicBool::new(false),
             lost_reported: AtomicU64::new(0),
@@ -197,8 +206,8 @@ impl StoreWriter {
         self.check_lost()
     }
 
-    /// Sends a request and waits for its answer, by polling `try_send` when
-    /// a timeout is given (std's `send_timeout` is not stable).
+    /// Sends a request (never blocks: the channel is unbounded) and waits
+    /// for its answer, at most `timeout` when one is given.
     fn request<T>(
         &self,
         msg: Msg,
@@ -217,18 +226,7 @@ impl StoreWriter {
             path: self.path.clone(),
             timeout,
         };
-        let mut msg = msg;
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return Err(stopped()),
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Full(_)) => return Err(timed_out()),
-            }
-        }
+        self.tx.send(msg).map_err(|_| stopped())?;
         let left = deadline.saturating_duration_since(Instant::now());
         answer.recv_timeout(left).map_err(|e| match e {
             mpsc::RecvTimeoutError::Timeout => timed_out(),
@@ -255,8 +253,13 @@ impl EventSink for StoreWriter {
     /// when the channel is full or the writer has stopped. The writer
     /// thread logs drops, so this path does no I/O.
     fn emit(&self, event: Event) -> bool {
-        if !self.closed.load(Ordering::Relaxed) && self.tx.try_send(Msg::Event(event)).is_ok() {
-            return true;
+        if !self.closed.load(Ordering::Relaxed) {
+            if self.queued.fetch_add(1, Ordering::AcqRel) < self.capacity
+                && self.tx.send(Msg::Event(event)).is_ok()
+            {
+                return true;
+            }
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         false
@@ -277,7 +280,13 @@ impl Drop for StoreWriter {
 }
 
 /// The thread: batch, write, answer requests; never panics on I/O errors.
-fn run(mut store: Store, rx: Receiver<Msg>, counters: &WriterCounters, max_batch: usize) {
+fn run(
+    mut store: Store,
+    rx: Receiver<Msg>,
+    counters: &WriterCounters,
+    queued: &AtomicUsize,
+    max_batch: usize,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut flushes = Vec::new();
     let mut retentions = Vec::new();
@@ -293,7 +302,10 @@ fn run(mut store: Store, rx: Receiver<Msg>, counters: &WriterCounters, max_batch
         let Ok(mut msg) = first else { break };
         loop {
             match msg {
-                Msg::Event(e) => batch.push(e),
+                Msg::Event(e) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    batch.push(e);
+                }
                 Msg::Flush(reply) => flushes.push(reply),
                 Msg::Retention(r, reply) => retentions.push((r, reply)),
                 Msg::Shutdown => stopping = true,

@@ -9,6 +9,30 @@ use std::io::{IoSlice, IoSliceMut};
 
 use crate::error::{Result, SysError};
 
+/// Makes glibc's malloc serve every allocation of `bytes` or more with a
+/// mapping of its own, unmapped when freed, and keeps the threshold there
+/// (by default glibc raises it up to 32 MiB after large frees, after which
+/// large buffers come from the heap arenas). Under `mlockall` an arena
+/// never returns freed pages (madvise cannot drop locked pages), so a
+/// daemon whose threads build large temporary buffers would keep its peak
+/// forever. Returns false where this is not glibc or the call failed.
+pub fn malloc_mmap_threshold(bytes: usize) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let Ok(v) = i32::try_from(bytes) else {
+            return false;
+        };
+        // SAFETY: mallopt takes two integers and has no other effect than
+        // changing malloc's tuning.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, v) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = bytes;
+        false
+    }
+}
+
 /// Most iovecs the kernel takes in one call (`UIO_MAXIOV`).
 pub const IOV_MAX: usize = 1024;
 

@@ -295,7 +295,10 @@ async fn serve_tcp(stream: tokio::net::TcpStream, ctx: Arc<Ctx>, permit: OwnedSe
             let left = limit
                 .saturating_sub(t0.elapsed())
                 .max(Duration::from_millis(100));
-            serve_io(stream, ctx, Some(permit), false, left).await;
+            // Boxed: the waiting task then holds only this small future,
+            // not hyper's connection state inline (500 idle connections
+            // would otherwise each keep a task of several KiB).
+            Box::pin(serve_io(stream, ctx, Some(permit), false, left)).await;
         }
         Ok(Err(e)) => tracing::debug!("http connection: {e}"),
         Err(_) => {
