@@ -494,6 +494,14 @@ impl Daemon {
             ])?,
         };
         let sig_handle = signals.handle();
+        // A panic wakes the loop at once (-1 is no signal number), so it
+        // is recorded as an event without a periodic wake-up.
+        let panic_tx = Mutex::new(sig_tx.clone());
+        self.shared.panics.set_waker(Box::new(move || {
+            if let Ok(tx) = panic_tx.try_lock() {
+                let _ = tx.send(-1);
+            }
+        }));
         std::thread::Builder::new()
             .name("selfheal-signals".into())
             .stack_size(128 * 1024)
@@ -517,10 +525,10 @@ impl Daemon {
                 self.shared.cpus, self.config.sampler.period
             ));
         }
-        // Ping at half the watchdog interval; otherwise wake once a second.
-        let tick = watchdog.map_or(Duration::from_secs(1), |w| {
-            (w / 2).max(Duration::from_millis(10))
-        });
+        // Ping at half the watchdog interval; otherwise wake every 10 s
+        // (panics wake the loop at once; /healthz reads health itself):
+        // an idle daemon's main thread costs almost no wake-ups.
+        let tick = watchdog.map_or(IDLE_TICK, |w| (w / 2).max(Duration::from_millis(10)));
         let retention_every = self
             .config
             .store
@@ -531,7 +539,9 @@ impl Daemon {
         let mut was_healthy = true;
         let mut panics_recorded = 0;
         let reason = loop {
-            match sig_rx.recv_timeout(tick) {
+            let wait = tick.min(next_retention.saturating_duration_since(Instant::now()));
+            match sig_rx.recv_timeout(wait) {
+                Ok(-1) => {}
                 Ok(sig) => break format!("signal {}", selfheal_sys::signal::signal_name(sig)),
                 Err(RecvTimeoutError::Disconnected) => break "signal handler gone".to_string(),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -572,6 +582,10 @@ impl Daemon {
 /// Allocations this large or larger are mapped on their own and unmapped
 /// when freed (see `selfheal_sys::memory::malloc_mmap_threshold`).
 const MMAP_THRESHOLD: usize = 64 * 1024;
+
+/// How often the main loop wakes without a systemd watchdog to pet: to
+/// log a change of health and apply retention when due.
+const IDLE_TICK: Duration = Duration::from_secs(10);
 
 /// The HTTP server's limits, with the connection limit kept below the
 /// open-file limit (raised first): running out of descriptors would stall

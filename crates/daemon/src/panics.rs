@@ -36,9 +36,20 @@ pub struct PanicRecord {
 }
 
 /// Every panic seen since the hook was installed.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PanicWatch {
     records: Mutex<Vec<PanicRecord>>,
+    /// Called after each record: wakes the main loop, which otherwise
+    /// sleeps for seconds at a time.
+    waker: Mutex<Option<Box<dyn Fn() + Send>>>,
+}
+
+impl std::fmt::Debug for PanicWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PanicWatch")
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
 }
 
 static WATCH: OnceLock<Arc<PanicWatch>> = OnceLock::new();
@@ -69,11 +80,22 @@ impl PanicWatch {
                             fatal,
                         });
                     }
+                    if let Ok(waker) = w.waker.try_lock() {
+                        if let Some(wake) = waker.as_ref() {
+                            wake();
+                        }
+                    }
                     previous(info);
                 }));
                 watch
             })
             .clone()
+    }
+
+    /// Calls `wake` after every panic recorded from now on (it must not
+    /// block or panic).
+    pub fn set_waker(&self, wake: Box<dyn Fn() + Send>) {
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
     }
 
     /// Records from index `from` on.

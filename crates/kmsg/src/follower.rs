@@ -2,15 +2,18 @@
 //! [`KernelReport`] to a callback.
 //!
 //! Each `read(2)` of /dev/kmsg returns exactly one record. The device is
-//! opened non-blocking and waited on with `poll(2)` (a timeout lets the
-//! thread notice a stop request, and close a report whose last line has
-//! arrived). `EPIPE` means the ring buffer overwrote records before we read
+//! opened non-blocking and waited on with `poll(2)` together with a socket
+//! that a stop request writes to, so an idle follower sleeps without a
+//! timer (a timeout only while a report is open, to close it once its
+//! last line has arrived). `EPIPE` means the ring buffer overwrote records before we read
 //! them: they are counted and reading continues with the oldest record left.
 
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -101,6 +104,8 @@ impl KmsgStats {
 #[derive(Debug)]
 pub struct KmsgFollower {
     stop: Arc<AtomicBool>,
+    /// Written to on stop: wakes the thread's `poll` at once.
+    stop_wake: UnixStream,
     handle: Option<JoinHandle<()>>,
     stats: Arc<KmsgStats>,
 }
@@ -127,6 +132,7 @@ impl KmsgFollower {
             let _ = file.seek(SeekFrom::End(0));
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let (stop_wake, stop_wait) = UnixStream::pair().map_err(KmsgError::Spawn)?;
         let stats = Arc::new(KmsgStats::default());
         let (stop2, stats2) = (stop.clone(), stats.clone());
         let boot_unix_ms = boot_time_unix_ms(&options.uptime_path);
@@ -141,15 +147,16 @@ impl KmsgFollower {
                     on_report(r);
                 };
                 while !stop2.load(Ordering::Relaxed) {
-                    let wait = if asm.is_open() {
-                        QUIET_FLUSH
-                    } else {
-                        // Idle: only to notice a stop request (shutdown waits at most this).
-                        Duration::from_secs(1)
-                    };
-                    match selfheal_sys::poll::poll_readable(file.as_fd(), Some(wait)) {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    // Idle: no timeout. A stop request wakes the poll
+                    // through `stop_wait`; no periodic wake-up is needed.
+                    let wait = asm.is_open().then_some(QUIET_FLUSH);
+                    match selfheal_sys::child::poll_readable_any(
+                        &[file.as_fd(), stop_wait.as_fd()],
+                        wait,
+                    ) {
+                        Ok(mask) if mask & 0b10 != 0 => break,
+                        Ok(mask) if mask & 0b01 != 0 => {}
+                        Ok(_) => {
                             if let Some(r) = asm.flush() {
                                 emit(r, &stats2);
                             }
@@ -196,6 +203,7 @@ impl KmsgFollower {
             .map_err(KmsgError::Spawn)?;
         Ok(KmsgFollower {
             stop,
+            stop_wake,
             handle: Some(handle),
             stats,
         })
@@ -211,13 +219,14 @@ impl KmsgFollower {
         self.handle.as_ref().is_some_and(|h| !h.is_finished())
     }
 
-    /// Stops the thread (within about a second).
+    /// Stops the thread (at once, unless it is handing a report over).
     pub fn stop(mut self) {
         self.stop_and_join();
     }
 
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = (&self.stop_wake).write_all(b"x");
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

@@ -71,6 +71,26 @@ impl StatCounters {
     }
 }
 
+impl StatCounters {
+    /// Copies `other` into `self` without allocating when both were made
+    /// for the same number of CPUs (derived `clone_from` reallocates).
+    pub fn copy_from(&mut self, other: &StatCounters) {
+        if self.cpus.len() != other.cpus.len() || self.cpu_present.len() != other.cpu_present.len()
+        {
+            *self = other.clone();
+            return;
+        }
+        self.total = other.total;
+        self.cpus.copy_from_slice(&other.cpus);
+        self.cpu_present.copy_from_slice(&other.cpu_present);
+        self.context_switches = other.context_switches;
+        self.interrupts = other.interrupts;
+        self.forks = other.forks;
+        self.procs_running = other.procs_running;
+        self.procs_blocked = other.procs_blocked;
+    }
+}
+
 fn parse_ticks(rest: &mut dyn Iterator<Item = &[u8]>) -> CpuTicks {
     let mut v = [0u64; 8];
     for slot in v.iter_mut() {

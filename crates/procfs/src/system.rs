@@ -101,6 +101,8 @@ pub struct ReaderOptions {
     /// Read the slow sources (/proc/vmstat, /proc/pressure/*) every this
     /// many reads. vmstat is the most expensive file (the kernel sums
     /// per-CPU event counters) and PSI averages only change every 2 s.
+    /// When above 1, a *quiet* read (see [`SystemReader::read`]) also
+    /// leaves /proc/meminfo and the disks to the slow cadence.
     pub slow_every: u64,
 }
 
@@ -125,6 +127,9 @@ pub struct SystemCounters {
     /// True when this read refreshed the slow sources (`vm`, `psi_*`);
     /// otherwise they hold what an earlier read left.
     pub slow_fresh: bool,
+    /// True when this read refreshed `mem` and `disks`; false after a
+    /// quiet read, where they repeat the last refresh.
+    pub mem_fresh: bool,
     /// /proc/vmstat (see `slow_fresh`).
     pub vm: VmStat,
     /// Tracked block devices; capacity [`MAX_DISKS`], never reallocated.
@@ -147,6 +152,7 @@ impl SystemCounters {
             stat: StatCounters::with_cpus(cpus),
             mem: MemInfo::default(),
             slow_fresh: false,
+            mem_fresh: false,
             vm: VmStat::default(),
             disks: Vec::with_capacity(MAX_DISKS),
             disk_present: Vec::with_capacity(MAX_DISKS),
@@ -176,7 +182,24 @@ pub struct SystemReader {
     psi: [Option<ProcFile>; 3],
     features: Features,
     notes: Vec<String>,
+    /// /proc/stat at the previous read, to tell whether this one is quiet.
+    last_stat: StatCounters,
+    /// When the previous read finished (`None` before the first).
+    last_read_at: Option<Instant>,
+    /// /proc/meminfo at its last refresh.
+    last_mem: MemInfo,
+    /// Clock ticks per second of /proc/stat's counters.
+    ticks_per_second: f64,
 }
+
+/// A quiet interval: every CPU idle (not waiting for I/O) at least this
+/// share of its ticks.
+const QUIET_IDLE_PERCENT: u64 = 50;
+/// ... and accounted at least this share of the ticks the interval should
+/// have had (a CPU looping with interrupts off takes none).
+const QUIET_ACCOUNTED_PERCENT: f64 = 75.0;
+/// ... and at least this share of memory available at the last refresh.
+const QUIET_MEM_AVAILABLE_PERCENT: u64 = 25;
 
 impl SystemReader {
     /// Opens the files under `root` (normally `/proc`) with default options
@@ -251,12 +274,17 @@ impl SystemReader {
             psi,
             features: Features::default(),
             notes,
+            last_stat: StatCounters::with_cpus(cpus),
+            last_read_at: None,
+            last_mem: MemInfo::default(),
+            ticks_per_second: selfheal_sys::sched::clock_ticks_per_second() as f64,
         };
         reader.rescan_disks()?;
         let mut probe = SystemCounters::with_cpus(cpus);
         reader.read(&mut probe)?;
         // The caller's first read should be a full one (its baseline).
         reader.reads = 0;
+        reader.last_read_at = None;
         reader.features = Features {
             psi: reader.psi.iter().any(Option::is_some),
             mem_available: probe.mem.available_bytes.is_some(),
@@ -315,7 +343,19 @@ impl SystemReader {
         Ok(())
     }
 
-    /// Reads every file into `out`. Allocation-free once buffers are sized.
+    /// Reads the files into `out`. Allocation-free once buffers are sized.
+    ///
+    /// /proc/stat is read every time; /proc/vmstat and /proc/pressure/*
+    /// every `slow_every` reads. /proc/meminfo and the disks are read every
+    /// time too, except on a *quiet* read between two slow ones: since the
+    /// previous read every CPU was idle at least half its ticks (iowait
+    /// does not count as idle) with its accounting running, no task was
+    /// blocked on I/O, no more tasks were runnable than CPUs are online,
+    /// and at least a quarter of memory was available at the last refresh.
+    /// Memory cannot run out without some CPU working to take it, so a
+    /// quiet read repeats the last `mem` and `disks` (`mem_fresh` false)
+    /// and the first busy read refreshes them again: at idle the reader
+    /// costs one file per read instead of three or more.
     pub fn read(&mut self, out: &mut SystemCounters) -> Result<(), ProcError> {
         let slow = self.reads.is_multiple_of(self.options.slow_every);
         self.reads += 1;
@@ -326,14 +366,24 @@ impl SystemReader {
                 what: "no aggregate cpu line",
             });
         }
-        let text = self.meminfo.refresh()?;
-        if !parse_meminfo(text, &mut out.mem) {
-            return Err(ProcError::Parse {
-                path: self.meminfo.path.clone(),
-                what: "no MemTotal",
-            });
+        let now = Instant::now();
+        let quiet = !slow && self.quiet_since_last(&out.stat, now);
+        self.last_stat.copy_from(&out.stat);
+        self.last_read_at = Some(now);
+        out.mem_fresh = !quiet;
+        if quiet {
+            out.mem = self.last_mem;
+        } else {
+            let text = self.meminfo.refresh()?;
+            if !parse_meminfo(text, &mut out.mem) {
+                return Err(ProcError::Parse {
+                    path: self.meminfo.path.clone(),
+                    what: "no MemTotal",
+                });
+            }
+            self.last_mem = out.mem;
+            self.read_disks()?;
         }
-        self.read_disks()?;
         out.disks.clear();
         out.disks.extend_from_slice(&self.disks);
         out.disk_present.clear();
@@ -359,6 +409,49 @@ impl SystemReader {
         }
         out.taken_at = Instant::now();
         Ok(())
+    }
+
+    /// Whether the interval since the previous read was quiet (see
+    /// [`SystemReader::read`]), judged from `stat` just read.
+    fn quiet_since_last(&self, stat: &StatCounters, now: Instant) -> bool {
+        let Some(last) = self.last_read_at else {
+            return false;
+        };
+        let m = &self.last_mem;
+        let available = m.available_bytes.unwrap_or(m.free_bytes + m.cached_bytes);
+        let online = stat.cpu_present.iter().filter(|p| **p).count() as u64;
+        if stat.procs_blocked > 0
+            || stat.procs_running > online
+            || m.total_bytes == 0
+            || available.saturating_mul(100)
+                < m.total_bytes.saturating_mul(QUIET_MEM_AVAILABLE_PERCENT)
+        {
+            return false;
+        }
+        let expected = now.saturating_duration_since(last).as_secs_f64() * self.ticks_per_second;
+        let prev = &self.last_stat;
+        for (i, cur) in stat.cpus.iter().enumerate() {
+            let was = prev.cpu_present.get(i).copied().unwrap_or(false);
+            let is = stat.cpu_present[i];
+            if was != is {
+                return false;
+            }
+            if !is {
+                continue;
+            }
+            let Some(p) = prev.cpus.get(i) else {
+                return false;
+            };
+            let total = cur.total().saturating_sub(p.total());
+            let idle = cur.idle.saturating_sub(p.idle);
+            if total == 0
+                || (total as f64) < expected * QUIET_ACCOUNTED_PERCENT / 100.0
+                || idle * 100 < total * QUIET_IDLE_PERCENT
+            {
+                return false;
+            }
+        }
+        true
     }
 
     fn read_disks(&mut self) -> Result<(), ProcError> {
@@ -560,6 +653,86 @@ mod tests {
             })
             .collect();
         assert_eq!(fresh, vec![true, false, false, true, false, false]);
+    }
+
+    /// Writes a /proc-like tree with the given per-CPU (user, idle, iowait)
+    /// ticks, `procs_blocked` and MemAvailable (kB of 1000000).
+    fn write_tree(dir: &Path, cpus: &[(u64, u64, u64)], blocked: u64, avail_kb: u64) {
+        let mut stat = String::new();
+        let t: (u64, u64, u64) = cpus
+            .iter()
+            .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+        stat += &format!("cpu  {} 0 0 {} {} 0 0 0 0 0\n", t.0, t.1, t.2);
+        for (i, c) in cpus.iter().enumerate() {
+            stat += &format!("cpu{i} {} 0 0 {} {} 0 0 0 0 0\n", c.0, c.1, c.2);
+        }
+        stat += &format!("intr 1\nctxt 1\nprocesses 1\nprocs_running 1\nprocs_blocked {blocked}\n");
+        std::fs::write(dir.join("stat"), stat).unwrap();
+        std::fs::write(
+            dir.join("meminfo"),
+            format!("MemTotal: 1000000 kB\nMemFree: {avail_kb} kB\nMemAvailable: {avail_kb} kB\nCached: 0 kB\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn quiet_reads_skip_meminfo_until_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmstat"), "pgmajfault 5\n").unwrap();
+        let hz = selfheal_sys::sched::clock_ticks_per_second();
+        // ~100 ms of ticks per CPU per step, so the accounting looks alive.
+        let step = (hz / 10).max(1);
+        let mut t = 1000;
+        let mut tree = |idle_share: u64, blocked: u64, avail: u64, t: &mut u64| {
+            *t += step;
+            let idle = *t * idle_share / 100;
+            write_tree(
+                dir.path(),
+                &[(*t - idle, idle, 0), (*t - idle, idle, 0)],
+                blocked,
+                avail,
+            );
+        };
+        tree(100, 0, 900_000, &mut t);
+        let mut r = SystemReader::with_options(
+            dir.path(),
+            ReaderOptions {
+                sys_root: None,
+                slow_every: 5,
+            },
+        )
+        .unwrap();
+        let mut c = r.new_counters();
+        let read = |r: &mut SystemReader, c: &mut SystemCounters| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            r.read(c).unwrap();
+            (c.mem_fresh, c.mem.available_bytes.unwrap() / 1024)
+        };
+        // The first read is full (slow); then idle: quiet, memory repeated.
+        tree(100, 0, 900_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (true, 900_000));
+        tree(100, 0, 800_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (false, 900_000), "idle: quiet read");
+        // A busy CPU: read at once, in the same read.
+        tree(10, 0, 700_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (true, 700_000), "busy: fresh");
+        // Blocked tasks are not quiet either.
+        tree(100, 1, 600_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (true, 600_000), "blocked task: fresh");
+        tree(100, 0, 500_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (false, 600_000), "quiet again");
+        // Every fifth read is a slow one: always fresh.
+        tree(100, 0, 400_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (true, 400_000), "slow read");
+        // Low memory at the last refresh: never quiet.
+        tree(10, 0, 200_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (true, 200_000));
+        tree(100, 0, 100_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (true, 100_000), "low memory: fresh");
+        // Stopped accounting (no ticks at all) is not quiet.
+        tree(100, 0, 900_000, &mut t);
+        assert_eq!(read(&mut r, &mut c), (true, 900_000));
+        assert_eq!(read(&mut r, &mut c), (true, 900_000), "no ticks: fresh");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use selfheal_procfs::diskstats::DevName;
+use selfheal_procfs::diskstats::{DevName, DiskCounters};
 use selfheal_procfs::stat::CpuTicks;
 use selfheal_procfs::system::{Features, ReaderOptions, SystemCounters, SystemReader, MAX_DISKS};
 use selfheal_procfs::vmstat::VmStat;
@@ -86,6 +86,13 @@ pub struct Sampler {
     /// Slow metrics as last computed, carried into every sample until the
     /// next refresh.
     slow_values: [f64; SLOW_METRICS.len()],
+    /// Disk counters at their last refresh, and when (the reader skips the
+    /// disks on quiet reads: rates are over the time between refreshes).
+    disk_base: Vec<DiskCounters>,
+    disk_base_at: Instant,
+    /// Disk metrics as last computed, carried until the next refresh.
+    disk_values: Vec<[f64; DiskMetric::COUNT]>,
+    disk_names: Vec<DevName>,
 }
 
 /// Metrics computed from the slow sources.
@@ -127,7 +134,13 @@ impl Sampler {
         // The first read refreshes everything: it is the baseline for rates.
         reader.read(&mut prev)?;
         let cur = prev.clone();
+        let mut disk_base = Vec::with_capacity(MAX_DISKS);
+        disk_base.extend_from_slice(&prev.disks);
         Ok(Sampler {
+            disk_base,
+            disk_base_at: prev.taken_at,
+            disk_values: Vec::with_capacity(MAX_DISKS),
+            disk_names: Vec::with_capacity(MAX_DISKS),
             reader,
             slow_prev: SlowState {
                 vm: prev.vm,
@@ -167,6 +180,22 @@ impl Sampler {
         self.reader.read(&mut self.cur)?;
         self.seq += 1;
         compute(&self.prev, &self.cur, self.ticks_per_second, out);
+        if self.cur.mem_fresh {
+            compute_disks(
+                &self.disk_base,
+                self.disk_base_at,
+                &self.cur,
+                &mut self.disk_values,
+                &mut self.disk_names,
+            );
+            self.disk_base.clear();
+            self.disk_base.extend_from_slice(&self.cur.disks);
+            self.disk_base_at = self.cur.taken_at;
+        }
+        out.disks.clear();
+        out.disks.extend_from_slice(&self.disk_values);
+        out.disk_names.clear();
+        out.disk_names.extend_from_slice(&self.disk_names);
         if self.cur.slow_fresh {
             compute_slow(&self.slow_prev, &self.cur, &mut self.slow_values);
             self.slow_prev = SlowState {
@@ -288,24 +317,37 @@ fn compute(prev: &SystemCounters, cur: &SystemCounters, ticks_per_second: f64, o
         s[SystemMetric::MemAvailablePercent.index()] =
             100.0 * available as f64 / m.total_bytes as f64;
     }
+}
 
-    // Disks: the current table may have grown (hot-plug) since `prev`.
-    out.disks.clear();
-    out.disk_names.clear();
-    let ms = secs * 1000.0;
+/// Disk metrics from the counters at their previous refresh (`base`, read
+/// at `base_at`) to `cur`'s. The current table may have grown (hot-plug).
+fn compute_disks(
+    base: &[DiskCounters],
+    base_at: Instant,
+    cur: &SystemCounters,
+    values: &mut Vec<[f64; DiskMetric::COUNT]>,
+    names: &mut Vec<DevName>,
+) {
+    values.clear();
+    names.clear();
+    let ms = cur
+        .taken_at
+        .saturating_duration_since(base_at)
+        .as_secs_f64()
+        * 1000.0;
     for (i, d) in cur.disks.iter().enumerate() {
         let mut v = [f64::NAN; DiskMetric::COUNT];
         if cur.disk_present.get(i).copied().unwrap_or(false) {
             v[DiskMetric::InFlight.index()] = d.in_flight as f64;
-            if let Some(p) = prev.disks.get(i) {
+            if let Some(p) = base.get(i) {
                 if ms > 0.0 && d.io_ticks_ms >= p.io_ticks_ms {
                     let busy = 100.0 * (d.io_ticks_ms - p.io_ticks_ms) as f64 / ms;
                     v[DiskMetric::BusyPercent.index()] = busy.min(100.0);
                 }
             }
         }
-        out.disks.push(v);
-        out.disk_names.push(d.name);
+        values.push(v);
+        names.push(d.name);
     }
 }
 
