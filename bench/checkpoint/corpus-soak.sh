@@ -5,8 +5,9 @@
 # a fault-free run of the same command (crates/cli/tests/corpus_harness).
 # Prints a Markdown table per program: injections, rollbacks done,
 # refusals and restarts with their reasons, runs whose result differs,
-# runs that did not end within the deadline (hung), and silently wrong
-# runs (exit 0, different result: must be 0).
+# crashed program processes no rollback event names, runs that did not
+# end within the deadline (hung), and silently wrong runs (exit 0,
+# different result: must be 0).
 #
 #   bench/checkpoint/corpus-soak.sh [N] [OUT_DIR] [PROGRAMS]
 #
@@ -45,8 +46,8 @@ by = collections.OrderedDict()
 for r in runs:
     by.setdefault(r["case"], []).append(r)
 print()
-print("| program | runs | injected | rollbacks | refused (reason × n) | restarts | differing runs (all explained?) | hung | silently wrong | longest run s |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| program | runs | injected | rollbacks | refused (reason × n) | restarts | differing runs (all explained?) | crashed processes without event | hung | silently wrong | longest run s |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 tot = collections.Counter()
 for case, rs in by.items():
     reasons = collections.Counter(x for r in rs for x in r["impossible"])
@@ -58,19 +59,20 @@ for case, rs in by.items():
         rollbacks=sum(r["rolled_back"] for r in rs),
         refused=sum(reasons.values()), restarts=sum(r["restarts"] for r in rs),
         differ=len(differ), unexplained=len(unexplained), wrong=wrong,
-        hung=sum(r.get("hung", False) for r in rs))
+        hung=sum(r.get("hung", False) for r in rs),
+        noevent=sum(len(r.get("unaccounted", [])) for r in rs))
     tot.update(c)
     why = ", ".join(f"{k} × {v}" for k, v in reasons.most_common()) or "-"
     print(f"| {case} | {c['runs']} | {c['injected']} | {c['rollbacks']} | {c['refused']}: {why} | "
           f"{c['restarts']} | {c['differ']} ({'yes' if not unexplained else f'{len(unexplained)} not'}) | "
-          f"{c['hung']} | {wrong} | {max(r['wall_ms'] for r in rs) / 1e3:.1f} |")
+          f"{c['noevent']} | {c['hung']} | {wrong} | {max(r['wall_ms'] for r in rs) / 1e3:.1f} |")
 print(f"| **all** | {tot['runs']} | {tot['injected']} | {tot['rollbacks']} | {tot['refused']} | "
-      f"{tot['restarts']} | {tot['differ']} ({tot['unexplained']} unexplained) | {tot['hung']} | **{tot['wrong']}** | |")
+      f"{tot['restarts']} | {tot['differ']} ({tot['unexplained']} unexplained) | {tot['noevent']} | {tot['hung']} | **{tot['wrong']}** | |")
 nonzero = [r for r in runs if r["exit"] != 0]
 if nonzero:
     print()
     print("Runs that did not exit 0:", ", ".join(f"{r['case']} (exit {r['exit']}, {r['impossible']})" for r in nonzero))
-sys.exit(1 if tot["wrong"] or tot["unexplained"] or tot["hung"] else 0)
+sys.exit(1 if tot["wrong"] or tot["unexplained"] or tot["hung"] or tot["noevent"] else 0)
 PY
 [ "$status" = 0 ] || { echo "the soak test failed (exit $status): see $OUT/test.log" >&2; tail -20 "$OUT/test.log" >&2; }
 [ "$status" = 0 ] && [ "$py" = 0 ]

@@ -71,11 +71,9 @@ fn check(out: &Outcome) {
         out.to_json(),
         out.events
     );
-    // A program that catches the signal itself and re-raises it (zstd)
-    // leads to two rollback events for one injection.
     assert!(
-        out.rolled_back + out.impossible.len() >= out.injected,
-        "every injection is rolled back or refused with a reason: {}\n{}",
+        out.unaccounted.is_empty(),
+        "every process crashed is rolled back or refused with a reason: {}\n{}",
         out.to_json(),
         out.events
     );
@@ -90,9 +88,18 @@ macro_rules! corpus_test {
             }
             let _one = serial();
             let mut rng = Rng::new();
-            if let Some(out) = one($name, 3, CI_SCALE, &mut rng) {
+            // A run that ended before the first signal proves nothing:
+            // up to three runs until one was crashed.
+            for _ in 0..3 {
+                let Some(out) = one($name, 3, CI_SCALE, &mut rng) else {
+                    return;
+                };
                 check(&out);
+                if out.injected > 0 {
+                    return;
+                }
             }
+            panic!("{}: no run lasted until a signal", $name);
         }
     };
 }

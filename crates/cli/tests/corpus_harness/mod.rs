@@ -156,6 +156,11 @@ pub const CASES: &[Case] = &[
     },
 ];
 
+/// The programs are the distribution's: a version manager's shim first
+/// in the caller's PATH (pyenv's bash script for python3) would be tested
+/// instead of the program.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Why `case` cannot run here.
 pub fn missing(case: &Case) -> Option<String> {
     let absent: Vec<&str> = case
@@ -165,6 +170,7 @@ pub fn missing(case: &Case) -> Option<String> {
         .filter(|p| {
             !Command::new("sh")
                 .args(["-c", &format!("command -v {p}")])
+                .env("PATH", PATH)
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
@@ -326,6 +332,7 @@ pub fn reference(inputs: &Path, dir: &Path, case: &Case) -> (BTreeMap<String, Ve
     let t = Instant::now();
     let st = Command::new(case.argv[0])
         .args(&case.argv[1..])
+        .env("PATH", PATH)
         .current_dir(dir)
         .stdin(stdin)
         .stdout(stdout)
@@ -342,6 +349,10 @@ pub struct Outcome {
     pub case: &'static str,
     /// SIGSEGVs delivered.
     pub injected: usize,
+    /// SIGSEGVs not sent: no program was running at that moment.
+    pub missed: usize,
+    /// Program processes signalled that no `rollback` event names.
+    pub unaccounted: Vec<i32>,
     /// Rollbacks done.
     pub rolled_back: usize,
     /// Impossible rollbacks, by reason.
@@ -371,6 +382,8 @@ impl Outcome {
         json!({
             "case": self.case,
             "injected": self.injected,
+            "missed": self.missed,
+            "unaccounted": self.unaccounted,
             "rolled_back": self.rolled_back,
             "impossible": self.impossible,
             "restarts": self.restarts,
@@ -401,6 +414,17 @@ fn program_of(sandbox_pids: &[i32], parent: i32) -> Option<i32> {
                 .and_then(|pp| pp.parse::<i32>().ok())
                 == Some(parent)
         })
+    })
+}
+
+/// SIGSEGV is pending for process `pid` (shared or for its leader).
+fn segv_pending(pid: i32) -> bool {
+    let bit = 1u64 << 10;
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .filter(|l| l.starts_with("ShdPnd:") || l.starts_with("SigPnd:"))
+            .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+            .any(|m| m & bit != 0)
     })
 }
 
@@ -449,6 +473,7 @@ pub fn supervised(
     let (mut cmd, sandbox) = sandboxed(&argv);
     let t = Instant::now();
     let mut child = cmd
+        .env("PATH", PATH)
         .current_dir(dir)
         .stdin(stdin)
         .stdout(stdout)
@@ -459,24 +484,54 @@ pub fn supervised(
     // holding them would (rightly) make every rollback impossible.
     drop(cmd);
     let me = child.id() as i32;
-    // Moments within the fault-free duration, in order.
+    // The clock starts when the program runs (selfheal's own start-up
+    // takes seconds on a loaded machine). Moments within 10-70 % of the
+    // fault-free duration, in order: a signal sent as the program exits
+    // reaches no one who could roll it back, and would count as lost.
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until
+        && program_of(&sandbox_pids(&sandbox, me), me).is_none()
+        && child.try_wait().is_ok_and(|s| s.is_none())
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
     let span_ms = span.as_millis().max(200) as u64;
     let mut at: Vec<u64> = (0..signals)
-        .map(|_| rng.millis(span_ms / 10, span_ms * 9 / 10).as_millis() as u64)
+        .map(|i| match i {
+            // The first one early, so that a run that is much faster than
+            // the fault-free one was (a loaded machine) still gets it.
+            0 => rng.millis(50, (span_ms * 3 / 10).clamp(51, 300)),
+            _ => rng.millis(span_ms / 10, span_ms * 7 / 10),
+        })
+        .map(|d| d.as_millis() as u64)
         .collect();
     at.sort_unstable();
     let mut injected = 0;
+    let mut missed = 0;
+    let mut signaled = Vec::new();
     for ms in at {
-        let when = t + Duration::from_millis(ms);
+        let when = started + Duration::from_millis(ms);
         std::thread::sleep(when.saturating_duration_since(Instant::now()));
         if let Ok(Some(_)) = child.try_wait() {
             break;
         }
         let pids = sandbox_pids(&sandbox, me);
-        if let Some(p) = program_of(&pids, me) {
-            if send(p, sig("SIGSEGV")) {
+        match program_of(&pids, me) {
+            Some(p) if send(p, sig("SIGSEGV")) => {
                 injected += 1;
+                if !signaled.contains(&p) {
+                    signaled.push(p);
+                }
+                // Signals do not queue: one sent while the last is still
+                // pending (the program stopped for a checkpoint on a
+                // loaded machine) would merge with it.
+                let until = Instant::now() + Duration::from_secs(10);
+                while segv_pending(p) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
+            _ => missed += 1,
         }
     }
     // Generous for a loaded machine, but a supervisor that never ends is
@@ -521,6 +576,15 @@ pub fn supervised(
             }
         })
         .collect();
+    // Every program process that got a SIGSEGV was rolled back or its
+    // rollback refused with a reason. (Several signals to one process may
+    // end in one event: a program whose own handler is printing a stack
+    // trace takes the next one as it dies.)
+    let unaccounted: Vec<i32> = signaled
+        .iter()
+        .copied()
+        .filter(|p| !rb.iter().any(|e| e["details"]["pid"] == *p))
+        .collect();
     let got = result(dir, case);
     let differs: Vec<String> = expected
         .iter()
@@ -530,6 +594,8 @@ pub fn supervised(
     Outcome {
         case: case.name,
         injected,
+        missed,
+        unaccounted,
         rolled_back: done,
         impossible,
         restarts: kinds(&events, "app_restart").len(),
