@@ -126,7 +126,25 @@ fn measure(
     name: &str,
     i: usize,
 ) -> Option<Vec<f64>> {
-    let diag = d.wait(Duration::from_secs(15), lists(pid))?;
+    let Some(diag) = d.wait(Duration::from_secs(15), lists(pid)) else {
+        // Say what the daemon concluded instead, if anything.
+        println!(
+            "{name} #{i:02}: pid {pid} (in D since {onset}) not listed within 15 s; meanwhile:"
+        );
+        for e in d
+            .new_events()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Diagnosis | EventKind::Dismissed))
+        {
+            println!(
+                "  {} +{} ms: {}",
+                e.kind.as_str(),
+                e.time_unix_ms - onset,
+                e.message
+            );
+        }
+        return None;
+    };
     let after = (diag.time_unix_ms - onset) as f64 - bound_ms;
     // The daemon's onset: its event time minus the latency it states.
     let stated = diag.details["detection_latency_ms"].as_f64()?;
