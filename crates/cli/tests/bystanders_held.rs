@@ -402,15 +402,21 @@ fn held_tasks_are_recorded_and_never_acted_on() {
             });
             let sb = sandbox(&parent, "fsfreeze", false, false);
             let data = mnt.join("data");
+            // Both start writing only when told (`fs-go`), just before the
+            // freeze: started at once, they could finish (3.6 s, 2.4 s)
+            // before the rest of the setup does on a busy machine, and
+            // nothing would be frozen under them.
+            let fs_go = s.join("fs-go");
             // python3 writes 4 KiB chunks (write(2) on an open file) …
             let writer = sb
                 .spawn(
                     Command::new("python3")
                         .args([
                             "-c",
-                            "import sys,time\nwith open(sys.argv[1],'wb') as f:\n for i in range(120):\n  f.write(bytes((i+j)%251 for j in range(4096))); f.flush(); time.sleep(0.03)\n",
+                            "import os,sys,time\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.01)\nwith open(sys.argv[1],'wb') as f:\n for i in range(120):\n  f.write(bytes((i+j)%251 for j in range(4096))); f.flush(); time.sleep(0.03)\n",
                         ])
-                        .arg(&data),
+                        .arg(&data)
+                        .arg(&fs_go),
                 )
                 .unwrap();
             // … and a shell appends lines (open(2) for each).
@@ -420,10 +426,11 @@ fn held_tasks_are_recorded_and_never_acted_on() {
                     Command::new("sh")
                         .args([
                             "-c",
-                            "i=0; while [ $i -lt 80 ]; do echo line$i >> \"$1\"; i=$((i+1)); sleep 0.03; done",
+                            "while [ ! -e \"$2\" ]; do sleep 0.01; done; i=0; while [ $i -lt 80 ]; do echo line$i >> \"$1\"; i=$((i+1)); sleep 0.03; done",
                             "sh",
                         ])
-                        .arg(&lines),
+                        .arg(&lines)
+                        .arg(&fs_go),
                 )
                 .unwrap();
             let expect_data: Vec<u8> = (0..120usize)
@@ -677,6 +684,7 @@ fn held_tasks_are_recorded_and_never_acted_on() {
         .chain(frozen_v2_plain.iter())
         .copied()
         .collect();
+    std::fs::write(s.join("fs-go"), "").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     if let Some(m) = &frozen_mount {
         sh("fsfreeze", &["-f", m.to_str().unwrap()]).unwrap();
