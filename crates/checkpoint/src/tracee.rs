@@ -380,7 +380,15 @@ impl Tracee {
                         self.threads.insert(self.pid, st);
                         self.generation += 1;
                         notices.push(Notice::Exec);
+                        // Not a place to touch registers either (the end of
+                        // execve sets rax on the way out). An interrupt sent
+                        // before the exec may be gone with the old thread:
+                        // ask again, or the new program runs (or ends) while
+                        // the stop waits for it and the exec goes unseen.
                         self.cont_keep(self.pid, st)?;
+                        if st == ThreadState::Stopping {
+                            self.try_gone(pt::interrupt(self.pid))?;
+                        }
                     }
                     pt::PTRACE_EVENT_STOP => {
                         // The kernel reports the stop signal while the
