@@ -96,6 +96,11 @@ fn guest_hang_and_panic_are_rolled_back_in_place_and_a_stopped_qemu_is_left_alon
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // A rollback reaches back up to 10 s (further on a second
+        // attempt); faults come once the boot is further back than that, so
+        // the guest never re-runs its init (the console would show that as
+        // a second BOOT line, with the same boot id).
+        std::thread::sleep(Duration::from_secs(12));
         wait_for("heartbeats", Duration::from_secs(30), || {
             metrics
                 .heartbeats

@@ -30,6 +30,10 @@ const MODULES: &[&str] = &[
 
 const INIT_HEAD: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
+# The kernel's boot id, read first: it is made on the first read, so a
+# rollback to before that read would make a new one. A reboot changes it; a
+# rollback (which may replay the BOOT line below) does not.
+BOOT_ID=$(/bin/busybox cat /proc/sys/kernel/random/boot_id)
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
@@ -40,9 +44,7 @@ port() { for d in /sys/class/virtio-ports/*; do [ "$(cat $d/name 2>/dev/null)" =
 i=0
 while [ -z "$(port org.selfheal.0)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 LINK=$(port org.selfheal.0); TRIG=$(port org.selfheal.trigger)
-# The kernel's boot id: a new one on a reboot, the same after a rollback
-# (which may replay this line when it reaches back before it).
-echo "BOOT id=$(cat /proc/sys/kernel/random/boot_id) link=$LINK trig=$TRIG"
+echo "BOOT id=$BOOT_ID link=$LINK trig=$TRIG"
 echo 1 > /proc/sys/kernel/sysrq
 # Stand-in for the guest's selfheal: a heartbeat every 100 ms; after the
 # hang trigger this loop spins without beating.
