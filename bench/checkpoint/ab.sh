@@ -1,11 +1,16 @@
 #!/bin/bash
-# Interleaved A/B of one program: unsupervised, checkpointed at INTERVAL
-# with pre-copy, and checkpointed without pre-copy, REPS rounds in turn (so
-# drifts of a shared machine hit all three alike). Prints each run and the
-# medians with overheads against the unsupervised median.
+# Interleaved A/B of one program: unsupervised and checkpointed at
+# INTERVAL in several configurations, REPS rounds in turn (so drifts of a
+# shared machine hit all alike). Prints each run and the medians with
+# overheads against the unsupervised median.
 #
 #   bench/checkpoint/ab.sh [REPS] [INTERVAL] -- CMD [ARGS...]
 #   bench/checkpoint/ab.sh 7 50ms -- ./churn 100 20000 2    (from OUT of run.sh)
+#   CONFIGS="none precopy no-files" bench/checkpoint/ab.sh 9 50ms -- ./churn 100 20000 2
+#
+# CONFIGS (default "none precopy no-precopy"): none (unsupervised),
+# precopy (the defaults: pre-copy, file tracking by seccomp user
+# notification), no-precopy, no-files (pre-copy, no file tracking).
 #
 # Needs root (cgroup sandbox of 2 GiB, as run.sh).
 set -euo pipefail
@@ -18,22 +23,26 @@ shift 2 || true
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "program: $*   interval: $INTERVAL   reps: $REPS"
+CONFIGS=${CONFIGS:-none precopy no-precopy}
+case " $CONFIGS " in *" none "*) ;; *) echo "CONFIGS must include none (the baseline)" >&2; exit 2 ;; esac
+echo "program: $*   interval: $INTERVAL   reps: $REPS   commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- crates || echo +changes)"
 for r in $(seq 1 "$REPS"); do
-    for cfg in none precopy no-precopy; do
+    for cfg in $CONFIGS; do
         case $cfg in
             none) opts=(--no-checkpoint) ;;
             precopy) opts=(--interval "$INTERVAL" --keep 8) ;;
             no-precopy) opts=(--interval "$INTERVAL" --keep 8 --no-precopy) ;;
+            no-files) opts=(--interval "$INTERVAL" --keep 8 --no-file-tracking) ;;
+            *) echo "unknown configuration $cfg" >&2; exit 2 ;;
         esac
         timeout 600 "$CKPT" --sandbox 2048 --summary "$tmp/$cfg.$r.json" "${opts[@]}" -- "$@" > /dev/null
     done
 done
-python3 - "$tmp" "$REPS" <<'PY'
+python3 - "$tmp" "$REPS" $CONFIGS <<'PY'
 import json, statistics, sys
 tmp, reps = sys.argv[1], int(sys.argv[2])
 res = {}
-for cfg in ("none", "precopy", "no-precopy"):
+for cfg in ["none"] + [c for c in sys.argv[3:] if c != "none"]:
     runs = [json.load(open(f"{tmp}/{cfg}.{r}.json")) for r in range(1, reps + 1)]
     res[cfg] = runs
 base = statistics.median(r["wall_ms"] for r in res["none"])
@@ -45,7 +54,11 @@ for cfg, runs in res.items():
         pauses = [r["pause_us"]["mean"] * r["checkpoints"] / r["wall_ms"] / 10 for r in runs]
         p99 = statistics.median(r["pause_us"]["p99"] for r in runs) / 1e3
         longest = statistics.median(r["pause_us"]["max"] for r in runs) / 1e3
+        # Each run against the unsupervised run of its own round: the
+        # ratio a shared machine's drifts disturb least.
+        paired = statistics.median(r["wall_ms"] / n["wall_ms"] for r, n in zip(runs, res["none"]))
         line += (f"  overhead {100 * (med * 1e3 - base) / base:+.1f}%"
+                 f" (paired {100 * (paired - 1):+.1f}%)"
                  f"  pause share {statistics.median(pauses):.1f}%  pause p99 {p99:.2f} ms"
                  f"  longest {longest:.1f} ms")
     print(line)
