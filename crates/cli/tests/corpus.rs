@@ -48,6 +48,10 @@ fn one(name: &str, signals: usize, scale: f64, rng: &mut Rng) -> Option<Outcome>
         rng,
     );
     eprintln!("{}", out.to_json());
+    // SELFHEAL_CORPUS_EVENTS: every run's events too (for a closer look).
+    if std::env::var_os("SELFHEAL_CORPUS_EVENTS").is_some() {
+        eprintln!("{}", out.events);
+    }
     Some(out)
 }
 
@@ -120,7 +124,8 @@ corpus_test!(shell_that_forks_gzip, "shell-forks-gzip");
 /// results as JSON lines to `SELFHEAL_CORPUS_RESULTS` (default: stderr
 /// only). `SELFHEAL_CORPUS_ONLY=a,b` limits the programs;
 /// `SELFHEAL_CORPUS_SCALE` sizes the inputs (default 1.0: one to three
-/// seconds of CPU time per program).
+/// seconds of CPU time per program); `SELFHEAL_CORPUS_EVENTS=1` prints
+/// every run's events.
 #[test]
 #[ignore = "long: run through bench/checkpoint/corpus-soak.sh"]
 fn soak() {
