@@ -64,6 +64,10 @@ use selfheal_sys::perf::{Counter, Event as PerfEvent, Target as PerfTarget};
 
 use crate::heartbeat::Heartbeat;
 
+/// How long [`StallDetector::stop`] waits for its threads before leaving
+/// a stuck one behind.
+const JOIN_BOUND: Duration = Duration::from_secs(3);
+
 /// A canary armed less than this long ago is not yet reported: it gets a
 /// moment to be scheduled and prove its CPU free.
 pub const ARM_GRACE: Duration = Duration::from_millis(20);
@@ -640,9 +644,25 @@ impl StallDetector {
 
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
+        for t in &self.threads {
             t.thread().unpark();
-            let _ = t.join();
+        }
+        // A thread blocked in a read of a task's /proc file (a task in
+        // exec under ptrace holds the lock those reads take) must not keep
+        // the daemon from stopping: it is left behind after a bound.
+        let deadline = Instant::now() + JOIN_BOUND;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::error!(
+                    "stall detector thread {:?} did not stop within {JOIN_BOUND:?}; leaving it",
+                    t.thread().name()
+                );
+            }
         }
     }
 }

@@ -442,14 +442,18 @@ impl HangPipeline {
     fn stop_all(&mut self) {
         let _ = self.inputs.try_send(Input::Shutdown);
         if let Some(w) = self.worker.take() {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            // Long enough for a recovery step under way to finish its
+            // verification; a worker blocked in a /proc read of a task in
+            // exec (whose lock such reads take) is left behind, so a stop
+            // is never held up for good.
+            let deadline = Instant::now() + Duration::from_secs(8);
             while !w.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if w.is_finished() {
                 let _ = w.join();
             } else {
-                tracing::error!("hang pipeline thread did not stop within 30 s; leaving it");
+                tracing::error!("hang pipeline thread did not stop within 8 s; leaving it");
             }
         }
         if let Some(c) = self.chain.take() {
