@@ -683,7 +683,7 @@ mod tests {
         // ~100 ms of ticks per CPU per step, so the accounting looks alive.
         let step = (hz / 10).max(1);
         let mut t = 1000;
-        let mut tree = |idle_share: u64, blocked: u64, avail: u64, t: &mut u64| {
+        let tree = |idle_share: u64, blocked: u64, avail: u64, t: &mut u64| {
             *t += step;
             let idle = *t * idle_share / 100;
             write_tree(
