@@ -308,15 +308,24 @@ fn setup(
     config: &Config,
     metrics: &Arc<Metrics>,
 ) -> Result<(Session, CheckpointStats), StartError> {
-    let (pid, tids, launched) = match target {
-        Target::Launch(spec) => (launch::launch(&spec)?, Vec::new(), true),
+    let (pid, tids, launched, pending) = match target {
+        Target::Launch(spec) => {
+            let (pid, pending) = launch::launch(&spec)?;
+            (pid, Vec::new(), true, pending)
+        }
         Target::Seize {
             pid,
             kill_on_tracer_exit,
-        } => (pid, launch::seize(pid, kill_on_tracer_exit)?, false),
+        } => (pid, launch::seize(pid, kill_on_tracer_exit)?, false, 0),
     };
     let t = match Tracee::new(pid, &tids, crash_filter) {
-        Ok(t) => t,
+        Ok(mut t) => {
+            if launched {
+                // Held before its first instruction (see `launch`).
+                t.set_pending(pid, pending);
+            }
+            t
+        }
         Err(source) => {
             if launched {
                 // Not started yet: only the leader is there to reap.
@@ -403,6 +412,7 @@ fn tracer_main(
         dying: false,
         ended: false,
         told_leader_ended: false,
+        checkpoint_requested: false,
     };
     tracer.next_checkpoint = Instant::now() + tracer.config.interval;
     tracer.run(rx);
@@ -431,6 +441,9 @@ struct Tracer {
     ended: bool,
     /// The end of the main thread was reported.
     told_leader_ended: bool,
+    /// A checkpoint was asked for and neither taken nor failed yet (a
+    /// crash caught while stopping for it comes first): taken next.
+    checkpoint_requested: bool,
 }
 
 /// Stops the current step: the process is gone, no longer ours, or dying.
@@ -493,6 +506,8 @@ impl Tracer {
             let end = Instant::now();
             self.next_checkpoint =
                 (self.next_checkpoint + self.config.interval).max(end + (end - now));
+        } else if self.checkpoint_requested {
+            self.checkpoint()?;
         }
         let wait = self
             .next_checkpoint
@@ -518,7 +533,10 @@ impl Tracer {
                 }
                 self.failure(Failure::Hang, None, since)
             }
-            Command::Checkpoint => self.checkpoint(),
+            Command::Checkpoint => {
+                self.checkpoint_requested = true;
+                self.checkpoint()
+            }
             Command::Kill => self.kill(),
             Command::Detach => {
                 self.detach();
@@ -742,6 +760,7 @@ impl Tracer {
         let mut notices = Vec::new();
         if let Err(e) = self.s.t.stop_all(&mut notices) {
             if matches!(e, TraceError::Stuck { .. }) {
+                self.checkpoint_requested = false;
                 self.metrics
                     .checkpoint_failures
                     .fetch_add(1, Ordering::Relaxed);
@@ -771,7 +790,27 @@ impl Tracer {
             self.resume()?;
             return Ok(false);
         }
+        if self.crash_pending() {
+            // Sent or raised before the stop but not taken yet (a stop
+            // request can overtake a signal): the state now is the crash's,
+            // and the signal would land inside the checkpoint's own system
+            // calls. Let it land first; its rollback goes to an older
+            // checkpoint.
+            self.resume()?;
+            return Ok(false);
+        }
         Ok(true)
+    }
+
+    /// A crash signal is queued for a stopped thread and not blocked.
+    fn crash_pending(&self) -> bool {
+        let pid = self.s.t.pid;
+        let crash_bits = CRASH_SIGNALS
+            .iter()
+            .fold(0u64, |m, &sig| m | (1u64 << (sig - 1)));
+        self.s.t.threads.keys().any(|&tid| {
+            crate::procfs::read_pending_signals(pid, tid).is_ok_and(|p| p & crash_bits != 0)
+        })
     }
 
     /// The main thread ended while others run (`pthread_exit`): no
@@ -794,6 +833,7 @@ impl Tracer {
 
     fn checkpoint(&mut self) -> Result<(), Done> {
         if self.leader_ended() {
+            self.checkpoint_requested = false;
             return Ok(());
         }
         let mut precopy = Duration::ZERO;
@@ -833,6 +873,7 @@ impl Tracer {
                 stats.precopy_us = precopy.as_micros() as u64;
                 stats.registration_pause_us = registration.as_micros() as u64;
                 self.metrics.record_checkpoint(&stats, pause);
+                self.checkpoint_requested = false;
                 if self.config.report_checkpoints {
                     self.send(Event::Checkpoint(stats));
                 }
@@ -842,6 +883,7 @@ impl Tracer {
                 self.metrics
                     .checkpoint_failures
                     .fetch_add(1, Ordering::Relaxed);
+                self.checkpoint_requested = false;
                 self.send(Event::CheckpointFailed {
                     error: e.to_string(),
                 });

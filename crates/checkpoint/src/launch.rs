@@ -63,9 +63,12 @@ fn cstring(s: &[u8], argv: &[String]) -> Result<CString, StartError> {
     })
 }
 
-/// Forks, seizes and execs `spec`; returns the pid of the running, traced
-/// program. Must run on the tracer thread.
-pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
+/// Forks, seizes and execs `spec`; returns the pid of the traced program
+/// and the signal to deliver when it runs (0: none). The program is held
+/// stopped before its first instruction, so the first checkpoint is its
+/// start whatever the load; the caller resumes it. Must run on the tracer
+/// thread.
+pub(crate) fn launch(spec: &LaunchSpec) -> Result<(i32, i32), StartError> {
     let argv = &spec.argv;
     let bad = |reason: &str| StartError::BadCommand {
         command: argv.clone(),
@@ -152,10 +155,7 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
             WaitStatus::Stopped {
                 event: pt::PTRACE_EVENT_EXEC,
                 ..
-            } => {
-                pt::cont(pid, 0).map_err(spawn_err)?;
-                return Ok(pid);
-            }
+            } => return step_out_of_exec(pid).map_err(spawn_err),
             WaitStatus::Stopped { sig, event } => {
                 // A signal before exec: deliver it, keep waiting.
                 let deliver = if event == 0 { sig } else { 0 };
@@ -169,6 +169,31 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<i32, StartError> {
             WaitStatus::Signaled { sig, .. } => {
                 return Err(bad(&format!("killed by signal {sig} before running")))
             }
+        }
+    }
+}
+
+/// From the exec stop to a stop where registers may be rewritten and
+/// system calls injected. At the exec stop the thread is still inside
+/// execve: a step injected there would be reported on the way out of the
+/// system call, before its instruction ran, and look astray. One plain
+/// step leaves execve; the kernel reports it at the system call's exit,
+/// before the program's first instruction. Returns the pid and a signal
+/// that arrived meanwhile, to deliver on resume.
+fn step_out_of_exec(pid: i32) -> Result<(i32, i32), selfheal_sys::SysError> {
+    pt::singlestep(pid, 0)?;
+    loop {
+        let gone = || selfheal_sys::SysError {
+            call: format!("step program {pid} out of its exec"),
+            errno: selfheal_sys::Errno(libc::ESRCH),
+        };
+        match wait_task_until(pid, START_LIMIT)? {
+            Some((_, WaitStatus::Stopped { sig, event: 0 })) => {
+                return Ok((pid, if sig == libc::SIGTRAP { 0 } else { sig }))
+            }
+            // A group-stop or another event: step on.
+            Some((_, WaitStatus::Stopped { .. })) => pt::singlestep(pid, 0)?,
+            Some(_) | None => return Err(gone()),
         }
     }
 }

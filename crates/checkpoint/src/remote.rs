@@ -321,10 +321,18 @@ pub(crate) mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             ..LaunchSpec::default()
         };
-        let pid = launch(&spec).unwrap();
-        let mut t = Tracee::new(pid, &[], no_filter).unwrap();
+        let mut t = launch_running(&spec);
         let mut notices = Vec::new();
         t.stop_all(&mut notices).unwrap();
+        t
+    }
+
+    /// Launches `spec` traced and lets it run (out of its exec stop).
+    pub(crate) fn launch_running(spec: &LaunchSpec) -> Tracee {
+        let (pid, pending) = launch(spec).unwrap();
+        let mut t = Tracee::new(pid, &[], no_filter).unwrap();
+        t.set_pending(pid, pending);
+        t.resume_all().unwrap();
         t
     }
 
@@ -360,8 +368,7 @@ pub(crate) mod tests {
             cgroup_procs: sandbox.procs_files(),
             ..LaunchSpec::default()
         };
-        let pid = launch(&spec).unwrap();
-        let mut t = Tracee::new(pid, &[], no_filter).unwrap();
+        let mut t = launch_running(&spec);
         let mut notices = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while t.threads.len() < threads {

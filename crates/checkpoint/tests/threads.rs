@@ -20,16 +20,6 @@ fn rounds_for(name: &str, probe: u64, secs: f64, max: u64) -> String {
         .to_string()
 }
 
-/// CPU time `pid` used so far, in clock ticks (utime + stime).
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of the whole line; `rest` starts at field 3.
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
 #[test]
 fn per_thread_kernel_state_is_rolled_back_with_memory() {
     if skip() {
@@ -52,6 +42,13 @@ fn per_thread_kernel_state_is_rolled_back_with_memory() {
     };
     let mut run = start("tstate", &[&rounds], config);
     let pid = run.engine.pid();
+    // The first checkpoint is the program's start, before its threads:
+    // rollbacks must cross rounds, not the threads' creation.
+    let deadline = Instant::now() + LIMIT;
+    while selfheal_checkpoint::procfs::read_tids(pid).map_or(0, |t| t.len()) < 3 {
+        assert!(Instant::now() < deadline, "the threads never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let pidfd = selfheal_sys::signal::pidfd_open(pid).unwrap();
     for _ in 0..4 {
         run.engine.request_checkpoint();
@@ -59,7 +56,7 @@ fn per_thread_kernel_state_is_rolled_back_with_memory() {
             let ev = run.engine.events().recv_timeout(LIMIT).expect("events");
             assert!(
                 !matches!(ev, Event::Exited(_)),
-                "ended before 4 signals: {:?}",
+                "ended before 4 signals ({ev:?}): {:?}",
                 run.events
             );
             let checkpoint = matches!(ev, Event::Checkpoint(_));
@@ -68,12 +65,7 @@ fn per_thread_kernel_state_is_rolled_back_with_memory() {
                 break;
             }
         }
-        let t0 = cpu_ticks(pid);
-        let deadline = Instant::now() + LIMIT;
-        while cpu_ticks(pid) < t0 + 5 {
-            assert!(Instant::now() < deadline, "no progress");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        run.wait_cpu(5, LIMIT);
         selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).unwrap();
     }
     let out = run.wait(LIMIT);
@@ -253,11 +245,7 @@ fn a_rollback_past_rseq_registration_removes_its_memory_safely() {
     let expected = plain_output("compute", &["300"]);
     let mut run = start("compute", &["300"], config);
     let pid = run.engine.pid();
-    let deadline = Instant::now() + LIMIT;
-    while cpu_ticks(pid) < 5 {
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    run.wait_cpu(5, LIMIT);
     let pidfd = selfheal_sys::signal::pidfd_open(pid).unwrap();
     selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).unwrap();
     let out = run.wait(LIMIT);

@@ -104,6 +104,38 @@ pub fn plain_output(name: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// CPU time `pid` used so far, in clock ticks (utime + stime); None once
+/// it is gone.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line; `rest` starts at field 3.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// What each thread of `pid` is doing (state and kernel wait channel),
+/// for a failure message.
+pub fn task_states(pid: i32) -> String {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("process {pid} is gone");
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let tid = e.file_name().to_string_lossy().into_owned();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string();
+        let wchan = std::fs::read_to_string(e.path().join("wchan")).unwrap_or_default();
+        out.push(format!("{tid} {state} {wchan}"));
+    }
+    out.sort();
+    out.join("; ")
+}
+
 /// A program running under the engine, in a sandbox, stdout captured.
 pub struct Run {
     pub engine: Engine,
@@ -186,6 +218,36 @@ pub fn try_start_stdio(
 impl Run {
     /// Collects events until the process ends (or `limit` passes: then it
     /// is killed and the test fails).
+    /// Waits until the program has used `ticks` more clock ticks of CPU
+    /// than now (it ran on, whatever the load), collecting events. Fails
+    /// the test, saying what its threads do, if it ends or stalls first.
+    pub fn wait_cpu(&mut self, ticks: u64, limit: Duration) {
+        let pid = self.engine.pid();
+        let t0 = cpu_ticks(pid).unwrap_or(0);
+        let deadline = Instant::now() + limit;
+        loop {
+            while let Ok(ev) = self.engine.events().try_recv() {
+                self.events.push(ev);
+            }
+            let ended = self
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Exited(_) | Event::Detached));
+            assert!(!ended, "the program ended early: {:?}", self.events);
+            if cpu_ticks(pid).is_some_and(|t| t >= t0 + ticks) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no progress in {limit:?} ({} ticks used before); threads: {}; events: {:?}",
+                t0,
+                task_states(pid),
+                self.events
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn wait(&mut self, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         // The end may have been collected already (by a caller that took
