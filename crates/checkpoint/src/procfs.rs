@@ -199,8 +199,12 @@ pub fn parse_status_pending(text: &str) -> Option<u64> {
 /// Signals that would be delivered to thread `tid` of `pid` next.
 pub fn read_pending_signals(pid: i32, tid: i32) -> io::Result<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))?;
-    parse_status_pending(&text)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no SigPnd/ShdPnd/SigBlk in status"))
+    parse_status_pending(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no SigPnd/ShdPnd/SigBlk in status",
+        )
+    })
 }
 
 /// Byte counters of `/proc/PID/io` (all reads/writes through syscalls).
