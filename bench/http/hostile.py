@@ -158,7 +158,11 @@ def rss_kb():
     return 0
 
 
-threads = [threading.Thread(target=f, daemon=True) for f in (hold_idle, slowloris, garbage)]
+# HOSTILE_PARTS=idle,slow,garbage (the default: all three) picks the
+# attackers, to see what each one costs the daemon.
+parts = os.environ.get("HOSTILE_PARTS", "idle,slow,garbage").split(",")
+attackers = {"idle": hold_idle, "slow": slowloris, "garbage": garbage}
+threads = [threading.Thread(target=attackers[p], daemon=True) for p in parts if p]
 for t in threads:
     t.start()
 time.sleep(min(5, seconds / 4))  # let the connections build up

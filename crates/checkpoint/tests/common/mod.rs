@@ -142,6 +142,8 @@ pub struct Run {
     pub sandbox: Sandbox,
     stdout: Option<std::thread::JoinHandle<String>>,
     pub events: Vec<Event>,
+    /// When [`Run::wait`] saw the end.
+    pub ended_at: Option<Instant>,
 }
 
 /// Starts `name args` under `config`.
@@ -212,10 +214,39 @@ pub fn try_start_stdio(
         sandbox,
         stdout: Some(stdout),
         events: Vec::new(),
+        ended_at: None,
     })
 }
 
 impl Run {
+    /// Keeps `ev`, noting when the end was seen.
+    pub fn push(&mut self, ev: Event) {
+        if matches!(ev, Event::Exited(_) | Event::Detached) {
+            self.ended_at = Some(Instant::now());
+        }
+        self.events.push(ev);
+    }
+
+    /// Every signal in `sent` was rolled back, but the last one may have met
+    /// the program in its exit (then the kernel drops it): that one may be
+    /// missing if the end was seen within 200 ms of it.
+    pub fn rolled_back_all(&self, sent: &Sent) -> bool {
+        let n = self.rollbacks().len();
+        let met_exit = match (sent.last, self.ended_at) {
+            (Some(last), Some(end)) => {
+                end.saturating_duration_since(last) < Duration::from_millis(200)
+            }
+            _ => false,
+        };
+        if n + 1 == sent.count && met_exit {
+            eprintln!(
+                "the last signal met the program's exit: {n} rollbacks for {} signals",
+                sent.count
+            );
+        }
+        n == sent.count || (n + 1 == sent.count && met_exit)
+    }
+
     /// Collects events until the process ends (or `limit` passes: then it
     /// is killed and the test fails).
     /// Waits until the program has used `ticks` more clock ticks of CPU
@@ -227,7 +258,7 @@ impl Run {
         let deadline = Instant::now() + limit;
         loop {
             while let Ok(ev) = self.engine.events().try_recv() {
-                self.events.push(ev);
+                self.push(ev);
             }
             let ended = self
                 .events
@@ -256,7 +287,7 @@ impl Run {
         while !self.events.last().is_some_and(ended) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.engine.events().recv_timeout(left) {
-                Ok(ev) => self.events.push(ev),
+                Ok(ev) => self.push(ev),
                 Err(_) => {
                     self.engine.kill();
                     panic!(
@@ -328,17 +359,46 @@ impl Rng {
 /// Sends `sig` to the engine's process `times` times at random moments,
 /// stopping early once it has exited. Returns how many were sent.
 pub fn signal_at_random(run: &Run, sig: i32, times: usize, lo_ms: u64, hi_ms: u64) -> usize {
-    let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).expect("pidfd");
+    signals_at_random(run, sig, times, lo_ms, hi_ms).count
+}
+
+/// Signals sent by [`signals_at_random`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// How many were sent to a live process.
+    pub count: usize,
+    /// When the last one was sent.
+    pub last: Option<Instant>,
+}
+
+/// [`signal_at_random`], also saying when the last signal went. None is
+/// sent to a process already ending (a zombie).
+pub fn signals_at_random(run: &Run, sig: i32, times: usize, lo_ms: u64, hi_ms: u64) -> Sent {
+    let pid = run.engine.pid();
+    let pidfd = selfheal_sys::signal::pidfd_open(pid).expect("pidfd");
     let mut rng = Rng::from_time();
-    let mut sent = 0;
+    let mut sent = Sent {
+        count: 0,
+        last: None,
+    };
     for _ in 0..times {
         std::thread::sleep(rng.millis(lo_ms, hi_ms));
+        if matches!(task_state(pid), None | Some('Z' | 'X')) {
+            break;
+        }
         if selfheal_sys::signal::pidfd_send_signal(&pidfd, sig).is_err() {
             break;
         }
-        sent += 1;
+        sent.count += 1;
+        sent.last = Some(Instant::now());
     }
     sent
+}
+
+/// The state letter of `pid` in /proc (None once gone).
+pub fn task_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
 }
 
 /// Test configuration: checkpoint events on.
