@@ -18,9 +18,12 @@ const KEEP: usize = 240;
 #[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
-    /// All of QEMU's threads, ns (threads that exited are not counted).
+    /// CPU time of QEMU's threads since the probe began, ns: summed per
+    /// thread from one sample to the next, so a thread that exits takes
+    /// nothing back (its time since the sample before is lost, but the
+    /// counter never goes down).
     total_ns: u64,
-    /// Times any of them was scheduled in.
+    /// Times any of them was scheduled in, counted the same way.
     slices: u64,
     /// Per vCPU: (index, ns).
     vcpus: Vec<(u32, u64)>,
@@ -37,6 +40,8 @@ pub struct HostProbe {
     pid: i32,
     vcpus: Vec<(u32, i32)>,
     samples: VecDeque<Sample>,
+    /// Each thread's (tid, CPU ns, times scheduled in) at the last sample.
+    last_threads: Vec<(i32, u64, u64)>,
 }
 
 impl HostProbe {
@@ -47,6 +52,7 @@ impl HostProbe {
             pid,
             vcpus: Vec::new(),
             samples: VecDeque::new(),
+            last_threads: Vec::new(),
         }
     }
 
@@ -83,11 +89,29 @@ impl HostProbe {
         let Ok(tids) = list_tids(&self.proc_root, self.pid) else {
             return;
         };
-        let (mut total_ns, mut slices) = (0, 0);
-        for (ns, _, n) in tids.iter().filter_map(|t| self.thread(*t)) {
-            total_ns += ns;
-            slices += n;
+        // Threads come and go (QEMU's worker pool): a plain sum over the
+        // threads there now drops when one with a long history exits, and
+        // would read as "never scheduled in". Count what each thread did
+        // since the last sample instead (all of it for a new thread).
+        let threads: Vec<(i32, u64, u64)> = tids
+            .iter()
+            .filter_map(|t| self.thread(*t).map(|(ns, _, n)| (*t, ns, n)))
+            .collect();
+        let (mut d_ns, mut d_slices) = (0u64, 0u64);
+        for &(tid, ns, n) in &threads {
+            let (ns0, n0) = self
+                .last_threads
+                .iter()
+                .find(|(t, _, _)| *t == tid)
+                .map_or((0, 0), |&(_, ns0, n0)| (ns0, n0));
+            d_ns += ns.saturating_sub(ns0);
+            d_slices += n.saturating_sub(n0);
         }
+        self.last_threads = threads;
+        let (total_ns, slices) = self
+            .samples
+            .back()
+            .map_or((d_ns, d_slices), |b| (b.total_ns + d_ns, b.slices + d_slices));
         // Every thread in a job-control or ptrace stop. (Under the
         // checkpoint engine a SIGSTOPped QEMU is still scheduled in for
         // the engine's stops, so its CPU counters alone do not show it.)
@@ -261,6 +285,35 @@ mod tests {
         assert!(u.vcpus[0].1 > 0.0, "{u:?}");
         assert!(u.vcpu_run_ms.unwrap() >= 10.0, "{u:?}");
         assert!(u.vcpu_wait_ms.unwrap() >= 0.0, "{u:?}");
+    }
+
+    #[test]
+    fn a_thread_that_exits_takes_nothing_back() {
+        let pid = std::process::id() as i32;
+        let mut p = HostProbe::new(PathBuf::from("/proc"), pid);
+        // A thread with a history of its own: it spins, then waits to end.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut x = 0u64;
+            while t0.elapsed() < Duration::from_millis(50) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                if x == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            std::hint::black_box(x);
+            let _ = rx.recv();
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        p.sample(Instant::now());
+        let before = p.samples.back().unwrap().clone();
+        drop(tx);
+        worker.join().unwrap();
+        p.sample(Instant::now());
+        let after = p.samples.back().unwrap();
+        assert!(after.total_ns >= before.total_ns, "{before:?} -> {after:?}");
+        assert!(after.slices >= before.slices, "{before:?} -> {after:?}");
     }
 
     #[test]
