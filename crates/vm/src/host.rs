@@ -108,10 +108,9 @@ impl HostProbe {
             d_slices += n.saturating_sub(n0);
         }
         self.last_threads = threads;
-        let (total_ns, slices) = self
-            .samples
-            .back()
-            .map_or((d_ns, d_slices), |b| (b.total_ns + d_ns, b.slices + d_slices));
+        let (total_ns, slices) = self.samples.back().map_or((d_ns, d_slices), |b| {
+            (b.total_ns + d_ns, b.slices + d_slices)
+        });
         // Every thread in a job-control or ptrace stop. (Under the
         // checkpoint engine a SIGSTOPped QEMU is still scheduled in for
         // the engine's stops, so its CPU counters alone do not show it.)
