@@ -802,14 +802,18 @@ impl Tracer {
         Ok(true)
     }
 
-    /// A crash signal is queued for a stopped thread and not blocked.
+    /// A crash signal is queued, not blocked, for a thread that will take
+    /// it when resumed. (A thread in a job-control stop keeps it queued
+    /// until SIGCONT: waiting for it would skip every checkpoint till then.)
     fn crash_pending(&self) -> bool {
+        use crate::tracee::ThreadState;
         let pid = self.s.t.pid;
         let crash_bits = CRASH_SIGNALS
             .iter()
             .fold(0u64, |m, &sig| m | (1u64 << (sig - 1)));
-        self.s.t.threads.keys().any(|&tid| {
-            crate::procfs::read_pending_signals(pid, tid).is_ok_and(|p| p & crash_bits != 0)
+        self.s.t.threads.iter().any(|(&tid, st)| {
+            !matches!(st, ThreadState::GroupStopped | ThreadState::Listening)
+                && crate::procfs::read_pending_signals(pid, tid).is_ok_and(|p| p & crash_bits != 0)
         })
     }
 
