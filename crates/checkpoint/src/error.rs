@@ -34,6 +34,22 @@ pub enum TraceError {
         /// Threads still running.
         tids: Vec<i32>,
     },
+    /// A system call we ran in the tracee outlived its deadline, so the
+    /// process was killed (its thread must never run on with our
+    /// registers). If it could not act on the kill (frozen, or in
+    /// uninterruptible sleep) the wait for it was given up: it ends once it
+    /// can, and is reaped then.
+    #[error("a system call run in thread {tid} of pid {pid} outlived {limit:?}: the process was killed (SIGKILL){}", killed_note(*.ended))]
+    StepKilled {
+        /// Tracee.
+        pid: i32,
+        /// The thread that ran the call.
+        tid: i32,
+        /// The deadline the call had.
+        limit: std::time::Duration,
+        /// False if it had not ended when the wait was given up.
+        ended: bool,
+    },
     /// The tracee exited while we worked on it.
     #[error("pid {pid} exited during the operation ({status:?})")]
     Exited {
@@ -76,16 +92,25 @@ pub enum TraceError {
     },
 }
 
+fn killed_note(ended: bool) -> &'static str {
+    if ended {
+        ""
+    } else {
+        " but has not ended yet (frozen by a cgroup freezer, or in uninterruptible sleep?): it ends once it can act on the kill"
+    }
+}
+
 impl TraceError {
     /// Wraps a failed system call on `pid`.
     pub fn sys(pid: i32, source: SysError) -> TraceError {
         TraceError::Sys { pid, source }
     }
 
-    /// The tracee is gone (exited, or ESRCH from a call on it).
+    /// The tracee is gone (exited, or ESRCH from a call on it), or was
+    /// killed and only waits to act on it: it never runs on.
     pub fn is_gone(&self) -> bool {
         match self {
-            TraceError::Exited { .. } => true,
+            TraceError::Exited { .. } | TraceError::StepKilled { .. } => true,
             TraceError::Sys { source, .. } => source.is_gone(),
             _ => false,
         }

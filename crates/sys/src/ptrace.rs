@@ -365,27 +365,39 @@ pub fn wait_task(tid: i32, nohang: bool) -> Result<Option<(i32, WaitStatus)>> {
 /// process's other threads. With `nohang`, `Ok(None)` means nothing yet;
 /// ECHILD means the thread has no such task left.
 pub fn wait_own(nohang: bool) -> Result<Option<(i32, WaitStatus)>> {
-    const WNOTHREAD: i32 = 0x2000_0000;
-    let flags = libc::__WALL | WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is a live out-pointer; pid -1 with __WNOTHREAD is
-        // limited to this thread's own tracees and children.
-        let rc = unsafe { libc::waitpid(-1, &mut status, flags) };
-        if rc > 0 {
-            return Ok(Some((rc, WaitStatus::decode(status))));
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        let e = Errno::last();
-        if e.0 != libc::EINTR {
-            return Err(SysError {
-                call: "waitpid(-1, __WALL|__WNOTHREAD)".to_string(),
-                errno: e,
-            });
+        match wait_own_once(nohang) {
+            Err(e) if e.errno.0 == libc::EINTR => continue,
+            r => return r,
         }
     }
+}
+
+/// [`wait_own`] blocking, but giving up when a signal handler ran on the
+/// calling thread: EINTR is returned (for a handler installed without
+/// `SA_RESTART`, see [`crate::signal::install_wake_handler`]), so another
+/// thread can end this wait.
+pub fn wait_own_interruptible() -> Result<Option<(i32, WaitStatus)>> {
+    wait_own_once(false)
+}
+
+fn wait_own_once(nohang: bool) -> Result<Option<(i32, WaitStatus)>> {
+    const WNOTHREAD: i32 = 0x2000_0000;
+    let flags = libc::__WALL | WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
+    let mut status = 0;
+    // SAFETY: `status` is a live out-pointer; pid -1 with __WNOTHREAD is
+    // limited to this thread's own tracees and children.
+    let rc = unsafe { libc::waitpid(-1, &mut status, flags) };
+    if rc > 0 {
+        return Ok(Some((rc, WaitStatus::decode(status))));
+    }
+    if rc == 0 {
+        return Ok(None);
+    }
+    Err(SysError {
+        call: "waitpid(-1, __WALL|__WNOTHREAD)".to_string(),
+        errno: Errno::last(),
+    })
 }
 
 /// Duplicates file descriptor `target_fd` of the process behind `pidfd` into

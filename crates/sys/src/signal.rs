@@ -88,6 +88,102 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> Result<()> {
     }
 }
 
+/// The handler [`install_wake_handler`] installs: it does nothing. What
+/// matters is that it runs, so a blocking system call on the thread the
+/// signal was sent to returns EINTR. (Touches no memory, not even errno:
+/// async-signal-safe.)
+extern "C" fn wake_handler(_sig: libc::c_int) {}
+
+fn wake_handler_address() -> libc::sighandler_t {
+    wake_handler as extern "C" fn(libc::c_int) as libc::sighandler_t
+}
+
+/// The current disposition of `sig` (handler address, `SIG_DFL`, `SIG_IGN`).
+fn disposition(sig: i32) -> Result<libc::sighandler_t> {
+    // SAFETY: a zeroed sigaction is a valid out-value; a null new action
+    // only reads the current one.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `old` is a live out-pointer; a null `act` changes nothing.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    if rc != 0 {
+        return Err(SysError::last(format!("sigaction(sig {sig}, query)")));
+    }
+    Ok(old.sa_sigaction)
+}
+
+/// Installs, process-wide, a handler for `sig` that does nothing and is
+/// installed *without* `SA_RESTART`, so sending `sig` to a thread with
+/// [`tgkill`] interrupts its blocking system call (EINTR). Only if `sig` has
+/// its default disposition (or this handler already): a handler or `SIG_IGN`
+/// the program set itself is left alone and `Ok(false)` returned.
+pub fn install_wake_handler(sig: i32) -> Result<bool> {
+    let ours = wake_handler_address();
+    match disposition(sig)? {
+        h if h == ours => return Ok(true),
+        libc::SIG_DFL => {}
+        _ => return Ok(false),
+    }
+    // SAFETY: zeroed is a valid sigaction; the fields are set below.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = ours;
+    // No SA_RESTART: the interrupted call must return EINTR. The signal
+    // itself is blocked while the handler runs (no SA_NODEFER).
+    act.sa_flags = 0;
+    // SAFETY: `act.sa_mask` is a live sigset.
+    unsafe { libc::sigemptyset(&mut act.sa_mask) };
+    // SAFETY: zeroed is a valid out-value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are live; the handler is a plain `extern "C"` fn
+    // that lives as long as the program.
+    let rc = unsafe { libc::sigaction(sig, &act, &mut old) };
+    if rc != 0 {
+        return Err(SysError::last(format!("sigaction(sig {sig}, install)")));
+    }
+    if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != ours {
+        // The program installed its own between our look and ours: put
+        // it back.
+        // SAFETY: `old` is what the kernel just gave us.
+        unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// True if `sig` is currently handled by the handler of
+/// [`install_wake_handler`] (the program may have replaced it since).
+pub fn wake_handler_installed(sig: i32) -> bool {
+    disposition(sig).is_ok_and(|h| h == wake_handler_address())
+}
+
+/// Unblocks `sig` for the calling thread (threads inherit the signal mask
+/// of the thread that started them).
+pub fn unblock_on_this_thread(sig: i32) -> Result<()> {
+    // SAFETY: zeroed is a valid sigset; filled by sigemptyset/sigaddset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live sigset; `sig` is checked by sigaddset.
+    let rc = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig)
+    };
+    if rc != 0 {
+        return Err(SysError::last(format!("sigaddset(sig {sig})")));
+    }
+    // SAFETY: `set` is a live sigset; the old mask is not wanted.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(SysError {
+            call: format!("pthread_sigmask(SIG_UNBLOCK, sig {sig})"),
+            errno: crate::Errno(rc),
+        });
+    }
+    Ok(())
+}
+
+/// The highest real-time signal number (`SIGRTMAX`, 64 with glibc).
+pub fn sigrtmax() -> i32 {
+    libc::SIGRTMAX()
+}
+
 /// Signal number for a name like `SIGTERM` or `TERM` (case-insensitive).
 pub fn signal_from_name(name: &str) -> Option<i32> {
     let upper = name.trim().to_ascii_uppercase();
@@ -171,6 +267,54 @@ mod tests {
         assert!(kill_process(0, 0).is_err());
         assert!(kill_process(-1, 0).is_err());
         assert!(kill_process_group(1, 0).is_err());
+    }
+
+    #[test]
+    fn a_wake_signal_interrupts_a_blocking_wait_and_a_foreign_handler_is_kept() {
+        // Process-wide state: use two signals nothing else in this test
+        // binary touches.
+        let sig = sigrtmax() - 5;
+        assert!(install_wake_handler(sig).unwrap());
+        assert!(install_wake_handler(sig).unwrap(), "idempotent");
+        assert!(wake_handler_installed(sig));
+        let foreign = sigrtmax() - 6;
+        extern "C" fn theirs(_: libc::c_int) {}
+        // SAFETY: test-only: installs a no-op handler for an unused signal.
+        unsafe {
+            libc::signal(
+                foreign,
+                theirs as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+        assert!(!install_wake_handler(foreign).unwrap());
+        assert!(!wake_handler_installed(foreign));
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            unblock_on_this_thread(sig).unwrap();
+            tx.send(crate::sched::gettid()).unwrap();
+            // A child of this thread, so the wait has something to wait for.
+            let mut own = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let r = crate::ptrace::wait_own_interruptible();
+            own.kill().unwrap();
+            own.wait().unwrap();
+            done_tx.send(r.map(|_| ()).map_err(|e| e.errno.0)).unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        // Again and again: one sent before the wait began is spent on
+        // nothing, as it would be for the engine's watchdog.
+        let got = loop {
+            tgkill(std::process::id() as i32, tid, sig).unwrap();
+            match done.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(r) => break r,
+                Err(_) => continue,
+            }
+        };
+        assert_eq!(got, Err(libc::EINTR));
     }
 
     #[test]
