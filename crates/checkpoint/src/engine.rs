@@ -581,6 +581,14 @@ impl Tracer {
     }
 
     fn fatal(&mut self, e: TraceError) -> Result<(), Done> {
+        if let TraceError::StepKilled { .. } = e {
+            // We killed it: say why. If it could not act on the kill
+            // (frozen, uninterruptible sleep), `kill` waits for its end
+            // without blocking; nothing else is signalled.
+            self.send(Event::CheckpointFailed {
+                error: e.to_string(),
+            });
+        }
         if self.s.t.is_gone() || e.is_gone() {
             return self.kill();
         }

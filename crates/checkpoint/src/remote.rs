@@ -565,7 +565,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// Pending signals (thread and shared) of `pid`, as a bit set.
+    /// Every pending signal (thread and shared) of `pid`, blocked ones too
+    /// (unlike `procfs::read_pending_signals`): a signal sent is a signal
+    /// sent.
     fn pending(pid: i32) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
@@ -585,7 +587,7 @@ pub(crate) mod tests {
         stat[stat.rfind(')')? + 2..].chars().next()
     }
 
-    /// What [`frozen_during_a_step`] saw.
+    /// What [`frozen_step`] saw.
     #[derive(Debug)]
     struct FrozenStep {
         result: Result<(), TraceError>,
@@ -599,9 +601,10 @@ pub(crate) mod tests {
     }
 
     /// Traces `sleep` in `frz` (and a sandbox), runs an injected pause()
-    /// with a 1 s deadline and freezes the cgroup while it is in flight;
-    /// `bystander` (untraced, started by the test) is frozen with it.
-    fn frozen_during_a_step(frz: &Freezer, bystander: i32) -> FrozenStep {
+    /// with a 1 s deadline and freezes the cgroup while it is in flight
+    /// (or, with `freeze_first`, before the step); `bystander` (untraced,
+    /// started by the test) is frozen with it.
+    fn frozen_step(frz: &Freezer, bystander: i32, freeze_first: bool) -> FrozenStep {
         let sandbox = crate::sandbox::Sandbox::create(
             std::path::Path::new("/sys/fs/cgroup"),
             Default::default(),
@@ -618,9 +621,17 @@ pub(crate) mod tests {
             t.step_limit = std::time::Duration::from_secs(1);
             let r = Remote::locate(&t).unwrap();
             let d = dir.clone();
-            let freezer = std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(300));
+            if freeze_first {
+                // Its threads are in a ptrace stop: frozen there, they still
+                // take our registers and the step request, and run it only
+                // once thawed.
                 set_freezer(&d, "FROZEN");
+            }
+            let freezer = std::thread::spawn(move || {
+                if !freeze_first {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    set_freezer(&d, "FROZEN");
+                }
             });
             let started = std::time::Instant::now();
             // pause() returns only for a signal; the watchdog's SIGKILL
@@ -656,8 +667,10 @@ pub(crate) mod tests {
 
     const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
 
-    #[test]
-    fn a_step_of_a_process_frozen_by_the_v1_freezer_ends_in_an_error_not_a_hang() {
+    /// A step of a process frozen by the v1 freezer (mid-call, or before
+    /// the step) ends in an error in bounded time: killed at the deadline,
+    /// not ended (frozen), given up on after the grace.
+    fn frozen_step_ends_in_an_error(freeze_first: bool) {
         if !selfheal_sys::process::is_root() {
             eprintln!("SKIP: needs root (cgroups)");
             return;
@@ -666,7 +679,7 @@ pub(crate) mod tests {
             return;
         };
         let bystander = sleeper_in(&mut frz);
-        let seen = frozen_during_a_step(&frz, bystander);
+        let seen = frozen_step(&frz, bystander, freeze_first);
         assert!(
             matches!(
                 seen.result,
@@ -674,18 +687,23 @@ pub(crate) mod tests {
             ),
             "{seen:?}"
         );
-        // Killed at the deadline, not ended (frozen), given up on after
-        // the grace: bounded, well before the 60 s `within` limit.
         assert_ne!(seen.tracee_pending & SIGKILL_BIT, 0, "{seen:?}");
         assert!(seen.took >= std::time::Duration::from_secs(1), "{seen:?}");
-        assert!(
-            seen.took
-                < std::time::Duration::from_secs(1)
-                    + crate::wait::GRACE
-                    + std::time::Duration::from_secs(5),
-            "{seen:?}"
-        );
+        let bound = std::time::Duration::from_secs(1)
+            + crate::wait::GRACE
+            + std::time::Duration::from_secs(5);
+        assert!(seen.took < bound, "{seen:?}");
         assert!(seen.reaped, "the kill took effect at the thaw: {seen:?}");
+    }
+
+    #[test]
+    fn a_step_of_a_process_frozen_mid_call_by_the_v1_freezer_ends_in_an_error() {
+        frozen_step_ends_in_an_error(false);
+    }
+
+    #[test]
+    fn a_step_of_a_process_frozen_before_it_by_the_v1_freezer_ends_in_an_error() {
+        frozen_step_ends_in_an_error(true);
     }
 
     #[test]
@@ -699,7 +717,7 @@ pub(crate) mod tests {
         };
         let bystander = sleeper_in(&mut frz);
         let before = std::fs::read_to_string(format!("/proc/{bystander}/stat")).unwrap();
-        let seen = frozen_during_a_step(&frz, bystander);
+        let seen = frozen_step(&frz, bystander, false);
         assert!(seen.result.is_err(), "{seen:?}");
         // A frozen task cannot take a signal: any sent would still be
         // pending, as the tracee's SIGKILL is.
@@ -757,5 +775,34 @@ pub(crate) mod tests {
         assert!(stat.contains(") S "), "{stat}");
         assert!(t.kill_and_reap(std::time::Duration::from_secs(30)));
         assert!(t.is_gone());
+    }
+
+    /// Cost of one injected system call (one single-step and its wait):
+    /// `cargo test -p selfheal-checkpoint --lib --release -- --ignored
+    /// --nocapture per_injected_call` prints the median of 7 rounds.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn per_injected_call() {
+        let mut t = start_stopped(&["sleep", "30"]);
+        let r = Remote::locate(&t).unwrap();
+        for _ in 0..500 {
+            r.syscall(&mut t, libc::SYS_getppid, [0; 6]).unwrap();
+        }
+        let n = 5000;
+        let mut rounds: Vec<f64> = (0..7)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                for _ in 0..n {
+                    r.syscall(&mut t, libc::SYS_getppid, [0; 6]).unwrap();
+                }
+                t0.elapsed().as_secs_f64() * 1e6 / n as f64
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        println!(
+            "injected getppid: median {:.2} us/call (rounds {:.2}..{:.2})",
+            rounds[3], rounds[0], rounds[6]
+        );
+        assert!(t.kill_and_reap(std::time::Duration::from_secs(30)));
     }
 }
