@@ -119,15 +119,48 @@ fn progressive_rollback_gets_past_a_corrupted_pointer() {
     let mut run = start("corrupt", &args, config);
     std::thread::sleep(Duration::from_millis(800));
     let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
+    let corrupted_after = Instant::now();
     selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGUSR1).unwrap();
+    // When the first rollback was seen, to tell when its checkpoint was
+    // taken.
+    let mut first_rollback_seen = None;
+    let deadline = Instant::now() + LIMIT;
+    while !run
+        .events
+        .last()
+        .is_some_and(|e| matches!(e, Event::Exited(_)))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = run.engine.events().recv_timeout(left).expect("events");
+        if matches!(ev, Event::RolledBack(_)) && first_rollback_seen.is_none() {
+            first_rollback_seen = Some(Instant::now());
+        }
+        run.push(ev);
+    }
     let out = run.wait(LIMIT);
     assert_eq!(out, expected, "events: {:?}", run.events);
     let rb = run.rollbacks();
-    assert!(
-        rb.len() >= 2,
-        "needed to go back more than once: {:?}",
-        run.events
-    );
+    // On a loaded machine checkpoints come further apart than the walks
+    // of the ring: the newest checkpoint before the crash may then
+    // predate the corruption, and one rollback is the right answer. Only
+    // then: its checkpoint was taken before SIGUSR1 was even sent (an
+    // estimate that errs late: the event is seen after the rollback).
+    let before_corruption = |r: &selfheal_checkpoint::RollbackReport| {
+        first_rollback_seen.is_some_and(|seen| {
+            let back =
+                Duration::from_micros(r.duration_us) + Duration::from_millis(r.checkpoint_age_ms);
+            seen.checked_sub(back).is_some_and(|t| t < corrupted_after)
+        })
+    };
+    if rb.len() == 1 && before_corruption(rb[0]) {
+        eprintln!("one rollback: its checkpoint predates the corruption (loaded machine)");
+    } else {
+        assert!(
+            rb.len() >= 2,
+            "needed to go back more than once: {:?}",
+            run.events
+        );
+    }
     // Real faults on the garbage pointer (SEGV_MAPERR at 0x10), not a kill.
     assert!(rb.iter().all(|r| matches!(
         r.failure,
