@@ -380,6 +380,12 @@ impl Collector for HttpCollector {
             ld(&s.open),
         );
         enc.single(
+            "selfheal_http_connections_awaiting_first_byte",
+            "HTTP connections open that have not sent a byte yet (they hold no buffers).",
+            Gauge,
+            ld(&s.awaiting_first_byte),
+        );
+        enc.single(
             "selfheal_http_connections_total",
             "HTTP connections accepted and served.",
             Counter,

@@ -136,6 +136,46 @@ fn idle_connections_and_slow_clients_do_not_block_healthz() {
 }
 
 #[test]
+fn silent_connections_wait_without_buffers_and_a_request_is_served() {
+    let server = start(Limits {
+        header_read_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    });
+    let addr = server.local_addr();
+    let idle: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // All of them wait for their first byte, none went on to hyper (whose
+    // buffers come with the connection): they stay counted as waiting.
+    let stats = server.stats();
+    let t0 = Instant::now();
+    while stats.awaiting_first_byte.load(Ordering::Relaxed) < 50 {
+        assert!(t0.elapsed() < T, "accepted connections were not waiting");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stats.awaiting_first_byte.load(Ordering::Relaxed), 50);
+    // A request on one of them is served as before.
+    let mut idle = idle.into_iter();
+    let mut c = idle.next().unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    assert_eq!(stats.awaiting_first_byte.load(Ordering::Relaxed), 49);
+    // One closed without a byte is dropped: no longer waiting.
+    drop(idle.next());
+    let t0 = Instant::now();
+    while stats.awaiting_first_byte.load(Ordering::Relaxed) > 48 {
+        assert!(
+            t0.elapsed() < T,
+            "a closed connection still counted as waiting"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn connections_beyond_the_limit_are_closed_not_queued() {
     let server = start(Limits {
         max_connections: 4,
