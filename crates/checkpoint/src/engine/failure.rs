@@ -1,0 +1,171 @@
+//! The tracer's crash and rollback handling: a crash signal stops the
+//! process, and the failure is rolled back to a checkpoint or refused.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use selfheal_sys::ptrace as pt;
+
+use super::{crash_filter, Done, Signature, Tracer};
+use crate::error::TraceError;
+use crate::events::{Event, Failure, Unrecoverable};
+use crate::procfs;
+use crate::rollback::RollbackError;
+use crate::tracee::Notice;
+
+impl Tracer {
+    pub(super) fn crash_in(&self, notices: &[Notice]) -> Option<(i32, i32)> {
+        notices.iter().find_map(|n| match n {
+            Notice::Signal { tid, sig } => Some((*tid, *sig)),
+            _ => None,
+        })
+    }
+
+    pub(super) fn handle_notices(&mut self, notices: Vec<Notice>) -> Result<(), Done> {
+        for n in notices {
+            match n {
+                Notice::Exited(_) => return self.finish(),
+                Notice::Exec => self.exec()?,
+                Notice::ThreadsChanged => {}
+                Notice::Signal { tid, sig } => self.signal(tid, sig)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A crash signal stopped thread `tid`.
+    fn signal(&mut self, tid: i32, sig: i32) -> Result<(), Done> {
+        let handled_by_program =
+            procfs::read_signal_dispositions(self.s.t.pid).is_ok_and(|d| d.catches(sig));
+        if !self.config.crash_signals.contains(&sig) || handled_by_program {
+            // Not ours to decide: deliver it.
+            self.s.t.set_pending(tid, sig);
+            return self.resume_one(tid);
+        }
+        let info = pt::get_siginfo(tid).ok();
+        let failure = Failure::Crash {
+            signal: sig,
+            tid,
+            code: info.map_or(0, |i| i.code),
+            addr_or_pid: info.map_or(0, |i| i.addr_or_pid),
+        };
+        let mut notices = Vec::new();
+        if let Err(e) = self.s.t.stop_all(&mut notices) {
+            return self.fatal(e);
+        }
+        self.failure(failure, Some(tid), None)
+    }
+
+    fn resume_one(&mut self, tid: i32) -> Result<(), Done> {
+        if let Some(crate::tracee::ThreadState::Stopped { pending }) =
+            self.s.t.threads.get(&tid).copied()
+        {
+            match pt::cont(tid, pending) {
+                Ok(()) => {
+                    self.s
+                        .t
+                        .threads
+                        .insert(tid, crate::tracee::ThreadState::Running);
+                }
+                Err(e) if e.is_gone() => {}
+                Err(e) => return self.fatal(TraceError::sys(self.s.t.pid, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// All threads are stopped; `tid` (if any) holds the crash signal.
+    pub(super) fn failure(
+        &mut self,
+        failure: Failure,
+        tid: Option<i32>,
+        before: Option<Instant>,
+    ) -> Result<(), Done> {
+        let started = Instant::now();
+        let pid = self.s.t.pid;
+        let signature = match (&failure, tid) {
+            // Sent by another process (kill): an event from outside, never
+            // "the same failure again", whatever the thread was doing.
+            (
+                Failure::Crash {
+                    code, addr_or_pid, ..
+                },
+                Some(_),
+            ) if *code <= 0 && (*addr_or_pid as u32 as i32) != pid => Signature::External,
+            (Failure::Crash { signal, .. }, Some(t)) => Signature::Crash {
+                signal: *signal,
+                rip: pt::get_regs(t).map_or(0, |r| r.rip),
+            },
+            _ => Signature::Hang,
+        };
+        let recurring = self.last_rollback.filter(|(at, _, sig)| {
+            at.elapsed() < self.config.recurrence_window
+                && *sig == signature
+                && signature != Signature::External
+        });
+        let hist = &self.s.history;
+        let last_id = recurring.map_or(u64::MAX, |(_, id, _)| id);
+        let idx = hist
+            .iter()
+            .rposition(|c| c.id < last_id && before.is_none_or(|b| c.taken_at <= b));
+        let result = match idx {
+            None if hist.is_empty() => Err(RollbackError::Refused(Unrecoverable::NoCheckpoint)),
+            None => Err(RollbackError::Refused(Unrecoverable::HistoryExhausted {
+                kept: hist.len(),
+            })),
+            Some(i) => self.s.rollback(i, &failure, started),
+        };
+        match result {
+            Ok(report) => {
+                // The crash is undone: its signal must not be delivered.
+                let crashed: Vec<i32> = self
+                    .s
+                    .t
+                    .threads
+                    .iter()
+                    .filter(|(_, st)| matches!(st, crate::tracee::ThreadState::Stopped { pending } if crash_filter(*pending)))
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in crashed {
+                    self.s.t.set_pending(t, 0);
+                }
+                self.last_rollback = Some((Instant::now(), report.checkpoint_id, signature));
+                // Keep the older history while the same failure may come
+                // back; a signal from outside never counts as coming back,
+                // so checkpoints go on (under a storm of them the program
+                // would otherwise never get past its last checkpoint).
+                self.next_checkpoint = Instant::now()
+                    + if signature == Signature::External {
+                        self.config.interval
+                    } else {
+                        self.config.recurrence_window
+                    };
+                self.metrics.record_rollback(&report);
+                self.send(Event::RolledBack(report));
+                self.resume()
+            }
+            Err(RollbackError::Refused(why)) => {
+                self.metrics
+                    .rollbacks_impossible
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send(Event::RollbackImpossible { failure, why });
+                // A crash signal stays pending: the process dies as it would
+                // have without us, and the supervisor restarts it.
+                self.resume()
+            }
+            Err(RollbackError::Broken(e)) => {
+                self.metrics
+                    .rollbacks_impossible
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send(Event::RollbackImpossible {
+                    failure,
+                    why: Unrecoverable::Failed {
+                        error: e.to_string(),
+                    },
+                });
+                // Half-restored state must never run.
+                self.kill()
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The tracer's checkpoint taking: stopping every thread safely, then
+//! the checkpoint itself (with the optional pre-copy while it runs).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Done, Tracer, CRASH_SIGNALS};
+use crate::error::TraceError;
+use crate::events::Event;
+use crate::tracee::Notice;
+
+impl Tracer {
+    /// Stops every thread for a checkpoint step. False when the step must
+    /// not go on (a thread is stuck, or a crash was caught while stopping:
+    /// never checkpoint a crashed state); that case is handled here.
+    fn stop_for_checkpoint(&mut self) -> Result<bool, Done> {
+        let mut notices = Vec::new();
+        if let Err(e) = self.s.t.stop_all(&mut notices) {
+            if matches!(e, TraceError::Stuck { .. }) {
+                self.checkpoint_requested = false;
+                self.metrics
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send(Event::CheckpointFailed {
+                    error: e.to_string(),
+                });
+                self.resume()?;
+                return Ok(false);
+            }
+            self.fatal(e)?;
+            return Ok(false);
+        }
+        if notices.iter().any(|n| !matches!(n, Notice::ThreadsChanged)) {
+            self.handle_notices(notices)?;
+            if self
+                .s
+                .t
+                .threads
+                .values()
+                .any(|s| matches!(s, crate::tracee::ThreadState::Stopped { .. }))
+            {
+                self.resume()?;
+            }
+            return Ok(false);
+        }
+        if self.leader_ended() {
+            self.resume()?;
+            return Ok(false);
+        }
+        if self.crash_pending() {
+            // Sent or raised before the stop but not taken yet (a stop
+            // request can overtake a signal): the state now is the crash's,
+            // and the signal would land inside the checkpoint's own system
+            // calls. Let it land first; its rollback goes to an older
+            // checkpoint.
+            self.resume()?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A crash signal is queued, not blocked, for a thread that will take
+    /// it when resumed. (A thread in a job-control stop keeps it queued
+    /// until SIGCONT: waiting for it would skip every checkpoint till then.)
+    fn crash_pending(&self) -> bool {
+        use crate::tracee::ThreadState;
+        let pid = self.s.t.pid;
+        let crash_bits = CRASH_SIGNALS
+            .iter()
+            .fold(0u64, |m, &sig| m | (1u64 << (sig - 1)));
+        self.s.t.threads.iter().any(|(&tid, st)| {
+            !matches!(st, ThreadState::GroupStopped | ThreadState::Listening)
+                && crate::procfs::read_pending_signals(pid, tid).is_ok_and(|p| p & crash_bits != 0)
+        })
+    }
+
+    /// The main thread ended while others run (`pthread_exit`): no
+    /// checkpoint can be taken until the process ends (said once).
+    fn leader_ended(&mut self) -> bool {
+        if !self.s.t.leader_ended() {
+            return false;
+        }
+        if !self.told_leader_ended {
+            self.told_leader_ended = true;
+            self.send(Event::CheckpointFailed {
+                error: format!(
+                    "the main thread of pid {} has exited while other threads run: no more checkpoints, and rollbacks are impossible until the process ends",
+                    self.s.t.pid
+                ),
+            });
+        }
+        true
+    }
+
+    pub(super) fn checkpoint(&mut self) -> Result<(), Done> {
+        if self.leader_ended() {
+            self.checkpoint_requested = false;
+            return Ok(());
+        }
+        let mut precopy = Duration::ZERO;
+        let mut registration = Duration::ZERO;
+        if self.config.precopy {
+            // Large new mappings: register them in a short stop first, so
+            // the pre-copy below reads them while the program runs.
+            if matches!(self.s.wants_registration_stop(), Ok(true)) {
+                let t0 = Instant::now();
+                if !self.stop_for_checkpoint()? {
+                    return Ok(());
+                }
+                match self.s.register_new_mappings() {
+                    Ok(()) => {}
+                    Err(e) if e.is_gone() => return self.fatal(e),
+                    // Nothing lost: the checkpoint's look registers them.
+                    Err(e) => crate::debug(|| format!("registration stop failed: {e}")),
+                }
+                self.resume()?;
+                registration = t0.elapsed();
+            }
+            let t0 = Instant::now();
+            match self.s.precopy() {
+                Ok(_) => precopy = t0.elapsed(),
+                // Nothing lost: what was found stays "written" and the
+                // checkpoint reads it; a vanished process is noticed below.
+                Err(e) => crate::debug(|| format!("pre-copy failed: {e}")),
+            }
+        }
+        let started = Instant::now();
+        if !self.stop_for_checkpoint()? {
+            return Ok(());
+        }
+        match self.s.checkpoint(started) {
+            Ok(mut stats) => {
+                let pause = started.elapsed();
+                stats.precopy_us = precopy.as_micros() as u64;
+                stats.registration_pause_us = registration.as_micros() as u64;
+                self.metrics.record_checkpoint(&stats, pause);
+                self.checkpoint_requested = false;
+                if self.config.report_checkpoints {
+                    self.send(Event::Checkpoint(stats));
+                }
+            }
+            Err(e) if e.is_gone() => return self.fatal(e),
+            Err(e) => {
+                self.metrics
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.checkpoint_requested = false;
+                self.send(Event::CheckpointFailed {
+                    error: e.to_string(),
+                });
+            }
+        }
+        self.resume()
+    }
+}
