@@ -322,8 +322,15 @@ fn setup(
     let t = match Tracee::new(pid, &tids, crash_filter) {
         Ok(mut t) => {
             if launched {
-                // Held before its first instruction (see `launch`).
-                t.set_pending(pid, pending);
+                // Held before its first instruction (see `launch`). A
+                // signal that came before it ran is sent again once the
+                // first checkpoint is taken: delivered on resume as it
+                // stands, a SIGSEGV from outside would kill the program
+                // with no rollback and no event.
+                t.set_pending(pid, 0);
+                if pending != 0 {
+                    t.deferred_signals.push((pid, pending));
+                }
             }
             t
         }
