@@ -82,6 +82,12 @@ pub enum Unrecoverable {
     },
     /// Signal handlers were installed or removed since the checkpoint.
     SignalHandlersChanged,
+    /// The program handles this crash signal itself: it was delivered to
+    /// the program's own handler instead of being rolled back.
+    HandledByProgram {
+        /// The signal.
+        signal: i32,
+    },
     /// A thread's kernel state that user memory depends on (rseq, robust
     /// futex list, alternate signal stack, clear-tid address) could not be
     /// read, at the checkpoint or now: the thread was in a job-control stop.

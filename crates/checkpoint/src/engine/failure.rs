@@ -35,13 +35,9 @@ impl Tracer {
 
     /// A crash signal stopped thread `tid`.
     fn signal(&mut self, tid: i32, sig: i32) -> Result<(), Done> {
+        let ours = self.config.crash_signals.contains(&sig);
         let handled_by_program =
             procfs::read_signal_dispositions(self.s.t.pid).is_ok_and(|d| d.catches(sig));
-        if !self.config.crash_signals.contains(&sig) || handled_by_program {
-            // Not ours to decide: deliver it.
-            self.s.t.set_pending(tid, sig);
-            return self.resume_one(tid);
-        }
         let info = pt::get_siginfo(tid).ok();
         let failure = Failure::Crash {
             signal: sig,
@@ -49,6 +45,22 @@ impl Tracer {
             code: info.map_or(0, |i| i.code),
             addr_or_pid: info.map_or(0, |i| i.addr_or_pid),
         };
+        if !ours || handled_by_program {
+            if ours {
+                // A crash signal left to the program's own handler: said,
+                // since what follows is the program's. (Its handler may
+                // also be reset by another of its threads before the
+                // kernel delivers this one, which then kills the program
+                // with no stop of ours: the kernel reads the disposition
+                // only at delivery.)
+                self.send(Event::RollbackImpossible {
+                    failure,
+                    why: Unrecoverable::HandledByProgram { signal: sig },
+                });
+            }
+            self.s.t.set_pending(tid, sig);
+            return self.resume_one(tid);
+        }
         let mut notices = Vec::new();
         if let Err(e) = self.s.t.stop_all(&mut notices) {
             return self.fatal(e);

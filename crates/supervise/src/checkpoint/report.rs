@@ -48,6 +48,10 @@ pub fn describe_unrecoverable(why: &Unrecoverable) -> String {
         Unrecoverable::SignalHandlersChanged => {
             "signal handlers were installed or removed since the checkpoint".into()
         }
+        Unrecoverable::HandledByProgram { signal } => format!(
+            "the program handles {} itself",
+            selfheal_sys::signal::signal_name(*signal)
+        ),
         Unrecoverable::ThreadStateUnknown { tid } => format!(
             "the kernel state of thread {tid} (rseq, robust futexes, signal stack) could not be read: it was in a job-control stop"
         ),
@@ -326,7 +330,11 @@ impl AppCheckpoint {
 
     pub(crate) fn report_impossible(&self, pid: i32, failure: &Failure, why: &Unrecoverable) {
         let text = explain(failure, why);
+        let handler = matches!(why, Unrecoverable::HandledByProgram { .. });
         let then = match failure {
+            Failure::Crash { .. } if handler => {
+                "the signal is delivered to its handler; a restart follows only if the program dies"
+            }
             Failure::Crash { .. } => "the signal is delivered and the program restarted",
             Failure::Hang => "the program is stopped and restarted",
         };
@@ -337,7 +345,7 @@ impl AppCheckpoint {
                 "reason": reason_tag(why),
                 "why": why,
                 "message": text,
-                "then": "restart",
+                "then": if handler { "deliver" } else { "restart" },
             }),
             trigger(failure),
         );
