@@ -442,12 +442,28 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
     while !live_members(&bomb).is_empty() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(live_members(&bomb), Vec::<i32>::new(), "bomb left");
+    let left: Vec<String> = live_members(&bomb)
+        .into_iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "bomb left ({} processes), e.g.:\n{}\nevents:\n{:#?}",
+        left.len(),
+        left.iter().take(10).cloned().collect::<String>(),
+        w.events()
+    );
     eprintln!(
         "{TEST}: stopped {} ms after it started (pids.events: {})",
         started.elapsed().as_millis(),
         pids_max_hit.trim()
     );
+    for e in w.events().iter().filter(|e| e.kind == EventKind::Recovery) {
+        eprintln!(
+            "{TEST}: step {} {} {}: {}",
+            e.details["step"], e.details["action"], e.details["outcome"], e.details["reason"]
+        );
+    }
     // The diagnosis that led to it was the no-limit one: one program's
     // related processes, not a cgroup at its limit.
     let diag = w

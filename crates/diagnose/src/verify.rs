@@ -23,6 +23,8 @@ pub struct SymptomCheck {
     last_runtime: Option<(u64, Instant)>,
     /// When the stuck tasks were first all seen out of D.
     out_of_d_since: Option<Instant>,
+    /// When a fork bomb's count was first seen below its bound.
+    tasks_low_since: Option<Instant>,
     /// A spinning kernel thread's voluntary switches when first checked.
     kthread_nvcsw: Option<u64>,
 }
@@ -46,6 +48,12 @@ const SHARE_WINDOW: Duration = Duration::from_millis(50);
 /// dying waits, uninterruptibly, for the page its own read locked).
 const OUT_OF_D_SETTLE: Duration = Duration::from_millis(200);
 
+/// A fork bomb's count must stay below its bound this long to count as
+/// recovered: one listing of /proc is not atomic (a member forked into a
+/// pid the listing already passed is missed), and a member left alive
+/// refills what the kill freed within milliseconds.
+const TASKS_LOW_SETTLE: Duration = Duration::from_millis(300);
+
 impl SymptomCheck {
     /// A check of `symptom` against the live system.
     pub fn new(
@@ -61,6 +69,7 @@ impl SymptomCheck {
             scanner,
             last_runtime: None,
             out_of_d_since: None,
+            tasks_low_since: None,
             kthread_nvcsw: None,
         }
     }
@@ -96,12 +105,18 @@ impl SymptomCheck {
             // Live members, not pids.current: killed tasks stay counted
             // there until their (re-parented) zombies are reaped, which on
             // some inits takes a second or more.
-            Symptom::CgroupTasks { path, below } => self.members(&path) < below as usize,
+            Symptom::CgroupTasks { path, below } => {
+                let low = self.members(&path) < below as usize;
+                self.settled_low(low)
+            }
             Symptom::CgroupMemory { path, percent } => self
                 .cgroup(&path)
                 .and_then(|u| u.memory)
                 .is_none_or(|m| m.percent() < percent),
-            Symptom::TreeTasks { target, below } => self.blamed_count(&target) < below,
+            Symptom::TreeTasks { target, below } => {
+                let low = self.blamed_count(&target) < below;
+                self.settled_low(low)
+            }
             Symptom::MachineMemory { available_percent } => {
                 let text = std::fs::read(self.proc_root.join("meminfo")).unwrap_or_default();
                 let mut m = selfheal_procfs::meminfo::MemInfo::default();
@@ -120,6 +135,17 @@ impl SymptomCheck {
             }
             Symptom::Unverifiable => false,
         }
+    }
+
+    /// Whether a count has been low for [`TASKS_LOW_SETTLE`], given
+    /// whether it is low now.
+    fn settled_low(&mut self, low: bool) -> bool {
+        if !low {
+            self.tasks_low_since = None;
+            return false;
+        }
+        let since = *self.tasks_low_since.get_or_insert_with(Instant::now);
+        since.elapsed() >= TASKS_LOW_SETTLE
     }
 
     fn task_file(&self, pid: i32, tid: i32, name: &str) -> Option<String> {
@@ -465,6 +491,9 @@ mod tests {
         assert!(matches!(rt.recheck(), Recheck::Cleared(m) if m.contains("no longer real-time")));
         child.kill().unwrap();
         child.wait().unwrap();
+        // Gone, but one listing is not proof: the count must stay at zero.
+        assert!(!tree.cleared(), "cleared at the first empty listing");
+        std::thread::sleep(TASKS_LOW_SETTLE);
         assert!(tree.cleared());
         assert!(
             SymptomCheck::new(Symptom::Unverifiable, Path::new("/proc"), None, None)

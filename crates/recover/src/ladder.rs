@@ -464,11 +464,8 @@ impl Ladder {
                         return StepRecord::refused(action, Refusal::Protected, why)
                     }
                     Ok((None, p)) => Some(p),
-                    Err(OpsError::Gone) if probe.cleared() => {
-                        return record(
-                            Outcome::Recovered,
-                            format!("{comm} (pid {}) exited by itself", t.pid),
-                        )
+                    Err(OpsError::Gone) if self.cleared_soon(probe) => {
+                        return record(Outcome::Recovered, self.gone_why(comm, t.pid))
                     }
                     Err(OpsError::Gone) => {
                         return record(
@@ -602,6 +599,36 @@ impl Ladder {
         }
     }
 
+    /// Whether the symptom clears within the verification time: asked when
+    /// the target is gone before a step acts. Some symptoms clear only
+    /// after staying cleared a moment (a fork bomb's count at zero), so
+    /// one look right after the last member died is not the answer.
+    fn cleared_soon(&self, probe: &mut dyn SymptomProbe) -> bool {
+        let t0 = Instant::now();
+        loop {
+            if probe.cleared() {
+                return true;
+            }
+            if t0.elapsed() >= self.options.config.verify_timeout.get() {
+                return false;
+            }
+            std::thread::sleep(self.options.poll);
+        }
+    }
+
+    /// Why a target that is gone while the symptom cleared is gone: an
+    /// earlier step's work (a killed bomb's last members can take longer
+    /// to die than that step's verification), or the process itself.
+    fn gone_why(&self, comm: &str, pid: i32) -> String {
+        if self.acted.keys().any(|&(p, _)| p == pid) {
+            format!(
+                "{comm} (pid {pid}) is gone, and the symptom with it: an earlier step acted on it"
+            )
+        } else {
+            format!("{comm} (pid {pid}) exited by itself")
+        }
+    }
+
     /// The record of a step that did not act.
     fn unacted(
         &self,
@@ -616,11 +643,9 @@ impl Ladder {
             Acted::Skip(why) => StepRecord::new(action, Outcome::Skipped, why),
             Acted::Refuse(r, why) => StepRecord::refused(action, r, why),
             Acted::Fail(why) => StepRecord::new(action, Outcome::Failed, why),
-            Acted::Gone if probe.cleared() => StepRecord::new(
-                action,
-                Outcome::Recovered,
-                format!("{comm} (pid {pid}) exited by itself"),
-            ),
+            Acted::Gone if self.cleared_soon(probe) => {
+                StepRecord::new(action, Outcome::Recovered, self.gone_why(comm, pid))
+            }
             Acted::Gone => StepRecord::new(
                 action,
                 Outcome::Skipped,

@@ -271,9 +271,12 @@ fn program_diagnosis(
         summary,
         culprit,
         blocker: None,
+        // Cleared only when no blamed process is left: without a limit,
+        // one survivor refills the machine (half the threshold once let a
+        // kill that missed 90 members count as a recovery).
         symptom: Symptom::TreeTasks {
             target: target.clone(),
-            below: (dx.thresholds.fork_bomb_tasks as usize / 2).max(1),
+            below: 1,
         },
         target: Some(target),
         evidence,

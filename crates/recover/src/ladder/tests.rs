@@ -318,6 +318,64 @@ fn kill_tree_kills_members_that_escaped_the_stop_passes() {
     assert!(f.calls().iter().all(|c| c.pid() != Some(200)));
 }
 
+/// A bomb whose last members take longer to die than kill_tree's
+/// verification: the next step finds its target gone and waits for the
+/// symptom to clear rather than glancing once, and says the earlier step
+/// did it, not the process "by itself".
+#[test]
+fn a_slow_death_after_kill_tree_is_credited_to_it() {
+    let f = system();
+    let root = proc(100, 1, "bomb", "/selfheal-sandbox/bomb");
+    f.add(root.clone());
+    let mut child = proc(101, 100, "bomb", "/selfheal-sandbox/bomb");
+    child.pgid = 100;
+    f.add(child);
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| c.verify_timeout = HumanDuration::from_millis(300)),
+    );
+    let sink = MemorySink::new();
+    let fk = f.clone();
+    let t = blaming(
+        &root,
+        Blame::Program(ProgramScope {
+            comm: "bomb".into(),
+            uid: 1000,
+            pgids: [100].into(),
+            members: [(100, 1100), (101, 1101)].into(),
+        }),
+    );
+    // The count reaches zero 400 ms after the kill: past kill_tree's
+    // 300 ms verification, inside the next step's wait.
+    let mut dead_at: Option<Instant> = None;
+    let r = l.run(
+        &incident(Class::ForkBomb, Some(t)),
+        &mut || {
+            if fk.alive(100) || fk.alive(101) {
+                return false;
+            }
+            dead_at.get_or_insert_with(Instant::now).elapsed() >= Duration::from_millis(400)
+        },
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            ("record", "recorded"),
+            ("kill_tree", "not_cleared"),
+            ("kill_cgroup", "recovered")
+        ]
+    );
+    assert!(
+        r.steps[2].reason.contains("an earlier step acted on it"),
+        "{}",
+        r.steps[2].reason
+    );
+    assert!(r.recovered);
+    // Nothing was done after kill_tree: the cgroup step found no one.
+    assert!(f.calls().iter().all(|c| !matches!(c, Call::KillCgroup(..))));
+}
+
 #[test]
 fn cgroup_actions_need_a_cgroup_of_only_blamed_processes() {
     let f = system();
