@@ -363,13 +363,8 @@ impl Session {
         }
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
-        let (tracked, brk, id) = (target.tracked.clone(), target.brk, target.id);
-        let heap_end = target
-            .layout
-            .iter()
-            .find(|v| v.path == "[heap]")
-            .map(|v| v.end);
-        self.after_rollback(tracked, brk, heap_end);
+        let (tracked, id) = (target.tracked.clone(), target.id);
+        self.after_rollback(tracked);
         Ok(RollbackReport {
             failure: failure.clone(),
             checkpoint_id: id,

@@ -76,9 +76,6 @@ pub(crate) struct Session {
     next_id: u64,
     /// Ranges the shadow describes (newest checkpoint).
     tracked: Ranges,
-    /// `[heap]` end at the newest checkpoint (brk is re-read when it moves).
-    heap_end: Option<u64>,
-    brk: u64,
     /// Reused buffers.
     addrs: Vec<u64>,
     /// Pages read by pre-copies since the newest checkpoint, as of the
@@ -132,8 +129,6 @@ impl Session {
             replay_tolerant: Vec::new(),
             next_id: 1,
             tracked: Ranges::default(),
-            heap_end: None,
-            brk: 0,
             addrs: Vec::new(),
             staged: BTreeMap::new(),
             registered: Vec::new(),
@@ -154,7 +149,6 @@ impl Session {
         }
         self.shadow.clear(&mut self.pool);
         self.tracked = Ranges::default();
-        self.heap_end = None;
         self.discard_staged();
         self.tracker.forget_pending();
         self.files.reset();
@@ -361,11 +355,11 @@ impl Session {
             Vec::new()
         };
         let thread_snaps = threads::capture(&mut self.t, &self.remote, &tids, reuse)?;
-        let heap_end = maps.iter().find(|v| v.path == "[heap]").map(|v| v.end);
-        if self.heap_end.is_none() || heap_end != self.heap_end {
-            self.brk = self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?;
-            self.heap_end = heap_end.or(Some(0));
-        }
+        // Asked every time: no mapping tells the break exactly. (Once the
+        // heap grew past its first mapping, the first `[heap]` mapping's
+        // end stopped moving with it, and a rollback then set a break from
+        // long ago: sort aborted with "malloc(): corrupted top size".)
+        let brk = self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?;
         let t_regs = started.elapsed();
         let prev_fds = self.history.back().map_or(&[][..], |c| &c.fds[..]);
         let fds = fds::capture(pid, prev_fds).map_err(io_err("read /proc/PID/fd"))?;
@@ -378,7 +372,7 @@ impl Session {
             thread_generation: self.t.generation,
             layout: maps,
             tracked: look.tracked.clone(),
-            brk: self.brk,
+            brk,
             fds,
             signals: procfs::read_signal_dispositions(pid).ok(),
             io: procfs::read_io(pid).ok(),
@@ -435,9 +429,7 @@ impl Session {
 
     /// Sets the state that must follow a rollback to the (now newest)
     /// checkpoint.
-    pub fn after_rollback(&mut self, tracked: Ranges, brk: u64, heap_end: Option<u64>) {
+    pub fn after_rollback(&mut self, tracked: Ranges) {
         self.tracked = tracked;
-        self.brk = brk;
-        self.heap_end = heap_end.or(Some(0));
     }
 }

@@ -201,6 +201,31 @@ fn program_that_maps_and_unmaps_between_checkpoints_is_restored_layout_and_all()
     );
 }
 
+/// The program break is part of the state: brkwalk moves it with every
+/// step and checks the kernel's value against its own. Once the heap
+/// grew past its first mapping, checkpoints used to keep the break of the
+/// first checkpoint (it was re-read only when the first `[heap]` mapping
+/// changed), and a rollback set that one: sort then aborted with
+/// "malloc(): corrupted top size" after rollbacks.
+#[test]
+fn the_program_break_moved_since_the_checkpoint_is_put_back() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("brkwalk", &["250000"]);
+    let mut run = start("brkwalk", &["250000"], config());
+    let signals = signals_at_random(&run, libc::SIGSEGV, 4, 200, 450);
+    let sent = signals.count;
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+    assert!(
+        run.rolled_back_all(&signals),
+        "{sent} sent: {:?}",
+        run.events
+    );
+}
+
 #[test]
 fn multithreaded_program_rolls_back_every_thread() {
     if skip() {

@@ -67,6 +67,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "writer",
             "grow",
             "exits",
+            "brkwalk",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
