@@ -60,18 +60,7 @@ fn npd_monitor_reads_a_real_event_log() {
     );
     let log = dir.path().join("events.jsonl");
     let store = dir.path().join("s.db");
-    let mut d = DaemonProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--event-log",
-            log.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let mut d = DaemonProc::with_event_log(&cfg, &store, &log);
     let start = Instant::now();
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()

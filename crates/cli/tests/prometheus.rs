@@ -414,18 +414,7 @@ fn real_prometheus_fires_hang_alert_on_a_sandboxed_rt_hog() {
     );
     let events = dir.path().join("events.jsonl");
     let store = dir.path().join("s.db");
-    let mut d = DaemonProc::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--event-log",
-            events.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let mut d = DaemonProc::with_event_log(&cfg, &store, &events);
     let selfheal = d.wait_http(Duration::from_secs(60));
     common::wait_healthy(selfheal, Duration::from_secs(60));
 

@@ -68,6 +68,17 @@ impl DaemonProc {
         DaemonProc::start(&["--config", c, "--store", s], &[], None)
     }
 
+    /// Starts `selfheal watch --config CONFIG --store STORE --event-log LOG`
+    /// as this user.
+    pub fn with_event_log(config: &Path, store: &Path, log: &Path) -> DaemonProc {
+        let (c, s, l) = (
+            config.to_str().unwrap(),
+            store.to_str().unwrap(),
+            log.to_str().unwrap(),
+        );
+        DaemonProc::start(&["--config", c, "--store", s, "--event-log", l], &[], None)
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
@@ -129,6 +140,79 @@ impl Drop for DaemonProc {
     }
 }
 
+/// A `selfheal watch` started with a config text, its store and event
+/// log in a temporary directory of its own; SIGTERM then SIGKILL on drop.
+pub struct EventLogWatch {
+    pub daemon: DaemonProc,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl EventLogWatch {
+    /// Starts `selfheal watch` with `config` (TOML) and returns at once.
+    pub fn start(config: &str) -> EventLogWatch {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), config);
+        let log = dir.path().join("events.jsonl");
+        let store = dir.path().join("s.db");
+        let daemon = DaemonProc::with_event_log(&config, &store, &log);
+        EventLogWatch {
+            daemon,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The events logged so far (lines that do not parse are skipped).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The first event `pred` accepts, waiting up to `timeout` for it.
+    pub fn wait_event(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        poll(timeout, Duration::from_millis(50), || {
+            self.events().into_iter().find(|e| pred(e))
+        })
+    }
+
+    /// Stops the daemon (SIGTERM): its events and its log.
+    pub fn stop(mut self) -> (Vec<serde_json::Value>, String) {
+        self.daemon.terminate();
+        let log = self.daemon.log_text();
+        (self.events(), log)
+    }
+}
+
+/// Calls `f` every `every` until it returns a value, or `None` once
+/// `timeout` has passed.
+pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    poll(timeout, Duration::from_millis(20), || {
+        child.try_wait().ok().flatten()
+    })
+}
+
 /// Polls /healthz until it answers 200 (the light detector completed a
 /// cycle), or panics after `timeout`.
 pub fn wait_healthy(addr: SocketAddr, timeout: Duration) {
@@ -181,6 +265,12 @@ pub fn events_json(store: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect()
+}
+
+/// Whether `program` is a file in a directory of the PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
 /// Writes a config file into `dir`.
