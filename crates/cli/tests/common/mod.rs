@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod held;
 pub mod npd;
 
 use std::io::{BufRead, BufReader};
