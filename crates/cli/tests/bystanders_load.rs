@@ -33,7 +33,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,175 +41,184 @@ use std::time::{Duration, Instant};
 use selfheal_cgroup::{Sandbox, SandboxConfig};
 use selfheal_event::{Event, EventKind};
 
-use common::{ChildGuard, DaemonProc};
+use common::confined::{
+    can_run, culprit_cgroup, live_members, sandbox, spawn, stat_of, touched, Watch, OTHER_TESTS,
+    PARENT,
+};
+use common::ChildGuard;
 
 /// Every test starts a daemon and loads the machine: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The cgroup parent of every sandbox here, and recovery's scope.
-const PARENT: &str = "selfheal-bystanders";
-
-/// A daemon with the default recovery ladders, confined to [`PARENT`].
-struct Watch {
-    daemon: DaemonProc,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// Three `bash` jobs of this uid in a sibling cgroup of the bombs, started
+/// before them so that they are older than every bomb.
+struct Namesakes {
+    /// Killed on drop.
+    _children: Vec<ChildGuard>,
+    /// (pid, start time) of each, once running.
+    before: Vec<(i32, u64)>,
+    sandbox: Sandbox,
 }
 
-impl Watch {
-    fn start() -> Watch {
-        Watch::start_with("")
+impl Namesakes {
+    /// Same command (bash), same uid, each a job of its own; `None` when
+    /// `test` must skip (said).
+    fn start(test: &str) -> Option<Namesakes> {
+        let sandbox = sandbox(
+            test,
+            SandboxConfig::new("namesakes")
+                .pids_max(32)
+                .memory_max_bytes(64 << 20)
+                .cpus(Some(0.2)),
+        )?;
+        // Each also starts short-lived bash children, so the number of bash
+        // processes on the machine moves up and down as a bomb's would.
+        let children: Vec<ChildGuard> = (0..3)
+            .map(|_| {
+                spawn(
+                    &sandbox,
+                    "bash",
+                    &["-c", "while :; do bash -c 'sleep 0.2; :'; done"],
+                )
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let before = children
+            .iter()
+            .map(|c| {
+                let pid = c.0.id() as i32;
+                (pid, stat_of(pid).expect("namesake runs").1)
+            })
+            .collect();
+        Some(Namesakes {
+            _children: children,
+            before,
+            sandbox,
+        })
     }
 
-    /// [`Watch::start`] with `extra` appended to the config.
-    fn start_with(extra: &str) -> Watch {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("selfheal.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[daemon]\nlisten = \"\"\n\n[recovery]\nallowed_cgroups = [\"/{PARENT}\"]\n{extra}"
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("events.jsonl");
-        let store = dir.path().join("s.db");
-        let daemon = DaemonProc::start(
-            &[
-                "--config",
-                config.to_str().unwrap(),
-                "--store",
-                store.to_str().unwrap(),
-                "--event-log",
-                log.to_str().unwrap(),
-            ],
-            &[],
-            None,
-        );
-        let w = Watch {
-            daemon,
-            log,
-            _dir: dir,
-        };
+    /// The namesakes are alive, the same processes, never stopped, their
+    /// cgroup not frozen; and every action of `w` was on a cgroup
+    /// `in_scope` accepts (`scope` says which) and touched no namesake.
+    fn assert_untouched(&self, w: &Watch, scope: &str, in_scope: impl Fn(&str) -> bool) {
+        for &(pid, start) in &self.before {
+            let (state, now) = stat_of(pid).unwrap_or_else(|| panic!("namesake {pid} is gone"));
+            assert_eq!(now, start, "namesake {pid} was replaced");
+            assert!(
+                !matches!(state, 'T' | 't' | 'Z'),
+                "namesake {pid} is {state}"
+            );
+        }
         assert!(
-            w.wait_event(Duration::from_secs(30), |e| e.kind == EventKind::Start)
-                .is_some(),
-            "selfheal watch did not start:\n{}",
-            w.daemon.log_text()
+            live_members(&self.sandbox).len() >= 3,
+            "a namesake is missing"
         );
-        // Let the canaries and the first samples settle.
-        std::thread::sleep(Duration::from_millis(500));
-        w
+        let pids: HashSet<i32> = self.before.iter().map(|b| b.0).collect();
+        for e in w.actions() {
+            assert!(
+                culprit_cgroup(&e).is_some_and(&in_scope),
+                "an action outside {scope}: {e:#?}"
+            );
+            assert!(
+                touched(&e).iter().all(|p| !pids.contains(p)),
+                "a namesake was touched: {e:#?}"
+            );
+        }
+        assert!(
+            !self.sandbox.cgroup().is_frozen().unwrap_or(false),
+            "the namesakes' cgroup was frozen"
+        );
+    }
+}
+
+/// A bash fork bomb in a sandbox of its own under [`PARENT`].
+struct Bomb {
+    sandbox: Sandbox,
+    /// Its cgroup, as events name it.
+    path: String,
+    started: Instant,
+    _bash: ChildGuard,
+}
+
+impl Bomb {
+    /// `script` in a sandbox allowing `pids_max` tasks and `memory_max`
+    /// bytes on half a CPU; `None` when `test` must skip (said).
+    fn start(test: &str, pids_max: u64, memory_max: u64, script: &str) -> Option<Bomb> {
+        let sandbox = sandbox(
+            test,
+            SandboxConfig::new("bomb")
+                .pids_max(pids_max)
+                .memory_max_bytes(memory_max)
+                .cpus(Some(0.5)),
+        )?;
+        let path = sandbox.rel_path().to_string();
+        let started = Instant::now();
+        let bash = spawn(&sandbox, "bash", &["-c", script]);
+        Some(Bomb {
+            sandbox,
+            path,
+            started,
+            _bash: bash,
+        })
     }
 
-    fn events(&self) -> Vec<Event> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+    /// The step of the fork-bomb ladder that recovered this bomb (by
+    /// `action`, when given), within `timeout`; else fails, saying that
+    /// the bomb was not `done` and listing the events, after `context`.
+    fn wait_recovered(
+        &self,
+        w: &Watch,
+        timeout: Duration,
+        action: Option<&str>,
+        done: &str,
+        context: &str,
+    ) -> Event {
+        let recovered = w.wait_event(timeout, |e| {
+            e.kind == EventKind::Recovery
+                && e.details["class"] == "fork_bomb"
+                && action.is_none_or(|a| e.details["action"] == a)
+                && e.details["outcome"] == "recovered"
+                && culprit_cgroup(e) == Some(self.path.as_str())
+        });
+        recovered.unwrap_or_else(|| {
+            panic!(
+                "{context}the bomb in {} was not {done} within {} s; events:\n{:#?}",
+                self.path,
+                timeout.as_secs(),
+                w.events()
+            )
+        })
     }
 
-    fn wait_event(&self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
-        let start = Instant::now();
-        loop {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return Some(e);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
+    /// Waits up to 10 s for the last of the bomb's processes to go; fails
+    /// with those left (their stat lines) and the events, after `context`.
+    fn assert_gone(&self, w: &Watch, context: &str) {
+        let t0 = Instant::now();
+        while !live_members(&self.sandbox).is_empty() && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    /// Recovery events that signalled or changed a process.
-    fn actions(&self) -> Vec<Event> {
-        self.events()
-            .into_iter()
-            .filter(|e| e.kind == EventKind::Recovery)
-            .filter(|e| {
-                e.details["touched"]
-                    .as_array()
-                    .is_some_and(|t| !t.is_empty())
-            })
-            .collect()
-    }
-}
-
-/// Root, a writable cgroup hierarchy and `programs` on the PATH, or the
-/// reason to skip.
-fn can_run(test: &str, programs: &[&str]) -> bool {
-    if !selfheal_sys::process::is_root() {
-        eprintln!("SKIP {test}: needs root (cgroup sandboxes, the kernel log)");
-        return false;
-    }
-    for p in programs {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()));
-        if !found {
-            eprintln!("SKIP {test}: `{p}` is not installed (scripts/install-deps installs it)");
-            return false;
-        }
-    }
-    true
-}
-
-/// A sandbox under [`PARENT`], or `None` (with the reason printed).
-fn sandbox(test: &str, config: SandboxConfig) -> Option<Sandbox> {
-    match Sandbox::new(config.parent(PARENT)) {
-        Ok(s) => Some(s),
-        Err(e) if e.is_unavailable() => {
-            eprintln!("SKIP {test}: {e}");
-            None
-        }
-        Err(e) => panic!("{test}: cannot create a sandbox: {e}"),
+        let left = live_members(&self.sandbox);
+        let stats: String = left
+            .iter()
+            .take(10)
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{context}bomb left ({} processes), e.g.:\n{stats}\nevents:\n{:#?}",
+            left.len(),
+            w.events()
+        );
     }
 }
 
-/// `program ARGS` inside `sb`, in a process group of its own (a job of its
-/// own, as a shell or a service manager would start it).
-fn spawn(sb: &Sandbox, program: &str, args: &[&str]) -> ChildGuard {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    ChildGuard(sb.spawn(&mut cmd).expect("spawn inside the sandbox"))
-}
-
-/// (state, start time) of `pid`.
-fn stat_of(pid: i32) -> Option<(char, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = text.rsplit_once(") ")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((
-        fields.first()?.chars().next()?,
-        fields.get(19)?.parse().ok()?,
-    ))
-}
-
-/// Live (not zombie) processes in `sb`.
-fn live_members(sb: &Sandbox) -> Vec<i32> {
-    sb.cgroup()
-        .procs_recursive()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| stat_of(*p).is_some_and(|(s, _)| s != 'Z' && s != 'X'))
+/// The recovery steps so far, one line each.
+fn recovery_steps(w: &Watch) -> Vec<String> {
+    w.events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Recovery)
+        .map(|e| e.message.clone())
         .collect()
-}
-
-fn touched(e: &Event) -> Vec<i32> {
-    e.details["touched"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .filter_map(|p| p.as_i64())
-                .map(|p| p as i32)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -219,36 +228,9 @@ fn fork_bombs_are_stopped_and_their_namesakes_untouched() {
     if !can_run(TEST, &["bash", "sleep"]) {
         return;
     }
-    // Namesakes first, so they are older than every bomb: same command
-    // (bash), same uid, each a job of its own, in a sibling cgroup.
-    let Some(others) = sandbox(
-        TEST,
-        SandboxConfig::new("namesakes")
-            .pids_max(32)
-            .memory_max_bytes(64 << 20)
-            .cpus(Some(0.2)),
-    ) else {
+    let Some(namesakes) = Namesakes::start(TEST) else {
         return;
     };
-    // Each also starts short-lived bash children, so the number of bash
-    // processes on the machine moves up and down as a bomb's would.
-    let namesakes: Vec<ChildGuard> = (0..3)
-        .map(|_| {
-            spawn(
-                &others,
-                "bash",
-                &["-c", "while :; do bash -c 'sleep 0.2; :'; done"],
-            )
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let before: Vec<(i32, u64)> = namesakes
-        .iter()
-        .map(|c| {
-            let pid = c.0.id() as i32;
-            (pid, stat_of(pid).expect("namesake runs").1)
-        })
-        .collect();
     let w = Watch::start();
     let mut bomb_paths = HashSet::new();
     // More rounds: SELFHEAL_BYSTANDER_ROUNDS (bench/hang/bystanders-soak.sh).
@@ -260,44 +242,17 @@ fn fork_bombs_are_stopped_and_their_namesakes_untouched() {
         // A limit above `heavy.fork_bomb_tasks` (200): after the kill, the
         // bomb's zombies plus the namesakes are enough processes for the
         // program-wide test, as when the bug blamed a namesake.
-        let Some(bomb) = sandbox(
-            TEST,
-            SandboxConfig::new("bomb")
-                .pids_max(300)
-                .memory_max_bytes(768 << 20)
-                .cpus(Some(0.5)),
-        ) else {
+        let Some(bomb) = Bomb::start(TEST, 300, 768 << 20, ":(){ :|:& };:") else {
             return;
         };
-        let path = bomb.rel_path().to_string();
-        bomb_paths.insert(path.clone());
-        let started = Instant::now();
-        let _bomb = spawn(&bomb, "bash", &["-c", ":(){ :|:& };:"]);
-        let stopped = w.wait_event(Duration::from_secs(40), |e| {
-            e.kind == EventKind::Recovery
-                && e.details["class"] == "fork_bomb"
-                && e.details["outcome"] == "recovered"
-                && e.culprit.as_ref().and_then(|c| c.cgroup.as_deref()) == Some(path.as_str())
-        });
-        assert!(
-            stopped.is_some(),
-            "round {round}: the bomb in {path} was not stopped within 40 s; events:\n{:#?}",
-            w.events()
-        );
-        let t0 = Instant::now();
-        while !live_members(&bomb).is_empty() && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(
-            live_members(&bomb),
-            Vec::<i32>::new(),
-            "round {round}: bomb left"
-        );
-        let stopped_after = started.elapsed();
+        bomb_paths.insert(bomb.path.clone());
+        let context = format!("round {round}: ");
+        let stop = bomb.wait_recovered(&w, Duration::from_secs(40), None, "stopped", &context);
+        bomb.assert_gone(&w, &context);
+        let stopped_after = bomb.started.elapsed();
         // The follow-up diagnoses (the kernel's fork refusal report, the
         // zombies) come within the next second or two.
         std::thread::sleep(Duration::from_secs(3));
-        let stop = stopped.unwrap();
         let after: Vec<Event> = w
             .events()
             .into_iter()
@@ -324,17 +279,6 @@ fn fork_bombs_are_stopped_and_their_namesakes_untouched() {
         );
         drop(bomb);
     }
-    // The namesakes: alive, the same processes, never stopped, never touched.
-    for &(pid, start) in &before {
-        let (state, now) = stat_of(pid).unwrap_or_else(|| panic!("namesake {pid} is gone"));
-        assert_eq!(now, start, "namesake {pid} was replaced");
-        assert!(
-            !matches!(state, 'T' | 't' | 'Z'),
-            "namesake {pid} is {state}"
-        );
-    }
-    assert!(live_members(&others).len() >= 3, "a namesake is missing");
-    let namesake_pids: HashSet<i32> = before.iter().map(|b| b.0).collect();
     // No fork-bomb diagnosis or recovery step names anything but a bomb:
     // not a namesake, not the oldest bash on the machine (which the bug
     // blamed; here it is outside recovery's scope, so blaming it shows as
@@ -343,30 +287,14 @@ fn fork_bombs_are_stopped_and_their_namesakes_untouched() {
     for e in w.events() {
         let about_bomb = matches!(e.kind, EventKind::Diagnosis | EventKind::Recovery)
             && e.details["class"] == "fork_bomb";
-        let cg = e.culprit.as_ref().and_then(|c| c.cgroup.clone());
-        let others_test = cg
-            .as_deref()
-            .is_some_and(|c| c.starts_with("/selfheal-sandbox/"));
+        let cg = culprit_cgroup(&e);
+        let others_test = cg.is_some_and(|c| c.starts_with(OTHER_TESTS));
         assert!(
-            !about_bomb || others_test || cg.as_ref().is_some_and(|c| bomb_paths.contains(c)),
+            !about_bomb || others_test || cg.is_some_and(|c| bomb_paths.contains(c)),
             "a fork-bomb verdict about something else than the bombs: {e:#?}"
         );
     }
-    for e in w.actions() {
-        let cg = e.culprit.as_ref().and_then(|c| c.cgroup.clone());
-        assert!(
-            cg.as_ref().is_some_and(|c| bomb_paths.contains(c)),
-            "an action outside the bombs' cgroups: {e:#?}"
-        );
-        assert!(
-            touched(&e).iter().all(|p| !namesake_pids.contains(p)),
-            "a namesake was touched: {e:#?}"
-        );
-    }
-    assert!(
-        !others.cgroup().is_frozen().unwrap_or(false),
-        "the namesakes' cgroup was frozen"
-    );
+    namesakes.assert_untouched(&w, "the bombs' cgroups", |c| bomb_paths.contains(c));
     drop(namesakes);
     drop(w);
 }
@@ -378,84 +306,29 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
     if !can_run(TEST, &["bash", "sleep"]) {
         return;
     }
-    let Some(others) = sandbox(
-        TEST,
-        SandboxConfig::new("namesakes")
-            .pids_max(32)
-            .memory_max_bytes(64 << 20)
-            .cpus(Some(0.2)),
-    ) else {
+    let Some(namesakes) = Namesakes::start(TEST) else {
         return;
     };
-    let namesakes: Vec<ChildGuard> = (0..3)
-        .map(|_| {
-            spawn(
-                &others,
-                "bash",
-                &["-c", "while :; do bash -c 'sleep 0.2; :'; done"],
-            )
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let before: Vec<(i32, u64)> = namesakes
-        .iter()
-        .map(|c| {
-            let pid = c.0.id() as i32;
-            (pid, stat_of(pid).expect("namesake runs").1)
-        })
-        .collect();
     // The limit is the machine's safety net, not the detector: the
     // cgroup path is moved to the limit itself (100 %), so on a fast
     // machine, where the bomb reaches 2700 tasks between two sweeps, the
     // no-limit path still has its turn first.
     let w = Watch::start_with("\n[heavy]\ncgroup_pids_percent = 100.0\n");
-    let Some(bomb) = sandbox(
-        TEST,
-        SandboxConfig::new("bomb")
-            .pids_max(3000)
-            .memory_max_bytes(2 << 30)
-            .cpus(Some(0.5)),
-    ) else {
-        return;
-    };
-    let path = bomb.rel_path().to_string();
-    let started = Instant::now();
     // Each generation waits 0.2 s before it forks: still a bomb (the
     // tasks double every ~0.25 s), but on an idle machine it no longer
     // reaches the 3000-task safety net inside one sweep, which would
     // leave only the cgroup path to see it.
-    let _bomb = spawn(&bomb, "bash", &["-c", ":(){ sleep 0.2; :|:& };:"]);
-    let stopped = w.wait_event(Duration::from_secs(60), |e| {
-        e.kind == EventKind::Recovery
-            && e.details["class"] == "fork_bomb"
-            && e.details["outcome"] == "recovered"
-            && e.culprit.as_ref().and_then(|c| c.cgroup.as_deref()) == Some(path.as_str())
-    });
+    let Some(bomb) = Bomb::start(TEST, 3000, 2 << 30, ":(){ sleep 0.2; :|:& };:") else {
+        return;
+    };
+    let path = bomb.path.as_str();
+    bomb.wait_recovered(&w, Duration::from_secs(60), None, "stopped", "");
     let pids_max_hit = std::fs::read_to_string(format!("/sys/fs/cgroup/pids{path}/pids.events"))
         .unwrap_or_default();
-    assert!(
-        stopped.is_some(),
-        "the bomb in {path} was not stopped within 60 s; events:\n{:#?}",
-        w.events()
-    );
-    let t0 = Instant::now();
-    while !live_members(&bomb).is_empty() && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left: Vec<String> = live_members(&bomb)
-        .into_iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "bomb left ({} processes), e.g.:\n{}\nevents:\n{:#?}",
-        left.len(),
-        left.iter().take(10).cloned().collect::<String>(),
-        w.events()
-    );
+    bomb.assert_gone(&w, "");
     eprintln!(
         "{TEST}: stopped {} ms after it started (pids.events: {})",
-        started.elapsed().as_millis(),
+        bomb.started.elapsed().as_millis(),
         pids_max_hit.trim()
     );
     for e in w.events().iter().filter(|e| e.kind == EventKind::Recovery) {
@@ -472,7 +345,7 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
         .find(|e| {
             e.kind == EventKind::Diagnosis
                 && e.details["class"] == "fork_bomb"
-                && e.culprit.as_ref().and_then(|c| c.cgroup.as_deref()) == Some(path.as_str())
+                && culprit_cgroup(e) == Some(path)
         })
         .expect("a fork_bomb diagnosis of the bomb");
     // On a loaded machine the bomb can reach its 3000-task safety net
@@ -492,29 +365,9 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
         );
     }
     std::thread::sleep(Duration::from_secs(3));
-    for &(pid, start) in &before {
-        let (state, now) = stat_of(pid).unwrap_or_else(|| panic!("namesake {pid} is gone"));
-        assert_eq!(now, start, "namesake {pid} was replaced");
-        assert!(
-            !matches!(state, 'T' | 't' | 'Z'),
-            "namesake {pid} is {state}"
-        );
-    }
-    let namesake_pids: HashSet<i32> = before.iter().map(|b| b.0).collect();
-    for e in w.actions() {
-        let cg = e.culprit.as_ref().and_then(|c| c.cgroup.clone());
-        let others_test = cg
-            .as_deref()
-            .is_some_and(|c| c.starts_with("/selfheal-sandbox/"));
-        assert!(
-            others_test || cg.as_deref() == Some(path.as_str()),
-            "an action outside the bomb's cgroup: {e:#?}"
-        );
-        assert!(
-            touched(&e).iter().all(|p| !namesake_pids.contains(p)),
-            "a namesake was touched: {e:#?}"
-        );
-    }
+    namesakes.assert_untouched(&w, "the bomb's cgroup", |c| {
+        c.starts_with(OTHER_TESTS) || c == path
+    });
     drop(bomb);
     drop(namesakes);
     drop(w);
@@ -527,88 +380,36 @@ fn a_quarantined_fork_bomb_is_killed_and_its_namesakes_untouched() {
     if !can_run(TEST, &["bash", "sleep"]) {
         return;
     }
-    let Some(others) = sandbox(
-        TEST,
-        SandboxConfig::new("namesakes")
-            .pids_max(32)
-            .memory_max_bytes(64 << 20)
-            .cpus(Some(0.2)),
-    ) else {
+    let Some(namesakes) = Namesakes::start(TEST) else {
         return;
     };
-    let namesakes: Vec<ChildGuard> = (0..3)
-        .map(|_| {
-            spawn(
-                &others,
-                "bash",
-                &["-c", "while :; do bash -c 'sleep 0.2; :'; done"],
-            )
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let before: Vec<(i32, u64)> = namesakes
-        .iter()
-        .map(|c| {
-            let pid = c.0.id() as i32;
-            (pid, stat_of(pid).expect("namesake runs").1)
-        })
-        .collect();
     // The quarantine alone, as where kill_tree and kill_cgroup cannot act
     // (a bomb in the root cgroup or a login session).
     let w = Watch::start_with("\n[recovery.ladder]\nfork_bomb = [\"record\", \"quarantine\"]\n");
     // 1000 tasks: the program-wide path fires at 200 and growing, before
     // the limit; fewer than the no-limit test's 3000 keeps the moves and
     // the kill within the wait on a machine other sessions load too.
-    let Some(bomb) = sandbox(
-        TEST,
-        SandboxConfig::new("bomb")
-            .pids_max(1000)
-            .memory_max_bytes(2 << 30)
-            .cpus(Some(0.5)),
-    ) else {
+    let Some(bomb) = Bomb::start(TEST, 1000, 2 << 30, ":(){ :|:& };:") else {
         return;
     };
-    let path = bomb.rel_path().to_string();
-    let started = Instant::now();
-    let _bomb = spawn(&bomb, "bash", &["-c", ":(){ :|:& };:"]);
-    let done = w.wait_event(Duration::from_secs(120), |e| {
-        e.kind == EventKind::Recovery
-            && e.details["class"] == "fork_bomb"
-            && e.details["action"] == "quarantine"
-            && e.details["outcome"] == "recovered"
-            && e.culprit.as_ref().and_then(|c| c.cgroup.as_deref()) == Some(path.as_str())
-    });
-    assert!(
-        done.is_some(),
-        "the bomb in {path} was not quarantined and killed within 120 s; events:\n{:#?}",
-        w.events()
+    let done = bomb.wait_recovered(
+        &w,
+        Duration::from_secs(120),
+        Some("quarantine"),
+        "quarantined and killed",
+        "",
     );
-    let done = done.unwrap();
-    let t0 = Instant::now();
-    while !live_members(&bomb).is_empty() && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left = live_members(&bomb);
-    let steps: Vec<String> = w
-        .events()
-        .iter()
-        .filter(|e| e.kind == EventKind::Recovery)
-        .map(|e| e.message.clone())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "{} bomb processes left; recovery:\n{steps:#?}",
-        left.len()
-    );
+    bomb.assert_gone(&w, "");
     eprintln!(
         "{TEST}: {} processes quarantined and killed, {} ms after the bomb started",
         done.details["touched"].as_array().map_or(0, Vec::len),
-        started.elapsed().as_millis()
+        bomb.started.elapsed().as_millis()
     );
     // The quarantine cgroup goes with its processes (once thousands of
     // killed processes have exited on a loaded machine).
     let quarantines = || -> Vec<String> {
-        bomb.cgroup()
+        bomb.sandbox
+            .cgroup()
             .dirs()
             .iter()
             .flat_map(|dir| {
@@ -623,37 +424,17 @@ fn a_quarantined_fork_bomb_is_killed_and_its_namesakes_untouched() {
             })
             .collect()
     };
-    let t0 = Instant::now();
-    while !quarantines().is_empty() && t0.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let gone = common::poll(Duration::from_secs(20), Duration::from_millis(100), || {
+        quarantines().is_empty().then_some(())
+    });
     assert!(
-        quarantines().is_empty(),
-        "left: {:?}; recovery:\n{steps:#?}",
-        quarantines()
+        gone.is_some(),
+        "left: {:?}; recovery:\n{:#?}",
+        quarantines(),
+        recovery_steps(&w)
     );
     std::thread::sleep(Duration::from_secs(3));
-    for &(pid, start) in &before {
-        let (state, now) = stat_of(pid).unwrap_or_else(|| panic!("namesake {pid} is gone"));
-        assert_eq!(now, start, "namesake {pid} was replaced");
-        assert!(
-            !matches!(state, 'T' | 't' | 'Z'),
-            "namesake {pid} is {state}"
-        );
-    }
-    let namesake_pids: HashSet<i32> = before.iter().map(|b| b.0).collect();
-    for e in w.actions() {
-        let cg = e.culprit.as_ref().and_then(|c| c.cgroup.clone());
-        assert_eq!(
-            cg.as_deref(),
-            Some(path.as_str()),
-            "an action outside the bomb's cgroup: {e:#?}"
-        );
-        assert!(
-            touched(&e).iter().all(|p| !namesake_pids.contains(p)),
-            "a namesake was touched: {e:#?}"
-        );
-    }
+    namesakes.assert_untouched(&w, "the bomb's cgroup", |c| c == bomb.path);
     drop(bomb);
     drop(namesakes);
     drop(w);

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod confined;
 pub mod held;
 pub mod npd;
 
