@@ -324,17 +324,8 @@ fn get_json(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
 }
 
 /// Polls `f` every 250 ms until it returns Some, or `timeout`.
-fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn poll<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    common::poll(timeout, Duration::from_millis(250), f)
 }
 
 /// One instant-query value, when the query returns exactly one series.
