@@ -322,6 +322,7 @@ impl Tracee {
         notices: &mut Vec<Notice>,
     ) -> Result<(), TraceError> {
         let known = self.threads.get(&tid).copied();
+        crate::debug(|| format!("report {tid}: {st:?} (was {known:?})"));
         match st {
             WaitStatus::Exited(_) | WaitStatus::Signaled { .. } => {
                 if self.threads.remove(&tid).is_some() {

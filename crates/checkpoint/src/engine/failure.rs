@@ -33,6 +33,27 @@ impl Tracer {
         Ok(())
     }
 
+    /// A stop that failed (the process ended, or a thread would not
+    /// stop) may still have met an exec on the way: the program is another
+    /// one, so its checkpoints go and the exec is reported before the end.
+    /// (A thread that execs while others are being stopped, and the new
+    /// program that ends before its stop, once lost the Exec event.)
+    pub(super) fn stop_failed(&mut self, notices: &[Notice], e: TraceError) -> Result<(), Done> {
+        self.exec_seen(notices);
+        self.fatal(e)
+    }
+
+    /// Reports an exec among `notices` (checkpoints of the old image
+    /// dropped); true if there was one.
+    pub(super) fn exec_seen(&mut self, notices: &[Notice]) -> bool {
+        if !notices.iter().any(|n| matches!(n, Notice::Exec)) {
+            return false;
+        }
+        self.s.reset();
+        self.send(Event::Exec);
+        true
+    }
+
     /// A crash signal stopped thread `tid`.
     fn signal(&mut self, tid: i32, sig: i32) -> Result<(), Done> {
         let ours = self.config.crash_signals.contains(&sig);
@@ -63,7 +84,7 @@ impl Tracer {
         }
         let mut notices = Vec::new();
         if let Err(e) = self.s.t.stop_all(&mut notices) {
-            return self.fatal(e);
+            return self.stop_failed(&notices, e);
         }
         self.failure(failure, Some(tid), None)
     }

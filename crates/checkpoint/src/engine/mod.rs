@@ -501,7 +501,7 @@ impl Tracer {
     fn step(&mut self, rx: &Receiver<Command>) -> Result<(), Done> {
         let mut notices = Vec::new();
         if let Err(e) = self.s.t.poll(&mut notices) {
-            return self.fatal(e);
+            return self.stop_failed(&notices, e);
         }
         self.handle_notices(notices)?;
         let now = Instant::now();
@@ -534,7 +534,7 @@ impl Tracer {
             Command::Rollback(since) => {
                 let mut notices = Vec::new();
                 if let Err(e) = self.s.t.stop_all(&mut notices) {
-                    return self.fatal(e);
+                    return self.stop_failed(&notices, e);
                 }
                 if self.crash_in(&notices).is_some() {
                     return self.handle_notices(notices);

@@ -16,6 +16,12 @@ impl Tracer {
     fn stop_for_checkpoint(&mut self) -> Result<bool, Done> {
         let mut notices = Vec::new();
         if let Err(e) = self.s.t.stop_all(&mut notices) {
+            if matches!(e, TraceError::Stuck { .. }) && notices.contains(&Notice::Exec) {
+                // A new program, not stopped yet: set up for it (or end).
+                self.checkpoint_requested = false;
+                self.exec()?;
+                return Ok(false);
+            }
             if matches!(e, TraceError::Stuck { .. }) {
                 self.checkpoint_requested = false;
                 self.metrics
@@ -27,7 +33,7 @@ impl Tracer {
                 self.resume()?;
                 return Ok(false);
             }
-            self.fatal(e)?;
+            self.stop_failed(&notices, e)?;
             return Ok(false);
         }
         if notices.iter().any(|n| !matches!(n, Notice::ThreadsChanged)) {
