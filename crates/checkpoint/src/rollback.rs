@@ -365,6 +365,15 @@ impl Session {
         threads::restore(pid, &target.threads)?;
         let (tracked, id) = (target.tracked.clone(), target.id);
         self.after_rollback(tracked);
+        // The program runs on from this state now: for the next failure's
+        // "a checkpoint from before T" and for trimming old history, it is
+        // as old as this moment, not as when it was first taken. (A VM
+        // rolled back 8 s for a hang lost that checkpoint to the 10 s span
+        // moments later, and a kernel panic right after found no
+        // checkpoint from before it: HistoryExhausted.)
+        if let Some(c) = self.history.back_mut() {
+            c.taken_at = Instant::now();
+        }
         Ok(RollbackReport {
             failure: failure.clone(),
             checkpoint_id: id,

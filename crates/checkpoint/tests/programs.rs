@@ -390,6 +390,61 @@ fn hang_rollback_request_restores_a_checkpoint_from_before_the_hang() {
     );
 }
 
+/// After a rollback the program runs on from the restored checkpoint: for
+/// the next "a checkpoint from before T" and for the span of older history
+/// it counts as taken at the rollback. (A VM rolled back 8 s for a hang
+/// lost that checkpoint to the 10 s span moments later, and a kernel
+/// panic right after found none from before it.)
+#[test]
+fn a_restored_checkpoint_counts_as_taken_at_the_rollback() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("spin", &["3000"]);
+    let config = selfheal_checkpoint::Config {
+        keep: 4,
+        recurrence_window: Duration::from_millis(400),
+        older: Some(selfheal_checkpoint::Older {
+            every: Duration::from_millis(200),
+            span: Duration::from_millis(1500),
+        }),
+        ..config()
+    };
+    let mut run = start("spin", &["3000"], config);
+    let next_rollback = |run: &mut Run| -> Event {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = run.engine.events().recv_timeout(left).expect("events");
+            run.push(ev.clone());
+            if matches!(ev, Event::RolledBack(_) | Event::RollbackImpossible { .. }) {
+                return ev;
+            }
+        }
+    };
+    std::thread::sleep(Duration::from_millis(1600));
+    // A hang "from 1.2 s ago": a checkpoint about to leave the span.
+    run.engine
+        .request_rollback(Some(Instant::now() - Duration::from_millis(1200)));
+    let first = next_rollback(&mut run);
+    assert!(matches!(first, Event::RolledBack(_)), "{:?}", run.events);
+    let restored_at = Instant::now();
+    // Past the recurrence window (checkpoints resume) and past the span
+    // as counted from when the restored checkpoint was first taken.
+    std::thread::sleep(Duration::from_millis(600));
+    run.engine
+        .request_rollback(Some(restored_at + Duration::from_millis(100)));
+    let second = next_rollback(&mut run);
+    assert!(
+        matches!(second, Event::RolledBack(_)),
+        "a checkpoint from before 100 ms after the first rollback was kept: {:?}",
+        run.events
+    );
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+}
+
 #[test]
 fn full_copy_fallback_also_rolls_back() {
     if skip() {
