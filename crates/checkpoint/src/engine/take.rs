@@ -53,6 +53,11 @@ impl Tracer {
             self.resume()?;
             return Ok(false);
         }
+        if self.job_stopped() {
+            // Stopped by job control while we stopped it.
+            self.resume()?;
+            return Ok(false);
+        }
         if self.crash_pending() {
             // Sent or raised before the stop but not taken yet (a stop
             // request can overtake a signal): the state now is the crash's,
@@ -63,6 +68,25 @@ impl Tracer {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Every live thread is in a job-control stop (SIGSTOP, Ctrl-Z):
+    /// none can run the system calls a checkpoint injects (the break,
+    /// per-thread state) without ending the stop. (Since the break is read
+    /// at every checkpoint, such a checkpoint failed and discarded the
+    /// history every 50 ms while a program was stopped.)
+    fn job_stopped(&self) -> bool {
+        use crate::tracee::ThreadState;
+        let threads = &self.s.t.threads;
+        threads
+            .values()
+            .any(|s| matches!(s, ThreadState::Listening | ThreadState::GroupStopped))
+            && threads.values().all(|s| {
+                matches!(
+                    s,
+                    ThreadState::Listening | ThreadState::GroupStopped | ThreadState::Zombie
+                )
+            })
     }
 
     /// A crash signal is queued, not blocked, for a thread that will take
@@ -101,6 +125,12 @@ impl Tracer {
     pub(super) fn checkpoint(&mut self) -> Result<(), Done> {
         if self.leader_ended() {
             self.checkpoint_requested = false;
+            return Ok(());
+        }
+        if self.job_stopped() {
+            // Nothing changes until SIGCONT, and no system call can run
+            // inside without ending the stop: the checkpoint waits (a
+            // requested one stays requested).
             return Ok(());
         }
         let mut precopy = Duration::ZERO;
