@@ -7,8 +7,12 @@
 //!   scope at its limit (systemd's `TasksMax`) holds unrelated units, so
 //!   only the program inside it that forms the bomb is blamed.
 //! - Without a limit: one program (same command and uid) with at least
-//!   `fork_bomb_tasks` related processes and still growing, or a user who
-//!   gained `fork_bomb_tasks / 2` processes between the two snapshots.
+//!   `fork_bomb_tasks` related processes and still growing (or no longer
+//!   growing only because a pids limit where it lives refuses its forks:
+//!   the cgroup test above needs the count at `cgroup_pids_percent` at the
+//!   moment of the sweep, which a bomb whose members give up and are
+//!   replaced can miss sweep after sweep), or a user who gained
+//!   `fork_bomb_tasks / 2` processes between the two snapshots.
 //!
 //! Members are re-parented to init as their parents exit, so the tree
 //! itself falls apart; what holds a bomb together is its process group (a
@@ -122,7 +126,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         let n = pids.len();
         let before = groups_before.get(&(comm.clone(), *uid)).map_or(0, Vec::len);
         let unclaimed = pids.iter().filter(|p| !claimed.contains(p)).count();
-        if n < th.fork_bomb_tasks as usize || n <= before || unclaimed * 2 < n {
+        if n < th.fork_bomb_tasks as usize || unclaimed * 2 < n {
             continue;
         }
         let members: Vec<&TaskSample> =
@@ -134,15 +138,35 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         if related < th.fork_bomb_tasks as usize {
             continue; // many, but not one bomb: unrelated jobs of one program
         }
+        // Not growing: a bomb only if a pids limit holds it back, which
+        // shows as forks refused where it lives since the last sweep (a
+        // bomb that filled its limit before the first sweep never grows
+        // between two). A large, steady pool of workers refuses nothing.
+        let held = if n > before {
+            None
+        } else {
+            match refusing_cgroup(dx, obs, root) {
+                Some(held) => Some(held),
+                None => continue,
+            }
+        };
         claimed.extend(scope.members.iter().map(|m| m.0));
+        let growth = match &held {
+            None => format!(
+                "{} more than {} ms earlier",
+                n - before,
+                d.interval.as_millis()
+            ),
+            Some((cg, refused)) => format!(
+                "not growing: held at the pids limit of {cg}, which refused {refused} forks since the last sweep"
+            ),
+        };
         out.push(program_diagnosis(
             dx,
             root,
             scope,
             format!(
-                "fork_bomb: {related} related processes of {comm} (uid {uid}; {n} in all, {} more than {} ms earlier); oldest pid {}",
-                n - before,
-                d.interval.as_millis(),
+                "fork_bomb: {related} related processes of {comm} (uid {uid}; {n} in all, {growth}); oldest pid {}",
                 root.pid
             ),
             json!({
@@ -152,6 +176,8 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 "processes": n,
                 "processes_before": before,
                 "related_processes": related,
+                "held_by_pids_limit": held.as_ref().map(|(cg, _)| cg),
+                "forks_refused_recently": held.as_ref().map(|(_, r)| r),
             }),
         ));
     }
@@ -231,6 +257,25 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         out.push(program_diagnosis(dx, root, scope, summary, evidence));
     }
     out
+}
+
+/// The cgroup holding `t`, or one above it, whose pids limit refused
+/// forks since the last sweep, with how many.
+fn refusing_cgroup(dx: &Diagnoser, obs: &Observation<'_>, t: &TaskSample) -> Option<(String, u64)> {
+    let (path, _) = dx.cgroup_of(t.pid);
+    let path = path?;
+    obs.cgroups
+        .iter()
+        .filter(|cg| {
+            path == cg.path
+                || cg.path == "/"
+                || path
+                    .strip_prefix(cg.path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .filter_map(|cg| Some((cg.path.clone(), cg.pids?.refused_recently)))
+        .filter(|(_, refused)| *refused > 0)
+        .max_by_key(|(p, _)| p.len())
 }
 
 /// The processes of a snapshot that count: alive (not zombie or dead) and

@@ -822,6 +822,50 @@ fn a_program_bomb_blames_its_related_group_not_the_oldest_namesake() {
     assert_eq!(blamed, bomb_members(&after));
 }
 
+/// The fixture's bomb held at its limit, both snapshots alike (no growth),
+/// with the cgroup test off (as when the count is below
+/// `cgroup_pids_percent` at the moment of every sweep): found through the
+/// forks its cgroup refused. Beside it, the same steady group whose cgroup
+/// refused nothing (a large pool of workers) is left alone.
+#[test]
+fn a_bomb_held_at_a_pids_limit_is_found_without_growth_a_steady_pool_is_not() {
+    let fx = Fixture::load("fork_bomb");
+    let t = Thresholds {
+        fork_bomb_tasks: 20,
+        cgroup_pids_percent: 1000.0,
+        ..Thresholds::default()
+    };
+    let same = |before: &mut Snapshot, after: &mut Snapshot| *before = after.clone();
+    let r = run_with(&fx, Trigger::Manual, &[], &[], t.clone(), same);
+    let d = r.only(Class::ForkBomb);
+    assert_eq!(d.evidence["scope"], "program", "{}", d.summary);
+    assert_eq!(d.evidence["processes"], d.evidence["processes_before"]);
+    assert_eq!(d.evidence["held_by_pids_limit"], fx.cgroup().as_str());
+    assert!(d.evidence["forks_refused_recently"].as_u64().unwrap() > 0);
+    assert!(
+        d.summary.contains("not growing: held at the pids limit"),
+        "{}",
+        d.summary
+    );
+    let target = d.target.as_ref().unwrap();
+    let crate::class::Blame::Program(scope) = &target.blame else {
+        panic!("{:?}", target.blame)
+    };
+    assert_eq!(scope.pgids, [2027].into());
+
+    // The bystander: nothing refused.
+    let events = fx
+        .root("t1")
+        .join(format!("cgroup/pids{}/pids.events", fx.cgroup()));
+    std::fs::write(&events, "max 0\n").unwrap();
+    let r = run_with(&fx, Trigger::Manual, &[], &[], t, same);
+    assert!(
+        !r.classes().contains(&Class::ForkBomb),
+        "{:#?}",
+        r.diagnoses
+    );
+}
+
 #[test]
 fn a_memory_cgroup_in_a_fill_and_kill_loop_is_recorded_with_program_and_parent() {
     let fx = Fixture::load("mem_hog");
