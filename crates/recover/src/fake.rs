@@ -81,6 +81,8 @@ pub struct FakeSystem {
     /// `children` lists children (a kernel with CONFIG_PROC_CHILDREN);
     /// false: it answers `None`.
     pub lists_children: bool,
+    /// (pid, signal) pairs the "kernel" refuses with EPERM.
+    pub refused_signals: Vec<(i32, i32)>,
 }
 
 impl FakeSystem {
@@ -93,6 +95,7 @@ impl FakeSystem {
             failing_restarts: Vec::new(),
             kexec_loaded: false,
             lists_children: true,
+            refused_signals: Vec::new(),
         }
     }
 
@@ -290,6 +293,9 @@ impl SystemOps for FakeSystem {
         }
         if sig == 0 {
             return Ok(());
+        }
+        if self.refused_signals.contains(&(pid, sig)) {
+            return Err(OpsError::Permission(format!("signal {sig} to {pid}")));
         }
         s.calls.push(Call::Signal(pid, sig));
         match sig {

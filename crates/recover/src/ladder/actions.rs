@@ -10,7 +10,7 @@ use super::guard::{blamed, cgroup_guard, check_all};
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
 use crate::ops::{OpsError, Pinned, ProcInfo};
-use crate::target::Target;
+use crate::target::{Blame, Target};
 
 /// How long `kill_tree` keeps stopping newly forked members (it stops as
 /// soon as a pass finds none: listing thousands of processes on a slow
@@ -196,26 +196,56 @@ pub(super) fn act(
 /// the kernel has them, see `tree.rs`; then again and again while new ones
 /// appear in a listing), then kills them all: a stopped process cannot
 /// fork, so none escapes.
+///
+/// A whole-cgroup blame is anchored to its target: the cgroup is the one
+/// the evidence is about while the target sits in it. A bomb's members die
+/// and are replaced all the time, the target among them, and the kill
+/// takes it too; so the step moves the anchor to a member it stopped (one
+/// that sits in the cgroup, checked when pinned), and keeps one stopped
+/// member alive until the passes after the kill are done: without it they
+/// would find the cgroup blamed by nothing and leave the members that
+/// escaped the stop passes to rebuild the bomb.
 fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
     let ops = l.ops.as_ref();
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut stopped: HashMap<i32, u64> = HashMap::new();
+    let cgroup_blame = matches!(t.blame, Blame::Cgroup);
+    // The target and pin the passes blame through (see above).
+    let mut anchor: Option<(Target, Pinned)> = None;
+    // A step that gives up before the kill leaves nothing stopped: what it
+    // stopped runs again (stopped is not recovered, and not what the
+    // evidence asked for).
+    let unstop = |stopped: &HashMap<i32, u64>| {
+        for (&pid, &st) in stopped {
+            let _ = ops.signal(pid, st, libc::SIGCONT);
+        }
+    };
     // Along the kernel's child lists first: no pass races the bomb; the
     // passes below then find only what left the tree.
     if let Err(a) = super::tree::stop_descendants(l, inc, t, p, lineage, deadline, &mut stopped) {
         return a;
     }
     loop {
-        let members = match blamed(l, inc, t, Some(p)) {
+        let (ct, cp) = anchor.as_ref().map_or((t, p), |(t, p)| (t, p));
+        let members = match blamed(l, inc, ct, Some(cp)) {
             Ok(m) => m,
+            Err(Acted::Gone) if cgroup_blame && !stopped.is_empty() => {
+                match reanchor(l, inc, t, &stopped) {
+                    Some(a) => {
+                        anchor = Some(a);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
             Err(Acted::Gone) if !stopped.is_empty() => break,
-            Err(a) => return a,
+            Err(a) => {
+                unstop(&stopped);
+                return a;
+            }
         };
         if let Err(a) = check_all(l, &members, lineage) {
-            // Let what we stopped run again before refusing.
-            for (&pid, &st) in &stopped {
-                let _ = ops.signal(pid, st, libc::SIGCONT);
-            }
+            unstop(&stopped);
             return a;
         }
         let fresh: Vec<&ProcInfo> = members
@@ -230,23 +260,63 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
                 Ok(()) | Err(OpsError::Gone) => {
                     stopped.insert(m.pid, m.starttime);
                 }
-                Err(e) => return Acted::Fail(format!("SIGSTOP {}: {e}", m.pid)),
+                Err(e) => {
+                    unstop(&stopped);
+                    return Acted::Fail(format!("SIGSTOP {}: {e}", m.pid));
+                }
             }
         }
     }
+    // Every stopped member is killed, also past one that cannot be: a
+    // failure does not leave the rest stopped. One that refused SIGKILL is
+    // continued.
+    let keep = if cgroup_blame {
+        reanchor(l, inc, t, &stopped)
+    } else {
+        None
+    };
+    let kept = keep.as_ref().map(|(k, _)| k.pid);
     let mut touched: Vec<(i32, u64)> = Vec::new();
-    for (&pid, &st) in &stopped {
+    let mut failed: Vec<String> = Vec::new();
+    for (&pid, &st) in stopped.iter().filter(|(pid, _)| Some(**pid) != kept) {
         match ops.signal(pid, st, libc::SIGKILL) {
             Ok(()) => touched.push((pid, st)),
             Err(OpsError::Gone) => {}
-            Err(e) => return Acted::Fail(format!("SIGKILL {pid}: {e}")),
+            Err(e) => {
+                let _ = ops.signal(pid, st, libc::SIGCONT);
+                failed.push(format!("SIGKILL {pid}: {e}"));
+            }
         }
+    }
+    let kill_kept = |touched: &mut Vec<(i32, u64)>| {
+        if let Some((k, kp)) = &keep {
+            match ops.signal_pinned(kp, libc::SIGKILL) {
+                Ok(()) => touched.push((k.pid, k.starttime)),
+                Err(OpsError::Gone) => {}
+                Err(e) => {
+                    let _ = ops.signal_pinned(kp, libc::SIGCONT);
+                    tracing::warn!("kill_tree: SIGKILL {}: {e}; continued", k.pid);
+                }
+            }
+        }
+    };
+    if !failed.is_empty() {
+        kill_kept(&mut touched);
+        failed.sort();
+        return Acted::Fail(format!(
+            "{} (of {} stopped: {} killed, {} could not be and run again)",
+            failed[0],
+            stopped.len(),
+            touched.len(),
+            failed.len()
+        ));
     }
     // Members that escaped the stop passes (a bomb forks into the slots
     // the kill frees): kill them directly, a few passes.
     let mut killed: HashSet<(i32, u64)> = stopped.into_iter().collect();
+    let (mt, mp) = keep.as_ref().map_or((t, p), |(t, p)| (t, p));
     for _ in 0..MOP_UP_PASSES {
-        let Ok(members) = blamed(l, inc, t, Some(p)) else {
+        let Ok(members) = blamed(l, inc, mt, Some(mp)) else {
             break;
         };
         if check_all(l, &members, lineage).is_err() {
@@ -263,11 +333,15 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
             match ops.signal(m.pid, m.starttime, libc::SIGKILL) {
                 Ok(()) => touched.push((m.pid, m.starttime)),
                 Err(OpsError::Gone) => {}
-                Err(e) => return Acted::Fail(format!("SIGKILL {}: {e}", m.pid)),
+                Err(e) => {
+                    kill_kept(&mut touched);
+                    return Acted::Fail(format!("SIGKILL {}: {e}", m.pid));
+                }
             }
             killed.insert((m.pid, m.starttime));
         }
     }
+    kill_kept(&mut touched);
     touched.sort_unstable();
     touched.dedup();
     if touched.is_empty() {
@@ -275,6 +349,28 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
     } else {
         Acted::Done(touched)
     }
+}
+
+/// For a whole-cgroup blame: the oldest process among `stopped` that is
+/// alive and still sits in the culprit's cgroup, as a target blaming that
+/// cgroup, pinned; `None` when none is left.
+fn reanchor(
+    l: &Ladder,
+    inc: &Incident,
+    t: &Target,
+    stopped: &HashMap<i32, u64>,
+) -> Option<(Target, Pinned)> {
+    let path = inc.culprit.cgroup.as_deref()?;
+    let mut order: Vec<(u64, i32)> = stopped.iter().map(|(&pid, &st)| (st, pid)).collect();
+    order.sort_unstable();
+    order.into_iter().find_map(|(st, pid)| {
+        let pinned = l.ops.pin(pid, st).ok()?;
+        l.ops.cgroup_members(&pinned, path).ok()?;
+        let mut a = t.clone();
+        a.pid = pid;
+        a.starttime = st;
+        Some((a, pinned))
+    })
 }
 
 /// The cgroup a fork bomb's quarantine goes beneath: the culprit's. Only

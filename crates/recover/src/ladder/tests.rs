@@ -318,6 +318,46 @@ fn kill_tree_kills_members_that_escaped_the_stop_passes() {
     assert!(f.calls().iter().all(|c| c.pid() != Some(200)));
 }
 
+/// The same escape under a whole-cgroup blame, where the target is the
+/// anchor that ties the cgroup to the evidence: the kill takes the target
+/// too, and the passes after it must still find the members that forked
+/// as the kill went out (it once rebuilt a 3000-task bomb after a
+/// step reported "recovered"). A process in another cgroup is untouched.
+#[test]
+fn kill_tree_of_a_cgroup_kills_members_that_escaped_after_its_target_died() {
+    const CG: &str = "/selfheal-sandbox/bomb";
+    let f = system();
+    let root = proc(100, 1, "bomb", CG);
+    f.add(root.clone());
+    for pid in 101..=104 {
+        f.add(proc(pid, 1, "bomb", CG));
+    }
+    // Forked as the kill reached 101 and 103.
+    f.fork_on_kill(101, proc(150, 1, "bomb", CG));
+    f.fork_on_kill(103, proc(151, 1, "bomb", CG));
+    f.add(proc(200, 1, "bomb", "/selfheal-sandbox/other"));
+    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let (mut c, t) = blaming(&root, Blame::Cgroup);
+    c.cgroup = Some(CG.into());
+    let fk = f.clone();
+    let r = l.run(
+        &incident(Class::ForkBomb, Some((c, t))),
+        &mut || (100..=151).all(|p| !fk.alive(p)),
+        &MemorySink::new(),
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("kill_tree", "recovered")],
+        "{r:?}"
+    );
+    assert_eq!(
+        r.steps[1].touched_pids(),
+        vec![100, 101, 102, 103, 104, 150, 151]
+    );
+    assert!(f.alive(200) && !f.is_stopped(200));
+    assert!(f.calls().iter().all(|c| c.pid() != Some(200)));
+}
+
 /// A bomb whose last members take longer to die than kill_tree's
 /// verification: the next step finds its target gone and waits for the
 /// symptom to clear rather than glancing once, and says the earlier step

@@ -24,8 +24,8 @@ use crate::target::Target;
 /// Stops the blamed processes and all their descendants breadth-first,
 /// adding each to `stopped`. Does nothing where the kernel does not list
 /// children (the caller's passes then do it all). `Err` when a process it
-/// would stop is protected (what it stopped is continued first) or a stop
-/// fails.
+/// would stop is protected or a stop fails; either way what it stopped is
+/// continued first.
 pub(super) fn stop_descendants(
     l: &Ladder,
     inc: &Incident,
@@ -67,7 +67,11 @@ pub(super) fn stop_descendants(
             }
             // Gone: its children are re-parented; the passes find them.
             Err(OpsError::Gone) => continue,
-            Err(e) => return Err(Acted::Fail(format!("SIGSTOP {pid}: {e}"))),
+            Err(e) => {
+                // Nothing is left stopped by a step that gives up.
+                unstop(stopped);
+                return Err(Acted::Fail(format!("SIGSTOP {pid}: {e}")));
+            }
         }
         let kids = match ops.children(pid) {
             Ok(Some(k)) => k,
@@ -216,5 +220,48 @@ mod tests {
         assert!(r.steps[1].reason.contains("sshd"), "{}", r.steps[1].reason);
         assert!(f.alive(400) && !f.is_stopped(400));
         assert!((100..=110).all(|p| f.alive(p) && !f.is_stopped(p)));
+    }
+
+    /// The bomb of [`bomb`], with the kernel refusing `sig` to pid 105.
+    fn bomb_refusing(lists_children: bool, sig: i32) -> Arc<FakeSystem> {
+        let mut f = Arc::try_unwrap(bomb(lists_children)).expect("one owner");
+        f.refused_signals.push((105, sig));
+        Arc::new(f)
+    }
+
+    #[test]
+    fn a_stop_that_fails_leaves_nothing_stopped() {
+        for lists in [true, false] {
+            let f = bomb_refusing(lists, libc::SIGSTOP);
+            let r = run(&f);
+            assert_eq!(r.steps[1].outcome, Outcome::Failed, "{lists}: {r:?}");
+            assert!(
+                r.steps[1].reason.contains("SIGSTOP 105"),
+                "{}",
+                r.steps[1].reason
+            );
+            let stopped: Vec<i32> = (1..=500).filter(|&p| f.is_stopped(p)).collect();
+            assert!(stopped.is_empty(), "{lists}: left stopped: {stopped:?}");
+            assert!((100..=110).all(|p| f.alive(p)), "{lists}: nothing killed");
+        }
+    }
+
+    #[test]
+    fn a_kill_that_fails_still_kills_the_rest_and_leaves_none_stopped() {
+        for lists in [true, false] {
+            let f = bomb_refusing(lists, libc::SIGKILL);
+            let r = run(&f);
+            assert_eq!(r.steps[1].outcome, Outcome::Failed, "{lists}: {r:?}");
+            assert!(
+                r.steps[1].reason.contains("SIGKILL 105"),
+                "{}",
+                r.steps[1].reason
+            );
+            assert!(f.alive(105) && !f.is_stopped(105), "{lists}");
+            for p in (100..=110).chain(201..=210).filter(|&p| p != 105) {
+                assert!(!f.alive(p), "{lists}: {p} survived");
+            }
+            assert!(f.alive(50) && f.alive(1) && f.alive(500), "{lists}");
+        }
     }
 }
