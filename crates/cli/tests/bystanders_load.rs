@@ -348,6 +348,7 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
                 && culprit_cgroup(e) == Some(path)
         })
         .expect("a fork_bomb diagnosis of the bomb");
+    eprintln!("{TEST}: diagnosis: {}", diag.message);
     // On a loaded machine the bomb can reach its 3000-task safety net
     // before two sweeps see it grow; then the limit path is the right
     // one and the no-limit premise did not hold (said, not hidden).
