@@ -2,28 +2,39 @@
 //!
 //! The model is an alternating renewal process. While the machine is up,
 //! faults arrive as a Poisson process of rate λ (per year of uptime); a
-//! fault is of class c with probability m_c (the mix). Under a profile p, a
+//! fault is of class c with probability m_c (the mix). Under a profile, a
 //! fault of class c ends one of three ways, with the frequencies the lab
-//! measured: restored in place (probability p_ip, mean downtime d_ip),
-//! restarted and serving again (p_r, d_r: detection, grace, restart and
-//! boot), or not restored (p_u: hung, or alive with the fault), which a
-//! person repairs in M (a parameter). Then
+//! measured: restored in place (p_ip, mean downtime d_ip: until the
+//! heartbeats came back or selfheal's recovery step reported, whichever is
+//! later), restarted and serving again (p_r, d_r: detection, grace, restart
+//! and boot), or not restored (p_u: hung, or alive with the fault), which
+//! costs U = M + R: someone notices after M and restarts it in R. Then
 //!
 //! ```text
-//! E[D_c]  = p_ip·d_ip + p_r·d_r + p_u·M          expected downtime of one fault
+//! E[D_c]  = p_ip·d_ip + p_r·d_r + p_u·(M + R)     expected downtime of one fault
 //! E[D]    = Σ_c m_c·E[D_c]
 //! A       = E[U] / (E[U] + E[D]) = 1 / (1 + λ·E[D])   (E[U] = 1/λ)
-//! downtime per year = (1 − A) · 1 year
+//! downtime per year = (1 − A) · 1 year = λ·A·E[D]
 //! ```
 //!
 //! by the renewal-reward theorem, whatever the distributions of up and down
 //! times, provided faults do not arrive while the machine is down and each
 //! restoration leaves it as good as new.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+mod input;
+mod view;
 
-use crate::report::{Healing, Report};
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use input::{parse_mix, parse_seconds, positive_rate, MixError, ParamError};
+pub use view::{markdown, nines, percent, svg};
+
+use crate::analyze::{Outcome, RunRecord};
+use crate::report::Report;
 use crate::scenario::{FaultClass, KernelProfile};
 
 /// Seconds in a (Julian) year.
@@ -32,6 +43,16 @@ pub const YEAR_S: f64 = 365.25 * 86_400.0;
 /// Faults per machine per year when not given: one a month, a fault-prone
 /// machine (the table scales: downtime is nearly proportional to λ).
 pub const DEFAULT_FAULTS_PER_YEAR: f64 = 12.0;
+
+/// M when not given: a fault nothing restored is noticed by a person (an
+/// alert, a user) after an hour on average.
+pub const DEFAULT_MANUAL_REPAIR_S: f64 = 3600.0;
+
+/// R when not given: a physical server's restart until it serves again
+/// (firmware self-test about a minute, kernel and services another). The
+/// lab guest boots in 15–25 s; its measured restarts are used where the
+/// lab followed one.
+pub const DEFAULT_RESTART_S: f64 = 120.0;
 
 /// The fault mix of docs/availability.md: user-space memory exhaustion and
 /// D-state waits most common, kernel bugs rarer, an all-CPU deadlock rarest.
@@ -51,49 +72,6 @@ pub fn default_mix() -> Vec<(FaultClass, f64)> {
     ]
 }
 
-/// A `--mix` item that is not `class=weight`.
-#[derive(Debug, thiserror::Error)]
-pub enum MixError {
-    /// Not `class=weight`.
-    #[error("--mix `{0}`: expected class=weight, e.g. mem_hog=0.25")]
-    Syntax(String),
-    /// Unknown class.
-    #[error("--mix: {0}")]
-    Class(#[from] crate::scenario::UnknownClass),
-    /// A weight that is not a non-negative number.
-    #[error("--mix `{0}`: the weight must be a number ≥ 0")]
-    Weight(String),
-    /// All weights zero.
-    #[error("--mix: the weights sum to zero")]
-    Empty,
-}
-
-/// Parses `class=weight` items.
-pub fn parse_mix(items: &[String]) -> Result<Vec<(FaultClass, f64)>, MixError> {
-    let mut out = Vec::new();
-    for item in items
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.trim().is_empty())
-    {
-        let (c, w) = item
-            .split_once('=')
-            .ok_or_else(|| MixError::Syntax(item.to_string()))?;
-        let class: FaultClass = c.trim().parse()?;
-        let w: f64 = w
-            .trim()
-            .parse()
-            .ok()
-            .filter(|w: &f64| w.is_finite() && *w >= 0.0)
-            .ok_or_else(|| MixError::Weight(item.to_string()))?;
-        out.push((class, w));
-    }
-    if out.iter().map(|(_, w)| w).sum::<f64>() <= 0.0 {
-        return Err(MixError::Empty);
-    }
-    Ok(out)
-}
-
 /// The model's parameters.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -101,8 +79,71 @@ pub struct Params {
     pub faults_per_year: f64,
     /// m_c, not necessarily normalised.
     pub mix: Vec<(FaultClass, f64)>,
-    /// M: seconds to repair a machine nothing restored.
+    /// M: seconds until someone notices a machine nothing restored.
     pub manual_repair_s: f64,
+    /// R: seconds from a restart to serving again, where the lab did not
+    /// measure one (a fault nothing restored; a panic the lab did not follow).
+    pub restart_s: f64,
+}
+
+impl Params {
+    /// U = M + R: the downtime of a fault nothing restored, s.
+    pub fn unrestored_s(&self) -> f64 {
+        self.manual_repair_s + self.restart_s
+    }
+}
+
+/// How one injection ended, for the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ending {
+    /// Serving again without a restart, after this many seconds.
+    InPlace(f64),
+    /// Serving again after a restart, this many seconds after the fault;
+    /// `estimated` when the lab did not follow the restart (d = the last
+    /// sign of the fault + R).
+    Restarted { downtime_s: f64, estimated: bool },
+    /// Not serving at the end of the observation.
+    Unrestored,
+}
+
+/// How `r` ended; `restart_s` is R.
+pub fn ending(r: &RunRecord, restart_s: f64) -> Ending {
+    let ms = |v: i64| v.max(0) as f64 / 1000.0;
+    match r.outcome {
+        // The heartbeats' return, or selfheal's recovery step (the service
+        // was degraded until then even where every CPU kept beating).
+        Outcome::Healthy => Ending::InPlace(
+            r.downtime_ms
+                .map_or(0.0, ms)
+                .max(r.selfheal.recover_ms.map_or(0.0, ms)),
+        ),
+        Outcome::Restarted => match r.downtime_ms {
+            Some(d) => Ending::Restarted {
+                downtime_s: ms(d),
+                estimated: false,
+            },
+            None => Ending::Restarted {
+                downtime_s: last_sign_s(r) + restart_s,
+                estimated: true,
+            },
+        },
+        // A profile that does not follow reboots ran QEMU with -no-reboot:
+        // the kernel panicked and a real machine would have restarted
+        // (panic=1). Where the lab followed, the next boot never served.
+        Outcome::Rebooted if !r.scenario.profile.follows_reboot() => Ending::Restarted {
+            downtime_s: last_sign_s(r) + restart_s,
+            estimated: true,
+        },
+        Outcome::Rebooted | Outcome::Degraded | Outcome::Hung => Ending::Unrestored,
+    }
+}
+
+/// The latest report of the fault before the guest went down (a kernel
+/// detector, or selfheal's detection), s after the fault: a lower bound of
+/// when it restarted.
+fn last_sign_s(r: &RunRecord) -> f64 {
+    let kernel = r.kernel.values().map(|h| h.latency_ms).max();
+    kernel.max(r.selfheal.detect_ms).unwrap_or(0).max(0) as f64 / 1000.0
 }
 
 /// What the model needs of one class under one profile, from the lab.
@@ -120,31 +161,54 @@ pub struct ClassInputs {
     pub d_in_place_s: f64,
     /// Mean downtime when restarted, s.
     pub d_restart_s: f64,
+    /// Restarts whose downtime is estimated with R (not followed by the lab).
+    pub restarts_estimated: usize,
 }
 
 impl ClassInputs {
-    /// From the lab's healing summary; `None` without runs.
-    pub fn from_healing(h: &Healing) -> Option<ClassInputs> {
-        if h.runs == 0 {
+    /// From the endings of one class's injections; `None` without any.
+    pub fn from_endings(endings: &[Ending]) -> Option<ClassInputs> {
+        if endings.is_empty() {
             return None;
         }
-        let n = h.runs as f64;
-        let restarted: usize = h.restarted.values().sum();
+        let n = endings.len() as f64;
+        let (mut ip, mut rs, mut estimated, mut u) = (vec![], vec![], 0, 0usize);
+        for e in endings {
+            match *e {
+                Ending::InPlace(d) => ip.push(d),
+                Ending::Restarted {
+                    downtime_s,
+                    estimated: est,
+                } => {
+                    rs.push(downtime_s);
+                    estimated += usize::from(est);
+                }
+                Ending::Unrestored => u += 1,
+            }
+        }
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
         Some(ClassInputs {
-            runs: h.runs,
-            p_in_place: (h.in_place + h.healthy_unaided) as f64 / n,
-            p_restart: restarted as f64 / n,
-            p_unrestored: h.not_restored as f64 / n,
-            d_in_place_s: h.mean_in_place_ms.unwrap_or(0.0) / 1000.0,
-            d_restart_s: h.mean_restart_ms.unwrap_or(0.0) / 1000.0,
+            runs: endings.len(),
+            p_in_place: ip.len() as f64 / n,
+            p_restart: rs.len() as f64 / n,
+            p_unrestored: u as f64 / n,
+            d_in_place_s: mean(&ip),
+            d_restart_s: mean(&rs),
+            restarts_estimated: estimated,
         })
     }
 
-    /// E[D_c] = p_ip·d_ip + p_r·d_r + p_u·M, seconds.
-    pub fn expected_downtime_s(&self, manual_repair_s: f64) -> f64 {
+    /// E[D_c] = p_ip·d_ip + p_r·d_r + p_u·U, seconds.
+    pub fn expected_downtime_s(&self, unrestored_s: f64) -> f64 {
         self.p_in_place * self.d_in_place_s
             + self.p_restart * self.d_restart_s
-            + self.p_unrestored * manual_repair_s
+            + self.p_unrestored * unrestored_s
     }
 }
 
@@ -153,7 +217,9 @@ impl ClassInputs {
 pub struct ProfileResult {
     /// The profile.
     pub profile: KernelProfile,
-    /// E[D_c] per class, s.
+    /// The measured inputs per class (every class with runs, mix or not).
+    pub inputs: BTreeMap<FaultClass, ClassInputs>,
+    /// E[D_c] per class of the mix, s.
     pub per_class_s: BTreeMap<FaultClass, f64>,
     /// Each class's part of E[D], m_c·E[D_c] (m normalised), s.
     pub share_s: BTreeMap<FaultClass, f64>,
@@ -163,10 +229,17 @@ pub struct ProfileResult {
     pub expected_downtime_s: Option<f64>,
     /// A.
     pub availability: Option<f64>,
-    /// (1 − A) · year, s.
+    /// (1 − A) · year = λ·A·E[D], s.
     pub downtime_per_year_s: Option<f64>,
     /// Restarts per year: λ·A·Σ m_c p_r,c.
     pub restarts_per_year: Option<f64>,
+}
+
+impl ProfileResult {
+    /// Class c's part of the downtime per year, λ·A·m_c·E[D_c], s.
+    pub fn class_per_year_s(&self, class: FaultClass, faults_per_year: f64) -> Option<f64> {
+        Some(faults_per_year * self.availability? * self.share_s.get(&class)?)
+    }
 }
 
 /// The model over every profile of a report.
@@ -174,6 +247,9 @@ pub struct ProfileResult {
 pub struct Table {
     /// Per profile, report order.
     pub profiles: Vec<ProfileResult>,
+    /// Runs restored in place that were scored before the lab measured
+    /// downtime: their downtime is selfheal's recovery time alone.
+    pub in_place_unmeasured: usize,
 }
 
 /// A = 1 / (1 + λ·E[D]) with λ per year and E[D] in seconds.
@@ -198,7 +274,7 @@ pub fn evaluate(
         }
         match inputs.get(&class) {
             Some(i) => {
-                let d = i.expected_downtime_s(p.manual_repair_s);
+                let d = i.expected_downtime_s(p.unrestored_s());
                 per_class_s.insert(class, d);
                 share_s.insert(class, w / total * d);
                 ed += w / total * d;
@@ -211,276 +287,100 @@ pub fn evaluate(
     let a = complete.then(|| availability(p.faults_per_year, ed));
     ProfileResult {
         profile,
+        inputs: inputs.clone(),
         per_class_s,
         share_s,
         missing,
         expected_downtime_s: complete.then_some(ed),
         availability: a,
-        downtime_per_year_s: a.map(|a| (1.0 - a) * YEAR_S),
+        downtime_per_year_s: a.map(|a| p.faults_per_year * a * ed),
         restarts_per_year: a.map(|a| p.faults_per_year * a * restarts),
     }
 }
 
-/// The model for every profile the report has runs of.
+/// The fault injections the model counts: the guest booted, the fault
+/// started, and selfheal (where it ran) was allowed to act.
+fn counted(r: &RunRecord) -> bool {
+    r.scenario.class.is_some() && r.booted && r.fault_start_ms.is_some() && !r.scenario.dry_run
+}
+
+/// The model for every profile the report has fault runs of, from the run
+/// records (so results written before the healing summary existed count too).
 pub fn from_report(r: &Report, p: &Params) -> Table {
     let mut profiles = Vec::new();
+    let in_place_unmeasured = r
+        .runs
+        .iter()
+        .filter(|run| counted(run) && run.outcome == Outcome::Healthy && run.downtime_ms.is_none())
+        .count();
     for &profile in KernelProfile::ALL {
-        let inputs: BTreeMap<FaultClass, ClassInputs> = r
-            .classes
+        let mut endings: BTreeMap<FaultClass, Vec<Ending>> = BTreeMap::new();
+        for run in r
+            .runs
             .iter()
-            .filter_map(|c| {
-                let h = c.healing.get(profile.name())?;
-                Some((c.class, ClassInputs::from_healing(h)?))
-            })
-            .collect();
-        if inputs.is_empty() {
-            continue;
-        }
-        profiles.push(evaluate(profile, &inputs, p));
-    }
-    Table { profiles }
-}
-
-fn duration(s: f64) -> String {
-    match s {
-        s if s >= 3600.0 => format!("{:.1} h", s / 3600.0),
-        s if s >= 60.0 => format!("{:.1} min", s / 60.0),
-        s => format!("{s:.1} s"),
-    }
-}
-
-/// The table as Markdown.
-pub fn markdown(t: &Table, p: &Params) -> String {
-    let mut s = String::new();
-    let total: f64 = p.mix.iter().map(|(_, w)| w).sum();
-    let mix: Vec<String> = p
-        .mix
-        .iter()
-        .map(|(c, w)| format!("{c} {:.0}%", w / total * 100.0))
-        .collect();
-    let _ = writeln!(
-        s,
-        "Availability model (docs/availability.md): λ = {} faults per year of uptime; mix {}; \
-         a fault nothing restored costs M = {}.\n",
-        p.faults_per_year,
-        mix.join(", "),
-        duration(p.manual_repair_s)
-    );
-    let _ = writeln!(
-        s,
-        "| profile | E[downtime per fault] | availability | downtime per year | restarts per year | classes without runs |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
-    for r in &t.profiles {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} |",
-            r.profile.name(),
-            r.expected_downtime_s.map_or("—".into(), duration),
-            r.availability
-                .map_or("—".into(), |a| format!("{:.6} %", a * 100.0)),
-            r.downtime_per_year_s.map_or("—".into(), duration),
-            r.restarts_per_year
-                .map_or("—".into(), |n| format!("{n:.1}")),
-            if r.missing.is_empty() {
-                "none".to_string()
-            } else {
-                r.missing
-                    .iter()
-                    .map(|c| c.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            .filter(|run| run.scenario.profile == profile && counted(run))
+        {
+            if let Some(c) = run.scenario.class {
+                endings.entry(c).or_default().push(ending(run, p.restart_s));
             }
-        );
-    }
-    let _ = writeln!(s, "\nE[downtime] of one fault, per class:\n");
-    let names: Vec<&str> = t.profiles.iter().map(|r| r.profile.name()).collect();
-    let _ = writeln!(s, "| class | weight | {} |", names.join(" | "));
-    let _ = writeln!(s, "|---|---|{}", "---|".repeat(names.len()));
-    for (c, w) in &p.mix {
-        let cells: Vec<String> = t
-            .profiles
-            .iter()
-            .map(|r| r.per_class_s.get(c).map_or("—".into(), |d| duration(*d)))
+        }
+        let inputs: BTreeMap<FaultClass, ClassInputs> = endings
+            .into_iter()
+            .filter_map(|(c, e)| Some((c, ClassInputs::from_endings(&e)?)))
             .collect();
-        let _ = writeln!(
-            s,
-            "| {c} | {:.0}% | {} |",
-            w / total * 100.0,
-            cells.join(" | ")
-        );
+        if !inputs.is_empty() {
+            profiles.push(evaluate(profile, &inputs, p));
+        }
     }
-    s
+    Table {
+        profiles,
+        in_place_unmeasured,
+    }
 }
 
-/// Downtime per year per profile as a bar chart, each bar split by class
-/// (the class's share of E[D]).
-pub fn svg(t: &Table) -> String {
-    const COLORS: &[&str] = &[
-        "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
-        "#1f78b4", "#b2df8a",
-    ];
-    let (left, top, bar_w, gap, plot_h) = (90.0, 40.0, 60.0, 50.0, 300.0);
-    let n = t.profiles.len().max(1) as f64;
-    let width = left + n * (bar_w + gap) + 220.0;
-    let height = top + plot_h + 70.0;
-    let max = t
-        .profiles
-        .iter()
-        .filter_map(|r| r.downtime_per_year_s)
-        .fold(1.0_f64, f64::max);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{left}" y="20" font-size="13">Expected downtime per year, by profile (split by fault class)</text>"#
-    );
-    for i in 0..=4 {
-        let v = max * f64::from(i) / 4.0;
-        let y = top + plot_h * (1.0 - f64::from(i) / 4.0);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            width - 220.0,
-            left - 6.0,
-            y + 4.0,
-            duration(v)
-        );
-    }
-    let classes: Vec<FaultClass> = FaultClass::ALL.to_vec();
-    for (i, r) in t.profiles.iter().enumerate() {
-        let x = left + gap / 2.0 + i as f64 * (bar_w + gap);
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            x + bar_w / 2.0,
-            top + plot_h + 16.0,
-            r.profile.name()
-        );
-        let (Some(total), Some(ed)) = (r.downtime_per_year_s, r.expected_downtime_s) else {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">no result</text>"#,
-                x + bar_w / 2.0,
-                top + plot_h - 4.0
-            );
-            continue;
-        };
-        let mut y = top + plot_h;
-        // Each class's part of the bar: m_c·E[D_c] over E[D].
-        for (&c, part) in &r.share_s {
-            let share = if ed > 0.0 { part / ed } else { 0.0 };
-            let h = plot_h * total / max * share;
-            if h <= 0.0 {
-                continue;
-            }
-            y -= h;
-            let color = COLORS[classes.iter().position(|x| *x == c).unwrap_or(0) % COLORS.len()];
-            let _ = writeln!(
-                s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{bar_w}" height="{h:.1}" fill="{color}"><title>{} {}: {}</title></rect>"#,
-                r.profile.name(),
-                c,
-                duration(total * share)
-            );
-        }
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            x + bar_w / 2.0,
-            y - 4.0,
-            duration(total)
-        );
-    }
-    for (i, c) in classes.iter().enumerate() {
-        let y = top + 14.0 * i as f64;
-        let x = width - 200.0;
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x:.1}" y="{y:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}">{c}</text>"#,
-            COLORS[i % COLORS.len()],
-            x + 14.0,
-            y + 9.0
-        );
-    }
-    s.push_str("</svg>\n");
-    s
+/// Why a results directory cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory does not exist or is not a directory.
+    #[error("--results {0}: not a directory; pass the directory a `selfheal-lab run` wrote (e.g. lab/results/full-tight-r20-2026-11-22)")]
+    NotDir(PathBuf),
+    /// results.json missing or unreadable.
+    #[error("reading {path}: {source}; pass the directory a `selfheal-lab run` wrote, or rebuild results.json with `selfheal-lab report --out DIR`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// results.json is not a lab report.
+    #[error("{path} is not a lab report ({source}); rebuild it from the raw logs with `selfheal-lab report --out DIR`")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// No fault injection in it.
+    #[error("{0} holds no fault injection (only fault-free runs, or none booted); run `selfheal-lab run` with fault classes")]
+    NoFaultRuns(PathBuf),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The hand-computed case of docs/availability.md.
-    #[test]
-    fn the_model_matches_a_hand_computed_case() {
-        // Class A: always restored in place in 10 s. Class B: half restarted
-        // (60 s), half never restored (M = 1 h).
-        let a = ClassInputs {
-            runs: 10,
-            p_in_place: 1.0,
-            p_restart: 0.0,
-            p_unrestored: 0.0,
-            d_in_place_s: 10.0,
-            d_restart_s: 0.0,
-        };
-        let b = ClassInputs {
-            runs: 10,
-            p_in_place: 0.0,
-            p_restart: 0.5,
-            p_unrestored: 0.5,
-            d_in_place_s: 0.0,
-            d_restart_s: 60.0,
-        };
-        assert_eq!(a.expected_downtime_s(3600.0), 10.0);
-        assert_eq!(b.expected_downtime_s(3600.0), 1830.0);
-        let params = Params {
-            faults_per_year: 12.0,
-            mix: vec![(FaultClass::MemHog, 1.0), (FaultClass::DState, 1.0)],
-            manual_repair_s: 3600.0,
-        };
-        let inputs = BTreeMap::from([(FaultClass::MemHog, a), (FaultClass::DState, b)]);
-        let r = evaluate(KernelProfile::Restart, &inputs, &params);
-        // E[D] = ½·10 + ½·1830 = 920 s. E[U] = year/12 = 2 629 800 s.
-        // A = 2 629 800 / (2 629 800 + 920) = 0.999 650 27…
-        // Downtime per year = (1 − A)·31 557 600 s = 920·31 557 600/2 630 720
-        //                   = 11 036.14 s (3.07 h).
-        assert_eq!(r.expected_downtime_s, Some(920.0));
-        let avail = r.availability.unwrap();
-        assert!((avail - 2_629_800.0 / 2_630_720.0).abs() < 1e-12, "{avail}");
-        let dt = r.downtime_per_year_s.unwrap();
-        assert!((dt - 11_036.14).abs() < 0.01, "{dt}");
-        // Restarts per year: λ·A·Σ m p_r = 12 · A · ¼.
-        assert!((r.restarts_per_year.unwrap() - 3.0 * avail).abs() < 1e-9);
-        // A class of the mix without runs: no result, and it is named.
-        let r = evaluate(
-            KernelProfile::None,
-            &BTreeMap::from([(FaultClass::MemHog, a)]),
-            &params,
-        );
-        assert_eq!(r.missing, [FaultClass::DState]);
-        assert_eq!(r.availability, None);
+/// Reads `dir/results.json`.
+pub fn load_report(dir: &Path) -> Result<Report, LoadError> {
+    if !dir.is_dir() {
+        return Err(LoadError::NotDir(dir.to_path_buf()));
     }
-
-    #[test]
-    fn mixes_parse_and_bad_ones_are_explained() {
-        let m = parse_mix(&["mem_hog=2,d_state=1".into()]).unwrap();
-        assert_eq!(m, [(FaultClass::MemHog, 2.0), (FaultClass::DState, 1.0)]);
-        for (bad, says) in [
-            ("mem_hog", "class=weight"),
-            ("nope=1", "nope"),
-            ("mem_hog=-1", "≥ 0"),
-            ("mem_hog=0", "zero"),
-        ] {
-            let e = parse_mix(&[bad.into()]).unwrap_err().to_string();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-        let total: f64 = default_mix().iter().map(|(_, w)| w).sum();
-        assert!((total - 1.0).abs() < 1e-9);
-        assert_eq!(default_mix().len(), FaultClass::ALL.len());
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let report: Report = serde_json::from_str(&text).map_err(|source| LoadError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    if !report.runs.iter().any(counted) {
+        return Err(LoadError::NoFaultRuns(path));
     }
+    Ok(report)
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use selfheal_lab::availability as av;
 use selfheal_lab::profile::{self, KernelProfile};
 use selfheal_lab::scenario::FaultClass;
 
@@ -227,57 +228,51 @@ struct AvailabilityArgs {
     /// A run's output directory (its results.json).
     #[arg(long)]
     results: PathBuf,
-    /// Faults per machine per year, all classes together.
-    #[arg(long, default_value_t = selfheal_lab::availability::DEFAULT_FAULTS_PER_YEAR)]
-    faults_per_year: f64,
+    /// Faults per machine per year of uptime, all classes together (λ).
+    #[arg(long, default_value_t = av::DEFAULT_FAULTS_PER_YEAR.to_string(), allow_hyphen_values = true)]
+    faults_per_year: String,
     /// Class mix as class=weight pairs, comma-separated (weights are
     /// normalised; default: the fleet mix of docs/availability.md).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     mix: Vec<String>,
-    /// Time to restore a machine that nothing restored (hung, or alive with
-    /// the fault persisting): a person notices, then power-cycles it.
-    #[arg(long, default_value = "1h")]
+    /// Time until someone notices a machine nothing restored (hung, or
+    /// alive with the fault persisting) and restarts it (M): seconds, or
+    /// a duration such as 30m.
+    #[arg(long, default_value_t = av::DEFAULT_MANUAL_REPAIR_S.to_string(), allow_hyphen_values = true)]
     manual_repair: String,
+    /// Time from a restart to serving again where the lab did not measure
+    /// one (R: after M, and after a panic the lab did not follow): seconds,
+    /// or a duration such as 2m.
+    #[arg(long, default_value_t = av::DEFAULT_RESTART_S.to_string(), allow_hyphen_values = true)]
+    restart_time: String,
     /// Where to write the plot (default: <results>/availability.svg).
     #[arg(long)]
     svg: Option<PathBuf>,
 }
 
 fn availability(a: AvailabilityArgs) -> Result<()> {
-    use selfheal_lab::availability as av;
-    let manual = humantime::parse_duration(&a.manual_repair).unwrap_or_else(|e| {
-        bad_input(&format!(
-            "--manual-repair {}: {e}; give a duration such as 30m or 1h",
-            a.manual_repair
-        ))
-    });
-    let mix = if a.mix.is_empty() {
-        av::default_mix()
-    } else {
-        av::parse_mix(&a.mix).unwrap_or_else(|e| bad_input(&e.to_string()))
-    };
-    if !(a.faults_per_year.is_finite() && a.faults_per_year > 0.0) {
-        bad_input("--faults-per-year must be a positive number");
-    }
-    let path = a.results.join("results.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "reading {}: {e}; pass the directory a `selfheal-lab run` wrote",
-            path.display()
-        )
-    })?;
-    let report: selfheal_lab::report::Report = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{} is not a lab report: {e}", path.display()))?;
+    let bad = |e: &dyn std::fmt::Display| -> ! { bad_input(&e.to_string()) };
     let params = av::Params {
-        faults_per_year: a.faults_per_year,
-        mix,
-        manual_repair_s: manual.as_secs_f64(),
+        faults_per_year: av::positive_rate(&a.faults_per_year).unwrap_or_else(|e| bad(&e)),
+        mix: if a.mix.is_empty() {
+            av::default_mix()
+        } else {
+            av::parse_mix(&a.mix).unwrap_or_else(|e| bad(&e))
+        },
+        manual_repair_s: av::parse_seconds("--manual-repair", &a.manual_repair)
+            .unwrap_or_else(|e| bad(&e)),
+        restart_s: av::parse_seconds("--restart-time", &a.restart_time).unwrap_or_else(|e| bad(&e)),
     };
+    let report = av::load_report(&a.results).unwrap_or_else(|e| bad(&e));
     let table = av::from_report(&report, &params);
     print!("{}", av::markdown(&table, &params));
     let svg = a.svg.unwrap_or_else(|| a.results.join("availability.svg"));
-    std::fs::write(&svg, av::svg(&table))
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", svg.display()))?;
+    std::fs::write(&svg, av::svg(&table, &params)).map_err(|e| {
+        anyhow::anyhow!(
+            "writing {}: {e}; pass --svg with a writable path",
+            svg.display()
+        )
+    })?;
     eprintln!("plot: {}", svg.display());
     Ok(())
 }
