@@ -160,7 +160,7 @@ pub fn markdown(t: &Table, p: &Params) -> String {
         let _ = writeln!(
             s,
             "\n{} runs restored in place were scored before the lab measured downtime: their \
-             downtime is selfheal's recovery time alone; re-score a copy of the directory with \
+             downtime is selfheal's recovery time alone (0 where selfheal did not act); re-score a copy of the directory with \
              `selfheal-lab report --out DIR` to measure it from the heartbeats.",
             t.in_place_unmeasured
         );
@@ -184,7 +184,8 @@ pub fn svg(t: &Table, p: &Params) -> String {
     ];
     let (left, top, bar_w, gap, plot_h) = (90.0, 40.0, 60.0, 50.0, 300.0);
     let n = t.profiles.len().max(1) as f64;
-    let width = left + n * (bar_w + gap) + 220.0;
+    // Wide enough for the title with a single profile.
+    let width = (left + n * (bar_w + gap) + 220.0).max(560.0);
     let height = top + plot_h + 70.0;
     let max = t
         .profiles
