@@ -42,7 +42,7 @@ enum Command {
     Calibrate(cmd::calibrate::CalibrateArgs),
     /// Run a program under supervision: detect its crashes and hangs,
     /// recover and restart it; exits with the program's status.
-    Run(Box<selfheal_supervise::RunArgs>),
+    Run(Box<cmd::run::RunArgs>),
     /// Run a QEMU guest and watch it from the host: a guest panic or hang is
     /// rolled back in place to an in-memory checkpoint of the whole VM.
     Vm(Box<cmd::vm::VmArgs>),

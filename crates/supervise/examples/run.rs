@@ -1,33 +1,41 @@
-//! `selfheal run` on its own, without the full CLI: the same flags and
-//! exit status. Used by the integration tests and the benchmark script.
+//! The library on its own: supervise one program in the foreground with
+//! the default settings (restart on failure, backoff, crash-loop breaker),
+//! events only logged, and exit with its status. `selfheal run` adds the
+//! flags and the event store.
 //!
-//! `cargo run -p selfheal-supervise --example run -- [OPTIONS] -- CMD [ARGS…]`
+//! `SELFHEAL_LOG=debug cargo run -p selfheal-supervise --example run -- CMD [ARGS…]`
 
-use clap::Parser;
+use std::sync::Arc;
 
-#[derive(Parser)]
-#[command(
-    name = "selfheal-run",
-    about = "Supervise one program: restart it when it crashes or hangs."
-)]
-struct Cli {
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "SELFHEAL_LOG", default_value = "info")]
-    log: String,
-    #[command(flatten)]
-    run: selfheal_supervise::RunArgs,
+use selfheal_config::AppConfig;
+use selfheal_event::{Event, EventSink};
+use selfheal_supervise::{run_foreground, Options};
+
+/// Keeps events nowhere; the supervisor logs each one anyway.
+struct Discard;
+
+impl EventSink for Discard {
+    fn emit(&self, _: Event) -> bool {
+        true
+    }
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    if command.is_empty() {
+        eprintln!("usage: run CMD [ARGS…]");
+        std::process::exit(2);
+    }
+    let filter = std::env::var("SELFHEAL_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
-    match selfheal_supervise::run_main(cli.run) {
+    let app = AppConfig::new("example", command);
+    match run_foreground(app, Arc::new(Discard), Options::default()) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("selfheal run: {e:#}");
+            eprintln!("run: {e}");
             std::process::exit(125);
         }
     }

@@ -23,15 +23,17 @@
 //!   snapshot ([`Supervisor::snapshot`]).
 //!
 //! [`Supervisor`] runs many apps for the daemon (one thread each);
-//! [`run_main`] is `selfheal run -- CMD` for one. How a program is started
-//! and waited for is behind [`Launcher`]/[`ChildHandle`], so a launcher
-//! whose process is reaped by someone else (a ptrace tracer) fits in.
+//! [`run_foreground`] supervises one in the foreground (`selfheal run`).
+//! How a program is started and waited for is behind
+//! [`Launcher`]/[`ChildHandle`], so a launcher whose process is reaped by
+//! someone else (a ptrace tracer) fits in.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
 pub mod child;
 pub mod events;
 pub mod evidence;
+mod foreground;
 mod mailbox;
 pub mod notify;
 pub mod output;
@@ -40,7 +42,6 @@ pub mod probe;
 pub mod progress;
 mod progress_thread;
 pub mod recovery;
-mod run;
 mod runner;
 pub mod state;
 mod streams;
@@ -50,8 +51,8 @@ pub use child::{
     ChildError, ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, ProcessLauncher,
     SignalScope, StdioSpec,
 };
+pub use foreground::{run_foreground, ForegroundError};
 pub use recovery::{RecoveryStep, StepContext, StepFactory, StepOutcome, Trouble};
-pub use run::{run_main, RunArgs};
 pub use runner::Finish;
 pub use state::{render_table, AppMetrics, AppState, AppStatus, Phase};
 pub use supervisor::{Options, SuperviseError, Supervisor, SupervisorControl};

@@ -14,6 +14,15 @@ use std::path::Path;
 use anyhow::Context;
 use selfheal_config::Config;
 
+/// Keeps events nowhere (`--no-store`; they are still logged).
+pub struct Discard;
+
+impl selfheal_event::EventSink for Discard {
+    fn emit(&self, _: selfheal_event::Event) -> bool {
+        true
+    }
+}
+
 /// Bad input from the user (exit code 2), as opposed to a runtime failure.
 #[derive(Debug)]
 pub struct UsageError(pub String);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use selfheal_config::{HumanDuration, Output, RestartPolicy, VmConfig};
-use selfheal_event::{Class, Event, EventSink};
+use selfheal_event::{Class, EventSink};
 use selfheal_store::{Store, StoreWriter, WriterOptions};
 use selfheal_vm::{Stop, VmMetrics};
 
@@ -135,15 +135,6 @@ impl VmArgs {
     }
 }
 
-/// Keeps events nowhere (`--no-store`; they are still logged).
-struct Discard;
-
-impl EventSink for Discard {
-    fn emit(&self, _: Event) -> bool {
-        true
-    }
-}
-
 /// Runs the VM until it ends for good; exits with QEMU's status.
 pub fn run(args: VmArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(selfheal_config::LogFormat::Human);
@@ -165,7 +156,7 @@ pub fn run(args: VmArgs) -> anyhow::Result<ExitCode> {
     };
     let base: Arc<dyn EventSink> = match &writer {
         Some(w) => w.clone(),
-        None => Arc::new(Discard),
+        None => Arc::new(super::Discard),
     };
     let sink: Arc<dyn EventSink> = Arc::new(
         selfheal_daemon::FanoutSink::new(base, args.event_log.as_deref())

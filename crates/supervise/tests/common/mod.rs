@@ -144,31 +144,3 @@ pub fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
     let p = d.path().join(name);
     (d, p)
 }
-
-/// The `run` example: `selfheal run` as a program of its own.
-pub fn selfheal_run() -> PathBuf {
-    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile = exe.parent().unwrap().parent().unwrap();
-        let target = profile.parent().unwrap();
-        let path = profile.join("examples").join("run");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", "run", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target);
-        if profile.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        path
-    })
-    .clone()
-}

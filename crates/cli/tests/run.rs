@@ -1,19 +1,42 @@
 //! `selfheal run` end to end, as its own process: exit status, signal
 //! forwarding, and events in the store.
 
-mod common;
-
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use selfheal_event::EventKind;
+use selfheal_event::{Event, EventKind};
 use selfheal_store::{Order, Query, Store};
 
+/// `selfheal run ARGS` with stderr captured.
 fn run(args: &[&str]) -> Command {
-    let mut c = Command::new(selfheal_run());
-    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_selfheal"));
+    c.arg("run")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     c
+}
+
+/// The path of a `tp-*` program.
+fn tp(name: &str) -> String {
+    selfheal_testprogs::bin(name).display().to_string()
+}
+
+/// `name` in a fresh temporary directory (kept while the guard lives).
+fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join(name);
+    (d, p)
+}
+
+/// Events one per line, for assertion messages.
+fn dump(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| format!("  {} {} {} {}", e.kind, e.severity, e.message, e.details))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
