@@ -10,12 +10,12 @@
 //!   ([`progress`]: a thread spinning without system calls, every thread
 //!   blocked on locks), which only raise suspicions unless confirmed.
 //! - **Recovery**: evidence capture (thread states from /proc, a hook
-//!   command), pluggable [`recovery`] steps (the checkpoint engine's
+//!   command), pluggable recovery [`steps`] (the checkpoint engine's
 //!   rollback), then the stop signal, a grace period, SIGKILL and a restart
 //!   governed by the restart policy, exponential backoff and a crash-loop
-//!   breaker ([`policy`]). A restart after a failure cuts output files the
+//!   breaker ([`restart`]). A restart after a failure cuts output files the
 //!   killed run wrote back to where it started (`restart_output`).
-//! - **Checkpoints** ([`checkpoint`], `[app.checkpoint]`): the program
+//! - **Checkpoints** ([`rollback`], `[app.checkpoint]`): the program
 //!   runs under the μCheckpoint engine; a crash is rolled back in place
 //!   instead of restarted, a hang is rolled back by a recovery step.
 //! - **Observability**: `app_*` events to an [`selfheal_event::EventSink`],
@@ -29,7 +29,6 @@
 //! someone else (a ptrace tracer) fits in.
 #![forbid(unsafe_code)]
 
-pub mod checkpoint;
 pub mod child;
 pub mod events;
 pub mod evidence;
@@ -37,13 +36,14 @@ mod foreground;
 mod mailbox;
 pub mod notify;
 pub mod output;
-pub mod policy;
 pub mod probe;
 pub mod progress;
 mod progress_thread;
-pub mod recovery;
+pub mod restart;
+pub mod rollback;
 mod runner;
 pub mod state;
+pub mod steps;
 mod streams;
 mod supervisor;
 
@@ -52,7 +52,7 @@ pub use child::{
     SignalScope, StdioSpec,
 };
 pub use foreground::{run_foreground, ForegroundError};
-pub use recovery::{RecoveryStep, StepContext, StepFactory, StepOutcome, Trouble};
 pub use runner::Finish;
 pub use state::{render_table, AppMetrics, AppState, AppStatus, Phase};
+pub use steps::{RecoveryStep, StepContext, StepFactory, StepOutcome, Trouble};
 pub use supervisor::{Options, SuperviseError, Supervisor, SupervisorControl};

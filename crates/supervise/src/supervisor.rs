@@ -8,13 +8,13 @@ use selfheal_config::AppConfig;
 use selfheal_event::EventSink;
 use selfheal_metrics::Collector;
 
-use crate::checkpoint::{AppCheckpoint, CheckpointMetrics, Collectors};
 use crate::child::{Launcher, ProcessLauncher};
 use crate::mailbox::{mailbox, Msg, Waker};
 use crate::notify::{runtime_dir, NotifySocket, NotifySocketError};
-use crate::recovery::{no_steps, StepFactory};
+use crate::rollback::{AppCheckpoint, CheckpointMetrics, Collectors};
 use crate::runner::{Finish, Runner, RunnerSetup};
 use crate::state::{AppMetrics, AppState, AppStatus};
+use crate::steps::{no_steps, StepFactory};
 
 /// Supervision could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub enum SuperviseError {
 
 /// Knobs for embedding supervision; [`Options::default`] is what the
 /// daemon uses. Apps with `[app.checkpoint]` on run under the checkpoint
-/// engine ([`crate::checkpoint`]), with `launcher` as the fallback when the
+/// engine ([`crate::rollback`]), with `launcher` as the fallback when the
 /// engine cannot run, and a `rollback` step before `recovery`'s.
 #[derive(Clone)]
 pub struct Options {
@@ -115,11 +115,8 @@ fn with_checkpoints(
     app: &AppConfig,
     sink: &Arc<dyn EventSink>,
     options: &Options,
-    metrics: &mut Vec<(String, Arc<crate::checkpoint::CheckpointTotals>)>,
-) -> (
-    Arc<dyn Launcher>,
-    Vec<Box<dyn crate::recovery::RecoveryStep>>,
-) {
+    metrics: &mut Vec<(String, Arc<crate::rollback::CheckpointTotals>)>,
+) -> (Arc<dyn Launcher>, Vec<Box<dyn crate::steps::RecoveryStep>>) {
     let steps = (options.recovery)(app);
     if !app.checkpoint.enabled() {
         return (Arc::clone(&options.launcher), steps);
@@ -131,7 +128,7 @@ fn with_checkpoints(
         options.dry_run,
     );
     metrics.push((app.name.clone(), Arc::clone(ck.totals())));
-    let mut all: Vec<Box<dyn crate::recovery::RecoveryStep>> = vec![Box::new(ck.step())];
+    let mut all: Vec<Box<dyn crate::steps::RecoveryStep>> = vec![Box::new(ck.step())];
     all.extend(steps);
     (ck.launcher(), all)
 }

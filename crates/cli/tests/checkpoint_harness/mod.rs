@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::common::*;
-use selfheal_supervise::checkpoint::engine::sandbox::{Limits, Sandbox};
+use selfheal_supervise::rollback::engine::sandbox::{Limits, Sandbox};
 use serde_json::Value;
 
 /// Bound on any one program run (generous: a noisy shared machine).

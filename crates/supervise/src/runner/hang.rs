@@ -17,8 +17,8 @@ use crate::events::unix_us;
 use crate::evidence::{run_hook, thread_stacks};
 use crate::probe::ProbeOutcome;
 use crate::progress::ProgressReport;
-use crate::recovery::{StepContext, StepOutcome, Trouble};
 use crate::state::Phase;
+use crate::steps::{StepContext, StepOutcome, Trouble};
 
 impl Runner {
     fn group_scope(&self) -> SignalScope {

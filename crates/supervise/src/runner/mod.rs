@@ -30,11 +30,11 @@ use crate::events::app_event;
 use crate::mailbox::{Mailbox, Msg, Waker};
 use crate::notify::NotifySocket;
 use crate::output::{open_output, StderrPump};
-use crate::policy::{Decision, EndCause, RestartTracker};
 use crate::probe::{self, ProbeOutcome, ProbeThread};
 use crate::progress::SuspicionKind;
-use crate::recovery::RecoveryStep;
+use crate::restart::{Decision, EndCause, RestartTracker};
 use crate::state::{AppState, Phase};
+use crate::steps::RecoveryStep;
 use crate::streams::{RunStreams, Stream};
 
 /// How long the crash event waits for the stderr pump to catch up.

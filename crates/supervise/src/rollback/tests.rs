@@ -14,7 +14,7 @@ use super::engine::{self, Failure, StartError, Unrecoverable};
 use super::report::{explain, reason_tag};
 use super::*;
 use crate::child::{ChildHandle, ExitStatus, LaunchSpec, ProcessLauncher};
-use crate::recovery::{RecoveryStep, StepContext, StepOutcome, Trouble};
+use crate::steps::{RecoveryStep, StepContext, StepOutcome, Trouble};
 
 fn app() -> AppConfig {
     let mut a = AppConfig::new("ck", vec!["sh".into(), "-c".into(), "exit 3".into()]);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{AppCheckpoint, HangReply};
-use crate::recovery::{RecoveryStep, StepContext, StepOutcome, Trouble};
+use crate::steps::{RecoveryStep, StepContext, StepOutcome, Trouble};
 
 /// How long the step waits for the engine (stopping every thread may take
 /// up to 5 s when one is in uninterruptible sleep).
