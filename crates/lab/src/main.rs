@@ -29,7 +29,7 @@ enum Cmd {
     /// Run injections and fault-free runs, then write report.md, results.json, latency.svg.
     Run(RunArgs),
     /// Re-score an existing output directory from its raw serial logs
-    /// (plain or gzipped).
+    /// (plain, xz or gzipped).
     Report {
         /// The directory a `run` wrote.
         #[arg(long)]

@@ -84,7 +84,7 @@ fn one_injection_end_to_end() {
     assert_eq!(run["booted"], true, "guest did not boot: {run}");
     // Every number traces back to a raw log kept beside the report.
     let logs = out.path().join(run["log_dir"].as_str().unwrap());
-    // Scored runs keep their logs gzipped (lab.log.gz).
+    // Scored runs keep their logs compressed (lab.log.xz).
     assert!(selfheal_lab::logs::read_log(&logs, "lab.log").contains("LAB INJECT "));
     assert!(out.path().join("report.md").is_file() && out.path().join("latency.svg").is_file());
     if real.is_some() {
