@@ -220,9 +220,12 @@ fn watch_aborts_a_dead_fuse_connection_and_spares_the_waiter() {
         }
     };
     unmount_fuse(server, &mnt);
+    let events = watch.events();
     let stderr = watch.stop();
     let diag = diag.unwrap_or_else(|| panic!("no d_state diagnosis; daemon log:\n{stderr}"));
-    let rec = rec.expect("recovered");
+    let rec = rec.unwrap_or_else(|| {
+        panic!("not recovered within 10 s of the diagnosis; events:\n{events:#?}\ndaemon log:\n{stderr}")
+    });
     eprintln!(
         "{TEST}: diagnosed after {} ms: {}; {}",
         after.as_millis(),
@@ -279,7 +282,9 @@ fn watch_dry_run_records_the_plan_and_touches_nothing() {
     let events = watch.events();
     let stderr = watch.stop();
     diag.unwrap_or_else(|| panic!("no d_state diagnosis; daemon log:\n{stderr}"));
-    let plan = plan.expect("a dry-run recovery event");
+    let plan = plan.unwrap_or_else(|| {
+        panic!("no dry-run recovery event within 10 s of the diagnosis; events:\n{events:#?}\ndaemon log:\n{stderr}")
+    });
     assert!(
         plan.message.contains("would abort FUSE connection"),
         "{}",
