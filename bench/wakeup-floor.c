@@ -1,8 +1,16 @@
 /* The cost floor of a periodic detector on this machine: a thread that
  * wakes every 100 ms and does nothing (mode 0), reads /proc/stat (mode 1),
- * or also /proc/meminfo and /proc/diskstats (mode 2). Prints its run time
- * per wake-up from /proc/thread-self/schedstat (kernel time included).
- * Built and run by bench/wakeup-floor.sh. */
+ * or also /proc/meminfo and /proc/diskstats (mode 2). Mode 3 makes the
+ * light detector's reads on an idle machine: /proc/stat every wake-up and,
+ * every 5th (`sampler.slow_every`), /proc/meminfo, /proc/vmstat (two reads:
+ * it is longer than the kernel's one-page seq_file buffer),
+ * /proc/pressure/{cpu,memory,io} and /sys/block/DISK/stat when a DISK is
+ * given as the third argument: what the light thread's reads cost in the
+ * kernel, so the rest of its time is its own. Prints its run time per
+ * wake-up from /proc/thread-self/schedstat (kernel time included).
+ * Built and run by bench/wakeup-floor.sh and bench/daemon/idle-cost.sh.
+ *
+ *   floor MODE [WAKEUPS [DISK]] */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,13 +25,23 @@ int main(int argc, char **argv)
 	int fs = open("/proc/stat", O_RDONLY);
 	int fm = open("/proc/meminfo", O_RDONLY);
 	int fd = open("/proc/diskstats", O_RDONLY);
+	int fv = open("/proc/vmstat", O_RDONLY);
+	int fp[3] = { open("/proc/pressure/cpu", O_RDONLY),
+		      open("/proc/pressure/memory", O_RDONLY),
+		      open("/proc/pressure/io", O_RDONLY) };
+	int fb = -1;
+	ssize_t got;
 	struct timespec t;
 	unsigned long long run_ns, wait_ns, slices;
 	FILE *f;
 
-	if (fs < 0 || fm < 0 || fd < 0 || n <= 0) {
+	if (fs < 0 || fm < 0 || fd < 0 || fv < 0 || n <= 0) {
 		fprintf(stderr, "wakeup-floor: cannot open /proc files\n");
 		return 1;
+	}
+	if (mode == 3 && argc > 3) {
+		snprintf(buf, sizeof buf, "/sys/block/%s/stat", argv[3]);
+		fb = open(buf, O_RDONLY);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	for (int i = 0; i < n; i++) {
@@ -35,9 +53,21 @@ int main(int argc, char **argv)
 		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL);
 		if (mode >= 1 && pread(fs, buf, sizeof buf, 0) < 0)
 			return 1;
-		if (mode >= 2 && (pread(fm, buf, sizeof buf, 0) < 0 ||
+		if (mode == 2 && (pread(fm, buf, sizeof buf, 0) < 0 ||
 				  pread(fd, buf, sizeof buf, 0) < 0))
 			return 1;
+		if (mode == 3 && i % 5 == 0) {
+			if (pread(fm, buf, sizeof buf, 0) < 0)
+				return 1;
+			if (fb >= 0 && pread(fb, buf, sizeof buf, 0) < 0)
+				return 1;
+			got = pread(fv, buf, 8190, 0);
+			if (got < 0 || pread(fv, buf + got, 8190 - got, got) < 0)
+				return 1;
+			for (int k = 0; k < 3; k++)
+				if (fp[k] >= 0 && pread(fp[k], buf, sizeof buf, 0) < 0)
+					return 1;
+		}
 	}
 	f = fopen("/proc/thread-self/schedstat", "r");
 	if (!f || fscanf(f, "%llu %llu %llu", &run_ns, &wait_ns, &slices) != 3) {
@@ -47,7 +77,8 @@ int main(int argc, char **argv)
 	printf("%-34s %7.1f us/wake-up  %.4f %% of one core at 100 ms\n",
 	       mode == 0 ? "wake up, nothing else" :
 	       mode == 1 ? "wake up + read /proc/stat" :
-			   "wake up + /proc/stat, meminfo, diskstats",
+	       mode == 2 ? "wake up + /proc/stat, meminfo, diskstats" :
+			   "wake up + the light detector's reads",
 	       run_ns / 1000.0 / n, run_ns / 1e6 / n);
 	return 0;
 }

@@ -13,6 +13,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cc -O2 -o "$tmp/floor" wakeup-floor.c
 echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for mode in 0 1 2; do
-  "$tmp/floor" "$mode" "$n"
+disk=$(ls /sys/block 2>/dev/null | grep -Ev '^(loop|ram|zram|dm-|md|sr)' | head -1 || true)
+for mode in 0 1 2 3; do
+  "$tmp/floor" "$mode" "$n" $disk
 done

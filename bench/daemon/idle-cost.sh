@@ -14,6 +14,10 @@
 #           detector, parked stall canaries, sweep, watchdog chain, kmsg,
 #           store writer, HTTP on loopback), measured after a 5 s warm-up
 #   floor   again, so a drift of the machine shows
+#   reads   bench/wakeup-floor.c mode 3: the same C thread making the light
+#           detector's reads at idle (/proc/stat each wake-up, the slow
+#           files every 5th), so the light thread's us/wakeup splits into
+#           floor + kernel reads + selfheal's own work
 # and prints the daemon's CPU time as a share of one core, the floor's, and
 # their ratio (daemon / mean of the two floors), then the daemon's
 # per-thread breakdown: run time from schedstat (ns) and utime+stime from
@@ -36,6 +40,8 @@ trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "
 cc -O2 -o "$tmp/floor" bench/wakeup-floor.c
 : >"$tmp/defaults.toml"
 hz=$(getconf CLK_TCK)
+# The first whole disk, as the light detector reads it (sysfs per device).
+disk=$(ls /sys/block 2>/dev/null | grep -Ev '^(loop|ram|zram|dm-|md|sr)' | head -1 || true)
 
 # Machine idle share (idle + iowait) between two /proc/stat snapshots.
 cpu_line() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $5 + $6, t }' /proc/stat; }
@@ -104,6 +110,8 @@ for round in $(seq 1 "$rounds"); do
   daemon
   d=$(cat "$tmp/daemon.pct")
   read -r f2 us2 < <(floor)
+  reads=$("$tmp/floor" 3 $((secs * 10)) $disk)
+  echo "  reads: $reads; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   awk -v d="$d" -v f1="$f1" -v f2="$f2" -v u1="$us1" -v u2="$us2" 'BEGIN {
     f = (f1 + f2) / 2
     printf "floor %.4f %% of one core (%.1f and %.1f us per wake-up); daemon %.4f %%; ratio %.2fx (target <= 2x)\n", f, u1, u2, d, d / f
