@@ -18,7 +18,7 @@ fi
 bin=${SELFHEAL_BIN:-target/release/selfheal}
 tmp=$(mktemp -d)
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-"$bin" watch --store "$tmp/s.db" --listen 127.0.0.1:0 "$@" 2>"$tmp/log" &
+"$bin" watch --dry-run --store "$tmp/s.db" --listen 127.0.0.1:0 "$@" 2>"$tmp/log" &
 pid=$!
 sleep 5
 hz=$(getconf CLK_TCK)

@@ -24,6 +24,12 @@
 # /proc/PID/task/TID/stat (clock ticks, a cross-check), wake-ups per second
 # and microseconds per wake-up. The machine's idle share and load average
 # are printed with every phase: on a shared machine, compare ratios.
+#
+# The daemon runs with --dry-run: at its defaults recovery may act on any
+# process on the machine, and a benchmark must never touch what it did not
+# start (an unconfined run once aborted other tests' FUSE mounts and killed
+# their fork bombs). Dry run changes what recovery does, not what the
+# daemon reads or how often it wakes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-120}
@@ -69,7 +75,7 @@ snap() {
 
 daemon() {
   local a b c0 c1 s0 s1
-  "$bin" watch -c "$tmp/defaults.toml" --store "$tmp/s.db" --listen 127.0.0.1:0 \
+  "$bin" watch --dry-run -c "$tmp/defaults.toml" --store "$tmp/s.db" --listen 127.0.0.1:0 \
     --event-log "$tmp/events.jsonl" 2>"$tmp/log" &
   pid=$!
   sleep 5

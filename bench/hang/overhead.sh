@@ -70,7 +70,7 @@ fi
 for round in $(seq 1 "$rounds"); do
   for cfg in $configs; do
     rm -f "$tmp/s.db"* "$tmp/events.jsonl"
-    "$bin" watch -c "$tmp/$cfg.toml" --store "$tmp/s.db" --listen 127.0.0.1:0 \
+    "$bin" watch --dry-run -c "$tmp/$cfg.toml" --store "$tmp/s.db" --listen 127.0.0.1:0 \
       --event-log "$tmp/events.jsonl" 2>"$tmp/log" &
     pid=$!
     sleep 5

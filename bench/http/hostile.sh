@@ -21,7 +21,7 @@ ulimit -n 8192
 tmp=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-"$bin" watch --store "$tmp/s.db" --listen 127.0.0.1:0 2>"$tmp/log" &
+"$bin" watch --dry-run --store "$tmp/s.db" --listen 127.0.0.1:0 2>"$tmp/log" &
 pid=$!
 addr=
 for _ in $(seq 100); do

@@ -22,7 +22,7 @@ tmp = tempfile.mkdtemp()
 log_path = f"{tmp}/log"
 with open(log_path, "w") as log:
     daemon = subprocess.Popen(
-        [binary, "watch", "--store", f"{tmp}/s.db", "--listen", "127.0.0.1:0"],
+        [binary, "watch", "--dry-run", "--store", f"{tmp}/s.db", "--listen", "127.0.0.1:0"],
         stderr=log,
         stdout=subprocess.DEVNULL,
     )
