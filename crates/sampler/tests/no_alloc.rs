@@ -18,7 +18,7 @@ fn sampling_after_start_up_allocates_nothing() {
     for _ in 0..3 {
         sampler.sample(&mut sample).unwrap();
     }
-    CountingAllocator::start();
+    CountingAllocator::start_this_thread();
     for _ in 0..200 {
         sampler.sample(&mut sample).unwrap();
         board.publish(&sample);
