@@ -97,22 +97,7 @@ impl Process {
                 new_process_group: true,
                 ..LaunchSpec::default()
             };
-            let config = ckpt::Config {
-                interval: c.interval.get(),
-                keep: c.keep,
-                recurrence_window: c.recurrence_window.get(),
-                report_checkpoints: true,
-                older: (!c.older_every.get().is_zero()).then(|| Older {
-                    every: c.older_every.get(),
-                    span: c.older_span.get(),
-                }),
-                replay_tolerant_sockets: sockets
-                    .all()
-                    .into_iter()
-                    .chain(cfg.replay_tolerant_sockets.iter().cloned())
-                    .collect(),
-                ..ckpt::Config::default()
-            };
+            let config = engine_config(cfg, sockets);
             let engine = Engine::start(Target::Launch(spec), config)?;
             let (pid, control) = (engine.pid(), engine.control());
             std::thread::Builder::new()
@@ -205,6 +190,40 @@ impl Process {
     }
 }
 
+/// The checkpoint engine's settings for a VM.
+///
+/// The engine's own recurrence watch is off (`recurrence_window` zero):
+/// the VM policy keeps its own ([`crate::policy`]: a trigger within its
+/// recurrence window rolls back further, by asking for a checkpoint from
+/// before the first fault's onset minus a growing step), so the engine
+/// need not hold back checkpoints after a rollback to keep the older
+/// history. Holding them back for the policy's 5 s window, as it did,
+/// left a VM that met a second, unrelated fault in that time with only
+/// the checkpoint the first rollback restored, seconds old, and nothing
+/// older to go to once that one did not clear it (`HistoryExhausted`).
+/// The checkpoints from before the rollback stay in the history (one per
+/// `older_every` back to `older_span`), older than any taken after it,
+/// so a recurrence still reaches them.
+pub(crate) fn engine_config(cfg: &VmConfig, sockets: &Sockets) -> ckpt::Config {
+    let c = &cfg.checkpoint;
+    ckpt::Config {
+        interval: c.interval.get(),
+        keep: c.keep,
+        recurrence_window: Duration::ZERO,
+        report_checkpoints: true,
+        older: (!c.older_every.get().is_zero()).then(|| Older {
+            every: c.older_every.get(),
+            span: c.older_span.get(),
+        }),
+        replay_tolerant_sockets: sockets
+            .all()
+            .into_iter()
+            .chain(cfg.replay_tolerant_sockets.iter().cloned())
+            .collect(),
+        ..ckpt::Config::default()
+    }
+}
+
 /// Owns the engine: forwards its events until the process is gone, then
 /// drops it (which kills a process it launched, if still there).
 fn forward(engine: Engine, tx: Sender<Input>) {
@@ -216,5 +235,108 @@ fn forward(engine: Engine, tx: Sender<Input>) {
         if end {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ckpt::{Event, RollbackReport};
+
+    fn next_rollback(engine: &Engine, checkpoints: &mut u32) -> RollbackReport {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match engine.events().recv_timeout(left) {
+                Ok(Event::RolledBack(r)) => return r,
+                Ok(Event::Checkpoint(_)) => *checkpoints += 1,
+                Ok(Event::RollbackImpossible { why, .. }) => panic!("rollback refused: {why:?}"),
+                Ok(Event::Exited(e)) => panic!("the program ended: {e:?}"),
+                Ok(_) => {}
+                Err(e) => panic!("no rollback within 30 s: {e}"),
+            }
+        }
+    }
+
+    /// Checkpoints taken until `until`.
+    fn checkpoints_until(engine: &Engine, until: Instant) -> u32 {
+        let mut n = 0;
+        while let Ok(ev) = engine
+            .events()
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            if let Event::Checkpoint(_) = ev {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The engine as a VM runs it, on a real program (a shell loop that
+    /// keeps writing its memory): after a rollback, checkpoints resume at
+    /// once, so a second fault soon after is rolled back to a checkpoint
+    /// taken since the first rollback, not again to the one that rollback
+    /// restored; and a recurrence (the policy asking for a checkpoint from
+    /// before the first fault) still finds an older one.
+    #[test]
+    fn checkpoints_resume_after_a_rollback_and_older_history_stays() {
+        if !selfheal_sys::process::is_root() {
+            eprintln!("SKIPPED: needs root (ptrace, userfaultfd)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VmConfig::new("t", vec!["sh".into()]);
+        let config = engine_config(&cfg, &Sockets::in_dir(dir.path()));
+        assert_eq!(config.interval, Duration::from_millis(50));
+        let spec = LaunchSpec {
+            argv: ["sh", "-c", "i=0; while :; do i=$((i+1)); done"]
+                .map(String::from)
+                .to_vec(),
+            ..LaunchSpec::default()
+        };
+        let engine = Engine::start(Target::Launch(spec), config).unwrap();
+        let control = engine.control();
+        let mut n = 0;
+        // Longer than `older_every` (1 s): the history keeps one checkpoint
+        // a second older than the newest 8, the first (taken before the
+        // shell set its signal handlers, so not one to roll back to) and
+        // one about a second later.
+        checkpoints_until(&engine, Instant::now() + Duration::from_millis(1600));
+
+        // The first fault, found at `fault1`.
+        let fault1 = Instant::now();
+        control.request_rollback(Some(fault1));
+        let r1 = next_rollback(&engine, &mut n);
+        let resumed = Instant::now();
+        // Within the policy's 5 s recurrence window: checkpoints go on.
+        let after = checkpoints_until(&engine, resumed + Duration::from_millis(1500));
+        assert!(
+            after >= 3,
+            "only {after} checkpoints in the 1.5 s after a rollback"
+        );
+
+        // A second, unrelated fault: rolled back to a fresh checkpoint.
+        control.request_rollback(Some(Instant::now()));
+        let r2 = next_rollback(&engine, &mut n);
+        assert!(
+            r2.checkpoint_id > r1.checkpoint_id,
+            "second rollback went to checkpoint {} (the first restored {})",
+            r2.checkpoint_id,
+            r1.checkpoint_id
+        );
+        assert!(r2.checkpoint_age_ms < 1000, "{r2:?}");
+
+        // A recurrence of the first fault: the policy asks for a checkpoint
+        // from before its onset minus a step; one from before the first
+        // rollback's target is still there.
+        control.request_rollback(Some(fault1 - Duration::from_millis(300)));
+        let r3 = next_rollback(&engine, &mut n);
+        assert!(
+            r3.checkpoint_id < r1.checkpoint_id,
+            "recurrence went to {} (first rollback: {})",
+            r3.checkpoint_id,
+            r1.checkpoint_id
+        );
+        engine.kill();
     }
 }
