@@ -90,26 +90,14 @@ fn kind_of(target: &str, meta: Option<&fs::Metadata>) -> FdKind {
 /// directories get their offset read again. Descriptors that vanish while we look are skipped.
 pub(crate) fn capture(pid: i32, prev: &[FdSnap]) -> std::io::Result<Vec<FdSnap>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
-        let Ok(entry) = entry else { continue };
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let path = entry.path();
-        let Ok(target) = fs::read_link(&path) else {
+    let dir = procfs::process(pid);
+    for fd in dir.fds().map_err(procfs::into_io)? {
+        let path = dir.fd_path(fd);
+        let Ok(target) = dir.fd_target(fd) else {
             continue;
         };
         let target = target.to_string_lossy().into_owned();
-        let fdinfo = || {
-            fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-                .ok()
-                .and_then(|t| procfs::parse_fdinfo(&t))
-                .unwrap_or_default()
-        };
+        let fdinfo = || dir.fdinfo(fd).unwrap_or_default();
         let mut info = None;
         if let Some(old) = prev.iter().find(|p| p.fd == fd && p.target == target) {
             // Offsets matter for regular files and directories (reopened

@@ -115,7 +115,7 @@ impl Tracee {
         let mem = OpenOptions::new()
             .read(true)
             .write(true)
-            .open(format!("/proc/{pid}/mem"))
+            .open(crate::procfs::process(pid).path().join("mem"))
             .map_err(|e| TraceError::Io {
                 pid,
                 what: "open /proc/PID/mem",
@@ -148,7 +148,7 @@ impl Tracee {
         self.mem = OpenOptions::new()
             .read(true)
             .write(true)
-            .open(format!("/proc/{}/mem", self.pid))
+            .open(crate::procfs::process(self.pid).path().join("mem"))
             .map_err(|e| TraceError::Io {
                 pid: self.pid,
                 what: "reopen /proc/PID/mem",
@@ -182,13 +182,8 @@ impl Tracee {
         if self.threads.get(&self.pid) != Some(&ThreadState::Stopping) {
             return;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
-        let state = stat
-            .as_deref()
-            .ok()
-            .and_then(|s| s.rsplit_once(") "))
-            .and_then(|(_, rest)| rest.chars().next());
-        if matches!(state, Some('Z' | 'X')) {
+        let state = crate::procfs::process(self.pid).stat().map(|s| s.state);
+        if matches!(state, Ok('Z' | 'X')) {
             self.threads.insert(self.pid, ThreadState::Zombie);
             self.generation += 1;
             notices.push(Notice::ThreadsChanged);

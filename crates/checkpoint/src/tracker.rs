@@ -332,9 +332,10 @@ impl UffdTracker {
                 )))
             }
         }
-        let pagemap = match File::open(format!("/proc/{}/pagemap", t.pid)) {
+        let pagemap_path = crate::procfs::process(t.pid).path().join("pagemap");
+        let pagemap = match File::open(&pagemap_path) {
             Ok(f) => f,
-            Err(e) => return Ok(Err(format!("cannot open /proc/{}/pagemap: {e}", t.pid))),
+            Err(e) => return Ok(Err(format!("cannot open {}: {e}", pagemap_path.display()))),
         };
         let mut u = UffdTracker {
             uffd,

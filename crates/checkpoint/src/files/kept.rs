@@ -61,20 +61,14 @@ impl Kept {
     /// A path the program can reopen `f` through, if we kept it.
     pub fn path(&self, f: &FdSnap) -> Option<String> {
         let (file, _) = self.files.get(&(f.dev, f.ino))?;
-        Some(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            file.as_raw_fd()
-        ))
+        let us = crate::procfs::process(std::process::id() as i32);
+        Some(us.fd_path(file.as_raw_fd()).display().to_string())
     }
 }
 
 /// True if process `pid` runs as root (may open our `/proc/PID/fd`).
 pub(crate) fn runs_as_root(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|u| u.split_whitespace().nth(1))
-            == Some("0")
-    })
+    crate::procfs::process(pid)
+        .status()
+        .is_ok_and(|s| s.euid == Some(0))
 }

@@ -144,9 +144,10 @@ impl Responder {
             self.ours.clear();
         }
         let tracee = self.tracee;
-        *self.ours.entry(tid as u32).or_insert_with(|| {
-            tid == tracee || std::path::Path::new(&format!("/proc/{tracee}/task/{tid}")).exists()
-        })
+        *self
+            .ours
+            .entry(tid as u32)
+            .or_insert_with(|| tid == tracee || crate::procfs::thread(tracee, tid).exists())
     }
 
     /// Taints the epoch for a change by another process, if this call
@@ -155,8 +156,7 @@ impl Responder {
         let Some(pid) = self.foreign else {
             return false;
         };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map_or_else(|_| "?".into(), |s| s.trim_end().to_string());
+        let comm = crate::procfs::comm_or_unknown(pid);
         self.shared
             .lock()
             .taint(what, FileRefusal::ChangedByOtherProcess { pid, comm });
@@ -527,10 +527,11 @@ impl Responder {
         if rel.starts_with('/') {
             return Some(PathBuf::from(rel));
         }
+        let task = crate::procfs::process(tid);
         let base = if dirfd == libc::AT_FDCWD {
-            std::fs::read_link(format!("/proc/{tid}/cwd"))
+            task.cwd()
         } else {
-            std::fs::read_link(format!("/proc/{tid}/fd/{dirfd}"))
+            task.fd_target(dirfd)
         };
         match base {
             Ok(b) if !b.to_string_lossy().ends_with(" (deleted)") && b.is_absolute() => {
@@ -633,13 +634,13 @@ fn reopen(dup: &File) -> std::io::Result<Inode> {
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", dup.as_raw_fd()))?;
+        .open(crate::procfs::own_fd_path(dup.as_raw_fd()))?;
     Ok(Inode { file, path })
 }
 
 /// Where a descriptor of ours points, for messages.
 fn proc_path(f: &File) -> String {
-    std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+    std::fs::read_link(crate::procfs::own_fd_path(f.as_raw_fd()))
         .map_or_else(|_| "(unknown)".into(), |p| p.display().to_string())
 }
 

@@ -13,8 +13,12 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use selfheal_procfs::task::list_pids;
 
 use super::journal::Key;
+use crate::procfs;
 
 /// A process holding one of the files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,30 +45,23 @@ pub(crate) fn other_holder(
         return None;
     }
     let me = std::process::id() as i32;
-    let procs = std::fs::read_dir("/proc").ok()?;
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    let procs = list_pids(Path::new(procfs::ROOT)).ok()?;
+    for pid in procs {
         if pid == tracee {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        let dir = procfs::process(pid);
+        let Ok(fds) = dir.fds() else {
             continue;
         };
-        for f in fds.flatten() {
-            let Ok(m) = std::fs::metadata(f.path()) else {
+        for fd in fds {
+            let Ok(m) = std::fs::metadata(dir.fd_path(fd)) else {
                 continue;
             };
             let key = (m.dev(), m.ino());
             if !m.is_file() || !keys.contains(&key) {
                 continue;
             }
-            let fd: i32 = f
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(-1);
             if pid == me {
                 if own_skip.contains(&fd) {
                     continue;
@@ -78,8 +75,7 @@ pub(crate) fn other_holder(
                     continue;
                 }
             }
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map_or_else(|_| "?".into(), |s| s.trim_end().to_string());
+            let comm = procfs::comm_or_unknown(pid);
             return Some(Holder { pid, comm, key });
         }
     }

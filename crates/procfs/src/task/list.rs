@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
+use super::TaskDir;
 use crate::error::{is_gone_io, ProcError};
 
-fn numeric_entries(dir: &Path) -> Result<Vec<i32>, std::io::Error> {
+pub(crate) fn numeric_entries(dir: &Path) -> Result<Vec<i32>, std::io::Error> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
@@ -35,6 +36,31 @@ pub fn list_tids(root: &Path, pid: i32) -> Result<Vec<i32>, ProcError> {
             ProcError::io(dir, e)
         }
     })
+}
+
+/// Parses `task/TID/children`: the pids of the thread's children.
+pub fn parse_children(text: &str) -> Vec<i32> {
+    text.split_whitespace()
+        .filter_map(|s| s.parse::<i32>().ok())
+        .collect()
+}
+
+/// Child pids of every thread `tids` of `pid`, sorted, from
+/// `task/TID/children` (which needs CONFIG_PROC_CHILDREN). `None` when the
+/// kernel lacks the file (the main thread has none); a thread that exits
+/// meanwhile is skipped.
+pub fn read_children(root: &Path, pid: i32, tids: &[i32]) -> Option<Vec<i32>> {
+    let mut all = Vec::new();
+    for tid in tids {
+        let path = TaskDir::thread(root, pid, *tid).path().join("children");
+        match std::fs::read_to_string(path) {
+            Ok(text) => all.extend(parse_children(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && *tid == pid => return None,
+            Err(_) => {}
+        }
+    }
+    all.sort_unstable();
+    Some(all)
 }
 
 #[cfg(test)]

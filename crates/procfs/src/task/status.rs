@@ -13,6 +13,8 @@ pub struct TaskStatus {
     pub ppid: Option<i32>,
     /// Real uid (first of `Uid`).
     pub uid: Option<u32>,
+    /// Effective uid (second of `Uid`): the one permission checks use.
+    pub euid: Option<u32>,
     /// `VmRSS` in bytes.
     pub rss_bytes: Option<u64>,
     /// `Threads`.
@@ -40,7 +42,10 @@ pub fn parse_task_status(text: &str) -> TaskStatus {
             "State" => s.state = val.chars().next(),
             "Tgid" => s.tgid = num().map(|v| v as i32),
             "PPid" => s.ppid = num().map(|v| v as i32),
-            "Uid" => s.uid = num().map(|v| v as u32),
+            "Uid" => {
+                s.uid = num().map(|v| v as u32);
+                s.euid = val.split_whitespace().nth(1).and_then(|v| v.parse().ok());
+            }
             "VmRSS" => s.rss_bytes = num().map(|kb| kb * 1024),
             "Threads" => s.threads = num(),
             "voluntary_ctxt_switches" => s.voluntary_ctxt_switches = num(),
@@ -65,12 +70,19 @@ mod tests {
         assert_eq!(s.name.as_deref(), Some("cat"));
         assert_eq!(s.state, Some('R'));
         assert_eq!((s.tgid, s.ppid, s.uid), (Some(5090), Some(5076), Some(0)));
+        assert_eq!(s.euid, Some(0));
         assert_eq!(s.rss_bytes, Some(1752 * 1024));
         assert_eq!(
             (s.voluntary_ctxt_switches, s.nonvoluntary_ctxt_switches),
             (Some(3), Some(1))
         );
         assert_eq!(s.kthread, Some(false));
+    }
+
+    #[test]
+    fn a_setuid_program_has_its_own_effective_uid() {
+        let s = parse_task_status("Name:\tpasswd\nUid:\t1000\t0\t0\t0\n");
+        assert_eq!((s.uid, s.euid), (Some(1000), Some(0)));
     }
 
     #[test]
