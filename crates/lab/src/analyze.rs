@@ -136,6 +136,9 @@ pub struct RunRecord {
     /// Which clock measured the downtime (`host`: across a restart).
     #[serde(default)]
     pub downtime_clock: Option<String>,
+    /// `vm-rollback`: what the host's `selfheal vm` saw and did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<vm::VmResult>,
 }
 
 impl RunRecord {
@@ -270,6 +273,7 @@ pub fn analyze(scenario: &Scenario, log_dir: &str, raw: RawRun<'_>) -> RunRecord
         restart_recorded,
         downtime_ms: downtime.map(|d| d.0),
         downtime_clock: downtime.map(|d| d.1.to_string()),
+        vm: None,
     }
 }
 
@@ -482,3 +486,4 @@ fn judge_outcome(
 mod heal;
 #[cfg(test)]
 mod tests;
+pub mod vm;

@@ -239,6 +239,7 @@ mod tests {
             classes: vec![c],
             fault_free: vec![],
             runs: vec![],
+            vm: None,
         };
         let text = svg(&r);
         let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");

@@ -36,6 +36,12 @@ pub enum KernelProfile {
     /// killer still does, as it always does).
     #[serde(rename = "none")]
     None,
+    /// The guest under the host's `selfheal vm`, with VM-μCheckpoints
+    /// every 50 ms: faults triggered once from the host, rolled back in
+    /// place; tight kernel thresholds (they only report), selfheal in the
+    /// guest sending heartbeats and diagnoses over the guest link.
+    #[serde(rename = "vm-rollback")]
+    VmRollback,
 }
 
 /// Seconds the kernel waits after a panic before it reboots (`panic=N`),
@@ -50,6 +56,7 @@ impl KernelProfile {
         KernelProfile::Restart,
         KernelProfile::KernelPanic,
         KernelProfile::None,
+        KernelProfile::VmRollback,
     ];
 
     /// Stable name (command line, reports, results.json).
@@ -60,6 +67,7 @@ impl KernelProfile {
             KernelProfile::Restart => "restart",
             KernelProfile::KernelPanic => "kernel-panic",
             KernelProfile::None => "none",
+            KernelProfile::VmRollback => "vm-rollback",
         }
     }
 
@@ -73,6 +81,9 @@ impl KernelProfile {
                 "no selfheal; softlockup_panic, hung_task_panic, panic_on_rcu_stall, panic_on_oom, panic=1"
             }
             KernelProfile::None => "no selfheal and no panic settings: nothing acts",
+            KernelProfile::VmRollback => {
+                "the guest under the host's `selfheal vm`, VM-μCheckpoints every 50 ms, faults triggered once from the host"
+            }
         }
     }
 
@@ -127,8 +138,18 @@ impl KernelProfile {
     pub fn runs_selfheal(self) -> bool {
         matches!(
             self,
-            KernelProfile::Default | KernelProfile::Tight | KernelProfile::Restart
+            KernelProfile::Default
+                | KernelProfile::Tight
+                | KernelProfile::Restart
+                | KernelProfile::VmRollback
         )
+    }
+
+    /// The guest runs under the host's `selfheal vm` (checkpoints, rollback
+    /// in place), its faults triggered from the host over a virtio-serial
+    /// port, its serial ports on sockets the lab reads.
+    pub fn vm_rollback(self) -> bool {
+        self == KernelProfile::VmRollback
     }
 
     /// The kernel panics on its own verdicts.
@@ -276,5 +297,15 @@ mod tests {
             assert!(c.iter().any(|x| x == w), "{w}");
         }
         assert!(!KernelProfile::Tight.follows_reboot());
+    }
+
+    #[test]
+    fn vm_rollback_runs_selfheal_in_a_guest_that_does_not_reboot() {
+        let p: KernelProfile = "vm-rollback".parse().unwrap();
+        assert_eq!(p, KernelProfile::VmRollback);
+        assert!(p.vm_rollback() && p.runs_selfheal());
+        assert!(!p.follows_reboot() && !p.watchdog_device() && !p.kernel_panics());
+        assert_eq!(p.hung_task_s(), 1, "tight thresholds");
+        assert!(!KernelProfile::Tight.vm_rollback());
     }
 }

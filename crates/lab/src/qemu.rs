@@ -277,6 +277,9 @@ struct MarkTail {
     out: PathBuf,
     offset: u64,
     partial: Vec<u8>,
+    /// `vm-rollback`: every lab-channel line (markers and heartbeats),
+    /// stamped with the host's Unix time in ms, goes here too.
+    vm_host: Option<PathBuf>,
 }
 
 impl MarkTail {
@@ -287,6 +290,7 @@ impl MarkTail {
             out,
             offset: 0,
             partial: Vec::new(),
+            vm_host: None,
         }
     }
 
@@ -308,10 +312,15 @@ impl MarkTail {
         let now_ms = started.elapsed().as_millis();
         self.partial.extend_from_slice(&buf);
         let mut stamped = String::new();
+        let mut host = String::new();
+        let unix_ms = unix_ms();
         while let Some(nl) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=nl).collect();
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_matches(['\r', '\n', '\0', ' ']);
+            if self.vm_host.is_some() && (text.starts_with("LAB ") || text.starts_with("HB ")) {
+                host.push_str(&format!("{unix_ms}\t{text}\n"));
+            }
             if let Some(rest) = text.strip_prefix("LAB ") {
                 if let Some(tag) = rest.split_whitespace().next() {
                     tags.push(tag.to_string());
@@ -324,7 +333,24 @@ impl MarkTail {
                 let _ = o.write_all(stamped.as_bytes());
             }
         }
+        if let (Some(p), false) = (&self.vm_host, host.is_empty()) {
+            append(p, &host);
+        }
         tags
+    }
+}
+
+/// Host wall-clock time, ms since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    if let Ok(mut o) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = o.write_all(text.as_bytes());
     }
 }
 
@@ -335,6 +361,344 @@ fn read_stderr(child: &mut Child) -> String {
         let _ = e.read_to_string(&mut s);
     }
     s.trim().to_string()
+}
+
+/// `vm-rollback`: the events of the host's `selfheal vm` (JSON lines).
+pub const VM_EVENTS: &str = "vm-events.log";
+/// `vm-rollback`: every lab-channel line and what the host sent the guest,
+/// `<host Unix ms>\t<line>` (`HOST inject`, `HOST end`).
+pub const VM_HOST: &str = "vm-host.log";
+/// `vm-rollback`: `selfheal vm`'s own log and QEMU's output.
+pub const VM_STDERR: &str = "vm-stderr.log";
+/// The extra logs of a `vm-rollback` run.
+pub const VM_FILES: [&str; 3] = [VM_EVENTS, VM_HOST, VM_STDERR];
+
+/// The host side of a `vm-rollback` run: the `selfheal` binary that runs
+/// `selfheal vm` (the same static build the guest gets).
+#[derive(Debug, Clone)]
+pub struct VmHost {
+    /// The binary.
+    pub selfheal: PathBuf,
+}
+
+/// Reads a socket QEMU listens on into `file`, reconnecting (a rollback
+/// to before a connection was accepted closes it), until `stop`.
+fn follow_socket(
+    path: PathBuf,
+    file: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let Ok(mut out) = fs::OpenOptions::new().create(true).append(true).open(&file) else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+            while !stop.load(Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let _ = out.write_all(&buf[..n]);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    })
+}
+
+/// The lab's end of the trigger port: connected once, as soon as QEMU
+/// listens, and kept (a connection accepted after a checkpoint is closed
+/// by a rollback to it; reconnected then).
+struct TriggerPort {
+    path: PathBuf,
+    conn: Option<std::os::unix::net::UnixStream>,
+}
+
+impl TriggerPort {
+    fn connect(&mut self) {
+        if self.conn.is_none() {
+            self.conn = std::os::unix::net::UnixStream::connect(&self.path).ok();
+        }
+    }
+
+    /// Sends one line; false if not connected or the write failed.
+    fn send(&mut self, line: &str) -> bool {
+        use std::io::Write;
+        self.connect();
+        let ok = self
+            .conn
+            .as_mut()
+            .is_some_and(|c| c.write_all(format!("{line}\n").as_bytes()).is_ok());
+        if !ok {
+            self.conn = None;
+        }
+        ok
+    }
+}
+
+impl Guest {
+    /// QEMU's arguments for a `vm-rollback` run: the serial ports on
+    /// sockets under `socks` (the lab reads them; bytes a rollback takes
+    /// back are harmless there) and the trigger port on the virtio-serial
+    /// bus `selfheal vm` adds.
+    fn vm_qemu_args(&self, cmdline: &str, socks: &Path) -> Vec<String> {
+        let cpu = match self.accel {
+            Accel::Tcg => "max",
+            Accel::Kvm => "host",
+        };
+        let mut a: Vec<String> = vec![
+            self.qemu.display().to_string(),
+            "-accel".into(),
+            self.accel.name().into(),
+            "-cpu".into(),
+            cpu.into(),
+            "-smp".into(),
+            self.cpus.to_string(),
+            "-m".into(),
+            self.mem_mb.to_string(),
+        ];
+        a.extend(
+            [
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ]
+            .map(String::from),
+        );
+        a.extend([
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-initrd".into(),
+            self.initrd.display().to_string(),
+            "-append".into(),
+            cmdline.into(),
+        ]);
+        for i in 0..LOG_FILES.len() {
+            a.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id=labs{i},path={},server=on,wait=off",
+                    socks.join(format!("s{i}.sock")).display()
+                ),
+                "-serial".into(),
+                format!("chardev:labs{i}"),
+            ]);
+        }
+        a.extend([
+            "-chardev".into(),
+            format!(
+                "socket,id=labtrig,path={},server=on,wait=off",
+                socks.join("trig.sock").display()
+            ),
+            "-device".into(),
+            "virtserialport,bus=selfheal-vser.0,chardev=labtrig,name=org.selfheal.trigger".into(),
+        ]);
+        a
+    }
+
+    /// Boots a `vm-rollback` scenario under the host's `selfheal vm`:
+    /// checkpoints every 50 ms (none with `vm_checkpoints_off`), restart
+    /// never (a reboot would be a failure here, not a remedy). The fault
+    /// is triggered once: `inject` sent on the trigger port `inject_ms`
+    /// after the guest's selfheal started, `end` `observe_s` later (again
+    /// every 5 s until the guest ends its script).
+    pub fn run_vm(
+        &self,
+        scenario: &Scenario,
+        dir: &Path,
+        host: &VmHost,
+    ) -> Result<RunEnd, QemuError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let logdir = |source| QemuError::LogDir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(logdir)?;
+        let cmdline = scenario.cmdline();
+        let _ = fs::write(dir.join("cmdline.txt"), format!("{cmdline}\n"));
+        // Unix socket paths are short (108 bytes): a private directory in /tmp.
+        let socks = tempdir_in_tmp().map_err(logdir)?;
+        let sp = socks.clone();
+        let _cleanup = Cleanup(sp);
+        for f in LOG_FILES.iter().chain(&VM_FILES) {
+            let _ = fs::remove_file(dir.join(f));
+        }
+        let mut cmd = Command::new(&host.selfheal);
+        cmd.args(["vm", "--name", "lab", "--no-store", "--restart", "never"])
+            .arg("--event-log")
+            .arg(dir.join(VM_EVENTS))
+            .arg("--checkpoint-interval")
+            .arg(if scenario.vm_checkpoints_off {
+                "0"
+            } else {
+                "50ms"
+            });
+        for i in 0..LOG_FILES.len() {
+            cmd.arg("--replay-tolerant-socket")
+                .arg(socks.join(format!("s{i}.sock")));
+        }
+        cmd.arg("--replay-tolerant-socket")
+            .arg(socks.join("trig.sock"))
+            .arg("--")
+            .args(self.vm_qemu_args(&cmdline, &socks));
+        let stderr = fs::File::create(dir.join(VM_STDERR)).map_err(logdir)?;
+        cmd.stdin(Stdio::null())
+            .stdout(stderr.try_clone().map_err(logdir)?)
+            .stderr(stderr);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| QemuError::Spawn {
+            qemu: host.selfheal.clone(),
+            source,
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = LOG_FILES
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                follow_socket(socks.join(format!("s{i}.sock")), dir.join(f), stop.clone())
+            })
+            .collect();
+        let mut trig = TriggerPort {
+            path: socks.join("trig.sock"),
+            conn: None,
+        };
+        let mut tail = MarkTail::new(dir.join(LOG_FILES[1]), dir.join(HOST_MARKS));
+        tail.vm_host = Some(dir.join(VM_HOST));
+        let host_log =
+            |what: &str| append(&dir.join(VM_HOST), &format!("{}\tHOST {what}\n", unix_ms()));
+        let timeout = scenario.host_timeout();
+        let after_inject = Duration::from_secs(
+            scenario.observe_s
+                + 60
+                + if scenario.class.is_none() {
+                    scenario.workload_s
+                } else {
+                    0
+                },
+        );
+        let (mut deadline, mut end_seen) = (None::<Instant>, None::<Instant>);
+        let (mut trigger_at, mut armed, mut sent) = (None::<Instant>, false, None::<Instant>);
+        let mut next_end: Option<Instant> = None;
+        let exit = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let host_ms = started.elapsed().as_millis() as u64;
+                if !status.success() && host_ms < 2000 {
+                    stop.store(true, Ordering::Relaxed);
+                    for r in readers {
+                        let _ = r.join();
+                    }
+                    return Err(QemuError::Failed {
+                        status: status.to_string(),
+                        stderr: fs::read_to_string(dir.join(VM_STDERR)).unwrap_or_default(),
+                    });
+                }
+                break QemuExit::Exited;
+            }
+            trig.connect();
+            for tag in tail.poll(started) {
+                match tag.as_str() {
+                    "SELFHEAL_START" if trigger_at.is_none() => {
+                        trigger_at =
+                            Some(Instant::now() + Duration::from_millis(scenario.inject_ms))
+                    }
+                    "ARMED" => armed = true,
+                    "INJECT" if deadline.is_none() => {
+                        deadline = Some(Instant::now() + after_inject)
+                    }
+                    "END" => end_seen = Some(Instant::now()),
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if scenario.class.is_some()
+                && sent.is_none()
+                && armed
+                && trigger_at.is_some_and(|t| now >= t)
+                && trig.send("inject")
+            {
+                host_log("inject");
+                sent = Some(now);
+                next_end = Some(now + Duration::from_secs(scenario.observe_s));
+                deadline = Some(now + after_inject);
+            }
+            if end_seen.is_none() && next_end.is_some_and(|t| now >= t) {
+                if trig.send("end") {
+                    host_log("end");
+                }
+                next_end = Some(now + Duration::from_secs(5));
+            }
+            let overdue = end_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(10))
+                || deadline.is_some_and(|t| now > t);
+            if overdue || started.elapsed() > timeout {
+                break QemuExit::Killed;
+            }
+            std::thread::sleep(TAIL_EVERY);
+        };
+        if exit == QemuExit::Killed {
+            // Our child: `selfheal vm` stops QEMU on SIGTERM.
+            let _ = selfheal_sys::signal::kill_process(child.id() as i32, libc::SIGTERM);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        tail.poll(started);
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            let _ = r.join();
+        }
+        tail.poll(started);
+        Ok(RunEnd {
+            exit,
+            host_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+/// A new private directory under /tmp.
+fn tempdir_in_tmp() -> std::io::Result<PathBuf> {
+    for n in 0..1000u32 {
+        let p = PathBuf::from(format!("/tmp/shlab-{}-{n}", std::process::id()));
+        match fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free /tmp/shlab-* name"))
+}
+
+/// Removes a directory when dropped.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// True when /dev/kvm can be opened read-write.

@@ -248,6 +248,152 @@ pub struct Report {
     pub fault_free: Vec<FaultFreeSummary>,
     /// Every run, traceable to its logs.
     pub runs: Vec<RunRecord>,
+    /// The `vm-rollback` profile's runs, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSummary>,
+}
+
+/// One fault class under the `vm-rollback` profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmClassRow {
+    /// The class.
+    pub class: Option<FaultClass>,
+    /// Runs of the class.
+    pub runs: usize,
+    /// Runs whose trigger the lab sent and the guest injected.
+    pub injected: usize,
+    /// Runs `selfheal vm` rolled back at least once.
+    pub rolled_back: usize,
+    /// Rolled back, then served on without a reboot.
+    pub recovered_by_rollback: usize,
+    /// Served on without a reboot, rolled back or not (the guest's own
+    /// selfheal may clear a fault first).
+    pub served_without_reboot: usize,
+    /// QEMU restarted or the guest rebooted.
+    pub restarted: usize,
+    /// What `selfheal vm` acted on first, name → runs.
+    pub triggers: BTreeMap<String, usize>,
+    /// Trigger → `selfheal vm`'s decision, over the runs it acted in.
+    pub detect: Latency,
+    /// Trigger → serving again after the last rollback.
+    pub fault_to_serving: Latency,
+    /// Rollbacks per rolled-back run, summed.
+    pub rollbacks: u32,
+}
+
+/// Guest throughput with and without the host's checkpoints, one workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmOverhead {
+    /// The workload.
+    pub workload: Option<Workload>,
+    /// Runs with checkpoints.
+    pub runs_with: usize,
+    /// Runs without.
+    pub runs_without: usize,
+    /// Mean ops/s with checkpoints.
+    pub ops_per_s_with: Option<f64>,
+    /// Mean ops/s without.
+    pub ops_per_s_without: Option<f64>,
+    /// Throughput lost to checkpoints, % (negative: faster with them).
+    pub overhead_pct: Option<f64>,
+    /// Per pair (same round), % lost.
+    pub pair_overheads_pct: Vec<f64>,
+}
+
+/// The `vm-rollback` profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmSummary {
+    /// Per class.
+    pub classes: Vec<VmClassRow>,
+    /// Per workload, fault-free pairs.
+    pub overhead: Vec<VmOverhead>,
+}
+
+/// The `vm-rollback` summary of `runs` (None without such runs).
+pub fn summarize_vm(runs: &[RunRecord]) -> Option<VmSummary> {
+    let vm: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.scenario.profile == KernelProfile::VmRollback && r.vm.is_some())
+        .collect();
+    if vm.is_empty() {
+        return None;
+    }
+    let mut out = VmSummary::default();
+    for &class in FaultClass::ALL {
+        let rs: Vec<&crate::analyze::vm::VmResult> = vm
+            .iter()
+            .filter(|r| r.scenario.class == Some(class))
+            .filter_map(|r| r.vm.as_ref())
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let mut row = VmClassRow {
+            class: Some(class),
+            runs: rs.len(),
+            ..VmClassRow::default()
+        };
+        let (mut detect, mut serve) = (vec![], vec![]);
+        for v in &rs {
+            row.injected += usize::from(v.triggered && v.injected);
+            row.rolled_back += usize::from(v.rollbacks > 0);
+            row.rollbacks += v.rollbacks;
+            row.recovered_by_rollback += usize::from(v.recovered_by_rollback());
+            row.served_without_reboot += usize::from(v.served_without_reboot);
+            row.restarted += usize::from(v.restarted);
+            if let Some(t) = &v.trigger {
+                *row.triggers.entry(t.clone()).or_insert(0) += 1;
+            }
+            detect.extend(v.detect_ms);
+            if v.recovered_by_rollback() {
+                serve.extend(v.fault_to_serving_ms);
+            }
+        }
+        row.detect = Latency::of(detect, row.injected);
+        row.fault_to_serving = Latency::of(serve, row.rolled_back);
+        out.classes.push(row);
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    for &w in Workload::ALL {
+        let free: Vec<&&RunRecord> = vm
+            .iter()
+            .filter(|r| r.scenario.class.is_none() && r.scenario.workload == w && r.booted)
+            .collect();
+        if free.is_empty() {
+            continue;
+        }
+        let ops = |off: bool| -> Vec<(String, f64)> {
+            free.iter()
+                .filter(|r| r.scenario.vm_checkpoints_off == off)
+                .filter_map(|r| {
+                    let round = r.scenario.id.rsplit('-').next().unwrap_or("").to_string();
+                    Some((round, r.ops_per_s()?))
+                })
+                .collect()
+        };
+        let (with, without) = (ops(false), ops(true));
+        let vals = |v: &[(String, f64)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+        let (a, b) = (mean(&vals(&with)), mean(&vals(&without)));
+        out.overhead.push(VmOverhead {
+            workload: Some(w),
+            runs_with: with.len(),
+            runs_without: without.len(),
+            ops_per_s_with: a,
+            ops_per_s_without: b,
+            overhead_pct: match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => Some((1.0 - a / b) * 100.0),
+                _ => None,
+            },
+            pair_overheads_pct: with
+                .iter()
+                .filter_map(|(round, a)| {
+                    let b = without.iter().find(|x| &x.0 == round)?.1;
+                    (b > 0.0).then(|| (1.0 - a / b) * 100.0)
+                })
+                .collect(),
+        });
+    }
+    Some(out)
 }
 
 /// Builds the summaries from scored runs.
@@ -271,6 +417,7 @@ pub fn summarize(meta: Meta, runs: Vec<RunRecord>) -> Report {
                 r.scenario.class.is_none()
                     && r.scenario.workload == w
                     && r.scenario.selfheal
+                    && r.scenario.profile != KernelProfile::VmRollback
                     && r.booted
             })
             .collect();
@@ -280,6 +427,7 @@ pub fn summarize(meta: Meta, runs: Vec<RunRecord>) -> Report {
                 r.scenario.class.is_none()
                     && r.scenario.workload == w
                     && !r.scenario.selfheal
+                    && r.scenario.profile != KernelProfile::VmRollback
                     && r.booted
             })
             .collect();
@@ -311,11 +459,13 @@ pub fn summarize(meta: Meta, runs: Vec<RunRecord>) -> Report {
             kernel_reports,
         });
     }
+    let vm = summarize_vm(&runs);
     Report {
         meta,
         classes,
         fault_free,
         runs,
+        vm,
     }
 }
 
@@ -404,5 +554,113 @@ mod tests {
         assert_eq!(percentile(&[7], 95.0), Some(7.0));
         let l = Latency::of(vec![300, 100, 200], 5);
         assert_eq!((l.detected, l.runs, l.median_ms), (3, 5, Some(200.0)));
+    }
+
+    fn vm_run(id: &str, class: Option<FaultClass>, off: bool, ops: Option<u64>) -> RunRecord {
+        use crate::analyze::{vm::VmResult, QemuExit};
+        use crate::scenario::Scenario;
+        RunRecord {
+            scenario: Scenario {
+                id: id.into(),
+                class,
+                workload: Workload::Mix,
+                profile: KernelProfile::VmRollback,
+                selfheal: true,
+                dry_run: false,
+                inject_ms: 3000,
+                observe_s: 15,
+                workload_s: 30,
+                fault_cpu: 1,
+                calibrate_s: 0,
+                second_observe_s: 0,
+                vm_checkpoints_off: off,
+            },
+            log_dir: format!("runs/{id}"),
+            host_ms: 1,
+            qemu_exit: QemuExit::Exited,
+            booted: true,
+            guest_cpus: Some(2),
+            fault_start_ms: Some(1),
+            fault_confirmed: true,
+            selfheal: SelfhealResultDefault::default(),
+            kernel: BTreeMap::new(),
+            kernel_false_alarms: BTreeMap::new(),
+            outcome: Outcome::Healthy,
+            outcome_note: String::new(),
+            workload_ops: ops,
+            workload_elapsed_ms: ops.map(|_| 10_000),
+            errors: vec![],
+            boots: 1,
+            restart: None,
+            restart_recorded: false,
+            downtime_ms: None,
+            downtime_clock: None,
+            vm: Some(VmResult {
+                checkpoints: !off,
+                triggered: class.is_some(),
+                injected: class.is_some(),
+                ..VmResult::default()
+            }),
+        }
+    }
+
+    use crate::analyze::SelfhealResult as SelfhealResultDefault;
+
+    #[test]
+    fn vm_summary_counts_rollbacks_and_pairs_the_overhead_by_round() {
+        let mut a = vm_run("spin_abba-001", Some(FaultClass::SpinAbba), false, None);
+        {
+            let v = a.vm.as_mut().unwrap();
+            v.rollbacks = 2;
+            v.served_without_reboot = true;
+            v.heartbeat_back = true;
+            v.trigger = Some("hang".into());
+            v.detect_ms = Some(3000);
+            v.fault_to_serving_ms = Some(4200);
+        }
+        let mut b = vm_run("spin_abba-002", Some(FaultClass::SpinAbba), false, None);
+        {
+            let v = b.vm.as_mut().unwrap();
+            v.rollbacks = 1;
+            v.restarted = true;
+            v.trigger = Some("hang".into());
+            v.fault_to_serving_ms = Some(99_000);
+        }
+        let runs = vec![
+            a,
+            b,
+            vm_run("none-mix-nockpt-001", None, true, Some(1000)),
+            vm_run("none-mix-ckpt-001", None, false, Some(900)),
+            vm_run("none-mix-nockpt-002", None, true, Some(2000)),
+            vm_run("none-mix-ckpt-002", None, false, Some(2000)),
+        ];
+        let r = summarize(Meta::default(), runs);
+        // The pairs are not fault-free selfheal-vs-baseline runs.
+        assert!(r.fault_free.is_empty(), "{:?}", r.fault_free);
+        let vm = r.vm.as_ref().unwrap();
+        let c = &vm.classes[0];
+        assert_eq!(
+            (c.runs, c.injected, c.rolled_back, c.rollbacks),
+            (2, 2, 2, 3)
+        );
+        assert_eq!((c.recovered_by_rollback, c.restarted), (1, 1));
+        assert_eq!(c.triggers.get("hang"), Some(&2));
+        // Only the run that served on counts for fault → serving.
+        assert_eq!(c.fault_to_serving.median_ms, Some(4200.0));
+        let o = &vm.overhead[0];
+        assert_eq!((o.runs_with, o.runs_without), (2, 2));
+        // Means: with (90+200)/2 = 145, without (100+200)/2 = 150.
+        assert!((o.overhead_pct.unwrap() - (1.0 - 145.0 / 150.0) * 100.0).abs() < 1e-9);
+        assert_eq!(o.pair_overheads_pct.len(), 2);
+        assert!((o.pair_overheads_pct[0] - 10.0).abs() < 1e-9);
+        assert!(o.pair_overheads_pct[1].abs() < 1e-9);
+        let md = markdown(&r);
+        assert!(md.contains("## VM rollback"), "{md}");
+        assert!(
+            md.contains("| spin_abba | 2 (2) | 2 | 1 | 1 | 1 | hang: 2 |"),
+            "{md}"
+        );
+        // Without vm-rollback runs there is no section.
+        assert!(summarize_vm(&[]).is_none());
     }
 }

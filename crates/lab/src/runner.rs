@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use selfheal_lab::analyze::{self, QemuExit, RawRun, RunRecord};
 use selfheal_lab::build::{self, Assets, InitramfsInputs, SelfhealSource};
 use selfheal_lab::progress::Progress;
-use selfheal_lab::qemu::{self, Accel, Guest, LOG_FILES};
+use selfheal_lab::qemu::{self, Accel, Guest, VmHost, LOG_FILES};
 use selfheal_lab::report::{self, Meta};
 use selfheal_lab::scenario::{
     self, FaultClass, KernelProfile, PlanOptions, Rng, Scenario, Workload,
@@ -43,6 +43,15 @@ pub fn guest_modules(profiles: &[KernelProfile]) -> Vec<&'static str> {
         // ext4 needs the crc32c hash even for an ext2 volume, and loads it
         // through the crypto API (modprobe), which this initramfs lacks.
         m.extend(["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]);
+    }
+    if profiles.iter().any(|p| p.vm_rollback()) {
+        // The host's `selfheal vm`: the guest link and the trigger port
+        // (virtio-serial), and the pvpanic device it sees panics through.
+        for x in ["virtio_pci", "virtio_console", "pvpanic_mmio"] {
+            if !m.contains(&x) {
+                m.push(x);
+            }
+        }
     }
     m
 }
@@ -180,6 +189,9 @@ pub fn run(o: &RunOptions) -> Result<()> {
         .with_context(|| format!("creating {}", o.out.display()))?;
     let prep = prepare(&o.prep)?;
     let placeholder = matches!(o.prep.selfheal, SelfhealSource::Placeholder);
+    if placeholder && o.profiles.iter().any(|p| p.vm_rollback()) {
+        bail!("the vm-rollback profile runs the host's `selfheal vm`: it needs selfheal, not --placeholder");
+    }
 
     let config = o.out.join("config.toml");
     write_config(&prep, o.config.as_deref(), placeholder, &config)?;
@@ -303,9 +315,18 @@ pub fn run(o: &RunOptions) -> Result<()> {
     for s in &plan {
         progress.start(&describe(s));
         let dir = o.out.join("runs").join(&s.id);
-        let end = guest
-            .run(s, &dir)
-            .with_context(|| format!("running scenario {}", s.id))?;
+        let end = if s.profile.vm_rollback() {
+            guest.run_vm(
+                s,
+                &dir,
+                &VmHost {
+                    selfheal: prep.selfheal.clone(),
+                },
+            )
+        } else {
+            guest.run(s, &dir)
+        }
+        .with_context(|| format!("running scenario {}", s.id))?;
         write_json(
             &dir.join("run.json"),
             &RunFile {
@@ -320,6 +341,11 @@ pub fn run(o: &RunOptions) -> Result<()> {
         let _ = fs::remove_file(dir.join(qemu::STATE_DISK));
         for f in LOG_FILES.iter().chain([&qemu::HOST_MARKS]) {
             logs::compress(&dir, f)?;
+        }
+        if s.profile.vm_rollback() {
+            for f in qemu::VM_FILES {
+                logs::compress(&dir, f)?;
+            }
         }
         records.push(rec);
     }
@@ -383,7 +409,7 @@ fn score(out: &Path, s: &Scenario, exit: QemuExit, host_ms: u64) -> Result<RunRe
     let read = |f: &str| logs::read_log(&dir, f);
     let (console, lab, events) = (read(LOG_FILES[0]), read(LOG_FILES[1]), read(LOG_FILES[2]));
     let host_marks = read(qemu::HOST_MARKS);
-    Ok(analyze::analyze(
+    let mut rec = analyze::analyze(
         s,
         &format!("runs/{}", s.id),
         RawRun {
@@ -394,7 +420,12 @@ fn score(out: &Path, s: &Scenario, exit: QemuExit, host_ms: u64) -> Result<RunRe
             qemu_exit: exit,
             host_ms,
         },
-    ))
+    );
+    if s.profile.vm_rollback() {
+        let (vm_host, vm_events) = (read(qemu::VM_HOST), read(qemu::VM_EVENTS));
+        rec.vm = Some(analyze::vm::analyze_vm(&rec, &vm_host, &vm_events));
+    }
+    Ok(rec)
 }
 
 fn write_report(out: &Path, meta: Meta, records: Vec<RunRecord>) -> Result<()> {
@@ -468,6 +499,7 @@ fn pick_accel(cache: &Path, guest: &Guest, out: &Path) -> Result<(Accel, String)
         fault_cpu: 1,
         calibrate_s: 0,
         second_observe_s: 0,
+        vm_checkpoints_off: false,
     };
     let (a, why) = qemu::choose_accel(|accel| {
         let g = Guest {

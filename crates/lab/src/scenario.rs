@@ -290,6 +290,10 @@ pub struct Scenario {
     /// follow reboots; 0 otherwise).
     #[serde(default)]
     pub second_observe_s: u64,
+    /// `vm-rollback`: the host's `selfheal vm` runs without checkpoints
+    /// (the baseline of a fault-free pair measuring their overhead).
+    #[serde(default)]
+    pub vm_checkpoints_off: bool,
 }
 
 impl Scenario {
@@ -308,6 +312,7 @@ impl Scenario {
             fault_cpu: 1,
             calibrate_s: secs,
             second_observe_s: 0,
+            vm_checkpoints_off: false,
         }
     }
 
@@ -351,6 +356,9 @@ impl Scenario {
         } else {
             0
         };
+        // Under the checkpoint engine the boot is slower, and a rollback
+        // or two take their time.
+        let vm_s = if self.profile.vm_rollback() { 40 } else { 0 };
         Duration::from_secs(
             boot_s
                 + self.inject_ms / 1000
@@ -358,6 +366,7 @@ impl Scenario {
                 + self.workload_s
                 + self.calibrate_s
                 + reboot_s
+                + vm_s
                 + 30,
         )
     }
@@ -480,6 +489,7 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
                 fault_cpu: 1,
                 calibrate_s: 0,
                 second_observe_s: second_observe(profile),
+                vm_checkpoints_off: false,
             });
         }
     }
@@ -497,19 +507,27 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
     };
     for &workload in Workload::ALL {
         for run in 0..fault_free_runs {
-            for selfheal in [false, true] {
-                let profile = paired[run as usize % paired.len()];
+            let profile = paired[run as usize % paired.len()];
+            // vm-rollback pairs the host's checkpoints off and on (selfheal
+            // runs in the guest in both); an idle guest has no throughput
+            // to compare.
+            let vm = profile.vm_rollback();
+            if vm && workload == Workload::Idle {
+                continue;
+            }
+            for with in [false, true] {
+                let variant = match (vm, with) {
+                    (true, true) => "ckpt",
+                    (true, false) => "nockpt",
+                    (false, true) => "selfheal",
+                    (false, false) => "baseline",
+                };
                 out.push(Scenario {
-                    id: format!(
-                        "none-{}-{}-{:03}",
-                        workload.name(),
-                        if selfheal { "selfheal" } else { "baseline" },
-                        run + 1
-                    ),
+                    id: format!("none-{}-{variant}-{:03}", workload.name(), run + 1),
                     class: None,
                     workload,
                     profile,
-                    selfheal,
+                    selfheal: with || vm,
                     dry_run: opts.dry_run,
                     inject_ms: opts.inject_range_ms.0,
                     // The guest waits for a workload after this window; idle
@@ -523,6 +541,7 @@ pub fn plan(opts: &PlanOptions, rng: &mut Rng) -> Vec<Scenario> {
                     fault_cpu: 1,
                     calibrate_s: 0,
                     second_observe_s: second_observe(profile),
+                    vm_checkpoints_off: vm && !with,
                 });
             }
         }
@@ -634,6 +653,31 @@ mod tests {
         ] {
             assert!(c.split(' ').any(|x| x == w), "{w} missing from {c}");
         }
+    }
+
+    #[test]
+    fn vm_rollback_pairs_checkpoints_off_and_on_with_selfheal_in_both() {
+        let mut o = opts();
+        o.classes = vec![FaultClass::IrqLoop];
+        o.profiles = vec![KernelProfile::VmRollback];
+        o.fault_free_runs = 2;
+        let plan = plan(&o, &mut Rng::new(5));
+        let free: Vec<&Scenario> = plan.iter().filter(|s| s.class.is_none()).collect();
+        // Mix and build, 2 rounds, off and on; idle has no throughput.
+        assert_eq!(free.len(), 8, "{free:?}");
+        assert!(free
+            .iter()
+            .all(|s| s.selfheal && s.workload != Workload::Idle));
+        assert_eq!(free.iter().filter(|s| s.vm_checkpoints_off).count(), 4);
+        assert!(free
+            .iter()
+            .any(|s| s.id == "none-mix-nockpt-001" && s.vm_checkpoints_off));
+        assert!(free
+            .iter()
+            .any(|s| s.id == "none-build-ckpt-002" && !s.vm_checkpoints_off));
+        let f = plan.iter().find(|s| s.class.is_some()).unwrap();
+        assert!(f.selfheal && !f.vm_checkpoints_off);
+        assert!(f.cmdline().contains("lab.profile=vm-rollback"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn run(class: FaultClass, profile: KernelProfile, outcome: Outcome) -> RunRecord
             fault_cpu: 1,
             calibrate_s: 0,
             second_observe_s: 0,
+            vm_checkpoints_off: false,
         },
         log_dir: "runs/x".into(),
         host_ms: 20_000,
@@ -46,6 +47,7 @@ fn run(class: FaultClass, profile: KernelProfile, outcome: Outcome) -> RunRecord
         restart_recorded: false,
         downtime_ms: Some(0),
         downtime_clock: None,
+        vm: None,
     }
 }
 

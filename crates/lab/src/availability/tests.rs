@@ -20,6 +20,7 @@ fn run(class: FaultClass, profile: KernelProfile, outcome: Outcome) -> RunRecord
             fault_cpu: 1,
             calibrate_s: 0,
             second_observe_s: 0,
+            vm_checkpoints_off: false,
         },
         log_dir: "runs/x".into(),
         host_ms: 20_000,
@@ -41,6 +42,7 @@ fn run(class: FaultClass, profile: KernelProfile, outcome: Outcome) -> RunRecord
         restart_recorded: false,
         downtime_ms: None,
         downtime_clock: None,
+        vm: None,
     }
 }
 

@@ -1,0 +1,313 @@
+//! The `vm-rollback` profile's view of a run, on the host's clock: what the
+//! host's `selfheal vm` saw and did (its event log) against what the lab
+//! sent the guest and when each lab-channel line arrived (`vm-host.log`).
+//!
+//! - **Rolled back**: a `vm_rollback` event carrying the engine's report.
+//! - **Served on without a reboot**: one boot id on the lab channel, no
+//!   `vm_restart` and a single `vm_start`, and the guest healthy at its END
+//!   marker (every CPU beating, symptoms gone: [`super::Outcome::Healthy`]).
+//! - **Fault to serving**: from the host sending the trigger to the first
+//!   moment after the last rollback by which every CPU's lab heartbeat had
+//!   arrived again.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, RunRecord};
+
+/// One `vm-rollback` run, as the host saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmResult {
+    /// The host's `selfheal vm` took checkpoints.
+    pub checkpoints: bool,
+    /// The lab sent the trigger (fault runs).
+    pub triggered: bool,
+    /// The guest printed INJECT (read the trigger and injected).
+    pub injected: bool,
+    /// What `selfheal vm` acted on first: `hang`, `panic` or
+    /// `guest_diagnosis` (None: it did not act).
+    pub trigger: Option<String>,
+    /// Rollbacks done.
+    pub rollbacks: u32,
+    /// Rollbacks decided but refused or impossible (then `left as is`).
+    pub gave_up: bool,
+    /// `selfheal vm` dismissed a silence as "not hung".
+    pub dismissed: u32,
+    /// Distinct boot ids on the lab channel (1: never rebooted).
+    pub boot_ids: u32,
+    /// QEMU was started again or the guest rebooted.
+    pub restarted: bool,
+    /// Every CPU's heartbeat arrived after the last rollback.
+    pub heartbeat_back: bool,
+    /// Served on without a reboot (see the module docs).
+    pub served_without_reboot: bool,
+    /// Trigger sent → `selfheal vm` decided, ms.
+    pub detect_ms: Option<i64>,
+    /// Trigger sent → the last rollback done, ms.
+    pub rollback_ms: Option<i64>,
+    /// Trigger sent → serving again after the last rollback, ms.
+    pub fault_to_serving_ms: Option<i64>,
+    /// Age of the checkpoint each rollback restored, ms.
+    #[serde(default)]
+    pub checkpoint_ages_ms: Vec<i64>,
+    /// How the run went, in a sentence.
+    pub note: String,
+}
+
+impl VmResult {
+    /// Rolled back, then served on without a reboot.
+    pub fn recovered_by_rollback(&self) -> bool {
+        self.rollbacks > 0 && self.served_without_reboot && self.heartbeat_back
+    }
+}
+
+/// A `vm-host.log` line: host Unix ms and the line.
+fn host_lines(text: &str) -> impl Iterator<Item = (i64, &str)> {
+    text.lines().filter_map(|l| {
+        let (ms, rest) = l.split_once('\t')?;
+        Some((ms.trim().parse().ok()?, rest.trim()))
+    })
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Scores a `vm-rollback` run from its record, `vm-host.log` and the host
+/// `selfheal vm`'s event log.
+pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
+    let mut r = VmResult {
+        checkpoints: !rec.scenario.vm_checkpoints_off,
+        ..VmResult::default()
+    };
+    let mut sent = None;
+    let mut boot_ids = BTreeSet::new();
+    let mut beats: Vec<(i64, u32)> = Vec::new();
+    for (ms, line) in host_lines(vm_host) {
+        if line == "HOST inject" {
+            sent.get_or_insert(ms);
+        } else if line.starts_with("LAB INJECT ") {
+            r.injected = true;
+        } else if line.starts_with("LAB BOOT ") {
+            if let Some(id) = field(line, "boot_id").filter(|s| !s.is_empty()) {
+                boot_ids.insert(id.to_string());
+            }
+        } else if line.starts_with("HB ") {
+            if let Some(cpu) = field(line, "cpu").and_then(|c| c.parse().ok()) {
+                beats.push((ms, cpu));
+            }
+        }
+    }
+    r.triggered = sent.is_some();
+    r.boot_ids = boot_ids.len() as u32;
+    let (mut starts, mut restarts) = (0u32, 0u32);
+    let (mut first_incident, mut first_rollback, mut last_rollback) = (None, None, None);
+    for line in vm_events.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        if s("source").starts_with("guest:") {
+            continue;
+        }
+        let t = e.get("time_unix_ms").and_then(|v| v.as_i64()).unwrap_or(0);
+        let d = e.get("details").cloned().unwrap_or_default();
+        match s("kind") {
+            "vm_start" => starts += 1,
+            "vm_restart" | "vm_gave_up" => restarts += 1,
+            "dismissed" => r.dismissed += 1,
+            "vm_hang" | "vm_crash"
+                if d.get("rollback_before_ms").is_some() && first_incident.is_none() =>
+            {
+                first_incident = Some(t);
+                r.trigger = d.get("trigger").and_then(|v| v.as_str()).map(String::from);
+            }
+            "vm_hang" if d.get("why").is_some() => r.gave_up = true,
+            "vm_rollback" if d.get("report").is_some() => {
+                r.rollbacks += 1;
+                first_rollback.get_or_insert(t);
+                last_rollback = Some(t);
+                if let Some(a) = d["report"]
+                    .get("checkpoint_age_ms")
+                    .and_then(|v| v.as_i64())
+                {
+                    r.checkpoint_ages_ms.push(a);
+                }
+            }
+            _ => {}
+        }
+    }
+    r.restarted = restarts > 0 || starts > 1 || r.boot_ids > 1;
+    let ncpu = rec.guest_cpus.unwrap_or(1).max(1);
+    if let Some(lr) = last_rollback {
+        // By when had every CPU beaten again after the last rollback?
+        let firsts: Vec<Option<i64>> = (0..ncpu)
+            .map(|c| {
+                beats
+                    .iter()
+                    .find(|(ms, cpu)| *cpu == c && *ms >= lr)
+                    .map(|b| b.0)
+            })
+            .collect();
+        let serving = firsts
+            .iter()
+            .copied()
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|v| v.into_iter().max());
+        r.heartbeat_back = serving.is_some();
+        r.fault_to_serving_ms = serving.zip(sent).map(|(s, t)| s - t);
+    }
+    r.detect_ms = first_incident.zip(sent).map(|(a, b)| a - b);
+    r.rollback_ms = last_rollback.zip(sent).map(|(a, b)| a - b);
+    r.served_without_reboot =
+        !r.restarted && r.boot_ids <= 1 && rec.booted && rec.outcome == Outcome::Healthy;
+    r.note = match (rec.scenario.class.is_some(), r.triggered, r.rollbacks) {
+        (false, ..) => "fault-free".into(),
+        (true, false, _) => "the trigger was never sent (the guest did not arm)".into(),
+        (true, true, 0) if r.served_without_reboot => {
+            "not rolled back: the guest cleared the fault itself".into()
+        }
+        (true, true, 0) => format!("not rolled back; guest {:?}", rec.outcome),
+        (true, true, n) if r.recovered_by_rollback() => format!(
+            "rolled back {n}× (checkpoints {:?} ms old), served on, one boot",
+            r.checkpoint_ages_ms
+        ),
+        (true, true, n) => format!(
+            "rolled back {n}× but guest {:?}{}{}",
+            rec.outcome,
+            if r.restarted { ", restarted" } else { "" },
+            if r.heartbeat_back {
+                ""
+            } else {
+                ", heartbeats did not come back"
+            }
+        ),
+    };
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::QemuExit;
+    use crate::scenario::{FaultClass, KernelProfile, Scenario, Workload};
+
+    fn record(outcome: Outcome) -> RunRecord {
+        RunRecord {
+            scenario: Scenario {
+                id: "irq_loop-001".into(),
+                class: Some(FaultClass::IrqLoop),
+                workload: Workload::Mix,
+                profile: KernelProfile::VmRollback,
+                selfheal: true,
+                dry_run: false,
+                inject_ms: 3000,
+                observe_s: 15,
+                workload_s: 23,
+                fault_cpu: 1,
+                calibrate_s: 0,
+                second_observe_s: 0,
+                vm_checkpoints_off: false,
+            },
+            log_dir: "runs/x".into(),
+            host_ms: 60_000,
+            qemu_exit: QemuExit::Exited,
+            booted: true,
+            guest_cpus: Some(2),
+            fault_start_ms: Some(1),
+            fault_confirmed: true,
+            selfheal: Default::default(),
+            kernel: Default::default(),
+            kernel_false_alarms: Default::default(),
+            outcome,
+            outcome_note: String::new(),
+            workload_ops: None,
+            workload_elapsed_ms: None,
+            errors: vec![],
+            boots: 1,
+            restart: None,
+            restart_recorded: false,
+            downtime_ms: None,
+            downtime_clock: None,
+            vm: None,
+        }
+    }
+
+    const HOST: &str = "1000\tLAB BOOT real_ms=5 mono_ms=1 boot=1 boot_id=aa-bb ncpu=2\n\
+        1500\tHB cpu=0 seq=1 real_ms=6 mono_ms=2\n\
+        2000\tHOST inject\n\
+        2010\tLAB INJECT real_ms=7 mono_ms=3 class=irq_loop cpu=1\n\
+        2600\tHB cpu=0 seq=2 real_ms=8 mono_ms=4\n\
+        3150\tHB cpu=1 seq=9 real_ms=9 mono_ms=5\n\
+        3300\tHB cpu=0 seq=10 real_ms=10 mono_ms=6\n\
+        3400\tLAB BOOT real_ms=5 mono_ms=1 boot=1 boot_id=aa-bb ncpu=2\n\
+        garbage line\n";
+
+    const EVENTS: &str = r#"{"time_unix_ms":900,"kind":"vm_start","severity":"info","source":"vm","message":"started"}
+{"time_unix_ms":2400,"kind":"diagnosis","severity":"critical","source":"guest:heavy","message":"x","details":{"class":"kernel_stall"}}
+{"time_unix_ms":2950,"kind":"vm_hang","severity":"critical","source":"vm","message":"m","details":{"trigger":"guest_diagnosis","attempt":0,"rollback_before_ms":1200}}
+{"time_unix_ms":3000,"kind":"vm_rollback","severity":"critical","source":"vm","message":"m","details":{"trigger":"guest_diagnosis","attempt":0,"report":{"checkpoint_age_ms":1250}}}
+{"time_unix_ms":8100,"kind":"vm_rollback","severity":"info","source":"vm","message":"recovered","details":{"outcome":"recovered"}}
+not json
+"#;
+
+    #[test]
+    fn a_rollback_that_served_on_is_timed_on_the_host_clock() {
+        let r = analyze_vm(&record(Outcome::Healthy), HOST, EVENTS);
+        assert!(r.triggered && r.injected && r.checkpoints);
+        assert_eq!(r.trigger.as_deref(), Some("guest_diagnosis"));
+        assert_eq!(
+            (r.rollbacks, r.boot_ids),
+            (1, 1),
+            "a replayed BOOT line is one boot"
+        );
+        assert_eq!(r.checkpoint_ages_ms, vec![1250]);
+        assert_eq!(r.detect_ms, Some(950));
+        assert_eq!(r.rollback_ms, Some(1000));
+        // CPU 1 beat again at 3150, CPU 0 at 3300: serving from 3300.
+        assert_eq!(r.fault_to_serving_ms, Some(1300));
+        assert!(
+            r.heartbeat_back && !r.restarted && r.recovered_by_rollback(),
+            "{r:?}"
+        );
+        assert!(r.note.contains("rolled back 1×"), "{}", r.note);
+    }
+
+    #[test]
+    fn a_new_boot_id_or_a_restart_is_not_served_on() {
+        let host = HOST.replace(
+            "3400\tLAB BOOT real_ms=5 mono_ms=1 boot=1 boot_id=aa-bb",
+            "3400\tLAB BOOT real_ms=5 mono_ms=1 boot=1 boot_id=cc-dd",
+        );
+        let r = analyze_vm(&record(Outcome::Healthy), &host, EVENTS);
+        assert_eq!(r.boot_ids, 2);
+        assert!(r.restarted && !r.served_without_reboot && !r.recovered_by_rollback());
+        let ev = format!(
+            "{EVENTS}{}\n",
+            r#"{"time_unix_ms":9000,"kind":"vm_restart","severity":"critical","source":"vm","message":"restart"}"#
+        );
+        let r = analyze_vm(&record(Outcome::Healthy), HOST, &ev);
+        assert!(r.restarted && !r.recovered_by_rollback());
+    }
+
+    #[test]
+    fn without_a_rollback_or_heartbeats_it_says_so() {
+        let r = analyze_vm(&record(Outcome::Healthy), HOST, "");
+        assert_eq!(r.rollbacks, 0);
+        assert!(r.served_without_reboot && !r.recovered_by_rollback());
+        assert!(r.note.contains("cleared the fault itself"), "{}", r.note);
+        // A CPU that never beat again after the rollback.
+        let host: String = HOST
+            .lines()
+            .filter(|l| !l.contains("cpu=1 seq=9"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let r = analyze_vm(&record(Outcome::Degraded), &host, EVENTS);
+        assert!(!r.heartbeat_back && r.fault_to_serving_ms.is_none());
+        assert!(r.note.contains("did not come back"), "{}", r.note);
+        let r = analyze_vm(&record(Outcome::Healthy), "", "");
+        assert!(!r.triggered && r.note.contains("never sent"), "{}", r.note);
+    }
+}
