@@ -264,6 +264,12 @@ pub struct VmClassRow {
     pub injected: usize,
     /// Runs `selfheal vm` rolled back at least once.
     pub rolled_back: usize,
+    /// Runs rolled back to before the fault.
+    #[serde(default)]
+    pub undone: usize,
+    /// Rollbacks after the one that undid the fault, summed.
+    #[serde(default)]
+    pub extra_rollbacks: u32,
     /// Rolled back, then served on without a reboot.
     pub recovered_by_rollback: usize,
     /// Served on without a reboot, rolled back or not (the guest's own
@@ -298,6 +304,13 @@ pub struct VmOverhead {
     pub overhead_pct: Option<f64>,
     /// Per pair (same round), % lost.
     pub pair_overheads_pct: Vec<f64>,
+    /// Rollbacks `selfheal vm` did in these fault-free runs (on the guest's
+    /// own diagnoses: false positives that cost a rollback).
+    #[serde(default)]
+    pub rollbacks: u32,
+    /// Guest selfheal detection events in these runs (false positives).
+    #[serde(default)]
+    pub guest_false_alarms: usize,
 }
 
 /// The `vm-rollback` profile.
@@ -337,6 +350,8 @@ pub fn summarize_vm(runs: &[RunRecord]) -> Option<VmSummary> {
         for v in &rs {
             row.injected += usize::from(v.triggered && v.injected);
             row.rolled_back += usize::from(v.rollbacks > 0);
+            row.undone += usize::from(v.undone);
+            row.extra_rollbacks += v.extra_rollbacks;
             row.rollbacks += v.rollbacks;
             row.recovered_by_rollback += usize::from(v.recovered_by_rollback());
             row.served_without_reboot += usize::from(v.served_without_reboot);
@@ -384,6 +399,12 @@ pub fn summarize_vm(runs: &[RunRecord]) -> Option<VmSummary> {
                 (Some(a), Some(b)) if b > 0.0 => Some((1.0 - a / b) * 100.0),
                 _ => None,
             },
+            rollbacks: free
+                .iter()
+                .filter_map(|r| r.vm.as_ref())
+                .map(|v| v.rollbacks)
+                .sum(),
+            guest_false_alarms: free.iter().map(|r| r.selfheal.false_alarms).sum(),
             pair_overheads_pct: with
                 .iter()
                 .filter_map(|(round, a)| {
@@ -612,6 +633,8 @@ mod tests {
         {
             let v = a.vm.as_mut().unwrap();
             v.rollbacks = 2;
+            v.undone = true;
+            v.extra_rollbacks = 1;
             v.served_without_reboot = true;
             v.heartbeat_back = true;
             v.trigger = Some("hang".into());
@@ -644,6 +667,7 @@ mod tests {
             (2, 2, 2, 3)
         );
         assert_eq!((c.recovered_by_rollback, c.restarted), (1, 1));
+        assert_eq!((c.undone, c.extra_rollbacks), (1, 1));
         assert_eq!(c.triggers.get("hang"), Some(&2));
         // Only the run that served on counts for fault → serving.
         assert_eq!(c.fault_to_serving.median_ms, Some(4200.0));
@@ -657,7 +681,7 @@ mod tests {
         let md = markdown(&r);
         assert!(md.contains("## VM rollback"), "{md}");
         assert!(
-            md.contains("| spin_abba | 2 (2) | 2 | 1 | 1 | 1 | hang: 2 |"),
+            md.contains("| spin_abba | 2 (2) | 2 | 1 | 1 | 1 | 1 | hang: 2 |"),
             "{md}"
         );
         // Without vm-rollback runs there is no section.

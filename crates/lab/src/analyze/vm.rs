@@ -3,18 +3,24 @@
 //! sent the guest and when each lab-channel line arrived (`vm-host.log`).
 //!
 //! - **Rolled back**: a `vm_rollback` event carrying the engine's report.
+//! - **Undone**: a rollback to a checkpoint taken before the host sent the
+//!   trigger (event time minus the checkpoint's age), or else to one before
+//!   the guest's INJECT marker after which no INJECT came again: the fault
+//!   is gone from the guest's history. Rollbacks after that one are extra
+//!   (the guest's diagnoses of the rollback's own time jump, or of a slow
+//!   guest, acted on).
 //! - **Served on without a reboot**: one boot id on the lab channel, no
-//!   `vm_restart` and a single `vm_start`, and the guest healthy at its END
-//!   marker (every CPU beating, symptoms gone: [`super::Outcome::Healthy`]).
+//!   `vm_restart` and a single `vm_start`, every CPU's lab heartbeat back
+//!   after the last rollback, and the guest's END marker.
 //! - **Fault to serving**: from the host sending the trigger to the first
-//!   moment after the last rollback by which every CPU's lab heartbeat had
-//!   arrived again.
+//!   moment after the undoing rollback by which every CPU's lab heartbeat
+//!   had arrived again.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, RunRecord};
+use super::RunRecord;
 
 /// One `vm-rollback` run, as the host saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -30,6 +36,12 @@ pub struct VmResult {
     pub trigger: Option<String>,
     /// Rollbacks done.
     pub rollbacks: u32,
+    /// A rollback went back to before the fault (see the module docs).
+    #[serde(default)]
+    pub undone: bool,
+    /// Rollbacks after the undoing one.
+    #[serde(default)]
+    pub extra_rollbacks: u32,
     /// Rollbacks decided but refused or impossible (then `left as is`).
     pub gave_up: bool,
     /// `selfheal vm` dismissed a silence as "not hung".
@@ -46,8 +58,11 @@ pub struct VmResult {
     pub detect_ms: Option<i64>,
     /// Trigger sent → the last rollback done, ms.
     pub rollback_ms: Option<i64>,
-    /// Trigger sent → serving again after the last rollback, ms.
+    /// Trigger sent → serving again after the undoing rollback, ms.
     pub fault_to_serving_ms: Option<i64>,
+    /// The guest printed its END marker.
+    #[serde(default)]
+    pub ended: bool,
     /// Age of the checkpoint each rollback restored, ms.
     #[serde(default)]
     pub checkpoint_ages_ms: Vec<i64>,
@@ -56,9 +71,9 @@ pub struct VmResult {
 }
 
 impl VmResult {
-    /// Rolled back, then served on without a reboot.
+    /// Rolled back to before the fault, then served on without a reboot.
     pub fn recovered_by_rollback(&self) -> bool {
-        self.rollbacks > 0 && self.served_without_reboot && self.heartbeat_back
+        self.undone && self.served_without_reboot
     }
 }
 
@@ -83,13 +98,16 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
         ..VmResult::default()
     };
     let mut sent = None;
+    let mut injects: Vec<i64> = Vec::new();
     let mut boot_ids = BTreeSet::new();
     let mut beats: Vec<(i64, u32)> = Vec::new();
     for (ms, line) in host_lines(vm_host) {
         if line == "HOST inject" {
             sent.get_or_insert(ms);
         } else if line.starts_with("LAB INJECT ") {
-            r.injected = true;
+            injects.push(ms);
+        } else if line.starts_with("LAB END ") {
+            r.ended = true;
         } else if line.starts_with("LAB BOOT ") {
             if let Some(id) = field(line, "boot_id").filter(|s| !s.is_empty()) {
                 boot_ids.insert(id.to_string());
@@ -100,10 +118,13 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
             }
         }
     }
+    r.injected = !injects.is_empty();
     r.triggered = sent.is_some();
     r.boot_ids = boot_ids.len() as u32;
     let (mut starts, mut restarts) = (0u32, 0u32);
-    let (mut first_incident, mut first_rollback, mut last_rollback) = (None, None, None);
+    let mut first_incident = None;
+    // (done at, checkpoint taken at) per rollback, host clock.
+    let mut rollbacks: Vec<(i64, i64)> = Vec::new();
     for line in vm_events.lines() {
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -126,64 +147,82 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
             }
             "vm_hang" if d.get("why").is_some() => r.gave_up = true,
             "vm_rollback" if d.get("report").is_some() => {
-                r.rollbacks += 1;
-                first_rollback.get_or_insert(t);
-                last_rollback = Some(t);
-                if let Some(a) = d["report"]
+                let age = d["report"]
                     .get("checkpoint_age_ms")
                     .and_then(|v| v.as_i64())
-                {
-                    r.checkpoint_ages_ms.push(a);
-                }
+                    .unwrap_or(0);
+                r.checkpoint_ages_ms.push(age);
+                rollbacks.push((t, t - age));
             }
             _ => {}
         }
     }
+    r.rollbacks = rollbacks.len() as u32;
     r.restarted = restarts > 0 || starts > 1 || r.boot_ids > 1;
     let ncpu = rec.guest_cpus.unwrap_or(1).max(1);
-    if let Some(lr) = last_rollback {
-        // By when had every CPU beaten again after the last rollback?
-        let firsts: Vec<Option<i64>> = (0..ncpu)
+    // By when had every CPU beaten again after `from`?
+    let serving_after = |from: i64| -> Option<i64> {
+        (0..ncpu)
             .map(|c| {
                 beats
                     .iter()
-                    .find(|(ms, cpu)| *cpu == c && *ms >= lr)
+                    .find(|(ms, cpu)| *cpu == c && *ms >= from)
                     .map(|b| b.0)
             })
-            .collect();
-        let serving = firsts
-            .iter()
-            .copied()
             .collect::<Option<Vec<i64>>>()
-            .and_then(|v| v.into_iter().max());
-        r.heartbeat_back = serving.is_some();
-        r.fault_to_serving_ms = serving.zip(sent).map(|(s, t)| s - t);
-    }
+            .and_then(|v| v.into_iter().max())
+    };
+    let undo = sent.and_then(|sent| {
+        rollbacks
+            .iter()
+            .position(|&(_, taken)| taken < sent)
+            .or_else(|| {
+                rollbacks.iter().position(|&(done, taken)| {
+                    injects.first().is_some_and(|&i| taken < i)
+                        && !injects.iter().any(|&i| i > done)
+                })
+            })
+    });
+    r.undone = undo.is_some();
+    r.extra_rollbacks = undo.map_or(0, |i| (rollbacks.len() - i - 1) as u32);
+    let last = rollbacks.last().map(|x| x.0).or(sent);
+    r.heartbeat_back = last.and_then(serving_after).is_some();
+    r.fault_to_serving_ms = undo
+        .and_then(|i| serving_after(rollbacks[i].0))
+        .zip(sent)
+        .map(|(s, t)| s - t);
     r.detect_ms = first_incident.zip(sent).map(|(a, b)| a - b);
-    r.rollback_ms = last_rollback.zip(sent).map(|(a, b)| a - b);
+    r.rollback_ms = undo.zip(sent).map(|(i, b)| rollbacks[i].0 - b);
     r.served_without_reboot =
-        !r.restarted && r.boot_ids <= 1 && rec.booted && rec.outcome == Outcome::Healthy;
+        !r.restarted && r.boot_ids <= 1 && rec.booted && r.heartbeat_back && r.ended;
     r.note = match (rec.scenario.class.is_some(), r.triggered, r.rollbacks) {
         (false, ..) => "fault-free".into(),
         (true, false, _) => "the trigger was never sent (the guest did not arm)".into(),
         (true, true, 0) if r.served_without_reboot => {
-            "not rolled back: the guest cleared the fault itself".into()
+            "not rolled back: the guest served on by itself".into()
         }
-        (true, true, 0) => format!("not rolled back; guest {:?}", rec.outcome),
-        (true, true, n) if r.recovered_by_rollback() => format!(
-            "rolled back {n}× (checkpoints {:?} ms old), served on, one boot",
-            r.checkpoint_ages_ms
-        ),
-        (true, true, n) => format!(
-            "rolled back {n}× but guest {:?}{}{}",
-            rec.outcome,
-            if r.restarted { ", restarted" } else { "" },
-            if r.heartbeat_back {
-                ""
+        (true, true, 0) => "not rolled back, and the guest did not serve on".into(),
+        (true, true, n) => {
+            let mut parts = vec![format!(
+                "rolled back {n}× (checkpoints {:?} ms old)",
+                r.checkpoint_ages_ms
+            )];
+            parts.push(if r.undone {
+                format!("the fault undone by rollback {}", n - r.extra_rollbacks)
             } else {
-                ", heartbeats did not come back"
+                "never to before the fault".into()
+            });
+            if r.restarted {
+                parts.push("restarted".into());
             }
-        ),
+            if !r.heartbeat_back {
+                parts.push("heartbeats did not come back".into());
+            }
+            if r.served_without_reboot {
+                parts.push("served on, one boot".into());
+            }
+            parts.join("; ")
+        }
     };
     r
 }
@@ -191,7 +230,7 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::QemuExit;
+    use crate::analyze::{Outcome, QemuExit};
     use crate::scenario::{FaultClass, KernelProfile, Scenario, Workload};
 
     fn record(outcome: Outcome) -> RunRecord {
@@ -243,6 +282,7 @@ mod tests {
         3150\tHB cpu=1 seq=9 real_ms=9 mono_ms=5\n\
         3300\tHB cpu=0 seq=10 real_ms=10 mono_ms=6\n\
         3400\tLAB BOOT real_ms=5 mono_ms=1 boot=1 boot_id=aa-bb ncpu=2\n\
+        9000\tLAB END real_ms=11 mono_ms=7 class=irq_loop boot=1 injected=0\n\
         garbage line\n";
 
     const EVENTS: &str = r#"{"time_unix_ms":900,"kind":"vm_start","severity":"info","source":"vm","message":"started"}
@@ -256,7 +296,7 @@ not json
     #[test]
     fn a_rollback_that_served_on_is_timed_on_the_host_clock() {
         let r = analyze_vm(&record(Outcome::Healthy), HOST, EVENTS);
-        assert!(r.triggered && r.injected && r.checkpoints);
+        assert!(r.triggered && r.injected && r.checkpoints && r.ended);
         assert_eq!(r.trigger.as_deref(), Some("guest_diagnosis"));
         assert_eq!(
             (r.rollbacks, r.boot_ids),
@@ -297,7 +337,7 @@ not json
         let r = analyze_vm(&record(Outcome::Healthy), HOST, "");
         assert_eq!(r.rollbacks, 0);
         assert!(r.served_without_reboot && !r.recovered_by_rollback());
-        assert!(r.note.contains("cleared the fault itself"), "{}", r.note);
+        assert!(r.note.contains("served on by itself"), "{}", r.note);
         // A CPU that never beat again after the rollback.
         let host: String = HOST
             .lines()
@@ -309,5 +349,35 @@ not json
         assert!(r.note.contains("did not come back"), "{}", r.note);
         let r = analyze_vm(&record(Outcome::Healthy), "", "");
         assert!(!r.triggered && r.note.contains("never sent"), "{}", r.note);
+    }
+
+    /// The first rollback lands after the guest took the trigger: the
+    /// fault comes back (a second INJECT), the second goes back before the
+    /// trigger, a third (the guest's diagnosis of the time jump) is extra.
+    #[test]
+    fn the_rollback_that_undid_the_fault_is_the_one_timed() {
+        let host = "1000\tLAB BOOT real_ms=5 mono_ms=1 boot=1 boot_id=aa ncpu=1\n\
+            2000\tHOST inject\n\
+            2300\tLAB INJECT real_ms=7 mono_ms=3 class=irq_loop cpu=1\n\
+            5200\tHB cpu=0 seq=2 real_ms=8 mono_ms=4\n\
+            5600\tLAB INJECT real_ms=7 mono_ms=3 class=irq_loop cpu=1\n\
+            8700\tHB cpu=0 seq=3 real_ms=8 mono_ms=4\n\
+            11000\tHB cpu=0 seq=4 real_ms=8 mono_ms=4\n\
+            12000\tLAB END real_ms=11 mono_ms=7 class=irq_loop boot=1 injected=0\n";
+        let ev = |t: i64, age: i64| {
+            format!(
+                "{{\"time_unix_ms\":{t},\"kind\":\"vm_rollback\",\"source\":\"vm\",\"details\":{{\"report\":{{\"checkpoint_age_ms\":{age}}}}}}}\n"
+            )
+        };
+        // Taken at 2100 (after the trigger), 1500, 7000.
+        let events = ev(5000, 2900) + &ev(8500, 7000) + &ev(10_000, 3000);
+        let mut rec = record(Outcome::Degraded);
+        rec.guest_cpus = Some(1);
+        let r = analyze_vm(&rec, host, &events);
+        assert_eq!((r.rollbacks, r.extra_rollbacks), (3, 1));
+        assert!(r.undone && r.served_without_reboot && r.recovered_by_rollback());
+        assert_eq!(r.rollback_ms, Some(6500));
+        assert_eq!(r.fault_to_serving_ms, Some(6700), "{r:?}");
+        assert!(r.note.contains("undone by rollback 2"), "{}", r.note);
     }
 }

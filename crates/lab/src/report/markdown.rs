@@ -240,16 +240,21 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
          its selfheal sending heartbeats and diagnoses over the guest link; each fault triggered once \
          from the host over a virtio-serial port (a rollback to before the guest read the trigger \
          takes it back, and it is not sent again). **rolled back**: `selfheal vm` restored a \
-         checkpoint. **served on, no reboot**: one boot id, no restart, healthy at END (every CPU \
-         beating, symptoms gone), rolled back or not. **detect**: trigger sent → `selfheal vm`'s \
-         decision (host clock). **fault → serving**: trigger sent → every CPU's lab heartbeat back \
-         after the last rollback (host clock; runs recovered by rollback).\n"
+         checkpoint. **undone**: one of them went back to before the fault (a checkpoint older \
+         than the trigger, or than the guest's INJECT with none after). **served on, no reboot**: \
+         one boot id, no restart, every CPU's lab heartbeat back after the last rollback, END \
+         reached; rolled back or not. **recovered by rollback**: undone and served on. **extra \
+         rollbacks**: after the undoing one (the guest's own diagnoses of the rollback's time \
+         jump, or of a slow guest, acted on). **detect**: trigger sent → `selfheal vm`'s first \
+         decision (host clock). **fault → serving**: trigger sent → every CPU's lab heartbeat \
+         back after the undoing rollback (host clock). The lab's own outcome column (healthy at \
+         END: no heartbeat gap over 500 ms in the last 3 s) is in the per-run table.\n"
     );
     let _ = writeln!(
         s,
-        "| class | runs (injected) | rolled back | recovered by rollback | served on, no reboot | restarted | acted on | detect median | fault → serving median / p95 | rollbacks |"
+        "| class | runs (injected) | rolled back | undone | recovered by rollback | served on, no reboot | restarted | acted on | detect median | fault → serving median / p95 | rollbacks (extra) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &vm.classes {
         let acted: Vec<String> = c
             .triggers
@@ -258,11 +263,12 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
             .collect();
         let _ = writeln!(
             s,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} ({}) |",
             c.class.map_or("—", |c| c.name()),
             c.runs,
             c.injected,
             c.rolled_back,
+            c.undone,
             c.recovered_by_rollback,
             c.served_without_reboot,
             c.restarted,
@@ -274,7 +280,8 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
             ms(c.detect.median_ms),
             ms(c.fault_to_serving.median_ms),
             ms(c.fault_to_serving.p95_ms),
-            c.rollbacks
+            c.rollbacks,
+            c.extra_rollbacks
         );
     }
     if !vm.overhead.is_empty() {
@@ -286,9 +293,9 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
         );
         let _ = writeln!(
             s,
-            "| workload | runs with / without | ops/s without | ops/s with | throughput overhead | per pair |"
+            "| workload | runs with / without | ops/s without | ops/s with | throughput overhead | per pair | guest false alarms | rollbacks |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for o in &vm.overhead {
             let pairs: Vec<String> = o
                 .pair_overheads_pct
@@ -297,7 +304,7 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
                 .collect();
             let _ = writeln!(
                 s,
-                "| {} | {} / {} | {} | {} | {} | {} |",
+                "| {} | {} / {} | {} | {} | {} | {} | {} | {} |",
                 o.workload.map_or("—", |w| w.name()),
                 o.runs_with,
                 o.runs_without,
@@ -309,12 +316,14 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
                     "—".into()
                 } else {
                     pairs.join(", ")
-                }
+                },
+                o.guest_false_alarms,
+                o.rollbacks
             );
         }
     }
-    let _ = writeln!(s, "\n| run | acted on | rollbacks (checkpoint ages) | detect | fault → serving | boot ids | outcome |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\n| run | acted on | rollbacks (checkpoint ages) | detect | fault → serving | boot ids | host view | lab outcome |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for r in runs {
         let Some(v) = &r.vm else { continue };
         if r.scenario.class.is_none() {
@@ -322,7 +331,7 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}) | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {:?}: {} |",
             r.scenario.id,
             v.trigger.as_deref().unwrap_or("—"),
             v.rollbacks,
@@ -334,7 +343,9 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
             ms(v.detect_ms.map(|x| x as f64)),
             ms(v.fault_to_serving_ms.map(|x| x as f64)),
             v.boot_ids,
-            v.note.replace('|', "/")
+            v.note.replace('|', "/"),
+            r.outcome,
+            r.outcome_note.replace('|', "/")
         );
     }
     let _ = writeln!(s);
