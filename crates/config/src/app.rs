@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::duration::HumanDuration;
+use crate::invalid::{NameError, SettingError};
 
 mod checkpoint;
 mod probe;
@@ -553,21 +554,31 @@ impl AppConfig {
 
     /// Checks what deserialization checks, for apps built in code (the
     /// `selfheal run` flags); returns a message on error.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
+        self.validate_inner().map_err(|e| match e {
+            // A bad name is said without the name it would be said of.
+            SettingError::Name(_) => e,
+            e => e.in_app(&self.name),
+        })
+    }
+
+    fn validate_inner(&self) -> Result<(), SettingError> {
         check_name(&self.name, "app")?;
         if self.command.is_empty() || self.command[0].is_empty() {
-            return Err(format!("app `{}`: the command is empty", self.name));
+            return Err(SettingError::EmptyCommand);
         }
         if self.stderr_tail_lines > 1000 {
-            return Err(format!(
-                "app `{}`: stderr_tail_lines = {} is out of range; use 0 to 1000",
-                self.name, self.stderr_tail_lines
+            return Err(SettingError::out_of_range(
+                "stderr_tail_lines =",
+                self.stderr_tail_lines,
+                "0 to 1000",
             ));
         }
         if !(1.0..=10.0).contains(&self.backoff.multiplier) {
-            return Err(format!(
-                "app `{}`: backoff multiplier {} is out of range; use 1.0 to 10.0",
-                self.name, self.backoff.multiplier
+            return Err(SettingError::out_of_range(
+                "backoff multiplier",
+                self.backoff.multiplier,
+                "1.0 to 10.0",
             ));
         }
         for p in &self.probes {
@@ -575,36 +586,32 @@ impl AppConfig {
                 ProbeCheck::Http { url, .. } => check_http_url(url)?,
                 ProbeCheck::Tcp { address } => check_tcp_address(address)?,
                 ProbeCheck::Exec { command } if command.is_empty() => {
-                    return Err(format!(
-                        "app `{}`: probe `{}` has an empty command",
-                        self.name, p.name
-                    ))
+                    return Err(SettingError::EmptyProbeCommand {
+                        probe: p.name.clone(),
+                    })
                 }
                 ProbeCheck::Exec { .. } => {}
             }
-            p.check_timing()
-                .map_err(|e| format!("app `{}`: {e}", self.name))?;
+            p.check_timing()?;
             if p.failure_threshold == 0 || p.success_threshold == 0 {
-                return Err(format!(
-                    "app `{}`: probe `{}` needs thresholds of at least 1",
-                    self.name, p.name
-                ));
+                return Err(SettingError::ProbeThresholds {
+                    probe: p.name.clone(),
+                });
             }
         }
         let period = self.progress.period.get().as_millis();
         if self.progress.enabled() && !(20..=60_000).contains(&period) {
-            return Err(format!(
-                "app `{}`: progress period {} is out of range; use 20ms to 60s",
-                self.name, self.progress.period
+            return Err(SettingError::out_of_range(
+                "progress period",
+                self.progress.period,
+                "20ms to 60s",
             ));
         }
-        self.checkpoint
-            .validate()
-            .map_err(|e| format!("app `{}`: {e}", self.name))
+        self.checkpoint.validate()
     }
 }
 
-pub(crate) fn check_name(name: &str, what: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str, what: &'static str) -> Result<(), NameError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -614,9 +621,10 @@ pub(crate) fn check_name(name: &str, what: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid {what} name `{name}`; use 1 to 64 letters, digits, `_`, `-` or `.` (not starting with `.`)"
-        ))
+        Err(NameError {
+            what,
+            name: name.to_string(),
+        })
     }
 }
 

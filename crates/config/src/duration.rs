@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::invalid::DurationError;
+
 /// A `std::time::Duration` read from and written as human-readable text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HumanDuration(pub Duration);
@@ -40,24 +42,25 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Parses a duration the way the config and the CLI accept it: a number
 /// with a unit (humantime's syntax), at most [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let t = s.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    let d = humantime::parse_duration(t).map_err(|e| {
-        format!("invalid duration `{s}` ({e}); write a number with a unit, like \"100ms\", \"2s\" or \"5m\"")
+    let d = humantime::parse_duration(t).map_err(|source| DurationError::Malformed {
+        input: s.to_string(),
+        source,
     })?;
     if d > MAX_DURATION {
-        return Err(format!(
-            "duration `{s}` is too long; the longest accepted is 3650d (10 years)"
-        ));
+        return Err(DurationError::TooLong {
+            input: s.to_string(),
+        });
     }
     Ok(d)
 }
 
 impl std::str::FromStr for HumanDuration {
-    type Err = String;
+    type Err = DurationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse_duration(s).map(HumanDuration)
     }
@@ -103,11 +106,13 @@ mod tests {
         assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("10").unwrap_err().contains("100ms"));
+        let e = parse_duration("10").unwrap_err();
+        assert!(matches!(e, DurationError::Malformed { .. }), "{e:?}");
+        assert!(e.to_string().contains("100ms") && std::error::Error::source(&e).is_some());
         assert_eq!(HumanDuration::from_millis(1500).to_string(), "1s 500ms");
         assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
         for huge in ["3651d", "18446744073709551615s", "99999999999999h"] {
-            let e = parse_duration(huge).unwrap_err();
+            let e = parse_duration(huge).unwrap_err().to_string();
             assert!(e.contains(huge) && e.contains("3650d"), "{e}");
         }
     }

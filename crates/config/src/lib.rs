@@ -11,6 +11,7 @@ mod app;
 mod duration;
 mod heavy;
 mod host_link;
+mod invalid;
 mod kmsg;
 mod recovery;
 mod restart;
@@ -32,6 +33,7 @@ pub use app::{
 pub use duration::{parse_duration, HumanDuration, MAX_DURATION};
 pub use heavy::HeavyConfig;
 pub use host_link::HostLinkConfig;
+pub use invalid::{DurationError, NameError, ProbeTargetError, SettingError, StatusRangeError};
 pub use kmsg::KmsgConfig;
 pub use recovery::{Action, LadderConfig, RecoveryConfig};
 pub use restart::{RestartConfig, RestartGrace, RestartMethod};

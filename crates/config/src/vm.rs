@@ -8,6 +8,7 @@ use selfheal_event::Class;
 
 use crate::app::{check_name, de_command, Output, RestartPolicy};
 use crate::duration::HumanDuration;
+use crate::invalid::SettingError;
 
 /// One guest: `[[vm]]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,55 +162,66 @@ impl VmConfig {
     }
 
     /// Checks every value; the message names the VM and the fix.
-    pub fn validate(&self) -> Result<(), String> {
-        let vm = &self.name;
-        check_name(vm, "vm")?;
+    pub fn validate(&self) -> Result<(), SettingError> {
+        self.validate_inner().map_err(|e| match e {
+            // A bad name is said without the name it would be said of.
+            SettingError::Name(_) => e,
+            e => e.in_vm(&self.name),
+        })
+    }
+
+    fn validate_inner(&self) -> Result<(), SettingError> {
+        check_name(&self.name, "vm")?;
         if self.command.is_empty() || self.command[0].is_empty() {
-            return Err(format!("vm `{vm}`: the command is empty"));
+            return Err(SettingError::EmptyCommand);
         }
         if self.port.is_empty() || self.port.contains(['/', ',', ' ']) {
-            return Err(format!(
-                "vm `{vm}`: port `{}` is not a virtio-serial port name; use a name like \"org.selfheal.0\"",
-                self.port
-            ));
+            return Err(SettingError::VmPort {
+                port: self.port.clone(),
+            });
         }
         let c = &self.checkpoint;
         let ms = |d: HumanDuration| d.get().as_millis();
         if c.enabled() && !(10..=60_000).contains(&ms(c.interval)) {
-            return Err(format!(
-                "vm `{vm}`: checkpoint interval {} is out of range; use 10ms to 60s, or \"0\" for none",
-                c.interval
+            return Err(SettingError::out_of_range(
+                "checkpoint interval",
+                c.interval,
+                "10ms to 60s, or \"0\" for none",
             ));
         }
         if !(1..=256).contains(&c.keep) {
-            return Err(format!(
-                "vm `{vm}`: checkpoint keep = {} is out of range; use 1 to 256 (default 8)",
-                c.keep
+            return Err(SettingError::out_of_range(
+                "checkpoint keep =",
+                c.keep,
+                "1 to 256 (default 8)",
             ));
         }
         if !c.older_every.get().is_zero() && c.older_span.get() < c.older_every.get() {
-            return Err(format!(
-                "vm `{vm}`: checkpoint older_span {} is shorter than older_every {}; make it longer or set older_every = \"0\"",
-                c.older_span, c.older_every
-            ));
+            return Err(SettingError::OlderSpan {
+                span: c.older_span,
+                every: c.older_every,
+            });
         }
         if !(10..=600_000).contains(&ms(c.recurrence_window)) {
-            return Err(format!(
-                "vm `{vm}`: checkpoint recurrence_window {} is out of range; use 10ms to 10m",
-                c.recurrence_window
+            return Err(SettingError::out_of_range(
+                "checkpoint recurrence_window",
+                c.recurrence_window,
+                "10ms to 10m",
             ));
         }
         let hb = ms(self.heartbeat_timeout);
         if hb != 0 && !(200..=600_000).contains(&hb) {
-            return Err(format!(
-                "vm `{vm}`: heartbeat_timeout {} is out of range; use 200ms to 10m, or \"0\" for none",
-                self.heartbeat_timeout
+            return Err(SettingError::out_of_range(
+                "heartbeat_timeout",
+                self.heartbeat_timeout,
+                "200ms to 10m, or \"0\" for none",
             ));
         }
         if ms(self.guest_grace) > 60_000 {
-            return Err(format!(
-                "vm `{vm}`: guest_grace {} is out of range; use 0 to 60s",
-                self.guest_grace
+            return Err(SettingError::out_of_range(
+                "guest_grace",
+                self.guest_grace,
+                "0 to 60s",
             ));
         }
         if let Some(p) = self
@@ -217,15 +229,12 @@ impl VmConfig {
             .iter()
             .find(|p| !p.is_absolute())
         {
-            return Err(format!(
-                "vm `{vm}`: replay_tolerant_sockets entry {} is not an absolute path",
-                p.display()
-            ));
+            return Err(SettingError::RelativeSocket { path: p.clone() });
         }
         if let Some(c) = self.rollback_on.iter().find(|c| !c.is_fault()) {
-            return Err(format!(
-                "vm `{vm}`: rollback_on lists `{c}`, which is not a fault"
-            ));
+            return Err(SettingError::NotAFault {
+                class: c.to_string(),
+            });
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use selfheal_event::EventSink;
 use selfheal_store::{Store, StoreWriter, WriterOptions};
 use selfheal_supervise::Options;
 
-fn duration(s: &str) -> Result<Duration, String> {
+fn duration(s: &str) -> Result<Duration, selfheal_config::DurationError> {
     selfheal_config::parse_duration(s)
 }
 

@@ -13,7 +13,7 @@ use selfheal_event::{Class, EventSink};
 use selfheal_store::{Store, StoreWriter, WriterOptions};
 use selfheal_vm::{Stop, VmMetrics};
 
-fn duration(s: &str) -> Result<Duration, String> {
+fn duration(s: &str) -> Result<Duration, selfheal_config::DurationError> {
     selfheal_config::parse_duration(s)
 }
 
@@ -130,7 +130,7 @@ impl VmArgs {
         };
         v.stdout = out(&self.stdout).map_err(|e| super::usage(format!("--stdout: {e}")))?;
         v.stderr = out(&self.stderr).map_err(|e| super::usage(format!("--stderr: {e}")))?;
-        v.validate().map_err(super::usage)?;
+        v.validate().map_err(|e| super::usage(e.to_string()))?;
         Ok(v)
     }
 }

@@ -4,6 +4,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::invalid::SettingError;
 
 /// Periodic in-memory checkpoints of the program (μCheckpoint): a crash
 /// signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) is intercepted and
@@ -67,37 +68,43 @@ impl CheckpointConfig {
 
     /// Checks what deserialization checks, for configurations built in
     /// code; returns a message on error.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         check_interval(self.interval)?;
         check_keep(self.keep)?;
         check_window(self.recurrence_window)
     }
 }
 
-fn check_interval(v: HumanDuration) -> Result<(), String> {
+fn check_interval(v: HumanDuration) -> Result<(), SettingError> {
     let ms = v.get().as_millis();
     if !v.get().is_zero() && !(10..=60_000).contains(&ms) {
-        return Err(format!(
-            "checkpoint interval {v} is out of range; use 10ms to 60s, or \"0\" for no checkpoints"
+        return Err(SettingError::out_of_range(
+            "checkpoint interval",
+            v,
+            "10ms to 60s, or \"0\" for no checkpoints",
         ));
     }
     Ok(())
 }
 
-fn check_keep(v: usize) -> Result<(), String> {
+fn check_keep(v: usize) -> Result<(), SettingError> {
     if !(1..=256).contains(&v) {
-        return Err(format!(
-            "checkpoint keep = {v} is out of range; use 1 to 256 (default 8)"
+        return Err(SettingError::out_of_range(
+            "checkpoint keep =",
+            v,
+            "1 to 256 (default 8)",
         ));
     }
     Ok(())
 }
 
-fn check_window(v: HumanDuration) -> Result<(), String> {
+fn check_window(v: HumanDuration) -> Result<(), SettingError> {
     let ms = v.get().as_millis();
     if !(10..=600_000).contains(&ms) {
-        return Err(format!(
-            "checkpoint recurrence_window {v} is out of range; use 10ms to 10m (default 1s)"
+        return Err(SettingError::out_of_range(
+            "checkpoint recurrence_window",
+            v,
+            "10ms to 10m (default 1s)",
         ));
     }
     Ok(())

@@ -6,6 +6,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::duration::HumanDuration;
+use crate::invalid::{ProbeTargetError, SettingError, StatusRangeError};
 
 use super::check_name;
 
@@ -36,10 +37,10 @@ impl Default for StatusRange {
 }
 
 impl std::str::FromStr for StatusRange {
-    type Err = String;
+    type Err = StatusRangeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!("invalid status range `{s}`; write \"200-399\" or a single status like \"204\" (100 to 599)")
+        let bad = || StatusRangeError {
+            input: s.to_string(),
         };
         let (lo, hi) = match s.split_once('-') {
             Some((a, b)) => (a.trim(), b.trim()),
@@ -136,37 +137,39 @@ impl ProbeConfig {
     /// Checks the period (at least 10 ms) and timeout (at least 1 ms); a
     /// zero timeout would fail every check and get a healthy program
     /// killed.
-    pub fn check_timing(&self) -> Result<(), String> {
+    pub fn check_timing(&self) -> Result<(), SettingError> {
         if self.period.get() < std::time::Duration::from_millis(10)
             || self.timeout.get() < std::time::Duration::from_millis(1)
         {
-            return Err(format!(
-                "probe `{}`: period {} / timeout {} too short; use a period of at least 10ms and a timeout of at least 1ms",
-                self.name, self.period, self.timeout
-            ));
+            return Err(SettingError::ProbeTiming {
+                probe: self.name.clone(),
+                period: self.period,
+                timeout: self.timeout,
+            });
         }
         Ok(())
     }
 }
 
 /// Checks an `http://host[:port]/path` URL (parsed by the `http` crate,
-/// port 1 to 65535); returns a message naming the URL and the fix.
-pub fn check_http_url(url: &str) -> Result<(), String> {
-    const LIKE: &str = "write it like \"http://127.0.0.1:8080/healthz\"";
+/// port 1 to 65535); the error names the URL and the fix.
+pub fn check_http_url(url: &str) -> Result<(), ProbeTargetError> {
+    let url_s = || url.to_string();
     if url.starts_with("https://") {
-        return Err(format!(
-            "`{url}`: HTTPS probes are not supported (no TLS client); probe a plain-HTTP health port or use an exec probe with curl"
-        ));
+        return Err(ProbeTargetError::Https { url: url_s() });
     }
     if !url.starts_with("http://") {
-        return Err(format!("`{url}` is not an http:// URL; {LIKE}"));
+        return Err(ProbeTargetError::NotHttp { url: url_s() });
     }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a valid URL ({e}); {LIKE}"))?;
+    let uri: http::Uri =
+        url.parse()
+            .map_err(|e: http::uri::InvalidUri| ProbeTargetError::Malformed {
+                url: url_s(),
+                reason: e.to_string(),
+            })?;
     let authority = match uri.authority() {
         Some(a) if !a.host().is_empty() && !a.as_str().contains('@') => a,
-        _ => return Err(format!("`{url}` has no host (or has user info); {LIKE}")),
+        _ => return Err(ProbeTargetError::NoHost { url: url_s() }),
     };
     // The text after the last ':' outside an IPv6 literal's brackets.
     let port = authority
@@ -176,23 +179,24 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
         .filter(|p| !p.contains(']'));
     if let Some(p) = port {
         if !p.parse::<u16>().is_ok_and(|p| p > 0) {
-            return Err(format!(
-                "`{url}`: port `{p}` is out of range; use a port from 1 to 65535"
-            ));
+            return Err(ProbeTargetError::Port {
+                url: url_s(),
+                port: p.to_string(),
+            });
         }
     }
     Ok(())
 }
 
-/// Checks a `host:port` address; returns a message on error.
-pub fn check_tcp_address(address: &str) -> Result<(), String> {
+/// Checks a `host:port` address.
+pub fn check_tcp_address(address: &str) -> Result<(), ProbeTargetError> {
     match address.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
             Ok(())
         }
-        _ => Err(format!(
-            "invalid TCP address `{address}`; write HOST:PORT like \"127.0.0.1:8080\" or \"[::1]:8080\""
-        )),
+        _ => Err(ProbeTargetError::TcpAddress {
+            address: address.to_string(),
+        }),
     }
 }
 
@@ -218,23 +222,17 @@ impl<'de> Deserialize<'de> for ProbeConfig {
     }
 }
 
-fn probe_from_raw(raw: RawProbe) -> Result<ProbeConfig, String> {
+fn probe_from_raw(raw: RawProbe) -> Result<ProbeConfig, SettingError> {
     let given = [raw.exec.is_some(), raw.tcp.is_some(), raw.http.is_some()];
     if given.iter().filter(|g| **g).count() != 1 {
-        return Err(
-            "a probe needs exactly one of `exec = [..]`, `tcp = \"HOST:PORT\"` or `http = \"http://HOST:PORT/PATH\"`"
-                .into(),
-        );
+        return Err(SettingError::ProbeKind);
     }
     if raw.expect_status.is_some() && raw.http.is_none() {
-        return Err("`expect_status` only applies to http probes".into());
+        return Err(SettingError::ExpectStatusWithoutHttp);
     }
     let check = if let Some(command) = raw.exec {
         if command.is_empty() || command[0].is_empty() {
-            return Err(
-                "exec probe command is empty; write it like [\"/usr/bin/check\", \"--quick\"]"
-                    .into(),
-            );
+            return Err(SettingError::EmptyExecProbe);
         }
         ProbeCheck::Exec { command }
     } else if let Some(address) = raw.tcp {
@@ -271,7 +269,7 @@ fn probe_from_raw(raw: RawProbe) -> Result<ProbeConfig, String> {
         p.success_threshold = v;
     }
     if p.failure_threshold == 0 || p.success_threshold == 0 {
-        return Err("failure_threshold and success_threshold must be at least 1".into());
+        return Err(SettingError::ZeroThreshold);
     }
     Ok(p)
 }

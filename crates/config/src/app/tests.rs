@@ -217,13 +217,28 @@ fn validate_catches_what_flags_can_get_wrong() {
         url: "ftp://x".into(),
         expect_status: StatusRange::default(),
     }));
-    assert!(a.validate().unwrap_err().contains("http://"));
+    assert_eq!(
+        a.validate().unwrap_err().to_string(),
+        "app `ok`: `ftp://x` is not an http:// URL; write it like \"http://127.0.0.1:8080/healthz\""
+    );
     let b = AppConfig::new("", vec!["true".into()]);
-    assert!(b.validate().is_err());
+    assert!(matches!(b.validate(), Err(SettingError::Name(_))));
     let mut c = AppConfig::new("ck", vec!["true".into()]);
     c.checkpoint.interval = HumanDuration::from_millis(5);
-    assert!(c.validate().unwrap_err().contains("10ms to 60s"));
+    assert_eq!(
+        c.validate().unwrap_err().to_string(),
+        "app `ck`: checkpoint interval 5ms is out of range; use 10ms to 60s, or \"0\" for no checkpoints"
+    );
     c.checkpoint.interval = HumanDuration::from_millis(50);
     c.checkpoint.keep = 1000;
-    assert!(c.validate().unwrap_err().contains("1 to 256"));
+    assert_eq!(
+        c.validate().unwrap_err().to_string(),
+        "app `ck`: checkpoint keep = 1000 is out of range; use 1 to 256 (default 8)"
+    );
+    c.checkpoint.keep = 8;
+    c.stderr_tail_lines = 5000;
+    assert_eq!(
+        c.validate().unwrap_err().to_string(),
+        "app `ck`: stderr_tail_lines = 5000 is out of range; use 0 to 1000"
+    );
 }

@@ -10,13 +10,14 @@ use std::time::Instant;
 use selfheal_sys::child::{pipe_cloexec, set_nonblocking};
 use selfheal_sys::poll::poll_readable;
 
+use super::ProbeError;
 use crate::child::{ChildHandle, LaunchSpec, ProcessChild, SignalScope, StdioSpec};
 
 /// Bytes of the command's stderr quoted in a failure.
 const STDERR_QUOTE: usize = 512;
 
-pub(crate) fn run(command: &[String], deadline: Instant) -> Result<String, String> {
-    let (err_r, err_w) = pipe_cloexec().map_err(|e| e.to_string())?;
+pub(crate) fn run(command: &[String], deadline: Instant) -> Result<String, ProbeError> {
+    let (err_r, err_w) = pipe_cloexec()?;
     let spec = LaunchSpec {
         argv: command.to_vec(),
         stdio: [StdioSpec::Null, StdioSpec::Null, StdioSpec::Fd(err_w)],
@@ -25,21 +26,19 @@ pub(crate) fn run(command: &[String], deadline: Instant) -> Result<String, Strin
         parent_death_signal: Some(libc::SIGKILL),
         ..LaunchSpec::default()
     };
-    let mut child = ProcessChild::spawn(spec).map_err(|e| e.to_string())?;
+    let mut child = ProcessChild::spawn(spec)?;
     let ended = poll_readable(
         child.exit_fd(),
         Some(deadline.saturating_duration_since(Instant::now())),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     if !ended {
         let _ = child.signal(libc::SIGKILL, SignalScope::Group);
         // Dropping the handle reaps it.
-        return Err(format!("timed out; killed {:?}", command[0]));
+        return Err(ProbeError::ExecTimeout {
+            program: command[0].clone(),
+        });
     }
-    let status = child
-        .try_wait()
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "probe command state unknown".to_string())?;
+    let status = child.try_wait()?.ok_or(ProbeError::ExecUnknown)?;
     if status.success() {
         return Ok("exit status 0".to_string());
     }
@@ -51,10 +50,8 @@ pub(crate) fn run(command: &[String], deadline: Instant) -> Result<String, Strin
         .take(STDERR_QUOTE as u64)
         .read_to_end(&mut quote);
     let quote = String::from_utf8_lossy(&quote);
-    let quote = quote.trim();
-    if quote.is_empty() {
-        Err(status.describe())
-    } else {
-        Err(format!("{}: {quote}", status.describe()))
-    }
+    Err(ProbeError::ExecFailed {
+        status: status.describe(),
+        stderr: quote.trim().to_string(),
+    })
 }

@@ -4,15 +4,18 @@
 
 use std::time::Instant;
 
+use super::ProbeError;
+
 #[cfg(test)]
 use std::time::Duration;
 
 /// GETs `url` and returns the response's status, all before `deadline`.
-pub(crate) fn get_status(url: &str, deadline: Instant) -> Result<u16, String> {
+pub(crate) fn get_status(url: &str, deadline: Instant) -> Result<u16, ProbeError> {
     selfheal_config::check_http_url(url)?;
     let left = deadline.saturating_duration_since(Instant::now());
+    let url_s = || url.to_string();
     if left.is_zero() {
-        return Err(format!("timed out before probing {url}"));
+        return Err(ProbeError::LateStart { url: url_s() });
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(left))
@@ -23,11 +26,17 @@ pub(crate) fn get_status(url: &str, deadline: Instant) -> Result<u16, String> {
         .into();
     match agent.get(url).header("Accept", "*/*").call() {
         Ok(resp) => Ok(resp.status().as_u16()),
-        Err(ureq::Error::Timeout(_)) => Err(format!("timed out waiting for {url}")),
-        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err(format!("cannot connect to {url}: {e}"))
+        Err(ureq::Error::Timeout(_)) => Err(ProbeError::AnswerTimeout { url: url_s() }),
+        Err(ureq::Error::Io(source)) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(ProbeError::Connect {
+                address: url_s(),
+                source,
+            })
         }
-        Err(e) => Err(format!("{url}: {e}")),
+        Err(e) => Err(ProbeError::Http {
+            url: url_s(),
+            source: Box::new(e),
+        }),
     }
 }
 
@@ -72,16 +81,23 @@ mod tests {
             let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
         });
         let deadline = Instant::now() + Duration::from_secs(5);
-        let err = get_status(&format!("http://127.0.0.1:{port}/"), deadline).unwrap_err();
+        let err = get_status(&format!("http://127.0.0.1:{port}/"), deadline)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&port.to_string()), "{err}");
         server.join().unwrap();
-        let err = get_status("http://127.0.0.1:99999/", deadline).unwrap_err();
+        let err = get_status("http://127.0.0.1:99999/", deadline)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("99999") && err.contains("65535"), "{err}");
         assert!(get_status("https://x/", deadline)
             .unwrap_err()
+            .to_string()
             .contains("TLS"));
         let t0 = Instant::now();
-        let late = get_status("http://127.0.0.1:1/", Instant::now()).unwrap_err();
+        let late = get_status("http://127.0.0.1:1/", Instant::now())
+            .unwrap_err()
+            .to_string();
         assert!(late.contains("timed out"), "{late}");
         assert!(t0.elapsed() < SLACK);
     }

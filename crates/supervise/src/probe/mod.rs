@@ -3,8 +3,11 @@
 //! runs the checks and reports every outcome; the supervision thread
 //! counts consecutive failures against `failure_threshold`.
 
+mod error;
 mod exec;
 mod http;
+
+pub use error::ProbeError;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -32,7 +35,7 @@ pub struct ProbeOutcome {
 
 /// Runs one check now, bounded by `timeout`. `Ok` carries what was seen,
 /// `Err` why it failed.
-pub fn check_once(check: &ProbeCheck, timeout: Duration) -> Result<String, String> {
+pub fn check_once(check: &ProbeCheck, timeout: Duration) -> Result<String, ProbeError> {
     let deadline = Instant::now() + timeout;
     match check {
         ProbeCheck::Tcp { address } => {
@@ -45,7 +48,10 @@ pub fn check_once(check: &ProbeCheck, timeout: Duration) -> Result<String, Strin
             if expect_status.contains(status) {
                 Ok(format!("HTTP {status}"))
             } else {
-                Err(format!("HTTP {status}, expected {expect_status}"))
+                Err(ProbeError::Status {
+                    status,
+                    expected: *expect_status,
+                })
             }
         }
         ProbeCheck::Exec { command } => exec::run(command, deadline),
@@ -54,25 +60,39 @@ pub fn check_once(check: &ProbeCheck, timeout: Duration) -> Result<String, Strin
 
 /// Connects to `address` (`host:port`), trying each resolved address, all
 /// within `deadline`.
-pub(crate) fn connect(address: &str, deadline: Instant) -> Result<TcpStream, String> {
+pub(crate) fn connect(address: &str, deadline: Instant) -> Result<TcpStream, ProbeError> {
     // Name resolution has no timeout of its own; probes normally name an
     // IP address or localhost.
     let addrs: Vec<SocketAddr> = address
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .map_err(|source| ProbeError::Resolve {
+            address: address.to_string(),
+            source,
+        })?
         .collect();
-    let mut last = format!("{address} resolved to no address");
+    let mut last = ProbeError::NoAddress {
+        address: address.to_string(),
+    };
     for a in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("timed out connecting to {address}"));
+            return Err(ProbeError::ConnectTimeout {
+                address: address.to_string(),
+            });
         }
         match TcpStream::connect_timeout(&a, left) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                last = format!("timed out connecting to {a}")
+                last = ProbeError::ConnectTimeout {
+                    address: a.to_string(),
+                }
             }
-            Err(e) => last = format!("cannot connect to {a}: {e}"),
+            Err(source) => {
+                last = ProbeError::Connect {
+                    address: a.to_string(),
+                    source,
+                }
+            }
         }
     }
     Err(last)
@@ -111,7 +131,7 @@ pub fn spawn(
                 let elapsed = t0.elapsed();
                 let (ok, detail) = match result {
                     Ok(d) => (true, d),
-                    Err(d) => (false, d),
+                    Err(e) => (false, e.to_string()),
                 };
                 let outcome = ProbeOutcome {
                     probe: index,
@@ -152,7 +172,9 @@ mod tests {
         };
         assert!(check_once(&check, Duration::from_secs(5)).is_ok());
         drop(l);
-        let err = check_once(&check, Duration::from_secs(5)).unwrap_err();
+        let err = check_once(&check, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot connect"), "{err}");
     }
 
@@ -177,10 +199,14 @@ mod tests {
             url: format!("http://127.0.0.1:{port}/healthz"),
             expect_status: StatusRange::default(),
         };
-        let err = check_once(&check, Duration::from_secs(5)).unwrap_err();
+        let err = check_once(&check, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("HTTP 503"), "{err}");
         let t0 = Instant::now();
-        let err = check_once(&check, Duration::from_millis(200)).unwrap_err();
+        let err = check_once(&check, Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timed out"), "{err}");
         assert!(
             t0.elapsed() < Duration::from_millis(550),
@@ -205,13 +231,17 @@ mod tests {
         let fail = ProbeCheck::Exec {
             command: vec!["sh".into(), "-c".into(), "echo sick >&2; exit 2".into()],
         };
-        let err = check_once(&fail, Duration::from_secs(5)).unwrap_err();
+        let err = check_once(&fail, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("status 2") && err.contains("sick"), "{err}");
         let slow = ProbeCheck::Exec {
             command: vec!["sleep".into(), "30".into()],
         };
         let t0 = Instant::now();
-        let err = check_once(&slow, Duration::from_millis(100)).unwrap_err();
+        let err = check_once(&slow, Duration::from_millis(100))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timed out"), "{err}");
         assert!(t0.elapsed() < Duration::from_secs(5));
     }
