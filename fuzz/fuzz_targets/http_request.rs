@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         match selfheal_daemon::events_query(req, now) {
             Ok(q) => Response::text(200, format!("{q:?}")),
-            Err(e) => Response::error(400, e),
+            Err(e) => Response::error(400, e.to_string()),
         }
     });
     let _ = answer_raw(data, router);

@@ -127,7 +127,9 @@ impl Tracker {
         }
         match UffdTracker::setup(t, r)? {
             Ok(u) => Ok(Tracker::Uffd(u)),
-            Err(reason) => Ok(Tracker::Full { reason }),
+            Err(why) => Ok(Tracker::Full {
+                reason: why.to_string(),
+            }),
         }
     }
 
@@ -285,10 +287,31 @@ fn classify_scan() -> ScanRequest {
     }
 }
 
+/// Why write tracking through userfaultfd is not available: the kernel
+/// lacks something, and full copies are taken instead.
+#[derive(Debug, thiserror::Error)]
+enum NoUffd {
+    #[error("userfaultfd() inside the process failed: {} (kernel without CONFIG_USERFAULTFD, or vm.unprivileged_userfaultfd=0 without privilege)", std::io::Error::from_raw_os_error(*.errno))]
+    Create { errno: i32 },
+    #[error("pidfd_getfd failed: {0} (Linux < 5.6?)")]
+    GetFd(#[source] selfheal_sys::SysError),
+    #[error("userfaultfd lacks async write-protect (features {0:#x}; needs Linux 6.7+)")]
+    Features(u64),
+    #[error("userfaultfd lacks async write-protect ({0}; needs Linux 6.7+)")]
+    Api(#[source] selfheal_sys::SysError),
+    #[error("cannot open {}: {source}", .path.display())]
+    Pagemap {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("PAGEMAP_SCAN unavailable ({0}; needs Linux 6.7+)")]
+    Scan(#[source] selfheal_sys::SysError),
+}
+
 impl UffdTracker {
-    /// Creates the userfaultfd inside the tracee. `Ok(Err(reason))` means
+    /// Creates the userfaultfd inside the tracee. `Ok(Err(why))` means
     /// the kernel lacks something and we must fall back.
-    fn setup(t: &mut Tracee, r: &Remote) -> Result<Result<UffdTracker, String>, TraceError> {
+    fn setup(t: &mut Tracee, r: &Remote) -> Result<Result<UffdTracker, NoUffd>, TraceError> {
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
         let created = match r.syscall(
             t,
@@ -303,12 +326,7 @@ impl UffdTracker {
         };
         let tfd = match created {
             Ok(fd) => fd as i32,
-            Err(TraceError::Remote { errno, .. }) => {
-                return Ok(Err(format!(
-                    "userfaultfd() inside the process failed: {} (kernel without CONFIG_USERFAULTFD, or vm.unprivileged_userfaultfd=0 without privilege)",
-                    std::io::Error::from_raw_os_error(errno)
-                )))
-            }
+            Err(TraceError::Remote { errno, .. }) => return Ok(Err(NoUffd::Create { errno })),
             Err(e) => return Err(e),
         };
         let ours = selfheal_sys::ptrace::pidfd_getfd(&t.pidfd, tfd);
@@ -316,26 +334,23 @@ impl UffdTracker {
         r.syscall(t, libc::SYS_close, [tfd as u64, 0, 0, 0, 0, 0])?;
         let uffd = match ours {
             Ok(fd) => fd,
-            Err(e) => return Ok(Err(format!("pidfd_getfd failed: {e} (Linux < 5.6?)"))),
+            Err(e) => return Ok(Err(NoUffd::GetFd(e))),
         };
         let want = uffd::UFFD_FEATURE_WP_ASYNC | uffd::UFFD_FEATURE_WP_UNPOPULATED;
         match uffd::api(&uffd, want) {
             Ok(got) if got & want == want => {}
-            Ok(got) => {
-                return Ok(Err(format!(
-                    "userfaultfd lacks async write-protect (features {got:#x}; needs Linux 6.7+)"
-                )))
-            }
-            Err(e) => {
-                return Ok(Err(format!(
-                    "userfaultfd lacks async write-protect ({e}; needs Linux 6.7+)"
-                )))
-            }
+            Ok(got) => return Ok(Err(NoUffd::Features(got))),
+            Err(e) => return Ok(Err(NoUffd::Api(e))),
         }
         let pagemap_path = crate::procfs::process(t.pid).path().join("pagemap");
         let pagemap = match File::open(&pagemap_path) {
             Ok(f) => f,
-            Err(e) => return Ok(Err(format!("cannot open {}: {e}", pagemap_path.display()))),
+            Err(source) => {
+                return Ok(Err(NoUffd::Pagemap {
+                    path: pagemap_path,
+                    source,
+                }))
+            }
         };
         let mut u = UffdTracker {
             uffd,
@@ -344,9 +359,7 @@ impl UffdTracker {
             pending: Vec::new(),
         };
         if let Err(e) = pm::pagemap_scan(&u.pagemap, 0, 4096, &ScanRequest::default(), &mut u.buf) {
-            return Ok(Err(format!(
-                "PAGEMAP_SCAN unavailable ({e}; needs Linux 6.7+)"
-            )));
+            return Ok(Err(NoUffd::Scan(e)));
         }
         Ok(Ok(u))
     }

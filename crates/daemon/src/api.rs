@@ -5,12 +5,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use selfheal_event::EventKind;
+use selfheal_event::{EventKind, UnknownKind};
 use selfheal_sampler::Sample;
-use selfheal_store::{Order, Query, Store};
+use selfheal_store::{OpenError, Order, Query, Store, StoreError};
 
 use crate::http::{Request, Response, Router};
-use crate::Shared;
+use crate::{Shared, SinceError};
 
 /// Most events one API call returns.
 const MAX_LIMIT: usize = 10_000;
@@ -95,31 +95,57 @@ fn healthz(shared: &Shared) -> Response {
     }
 }
 
+/// A bad `/api/events` parameter: the answer is a 400 with this message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueryError {
+    /// `since` is not a time.
+    #[error("since: {0}")]
+    Since(#[source] SinceError),
+    /// `until` is not a time.
+    #[error("until: {0}")]
+    Until(#[source] SinceError),
+    /// `kind` names no event kind.
+    #[error(transparent)]
+    Kind(#[from] UnknownKind),
+    /// `limit` is not a number in range.
+    #[error("limit must be 1..={MAX_LIMIT}")]
+    Limit,
+}
+
+/// Reading the store for an answer failed: the answer is a 500.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Query(#[from] StoreError),
+}
+
 fn with_reader<T>(
     shared: &Shared,
     reader: &Mutex<Option<Store>>,
-    f: impl FnOnce(&Store) -> Result<T, String>,
-) -> Result<T, String> {
+    f: impl FnOnce(&Store) -> Result<T, StoreError>,
+) -> Result<T, ReadError> {
     let mut guard = reader.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
-        *guard = Some(Store::open_read_only(&shared.store_path).map_err(|e| e.to_string())?);
+        *guard = Some(Store::open_read_only(&shared.store_path)?);
     }
     let store = guard.as_ref().expect("opened above");
-    f(store)
+    Ok(f(store)?)
 }
 
-/// The store query `/api/events` runs for `req`, or the 400 message
-/// naming the bad parameter. Pure, so it can be fuzzed.
-pub fn events_query(req: &Request, now: SystemTime) -> Result<Query, String> {
+/// The store query `/api/events` runs for `req`, or the bad parameter.
+/// Pure, so it can be fuzzed.
+pub fn events_query(req: &Request, now: SystemTime) -> Result<Query, QueryError> {
     let mut q = Query::new().order(Order::NewestFirst);
     if let Some(since) = req.param("since") {
-        q = q.since(crate::parse_since(since, now).map_err(|e| format!("since: {e}"))?);
+        q = q.since(crate::parse_since(since, now).map_err(QueryError::Since)?);
     }
     if let Some(until) = req.param("until") {
-        q = q.until(crate::parse_since(until, now).map_err(|e| format!("until: {e}"))?);
+        q = q.until(crate::parse_since(until, now).map_err(QueryError::Until)?);
     }
     for k in req.params("kind") {
-        q = q.kind(EventKind::from_str(k).map_err(|e| e.to_string())?);
+        q = q.kind(EventKind::from_str(k)?);
     }
     if let Some(vm) = req.param("vm") {
         q = q.vm(vm);
@@ -127,7 +153,7 @@ pub fn events_query(req: &Request, now: SystemTime) -> Result<Query, String> {
     let limit = match req.param("limit").map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => return Err(format!("limit must be 1..={MAX_LIMIT}")),
+        Some(_) => return Err(QueryError::Limit),
     };
     Ok(q.limit(limit as u64))
 }
@@ -135,11 +161,11 @@ pub fn events_query(req: &Request, now: SystemTime) -> Result<Query, String> {
 fn events(shared: &Shared, reader: &Mutex<Option<Store>>, req: &Request) -> Response {
     let q = match events_query(req, SystemTime::now()) {
         Ok(q) => q,
-        Err(e) => return Response::error(400, e),
+        Err(e) => return Response::error(400, e.to_string()),
     };
-    match with_reader(shared, reader, |s| s.query(&q).map_err(|e| e.to_string())) {
+    match with_reader(shared, reader, |s| s.query(&q)) {
         Ok(evs) => Response::json(200, &serde_json::to_value(evs).unwrap_or_default()),
-        Err(e) => Response::error(500, e),
+        Err(e) => Response::error(500, e.to_string()),
     }
 }
 
@@ -151,7 +177,6 @@ fn status(shared: &Shared, reader: &Mutex<Option<Store>>) -> Response {
         .then(|| selfheal_detect::light::snapshot_json(&sample));
     let recent = with_reader(shared, reader, |s| {
         s.query(&Query::new().order(Order::NewestFirst).limit(10))
-            .map_err(|e| e.to_string())
     });
     let apps = app_snapshot(shared);
     let st = &shared.stats;
@@ -188,7 +213,7 @@ fn status(shared: &Shared, reader: &Mutex<Option<Store>>) -> Response {
         "apps_table": (!apps.is_empty()).then(|| selfheal_supervise::render_table(&apps)),
         "recent_events": match recent {
             Ok(evs) => serde_json::to_value(evs).unwrap_or_default(),
-            Err(e) => serde_json::json!({ "error": e }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
         },
     });
     Response::json(200, &body)

@@ -34,10 +34,10 @@ use selfheal_metrics::Registry;
 use selfheal_sampler::{ReaderOptions, SampleBoard, Sampler};
 use selfheal_store::{Retention, Store, StoreWriter, WriterOptions};
 
-pub use api::events_query;
+pub use api::{events_query, QueryError};
 pub use host_link::{HostLink, LinkCounters};
 pub use panics::{PanicRecord, PanicWatch};
-pub use since::parse_since;
+pub use since::{parse_since, SinceError};
 pub use sink::{event_log_line, FanoutSink};
 
 /// Why the daemon could not start. Each message names the input and the fix.

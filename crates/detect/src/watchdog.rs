@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use selfheal_sys::SysError;
+
 use crate::heartbeat::Heartbeat;
 
 /// A heartbeat the chain watches.
@@ -60,18 +62,18 @@ pub enum WatchdogEvent {
 /// Something to pet: a hardware watchdog device, or a test fake.
 pub trait Petter: Send {
     /// Restarts the device's countdown.
-    fn pet(&mut self) -> Result<(), String>;
+    fn pet(&mut self) -> Result<(), SysError>;
     /// Disarms it on a clean shutdown.
-    fn disarm(self: Box<Self>) -> Result<(), String>;
+    fn disarm(self: Box<Self>) -> Result<(), SysError>;
 }
 
 impl Petter for selfheal_sys::watchdog_dev::WatchdogDevice {
-    fn pet(&mut self) -> Result<(), String> {
-        self.keepalive().map_err(|e| e.to_string())
+    fn pet(&mut self) -> Result<(), SysError> {
+        self.keepalive()
     }
 
-    fn disarm(self: Box<Self>) -> Result<(), String> {
-        selfheal_sys::watchdog_dev::WatchdogDevice::disarm(*self).map_err(|e| e.to_string())
+    fn disarm(self: Box<Self>) -> Result<(), SysError> {
+        selfheal_sys::watchdog_dev::WatchdogDevice::disarm(*self)
     }
 }
 
@@ -256,9 +258,11 @@ fn watch(
                     health.pets.fetch_add(1, Ordering::Relaxed);
                     device_failed = false;
                 }
-                Err(message) if !device_failed => {
+                Err(e) if !device_failed => {
                     device_failed = true;
-                    on_event(WatchdogEvent::DeviceError { message });
+                    on_event(WatchdogEvent::DeviceError {
+                        message: e.to_string(),
+                    });
                 }
                 Err(_) => {}
             }
@@ -305,11 +309,11 @@ mod tests {
     }
 
     impl Petter for FakeDevice {
-        fn pet(&mut self) -> Result<(), String> {
+        fn pet(&mut self) -> Result<(), SysError> {
             self.pets.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        fn disarm(self: Box<Self>) -> Result<(), String> {
+        fn disarm(self: Box<Self>) -> Result<(), SysError> {
             self.disarmed.store(true, Ordering::Relaxed);
             Ok(())
         }

@@ -79,22 +79,51 @@ pub fn format_field(text: &str, name: &str) -> Option<FormatField> {
     })
 }
 
+/// What the sched_switch format text lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A field is not listed.
+    #[error("no field {0}")]
+    Missing(&'static str),
+    /// A field lies beyond what a BPF load can address.
+    #[error("{field} at offset {offset} is out of range")]
+    Offset {
+        /// The field.
+        field: &'static str,
+        /// Its offset.
+        offset: u64,
+    },
+    /// Pid fields that are not 32-bit.
+    #[error("pid fields of {prev} and {next} bytes (expected 4)")]
+    PidSize {
+        /// `prev_pid`'s size.
+        prev: u64,
+        /// `next_pid`'s size.
+        next: u64,
+    },
+    /// A `prev_state` that is neither 32- nor 64-bit.
+    #[error("prev_state of {0} bytes (expected 4 or 8)")]
+    StateSize(u64),
+}
+
 /// The sched_switch layout from its format text.
-pub fn parse_layout(text: &str) -> Result<SchedSwitchLayout, String> {
-    let get = |name: &str| format_field(text, name).ok_or_else(|| format!("no field {name}"));
+pub fn parse_layout(text: &str) -> Result<SchedSwitchLayout, LayoutError> {
+    let get = |name: &'static str| format_field(text, name).ok_or(LayoutError::Missing(name));
     let (prev_pid, prev_state, next_pid) = (get("prev_pid")?, get("prev_state")?, get("next_pid")?);
-    let off = |f: FormatField, name: &str| -> Result<i16, String> {
-        i16::try_from(f.offset)
-            .map_err(|_| format!("{name} at offset {} is out of range", f.offset))
+    let off = |f: FormatField, field: &'static str| -> Result<i16, LayoutError> {
+        i16::try_from(f.offset).map_err(|_| LayoutError::Offset {
+            field,
+            offset: f.offset as u64,
+        })
     };
     if prev_pid.size != 4 || next_pid.size != 4 {
-        return Err(format!(
-            "pid fields of {} and {} bytes (expected 4)",
-            prev_pid.size, next_pid.size
-        ));
+        return Err(LayoutError::PidSize {
+            prev: prev_pid.size as u64,
+            next: next_pid.size as u64,
+        });
     }
-    let prev_state_width = Width::of_size(prev_state.size)
-        .ok_or_else(|| format!("prev_state of {} bytes (expected 4 or 8)", prev_state.size))?;
+    let prev_state_width =
+        Width::of_size(prev_state.size).ok_or(LayoutError::StateSize(prev_state.size as u64))?;
     Ok(SchedSwitchLayout {
         prev_pid: off(prev_pid, "prev_pid")?,
         prev_state: off(prev_state, "prev_state")?,
@@ -168,7 +197,7 @@ impl DwaitTracer {
         let format = read("format")?;
         let layout = parse_layout(&format).map_err(|why| DwaitError::Format {
             path: dir.join("format"),
-            why,
+            why: why.to_string(),
         })?;
         let id: u64 = read("id")?.trim().parse().map_err(|_| DwaitError::Format {
             path: dir.join("id"),
@@ -281,12 +310,15 @@ print fmt: \"prev_comm=%s prev_pid=%d\", REC->prev_comm, REC->prev_pid
             .replace("next_pid;\toffset:56", "next_pid;\toffset:52");
         let l = parse_layout(&other).unwrap();
         assert_eq!((l.prev_state_width, l.next_pid), (Width::W, 52));
-        assert!(parse_layout("format:\n").unwrap_err().contains("prev_pid"));
+        assert!(parse_layout("format:\n").unwrap_err() == LayoutError::Missing("prev_pid"));
         let odd = FORMAT_6_18.replace(
             "prev_state;\toffset:32;\tsize:8",
             "prev_state;\toffset:32;\tsize:2",
         );
-        assert!(parse_layout(&odd).unwrap_err().contains("2 bytes"));
+        assert!(parse_layout(&odd)
+            .unwrap_err()
+            .to_string()
+            .contains("2 bytes"));
     }
 
     #[test]

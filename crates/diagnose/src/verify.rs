@@ -282,7 +282,7 @@ impl SymptomCheck {
                         SHARE_WINDOW.as_millis()
                     ),
                 ),
-                Err(why) => (false, why),
+                Err(why) => (false, why.to_string()),
             },
             Symptom::Stuck { tasks } => {
                 let in_d = tasks
@@ -335,10 +335,9 @@ impl SymptomCheck {
                     ),
                 )
             }
-            Symptom::KthreadSpin { tid, starttime } => match self.kthread_spin(tid, starttime) {
-                Ok(what) => (true, what),
-                Err(what) => (false, what),
-            },
+            Symptom::KthreadSpin { tid, starttime } => self
+                .kthread_spin(tid, starttime)
+                .unwrap_or_else(|why| (false, why.to_string())),
             Symptom::Unverifiable => return Recheck::Unverifiable,
         };
         if present {
@@ -350,18 +349,18 @@ impl SymptomCheck {
 
     /// Whether a kernel thread still spins over [`KTHREAD_WINDOW`]: it never
     /// slept (no voluntary context switch) and was runnable nearly all of
-    /// it. `Ok` with what was measured when it does, `Err` when it does not.
-    fn kthread_spin(&self, tid: i32, starttime: u64) -> Result<String, String> {
-        let read = || -> Result<(u64, u64, u64), String> {
+    /// it. Whether it does and what was measured, or why it cannot.
+    fn kthread_spin(&self, tid: i32, starttime: u64) -> Result<(bool, String), Unmeasurable> {
+        let read = || -> Result<(u64, u64, u64), Unmeasurable> {
             if self.state_of(tid, tid, starttime).is_none() {
-                return Err(format!("kernel thread {tid} is gone"));
+                return Err(Unmeasurable::KthreadGone(tid));
             }
             let s = self
                 .task_file(tid, tid, "schedstat")
                 .and_then(|t| parse_schedstat(&t))
-                .ok_or_else(|| format!("kernel thread {tid} has no schedstat"))?;
+                .ok_or(Unmeasurable::KthreadSchedstat(tid))?;
             let n = crate::classify::voluntary_switches(&self.proc_root, tid, tid)
-                .ok_or_else(|| format!("kernel thread {tid} has no status"))?;
+                .ok_or(Unmeasurable::KthreadStatus(tid))?;
             Ok((s.runtime_ns, s.wait_ns, n))
         };
         let (r0, w0, n0) = read()?;
@@ -377,38 +376,54 @@ impl SymptomCheck {
             KTHREAD_WINDOW.as_millis(),
             n1.saturating_sub(n0)
         );
-        if n1 == n0 && runnable >= 90.0 {
-            Ok(what)
-        } else {
-            Err(what)
-        }
+        Ok((n1 == n0 && runnable >= 90.0, what))
     }
 
     /// A real-time thread's share of a fresh [`SHARE_WINDOW`], percent; or
     /// why it no longer monopolises anything.
-    fn rt_share(&self, pid: i32, tid: i32, starttime: u64) -> Result<f64, String> {
-        let runtime = || -> Result<u64, String> {
+    fn rt_share(&self, pid: i32, tid: i32, starttime: u64) -> Result<f64, Unmeasurable> {
+        let runtime = || -> Result<u64, Unmeasurable> {
             let stat = self
                 .task_file(pid, tid, "stat")
                 .and_then(|t| parse_task_stat(&t))
                 .filter(|s| s.starttime_ticks == starttime)
-                .ok_or_else(|| format!("thread {tid} is gone"))?;
+                .ok_or(Unmeasurable::Gone(tid))?;
             if !matches!(stat.policy, 1 | 2 | 6) {
-                return Err(format!("thread {tid} is no longer real-time"));
+                return Err(Unmeasurable::NotRealTime(tid));
             }
             if matches!(stat.state, 'T' | 't' | 'Z' | 'X') {
-                return Err(format!("thread {tid} is stopped or exited"));
+                return Err(Unmeasurable::Stopped(tid));
             }
             self.task_file(pid, tid, "schedstat")
                 .and_then(|t| parse_schedstat(&t))
                 .map(|s| s.runtime_ns)
-                .ok_or_else(|| format!("thread {tid} has no schedstat"))
+                .ok_or(Unmeasurable::Schedstat(tid))
         };
         let (r0, t0) = (runtime()?, Instant::now());
         std::thread::sleep(SHARE_WINDOW);
         let r1 = runtime()?;
         Ok(r1.saturating_sub(r0) as f64 * 100.0 / t0.elapsed().as_nanos().max(1) as f64)
     }
+}
+
+/// Why a thread's symptom can no longer be measured: it is gone or changed,
+/// so the symptom counts as cleared with this as the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Unmeasurable {
+    #[error("kernel thread {0} is gone")]
+    KthreadGone(i32),
+    #[error("kernel thread {0} has no schedstat")]
+    KthreadSchedstat(i32),
+    #[error("kernel thread {0} has no status")]
+    KthreadStatus(i32),
+    #[error("thread {0} is gone")]
+    Gone(i32),
+    #[error("thread {0} is no longer real-time")]
+    NotRealTime(i32),
+    #[error("thread {0} is stopped or exited")]
+    Stopped(i32),
+    #[error("thread {0} has no schedstat")]
+    Schedstat(i32),
 }
 
 impl SymptomProbe for SymptomCheck {

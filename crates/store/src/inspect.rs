@@ -60,27 +60,53 @@ pub(crate) fn inspect(path: &Path, want_write: bool) -> Result<FileState, OpenEr
     if header.is_empty() {
         return Ok(FileState::Empty);
     }
-    check_header(&header, meta.len(), wal_len(path)).map_err(|reason| OpenError::Corrupt {
+    check_header(&header, meta.len(), wal_len(path)).map_err(|e| OpenError::Corrupt {
         path: path.to_path_buf(),
-        reason,
+        reason: e.to_string(),
     })?;
     Ok(FileState::Sqlite)
+}
+
+/// What is wrong with a store file's SQLite header (the reason of
+/// [`OpenError::Corrupt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeaderError {
+    /// Fewer bytes than a header.
+    #[error("the file is {file_len} bytes, shorter than an SQLite header (truncated?)")]
+    Short {
+        /// The file's length.
+        file_len: u64,
+    },
+    /// Not the SQLite magic string.
+    #[error("it does not start with the SQLite header (random bytes or another kind of file)")]
+    NotSqlite,
+    /// A page size SQLite never writes.
+    #[error("its header has an invalid page size {raw}")]
+    PageSize {
+        /// The two bytes as stored.
+        raw: u16,
+    },
+    /// Shorter than the pages its header counts.
+    #[error("it is truncated: its header says {pages} pages of {page_size} bytes ({} bytes) but the file has {file_len} bytes", .pages * .page_size)]
+    Truncated {
+        /// Pages in the header.
+        pages: u64,
+        /// Bytes per page.
+        page_size: u64,
+        /// The file's length.
+        file_len: u64,
+    },
 }
 
 /// Validates an SQLite header against the file length. `wal_len` is the size
 /// of the `-wal` file: while it holds frames, the main file may legitimately
 /// lag behind its header (an interrupted checkpoint writes page 1 first).
-pub(crate) fn check_header(header: &[u8], file_len: u64, wal_len: u64) -> Result<(), String> {
+pub(crate) fn check_header(header: &[u8], file_len: u64, wal_len: u64) -> Result<(), HeaderError> {
     if header.len() < HEADER_LEN {
-        return Err(format!(
-            "the file is {file_len} bytes, shorter than an SQLite header (truncated?)"
-        ));
+        return Err(HeaderError::Short { file_len });
     }
     if &header[..16] != MAGIC {
-        return Err(
-            "it does not start with the SQLite header (random bytes or another kind of file)"
-                .into(),
-        );
+        return Err(HeaderError::NotSqlite);
     }
     let raw_page_size = u16::from_be_bytes([header[16], header[17]]);
     // The format stores 65536 as 1.
@@ -90,9 +116,7 @@ pub(crate) fn check_header(header: &[u8], file_len: u64, wal_len: u64) -> Result
         u64::from(raw_page_size)
     };
     if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-        return Err(format!(
-            "its header has an invalid page size {raw_page_size}"
-        ));
+        return Err(HeaderError::PageSize { raw: raw_page_size });
     }
     let be32 = |at: usize| {
         u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
@@ -104,11 +128,11 @@ pub(crate) fn check_header(header: &[u8], file_len: u64, wal_len: u64) -> Result
     // version of SQLite that maintains it (change counter == valid-for).
     let size_known = page_count != 0 && change_counter == valid_for;
     if size_known && wal_len == 0 && file_len < page_count * page_size {
-        return Err(format!(
-            "it is truncated: its header says {page_count} pages of {page_size} bytes \
-             ({} bytes) but the file has {file_len} bytes",
-            page_count * page_size
-        ));
+        return Err(HeaderError::Truncated {
+            pages: page_count,
+            page_size,
+            file_len,
+        });
     }
     Ok(())
 }
@@ -224,20 +248,27 @@ mod tests {
     #[test]
     fn rejects_random_bytes_and_short_files() {
         let err = check_header(&[0x42; 100], 100, 0).unwrap_err();
+        assert_eq!(err, HeaderError::NotSqlite);
         assert!(
-            err.contains("does not start with the SQLite header"),
+            err.to_string()
+                .contains("does not start with the SQLite header"),
             "{err}"
         );
-        let err = check_header(&MAGIC[..], 16, 0).unwrap_err();
+        let err = check_header(&MAGIC[..], 16, 0).unwrap_err().to_string();
         assert!(err.contains("shorter than an SQLite header"), "{err}");
         let err = check_header(&header(1000, 1), 4096, 0).unwrap_err();
-        assert!(err.contains("invalid page size"), "{err}");
+        assert_eq!(err, HeaderError::PageSize { raw: 1000 });
     }
 
     #[test]
     fn truncation_is_detected_unless_a_wal_may_complete_it() {
-        let err = check_header(&header(4096, 10), 4096, 0).unwrap_err();
-        assert!(err.contains("truncated") && err.contains("40960"), "{err}");
+        let err = check_header(&header(4096, 10), 4096, 0)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "it is truncated: its header says 10 pages of 4096 bytes (40960 bytes) but the file has 4096 bytes"
+        );
         assert_eq!(check_header(&header(4096, 10), 4096, 8192), Ok(()));
         // A stale in-header size (counters differ) is not trusted.
         let mut h = header(4096, 10);
