@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use selfheal_sys::signal as sig;
 
 use super::engine::{self, Event, ExitInfo, Failure, StartError, Target};
-use super::{AppCheckpoint, HangReply, RunLink};
+use super::{AppCheckpoint, HangReply, PendingRequests, RunLink};
 use crate::child::{
     ChildError, ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, SignalScope, StdioSpec,
 };
@@ -236,10 +237,11 @@ impl CheckpointChild {
         // have; the pidfd (or ESRCH) says which process we mean.
         let pidfd = sig::pidfd_open(pid).ok();
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let (requests, pending) = mpsc::channel();
         let link = RunLink {
             pid,
             control: control.clone(),
-            waiter: Arc::new(Mutex::new(None)),
+            requests,
         };
         let metrics = Arc::clone(engine.metrics());
         ck.totals.run_started(Arc::clone(&metrics));
@@ -250,6 +252,7 @@ impl CheckpointChild {
             pid,
             group: group && kill_group_on_exit,
             link,
+            pending: PendingRequests(pending),
             shared: Arc::clone(&shared),
             exit_tx,
             rollbacks: VecDeque::new(),
@@ -399,6 +402,8 @@ struct Pump {
     /// Kill what is left of the process group when the program ends.
     group: bool,
     link: RunLink,
+    /// Hang rollback requests not answered yet, oldest first.
+    pending: PendingRequests,
     shared: Arc<Mutex<Shared>>,
     exit_tx: UnixStream,
     /// Times of recent rollbacks, for `max_rollbacks`.
@@ -502,17 +507,10 @@ impl Pump {
         None
     }
 
-    /// Tells a waiting recovery step, if any.
+    /// Answers the oldest hang rollback request: the engine answers its
+    /// rollback commands in order, one event each.
     fn reply(&self, r: HangReply) {
-        let waiter = self
-            .link
-            .waiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(w) = waiter {
-            let _ = w.try_send(r);
-        }
+        self.pending.answer_oldest(r);
     }
 
     /// Rolling back over and over does not help: kill for a restart.
@@ -554,7 +552,7 @@ impl Pump {
                 *cur = None;
             }
         }
-        self.reply(HangReply::Refused("the program ended".into()));
+        self.pending.refuse_all("the program ended");
         self.shared.lock().unwrap_or_else(|p| p.into_inner()).status = Some(status);
         let mut tx = self.exit_tx;
         let _ = tx.write_all(b"x");

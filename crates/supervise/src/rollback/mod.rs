@@ -25,9 +25,9 @@ mod metrics;
 mod report;
 mod step;
 
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use selfheal_config::AppConfig;
 use selfheal_event::EventSink;
@@ -45,7 +45,7 @@ pub use step::RollbackStep;
 pub(crate) type StartFn =
     fn(engine::Target, engine::Config) -> Result<engine::Engine, engine::StartError>;
 
-/// What the pump tells a waiting [`RollbackStep`].
+/// What the pump answers a [`HangRequest`].
 #[derive(Debug)]
 pub(crate) enum HangReply {
     /// Rolled back.
@@ -54,13 +54,58 @@ pub(crate) enum HangReply {
     Refused(String),
 }
 
+/// A hang rollback asked of one run, queued for the run's pump: the
+/// engine answers each rollback command with one event, in order, and the
+/// pump sends what that event says back on the request's own channel.
+#[derive(Debug)]
+pub(crate) struct HangRequest {
+    /// Where the answer goes (a one-shot channel; nobody may listen any
+    /// more when the requester gave up waiting).
+    pub reply: SyncSender<HangReply>,
+}
+
+/// The pump's end of a run's hang requests, oldest first.
+#[derive(Debug)]
+pub(crate) struct PendingRequests(pub Receiver<HangRequest>);
+
+impl PendingRequests {
+    /// Answers the oldest request, if any (its requester may have given up
+    /// waiting: then the answer is dropped with it).
+    pub fn answer_oldest(&self, r: HangReply) {
+        if let Ok(req) = self.0.try_recv() {
+            let _ = req.reply.try_send(r);
+        }
+    }
+
+    /// Refuses every request still waiting, for `why`.
+    pub fn refuse_all(&self, why: &str) {
+        while let Ok(req) = self.0.try_recv() {
+            let _ = req.reply.try_send(HangReply::Refused(why.to_string()));
+        }
+    }
+}
+
 /// The run being checkpointed now, as the recovery step reaches it.
 #[derive(Clone)]
 pub(crate) struct RunLink {
     pub pid: i32,
     pub control: engine::Control,
-    /// Set while a hang rollback waits for its outcome.
-    pub waiter: Arc<Mutex<Option<SyncSender<HangReply>>>>,
+    /// Hang rollback requests, to the run's pump.
+    pub requests: Sender<HangRequest>,
+}
+
+impl RunLink {
+    /// Asks the engine for a hang rollback to before `hung_since` and
+    /// returns the channel the answer comes back on. The request reaches
+    /// the pump before the engine can answer it; if the pump has ended,
+    /// the channel is closed at once.
+    pub fn request_rollback(&self, hung_since: Instant) -> Receiver<HangReply> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        if self.requests.send(HangRequest { reply }).is_ok() {
+            self.control.request_rollback(Some(hung_since));
+        }
+        answer
+    }
 }
 
 /// One app's checkpointing: shared by its launcher, its rollback step and

@@ -1,7 +1,7 @@
 //! The hang recovery step: roll the program back to a checkpoint taken
 //! before its last sign of progress.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,10 +64,7 @@ impl RecoveryStep for RollbackStep {
                 since.elapsed().as_millis()
             ));
         }
-        let (tx, rx) = mpsc::sync_channel(1);
-        *run.waiter.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        run.control.request_rollback(Some(since));
-        let outcome = match rx.recv_timeout(ANSWER_WITHIN) {
+        match run.request_rollback(since).recv_timeout(ANSWER_WITHIN) {
             Ok(HangReply::Done(r)) => StepOutcome::Recovered {
                 detail: json!({
                     "checkpoint_id": r.checkpoint_id,
@@ -83,8 +80,6 @@ impl RecoveryStep for RollbackStep {
                 "the checkpoint engine did not answer within {ANSWER_WITHIN:?}"
             )),
             Err(RecvTimeoutError::Disconnected) => declined("the checkpoint engine has ended"),
-        };
-        run.waiter.lock().unwrap_or_else(|p| p.into_inner()).take();
-        outcome
+        }
     }
 }

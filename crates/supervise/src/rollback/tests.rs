@@ -212,3 +212,40 @@ fn impossible_rollbacks_are_explained() {
         "consumed_input"
     );
 }
+
+#[test]
+fn each_hang_request_gets_the_answer_to_it_in_order() {
+    use std::sync::mpsc;
+    let (requests, pending) = mpsc::channel();
+    let pending = PendingRequests(pending);
+    let ask = || {
+        let (reply, answer) = mpsc::sync_channel(1);
+        requests.send(HangRequest { reply }).unwrap();
+        answer
+    };
+    // The first requester gave up waiting: the answer to its request must
+    // not reach the second one.
+    drop(ask());
+    let second = ask();
+    pending.answer_oldest(HangReply::Refused("first".into()));
+    assert!(
+        second.try_recv().is_err(),
+        "the first answer went to the second request"
+    );
+    pending.answer_oldest(HangReply::Refused("second".into()));
+    assert!(matches!(second.try_recv(), Ok(HangReply::Refused(w)) if w == "second"));
+    // Requests left when the program ends are refused, each on its own channel.
+    let (third, fourth) = (ask(), ask());
+    pending.refuse_all("the program ended");
+    for a in [third, fourth] {
+        assert!(matches!(a.try_recv(), Ok(HangReply::Refused(w)) if w == "the program ended"));
+    }
+    // After the pump is gone, a request's channel closes at once.
+    drop(pending);
+    let (reply, answer) = mpsc::sync_channel::<HangReply>(1);
+    assert!(requests.send(HangRequest { reply }).is_err());
+    assert!(matches!(
+        answer.recv_timeout(Duration::from_secs(1)),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    ));
+}
