@@ -177,21 +177,22 @@ pub enum SettingError {
         /// The class.
         class: String,
     },
-    /// Something wrong in one app.
-    #[error("app `{app}`: {source}")]
+    /// Something wrong in one app. (`error` is context, not a source:
+    /// the message already says it, and a chain would say it twice.)
+    #[error("app `{app}`: {error}")]
     App {
         /// The app.
         app: String,
         /// What.
-        source: Box<SettingError>,
+        error: Box<SettingError>,
     },
     /// Something wrong in one VM.
-    #[error("vm `{vm}`: {source}")]
+    #[error("vm `{vm}`: {error}")]
     Vm {
         /// The VM.
         vm: String,
         /// What.
-        source: Box<SettingError>,
+        error: Box<SettingError>,
     },
 }
 
@@ -200,7 +201,7 @@ impl SettingError {
     pub fn in_app(self, app: &str) -> SettingError {
         SettingError::App {
             app: app.to_string(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 
@@ -208,7 +209,7 @@ impl SettingError {
     pub fn in_vm(self, vm: &str) -> SettingError {
         SettingError::Vm {
             vm: vm.to_string(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 

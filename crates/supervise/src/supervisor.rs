@@ -21,7 +21,7 @@ use crate::steps::{no_steps, StepFactory};
 pub enum SuperviseError {
     /// An app's configuration is invalid.
     #[error("invalid [[app]] configuration: {0}")]
-    Config(#[source] selfheal_config::SettingError),
+    Config(selfheal_config::SettingError),
     /// Two apps share a name.
     #[error("app `{0}` is configured twice; app names must be unique")]
     Duplicate(String),

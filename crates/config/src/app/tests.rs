@@ -235,6 +235,10 @@ fn validate_catches_what_flags_can_get_wrong() {
         c.validate().unwrap_err().to_string(),
         "app `ck`: checkpoint keep = 1000 is out of range; use 1 to 256 (default 8)"
     );
+    // Printed as an error chain, the app's context must not repeat the
+    // message it already holds.
+    let e = c.validate().unwrap_err();
+    assert!(std::error::Error::source(&e).is_none(), "{e:?}");
     c.checkpoint.keep = 8;
     c.stderr_tail_lines = 5000;
     assert_eq!(
