@@ -8,6 +8,15 @@
 //! prometheus-client, which writes the exposition. Hot paths (the light
 //! detector's thread, the stall canaries) only ever touch atomics.
 //!
+//! A collector declares each family where it writes it, the way
+//! prometheus-client's own `Collector::encode` does (`encode_descriptor`,
+//! then one `encode_family` per label set): [`Encoder::family`] with the
+//! literal name, help and type, then one [`Encoder::sample`] or
+//! [`Encoder::histogram`] per series ([`Encoder::single`] for a family of
+//! one unlabelled series). A collector with one series per app or VM uses
+//! a small closure for the loop over them, not a table of families, so
+//! every family's name is next to the code that computes its value.
+//!
 //! Names follow Prometheus conventions: `selfheal_` prefix, base units in
 //! the name (`_seconds`, `_bytes`, `_ratio`), `_total` on counters (the
 //! name a collector gives a counter is its sample name; OpenMetrics' TYPE

@@ -369,71 +369,82 @@ impl Collector for AppMetrics {
         if self.apps.is_empty() {
             return;
         }
-        type Get = fn(&AppState) -> Option<f64>;
-        let families: [(&str, &str, MetricType, Get); 9] = [
-            (
-                "selfheal_app_up",
-                "1 while the app's process runs.",
-                MetricType::Gauge,
-                |a| Some(f64::from(u8::from(a.pid.load(Ordering::Acquire) > 0))),
-            ),
-            (
-                "selfheal_app_ready",
-                "1 while the app runs and is ready (READY=1, or no readiness protocol).",
-                MetricType::Gauge,
-                |a| Some(f64::from(u8::from(a.ready.load(Ordering::Acquire)))),
-            ),
-            (
-                "selfheal_app_gave_up",
-                "1 when the crash-loop breaker stopped restarting the app.",
-                MetricType::Gauge,
-                |a| Some(f64::from(u8::from(a.phase() == Phase::GaveUp))),
-            ),
-            (
-                "selfheal_app_restarts_total",
-                "Restarts since supervision started.",
-                MetricType::Counter,
-                |a| Some(a.restarts.load(Ordering::Relaxed) as f64),
-            ),
-            (
-                "selfheal_app_crashes_total",
-                "Runs that ended on their own with a failure.",
-                MetricType::Counter,
-                |a| Some(a.crashes.load(Ordering::Relaxed) as f64),
-            ),
-            (
-                "selfheal_app_probe_failures_total",
-                "Failed probe checks.",
-                MetricType::Counter,
-                |a| Some(a.probe_failures.load(Ordering::Relaxed) as f64),
-            ),
-            (
-                "selfheal_app_uptime_seconds",
-                "Time since the current run started.",
-                MetricType::Gauge,
-                |a| age(a.started_ns.load(Ordering::Acquire)).map(|d| d.as_secs_f64()),
-            ),
-            (
-                "selfheal_app_last_exit_code",
-                "Exit code of the previous run (-1: none, or killed by a signal).",
-                MetricType::Gauge,
-                |a| Some(a.last_exit_code.load(Ordering::Acquire) as f64),
-            ),
-            (
-                "selfheal_app_last_exit_signal",
-                "Signal that ended the previous run (0: none).",
-                MetricType::Gauge,
-                |a| Some(a.last_exit_signal.load(Ordering::Acquire) as f64),
-            ),
-        ];
-        for (name, help, kind, get) in families {
-            enc.family(name, help, kind);
+        // One series per app in each family; None leaves the app out.
+        let each = |enc: &mut Encoder<'_>, get: fn(&AppState) -> Option<f64>| {
             for a in &self.apps {
                 if let Some(v) = get(a) {
                     enc.sample(&[("app", &a.name)], v);
                 }
             }
-        }
+        };
+        enc.family(
+            "selfheal_app_up",
+            "1 while the app's process runs.",
+            MetricType::Gauge,
+        );
+        each(enc, |a| {
+            Some(f64::from(u8::from(a.pid.load(Ordering::Acquire) > 0)))
+        });
+        enc.family(
+            "selfheal_app_ready",
+            "1 while the app runs and is ready (READY=1, or no readiness protocol).",
+            MetricType::Gauge,
+        );
+        each(enc, |a| {
+            Some(f64::from(u8::from(a.ready.load(Ordering::Acquire))))
+        });
+        enc.family(
+            "selfheal_app_gave_up",
+            "1 when the crash-loop breaker stopped restarting the app.",
+            MetricType::Gauge,
+        );
+        each(enc, |a| {
+            Some(f64::from(u8::from(a.phase() == Phase::GaveUp)))
+        });
+        enc.family(
+            "selfheal_app_restarts_total",
+            "Restarts since supervision started.",
+            MetricType::Counter,
+        );
+        each(enc, |a| Some(a.restarts.load(Ordering::Relaxed) as f64));
+        enc.family(
+            "selfheal_app_crashes_total",
+            "Runs that ended on their own with a failure.",
+            MetricType::Counter,
+        );
+        each(enc, |a| Some(a.crashes.load(Ordering::Relaxed) as f64));
+        enc.family(
+            "selfheal_app_probe_failures_total",
+            "Failed probe checks.",
+            MetricType::Counter,
+        );
+        each(enc, |a| {
+            Some(a.probe_failures.load(Ordering::Relaxed) as f64)
+        });
+        enc.family(
+            "selfheal_app_uptime_seconds",
+            "Time since the current run started.",
+            MetricType::Gauge,
+        );
+        each(enc, |a| {
+            age(a.started_ns.load(Ordering::Acquire)).map(|d| d.as_secs_f64())
+        });
+        enc.family(
+            "selfheal_app_last_exit_code",
+            "Exit code of the previous run (-1: none, or killed by a signal).",
+            MetricType::Gauge,
+        );
+        each(enc, |a| {
+            Some(a.last_exit_code.load(Ordering::Acquire) as f64)
+        });
+        enc.family(
+            "selfheal_app_last_exit_signal",
+            "Signal that ended the previous run (0: none).",
+            MetricType::Gauge,
+        );
+        each(enc, |a| {
+            Some(a.last_exit_signal.load(Ordering::Acquire) as f64)
+        });
         enc.family(
             "selfheal_app_crash_to_restart_seconds",
             "From a run's end (crash, or kill after a hang) noticed to the next run started, \
@@ -455,33 +466,28 @@ impl Collector for AppMetrics {
                 }
             }
         }
-        for (name, help, counters) in [
-            (
-                "selfheal_app_hangs_total",
-                "Hangs acted on, by detector.",
-                0,
-            ),
-            (
-                "selfheal_app_suspected_hangs_total",
-                "No-progress suspicions raised, by detector.",
-                1,
-            ),
-        ] {
-            enc.family(name, help, MetricType::Counter);
+        let per_detector = |enc: &mut Encoder<'_>, get: fn(&AppState) -> &[AtomicU64]| {
             for a in &self.apps {
-                let arr = if counters == 0 {
-                    &a.hangs
-                } else {
-                    &a.suspected
-                };
-                for (d, n) in DETECTORS.iter().zip(arr) {
+                for (d, n) in DETECTORS.iter().zip(get(a)) {
                     enc.sample(
                         &[("app", &a.name), ("detector", d)],
                         n.load(Ordering::Relaxed) as f64,
                     );
                 }
             }
-        }
+        };
+        enc.family(
+            "selfheal_app_hangs_total",
+            "Hangs acted on, by detector.",
+            MetricType::Counter,
+        );
+        per_detector(enc, |a| &a.hangs);
+        enc.family(
+            "selfheal_app_suspected_hangs_total",
+            "No-progress suspicions raised, by detector.",
+            MetricType::Counter,
+        );
+        per_detector(enc, |a| &a.suspected);
     }
 }
 

@@ -125,99 +125,98 @@ impl Collector for VmCollector {
     fn collect(&self, enc: &mut Encoder<'_>) {
         use MetricType::{Counter, Gauge, Histogram};
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        type Get = fn(&VmMetrics) -> f64;
-        let scalars: [(&str, &str, MetricType, Get); 14] = [
-            (
-                "selfheal_vm_up",
-                "QEMU is running (1) or not (0).",
-                Gauge,
-                |m| m.up.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_guest_heartbeat_age_seconds",
-                "Time since the guest's last heartbeat over the guest link (NaN before the first).",
-                Gauge,
-                VmMetrics::heartbeat_age,
-            ),
-            (
-                "selfheal_vm_checkpoints_total",
-                "VM checkpoints taken.",
-                Counter,
-                |m| m.checkpoints.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_checkpoint_failures_total",
-                "VM checkpoints that failed.",
-                Counter,
-                |m| m.checkpoint_failures.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_checkpoint_memory_bytes",
-                "Bytes of guest page copies held for the VM's checkpoints.",
-                Gauge,
-                |m| m.memory_bytes.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_checkpoints_held",
-                "VM checkpoints held now.",
-                Gauge,
-                |m| m.held.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_rollbacks_total",
-                "Whole-VM rollbacks done.",
-                Counter,
-                |m| m.rollbacks.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_rollbacks_impossible_total",
-                "VM rollbacks the checkpoint engine refused (then the guest restarts).",
-                Counter,
-                |m| m.rollbacks_impossible.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_recovered_total",
-                "Incidents over: the guest ran on after its last rollback.",
-                Counter,
-                |m| m.recovered.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_restarts_total",
-                "Times QEMU was started again.",
-                Counter,
-                |m| m.restarts.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_guest_heartbeats_total",
-                "Heartbeats received from the guest.",
-                Counter,
-                |m| m.heartbeats.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_guest_events_total",
-                "Events forwarded from inside the guest and stored.",
-                Counter,
-                |m| m.guest_events.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_guest_events_dropped_total",
-                "Guest events not stored: over the rate limit, or lines repeated by a rollback.",
-                Counter,
-                |m| m.guest_events_dropped.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "selfheal_vm_guest_bad_lines_total",
-                "Lines from the guest that were not messages (cut by a rollback, or garbage).",
-                Counter,
-                |m| m.guest_bad_lines.load(Ordering::Relaxed) as f64,
-            ),
-        ];
-        for (name, help, kind, get) in scalars {
-            enc.family(name, help, kind);
+        // One series per VM in each family.
+        let each = |enc: &mut Encoder<'_>, get: fn(&VmMetrics) -> f64| {
             for (vm, m) in &self.vms {
                 enc.sample(&[("vm", vm)], get(m));
             }
-        }
+        };
+        enc.family("selfheal_vm_up", "QEMU is running (1) or not (0).", Gauge);
+        each(enc, |m| m.up.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_guest_heartbeat_age_seconds",
+            "Time since the guest's last heartbeat over the guest link (NaN before the first).",
+            Gauge,
+        );
+        each(enc, VmMetrics::heartbeat_age);
+        enc.family(
+            "selfheal_vm_checkpoints_total",
+            "VM checkpoints taken.",
+            Counter,
+        );
+        each(enc, |m| m.checkpoints.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_checkpoint_failures_total",
+            "VM checkpoints that failed.",
+            Counter,
+        );
+        each(enc, |m| {
+            m.checkpoint_failures.load(Ordering::Relaxed) as f64
+        });
+        enc.family(
+            "selfheal_vm_checkpoint_memory_bytes",
+            "Bytes of guest page copies held for the VM's checkpoints.",
+            Gauge,
+        );
+        each(enc, |m| m.memory_bytes.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_checkpoints_held",
+            "VM checkpoints held now.",
+            Gauge,
+        );
+        each(enc, |m| m.held.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_rollbacks_total",
+            "Whole-VM rollbacks done.",
+            Counter,
+        );
+        each(enc, |m| m.rollbacks.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_rollbacks_impossible_total",
+            "VM rollbacks the checkpoint engine refused (then the guest restarts).",
+            Counter,
+        );
+        each(enc, |m| {
+            m.rollbacks_impossible.load(Ordering::Relaxed) as f64
+        });
+        enc.family(
+            "selfheal_vm_recovered_total",
+            "Incidents over: the guest ran on after its last rollback.",
+            Counter,
+        );
+        each(enc, |m| m.recovered.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_restarts_total",
+            "Times QEMU was started again.",
+            Counter,
+        );
+        each(enc, |m| m.restarts.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_guest_heartbeats_total",
+            "Heartbeats received from the guest.",
+            Counter,
+        );
+        each(enc, |m| m.heartbeats.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_guest_events_total",
+            "Events forwarded from inside the guest and stored.",
+            Counter,
+        );
+        each(enc, |m| m.guest_events.load(Ordering::Relaxed) as f64);
+        enc.family(
+            "selfheal_vm_guest_events_dropped_total",
+            "Guest events not stored: over the rate limit, or lines repeated by a rollback.",
+            Counter,
+        );
+        each(enc, |m| {
+            m.guest_events_dropped.load(Ordering::Relaxed) as f64
+        });
+        enc.family(
+            "selfheal_vm_guest_bad_lines_total",
+            "Lines from the guest that were not messages (cut by a rollback, or garbage).",
+            Counter,
+        );
+        each(enc, |m| m.guest_bad_lines.load(Ordering::Relaxed) as f64);
         enc.family(
             "selfheal_vm_incidents_total",
             "Guest panics, hangs and unrecovered guest diagnoses seen from the host.",
@@ -228,18 +227,29 @@ impl Collector for VmCollector {
                 enc.sample(&[("vm", vm), ("trigger", t)], ld(&m.incidents[i]));
             }
         }
-        type Hist = fn(&VmMetrics) -> &AtomicHistogram;
-        let hists: [(&str, &str, Hist); 3] = [
-            ("selfheal_vm_checkpoint_pause_seconds", "Time QEMU was stopped for each VM checkpoint.", |m| &m.pause),
-            ("selfheal_vm_rollback_seconds", "Time QEMU was stopped for each whole-VM rollback.", |m| &m.rollback),
-            ("selfheal_vm_detect_to_serving_seconds", "From detecting a guest fault to the guest's first heartbeat after its last rollback.", |m| &m.detect_to_serving),
-        ];
-        for (name, help, get) in hists {
-            enc.family(name, help, Histogram);
+        let each_histogram = |enc: &mut Encoder<'_>, get: fn(&VmMetrics) -> &AtomicHistogram| {
             for (vm, m) in &self.vms {
                 enc.histogram(&[("vm", vm)], &get(m).snapshot());
             }
-        }
+        };
+        enc.family(
+            "selfheal_vm_checkpoint_pause_seconds",
+            "Time QEMU was stopped for each VM checkpoint.",
+            Histogram,
+        );
+        each_histogram(enc, |m| &m.pause);
+        enc.family(
+            "selfheal_vm_rollback_seconds",
+            "Time QEMU was stopped for each whole-VM rollback.",
+            Histogram,
+        );
+        each_histogram(enc, |m| &m.rollback);
+        enc.family(
+            "selfheal_vm_detect_to_serving_seconds",
+            "From detecting a guest fault to the guest's first heartbeat after its last rollback.",
+            Histogram,
+        );
+        each_histogram(enc, |m| &m.detect_to_serving);
     }
 }
 

@@ -211,89 +211,6 @@ impl CheckpointMetrics {
     }
 }
 
-type Get = fn(&CheckpointSnapshot) -> f64;
-
-const FAMILIES: [(&str, &str, MetricType, Get); 13] = [
-    (
-        "selfheal_app_checkpoint_active",
-        "1 while the app runs under checkpoints (0: not running, or running without them).",
-        MetricType::Gauge,
-        |s| f64::from(u8::from(s.active)),
-    ),
-    (
-        "selfheal_app_checkpoints_total",
-        "Checkpoints taken.",
-        MetricType::Counter,
-        |s| s.checkpoints as f64,
-    ),
-    (
-        "selfheal_app_checkpoint_failures_total",
-        "Checkpoints that failed (the program kept running).",
-        MetricType::Counter,
-        |s| s.failures as f64,
-    ),
-    (
-        "selfheal_app_checkpoint_last_pause_seconds",
-        "Pause of the last checkpoint.",
-        MetricType::Gauge,
-        |s| s.last_pause_seconds,
-    ),
-    (
-        "selfheal_app_checkpoint_max_pause_seconds",
-        "Longest checkpoint pause since supervision started.",
-        MetricType::Gauge,
-        |s| s.max_pause_seconds,
-    ),
-    (
-        "selfheal_app_checkpoint_pages_total",
-        "Pages copied by checkpoints.",
-        MetricType::Counter,
-        |s| s.pages as f64,
-    ),
-    (
-        "selfheal_app_checkpoint_last_pages",
-        "Pages copied by the last checkpoint.",
-        MetricType::Gauge,
-        |s| s.last_pages as f64,
-    ),
-    (
-        "selfheal_app_checkpoint_memory_bytes",
-        "Memory held by checkpoints now (one copy plus per-checkpoint undo pages).",
-        MetricType::Gauge,
-        |s| s.memory_bytes as f64,
-    ),
-    (
-        "selfheal_app_checkpoints_held",
-        "Checkpoints kept now.",
-        MetricType::Gauge,
-        |s| s.held as f64,
-    ),
-    (
-        "selfheal_app_rollbacks_total",
-        "Rollbacks done (crashes and hangs recovered in place).",
-        MetricType::Counter,
-        |s| s.rollbacks as f64,
-    ),
-    (
-        "selfheal_app_rollbacks_impossible_total",
-        "Rollbacks that could not be done (the program was restarted).",
-        MetricType::Counter,
-        |s| s.impossible as f64,
-    ),
-    (
-        "selfheal_app_last_rollback_seconds",
-        "Time the program was stopped for its last rollback.",
-        MetricType::Gauge,
-        |s| s.last_rollback_seconds,
-    ),
-    (
-        "selfheal_app_checkpoint_unavailable_total",
-        "Runs started without checkpoints because the engine could not start.",
-        MetricType::Counter,
-        |s| s.unavailable as f64,
-    ),
-];
-
 impl Collector for CheckpointMetrics {
     fn collect(&self, enc: &mut Encoder<'_>) {
         if self.apps.is_empty() {
@@ -304,33 +221,110 @@ impl Collector for CheckpointMetrics {
             .iter()
             .map(|(n, t)| (n.as_str(), t.snapshot()))
             .collect();
-        for (name, help, kind, get) in FAMILIES {
-            enc.family(name, help, kind);
+        // One series per app in each family.
+        let each = |enc: &mut Encoder<'_>, get: fn(&CheckpointSnapshot) -> f64| {
             for (app, s) in &snaps {
                 enc.sample(&[("app", app)], get(s));
             }
-        }
+        };
+        enc.family(
+            "selfheal_app_checkpoint_active",
+            "1 while the app runs under checkpoints (0: not running, or running without them).",
+            MetricType::Gauge,
+        );
+        each(enc, |s| f64::from(u8::from(s.active)));
+        enc.family(
+            "selfheal_app_checkpoints_total",
+            "Checkpoints taken.",
+            MetricType::Counter,
+        );
+        each(enc, |s| s.checkpoints as f64);
+        enc.family(
+            "selfheal_app_checkpoint_failures_total",
+            "Checkpoints that failed (the program kept running).",
+            MetricType::Counter,
+        );
+        each(enc, |s| s.failures as f64);
+        enc.family(
+            "selfheal_app_checkpoint_last_pause_seconds",
+            "Pause of the last checkpoint.",
+            MetricType::Gauge,
+        );
+        each(enc, |s| s.last_pause_seconds);
+        enc.family(
+            "selfheal_app_checkpoint_max_pause_seconds",
+            "Longest checkpoint pause since supervision started.",
+            MetricType::Gauge,
+        );
+        each(enc, |s| s.max_pause_seconds);
+        enc.family(
+            "selfheal_app_checkpoint_pages_total",
+            "Pages copied by checkpoints.",
+            MetricType::Counter,
+        );
+        each(enc, |s| s.pages as f64);
+        enc.family(
+            "selfheal_app_checkpoint_last_pages",
+            "Pages copied by the last checkpoint.",
+            MetricType::Gauge,
+        );
+        each(enc, |s| s.last_pages as f64);
+        enc.family(
+            "selfheal_app_checkpoint_memory_bytes",
+            "Memory held by checkpoints now (one copy plus per-checkpoint undo pages).",
+            MetricType::Gauge,
+        );
+        each(enc, |s| s.memory_bytes as f64);
+        enc.family(
+            "selfheal_app_checkpoints_held",
+            "Checkpoints kept now.",
+            MetricType::Gauge,
+        );
+        each(enc, |s| s.held as f64);
+        enc.family(
+            "selfheal_app_rollbacks_total",
+            "Rollbacks done (crashes and hangs recovered in place).",
+            MetricType::Counter,
+        );
+        each(enc, |s| s.rollbacks as f64);
+        enc.family(
+            "selfheal_app_rollbacks_impossible_total",
+            "Rollbacks that could not be done (the program was restarted).",
+            MetricType::Counter,
+        );
+        each(enc, |s| s.impossible as f64);
+        enc.family(
+            "selfheal_app_last_rollback_seconds",
+            "Time the program was stopped for its last rollback.",
+            MetricType::Gauge,
+        );
+        each(enc, |s| s.last_rollback_seconds);
+        enc.family(
+            "selfheal_app_checkpoint_unavailable_total",
+            "Runs started without checkpoints because the engine could not start.",
+            MetricType::Counter,
+        );
+        each(enc, |s| s.unavailable as f64);
         // Distributions; their _sum is the total time stopped.
-        type Hist = fn(&CheckpointSnapshot) -> &HistogramSnapshot;
-        let hists: [(&str, &str, Hist); 2] = [
-            (
-                "selfheal_app_checkpoint_pause_seconds",
-                "Each stop of the program for a checkpoint (a registration stop before a \
-                 pre-copy is a stop of its own).",
-                |s| &s.pauses,
-            ),
-            (
-                "selfheal_app_rollback_duration_seconds",
-                "Time the program was stopped for each rollback.",
-                |s| &s.rollback_times,
-            ),
-        ];
-        for (name, help, get) in hists {
-            enc.family(name, help, MetricType::Histogram);
-            for (app, s) in &snaps {
-                enc.histogram(&[("app", app)], get(s));
-            }
-        }
+        let each_histogram =
+            |enc: &mut Encoder<'_>, get: fn(&CheckpointSnapshot) -> &HistogramSnapshot| {
+                for (app, s) in &snaps {
+                    enc.histogram(&[("app", app)], get(s));
+                }
+            };
+        enc.family(
+            "selfheal_app_checkpoint_pause_seconds",
+            "Each stop of the program for a checkpoint (a registration stop before a \
+             pre-copy is a stop of its own).",
+            MetricType::Histogram,
+        );
+        each_histogram(enc, |s| &s.pauses);
+        enc.family(
+            "selfheal_app_rollback_duration_seconds",
+            "Time the program was stopped for each rollback.",
+            MetricType::Histogram,
+        );
+        each_histogram(enc, |s| &s.rollback_times);
     }
 }
 
