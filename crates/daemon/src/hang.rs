@@ -30,8 +30,7 @@ pub(crate) fn start(
     notes: &mut Vec<String>,
 ) -> Result<(HangPipeline, SyncSender<Alert>), StartError> {
     let (pipeline, alerts) =
-        HangPipeline::spawn(config, board, heartbeat, sink, config.daemon.dry_run)
-            .map_err(|e| StartError::Hang(e.to_string()))?;
+        HangPipeline::spawn(config, board, heartbeat, sink, config.daemon.dry_run)?;
     registry.register(pipeline.collector());
     notes.extend(pipeline.notes().iter().cloned());
     Ok((pipeline, alerts))

@@ -52,9 +52,10 @@ pub enum StartError {
     /// /proc could not be sampled.
     #[error("{0}")]
     Sampler(#[from] selfheal_sampler::SamplerError),
-    /// A rule is unusable.
+    /// A rule is unusable. (The wrapped errors below are in the message;
+    /// they are kept typed for callers but not repeated as a source.)
     #[error("invalid rule set: {0}")]
-    Rules(String),
+    Rules(selfheal_detect::light::RuleError),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {addr}: {source}; pick another address with --listen ADDR (or \"\" to disable HTTP)")]
     Listen {
@@ -72,10 +73,10 @@ pub enum StartError {
     Thread(std::io::Error),
     /// The supervised applications could not start.
     #[error("cannot start the supervised apps: {0}")]
-    Apps(String),
+    Apps(selfheal_supervise::SuperviseError),
     /// The hang pipeline could not start.
-    #[error("{0}")]
-    Hang(String),
+    #[error(transparent)]
+    Hang(#[from] selfheal_diagnose::PipelineError),
 }
 
 /// What the daemon needs beyond the config file.
@@ -206,7 +207,7 @@ impl Daemon {
             config.light.max_steal_percent,
             config.light.repeat.get(),
         )
-        .map_err(|e| StartError::Rules(e.to_string()))?;
+        .map_err(StartError::Rules)?;
 
         if config.light.mlock {
             match selfheal_sys::sched::mlockall() {
@@ -297,7 +298,7 @@ impl Daemon {
                     ..selfheal_supervise::Options::default()
                 },
             )
-            .map_err(|e| StartError::Apps(e.to_string()))?;
+            .map_err(StartError::Apps)?;
             registry.register(sup.collector());
             tracing::info!("supervising {} app(s)", config.apps.len());
             Some(sup)
