@@ -366,7 +366,8 @@ fn read_stderr(child: &mut Child) -> String {
 /// `vm-rollback`: the events of the host's `selfheal vm` (JSON lines).
 pub const VM_EVENTS: &str = "vm-events.log";
 /// `vm-rollback`: every lab-channel line and what the host sent the guest,
-/// `<host Unix ms>\t<line>` (`HOST inject`, `HOST end`).
+/// `<host Unix ms>\t<line>` (`HOST inject`, `HOST inject again=N`,
+/// `HOST end`).
 pub const VM_HOST: &str = "vm-host.log";
 /// `vm-rollback`: `selfheal vm`'s own log and QEMU's output.
 pub const VM_STDERR: &str = "vm-stderr.log";
@@ -596,6 +597,9 @@ impl Guest {
         );
         let (mut deadline, mut end_seen) = (None::<Instant>, None::<Instant>);
         let (mut trigger_at, mut armed, mut sent) = (None::<Instant>, false, None::<Instant>);
+        let (mut sends, mut injected) = (0u32, false);
+        const RESEND: Duration = Duration::from_secs(2);
+        const MAX_SENDS: u32 = 5;
         let mut next_end: Option<Instant> = None;
         let exit = loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -620,21 +624,32 @@ impl Guest {
                             Some(Instant::now() + Duration::from_millis(scenario.inject_ms))
                     }
                     "ARMED" => armed = true,
-                    "INJECT" if deadline.is_none() => {
-                        deadline = Some(Instant::now() + after_inject)
+                    "INJECT" => {
+                        injected = true;
+                        if deadline.is_none() {
+                            deadline = Some(Instant::now() + after_inject)
+                        }
                     }
                     "END" => end_seen = Some(Instant::now()),
                     _ => {}
                 }
             }
             let now = Instant::now();
-            if scenario.class.is_some()
-                && sent.is_none()
-                && armed
-                && trigger_at.is_some_and(|t| now >= t)
-                && trig.send("inject")
-            {
-                host_log("inject");
+            // A trigger line the guest did not act on within RESEND (no
+            // INJECT marker: the fault did not run, so sending it again
+            // cannot repeat it) is sent again: lines on the trigger port
+            // are sometimes lost (docs/vm.md).
+            let due = match sent {
+                None => trigger_at.is_some_and(|t| now >= t),
+                Some(t) => !injected && sends < MAX_SENDS && now.duration_since(t) > RESEND,
+            };
+            if scenario.class.is_some() && armed && due && trig.send("inject") {
+                host_log(&if sends == 0 {
+                    "inject".to_string()
+                } else {
+                    format!("inject again={sends}")
+                });
+                sends += 1;
                 sent = Some(now);
                 next_end = Some(now + Duration::from_secs(scenario.observe_s));
                 deadline = Some(now + after_inject);

@@ -270,6 +270,9 @@ pub struct VmClassRow {
     /// Rollbacks after the one that undid the fault, summed.
     #[serde(default)]
     pub extra_rollbacks: u32,
+    /// Rollbacks before the trigger was sent (false positives), summed.
+    #[serde(default)]
+    pub rollbacks_before_trigger: u32,
     /// Rolled back, then served on without a reboot.
     pub recovered_by_rollback: usize,
     /// Served on without a reboot, rolled back or not (the guest's own
@@ -352,6 +355,7 @@ pub fn summarize_vm(runs: &[RunRecord]) -> Option<VmSummary> {
             row.rolled_back += usize::from(v.rollbacks > 0);
             row.undone += usize::from(v.undone);
             row.extra_rollbacks += v.extra_rollbacks;
+            row.rollbacks_before_trigger += v.rollbacks_before_trigger;
             row.rollbacks += v.rollbacks;
             row.recovered_by_rollback += usize::from(v.recovered_by_rollback());
             row.served_without_reboot += usize::from(v.served_without_reboot);

@@ -29,13 +29,22 @@ pub struct VmResult {
     pub checkpoints: bool,
     /// The lab sent the trigger (fault runs).
     pub triggered: bool,
+    /// Times the lab sent it (again when the guest did not act on it
+    /// within 2 s: the line was lost).
+    #[serde(default)]
+    pub trigger_sends: u32,
     /// The guest printed INJECT (read the trigger and injected).
     pub injected: bool,
     /// What `selfheal vm` acted on first: `hang`, `panic` or
     /// `guest_diagnosis` (None: it did not act).
     pub trigger: Option<String>,
-    /// Rollbacks done.
+    /// Rollbacks done after the trigger was sent (all of them in a
+    /// fault-free run).
     pub rollbacks: u32,
+    /// Rollbacks before the trigger was sent: the guest's diagnoses of a
+    /// fault that was not there yet, acted on (false positives).
+    #[serde(default)]
+    pub rollbacks_before_trigger: u32,
     /// A rollback went back to before the fault (see the module docs).
     #[serde(default)]
     pub undone: bool,
@@ -97,13 +106,13 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
         checkpoints: !rec.scenario.vm_checkpoints_off,
         ..VmResult::default()
     };
-    let mut sent = None;
+    let mut sends: Vec<i64> = Vec::new();
     let mut injects: Vec<i64> = Vec::new();
     let mut boot_ids = BTreeSet::new();
     let mut beats: Vec<(i64, u32)> = Vec::new();
     for (ms, line) in host_lines(vm_host) {
-        if line == "HOST inject" {
-            sent.get_or_insert(ms);
+        if line == "HOST inject" || line.starts_with("HOST inject again=") {
+            sends.push(ms);
         } else if line.starts_with("LAB INJECT ") {
             injects.push(ms);
         } else if line.starts_with("LAB END ") {
@@ -118,7 +127,17 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
             }
         }
     }
-    r.injected = !injects.is_empty();
+    // The send the guest acted on: the last one before its first INJECT
+    // after the first send (else the first).
+    let first_inject = injects
+        .iter()
+        .copied()
+        .find(|&i| sends.first().is_some_and(|&s| i >= s));
+    let sent = match first_inject {
+        Some(i) => sends.iter().copied().rfind(|&s| s <= i),
+        None => sends.first().copied(),
+    };
+    r.trigger_sends = sends.len() as u32;
     r.triggered = sent.is_some();
     r.boot_ids = boot_ids.len() as u32;
     let (mut starts, mut restarts) = (0u32, 0u32);
@@ -140,7 +159,9 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
             "vm_restart" | "vm_gave_up" => restarts += 1,
             "dismissed" => r.dismissed += 1,
             "vm_hang" | "vm_crash"
-                if d.get("rollback_before_ms").is_some() && first_incident.is_none() =>
+                if d.get("rollback_before_ms").is_some()
+                    && first_incident.is_none()
+                    && sent.is_some_and(|s| t >= s) =>
             {
                 first_incident = Some(t);
                 r.trigger = d.get("trigger").and_then(|v| v.as_str()).map(String::from);
@@ -156,6 +177,11 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
             }
             _ => {}
         }
+    }
+    // Before the trigger: false positives, not part of the fault's story.
+    if let Some(sent) = sent {
+        r.rollbacks_before_trigger = rollbacks.iter().filter(|x| x.0 < sent).count() as u32;
+        rollbacks.retain(|x| x.0 >= sent);
     }
     r.rollbacks = rollbacks.len() as u32;
     r.restarted = restarts > 0 || starts > 1 || r.boot_ids > 1;
@@ -186,6 +212,8 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
     r.undone = undo.is_some();
     r.extra_rollbacks = undo.map_or(0, |i| (rollbacks.len() - i - 1) as u32);
     let last = rollbacks.last().map(|x| x.0).or(sent);
+    let injected_after_trigger = injects.iter().any(|&i| sent.is_some_and(|s| i >= s));
+    r.injected = injected_after_trigger;
     r.heartbeat_back = last.and_then(serving_after).is_some();
     r.fault_to_serving_ms = undo
         .and_then(|i| serving_after(rollbacks[i].0))
@@ -198,6 +226,14 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
     r.note = match (rec.scenario.class.is_some(), r.triggered, r.rollbacks) {
         (false, ..) => "fault-free".into(),
         (true, false, _) => "the trigger was never sent (the guest did not arm)".into(),
+        (true, true, _) if !r.injected => format!(
+            "the guest never injected (the trigger was lost{})",
+            if r.rollbacks_before_trigger > 0 {
+                ", after a rollback before it"
+            } else {
+                ""
+            }
+        ),
         (true, true, 0) if r.served_without_reboot => {
             "not rolled back: the guest served on by itself".into()
         }
@@ -224,6 +260,12 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
             parts.join("; ")
         }
     };
+    if r.trigger_sends > 1 {
+        r.note.push_str(&format!(
+            "; trigger sent {}× (earlier lines lost)",
+            r.trigger_sends
+        ));
+    }
     r
 }
 
@@ -379,5 +421,44 @@ not json
         assert_eq!(r.rollback_ms, Some(6500));
         assert_eq!(r.fault_to_serving_ms, Some(6700), "{r:?}");
         assert!(r.note.contains("undone by rollback 2"), "{}", r.note);
+    }
+
+    /// A lost trigger line sent again: timed from the send the guest took.
+    #[test]
+    fn a_trigger_sent_again_is_timed_from_the_one_taken() {
+        let host = HOST.replace(
+            "2000\tHOST inject\n",
+            "1000\tHOST inject\n2000\tHOST inject again=1\n",
+        );
+        let r = analyze_vm(&record(Outcome::Healthy), &host, EVENTS);
+        assert_eq!(r.trigger_sends, 2);
+        assert_eq!(r.detect_ms, Some(950));
+        assert_eq!(r.fault_to_serving_ms, Some(1300));
+        assert!(
+            r.note.ends_with("trigger sent 2× (earlier lines lost)"),
+            "{}",
+            r.note
+        );
+    }
+
+    /// A rollback on a false positive before the trigger is not the fault's.
+    #[test]
+    fn rollbacks_before_the_trigger_are_counted_apart() {
+        let early = r#"{"time_unix_ms":1800,"kind":"vm_hang","source":"vm","details":{"trigger":"guest_diagnosis","rollback_before_ms":500}}
+{"time_unix_ms":1810,"kind":"vm_rollback","source":"vm","details":{"report":{"checkpoint_age_ms":900}}}
+"#;
+        let r = analyze_vm(&record(Outcome::Healthy), HOST, &format!("{early}{EVENTS}"));
+        assert_eq!((r.rollbacks, r.rollbacks_before_trigger), (1, 1));
+        assert_eq!(r.detect_ms, Some(950), "the incident after the trigger");
+        assert!(r.undone && r.recovered_by_rollback());
+        // The trigger lost: the guest never injected after it.
+        let host = HOST.replace("2010\tLAB INJECT", "1500\tLAB INJECT");
+        let r = analyze_vm(&record(Outcome::Healthy), &host, early);
+        assert!(!r.injected && !r.undone && r.rollbacks == 0);
+        assert!(
+            r.note.contains("trigger was lost, after a rollback"),
+            "{}",
+            r.note
+        );
     }
 }

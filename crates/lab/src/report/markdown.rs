@@ -245,14 +245,15 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
          one boot id, no restart, every CPU's lab heartbeat back after the last rollback, END \
          reached; rolled back or not. **recovered by rollback**: undone and served on. **extra \
          rollbacks**: after the undoing one (the guest's own diagnoses of the rollback's time \
-         jump, or of a slow guest, acted on). **detect**: trigger sent → `selfheal vm`'s first \
+         jump, or of a slow guest, acted on); **before it**: rollbacks on the guest's diagnoses before \
+         the trigger was sent (false positives). **detect**: trigger sent → `selfheal vm`'s first \
          decision (host clock). **fault → serving**: trigger sent → every CPU's lab heartbeat \
          back after the undoing rollback (host clock). The lab's own outcome column (healthy at \
          END: no heartbeat gap over 500 ms in the last 3 s) is in the per-run table.\n"
     );
     let _ = writeln!(
         s,
-        "| class | runs (injected) | rolled back | undone | recovered by rollback | served on, no reboot | restarted | acted on | detect median | fault → serving median / p95 | rollbacks (extra) |"
+        "| class | runs (injected) | rolled back | undone | recovered by rollback | served on, no reboot | restarted | acted on | detect median | fault → serving median / p95 | rollbacks after the trigger (extra) / before it |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &vm.classes {
@@ -263,7 +264,7 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
             .collect();
         let _ = writeln!(
             s,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} ({}) |",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} ({}) / {} |",
             c.class.map_or("—", |c| c.name()),
             c.runs,
             c.injected,
@@ -281,7 +282,8 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
             ms(c.fault_to_serving.median_ms),
             ms(c.fault_to_serving.p95_ms),
             c.rollbacks,
-            c.extra_rollbacks
+            c.extra_rollbacks,
+            c.rollbacks_before_trigger
         );
     }
     if !vm.overhead.is_empty() {
