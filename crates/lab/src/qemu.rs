@@ -516,7 +516,9 @@ impl Guest {
 
     /// Boots a `vm-rollback` scenario under the host's `selfheal vm`:
     /// checkpoints every 50 ms (none with `vm_checkpoints_off`), restart
-    /// never (a reboot would be a failure here, not a remedy). The fault
+    /// never (a reboot would be a failure here, not a remedy); in a
+    /// fault-free run it acts on nothing (the pair measures the
+    /// checkpoints' cost). The fault
     /// is triggered once: `inject` sent on the trigger port `inject_ms`
     /// after the guest's selfheal started, `end` `observe_s` later (again
     /// every 5 s until the guest ends its script).
@@ -552,6 +554,13 @@ impl Guest {
             } else {
                 "50ms"
             });
+        if scenario.class.is_none() {
+            // Fault-free pairs measure what checkpoints cost, alone:
+            // `selfheal vm` acts on nothing (a false positive of the
+            // guest's would otherwise cost a rollback in one run of the
+            // pair and nothing in the other).
+            cmd.args(["--rollback-on", "", "--heartbeat-timeout", "0"]);
+        }
         for i in 0..LOG_FILES.len() {
             cmd.arg("--replay-tolerant-socket")
                 .arg(socks.join(format!("s{i}.sock")));

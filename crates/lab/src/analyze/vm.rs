@@ -183,6 +183,13 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
         r.rollbacks_before_trigger = rollbacks.iter().filter(|x| x.0 < sent).count() as u32;
         rollbacks.retain(|x| x.0 >= sent);
     }
+    if sent.is_some() && !injects.iter().any(|&i| sent.is_some_and(|s| i >= s)) {
+        // The fault never ran: every rollback was on a false positive.
+        r.rollbacks_before_trigger += rollbacks.len() as u32;
+        rollbacks.clear();
+        first_incident = None;
+        r.trigger = None;
+    }
     r.rollbacks = rollbacks.len() as u32;
     r.restarted = restarts > 0 || starts > 1 || r.boot_ids > 1;
     let ncpu = rec.guest_cpus.unwrap_or(1).max(1);
@@ -455,6 +462,12 @@ not json
         let host = HOST.replace("2010\tLAB INJECT", "1500\tLAB INJECT");
         let r = analyze_vm(&record(Outcome::Healthy), &host, early);
         assert!(!r.injected && !r.undone && r.rollbacks == 0);
+        assert_eq!(r.rollbacks_before_trigger, 1);
+        // Rollbacks after a lost trigger are false positives too.
+        let r = analyze_vm(&record(Outcome::Healthy), &host, EVENTS);
+        assert!(!r.injected && !r.undone && r.rollbacks == 0 && r.fault_to_serving_ms.is_none());
+        assert!(r.detect_ms.is_none() && r.trigger.is_none());
+        assert_eq!(r.rollbacks_before_trigger, 1);
         assert!(
             r.note.contains("trigger was lost, after a rollback"),
             "{}",
