@@ -16,7 +16,16 @@
 //! usage counters are read on every sweep (three small files per cgroup),
 //! `memory.stat` (costly: the kernel sums per-CPU counters) only for
 //! cgroups whose total usage comes near the threshold. A changed limit is
-//! therefore seen at the next walk.
+//! therefore seen at the next walk, and so is a new cgroup.
+//!
+//! The three counter files are kept open between sweeps and re-read with
+//! `pread` ([`KeptFile`]): opening a cgroupfs file costs several times
+//! reading it, and the sweep reads them every second. A cgroup removed
+//! meanwhile answers `ENODEV`; its files are opened again by path (a
+//! cgroup created again under the same name is read from then on) and,
+//! when that fails, the cgroup is dropped as before. At most
+//! [`KEPT_FILES_MAX`] descriptors are held; the files of further cgroups
+//! are opened on each read.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,7 +33,7 @@ use std::time::{Duration, Instant};
 use selfheal_cgroup::hierarchy::ControllerLocation;
 use selfheal_cgroup::Hierarchy;
 
-use crate::pseudo_file::read_small;
+use crate::pseudo_file::{read_small, KeptFile};
 
 /// v1 reports "no limit" as a number near 2^63.
 const V1_UNLIMITED_FROM: u64 = 1 << 62;
@@ -32,6 +41,10 @@ const V1_UNLIMITED_FROM: u64 = 1 << 62;
 const MAX_DEPTH: usize = 6;
 /// Most cgroups watched.
 const MAX_WATCHED: usize = 512;
+/// Most counter files kept open (about 100 cgroups' worth): the daemon
+/// raises its open-file limit by 1024 over what its HTTP server may use,
+/// and the rest of it needs some of those.
+pub const KEPT_FILES_MAX: usize = 320;
 
 /// Where the controllers' hierarchies are mounted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,7 +145,7 @@ pub struct CgroupUsage {
     pub pids: Option<CgroupPids>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Watched {
     path: String,
     /// The memory limit, as of the last walk.
@@ -140,6 +153,19 @@ struct Watched {
     /// `pids.max`, as of the last walk.
     pids: Option<u64>,
     last_refused: Option<u64>,
+    /// The counter files read on every sweep (set up after each walk).
+    files: Files,
+}
+
+/// A watched cgroup's counter files, kept open between sweeps.
+#[derive(Debug, Default)]
+struct Files {
+    /// `memory.current` (v2) or `memory.usage_in_bytes` (v1).
+    usage: Option<KeptFile>,
+    /// `pids.current`.
+    pids_current: Option<KeptFile>,
+    /// `pids.events`.
+    pids_events: Option<KeptFile>,
 }
 
 /// Finds limited cgroups and reads their counters.
@@ -177,33 +203,61 @@ impl CgroupScanner {
         &self.roots
     }
 
+    /// Counter files held open now.
+    pub fn open_files(&self) -> usize {
+        self.watched
+            .iter()
+            .flat_map(|w| [&w.files.usage, &w.files.pids_current, &w.files.pids_events])
+            .flatten()
+            .filter(|f| f.is_open())
+            .count()
+    }
+
+    #[cfg(test)]
+    fn files_of(&self, path: &str) -> Vec<&KeptFile> {
+        self.watched
+            .iter()
+            .filter(|w| w.path == path)
+            .flat_map(|w| [&w.files.usage, &w.files.pids_current, &w.files.pids_events])
+            .flatten()
+            .collect()
+    }
+
+    #[cfg(test)]
+    fn files_open_for(&self, path: &str) -> usize {
+        self.files_of(path).iter().filter(|f| f.is_open()).count()
+    }
+
+    #[cfg(test)]
+    fn reopens_for(&self, path: &str) -> u64 {
+        self.files_of(path).iter().map(|f| f.reopens()).sum()
+    }
+
     /// Reads every limited cgroup (re-walking first when due).
     pub fn scan(&mut self) -> Vec<CgroupUsage> {
         if self.walked_at.is_none_or(|t| t.elapsed() >= self.rewalk) {
             self.walk();
         }
         let mut out = Vec::with_capacity(self.watched.len());
-        let roots = self.roots.clone();
+        let roots = &self.roots;
         let lazy = self.detail_above;
         self.watched.retain_mut(|w| {
-            let memory = w.memory.and_then(|limit| {
-                roots.memory.as_ref().and_then(|(root, v2)| {
-                    read_memory(
-                        &join(root, &w.path),
-                        *v2,
-                        roots.unified.as_deref(),
-                        &w.path,
-                        lazy,
-                        limit,
-                    )
-                })
-            });
-            let mut pids = w.pids.and_then(|max| {
-                roots
-                    .pids
-                    .as_ref()
-                    .and_then(|(root, _)| read_pids(&join(root, &w.path), max))
-            });
+            let memory = match (w.memory, &roots.memory, w.files.usage.as_mut()) {
+                (Some(limit), Some((root, v2)), Some(usage)) => read_memory(
+                    &join(root, &w.path),
+                    usage,
+                    *v2,
+                    roots.unified.as_deref(),
+                    &w.path,
+                    lazy,
+                    limit,
+                ),
+                _ => None,
+            };
+            let mut pids = match (w.pids, &mut w.files.pids_current) {
+                (Some(max), Some(current)) => read_pids(current, w.files.pids_events.as_mut(), max),
+                _ => None,
+            };
             if let Some(p) = &mut pids {
                 p.refused_recently = match (p.refused, w.last_refused) {
                     (Some(now), Some(before)) => now.saturating_sub(before),
@@ -243,14 +297,60 @@ impl CgroupScanner {
                 }
             });
         }
-        // Keep refusal counts across walks.
-        for f in &mut found {
-            if let Some(old) = self.watched.iter().find(|w| w.path == f.path) {
-                f.last_refused = old.last_refused;
-            }
-        }
         found.truncate(MAX_WATCHED);
+        // Keep refusal counts and open files across walks.
+        let mut old: std::collections::HashMap<String, Watched> = self
+            .watched
+            .drain(..)
+            .map(|w| (w.path.clone(), w))
+            .collect();
+        let mut kept = 0;
+        for f in &mut found {
+            let before = old.remove(&f.path);
+            if let Some(o) = &before {
+                f.last_refused = o.last_refused;
+            }
+            f.files = self.files_for(f, before.map(|o| o.files), &mut kept);
+        }
         self.watched = found;
+    }
+
+    /// The counter files `w` needs: those it had (`before`), else new
+    /// ones; kept open while `kept` stays within [`KEPT_FILES_MAX`].
+    fn files_for(&self, w: &Watched, before: Option<Files>, kept: &mut usize) -> Files {
+        let mut before = before.unwrap_or_default();
+        let mut file = |old: &mut Option<KeptFile>, root: Option<&Path>, name: &str| {
+            let root = root?;
+            let path = join(root, &w.path).join(name);
+            let keep = *kept < KEPT_FILES_MAX;
+            *kept += 1;
+            let mut f = old
+                .take()
+                .filter(|f| f.path() == path)
+                .unwrap_or_else(|| KeptFile::new(path, keep));
+            f.set_keep(keep);
+            Some(f)
+        };
+        let memory = self.roots.memory.as_ref().filter(|_| w.memory.is_some());
+        let pids = self
+            .roots
+            .pids
+            .as_ref()
+            .filter(|_| w.pids.is_some())
+            .map(|(root, _)| root.as_path());
+        Files {
+            usage: file(
+                &mut before.usage,
+                memory.map(|(root, _)| root.as_path()),
+                if memory.is_some_and(|(_, v2)| *v2) {
+                    "memory.current"
+                } else {
+                    "memory.usage_in_bytes"
+                },
+            ),
+            pids_current: file(&mut before.pids_current, pids, "pids.current"),
+            pids_events: file(&mut before.pids_events, pids, "pids.events"),
+        }
     }
 
     /// Processes in cgroup `path` and its descendants (from whichever
@@ -279,6 +379,7 @@ fn upsert<'a>(found: &'a mut Vec<Watched>, rel: &str) -> &'a mut Watched {
         memory: None,
         pids: None,
         last_refused: None,
+        files: Files::default(),
     });
     let last = found.len() - 1;
     &mut found[last]
@@ -401,9 +502,11 @@ pub fn parse_memory(
     }
 }
 
-/// `None` when the cgroup is gone.
+/// `None` when the cgroup is gone. `usage` is the cgroup's kept-open
+/// usage file (`memory.current` or `memory.usage_in_bytes`).
 fn read_memory(
     dir: &Path,
+    usage: &mut KeptFile,
     v2: bool,
     unified: Option<&Path>,
     rel: &str,
@@ -412,11 +515,7 @@ fn read_memory(
 ) -> Option<CgroupMemory> {
     let read_u64 =
         |name: &str| read_small(&dir.join(name)).and_then(|t| t.trim().parse::<u64>().ok());
-    let usage = read_u64(if v2 {
-        "memory.current"
-    } else {
-        "memory.usage_in_bytes"
-    })?;
+    let usage = usage.read()?.trim().parse::<u64>().ok()?;
     if lazy.is_some_and(|p| (usage as f64) * 100.0 < p * limit as f64) {
         return Some(CgroupMemory {
             limit_bytes: limit,
@@ -449,10 +548,15 @@ fn read_memory(
     ))
 }
 
-/// `None` when the cgroup is gone.
-fn read_pids(dir: &Path, max: u64) -> Option<CgroupPids> {
-    let current = read_small(&dir.join("pids.current"))?.trim().parse().ok()?;
-    let refused = read_small(&dir.join("pids.events")).and_then(|t| keyed(&t, "max"));
+/// `None` when the cgroup is gone (from its kept-open `pids.current` and
+/// `pids.events`).
+fn read_pids(
+    current: &mut KeptFile,
+    events: Option<&mut KeptFile>,
+    max: u64,
+) -> Option<CgroupPids> {
+    let current = current.read()?.trim().parse().ok()?;
+    let refused = events.and_then(|e| keyed(e.read()?, "max"));
     Some(CgroupPids {
         current,
         max,
@@ -541,8 +645,145 @@ mod tests {
         assert_eq!(lazy.unreclaimable_bytes, 250_000_000);
         s.set_detail_above(Some(50.0));
         assert_eq!(s.scan()[0].memory.unwrap().unreclaimable_bytes, 241_172_480);
+        // The counter files stay open between sweeps, and across a walk.
+        assert_eq!(s.open_files(), 3);
+        s.walk();
+        assert_eq!(s.scan().len(), 1);
+        assert_eq!(s.open_files(), 3);
         std::fs::remove_dir_all(mem.join("selfheal-sandbox")).unwrap();
         std::fs::remove_dir_all(pids.join("selfheal-sandbox")).unwrap();
+        // Unlinked plain files still read through their descriptors (a
+        // removed cgroup's do not: see the test on real cgroups below);
+        // the next walk forgets them.
+        s.walk();
         assert!(s.scan().is_empty());
+        assert_eq!(s.open_files(), 0);
+    }
+
+    #[test]
+    fn a_descriptor_budget_caps_the_kept_files() {
+        let d = tempfile::tempdir().unwrap();
+        let pids = d.path().join("pids");
+        let n = KEPT_FILES_MAX / 2 + 5;
+        for i in 0..n {
+            let dir = pids.join(format!("c{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("pids.max"), "100\n").unwrap();
+            std::fs::write(dir.join("pids.current"), format!("{i}\n")).unwrap();
+            std::fs::write(dir.join("pids.events"), "max 0\n").unwrap();
+        }
+        let roots = CgroupRoots {
+            memory: None,
+            pids: Some((pids, false)),
+            unified: None,
+        };
+        let mut s = CgroupScanner::new(roots, Duration::from_secs(60));
+        let usages = s.scan();
+        assert_eq!(usages.len(), n);
+        // Every cgroup is read, over the budget too; only the budget is held.
+        let mut current: Vec<u64> = usages.iter().map(|u| u.pids.unwrap().current).collect();
+        current.sort_unstable();
+        assert_eq!(current, (0..n as u64).collect::<Vec<_>>());
+        assert_eq!(s.open_files(), KEPT_FILES_MAX);
+    }
+
+    /// Removes what the test created, children first, even when it fails.
+    struct Cleanup {
+        child: Option<std::process::Child>,
+        dirs: Vec<PathBuf>,
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Some(c) = self.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            for d in self.dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+
+    #[test]
+    fn kept_files_follow_real_cgroups_that_vanish_appear_and_come_back() {
+        let test = "kept_files_follow_real_cgroups_that_vanish_appear_and_come_back";
+        if !selfheal_sys::process::is_root() {
+            eprintln!("SKIP {test}: creating cgroups needs root");
+            return;
+        }
+        let Some((root, v2)) = CgroupRoots::detect().pids else {
+            eprintln!("SKIP {test}: no pids controller mounted");
+            return;
+        };
+        let name = format!("selfheal-scan-test-{}", std::process::id());
+        let parent = root.join(&name);
+        if let Err(e) = std::fs::create_dir(&parent) {
+            eprintln!("SKIP {test}: cannot create {}: {e}", parent.display());
+            return;
+        }
+        let mut cleanup = Cleanup {
+            child: None,
+            dirs: vec![parent.clone()],
+        };
+        let mkcg = |leaf: &str, max: u64| {
+            let dir = parent.join(leaf);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("pids.max"), format!("{max}\n")).unwrap();
+            dir
+        };
+        let a = mkcg("a", 7);
+        cleanup.dirs.push(a.clone());
+        let roots = CgroupRoots {
+            memory: None,
+            pids: Some((root.clone(), v2)),
+            unified: None,
+        };
+        // Walks only when told to (a walk is what finds new cgroups).
+        let mut s = CgroupScanner::new(roots, Duration::from_secs(3600));
+        let (pa, pb) = (format!("/{name}/a"), format!("/{name}/b"));
+        let find = |u: &[CgroupUsage], p: &str| u.iter().find(|u| u.path == p).cloned();
+        let first = s.scan();
+        let ua = find(&first, &pa).expect("the limited cgroup is watched");
+        assert_eq!((ua.pids.unwrap().current, ua.pids.unwrap().max), (0, 7));
+        assert_eq!(
+            s.files_open_for(&pa),
+            2,
+            "pids.current and pids.events kept open"
+        );
+
+        // A new cgroup is seen at the next walk, and then read.
+        let b = mkcg("b", 9);
+        cleanup.dirs.push(b.clone());
+        assert!(find(&s.scan(), &pb).is_none(), "not walked yet");
+        s.walk();
+        let ub = find(&s.scan(), &pb).expect("found by the walk");
+        assert_eq!(ub.pids.unwrap().max, 9);
+        assert_eq!(s.files_open_for(&pa), 2, "a's files survive the walk");
+
+        // A removed cgroup: its kept descriptors fail (ENODEV), the path
+        // no longer opens, and it is dropped at once, without a walk.
+        std::fs::remove_dir(&a).unwrap();
+        let after = s.scan();
+        assert!(find(&after, &pa).is_none(), "{after:?}");
+        assert!(find(&after, &pb).is_some());
+
+        // Removed and created again under the same path with a task in
+        // it: the stale descriptors are replaced and the new cgroup read.
+        std::fs::remove_dir(&b).unwrap();
+        let b = mkcg("b", 9);
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        cleanup.child = Some(child);
+        std::fs::write(b.join("cgroup.procs"), format!("{pid}\n")).unwrap();
+        let ub = find(&s.scan(), &pb).expect("the new b is read through the old path");
+        assert_eq!(ub.pids.unwrap().current, 1);
+        assert!(s.reopens_for(&pb) >= 1, "the stale descriptor was replaced");
+        assert_eq!(s.files_open_for(&pb), 2);
+        drop(cleanup);
+        assert!(!parent.exists(), "cleaned up");
     }
 }
