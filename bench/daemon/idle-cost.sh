@@ -6,6 +6,13 @@
 #   bench/daemon/idle-cost.sh [SECONDS]          (default 120 per phase)
 #   SELFHEAL_BIN=path  measures a prebuilt binary instead of building one
 #   ROUNDS=N           repeats floor/daemon/floor N times (default 1)
+#   LIMITED_CGROUPS=N  first creates N empty cgroups with a memory and a
+#                      pids limit (under selfheal-idle-bench-PID, removed at
+#                      exit), as a systemd host has one per service with
+#                      TasksMax/MemoryMax: the sweep reads each one's
+#                      counters every second (default 0; needs root)
+#   SELFHEAL_BIN2=path alternates a second binary with the first in each
+#                      round (floor, A, floor, B, floor): before/after pairs
 #
 # Each round runs, one after the other for SECONDS each:
 #   floor   bench/wakeup-floor.c mode 0: a C thread that wakes every 100 ms
@@ -42,7 +49,34 @@ fi
 bin=${SELFHEAL_BIN:-${CARGO_TARGET_DIR:-target}/release/selfheal}
 tmp=$(mktemp -d)
 pid=
-trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+bench_cgroups=()
+remove_cgroups() {
+  local i
+  for ((i = ${#bench_cgroups[@]} - 1; i >= 0; i--)); do rmdir "${bench_cgroups[i]}" 2>/dev/null || true; done
+}
+trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null; remove_cgroups; rm -rf "$tmp"' EXIT
+limited=${LIMITED_CGROUPS:-0}
+case $limited in ''|*[!0-9]*) echo "LIMITED_CGROUPS must be a whole number, not '$limited'" >&2; exit 2 ;; esac
+if [ "$limited" -gt 0 ]; then
+  # v1 (separate memory and pids hierarchies) or v2 (one, controllers
+  # enabled for the children).
+  if [ -d /sys/fs/cgroup/pids ] && [ -d /sys/fs/cgroup/memory ]; then
+    parents=(/sys/fs/cgroup/memory/selfheal-idle-bench-$$ /sys/fs/cgroup/pids/selfheal-idle-bench-$$)
+  else
+    parents=(/sys/fs/cgroup/selfheal-idle-bench-$$)
+  fi
+  for p in "${parents[@]}"; do
+    mkdir "$p" || { echo "LIMITED_CGROUPS: cannot create $p (needs root and a writable cgroup hierarchy)" >&2; exit 2; }
+    bench_cgroups+=("$p")
+    [ -f "$p/cgroup.subtree_control" ] && echo "+memory +pids" >"$p/cgroup.subtree_control"
+    for i in $(seq 1 "$limited"); do
+      mkdir "$p/c$i"
+      bench_cgroups+=("$p/c$i")
+      for f in memory.limit_in_bytes memory.max; do [ -f "$p/c$i/$f" ] && echo $((1 << 30)) >"$p/c$i/$f"; done
+      [ -f "$p/c$i/pids.max" ] && echo 1000 >"$p/c$i/pids.max"
+    done
+  done
+fi
 cc -O2 -o "$tmp/floor" bench/wakeup-floor.c
 : >"$tmp/defaults.toml"
 hz=$(getconf CLK_TCK)
@@ -74,7 +108,7 @@ snap() {
 }
 
 daemon() {
-  local a b c0 c1 s0 s1
+  local a b c0 c1 s0 s1 bin=$1
   "$bin" watch --dry-run -c "$tmp/defaults.toml" --store "$tmp/s.db" --listen 127.0.0.1:0 \
     --event-log "$tmp/events.jsonl" 2>"$tmp/log" &
   pid=$!
@@ -108,18 +142,37 @@ daemon() {
   echo "  machine idle $(idle_pct "$c0" "$c1") %, load average $(cut -d' ' -f1-3 /proc/loadavg); events meanwhile: $(count alert) alerts, $(count diagnosis) diagnoses, $(count dismissed) dismissed, $(count kernel) kernel reports" >&2
 }
 
-echo "binary: $bin ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
-echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), ${secs} s per phase"
+bin2=${SELFHEAL_BIN2:-}
+echo "binary: $bin ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))${bin2:+; B: $bin2}"
+echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), ${secs} s per phase, $limited limited cgroups added"
+ratio() {
+  awk -v who="$1" -v d="$2" -v f1="$3" -v f2="$4" -v u1="$5" -v u2="$6" 'BEGIN {
+    f = (f1 + f2) / 2
+    printf "%sfloor %.4f %% of one core (%.1f and %.1f us per wake-up); daemon %.4f %%; ratio %.2fx (target <= 2x)\n", who, f, u1, u2, d, d / f
+  }'
+}
 for round in $(seq 1 "$rounds"); do
   echo "== round $round"
+  if [ -n "$bin2" ]; then
+    # Floor, A, floor, B, floor in odd rounds; B first in even ones.
+    if ((round % 2)); then order=(A B); else order=(B A); fi
+    read -r f1 us1 < <(floor)
+    for who in "${order[@]}"; do
+      if [ "$who" = A ]; then b=$bin; else b=$bin2; fi
+      echo "  -- $who: $b" >&2
+      daemon "$b"
+      d=$(cat "$tmp/daemon.pct")
+      read -r f2 us2 < <(floor)
+      ratio "$who " "$d" "$f1" "$f2" "$us1" "$us2"
+      f1=$f2 us1=$us2
+    done
+    continue
+  fi
   read -r f1 us1 < <(floor)
-  daemon
+  daemon "$bin"
   d=$(cat "$tmp/daemon.pct")
   read -r f2 us2 < <(floor)
   reads=$("$tmp/floor" 3 $((secs * 10)) $disk)
   echo "  reads: $reads; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  awk -v d="$d" -v f1="$f1" -v f2="$f2" -v u1="$us1" -v u2="$us2" 'BEGIN {
-    f = (f1 + f2) / 2
-    printf "floor %.4f %% of one core (%.1f and %.1f us per wake-up); daemon %.4f %%; ratio %.2fx (target <= 2x)\n", f, u1, u2, d, d / f
-  }'
+  ratio "" "$d" "$f1" "$f2" "$us1" "$us2"
 done

@@ -176,6 +176,7 @@ pub struct CgroupScanner {
     walked_at: Option<Instant>,
     rewalk: Duration,
     detail_above: Option<f64>,
+    kept_max: usize,
 }
 
 impl CgroupScanner {
@@ -187,7 +188,16 @@ impl CgroupScanner {
             walked_at: None,
             rewalk,
             detail_above: None,
+            kept_max: KEPT_FILES_MAX,
         }
+    }
+
+    /// Hold at most `max` counter files open from the next walk on
+    /// (default [`KEPT_FILES_MAX`]; 0 opens each file on every read, as
+    /// the sweep did before: `examples/sweep_cost.rs` compares the two).
+    pub fn set_kept_files_max(&mut self, max: usize) {
+        self.kept_max = max;
+        self.walked_at = None;
     }
 
     /// Read `memory.stat` only for cgroups whose total usage (page cache
@@ -322,7 +332,7 @@ impl CgroupScanner {
         let mut file = |old: &mut Option<KeptFile>, root: Option<&Path>, name: &str| {
             let root = root?;
             let path = join(root, &w.path).join(name);
-            let keep = *kept < KEPT_FILES_MAX;
+            let keep = *kept < self.kept_max;
             *kept += 1;
             let mut f = old
                 .take()
