@@ -61,6 +61,10 @@ struct State {
     /// When `parent` is first stopped, `child` appears (a fork just before).
     fork_on_stop: Vec<(i32, ProcInfo)>,
     fork_on_kill: Vec<(i32, ProcInfo)>,
+    /// When stopped `parent` takes the stop (its state is first read after
+    /// the stop), `child` appears: a fork in flight that completed after
+    /// its children were first listed.
+    fork_on_settle: Vec<(i32, ProcInfo)>,
     /// FUSE connection → (mount ids, waiting requests).
     fuse: HashMap<u64, (Vec<u32>, u64)>,
     calls: Vec<Call>,
@@ -120,6 +124,13 @@ impl FakeSystem {
     /// Makes `child` appear when `parent` is first stopped.
     pub fn fork_on_stop(&self, parent: i32, child: ProcInfo) {
         self.state().fork_on_stop.push((parent, child));
+    }
+
+    /// Makes `child` appear once stopped `parent` has taken the stop: a
+    /// fork in flight when it was stopped, completed after its children
+    /// were first read (the kernel does not restart it).
+    pub fn fork_on_settle(&self, parent: i32, child: ProcInfo) {
+        self.state().fork_on_settle.push((parent, child));
     }
 
     /// Makes `child` appear when `parent` is killed: a member that forked
@@ -251,6 +262,30 @@ impl SystemOps for FakeSystem {
         }
         s.calls.push(Call::Deprioritize(tid, cpu));
         Ok("SCHED_IDLE (fake)".into())
+    }
+
+    fn state_of(&self, pid: i32, starttime: u64) -> Option<char> {
+        let mut s = self.state();
+        let p = s
+            .procs
+            .iter()
+            .find(|p| p.pid == pid && p.starttime == starttime)?
+            .clone();
+        if !s.stopped.contains(&pid) {
+            return Some(p.state);
+        }
+        let born: Vec<ProcInfo> = s
+            .fork_on_settle
+            .iter()
+            .filter(|(parent, _)| *parent == pid)
+            .map(|(_, c)| c.clone())
+            .collect();
+        s.fork_on_settle.retain(|(parent, _)| *parent != pid);
+        for c in born {
+            s.threads.insert(c.pid, vec![(c.pid, false)]);
+            s.procs.push(c);
+        }
+        Some('T')
     }
 
     fn children(&self, pid: i32) -> Result<Option<Vec<i32>>, OpsError> {
@@ -516,6 +551,20 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     }
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
         self.inner.processes()
+    }
+    fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
+        self.inner.children_hint(pid, one_thread)
+    }
+    fn state_of(&self, pid: i32, starttime: u64) -> Option<char> {
+        self.inner.state_of(pid, starttime)
+    }
+    fn pin_child(
+        &self,
+        parent: i32,
+        pid: i32,
+        cgroups: bool,
+    ) -> Result<Option<(Pinned, ProcInfo, bool)>, OpsError> {
+        self.inner.pin_child(parent, pid, cgroups)
     }
     fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError> {
         self.inner.threads(pid)

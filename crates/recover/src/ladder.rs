@@ -356,6 +356,13 @@ impl Ladder {
                 Outcome::Recovered | Outcome::Mitigated => true,
                 // Stale evidence: the symptom went away by itself.
                 Outcome::Refused => refusal == Some(Refusal::SymptomGone),
+                // Not for a bomb with a step to come: that step measures
+                // the symptom again before acting (and ends the ladder
+                // here if it is gone), and a count now, a read of every
+                // process, only hands the bomb the time it takes.
+                Outcome::Recorded if incident.class == Class::ForkBomb && i + 1 < steps.len() => {
+                    false
+                }
                 Outcome::Recorded => !self.options.dry_run && probe.cleared(),
                 _ => false,
             };

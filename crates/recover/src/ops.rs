@@ -141,6 +141,46 @@ pub trait SystemOps: Send + Sync {
     /// The children of `pid` (every thread's, `/proc/PID/task/TID/children`),
     /// or `None` where the kernel does not list them (CONFIG_PROC_CHILDREN).
     fn children(&self, pid: i32) -> Result<Option<Vec<i32>>, OpsError>;
+    /// The children of `pid` when it is known to have `one_thread` only:
+    /// then its main thread's list holds them all, one read instead of a
+    /// directory listing and a read per thread.
+    fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
+        let _ = one_thread;
+        self.children(pid)
+    }
+    /// The one-letter state of `pid` if it is still the process that
+    /// started at `starttime` (`None` otherwise): `T` once it has taken a
+    /// stop.
+    fn state_of(&self, pid: i32, starttime: u64) -> Option<char> {
+        match self.process(pid) {
+            Ok(Some(p)) if p.starttime == starttime => Some(p.state),
+            _ => None,
+        }
+    }
+    /// A child met on a walk down a process tree: pins `pid` and reads just
+    /// what the walk needs (identity, parent, name, state, process group;
+    /// its cgroups only with `cgroups`, its uid never). `Ok(None)` when
+    /// `pid` is not (or no longer) a live child of `parent`. The `bool` is
+    /// true when it has one thread (see [`SystemOps::children_hint`]).
+    fn pin_child(
+        &self,
+        parent: i32,
+        pid: i32,
+        cgroups: bool,
+    ) -> Result<Option<(Pinned, ProcInfo, bool)>, OpsError> {
+        let _ = cgroups;
+        let Some(info) = self.process(pid)? else {
+            return Ok(None);
+        };
+        if info.ppid != parent || crate::target::is_dead(&info) {
+            return Ok(None);
+        }
+        match self.pin(pid, info.starttime) {
+            Ok(p) => Ok(Some((p, info, false))),
+            Err(OpsError::Gone) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// Pins `pid` if it is still the process that started at `starttime`
     /// (`Err(Gone)` otherwise): what every action on it goes through.
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError>;
@@ -208,6 +248,20 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
         (**self).processes()
+    }
+    fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
+        (**self).children_hint(pid, one_thread)
+    }
+    fn state_of(&self, pid: i32, starttime: u64) -> Option<char> {
+        (**self).state_of(pid, starttime)
+    }
+    fn pin_child(
+        &self,
+        parent: i32,
+        pid: i32,
+        cgroups: bool,
+    ) -> Result<Option<(Pinned, ProcInfo, bool)>, OpsError> {
+        (**self).pin_child(parent, pid, cgroups)
     }
     fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError> {
         (**self).threads(pid)

@@ -51,7 +51,15 @@ impl Policy {
         set
     }
 
-    /// Why `p` must not be touched, or `None` when it may be.
+    /// True when [`Policy::refusal`] looks at a process's cgroups (a
+    /// protected unit or an allowed-cgroups list is configured): only then
+    /// must a caller read them.
+    pub fn needs_cgroups(&self) -> bool {
+        !self.protected_units.is_empty() || !self.allowed_cgroups.is_empty()
+    }
+
+    /// Why `p` must not be touched, or `None` when it may be. Reads
+    /// `p.cgroups` and `p.unit` only when [`Policy::needs_cgroups`].
     pub fn refusal(&self, p: &ProcInfo, lineage: &HashSet<i32>) -> Option<String> {
         if p.pid == 1 {
             return Some("pid 1 (init) is always protected".into());

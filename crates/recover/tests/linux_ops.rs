@@ -177,3 +177,42 @@ fn the_real_restart_refuses_without_permission_or_while_forbidden() {
         }
     }
 }
+
+#[test]
+fn a_child_met_on_a_walk_is_pinned_with_one_read_and_only_under_its_parent() {
+    // Through an `Arc`, as the ladder holds its ops: a wrapper that did
+    // not pass these on would quietly fall back to the slow path.
+    let ops: std::sync::Arc<dyn SystemOps> = std::sync::Arc::new(LinuxOps::new());
+    let me = std::process::id() as i32;
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as i32;
+    let (pin, info, one_thread) = ops
+        .pin_child(me, pid, false)
+        .unwrap()
+        .expect("our child is met under us");
+    assert_eq!(
+        (info.pid, info.ppid, info.comm.as_str()),
+        (pid, me, "sleep")
+    );
+    assert!(one_thread, "sleep has one thread");
+    assert!(info.cgroups.is_empty() && info.uid.is_none(), "{info:?}");
+    let with = ops.pin_child(me, pid, true).unwrap().unwrap().1;
+    assert_eq!(with.starttime, info.starttime);
+    // Under any other parent it is not a child to walk into.
+    assert!(ops.pin_child(1, pid, false).unwrap().is_none());
+    // The pin reaches it; the children of a one-thread process are read
+    // from its main thread (none here).
+    ops.signal_pinned(&pin, libc::SIGSTOP).unwrap();
+    assert!(wait_for(Duration::from_secs(5), || state(pid) == Some('T')));
+    assert_eq!(ops.children_hint(pid, true).unwrap(), Some(vec![]));
+    assert_eq!(
+        ops.children_hint(me, false)
+            .unwrap()
+            .map(|k| k.contains(&pid)),
+        Some(true)
+    );
+    ops.signal_pinned(&pin, libc::SIGKILL).unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    // Gone (a zombie reaped): nothing to pin.
+    assert!(ops.pin_child(me, pid, false).unwrap().is_none());
+}

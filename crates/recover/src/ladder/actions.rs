@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use selfheal_config::Action;
 
 use super::guard::{blamed, cgroup_guard, check_all};
+use super::tree::Stopped;
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
 use crate::ops::{OpsError, Pinned, ProcInfo};
@@ -208,29 +209,36 @@ pub(super) fn act(
 fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
     let ops = l.ops.as_ref();
     let deadline = Instant::now() + TREE_DEADLINE;
-    let mut stopped: HashMap<i32, u64> = HashMap::new();
+    let mut stopped = Stopped::new(pin_budget());
     let cgroup_blame = matches!(t.blame, Blame::Cgroup);
     // The target and pin the passes blame through (see above).
     let mut anchor: Option<(Target, Pinned)> = None;
     // A step that gives up before the kill leaves nothing stopped: what it
     // stopped runs again (stopped is not recovered, and not what the
     // evidence asked for).
-    let unstop = |stopped: &HashMap<i32, u64>| {
-        for (&pid, &st) in stopped {
-            let _ = ops.signal(pid, st, libc::SIGCONT);
-        }
-    };
+    let unstop = |stopped: &Stopped| stopped.continue_all(ops);
     // Along the kernel's child lists first: no pass races the bomb; the
     // passes below then find only what left the tree.
+    let walk_started = Instant::now();
     if let Err(a) = super::tree::stop_descendants(l, inc, t, p, lineage, deadline, &mut stopped) {
         return a;
+    }
+    if !stopped.is_empty() {
+        tracing::info!(
+            "kill_tree: stopped {} processes along the child lists in {} ms \
+             ({} re-reads after they took the stop; {} had not taken it when the walk ended)",
+            stopped.len(),
+            walk_started.elapsed().as_millis(),
+            stopped.settle_sweeps,
+            stopped.unsettled_at_deadline
+        );
     }
     loop {
         let (ct, cp) = anchor.as_ref().map_or((t, p), |(t, p)| (t, p));
         let members = match blamed(l, inc, ct, Some(cp)) {
             Ok(m) => m,
             Err(Acted::Gone) if cgroup_blame && !stopped.is_empty() => {
-                match reanchor(l, inc, t, &stopped) {
+                match reanchor(l, inc, t, stopped.map()) {
                     Some(a) => {
                         anchor = Some(a);
                         continue;
@@ -250,7 +258,7 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
         }
         let fresh: Vec<&ProcInfo> = members
             .iter()
-            .filter(|m| !stopped.contains_key(&m.pid))
+            .filter(|m| !stopped.contains(m.pid))
             .collect();
         if fresh.is_empty() || Instant::now() >= deadline {
             break;
@@ -258,7 +266,7 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
         for m in fresh {
             match ops.signal(m.pid, m.starttime, libc::SIGSTOP) {
                 Ok(()) | Err(OpsError::Gone) => {
-                    stopped.insert(m.pid, m.starttime);
+                    stopped.insert(m.pid, m.starttime, None);
                 }
                 Err(e) => {
                     unstop(&stopped);
@@ -271,19 +279,19 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
     // failure does not leave the rest stopped. One that refused SIGKILL is
     // continued.
     let keep = if cgroup_blame {
-        reanchor(l, inc, t, &stopped)
+        reanchor(l, inc, t, stopped.map())
     } else {
         None
     };
     let kept = keep.as_ref().map(|(k, _)| k.pid);
     let mut touched: Vec<(i32, u64)> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
-    for (&pid, &st) in stopped.iter().filter(|(pid, _)| Some(**pid) != kept) {
-        match ops.signal(pid, st, libc::SIGKILL) {
+    for (&pid, &st) in stopped.map().iter().filter(|(pid, _)| Some(**pid) != kept) {
+        match stopped.signal(ops, pid, libc::SIGKILL) {
             Ok(()) => touched.push((pid, st)),
             Err(OpsError::Gone) => {}
             Err(e) => {
-                let _ = ops.signal(pid, st, libc::SIGCONT);
+                let _ = stopped.signal(ops, pid, libc::SIGCONT);
                 failed.push(format!("SIGKILL {pid}: {e}"));
             }
         }
@@ -313,7 +321,8 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
     }
     // Members that escaped the stop passes (a bomb forks into the slots
     // the kill frees): kill them directly, a few passes.
-    let mut killed: HashSet<(i32, u64)> = stopped.into_iter().collect();
+    let mut killed: HashSet<(i32, u64)> = stopped.map().iter().map(|(&p, &s)| (p, s)).collect();
+    drop(stopped);
     let (mt, mp) = keep.as_ref().map_or((t, p), |(t, p)| (t, p));
     for _ in 0..MOP_UP_PASSES {
         let Ok(members) = blamed(l, inc, mt, Some(mp)) else {
@@ -371,6 +380,12 @@ fn reanchor(
         a.starttime = st;
         Some((a, pinned))
     })
+}
+
+/// How many pidfds a walk may keep for the kill: a quarter of the
+/// open-file limit, so the HTTP server and the stores keep theirs.
+fn pin_budget() -> usize {
+    selfheal_sys::rlimit::raise_nofile_limit(0).map_or(256, |soft| (soft / 4) as usize)
 }
 
 /// The cgroup a fork bomb's quarantine goes beneath: the culprit's. Only

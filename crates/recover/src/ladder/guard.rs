@@ -34,6 +34,14 @@ pub(super) fn still_blamed(
             ),
         ));
     }
+    // Whether the target itself is blamed needs no listing for a program
+    // or a tree (what `blamed_set` decides for it reads the target alone):
+    // a listing of every process costs seconds in a fork bomb's race.
+    match &t.blame {
+        Blame::Tree => return Ok(()),
+        Blame::Program(scope) if scope.covers(&now) => return Ok(()),
+        Blame::Program(_) | Blame::Cgroup => {}
+    }
     // The target is alive (checked above): an empty blamed set means it is
     // not blamed, not that it is gone.
     let blamed = match blamed(l, inc, t, Some(pinned)) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use selfheal_config::RestartMethod;
 
 use selfheal_cgroup::{Cgroup, Hierarchy, ProcCgroupEntry};
-use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat};
+use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat, TaskStat};
 
 use super::{
     in_quarantine_beneath, quarantine_path, FuseConnection, OpsError, Pinned, ProcInfo, SystemOps,
@@ -159,30 +159,43 @@ pub fn read_proc_info(proc_root: &Path, pid: i32) -> Option<ProcInfo> {
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse().ok())
         });
-    let entries = selfheal_cgroup::read_pid_cgroup_at(proc_root, pid).unwrap_or_default();
+    Some(ProcInfo {
+        uid,
+        ..info_from_stat(proc_root, pid, &stat, true)
+    })
+}
+
+/// What `stat` says of `pid`, with its cgroups read only when asked for
+/// (no uid: that is in `status`).
+fn info_from_stat(proc_root: &Path, pid: i32, stat: &TaskStat, cgroups: bool) -> ProcInfo {
+    let entries = if cgroups {
+        selfheal_cgroup::read_pid_cgroup_at(proc_root, pid).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let unit = selfheal_cgroup::most_specific(&entries)
         .and_then(|e| selfheal_cgroup::systemd_unit_of(&e.path))
         .map(str::to_string);
-    let mut cgroups: Vec<String> = entries
+    let mut paths: Vec<String> = entries
         .iter()
         .filter(|e| !e.is_root())
         .map(|e| e.path.clone())
         .collect();
-    cgroups.sort();
-    cgroups.dedup();
-    Some(ProcInfo {
+    paths.sort();
+    paths.dedup();
+    ProcInfo {
         pid,
         ppid: stat.ppid,
         comm: stat.comm.clone(),
         starttime: stat.starttime_ticks,
-        uid,
+        uid: None,
         kernel_thread: stat.is_kernel_thread() || pid == 2 || stat.ppid == 2,
-        cgroups,
+        cgroups: paths,
         unit,
         pgid: stat.pgrp,
         sid: stat.session,
         state: stat.state,
-    })
+    }
 }
 
 impl SystemOps for LinuxOps {
@@ -286,6 +299,68 @@ impl SystemOps for LinuxOps {
         out.sort_unstable();
         out.dedup();
         Ok(Some(out))
+    }
+
+    fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
+        if !one_thread {
+            return self.children(pid);
+        }
+        let path = self
+            .proc_root
+            .join(pid.to_string())
+            .join("task")
+            .join(pid.to_string())
+            .join("children");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(
+                text.split_whitespace()
+                    .filter_map(|w| w.parse::<i32>().ok())
+                    .collect(),
+            )),
+            // Gone, or no such file in this kernel: the full listing says which.
+            Err(_) => self.children(pid),
+        }
+    }
+
+    fn state_of(&self, pid: i32, starttime: u64) -> Option<char> {
+        let text =
+            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
+        parse_task_stat(&text)
+            .filter(|s| s.starttime_ticks == starttime)
+            .map(|s| s.state)
+    }
+
+    fn pin_child(
+        &self,
+        parent: i32,
+        pid: i32,
+        cgroups: bool,
+    ) -> Result<Option<(Pinned, ProcInfo, bool)>, OpsError> {
+        // Pinned first, then read: what the stat says is of the process
+        // the fd reaches (a pid reused before the open fails the parent
+        // check below; one reused after it cannot be reached).
+        let fd = match selfheal_sys::signal::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) if e.is_gone() => return Ok(None),
+            Err(e) => return Err(OpsError::from_sys(e)),
+        };
+        let path = self.proc_root.join(pid.to_string()).join("stat");
+        let Some(stat) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| parse_task_stat(&t))
+        else {
+            return Ok(None);
+        };
+        let info = info_from_stat(&self.proc_root, pid, &stat, cgroups);
+        if info.ppid != parent || crate::target::is_dead(&info) {
+            return Ok(None);
+        }
+        let pinned = Pinned {
+            pid,
+            starttime: info.starttime,
+            fd: Some(fd),
+        };
+        Ok(Some((pinned, info, stat.num_threads == 1)))
     }
 
     fn pin(&self, pid: i32, starttime: u64) -> Result<Pinned, OpsError> {
