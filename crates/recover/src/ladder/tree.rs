@@ -4,13 +4,13 @@
 //! Listing every process again and again loses against a bomb: each pass
 //! reads all of them (thousands, stopped ones included) while the members
 //! not yet stopped fork more, so a pass finds as many new ones as it
-//! stopped. Here each process is visited once: stop it, then read its
-//! children. Once SIGSTOP is queued, no fork of it can complete (the kernel
-//! checks for a pending signal under the lock that attaches a child, and
-//! restarts the fork), so the children read after the stop are all it will
-//! ever have, and each is visited in turn. Processes re-parented away from
-//! the tree (their parent killed by the OOM killer) are not reached this
-//! way: the listing passes of `kill_tree` find them afterwards.
+//! stopped. Here each process is stopped the moment it is met and its
+//! children read. A stop does not cancel a fork already under way (since
+//! Linux 4.20 only a signal sent to a whole group restarts it), so once a
+//! stopped process has taken its stop its children are read once more:
+//! after that it has all it will ever have. Processes re-parented away
+//! from the tree (their parent killed by the OOM killer) are not reached
+//! this way: the listing passes of `kill_tree` find them afterwards.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
