@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use selfheal_config::{AppConfig, HumanDuration, ProbeCheck, ProbeConfig};
@@ -86,6 +86,18 @@ fn infinite_loop_alone_is_only_suspected() {
     wait_for(&sink, SOON, "a spin suspicion", |e| {
         !suspected(e, "spin").is_empty()
     });
+    // The status shows the suspicion while it holds (looked at now: on a
+    // busy machine the spinner's share of a CPU can drop below the bound
+    // later and the suspicion clear, which is right).
+    let shown = Instant::now();
+    while sup.snapshot()[0].suspected != vec!["spin"] {
+        assert!(
+            shown.elapsed() < Duration::from_secs(2),
+            "the status never showed the suspicion: {:?}",
+            sup.snapshot()[0]
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Well past the bound: still running, nothing done to it.
     std::thread::sleep(Duration::from_millis(1500));
     let events = sink.events();
@@ -98,8 +110,7 @@ fn infinite_loop_alone_is_only_suspected() {
     );
     assert!(suspected(&events, "spin")[0].message.contains("not acting"));
     let st = &sup.snapshot()[0];
-    assert_eq!(st.suspected, vec!["spin"], "{st:?}");
-    assert!(st.pid.is_some());
+    assert!(st.pid.is_some(), "{st:?}");
     sup.shutdown();
 }
 
