@@ -188,8 +188,39 @@ fn refused_with(
 ) -> (Unrecoverable, Run) {
     let mut argv = vec![prog("writer").display().to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
-    let mut run = start_stdio(argv, Some(cwd.to_path_buf()), stdio, config);
+    let run = start_stdio(argv, Some(cwd.to_path_buf()), stdio, config);
     std::thread::sleep(after);
+    crash_and_refusal(run)
+}
+
+/// [`refused`] once `ready` holds for the program's pid (polled after
+/// `after`): a fixed wait alone can end before a loaded machine ran it
+/// that far.
+fn refused_once(
+    args: &[&str],
+    cwd: &Path,
+    after: Duration,
+    ready: impl Fn(i32) -> bool,
+) -> (Unrecoverable, Run) {
+    let mut argv = vec![prog("writer").display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let run = start_stdio(
+        argv,
+        Some(cwd.to_path_buf()),
+        [None, None, None],
+        one_checkpoint(),
+    );
+    std::thread::sleep(after);
+    let t0 = std::time::Instant::now();
+    while !ready(run.engine.pid()) {
+        assert!(t0.elapsed() < LIMIT, "the program never got ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    crash_and_refusal(run)
+}
+
+/// Crashes the program and returns the one refusal of its rollback.
+fn crash_and_refusal(mut run: Run) -> (Unrecoverable, Run) {
     let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
     selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).unwrap();
     run.wait(LIMIT);
@@ -327,10 +358,14 @@ fn a_shared_writable_file_mapping_makes_the_rollback_impossible() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mapped").display().to_string();
-    let (why, _) = refused(
+    let (why, _) = refused_once(
         &["mmap", &path, "100000"],
         dir.path(),
         Duration::from_millis(600),
+        |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .is_ok_and(|m| m.contains(path.as_str()))
+        },
     );
     assert!(
         matches!(
