@@ -315,6 +315,34 @@ fn socket_makes_rollback_impossible_and_the_crash_goes_through() {
 }
 
 #[test]
+fn a_socket_opened_and_closed_since_skips_to_an_older_checkpoint() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    // The program holds a socket for 300 ms, closes it and crashes: every
+    // checkpoint of those 300 ms holds a socket no rollback can bring back.
+    let mut run = start("notifysock", &["300"], config());
+    run.wait(LIMIT);
+    let first = run
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::RolledBack(_) | Event::RollbackImpossible { .. }));
+    match first {
+        Some(Event::RolledBack(r)) => assert!(
+            r.checkpoint_age_ms >= 300,
+            "rolled back to a checkpoint {} ms old, taken while the socket was open: {:?}",
+            r.checkpoint_age_ms,
+            run.events
+        ),
+        other => panic!(
+            "the first crash was not rolled back: {other:?}\n{:?}",
+            run.events
+        ),
+    }
+}
+
+#[test]
 fn demo_binary_restarts_what_cannot_be_rolled_back_and_records_why() {
     if skip() {
         return;

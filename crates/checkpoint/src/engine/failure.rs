@@ -138,9 +138,30 @@ impl Tracer {
         });
         let hist = &self.s.history;
         let last_id = recurring.map_or(u64::MAX, |(_, id, _)| id);
+        let eligible = |c: &crate::session::Checkpoint| {
+            c.id < last_id && before.is_none_or(|b| c.taken_at <= b)
+        };
+        // A checkpoint taken while a socket was open that is closed now
+        // (sd_notify opens one per message) can never be restored: the
+        // newest one without such a socket is taken instead, if any (else
+        // the newest, whose refusal then names the socket).
+        let sockets_now: Vec<u64> = crate::fds::capture(pid, &[])
+            .map(|f| {
+                f.iter()
+                    .filter(|f| f.kind == crate::fds::FdKind::Socket)
+                    .map(|f| f.ino)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let transient_socket = |c: &crate::session::Checkpoint| {
+            c.fds.iter().any(|f| {
+                f.kind == crate::fds::FdKind::Socket && f.fd > 2 && !sockets_now.contains(&f.ino)
+            })
+        };
         let idx = hist
             .iter()
-            .rposition(|c| c.id < last_id && before.is_none_or(|b| c.taken_at <= b));
+            .rposition(|c| eligible(c) && !transient_socket(c))
+            .or_else(|| hist.iter().rposition(eligible));
         let result = match idx {
             None if hist.is_empty() => Err(RollbackError::Refused(Unrecoverable::NoCheckpoint)),
             None => Err(RollbackError::Refused(Unrecoverable::HistoryExhausted {

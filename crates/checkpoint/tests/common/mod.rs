@@ -68,6 +68,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "grow",
             "exits",
             "brkwalk",
+            "notifysock",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
