@@ -177,6 +177,7 @@ pub struct CgroupScanner {
     rewalk: Duration,
     detail_above: Option<f64>,
     kept_max: usize,
+    last_walk_dirs: usize,
 }
 
 impl CgroupScanner {
@@ -189,6 +190,7 @@ impl CgroupScanner {
             rewalk,
             detail_above: None,
             kept_max: KEPT_FILES_MAX,
+            last_walk_dirs: 0,
         }
     }
 
@@ -211,6 +213,11 @@ impl CgroupScanner {
     /// The roots.
     pub fn roots(&self) -> &CgroupRoots {
         &self.roots
+    }
+
+    /// Directories listed by the last walk (each hierarchy's own).
+    pub fn last_walk_dirs(&self) -> usize {
+        self.last_walk_dirs
     }
 
     /// Counter files held open now.
@@ -293,20 +300,38 @@ impl CgroupScanner {
     pub fn walk(&mut self) {
         self.walked_at = Some(Instant::now());
         let mut found: Vec<Watched> = Vec::new();
-        if let Some((root, v2)) = self.roots.memory.clone() {
-            walk_dirs(&root, &mut |rel, dir| {
-                if let Some(limit) = memory_limit(dir, v2) {
-                    upsert(&mut found, rel).memory = Some(limit);
+        let mut dirs = 0;
+        match (self.roots.memory.clone(), self.roots.pids.clone()) {
+            // One hierarchy holds both (v2, or v1 controllers mounted
+            // together): list each directory once, read both limits.
+            (Some((root, v2)), Some((pids_root, _))) if root == pids_root => {
+                dirs += walk_dirs(&root, &mut |rel, dir| {
+                    let memory = memory_limit(dir, v2);
+                    let pids = read_max(&dir.join("pids.max"));
+                    if memory.is_some() || pids.is_some() {
+                        let w = upsert(&mut found, rel);
+                        (w.memory, w.pids) = (memory, pids);
+                    }
+                });
+            }
+            (memory, pids) => {
+                if let Some((root, v2)) = memory {
+                    dirs += walk_dirs(&root, &mut |rel, dir| {
+                        if let Some(limit) = memory_limit(dir, v2) {
+                            upsert(&mut found, rel).memory = Some(limit);
+                        }
+                    });
                 }
-            });
-        }
-        if let Some((root, _)) = self.roots.pids.clone() {
-            walk_dirs(&root, &mut |rel, dir| {
-                if let Some(max) = read_max(&dir.join("pids.max")) {
-                    upsert(&mut found, rel).pids = Some(max);
+                if let Some((root, _)) = pids {
+                    dirs += walk_dirs(&root, &mut |rel, dir| {
+                        if let Some(max) = read_max(&dir.join("pids.max")) {
+                            upsert(&mut found, rel).pids = Some(max);
+                        }
+                    });
                 }
-            });
+            }
         }
+        self.last_walk_dirs = dirs;
         found.truncate(MAX_WATCHED);
         // Keep refusal counts and open files across walks.
         let mut old: std::collections::HashMap<String, Watched> = self
@@ -405,15 +430,17 @@ fn join(root: &Path, rel: &str) -> PathBuf {
     }
 }
 
-/// Calls `f(rel_path, dir)` for every cgroup below `root` (not the root itself).
-fn walk_dirs(root: &Path, f: &mut dyn FnMut(&str, &Path)) {
-    fn go(root: &Path, dir: &Path, depth: usize, f: &mut dyn FnMut(&str, &Path)) {
+/// Calls `f(rel_path, dir)` for every cgroup below `root` (not the root
+/// itself); returns how many directories it listed.
+fn walk_dirs(root: &Path, f: &mut dyn FnMut(&str, &Path)) -> usize {
+    fn go(root: &Path, dir: &Path, depth: usize, f: &mut dyn FnMut(&str, &Path)) -> usize {
         if depth > MAX_DEPTH {
-            return;
+            return 0;
         }
         let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+            return 0;
         };
+        let mut listed = 1;
         for e in entries.flatten() {
             if !e.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
@@ -423,10 +450,11 @@ fn walk_dirs(root: &Path, f: &mut dyn FnMut(&str, &Path)) {
                 let rel = format!("/{}", rel.display());
                 f(&rel, &path);
             }
-            go(root, &path, depth + 1, f);
+            listed += go(root, &path, depth + 1, f);
         }
+        listed
     }
-    go(root, root, 1, f);
+    go(root, root, 1, f)
 }
 
 fn collect_procs(dir: &Path, out: &mut Vec<i32>, depth: usize) {
@@ -668,6 +696,51 @@ mod tests {
         s.walk();
         assert!(s.scan().is_empty());
         assert_eq!(s.open_files(), 0);
+    }
+
+    #[test]
+    fn one_hierarchy_for_both_controllers_is_listed_once() {
+        // v2: memory.max and pids.max side by side in each cgroup.
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_path_buf();
+        let put = |cg: &str, file: &str, text: &str| {
+            std::fs::create_dir_all(root.join(cg)).unwrap();
+            std::fs::write(root.join(cg).join(file), text).unwrap();
+        };
+        put("both", "memory.max", "1073741824\n");
+        put("both", "pids.max", "50\n");
+        put("both", "memory.current", "1000\n");
+        put("both", "pids.current", "3\n");
+        put("both", "pids.events", "max 0\n");
+        put("both/pids-only", "memory.max", "max\n");
+        put("both/pids-only", "pids.max", "10\n");
+        put("both/pids-only", "pids.current", "1\n");
+        put("unlimited", "memory.max", "max\n");
+        put("unlimited", "pids.max", "max\n");
+        let roots = CgroupRoots {
+            memory: Some((root.clone(), true)),
+            pids: Some((root.clone(), true)),
+            unified: Some(root.clone()),
+        };
+        let mut s = CgroupScanner::new(roots, Duration::from_secs(60));
+        s.set_detail_above(Some(90.0));
+        let mut u = s.scan();
+        u.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(
+            s.last_walk_dirs(),
+            4,
+            "root, both, both/pids-only, unlimited"
+        );
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert_eq!(u[0].path, "/both");
+        assert_eq!(u[0].memory.unwrap().usage_bytes, 1000);
+        assert_eq!(
+            (u[0].pids.unwrap().current, u[0].pids.unwrap().max),
+            (3, 50)
+        );
+        assert_eq!(u[1].path, "/both/pids-only");
+        assert!(u[1].memory.is_none());
+        assert_eq!(u[1].pids.unwrap().max, 10);
     }
 
     #[test]
