@@ -118,6 +118,18 @@ fn progressive_rollback_gets_past_a_corrupted_pointer() {
     };
     let mut run = start("corrupt", &args, config);
     std::thread::sleep(Duration::from_millis(800));
+    // Checkpoints reported by now were all taken before the corruption.
+    while let Ok(ev) = run.engine.events().try_recv() {
+        run.push(ev);
+    }
+    let taken_before = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Checkpoint(c) => Some(c.id),
+            _ => None,
+        })
+        .max();
     let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
     let corrupted_after = Instant::now();
     selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGUSR1).unwrap();
@@ -143,14 +155,16 @@ fn progressive_rollback_gets_past_a_corrupted_pointer() {
     // On a loaded machine checkpoints come further apart than the walks
     // of the ring: the newest checkpoint before the crash may then
     // predate the corruption, and one rollback is the right answer. Only
-    // then: its checkpoint was taken before SIGUSR1 was even sent (an
-    // estimate that errs late: the event is seen after the rollback).
+    // then: its checkpoint was reported before SIGUSR1 was sent, or by an
+    // estimate of when it was taken that errs late (the rollback event is
+    // seen after the rollback; under load, much after).
     let before_corruption = |r: &selfheal_checkpoint::RollbackReport| {
-        first_rollback_seen.is_some_and(|seen| {
-            let back =
-                Duration::from_micros(r.duration_us) + Duration::from_millis(r.checkpoint_age_ms);
-            seen.checked_sub(back).is_some_and(|t| t < corrupted_after)
-        })
+        taken_before.is_some_and(|id| r.checkpoint_id <= id)
+            || first_rollback_seen.is_some_and(|seen| {
+                let back = Duration::from_micros(r.duration_us)
+                    + Duration::from_millis(r.checkpoint_age_ms);
+                seen.checked_sub(back).is_some_and(|t| t < corrupted_after)
+            })
     };
     if rb.len() == 1 && before_corruption(rb[0]) {
         eprintln!("one rollback: its checkpoint predates the corruption (loaded machine)");
