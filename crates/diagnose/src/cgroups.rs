@@ -43,7 +43,8 @@ const MAX_DEPTH: usize = 6;
 const MAX_WATCHED: usize = 512;
 /// Most counter files kept open (about 100 cgroups' worth): the daemon
 /// raises its open-file limit by 1024 over what its HTTP server may use,
-/// and the rest of it needs some of those.
+/// and the rest of it needs some of those. Never more than an eighth of
+/// the open-file limit in force, should raising it have failed.
 pub const KEPT_FILES_MAX: usize = 320;
 
 /// Where the controllers' hierarchies are mounted.
@@ -340,24 +341,34 @@ impl CgroupScanner {
             .map(|w| (w.path.clone(), w))
             .collect();
         let mut kept = 0;
+        let soft = selfheal_sys::rlimit::raise_nofile_limit(0).unwrap_or(1024);
+        let budget = self
+            .kept_max
+            .min(usize::try_from(soft / 8).unwrap_or(usize::MAX));
         for f in &mut found {
             let before = old.remove(&f.path);
             if let Some(o) = &before {
                 f.last_refused = o.last_refused;
             }
-            f.files = self.files_for(f, before.map(|o| o.files), &mut kept);
+            f.files = self.files_for(f, before.map(|o| o.files), &mut kept, budget);
         }
         self.watched = found;
     }
 
     /// The counter files `w` needs: those it had (`before`), else new
-    /// ones; kept open while `kept` stays within [`KEPT_FILES_MAX`].
-    fn files_for(&self, w: &Watched, before: Option<Files>, kept: &mut usize) -> Files {
+    /// ones; kept open while `kept` stays within `budget`.
+    fn files_for(
+        &self,
+        w: &Watched,
+        before: Option<Files>,
+        kept: &mut usize,
+        budget: usize,
+    ) -> Files {
         let mut before = before.unwrap_or_default();
         let mut file = |old: &mut Option<KeptFile>, root: Option<&Path>, name: &str| {
             let root = root?;
             let path = join(root, &w.path).join(name);
-            let keep = *kept < self.kept_max;
+            let keep = *kept < budget;
             *kept += 1;
             let mut f = old
                 .take()
@@ -767,7 +778,9 @@ mod tests {
         let mut current: Vec<u64> = usages.iter().map(|u| u.pids.unwrap().current).collect();
         current.sort_unstable();
         assert_eq!(current, (0..n as u64).collect::<Vec<_>>());
-        assert_eq!(s.open_files(), KEPT_FILES_MAX);
+        let soft = selfheal_sys::rlimit::raise_nofile_limit(0).unwrap();
+        let budget = KEPT_FILES_MAX.min(soft as usize / 8);
+        assert_eq!(s.open_files(), budget, "open-file limit {soft}");
     }
 
     /// Removes what the test created, children first, even when it fails.
