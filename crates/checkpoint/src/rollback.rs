@@ -371,8 +371,14 @@ impl Session {
         // rolled back 8 s for a hang lost that checkpoint to the 10 s span
         // moments later, and a kernel panic right after found no
         // checkpoint from before it: HistoryExhausted.)
-        if let Some(c) = self.history.back_mut() {
-            c.taken_at = Instant::now();
+        // The older ones move forward with it: the time rolled back never
+        // happened for the program, so they keep their ages relative to it
+        // (else a fault seconds later finds them trimmed by the span).
+        if let Some(then) = self.history.back().map(|c| c.taken_at) {
+            let shift = Instant::now().saturating_duration_since(then);
+            for c in self.history.iter_mut() {
+                c.taken_at += shift;
+            }
         }
         Ok(RollbackReport {
             failure: failure.clone(),

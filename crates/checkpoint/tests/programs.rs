@@ -488,6 +488,58 @@ fn a_restored_checkpoint_counts_as_taken_at_the_rollback() {
 }
 
 #[test]
+fn older_checkpoints_move_forward_with_a_rollback() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let expected = plain_output("spin", &["6000"]);
+    let config = selfheal_checkpoint::Config {
+        keep: 4,
+        recurrence_window: Duration::from_millis(400),
+        older: Some(selfheal_checkpoint::Older {
+            every: Duration::from_millis(200),
+            span: Duration::from_millis(2500),
+        }),
+        ..config()
+    };
+    let mut run = start("spin", &["6000"], config);
+    let next_rollback = |run: &mut Run| -> Event {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = run.engine.events().recv_timeout(left).expect("events");
+            run.push(ev.clone());
+            if matches!(ev, Event::RolledBack(_) | Event::RollbackImpossible { .. }) {
+                return ev;
+            }
+        }
+    };
+    std::thread::sleep(Duration::from_millis(2600));
+    // Back about a second: older checkpoints (one per 200 ms) stay behind
+    // the restored one.
+    run.engine
+        .request_rollback(Some(Instant::now() - Duration::from_millis(1000)));
+    let first = next_rollback(&mut run);
+    assert!(matches!(first, Event::RolledBack(_)), "{:?}", run.events);
+    let restored_at = Instant::now();
+    // 1.6 s later those were first taken more than the 2.5 s span ago,
+    // but for the program, which never lived the time rolled back, the
+    // nearest is only a little older than the restored one: still kept.
+    std::thread::sleep(Duration::from_millis(1600));
+    run.engine
+        .request_rollback(Some(restored_at - Duration::from_millis(100)));
+    let second = next_rollback(&mut run);
+    assert!(
+        matches!(second, Event::RolledBack(_)),
+        "a checkpoint older than the restored one was kept: {:?}",
+        run.events
+    );
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected, "events: {:?}", run.events);
+}
+
+#[test]
 fn full_copy_fallback_also_rolls_back() {
     if skip() {
         return;
