@@ -437,6 +437,32 @@ fn hang_rollback_request_restores_a_checkpoint_from_before_the_hang() {
 /// it counts as taken at the rollback. (A VM rolled back 8 s for a hang
 /// lost that checkpoint to the 10 s span moments later, and a kernel
 /// panic right after found none from before it.)
+/// The next rollback, or refusal of one, of `run`.
+fn next_rollback(run: &mut Run) -> Event {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = run.engine.events().recv_timeout(left).expect("events");
+        run.push(ev.clone());
+        if matches!(ev, Event::RolledBack(_) | Event::RollbackImpossible { .. }) {
+            return ev;
+        }
+    }
+}
+
+/// The newest 4 checkpoints, then one per 200 ms back to `span`.
+fn older_history(span: Duration) -> selfheal_checkpoint::Config {
+    selfheal_checkpoint::Config {
+        keep: 4,
+        recurrence_window: Duration::from_millis(400),
+        older: Some(selfheal_checkpoint::Older {
+            every: Duration::from_millis(200),
+            span,
+        }),
+        ..config()
+    }
+}
+
 #[test]
 fn a_restored_checkpoint_counts_as_taken_at_the_rollback() {
     if skip() {
@@ -444,27 +470,8 @@ fn a_restored_checkpoint_counts_as_taken_at_the_rollback() {
     }
     let _one = serial();
     let expected = plain_output("spin", &["3000"]);
-    let config = selfheal_checkpoint::Config {
-        keep: 4,
-        recurrence_window: Duration::from_millis(400),
-        older: Some(selfheal_checkpoint::Older {
-            every: Duration::from_millis(200),
-            span: Duration::from_millis(1500),
-        }),
-        ..config()
-    };
+    let config = older_history(Duration::from_millis(1500));
     let mut run = start("spin", &["3000"], config);
-    let next_rollback = |run: &mut Run| -> Event {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ev = run.engine.events().recv_timeout(left).expect("events");
-            run.push(ev.clone());
-            if matches!(ev, Event::RolledBack(_) | Event::RollbackImpossible { .. }) {
-                return ev;
-            }
-        }
-    };
     std::thread::sleep(Duration::from_millis(1600));
     // A hang "from 1.2 s ago": a checkpoint about to leave the span.
     run.engine
@@ -494,27 +501,8 @@ fn older_checkpoints_move_forward_with_a_rollback() {
     }
     let _one = serial();
     let expected = plain_output("spin", &["6000"]);
-    let config = selfheal_checkpoint::Config {
-        keep: 4,
-        recurrence_window: Duration::from_millis(400),
-        older: Some(selfheal_checkpoint::Older {
-            every: Duration::from_millis(200),
-            span: Duration::from_millis(2500),
-        }),
-        ..config()
-    };
+    let config = older_history(Duration::from_millis(2500));
     let mut run = start("spin", &["6000"], config);
-    let next_rollback = |run: &mut Run| -> Event {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ev = run.engine.events().recv_timeout(left).expect("events");
-            run.push(ev.clone());
-            if matches!(ev, Event::RolledBack(_) | Event::RollbackImpossible { .. }) {
-                return ev;
-            }
-        }
-    };
     std::thread::sleep(Duration::from_millis(2600));
     // Back about a second: older checkpoints (one per 200 ms) stay behind
     // the restored one.
