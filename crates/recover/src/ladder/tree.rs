@@ -104,11 +104,10 @@ pub(super) fn stop_descendants(
             for kid in kids {
                 // A descendant of a blamed process is blamed; a protected
                 // one (however it got there) stops the whole step.
-                let (pin, info, one_thread) = match ops.pin_child(v.pid, kid, cgroups) {
-                    Ok(Some(c)) => c,
-                    // Exited, or re-parented already: the passes find it.
-                    Ok(None) => continue,
-                    Err(e) => return give_up(stopped, kid, e),
+                // Exited or re-parented already, or not to be pinned now
+                // (out of descriptors): the listing passes find it.
+                let Ok(Some((pin, info, one_thread))) = ops.pin_child(v.pid, kid, cgroups) else {
+                    continue;
                 };
                 if !seen.insert((kid, info.starttime)) {
                     continue;
