@@ -26,7 +26,7 @@ for tool in losetup dd stat cat; do
 done
 cargo build --release -q -p selfheal-cli --bin selfheal
 cargo build --release -q -p selfheal-testprogs --bins
-cargo build --release -q -p selfheal-diagnose --example hang_bench
+cargo build --release -q -p selfheal-hangwatch --example hang_bench
 t=${CARGO_TARGET_DIR:-target}/release
 echo "machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD)"
 for case in ${CASES:-d_state dstate_lookup dstate_blockio}; do

@@ -22,7 +22,7 @@ n=${1:-20}
 [ "$(id -u)" = 0 ] || { echo "run as root: the benchmark injects faults in cgroup sandboxes" >&2; exit 2; }
 cargo build --release -q -p selfheal-cli --bin selfheal
 cargo build --release -q -p selfheal-testprogs --bins
-cargo build --release -q -p selfheal-diagnose --example hang_bench
+cargo build --release -q -p selfheal-hangwatch --example hang_bench
 t=${CARGO_TARGET_DIR:-target}/release
 echo "machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 series=${SERIES:-rt_hog:200:100:true rt_hog:200:100:false rt_hog:50:10:false d_state:200:100:true}

@@ -1,6 +1,6 @@
 //! Where the light detector's alert queue ends: the hang pipeline (heavy
 //! detector, per-CPU stall detector, watchdog chain, kernel reports and the
-//! recovery ladder, from `selfheal-diagnose`).
+//! recovery ladder, from `selfheal-hangwatch`).
 //!
 //! The pipeline records every alert as an event (with the metric snapshot
 //! as evidence) and decides whether to wake the heavy detector; its
@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use selfheal_config::Config;
 use selfheal_detect::{Alert, Heartbeat};
-use selfheal_diagnose::HangPipeline;
 use selfheal_event::EventSink;
+use selfheal_hangwatch::HangPipeline;
 use selfheal_metrics::Registry;
 use selfheal_sampler::SampleBoard;
 

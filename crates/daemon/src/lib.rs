@@ -76,7 +76,7 @@ pub enum StartError {
     Apps(selfheal_supervise::SuperviseError),
     /// The hang pipeline could not start.
     #[error(transparent)]
-    Hang(#[from] selfheal_diagnose::PipelineError),
+    Hang(#[from] selfheal_hangwatch::PipelineError),
 }
 
 /// What the daemon needs beyond the config file.
@@ -116,7 +116,7 @@ pub struct Daemon {
     config: Config,
     shared: Arc<Shared>,
     light: Option<LightThread>,
-    hang: Option<selfheal_diagnose::HangPipeline>,
+    hang: Option<selfheal_hangwatch::HangPipeline>,
     http: Option<http::HttpServer>,
     writer: Option<Arc<StoreWriter>>,
     sink: Arc<dyn EventSink>,

@@ -1,4 +1,5 @@
-//! The heavy detector and the hang pipeline.
+//! The heavy detector: snapshots in, a [`Diagnosis`] out. It runs no
+//! thread of its own; `selfheal-hangwatch` calls it from the hang path.
 //!
 //! - [`snapshot`]: every task's scheduling state, CPU time, memory and
 //!   wait channel, plus the system counters, read from /proc.
@@ -11,10 +12,7 @@
 //! - [`oomloop`]: memory cgroups whose programs the kernel OOM-kills again
 //!   and again (fill, kill, respawn), from its own verdicts.
 //! - [`verify`]: live checks that a symptom cleared, for the recovery ladder.
-//! - [`pipeline`]: [`HangPipeline`], the thread the daemon starts: it owns the
-//!   stall detector, the watchdog chain, the kmsg follower, the sweep, the
-//!   heavy detector and the recovery ladder, and records every event.
-//! - [`metrics`]: its counters and Prometheus collector.
+//! - [`dwait`]: the eBPF D-state tracer the sweep reads, when it can run.
 //! - [`pseudo_file`]: cheap reads of small procfs and cgroupfs files.
 #![forbid(unsafe_code)]
 
@@ -23,9 +21,7 @@ pub mod cgroups;
 pub mod class;
 pub mod classify;
 pub mod dwait;
-pub mod metrics;
 pub mod oomloop;
-pub mod pipeline;
 pub mod pseudo_file;
 pub mod snapshot;
 pub mod sweep;
@@ -33,5 +29,4 @@ pub mod verify;
 
 pub use class::{Blame, Class, Diagnosis, Symptom, Target, Trigger};
 pub use classify::{Diagnoser, Observation, Thresholds};
-pub use pipeline::{HangPipeline, PipelineError, PipelineOptions};
 pub use snapshot::{Snapshot, SnapshotReader, TaskSample};

@@ -11,8 +11,8 @@ use selfheal_config::Config;
 use selfheal_detect::{
     Alert, Heartbeat, LightDetector, LightShared, LightStats, LightThread, LightThreadConfig,
 };
-use selfheal_diagnose::{HangPipeline, PipelineOptions};
 use selfheal_event::{Event, EventKind, MemorySink};
+use selfheal_hangwatch::{HangPipeline, PipelineOptions};
 use selfheal_recover::fake::{RecordedCall, Recording};
 use selfheal_recover::LinuxOps;
 use selfheal_sampler::{ReaderOptions, SampleBoard, Sampler};

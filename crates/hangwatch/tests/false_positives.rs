@@ -6,7 +6,7 @@
 //! Long, so opt-in:
 //!
 //! ```text
-//! cargo test -p selfheal-diagnose --test false_positives -- --ignored --test-threads 1
+//! cargo test -p selfheal-hangwatch --test false_positives -- --ignored --test-threads 1
 //! ```
 //!
 //! `SELFHEAL_LONG_SECS=N` runs each load for N seconds instead of 60.

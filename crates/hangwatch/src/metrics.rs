@@ -16,7 +16,7 @@ use selfheal_metrics::{
 };
 use selfheal_recover::{Outcome, Refusal};
 
-use crate::class::Class;
+use selfheal_diagnose::Class;
 
 /// Trigger kinds counted.
 pub const TRIGGER_KINDS: &[&str] = &["alert", "stall", "watchdog", "kernel", "sweep", "manual"];

@@ -19,16 +19,16 @@ use selfheal_kmsg::{KernelReport, VerdictKind};
 use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
 use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
 
-use super::{Input, PipelineOptions};
-use crate::cgroups::{CgroupRoots, CgroupScanner};
-use crate::class::{Class, Symptom, Trigger};
-use crate::classify::{Diagnoser, Observation, Thresholds};
-use crate::dwait::{DWait, DwaitTracer};
 use crate::metrics::PipelineStats;
-use crate::oomloop::OomLoops;
-use crate::snapshot::SnapshotReader;
-use crate::sweep::DStateTracker;
-use crate::verify::SymptomCheck;
+use crate::pipeline::{Input, PipelineOptions};
+use selfheal_diagnose::cgroups::{CgroupRoots, CgroupScanner};
+use selfheal_diagnose::class::{Class, Symptom, Trigger};
+use selfheal_diagnose::classify::{Diagnoser, Observation, Thresholds};
+use selfheal_diagnose::dwait::{DWait, DwaitTracer};
+use selfheal_diagnose::oomloop::OomLoops;
+use selfheal_diagnose::snapshot::SnapshotReader;
+use selfheal_diagnose::sweep::DStateTracker;
+use selfheal_diagnose::verify::SymptomCheck;
 
 /// How often the limited-cgroup list is rebuilt (a heavy run rebuilds it too).
 const CGROUP_REWALK: Duration = Duration::from_secs(5);
@@ -44,7 +44,9 @@ struct HeldWatch {
     alerted: bool,
 }
 
-pub(super) struct Worker {
+/// The pipeline thread's state: the heavy detector, the sweep's trackers,
+/// the recovery ladder and what was already reported.
+pub(crate) struct Worker {
     cfg: Config,
     rules: Vec<Rule>,
     board: Arc<SampleBoard>,
@@ -99,7 +101,7 @@ fn rank(t: &Trigger) -> u8 {
 }
 
 impl Worker {
-    pub(super) fn new(
+    pub(crate) fn new(
         opts: &PipelineOptions,
         sink: Arc<dyn EventSink>,
         stats: Arc<PipelineStats>,
@@ -199,7 +201,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn run(mut self, rx: Receiver<Input>) {
+    pub(crate) fn run(mut self, rx: Receiver<Input>) {
         let sweep_every = self.cfg.heavy.sweep_interval.get();
         let mut next_sweep = Instant::now() + sweep_every;
         loop {
@@ -485,7 +487,7 @@ impl Worker {
         if self.held.is_empty() {
             return;
         }
-        let stuck: HashMap<(i32, u64), crate::sweep::StuckTask> = self
+        let stuck: HashMap<(i32, u64), selfheal_diagnose::sweep::StuckTask> = self
             .tracker
             .stuck(now, Duration::ZERO)
             .into_iter()
