@@ -7,21 +7,29 @@
 //! wait in a bounded queue; what cannot be sent is dropped and counted. A
 //! hello (with the boot id) goes out first, again after writes resume, and
 //! every 5 s, so the host tells a rebooted guest from a rolled-back one.
+//!
+//! The other way: on a virtio port (a character device) the port is opened
+//! read-write and a reader thread takes the host's [`HostMessage`]s (the
+//! hello says `host_messages: true`, so the host sends them). On a
+//! rollback notice the hooks registered with [`HostLink::on_host_message`]
+//! run: the daemon re-baselines what measures time gaps (stall canaries,
+//! the light detector's heartbeat), since the guest's clocks jumped over
+//! time in which none of its code ran, and records the rollback.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfheal_config::HostLinkConfig;
 use selfheal_detect::Heartbeat;
 use selfheal_event::{Event, EventSink};
-use selfheal_guestlink::{find_port, GuestMessage, PortLookup};
+use selfheal_guestlink::{find_port, BadLine, GuestMessage, HostMessage, LineReader, PortLookup};
 
 /// Events queued for the host at most (beyond: dropped, counted).
 const QUEUE: usize = 1024;
@@ -35,13 +43,22 @@ pub struct LinkCounters {
     pub sent: AtomicU64,
     /// Events or heartbeats dropped (queue full, host not reading).
     pub dropped: AtomicU64,
+    /// Messages from the host understood.
+    pub received: AtomicU64,
+    /// Lines from the host that were not a message this guest knows.
+    pub received_bad: AtomicU64,
 }
+
+/// What runs on each message from the host.
+pub type HostHook = Arc<dyn Fn(&HostMessage) + Send + Sync>;
 
 /// The running link: an [`EventSink`] feeding the writer thread.
 pub struct HostLink {
     tx: SyncSender<Event>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    reader: Option<JoinHandle<()>>,
+    hooks: Arc<Mutex<Vec<HostHook>>>,
     /// Where it writes.
     pub port: PathBuf,
     /// Counters.
@@ -70,14 +87,30 @@ impl HostLink {
         let Some(port) = find_port(&config.port, roots) else {
             return Ok(None);
         };
+        // A virtio port takes one open: read and write through it. Anything
+        // else (a FIFO in tests) is only written.
+        let readable = std::fs::metadata(&port).is_ok_and(|m| m.file_type().is_char_device());
         let file = OpenOptions::new()
             .write(true)
+            .read(readable)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&port)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(LinkCounters::default());
+        let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
+        let reader = if readable {
+            Some(spawn_reader(
+                Box::new(file.try_clone()?),
+                hooks.clone(),
+                stop.clone(),
+                counters.clone(),
+            )?)
+        } else {
+            None
+        };
         let writer = Writer {
+            host_messages: readable,
             file,
             rx,
             stop: stop.clone(),
@@ -97,6 +130,8 @@ impl HostLink {
             tx,
             stop,
             thread: Some(thread),
+            reader,
+            hooks,
             port,
             counters,
         }))
@@ -110,13 +145,74 @@ impl HostLink {
         })
     }
 
-    /// Stops the writer (after it sent what is queued).
+    /// Runs `f` on every message the host sends from now on.
+    pub fn on_host_message(&self, f: impl Fn(&HostMessage) + Send + Sync + 'static) {
+        lock(&self.hooks).push(Arc::new(f));
+    }
+
+    /// Stops the writer (after it sent what is queued) and the reader.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads the host's lines from `src` (non-blocking: no data, or no host
+/// connected, is polled again shortly) and runs the hooks on each message.
+fn spawn_reader(
+    mut src: Box<dyn Read + Send>,
+    hooks: Arc<Mutex<Vec<HostHook>>>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<LinkCounters>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("selfheal-hostlink-rx".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut lines = LineReader::<HostMessage>::of();
+            let mut buf = vec![0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                let n = match src.read(&mut buf) {
+                    Ok(n) if n > 0 => n,
+                    // EOF (the host end is not connected) or nothing yet.
+                    _ => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                };
+                for m in lines.push(&buf[..n]) {
+                    match m {
+                        Ok(m) => {
+                            counters.received.fetch_add(1, Ordering::Relaxed);
+                            let hs: Vec<HostHook> = lock(&hooks).clone();
+                            for h in hs {
+                                h(&m);
+                            }
+                        }
+                        Err(bad) => {
+                            counters.received_bad.fetch_add(1, Ordering::Relaxed);
+                            match bad {
+                                BadLine::Invalid { error, head } => tracing::warn!(
+                                    "host link: skipped a line from the host that is not a message this selfheal knows (a newer host?): {error}: {head}"
+                                ),
+                                BadLine::TooLong { bytes } => tracing::warn!(
+                                    "host link: skipped a {bytes}-byte line from the host"
+                                ),
+                            }
+                        }
+                    }
+                }
+            }
+        })
 }
 
 struct LinkSink {
@@ -143,6 +239,7 @@ struct Writer {
     healthy_age: Duration,
     every: Duration,
     boot_id: String,
+    host_messages: bool,
 }
 
 impl Writer {
@@ -157,6 +254,7 @@ impl Writer {
                     version: env!("CARGO_PKG_VERSION").into(),
                     pid: std::process::id(),
                     boot_id: self.boot_id.clone(),
+                    host_messages: self.host_messages,
                 };
                 hello_due = !self.send(&hello);
                 last_hello = Instant::now();
@@ -301,6 +399,39 @@ mod tests {
         assert!(msgs
             .iter()
             .any(|m| matches!(m, GuestMessage::Event { event } if event.kind == EventKind::Alert)));
+    }
+
+    #[test]
+    fn the_hosts_rollback_notice_reaches_the_hooks() {
+        use std::os::unix::net::UnixStream;
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        guest.set_nonblocking(true).unwrap();
+        let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
+        let (htx, hrx) = mpsc::channel();
+        let htx = Mutex::new(htx);
+        lock(&hooks).push(Arc::new(move |m: &HostMessage| {
+            let _ = lock(&htx).send(m.clone());
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(LinkCounters::default());
+        let t = spawn_reader(Box::new(guest), hooks, stop.clone(), counters.clone()).unwrap();
+        let m = HostMessage::Rollback {
+            seq: 1,
+            rolled_back_ms: 5017,
+            pause_ms: 27,
+            trigger: "hang".into(),
+        };
+        let line = m.to_line();
+        // A newer host's message, then the notice in two pieces.
+        host.write_all(b"{\"t\":\"future\"}\n").unwrap();
+        host.write_all(&line[..10]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        host.write_all(&line[10..]).unwrap();
+        assert_eq!(hrx.recv_timeout(Duration::from_secs(10)).unwrap(), m);
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        assert_eq!(counters.received.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.received_bad.load(Ordering::Relaxed), 1);
     }
 
     #[test]

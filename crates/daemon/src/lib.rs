@@ -138,6 +138,49 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
+/// What the guest does when the host says it rolled the VM back: its clocks
+/// jumped over time in which none of its code ran, so every measure of a
+/// time gap starts again from now (the stall canaries' silence, the light
+/// detector's heartbeat age; a gap that goes on from here is still seen),
+/// and the rollback is recorded.
+fn on_host_rollback(
+    link: &HostLink,
+    stall: Option<Arc<selfheal_detect::stall::StallShared>>,
+    light: Arc<Heartbeat>,
+    sink: Arc<dyn EventSink>,
+) {
+    link.on_host_message(move |m| match m {
+        selfheal_guestlink::HostMessage::Rollback {
+            seq,
+            rolled_back_ms,
+            pause_ms,
+            trigger,
+        } => {
+            if let Some(s) = &stall {
+                s.rebaseline();
+            }
+            light.beat();
+            sink.emit(
+                selfheal_event::Event::now(
+                    selfheal_event::EventKind::VmRollback,
+                    selfheal_event::Severity::Warning,
+                    "host_link",
+                    format!(
+                        "the host rolled this VM back {rolled_back_ms} ms (its {trigger}); stall windows and heartbeat ages start again from now"
+                    ),
+                )
+                .with_details(serde_json::json!({
+                    "seq": seq,
+                    "rolled_back_ms": rolled_back_ms,
+                    "pause_ms": pause_ms,
+                    "trigger": trigger,
+                    "rebaselined": { "stall_canaries": stall.is_some(), "light_heartbeat": true },
+                })),
+            );
+        }
+    });
+}
+
 impl Daemon {
     /// Opens the store, starts every thread, records a `start` event.
     pub fn start(opts: DaemonOptions) -> Result<Daemon, StartError> {
@@ -270,6 +313,9 @@ impl Daemon {
             &registry,
             &mut notes,
         )?;
+        if let Some(link) = &host_link {
+            on_host_rollback(link, hang.stall_state(), heartbeat.clone(), sink.clone());
+        }
         let light = LightThread::spawn(
             LightThreadConfig {
                 period: config.sampler.period.get(),

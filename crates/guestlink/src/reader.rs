@@ -1,5 +1,9 @@
 //! Splitting the byte stream from the guest into messages.
 
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+
 use crate::GuestMessage;
 
 /// Lines longer than this are dropped (an event with its evidence is a few
@@ -25,23 +29,42 @@ pub enum BadLine {
 }
 
 /// Splits bytes into messages at newlines; keeps a partial line between
-/// calls. A bad line never affects the next one.
-#[derive(Debug, Default)]
-pub struct LineReader {
+/// calls. A bad line never affects the next one. `M` is what the lines
+/// are: [`GuestMessage`] on the host, [`crate::HostMessage`] in the guest.
+#[derive(Debug)]
+pub struct LineReader<M = GuestMessage> {
     buf: Vec<u8>,
     /// Dropping bytes until the next newline (the line was too long).
     skipping: usize,
+    _m: PhantomData<fn() -> M>,
 }
 
-impl LineReader {
-    /// An empty reader.
-    pub fn new() -> LineReader {
+impl<M> Default for LineReader<M> {
+    fn default() -> Self {
+        LineReader {
+            buf: Vec::new(),
+            skipping: 0,
+            _m: PhantomData,
+        }
+    }
+}
+
+impl LineReader<GuestMessage> {
+    /// An empty reader of the guest's messages (the host's side).
+    pub fn new() -> LineReader<GuestMessage> {
+        LineReader::default()
+    }
+}
+
+impl<M: DeserializeOwned> LineReader<M> {
+    /// An empty reader of messages of type `M`.
+    pub fn of() -> LineReader<M> {
         LineReader::default()
     }
 
     /// Feeds bytes; returns every complete line as a message or the reason
     /// it is not one.
-    pub fn push(&mut self, mut bytes: &[u8]) -> Vec<Result<GuestMessage, BadLine>> {
+    pub fn push(&mut self, mut bytes: &[u8]) -> Vec<Result<M, BadLine>> {
         let mut out = Vec::new();
         while !bytes.is_empty() {
             match bytes.iter().position(|b| *b == b'\n') {
@@ -92,7 +115,7 @@ impl LineReader {
 }
 
 /// One line without its newline; blank lines are not messages at all.
-fn parse(line: &[u8]) -> Option<Result<GuestMessage, BadLine>> {
+fn parse<M: DeserializeOwned>(line: &[u8]) -> Option<Result<M, BadLine>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return None;

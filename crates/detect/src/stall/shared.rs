@@ -269,6 +269,22 @@ impl StallShared {
         c.armed_at_ns.swap(0, Ordering::AcqRel) != 0
     }
 
+    /// Starts every canary's silence again from now: the whole machine did
+    /// not run for a while that was no stall (the VM was rolled back to a
+    /// checkpoint and its clocks jumped forward). A CPU still stalled after
+    /// this reaches the bound again from now.
+    pub fn rebaseline(&self) {
+        let now = self.now_ns();
+        for c in &self.cpus {
+            if c.last_tick_ns.load(Ordering::Acquire) != 0 {
+                c.last_tick_ns.store(now, Ordering::Release);
+            }
+            if c.armed_at_ns.load(Ordering::Acquire) != 0 {
+                c.watch_from_ns.store(now, Ordering::Release);
+            }
+        }
+    }
+
     /// Arms every canary, watching from now: the fallback when no driver
     /// runs (the light detector starved or stopped). A driver that runs
     /// again disarms idle CPUs by itself.

@@ -58,6 +58,35 @@ fn transitions_are_reported_once() {
 }
 
 #[test]
+fn a_rebaseline_after_a_vm_rollback_is_no_stall_but_a_later_one_is() {
+    let mut shared = StallShared::new(&StallOptions {
+        cpus: vec![1],
+        ..options(200, 100, false)
+    });
+    // The canary last ran 10 s ago on the guest's clock: the VM was
+    // rolled back and its clocks jumped forward.
+    shared.base -= Duration::from_secs(10);
+    let c = &shared.cpus[0];
+    c.alive.store(true, Ordering::Release);
+    c.last_tick_ns.store(1, Ordering::Release);
+    shared.rebaseline();
+    let seen: Mutex<Vec<StallEvent>> = Mutex::default();
+    let record = |e: StallEvent| seen.lock().unwrap().push(e);
+    shared.check(&record);
+    assert!(seen.lock().unwrap().is_empty(), "the jump is not a stall");
+    // Still silent past the bound from the re-baseline: a stall.
+    std::thread::sleep(Duration::from_millis(260));
+    shared.check(&record);
+    assert!(
+        matches!(
+            seen.lock().unwrap()[..],
+            [StallEvent::Stalled { cpu: 1, .. }]
+        ),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn a_parked_canary_is_never_reported() {
     let mut shared = StallShared::new(&options(200, 100, true));
     shared.base -= Duration::from_secs(10);
