@@ -39,6 +39,12 @@ pub struct VmConfig {
     /// Time the guest's own recovery gets before the host acts.
     #[serde(default = "default_grace")]
     pub guest_grace: HumanDuration,
+    /// Settle window after a rollback: a guest diagnosis arriving this soon
+    /// after one, whose evidence reaches back over it, is the guest seeing
+    /// the rolled-back time as a stall; it is recorded, not acted on
+    /// (`"0"`: off, every diagnosis acted on).
+    #[serde(default = "default_settle")]
+    pub settle: HumanDuration,
     /// When QEMU is started again: after it exits (`never`, `on-failure`,
     /// `always`), and, unless `never`, when a rollback cannot clear a
     /// fault.
@@ -86,6 +92,10 @@ fn default_rollback_on() -> Vec<Class> {
 
 fn default_grace() -> HumanDuration {
     HumanDuration::from_millis(500)
+}
+
+fn default_settle() -> HumanDuration {
+    HumanDuration::from_secs(3)
 }
 
 fn default_max_restarts() -> u32 {
@@ -151,6 +161,7 @@ impl VmConfig {
             heartbeat_timeout: default_heartbeat_timeout(),
             rollback_on: default_rollback_on(),
             guest_grace: default_grace(),
+            settle: default_settle(),
             restart: RestartPolicy::OnFailure,
             max_restarts: default_max_restarts(),
             restart_window: default_window(),
@@ -222,6 +233,13 @@ impl VmConfig {
                 "guest_grace",
                 self.guest_grace,
                 "0 to 60s",
+            ));
+        }
+        if ms(self.settle) > 60_000 {
+            return Err(SettingError::out_of_range(
+                "settle",
+                self.settle,
+                "0 to 60s (default 3s)",
             ));
         }
         if let Some(p) = self

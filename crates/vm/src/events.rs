@@ -60,6 +60,51 @@ pub fn onset_back(details: &serde_json::Value) -> Duration {
     Duration::from_millis(ms.min(86_400_000.0) as u64)
 }
 
+/// How long a guest alert's condition held before it was raised, from its
+/// details (`held_ms` of a light rule, `stalled_ms` of a stall canary),
+/// at most a minute.
+pub fn alert_held(details: &serde_json::Value) -> Duration {
+    let ms = ["held_ms", "stalled_ms"]
+        .iter()
+        .filter_map(|k| details.get(*k).and_then(|v| v.as_f64()))
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .fold(0f64, f64::max);
+    Duration::from_millis(ms.min(60_000.0) as u64)
+}
+
+/// The guest's wall clock against the host's, from heartbeats: the
+/// smallest (host receive − guest send) over the last few is the offset
+/// plus the least delivery delay. A rollback leaves the guest's wall clock
+/// in step with the host's (under TCG its clocks run on the host's), so
+/// the guest's own time of an event places it on the host's timeline even
+/// when the event reaches the host seconds later.
+#[derive(Debug, Default)]
+pub struct GuestClock {
+    offsets: VecDeque<i64>,
+}
+
+impl GuestClock {
+    /// A heartbeat sent at guest time `guest_ms` arrived at host time `host_ms`.
+    pub fn heartbeat(&mut self, guest_ms: i64, host_ms: i64) {
+        self.offsets.push_back(host_ms.saturating_sub(guest_ms));
+        if self.offsets.len() > 20 {
+            self.offsets.pop_front();
+        }
+    }
+
+    /// The host instant of guest time `guest_ms`, given the host's wall
+    /// clock `host_ms` at `now`; `now` without heartbeats, never later than
+    /// `now` nor more than a minute before it.
+    pub fn to_host(&self, guest_ms: i64, host_ms: i64, now: Instant) -> Instant {
+        let Some(off) = self.offsets.iter().min() else {
+            return now;
+        };
+        let back = host_ms.saturating_sub(guest_ms.saturating_add(*off));
+        let back = Duration::from_millis(back.clamp(0, 60_000) as u64);
+        now.checked_sub(back).unwrap_or(now)
+    }
+}
+
 /// Rate limit and duplicate filter for forwarded guest events: a rollback
 /// can make the guest send a line twice, and a guest must not flood the
 /// host's store (at most `burst` at once, `per_second` sustained).
@@ -118,6 +163,36 @@ fn fingerprint(e: &Event) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn guest_times_map_onto_the_host_clock() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let mut c = GuestClock::default();
+        assert_eq!(c.to_host(1_000, 5_000, now), now, "no heartbeat yet");
+        // Guest clock 3 s behind; delivery 10–80 ms.
+        c.heartbeat(10_000, 13_080);
+        c.heartbeat(10_100, 13_110);
+        // An event made at guest 12_000 (host 15_010) read at host 17_010.
+        assert_eq!(
+            c.to_host(12_000, 17_010, now),
+            now - Duration::from_millis(2000)
+        );
+        // A guest claiming a time far back or in the future is clamped.
+        assert_eq!(
+            c.to_host(-1_000_000, 17_010, now),
+            now - Duration::from_secs(60)
+        );
+        assert_eq!(c.to_host(99_000, 17_010, now), now);
+        assert_eq!(
+            alert_held(&json!({"held_ms": 5868, "x": 1})),
+            Duration::from_millis(5868)
+        );
+        assert_eq!(
+            alert_held(&json!({"stalled_ms": 202.5})),
+            Duration::from_millis(202)
+        );
+        assert_eq!(alert_held(&json!({"held_ms": "x"})), Duration::ZERO);
+    }
 
     #[test]
     fn forwarded_events_are_tagged_and_kept() {

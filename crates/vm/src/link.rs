@@ -2,9 +2,10 @@
 //! socket QEMU listens on for the guest's virtio-serial port, reads the
 //! guest's lines and hands them on. The connection is re-made whenever it
 //! ends (a rollback to a checkpoint from before it was accepted closes it;
-//! QEMU accepts the next one).
+//! QEMU accepts the next one). [`Link::send`] writes the host's messages
+//! the other way.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,7 +61,30 @@ impl Link {
             thread: Some(thread),
         })
     }
+
+    /// Writes one line to the guest. False when the link is down or the
+    /// line did not go out within [`SEND_TIMEOUT`] (a guest that does not
+    /// read its port fills QEMU's buffers; the host never blocks on it).
+    pub fn send(&self, line: &[u8]) -> bool {
+        let cur = lock(&self.current);
+        let Some(s) = cur.as_ref() else {
+            return false;
+        };
+        let mut s: &UnixStream = s;
+        match s.write_all(line) {
+            Ok(()) => true,
+            Err(_) => {
+                // Possibly cut short: end the line so the guest's reader
+                // resynchronises.
+                let _ = s.write(b"\n");
+                false
+            }
+        }
+    }
 }
+
+/// How long a write to the guest may block.
+pub const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 
 impl Drop for Link {
     fn drop(&mut self) {
@@ -92,6 +116,7 @@ fn run<T>(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
+        let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
         if let Ok(c) = stream.try_clone() {
             *lock(&current) = Some(c);
         }
@@ -167,6 +192,34 @@ mod tests {
             );
             assert!(matches!(got[3], LinkInput::Down), "{got:?}");
         }
+        drop(link);
+    }
+
+    #[test]
+    fn host_messages_reach_the_peer_as_lines() {
+        use selfheal_guestlink::HostMessage;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("link.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let link = Link::spawn(path, tx, |i| i).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            LinkInput::Up
+        ));
+        let m = HostMessage::Rollback {
+            seq: 1,
+            rolled_back_ms: 900,
+            pause_ms: 12,
+            trigger: "panic".into(),
+        };
+        assert!(link.send(&m.to_line()));
+        let mut buf = vec![0u8; m.to_line().len()];
+        s.read_exact(&mut buf).unwrap();
+        let got = selfheal_guestlink::LineReader::<HostMessage>::of().push(&buf);
+        assert_eq!(got, vec![Ok(m)]);
+        drop(s);
         drop(link);
     }
 }

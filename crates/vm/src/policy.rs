@@ -18,10 +18,21 @@
 //! attempt reaches further back (onset − 0.5 s × (2^attempt − 1)), so a
 //! fault noticed late (a leak found when memory runs out) is reached in a
 //! few steps. More than `max_rollbacks` within `window`, no checkpoints, or
-//! a rollback the engine refuses: restart the guest. A guest diagnosis
-//! whose onset lies before the last rollback's end is an artefact of the
-//! rollback itself (the guest sees the rolled-back interval as time its
-//! CPUs did not run) and is not acted on.
+//! a rollback the engine refuses: restart the guest.
+//!
+//! Settle window: a guest diagnosis that arrives within `settle` of a
+//! rollback's end and whose evidence reaches back over it (onset before the
+//! rollback ended) is an artefact of the rollback itself (the guest sees the
+//! rolled-back interval as time its CPUs did not run): recorded, with the
+//! reason, not acted on. After the window such a diagnosis is acted on (a
+//! stall the rollback did not clear). A diagnosis whose evidence does not
+//! reach the rollback is acted on at any time.
+//!
+//! Onset: a guest diagnosis's onset is the time the guest made it (its own
+//! clock mapped onto the host's) minus its evidence; when the guest's
+//! alerts ran without a break from earlier than that (the first alert of
+//! the run of alerts that leads to the diagnosis), the first alert is the
+//! onset, so the rollback target lies before the fault and not inside it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -42,6 +53,11 @@ const RECHECK: Duration = Duration::from_millis(500);
 /// A guest diagnosis with an onset this soon after a rollback's end is
 /// still taken as an artefact of it.
 const ARTEFACT_SLACK: Duration = Duration::from_millis(200);
+/// Guest alerts this close together are one run of alerts (one episode).
+const ALERT_CHAIN: Duration = Duration::from_millis(2000);
+/// A first alert further back than this before a diagnosis's onset is not
+/// taken as its onset.
+const ALERT_LOOKBACK: Duration = Duration::from_secs(10);
 
 /// The knobs of [`Policy`].
 #[derive(Debug, Clone)]
@@ -60,6 +76,20 @@ pub struct PolicyConfig {
     pub max_rollbacks: u32,
     /// Window for `max_rollbacks`.
     pub window: Duration,
+    /// Guest diagnoses covering a rollback that arrive this soon after it
+    /// are artefacts of it (recorded, not acted on).
+    pub settle: Duration,
+}
+
+/// A guest diagnosis not acted on, and why (for the event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotActed {
+    /// Why.
+    pub why: String,
+    /// The diagnosis arrived this long after the last rollback ended.
+    pub after_rollback: Duration,
+    /// Its evidence began this long before that rollback ended.
+    pub covers: Duration,
 }
 
 /// What started an incident.
@@ -246,6 +276,8 @@ pub struct Policy {
     rollbacks: VecDeque<Instant>,
     /// A silence found not to be a hang, to report once.
     pending_not_hung: Option<(String, Duration)>,
+    /// The current run of guest alerts: (onset of the first, time of the last).
+    alerts: Option<(Instant, Instant)>,
 }
 
 impl Policy {
@@ -264,6 +296,7 @@ impl Policy {
             last_rollback_end: None,
             rollbacks: VecDeque::new(),
             pending_not_hung: None,
+            alerts: None,
         }
     }
 
@@ -290,27 +323,60 @@ impl Policy {
         self.panicked.get_or_insert(now);
     }
 
-    /// The guest diagnosed a fault of `class`; `onset_back` is how long
-    /// before `now` it began (from its evidence).
+    /// The guest diagnosed a fault of `class` just now; `onset_back` is how
+    /// long before `now` it began (from its evidence).
     pub fn guest_diagnosis(
         &mut self,
         now: Instant,
         class: Class,
         onset_back: Duration,
         message: &str,
-    ) {
+    ) -> Option<NotActed> {
+        self.guest_diagnosis_at(now, now, class, onset_back, message)
+    }
+
+    /// The guest diagnosed a fault of `class` at `made` (its clock mapped
+    /// onto the host's, at most `now`); `onset_back` is how long before
+    /// `made` it began. `Some` when it is recorded but not acted on.
+    pub fn guest_diagnosis_at(
+        &mut self,
+        now: Instant,
+        made: Instant,
+        class: Class,
+        onset_back: Duration,
+        message: &str,
+    ) -> Option<NotActed> {
         if !self.cfg.rollback_on.contains(&class) {
-            return;
+            return None;
         }
-        let onset = now.checked_sub(onset_back).unwrap_or(now);
-        if self
-            .last_rollback_end
-            .is_some_and(|end| onset < end + ARTEFACT_SLACK)
-        {
-            return;
+        let made = made.min(now);
+        let mut onset = made.checked_sub(onset_back).unwrap_or(made);
+        if let Some(end) = self.last_rollback_end {
+            let after = now.saturating_duration_since(end);
+            if onset < end + ARTEFACT_SLACK && after <= self.cfg.settle {
+                let covers = end.saturating_duration_since(onset);
+                return Some(NotActed {
+                    why: format!(
+                        "arrived {} ms after a rollback and its evidence began {} ms before the rollback ended: the guest saw the rolled-back time as a stall (settle window {} ms)",
+                        after.as_millis(),
+                        covers.as_millis(),
+                        self.cfg.settle.as_millis()
+                    ),
+                    after_rollback: after,
+                    covers,
+                });
+            }
+        }
+        if let Some((first, last)) = self.alerts {
+            if first < onset
+                && onset <= last + ALERT_CHAIN
+                && onset.saturating_duration_since(first) <= ALERT_LOOKBACK
+            {
+                onset = first;
+            }
         }
         if self.pending.iter().any(|p| p.class == class) {
-            return;
+            return None;
         }
         self.pending.push(PendingDiagnosis {
             class,
@@ -318,6 +384,24 @@ impl Policy {
             onset,
             deadline: now + self.cfg.guest_grace,
         });
+        None
+    }
+
+    /// The guest raised an alert at `made` (host clock) whose condition
+    /// held for `held` before. Alerts about the time before the last
+    /// rollback ended are about the undone state and are ignored.
+    pub fn guest_alert(&mut self, now: Instant, made: Instant, held: Duration) {
+        let made = made.min(now);
+        let onset = made.checked_sub(held).unwrap_or(made);
+        if self.last_rollback_end.is_some_and(|end| onset < end) {
+            return;
+        }
+        self.alerts = match self.alerts {
+            Some((first, last)) if made <= last + ALERT_CHAIN && onset + ALERT_CHAIN >= first => {
+                Some((first.min(onset), last.max(made)))
+            }
+            _ => Some((onset, made)),
+        };
     }
 
     /// The guest reported a fault of `class` recovered by its own ladder.
@@ -339,6 +423,7 @@ impl Policy {
         self.recheck_at = None;
         self.panicked = None;
         self.pending.clear();
+        self.alerts = None;
         if let Some(inc) = &mut self.incident {
             inc.resumed = Some(now);
             inc.serving = None;
@@ -468,12 +553,20 @@ impl Policy {
             }
             return None;
         }
+        // The guest may have alerted before it went silent: the fault began
+        // at the first alert of that run, not at the last heartbeat.
+        let onset = match self.alerts {
+            Some((first, alerted)) if first < last && last <= alerted + ALERT_CHAIN => {
+                first.max(last.checked_sub(ALERT_LOOKBACK).unwrap_or(first))
+            }
+            _ => last,
+        };
         Some((
             Trigger::Hang {
                 silent,
                 evidence: ev,
             },
-            last,
+            onset,
         ))
     }
 

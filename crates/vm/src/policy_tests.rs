@@ -9,6 +9,7 @@ fn cfg() -> PolicyConfig {
         checkpoints: true,
         max_rollbacks: 10,
         window: Duration::from_secs(60),
+        settle: Duration::from_secs(3),
     }
 }
 
@@ -317,4 +318,178 @@ fn a_guest_that_hangs_after_qemu_was_stopped_is_caught() {
         p.tick(t0 + ms(3800), |_| resumed(1100.0)),
         Some(Decision::Rollback { .. })
     ));
+}
+
+/// A policy that has just rolled back (ended at t0 + 100 ms).
+fn after_rollback(t0: Instant) -> Policy {
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    p.panic(t0);
+    assert!(matches!(
+        p.tick(t0, no_evidence),
+        Some(Decision::Rollback { .. })
+    ));
+    p.rolled_back(t0 + ms(100));
+    p
+}
+
+#[test]
+fn within_the_settle_window_a_diagnosis_covering_the_rollback_is_recorded_not_acted_on() {
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = after_rollback(t0);
+    // Made by the guest 2.2 s after the rollback (its report reached the
+    // host at 2.6 s), evidence 2.26 s back: it reaches over the rollback.
+    let n = p
+        .guest_diagnosis_at(
+            t0 + ms(2700),
+            t0 + ms(2300),
+            Class::KernelStall,
+            ms(2260),
+            "kernel_stall: cpu 1 makes no scheduling progress",
+        )
+        .expect("not acted on");
+    assert_eq!(n.after_rollback, ms(2600));
+    assert_eq!(n.covers, ms(60));
+    assert!(n.why.contains("settle window 3000 ms"), "{}", n.why);
+    for t in (2800..=4000).step_by(100) {
+        p.heartbeat(t0 + ms(t));
+        assert_eq!(p.tick(t0 + ms(t), no_evidence), None, "at {t}");
+    }
+}
+
+#[test]
+fn a_diagnosis_that_does_not_cover_the_rollback_is_acted_on_even_in_the_settle_window() {
+    // The bystander of the settle rule: a stall that began after the
+    // guest resumed is real.
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = after_rollback(t0);
+    p.heartbeat(t0 + ms(1000));
+    assert_eq!(
+        p.guest_diagnosis_at(
+            t0 + ms(1300),
+            t0 + ms(1200),
+            Class::KernelStall,
+            ms(600),
+            "kernel_stall"
+        ),
+        None
+    );
+    p.heartbeat(t0 + ms(1700));
+    match p.tick(t0 + ms(1850), no_evidence) {
+        Some(Decision::Rollback {
+            trigger: Trigger::Guest { .. },
+            before,
+            attempt: 1,
+        }) => {
+            // A recurrence of the incident: a step further back than its
+            // first onset (the panic's, t0 − 0.5 s).
+            assert_eq!(before, t0 - ms(1000))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn after_the_settle_window_a_stall_the_rollback_did_not_clear_is_acted_on() {
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = after_rollback(t0);
+    for t in (200..=3200).step_by(100) {
+        p.heartbeat(t0 + ms(t));
+    }
+    // 3.2 s after the rollback, a stall going back 3.5 s: the rollback
+    // landed inside it.
+    assert_eq!(
+        p.guest_diagnosis_at(
+            t0 + ms(3300),
+            t0 + ms(3250),
+            Class::KernelStall,
+            ms(3500),
+            "kernel_stall"
+        ),
+        None
+    );
+    p.heartbeat(t0 + ms(3700));
+    assert!(matches!(
+        p.tick(t0 + ms(3850), no_evidence),
+        Some(Decision::Rollback { attempt: 1, .. })
+    ));
+}
+
+#[test]
+fn the_guests_first_alert_is_the_onset_when_it_came_first() {
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    // Alerts from t0+1000 on (each held 200 ms), no gap over 2 s; the
+    // diagnosis at 4000 says "no progress for 500 ms".
+    for (at, held) in [(1200, 200), (2000, 300), (3100, 250), (3900, 400)] {
+        p.guest_alert(t0 + ms(at + 50), t0 + ms(at), ms(held));
+    }
+    p.heartbeat(t0 + ms(3900));
+    p.guest_diagnosis_at(
+        t0 + ms(4100),
+        t0 + ms(4000),
+        Class::KernelStall,
+        ms(500),
+        "kernel_stall",
+    );
+    p.heartbeat(t0 + ms(4500));
+    match p.tick(t0 + ms(4700), no_evidence) {
+        Some(Decision::Rollback { before, .. }) => {
+            assert_eq!(before, t0 + ms(1000) - ms(300))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_old_alert_or_one_about_the_undone_time_is_not_the_onset() {
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = after_rollback(t0);
+    for t in (200..=5400).step_by(100) {
+        p.heartbeat(t0 + ms(t));
+    }
+    assert!(matches!(
+        p.tick(t0 + ms(5400), no_evidence),
+        Some(Decision::Recovered { .. })
+    ));
+    // Held 5.5 s: its condition began before the rollback ended (the
+    // guest saw the rolled-back time): ignored.
+    p.guest_alert(t0 + ms(5450), t0 + ms(5400), ms(5500));
+    // An alert long before the diagnosis, with a quiet gap after it.
+    p.guest_alert(t0 + ms(6100), t0 + ms(6000), ms(100));
+    p.heartbeat(t0 + ms(8800));
+    p.guest_diagnosis_at(
+        t0 + ms(9100),
+        t0 + ms(9000),
+        Class::KernelStall,
+        ms(400),
+        "kernel_stall",
+    );
+    p.heartbeat(t0 + ms(9500));
+    match p.tick(t0 + ms(9700), no_evidence) {
+        Some(Decision::Rollback {
+            before, attempt: 0, ..
+        }) => {
+            assert_eq!(before, t0 + ms(8600) - ms(300))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_hang_preceded_by_alerts_rolls_back_to_before_the_first_alert() {
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    p.guest_alert(t0 + ms(900), t0 + ms(800), ms(300));
+    p.heartbeat(t0 + ms(1000));
+    match p.tick(t0 + ms(2100), |_| running()) {
+        Some(Decision::Rollback {
+            trigger: Trigger::Hang { .. },
+            before,
+            ..
+        }) => assert_eq!(before, t0 + ms(500)),
+        other => panic!("{other:?}"),
+    }
 }

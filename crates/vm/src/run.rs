@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use selfheal_checkpoint::{self as ckpt, ExitInfo, Failure};
 use selfheal_config::VmConfig;
 use selfheal_event::{Class, Event, EventKind, EventSink, Severity};
-use selfheal_guestlink::GuestMessage;
+use selfheal_guestlink::{GuestMessage, HostMessage};
 use serde_json::json;
 
-use crate::events::{forwarded, onset_back, vm_event, GuestFilter};
+use crate::events::{alert_held, forwarded, onset_back, vm_event, GuestClock, GuestFilter};
 use crate::host::HostProbe;
 use crate::link::{Link, LinkInput};
 use crate::metrics::VmMetrics;
@@ -32,6 +32,8 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(50);
 /// Host CPU-time sampling period.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// A `checkpoint` event with the pauses' p50/p99 this often.
+const PAUSE_SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +182,18 @@ pub(crate) struct Run<'a> {
     proc: Process,
     rx: Receiver<Input>,
     qmp: QmpConn,
-    _link: Link,
+    link: Link,
+    /// The guest reads the host's messages (its hello said so).
+    guest_listens: bool,
+    /// Rollbacks told to the guest.
+    told_rollbacks: u64,
+    /// The guest's clock against the host's (from heartbeats).
+    clock: GuestClock,
+    /// Checkpoint pauses since the last summary event, µs.
+    pauses: Vec<u64>,
+    /// Checkpoint pauses of the whole run, µs (for the run's summary).
+    all_pauses: Vec<u64>,
+    next_pause_summary: Instant,
     probe: HostProbe,
     policy: Policy,
     filter: GuestFilter,
@@ -238,6 +251,7 @@ impl<'a> Run<'a> {
                 .then(|| cfg.heartbeat_timeout.get()),
             rollback_on: cfg.rollback_on.clone(),
             guest_grace: cfg.guest_grace.get(),
+            settle: cfg.settle.get(),
             recurrence_window: c.recurrence_window.get(),
             checkpoints: c.enabled() && proc.is_traced(),
             max_rollbacks: c.max_rollbacks,
@@ -277,7 +291,13 @@ impl<'a> Run<'a> {
             proc,
             rx,
             qmp,
-            _link: link,
+            link,
+            guest_listens: false,
+            told_rollbacks: 0,
+            clock: GuestClock::default(),
+            pauses: Vec::new(),
+            all_pauses: Vec::new(),
+            next_pause_summary: Instant::now() + PAUSE_SUMMARY_EVERY,
             policy,
             filter: GuestFilter::new(50.0, 500.0),
             boot_id: None,
@@ -297,12 +317,14 @@ impl<'a> Run<'a> {
             .emit(vm_event(&self.cfg.name, kind, severity, msg, details));
     }
 
-    fn finish(self, end: RunEnd) -> RunEnd {
+    fn finish(mut self, end: RunEnd) -> RunEnd {
+        self.pause_summary(Instant::now(), true);
         self.metrics.up.store(0, Ordering::Relaxed);
         end
     }
 
     fn end_stopped(mut self) -> RunEnd {
+        self.pause_summary(Instant::now(), true);
         if let Some(q) = self.qmp.get() {
             q.quit();
         }
@@ -371,8 +393,12 @@ impl<'a> Run<'a> {
     fn guest_message(&mut self, m: GuestMessage, now: Instant) {
         match m {
             GuestMessage::Hello {
-                boot_id, version, ..
+                boot_id,
+                version,
+                host_messages,
+                ..
             } => {
+                self.guest_listens = host_messages;
                 if self.boot_id.as_ref().is_some_and(|b| *b != boot_id) {
                     self.emit(
                         EventKind::VmRestart,
@@ -386,8 +412,12 @@ impl<'a> Run<'a> {
                 }
                 self.boot_id = Some(boot_id);
             }
-            GuestMessage::Heartbeat { .. } => {
+            GuestMessage::Heartbeat { unix_ms, .. } => {
                 self.heard = true;
+                self.clock.heartbeat(
+                    unix_ms,
+                    selfheal_event::unix_ms(std::time::SystemTime::now()),
+                );
                 self.policy.heartbeat(now);
                 self.metrics.heartbeat(now);
             }
@@ -405,11 +435,34 @@ impl<'a> Run<'a> {
             .get("class")
             .and_then(|c| c.as_str())
             .and_then(|c| c.parse::<Class>().ok());
+        let made = self.clock.to_host(
+            e.time_unix_ms,
+            selfheal_event::unix_ms(std::time::SystemTime::now()),
+            now,
+        );
         match (e.kind, class) {
             (EventKind::Diagnosis, Some(class)) => {
-                self.policy
-                    .guest_diagnosis(now, class, onset_back(&e.details), &e.message)
+                let back = onset_back(&e.details);
+                if let Some(n) = self
+                    .policy
+                    .guest_diagnosis_at(now, made, class, back, &e.message)
+                {
+                    self.emit(
+                        EventKind::Dismissed,
+                        Severity::Info,
+                        format!("the guest's {class} diagnosis is not acted on: {}", n.why),
+                        json!({
+                            "class": class.as_str(),
+                            "why": n.why,
+                            "after_rollback_ms": n.after_rollback.as_millis() as u64,
+                            "covers_ms": n.covers.as_millis() as u64,
+                            "settle_ms": self.cfg.settle.get().as_millis() as u64,
+                            "guest_message": e.message,
+                        }),
+                    );
+                }
             }
+            (EventKind::Alert, _) => self.policy.guest_alert(now, made, alert_held(&e.details)),
             (EventKind::Recovery, Some(class))
                 if e.details.get("outcome").and_then(|o| o.as_str()) == Some("recovered") =>
             {
@@ -428,6 +481,7 @@ impl<'a> Run<'a> {
                 VmMetrics::inc(&m.checkpoints);
                 let stopped = s.pause_us + s.registration_pause_us;
                 m.pause.observe(Duration::from_micros(stopped));
+                self.pauses.push(stopped);
                 m.memory_bytes.store(s.memory_bytes, Ordering::Relaxed);
                 m.held.store(s.held as u64, Ordering::Relaxed);
             }
@@ -455,6 +509,7 @@ impl<'a> Run<'a> {
                     // The engine rolled back a crash of QEMU itself.
                     (f, _) => (format!("qemu {f:?}"), None),
                 };
+                let told = self.tell_rollback(r.checkpoint_age_ms, r.duration_us, &trigger);
                 self.emit(
                     EventKind::VmRollback,
                     Severity::Critical,
@@ -467,7 +522,13 @@ impl<'a> Run<'a> {
                             .filter(|a| *a > 0)
                             .map_or(String::new(), |a| format!(", attempt {}", a + 1))
                     ),
-                    json!({ "trigger": trigger, "attempt": attempt, "report": r }),
+                    json!({
+                        "trigger": trigger,
+                        "attempt": attempt,
+                        "rollback_ms": r.duration_us as f64 / 1000.0,
+                        "guest_told": told,
+                        "report": r,
+                    }),
                 );
             }
             ckpt::Event::RollbackImpossible { failure, why } => {
@@ -487,6 +548,57 @@ impl<'a> Run<'a> {
             ckpt::Event::Started { .. } | ckpt::Event::Exec | ckpt::Event::Detached => {}
         }
         None
+    }
+
+    /// Tells the guest it was rolled back (when it listens); the result
+    /// for the event: `Some(sent)`, or `None` when the guest does not
+    /// listen.
+    fn tell_rollback(&mut self, age_ms: u64, duration_us: u64, trigger: &str) -> Option<bool> {
+        if !self.guest_listens {
+            return None;
+        }
+        self.told_rollbacks += 1;
+        let m = HostMessage::Rollback {
+            seq: self.told_rollbacks,
+            rolled_back_ms: age_ms,
+            pause_ms: duration_us / 1000,
+            trigger: trigger.to_string(),
+        };
+        let sent = self.link.send(&m.to_line());
+        if !sent {
+            VmMetrics::inc(&self.metrics.guest_bad_lines);
+        }
+        Some(sent)
+    }
+
+    /// A `checkpoint` event with the pauses since the last one, and over
+    /// the run so far (p50, p99, max, ms).
+    fn pause_summary(&mut self, now: Instant, last: bool) {
+        if now < self.next_pause_summary && !last {
+            return;
+        }
+        self.next_pause_summary = now + PAUSE_SUMMARY_EVERY;
+        if self.pauses.is_empty() {
+            return;
+        }
+        let window = pause_stats(&mut self.pauses);
+        self.all_pauses.append(&mut self.pauses);
+        let run = pause_stats(&mut self.all_pauses);
+        self.emit(
+            EventKind::Checkpoint,
+            Severity::Info,
+            format!(
+                "checkpoint pauses: {} in the last {} s, p50 {:.1} ms, p99 {:.1} ms (run: {}, p50 {:.1} ms, p99 {:.1} ms)",
+                window["n"], PAUSE_SUMMARY_EVERY.as_secs(), window["p50_ms"].as_f64().unwrap_or(0.0),
+                window["p99_ms"].as_f64().unwrap_or(0.0), run["n"],
+                run["p50_ms"].as_f64().unwrap_or(0.0), run["p99_ms"].as_f64().unwrap_or(0.0)
+            ),
+            json!({ "pauses": window, "run_pauses": run }),
+        );
+        // The run's list is bounded: at 20 a second, an hour is 72 000.
+        if self.all_pauses.len() > 100_000 {
+            self.all_pauses.drain(..50_000);
+        }
     }
 
     fn evidence(&self, silent: Duration) -> HostEvidence {
@@ -644,6 +756,21 @@ impl<'a> Run<'a> {
     }
 }
 
+/// n, p50, p99 and max of pauses in µs, as ms (sorts `v`).
+fn pause_stats(v: &mut [u64]) -> serde_json::Value {
+    v.sort_unstable();
+    let q = |p: f64| {
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i.min(v.len() - 1)] as f64 / 1000.0
+    };
+    json!({
+        "n": v.len(),
+        "p50_ms": q(0.5),
+        "p99_ms": q(0.99),
+        "max_ms": q(1.0),
+    })
+}
+
 /// A policy that is never consulted (swapped in while the real one runs
 /// with a borrow of the run).
 fn placeholder() -> PolicyConfig {
@@ -651,6 +778,7 @@ fn placeholder() -> PolicyConfig {
         heartbeat_timeout: None,
         rollback_on: Vec::new(),
         guest_grace: Duration::ZERO,
+        settle: Duration::ZERO,
         recurrence_window: Duration::ZERO,
         checkpoints: false,
         max_rollbacks: 0,
@@ -749,6 +877,7 @@ impl Run<'_> {
                     self.probe.sample(now);
                     next_sample = now + SAMPLE_EVERY;
                 }
+                self.pause_summary(now, false);
                 self.tick(now)
             });
             match end {

@@ -63,6 +63,10 @@ pub struct VmArgs {
     /// Time the guest's own recovery gets before the host acts.
     #[arg(long, default_value = "500ms", value_parser = duration, value_name = "DURATION")]
     pub guest_grace: Duration,
+    /// Settle window: a guest diagnosis arriving this soon after a rollback
+    /// whose evidence reaches back over it is recorded, not acted on ("0": off).
+    #[arg(long, default_value = "3s", value_parser = duration, value_name = "DURATION")]
+    pub settle: Duration,
     /// The guest link's virtio-serial port name.
     #[arg(long, default_value = "org.selfheal.0", value_name = "NAME")]
     pub port: String,
@@ -119,6 +123,7 @@ impl VmArgs {
             .collect::<Result<_, _>>()
             .map_err(|e| super::usage(format!("--rollback-on: {e}")))?;
         v.guest_grace = HumanDuration(self.guest_grace);
+        v.settle = HumanDuration(self.settle);
         v.port = self.port.clone();
         v.restart = self.restart;
         v.max_restarts = self.max_restarts;
