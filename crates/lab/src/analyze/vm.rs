@@ -75,6 +75,26 @@ pub struct VmResult {
     /// Age of the checkpoint each rollback restored, ms.
     #[serde(default)]
     pub checkpoint_ages_ms: Vec<i64>,
+    /// How long QEMU stood stopped for each rollback (the engine's restore), ms.
+    #[serde(default)]
+    pub rollback_pause_ms: Vec<f64>,
+    /// Checkpoint pauses (QEMU stopped) over the run: count, p50, p99, ms
+    /// (the host's last `checkpoint` summary event; None without one).
+    #[serde(default)]
+    pub checkpoint_pauses: Option<u64>,
+    /// p50 of those, ms.
+    #[serde(default)]
+    pub checkpoint_pause_p50_ms: Option<f64>,
+    /// p99 of those, ms.
+    #[serde(default)]
+    pub checkpoint_pause_p99_ms: Option<f64>,
+    /// Guest diagnoses the host recorded but did not act on because they
+    /// arrived in the settle window and covered a rollback.
+    #[serde(default)]
+    pub settled: u32,
+    /// Rollbacks the guest was told of over the link.
+    #[serde(default)]
+    pub guest_told: u32,
     /// How the run went, in a sentence.
     pub note: String,
 }
@@ -157,7 +177,14 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
         match s("kind") {
             "vm_start" => starts += 1,
             "vm_restart" | "vm_gave_up" => restarts += 1,
+            "dismissed" if d.get("covers_ms").is_some() => r.settled += 1,
             "dismissed" => r.dismissed += 1,
+            "checkpoint" if d.get("run_pauses").is_some() => {
+                let p = &d["run_pauses"];
+                r.checkpoint_pauses = p.get("n").and_then(|v| v.as_u64());
+                r.checkpoint_pause_p50_ms = p.get("p50_ms").and_then(|v| v.as_f64());
+                r.checkpoint_pause_p99_ms = p.get("p99_ms").and_then(|v| v.as_f64());
+            }
             "vm_hang" | "vm_crash"
                 if d.get("rollback_before_ms").is_some()
                     && first_incident.is_none()
@@ -173,6 +200,12 @@ pub fn analyze_vm(rec: &RunRecord, vm_host: &str, vm_events: &str) -> VmResult {
                     .and_then(|v| v.as_i64())
                     .unwrap_or(0);
                 r.checkpoint_ages_ms.push(age);
+                if let Some(us) = d["report"].get("duration_us").and_then(|v| v.as_f64()) {
+                    r.rollback_pause_ms.push(us / 1000.0);
+                }
+                if d.get("guest_told").and_then(|v| v.as_bool()) == Some(true) {
+                    r.guest_told += 1;
+                }
                 rollbacks.push((t, t - age));
             }
             _ => {}
@@ -362,6 +395,33 @@ not json
             "{r:?}"
         );
         assert!(r.note.contains("rolled back 1×"), "{}", r.note);
+        assert_eq!(r.checkpoint_pauses, None, "no summary event");
+        assert!(r.rollback_pause_ms.is_empty());
+    }
+
+    #[test]
+    fn pauses_rollback_times_and_settled_diagnoses_are_read_per_run() {
+        let events = format!(
+            "{EVENTS}{}",
+            r#"{"time_unix_ms":3000,"kind":"vm_rollback","severity":"critical","source":"vm","message":"m","details":{"trigger":"hang","attempt":1,"guest_told":true,"report":{"checkpoint_age_ms":500,"duration_us":26900}}}
+{"time_unix_ms":3500,"kind":"dismissed","severity":"info","source":"vm","message":"m","details":{"class":"kernel_stall","covers_ms":60,"after_rollback_ms":2600}}
+{"time_unix_ms":5000,"kind":"checkpoint","severity":"info","source":"vm","message":"m","details":{"pauses":{"n":3,"p50_ms":9.0,"p99_ms":20.0},"run_pauses":{"n":80,"p50_ms":11.5,"p99_ms":64.0,"max_ms":70.0}}}
+{"time_unix_ms":9000,"kind":"checkpoint","severity":"info","source":"vm","message":"m","details":{"pauses":{"n":3,"p50_ms":9.0,"p99_ms":20.0},"run_pauses":{"n":160,"p50_ms":12.0,"p99_ms":80.5,"max_ms":90.0}}}
+{"time_unix_ms":9100,"kind":"dismissed","severity":"info","source":"vm","message":"m","details":{"silent_ms":1000}}
+"#
+        );
+        let r = analyze_vm(&record(Outcome::Healthy), HOST, &events);
+        assert_eq!(r.rollback_pause_ms, vec![26.9]);
+        assert_eq!(
+            (
+                r.checkpoint_pauses,
+                r.checkpoint_pause_p50_ms,
+                r.checkpoint_pause_p99_ms
+            ),
+            (Some(160), Some(12.0), Some(80.5)),
+            "the last summary is the run's"
+        );
+        assert_eq!((r.settled, r.dismissed, r.guest_told), (1, 1, 1));
     }
 
     #[test]

@@ -324,16 +324,14 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
             );
         }
     }
-    let _ = writeln!(s, "\n| run | acted on | rollbacks (checkpoint ages) | detect | fault → serving | boot ids | host view | lab outcome |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\n**checkpoint pause**: QEMU stopped per checkpoint over the run, p50 / p99 (count), from the host's `checkpoint` summary events. **rollback pause**: QEMU stopped for each rollback's restore. **settled**: guest diagnoses recorded but not acted on (arrived within the settle window after a rollback, their evidence covering it); **told**: rollbacks the guest was told of over the link.");
+    let _ = writeln!(s, "\n| run | acted on | rollbacks (checkpoint ages) | rollback pause | checkpoint pause p50 / p99 (n) | settled / told | detect | fault → serving | boot ids | host view | lab outcome |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let Some(v) = &r.vm else { continue };
-        if r.scenario.class.is_none() {
-            continue;
-        }
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}) | {} | {} | {} | {} | {:?}: {} |",
+            "| {} | {} | {} ({}) | {} | {} | {} / {} | {} | {} | {} | {} | {:?}: {} |",
             r.scenario.id,
             v.trigger.as_deref().unwrap_or("—"),
             v.rollbacks,
@@ -342,6 +340,22 @@ fn vm_section(s: &mut String, vm: &super::VmSummary, runs: &[crate::analyze::Run
                 .map(|a| ms(Some(*a as f64)))
                 .collect::<Vec<_>>()
                 .join(", "),
+            if v.rollback_pause_ms.is_empty() {
+                "—".to_string()
+            } else {
+                v.rollback_pause_ms
+                    .iter()
+                    .map(|p| format!("{p:.1} ms"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            match (v.checkpoint_pause_p50_ms, v.checkpoint_pause_p99_ms) {
+                (Some(a), Some(b)) =>
+                    format!("{a:.1} / {b:.1} ms ({})", v.checkpoint_pauses.unwrap_or(0)),
+                _ => "—".into(),
+            },
+            v.settled,
+            v.guest_told,
             ms(v.detect_ms.map(|x| x as f64)),
             ms(v.fault_to_serving_ms.map(|x| x as f64)),
             v.boot_ids,
