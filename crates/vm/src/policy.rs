@@ -55,9 +55,10 @@ const RECHECK: Duration = Duration::from_millis(500);
 const ARTEFACT_SLACK: Duration = Duration::from_millis(200);
 /// Guest alerts this close together are one run of alerts (one episode).
 const ALERT_CHAIN: Duration = Duration::from_millis(2000);
-/// A first alert further back than this before a diagnosis's onset is not
-/// taken as its onset.
-const ALERT_LOOKBACK: Duration = Duration::from_secs(10);
+/// The first alert is taken as the onset at most this far before the
+/// diagnosis's own onset or the last heartbeat (kept well inside the 10 s of older checkpoints: a
+/// target older than the history makes the rollback impossible).
+const ALERT_LOOKBACK: Duration = Duration::from_secs(5);
 
 /// The knobs of [`Policy`].
 #[derive(Debug, Clone)]
@@ -368,11 +369,8 @@ impl Policy {
             }
         }
         if let Some((first, last)) = self.alerts {
-            if first < onset
-                && onset <= last + ALERT_CHAIN
-                && onset.saturating_duration_since(first) <= ALERT_LOOKBACK
-            {
-                onset = first;
+            if first < onset && onset <= last + ALERT_CHAIN {
+                onset = first.max(onset.checked_sub(ALERT_LOOKBACK).unwrap_or(first));
             }
         }
         if self.pending.iter().any(|p| p.class == class) {

@@ -493,3 +493,29 @@ fn a_hang_preceded_by_alerts_rolls_back_to_before_the_first_alert() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_long_run_of_alerts_reaches_back_at_most_five_seconds() {
+    // A busy guest alerts all the time: the onset goes back no further
+    // than 5 s, inside the 10 s of older checkpoints.
+    let t0 = Instant::now() + ms(20_000);
+    let mut p = Policy::new(cfg());
+    for t in (0..=9000).step_by(1000) {
+        p.guest_alert(t0 + ms(t + 10), t0 + ms(t), ms(300));
+        p.heartbeat(t0 + ms(t));
+    }
+    p.guest_diagnosis_at(
+        t0 + ms(9100),
+        t0 + ms(9000),
+        Class::KernelStall,
+        ms(400),
+        "kernel_stall",
+    );
+    p.heartbeat(t0 + ms(9500));
+    match p.tick(t0 + ms(9700), no_evidence) {
+        Some(Decision::Rollback { before, .. }) => {
+            assert_eq!(before, t0 + ms(8600) - ms(5000) - ms(300))
+        }
+        other => panic!("{other:?}"),
+    }
+}
