@@ -10,7 +10,11 @@
 #
 # CONFIGS (default "none precopy no-precopy"): none (unsupervised),
 # precopy (the defaults: pre-copy, file tracking by seccomp user
-# notification), no-precopy, no-files (pre-copy, no file tracking).
+# notification), no-precopy, no-files (pre-copy, no file tracking),
+# base (the defaults, run by the selfheal-ckpt binary in CKPT_B: another
+# build, say the commit before a change, compared in the same rounds).
+#
+#   CKPT_B=/tmp/ckpt-old CONFIGS="none base precopy" bench/checkpoint/ab.sh 9 50ms -- ./churn 100 20000 2
 #
 # Needs root (cgroup sandbox of 2 GiB, as run.sh).
 set -euo pipefail
@@ -25,6 +29,11 @@ trap 'rm -rf "$tmp"' EXIT
 echo "machine: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 CONFIGS=${CONFIGS:-none precopy no-precopy}
 case " $CONFIGS " in *" none "*) ;; *) echo "CONFIGS must include none (the baseline)" >&2; exit 2 ;; esac
+case " $CONFIGS " in
+    *" base "*)
+        [ -x "${CKPT_B:-}" ] || { echo "CONFIGS has base: set CKPT_B to another selfheal-ckpt binary" >&2; exit 2; }
+        echo "base: $CKPT_B ($(stat -c '%y' "$CKPT_B" | cut -d. -f1))" ;;
+esac
 echo "program: $*   interval: $INTERVAL   reps: $REPS   commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- crates || echo +changes)"
 for r in $(seq 1 "$REPS"); do
     for cfg in $CONFIGS; do
@@ -33,9 +42,12 @@ for r in $(seq 1 "$REPS"); do
             precopy) opts=(--interval "$INTERVAL" --keep 8) ;;
             no-precopy) opts=(--interval "$INTERVAL" --keep 8 --no-precopy) ;;
             no-files) opts=(--interval "$INTERVAL" --keep 8 --no-file-tracking) ;;
+            base) opts=(--interval "$INTERVAL" --keep 8) ;;
             *) echo "unknown configuration $cfg" >&2; exit 2 ;;
         esac
-        timeout 600 "$CKPT" --sandbox 2048 --summary "$tmp/$cfg.$r.json" "${opts[@]}" -- "$@" > /dev/null
+        bin=$CKPT
+        [ "$cfg" = base ] && bin=$CKPT_B
+        timeout 600 "$bin" --sandbox 2048 --summary "$tmp/$cfg.$r.json" "${opts[@]}" -- "$@" > /dev/null
     done
 done
 python3 - "$tmp" "$REPS" $CONFIGS <<'PY'

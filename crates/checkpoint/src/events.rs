@@ -241,6 +241,10 @@ pub struct CheckpointStats {
     pub memory_bytes: u64,
     /// Threads.
     pub threads: usize,
+    /// System calls run inside the program to read its state (each a
+    /// single-step round trip through the scheduler); 0 when the file
+    /// filter saw no call that changes what they read.
+    pub injected_calls: u64,
 }
 
 /// One rollback done.
@@ -440,6 +444,7 @@ mod tests {
             held: 1,
             memory_bytes: 40960,
             threads: 1,
+            injected_calls: 0,
         }
     }
 

@@ -112,6 +112,7 @@ impl Remote {
         regs.r9 = args[5];
         regs.rip = self.syscall_insn;
         pt::set_regs(tid, &regs).map_err(|e| TraceError::sys(pid, e))?;
+        tracee.injected += 1;
         let result = self.step_over(tracee, tid);
         // Put the thread back whatever happened (unless it died); the
         // step's own error, if any, says more than this one.

@@ -39,6 +39,10 @@ pub(crate) struct Checkpoint {
     pub tracked: Ranges,
     /// Program break.
     pub brk: u64,
+    /// The file filter's count of calls that change kernel state
+    /// ([`Files::kernel_changes`]) when this was taken; None without a
+    /// filter.
+    pub kernel_seen: Option<u64>,
     /// Descriptor table.
     pub fds: Vec<FdSnap>,
     /// Signal handlers installed.
@@ -344,6 +348,24 @@ impl Session {
         }
         let t_store = started.elapsed();
         let tids = self.t.tids();
+        // No call that changes the break, an alternate stack or a clear-tid
+        // address ran since the previous checkpoint, and the threads are
+        // the same ones: its values hold (no calls inside the program).
+        let kernel_seen = self.files.kernel_changes();
+        let unchanged = self.history.back().filter(|c| {
+            kernel_seen.is_some()
+                && c.kernel_seen == kernel_seen
+                && c.thread_generation == self.t.generation
+        });
+        let known: Vec<_> = unchanged
+            .map(|c| {
+                c.threads
+                    .iter()
+                    .filter_map(|s| Some((s.tid, s.kernel?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let known_brk = unchanged.map(|c| c.brk);
         // The oldest checkpoint is about to be dropped: reuse its buffers
         // (not with older history kept: it may stay).
         let reuse = if self.history.len() >= self.keep && self.older.is_none() {
@@ -354,12 +376,18 @@ impl Session {
         } else {
             Vec::new()
         };
-        let thread_snaps = threads::capture(&mut self.t, &self.remote, &tids, reuse)?;
-        // Asked every time: no mapping tells the break exactly. (Once the
-        // heap grew past its first mapping, the first `[heap]` mapping's
-        // end stopped moving with it, and a rollback then set a break from
-        // long ago: sort aborted with "malloc(): corrupted top size".)
-        let brk = self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?;
+        let injected = self.t.injected;
+        let thread_snaps = threads::capture(&mut self.t, &self.remote, &tids, reuse, &known)?;
+        // Asked unless the filter saw no `brk` since: no mapping tells the
+        // break exactly. (Once the heap grew past its first mapping, the
+        // first `[heap]` mapping's end stopped moving with it, and a
+        // rollback then set a break from long ago: sort aborted with
+        // "malloc(): corrupted top size".)
+        let brk = match known_brk {
+            Some(b) => b,
+            None => self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?,
+        };
+        let injected = self.t.injected - injected;
         let t_regs = started.elapsed();
         let prev_fds = self.history.back().map_or(&[][..], |c| &c.fds[..]);
         let fds = fds::capture(pid, prev_fds).map_err(io_err("read /proc/PID/fd"))?;
@@ -373,6 +401,7 @@ impl Session {
             layout: maps,
             tracked: look.tracked.clone(),
             brk,
+            kernel_seen,
             fds,
             signals: procfs::read_signal_dispositions(pid).ok(),
             io: procfs::read_io(pid).ok(),
@@ -424,6 +453,7 @@ impl Session {
             held: self.history.len(),
             memory_bytes: self.memory_bytes(),
             threads: tids.len(),
+            injected_calls: injected,
         })
     }
 

@@ -72,12 +72,16 @@ const PR_GET_TID_ADDRESS: u64 = 40;
 /// paths use (they are written from offset 0).
 const OUT_OFFSET: u64 = crate::remote::RESULTS_AT;
 
-/// Captures the state of stopped threads `tids`.
+/// Captures the state of stopped threads `tids`. `known`: threads whose
+/// break-free kernel state (clear-tid address, alternate stack) cannot have
+/// changed since it was read, with what was read; theirs is taken from
+/// there instead of running two calls inside each thread.
 pub(crate) fn capture(
     t: &mut Tracee,
     remote: &Remote,
     tids: &[i32],
     reuse: Vec<ThreadSnap>,
+    known: &[(i32, KernelState)],
 ) -> Result<Vec<ThreadSnap>, TraceError> {
     let pid = t.pid;
     let mut spare = reuse;
@@ -90,7 +94,10 @@ pub(crate) fn capture(
             regs: pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?,
             xstate,
             sigmask: pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?,
-            kernel: kernel_state(t, remote, tid)?,
+            kernel: match known.iter().find(|(k, _)| *k == tid) {
+                Some((_, then)) => kernel_state_known(t, tid, then)?,
+                None => kernel_state(t, remote, tid)?,
+            },
         });
     }
     Ok(out)
@@ -107,14 +114,7 @@ pub(crate) fn kernel_state(
     if !matches!(t.threads.get(&tid), Some(ThreadState::Stopped { .. })) {
         return Ok(None);
     }
-    let sys = |e| TraceError::sys(pid, e);
-    let rseq = match pt::get_rseq_config(tid) {
-        Ok(c) => Some(c),
-        // Before 5.13 the kernel cannot say.
-        Err(e) if e.errno.0 == libc::EIO => None,
-        Err(e) => return Err(sys(e)),
-    };
-    let robust_list = pt::get_robust_list(tid).map_err(sys)?;
+    let (rseq, robust_list) = ptrace_state(pid, tid)?;
     let Some(scratch) = remote.scratch else {
         return Ok(None);
     };
@@ -152,6 +152,38 @@ pub(crate) fn kernel_state(
             size: word(24),
         },
     }))
+}
+
+/// [`kernel_state`] for a thread whose clear-tid address and alternate
+/// stack are known not to have changed since `then`: only the parts
+/// ptrace reports without a call inside the thread are read again.
+fn kernel_state_known(
+    t: &mut Tracee,
+    tid: i32,
+    then: &KernelState,
+) -> Result<Option<KernelState>, TraceError> {
+    if !matches!(t.threads.get(&tid), Some(ThreadState::Stopped { .. })) {
+        return Ok(None);
+    }
+    let (rseq, robust_list) = ptrace_state(t.pid, tid)?;
+    Ok(Some(KernelState {
+        rseq,
+        robust_list,
+        ..*then
+    }))
+}
+
+/// The rseq registration and robust-futex list, which ptrace reports.
+fn ptrace_state(pid: i32, tid: i32) -> Result<(Option<RseqConfig>, (u64, u64)), TraceError> {
+    let sys = |e| TraceError::sys(pid, e);
+    let rseq = match pt::get_rseq_config(tid) {
+        Ok(c) => Some(c),
+        // Before 5.13 the kernel cannot say.
+        Err(e) if e.errno.0 == libc::EIO => None,
+        Err(e) => return Err(sys(e)),
+    };
+    let robust_list = pt::get_robust_list(tid).map_err(sys)?;
+    Ok((rseq, robust_list))
 }
 
 /// First step of a rollback, before any mapping changes: ends `tid`'s

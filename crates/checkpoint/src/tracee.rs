@@ -84,6 +84,8 @@ pub(crate) struct Tracee {
     pub generation: u64,
     /// Set once the process is gone.
     pub exit_status: Option<WaitStatus>,
+    /// System calls run inside the process so far.
+    pub injected: u64,
     /// Signals stopped threads may hold for the engine.
     filter: SignalFilter,
     /// Inside [`Tracee::stop_all`]: new threads are kept stopped.
@@ -135,6 +137,7 @@ impl Tracee {
             threads,
             generation: 0,
             exit_status: None,
+            injected: 0,
             filter,
             stopping_all: false,
             deferred_signals: Vec::new(),

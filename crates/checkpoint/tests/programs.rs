@@ -238,6 +238,46 @@ fn the_program_break_moved_since_the_checkpoint_is_put_back() {
         "{sent} sent: {:?}",
         run.events
     );
+    // The filter saw the program's brk calls: checkpoints read the break
+    // again (had they kept an old one, the rollbacks above would have set
+    // it and brkwalk would have exited with "brk mismatch").
+    let reread = checkpoints(&run).filter(|s| s.injected_calls > 0).count();
+    assert!(reread >= 2, "{:?}", run.events);
+}
+
+/// A checkpoint reads the break, each thread's alternate stack and
+/// clear-tid address by running calls inside the program (each a
+/// single-step round trip). When the file filter saw no call that changes
+/// them since the previous checkpoint, it runs none: compute leaves them
+/// alone after its start. (tstate and brkwalk, which change them all the
+/// time, show the other side: their rollbacks put back what they set.)
+#[test]
+fn a_program_that_leaves_its_kernel_state_alone_gets_no_calls_run_inside_it() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let t = Instant::now();
+    plain_output("compute", &["100"]);
+    let per_round = t.elapsed().as_secs_f64() / 100.0;
+    let rounds = ((1.5 / per_round.max(1e-6)) as u64)
+        .clamp(300, 50_000)
+        .to_string();
+    let expected = plain_output("compute", &[&rounds]);
+    let mut run = start("compute", &[&rounds], config());
+    let out = run.wait(LIMIT);
+    assert_eq!(out, expected);
+    let calls: Vec<u64> = checkpoints(&run).map(|s| s.injected_calls).collect();
+    assert!(calls.len() >= 6, "too few checkpoints: {calls:?}");
+    // The first checkpoints read everything (nothing to compare with yet);
+    // the program's last malloc (stdio's buffer) may move the break.
+    let later = &calls[2..];
+    let none = later.iter().filter(|&&c| c == 0).count();
+    assert!(
+        none * 10 >= later.len() * 9,
+        "calls run inside the program per checkpoint: {calls:?}"
+    );
+    assert!(calls[0] > 0, "the first checkpoint read nothing: {calls:?}");
 }
 
 #[test]

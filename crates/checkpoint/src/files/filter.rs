@@ -8,6 +8,14 @@
 //! the clone requests: the flags are checked in the filter itself. A call
 //! from another ABI (int 0x80, x32) is always asked about, so nothing slips
 //! past.
+//!
+//! The filter also asks about the few calls that change per-thread or
+//! per-process kernel state a checkpoint holds but cannot read without
+//! running a call inside the program ([`KERNEL_STATE`]: the break, the
+//! alternate signal stack, the clear-tid address, `PR_SET_MM`). Programs
+//! make them rarely; counting them lets a checkpoint re-use the previous
+//! checkpoint's values when none ran, instead of three injected calls
+//! (each a single-step round trip, ~130 µs) every time.
 
 use selfheal_sys::seccomp::{self as sc, bpf_insn};
 
@@ -59,6 +67,27 @@ pub(crate) const ALWAYS: &[i64] = &[
     libc::SYS_process_vm_writev,
 ];
 
+/// Calls that change kernel state a checkpoint keeps (see the module
+/// comment): `brk` and `sigaltstack` only with a first argument (without
+/// one they only ask), `prctl` only for `PR_SET_MM`, `set_tid_address`
+/// always.
+pub(crate) const KERNEL_STATE: &[i64] = &[
+    libc::SYS_brk,
+    libc::SYS_sigaltstack,
+    libc::SYS_set_tid_address,
+    libc::SYS_prctl,
+];
+
+/// `PR_SET_MM`: rewrites the break among other fields of the memory map.
+const PR_SET_MM: u32 = 35;
+
+/// True if the call asked about may have changed the kernel state in
+/// [`KERNEL_STATE`]. Calls of another ABI count too: the filter cannot
+/// tell what they are.
+pub(crate) fn changes_kernel_state(arch: u32, nr: i32) -> bool {
+    arch != sc::AUDIT_ARCH_X86_64 || nr as u32 >= 0x4000_0000 || KERNEL_STATE.contains(&(nr as i64))
+}
+
 // Classic BPF opcodes (linux/bpf_common.h).
 const LD_W_ABS: u16 = 0x20;
 const JEQ_K: u16 = 0x15;
@@ -72,6 +101,9 @@ const ARCH: u32 = 4;
 const fn arg_lo(i: u32) -> u32 {
     16 + 8 * i
 }
+const fn arg_hi(i: u32) -> u32 {
+    20 + 8 * i
+}
 
 /// A jump target while assembling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +114,8 @@ enum Label {
     Openat,
     Mmap,
     Ioctl,
+    FirstArgSet,
+    Prctl,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +154,10 @@ pub(crate) fn program() -> Vec<[u8; 8]> {
         If(JEQ_K, libc::SYS_openat as u32, Label::Openat),
         If(JEQ_K, libc::SYS_mmap as u32, Label::Mmap),
         If(JEQ_K, libc::SYS_ioctl as u32, Label::Ioctl),
+        If(JEQ_K, libc::SYS_set_tid_address as u32, Label::Notify),
+        If(JEQ_K, libc::SYS_brk as u32, Label::FirstArgSet),
+        If(JEQ_K, libc::SYS_sigaltstack as u32, Label::FirstArgSet),
+        If(JEQ_K, libc::SYS_prctl as u32, Label::Prctl),
         allow,
         Mark(Label::Open),
         Ld(arg_lo(1)),
@@ -137,6 +175,18 @@ pub(crate) fn program() -> Vec<[u8; 8]> {
         Ld(arg_lo(1)),
         If(JEQ_K, FICLONE, Label::Notify),
         If(JEQ_K, FICLONERANGE, Label::Notify),
+        allow,
+        // A pointer or address in the first argument: a change (either
+        // half may be the non-zero one).
+        Mark(Label::FirstArgSet),
+        Ld(arg_lo(0)),
+        If(JSET_K, u32::MAX, Label::Notify),
+        Ld(arg_hi(0)),
+        If(JSET_K, u32::MAX, Label::Notify),
+        allow,
+        Mark(Label::Prctl),
+        Ld(arg_lo(0)),
+        If(JEQ_K, PR_SET_MM, Label::Notify),
         allow,
         Mark(Label::Notify),
         notify,
@@ -261,5 +311,87 @@ mod tests {
         assert_eq!(p[1][2], 1);
         assert_eq!(k(2), sc::SECCOMP_RET_USER_NOTIF);
         assert!(p.len() < 100);
+    }
+
+    /// Runs the filter on one call, as the kernel would (the opcodes the
+    /// program uses only).
+    fn verdict(arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(&(nr as i32).to_ne_bytes());
+        data.extend_from_slice(&arch.to_ne_bytes());
+        data.extend_from_slice(&0u64.to_ne_bytes());
+        for a in args {
+            data.extend_from_slice(&a.to_ne_bytes());
+        }
+        let p = program();
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            let code = u16::from_ne_bytes([i[0], i[1]]);
+            let (jt, jf) = (i[2] as usize, i[3] as usize);
+            let k = u32::from_ne_bytes([i[4], i[5], i[6], i[7]]);
+            let jump = |taken: bool| pc + 1 + if taken { jt } else { jf };
+            pc = match code {
+                LD_W_ABS => {
+                    let at = k as usize;
+                    acc = u32::from_ne_bytes(data[at..at + 4].try_into().unwrap());
+                    pc + 1
+                }
+                JEQ_K => jump(acc == k),
+                JGE_K => jump(acc >= k),
+                JSET_K => jump(acc & k != 0),
+                RET_K => return k,
+                other => panic!("opcode {other:#x} not modelled"),
+            };
+        }
+    }
+
+    #[test]
+    fn kernel_state_changes_are_asked_about_and_queries_are_not() {
+        let ask = |nr: i64, args: [u64; 6]| {
+            verdict(sc::AUDIT_ARCH_X86_64, nr, args) == sc::SECCOMP_RET_USER_NOTIF
+        };
+        let z = [0u64; 6];
+        let with = |a0: u64| [a0, 0x7fff_0000_1000, 0, 0, 0, 0];
+        // Queries run at full speed.
+        assert!(!ask(libc::SYS_brk, z));
+        assert!(!ask(libc::SYS_sigaltstack, with(0)));
+        assert!(!ask(libc::SYS_prctl, with(libc::PR_SET_NAME as u64)));
+        assert!(!ask(libc::SYS_prctl, with(40))); // PR_GET_TID_ADDRESS
+        assert!(!ask(libc::SYS_read, z));
+        assert!(!ask(libc::SYS_getpid, z));
+        // Changes are asked about, a pointer whose low half is zero too.
+        assert!(ask(libc::SYS_brk, with(0x5555_5555_9000)));
+        assert!(ask(libc::SYS_brk, with(0x7f00_0000_0000)));
+        assert!(ask(libc::SYS_sigaltstack, with(0x7ffd_1234_5678)));
+        assert!(ask(libc::SYS_sigaltstack, with(0x7f00_0000_0000)));
+        assert!(ask(libc::SYS_set_tid_address, z));
+        assert!(ask(libc::SYS_prctl, with(PR_SET_MM as u64)));
+        // What the filter was for stays as it was.
+        assert!(ask(libc::SYS_write, z));
+        assert!(ask(libc::SYS_openat, [0, 0, libc::O_CREAT as u64, 0, 0, 0]));
+        assert!(!ask(
+            libc::SYS_openat,
+            [0, 0, libc::O_RDONLY as u64, 0, 0, 0]
+        ));
+        assert!(ask(
+            libc::SYS_mmap,
+            [0, 4096, 3, libc::MAP_SHARED as u64, 3, 0]
+        ));
+        assert!(!ask(
+            libc::SYS_mmap,
+            [0, 4096, 3, libc::MAP_PRIVATE as u64, 3, 0]
+        ));
+        // Another ABI: always asked, and counted as a possible change.
+        assert_eq!(verdict(0x4000_0003, 45, z), sc::SECCOMP_RET_USER_NOTIF);
+        assert!(changes_kernel_state(0x4000_0003, 45));
+        assert!(changes_kernel_state(
+            sc::AUDIT_ARCH_X86_64,
+            libc::SYS_brk as i32
+        ));
+        assert!(!changes_kernel_state(
+            sc::AUDIT_ARCH_X86_64,
+            libc::SYS_write as i32
+        ));
     }
 }

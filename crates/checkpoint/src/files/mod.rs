@@ -91,6 +91,11 @@ pub(crate) struct Restored {
     pub names: usize,
 }
 
+/// Listeners installed by this process so far: each one's count of
+/// kernel-state calls starts at its own multiple of 2^40, so a value
+/// remembered from one never matches another's.
+static LISTENERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// File tracking of one traced process.
 #[derive(Debug)]
 pub(crate) struct Files {
@@ -125,6 +130,9 @@ impl Files {
         let shared = Arc::new(Shared {
             journal: Mutex::new(Journal::new(cfg.preimage_budget, t.pid.to_string())),
             metrics,
+            kernel_changes: std::sync::atomic::AtomicU64::new(
+                LISTENERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40,
+            ),
         });
         // The thread first: a filter without anyone to answer it would fail
         // the program's writes with ENOSYS.
@@ -161,6 +169,17 @@ impl Files {
             }
             Err(why) => Ok(Files::off(why)),
         }
+    }
+
+    /// How many calls that may change the kernel state a checkpoint keeps
+    /// (the break, alternate stacks, clear-tid addresses) the filter has
+    /// seen; None without a filter (then nothing says they did not run).
+    /// Read with the process stopped, two equal values mean none ran in
+    /// between: a call interrupted by the stop is asked about again.
+    pub fn kernel_changes(&self) -> Option<u64> {
+        self.shared
+            .as_ref()
+            .map(|s| s.kernel_changes.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// How files are followed.

@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub journal: Mutex<Journal>,
     /// Where calls are counted.
     pub metrics: Arc<crate::events::Metrics>,
+    /// Counts calls that may have changed kernel state a checkpoint keeps
+    /// (see [`super::filter::KERNEL_STATE`]); starts at a value no other
+    /// listener uses. Counted before the reply: a call runs only after it.
+    pub kernel_changes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -129,6 +133,11 @@ impl Responder {
                 .metrics
                 .file_calls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if super::filter::changes_kernel_state(n.arch, n.nr) {
+                self.shared
+                    .kernel_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             if self.shared.lock().active {
                 self.handle(&n);
             }
