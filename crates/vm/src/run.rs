@@ -187,6 +187,8 @@ pub(crate) struct Run<'a> {
     guest_listens: bool,
     /// Rollbacks told to the guest.
     told_rollbacks: u64,
+    /// The last rollback notice, not sent yet (the link was down).
+    untold: Option<Vec<u8>>,
     /// The guest's clock against the host's (from heartbeats).
     clock: GuestClock,
     /// Checkpoint pauses since the last summary event, µs.
@@ -294,6 +296,7 @@ impl<'a> Run<'a> {
             link,
             guest_listens: false,
             told_rollbacks: 0,
+            untold: None,
             clock: GuestClock::default(),
             pauses: Vec::new(),
             all_pauses: Vec::new(),
@@ -363,7 +366,14 @@ impl<'a> Run<'a> {
             Input::Qmp(ev) => self.qmp_event(ev, now),
             Input::Link(LinkInput::Message(m)) => self.guest_message(m, now),
             Input::Link(LinkInput::Bad(_)) => VmMetrics::inc(&self.metrics.guest_bad_lines),
-            Input::Link(LinkInput::Up | LinkInput::Down) => {}
+            Input::Link(LinkInput::Up) => {
+                if let Some(line) = self.untold.take() {
+                    if !self.link.send(&line) {
+                        self.untold = Some(line);
+                    }
+                }
+            }
+            Input::Link(LinkInput::Down) => {}
         }
         None
     }
@@ -564,9 +574,12 @@ impl<'a> Run<'a> {
             pause_ms: duration_us / 1000,
             trigger: trigger.to_string(),
         };
-        let sent = self.link.send(&m.to_line());
+        let line = m.to_line();
+        let sent = self.link.send(&line);
         if !sent {
-            VmMetrics::inc(&self.metrics.guest_bad_lines);
+            // The link is down (a rollback to before QEMU accepted it
+            // closes it): said again once it is up.
+            self.untold = Some(line);
         }
         Some(sent)
     }
