@@ -5,8 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-pub use selfheal_event::Class;
-use selfheal_event::{Culprit, Event, EventKind, Severity};
+use selfheal_event::{Class, Culprit, Event, EventKind, Severity, Target};
 
 /// What woke the heavy detector.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +104,6 @@ impl Trigger {
     }
 }
 
-pub use selfheal_recover::{Blame, ProgramScope, Target};
 use selfheal_recover::{Evidence, Incident};
 
 /// How to tell that the symptom cleared, for recovery's verification.

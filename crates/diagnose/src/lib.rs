@@ -27,6 +27,6 @@ pub mod snapshot;
 pub mod sweep;
 pub mod verify;
 
-pub use class::{Blame, Class, Diagnosis, Symptom, Target, Trigger};
+pub use class::{Diagnosis, Symptom, Trigger};
 pub use classify::{Diagnoser, Observation, Thresholds};
 pub use snapshot::{Snapshot, SnapshotReader, TaskSample};

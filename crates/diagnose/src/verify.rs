@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use selfheal_detect::stall::StallShared;
+use selfheal_event::{Blame, Target};
 use selfheal_procfs::task::{list_pids, parse_task_stat};
-use selfheal_recover::{blamed_set, Blame, ProcInfo, Recheck, SymptomProbe, Target};
+use selfheal_recover::{blamed_set, ProcInfo, Recheck, SymptomProbe};
 
 use crate::cgroups::CgroupScanner;
 use crate::class::Symptom;

@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 mod class;
+mod target;
 
 pub use class::{Class, UnknownClass};
+pub use target::{Blame, ProgramScope, Target};
 
 use std::fmt;
 use std::str::FromStr;
@@ -221,7 +223,7 @@ impl FromStr for Severity {
 
 /// Who is to blame, as far as it is known: the one description of a culprit,
 /// recorded in events and carried by recovery's incidents (which add only
-/// the identity and scope to act on, `selfheal_recover::Target`). Every
+/// the identity and scope to act on, [`Target`]). Every
 /// field is optional because different detectors know different things (a
 /// stalled CPU has no pid).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

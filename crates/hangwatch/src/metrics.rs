@@ -16,7 +16,7 @@ use selfheal_metrics::{
 };
 use selfheal_recover::{Outcome, Refusal};
 
-use selfheal_diagnose::Class;
+use selfheal_event::Class;
 
 /// Trigger kinds counted.
 pub const TRIGGER_KINDS: &[&str] = &["alert", "stall", "watchdog", "kernel", "sweep", "manual"];

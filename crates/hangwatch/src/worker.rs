@@ -14,21 +14,21 @@ use selfheal_config::{Config, Rule};
 use selfheal_detect::stall::{StallEvent, StallShared};
 use selfheal_detect::watchdog::WatchdogEvent;
 use selfheal_detect::Heartbeat;
-use selfheal_event::{Culprit, Event, EventKind, EventSink, Severity};
-use selfheal_kmsg::{KernelReport, VerdictKind};
-use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
-use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
-
-use crate::metrics::PipelineStats;
-use crate::pipeline::{Input, PipelineOptions};
 use selfheal_diagnose::cgroups::{CgroupRoots, CgroupScanner};
-use selfheal_diagnose::class::{Class, Symptom, Trigger};
+use selfheal_diagnose::class::{Symptom, Trigger};
 use selfheal_diagnose::classify::{Diagnoser, Observation, Thresholds};
 use selfheal_diagnose::dwait::{DWait, DwaitTracer};
 use selfheal_diagnose::oomloop::OomLoops;
 use selfheal_diagnose::snapshot::SnapshotReader;
 use selfheal_diagnose::sweep::DStateTracker;
 use selfheal_diagnose::verify::SymptomCheck;
+use selfheal_event::{Class, Culprit, Event, EventKind, EventSink, Severity};
+use selfheal_kmsg::{KernelReport, VerdictKind};
+use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
+use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
+
+use crate::metrics::PipelineStats;
+use crate::pipeline::{Input, PipelineOptions};
 
 /// How often the limited-cgroup list is rebuilt (a heavy run rebuilds it too).
 const CGROUP_REWALK: Duration = Duration::from_secs(5);

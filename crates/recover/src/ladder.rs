@@ -30,14 +30,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use selfheal_config::{Action, RecoveryConfig};
-use selfheal_event::{Class, Culprit, Event, EventKind, EventSink, Severity};
+use selfheal_event::{Blame, Class, Culprit, Event, EventKind, EventSink, Severity, Target};
 
 use crate::evidence::{Evidence, Recheck, Refusal, SymptomProbe};
 use crate::ops::{OpsError, SystemOps};
 use crate::policy::Policy;
 use crate::rate::RateLimiter;
 use crate::restart::RestartStore;
-pub use crate::target::{Blame, ProgramScope, Target};
+use crate::target::{cooldown_key, program_covers};
 
 /// What stuck tasks wait on, where recovery can act on it directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,7 +309,7 @@ impl Ladder {
         let start = Instant::now();
         let mut report = LadderReport::default();
         if let Some(t) = &incident.target {
-            if let Some(left) = self.rate.cooling(&t.key(), start) {
+            if let Some(left) = self.rate.cooling(&cooldown_key(t), start) {
                 let rec = StepRecord::new(
                     steps.first().copied().unwrap_or(Action::Record),
                     Outcome::RateLimited,
@@ -377,7 +377,7 @@ impl Ladder {
         }
         if let (Some(t), false) = (&incident.target, self.options.dry_run) {
             if report.steps.iter().any(|s| !s.touched.is_empty()) {
-                self.rate.cool(&t.key(), Instant::now());
+                self.rate.cool(&cooldown_key(t), Instant::now());
             }
         }
         report
@@ -395,7 +395,7 @@ impl Ladder {
             return None;
         }
         let t = inc.target.as_ref()?;
-        let crate::target::Blame::Program(scope) = &t.blame else {
+        let Blame::Program(scope) = &t.blame else {
             return None;
         };
         match self.ops.process(t.pid) {
@@ -410,7 +410,7 @@ impl Ladder {
             .processes()
             .ok()?
             .into_iter()
-            .filter(|p| scope.covers(p) && !crate::target::is_dead(p))
+            .filter(|p| program_covers(scope, p) && !crate::target::is_dead(p))
             .filter(|p| self.policy.refusal(p, lineage).is_none())
             .min_by_key(|p| (p.starttime, p.pid))?;
         let mut inc = inc.clone();

@@ -5,8 +5,9 @@
 //!   freeze cgroup → restart unit → a controlled restart); before each, pin the target
 //!   (pidfd) and re-check the [`evidence`]; after each, wait for the
 //!   symptom to clear before escalating; record every step as an event.
-//! - [`target`]: whom to act on, and the one definition of which processes
-//!   a diagnosis blames with it.
+//! - [`target`]: the one definition of which processes a diagnosis blames
+//!   with its target ([`blamed_set`]); the `Target` and `Blame` types
+//!   themselves are `selfheal-event`'s, shared with the heavy detector.
 //! - [`policy`]: who is never touched (pid 1, kernel threads, selfheal and
 //!   its ancestors, `recovery.protected`/`protected_units`) and where
 //!   recovery may act at all (`recovery.allowed_cgroups`).
@@ -35,4 +36,4 @@ pub use policy::Policy;
 pub use rate::RateLimiter;
 pub use restart::{RestartRecord, RestartStore};
 pub use selfheal_config::Action;
-pub use target::{blamed_set, broad_cgroup, Blame, ProgramScope, Target};
+pub use target::{blamed_set, broad_cgroup, program_covers};

@@ -1,4 +1,5 @@
-//! Whom recovery acts on, and which processes a diagnosis blames with it.
+//! Which processes a diagnosis blames with its target (the `Target`,
+//! `Blame` and `ProgramScope` types are `selfheal-event`'s).
 //!
 //! [`blamed_set`] is the one definition of "blamed": the ladder lists it
 //! before every step (what `kill_tree` may signal, what a cgroup may hold
@@ -6,82 +7,26 @@
 //! and zombie processes are never in it: they cannot fork or hold memory,
 //! and counting them once let a follow-up diagnosis blame bystanders.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+
+use selfheal_event::{Blame, ProgramScope, Target};
 
 use crate::ops::ProcInfo;
 
-/// Whom recovery acts on: the identity that makes acting safe and the
-/// processes blamed along with it. What the process is (command, cgroup,
-/// unit) is the incident's `Culprit`, the one description of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The process.
-    pub pid: i32,
-    /// Process start time (ticks after boot): a reused pid has another, so
-    /// with the pid it names exactly one process, ever.
-    pub starttime: u64,
-    /// Which processes the diagnosis blames along with this one.
-    pub blame: Blame,
+/// The cool-down key of `target`.
+pub(crate) fn cooldown_key(target: &Target) -> String {
+    format!("pid:{}:{}", target.pid, target.starttime)
 }
 
-impl Target {
-    /// A target blaming the process and its descendants.
-    pub fn tree(pid: i32, starttime: u64) -> Target {
-        Target {
-            pid,
-            starttime,
-            blame: Blame::Tree,
-        }
-    }
-
-    /// The cool-down key.
-    pub(crate) fn key(&self) -> String {
-        format!("pid:{}:{}", self.pid, self.starttime)
-    }
-}
-
-/// The processes a diagnosis blames: what `kill_tree` kills, and what a
-/// cgroup may hold for `kill_cgroup`/`freeze_cgroup` to be allowed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Blame {
-    /// The process and its descendants.
-    #[default]
-    Tree,
-    /// One program's processes that belong together (a fork bomb whose
-    /// members were re-parented away from their tree), plus descendants.
-    Program(ProgramScope),
-    /// Every process in the target's cgroup (a fork bomb filling a cgroup).
-    Cgroup,
-}
-
-/// A program blamed for a fork bomb: its command and uid, and the evidence
-/// that ties processes to the bomb. Never "every process with this name":
-/// a process of the same command and uid belongs to the bomb only when it
-/// is one of the members the diagnosis counted or shares a process group
-/// with them (a fork keeps its parent's process group; a shell gives each
-/// job its own, so the shell that started the bomb and same-named programs
-/// started elsewhere are not in it).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ProgramScope {
-    /// Command name (`comm`).
-    pub comm: String,
-    /// Real uid.
-    pub uid: u32,
-    /// Process groups of the counted members.
-    pub pgids: BTreeSet<i32>,
-    /// The counted members, as (pid, start time).
-    pub members: BTreeSet<(i32, u64)>,
-}
-
-impl ProgramScope {
-    /// True when `p` is one of the bomb's processes by this evidence.
-    pub fn covers(&self, p: &ProcInfo) -> bool {
-        p.comm == self.comm
-            && p.uid == Some(self.uid)
-            && !p.kernel_thread
-            && (self.members.contains(&(p.pid, p.starttime))
-                || (p.pgid > 0 && self.pgids.contains(&p.pgid)))
-    }
+/// True when `p` is one of a fork bomb's processes by the evidence in
+/// `scope`: same command and uid, not a kernel thread, and one of the
+/// counted members or in one of their process groups.
+pub fn program_covers(scope: &ProgramScope, p: &ProcInfo) -> bool {
+    p.comm == scope.comm
+        && p.uid == Some(scope.uid)
+        && !p.kernel_thread
+        && (scope.members.contains(&(p.pid, p.starttime))
+            || (p.pgid > 0 && scope.pgids.contains(&p.pgid)))
 }
 
 /// Why a cgroup must never be killed or frozen as a whole whatever its
@@ -131,7 +76,7 @@ pub fn blamed_set(all: &[ProcInfo], target: &Target, cgroup_members: &[i32]) -> 
     // A program blame names its members: a target outside them is not
     // blamed by it (a diagnosis that says otherwise contradicts itself).
     let target_blamed = match (&target.blame, by_pid.get(&target.pid)) {
-        (Blame::Program(scope), Some(p)) => target_alive && scope.covers(p),
+        (Blame::Program(scope), Some(p)) => target_alive && program_covers(scope, p),
         _ => target_alive,
     };
     if target_blamed {
@@ -140,7 +85,11 @@ pub fn blamed_set(all: &[ProcInfo], target: &Target, cgroup_members: &[i32]) -> 
     match &target.blame {
         Blame::Tree => {}
         Blame::Program(scope) => {
-            set.extend(all.iter().filter(|p| scope.covers(p)).map(|p| p.pid));
+            set.extend(
+                all.iter()
+                    .filter(|p| program_covers(scope, p))
+                    .map(|p| p.pid),
+            );
         }
         Blame::Cgroup if target_alive => set.extend(cgroup_members.iter().copied()),
         Blame::Cgroup => {}

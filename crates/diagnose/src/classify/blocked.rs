@@ -19,8 +19,9 @@ use selfheal_event::Culprit;
 
 use super::{Deltas, Diagnoser, Observation};
 use crate::blocker::{stack::IO_WAITS, Blocker, Held};
-use crate::class::{Class, Diagnosis, Symptom, Target};
+use crate::class::{Diagnosis, Symptom};
 use crate::sweep::StuckTask;
+use selfheal_event::{Class, Target};
 
 /// Stuck threads looked at per observation.
 const MAX_STUCK: usize = 64;

@@ -22,7 +22,8 @@ use serde_json::json;
 use selfheal_event::Culprit;
 
 use super::{round1, Deltas, Diagnoser, Observation, TaskDelta};
-use crate::class::{Class, Diagnosis, Symptom};
+use crate::class::{Diagnosis, Symptom};
+use selfheal_event::Class;
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
     let mut stalled: BTreeMap<u32, Option<Duration>> = BTreeMap::new();

@@ -19,7 +19,7 @@
 //! fork keeps it) and, while they live, its parents. Same-named processes
 //! of the same uid elsewhere (another job, another login) are *not* the
 //! bomb: a program is split into clusters of related processes and only
-//! the cluster that grew is blamed ([`selfheal_recover::ProgramScope`]).
+//! the cluster that grew is blamed ([`selfheal_event::ProgramScope`]).
 //! Dead and zombie processes, and those recovery acted on within the settle
 //! window, are never counted: after a kill, the bomb's zombies and the
 //! kernel's last fork refusals are its aftermath, not a new bomb.
@@ -31,8 +31,9 @@ use serde_json::json;
 use selfheal_recover::broad_cgroup;
 
 use super::{Deltas, Diagnoser, Observation};
-use crate::class::{Blame, Class, Diagnosis, ProgramScope, Symptom};
+use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::{Snapshot, TaskSample};
+use selfheal_event::{Blame, Class, ProgramScope};
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
     let th = &dx.thresholds;

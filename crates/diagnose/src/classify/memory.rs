@@ -25,8 +25,9 @@ use std::collections::{HashMap, HashSet};
 use serde_json::json;
 
 use super::{round1, Deltas, Diagnoser, Observation};
-use crate::class::{Class, Diagnosis, Symptom};
+use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::TaskSample;
+use selfheal_event::Class;
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
     let th = &dx.thresholds;

@@ -27,10 +27,11 @@ use selfheal_kmsg::KernelReport;
 
 use crate::blocker::BlockerReader;
 use crate::cgroups::CgroupUsage;
-use crate::class::{Class, Diagnosis, Symptom, Target, Trigger};
+use crate::class::{Diagnosis, Symptom, Trigger};
 use crate::oomloop::OomLoop;
 use crate::snapshot::{Snapshot, TaskSample};
 use crate::sweep::StuckTask;
+use selfheal_event::{Class, Target};
 
 /// A fork bomb stalls CPUs too (thousands of tasks forking keep the kernel
 /// busy, and under voluntary preemption the canaries wait): when one is

@@ -17,8 +17,9 @@ use serde_json::json;
 use selfheal_event::Culprit;
 
 use super::{Diagnoser, Observation};
-use crate::class::{Class, Diagnosis, Symptom};
+use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::TaskSample;
+use selfheal_event::Class;
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> {
     let page = selfheal_sys::sched::page_size() as u64;

@@ -11,7 +11,7 @@ use super::tree::Stopped;
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
 use crate::ops::{OpsError, Pinned, ProcInfo};
-use crate::target::{Blame, Target};
+use selfheal_event::{Blame, Target};
 
 /// How long `kill_tree` keeps stopping newly forked members (it stops as
 /// soon as a pass finds none: listing thousands of processes on a slow

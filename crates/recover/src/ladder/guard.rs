@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
 use crate::ops::{OpsError, Pinned, ProcInfo};
-use crate::target::{blamed_set, broad_cgroup, is_dead, Blame, Target};
+use selfheal_event::{Blame, Target};
+
+use crate::target::{blamed_set, broad_cgroup, is_dead, program_covers};
 
 /// Before any action: the pinned target still runs the program diagnosed,
 /// is not dead, and is still among the processes the diagnosis blames.
@@ -39,7 +41,7 @@ pub(super) fn still_blamed(
     // a listing of every process costs seconds in a fork bomb's race.
     match &t.blame {
         Blame::Tree => return Ok(()),
-        Blame::Program(scope) if scope.covers(&now) => return Ok(()),
+        Blame::Program(scope) if program_covers(scope, &now) => return Ok(()),
         Blame::Program(_) | Blame::Cgroup => {}
     }
     // The target is alive (checked above): an empty blamed set means it is

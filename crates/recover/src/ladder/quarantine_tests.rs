@@ -12,7 +12,7 @@ use crate::evidence::Evidence;
 use crate::fake::{Call, FakeSystem};
 use crate::ladder::{Incident, Ladder, LadderOptions, LadderReport, Outcome};
 use crate::ops::{ProcInfo, SystemOps};
-use crate::target::Target;
+use selfheal_event::Target;
 
 const Q: &str = "/selfheal-quarantine-100";
 
@@ -181,7 +181,7 @@ fn a_quarantine_beneath_a_cgroup_counts_as_that_cgroup_and_nothing_else_does() {
 
 #[test]
 fn a_bomb_whose_target_died_is_followed_to_its_oldest_live_member() {
-    use crate::target::{Blame, ProgramScope};
+    use selfheal_event::{Blame, ProgramScope};
     // A bomb blamed as one program: members counted by the diagnosis and
     // their process group. `kill` takes the target only; the bomb goes on.
     let f = Arc::new(FakeSystem::new(500));

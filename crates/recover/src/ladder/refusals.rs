@@ -9,7 +9,7 @@ use selfheal_event::MemorySink;
 use super::*;
 use crate::fake::{Call, FakeSystem};
 use crate::ops::ProcInfo;
-use crate::target::ProgramScope;
+use selfheal_event::ProgramScope;
 
 const OWN: i32 = 500;
 

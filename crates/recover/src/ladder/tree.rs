@@ -19,7 +19,7 @@ use super::guard::{blamed, check_all};
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
 use crate::ops::{OpsError, Pinned, SystemOps};
-use crate::target::Target;
+use selfheal_event::Target;
 
 /// Stops the blamed processes and all their descendants breadth-first,
 /// adding each to `stopped`. Does nothing where the kernel does not list
@@ -283,7 +283,7 @@ mod tests {
     use crate::ladder::{Incident, Ladder, LadderOptions, Outcome};
     use crate::ops::ProcInfo;
     use crate::ops::SystemOps;
-    use crate::target::Target;
+    use selfheal_event::Target;
 
     fn proc(pid: i32, ppid: i32, comm: &str) -> ProcInfo {
         ProcInfo {

@@ -31,7 +31,7 @@ fn rt_hog_named_with_and_without_a_stall_report() {
         assert_eq!(d.evidence["culprit"]["rt_priority"], 20);
         assert!(d.evidence["culprit"]["cpu_percent"].as_f64().unwrap() >= 80.0);
         let t = d.target.as_ref().unwrap();
-        assert_eq!((t.pid, &t.blame), (hog, &crate::class::Blame::Tree));
+        assert_eq!((t.pid, &t.blame), (hog, &selfheal_event::Blame::Tree));
         assert!(t.starttime > 0);
         assert!(matches!(d.symptom, Symptom::RtMonopoly { pid, .. } if pid == hog));
         let ev = d.to_event(&Trigger::Manual, Some(Duration::from_millis(230)));

@@ -27,7 +27,7 @@ fn fork_bomb_at_its_pids_limit() {
     // Recovery may take the whole cgroup down: the diagnosis blames all of it.
     assert_eq!(
         d.target.as_ref().unwrap().blame,
-        crate::class::Blame::Cgroup
+        selfheal_event::Blame::Cgroup
     );
 }
 
@@ -152,7 +152,7 @@ fn a_program_bomb_blames_its_related_group_not_the_oldest_namesake() {
     let target = d.target.as_ref().unwrap();
     // The oldest bash on the machine is pid 1033; the bomb's oldest is 2091.
     assert_eq!(target.pid, 2091, "{}", d.summary);
-    let crate::class::Blame::Program(scope) = &target.blame else {
+    let selfheal_event::Blame::Program(scope) = &target.blame else {
         panic!("{:?}", target.blame)
     };
     assert_eq!(scope.pgids, [2027].into());
@@ -210,7 +210,7 @@ fn a_bomb_held_at_a_pids_limit_is_found_without_growth_a_steady_pool_is_not() {
         d.summary
     );
     let target = d.target.as_ref().unwrap();
-    let crate::class::Blame::Program(scope) = &target.blame else {
+    let selfheal_event::Blame::Program(scope) = &target.blame else {
         panic!("{:?}", target.blame)
     };
     assert_eq!(scope.pgids, [2027].into());
