@@ -51,9 +51,14 @@ pub fn parse_flat_keyed(text: &str) -> Vec<(&str, u64)> {
 
 /// The value of `key` in flat-keyed text.
 pub fn flat_keyed_value(text: &str, key: &str) -> Option<u64> {
-    parse_flat_keyed(text)
-        .into_iter()
-        .find_map(|(k, v)| (k == key).then_some(v))
+    // Without collecting: the hang pipeline's sweep calls this every
+    // second for every limited cgroup. Same lines as `parse_flat_keyed`.
+    text.lines().find_map(|line| {
+        let mut it = line.split_whitespace();
+        let k = it.next()?;
+        let v = it.next()?.parse().ok()?;
+        (k == key).then_some(v)
+    })
 }
 
 /// Parses a limit that may be `max` (v2) into `None`.
