@@ -16,6 +16,7 @@ pub mod pressure;
 pub mod stat;
 pub mod system;
 pub mod task;
+pub mod uptime;
 pub mod vmstat;
 
 pub use error::ProcError;

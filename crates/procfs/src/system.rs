@@ -12,6 +12,7 @@ use crate::error::ProcError;
 use crate::meminfo::{parse_meminfo, MemInfo};
 use crate::pressure::{parse_pressure, Pressure};
 use crate::stat::{count_cpu_lines, parse_stat, StatCounters};
+use crate::uptime::parse_uptime_idle_cs;
 use crate::vmstat::{parse_vmstat, VmStat};
 
 /// Most block devices tracked; further ones are ignored.
@@ -102,7 +103,8 @@ pub struct ReaderOptions {
     /// many reads. vmstat is the most expensive file (the kernel sums
     /// per-CPU event counters) and PSI averages only change every 2 s.
     /// When above 1, a *quiet* read (see [`SystemReader::read`]) also
-    /// leaves /proc/meminfo and the disks to the slow cadence.
+    /// leaves /proc/meminfo and the disks to the slow cadence, and an
+    /// *idle* one (see [`SystemReader::read`]) leaves /proc/stat too.
     pub slow_every: u64,
 }
 
@@ -130,6 +132,13 @@ pub struct SystemCounters {
     /// True when this read refreshed `mem` and `disks`; false after a
     /// quiet read, where they repeat the last refresh.
     pub mem_fresh: bool,
+    /// True when this read took /proc/stat; false after an *idle* read
+    /// (see [`SystemReader::read`]), where `stat` repeats the last read of
+    /// it and `idle_read` says what /proc/uptime showed instead.
+    pub stat_fresh: bool,
+    /// After an idle read: what /proc/uptime showed since the previous
+    /// read. Meaningless when `stat_fresh`.
+    pub idle_read: IdleRead,
     /// /proc/vmstat (see `slow_fresh`).
     pub vm: VmStat,
     /// Tracked block devices; capacity [`MAX_DISKS`], never reallocated.
@@ -153,6 +162,8 @@ impl SystemCounters {
             mem: MemInfo::default(),
             slow_fresh: false,
             mem_fresh: false,
+            stat_fresh: false,
+            idle_read: IdleRead::default(),
             vm: VmStat::default(),
             disks: Vec::with_capacity(MAX_DISKS),
             disk_present: Vec::with_capacity(MAX_DISKS),
@@ -161,6 +172,18 @@ impl SystemCounters {
             psi_io: None,
         }
     }
+}
+
+/// What an idle read (see [`SystemReader::read`]) knows of the interval
+/// since the previous read, from /proc/uptime's idle time summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IdleRead {
+    /// Share of the online CPUs' time that was idle (I/O wait is not
+    /// idle), percent, at most 100.
+    pub machine_idle_percent: f64,
+    /// Lower bound on each online CPU's idle share, percent: the busy time
+    /// summed over all CPUs, had it all fallen on one CPU.
+    pub min_cpu_idle_percent: f64,
 }
 
 /// Reads the system-wide /proc files.
@@ -190,7 +213,21 @@ pub struct SystemReader {
     last_mem: MemInfo,
     /// Clock ticks per second of /proc/stat's counters.
     ticks_per_second: f64,
+    /// /proc/uptime, the idle gate (`None` when missing or `slow_every`
+    /// is 1).
+    uptime: Option<ProcFile>,
+    /// Idle time summed over CPUs (centiseconds) and when it was read, at
+    /// the last read that may be followed by an idle one.
+    gate_base: Option<(u64, Instant)>,
+    /// Idle reads so far.
+    idle_reads: u64,
 }
+
+/// An idle read: since the previous read, the CPUs online at the last
+/// /proc/stat read were idle all but this many milliseconds summed over
+/// all of them (/proc/uptime counts in 10 ms steps, so the busy time
+/// allowed is up to 10 ms more).
+const IDLE_GATE_BUSY_MS: f64 = 20.0;
 
 /// A quiet interval: every CPU idle (not waiting for I/O) at least this
 /// share of its ticks.
@@ -278,13 +315,20 @@ impl SystemReader {
             last_read_at: None,
             last_mem: MemInfo::default(),
             ticks_per_second: selfheal_sys::sched::clock_ticks_per_second() as f64,
+            uptime: None,
+            gate_base: None,
+            idle_reads: 0,
         };
+        if reader.options.slow_every > 1 {
+            reader.uptime = ProcFile::open(reader.root.join("uptime")).ok();
+        }
         reader.rescan_disks()?;
         let mut probe = SystemCounters::with_cpus(cpus);
         reader.read(&mut probe)?;
         // The caller's first read should be a full one (its baseline).
         reader.reads = 0;
         reader.last_read_at = None;
+        reader.gate_base = None;
         reader.features = Features {
             psi: reader.psi.iter().any(Option::is_some),
             mem_available: probe.mem.available_bytes.is_some(),
@@ -318,6 +362,18 @@ impl SystemReader {
     /// Human-readable notes about degraded sources, for logging once.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// Takes /proc/stat on every read from now on, never an idle read
+    /// (for callers that want every sample's shares, not bounds).
+    pub fn disable_idle_reads(&mut self) {
+        self.uptime = None;
+        self.gate_base = None;
+    }
+
+    /// Reads that took /proc/uptime instead of /proc/stat so far.
+    pub fn idle_reads(&self) -> u64 {
+        self.idle_reads
     }
 
     /// Counters sized for this reader.
@@ -356,9 +412,55 @@ impl SystemReader {
     /// quiet read repeats the last `mem` and `disks` (`mem_fresh` false)
     /// and the first busy read refreshes them again: at idle the reader
     /// costs one file per read instead of three or more.
+    ///
+    /// An *idle* read takes only /proc/uptime: it is one between two slow
+    /// ones, following a quiet read or another idle one, where uptime's
+    /// idle time summed over CPUs shows the CPUs online at the last
+    /// /proc/stat read idle all but [`IDLE_GATE_BUSY_MS`] (plus uptime's
+    /// 10 ms step) of the interval, summed over all of them. No CPU can
+    /// have been busy, stalled or without accounting (a CPU that stops
+    /// taking ticks stops adding idle time) for longer than that; a task
+    /// blocked on I/O turns its idle CPU's time into I/O wait, which is not
+    /// idle; and more tasks runnable than CPUs leave no CPU idle.
+    /// `stat` then repeats the last read of /proc/stat (`stat_fresh`
+    /// false) and `idle_read` says what uptime showed; the next read that
+    /// is not idle takes /proc/stat again, and the caller charges the idle
+    /// reads' time to idle (see `selfheal_sampler`). At idle, 4 reads of 5
+    /// cost /proc/uptime only; under load no read is quiet, so none is
+    /// idle and /proc/uptime is not read at all.
     pub fn read(&mut self, out: &mut SystemCounters) -> Result<(), ProcError> {
         let slow = self.reads.is_multiple_of(self.options.slow_every);
         self.reads += 1;
+        let mut gate_now = None;
+        if !slow {
+            if let (Some((base_cs, base_at)), Some(f)) = (self.gate_base, self.uptime.as_mut()) {
+                let idle_cs = f.refresh().ok().and_then(parse_uptime_idle_cs);
+                let now = Instant::now();
+                let online = self.last_stat.cpu_present.iter().filter(|p| **p).count();
+                if let Some(idle_cs) = idle_cs {
+                    let elapsed_ms = now.saturating_duration_since(base_at).as_secs_f64() * 1e3;
+                    let idle_ms = idle_cs.saturating_sub(base_cs) as f64 * 10.0;
+                    if let Some(read) = idle_gate(idle_ms, elapsed_ms, online) {
+                        self.gate_base = Some((idle_cs, now));
+                        self.idle_reads += 1;
+                        out.stat.copy_from(&self.last_stat);
+                        out.stat_fresh = false;
+                        out.idle_read = read;
+                        out.mem = self.last_mem;
+                        out.mem_fresh = false;
+                        out.slow_fresh = false;
+                        out.disks.clear();
+                        out.disks.extend_from_slice(&self.disks);
+                        out.disk_present.clear();
+                        out.disk_present.extend_from_slice(&self.disk_present);
+                        out.taken_at = now;
+                        return Ok(());
+                    }
+                    gate_now = Some(idle_cs);
+                }
+            }
+        }
+        self.gate_base = None;
         let text = self.stat.refresh()?;
         if !parse_stat(text, &mut out.stat) {
             return Err(ProcError::Parse {
@@ -367,9 +469,12 @@ impl SystemReader {
             });
         }
         let now = Instant::now();
-        let quiet = !slow && self.quiet_since_last(&out.stat, now);
+        let machine_quiet = self.quiet_since_last(&out.stat, now);
+        let quiet = !slow && machine_quiet;
         self.last_stat.copy_from(&out.stat);
         self.last_read_at = Some(now);
+        out.stat_fresh = true;
+        out.idle_read = IdleRead::default();
         out.mem_fresh = !quiet;
         if quiet {
             out.mem = self.last_mem;
@@ -408,6 +513,19 @@ impl SystemReader {
             }
         }
         out.taken_at = Instant::now();
+        // After a quiet interval the next read may be an idle one: note
+        // uptime's idle time now (this read's own gate value when it had
+        // one: the two are microseconds apart).
+        if machine_quiet && self.options.slow_every > 1 {
+            let idle_cs = match gate_now {
+                Some(cs) => Some(cs),
+                None => self
+                    .uptime
+                    .as_mut()
+                    .and_then(|f| f.refresh().ok().and_then(parse_uptime_idle_cs)),
+            };
+            self.gate_base = idle_cs.map(|cs| (cs, out.taken_at));
+        }
         Ok(())
     }
 
@@ -480,6 +598,28 @@ impl SystemReader {
         }
         Ok(())
     }
+}
+
+/// The idle gate: `idle_ms` of idle time summed over `online` CPUs in
+/// `elapsed_ms`. `Some` when every CPU was idle all but
+/// [`IDLE_GATE_BUSY_MS`] (plus uptime's 10 ms step) summed over them; `None`
+/// too when more idle time than `online` CPUs can have shows up (a CPU came
+/// online: /proc/stat must be read to see it).
+fn idle_gate(idle_ms: f64, elapsed_ms: f64, online: usize) -> Option<IdleRead> {
+    if online == 0 || elapsed_ms <= 0.0 {
+        return None;
+    }
+    let expected = online as f64 * elapsed_ms;
+    if idle_ms + IDLE_GATE_BUSY_MS < expected || idle_ms > expected + IDLE_GATE_BUSY_MS {
+        return None;
+    }
+    // Uptime rounds each reading down to 10 ms: the busy time is known to
+    // within one step.
+    let busy = (expected - idle_ms + 10.0).max(0.0);
+    Some(IdleRead {
+        machine_idle_percent: (100.0 * idle_ms / expected).min(100.0),
+        min_cpu_idle_percent: (100.0 * (1.0 - busy / elapsed_ms)).clamp(0.0, 100.0),
+    })
 }
 
 /// Parses `/sys/block/<dev>/stat` (the diskstats fields without the device
@@ -733,6 +873,142 @@ mod tests {
         tree(100, 0, 900_000, &mut t);
         assert_eq!(read(&mut r, &mut c), (true, 900_000));
         assert_eq!(read(&mut r, &mut c), (true, 900_000), "no ticks: fresh");
+    }
+
+    #[test]
+    fn idle_gate_bounds() {
+        // 2 CPUs, 100 ms: 200 ms of idle is an idle interval.
+        let r = idle_gate(200.0, 100.0, 2).unwrap();
+        assert_eq!(r.machine_idle_percent, 100.0);
+        assert_eq!(r.min_cpu_idle_percent, 90.0, "uptime's 10 ms step");
+        // 20 ms busy in all: each CPU idle at least 70 %.
+        let r = idle_gate(180.0, 100.0, 2).unwrap();
+        assert_eq!(r.machine_idle_percent, 90.0);
+        assert!((r.min_cpu_idle_percent - 70.0).abs() < 1e-9);
+        // More busy time: /proc/stat must be read.
+        assert_eq!(idle_gate(170.0, 100.0, 2), None);
+        // One CPU busy the whole interval.
+        assert_eq!(idle_gate(100.0, 100.0, 2), None);
+        // More idle time than the CPUs online at the last read can have:
+        // one came online.
+        assert_eq!(idle_gate(300.0, 100.0, 2), None);
+        assert_eq!(idle_gate(100.0, 0.0, 2), None);
+        assert_eq!(idle_gate(100.0, 100.0, 0), None);
+    }
+
+    /// A /proc-like tree whose CPUs run in real time: each step adds the
+    /// wall time since the previous one to every CPU, as idle or as system
+    /// time, to /proc/stat and /proc/uptime alike.
+    struct LiveTree {
+        dir: tempfile::TempDir,
+        last: std::time::Instant,
+        /// Per CPU: (system ns, idle ns).
+        ns: Vec<(u128, u128)>,
+    }
+
+    impl LiveTree {
+        fn new(cpus: usize) -> LiveTree {
+            let t = LiveTree {
+                dir: tempfile::tempdir().unwrap(),
+                last: std::time::Instant::now(),
+                ns: vec![(0, 1_000_000_000_000); cpus],
+            };
+            std::fs::write(t.dir.path().join("vmstat"), "pgmajfault 5\n").unwrap();
+            std::fs::write(
+                t.dir.path().join("meminfo"),
+                "MemTotal: 1000000 kB\nMemFree: 900000 kB\nMemAvailable: 900000 kB\nCached: 0 kB\n",
+            )
+            .unwrap();
+            t.write();
+            t
+        }
+
+        /// Advances the clock; CPUs in `busy` spent the time in the kernel.
+        fn step(&mut self, busy: &[usize]) {
+            let now = std::time::Instant::now();
+            let d = now.duration_since(self.last).as_nanos();
+            self.last = now;
+            for (i, c) in self.ns.iter_mut().enumerate() {
+                if busy.contains(&i) {
+                    c.0 += d;
+                } else {
+                    c.1 += d;
+                }
+            }
+            self.write();
+        }
+
+        fn write(&self) {
+            let hz = u128::from(selfheal_sys::sched::clock_ticks_per_second());
+            let ticks = |ns: u128| ns * hz / 1_000_000_000;
+            let (sys, idle): (u128, u128) =
+                self.ns.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+            let mut stat = format!("cpu  0 0 {} {} 0 0 0 0 0 0\n", ticks(sys), ticks(idle));
+            for (i, c) in self.ns.iter().enumerate() {
+                stat += &format!("cpu{i} 0 0 {} {} 0 0 0 0 0 0\n", ticks(c.0), ticks(c.1));
+            }
+            stat += "intr 1\nctxt 1\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n";
+            std::fs::write(self.dir.path().join("stat"), stat).unwrap();
+            std::fs::write(
+                self.dir.path().join("uptime"),
+                format!(
+                    "5000.00 {}.{:02}\n",
+                    idle / 1_000_000_000,
+                    idle / 10_000_000 % 100
+                ),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn idle_reads_take_uptime_until_a_cpu_works() {
+        let mut tree = LiveTree::new(2);
+        let options = |slow_every| ReaderOptions {
+            sys_root: None,
+            slow_every,
+        };
+        let mut r = SystemReader::with_options(tree.dir.path(), options(5)).unwrap();
+        let mut c = r.new_counters();
+        let mut step = |r: &mut SystemReader, tree: &mut LiveTree, busy: &[usize]| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            tree.step(busy);
+            r.read(&mut c).unwrap();
+            (c.stat_fresh, c.stat.cpus[1].system)
+        };
+        // The first read (a slow one), then a quiet one: both take
+        // /proc/stat, then the 3 reads before the next slow one may be idle.
+        assert!(step(&mut r, &mut tree, &[]).0);
+        assert!(step(&mut r, &mut tree, &[]).0);
+        let mut idle = 0;
+        for _ in 0..3 {
+            let (fresh, _) = step(&mut r, &mut tree, &[]);
+            idle += u64::from(!fresh);
+        }
+        // Idle reads repeat /proc/stat's counters; on a machine too busy
+        // to run this test on time one may read it: most must not.
+        assert!(idle >= 2, "{idle} idle reads of 3");
+        assert_eq!(r.idle_reads(), idle);
+        // The 6th read is a slow one: /proc/stat whatever uptime says.
+        assert!(step(&mut r, &mut tree, &[]).0);
+        // CPU 1 works: the first read after it takes /proc/stat.
+        let before = r.idle_reads();
+        let (fresh, sys) = step(&mut r, &mut tree, &[1]);
+        assert!(
+            fresh && sys > 0,
+            "busy CPU: /proc/stat read ({fresh}, {sys})"
+        );
+        assert!(step(&mut r, &mut tree, &[1]).0);
+        assert_eq!(r.idle_reads(), before);
+        // slow_every = 1 reads everything every time, uptime never.
+        let mut full = SystemReader::with_options(tree.dir.path(), options(1)).unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            tree.step(&[]);
+            full.read(&mut c).unwrap();
+            assert!(c.stat_fresh);
+        }
+        assert_eq!(full.idle_reads(), 0);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Sample {
     pub disks: Vec<[f64; DiskMetric::COUNT]>,
     /// Tracked block devices.
     pub disk_names: Vec<DevName>,
+    /// False after an idle read (see [`Sampler::sample`]): the CPU values
+    /// are what /proc/uptime proved, not /proc/stat's shares.
+    pub stat_read: bool,
 }
 
 impl Sample {
@@ -54,6 +57,7 @@ impl Sample {
             cpus: vec![[f64::NAN; CpuMetric::COUNT]; cpus],
             disks: Vec::with_capacity(MAX_DISKS),
             disk_names: Vec::with_capacity(MAX_DISKS),
+            stat_read: true,
         }
     }
 
@@ -93,6 +97,10 @@ pub struct Sampler {
     /// Disk metrics as last computed, carried until the next refresh.
     disk_values: Vec<[f64; DiskMetric::COUNT]>,
     disk_names: Vec<DevName>,
+    /// When the previous sample was read (idle or not).
+    last_taken_at: Instant,
+    /// Time covered by idle reads since `prev` (the last /proc/stat read).
+    idle_span: Duration,
 }
 
 /// Metrics computed from the slow sources.
@@ -141,6 +149,8 @@ impl Sampler {
             disk_base_at: prev.taken_at,
             disk_values: Vec::with_capacity(MAX_DISKS),
             disk_names: Vec::with_capacity(MAX_DISKS),
+            last_taken_at: prev.taken_at,
+            idle_span: Duration::ZERO,
             reader,
             slow_prev: SlowState {
                 vm: prev.vm,
@@ -174,12 +184,62 @@ impl Sampler {
         Sample::with_cpus(self.cpus())
     }
 
+    /// Takes /proc/stat on every sample from now on: no idle reads (see
+    /// [`Sampler::sample`]), every sample carries /proc/stat's shares.
+    pub fn disable_idle_reads(&mut self) {
+        self.reader.disable_idle_reads();
+    }
+
+    /// Reads that took /proc/uptime instead of /proc/stat so far (see
+    /// [`Sampler::sample`]).
+    pub fn idle_reads(&self) -> u64 {
+        self.reader.idle_reads()
+    }
+
     /// Reads the counters and fills `out` with values over the interval since
     /// the previous call (or since construction). Allocation-free.
+    ///
+    /// After an *idle* read (the reader took only /proc/uptime, see
+    /// `SystemReader::read`) each CPU's idle share is the lower bound
+    /// uptime proves (at least 70 % over a 100 ms interval), the machine's
+    /// its measured idle share; user, system, I/O wait, steal, accounting
+    /// and the event rates are `NaN` (not read), the run queue, blocked
+    /// tasks, memory and disks repeat the last read. The next read of
+    /// /proc/stat charges the idle reads' span to idle on every CPU: its
+    /// shares cover its own interval, and what little the CPUs did during
+    /// the idle reads counts as done in it (busy-biased, never diluted),
+    /// so a CPU turning busy is seen in the same sample as with every
+    /// read taking /proc/stat.
     pub fn sample(&mut self, out: &mut Sample) -> Result<(), SamplerError> {
         self.reader.read(&mut self.cur)?;
         self.seq += 1;
-        compute(&self.prev, &self.cur, self.ticks_per_second, out);
+        if !self.cur.stat_fresh {
+            compute_idle_read(&self.cur, self.last_taken_at, out);
+            self.idle_span += self
+                .cur
+                .taken_at
+                .saturating_duration_since(self.last_taken_at);
+            self.last_taken_at = self.cur.taken_at;
+            self.finish(out);
+            // `prev` stays the last /proc/stat read.
+            return Ok(());
+        }
+        compute(
+            &self.prev,
+            &self.cur,
+            self.ticks_per_second,
+            self.idle_span,
+            out,
+        );
+        self.idle_span = Duration::ZERO;
+        self.last_taken_at = self.cur.taken_at;
+        self.finish(out);
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        Ok(())
+    }
+
+    /// Disks, slow metrics and stamps, the same after any read.
+    fn finish(&mut self, out: &mut Sample) {
         if self.cur.mem_fresh {
             compute_disks(
                 &self.disk_base,
@@ -210,8 +270,6 @@ impl Sampler {
         out.wall_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        std::mem::swap(&mut self.prev, &mut self.cur);
-        Ok(())
     }
 }
 
@@ -226,14 +284,15 @@ fn rate(prev: u64, cur: u64, secs: f64) -> f64 {
 }
 
 /// Percentages of one CPU's time over the interval:
-/// (user, system, iowait, steal, idle, total ticks).
-fn cpu_shares(prev: &CpuTicks, cur: &CpuTicks) -> Option<[f64; 6]> {
+/// (user, system, iowait, steal, idle, total ticks). `idle_skip` ticks of
+/// idle time are left out (the span of idle reads before the interval).
+fn cpu_shares(prev: &CpuTicks, cur: &CpuTicks, idle_skip: f64) -> Option<[f64; 6]> {
     let d = |a: u64, b: u64| b.saturating_sub(a) as f64;
     let user = d(prev.user, cur.user) + d(prev.nice, cur.nice);
     let system = d(prev.system, cur.system) + d(prev.irq, cur.irq) + d(prev.softirq, cur.softirq);
     let iowait = d(prev.iowait, cur.iowait);
     let steal = d(prev.steal, cur.steal);
-    let idle = d(prev.idle, cur.idle);
+    let idle = (d(prev.idle, cur.idle) - idle_skip).max(0.0);
     let total = user + system + iowait + steal + idle;
     if total <= 0.0 {
         return None;
@@ -250,16 +309,29 @@ fn cpu_shares(prev: &CpuTicks, cur: &CpuTicks) -> Option<[f64; 6]> {
 }
 
 /// The one place rates and shares are computed: from (previous, current,
-/// elapsed).
-fn compute(prev: &SystemCounters, cur: &SystemCounters, ticks_per_second: f64, out: &mut Sample) {
+/// elapsed). `idle_span` is the time idle reads covered since `prev`: CPU
+/// shares leave it out as idle time, rates are over the whole span.
+fn compute(
+    prev: &SystemCounters,
+    cur: &SystemCounters,
+    ticks_per_second: f64,
+    idle_span: Duration,
+    out: &mut Sample,
+) {
     let elapsed = cur.taken_at.saturating_duration_since(prev.taken_at);
     let secs = elapsed.as_secs_f64();
+    let interval = elapsed.saturating_sub(idle_span);
+    let skip_ticks = idle_span.as_secs_f64() * ticks_per_second;
     out.taken_at = cur.taken_at;
-    out.interval = elapsed;
+    out.interval = interval;
+    out.stat_read = true;
     let s = &mut out.system;
     s.iter_mut().for_each(|v| *v = f64::NAN);
 
-    if let Some([u, sy, io, st, id, _]) = cpu_shares(&prev.stat.total, &cur.stat.total) {
+    let was_online = prev.stat.cpu_present.iter().filter(|p| **p).count() as f64;
+    if let Some([u, sy, io, st, id, _]) =
+        cpu_shares(&prev.stat.total, &cur.stat.total, skip_ticks * was_online)
+    {
         s[SystemMetric::UserPercent.index()] = u;
         s[SystemMetric::SystemPercent.index()] = sy;
         s[SystemMetric::IowaitPercent.index()] = io;
@@ -277,8 +349,13 @@ fn compute(prev: &SystemCounters, cur: &SystemCounters, ticks_per_second: f64, o
             continue;
         }
         online += 1;
-        let expected_ticks = secs * ticks_per_second;
-        match cpu_shares(p, c) {
+        let expected_ticks = interval.as_secs_f64() * ticks_per_second;
+        let skip = if prev.stat.cpu_present.get(i).copied().unwrap_or(false) {
+            skip_ticks
+        } else {
+            0.0
+        };
+        match cpu_shares(p, c, skip) {
             Some([u, sy, io, st, id, total]) => {
                 slot[CpuMetric::UserPercent.index()] = u;
                 slot[CpuMetric::SystemPercent.index()] = sy;
@@ -308,6 +385,10 @@ fn compute(prev: &SystemCounters, cur: &SystemCounters, ticks_per_second: f64, o
     s[SystemMetric::BlockedTasks.index()] = st.1.procs_blocked as f64;
     s[SystemMetric::BlockedTasksPerCpu.index()] = st.1.procs_blocked as f64 / online_f;
 
+    memory_metrics(cur, s);
+}
+
+fn memory_metrics(cur: &SystemCounters, s: &mut [f64; SystemMetric::COUNT]) {
     let m = &cur.mem;
     let available = m.available_bytes.unwrap_or(m.free_bytes + m.cached_bytes);
     s[SystemMetric::MemTotalBytes.index()] = m.total_bytes as f64;
@@ -317,6 +398,34 @@ fn compute(prev: &SystemCounters, cur: &SystemCounters, ticks_per_second: f64, o
         s[SystemMetric::MemAvailablePercent.index()] =
             100.0 * available as f64 / m.total_bytes as f64;
     }
+}
+
+/// A sample after an idle read (see [`Sampler::sample`]): what /proc/uptime
+/// proved, the run queue and memory as last read, the rest `NaN`.
+fn compute_idle_read(cur: &SystemCounters, last_taken_at: Instant, out: &mut Sample) {
+    out.taken_at = cur.taken_at;
+    out.interval = cur.taken_at.saturating_duration_since(last_taken_at);
+    out.stat_read = false;
+    let s = &mut out.system;
+    s.iter_mut().for_each(|v| *v = f64::NAN);
+    let r = cur.idle_read;
+    s[SystemMetric::IdlePercent.index()] = r.machine_idle_percent;
+    let mut online = 0usize;
+    for (i, slot) in out.cpus.iter_mut().enumerate() {
+        slot.iter_mut().for_each(|v| *v = f64::NAN);
+        if cur.stat.cpu_present.get(i).copied().unwrap_or(false) {
+            online += 1;
+            slot[CpuMetric::IdlePercent.index()] = r.min_cpu_idle_percent;
+        }
+    }
+    let online_f = online.max(1) as f64;
+    let st = &cur.stat;
+    s[SystemMetric::OnlineCpus.index()] = online as f64;
+    s[SystemMetric::RunnableTasks.index()] = st.procs_running as f64;
+    s[SystemMetric::RunnableTasksPerCpu.index()] = st.procs_running as f64 / online_f;
+    s[SystemMetric::BlockedTasks.index()] = st.procs_blocked as f64;
+    s[SystemMetric::BlockedTasksPerCpu.index()] = st.procs_blocked as f64 / online_f;
+    memory_metrics(cur, s);
 }
 
 /// Disk metrics from the counters at their previous refresh (`base`, read
@@ -421,7 +530,7 @@ mod tests {
         b.mem.available_bytes = Some(250);
         b.taken_at = a.taken_at + Duration::from_millis(100);
         let mut out = Sample::with_cpus(2);
-        compute(&a, &b, 100.0, &mut out);
+        compute(&a, &b, 100.0, Duration::ZERO, &mut out);
         assert_eq!(out.cpu(0, CpuMetric::SystemPercent), 90.0);
         assert_eq!(out.cpu(0, CpuMetric::UserPercent), 10.0);
         assert_eq!(out.cpu(1, CpuMetric::IowaitPercent), 50.0);
@@ -446,13 +555,33 @@ mod tests {
         let mut b = counters(&[ticks(0, 0, 0, 0, 0), ticks(20, 0, 0, 0, 0)]);
         b.taken_at = a.taken_at + Duration::from_millis(100);
         let mut out = Sample::with_cpus(2);
-        compute(&a, &b, 100.0, &mut out);
+        compute(&a, &b, 100.0, Duration::ZERO, &mut out);
         assert_eq!(out.cpu(0, CpuMetric::AccountedPercent), 0.0);
         assert!(out.cpu(0, CpuMetric::SystemPercent).is_nan());
         b.stat.cpu_present[1] = false;
-        compute(&a, &b, 100.0, &mut out);
+        compute(&a, &b, 100.0, Duration::ZERO, &mut out);
         assert!(out.cpu(1, CpuMetric::UserPercent).is_nan());
         assert_eq!(out.system(SystemMetric::OnlineCpus), 1.0);
+    }
+
+    #[test]
+    fn idle_span_is_charged_to_idle_not_diluted() {
+        // 300 ms since the last /proc/stat read, the first 200 ms covered
+        // by idle reads; CPU 1 spent the last 100 ms in the kernel.
+        let a = counters(&[ticks(0, 0, 100, 0, 0), ticks(0, 0, 100, 0, 0)]);
+        let mut b = counters(&[ticks(0, 0, 130, 0, 0), ticks(0, 10, 120, 0, 0)]);
+        b.taken_at = a.taken_at + Duration::from_millis(300);
+        let mut out = Sample::with_cpus(2);
+        compute(&a, &b, 100.0, Duration::from_millis(200), &mut out);
+        assert_eq!(out.interval, Duration::from_millis(100));
+        assert_eq!(out.cpu(1, CpuMetric::SystemPercent), 100.0);
+        assert_eq!(out.cpu(1, CpuMetric::IdlePercent), 0.0);
+        assert_eq!(out.cpu(1, CpuMetric::AccountedPercent), 100.0);
+        assert_eq!(out.cpu(0, CpuMetric::IdlePercent), 100.0);
+        assert_eq!(out.system(SystemMetric::SystemPercent), 50.0);
+        // Without the span the busy 100 ms would read as a third.
+        compute(&a, &b, 100.0, Duration::ZERO, &mut out);
+        assert!((out.cpu(1, CpuMetric::SystemPercent) - 100.0 / 3.0).abs() < 1e-9);
     }
 
     #[test]

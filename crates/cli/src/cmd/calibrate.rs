@@ -50,6 +50,9 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<ExitCode> {
             slow_every: config.sampler.slow_every,
         },
     )?;
+    // Calibration wants every sample's CPU shares, not the bounds an idle
+    // read gives.
+    sampler.disable_idle_reads();
     for n in sampler.notes() {
         eprintln!("note: {n}");
     }

@@ -105,7 +105,19 @@ impl LightDetector {
 
     /// Evaluates every rule on `sample`, calling `emit` for each alert.
     /// Allocation-free.
+    ///
+    /// A sample from an idle read (`stat_read` false: the sampler took
+    /// /proc/uptime, which bounds each CPU's idle share but gives no other
+    /// CPU share) is no new evidence: every rule keeps its state until the
+    /// next sample that read /proc/stat, which covers its own interval
+    /// (see `Sampler::sample`). An idle read follows a quiet one, where no
+    /// default rule on CPU shares, the run queue or available memory can
+    /// hold; memory pressure and swap rates change only at slow reads,
+    /// which always read /proc/stat.
     pub fn evaluate(&mut self, sample: &Sample, emit: &mut dyn FnMut(Alert)) {
+        if !sample.stat_read {
+            return;
+        }
         // The sample's values describe the interval that ended at taken_at.
         let interval_start = sample
             .taken_at

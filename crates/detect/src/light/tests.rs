@@ -217,3 +217,26 @@ fn config_rules_compile() {
     let det = LightDetector::new(c.effective_rules(), 2, 50.0, Duration::ZERO).unwrap();
     assert_eq!(det.rules().len(), default_rules().len() + 1);
 }
+
+#[test]
+fn idle_read_samples_are_no_evidence() {
+    // memory_low holds from the first sample (sustain 0); an idle read's
+    // sample neither raises it nor resets a rule in progress.
+    let mut det = detector(0);
+    let mut st = Stream::new();
+    let low = |s: &mut Sample| s.system[SystemMetric::MemAvailablePercent.index()] = 5.0;
+    let idle = st.next(|s| {
+        low(s);
+        s.stat_read = false;
+    });
+    assert!(run(&mut det, &idle).is_empty());
+    let a = run(&mut det, &st.next(low));
+    assert_eq!(names(&det, &a), vec!["memory_low"]);
+    // kernel_spin (200 ms) started on CPU 1; idle reads in between do
+    // not reset it: the next /proc/stat sample finishes the 200 ms.
+    let mut det = detector(0);
+    assert!(run(&mut det, &st.next(spin_cpu1)).is_empty());
+    assert!(run(&mut det, &st.next(|s| s.stat_read = false)).is_empty());
+    let a = run(&mut det, &st.next(spin_cpu1));
+    assert_eq!(names(&det, &a), vec!["kernel_spin"]);
+}

@@ -165,7 +165,15 @@ impl LightThread {
                     match sampler.sample(&mut sample) {
                         Ok(()) => {
                             shared.stats.samples.fetch_add(1, Ordering::Relaxed);
-                            shared.board.publish(&sample);
+                            // After an idle read the board keeps the last
+                            // /proc/stat sample (at most `slow_every` - 1
+                            // periods old, with every CPU idle since):
+                            // readers want shares, not bounds. The rules
+                            // skip it too; the hooks (the canaries'
+                            // arming) take its idle bounds.
+                            if sample.stat_read {
+                                shared.board.publish(&sample);
+                            }
                             detector.evaluate(&sample, &mut |a| {
                                 if let Some(c) = shared.stats.alerts.get(a.rule_index as usize) {
                                     c.fetch_add(1, Ordering::Relaxed);
