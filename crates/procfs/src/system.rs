@@ -471,6 +471,11 @@ impl SystemReader {
         let now = Instant::now();
         let machine_quiet = self.quiet_since_last(&out.stat, now);
         let quiet = !slow && machine_quiet;
+        // Worth an uptime read for the next read's gate only when this
+        // interval would (nearly) have passed it: on a half-busy machine
+        // every read is quiet and none idle, and uptime would be read for
+        // nothing every time.
+        let gate_next = machine_quiet && self.nearly_idle_since_last(&out.stat, now);
         self.last_stat.copy_from(&out.stat);
         self.last_read_at = Some(now);
         out.stat_fresh = true;
@@ -516,7 +521,7 @@ impl SystemReader {
         // After a quiet interval the next read may be an idle one: note
         // uptime's idle time now (this read's own gate value when it had
         // one: the two are microseconds apart).
-        if machine_quiet && self.options.slow_every > 1 {
+        if gate_next && self.options.slow_every > 1 {
             let idle_cs = match gate_now {
                 Some(cs) => Some(cs),
                 None => self
@@ -570,6 +575,30 @@ impl SystemReader {
             }
         }
         true
+    }
+
+    /// Whether /proc/stat's idle ticks since the previous read, summed over
+    /// CPUs, come within the idle gate's allowance (plus one tick per CPU:
+    /// /proc/stat counts in ticks).
+    fn nearly_idle_since_last(&self, stat: &StatCounters, now: Instant) -> bool {
+        let Some(last) = self.last_read_at else {
+            return false;
+        };
+        let elapsed_ms = now.saturating_duration_since(last).as_secs_f64() * 1e3;
+        let tick_ms = 1e3 / self.ticks_per_second.max(1.0);
+        let mut idle_ms = 0.0;
+        let mut online = 0.0;
+        for (i, cur) in stat.cpus.iter().enumerate() {
+            if !stat.cpu_present[i] {
+                continue;
+            }
+            let Some(p) = self.last_stat.cpus.get(i) else {
+                return false;
+            };
+            online += 1.0;
+            idle_ms += cur.idle.saturating_sub(p.idle) as f64 * tick_ms;
+        }
+        online > 0.0 && idle_ms + IDLE_GATE_BUSY_MS + online * tick_ms >= online * elapsed_ms
     }
 
     fn read_disks(&mut self) -> Result<(), ProcError> {
