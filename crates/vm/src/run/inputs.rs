@@ -1,0 +1,263 @@
+//! What the run loop hears: QMP events, the guest's messages and events,
+//! the checkpoint engine's events; and what it sends on (the rollback
+//! notice to the guest, the pause summaries).
+
+use super::*;
+
+impl Run<'_> {
+    pub(super) fn qmp_event(&mut self, ev: QmpEvent, now: Instant) {
+        match ev {
+            QmpEvent::GuestPanicked { .. } => {
+                self.status = Some("guest-panicked".into());
+                self.policy.panic(now);
+            }
+            QmpEvent::Stop => self.status = Some("paused".into()),
+            QmpEvent::Resume => self.status = Some("running".into()),
+            QmpEvent::Shutdown { reason, .. } => self.shutdown_reason = Some(reason),
+            QmpEvent::Reset {
+                guest: true,
+                reason,
+            } => self.emit(
+                EventKind::VmRestart,
+                Severity::Warning,
+                format!("the guest reset itself ({reason})"),
+                json!({ "reason": reason, "by": "guest" }),
+            ),
+            QmpEvent::Reset { .. } | QmpEvent::Other(_) | QmpEvent::Closed => {}
+        }
+    }
+
+    pub(super) fn guest_message(&mut self, m: GuestMessage, now: Instant) {
+        match m {
+            GuestMessage::Hello {
+                boot_id,
+                version,
+                host_messages,
+                ..
+            } => {
+                self.guest_listens = host_messages;
+                if self.boot_id.as_ref().is_some_and(|b| *b != boot_id) {
+                    self.emit(
+                        EventKind::VmRestart,
+                        Severity::Warning,
+                        "the guest rebooted by itself (new boot id)".into(),
+                        json!({ "boot_id": boot_id, "by": "guest" }),
+                    );
+                }
+                if !self.heard {
+                    tracing::info!(vm = %self.cfg.name, version, "guest link up");
+                }
+                self.boot_id = Some(boot_id);
+            }
+            GuestMessage::Heartbeat { unix_ms, .. } => {
+                self.heard = true;
+                self.clock.heartbeat(
+                    unix_ms,
+                    selfheal_event::unix_ms(std::time::SystemTime::now()),
+                );
+                self.policy.heartbeat(now);
+                self.metrics.heartbeat(now);
+            }
+            GuestMessage::Event { event } => self.guest_event(*event, now),
+        }
+    }
+
+    pub(super) fn guest_event(&mut self, e: Event, now: Instant) {
+        if !self.filter.admit(&e, now) {
+            VmMetrics::inc(&self.metrics.guest_events_dropped);
+            return;
+        }
+        let class = e
+            .details
+            .get("class")
+            .and_then(|c| c.as_str())
+            .and_then(|c| c.parse::<Class>().ok());
+        let made = self.clock.to_host(
+            e.time_unix_ms,
+            selfheal_event::unix_ms(std::time::SystemTime::now()),
+            now,
+        );
+        match (e.kind, class) {
+            (EventKind::Diagnosis, Some(class)) => {
+                let back = onset_back(&e.details);
+                if let Some(n) = self
+                    .policy
+                    .guest_diagnosis_at(now, made, class, back, &e.message)
+                {
+                    self.emit(
+                        EventKind::Dismissed,
+                        Severity::Info,
+                        format!("the guest's {class} diagnosis is not acted on: {}", n.why),
+                        json!({
+                            "class": class.as_str(),
+                            "why": n.why,
+                            "after_rollback_ms": n.after_rollback.as_millis() as u64,
+                            "covers_ms": n.covers.as_millis() as u64,
+                            "settle_ms": self.cfg.settle.get().as_millis() as u64,
+                            "guest_message": e.message,
+                        }),
+                    );
+                }
+            }
+            (EventKind::Alert, _) => self.policy.guest_alert(now, made, alert_held(&e.details)),
+            (EventKind::Recovery, Some(class))
+                if e.details.get("outcome").and_then(|o| o.as_str()) == Some("recovered") =>
+            {
+                self.policy.guest_recovered(class)
+            }
+            _ => {}
+        }
+        VmMetrics::inc(&self.metrics.guest_events);
+        self.sink.emit(forwarded(&self.cfg.name, e));
+    }
+
+    pub(super) fn engine_event(&mut self, e: ckpt::Event, now: Instant) -> Option<RunEnd> {
+        let m = self.metrics;
+        match e {
+            ckpt::Event::Checkpoint(s) => {
+                VmMetrics::inc(&m.checkpoints);
+                let stopped = s.pause_us + s.registration_pause_us;
+                m.pause.observe(Duration::from_micros(stopped));
+                self.pauses.push(stopped);
+                m.memory_bytes.store(s.memory_bytes, Ordering::Relaxed);
+                m.held.store(s.held as u64, Ordering::Relaxed);
+            }
+            ckpt::Event::CheckpointFailed { error } => {
+                if m.checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(100)
+                {
+                    self.emit(
+                        EventKind::Checkpoint,
+                        Severity::Warning,
+                        format!("a VM checkpoint failed (QEMU runs on): {error}"),
+                        json!({ "error": error }),
+                    );
+                }
+            }
+            ckpt::Event::RolledBack(r) => {
+                VmMetrics::inc(&m.rollbacks);
+                m.rollback.observe(Duration::from_micros(r.duration_us));
+                let (trigger, attempt) = match (&r.failure, self.rollback.take()) {
+                    (Failure::Hang, Some(t)) => {
+                        self.policy.rolled_back(now);
+                        (t.0.name().to_string(), Some(t.1))
+                    }
+                    // The engine rolled back a crash of QEMU itself.
+                    (f, _) => (format!("qemu {f:?}"), None),
+                };
+                let told = self.tell_rollback(r.checkpoint_age_ms, r.duration_us, &trigger);
+                self.emit(
+                    EventKind::VmRollback,
+                    Severity::Critical,
+                    format!(
+                        "rolled back in place to a checkpoint {} ms old ({} pages, QEMU stopped {:.1} ms){}",
+                        r.checkpoint_age_ms,
+                        r.pages_restored,
+                        r.duration_us as f64 / 1000.0,
+                        attempt
+                            .filter(|a| *a > 0)
+                            .map_or(String::new(), |a| format!(", attempt {}", a + 1))
+                    ),
+                    json!({
+                        "trigger": trigger,
+                        "attempt": attempt,
+                        "rollback_ms": r.duration_us as f64 / 1000.0,
+                        "guest_told": told,
+                        "report": r,
+                    }),
+                );
+            }
+            ckpt::Event::RollbackImpossible { failure, why } => {
+                VmMetrics::inc(&m.rollbacks_impossible);
+                if failure == Failure::Hang && self.rollback.take().is_some() {
+                    let d = self.policy.rollback_failed(&format!("{why:?}"));
+                    return self.decide(d, now);
+                }
+            }
+            ckpt::Event::Exited(info) => {
+                return Some(RunEnd::Exited {
+                    info,
+                    reason: self.shutdown_reason.take(),
+                    started: self.qmp_seen,
+                })
+            }
+            ckpt::Event::Started { .. } | ckpt::Event::Exec | ckpt::Event::Detached => {}
+        }
+        None
+    }
+
+    /// Tells the guest it was rolled back (when it listens); the result
+    /// for the event: `Some(sent)`, or `None` when the guest does not
+    /// listen.
+    pub(super) fn tell_rollback(
+        &mut self,
+        age_ms: u64,
+        duration_us: u64,
+        trigger: &str,
+    ) -> Option<bool> {
+        if !self.guest_listens {
+            return None;
+        }
+        self.told_rollbacks += 1;
+        let m = HostMessage::Rollback {
+            seq: self.told_rollbacks,
+            rolled_back_ms: age_ms,
+            pause_ms: duration_us / 1000,
+            trigger: trigger.to_string(),
+        };
+        let line = m.to_line();
+        let sent = self.link.send(&line);
+        if !sent {
+            // The link is down (a rollback to before QEMU accepted it
+            // closes it): said again once it is up.
+            self.untold = Some(line);
+        }
+        Some(sent)
+    }
+
+    /// A `checkpoint` event with the pauses since the last one, and over
+    /// the run so far (p50, p99, max, ms).
+    pub(super) fn pause_summary(&mut self, now: Instant, last: bool) {
+        if now < self.next_pause_summary && !last {
+            return;
+        }
+        self.next_pause_summary = now + PAUSE_SUMMARY_EVERY;
+        if self.pauses.is_empty() {
+            return;
+        }
+        let window = pause_stats(&mut self.pauses);
+        self.all_pauses.append(&mut self.pauses);
+        let run = pause_stats(&mut self.all_pauses);
+        self.emit(
+            EventKind::Checkpoint,
+            Severity::Info,
+            format!(
+                "checkpoint pauses: {} in the last {} s, p50 {:.1} ms, p99 {:.1} ms (run: {}, p50 {:.1} ms, p99 {:.1} ms)",
+                window["n"], PAUSE_SUMMARY_EVERY.as_secs(), window["p50_ms"].as_f64().unwrap_or(0.0),
+                window["p99_ms"].as_f64().unwrap_or(0.0), run["n"],
+                run["p50_ms"].as_f64().unwrap_or(0.0), run["p99_ms"].as_f64().unwrap_or(0.0)
+            ),
+            json!({ "pauses": window, "run_pauses": run }),
+        );
+        // The run's list is bounded: at 20 a second, an hour is 72 000.
+        if self.all_pauses.len() > 100_000 {
+            self.all_pauses.drain(..50_000);
+        }
+    }
+}
+
+/// n, p50, p99 and max of pauses in µs, as ms (sorts `v`).
+fn pause_stats(v: &mut [u64]) -> serde_json::Value {
+    v.sort_unstable();
+    let q = |p: f64| {
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i.min(v.len() - 1)] as f64 / 1000.0
+    };
+    json!({
+        "n": v.len(),
+        "p50_ms": q(0.5),
+        "p99_ms": q(0.99),
+        "max_ms": q(1.0),
+    })
+}
