@@ -89,53 +89,32 @@ pub struct KernelReport {
     pub line: String,
 }
 
-/// Recognises the first line of a kernel detector's report.
+/// Recognises the first line of a kernel detector's report, with the
+/// daemon's own parser (`selfheal_kmsg::verdict::classify`): the lab and
+/// selfheal read a kernel report the same way. The lab counts only the
+/// five detectors it compares selfheal with; of the OOM killer, only the
+/// global one's kill line (`Out of memory: Killed process …`): its opening
+/// line comes before the verdict, and a memory cgroup's kill is a limit
+/// doing its work, not the kernel detecting a hang.
 pub fn classify_kernel_line(line: &KernelLine) -> Option<KernelReport> {
+    use selfheal_kmsg::VerdictKind as K;
     let t = line.text.as_str();
-    let report = |detector, cpu, comm: Option<&str>| KernelReport {
+    let v = selfheal_kmsg::classify(t)?;
+    let detector = match v.kind? {
+        K::SoftLockup => KernelDetector::SoftLockup,
+        K::HardLockup => KernelDetector::HardLockup,
+        K::HungTask => KernelDetector::HungTask,
+        K::RcuStall => KernelDetector::RcuStall,
+        K::OomKill if !v.opens_oom && t.starts_with("Out of memory") => KernelDetector::OomKiller,
+        _ => return None,
+    };
+    Some(KernelReport {
         detector,
         ts_us: line.ts_us,
-        cpu,
-        comm: comm.map(str::to_string),
+        cpu: v.cpu,
+        comm: v.comm,
         line: t.to_string(),
-    };
-    if let Some(rest) = t.split("BUG: soft lockup - CPU#").nth(1) {
-        let cpu = leading_u32(rest);
-        let comm = t.rsplit_once('[').map(|(_, c)| c.trim_end_matches(']'));
-        let comm = comm.and_then(|c| c.rsplit_once(':').map(|(name, _)| name));
-        return Some(report(KernelDetector::SoftLockup, cpu, comm));
-    }
-    if t.contains("hard LOCKUP") {
-        let cpu = t.rsplit_once("cpu ").and_then(|(_, n)| leading_u32(n));
-        return Some(report(KernelDetector::HardLockup, cpu, None));
-    }
-    if let Some(rest) = t.strip_prefix("INFO: task ") {
-        if t.contains(" blocked for more than ") {
-            // "INFO: task lab_dholder:118 blocked for more than 1 seconds."
-            let task = rest.split(" blocked").next().unwrap_or("");
-            let comm = task.rsplit_once(':').map(|(c, _)| c);
-            return Some(report(KernelDetector::HungTask, None, comm));
-        }
-    }
-    if t.starts_with("rcu: INFO: ")
-        && (t.contains("detected stall") || t.contains("detected stalls"))
-    {
-        return Some(report(KernelDetector::RcuStall, None, None));
-    }
-    if let Some(rest) = t.strip_prefix("Out of memory") {
-        // "Out of memory: Killed process 123 (lab_memhog) total-vm:…"
-        let comm = rest
-            .split_once('(')
-            .and_then(|(_, r)| r.split_once(')'))
-            .map(|(c, _)| c);
-        return Some(report(KernelDetector::OomKiller, None, comm));
-    }
-    None
-}
-
-fn leading_u32(s: &str) -> Option<u32> {
-    let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
+    })
 }
 
 /// All detector reports on a console.
@@ -568,6 +547,28 @@ mod tests {
             boot: 1,
         };
         assert!(classify_kernel_line(&boot).is_none());
+        // Read as the daemon reads them (kmsg's parser): an expedited RCU
+        // stall is a stall report; the OOM killer's opening line and a
+        // memory cgroup's kill are not the lab's OOM verdict.
+        let line = |text: &str| KernelLine {
+            ts_us: 1,
+            text: text.into(),
+            boot: 1,
+        };
+        let expedited =
+            line("rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: { 1-... }");
+        assert_eq!(
+            classify_kernel_line(&expedited).map(|r| r.detector),
+            Some(KernelDetector::RcuStall)
+        );
+        for text in [
+            "lab_memhog invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0",
+            "Memory cgroup out of memory: Killed process 131 (lab_memhog) total-vm:412kB, anon-rss:0kB",
+            "sched: RT throttling activated",
+            "WARNING: CPU: 1 PID: 123 at kernel/foo.c:12 func+0x1/0x2",
+        ] {
+            assert!(classify_kernel_line(&line(text)).is_none(), "{text}");
+        }
     }
 
     #[test]
