@@ -378,6 +378,15 @@ impl Session {
         };
         let injected = self.t.injected;
         let thread_snaps = threads::capture(&mut self.t, &self.remote, &tids, reuse, &known)?;
+        // The kernel disarms and re-arms such a stack around signal
+        // handlers with no call the filter sees: never cache it.
+        let autodisarm = crate::files::SS_AUTODISARM as i32;
+        if thread_snaps
+            .iter()
+            .any(|s| s.kernel.is_some_and(|k| k.altstack.flags & autodisarm != 0))
+        {
+            self.files.forgo_kernel_cache();
+        }
         // Asked unless the filter saw no `brk` since: no mapping tells the
         // break exactly. (Once the heap grew past its first mapping, the
         // first `[heap]` mapping's end stopped moving with it, and a

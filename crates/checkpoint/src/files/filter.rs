@@ -394,4 +394,16 @@ mod tests {
             libc::SYS_write as i32
         ));
     }
+
+    #[test]
+    fn an_auto_disarming_or_unreadable_alternate_stack_turns_the_cache_off() {
+        use super::super::responder::{may_autodisarm, SS_AUTODISARM};
+        // ss_flags is an int followed by 4 bytes of padding.
+        assert!(!may_autodisarm(Some(0)));
+        assert!(!may_autodisarm(Some(libc::SS_DISABLE as u64)));
+        assert!(!may_autodisarm(Some(0xdead_beef_0000_0000)));
+        assert!(may_autodisarm(Some(SS_AUTODISARM as u64)));
+        assert!(may_autodisarm(Some(0x1234_5678_8000_0000)));
+        assert!(may_autodisarm(None));
+    }
 }

@@ -42,6 +42,7 @@ use crate::tracee::Tracee;
 
 use journal::{Epoch, Journal, Key};
 pub(crate) use kept::is_deleted;
+pub(crate) use responder::SS_AUTODISARM;
 use responder::{Responder, Shared};
 
 /// How files are followed.
@@ -133,6 +134,7 @@ impl Files {
             kernel_changes: std::sync::atomic::AtomicU64::new(
                 LISTENERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40,
             ),
+            no_kernel_cache: std::sync::atomic::AtomicBool::new(false),
         });
         // The thread first: a filter without anyone to answer it would fail
         // the program's writes with ENOSYS.
@@ -177,9 +179,21 @@ impl Files {
     /// Read with the process stopped, two equal values mean none ran in
     /// between: a call interrupted by the stop is asked about again.
     pub fn kernel_changes(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::SeqCst;
         self.shared
             .as_ref()
-            .map(|s| s.kernel_changes.load(std::sync::atomic::Ordering::SeqCst))
+            .filter(|s| !s.no_kernel_cache.load(SeqCst))
+            .map(|s| s.kernel_changes.load(SeqCst))
+    }
+
+    /// The program uses an auto-disarming alternate stack (seen by a
+    /// checkpoint's own read): from now on every checkpoint reads the
+    /// kernel state (see [`Files::kernel_changes`]).
+    pub fn forgo_kernel_cache(&self) {
+        if let Some(s) = &self.shared {
+            s.no_kernel_cache
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// How files are followed.

@@ -42,6 +42,20 @@ pub(crate) struct Shared {
     /// (see [`super::filter::KERNEL_STATE`]); starts at a value no other
     /// listener uses. Counted before the reply: a call runs only after it.
     pub kernel_changes: std::sync::atomic::AtomicU64,
+    /// Set for good once the program arms an alternate stack with
+    /// `SS_AUTODISARM` (or one we could not read): the kernel then
+    /// disarms and re-arms it around signal handlers, with no call the
+    /// filter sees, so checkpoints must read it every time.
+    pub no_kernel_cache: std::sync::atomic::AtomicBool,
+}
+
+/// `SS_AUTODISARM` in `stack_t.ss_flags`.
+pub(crate) const SS_AUTODISARM: u32 = 1 << 31;
+
+/// True if a `sigaltstack` call whose `ss_flags` word (read from the
+/// program, None if unreadable) is `flags` may arm auto-disarming.
+pub(crate) fn may_autodisarm(flags: Option<u64>) -> bool {
+    flags.is_none_or(|w| (w as u32) & SS_AUTODISARM != 0)
 }
 
 impl Shared {
@@ -134,6 +148,15 @@ impl Responder {
                 .file_calls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if super::filter::changes_kernel_state(n.arch, n.nr) {
+                // stack_t: ss_sp (8), then ss_flags.
+                if n.arch == sc::AUDIT_ARCH_X86_64
+                    && n.nr as i64 == libc::SYS_sigaltstack
+                    && may_autodisarm(self.read_u64(n.pid as i32, n.args[0].wrapping_add(8)))
+                {
+                    self.shared
+                        .no_kernel_cache
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 self.shared
                     .kernel_changes
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
