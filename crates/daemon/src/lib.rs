@@ -584,6 +584,10 @@ impl Daemon {
             .max(Duration::from_secs(1));
         let mut next_retention = Instant::now();
         let mut was_healthy = true;
+        // The light thread's first cycle may not have ended when this
+        // loop first looks: not a stale heartbeat (it used to log an
+        // ERROR at every start, and "recovered" only 10 s later).
+        let first_beat_by = Instant::now() + Duration::from_secs(2);
         let mut panics_recorded = 0;
         let reason = loop {
             let wait = tick.min(next_retention.saturating_duration_since(Instant::now()));
@@ -594,7 +598,11 @@ impl Daemon {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             panics_recorded += self.record_panics(panics_recorded);
-            let healthy = self.is_healthy();
+            let mut healthy = self.is_healthy();
+            while !healthy && self.shared.heartbeat.beats() == 0 && Instant::now() < first_beat_by {
+                std::thread::sleep(Duration::from_millis(20));
+                healthy = self.is_healthy();
+            }
             if let (Some(n), Some(_)) = (&notifier, watchdog) {
                 if healthy {
                     let _ = n.notify("WATCHDOG=1");
