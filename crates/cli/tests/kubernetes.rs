@@ -129,7 +129,7 @@ fn npd_skip_list_matches_only_the_top_level_kind() {
     let diag = selfheal_event::Event::now(
         selfheal_event::EventKind::Diagnosis,
         selfheal_event::Severity::Critical,
-        "heavy",
+        selfheal_event::Source::Heavy,
         "rt_hog: pid 7 (spin) ran 1.2 s on cpu 1 at SCHED_FIFO 20",
     )
     .with_rule("rt_hog")

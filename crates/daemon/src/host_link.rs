@@ -320,7 +320,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use selfheal_event::{EventKind, Severity};
+    use selfheal_event::{EventKind, Severity, Source};
     use selfheal_guestlink::LineReader;
 
     #[test]
@@ -371,7 +371,7 @@ mod tests {
         assert!(sink.emit(Event::now(
             EventKind::Alert,
             Severity::Warning,
-            "light",
+            Source::Light,
             "x"
         )));
         std::thread::sleep(Duration::from_millis(400));

@@ -29,7 +29,7 @@ use selfheal_config::Config;
 use selfheal_detect::{
     Heartbeat, LightDetector, LightShared, LightStats, LightThread, LightThreadConfig,
 };
-use selfheal_event::{Event, EventKind, EventSink, Severity};
+use selfheal_event::{Event, EventKind, EventSink, Severity, Source};
 use selfheal_metrics::Registry;
 use selfheal_sampler::{ReaderOptions, SampleBoard, Sampler};
 use selfheal_store::{Retention, Store, StoreWriter, WriterOptions};
@@ -164,7 +164,7 @@ fn on_host_rollback(
                 selfheal_event::Event::now(
                     selfheal_event::EventKind::VmRollback,
                     selfheal_event::Severity::Warning,
-                    "host_link",
+                    selfheal_event::Source::HostLink,
                     format!(
                         "the host rolled this VM back {rolled_back_ms} ms (its {trigger}); stall windows and heartbeat ages start again from now"
                     ),
@@ -420,7 +420,7 @@ impl Daemon {
             self.shared.store_path.display(),
             if c.daemon.dry_run { "; dry run" } else { "" }
         );
-        let ev = Event::now(EventKind::Start, Severity::Info, "daemon", msg).with_details(
+        let ev = Event::now(EventKind::Start, Severity::Info, Source::Daemon, msg).with_details(
             serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "pid": std::process::id(),
@@ -512,7 +512,7 @@ impl Daemon {
         self.sink.emit(Event::now(
             EventKind::Stop,
             Severity::Info,
-            "daemon",
+            Source::Daemon,
             format!("stopped: {reason}"),
         ));
         if let Some(link) = self.host_link.take() {

@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use selfheal_event::{Event, EventKind, Severity};
+use selfheal_event::{Event, EventKind, Severity, Source};
 
 /// Threads whose panics are recovered where they happen.
 const RECOVERED_IN_PLACE: &[&str] = &["selfheal-http", "selfheal-http-handler"];
@@ -133,7 +133,7 @@ impl PanicRecord {
         Event::now(
             EventKind::Panic,
             severity,
-            "daemon",
+            Source::Daemon,
             format!(
                 "thread {} panicked at {}: {}; {outcome}",
                 self.thread, self.location, self.message

@@ -174,7 +174,7 @@ impl EventSink for FanoutSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use selfheal_event::{EventKind, MemorySink};
+    use selfheal_event::{EventKind, MemorySink, Source};
 
     #[test]
     fn writes_json_lines_and_forwards() {
@@ -185,13 +185,13 @@ mod tests {
         sink.emit(Event::now(
             EventKind::Start,
             Severity::Info,
-            "daemon",
+            Source::Daemon,
             "started",
         ));
         sink.emit(Event::now(
             EventKind::Stop,
             Severity::Info,
-            "daemon",
+            Source::Daemon,
             "stopped",
         ));
         assert_eq!(mem.events().len(), 2);

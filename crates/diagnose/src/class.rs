@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use selfheal_event::{Class, Culprit, Event, EventKind, Severity, Target};
+use selfheal_event::{Class, Culprit, Event, EventKind, Severity, Source, Target};
 
 /// What woke the heavy detector.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,7 +272,7 @@ impl Diagnosis {
         if let Some(why) = &self.no_target {
             details["record_only"] = json!(why);
         }
-        let mut e = Event::now(kind, severity, "heavy", self.summary.clone())
+        let mut e = Event::now(kind, severity, Source::Heavy, self.summary.clone())
             .with_rule(self.class.as_str())
             .with_details(details);
         if !self.culprit.is_empty() {

@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 
 mod class;
+mod source;
 mod target;
 
 pub use class::{Class, UnknownClass};
+pub use source::Source;
 pub use target::{Blame, ProgramScope, Target};
 
 use std::fmt;
@@ -306,8 +308,8 @@ pub struct Event {
     pub kind: EventKind,
     /// How bad it is.
     pub severity: Severity,
-    /// Which part reported it: `light`, `heavy`, `stall`, `kmsg`, `app`, …
-    pub source: String,
+    /// Which part reported it (stored as its name: `light`, `heavy`, …).
+    pub source: Source,
     /// The rule or detector that fired, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -326,7 +328,7 @@ impl Event {
     pub fn now(
         kind: EventKind,
         severity: Severity,
-        source: &str,
+        source: Source,
         message: impl Into<String>,
     ) -> Event {
         Event {
@@ -334,7 +336,7 @@ impl Event {
             time_unix_ms: unix_ms(SystemTime::now()),
             kind,
             severity,
-            source: source.to_string(),
+            source,
             rule: None,
             culprit: None,
             message: message.into(),
@@ -443,14 +445,32 @@ mod tests {
 
     #[test]
     fn event_json_omits_unknowns() {
-        let e = Event::now(EventKind::Alert, Severity::Warning, "light", "sys high")
-            .with_rule("kernel_spin");
+        let e = Event::now(
+            EventKind::Alert,
+            Severity::Warning,
+            Source::Light,
+            "sys high",
+        )
+        .with_rule("kernel_spin");
         let json = serde_json::to_value(&e).unwrap();
         assert!(json.get("culprit").is_none());
         assert!(json.get("details").is_none());
         assert_eq!(json["rule"], "kernel_spin");
+        assert_eq!(json["source"], "light");
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn event_json_keeps_any_source_byte_for_byte() {
+        for source in ["heavy", "guest:kmsg", "placeholder"] {
+            let text = format!(
+                r#"{{"time_unix_ms":5,"kind":"alert","severity":"warning","source":"{source}","message":"m"}}"#
+            );
+            let e: Event = serde_json::from_str(&text).unwrap();
+            assert_eq!(e.source, Source::from(source));
+            assert_eq!(serde_json::to_string(&e).unwrap(), text);
+        }
     }
 
     #[test]

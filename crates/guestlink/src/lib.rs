@@ -111,7 +111,7 @@ fn to_line<T: Serialize>(m: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use selfheal_event::{Event, EventKind, Severity};
+    use selfheal_event::{Event, EventKind, Severity, Source};
 
     #[test]
     fn messages_round_trip_as_one_line() {
@@ -132,7 +132,7 @@ mod tests {
                 event: Box::new(Event::now(
                     EventKind::Diagnosis,
                     Severity::Critical,
-                    "heavy",
+                    Source::Heavy,
                     "x\ny",
                 )),
             },

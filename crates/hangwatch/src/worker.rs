@@ -22,7 +22,7 @@ use selfheal_diagnose::oomloop::OomLoops;
 use selfheal_diagnose::snapshot::SnapshotReader;
 use selfheal_diagnose::sweep::DStateTracker;
 use selfheal_diagnose::verify::SymptomCheck;
-use selfheal_event::{Class, Culprit, Event, EventKind, EventSink, Severity};
+use selfheal_event::{Class, Culprit, Event, EventKind, EventSink, Severity, Source};
 use selfheal_kmsg::{KernelReport, VerdictKind};
 use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
 use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
@@ -286,7 +286,7 @@ impl Worker {
                     Event::now(
                         EventKind::Alert,
                         Severity::Critical,
-                        "stall",
+                        Source::Stall,
                         format!(
                             "cpu {cpu} stalled: its real-time canary has not run for {} ms",
                             stalled_for.as_millis()
@@ -396,7 +396,8 @@ impl Worker {
             ),
         };
         self.sink.emit(
-            Event::now(EventKind::Watchdog, severity, "watchdog", message).with_details(details),
+            Event::now(EventKind::Watchdog, severity, Source::Watchdog, message)
+                .with_details(details),
         );
         if let WatchdogEvent::Missed { component, age, .. } = e {
             // Something starved a detector: look at what runs.
@@ -516,7 +517,7 @@ impl Worker {
                     Event::now(
                         EventKind::Alert,
                         Severity::Warning,
-                        "heavy",
+                        Source::Heavy,
                         format!(
                             "{} pid {} held for {} s (heavy.held_alert_after = {}); not acted on",
                             s.comm,

@@ -11,7 +11,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use selfheal_event::{Culprit, Event, EventKind, Severity};
+use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
 
 use crate::record::Record;
 use crate::verdict::{classify, context_of, VerdictKind};
@@ -74,7 +74,7 @@ impl KernelReport {
         let mut event = Event::now(
             EventKind::Kernel,
             severity,
-            "kmsg",
+            Source::Kmsg,
             format!("kernel: {}", self.headline),
         )
         .with_rule(self.kind.as_str());

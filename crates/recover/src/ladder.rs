@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use selfheal_config::{Action, RecoveryConfig};
-use selfheal_event::{Blame, Class, Culprit, Event, EventKind, EventSink, Severity, Target};
+use selfheal_event::{
+    Blame, Class, Culprit, Event, EventKind, EventSink, Severity, Source, Target,
+};
 
 use crate::evidence::{Evidence, Recheck, Refusal, SymptomProbe};
 use crate::ops::{OpsError, SystemOps};
@@ -695,7 +697,7 @@ impl Ladder {
             rec.outcome.as_str(),
             rec.reason
         );
-        let mut e = Event::now(EventKind::Recovery, severity, "recovery", message)
+        let mut e = Event::now(EventKind::Recovery, severity, Source::Recovery, message)
             .with_rule(incident.class.as_str())
             .with_details(json!({
                 "class": incident.class.as_str(),

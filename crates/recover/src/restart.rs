@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use selfheal_event::{unix_ms, Class, Culprit, Event, EventKind, Severity};
+use selfheal_event::{unix_ms, Class, Culprit, Event, EventKind, Severity, Source};
 
 /// The pending record's file name.
 pub const PENDING: &str = "restart-pending.json";
@@ -263,7 +263,7 @@ impl RestartStore {
             Event::now(
                 EventKind::Restart,
                 Severity::Warning,
-                "recovery",
+                Source::Recovery,
                 format!(
                     "a restart asked for {} ({}: {}) did not happen: this is the same boot",
                     humantime::format_rfc3339_seconds(
@@ -280,7 +280,7 @@ impl RestartStore {
             Event::now(
                 EventKind::Restart,
                 Severity::Critical,
-                "recovery",
+                Source::Recovery,
                 format!(
                     "restarted by selfheal {down_s:.1} s ago for {} ({}): {}",
                     rec.class, rec.incident_id, rec.measurement
@@ -320,7 +320,7 @@ impl RestartStore {
             Event::now(
                 EventKind::Restart,
                 Severity::Critical,
-                "kmsg",
+                Source::Kmsg,
                 format!(
                     "the last boot ended in a kernel panic (pstore {}): {}",
                     panic.0, panic.1

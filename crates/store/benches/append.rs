@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use selfheal_event::{Culprit, Event, EventKind, EventSink, Severity};
+use selfheal_event::{Culprit, Event, EventKind, EventSink, Severity, Source};
 use selfheal_store::{Store, StoreWriter, WriterOptions};
 
 const EVENTS: u64 = 2000;
@@ -13,7 +13,7 @@ fn event(i: u64) -> Event {
     Event::now(
         EventKind::Alert,
         Severity::Warning,
-        "light",
+        Source::Light,
         format!("sys high #{i}"),
     )
     .with_rule("kernel_spin")

@@ -252,7 +252,7 @@ impl Store {
             time_unix_ms: r.get(1).map_err(err)?,
             kind: kind.parse().map_err(|e| bad(format!("{e}")))?,
             severity: severity.parse().map_err(bad)?,
-            source: r.get(4).map_err(err)?,
+            source: r.get::<_, String>(4).map_err(err)?.into(),
             rule: r.get(5).map_err(err)?,
             culprit,
             message: r.get(14).map_err(err)?,

@@ -115,7 +115,7 @@ fn insert(conn: &Connection, e: &Event) -> rusqlite::Result<()> {
         e.time_unix_ms,
         e.kind.as_str(),
         e.severity.as_str(),
-        e.source,
+        e.source.as_str(),
         e.rule,
         c.is_some(),
         c.and_then(|c| c.pid),

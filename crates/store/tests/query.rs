@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use common::{event, tempdir};
 use rusqlite::Connection;
-use selfheal_event::{Culprit, Event, EventKind, Severity};
+use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
 use selfheal_store::{Order, Query, Retention, Store};
 
 fn at(ms: u64) -> std::time::SystemTime {
@@ -52,7 +52,7 @@ fn every_field_round_trips() {
         time_unix_ms: 1_767_225_600_123,
         kind: EventKind::Diagnosis,
         severity: Severity::Critical,
-        source: "heavy".into(),
+        source: Source::Heavy,
         rule: Some("cpu_stall".into()),
         culprit: Some(Culprit {
             pid: Some(4242),
@@ -72,7 +72,7 @@ fn every_field_round_trips() {
         }),
     };
     // No culprit and no evidence, and a culprit with nothing known: distinct.
-    let bare = Event::now(EventKind::Start, Severity::Info, "daemon", "started");
+    let bare = Event::now(EventKind::Start, Severity::Info, Source::Daemon, "started");
     let unknown_culprit = bare.clone().with_culprit(Culprit::default());
     let ids: Vec<i64> = [&full, &bare, &unknown_culprit]
         .iter()

@@ -4,10 +4,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::Value;
 
-use selfheal_event::{unix_ms, Culprit, Event, EventKind, Severity};
-
-/// The `source` of every supervision event.
-pub const SOURCE: &str = "app";
+use selfheal_event::{unix_ms, Culprit, Event, EventKind, Severity, Source};
 
 /// An app event with the app (and pid, when running) as culprit.
 pub fn app_event(
@@ -18,7 +15,7 @@ pub fn app_event(
     message: String,
     details: Value,
 ) -> Event {
-    Event::now(kind, severity, SOURCE, message)
+    Event::now(kind, severity, Source::App, message)
         .with_culprit(Culprit {
             app: Some(app.to_string()),
             pid,

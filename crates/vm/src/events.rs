@@ -3,10 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use selfheal_event::{Culprit, Event, EventKind, Severity};
-
-/// The source of host-side VM events.
-pub const SOURCE: &str = "vm";
+use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
 
 /// An event about VM `vm`.
 pub fn vm_event(
@@ -16,7 +13,7 @@ pub fn vm_event(
     message: String,
     details: serde_json::Value,
 ) -> Event {
-    Event::now(kind, severity, SOURCE, format!("vm {vm}: {message}"))
+    Event::now(kind, severity, Source::Vm, format!("vm {vm}: {message}"))
         .with_culprit(Culprit {
             vm: Some(vm.to_string()),
             ..Culprit::default()
@@ -29,7 +26,7 @@ pub fn vm_event(
 /// is never mistaken for something that happened on the host.
 pub fn forwarded(vm: &str, mut e: Event) -> Event {
     e.id = None;
-    e.source = format!("guest:{}", e.source);
+    e.source = e.source.forwarded_from_guest();
     let mut c = e.culprit.take().unwrap_or_default();
     c.vm = Some(vm.to_string());
     e.culprit = Some(c);
@@ -199,7 +196,7 @@ mod tests {
         let mut e = Event::now(
             EventKind::Diagnosis,
             Severity::Critical,
-            "heavy",
+            Source::Heavy,
             "kernel_stall",
         );
         e.id = Some(7);
@@ -210,13 +207,14 @@ mod tests {
         });
         let f = forwarded("web", e.clone());
         assert_eq!(f.id, None);
-        assert_eq!(f.source, "guest:heavy");
+        assert_eq!(f.source, Source::Heavy.forwarded_from_guest());
+        assert_eq!(serde_json::to_value(&f).unwrap()["source"], "guest:heavy");
         assert_eq!(f.kind, EventKind::Diagnosis);
         let c = f.culprit.unwrap();
         assert_eq!((c.vm.as_deref(), c.pid), (Some("web"), Some(138)));
         let bare = forwarded(
             "web",
-            Event::now(EventKind::Start, Severity::Info, "daemon", "x"),
+            Event::now(EventKind::Start, Severity::Info, Source::Daemon, "x"),
         );
         assert_eq!(bare.culprit.unwrap().vm.as_deref(), Some("web"));
     }
@@ -245,7 +243,7 @@ mod tests {
     fn repeats_are_dropped_and_floods_limited() {
         let t0 = Instant::now();
         let mut f = GuestFilter::new(10.0, 5.0);
-        let e = Event::now(EventKind::Alert, Severity::Warning, "light", "a");
+        let e = Event::now(EventKind::Alert, Severity::Warning, Source::Light, "a");
         assert!(f.admit(&e, t0));
         assert!(!f.admit(&e, t0), "the same line again (a rollback replay)");
         let admitted = (0..100)

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use selfheal_config::{Level, Rule};
-use selfheal_event::{Culprit, Event, EventKind, Severity};
+use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
 use selfheal_sampler::{Sample, SystemMetric};
 
 /// The most conditions a rule may have.
@@ -96,7 +96,7 @@ impl Alert {
             Level::Heavy => Severity::Critical,
         };
         let mut event =
-            Event::now(EventKind::Alert, severity, "light", message).with_rule(&rule.name);
+            Event::now(EventKind::Alert, severity, Source::Light, message).with_rule(&rule.name);
         event.time_unix_ms = self.wall_unix_ms;
         if let Some(cpu) = cpu {
             event = event.with_culprit(Culprit {

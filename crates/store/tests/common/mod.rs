@@ -35,7 +35,7 @@ pub fn event(time_unix_ms: i64, kind: EventKind, app: Option<&str>, pid: Option<
         time_unix_ms,
         kind,
         severity: Severity::Warning,
-        source: "test".to_string(),
+        source: "test".into(),
         rule: Some("rule".to_string()),
         culprit: Some(Culprit {
             pid,
