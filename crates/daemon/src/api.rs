@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use selfheal_detect::watchdog::Detector;
 use selfheal_event::{EventKind, UnknownKind};
 use selfheal_sampler::Sample;
 use selfheal_store::{OpenError, Order, Query, Store, StoreError};
@@ -73,7 +74,7 @@ fn healthz(shared: &Shared) -> Response {
     if let Some(chain) = &shared.chain {
         for (name, age, limit) in chain.components() {
             // The light detector is judged above, on the daemon's own limit.
-            if name == "light" {
+            if name == Detector::Light {
                 continue;
             }
             match age {

@@ -13,6 +13,7 @@
 //! second with the defaults), or every `period` while one is stale or a
 //! device needs petting.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,11 +23,54 @@ use selfheal_sys::SysError;
 
 use crate::heartbeat::Heartbeat;
 
+/// Whose heartbeat the chain watches: a detector of the hang path, or the
+/// chain's own watcher. Its [`Detector::as_str`] name is stable: watchdog
+/// events (`details.component`), heavy-run evidence
+/// (`trigger.component`), the `component` metric label and `/healthz`
+/// carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Detector {
+    /// The light detector's sampling thread (`light`).
+    Light,
+    /// The stall detector's per-CPU canaries (`stall`).
+    Stall,
+    /// The hang pipeline's worker: heavy detector and recovery (`pipeline`).
+    Pipeline,
+    /// The watchdog chain's own watcher thread (`watcher`).
+    Watcher,
+}
+
+impl Detector {
+    /// Every detector, in declaration order.
+    pub const ALL: &'static [Detector] = &[
+        Detector::Light,
+        Detector::Stall,
+        Detector::Pipeline,
+        Detector::Watcher,
+    ];
+
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::Light => "light",
+            Detector::Stall => "stall",
+            Detector::Pipeline => "pipeline",
+            Detector::Watcher => "watcher",
+        }
+    }
+}
+
+impl fmt::Display for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A heartbeat the chain watches.
 #[derive(Debug, Clone)]
 pub struct Watched {
-    /// Name in events and metrics (`light`, `stall`, `pipeline`).
-    pub name: &'static str,
+    /// Whose heartbeat it is (its name in events and metrics).
+    pub name: Detector,
     /// The heartbeat.
     pub heartbeat: Arc<Heartbeat>,
     /// Older than this means missed.
@@ -39,7 +83,7 @@ pub enum WatchdogEvent {
     /// A heartbeat went stale.
     Missed {
         /// Which one.
-        component: &'static str,
+        component: Detector,
         /// Its age (`None`: it never beat).
         age: Option<Duration>,
         /// The limit it exceeded.
@@ -48,7 +92,7 @@ pub enum WatchdogEvent {
     /// It beats again.
     Recovered {
         /// Which one.
-        component: &'static str,
+        component: Detector,
         /// How long it was stale.
         after: Duration,
     },
@@ -100,13 +144,13 @@ impl ChainHealth {
     }
 
     /// Each component's heartbeat age and limit.
-    pub fn components(&self) -> Vec<(&'static str, Option<Duration>, Duration)> {
+    pub fn components(&self) -> Vec<(Detector, Option<Duration>, Duration)> {
         let mut v: Vec<_> = self
             .watched
             .iter()
             .map(|w| (w.name, w.heartbeat.age(), w.max_age))
             .collect();
-        v.push(("watcher", self.watcher.age(), self.watcher_max_age));
+        v.push((Detector::Watcher, self.watcher.age(), self.watcher_max_age));
         v
     }
 }
@@ -346,7 +390,7 @@ mod tests {
                 starve: Arc::default(),
             },
             vec![Watched {
-                name: "light",
+                name: Detector::Light,
                 heartbeat: light.clone(),
                 max_age: Duration::from_millis(150),
             }],
@@ -400,14 +444,14 @@ mod tests {
         assert!(matches!(
             ev[0],
             WatchdogEvent::Missed {
-                component: "light",
+                component: Detector::Light,
                 ..
             }
         ));
         assert!(matches!(
             ev[1],
             WatchdogEvent::Recovered {
-                component: "light",
+                component: Detector::Light,
                 ..
             }
         ));
@@ -428,7 +472,7 @@ mod tests {
                 starve: starve.clone(),
             },
             vec![Watched {
-                name: "light",
+                name: Detector::Light,
                 heartbeat: light.clone(),
                 max_age: Duration::from_secs(60),
             }],
@@ -468,7 +512,7 @@ mod tests {
                 starve: Arc::default(),
             },
             vec![Watched {
-                name: "light",
+                name: Detector::Light,
                 heartbeat: hb.clone(),
                 max_age: Duration::from_millis(200),
             }],
@@ -484,7 +528,7 @@ mod tests {
         assert!(matches!(
             ev,
             WatchdogEvent::Missed {
-                component: "light",
+                component: Detector::Light,
                 ..
             }
         ));
@@ -506,7 +550,7 @@ mod tests {
         hb.beat();
         let h = ChainHealth {
             watched: vec![Watched {
-                name: "pipeline",
+                name: Detector::Pipeline,
                 heartbeat: hb.clone(),
                 max_age: Duration::from_millis(50),
             }],
@@ -523,5 +567,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert!(!h.is_healthy());
         assert_eq!(h.components().len(), 2);
+        assert_eq!(h.components()[1].0, Detector::Watcher);
+    }
+
+    #[test]
+    fn detector_names_are_stable() {
+        let names: Vec<String> = Detector::ALL.iter().map(|d| d.to_string()).collect();
+        assert_eq!(names, ["light", "stall", "pipeline", "watcher"]);
+        assert!(Detector::ALL.iter().all(|d| d.to_string() == d.as_str()));
     }
 }

@@ -1,10 +1,13 @@
 //! What the heavy detector concludes: a [`Class`] (shared with config and
 //! recovery through `selfheal-event`), a culprit and the evidence.
 
+use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use selfheal_config::Level;
+use selfheal_detect::watchdog::Detector;
 use selfheal_event::{Class, Culprit, Event, EventKind, Severity, Source, Target};
 
 /// What woke the heavy detector.
@@ -14,8 +17,8 @@ pub enum Trigger {
     Alert {
         /// The rule.
         rule: String,
-        /// `light` or `heavy`.
-        level: String,
+        /// The rule's level.
+        level: Level,
         /// The CPU, for per-CPU rules.
         cpu: Option<u32>,
     },
@@ -28,8 +31,8 @@ pub enum Trigger {
     },
     /// The watchdog chain saw a detector's heartbeat go stale.
     Watchdog {
-        /// Which heartbeat.
-        component: String,
+        /// Whose heartbeat.
+        component: Detector,
         /// Its age.
         age: Duration,
     },
@@ -56,16 +59,71 @@ pub enum Trigger {
     Manual,
 }
 
-impl Trigger {
-    /// Short name: `alert`, `stall`, `watchdog`, `kernel`, `sweep`, `manual`.
-    pub fn kind(&self) -> &'static str {
+/// What kind of [`Trigger`] woke the heavy detector. Its
+/// [`TriggerKind::as_str`] name is stable: the evidence's `trigger.kind`
+/// and the `trigger` label of `selfheal_heavy_runs_total` carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TriggerKind {
+    /// A light-detector rule fired (`alert`).
+    Alert,
+    /// The stall detector reported a CPU (`stall`).
+    Stall,
+    /// The watchdog chain saw a heartbeat go stale (`watchdog`).
+    Watchdog,
+    /// The kernel reported a verdict (`kernel`).
+    Kernel,
+    /// The periodic sweep found D-state tasks or a cgroup at its limit
+    /// (`sweep`).
+    Sweep,
+    /// A test or the CLI asked (`manual`).
+    Manual,
+}
+
+impl TriggerKind {
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [TriggerKind] = &[
+        TriggerKind::Alert,
+        TriggerKind::Stall,
+        TriggerKind::Watchdog,
+        TriggerKind::Kernel,
+        TriggerKind::Sweep,
+        TriggerKind::Manual,
+    ];
+
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Trigger::Alert { .. } => "alert",
-            Trigger::Stall { .. } => "stall",
-            Trigger::Watchdog { .. } => "watchdog",
-            Trigger::Kernel { .. } => "kernel",
-            Trigger::DState { .. } | Trigger::Cgroup { .. } => "sweep",
-            Trigger::Manual => "manual",
+            TriggerKind::Alert => "alert",
+            TriggerKind::Stall => "stall",
+            TriggerKind::Watchdog => "watchdog",
+            TriggerKind::Kernel => "kernel",
+            TriggerKind::Sweep => "sweep",
+            TriggerKind::Manual => "manual",
+        }
+    }
+
+    /// Index into [`TriggerKind::ALL`] (for counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for TriggerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Trigger {
+    /// What kind of trigger it is.
+    pub fn kind(&self) -> TriggerKind {
+        match self {
+            Trigger::Alert { .. } => TriggerKind::Alert,
+            Trigger::Stall { .. } => TriggerKind::Stall,
+            Trigger::Watchdog { .. } => TriggerKind::Watchdog,
+            Trigger::Kernel { .. } => TriggerKind::Kernel,
+            Trigger::DState { .. } | Trigger::Cgroup { .. } => TriggerKind::Sweep,
+            Trigger::Manual => TriggerKind::Manual,
         }
     }
 
@@ -82,13 +140,13 @@ impl Trigger {
     pub fn to_json(&self) -> Value {
         match self {
             Trigger::Alert { rule, level, cpu } => {
-                json!({"kind": "alert", "rule": rule, "level": level, "cpu": cpu})
+                json!({"kind": "alert", "rule": rule, "level": level.as_str(), "cpu": cpu})
             }
             Trigger::Stall { cpu, stalled_for } => {
                 json!({"kind": "stall", "cpu": cpu, "stalled_ms": stalled_for.as_millis() as u64})
             }
             Trigger::Watchdog { component, age } => {
-                json!({"kind": "watchdog", "component": component, "age_ms": age.as_millis() as u64})
+                json!({"kind": "watchdog", "component": component.as_str(), "age_ms": age.as_millis() as u64})
             }
             Trigger::Kernel { verdict, cpu } => {
                 json!({"kind": "kernel", "verdict": verdict, "cpu": cpu})
@@ -279,5 +337,53 @@ impl Diagnosis {
             e = e.with_culprit(self.culprit.clone());
         }
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_kinds_name_the_evidence_and_index_the_counters() {
+        let every = [
+            Trigger::Alert {
+                rule: "sys_high".into(),
+                level: Level::Heavy,
+                cpu: Some(1),
+            },
+            Trigger::Stall {
+                cpu: 0,
+                stalled_for: Duration::from_millis(250),
+            },
+            Trigger::Watchdog {
+                component: Detector::Light,
+                age: Duration::from_secs(2),
+            },
+            Trigger::Kernel {
+                verdict: "soft_lockup".into(),
+                cpu: None,
+            },
+            Trigger::DState { tids: vec![7] },
+            Trigger::Cgroup {
+                path: "/a".into(),
+                resource: "pids".into(),
+            },
+            Trigger::Manual,
+        ];
+        for t in &every {
+            assert_eq!(t.to_json()["kind"], t.kind().as_str(), "{t:?}");
+        }
+        assert_eq!(every[0].to_json()["level"], "heavy");
+        assert_eq!(every[2].to_json()["component"], "light");
+        let names: Vec<&str> = TriggerKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["alert", "stall", "watchdog", "kernel", "sweep", "manual"]
+        );
+        for (i, k) in TriggerKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert_eq!(k.to_string(), k.as_str());
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use selfheal_config::Action;
 use selfheal_detect::stall::StallShared;
 use selfheal_detect::watchdog::ChainHealth;
+use selfheal_diagnose::class::TriggerKind;
 use selfheal_event::{Event, EventKind, EventSink};
 use selfheal_kmsg::{KmsgStats, VerdictKind};
 use selfheal_metrics::{
@@ -18,9 +19,6 @@ use selfheal_recover::{Outcome, Refusal};
 
 use selfheal_event::Class;
 
-/// Trigger kinds counted.
-pub const TRIGGER_KINDS: &[&str] = &["alert", "stall", "watchdog", "kernel", "sweep", "manual"];
-
 /// Lock-free pipeline counters.
 #[derive(Debug)]
 pub struct PipelineStats {
@@ -30,7 +28,7 @@ pub struct PipelineStats {
     pub recoveries: Vec<AtomicU64>,
     /// Refused recovery steps per class × refusal reason.
     pub refusals: Vec<AtomicU64>,
-    /// Heavy-detector runs per trigger kind ([`TRIGGER_KINDS`] order).
+    /// Heavy-detector runs per trigger kind ([`TriggerKind::ALL`] order).
     pub heavy_runs: Vec<AtomicU64>,
     /// Duration of the last heavy run (both snapshots and diagnosis), µs.
     pub heavy_last_us: AtomicU64,
@@ -66,7 +64,7 @@ impl Default for PipelineStats {
             diagnoses: n(Class::ALL.len()),
             recoveries: n(Action::ALL.len() * Outcome::ALL.len()),
             refusals: n(Class::ALL.len() * Refusal::ALL.len()),
-            heavy_runs: n(TRIGGER_KINDS.len()),
+            heavy_runs: n(TriggerKind::ALL.len()),
             heavy_last_us: AtomicU64::new(0),
             heavy_max_us: AtomicU64::new(0),
             sweep_last_us: AtomicU64::new(0),
@@ -124,10 +122,8 @@ impl PipelineStats {
     }
 
     /// Counts a heavy run for a trigger kind.
-    pub fn count_run(&self, kind: &str) {
-        if let Some(i) = TRIGGER_KINDS.iter().position(|k| *k == kind) {
-            self.heavy_runs[i].fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn count_run(&self, kind: TriggerKind) {
+        self.heavy_runs[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Recovery steps counted with `action` and `outcome`.
@@ -276,9 +272,9 @@ impl Collector for PipelineCollector {
             "Heavy-detector runs by what woke it.",
             MetricType::Counter,
         );
-        for (i, k) in TRIGGER_KINDS.iter().enumerate() {
+        for (i, k) in TriggerKind::ALL.iter().enumerate() {
             enc.sample(
-                &[("trigger", k)],
+                &[("trigger", k.as_str())],
                 s.heavy_runs[i].load(Ordering::Relaxed) as f64,
             );
         }
@@ -439,7 +435,7 @@ impl Collector for PipelineCollector {
             );
             for (name, age, _) in h.components() {
                 enc.sample(
-                    &[("component", name)],
+                    &[("component", name.as_str())],
                     age.map_or(f64::NAN, |a| a.as_secs_f64()),
                 );
             }

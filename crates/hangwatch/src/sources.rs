@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use selfheal_config::Config;
 use selfheal_detect::stall::{StallDetector, StallOptions};
-use selfheal_detect::watchdog::{Petter, WatchdogChain, WatchdogEvent, WatchdogOptions, Watched};
+use selfheal_detect::watchdog::{
+    Detector, Petter, WatchdogChain, WatchdogEvent, WatchdogOptions, Watched,
+};
 use selfheal_detect::{Alert, Heartbeat};
 use selfheal_diagnose::dwait::DwaitTracer;
 use selfheal_kmsg::{FollowOptions, KernelTunables, KmsgFollower, TunableChange};
@@ -201,7 +203,7 @@ pub(crate) fn start_watchdog_chain(
             // The light thread arms the canaries on demand: while it
             // starves, every canary ticks and they watch each other.
             if let (WatchdogEvent::Missed { component, .. }, Some(st)) = (&e, &stall_shared) {
-                if *component == "light" {
+                if *component == Detector::Light {
                     st.arm_all();
                 }
             }
@@ -220,12 +222,12 @@ fn watched(
 ) -> Vec<Watched> {
     let mut watched = vec![
         Watched {
-            name: "light",
+            name: Detector::Light,
             heartbeat: light_heartbeat.clone(),
             max_age: cfg.sampler.period.get() * cfg.watchdog.missed_periods.max(1),
         },
         Watched {
-            name: "pipeline",
+            name: Detector::Pipeline,
             heartbeat: pipeline_heartbeat,
             // A recovery ladder may legitimately keep it busy a while.
             max_age: Duration::from_secs(30),
@@ -248,7 +250,7 @@ fn watched(
             cfg.stall.tick.get()
         };
         watched.push(Watched {
-            name: "stall",
+            name: Detector::Stall,
             heartbeat: s.shared().heartbeat.clone(),
             max_age: beat_every * cfg.watchdog.missed_periods.max(1),
         });

@@ -271,7 +271,7 @@ impl Worker {
                     pending,
                     Trigger::Alert {
                         rule: rule.name.clone(),
-                        level: a.level.as_str().to_string(),
+                        level: a.level,
                         cpu: a.cpu(),
                     },
                     onset,
@@ -380,14 +380,14 @@ impl Worker {
                     age.map_or("never beat".to_string(), |a| format!("{} ms", a.as_millis())),
                     max_age.as_millis()
                 ),
-                    json!({"component": component, "age_ms": age.map(|a| a.as_millis() as u64),
+                    json!({"component": component.as_str(), "age_ms": age.map(|a| a.as_millis() as u64),
                        "max_age_ms": max_age.as_millis() as u64, "state": "missed"}),
                 )
             }
             WatchdogEvent::Recovered { component, after } => (
                 Severity::Info,
                 format!("{component} heartbeat back after {} ms", after.as_millis()),
-                json!({"component": component, "stale_ms": after.as_millis() as u64, "state": "recovered"}),
+                json!({"component": component.as_str(), "stale_ms": after.as_millis() as u64, "state": "recovered"}),
             ),
             WatchdogEvent::DeviceError { message } => (
                 Severity::Warning,
@@ -404,7 +404,7 @@ impl Worker {
             Worker::want(
                 pending,
                 Trigger::Watchdog {
-                    component: component.to_string(),
+                    component,
                     age: age.unwrap_or_default(),
                 },
                 None,

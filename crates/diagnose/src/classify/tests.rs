@@ -202,7 +202,7 @@ fn legitimate_load_is_dismissed() {
     let fx = Fixture::load("busy");
     let trigger = Trigger::Alert {
         rule: "run_queue_long".into(),
-        level: "light".into(),
+        level: selfheal_config::Level::Light,
         cpu: None,
     };
     let r = run(&fx, trigger, &[], &[], Thresholds::default());

@@ -16,7 +16,7 @@ fn rt_hog_named_with_and_without_a_stall_report() {
             },
             None => Trigger::Alert {
                 rule: "run_queue_long".into(),
-                level: "light".into(),
+                level: selfheal_config::Level::Light,
                 cpu: None,
             },
         };
@@ -83,7 +83,7 @@ fn spinning_task(comm: &str, run_ms: u64, wait_ms: u64, kernel: bool) -> (Fixtur
         &fx,
         Trigger::Alert {
             rule: "kernel_spin".into(),
-            level: "light".into(),
+            level: selfheal_config::Level::Light,
             cpu: Some(1),
         },
         &[],

@@ -53,7 +53,7 @@ fn memory_falling_fast_is_exhaustion_before_the_level_is_reached() {
     let interval = fx.interval().as_secs_f64();
     let trigger = || Trigger::Alert {
         rule: "memory_low".into(),
-        level: "light".into(),
+        level: selfheal_config::Level::Light,
         cpu: None,
     };
     let squeeze = |before_mib: u64, after_mib: u64| {
