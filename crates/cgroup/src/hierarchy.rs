@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::controller::Controller;
 use crate::error::{CgroupError, Result};
 use crate::fs;
 use crate::mountinfo::{parse_mountinfo, MountInfo};
@@ -174,22 +175,20 @@ impl Hierarchy {
     }
 
     /// The v1 mount that carries `controller` (`memory`, `pids`, …).
-    pub fn v1_mount(&self, controller: &str) -> Option<&V1Mount> {
-        self.v1
-            .iter()
-            .find(|m| m.controllers.iter().any(|c| c == controller))
+    pub fn v1_mount(&self, controller: Controller) -> Option<&V1Mount> {
+        self.v1.iter().find(|m| controller.is_in(&m.controllers))
     }
 
     /// True when the cgroup2 root offers `controller`.
-    pub fn v2_has(&self, controller: &str) -> bool {
+    pub fn v2_has(&self, controller: Controller) -> bool {
         self.v2
             .as_ref()
-            .is_some_and(|v2| v2.controllers.iter().any(|c| c == controller))
+            .is_some_and(|v2| controller.is_in(&v2.controllers))
     }
 
     /// Where `controller` is available: v1 mount first (in a hybrid the v1
     /// mount owns it), then v2. `None` when neither has it.
-    pub fn controller_location(&self, controller: &str) -> Option<ControllerLocation<'_>> {
+    pub fn controller_location(&self, controller: Controller) -> Option<ControllerLocation<'_>> {
         if let Some(m) = self.v1_mount(controller) {
             return Some(ControllerLocation::V1(m));
         }
@@ -305,11 +304,19 @@ mod tests {
     fn this_machine_is_hybrid_with_separate_cpu_and_cpuacct() {
         let h = Hierarchy::from_mountinfo(&load("mountinfo-hybrid-this-machine.txt")).unwrap();
         assert_eq!(h.mode(), Some(Mode::Hybrid));
-        let mem = h.v1_mount("memory").unwrap();
+        let mem = h.v1_mount(Controller::Memory).unwrap();
         assert_eq!(mem.mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
-        assert_eq!(h.v1_mount("cpu").unwrap().controllers, vec!["cpu"]);
-        assert_eq!(h.v1_mount("cpuacct").unwrap().controllers, vec!["cpuacct"]);
-        assert!(h.v1_mount("freezer").is_some() && h.v1_mount("pids").is_some());
+        assert_eq!(
+            h.v1_mount(Controller::Cpu).unwrap().controllers,
+            vec!["cpu"]
+        );
+        assert_eq!(
+            h.v1_mount(Controller::Cpuacct).unwrap().controllers,
+            vec!["cpuacct"]
+        );
+        assert!(
+            h.v1_mount(Controller::Freezer).is_some() && h.v1_mount(Controller::Pids).is_some()
+        );
         let v2 = h.v2.as_ref().unwrap();
         assert_eq!(v2.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
         // The name=systemd hierarchy is kept, labelled as /proc/PID/cgroup does.
@@ -330,22 +337,22 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup")
         );
         assert!(matches!(
-            h.controller_location("memory"),
+            h.controller_location(Controller::Memory),
             Some(ControllerLocation::V2(_))
         ));
-        assert!(h.controller_location("freezer").is_none());
+        assert!(h.controller_location(Controller::Freezer).is_none());
     }
 
     #[test]
     fn hybrid_systemd_layout_comounts_cpu_and_cpuacct() {
         let h = Hierarchy::from_mountinfo(&load("mountinfo-hybrid-systemd.txt")).unwrap();
         assert_eq!(h.mode(), Some(Mode::Hybrid));
-        let cpu = h.v1_mount("cpuacct").unwrap();
+        let cpu = h.v1_mount(Controller::Cpuacct).unwrap();
         assert_eq!(cpu.mount_point, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(cpu.controllers, vec!["cpu", "cpuacct"]);
         assert_eq!(cpu.label(), "cpu,cpuacct");
         assert!(matches!(
-            h.controller_location("memory"),
+            h.controller_location(Controller::Memory),
             Some(ControllerLocation::V1(_))
         ));
 
@@ -386,7 +393,7 @@ mod tests {
     fn container_bind_mounts_strip_their_root() {
         let h = Hierarchy::from_mountinfo(&load("mountinfo-v1-docker-container.txt")).unwrap();
         assert_eq!(h.mode(), Some(Mode::V1));
-        let mem = h.v1_mount("memory").unwrap();
+        let mem = h.v1_mount(Controller::Memory).unwrap();
         assert_eq!(mem.root, "/docker/0b9e5a1c7f3d");
         assert!(mem.read_only);
         assert_eq!(
@@ -413,7 +420,7 @@ mod tests {
     fn no_cgroup_mounts_means_no_mode() {
         let h = Hierarchy::from_mountinfo("27 1 254:0 / / rw - ext4 /dev/vda rw\n").unwrap();
         assert_eq!(h.mode(), None);
-        assert!(h.controller_location("pids").is_none());
+        assert!(h.controller_location(Controller::Pids).is_none());
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use controller::cpu::CpuMax;
 pub use controller::freezer::FreezerState;
 pub use controller::memory::MemoryStats;
 pub use controller::pids::PidsStats;
-pub use controller::Limits;
+pub use controller::{Controller, Limits};
 pub use error::CgroupError;
 pub use hierarchy::{Hierarchy, Mode, V1Mount, V2Mount};
 pub use manager::{CgroupManager, V1Manager, V2Manager, Version};

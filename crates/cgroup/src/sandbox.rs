@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::cgroup::{Cgroup, KillReport};
 use crate::controller::cpu::CpuMax;
-use crate::controller::{cpuset, Limits};
+use crate::controller::{cpuset, Controller, Limits};
 use crate::error::CgroupError;
 use crate::hierarchy::{ControllerLocation, Hierarchy, Mode};
 use crate::manager::{CgroupManager, V1Manager, V2Manager};
@@ -238,13 +238,13 @@ impl Sandbox {
 
         let mut v1 = Vec::new();
         let mut v2 = Vec::new();
-        let mut want = vec!["pids", "memory"];
+        let mut want = vec![Controller::Pids, Controller::Memory];
         if config.cpus.is_some() || config.rt_runtime_us.is_some() {
-            want.push("cpu");
+            want.push(Controller::Cpu);
         }
         let pinning = config.pin_cpu.map(|cpu| {
-            if hierarchy.controller_location("cpuset").is_some() {
-                want.push("cpuset");
+            if hierarchy.controller_location(Controller::Cpuset).is_some() {
+                want.push(Controller::Cpuset);
                 CpuPinning::Cpuset(cpu)
             } else {
                 CpuPinning::Affinity(cpu)
@@ -267,8 +267,12 @@ impl Sandbox {
                 }
             }
         }
-        if config.v1_freezer && hierarchy.v1_mount("freezer").is_some_and(|m| !m.read_only) {
-            v1.push("freezer");
+        if config.v1_freezer
+            && hierarchy
+                .v1_mount(Controller::Freezer)
+                .is_some_and(|m| !m.read_only)
+        {
+            v1.push(Controller::Freezer);
         }
         let join_v2 =
             mode == Mode::V2 || !v2.is_empty() || (config.unified && mode == Mode::Hybrid);

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use selfheal_cgroup::{CpuPinning, Hierarchy, Mode, SandboxConfig};
+use selfheal_cgroup::{Controller, CpuPinning, Hierarchy, Mode, SandboxConfig};
 
 /// A fork bomb that keeps trying: every member loops forking new members.
 /// Run by bash, which retries a failed fork instead of exiting (dash exits,
@@ -182,7 +182,7 @@ fn pinning_keeps_tasks_on_one_cpu() {
         Some(CpuPinning::Cpuset(c)) => assert_eq!(c, cpu),
         Some(CpuPinning::Affinity(c)) => {
             assert_eq!(c, cpu);
-            assert!(h.controller_location("cpuset").is_none());
+            assert!(h.controller_location(Controller::Cpuset).is_none());
         }
         None => panic!("pin_cpu was requested"),
     }
@@ -209,7 +209,7 @@ fn realtime_tasks_need_an_rt_budget_on_v1() {
     let test = "realtime_tasks_need_an_rt_budget_on_v1";
     let h = Hierarchy::detect().unwrap();
     let rt_group_sched = h
-        .v1_mount("cpu")
+        .v1_mount(Controller::Cpu)
         .is_some_and(|m| m.mount_point.join("cpu.rt_runtime_us").exists());
     if !rt_group_sched {
         eprintln!(

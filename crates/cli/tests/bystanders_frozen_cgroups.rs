@@ -24,7 +24,7 @@ fn tasks_in_frozen_cgroups_are_recorded_held_and_never_acted_on() {
     // --- xz in a cgroup-v1 freezer cgroup ----------------------------------
     let v1_freezer = selfheal_cgroup::Hierarchy::detect()
         .ok()
-        .is_some_and(|h| h.v1_mount("freezer").is_some());
+        .is_some_and(|h| h.v1_mount(selfheal_cgroup::Controller::Freezer).is_some());
     if !v1_freezer || !on_path("xz") {
         run.skip("xz in a v1 freezer cgroup: no v1 freezer hierarchy or no xz");
     } else {

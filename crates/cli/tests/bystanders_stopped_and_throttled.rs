@@ -53,9 +53,10 @@ fn a_stopped_job_and_throttled_io_are_recorded_held_and_never_acted_on() {
     }
 
     // --- dd throttled by blkio to 128 bytes per second ---------------------
-    let blkio = selfheal_cgroup::Hierarchy::detect()
-        .ok()
-        .and_then(|h| h.v1_mount("blkio").map(|m| m.mount_point.clone()));
+    let blkio = selfheal_cgroup::Hierarchy::detect().ok().and_then(|h| {
+        h.v1_mount(selfheal_cgroup::Controller::Blkio)
+            .map(|m| m.mount_point.clone())
+    });
     match (&blkio, on_path("losetup") && on_path("dd")) {
         (Some(root), true) => {
             let img = run.scope.path("throttle.img");

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use selfheal_cgroup::controller::{flat_keyed_value, memory, parse_max};
 use selfheal_cgroup::hierarchy::ControllerLocation;
-use selfheal_cgroup::Hierarchy;
+use selfheal_cgroup::{Controller, Hierarchy};
 
 use crate::pseudo_file::{read_small, KeptFile};
 
@@ -76,14 +76,14 @@ impl CgroupRoots {
 
     /// The roots of the given hierarchies.
     pub fn from_hierarchy(h: &Hierarchy) -> CgroupRoots {
-        let loc = |c: &str| match h.controller_location(c) {
+        let loc = |c: Controller| match h.controller_location(c) {
             Some(ControllerLocation::V1(m)) => m.dir("/").map(|d| (d, false)),
             Some(ControllerLocation::V2(m)) => m.dir("/").map(|d| (d, true)),
             None => None,
         };
         CgroupRoots {
-            memory: loc("memory"),
-            pids: loc("pids"),
+            memory: loc(Controller::Memory),
+            pids: loc(Controller::Pids),
             unified: h.v2.as_ref().and_then(|m| m.dir("/")),
         }
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use selfheal_cgroup::Controller;
 use selfheal_config::Level;
 use selfheal_detect::watchdog::Detector;
 use selfheal_event::{Class, Culprit, Event, EventKind, Severity, Source, Target};
@@ -52,8 +53,8 @@ pub enum Trigger {
     Cgroup {
         /// The cgroup path.
         path: String,
-        /// `memory` or `pids`.
-        resource: String,
+        /// The controller at its limit: memory or pids.
+        resource: Controller,
     },
     /// A test or the CLI asked for a diagnosis.
     Manual,
@@ -155,7 +156,7 @@ impl Trigger {
                 json!({"kind": "sweep", "finding": "d_state", "tids": tids})
             }
             Trigger::Cgroup { path, resource } => {
-                json!({"kind": "sweep", "finding": resource, "cgroup": path})
+                json!({"kind": "sweep", "finding": resource.as_str(), "cgroup": path})
             }
             Trigger::Manual => json!({"kind": "manual"}),
         }
@@ -367,7 +368,7 @@ mod tests {
             Trigger::DState { tids: vec![7] },
             Trigger::Cgroup {
                 path: "/a".into(),
-                resource: "pids".into(),
+                resource: Controller::Pids,
             },
             Trigger::Manual,
         ];
@@ -376,6 +377,7 @@ mod tests {
         }
         assert_eq!(every[0].to_json()["level"], "heavy");
         assert_eq!(every[2].to_json()["component"], "light");
+        assert_eq!(every[5].to_json()["finding"], "pids");
         let names: Vec<&str> = TriggerKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(
             names,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
+use selfheal_cgroup::Controller;
 use selfheal_config::{Config, Rule};
 use selfheal_detect::stall::{StallEvent, StallShared};
 use selfheal_detect::watchdog::WatchdogEvent;
@@ -469,7 +470,11 @@ impl Worker {
                 pending,
                 Trigger::Cgroup {
                     path: u.path.clone(),
-                    resource: if pids { "pids" } else { "memory" }.to_string(),
+                    resource: if pids {
+                        Controller::Pids
+                    } else {
+                        Controller::Memory
+                    },
                 },
                 None,
             );

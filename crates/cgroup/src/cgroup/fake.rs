@@ -98,8 +98,8 @@ impl CgroupManager for Fake {
     fn is_root(&self) -> bool {
         self.root
     }
-    fn supports(&self, controller: &str) -> bool {
-        controller == "pids"
+    fn supports(&self, controller: Controller) -> bool {
+        controller == Controller::Pids
     }
     fn create(&self) -> Result<()> {
         Ok(())

@@ -87,7 +87,12 @@ fn v2_only_layout_opens_one_v2_dir() {
 #[test]
 fn new_spans_v1_controllers_plus_unified_in_a_hybrid() {
     let h = Hierarchy::from_mountinfo(&load("mountinfo-hybrid-this-machine.txt")).unwrap();
-    let cg = Cgroup::new(&h, "/sb/x", &["pids", "memory", "freezer"]).unwrap();
+    let cg = Cgroup::new(
+        &h,
+        "/sb/x",
+        &[Controller::Pids, Controller::Memory, Controller::Freezer],
+    )
+    .unwrap();
     assert_eq!(cg.managers().len(), 2);
     assert_eq!(
         cg.procs_files(),
@@ -101,8 +106,13 @@ fn new_spans_v1_controllers_plus_unified_in_a_hybrid() {
     let v2 = Hierarchy::from_mountinfo(&load("mountinfo-v2-systemd.txt"))
         .unwrap()
         .with_v2_controllers(&["memory", "pids"]);
-    let cg = Cgroup::new(&v2, "/sb/x", &["pids", "memory", "freezer"]).unwrap();
+    let cg = Cgroup::new(
+        &v2,
+        "/sb/x",
+        &[Controller::Pids, Controller::Memory, Controller::Freezer],
+    )
+    .unwrap();
     assert_eq!(cg.dirs(), vec![PathBuf::from("/sys/fs/cgroup/sb/x")]);
-    let err = Cgroup::new(&v2, "/sb/x", &["cpuset"]).unwrap_err();
+    let err = Cgroup::new(&v2, "/sb/x", &[Controller::Cpuset]).unwrap_err();
     assert!(err.to_string().contains("cpuset"), "{err}");
 }

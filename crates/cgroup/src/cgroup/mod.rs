@@ -24,6 +24,7 @@ use crate::controller::cpu::CpuMax;
 use crate::controller::freezer::FreezerState;
 use crate::controller::memory::MemoryStats;
 use crate::controller::pids::PidsStats;
+use crate::controller::Controller;
 use crate::controller::Limits;
 use crate::error::{CgroupError, Result};
 use crate::hierarchy::{ControllerLocation, Hierarchy};
@@ -31,7 +32,13 @@ use crate::manager::{CgroupManager, V1Dir, V1Manager, V2Manager, Version};
 use crate::proc_cgroup::{read_pid_cgroup, ProcCgroupEntry};
 
 /// v1 controllers worth acting on when opening a process's cgroup.
-const ACTION_CONTROLLERS: &[&str] = &["pids", "memory", "cpu", "freezer", "cpuset"];
+const ACTION_CONTROLLERS: &[Controller] = &[
+    Controller::Pids,
+    Controller::Memory,
+    Controller::Cpu,
+    Controller::Freezer,
+    Controller::Cpuset,
+];
 
 /// What [`Cgroup::kill_all`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,14 +73,14 @@ impl Cgroup {
     /// mounted (in a hybrid it brings `cgroup.kill` and the v2 freezer).
     /// `freezer` counts as present on v2, where it is built in. Nothing is
     /// created; see [`Cgroup::create`].
-    pub fn new(hierarchy: &Hierarchy, rel: &str, controllers: &[&str]) -> Result<Cgroup> {
+    pub fn new(hierarchy: &Hierarchy, rel: &str, controllers: &[Controller]) -> Result<Cgroup> {
         let mut v1 = Vec::new();
         let mut v2 = Vec::new();
         for &c in controllers {
             match hierarchy.controller_location(c) {
                 Some(ControllerLocation::V1(_)) => v1.push(c),
                 Some(ControllerLocation::V2(_)) => v2.push(c),
-                None if c == "freezer" && hierarchy.v2.is_some() => {}
+                None if c == Controller::Freezer && hierarchy.v2.is_some() => {}
                 None => {
                     return Err(CgroupError::NotMounted {
                         what: format!("controller {c}"),
@@ -124,10 +131,9 @@ impl Cgroup {
                     }
                 }
             } else if let Some(mount) = hierarchy.v1_mount_for(e) {
-                let useful = mount
-                    .controllers
+                let useful = ACTION_CONTROLLERS
                     .iter()
-                    .any(|c| ACTION_CONTROLLERS.contains(&c.as_str()));
+                    .any(|c| c.is_in(&mount.controllers));
                 if let (true, Some(dir)) = (useful, V1Dir::new(mount, &e.path)) {
                     v1_dirs.push(dir);
                 }
@@ -218,10 +224,10 @@ impl Cgroup {
     /// limit has no controller here.
     pub fn apply(&self, limits: &Limits) -> Result<()> {
         let wanted = [
-            ("pids", limits.pids_max.is_some()),
-            ("memory", limits.memory_max_bytes.is_some()),
-            ("cpu", limits.cpu_max.is_some()),
-            ("cpuset", limits.cpuset_cpus.is_some()),
+            (Controller::Pids, limits.pids_max.is_some()),
+            (Controller::Memory, limits.memory_max_bytes.is_some()),
+            (Controller::Cpu, limits.cpu_max.is_some()),
+            (Controller::Cpuset, limits.cpuset_cpus.is_some()),
         ];
         for (controller, needed) in wanted {
             if needed && !self.managers.iter().any(|m| m.supports(controller)) {
@@ -234,7 +240,7 @@ impl Cgroup {
         let rt_capable = self
             .managers
             .iter()
-            .any(|m| m.version() == Version::V1 && m.supports("cpu"));
+            .any(|m| m.version() == Version::V1 && m.supports(Controller::Cpu));
         if limits.rt_runtime_us.is_some() && !rt_capable {
             return Err(self.unsupported(
                 "set a real-time budget for",

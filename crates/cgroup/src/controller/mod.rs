@@ -11,7 +11,74 @@ pub mod io;
 pub mod memory;
 pub mod pids;
 
+use std::fmt;
+
 use cpu::CpuMax;
+
+/// A cgroup controller selfheal asks the hierarchy about or acts through.
+/// Its [`Controller::as_str`] name is the kernel's (`/proc/self/mountinfo`
+/// options, `cgroup.controllers`, `cgroup.subtree_control`, the
+/// `/proc/PID/cgroup` controller lists). What the kernel lists stays text
+/// ([`crate::V1Mount::controllers`]): it may name controllers this enum
+/// does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Controller {
+    /// Task count (`pids`).
+    Pids,
+    /// Memory (`memory`).
+    Memory,
+    /// CPU bandwidth and, on v1, real-time budget (`cpu`).
+    Cpu,
+    /// v1 CPU accounting, usually co-mounted with `cpu` (`cpuacct`).
+    Cpuacct,
+    /// CPU and memory-node placement (`cpuset`).
+    Cpuset,
+    /// v2 block I/O (`io`).
+    Io,
+    /// v1 block I/O (`blkio`).
+    Blkio,
+    /// Freezing (`freezer`; built into v2, where no controller is listed).
+    Freezer,
+}
+
+impl Controller {
+    /// Every controller, in declaration order.
+    pub const ALL: &'static [Controller] = &[
+        Controller::Pids,
+        Controller::Memory,
+        Controller::Cpu,
+        Controller::Cpuacct,
+        Controller::Cpuset,
+        Controller::Io,
+        Controller::Blkio,
+        Controller::Freezer,
+    ];
+
+    /// The kernel's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Controller::Pids => "pids",
+            Controller::Memory => "memory",
+            Controller::Cpu => "cpu",
+            Controller::Cpuacct => "cpuacct",
+            Controller::Cpuset => "cpuset",
+            Controller::Io => "io",
+            Controller::Blkio => "blkio",
+            Controller::Freezer => "freezer",
+        }
+    }
+
+    /// True when a kernel controller list (`["cpu", "cpuacct"]`) has it.
+    pub fn is_in(self, list: &[String]) -> bool {
+        list.iter().any(|c| c == self.as_str())
+    }
+}
+
+impl fmt::Display for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Limits to apply to a cgroup. `None` leaves a setting as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -91,5 +158,17 @@ mod tests {
         assert_eq!(parse_max("max\n"), Some(None));
         assert_eq!(parse_max("1024\n"), Some(Some(1024)));
         assert_eq!(parse_max("-1"), None);
+    }
+
+    #[test]
+    fn names_are_the_kernels() {
+        let names: Vec<String> = Controller::ALL.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            names,
+            ["pids", "memory", "cpu", "cpuacct", "cpuset", "io", "blkio", "freezer"]
+        );
+        let list = vec!["cpu".to_string(), "cpuacct".to_string()];
+        assert!(Controller::Cpu.is_in(&list) && Controller::Cpuacct.is_in(&list));
+        assert!(!Controller::Cpuset.is_in(&list), "a prefix is not a match");
     }
 }

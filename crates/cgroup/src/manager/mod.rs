@@ -18,7 +18,7 @@ use crate::controller::cpu::CpuMax;
 use crate::controller::freezer::FreezerState;
 use crate::controller::memory::MemoryStats;
 use crate::controller::pids::PidsStats;
-use crate::controller::Limits;
+use crate::controller::{Controller, Limits};
 use crate::error::{CgroupError, Result};
 use crate::proc_cgroup::read_pid_cgroup;
 
@@ -50,7 +50,7 @@ pub trait CgroupManager: fmt::Debug + Send + Sync {
 
     /// True when the controller's files (`pids`, `memory`, `cpu`, `cpuset`,
     /// `freezer`) exist in this cgroup.
-    fn supports(&self, controller: &str) -> bool;
+    fn supports(&self, controller: Controller) -> bool;
 
     /// Creates the directories (and whatever makes them usable, such as
     /// enabling v2 controllers in the parents or filling v1 cpusets).

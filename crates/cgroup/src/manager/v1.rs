@@ -9,7 +9,7 @@ use crate::controller::cpu::{self, CpuMax};
 use crate::controller::freezer::{self, FreezerState};
 use crate::controller::memory::{self, MemoryStats};
 use crate::controller::pids::{self, PidsStats};
-use crate::controller::{cpuset, Limits};
+use crate::controller::{cpuset, Controller, Limits};
 use crate::error::{CgroupError, Result};
 use crate::fs;
 use crate::hierarchy::{Hierarchy, V1Mount};
@@ -35,8 +35,8 @@ impl V1Dir {
         })
     }
 
-    fn has(&self, controller: &str) -> bool {
-        self.mount.controllers.iter().any(|c| c == controller)
+    fn has(&self, controller: Controller) -> bool {
+        controller.is_in(&self.mount.controllers)
     }
 }
 
@@ -50,9 +50,9 @@ impl V1Manager {
     /// Cgroup `rel` in every v1 hierarchy carrying one of `controllers`
     /// (co-mounted controllers share one directory). Fails when a
     /// controller has no v1 hierarchy.
-    pub fn new(hierarchy: &Hierarchy, rel: &str, controllers: &[&str]) -> Result<V1Manager> {
+    pub fn new(hierarchy: &Hierarchy, rel: &str, controllers: &[Controller]) -> Result<V1Manager> {
         let mut dirs: Vec<V1Dir> = Vec::new();
-        for c in controllers {
+        for &c in controllers {
             let mount =
                 crate::hierarchy::require(hierarchy.v1_mount(c), &format!("v1 controller {c}"))?;
             if dirs.iter().any(|d| d.mount == *mount) {
@@ -85,7 +85,7 @@ impl V1Manager {
         &self.dirs
     }
 
-    fn dir_with(&self, controller: &str) -> Option<&V1Dir> {
+    fn dir_with(&self, controller: Controller) -> Option<&V1Dir> {
         self.dirs.iter().find(|d| d.has(controller))
     }
 
@@ -127,23 +127,23 @@ impl CgroupManager for V1Manager {
         self.dirs.iter().any(|d| d.path == d.mount.mount_point)
     }
 
-    fn supports(&self, controller: &str) -> bool {
+    fn supports(&self, controller: Controller) -> bool {
         let Some(d) = self.dir_with(controller) else {
             return false;
         };
         match controller {
-            "pids" => pids::present(&d.path),
-            "memory" => memory::present_v1(&d.path),
-            "cpu" => cpu::present_v1(&d.path),
-            "cpuset" => d.path.join("cpuset.cpus").exists(),
-            "freezer" => freezer::has_v1(&d.path),
-            _ => false,
+            Controller::Pids => pids::present(&d.path),
+            Controller::Memory => memory::present_v1(&d.path),
+            Controller::Cpu => cpu::present_v1(&d.path),
+            Controller::Cpuset => d.path.join("cpuset.cpus").exists(),
+            Controller::Freezer => freezer::has_v1(&d.path),
+            Controller::Cpuacct | Controller::Io | Controller::Blkio => false,
         }
     }
 
     fn create(&self) -> Result<()> {
         for d in &self.dirs {
-            let cpuset = d.has("cpuset");
+            let cpuset = d.has(Controller::Cpuset);
             create_levels(&d.mount.mount_point, &d.path, |parent, level| {
                 if cpuset {
                     // An empty v1 cpuset refuses tasks; inherit the parent's.
@@ -189,7 +189,7 @@ impl CgroupManager for V1Manager {
     }
 
     fn can_freeze(&self) -> bool {
-        self.supports("freezer")
+        self.supports(Controller::Freezer)
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<()> {
@@ -214,37 +214,37 @@ impl CgroupManager for V1Manager {
     }
 
     fn memory(&self) -> Result<Option<MemoryStats>> {
-        match self.dir_with("memory") {
+        match self.dir_with(Controller::Memory) {
             Some(d) if memory::present_v1(&d.path) => memory::read_v1(&d.path).map(Some),
             _ => Ok(None),
         }
     }
 
     fn pids(&self) -> Result<Option<PidsStats>> {
-        match self.dir_with("pids") {
+        match self.dir_with(Controller::Pids) {
             Some(d) if pids::present(&d.path) => pids::read(&d.path).map(Some),
             _ => Ok(None),
         }
     }
 
     fn cpu_max(&self) -> Result<Option<CpuMax>> {
-        match self.dir_with("cpu") {
+        match self.dir_with(Controller::Cpu) {
             Some(d) if cpu::present_v1(&d.path) => cpu::read_v1(&d.path).map(Some),
             _ => Ok(None),
         }
     }
 
     fn apply(&self, limits: &Limits) -> Result<()> {
-        if let (Some(max), Some(d)) = (limits.pids_max, self.dir_with("pids")) {
+        if let (Some(max), Some(d)) = (limits.pids_max, self.dir_with(Controller::Pids)) {
             pids::apply(&d.path, max)?;
         }
-        if let (Some(max), Some(d)) = (limits.memory_max_bytes, self.dir_with("memory")) {
+        if let (Some(max), Some(d)) = (limits.memory_max_bytes, self.dir_with(Controller::Memory)) {
             memory::apply_v1(&d.path, max, limits.memory_swap_off)?;
         }
-        if let (Some(max), Some(d)) = (limits.cpu_max, self.dir_with("cpu")) {
+        if let (Some(max), Some(d)) = (limits.cpu_max, self.dir_with(Controller::Cpu)) {
             cpu::apply_v1(&d.path, &max)?;
         }
-        if let (Some(rt), Some(d)) = (limits.rt_runtime_us, self.dir_with("cpu")) {
+        if let (Some(rt), Some(d)) = (limits.rt_runtime_us, self.dir_with(Controller::Cpu)) {
             let parent = d.path.parent().unwrap_or(&d.mount.mount_point);
             if parent == d.mount.mount_point {
                 // The root's budget is the system's; never raise it.
@@ -256,7 +256,7 @@ impl CgroupManager for V1Manager {
             }
             cpu::apply_v1_rt(parent, &d.path, rt)?;
         }
-        if let (Some(cpus), Some(d)) = (&limits.cpuset_cpus, self.dir_with("cpuset")) {
+        if let (Some(cpus), Some(d)) = (&limits.cpuset_cpus, self.dir_with(Controller::Cpuset)) {
             cpuset::apply(&d.path, cpus)?;
         }
         Ok(())
@@ -286,7 +286,7 @@ impl CgroupManager for V1Manager {
 
 impl V1Manager {
     fn freezer_dir(&self) -> Result<&V1Dir> {
-        self.dir_with("freezer")
+        self.dir_with(Controller::Freezer)
             .filter(|d| freezer::has_v1(&d.path))
             .ok_or_else(|| CgroupError::Unsupported {
                 action: "freeze",
@@ -326,7 +326,13 @@ mod tests {
         let m = V1Manager::new(
             &h,
             "/sb/a",
-            &["pids", "memory", "cpu", "cpuacct", "freezer"],
+            &[
+                Controller::Pids,
+                Controller::Memory,
+                Controller::Cpu,
+                Controller::Cpuacct,
+                Controller::Freezer,
+            ],
         )
         .unwrap();
         assert_eq!(m.dirs().len(), 4);
@@ -339,7 +345,7 @@ mod tests {
         std::fs::write(pd.join("pids.current"), "0\n").unwrap();
         std::fs::write(pd.join("cgroup.procs"), "7\n3\n").unwrap();
         std::fs::write(d.path().join("memory/sb/a/cgroup.procs"), "3\n").unwrap();
-        assert!(m.supports("pids") && !m.supports("memory"));
+        assert!(m.supports(Controller::Pids) && !m.supports(Controller::Memory));
         m.apply(&Limits {
             pids_max: Some(20),
             ..Limits::default()
@@ -364,9 +370,9 @@ mod tests {
     fn missing_controller_is_an_error_that_names_it() {
         let d = tempfile::tempdir().unwrap();
         let h = fake_hierarchy(d.path());
-        let err = V1Manager::new(&h, "/x", &["cpuset"]).unwrap_err();
+        let err = V1Manager::new(&h, "/x", &[Controller::Cpuset]).unwrap_err();
         assert!(err.to_string().contains("cpuset"), "{err}");
-        let root = V1Manager::new(&h, "/", &["pids"]).unwrap();
+        let root = V1Manager::new(&h, "/", &[Controller::Pids]).unwrap();
         assert!(root.is_root());
     }
 }

@@ -9,7 +9,7 @@ use crate::controller::cpu::{self, CpuMax};
 use crate::controller::freezer::{self, FreezerState};
 use crate::controller::memory::{self, MemoryStats};
 use crate::controller::pids::{self, PidsStats};
-use crate::controller::{cpuset, Limits};
+use crate::controller::{cpuset, Controller, Limits};
 use crate::error::{CgroupError, Result};
 use crate::fs;
 use crate::hierarchy::{parse_controller_list, Hierarchy, V2Mount};
@@ -21,13 +21,13 @@ pub struct V2Manager {
     rel: String,
     path: PathBuf,
     /// Controllers [`CgroupManager::create`] enables on the way down.
-    enable: Vec<String>,
+    enable: Vec<Controller>,
 }
 
 impl V2Manager {
     /// Cgroup `rel` in the unified hierarchy; `create` will enable `enable`
     /// (those the root offers) in every ancestor's `cgroup.subtree_control`.
-    pub fn new(hierarchy: &Hierarchy, rel: &str, enable: &[&str]) -> Result<V2Manager> {
+    pub fn new(hierarchy: &Hierarchy, rel: &str, enable: &[Controller]) -> Result<V2Manager> {
         let mount = crate::hierarchy::require(hierarchy.v2.as_ref(), "cgroup2")?;
         let path = mount.dir(rel).ok_or_else(|| CgroupError::Unsupported {
             action: "open",
@@ -43,8 +43,8 @@ impl V2Manager {
             path,
             enable: enable
                 .iter()
-                .filter(|c| hierarchy.v2_has(c))
-                .map(|c| c.to_string())
+                .copied()
+                .filter(|&c| hierarchy.v2_has(c))
                 .collect(),
         })
     }
@@ -77,14 +77,14 @@ impl CgroupManager for V2Manager {
         self.path == self.mount.mount_point
     }
 
-    fn supports(&self, controller: &str) -> bool {
+    fn supports(&self, controller: Controller) -> bool {
         match controller {
-            "pids" => pids::present(&self.path),
-            "memory" => memory::present_v2(&self.path),
-            "cpu" => cpu::present_v2(&self.path),
-            "cpuset" => self.path.join("cpuset.cpus").exists(),
-            "freezer" => freezer::has_v2(&self.path),
-            _ => false,
+            Controller::Pids => pids::present(&self.path),
+            Controller::Memory => memory::present_v2(&self.path),
+            Controller::Cpu => cpu::present_v2(&self.path),
+            Controller::Cpuset => self.path.join("cpuset.cpus").exists(),
+            Controller::Freezer => freezer::has_v2(&self.path),
+            Controller::Cpuacct | Controller::Io | Controller::Blkio => false,
         }
     }
 
@@ -170,19 +170,22 @@ impl CgroupManager for V2Manager {
     }
 
     fn apply(&self, limits: &Limits) -> Result<()> {
-        if let Some(max) = limits.pids_max.filter(|_| self.supports("pids")) {
+        if let Some(max) = limits.pids_max.filter(|_| self.supports(Controller::Pids)) {
             pids::apply(&self.path, max)?;
         }
-        if let Some(max) = limits.memory_max_bytes.filter(|_| self.supports("memory")) {
+        if let Some(max) = limits
+            .memory_max_bytes
+            .filter(|_| self.supports(Controller::Memory))
+        {
             memory::apply_v2(&self.path, max, limits.memory_swap_off)?;
         }
-        if let Some(max) = limits.cpu_max.filter(|_| self.supports("cpu")) {
+        if let Some(max) = limits.cpu_max.filter(|_| self.supports(Controller::Cpu)) {
             cpu::apply_v2(&self.path, &max)?;
         }
         if let Some(cpus) = limits
             .cpuset_cpus
             .as_ref()
-            .filter(|_| self.supports("cpuset"))
+            .filter(|_| self.supports(Controller::Cpuset))
         {
             cpuset::apply(&self.path, cpus)?;
         }
@@ -198,7 +201,7 @@ impl CgroupManager for V2Manager {
 
 /// Enables `wanted` controllers in `dir`'s `cgroup.subtree_control`, those
 /// that `dir` offers and has not enabled yet.
-fn enable_in(dir: &std::path::Path, wanted: &[String]) -> Result<()> {
+fn enable_in(dir: &std::path::Path, wanted: &[Controller]) -> Result<()> {
     if wanted.is_empty() {
         return Ok(());
     }
@@ -207,7 +210,7 @@ fn enable_in(dir: &std::path::Path, wanted: &[String]) -> Result<()> {
     let enabled = parse_controller_list(&fs::read(&control)?);
     let missing: Vec<String> = wanted
         .iter()
-        .filter(|c| offered.contains(c) && !enabled.contains(c))
+        .filter(|c| c.is_in(&offered) && !c.is_in(&enabled))
         .map(|c| format!("+{c}"))
         .collect();
     if missing.is_empty() {
@@ -232,7 +235,12 @@ mod tests {
         ))
         .unwrap()
         .with_v2_controllers(&["cpu", "memory", "pids"]);
-        let m = V2Manager::new(&h, "/sb/leaf", &["pids", "memory", "cpuset"]).unwrap();
+        let m = V2Manager::new(
+            &h,
+            "/sb/leaf",
+            &[Controller::Pids, Controller::Memory, Controller::Cpuset],
+        )
+        .unwrap();
         // The fake's intermediate level needs the files a kernel would add.
         std::fs::create_dir(root.join("sb")).unwrap();
         std::fs::write(root.join("sb/cgroup.controllers"), "memory pids\n").unwrap();

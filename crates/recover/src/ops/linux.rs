@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use selfheal_config::RestartMethod;
 
-use selfheal_cgroup::{Cgroup, Hierarchy, ProcCgroupEntry};
+use selfheal_cgroup::{Cgroup, Controller, Hierarchy, ProcCgroupEntry};
 use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat, TaskStat};
 
 use super::{
@@ -415,7 +415,7 @@ impl SystemOps for LinuxOps {
             return Err(OpsError::NotInCgroup(from.to_string()));
         }
         let path = quarantine_path(from, p.pid);
-        let cg = Cgroup::new(h, &path, &["pids"]).map_err(OpsError::from_cgroup)?;
+        let cg = Cgroup::new(h, &path, &[Controller::Pids]).map_err(OpsError::from_cgroup)?;
         cg.create().map_err(OpsError::from_cgroup)?;
         let limits = selfheal_cgroup::Limits {
             pids_max: Some(0),
@@ -437,7 +437,7 @@ impl SystemOps for LinuxOps {
     ) -> Result<(), OpsError> {
         let h = self.unified_or_pids()?;
         let pinned = self.pin(pid, starttime)?;
-        let cg = Cgroup::new(h, to, &["pids"]).map_err(OpsError::from_cgroup)?;
+        let cg = Cgroup::new(h, to, &[Controller::Pids]).map_err(OpsError::from_cgroup)?;
         match cg.add_pid(pid) {
             Ok(()) => {}
             Err(e) if e.is_gone() => return Err(OpsError::Gone),
@@ -455,7 +455,7 @@ impl SystemOps for LinuxOps {
                 .map(|es| es.iter().any(|e| e.path == to))
                 .unwrap_or(false);
             if here {
-                if let Ok(b) = Cgroup::new(h, back, &["pids"]) {
+                if let Ok(b) = Cgroup::new(h, back, &[Controller::Pids]) {
                     let _ = b.add_pid(pid);
                 }
             }
@@ -474,7 +474,7 @@ impl SystemOps for LinuxOps {
         {
             return;
         }
-        if let Ok(cg) = Cgroup::new(h, path, &["pids"]) {
+        if let Ok(cg) = Cgroup::new(h, path, &[Controller::Pids]) {
             if cg.procs_recursive().is_ok_and(|p| p.is_empty()) {
                 let _ = cg.remove();
             }
@@ -492,7 +492,7 @@ impl SystemOps for LinuxOps {
                 "{path} is not a quarantine cgroup selfheal made"
             )));
         }
-        let cg = Cgroup::new(h, path, &["pids"]).map_err(OpsError::from_cgroup)?;
+        let cg = Cgroup::new(h, path, &[Controller::Pids]).map_err(OpsError::from_cgroup)?;
         // Thousands of killed processes take a while to exit on a loaded
         // machine (longer still under their cgroup's CPU limit): a kill
         // between passes does not wait for them; the last one does, and

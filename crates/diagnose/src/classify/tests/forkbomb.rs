@@ -10,7 +10,7 @@ fn fork_bomb_at_its_pids_limit() {
         &fx,
         Trigger::Cgroup {
             path: fx.cgroup(),
-            resource: "pids".into(),
+            resource: selfheal_cgroup::Controller::Pids,
         },
         &[],
         &[],
@@ -89,7 +89,7 @@ fn bomb_members(s: &Snapshot) -> HashSet<(i32, u64)> {
 fn pids_trigger(fx: &Fixture) -> Trigger {
     Trigger::Cgroup {
         path: fx.cgroup(),
-        resource: "pids".into(),
+        resource: selfheal_cgroup::Controller::Pids,
     }
 }
 

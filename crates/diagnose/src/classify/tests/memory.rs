@@ -15,7 +15,7 @@ fn memory_hog_in_a_nearly_full_sandbox() {
     };
     let trigger = || Trigger::Cgroup {
         path: fx.cgroup(),
-        resource: "memory".into(),
+        resource: selfheal_cgroup::Controller::Memory,
     };
     let r = run(&fx, trigger(), &[], &[], at(85.0));
     assert_eq!(
