@@ -10,6 +10,7 @@ use selfheal_cgroup::Controller;
 use selfheal_config::Level;
 use selfheal_detect::watchdog::Detector;
 use selfheal_event::{Class, Culprit, Event, EventKind, Severity, Source, Target};
+use selfheal_kmsg::VerdictKind;
 
 /// What woke the heavy detector.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +40,8 @@ pub enum Trigger {
     },
     /// The kernel reported a verdict.
     Kernel {
-        /// Verdict name (`soft_lockup`, `hung_task`, …).
-        verdict: String,
+        /// Which kernel detector spoke (`soft_lockup`, `hung_task`, …).
+        verdict: VerdictKind,
         /// CPU named, if any.
         cpu: Option<u32>,
     },
@@ -150,7 +151,7 @@ impl Trigger {
                 json!({"kind": "watchdog", "component": component.as_str(), "age_ms": age.as_millis() as u64})
             }
             Trigger::Kernel { verdict, cpu } => {
-                json!({"kind": "kernel", "verdict": verdict, "cpu": cpu})
+                json!({"kind": "kernel", "verdict": verdict.as_str(), "cpu": cpu})
             }
             Trigger::DState { tids } => {
                 json!({"kind": "sweep", "finding": "d_state", "tids": tids})
@@ -362,7 +363,7 @@ mod tests {
                 age: Duration::from_secs(2),
             },
             Trigger::Kernel {
-                verdict: "soft_lockup".into(),
+                verdict: VerdictKind::SoftLockup,
                 cpu: None,
             },
             Trigger::DState { tids: vec![7] },
@@ -377,6 +378,7 @@ mod tests {
         }
         assert_eq!(every[0].to_json()["level"], "heavy");
         assert_eq!(every[2].to_json()["component"], "light");
+        assert_eq!(every[3].to_json()["verdict"], "soft_lockup");
         assert_eq!(every[5].to_json()["finding"], "pids");
         let names: Vec<&str> = TriggerKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(

@@ -351,7 +351,7 @@ impl Worker {
                     Worker::want(
                         pending,
                         Trigger::Kernel {
-                            verdict: r.kind.as_str().to_string(),
+                            verdict: r.kind,
                             cpu: r.cpu,
                         },
                         None,

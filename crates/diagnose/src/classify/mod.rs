@@ -464,7 +464,7 @@ fn trigger_label(t: &Trigger) -> String {
         },
         Trigger::Stall { cpu, .. } => format!("stall of cpu {cpu}"),
         Trigger::Watchdog { component, .. } => format!("watchdog ({component})"),
-        Trigger::Kernel { verdict, .. } => format!("kernel {verdict}"),
+        Trigger::Kernel { verdict, .. } => format!("kernel {}", verdict.as_str()),
         Trigger::DState { .. } => "D-state sweep".to_string(),
         Trigger::Cgroup { path, resource } => format!("{resource} sweep of {path}"),
         Trigger::Manual => "manual check".to_string(),

@@ -150,7 +150,7 @@ fn a_memory_cgroup_in_a_fill_and_kill_loop_is_recorded_with_program_and_parent()
         ..Thresholds::default()
     };
     let trigger = Trigger::Kernel {
-        verdict: "oom_kill".into(),
+        verdict: selfheal_kmsg::VerdictKind::OomKill,
         cpu: None,
     };
     let r = run_full(
