@@ -35,7 +35,7 @@ pub use heavy::HeavyConfig;
 pub use host_link::HostLinkConfig;
 pub use invalid::{DurationError, NameError, ProbeTargetError, SettingError, StatusRangeError};
 pub use kmsg::KmsgConfig;
-pub use recovery::{Action, LadderConfig, RecoveryConfig};
+pub use recovery::{Action, HoldForks, LadderConfig, RecoveryConfig};
 pub use restart::{RestartConfig, RestartGrace, RestartMethod};
 pub use rules::{default_rules, merge_rules, Comparison, Condition, Level, Rule};
 pub use sections::{

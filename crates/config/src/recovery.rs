@@ -195,6 +195,27 @@ fn de_ladder<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
     Ok(steps)
 }
 
+/// `recovery.hold_forks`: while `kill_tree` or `quarantine` acts on a fork
+/// bomb, no new task may start where the bomb lives, so the bomb cannot
+/// outgrow the stop passes however fast it forks. The limit placed is the
+/// count of tasks at that moment; what was there before is put back when
+/// the step ends (and by the next daemon start, should selfheal die
+/// meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldForks {
+    /// Never.
+    Off,
+    /// Lower `pids.max` of the bomb's own cgroup (v1 or v2 pids
+    /// controller). Others in that cgroup cannot fork meanwhile either.
+    Cgroup,
+    /// As `cgroup`; and for a bomb in a cgroup without `pids.max` (the
+    /// root cgroup, or no pids controller), lower `kernel.threads-max` to
+    /// the tasks on the machine: nothing on the machine can fork while the
+    /// step runs (a bomb there was taking every free slot anyway).
+    Auto,
+}
+
 /// `[recovery]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -221,6 +242,9 @@ pub struct RecoveryConfig {
     pub allowed_cgroups: Vec<String>,
     /// Allow the `reboot` step (the controlled restart): opt-in.
     pub allow_reboot: bool,
+    /// Whether `kill_tree` and `quarantine` stop a fork bomb growing while
+    /// they act on it ([`HoldForks`]).
+    pub hold_forks: HoldForks,
     /// The steps per class.
     pub ladder: LadderConfig,
     /// The controlled restart (`reboot` step).
@@ -239,6 +263,7 @@ impl Default for RecoveryConfig {
             protected_units: Vec::new(),
             allowed_cgroups: Vec::new(),
             allow_reboot: false,
+            hold_forks: HoldForks::Auto,
             ladder: LadderConfig::default(),
             restart: RestartConfig::default(),
         }

@@ -176,6 +176,9 @@ impl HangPipeline {
 
         // Kernel thresholds first, so the kernel's reports start early.
         let tunables = sources::tighten_kernel(cfg, &opts.proc_root, &mut notes);
+        // A fork hold a previous run placed and did not live to lift.
+        let holds = std::path::Path::new(selfheal_recover::ops::FORK_HOLD_DIR);
+        notes.extend(selfheal_recover::ops::restore_stale_fork_holds(holds));
         let stall = if opts.stall {
             sources::start_stall(&opts, &send, &mut notes)
         } else {

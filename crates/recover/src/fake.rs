@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::ops::{OpsError, Pinned, ProcInfo, SystemOps};
+use crate::ops::{ForkHold, OpsError, Pinned, ProcInfo, SystemOps};
 
 /// A call the ladder made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,10 @@ pub enum Call {
     Restart(selfheal_config::RestartMethod),
     /// `abort_fuse(connection)`.
     AbortFuse(u64),
+    /// `hold_forks(pid, path, machine)`.
+    HoldForks(i32, String, bool),
+    /// `release_forks(hold)`.
+    ReleaseForks(ForkHold),
 }
 
 impl Call {
@@ -87,6 +91,8 @@ pub struct FakeSystem {
     pub lists_children: bool,
     /// (pid, signal) pairs the "kernel" refuses with EPERM.
     pub refused_signals: Vec<(i32, i32)>,
+    /// `hold_forks` fails with this message.
+    pub hold_error: Option<String>,
 }
 
 impl FakeSystem {
@@ -100,6 +106,7 @@ impl FakeSystem {
             kexec_loaded: false,
             lists_children: true,
             refused_signals: Vec::new(),
+            hold_error: None,
         }
     }
 
@@ -450,6 +457,48 @@ impl SystemOps for FakeSystem {
         Ok(())
     }
 
+    /// A cgroup other than the root has a `pids.max` ("max" before); the
+    /// root has none, and the machine's limit is 100000. A hold does not
+    /// stop the forks the fake injects: they model forks already past the
+    /// kernel's check when the limit was lowered.
+    fn hold_forks(
+        &self,
+        p: &Pinned,
+        path: &str,
+        machine: bool,
+    ) -> Result<Option<ForkHold>, OpsError> {
+        let mut s = self.state();
+        if path != "/" {
+            FakeSystem::pinned_in(&s, p, path)?;
+        }
+        s.calls
+            .push(Call::HoldForks(p.pid(), path.to_string(), machine));
+        if let Some(e) = &self.hold_error {
+            return Err(OpsError::Failed(e.clone()));
+        }
+        if path != "/" {
+            let held_at = s
+                .procs
+                .iter()
+                .filter(|q| FakeSystem::within(q, path))
+                .count() as u64;
+            return Ok(Some(ForkHold::Cgroup {
+                dir: std::path::PathBuf::from(format!("/fake/cgroup{path}")),
+                previous: "max".into(),
+                held_at,
+            }));
+        }
+        Ok(machine.then(|| ForkHold::Machine {
+            previous: 100_000,
+            held_at: s.procs.len() as u64,
+        }))
+    }
+
+    fn release_forks(&self, hold: &ForkHold) -> Result<(), OpsError> {
+        self.state().calls.push(Call::ReleaseForks(hold.clone()));
+        Ok(())
+    }
+
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         self.state().calls.push(Call::RestartUnit(unit.to_string()));
         match &self.restart_error {
@@ -627,6 +676,22 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError> {
         self.log(Call::KillQuarantine(path.to_string()), None);
         self.inner.kill_quarantine(path, remove)
+    }
+    fn hold_forks(
+        &self,
+        p: &Pinned,
+        path: &str,
+        machine: bool,
+    ) -> Result<Option<ForkHold>, OpsError> {
+        self.log(
+            Call::HoldForks(p.pid(), path.to_string(), machine),
+            Some(p.pid()),
+        );
+        self.inner.hold_forks(p, path, machine)
+    }
+    fn release_forks(&self, hold: &ForkHold) -> Result<(), OpsError> {
+        self.log(Call::ReleaseForks(hold.clone()), None);
+        self.inner.release_forks(hold)
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         self.log(Call::RestartUnit(unit.to_string()), None);

@@ -14,6 +14,8 @@ mod actions;
 mod blocker;
 mod guard;
 #[cfg(test)]
+mod hold_tests;
+#[cfg(test)]
 mod quarantine_tests;
 #[cfg(test)]
 mod refusals;
@@ -159,6 +161,9 @@ pub struct StepRecord {
     pub recheck: Option<String>,
     /// The incident's id, when the step wrote a restart record naming it.
     pub incident_id: Option<String>,
+    /// What the step did besides acting on processes (a fork hold placed
+    /// and lifted, or why none was).
+    pub notes: Vec<String>,
 }
 
 impl StepRecord {
@@ -173,6 +178,7 @@ impl StepRecord {
             refusal: None,
             recheck: None,
             incident_id: None,
+            notes: Vec::new(),
         }
     }
 
@@ -232,6 +238,8 @@ pub struct Ladder {
     acted: HashMap<(i32, u64), Instant>,
     /// Restart records and history (`recovery.restart.state_dir`).
     restart_store: RestartStore,
+    /// Notes the running step left for its record.
+    notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Ladder {
@@ -270,6 +278,7 @@ impl Ladder {
             ops,
             options,
             acted: HashMap::new(),
+            notes: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -548,6 +557,7 @@ impl Ladder {
         let t0 = Instant::now();
         let acted = actions::act(self, incident, target, pinned.as_ref(), action, lineage);
         let act_time = t0.elapsed();
+        let notes = std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()));
         let (touched, gone) = match acted {
             Acted::Done(t) => (t, false),
             Acted::Gone if probe.cleared() => (Vec::new(), true),
@@ -555,6 +565,7 @@ impl Ladder {
                 let pid = target.map_or(0, |t| t.pid);
                 return StepRecord {
                     act_time,
+                    notes,
                     ..with_recheck(self.unacted(action, other, comm, pid, probe))
                 };
             }
@@ -604,8 +615,17 @@ impl Ladder {
             verify_time,
             touched,
             recheck: Some(recheck),
+            notes,
             ..record(outcome, reason)
         }
+    }
+
+    /// Leaves a note for the record of the step running now.
+    pub(crate) fn note_step(&self, note: String) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(note);
     }
 
     /// Whether the symptom clears within the verification time: asked when
@@ -713,6 +733,7 @@ impl Ladder {
                 "refusal": rec.refusal.map(Refusal::as_str),
                 "evidence": incident.evidence.to_json(),
                 "recheck": rec.recheck,
+                "notes": rec.notes,
                 "incident": rec.incident_id.as_ref().map(|id| json!({"id": id})),
                 "target": incident.target.as_ref().map(|t| json!({
                     "pid": t.pid, "starttime": t.starttime,

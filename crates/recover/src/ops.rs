@@ -8,7 +8,10 @@ use std::time::Duration;
 use selfheal_config::RestartMethod;
 
 mod linux;
-pub use linux::{read_proc_info, LinuxOps, WatchdogControl};
+pub use linux::{
+    fork_hold_note, read_proc_info, restore_stale_fork_holds, LinuxOps, WatchdogControl,
+    FORK_HOLD_DIR,
+};
 
 /// What recovery needs to know about a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +78,48 @@ pub struct FuseConnection {
     pub mount_ids: Vec<u32>,
     /// Requests waiting on it (`None` when fusectl cannot be read).
     pub waiting: Option<u64>,
+}
+
+/// A limit on new tasks placed while a fork bomb's step runs
+/// ([`SystemOps::hold_forks`]), lifted by [`SystemOps::release_forks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForkHold {
+    /// `pids.max` of the bomb's own cgroup (the directory in the pids
+    /// hierarchy), lowered from `previous` (`max` or a number, as read) to
+    /// the count it held.
+    Cgroup {
+        /// The cgroup directory holding `pids.max`.
+        dir: std::path::PathBuf,
+        /// The value read before, written back on release.
+        previous: String,
+        /// The limit placed: the tasks in the cgroup then.
+        held_at: u64,
+    },
+    /// `kernel.threads-max`, lowered from `previous` to the tasks on the
+    /// machine: for a bomb in the root cgroup, which has no `pids.max`.
+    /// The kernel's own comment on this check: "only there to stop root
+    /// fork bombs".
+    Machine {
+        /// The value read before, written back on release.
+        previous: u64,
+        /// The limit placed: the tasks on the machine then.
+        held_at: u64,
+    },
+}
+
+impl std::fmt::Display for ForkHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForkHold::Cgroup {
+                dir,
+                previous,
+                held_at,
+            } => write!(f, "{}/pids.max {previous} -> {held_at}", dir.display()),
+            ForkHold::Machine { previous, held_at } => {
+                write!(f, "kernel.threads-max {previous} -> {held_at}")
+            }
+        }
+    }
 }
 
 /// A system call failed.
@@ -199,7 +244,6 @@ pub trait SystemOps: Send + Sync {
     fn kill_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError>;
     /// Freezes cgroup `path`, as [`SystemOps::cgroup_members`] finds it.
     fn freeze_cgroup(&self, p: &Pinned, path: &str) -> Result<(), OpsError>;
-    /// `systemctl restart UNIT`.
     /// Creates cgroup `QUARANTINE-<pid>` beneath `from` (the fork bomb's
     /// cgroup, so every limit above still applies) with `pids.max = 0`,
     /// after checking the pinned process still sits in `from` and lives.
@@ -222,6 +266,22 @@ pub trait SystemOps: Send + Sync {
     /// Kills every process in quarantine cgroup `path`, and with `remove`
     /// waits for them to go and removes the cgroup.
     fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError>;
+    /// Stops a fork bomb growing while its step runs: lowers `pids.max` of
+    /// cgroup `path` (where the pinned process must sit) to the tasks it
+    /// holds; where that cgroup has no `pids.max` (the root) and `machine`
+    /// is set, lowers `kernel.threads-max` to the tasks on the machine.
+    /// `Ok(None)` when no hold applies or a lower limit is already there.
+    /// What it changes is noted where a restarted daemon finds it
+    /// ([`restore_stale_fork_holds`]).
+    fn hold_forks(
+        &self,
+        p: &Pinned,
+        path: &str,
+        machine: bool,
+    ) -> Result<Option<ForkHold>, OpsError>;
+    /// Puts back what [`SystemOps::hold_forks`] lowered.
+    fn release_forks(&self, hold: &ForkHold) -> Result<(), OpsError>;
+    /// `systemctl restart UNIT`.
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError>;
     /// FUSE connection `connection`: its mounts and waiting requests.
     fn fuse_connection(&self, connection: u64) -> Result<FuseConnection, OpsError>;
@@ -310,6 +370,17 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn remove_quarantine(&self, path: &str) {
         (**self).remove_quarantine(path)
+    }
+    fn hold_forks(
+        &self,
+        p: &Pinned,
+        path: &str,
+        machine: bool,
+    ) -> Result<Option<ForkHold>, OpsError> {
+        (**self).hold_forks(p, path, machine)
+    }
+    fn release_forks(&self, hold: &ForkHold) -> Result<(), OpsError> {
+        (**self).release_forks(hold)
     }
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         (**self).restart_unit(unit)

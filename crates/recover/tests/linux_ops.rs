@@ -216,3 +216,96 @@ fn a_child_met_on_a_walk_is_pinned_with_one_read_and_only_under_its_parent() {
     // Gone (a zombie reaped): nothing to pin.
     assert!(ops.pin_child(me, pid, false).unwrap().is_none());
 }
+
+/// The fork hold a fork bomb's step places, on a real cgroup: a shell in a
+/// sandbox forks, then cannot while the hold is on (its `pids.max` lowered
+/// to the tasks there), then can again once it is lifted, the old limit
+/// back. The machine-wide limit is never touched here: the root is asked
+/// with `machine = false`, which places nothing.
+#[test]
+fn a_fork_hold_stops_forks_in_the_bombs_cgroup_until_lifted() {
+    use selfheal_recover::ops::ForkHold;
+    use std::io::{BufRead, BufReader, Write};
+    if !selfheal_sys::process::is_root() {
+        eprintln!("SKIP a_fork_hold_stops_forks_in_the_bombs_cgroup_until_lifted: needs root");
+        return;
+    }
+    let sb = match selfheal_cgroup::Sandbox::new(
+        selfheal_cgroup::SandboxConfig::new("fork-hold").pids_max(8),
+    ) {
+        Ok(s) => s,
+        Err(e) if e.is_unavailable() => {
+            eprintln!("SKIP a_fork_hold_stops_forks_in_the_bombs_cgroup_until_lifted: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let ops = LinuxOps::new();
+    // Python, not a shell: dash exits on a refused fork, bash retries it.
+    let script = "import os, sys\n\
+                  for _ in sys.stdin:\n\
+                  \x20   try:\n\
+                  \x20       pid = os.fork()\n\
+                  \x20   except OSError:\n\
+                  \x20       print('refused', flush=True)\n\
+                  \x20       continue\n\
+                  \x20   if pid == 0:\n\
+                  \x20       os._exit(0)\n\
+                  \x20   os.waitpid(pid, 0)\n\
+                  \x20   print('forked', flush=True)\n";
+    let mut child = sb
+        .spawn(
+            Command::new("python3")
+                .args(["-c", script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ask = |stdin: &mut std::process::ChildStdin| {
+        stdin.write_all(b"go\n").unwrap();
+        lines.next().unwrap().unwrap()
+    };
+    assert_eq!(ask(&mut stdin), "forked");
+    let pid = child.id() as i32;
+    let info = ops.process(pid).unwrap().unwrap();
+    let pinned = ops.pin(pid, info.starttime).unwrap();
+    let path = sb.rel_path().to_string();
+    // Nothing is held in a cgroup the process is not in, nor at the root
+    // without the machine's limit.
+    assert!(matches!(
+        ops.hold_forks(&pinned, "/selfheal-sandbox", false),
+        Err(OpsError::NotInCgroup(_))
+    ));
+    assert_eq!(ops.hold_forks(&pinned, "/", false), Ok(None));
+
+    let hold = ops
+        .hold_forks(&pinned, &path, false)
+        .unwrap()
+        .expect("the sandbox has pids.max");
+    let ForkHold::Cgroup {
+        dir,
+        previous,
+        held_at,
+    } = &hold
+    else {
+        panic!("{hold:?}");
+    };
+    assert_eq!((previous.as_str(), *held_at), ("8", 1), "{hold}");
+    let note = selfheal_recover::ops::fork_hold_note();
+    let noted = std::fs::read_to_string(&note).unwrap_or_default();
+    assert!(noted.starts_with("pids.max 8 1 /"), "{noted:?}");
+    assert_eq!(ask(&mut stdin), "refused");
+    ops.release_forks(&hold).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pids.max"))
+            .unwrap()
+            .trim(),
+        "8"
+    );
+    assert!(!note.exists(), "{}", note.display());
+    assert_eq!(ask(&mut stdin), "forked");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

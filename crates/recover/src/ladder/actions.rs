@@ -4,13 +4,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use selfheal_config::Action;
+use selfheal_config::{Action, HoldForks};
 
 use super::guard::{blamed, cgroup_guard, check_all};
 use super::tree::Stopped;
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
-use crate::ops::{OpsError, Pinned, ProcInfo};
+use crate::ops::{ForkHold, OpsError, Pinned, ProcInfo};
 use selfheal_event::{Blame, Target};
 
 /// How long `kill_tree` keeps stopping newly forked members (it stops as
@@ -21,6 +21,75 @@ const TREE_DEADLINE: Duration = Duration::from_secs(10);
 /// Passes after the kill that look for members that escaped (forked after
 /// the last stop pass, or after the deadline) and kill them too.
 const MOP_UP_PASSES: usize = 3;
+
+/// A fork bomb's hold (`recovery.hold_forks`) for the length of one step:
+/// placed before the step stops anything, lifted when dropped, whatever
+/// way the step ends. What it did goes into the step's event.
+pub(super) struct HeldForks<'a> {
+    l: &'a Ladder,
+    hold: Option<ForkHold>,
+    placed: bool,
+    since: Instant,
+}
+
+impl<'a> HeldForks<'a> {
+    /// Nothing held yet.
+    pub(super) fn none(l: &'a Ladder) -> HeldForks<'a> {
+        HeldForks {
+            l,
+            hold: None,
+            placed: false,
+            since: Instant::now(),
+        }
+    }
+
+    /// Places the hold for a fork bomb's step, once: called after the
+    /// blamed set was checked (a refused step never holds anything).
+    pub(super) fn place(&mut self, inc: &Incident, p: &Pinned) {
+        let l = self.l;
+        let mode = l.options.config.hold_forks;
+        if std::mem::replace(&mut self.placed, true)
+            || inc.class != selfheal_event::Class::ForkBomb
+            || mode == HoldForks::Off
+        {
+            return;
+        }
+        let held = self;
+        let path = inc.culprit.cgroup.as_deref().unwrap_or("/");
+        match l.ops.hold_forks(p, path, mode == HoldForks::Auto) {
+            Ok(Some(h)) => {
+                tracing::info!("fork bomb: no new task may start while the step runs ({h})");
+                held.hold = Some(h);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                l.note_step(format!("forks not held ({e}): the step races the bomb"));
+                tracing::warn!("fork bomb: cannot hold its forks: {e}; the step races the bomb");
+            }
+        }
+        held.since = Instant::now();
+    }
+}
+
+impl Drop for HeldForks<'_> {
+    fn drop(&mut self) {
+        let Some(h) = self.hold.take() else {
+            return;
+        };
+        let ms = self.since.elapsed().as_millis();
+        match self.l.ops.release_forks(&h) {
+            Ok(()) => self
+                .l
+                .note_step(format!("forks held {ms} ms ({h}), then restored")),
+            Err(e) => {
+                tracing::error!("fork bomb: cannot lift the hold ({h}): {e}; put it back by hand");
+                self.l.note_step(format!(
+                    "forks held ({h}); lifting it after {ms} ms failed: {e}"
+                ));
+            }
+        }
+    }
+}
 
 /// The target and its pinned handle, which every process action needs.
 fn both<'a>(
@@ -208,6 +277,9 @@ pub(super) fn act(
 /// escaped the stop passes to rebuild the bomb.
 fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
     let ops = l.ops.as_ref();
+    // Placed once the blamed set passed its check; dropped last, after
+    // the kill and its mop-up passes.
+    let mut hold = HeldForks::none(l);
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut stopped = Stopped::new(pin_budget());
     let cgroup_blame = matches!(t.blame, Blame::Cgroup);
@@ -220,7 +292,9 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
     // Along the kernel's child lists first: no pass races the bomb; the
     // passes below then find only what left the tree.
     let walk_started = Instant::now();
-    if let Err(a) = super::tree::stop_descendants(l, inc, t, p, lineage, deadline, &mut stopped) {
+    if let Err(a) =
+        super::tree::stop_descendants(l, inc, (t, p), lineage, deadline, &mut stopped, &mut hold)
+    {
         return a;
     }
     if !stopped.is_empty() {
@@ -256,6 +330,7 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
             unstop(&stopped);
             return a;
         }
+        hold.place(inc, cp);
         let fresh: Vec<&ProcInfo> = members
             .iter()
             .filter(|m| !stopped.contains(m.pid))
@@ -432,6 +507,9 @@ fn quarantine(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &Hash
         }
         Err(e) => return Acted::Fail(format!("quarantine cgroup beneath {from}: {e}")),
     };
+    // Dropped last, after the kill.
+    let mut hold = HeldForks::none(l);
+    hold.place(inc, p);
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut moved: HashSet<(i32, u64)> = HashSet::new();
     let release = |moved: &HashSet<(i32, u64)>| {

@@ -114,6 +114,14 @@ fn a_bomb_in_a_shared_cgroup_is_quarantined_then_killed_and_nothing_else() {
     assert_eq!(moves.len(), 23, "{moves:?}");
     assert!(moves.contains(&300) && moves.contains(&301));
     assert_eq!(moves[0], 100, "oldest first");
+    // Nothing could fork while the step ran (the bomb sits in the root
+    // cgroup: the machine's limit), and the limit was lifted at the end.
+    assert_eq!(calls[1], Call::HoldForks(100, "/".into(), true));
+    assert!(
+        matches!(calls.last(), Some(Call::ReleaseForks(_))),
+        "{calls:?}"
+    );
+    let calls = &calls[..calls.len() - 1];
     assert_eq!(calls.last(), Some(&Call::KillQuarantine(Q.into())));
     let first_kill = calls
         .iter()
@@ -156,7 +164,16 @@ fn a_protected_member_refuses_and_what_was_moved_goes_back() {
         .iter()
         .any(|c| matches!(c, Call::KillQuarantine(_) | Call::Signal(..))));
     assert!(!calls.iter().any(|c| c.pid() == Some(400)), "{calls:?}");
-    assert_eq!(calls.last(), Some(&Call::RemoveQuarantine(Q.into())));
+    // The hold placed for the step is lifted when it gives up.
+    assert!(
+        matches!(calls.last(), Some(Call::ReleaseForks(_))),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls[calls.len() - 2],
+        Call::RemoveQuarantine(Q.into()),
+        "{calls:?}"
+    );
 }
 
 #[test]

@@ -274,7 +274,14 @@ fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
         .unwrap();
     assert!(calls[..first_kill]
         .iter()
-        .all(|c| matches!(c, Call::Signal(_, libc::SIGSTOP))));
+        .all(|c| matches!(c, Call::Signal(_, libc::SIGSTOP) | Call::HoldForks(..))));
+    // The bomb's cgroup could not grow meanwhile: held before the first
+    // stop, lifted after the last kill.
+    assert_eq!(calls[0], Call::HoldForks(100, cg.into(), true));
+    assert!(
+        matches!(calls.last(), Some(Call::ReleaseForks(_))),
+        "{calls:?}"
+    );
 }
 
 #[test]

@@ -13,9 +13,138 @@ use selfheal_cgroup::{Cgroup, Controller, Hierarchy, ProcCgroupEntry};
 use selfheal_procfs::task::{list_pids, list_tids, parse_task_stat, TaskStat};
 
 use super::{
-    in_quarantine_beneath, quarantine_path, FuseConnection, OpsError, Pinned, ProcInfo, SystemOps,
-    QUARANTINE,
+    in_quarantine_beneath, quarantine_path, ForkHold, FuseConnection, OpsError, Pinned, ProcInfo,
+    SystemOps, QUARANTINE,
 };
+
+/// Where a fork hold in place is noted, so that a daemon restarted while
+/// one was held (killed, crashed) puts the limit back: on tmpfs, gone with
+/// the boot whose limits it describes. One file per daemon
+/// (`fork-hold.PID.STARTTIME`), so daemons running side by side (tests)
+/// never lift each other's holds.
+pub const FORK_HOLD_DIR: &str = "/run/selfheal";
+
+/// The lowest `kernel.threads-max` the kernel accepts.
+const MIN_THREADS_MAX: u64 = 20;
+
+/// This process's fork-hold note.
+pub fn fork_hold_note() -> PathBuf {
+    let me = std::process::id();
+    let st = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|t| parse_task_stat(&t))
+        .map_or(0, |s| s.starttime_ticks);
+    Path::new(FORK_HOLD_DIR).join(format!("fork-hold.{me}.{st}"))
+}
+
+/// Puts back the limits that daemons no longer running lowered for a fork
+/// bomb and did not live to restore (their notes in `dir`, normally
+/// [`FORK_HOLD_DIR`]). Returns what it did, for the log.
+pub fn restore_stale_fork_holds(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut done = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(owner) = name.to_str().and_then(|n| n.strip_prefix("fork-hold.")) else {
+            continue;
+        };
+        if note_owner_lives(owner) {
+            continue;
+        }
+        let note = e.path();
+        let text = std::fs::read_to_string(&note).unwrap_or_default();
+        let restored = match parse_hold_note(&text) {
+            Some(ForkHold::Machine { previous, .. }) => {
+                std::fs::write("/proc/sys/kernel/threads-max", format!("{previous}\n"))
+                    .map(|()| format!("kernel.threads-max restored to {previous}"))
+            }
+            Some(ForkHold::Cgroup { dir, previous, .. }) if dir.is_dir() => {
+                std::fs::write(dir.join("pids.max"), format!("{previous}\n"))
+                    .map(|()| format!("{}/pids.max restored to {previous}", dir.display()))
+            }
+            Some(ForkHold::Cgroup { dir, .. }) => {
+                Ok(format!("{} is gone; nothing to restore", dir.display()))
+            }
+            None => Ok(format!(
+                "{} is malformed ({text:?}); removed",
+                note.display()
+            )),
+        };
+        let _ = std::fs::remove_file(&note);
+        done.push(match restored {
+            Ok(what) => format!("a fork hold a previous run left: {what}"),
+            Err(err) => format!(
+                "a fork hold a previous run left ({}: {text:?}) could not be restored: {err}",
+                note.display()
+            ),
+        });
+    }
+    done
+}
+
+/// Whether the daemon that wrote note `fork-hold.PID.STARTTIME` still runs.
+fn note_owner_lives(owner: &str) -> bool {
+    let Some((pid, st)) = owner.split_once('.') else {
+        return false;
+    };
+    let (Ok(pid), Ok(st)) = (pid.parse::<u32>(), st.parse::<u64>()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| parse_task_stat(&t))
+        .is_some_and(|s| s.starttime_ticks == st)
+}
+
+/// The note's text: `threads-max PREVIOUS HELD` or
+/// `pids.max PREVIOUS HELD DIR`.
+fn hold_note(hold: &ForkHold) -> String {
+    match hold {
+        ForkHold::Machine { previous, held_at } => format!("threads-max {previous} {held_at}\n"),
+        ForkHold::Cgroup {
+            dir,
+            previous,
+            held_at,
+        } => format!("pids.max {previous} {held_at} {}\n", dir.display()),
+    }
+}
+
+fn parse_hold_note(text: &str) -> Option<ForkHold> {
+    let line = text.strip_suffix('\n')?;
+    let mut it = line.splitn(4, ' ');
+    let kind = it.next()?;
+    let previous = it.next()?;
+    let held_at = it.next()?.parse().ok()?;
+    match (kind, it.next()) {
+        ("threads-max", None) => Some(ForkHold::Machine {
+            previous: previous.parse().ok()?,
+            held_at,
+        }),
+        ("pids.max", Some(dir)) if dir.starts_with('/') && !dir.contains("..") => {
+            (previous == "max" || previous.parse::<u64>().is_ok()).then(|| ForkHold::Cgroup {
+                dir: PathBuf::from(dir),
+                previous: previous.to_string(),
+                held_at,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn note_hold(hold: &ForkHold) {
+    let note = fork_hold_note();
+    let written = std::fs::create_dir_all(FORK_HOLD_DIR)
+        .and_then(|()| std::fs::write(&note, hold_note(hold)));
+    if let Err(e) = written {
+        tracing::warn!(
+            "cannot note the fork hold ({hold}) in {}: {e}; \
+             should selfheal die before lifting it, put the value back by hand",
+            note.display()
+        );
+    }
+}
 
 /// Lets the controlled restart stop the hardware watchdog's petting: the
 /// watchdog chain pets its device only while `starve` is false.
@@ -514,6 +643,101 @@ impl SystemOps for LinuxOps {
         Ok(())
     }
 
+    fn hold_forks(
+        &self,
+        p: &Pinned,
+        path: &str,
+        machine: bool,
+    ) -> Result<Option<ForkHold>, OpsError> {
+        let failed = |what: &Path, e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                OpsError::Permission(format!("{}: {e}", what.display()))
+            } else {
+                OpsError::Failed(format!("{}: {e}", what.display()))
+            }
+        };
+        if path != "/" {
+            let h = self.unified_or_pids()?;
+            let entries = selfheal_cgroup::read_pid_cgroup_at(&self.proc_root, p.pid)
+                .map_err(OpsError::from_cgroup)?;
+            self.signal_pinned(p, 0)?;
+            if !entries.iter().any(|e| e.path == path) {
+                return Err(OpsError::NotInCgroup(path.to_string()));
+            }
+            let cg = Cgroup::new(h, path, &[Controller::Pids]).ok();
+            let dir = cg
+                .as_ref()
+                .and_then(|cg| cg.dirs().into_iter().find(|d| d.join("pids.max").is_file()));
+            if let (Some(cg), Some(dir)) = (cg, dir) {
+                let max = dir.join("pids.max");
+                let previous = std::fs::read_to_string(&max).map_err(|e| failed(&max, e))?;
+                let previous = previous.trim().to_string();
+                let stats = cg.pids().map_err(OpsError::from_cgroup)?.ok_or_else(|| {
+                    OpsError::Failed(format!("{}: no pids counters", dir.display()))
+                })?;
+                if stats.max.is_some_and(|m| m <= stats.current) {
+                    return Ok(None);
+                }
+                let hold = ForkHold::Cgroup {
+                    dir,
+                    previous,
+                    held_at: stats.current,
+                };
+                note_hold(&hold);
+                std::fs::write(&max, format!("{}\n", stats.current)).map_err(|e| {
+                    let _ = std::fs::remove_file(fork_hold_note());
+                    failed(&max, e)
+                })?;
+                return Ok(Some(hold));
+            }
+        }
+        if !machine {
+            return Ok(None);
+        }
+        let sysctl = self.proc_root.join("sys/kernel/threads-max");
+        let loadavg = self.proc_root.join("loadavg");
+        let previous: u64 = std::fs::read_to_string(&sysctl)
+            .map_err(|e| failed(&sysctl, e))?
+            .trim()
+            .parse()
+            .map_err(|e| OpsError::Failed(format!("{}: {e}", sysctl.display())))?;
+        let tasks = std::fs::read(&loadavg)
+            .map_err(|e| failed(&loadavg, e))
+            .and_then(|t| {
+                selfheal_procfs::loadavg::parse_loadavg_tasks(&t)
+                    .ok_or_else(|| OpsError::Failed(format!("{}: malformed", loadavg.display())))
+            })?;
+        let held_at = tasks.max(MIN_THREADS_MAX);
+        if held_at >= previous {
+            return Ok(None);
+        }
+        let hold = ForkHold::Machine { previous, held_at };
+        note_hold(&hold);
+        std::fs::write(&sysctl, format!("{held_at}\n")).map_err(|e| {
+            let _ = std::fs::remove_file(fork_hold_note());
+            failed(&sysctl, e)
+        })?;
+        Ok(Some(hold))
+    }
+
+    fn release_forks(&self, hold: &ForkHold) -> Result<(), OpsError> {
+        let (file, value) = match hold {
+            ForkHold::Cgroup { dir, previous, .. } => (dir.join("pids.max"), previous.clone()),
+            ForkHold::Machine { previous, .. } => (
+                self.proc_root.join("sys/kernel/threads-max"),
+                previous.to_string(),
+            ),
+        };
+        match std::fs::write(&file, format!("{value}\n")) {
+            Ok(()) => {}
+            // The bomb's cgroup was removed meanwhile: nothing to restore.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(OpsError::Failed(format!("{}: {e}", file.display()))),
+        }
+        let _ = std::fs::remove_file(fork_hold_note());
+        Ok(())
+    }
+
     fn restart_unit(&self, unit: &str) -> Result<(), OpsError> {
         self.run(
             &format!("systemctl restart {unit}"),
@@ -635,4 +859,83 @@ fn ensure_fusectl(mounts: &[selfheal_cgroup::mountinfo::MountInfo]) -> Result<Pa
         dir.display()
     );
     Ok(dir)
+}
+
+#[cfg(test)]
+mod hold_note_tests {
+    use super::*;
+
+    #[test]
+    fn notes_round_trip_and_malformed_ones_are_refused() {
+        let holds = [
+            ForkHold::Machine {
+                previous: 191_378,
+                held_at: 612,
+            },
+            ForkHold::Cgroup {
+                dir: PathBuf::from("/sys/fs/cgroup/user.slice/session-3.scope"),
+                previous: "max".into(),
+                held_at: 3012,
+            },
+            ForkHold::Cgroup {
+                dir: PathBuf::from("/sys/fs/cgroup/pids/bomb"),
+                previous: "3000".into(),
+                held_at: 2999,
+            },
+        ];
+        for h in holds {
+            assert_eq!(parse_hold_note(&hold_note(&h)), Some(h.clone()), "{h}");
+        }
+        for bad in [
+            "",
+            "threads-max 10 5",
+            "threads-max x 5\n",
+            "threads-max 10 5 /x\n",
+            "pids.max max 5\n",
+            "pids.max max 5 relative/dir\n",
+            "pids.max max 5 /sys/fs/cgroup/../../etc\n",
+            "pids.max lots 5 /sys/fs/cgroup/x\n",
+            "nproc 10 5\n",
+        ] {
+            assert_eq!(parse_hold_note(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A stale note (its daemon gone) is restored and removed; a live
+    /// daemon's note is left alone; a malformed one is removed.
+    #[test]
+    fn stale_holds_are_restored_and_live_ones_left() {
+        let run = tempfile::tempdir().unwrap();
+        let cg = tempfile::tempdir().unwrap();
+        std::fs::write(cg.path().join("pids.max"), "3\n").unwrap();
+        let stale = ForkHold::Cgroup {
+            dir: cg.path().to_path_buf(),
+            previous: "max".into(),
+            held_at: 3,
+        };
+        // pid 0 never names a process in /proc.
+        std::fs::write(run.path().join("fork-hold.0.1"), hold_note(&stale)).unwrap();
+        let mine = fork_hold_note();
+        let mine = run.path().join(mine.file_name().unwrap());
+        std::fs::write(&mine, hold_note(&stale)).unwrap();
+        std::fs::write(run.path().join("fork-hold.0.2"), "garbage").unwrap();
+        std::fs::write(run.path().join("other-file"), "x").unwrap();
+
+        let done = restore_stale_fork_holds(run.path());
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(
+            done.iter().any(|d| d.contains("pids.max restored to max")),
+            "{done:?}"
+        );
+        assert!(done.iter().any(|d| d.contains("malformed")), "{done:?}");
+        assert_eq!(
+            std::fs::read_to_string(cg.path().join("pids.max")).unwrap(),
+            "max\n"
+        );
+        assert!(!run.path().join("fork-hold.0.1").exists());
+        assert!(!run.path().join("fork-hold.0.2").exists());
+        assert!(mine.exists(), "a live daemon's note is its own");
+        assert!(run.path().join("other-file").exists());
+        assert!(restore_stale_fork_holds(&run.path().join("absent")).is_empty());
+    }
 }
