@@ -25,7 +25,7 @@ const MOP_UP_PASSES: usize = 3;
 /// A fork bomb's hold (`recovery.hold_forks`) for the length of one step:
 /// placed before the step stops anything, lifted when dropped, whatever
 /// way the step ends. What it did goes into the step's event.
-pub(super) struct HeldForks<'a> {
+struct HeldForks<'a> {
     l: &'a Ladder,
     hold: Option<ForkHold>,
     placed: bool,
@@ -34,7 +34,7 @@ pub(super) struct HeldForks<'a> {
 
 impl<'a> HeldForks<'a> {
     /// Nothing held yet.
-    pub(super) fn none(l: &'a Ladder) -> HeldForks<'a> {
+    fn none(l: &'a Ladder) -> HeldForks<'a> {
         HeldForks {
             l,
             hold: None,
@@ -43,8 +43,11 @@ impl<'a> HeldForks<'a> {
         }
     }
 
-    /// Places the hold for a fork bomb's step, once: called after the
-    /// blamed set was checked (a refused step never holds anything).
+    /// Places the hold for a fork bomb's step, once. Called first thing:
+    /// the diagnosis is the evidence, and its symptom was measured again
+    /// just before the step. Listing the blamed set takes seconds on a
+    /// slow machine, and a bomb more than doubles in that time. A step
+    /// that then refuses lifts the hold at once.
     pub(super) fn place(&mut self, inc: &Incident, p: &Pinned) {
         let l = self.l;
         let mode = l.options.config.hold_forks;
@@ -277,9 +280,9 @@ pub(super) fn act(
 /// escaped the stop passes to rebuild the bomb.
 fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
     let ops = l.ops.as_ref();
-    // Placed once the blamed set passed its check; dropped last, after
-    // the kill and its mop-up passes.
+    // Dropped last, after the kill and its mop-up passes.
     let mut hold = HeldForks::none(l);
+    hold.place(inc, p);
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut stopped = Stopped::new(pin_budget());
     let cgroup_blame = matches!(t.blame, Blame::Cgroup);
@@ -292,9 +295,7 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
     // Along the kernel's child lists first: no pass races the bomb; the
     // passes below then find only what left the tree.
     let walk_started = Instant::now();
-    if let Err(a) =
-        super::tree::stop_descendants(l, inc, (t, p), lineage, deadline, &mut stopped, &mut hold)
-    {
+    if let Err(a) = super::tree::stop_descendants(l, inc, (t, p), lineage, deadline, &mut stopped) {
         return a;
     }
     if !stopped.is_empty() {
@@ -330,7 +331,6 @@ fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashS
             unstop(&stopped);
             return a;
         }
-        hold.place(inc, cp);
         let fresh: Vec<&ProcInfo> = members
             .iter()
             .filter(|m| !stopped.contains(m.pid))
@@ -489,6 +489,9 @@ fn quarantine(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &Hash
         Ok(f) => f,
         Err(a) => return a,
     };
+    // Dropped last, after the kill.
+    let mut hold = HeldForks::none(l);
+    hold.place(inc, p);
     let first = match blamed(l, inc, t, Some(p)) {
         Ok(m) => m,
         Err(a) => return a,
@@ -507,9 +510,6 @@ fn quarantine(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &Hash
         }
         Err(e) => return Acted::Fail(format!("quarantine cgroup beneath {from}: {e}")),
     };
-    // Dropped last, after the kill.
-    let mut hold = HeldForks::none(l);
-    hold.place(inc, p);
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut moved: HashSet<(i32, u64)> = HashSet::new();
     let release = |moved: &HashSet<(i32, u64)>| {

@@ -1,7 +1,7 @@
 //! `recovery.hold_forks` against the fake: a fork bomb's `kill_tree` (or
 //! `quarantine`) holds new forks while it acts, lifts the hold whatever
-//! way the step ends, records both in its event, and holds nothing for
-//! any other class or for a step refused before it acts.
+//! way the step ends (a refused step at once), records both in its event,
+//! and holds nothing for any other class.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,14 +214,27 @@ fn a_hold_that_fails_leaves_the_step_to_race_and_says_so() {
     );
 }
 
-/// A step refused for a protected member is refused before anything is
-/// held: the machine never loses its forks for a step that does not act.
+/// A step refused for a protected member lifts its hold at once: the
+/// machine's forks come back, nothing was stopped, and the event says how
+/// long they were held.
 #[test]
-fn a_refused_step_holds_nothing() {
+fn a_refused_step_lifts_its_hold_at_once() {
     let f = bomb("/");
     f.add(proc(400, 103, "sshd", "/"));
     let (r, _) = run(&f, Class::ForkBomb, "/", |_| {});
     assert_eq!(r.steps[1].outcome, Outcome::Refused, "{r:?}");
-    assert!(holds(&f).is_empty(), "{:?}", f.calls());
-    assert!((100..=105).all(|p| f.alive(p)));
+    let calls = f.calls();
+    assert!(
+        matches!(
+            calls.as_slice(),
+            [Call::HoldForks(100, _, true), Call::ReleaseForks(_)]
+        ),
+        "{calls:?}"
+    );
+    assert!((100..=105).all(|p| f.alive(p) && !f.is_stopped(p)));
+    assert!(
+        r.steps[1].notes[0].starts_with("forks held "),
+        "{:?}",
+        r.steps[1].notes
+    );
 }

@@ -15,7 +15,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::actions::HeldForks;
 use super::guard::{blamed, check_all};
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
@@ -31,7 +30,7 @@ use selfheal_event::Target;
 /// A walk is a race, so each step costs as little as it can: each child
 /// is pinned and read once (its `stat`, and its cgroups only when the
 /// policy looks at them), stopped through that pin, and the pin kept for
-/// the kill. The fork hold is placed once the blamed set passed its check.
+/// the kill.
 pub(super) fn stop_descendants(
     l: &Ladder,
     inc: &Incident,
@@ -39,7 +38,6 @@ pub(super) fn stop_descendants(
     lineage: &HashSet<i32>,
     deadline: Instant,
     stopped: &mut Stopped,
-    hold: &mut HeldForks<'_>,
 ) -> Result<(), Acted> {
     let ops = l.ops.as_ref();
     match ops.children(t.pid) {
@@ -55,7 +53,6 @@ pub(super) fn stop_descendants(
         Err(a) => return Err(a),
     };
     check_all(l, &members, lineage)?;
-    hold.place(inc, p);
     let seeds: Vec<(i32, u64)> = {
         let mut v: Vec<(u64, i32)> = members.iter().map(|m| (m.starttime, m.pid)).collect();
         v.sort_unstable();
@@ -378,16 +375,7 @@ mod tests {
         let p = f.pin(100, 1100).unwrap();
         let mut stopped = Stopped::new(4);
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut hold = super::super::actions::HeldForks::none(&l);
-        let walked = stop_descendants(
-            &l,
-            &inc,
-            (&t, &p),
-            &HashSet::new(),
-            deadline,
-            &mut stopped,
-            &mut hold,
-        );
+        let walked = stop_descendants(&l, &inc, (&t, &p), &HashSet::new(), deadline, &mut stopped);
         assert!(walked.is_ok(), "the walk gave up");
         for pid in (100..=110)
             .chain(201..=210)
