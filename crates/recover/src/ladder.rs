@@ -13,6 +13,7 @@
 mod actions;
 mod blocker;
 mod guard;
+mod hold;
 #[cfg(test)]
 mod hold_tests;
 #[cfg(test)]
@@ -240,6 +241,9 @@ pub struct Ladder {
     restart_store: RestartStore,
     /// Notes the running step left for its record.
     notes: std::sync::Mutex<Vec<String>>,
+    /// A fork hold tried as the ladder started (and what it placed), for
+    /// its first `kill_tree` or `quarantine` step to adopt (`hold.rs`).
+    early_hold: std::sync::Mutex<Option<Option<(crate::ops::ForkHold, Instant)>>>,
 }
 
 impl std::fmt::Debug for Ladder {
@@ -279,6 +283,7 @@ impl Ladder {
             options,
             acted: HashMap::new(),
             notes: std::sync::Mutex::new(Vec::new()),
+            early_hold: std::sync::Mutex::new(None),
         }
     }
 
@@ -337,6 +342,7 @@ impl Ladder {
             }
         }
         let lineage = Policy::own_lineage(self.ops.as_ref());
+        hold::hold_at_start(self, incident, &steps, &lineage);
         let mut current = std::borrow::Cow::Borrowed(incident);
         for (i, &action) in steps.iter().enumerate() {
             if let Some(next) = self.successor(&current, &lineage) {
@@ -384,6 +390,12 @@ impl Ladder {
             }
             if matches!(outcome, Outcome::RateLimited | Outcome::Restarting) {
                 break;
+            }
+        }
+        if let Some(note) = hold::lift_unadopted(self) {
+            // Emitted with its step already: kept in the report.
+            if let Some(last) = report.steps.last_mut() {
+                last.notes.push(note);
             }
         }
         if let (Some(t), false) = (&incident.target, self.options.dry_run) {

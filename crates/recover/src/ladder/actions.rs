@@ -4,13 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use selfheal_config::{Action, HoldForks};
+use selfheal_config::Action;
 
 use super::guard::{blamed, cgroup_guard, check_all};
+use super::hold::HeldForks;
 use super::tree::Stopped;
 use super::{Acted, Incident, Ladder};
 use crate::evidence::Refusal;
-use crate::ops::{ForkHold, OpsError, Pinned, ProcInfo};
+use crate::ops::{OpsError, Pinned, ProcInfo};
 use selfheal_event::{Blame, Target};
 
 /// How long `kill_tree` keeps stopping newly forked members (it stops as
@@ -21,78 +22,6 @@ const TREE_DEADLINE: Duration = Duration::from_secs(10);
 /// Passes after the kill that look for members that escaped (forked after
 /// the last stop pass, or after the deadline) and kill them too.
 const MOP_UP_PASSES: usize = 3;
-
-/// A fork bomb's hold (`recovery.hold_forks`) for the length of one step:
-/// placed before the step stops anything, lifted when dropped, whatever
-/// way the step ends. What it did goes into the step's event.
-struct HeldForks<'a> {
-    l: &'a Ladder,
-    hold: Option<ForkHold>,
-    placed: bool,
-    since: Instant,
-}
-
-impl<'a> HeldForks<'a> {
-    /// Nothing held yet.
-    fn none(l: &'a Ladder) -> HeldForks<'a> {
-        HeldForks {
-            l,
-            hold: None,
-            placed: false,
-            since: Instant::now(),
-        }
-    }
-
-    /// Places the hold for a fork bomb's step, once. Called first thing:
-    /// the diagnosis is the evidence, and its symptom was measured again
-    /// just before the step. Listing the blamed set takes seconds on a
-    /// slow machine, and a bomb more than doubles in that time. A step
-    /// that then refuses lifts the hold at once.
-    pub(super) fn place(&mut self, inc: &Incident, p: &Pinned) {
-        let l = self.l;
-        let mode = l.options.config.hold_forks;
-        if std::mem::replace(&mut self.placed, true)
-            || inc.class != selfheal_event::Class::ForkBomb
-            || mode == HoldForks::Off
-        {
-            return;
-        }
-        let held = self;
-        let path = inc.culprit.cgroup.as_deref().unwrap_or("/");
-        match l.ops.hold_forks(p, path, mode == HoldForks::Auto) {
-            Ok(Some(h)) => {
-                tracing::info!("fork bomb: no new task may start while the step runs ({h})");
-                held.hold = Some(h);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                l.note_step(format!("forks not held ({e}): the step races the bomb"));
-                tracing::warn!("fork bomb: cannot hold its forks: {e}; the step races the bomb");
-            }
-        }
-        held.since = Instant::now();
-    }
-}
-
-impl Drop for HeldForks<'_> {
-    fn drop(&mut self) {
-        let Some(h) = self.hold.take() else {
-            return;
-        };
-        let ms = self.since.elapsed().as_millis();
-        match self.l.ops.release_forks(&h) {
-            Ok(()) => self
-                .l
-                .note_step(format!("forks held {ms} ms ({h}), then restored")),
-            Err(e) => {
-                tracing::error!("fork bomb: cannot lift the hold ({h}): {e}; put it back by hand");
-                self.l.note_step(format!(
-                    "forks held ({h}); lifting it after {ms} ms failed: {e}"
-                ));
-            }
-        }
-    }
-}
 
 /// The target and its pinned handle, which every process action needs.
 fn both<'a>(
@@ -281,8 +210,7 @@ pub(super) fn act(
 fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
     let ops = l.ops.as_ref();
     // Dropped last, after the kill and its mop-up passes.
-    let mut hold = HeldForks::none(l);
-    hold.place(inc, p);
+    let _hold = HeldForks::place(l, inc, p);
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut stopped = Stopped::new(pin_budget());
     let cgroup_blame = matches!(t.blame, Blame::Cgroup);
@@ -490,8 +418,7 @@ fn quarantine(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &Hash
         Err(a) => return a,
     };
     // Dropped last, after the kill.
-    let mut hold = HeldForks::none(l);
-    hold.place(inc, p);
+    let _hold = HeldForks::place(l, inc, p);
     let first = match blamed(l, inc, t, Some(p)) {
         Ok(m) => m,
         Err(a) => return a,

@@ -51,6 +51,19 @@ fn run(
     cgroup: &str,
     set: impl FnOnce(&mut RecoveryConfig),
 ) -> (LadderReport, MemorySink) {
+    let fk = f.clone();
+    run_with(f, class, cgroup, set, &mut || {
+        !(100..=205).any(|p| fk.alive(p))
+    })
+}
+
+fn run_with(
+    f: &Arc<FakeSystem>,
+    class: Class,
+    cgroup: &str,
+    set: impl FnOnce(&mut RecoveryConfig),
+    probe: &mut dyn crate::evidence::SymptomProbe,
+) -> (LadderReport, MemorySink) {
     let mut c = RecoveryConfig {
         verify_timeout: HumanDuration::from_millis(40),
         ..RecoveryConfig::default()
@@ -78,9 +91,8 @@ fn run(
         evidence: Evidence::now("process_count", "test bomb"),
         blocker: None,
     };
-    let fk = f.clone();
     let sink = MemorySink::new();
-    let r = l.run(&inc, &mut || !(100..=205).any(|p| fk.alive(p)), &sink);
+    let r = l.run(&inc, probe, &sink);
     (r, sink)
 }
 
@@ -236,5 +248,66 @@ fn a_refused_step_lifts_its_hold_at_once() {
         r.steps[1].notes[0].starts_with("forks held "),
         "{:?}",
         r.steps[1].notes
+    );
+}
+
+/// The hold is placed as the ladder starts, before `kill_tree` measures
+/// the symptom again (a read of every process: seconds in a slow guest,
+/// in which the bomb doubles), and that step adopts it: one hold, one
+/// lift, after the last kill.
+#[test]
+fn the_hold_is_placed_as_the_ladder_starts_and_kill_tree_adopts_it() {
+    let f = bomb("/");
+    let fk = f.clone();
+    let mut held_at_first_look = None;
+    let mut probe = || {
+        held_at_first_look
+            .get_or_insert_with(|| fk.calls().iter().any(|c| matches!(c, Call::HoldForks(..))));
+        !(100..=205).any(|p| fk.alive(p))
+    };
+    let (r, _) = run_with(&f, Class::ForkBomb, "/", |_| {}, &mut probe);
+    assert_eq!(r.steps[1].outcome, Outcome::Recovered, "{r:?}");
+    assert_eq!(held_at_first_look, Some(true));
+    assert_eq!(holds(&f).len(), 2, "{:?}", holds(&f));
+    assert!(
+        r.steps[0].notes.is_empty() && r.steps[1].notes.len() == 1,
+        "{r:?}"
+    );
+}
+
+/// A ladder with nothing that stops a bomb (record only) holds nothing.
+#[test]
+fn a_ladder_without_kill_tree_or_quarantine_holds_nothing() {
+    let f = bomb("/");
+    let (r, _) = run(&f, Class::ForkBomb, "/", |c| {
+        c.ladder.fork_bomb = vec![Action::Record];
+    });
+    assert_eq!(r.steps.len(), 1, "{r:?}");
+    assert!(holds(&f).is_empty(), "{:?}", f.calls());
+}
+
+/// The hold placed at the start is lifted when the ladder ends without a
+/// step adopting it: here the bomb is gone by the time `kill_tree` looks
+/// again (stale evidence, refused, nothing signalled).
+#[test]
+fn a_hold_no_step_adopts_is_lifted_when_the_ladder_ends() {
+    let f = bomb("/");
+    let mut looks = 0;
+    let mut probe = || {
+        looks += 1;
+        looks > 0
+    };
+    let (r, _) = run_with(&f, Class::ForkBomb, "/", |_| {}, &mut probe);
+    assert_eq!(r.steps[1].outcome, Outcome::Refused, "{r:?}");
+    let h = holds(&f);
+    assert!(
+        matches!(h.as_slice(), [Call::HoldForks(..), Call::ReleaseForks(_)]),
+        "{h:?}"
+    );
+    assert!(!f.calls().iter().any(|c| matches!(c, Call::Signal(..))));
+    let last = r.steps.last().unwrap();
+    assert!(
+        last.notes.iter().any(|n| n.starts_with("forks held ")),
+        "{r:?}"
     );
 }
