@@ -365,6 +365,43 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
             "not the no-limit path: {diag:#?}"
         );
     }
+    // While it was stopped the bomb could not grow: recovery.hold_forks
+    // lowered its cgroup's pids.max to its count (unless it sat at its
+    // safety net already), and the safety net is back now.
+    let stopping = w
+        .events()
+        .into_iter()
+        .find(|e| {
+            e.kind == EventKind::Recovery
+                && matches!(
+                    e.details["action"].as_str(),
+                    Some("kill_tree" | "quarantine")
+                )
+                && culprit_cgroup(e) == Some(path)
+        })
+        .expect("a kill_tree or quarantine step on the bomb");
+    let notes = stopping.details["notes"].to_string();
+    eprintln!("{TEST}: {} notes: {notes}", stopping.details["action"]);
+    if !hit_net {
+        assert!(
+            notes.contains("forks held ")
+                && notes.contains(&format!("{path}/pids.max 3000 -> "))
+                && notes.contains("then restored"),
+            "no fork hold on the bomb's cgroup: {notes}"
+        );
+    }
+    // The v1 pids hierarchy here; the unified one on a cgroup2-only machine.
+    let max = [
+        format!("/sys/fs/cgroup/pids{path}/pids.max"),
+        format!("/sys/fs/cgroup{path}/pids.max"),
+    ]
+    .iter()
+    .find_map(|f| std::fs::read_to_string(f).ok());
+    assert_eq!(
+        max.as_deref().map(str::trim),
+        Some("3000"),
+        "the bomb's safety net was not put back"
+    );
     std::thread::sleep(Duration::from_secs(3));
     namesakes.assert_untouched(&w, "the bomb's cgroup", |c| {
         c.starts_with(OTHER_TESTS) || c == path
