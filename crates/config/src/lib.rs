@@ -11,6 +11,7 @@ mod app;
 mod duration;
 mod heavy;
 mod host_link;
+mod http_client;
 mod invalid;
 mod kmsg;
 mod recovery;
@@ -33,6 +34,7 @@ pub use app::{
 pub use duration::{parse_duration, HumanDuration, MAX_DURATION};
 pub use heavy::HeavyConfig;
 pub use host_link::HostLinkConfig;
+pub use http_client::http_agent;
 pub use invalid::{DurationError, NameError, ProbeTargetError, SettingError, StatusRangeError};
 pub use kmsg::KmsgConfig;
 pub use recovery::{Action, HoldForks, LadderConfig, RecoveryConfig};

@@ -1,5 +1,6 @@
-//! The HTTP client `selfheal status` and the tests use: ureq, with one
-//! overall deadline per request and no redirects.
+//! The HTTP client `selfheal status` and the tests use: the shared
+//! [`selfheal_config::http_agent`] (one overall deadline per request, no
+//! redirects, no proxy), plus a cap on the body read.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,13 +31,7 @@ pub struct ClientError {
 /// GETs `path` from `addr`, all within `timeout`.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<ClientResponse, ClientError> {
     let err = |source| ClientError { addr, source };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent("selfheal")
-        .build()
-        .into();
+    let agent = selfheal_config::http_agent("selfheal", timeout);
     let mut resp = agent
         .get(format!("http://{addr}{path}"))
         .call()

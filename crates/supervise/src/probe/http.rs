@@ -1,6 +1,7 @@
-//! HTTP probes through ureq (plain HTTP, no TLS): one GET whose status
-//! code must arrive before the deadline. Redirects are not followed (a 3xx
-//! is judged by `expect_status`, like Kubernetes' default range).
+//! HTTP probes through the shared [`selfheal_config::http_agent`] (plain
+//! HTTP, no TLS, no proxy): one GET whose status code must arrive before
+//! the deadline. Redirects are not followed (a 3xx is judged by
+//! `expect_status`, like Kubernetes' default range).
 
 use std::time::Instant;
 
@@ -17,13 +18,7 @@ pub(crate) fn get_status(url: &str, deadline: Instant) -> Result<u16, ProbeError
     if left.is_zero() {
         return Err(ProbeError::LateStart { url: url_s() });
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(left))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent("selfheal-probe")
-        .build()
-        .into();
+    let agent = selfheal_config::http_agent("selfheal-probe", left);
     match agent.get(url).header("Accept", "*/*").call() {
         Ok(resp) => Ok(resp.status().as_u16()),
         Err(ureq::Error::Timeout(_)) => Err(ProbeError::AnswerTimeout { url: url_s() }),
