@@ -58,6 +58,24 @@ pub fn read_pending_signals(pid: i32, tid: i32) -> io::Result<u64> {
     thread(pid, tid).pending_signals().map_err(into_io)
 }
 
+/// Signals queued for thread `tid` of `pid` and for the whole process
+/// (`SigPnd` and `ShdPnd`, blocked ones included; bit n-1 for signal n).
+pub(crate) fn read_queued_signals(pid: i32, tid: i32) -> io::Result<(u64, u64)> {
+    let text = thread(pid, tid).read_text("status").map_err(into_io)?;
+    parse_queued(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no SigPnd/ShdPnd in status"))
+}
+
+/// `SigPnd` and `ShdPnd` of a `status` file.
+fn parse_queued(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some((field("SigPnd:")?, field("ShdPnd:")?))
+}
+
 /// Reads `/proc/PID/io`.
 pub fn read_io(pid: i32) -> io::Result<IoCounters> {
     process(pid).io().map_err(into_io)
@@ -87,6 +105,13 @@ pub(crate) fn comm_or_unknown(pid: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queued_signals_of_the_thread_and_the_process_blocked_ones_included() {
+        let text = "SigQ:\t1/1000\nSigPnd:\t0000000000000200\nShdPnd:\t0000000000000001\nSigBlk:\t0000000000000200\n";
+        assert_eq!(parse_queued(text), Some((0x200, 1)));
+        assert_eq!(parse_queued("SigPnd:\t0\n"), None);
+    }
 
     #[test]
     fn reads_this_process() {

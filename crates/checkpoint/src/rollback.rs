@@ -363,6 +363,8 @@ impl Session {
         }
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
+        let requeued = threads::requeue_signals(&self.t, &target.threads)?;
+        debug(|| format!("rollback: {requeued} signals queued again"));
         let (tracked, id) = (target.tracked.clone(), target.id);
         self.after_rollback(tracked);
         // The program runs on from this state now: for the next failure's
