@@ -69,6 +69,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "exits",
             "brkwalk",
             "notifysock",
+            "altstack",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])

@@ -1,0 +1,230 @@
+//! Signal handlers on an alternate stack under checkpoints and rollbacks.
+//!
+//! A stack armed with `SS_AUTODISARM` is disarmed by the kernel when a
+//! handler starts on it and re-armed at `rt_sigreturn`, with no system
+//! call the file filter sees: a checkpoint that re-used the previous
+//! one's alternate stack (the kernel-state cache) could hold the wrong
+//! one, and a rollback put it back. altstack.c spends three quarters of
+//! its time in such a handler, raised by itself once a round, and checks
+//! the stack after every handler (and inside it); these tests crash it
+//! from outside at random moments. The handler count is checked too: a
+//! checkpoint that met the signal on its way (held by the tracer, or
+//! queued) used to lose it at a rollback.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use common::*;
+use selfheal_checkpoint::{CheckpointStats, Config, Event, FilesConfig};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Rounds of `altstack MODE` that run about `secs` seconds unsupervised
+/// here (the fastest of three probes counts: one slowed by a burst of
+/// load would size the run too short).
+fn rounds_for(mode: &str, secs: f64) -> String {
+    let probe = 10;
+    let per_round = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            plain_output("altstack", &[mode, &probe.to_string()]);
+            t.elapsed().as_secs_f64() / probe as f64
+        })
+        .fold(f64::INFINITY, f64::min);
+    ((secs / per_round.max(1e-6)) as u64)
+        .clamp(50, 2_000)
+        .to_string()
+}
+
+/// What a run under SIGSEGVs from outside gave.
+struct Faulted {
+    /// The answer printed.
+    out: String,
+    /// The fault-free answer.
+    expected: String,
+    /// The program's "M"/"E"/"P"/"X" log (stderr).
+    log: String,
+    run: Run,
+    sent: Sent,
+}
+
+/// Runs `altstack MODE` (about 5 s of work) with a checkpoint every
+/// 20 ms and eight SIGSEGVs sent from outside 150–400 ms apart.
+fn under_faults(mode: &str) -> Faulted {
+    let rounds = rounds_for(mode, 5.0);
+    let expected = plain_output("altstack", &[mode, &rounds]);
+    let config = Config {
+        interval: Duration::from_millis(20),
+        // The log on stderr (a pipe) repeats lines after a rollback; it
+        // must not make the rollback impossible.
+        files: FilesConfig {
+            stderr_may_repeat: true,
+            ..FilesConfig::default()
+        },
+        ..config()
+    };
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = reader.read_to_string(&mut s);
+        s
+    });
+    let argv = vec![
+        prog("altstack").display().to_string(),
+        mode.to_string(),
+        rounds,
+    ];
+    let mut run = start_stdio(
+        argv,
+        None,
+        [None, None, Some(OwnedFd::from(writer))],
+        config,
+    );
+    let sent = signals_at_random(&run, libc::SIGSEGV, 8, 150, 400);
+    let out = run.wait(LIMIT);
+    // The engine holds no copy of the write end: it ends with the program.
+    let log = log.join().expect("stderr reader");
+    Faulted {
+        out,
+        expected,
+        log,
+        run,
+        sent,
+    }
+}
+
+fn checkpoints(run: &Run) -> Vec<&CheckpointStats> {
+    run.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Checkpoint(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where a log line stands in the program's order: (round, step), with
+/// "M<round>.<stage>" (outside the handler) step stage, "E" step 1000,
+/// "P<round>.<stage>" step 1001 + stage, "X" last.
+fn position(line: &str) -> Option<(u64, u64)> {
+    let (kind, rest) = line.split_at_checked(1)?;
+    let staged = |base: u64| -> Option<(u64, u64)> {
+        let (r, s) = rest.split_once('.')?;
+        Some((r.parse().ok()?, base + s.parse::<u64>().ok()?))
+    };
+    match kind {
+        "M" => staged(0),
+        "E" => Some((rest.parse().ok()?, 1000)),
+        "P" => staged(1001),
+        "X" => Some((rest.parse().ok()?, u64::MAX)),
+        _ => None,
+    }
+}
+
+/// Times the log shows execution resumed inside a handler past its start:
+/// a "P" or "X" line not after the line before it (the program went back
+/// to a checkpoint taken while that handler ran on the alternate stack).
+/// A rollback that crosses no line, or lands at a handler's very start,
+/// is not counted.
+fn resumed_inside_a_handler(log: &str) -> usize {
+    jumps(log)
+        .iter()
+        .filter(|(_, to)| position(to).is_some_and(|(_, step)| step > 1000))
+        .count()
+}
+
+/// Every place the log goes back (or stays): (line before, line after).
+fn jumps(log: &str) -> Vec<(&str, &str)> {
+    let lines: Vec<&str> = log.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| position(w[1]) <= position(w[0]))
+        .map(|w| (w[0], w[1]))
+        .collect()
+}
+
+/// Common checks: the fault-free answer (so no "ALTSTACK" check of the
+/// program failed), one rollback per SIGSEGV, none refused, some of them
+/// to a checkpoint taken inside a handler.
+fn assert_exact(f: &Faulted) {
+    assert!(
+        !f.out.contains("ALTSTACK"),
+        "the program's own check failed: {}; rollbacks: {:?}",
+        f.out,
+        f.run.rollbacks()
+    );
+    assert_eq!(f.out, f.expected, "events: {:?}", f.run.events);
+    assert!(
+        f.sent.count >= 3,
+        "the program ended before three signals: {:?}",
+        f.run.events
+    );
+    assert!(
+        f.run.rolled_back_all(&f.sent),
+        "one rollback per SIGSEGV ({} sent): {:?}",
+        f.sent.count,
+        f.run.events
+    );
+    assert!(f.run.impossible().is_empty(), "{:?}", f.run.impossible());
+    let inside = resumed_inside_a_handler(&f.log);
+    eprintln!(
+        "{} rollbacks, {inside} resumed inside a handler",
+        f.run.rollbacks().len()
+    );
+    assert!(
+        inside >= 1,
+        "no rollback went to a checkpoint taken inside a handler: {:?}; the log goes back at {:?} ({} lines)",
+        f.run.rollbacks(),
+        jumps(&f.log),
+        f.log.lines().count()
+    );
+}
+
+#[test]
+fn rollbacks_into_a_handler_on_an_auto_disarming_alternate_stack_are_exact() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let f = under_faults("auto");
+    assert_exact(&f);
+    // The guard fired: once the program armed the stack (its first
+    // calls), every checkpoint reads the kernel state again instead of
+    // re-using the previous checkpoint's.
+    let calls: Vec<u64> = checkpoints(&f.run)
+        .iter()
+        .map(|s| s.injected_calls)
+        .collect();
+    assert!(calls.len() >= 20, "too few checkpoints: {calls:?}");
+    assert!(
+        calls[2..].iter().all(|&c| c > 0),
+        "a checkpoint re-used cached kernel state: {calls:?}"
+    );
+}
+
+/// The bystander: a stack that stays armed changes only through calls the
+/// filter sees, so checkpoints keep re-using the kernel state (and the
+/// rollbacks are just as exact).
+#[test]
+fn a_plain_alternate_stack_keeps_the_kernel_state_cache() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let f = under_faults("plain");
+    assert_exact(&f);
+    let calls: Vec<u64> = checkpoints(&f.run)
+        .iter()
+        .map(|s| s.injected_calls)
+        .collect();
+    assert!(calls.len() >= 20, "too few checkpoints: {calls:?}");
+    let later = &calls[2..];
+    let none = later.iter().filter(|&&c| c == 0).count();
+    assert!(
+        none * 10 >= later.len() * 9,
+        "calls run inside the program per checkpoint: {calls:?}"
+    );
+}
