@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cpio::CpioWriter;
-use crate::setup::{io_err, run_capture, sha256_file, sha256_hex, KernelTree, SetupError};
+use crate::setup::{
+    io_err, run_capture, sha256_file, sha256_hex, CommandFailed, KernelTree, SetupError,
+};
 
 /// A build step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,14 +19,14 @@ pub enum BuildError {
     #[error(transparent)]
     Setup(#[from] SetupError),
     /// The kernel module did not build.
-    #[error("building the fault module {src} against {headers} failed: {detail}")]
+    #[error("building the fault module {src} against {headers} failed: {source}")]
     Module {
         /// Source directory.
         src: PathBuf,
         /// Headers tree.
         headers: PathBuf,
-        /// make's stderr tail.
-        detail: String,
+        /// How make failed.
+        source: CommandFailed,
     },
     /// The built module is not for the guest kernel.
     #[error("{path} has no vermagic for {release}; delete {dir} and retry", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
@@ -35,12 +37,12 @@ pub enum BuildError {
         release: String,
     },
     /// labtool did not build.
-    #[error("building the static guest helper {src} with gcc failed: {detail}. libc6-dev provides the static libc")]
+    #[error("building the static guest helper {src} with gcc failed: {source}. libc6-dev provides the static libc")]
     Labtool {
         /// The C source.
         src: PathBuf,
-        /// gcc's stderr tail.
-        detail: String,
+        /// How gcc failed.
+        source: CommandFailed,
     },
     /// selfheal did not build or cannot be found.
     #[error("the selfheal binary: {0}")]
@@ -109,10 +111,10 @@ pub fn build_module(
             .arg(format!("M={}", dir.display()))
             .arg("modules"),
     )?
-    .map_err(|detail| BuildError::Module {
+    .map_err(|source| BuildError::Module {
         src: assets.module_src.clone(),
         headers: kernel.headers.clone(),
-        detail,
+        source,
     })?;
     if !has_vermagic(&ko, &kernel.release)? {
         return Err(BuildError::Vermagic {
@@ -145,9 +147,9 @@ pub fn build_labtool(cache: &Path, assets: &Assets) -> Result<PathBuf, BuildErro
             .arg(&out)
             .arg(&src),
     )?
-    .map_err(|detail| BuildError::Labtool {
+    .map_err(|source| BuildError::Labtool {
         src: src.clone(),
-        detail,
+        source,
     })?;
     Ok(out)
 }

@@ -75,32 +75,35 @@ impl KernelPin {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// apt-get install failed.
-    #[error("installing host packages ({packages}) with apt-get failed: {detail}. The lab needs them; run `apt-get install {packages}` by hand to see why")]
+    #[error("installing host packages ({packages}) with apt-get failed: {step}{source}. The lab needs them; run `apt-get install {packages}` by hand to see why")]
     AptInstall {
         /// Space-separated package list.
         packages: String,
-        /// apt's stderr tail.
-        detail: String,
+        /// `apt-get update: ` when the update before the retry failed,
+        /// else empty.
+        step: &'static str,
+        /// How apt-get failed.
+        source: CommandFailed,
     },
     /// The pinned version is not in the package index.
-    #[error("{package}={version} is not in the apt package index ({detail}). Run `apt-get update`; if it is still missing Debian has dropped it: choose another with --kernel-abi/--kernel-version (see `apt-cache search linux-image | grep cloud-amd64`)")]
+    #[error("{package}={version} is not in the apt package index ({source}). Run `apt-get update`; if it is still missing Debian has dropped it: choose another with --kernel-abi/--kernel-version (see `apt-cache search linux-image | grep cloud-amd64`)")]
     NotInIndex {
         /// Package name.
         package: String,
         /// Pinned version.
         version: String,
         /// What apt said.
-        detail: String,
+        source: IndexError,
     },
     /// apt-get download failed.
-    #[error("downloading {package}={version} with apt-get download failed: {detail}")]
+    #[error("downloading {package}={version} with apt-get download failed: {source}")]
     Download {
         /// Package name.
         package: String,
         /// Pinned version.
         version: String,
-        /// apt's stderr tail.
-        detail: String,
+        /// What went wrong.
+        source: DownloadError,
     },
     /// A downloaded or cached file does not match its checksum.
     #[error("{path}: SHA256 is {actual}, expected {expected}; the file was deleted, run again to re-download it")]
@@ -113,12 +116,12 @@ pub enum SetupError {
         actual: String,
     },
     /// dpkg-deb -x failed.
-    #[error("unpacking {path} with dpkg-deb failed: {detail}")]
+    #[error("unpacking {path} with dpkg-deb failed: {source}")]
     Extract {
         /// The .deb.
         path: PathBuf,
-        /// dpkg-deb's stderr.
-        detail: String,
+        /// How dpkg-deb failed.
+        source: CommandFailed,
     },
     /// Some file operation failed.
     #[error("{what} {path}: {source}")]
@@ -137,6 +140,44 @@ pub enum SetupError {
         cmd: String,
         /// The error.
         source: std::io::Error,
+    },
+}
+
+/// A tool ran and exited unsuccessfully: the last lines of its stderr
+/// and its exit status, on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stderr_tail} ({status})")]
+pub struct CommandFailed {
+    /// Its last four stderr lines, joined by ` | `.
+    pub stderr_tail: String,
+    /// How it exited.
+    pub status: std::process::ExitStatus,
+}
+
+/// Why the package index gave no checksum for a pinned package.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// `apt-cache show` failed (usually: the version is not in the index).
+    #[error(transparent)]
+    AptCache(#[from] CommandFailed),
+    /// The index entry has no SHA256 line.
+    #[error("no SHA256 field")]
+    NoSha256,
+}
+
+/// Why `apt-get download` gave no package file.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// apt-get failed.
+    #[error(transparent)]
+    AptGet(#[from] CommandFailed),
+    /// apt-get succeeded but wrote no matching file.
+    #[error("apt-get reported success but no {prefix}*.deb appeared in {}", dir.display())]
+    NoDeb {
+        /// The file name prefix looked for.
+        prefix: String,
+        /// Where.
+        dir: PathBuf,
     },
 }
 
@@ -161,8 +202,9 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("selfheal-lab")
 }
 
-/// Runs a command, returning stdout or a one-line error with the stderr tail.
-pub fn run_capture(cmd: &mut Command) -> Result<Result<String, String>, SetupError> {
+/// Runs a command: `Ok(Ok(stdout))` if it succeeded, `Ok(Err(..))` with its
+/// stderr tail if it ran and failed, `Err` if it could not be started.
+pub fn run_capture(cmd: &mut Command) -> Result<Result<String, CommandFailed>, SetupError> {
     let out = cmd.output().map_err(|source| SetupError::Spawn {
         cmd: format!("{cmd:?}"),
         source,
@@ -173,7 +215,10 @@ pub fn run_capture(cmd: &mut Command) -> Result<Result<String, String>, SetupErr
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(4).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        Ok(Err(format!("{} ({})", tail.join(" | "), out.status)))
+        Ok(Err(CommandFailed {
+            stderr_tail: tail.join(" | "),
+            status: out.status,
+        }))
     }
 }
 
@@ -209,17 +254,19 @@ pub fn ensure_host_packages(log: &mut dyn FnMut(&str)) -> Result<(), SetupError>
         return Ok(());
     }
     log("apt-get install failed; running apt-get update and retrying");
-    if let Err(detail) = run_capture(Command::new("apt-get").arg("update"))? {
+    if let Err(source) = run_capture(Command::new("apt-get").arg("update"))? {
         return Err(SetupError::AptInstall {
             packages: missing.join(" "),
-            detail: format!("apt-get update: {detail}"),
+            step: "apt-get update: ",
+            source,
         });
     }
     install()?
         .map(|_| ())
-        .map_err(|detail| SetupError::AptInstall {
+        .map_err(|source| SetupError::AptInstall {
             packages: missing.join(" "),
-            detail,
+            step: "",
+            source,
         })
 }
 
@@ -241,10 +288,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 fn index_sha256(pkg: &str, version: &str) -> Result<String, SetupError> {
     let spec = format!("{pkg}={version}");
     let out = run_capture(Command::new("apt-cache").args(["show", "--no-all-versions", &spec]))?;
-    let text = out.map_err(|detail| SetupError::NotInIndex {
+    let text = out.map_err(|e| SetupError::NotInIndex {
         package: pkg.into(),
         version: version.into(),
-        detail,
+        source: e.into(),
     })?;
     text.lines()
         .find_map(|l| l.strip_prefix("SHA256: "))
@@ -252,7 +299,7 @@ fn index_sha256(pkg: &str, version: &str) -> Result<String, SetupError> {
         .ok_or_else(|| SetupError::NotInIndex {
             package: pkg.into(),
             version: version.into(),
-            detail: "no SHA256 field".into(),
+            source: IndexError::NoSha256,
         })
 }
 
@@ -311,9 +358,9 @@ pub fn ensure_kernel(
     for line in &sums {
         let deb = PathBuf::from(line.split_once(' ').map_or("", |(_, p)| p));
         run_capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?.map_err(
-            |detail| SetupError::Extract {
+            |source| SetupError::Extract {
                 path: deb.clone(),
-                detail,
+                source,
             },
         )?;
     }
@@ -384,18 +431,18 @@ fn fetch_deb(
             ])
             .current_dir(dir),
     )?
-    .map_err(|detail| SetupError::Download {
+    .map_err(|e| SetupError::Download {
         package: pkg.into(),
         version: version.into(),
-        detail,
+        source: e.into(),
     })?;
     let path = find().ok_or_else(|| SetupError::Download {
         package: pkg.into(),
         version: version.into(),
-        detail: format!(
-            "apt-get reported success but no {prefix}*.deb appeared in {}",
-            dir.display()
-        ),
+        source: DownloadError::NoDeb {
+            prefix: prefix.clone(),
+            dir: dir.to_path_buf(),
+        },
     })?;
     let actual = sha256_file(&path)?;
     if actual != expected {
@@ -482,5 +529,38 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_failed_tool_reads_as_its_stderr_tail_and_status() {
+        let sh =
+            |script: &str| run_capture(Command::new("sh").args(["-c", script])).expect("sh starts");
+        assert_eq!(sh("echo out").unwrap(), "out\n");
+        let failed = sh("for i in 1 2 3 4 5; do echo line$i >&2; done; exit 3").unwrap_err();
+        assert_eq!(failed.status.code(), Some(3));
+        let e = SetupError::Extract {
+            path: "k.deb".into(),
+            source: failed,
+        };
+        // The same text the lab printed when the detail was a string.
+        assert_eq!(
+            e.to_string(),
+            "unpacking k.deb with dpkg-deb failed: line2 | line3 | line4 | line5 (exit status: 3)"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let missing = SetupError::Download {
+            package: "p".into(),
+            version: "1".into(),
+            source: DownloadError::NoDeb {
+                prefix: "p_1_".into(),
+                dir: "/c".into(),
+            },
+        };
+        assert_eq!(
+            missing.to_string(),
+            "downloading p=1 with apt-get download failed: apt-get reported success but no p_1_*.deb appeared in /c"
+        );
+        let spawn = run_capture(&mut Command::new("/nonexistent/tool")).unwrap_err();
+        assert!(matches!(spawn, SetupError::Spawn { .. }), "{spawn}");
     }
 }

@@ -128,7 +128,7 @@ pub fn sleep_forever() -> ! {
 /// Panics with the build output if they cannot be built: a test that needs
 /// them cannot run without them.
 pub fn bin(name: &str) -> PathBuf {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static DIR: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
     let dir = DIR
         .get_or_init(build)
         .as_ref()
@@ -138,16 +138,41 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-fn build() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+/// The test programs could not be built.
+#[derive(Debug, thiserror::Error)]
+enum BuildError {
+    /// The calling test binary's path is unknown.
+    #[error("current_exe: {0}")]
+    CurrentExe(#[source] std::io::Error),
+    /// The test binary is not inside a cargo target directory.
+    #[error("{0}")]
+    Layout(&'static str),
+    /// cargo did not start.
+    #[error("cannot run cargo to build the test programs: {0}")]
+    Cargo(#[source] std::io::Error),
+    /// cargo ran and failed.
+    #[error("building the test programs failed:\n{stderr}")]
+    Failed {
+        /// cargo's stderr.
+        stderr: String,
+    },
+}
+
+fn build() -> Result<PathBuf, BuildError> {
+    let exe = std::env::current_exe().map_err(BuildError::CurrentExe)?;
     // target/<profile>/deps/<test binary>
-    let deps = exe.parent().ok_or("test binary has no directory")?;
+    let deps = exe
+        .parent()
+        .ok_or(BuildError::Layout("test binary has no directory"))?;
     let profile_dir = if deps.ends_with("deps") {
-        deps.parent().ok_or("no profile directory")?
+        deps.parent()
+            .ok_or(BuildError::Layout("no profile directory"))?
     } else {
         deps
     };
-    let target = profile_dir.parent().ok_or("no target directory")?;
+    let target = profile_dir
+        .parent()
+        .ok_or(BuildError::Layout("no target directory"))?;
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var_os("CARGO")
         .or_else(|| option_env!("CARGO").map(Into::into))
@@ -161,14 +186,11 @@ fn build() -> Result<PathBuf, String> {
     if release {
         cmd.arg("--release");
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run cargo to build the test programs: {e}"))?;
+    let out = cmd.output().map_err(BuildError::Cargo)?;
     if !out.status.success() {
-        return Err(format!(
-            "building the test programs failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(BuildError::Failed {
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
     Ok(profile_dir.to_path_buf())
 }

@@ -28,22 +28,59 @@ struct Args {
     argv: Vec<String>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Bad command-line input (exit code 2).
+#[derive(Debug, thiserror::Error)]
+enum ArgsError {
+    /// A duration that is not a number.
+    #[error("bad duration {0:?}")]
+    Duration(String),
+    /// A duration with a unit other than us, ms or s.
+    #[error("bad duration unit in {0:?} (use us, ms or s)")]
+    DurationUnit(String),
+    /// An option given without its value.
+    #[error("{0} needs a value")]
+    NoValue(String),
+    /// An option whose value is not a number.
+    #[error("{option}: {source}")]
+    Number {
+        /// `--keep`, `--restart`, `--sandbox`.
+        option: &'static str,
+        /// Why it did not parse.
+        source: std::num::ParseIntError,
+    },
+    /// An option this program does not know.
+    #[error("unknown option {0}")]
+    Unknown(String),
+    /// No command after `--`.
+    #[error("usage: selfheal-ckpt [options] -- CMD [ARGS...]")]
+    NoCommand,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, ArgsError> {
     let (num, unit) = s.split_at(
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),
     );
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let n: f64 = num.parse().map_err(|_| ArgsError::Duration(s.into()))?;
     let secs = match unit {
         "us" => n / 1e6,
         "ms" => n / 1e3,
         "s" | "" => n,
-        _ => return Err(format!("bad duration unit in {s:?} (use us, ms or s)")),
+        _ => return Err(ArgsError::DurationUnit(s.into())),
     };
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_args() -> Result<Args, String> {
+/// `option`'s value as a number.
+fn number<T: std::str::FromStr<Err = std::num::ParseIntError>>(
+    option: &'static str,
+    v: &str,
+) -> Result<T, ArgsError> {
+    v.parse()
+        .map_err(|source| ArgsError::Number { option, source })
+}
+
+fn parse_args() -> Result<Args, ArgsError> {
     let mut a = Args {
         config: Config {
             report_checkpoints: true,
@@ -58,18 +95,16 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        let mut val = || it.next().ok_or_else(|| ArgsError::NoValue(arg.clone()));
         match arg.as_str() {
             "--interval" => a.config.interval = parse_duration(&val()?)?,
-            "--keep" => a.config.keep = val()?.parse().map_err(|e| format!("--keep: {e}"))?,
+            "--keep" => a.config.keep = number("--keep", &val()?)?,
             "--window" => a.config.recurrence_window = parse_duration(&val()?)?,
             "--full-copy" => a.config.force_full_copy = true,
             "--no-precopy" => a.config.precopy = false,
             "--no-file-tracking" => a.config.files.track = false,
-            "--restart" => a.restarts = val()?.parse().map_err(|e| format!("--restart: {e}"))?,
-            "--sandbox" => {
-                a.sandbox_mib = Some(val()?.parse().map_err(|e| format!("--sandbox: {e}"))?)
-            }
+            "--restart" => a.restarts = number("--restart", &val()?)?,
+            "--sandbox" => a.sandbox_mib = Some(number("--sandbox", &val()?)?),
             "--events" => a.events = Some(val()?.into()),
             "--summary" => a.summary = Some(val()?.into()),
             "--no-checkpoint" => a.baseline = true,
@@ -77,11 +112,11 @@ fn parse_args() -> Result<Args, String> {
                 a.argv = it.by_ref().collect();
                 break;
             }
-            other => return Err(format!("unknown option {other}")),
+            other => return Err(ArgsError::Unknown(other.into())),
         }
     }
     if a.argv.is_empty() {
-        return Err("usage: selfheal-ckpt [options] -- CMD [ARGS...]".into());
+        return Err(ArgsError::NoCommand);
     }
     Ok(a)
 }
