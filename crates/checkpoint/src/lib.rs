@@ -34,7 +34,6 @@ pub mod procfs;
 mod ranges;
 mod remote;
 mod rollback;
-pub mod sandbox;
 mod session;
 mod threads;
 mod tracee;

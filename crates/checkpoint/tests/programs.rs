@@ -632,17 +632,15 @@ fn seize_a_running_child_roll_it_back_and_detach() {
     let _one = serial();
     let expected = plain_output("compute", &["200"]);
     // The supervisor's way: it spawned the program itself, we seize it.
-    let sandbox = selfheal_checkpoint::sandbox::Sandbox::create(
-        std::path::Path::new("/sys/fs/cgroup"),
-        selfheal_checkpoint::sandbox::Limits::default(),
-    )
-    .unwrap();
+    let sandbox =
+        selfheal_cgroup::Sandbox::new(selfheal_cgroup::SandboxConfig::new("selfheal-ckpt"))
+            .unwrap_or_else(|e| panic!("{e}"));
     let child = std::process::Command::new(prog("compute"))
         .arg("200")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for f in sandbox.procs_files() {
+    for f in sandbox.cgroup().procs_files() {
         std::fs::write(f, child.id().to_string()).unwrap();
     }
     let engine = selfheal_checkpoint::Engine::start(

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use selfheal_checkpoint::sandbox::{Limits, Sandbox};
+use selfheal_cgroup::{Sandbox, SandboxConfig};
 use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Target};
 
 struct Args {
@@ -148,18 +148,17 @@ fn main() {
 
 fn run(args: Args) -> Result<i32, Box<dyn std::error::Error>> {
     let sandbox = match args.sandbox_mib {
-        Some(mib) => Some(Sandbox::create(
-            std::path::Path::new("/sys/fs/cgroup"),
-            Limits {
-                memory_bytes: mib << 20,
-                ..Limits::default()
-            },
+        Some(mib) => Some(Sandbox::new(
+            SandboxConfig::new("selfheal-ckpt")
+                .memory_max_bytes(mib << 20)
+                .pids_max(64)
+                .cpus(Some(1.0)),
         )?),
         None => None,
     };
     let procs = sandbox
         .as_ref()
-        .map(|s| s.procs_files())
+        .map(|s| s.cgroup().procs_files())
         .unwrap_or_default();
     let mut events_out = match &args.events {
         Some(p) => Some(File::create(p)?),
@@ -177,7 +176,10 @@ fn run(args: Args) -> Result<i32, Box<dyn std::error::Error>> {
         (start.elapsed().as_secs_f64() * 1e3).into(),
     );
     summary.insert("exit_code".into(), code.into());
-    if let Some(peak) = sandbox.as_ref().and_then(|s| s.memory_peak_bytes()) {
+    let peak = sandbox
+        .as_ref()
+        .and_then(|s| s.cgroup().memory().ok().flatten()?.peak_bytes);
+    if let Some(peak) = peak {
         summary.insert("sandbox_memory_peak_bytes".into(), peak.into());
     }
     let text = serde_json::to_string(&summary)?;

@@ -120,13 +120,14 @@ struct FrozenStep {
 /// (or, with `freeze_first`, before the step); `bystander` (untraced,
 /// started by the test) is frozen with it.
 fn frozen_step(frz: &Freezer, bystander: i32, freeze_first: bool) -> FrozenStep {
+    // Not in the v1 freezer hierarchy: the tracee's freezer cgroup is
+    // `frz`, which the test freezes.
     let sandbox =
-        crate::sandbox::Sandbox::create(std::path::Path::new("/sys/fs/cgroup"), Default::default())
-            .unwrap();
+        test_sandbox(selfheal_cgroup::SandboxConfig::new("selfheal-ckpt").use_v1_freezer(false));
     // Frozen with the tracee; not in the sandbox (nothing is done to
     // it, and it outlives the sandbox).
     std::fs::write(frz.procs(), bystander.to_string()).unwrap();
-    let mut procs = sandbox.procs_files();
+    let mut procs = sandbox.cgroup().procs_files();
     procs.push(frz.procs());
     let dir = frz.dir.clone();
     within(std::time::Duration::from_secs(60), move || {

@@ -49,14 +49,19 @@ pub(crate) fn build_c(name: &str, source: &str) -> Option<(tempfile::TempDir, St
     Some((dir, bin.display().to_string()))
 }
 
+/// A cgroup sandbox for a traced test program (callers checked for root).
+pub(crate) fn test_sandbox(config: selfheal_cgroup::SandboxConfig) -> selfheal_cgroup::Sandbox {
+    selfheal_cgroup::Sandbox::new(config).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Starts `argv` traced in `sandbox`, lets it run until it has
 /// `threads` threads, and stops them all.
 pub(crate) fn start_threads(
     argv: &[&str],
-    sandbox: &crate::sandbox::Sandbox,
+    sandbox: &selfheal_cgroup::Sandbox,
     threads: usize,
 ) -> Tracee {
-    start_threads_in(argv, sandbox.procs_files(), threads)
+    start_threads_in(argv, sandbox.cgroup().procs_files(), threads)
 }
 
 /// [`start_threads`] in the cgroups of these `cgroup.procs` files.
@@ -113,9 +118,7 @@ fn a_process_killed_during_a_remote_call_on_its_leader_is_reaped() {
     ) else {
         return;
     };
-    let sandbox =
-        crate::sandbox::Sandbox::create(std::path::Path::new("/sys/fs/cgroup"), Default::default())
-            .unwrap();
+    let sandbox = test_sandbox(selfheal_cgroup::SandboxConfig::new("selfheal-ckpt"));
     let (t, r) = within(std::time::Duration::from_secs(60), move || {
         let mut t = start_threads(&[&prog], &sandbox, 2);
         let r = Remote::locate(&t).unwrap();
@@ -142,9 +145,7 @@ fn an_injected_call_that_never_returns_ends_in_a_kill_at_the_deadline() {
         eprintln!("SKIP: needs root (cgroup sandbox)");
         return;
     }
-    let sandbox =
-        crate::sandbox::Sandbox::create(std::path::Path::new("/sys/fs/cgroup"), Default::default())
-            .unwrap();
+    let sandbox = test_sandbox(selfheal_cgroup::SandboxConfig::new("selfheal-ckpt"));
     let (gone, r, took) = within(std::time::Duration::from_secs(60), move || {
         let mut t = start_threads(&["sleep", "30"], &sandbox, 1);
         t.step_limit = std::time::Duration::from_millis(300);

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use selfheal_checkpoint::sandbox::{Limits, Sandbox};
+use selfheal_cgroup::{Sandbox, SandboxConfig};
 use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Target};
 
 /// Why tests cannot run here, if they cannot.
@@ -180,15 +180,13 @@ pub fn try_start_stdio(
     stdio: [Option<OwnedFd>; 3],
     config: Config,
 ) -> Result<Run, selfheal_checkpoint::StartError> {
-    let sandbox = Sandbox::create(
-        Path::new("/sys/fs/cgroup"),
-        Limits {
-            memory_bytes: 512 << 20,
-            pids: 32,
-            cpu_percent: 100,
-        },
+    let sandbox = Sandbox::new(
+        SandboxConfig::new("selfheal-ckpt")
+            .memory_max_bytes(512 << 20)
+            .pids_max(32)
+            .cpus(Some(1.0)),
     )
-    .expect("create cgroup sandbox");
+    .unwrap_or_else(|e| panic!("create cgroup sandbox: {e}"));
     let [stdin, stdout, stderr] = stdio;
     let (reader, stdout) = match stdout {
         Some(fd) => (None, fd),
@@ -201,7 +199,7 @@ pub fn try_start_stdio(
         argv,
         cwd,
         stdio: [stdin, Some(stdout), stderr],
-        cgroup_procs: sandbox.procs_files(),
+        cgroup_procs: sandbox.cgroup().procs_files(),
         ..LaunchSpec::default()
     };
     let engine = Engine::start(Target::Launch(spec), config)?;

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::common::*;
-use selfheal_supervise::rollback::engine::sandbox::{Limits, Sandbox};
+use selfheal_cgroup::{Sandbox, SandboxConfig};
 use serde_json::Value;
 
 /// Bound on any one program run (generous: a noisy shared machine).
@@ -147,16 +147,15 @@ pub fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Stri
 
 /// `selfheal ARGS` set up to start inside a new sandbox.
 pub fn sandboxed(args: &[&str]) -> (Command, Sandbox) {
-    let sandbox = Sandbox::create(
-        Path::new("/sys/fs/cgroup"),
-        Limits {
-            memory_bytes: 512 << 20,
-            pids: 128,
-            cpu_percent: 100,
-        },
+    let sandbox = Sandbox::new(
+        SandboxConfig::new("selfheal-ckpt")
+            .memory_max_bytes(512 << 20)
+            .pids_max(128)
+            .cpus(Some(1.0)),
     )
-    .expect("create the cgroup sandbox");
+    .unwrap_or_else(|e| panic!("create the cgroup sandbox: {e}"));
     let fds: Vec<OwnedFd> = sandbox
+        .cgroup()
         .procs_files()
         .iter()
         .map(|p| {
@@ -230,11 +229,11 @@ impl Drop for Selfheal {
 
 /// Live (not zombie) processes of the sandbox other than `except`.
 pub fn sandbox_pids(sandbox: &Sandbox, except: i32) -> Vec<i32> {
-    let procs = &sandbox.procs_files()[0];
-    std::fs::read_to_string(procs)
+    sandbox
+        .cgroup()
+        .procs()
         .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
+        .into_iter()
         .filter(|&p| p != except)
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
