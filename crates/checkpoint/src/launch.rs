@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use selfheal_sys::program::{Program, StdioSpec};
 use selfheal_sys::ptrace::{self as pt, SpawnSpec, WaitStatus};
 
 use crate::error::StartError;
@@ -14,22 +15,13 @@ use crate::wait::wait_task_until;
 /// start).
 const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A program to run under checkpointing.
+/// A program to run under checkpointing: the [`Program`] any launcher
+/// takes (supervise's too), with what only a traced start has.
 #[derive(Debug, Default)]
 pub struct LaunchSpec {
-    /// Program and arguments; the program is searched in `PATH` if it has no `/`.
-    pub argv: Vec<String>,
-    /// Variables added to (or replacing those of) our environment.
-    pub env: Vec<(String, String)>,
-    /// Working directory, if not ours.
-    pub cwd: Option<PathBuf>,
-    /// Descriptors for the program's stdin, stdout and stderr (None: ours).
-    pub stdio: [Option<OwnedFd>; 3],
-    /// Run in a new process group.
-    pub new_process_group: bool,
-    /// `cgroup.procs` files to put the child in before it runs one
-    /// instruction (the sandbox for tests and fault injection).
-    pub cgroup_procs: Vec<PathBuf>,
+    /// What to run, where, with which streams and cgroups (the sandbox for
+    /// tests and fault injection).
+    pub program: Program,
     /// Kill the program if the tracer thread dies (PTRACE_O_EXITKILL and
     /// PR_SET_PDEATHSIG). On by default for programs we start.
     pub keep_alive_without_tracer: bool,
@@ -56,6 +48,42 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The descriptors to install as 0, 1 and 2 (None: ours). `Fd`s are
+/// borrowed from the spec; `/dev/null` is opened here (read for stdin,
+/// write for the others) and lives until the child has its copy.
+fn stdio_fds(stdio: &[StdioSpec; 3]) -> std::io::Result<[Option<StdioFd<'_>>; 3]> {
+    let open = |i: usize| -> std::io::Result<Option<StdioFd<'_>>> {
+        Ok(match &stdio[i] {
+            StdioSpec::Inherit => None,
+            StdioSpec::Null => Some(StdioFd::Owned(OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .read(i == 0)
+                    .write(i != 0)
+                    .open("/dev/null")?,
+            ))),
+            StdioSpec::Fd(fd) => Some(StdioFd::Borrowed(fd)),
+        })
+    };
+    Ok([open(0)?, open(1)?, open(2)?])
+}
+
+/// A standard stream's descriptor for the child.
+enum StdioFd<'a> {
+    /// The spec's own.
+    Borrowed(&'a OwnedFd),
+    /// Opened for this start (`/dev/null`).
+    Owned(OwnedFd),
+}
+
+impl AsRawFd for StdioFd<'_> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            StdioFd::Borrowed(fd) => fd.as_raw_fd(),
+            StdioFd::Owned(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
 fn cstring(s: &[u8], argv: &[String]) -> Result<CString, StartError> {
     CString::new(s).map_err(|_| StartError::BadCommand {
         command: argv.to_vec(),
@@ -69,7 +97,7 @@ fn cstring(s: &[u8], argv: &[String]) -> Result<CString, StartError> {
 /// start whatever the load; the caller resumes it. Must run on the tracer
 /// thread.
 pub(crate) fn launch(spec: &LaunchSpec) -> Result<(i32, i32), StartError> {
-    let argv = &spec.argv;
+    let argv = &spec.program.argv;
     let bad = |reason: &str| StartError::BadCommand {
         command: argv.clone(),
         reason: reason.into(),
@@ -79,7 +107,7 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<(i32, i32), StartError> {
     let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
-    for (k, v) in &spec.env {
+    for (k, v) in &spec.program.env {
         env.retain(|(ek, _)| ek != k.as_bytes());
         env.push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
     }
@@ -90,6 +118,8 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<(i32, i32), StartError> {
         kv.extend(v);
         envp.push(cstring(&kv, argv)?);
     }
+    let stdio =
+        stdio_fds(&spec.program.stdio).map_err(|e| bad(&format!("cannot open /dev/null: {e}")))?;
     let sys_spec = SpawnSpec {
         program: cstring(program.as_os_str().as_bytes(), argv)?,
         argv: argv
@@ -97,12 +127,12 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<(i32, i32), StartError> {
             .map(|a| cstring(a.as_bytes(), argv))
             .collect::<Result<_, _>>()?,
         envp,
-        cwd: match &spec.cwd {
+        cwd: match &spec.program.cwd {
             Some(c) => Some(cstring(c.as_os_str().as_bytes(), argv)?),
             None => None,
         },
-        stdio: [0, 1, 2].map(|i| spec.stdio[i].as_ref().map(|f| f.as_raw_fd())),
-        new_process_group: spec.new_process_group,
+        stdio: [0, 1, 2].map(|i| stdio[i].as_ref().map(|f| f.as_raw_fd())),
+        new_process_group: spec.program.new_process_group,
         parent_death_signal: (!spec.keep_alive_without_tracer).then_some(libc::SIGKILL),
         disable_thp: !spec.allow_thp,
     };
@@ -122,7 +152,7 @@ pub(crate) fn launch(spec: &LaunchSpec) -> Result<(i32, i32), StartError> {
         let _ = wait_task_until(pid, START_LIMIT);
         e
     };
-    for procs in &spec.cgroup_procs {
+    for procs in &spec.program.cgroup_procs {
         if let Err(e) = std::fs::write(procs, pid.to_string()) {
             drop(child);
             let _ = wait_task_until(pid, START_LIMIT);

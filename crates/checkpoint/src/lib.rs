@@ -64,4 +64,5 @@ pub use events::{
 pub use fds::FdKind;
 pub use files::FilesConfig;
 pub use launch::LaunchSpec;
+pub use selfheal_sys::program::{Program, StdioSpec};
 pub use tracker::TrackingMode;

@@ -103,38 +103,20 @@ pub enum SignalScope {
     Group,
 }
 
-/// Where one of the program's standard streams goes.
-#[derive(Debug, Default)]
-pub enum StdioSpec {
-    /// The supervisor's own descriptor.
-    #[default]
-    Inherit,
-    /// `/dev/null`.
-    Null,
-    /// This descriptor (a pipe end or an opened log file).
-    Fd(OwnedFd),
-}
+pub use selfheal_sys::program::{Program, StdioSpec};
 
-/// A program to start.
+/// A program to start, with what only a supervised start has. The
+/// program's description ([`Program`]) is the one the checkpoint engine
+/// takes too.
 #[derive(Debug, Default)]
 pub struct LaunchSpec {
-    /// Program and arguments; searched in `PATH` when it has no `/`.
-    pub argv: Vec<String>,
-    /// Variables added to (or replacing) the supervisor's environment.
-    pub env: Vec<(String, String)>,
-    /// Working directory, if not the supervisor's.
-    pub cwd: Option<PathBuf>,
-    /// stdin, stdout, stderr.
-    pub stdio: [StdioSpec; 3],
-    /// Start it as the leader of a new process group.
-    pub new_process_group: bool,
+    /// What to run, where, with which streams and cgroups.
+    pub program: Program,
     /// When the main process ends, SIGKILL what is left of its group before
     /// reaping it (while the unreaped leader keeps the group id reserved).
     pub kill_group_on_exit: bool,
     /// Signal for the program when the launching thread dies.
     pub parent_death_signal: Option<i32>,
-    /// `cgroup.procs` files the program joins before it runs (a sandbox).
-    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// Why a program could not be started.
@@ -273,7 +255,12 @@ pub struct ProcessChild {
 impl ProcessChild {
     /// Forks and execs `spec`.
     pub fn spawn(spec: LaunchSpec) -> Result<ProcessChild, LaunchError> {
-        let argv = spec.argv.clone();
+        let LaunchSpec {
+            program: p,
+            kill_group_on_exit,
+            parent_death_signal,
+        } = spec;
+        let argv = p.argv.clone();
         let program = argv.first().cloned().unwrap_or_default();
         let other = |source: io::Error| LaunchError::Other {
             argv: argv.clone(),
@@ -286,11 +273,11 @@ impl ProcessChild {
             )));
         }
         let mut cmd = Command::new(&program);
-        cmd.args(&spec.argv[1..]);
-        for (k, v) in &spec.env {
+        cmd.args(&p.argv[1..]);
+        for (k, v) in &p.env {
             cmd.env(k, v);
         }
-        if let Some(cwd) = &spec.cwd {
+        if let Some(cwd) = &p.cwd {
             // Checked here: a failing chdir in the child would come back as
             // ENOENT and read as "program not found".
             if !cwd.is_dir() {
@@ -301,25 +288,25 @@ impl ProcessChild {
             }
             cmd.current_dir(cwd);
         }
-        let [i, o, e] = spec.stdio;
+        let [i, o, e] = p.stdio;
         cmd.stdin(stdio(i)).stdout(stdio(o)).stderr(stdio(e));
-        if spec.new_process_group {
+        if p.new_process_group {
             cmd.process_group(0);
         }
-        if !spec.cgroup_procs.is_empty() {
+        if !p.cgroup_procs.is_empty() {
             let mut fds = Vec::new();
-            for p in &spec.cgroup_procs {
-                let f = OpenOptions::new().write(true).open(p).map_err(|e| {
+            for f in &p.cgroup_procs {
+                let f = OpenOptions::new().write(true).open(f).map_err(|e| {
                     other(io::Error::new(
                         e.kind(),
-                        format!("open {}: {e}", p.display()),
+                        format!("open {}: {e}", f.display()),
                     ))
                 })?;
                 fds.push(OwnedFd::from(f));
             }
             selfheal_sys::spawn::join_cgroups_before_exec(&mut cmd, fds);
         }
-        if let Some(s) = spec.parent_death_signal {
+        if let Some(s) = parent_death_signal {
             sc::parent_death_signal_before_exec(&mut cmd, s);
         }
         // The daemon protects itself from the OOM killer; what it starts
@@ -349,8 +336,8 @@ impl ProcessChild {
         };
         Ok(ProcessChild {
             pid,
-            group: spec.new_process_group,
-            kill_group_on_exit: spec.new_process_group && spec.kill_group_on_exit,
+            group: p.new_process_group,
+            kill_group_on_exit: p.new_process_group && kill_group_on_exit,
             watch,
             status: None,
         })
@@ -459,11 +446,13 @@ mod tests {
 
     fn spec(argv: &[&str]) -> LaunchSpec {
         LaunchSpec {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            new_process_group: true,
+            program: Program {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                new_process_group: true,
+                ..Program::default()
+            },
             kill_group_on_exit: true,
             parent_death_signal: Some(libc::SIGKILL),
-            ..LaunchSpec::default()
         }
     }
 
@@ -509,7 +498,7 @@ mod tests {
         // The leader starts a background sleeper in its group and exits.
         let (r, w) = selfheal_sys::child::pipe_cloexec().unwrap();
         let mut s = spec(&["sh", "-c", "sleep 60 & echo $!; exit 0"]);
-        s.stdio[1] = StdioSpec::Fd(w);
+        s.program.stdio[1] = StdioSpec::Fd(w);
         let mut c = ProcessLauncher.launch(s).unwrap();
         let status = wait(c.as_mut());
         assert!(status.success());

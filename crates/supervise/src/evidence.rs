@@ -13,7 +13,7 @@ use selfheal_config::HookConfig;
 use selfheal_procfs::task::{list_tids, TaskDir};
 use selfheal_sys::child::{pipe_cloexec, poll_readable_any, set_nonblocking};
 
-use crate::child::{ChildHandle, LaunchSpec, ProcessChild, SignalScope, StdioSpec};
+use crate::child::{ChildHandle, LaunchSpec, ProcessChild, Program, SignalScope, StdioSpec};
 
 /// Bytes of hook output kept in the event.
 const HOOK_OUTPUT: usize = 8 * 1024;
@@ -71,17 +71,19 @@ pub fn run_hook(cfg: &HookConfig, app: &str, pid: i32, reason: &str) -> Option<V
         Err(e) => return Some(json!({ "command": cfg.command, "error": e.to_string() })),
     };
     let spec = LaunchSpec {
-        argv: cfg.command.clone(),
-        env: vec![
-            ("SELFHEAL_APP".into(), app.into()),
-            ("SELFHEAL_PID".into(), pid.to_string()),
-            ("SELFHEAL_REASON".into(), reason.into()),
-        ],
-        stdio: [StdioSpec::Null, StdioSpec::Fd(w), StdioSpec::Fd(w2)],
-        new_process_group: true,
+        program: Program {
+            argv: cfg.command.clone(),
+            env: vec![
+                ("SELFHEAL_APP".into(), app.into()),
+                ("SELFHEAL_PID".into(), pid.to_string()),
+                ("SELFHEAL_REASON".into(), reason.into()),
+            ],
+            stdio: [StdioSpec::Null, StdioSpec::Fd(w), StdioSpec::Fd(w2)],
+            new_process_group: true,
+            ..Program::default()
+        },
         kill_group_on_exit: true,
         parent_death_signal: Some(libc::SIGKILL),
-        ..LaunchSpec::default()
     };
     let mut child = match ProcessChild::spawn(spec) {
         Ok(c) => c,

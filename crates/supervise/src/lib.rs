@@ -49,7 +49,7 @@ mod supervisor;
 
 pub use child::{
     ChildError, ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, ProcessLauncher,
-    SignalScope, StdioSpec,
+    Program, SignalScope, StdioSpec,
 };
 pub use foreground::{run_foreground, ForegroundError};
 pub use runner::Finish;

@@ -77,7 +77,7 @@ impl Launcher for FakeLauncher {
             status: Arc::default(),
             bell: Arc::new(bell),
             signals: Arc::default(),
-            argv: spec.argv.clone(),
+            argv: spec.program.argv.clone(),
         };
         launched.push(c.clone());
         Ok(Box::new(FakeChild { c, exit }))

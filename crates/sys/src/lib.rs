@@ -21,6 +21,7 @@ pub mod perf;
 pub mod poll;
 pub mod power;
 pub mod process;
+pub mod program;
 pub mod ptrace;
 pub mod rlimit;
 pub mod sched;

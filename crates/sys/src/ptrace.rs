@@ -412,8 +412,10 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// What to run in [`spawn_gated`]. Everything is prepared before `fork` so
-/// the child only makes async-signal-safe calls.
+/// What to run in [`spawn_gated`]: the lowered form of a
+/// [`crate::program::Program`] (program resolved, strings as C strings,
+/// raw descriptors). Everything is prepared before `fork` so the child
+/// only makes async-signal-safe calls.
 #[derive(Debug, Default)]
 pub struct SpawnSpec {
     /// Path of the program (already resolved; no PATH search in the child).

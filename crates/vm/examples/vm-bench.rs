@@ -215,8 +215,11 @@ fn traced(
     let con = Console::follow(sock, stop.clone());
     let engine = Engine::start(
         Target::Launch(LaunchSpec {
-            argv,
-            new_process_group: true,
+            program: ckpt::Program {
+                argv,
+                new_process_group: true,
+                ..ckpt::Program::default()
+            },
             ..LaunchSpec::default()
         }),
         config,

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use selfheal_checkpoint::{self as ckpt, Engine, ExitInfo, LaunchSpec, Older, Target};
+use selfheal_checkpoint::{
+    self as ckpt, Engine, ExitInfo, LaunchSpec, Older, Program, StdioSpec, Target,
+};
 use selfheal_config::{Output, VmConfig};
 
 use crate::qemu::Sockets;
@@ -86,15 +88,20 @@ impl Process {
                 path: "/dev/null".into(),
                 source,
             })?;
+            let stream =
+                |f: Option<File>| f.map_or(StdioSpec::Inherit, |f| StdioSpec::Fd(f.into()));
             let spec = LaunchSpec {
-                argv,
-                stdio: [
-                    Some(OwnedFd::from(null)),
-                    stdout.map(OwnedFd::from),
-                    stderr.map(OwnedFd::from),
-                ],
-                // Ctrl-C on a terminal reaches selfheal, which stops QEMU.
-                new_process_group: true,
+                program: Program {
+                    argv,
+                    stdio: [
+                        StdioSpec::Fd(OwnedFd::from(null)),
+                        stream(stdout),
+                        stream(stderr),
+                    ],
+                    // Ctrl-C on a terminal reaches selfheal, which stops QEMU.
+                    new_process_group: true,
+                    ..Program::default()
+                },
                 ..LaunchSpec::default()
             };
             let config = engine_config(cfg, sockets);
@@ -289,9 +296,12 @@ mod tests {
         let config = engine_config(&cfg, &Sockets::in_dir(dir.path()));
         assert_eq!(config.interval, Duration::from_millis(50));
         let spec = LaunchSpec {
-            argv: ["sh", "-c", "i=0; while :; do i=$((i+1)); done"]
-                .map(String::from)
-                .to_vec(),
+            program: Program {
+                argv: ["sh", "-c", "i=0; while :; do i=$((i+1)); done"]
+                    .map(String::from)
+                    .to_vec(),
+                ..Program::default()
+            },
             ..LaunchSpec::default()
         };
         let engine = Engine::start(Target::Launch(spec), config).unwrap();

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use selfheal_cgroup::{Sandbox, SandboxConfig};
-use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Target};
+use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Program, Target};
 
 struct Args {
     config: Config,
@@ -225,8 +225,11 @@ fn supervised(
     let code = loop {
         runs += 1;
         let spec = LaunchSpec {
-            argv: args.argv.clone(),
-            cgroup_procs: procs.to_vec(),
+            program: Program {
+                argv: args.argv.clone(),
+                cgroup_procs: procs.to_vec(),
+                ..Program::default()
+            },
             ..LaunchSpec::default()
         };
         let engine = Engine::start(Target::Launch(spec), args.config.clone())?;

@@ -11,7 +11,10 @@ pub(crate) fn no_filter(_: i32) -> bool {
 /// Starts `argv` traced and stopped; returns the tracee.
 pub(crate) fn start_stopped(argv: &[&str]) -> Tracee {
     let spec = LaunchSpec {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
+        program: selfheal_sys::program::Program {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
         ..LaunchSpec::default()
     };
     let mut t = launch_running(&spec);
@@ -71,8 +74,11 @@ pub(crate) fn start_threads_in(
     threads: usize,
 ) -> Tracee {
     let spec = LaunchSpec {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        cgroup_procs,
+        program: selfheal_sys::program::Program {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cgroup_procs,
+            ..Default::default()
+        },
         ..LaunchSpec::default()
     };
     let mut t = launch_running(&spec);

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use selfheal_cgroup::{Sandbox, SandboxConfig};
-use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Target};
+use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Program, StdioSpec, Target};
 
 /// Why tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
@@ -195,11 +195,15 @@ pub fn try_start_stdio(
             (Some(reader), OwnedFd::from(writer))
         }
     };
+    let stream = |fd: Option<OwnedFd>| fd.map_or(StdioSpec::Inherit, StdioSpec::Fd);
     let spec = LaunchSpec {
-        argv,
-        cwd,
-        stdio: [stdin, Some(stdout), stderr],
-        cgroup_procs: sandbox.cgroup().procs_files(),
+        program: Program {
+            argv,
+            cwd,
+            stdio: [stream(stdin), StdioSpec::Fd(stdout), stream(stderr)],
+            cgroup_procs: sandbox.cgroup().procs_files(),
+            ..Program::default()
+        },
         ..LaunchSpec::default()
     };
     let engine = Engine::start(Target::Launch(spec), config)?;

@@ -11,7 +11,7 @@ use selfheal_sys::child::{pipe_cloexec, set_nonblocking};
 use selfheal_sys::poll::poll_readable;
 
 use super::ProbeError;
-use crate::child::{ChildHandle, LaunchSpec, ProcessChild, SignalScope, StdioSpec};
+use crate::child::{ChildHandle, LaunchSpec, ProcessChild, Program, SignalScope, StdioSpec};
 
 /// Bytes of the command's stderr quoted in a failure.
 const STDERR_QUOTE: usize = 512;
@@ -19,12 +19,14 @@ const STDERR_QUOTE: usize = 512;
 pub(crate) fn run(command: &[String], deadline: Instant) -> Result<String, ProbeError> {
     let (err_r, err_w) = pipe_cloexec()?;
     let spec = LaunchSpec {
-        argv: command.to_vec(),
-        stdio: [StdioSpec::Null, StdioSpec::Null, StdioSpec::Fd(err_w)],
-        new_process_group: true,
+        program: Program {
+            argv: command.to_vec(),
+            stdio: [StdioSpec::Null, StdioSpec::Null, StdioSpec::Fd(err_w)],
+            new_process_group: true,
+            ..Program::default()
+        },
         kill_group_on_exit: true,
         parent_death_signal: Some(libc::SIGKILL),
-        ..LaunchSpec::default()
     };
     let mut child = ProcessChild::spawn(spec)?;
     let ended = poll_readable(

@@ -2,7 +2,6 @@
 //! its events drive.
 
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -17,7 +16,7 @@ use selfheal_sys::signal as sig;
 use super::engine::{self, Event, ExitInfo, Failure, StartError, Target};
 use super::{AppCheckpoint, HangReply, PendingRequests, RunLink};
 use crate::child::{
-    ChildError, ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, SignalScope, StdioSpec,
+    ChildError, ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, SignalScope,
 };
 
 /// How often a run of failing checkpoints is reported.
@@ -47,7 +46,7 @@ fn is_executable(p: &Path) -> bool {
 /// The checks a shell makes before running a command, so a mistake is
 /// reported as 127/126 and never mistaken for an engine failure.
 fn precheck(spec: &LaunchSpec) -> Result<(), LaunchError> {
-    let argv = spec.argv.clone();
+    let argv = spec.program.argv.clone();
     let program = argv.first().cloned().unwrap_or_default();
     if program.is_empty() {
         return Err(LaunchError::Other {
@@ -55,7 +54,7 @@ fn precheck(spec: &LaunchSpec) -> Result<(), LaunchError> {
             source: io::Error::new(io::ErrorKind::InvalidInput, "empty command"),
         });
     }
-    if let Some(cwd) = &spec.cwd {
+    if let Some(cwd) = &spec.program.cwd {
         if !cwd.is_dir() {
             return Err(LaunchError::BadWorkingDir {
                 argv,
@@ -66,7 +65,7 @@ fn precheck(spec: &LaunchSpec) -> Result<(), LaunchError> {
     let candidates: Vec<PathBuf> = if program.contains('/') {
         // Relative to the working directory the program starts in.
         let p = PathBuf::from(&program);
-        vec![match &spec.cwd {
+        vec![match &spec.program.cwd {
             Some(cwd) if p.is_relative() => cwd.join(p),
             _ => p,
         }]
@@ -86,20 +85,6 @@ fn precheck(spec: &LaunchSpec) -> Result<(), LaunchError> {
         return Err(LaunchError::NotExecutable { argv, program });
     }
     Err(LaunchError::NotFound { argv, program })
-}
-
-/// The engine's copy of a stream (ours keeps working for the fallback).
-fn engine_stdio(s: &StdioSpec, input: bool) -> io::Result<Option<OwnedFd>> {
-    Ok(match s {
-        StdioSpec::Inherit => None,
-        StdioSpec::Null => Some(OwnedFd::from(
-            OpenOptions::new()
-                .read(input)
-                .write(!input)
-                .open("/dev/null")?,
-        )),
-        StdioSpec::Fd(fd) => Some(fd.try_clone()?),
-    })
 }
 
 /// What to tell the operator when the engine fails for lack of permission.
@@ -131,21 +116,13 @@ impl Launcher for CheckpointLauncher {
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn ChildHandle>, LaunchError> {
         precheck(&spec)?;
         let other = |source: io::Error| LaunchError::Other {
-            argv: spec.argv.clone(),
+            argv: spec.program.argv.clone(),
             source,
         };
-        let stdio = [
-            engine_stdio(&spec.stdio[0], true).map_err(other)?,
-            engine_stdio(&spec.stdio[1], false).map_err(other)?,
-            engine_stdio(&spec.stdio[2], false).map_err(other)?,
-        ];
         let engine_spec = engine::LaunchSpec {
-            argv: spec.argv.clone(),
-            env: spec.env.clone(),
-            cwd: spec.cwd.clone(),
-            stdio,
-            new_process_group: spec.new_process_group,
-            cgroup_procs: spec.cgroup_procs.clone(),
+            // The engine's copy (descriptors duplicated): ours keeps
+            // working for the fallback.
+            program: spec.program.try_clone().map_err(other)?,
             // A tracee whose tracer died mid-checkpoint could run on with
             // injected registers: it is always killed with its tracer
             // (PTRACE_O_EXITKILL + PR_SET_PDEATHSIG SIGKILL).
@@ -159,7 +136,8 @@ impl Launcher for CheckpointLauncher {
         // Heartbeats and status lines sent to our notify socket are not
         // output a rollback must refuse: repeated, they do no harm.
         config.files.quiet_peers.extend(
-            spec.env
+            spec.program
+                .env
                 .iter()
                 .filter(|(k, _)| k == "NOTIFY_SOCKET")
                 .map(|(_, v)| v.clone()),
@@ -169,13 +147,13 @@ impl Launcher for CheckpointLauncher {
                 Arc::clone(ck),
                 e,
                 wake,
-                spec.new_process_group,
+                spec.program.new_process_group,
                 spec.kill_group_on_exit,
             ))),
             // A mistake in the command is the caller's, not the engine's.
             Err(StartError::BadCommand { reason, .. }) => Err(other(io::Error::other(reason))),
             Err(StartError::Spawn { source, .. }) if source.call.starts_with("execve") => {
-                let argv = spec.argv.clone();
+                let argv = spec.program.argv.clone();
                 let program = argv[0].clone();
                 Err(match source.errno.0 {
                     libc::ENOENT => LaunchError::NotFound { argv, program },

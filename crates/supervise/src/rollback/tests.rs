@@ -13,7 +13,7 @@ use selfheal_sys::poll::poll_readable;
 use super::engine::{self, Failure, StartError, Unrecoverable};
 use super::report::{explain, reason_tag};
 use super::*;
-use crate::child::{ChildHandle, ExitStatus, LaunchSpec, ProcessLauncher};
+use crate::child::{ChildHandle, ExitStatus, LaunchSpec, ProcessLauncher, Program};
 use crate::steps::{RecoveryStep, StepContext, StepOutcome, Trouble};
 
 fn app() -> AppConfig {
@@ -34,11 +34,13 @@ fn denied(_: engine::Target, _: engine::Config) -> Result<engine::Engine, StartE
 
 fn spec(argv: &[&str]) -> LaunchSpec {
     LaunchSpec {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        new_process_group: true,
+        program: Program {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            new_process_group: true,
+            ..Program::default()
+        },
         kill_group_on_exit: true,
         parent_death_signal: Some(libc::SIGKILL),
-        ..LaunchSpec::default()
     }
 }
 

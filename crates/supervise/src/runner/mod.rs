@@ -25,7 +25,9 @@ use selfheal_config::{AppConfig, KillMode, Output};
 use selfheal_event::{EventKind, EventSink, Severity};
 use selfheal_sys::child::poll_readable_any;
 
-use crate::child::{ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, StdioSpec};
+use crate::child::{
+    ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, Program, StdioSpec,
+};
 use crate::events::app_event;
 use crate::mailbox::{Mailbox, Msg, Waker};
 use crate::notify::NotifySocket;
@@ -507,14 +509,16 @@ impl Runner {
         }
         Ok((
             LaunchSpec {
-                argv: app.command.clone(),
-                env,
-                cwd: app.cwd.clone(),
-                stdio: [stdin, stdout, stderr],
-                new_process_group: true,
+                program: Program {
+                    argv: app.command.clone(),
+                    env,
+                    cwd: app.cwd.clone(),
+                    stdio: [stdin, stdout, stderr],
+                    new_process_group: true,
+                    cgroup_procs: self.s.cgroup_procs.clone(),
+                },
                 kill_group_on_exit: app.kill_mode == KillMode::Group,
                 parent_death_signal: self.s.death_signal,
-                cgroup_procs: self.s.cgroup_procs.clone(),
             },
             pump,
             streams,
