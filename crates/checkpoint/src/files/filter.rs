@@ -222,13 +222,30 @@ fn assemble(p: &[Insn]) -> Vec<[u8; 8]> {
     out
 }
 
+/// Why the filter could not be installed: files are then not tracked
+/// (the engine runs on without, and says this in its events).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FilterRefused {
+    /// The process already has a listener (one per process).
+    #[error(
+        "another seccomp listener already watches this process (a container runtime or sandbox)"
+    )]
+    Busy,
+    /// No user notification with thread sync.
+    #[error("the kernel lacks seccomp user notification with TSYNC (needs Linux 5.7+)")]
+    NoTsync,
+    /// Any other refusal of `seccomp()`.
+    #[error("seccomp() inside the process failed: {0}")]
+    Seccomp(#[source] std::io::Error),
+}
+
 /// Installs the filter in every thread of the stopped tracee and returns
-/// the listener. `Ok(Err(reason))`: the kernel or the process refuses, and
+/// the listener. `Ok(Err(why))`: the kernel or the process refuses, and
 /// files cannot be tracked (the caller falls back).
 pub(crate) fn install(
     t: &mut Tracee,
     r: &mut Remote,
-) -> Result<Result<std::os::fd::OwnedFd, String>, TraceError> {
+) -> Result<Result<std::os::fd::OwnedFd, FilterRefused>, TraceError> {
     let prog = program();
     // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
     // followed by the instructions, in the scratch page.
@@ -263,9 +280,9 @@ pub(crate) fn install(
             }
             Err(TraceError::Remote { errno, .. }) => {
                 let why = match errno {
-                    libc::EBUSY => "another seccomp listener already watches this process (a container runtime or sandbox)".to_string(),
-                    libc::EINVAL => "the kernel lacks seccomp user notification with TSYNC (needs Linux 5.7+)".to_string(),
-                    e => format!("seccomp() inside the process failed: {}", std::io::Error::from_raw_os_error(e)),
+                    libc::EBUSY => FilterRefused::Busy,
+                    libc::EINVAL => FilterRefused::NoTsync,
+                    e => FilterRefused::Seccomp(std::io::Error::from_raw_os_error(e)),
                 };
                 return Ok(Err(why));
             }
@@ -293,6 +310,27 @@ pub(crate) fn install(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_read_as_the_events_said_before() {
+        assert_eq!(
+            FilterRefused::Busy.to_string(),
+            "another seccomp listener already watches this process (a container runtime or sandbox)"
+        );
+        assert_eq!(
+            FilterRefused::NoTsync.to_string(),
+            "the kernel lacks seccomp user notification with TSYNC (needs Linux 5.7+)"
+        );
+        let e = FilterRefused::Seccomp(std::io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "seccomp() inside the process failed: {}",
+                std::io::Error::from_raw_os_error(libc::EPERM)
+            )
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
 
     #[test]
     fn jumps_land_on_their_labels() {

@@ -169,7 +169,7 @@ impl Files {
                     kept: kept::Kept::default(),
                 })
             }
-            Err(why) => Ok(Files::off(why)),
+            Err(why) => Ok(Files::off(why.to_string())),
         }
     }
 
