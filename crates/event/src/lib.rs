@@ -362,6 +362,13 @@ impl Event {
         self
     }
 
+    /// Sets the evidence document from a typed detail struct (each event
+    /// family declares one next to the code that fills it), stored as the
+    /// JSON it serialises to.
+    pub fn with_details_of<T: Serialize + ?Sized>(self, details: &T) -> Event {
+        self.with_details(details_value(details))
+    }
+
     /// The event time as a `SystemTime`.
     pub fn time(&self) -> SystemTime {
         if self.time_unix_ms >= 0 {
@@ -370,6 +377,18 @@ impl Event {
             UNIX_EPOCH
         }
     }
+}
+
+/// A typed detail document as the JSON an event stores. Serialising plain
+/// structs of strings, numbers and lists cannot fail; if one ever does (a
+/// map keyed by something other than a string), the event keeps the error
+/// in `details.details_error` rather than losing the event.
+pub fn details_value<T: Serialize + ?Sized>(details: &T) -> serde_json::Value {
+    serde_json::to_value(details).unwrap_or_else(|e| {
+        let mut m = serde_json::Map::new();
+        m.insert("details_error".into(), e.to_string().into());
+        serde_json::Value::Object(m)
+    })
 }
 
 /// Milliseconds since the Unix epoch (negative before it, which never happens

@@ -5,7 +5,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// The evidence a diagnosis gathered: copied into every recovery event.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,14 +40,28 @@ impl Evidence {
     }
 
     /// As it appears in a recovery event's `details.evidence`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "symptom": self.symptom,
-            "measurement": self.measurement,
-            "measured_unix_ms": selfheal_event::unix_ms(self.measured_at),
-            "age_ms": self.measured_instant.elapsed().as_millis() as u64,
-        })
+    pub fn details(&self) -> EvidenceDetails {
+        EvidenceDetails {
+            symptom: self.symptom,
+            measurement: self.measurement.clone(),
+            measured_unix_ms: selfheal_event::unix_ms(self.measured_at),
+            age_ms: self.measured_instant.elapsed().as_millis() as u64,
+        }
     }
+}
+
+/// `details.evidence` of a recovery event: the evidence, with its age
+/// when the event was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceDetails {
+    /// The symptom's stable name.
+    pub symptom: &'static str,
+    /// What was measured, in words with the numbers.
+    pub measurement: String,
+    /// When it was measured, ms since the epoch.
+    pub measured_unix_ms: i64,
+    /// How old the measurement was when the event was written, ms.
+    pub age_ms: u64,
 }
 
 /// The symptom measured again, just before an action.

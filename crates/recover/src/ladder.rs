@@ -23,14 +23,13 @@ mod refusals;
 mod restart_step;
 #[cfg(test)]
 mod restart_tests;
+mod step_details;
 #[cfg(test)]
 mod tests;
 mod tree;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-
-use serde_json::json;
 
 use selfheal_config::{Action, RecoveryConfig};
 use selfheal_event::{
@@ -43,6 +42,7 @@ use crate::policy::Policy;
 use crate::rate::RateLimiter;
 use crate::restart::RestartStore;
 use crate::target::{cooldown_key, program_covers};
+use step_details::{IncidentRef, StepDetails, TargetDetails};
 
 /// What stuck tasks wait on, where recovery can act on it directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -731,28 +731,31 @@ impl Ladder {
         );
         let mut e = Event::now(EventKind::Recovery, severity, Source::Recovery, message)
             .with_rule(incident.class.as_str())
-            .with_details(json!({
-                "class": incident.class.as_str(),
-                "action": rec.action.as_str(),
-                "outcome": rec.outcome.as_str(),
-                "reason": rec.reason,
-                "step": i + 1,
-                "steps": n,
-                "dry_run": self.options.dry_run,
-                "act_ms": rec.act_time.as_secs_f64() * 1000.0,
-                "verify_ms": rec.verify_time.as_secs_f64() * 1000.0,
-                "touched": rec.touched_pids(),
-                "refusal": rec.refusal.map(Refusal::as_str),
-                "evidence": incident.evidence.to_json(),
-                "recheck": rec.recheck,
-                "notes": rec.notes,
-                "incident": rec.incident_id.as_ref().map(|id| json!({"id": id})),
-                "target": incident.target.as_ref().map(|t| json!({
-                    "pid": t.pid, "starttime": t.starttime,
-                    "tid": incident.culprit.tid, "comm": incident.culprit.comm,
-                    "cgroup": incident.culprit.cgroup, "unit": incident.culprit.unit,
-                })),
-            }));
+            .with_details_of(&StepDetails {
+                class: incident.class.as_str(),
+                action: rec.action.as_str(),
+                outcome: rec.outcome.as_str(),
+                reason: &rec.reason,
+                step: i + 1,
+                steps: n,
+                dry_run: self.options.dry_run,
+                act_ms: rec.act_time.as_secs_f64() * 1000.0,
+                verify_ms: rec.verify_time.as_secs_f64() * 1000.0,
+                touched: rec.touched_pids(),
+                refusal: rec.refusal.map(Refusal::as_str),
+                evidence: incident.evidence.details(),
+                recheck: rec.recheck.as_deref(),
+                notes: &rec.notes,
+                incident: rec.incident_id.as_deref().map(|id| IncidentRef { id }),
+                target: incident.target.as_ref().map(|t| TargetDetails {
+                    pid: t.pid,
+                    starttime: t.starttime,
+                    tid: incident.culprit.tid,
+                    comm: incident.culprit.comm.as_deref(),
+                    cgroup: incident.culprit.cgroup.as_deref(),
+                    unit: incident.culprit.unit.as_deref(),
+                }),
+            });
         if !incident.culprit.is_empty() {
             e = e.with_culprit(incident.culprit.clone());
         }

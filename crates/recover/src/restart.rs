@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use selfheal_event::{unix_ms, Class, Culprit, Event, EventKind, Severity, Source};
 
@@ -242,23 +241,23 @@ impl RestartStore {
         };
         let _ = fs::rename(&pending, self.dir.join(LAST));
         let _ = File::open(&self.dir).and_then(|d| d.sync_all());
-        let incident = json!({
-            "id": rec.incident_id,
-            "class": rec.class.as_str(),
-            "symptom": rec.symptom,
-            "measurement": rec.measurement,
-            "recheck": rec.recheck,
-            "diagnosed_unix_ms": rec.diagnosed_unix_ms,
-        });
-        let mut details = json!({
-            "incident": incident,
-            "requested_unix_ms": rec.requested_unix_ms,
-            "previous_boot_id": rec.boot_id,
-            "boot_id": boot_id,
-            "methods": rec.methods,
-            "pstore": pstore_files,
-            "record": self.dir.join(LAST),
-        });
+        let mut details = RestartDetails {
+            incident: RestartIncident {
+                id: &rec.incident_id,
+                class: rec.class.as_str(),
+                symptom: &rec.symptom,
+                measurement: &rec.measurement,
+                recheck: &rec.recheck,
+                diagnosed_unix_ms: rec.diagnosed_unix_ms,
+            },
+            requested_unix_ms: rec.requested_unix_ms,
+            previous_boot_id: &rec.boot_id,
+            boot_id,
+            methods: &rec.methods,
+            pstore: &pstore_files,
+            record: self.dir.join(LAST),
+            seconds_since_request: None,
+        };
         let event = if rec.boot_id == boot_id {
             Event::now(
                 EventKind::Restart,
@@ -276,7 +275,7 @@ impl RestartStore {
             )
         } else {
             let down_s = (unix_ms(now) - rec.requested_unix_ms) as f64 / 1000.0;
-            details["seconds_since_request"] = json!(down_s);
+            details.seconds_since_request = Some(down_s);
             Event::now(
                 EventKind::Restart,
                 Severity::Critical,
@@ -287,7 +286,9 @@ impl RestartStore {
                 ),
             )
         };
-        let mut event = event.with_rule(rec.class.as_str()).with_details(details);
+        let mut event = event
+            .with_rule(rec.class.as_str())
+            .with_details_of(&details);
         if !rec.culprit.is_empty() {
             event = event.with_culprit(rec.culprit.clone());
         }
@@ -326,23 +327,90 @@ impl RestartStore {
                     panic.0, panic.1
                 ),
             )
-            .with_details(json!({"cause": "kernel_panic", "pstore": files, "line": panic.1})),
+            .with_details_of(&PanicDetails {
+                cause: "kernel_panic",
+                pstore: files,
+                line: &panic.1,
+            }),
         )
     }
 }
 
 /// One line for pstore and EFI: the record, cut to [`SMALL_COPY`] bytes.
 fn small_copy(rec: &RestartRecord) -> Vec<u8> {
-    let mut v = serde_json::to_vec(&json!({
-        "selfheal_restart": rec.incident_id,
-        "class": rec.class.as_str(),
-        "requested_unix_ms": rec.requested_unix_ms,
-        "measurement": rec.measurement,
-    }))
+    let mut v = serde_json::to_vec(&SmallCopy {
+        class: rec.class.as_str(),
+        measurement: &rec.measurement,
+        requested_unix_ms: rec.requested_unix_ms,
+        selfheal_restart: &rec.incident_id,
+    })
     .unwrap_or_default();
     v.truncate(SMALL_COPY - 1);
     v.push(b'\n');
     v
+}
+
+/// `details` of the `restart` event the next start writes about a restart
+/// selfheal asked for.
+#[derive(Debug, Serialize)]
+struct RestartDetails<'a> {
+    /// The incident the restart was for.
+    incident: RestartIncident<'a>,
+    /// When the restart was asked for, ms since the epoch.
+    requested_unix_ms: i64,
+    /// The boot that asked.
+    previous_boot_id: &'a str,
+    /// This boot.
+    boot_id: &'a str,
+    /// The restart methods, in the order they were to be tried.
+    methods: &'a [String],
+    /// The files pstore kept from the last boot.
+    pstore: &'a [String],
+    /// Where the record now is (`restart-last.json`).
+    record: PathBuf,
+    /// Seconds from the request to this start; absent when this is the
+    /// boot that asked (the restart did not happen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seconds_since_request: Option<f64>,
+}
+
+/// `details.incident` of a `restart` event.
+#[derive(Debug, Serialize)]
+struct RestartIncident<'a> {
+    /// The incident id.
+    id: &'a str,
+    /// The diagnosis class.
+    class: &'static str,
+    /// The symptom's stable name.
+    symptom: &'a str,
+    /// What the diagnosis measured.
+    measurement: &'a str,
+    /// The symptom as measured just before the restart.
+    recheck: &'a str,
+    /// When the diagnosis measured it, ms since the epoch.
+    diagnosed_unix_ms: i64,
+}
+
+/// `details` of the `restart` event about a kernel panic pstore kept.
+#[derive(Debug, Serialize)]
+struct PanicDetails<'a> {
+    /// Always `kernel_panic`.
+    cause: &'static str,
+    /// The files pstore kept.
+    pstore: &'a [String],
+    /// The panic line.
+    line: &'a str,
+}
+
+/// The pstore and EFI copy of a restart record. Written straight to bytes,
+/// so the fields stay in the sorted order the copies always had (the cut
+/// at [`SMALL_COPY`] bytes falls in the same place).
+#[derive(Debug, Serialize)]
+struct SmallCopy<'a> {
+    class: &'static str,
+    measurement: &'a str,
+    requested_unix_ms: i64,
+    selfheal_restart: &'a str,
 }
 
 /// Writes `data` to `path` through a temporary file, fsyncing the file and
@@ -538,5 +606,71 @@ mod tests {
         let e = s.on_start("b", SystemTime::now()).unwrap();
         assert_eq!(e.details["cause"], "kernel_panic");
         assert!(e.message.contains("softlockup"), "{}", e.message);
+    }
+
+    /// The `restart` events and the small copy carry exactly the documents
+    /// the old `json!` literals built.
+    #[test]
+    fn restart_details_match_the_documented_json() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        let rec = record("boot-a", 1_000_000);
+        assert_eq!(
+            String::from_utf8(small_copy(&rec)).unwrap(),
+            "{\"class\":\"kernel_stall\",\"measurement\":\"kernel_stall: cpu 1 makes no \
+             scheduling progress\",\"requested_unix_ms\":1000000,\"selfheal_restart\":\
+             \"boot-a-1000000\"}\n"
+        );
+        s.write(&rec, false, false).unwrap();
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(1_002_500);
+        let e = s.on_start("boot-b", now).unwrap();
+        let expected = |extra: Option<(&str, serde_json::Value)>, boot: &str| {
+            let mut v = serde_json::json!({
+                "incident": {
+                    "id": "boot-a-1000000",
+                    "class": "kernel_stall",
+                    "symptom": "cpu_stalled",
+                    "measurement": "kernel_stall: cpu 1 makes no scheduling progress",
+                    "recheck": "cpu 1 stalled for 10200 ms",
+                    "diagnosed_unix_ms": 990_000,
+                },
+                "requested_unix_ms": 1_000_000,
+                "previous_boot_id": "boot-a",
+                "boot_id": boot,
+                "methods": ["kexec", "reboot"],
+                "pstore": [],
+                "record": s.dir().join(LAST).to_str().unwrap(),
+            });
+            if let Some((k, x)) = extra {
+                v[k] = x;
+            }
+            v
+        };
+        assert_eq!(
+            e.details,
+            expected(
+                Some(("seconds_since_request", serde_json::json!(2.5))),
+                "boot-b"
+            )
+        );
+        // The same boot: no `seconds_since_request` key at all.
+        s.write(&rec, false, false).unwrap();
+        let e = s.on_start("boot-a", now).unwrap();
+        assert_eq!(e.details, expected(None, "boot-a"));
+
+        fs::write(
+            tmp.path().join("pstore/dmesg-ramoops-0"),
+            "<0>[  12.3] Kernel panic - not syncing: x\n",
+        )
+        .unwrap();
+        let e = s.on_start("b", SystemTime::now()).unwrap();
+        assert_eq!(
+            e.details,
+            serde_json::json!({
+                "cause": "kernel_panic",
+                "pstore": ["dmesg-ramoops-0"],
+                "line": "<0>[  12.3] Kernel panic - not syncing: x",
+            })
+        );
     }
 }
