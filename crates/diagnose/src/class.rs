@@ -4,7 +4,8 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use selfheal_cgroup::Controller;
 use selfheal_config::Level;
@@ -140,28 +141,114 @@ impl Trigger {
 
     /// As JSON evidence.
     pub fn to_json(&self) -> Value {
+        selfheal_event::details_value(&self.details())
+    }
+
+    /// As evidence: `details.trigger` of diagnosis events.
+    pub fn details(&self) -> TriggerDetails<'_> {
         match self {
-            Trigger::Alert { rule, level, cpu } => {
-                json!({"kind": "alert", "rule": rule, "level": level.as_str(), "cpu": cpu})
-            }
-            Trigger::Stall { cpu, stalled_for } => {
-                json!({"kind": "stall", "cpu": cpu, "stalled_ms": stalled_for.as_millis() as u64})
-            }
-            Trigger::Watchdog { component, age } => {
-                json!({"kind": "watchdog", "component": component.as_str(), "age_ms": age.as_millis() as u64})
-            }
-            Trigger::Kernel { verdict, cpu } => {
-                json!({"kind": "kernel", "verdict": verdict.as_str(), "cpu": cpu})
-            }
-            Trigger::DState { tids } => {
-                json!({"kind": "sweep", "finding": "d_state", "tids": tids})
-            }
-            Trigger::Cgroup { path, resource } => {
-                json!({"kind": "sweep", "finding": resource.as_str(), "cgroup": path})
-            }
-            Trigger::Manual => json!({"kind": "manual"}),
+            Trigger::Alert { rule, level, cpu } => TriggerDetails::Alert {
+                rule,
+                level: level.as_str(),
+                cpu: *cpu,
+            },
+            Trigger::Stall { cpu, stalled_for } => TriggerDetails::Stall {
+                cpu: *cpu,
+                stalled_ms: stalled_for.as_millis() as u64,
+            },
+            Trigger::Watchdog { component, age } => TriggerDetails::Watchdog {
+                component: component.as_str(),
+                age_ms: age.as_millis() as u64,
+            },
+            Trigger::Kernel { verdict, cpu } => TriggerDetails::Kernel {
+                verdict: verdict.as_str(),
+                cpu: *cpu,
+            },
+            Trigger::DState { tids } => TriggerDetails::DState {
+                finding: "d_state",
+                tids,
+            },
+            Trigger::Cgroup { path, resource } => TriggerDetails::Cgroup {
+                finding: resource.as_str(),
+                cgroup: path,
+            },
+            Trigger::Manual => TriggerDetails::Manual,
         }
     }
+}
+
+/// `details.trigger` of a diagnosis event: what woke the heavy detector,
+/// tagged by `kind` ([`TriggerKind::as_str`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerDetails<'a> {
+    /// A light-detector rule fired.
+    Alert {
+        /// The rule.
+        rule: &'a str,
+        /// `light` or `heavy`.
+        level: &'static str,
+        /// The CPU, for per-CPU rules; `null` otherwise.
+        cpu: Option<u32>,
+    },
+    /// A CPU's stall canary stopped running.
+    Stall {
+        /// The CPU.
+        cpu: u32,
+        /// How long its canary had not run, ms.
+        stalled_ms: u64,
+    },
+    /// A detector's heartbeat went stale.
+    Watchdog {
+        /// Whose heartbeat.
+        component: &'static str,
+        /// Its age, ms.
+        age_ms: u64,
+    },
+    /// The kernel reported a verdict.
+    Kernel {
+        /// Which kernel detector spoke.
+        verdict: &'static str,
+        /// The CPU named; `null` when none.
+        cpu: Option<u32>,
+    },
+    /// The sweep found tasks in D state (`kind: sweep`).
+    #[serde(rename = "sweep")]
+    DState {
+        /// Always `d_state`.
+        finding: &'static str,
+        /// The stuck threads.
+        tids: &'a [i32],
+    },
+    /// The sweep found a cgroup at its limit (`kind: sweep`).
+    #[serde(rename = "sweep")]
+    Cgroup {
+        /// The controller at its limit: `memory` or `pids`.
+        finding: &'static str,
+        /// The cgroup path.
+        cgroup: &'a str,
+    },
+    /// A test or the CLI asked.
+    Manual,
+}
+
+/// `details` of a diagnosis (or dismissed) event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiagnosisDetails<'a> {
+    /// The class.
+    pub class: &'static str,
+    /// What woke the heavy detector.
+    pub trigger: TriggerDetails<'a>,
+    /// The classifier's evidence.
+    pub evidence: &'a Value,
+    /// From the first sign to the diagnosis, ms, when known (absent
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection_latency_ms: Option<f64>,
+    /// Why there is nobody to act on, when that is a decision (absent
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_only: Option<&'a str>,
 }
 
 use selfheal_recover::{Evidence, Incident};
@@ -321,20 +408,16 @@ impl Diagnosis {
         } else {
             (EventKind::Dismissed, Severity::Info)
         };
-        let mut details = json!({
-            "class": self.class.as_str(),
-            "trigger": trigger.to_json(),
-            "evidence": self.evidence,
-        });
-        if let Some(l) = latency {
-            details["detection_latency_ms"] = json!(l.as_secs_f64() * 1000.0);
-        }
-        if let Some(why) = &self.no_target {
-            details["record_only"] = json!(why);
-        }
+        let details = DiagnosisDetails {
+            class: self.class.as_str(),
+            trigger: trigger.details(),
+            evidence: &self.evidence,
+            detection_latency_ms: latency.map(|l| l.as_secs_f64() * 1000.0),
+            record_only: self.no_target.as_deref(),
+        };
         let mut e = Event::now(kind, severity, Source::Heavy, self.summary.clone())
             .with_rule(self.class.as_str())
-            .with_details(details);
+            .with_details_of(&details);
         if !self.culprit.is_empty() {
             e = e.with_culprit(self.culprit.clone());
         }
@@ -344,6 +427,8 @@ impl Diagnosis {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -389,5 +474,97 @@ mod tests {
             assert_eq!(k.index(), i);
             assert_eq!(k.to_string(), k.as_str());
         }
+    }
+
+    /// Diagnosis events carry exactly the documents the old `json!`
+    /// literals built: each trigger's keys (nulls kept), and
+    /// `detection_latency_ms` and `record_only` only when known.
+    #[test]
+    fn diagnosis_details_match_the_documented_json() {
+        let cases = [
+            (
+                Trigger::Alert {
+                    rule: "sys_high".into(),
+                    level: Level::Heavy,
+                    cpu: None,
+                },
+                json!({"kind": "alert", "rule": "sys_high", "level": "heavy", "cpu": null}),
+            ),
+            (
+                Trigger::Stall {
+                    cpu: 3,
+                    stalled_for: Duration::from_millis(250),
+                },
+                json!({"kind": "stall", "cpu": 3, "stalled_ms": 250}),
+            ),
+            (
+                Trigger::Watchdog {
+                    component: Detector::Light,
+                    age: Duration::from_secs(2),
+                },
+                json!({"kind": "watchdog", "component": "light", "age_ms": 2000}),
+            ),
+            (
+                Trigger::Kernel {
+                    verdict: VerdictKind::HungTask,
+                    cpu: Some(1),
+                },
+                json!({"kind": "kernel", "verdict": "hung_task", "cpu": 1}),
+            ),
+            (
+                Trigger::DState { tids: vec![7, 8] },
+                json!({"kind": "sweep", "finding": "d_state", "tids": [7, 8]}),
+            ),
+            (
+                Trigger::Cgroup {
+                    path: "/a".into(),
+                    resource: Controller::Memory,
+                },
+                json!({"kind": "sweep", "finding": "memory", "cgroup": "/a"}),
+            ),
+            (Trigger::Manual, json!({"kind": "manual"})),
+        ];
+        for (t, want) in &cases {
+            assert_eq!(&t.to_json(), want, "{t:?}");
+        }
+
+        let d = Diagnosis {
+            class: Class::RtHog,
+            culprit: Culprit {
+                pid: Some(100),
+                ..Culprit::default()
+            },
+            target: None,
+            summary: "rt_hog: spin".into(),
+            evidence: json!({"thread": {"tid": 100}}),
+            symptom: Symptom::Unverifiable,
+            no_target: Some("held by the operator".into()),
+            restart_veto: None,
+            blocker: None,
+        };
+        let e = d.to_event(&cases[1].0, Some(Duration::from_millis(1500)));
+        assert_eq!(e.kind, EventKind::Diagnosis);
+        assert_eq!(
+            e.details,
+            json!({
+                "class": "rt_hog",
+                "trigger": {"kind": "stall", "cpu": 3, "stalled_ms": 250},
+                "evidence": {"thread": {"tid": 100}},
+                "detection_latency_ms": 1500.0,
+                "record_only": "held by the operator",
+            })
+        );
+        let plain = Diagnosis {
+            no_target: None,
+            ..d
+        };
+        assert_eq!(
+            plain.to_event(&Trigger::Manual, None).details,
+            json!({
+                "class": "rt_hog",
+                "trigger": {"kind": "manual"},
+                "evidence": {"thread": {"tid": 100}},
+            })
+        );
     }
 }

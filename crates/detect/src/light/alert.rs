@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use selfheal_config::{Level, Rule};
 use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
 use selfheal_sampler::{Sample, SystemMetric};
@@ -66,12 +68,12 @@ impl Alert {
                 c.cmp.symbol(),
                 c.threshold
             ));
-            conditions.push(serde_json::json!({
-                "metric": c.metric.name(),
-                "cmp": c.cmp.key(),
-                "threshold": c.threshold,
-                "value": finite(*v),
-            }));
+            conditions.push(ConditionDetails {
+                metric: c.metric.name(),
+                cmp: c.cmp.key(),
+                threshold: c.threshold,
+                value: finite(*v),
+            });
         }
         let (where_, cpu, disk) = match self.instance {
             AlertInstance::System => (String::new(), None, None),
@@ -104,47 +106,101 @@ impl Alert {
                 ..Culprit::default()
             });
         }
-        let mut details = serde_json::json!({
-            "level": self.level.as_str(),
-            "scope": rule.scope().name(),
-            "held_ms": self.held_for.as_millis() as u64,
-            "sustain_ms": rule.sustain.get().as_millis() as u64,
-            "sample_seq": self.sample_seq,
-            "repeat": self.repeat,
-            "conditions": conditions,
-        });
-        if let Some(cpu) = cpu {
-            details["cpu"] = cpu.into();
-        }
-        if let Some(disk) = disk {
-            details["disk"] = disk.into();
-        }
-        if let Some(s) = snapshot {
-            details["snapshot"] = snapshot_json(s);
-        }
-        event.with_details(details)
+        let details = AlertDetails {
+            level: self.level.as_str(),
+            scope: rule.scope().name(),
+            held_ms: self.held_for.as_millis() as u64,
+            sustain_ms: rule.sustain.get().as_millis() as u64,
+            sample_seq: self.sample_seq,
+            repeat: self.repeat,
+            conditions,
+            cpu,
+            disk,
+            snapshot: snapshot.map(snapshot_details),
+        };
+        event.with_details_of(&details)
     }
 }
 
-fn finite(v: f64) -> serde_json::Value {
-    if v.is_finite() {
-        serde_json::json!((v * 1000.0).round() / 1000.0)
-    } else {
-        serde_json::Value::Null
-    }
+/// `details` of a light-detector alert event (kind `alert`): what the
+/// store, `/api/events`, the heavy detector's trigger and the lab read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertDetails {
+    /// `light` or `heavy`.
+    pub level: &'static str,
+    /// The rule's scope: `system`, `per_cpu` or `per_disk`.
+    pub scope: &'static str,
+    /// How long the conditions had held, ms.
+    pub held_ms: u64,
+    /// How long they must hold, ms.
+    pub sustain_ms: u64,
+    /// The sample that raised the alert.
+    pub sample_seq: u64,
+    /// True for a repeat of an alert whose conditions still hold.
+    pub repeat: bool,
+    /// Each condition with its measured value, in rule order.
+    pub conditions: Vec<ConditionDetails>,
+    /// The CPU, for per-CPU rules (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// The disk's name, for per-disk rules (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// The sample, when one was attached (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotDetails>,
 }
 
-/// A sample as a JSON object: machine-wide metrics by name, per-CPU and
-/// per-disk metrics as arrays of objects. Unavailable metrics are omitted.
+/// One condition of an alert: `metric <cmp> threshold` and its value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConditionDetails {
+    /// The metric's name.
+    pub metric: &'static str,
+    /// The comparison's config key (`above`, `at_most`, …).
+    pub cmp: &'static str,
+    /// The threshold.
+    pub threshold: f64,
+    /// The value, rounded to 3 decimals; `null` when not finite.
+    pub value: Option<f64>,
+}
+
+/// A sample as evidence (`details.snapshot`, `/api/sample`): machine-wide
+/// metrics by name, per-CPU and per-disk metrics as arrays of objects.
+/// Unavailable metrics are omitted, so the metric objects are maps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotDetails {
+    /// The sample's sequence number.
+    pub sample_seq: u64,
+    /// The sampling interval, ms.
+    pub interval_ms: f64,
+    /// Machine-wide metrics by name.
+    pub system: serde_json::Map<String, serde_json::Value>,
+    /// One object per CPU: `cpu` (its number) and its metrics by name.
+    pub cpus: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// One object per disk: `device` (its name) and its metrics by name.
+    pub disks: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A value rounded to 3 decimals; `None` when not finite.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then(|| (v * 1000.0).round() / 1000.0)
+}
+
+/// [`snapshot_details`] as JSON.
 pub fn snapshot_json(s: &Sample) -> serde_json::Value {
+    selfheal_event::details_value(&snapshot_details(s))
+}
+
+/// A sample as evidence: see [`SnapshotDetails`].
+pub fn snapshot_details(s: &Sample) -> SnapshotDetails {
     let mut system = serde_json::Map::new();
     for m in SystemMetric::ALL {
         let v = s.system(*m);
         if v.is_finite() {
-            system.insert(m.name().to_string(), finite(v));
+            system.insert(m.name().to_string(), finite(v).into());
         }
     }
-    let cpus: Vec<serde_json::Value> = s
+    let cpus = s
         .cpus
         .iter()
         .enumerate()
@@ -154,13 +210,13 @@ pub fn snapshot_json(s: &Sample) -> serde_json::Value {
             for m in selfheal_sampler::CpuMetric::ALL {
                 let v = vals[m.index()];
                 if v.is_finite() {
-                    o.insert(m.name().to_string(), finite(v));
+                    o.insert(m.name().to_string(), finite(v).into());
                 }
             }
-            serde_json::Value::Object(o)
+            o
         })
         .collect();
-    let disks: Vec<serde_json::Value> = s
+    let disks = s
         .disks
         .iter()
         .zip(s.disk_names.iter())
@@ -170,17 +226,17 @@ pub fn snapshot_json(s: &Sample) -> serde_json::Value {
             for m in selfheal_sampler::DiskMetric::ALL {
                 let v = vals[m.index()];
                 if v.is_finite() {
-                    o.insert(m.name().to_string(), finite(v));
+                    o.insert(m.name().to_string(), finite(v).into());
                 }
             }
-            serde_json::Value::Object(o)
+            o
         })
         .collect();
-    serde_json::json!({
-        "sample_seq": s.seq,
-        "interval_ms": s.interval.as_secs_f64() * 1000.0,
-        "system": system,
-        "cpus": cpus,
-        "disks": disks,
-    })
+    SnapshotDetails {
+        sample_seq: s.seq,
+        interval_ms: s.interval.as_secs_f64() * 1000.0,
+        system,
+        cpus,
+        disks,
+    }
 }

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use selfheal_config::{Comparison, Level, Rule};
 use selfheal_sampler::{CpuMetric, MetricRef, Sample, Scope, MAX_DISKS};
 
-pub use alert::{snapshot_json, Alert, AlertInstance, MAX_CONDITIONS};
+pub use alert::{
+    snapshot_details, snapshot_json, Alert, AlertDetails, AlertInstance, ConditionDetails,
+    SnapshotDetails, MAX_CONDITIONS,
+};
 pub use stats::LightStats;
 pub use thread::{attach_sample_hook, LightShared, LightThread, LightThreadConfig, SampleHook};
 

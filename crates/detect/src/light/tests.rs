@@ -240,3 +240,65 @@ fn idle_read_samples_are_no_evidence() {
     let a = run(&mut det, &st.next(spin_cpu1));
     assert_eq!(names(&det, &a), vec!["kernel_spin"]);
 }
+
+/// The alert event carries exactly the document the old `json!` literal
+/// built: `cpu`, `disk` and `snapshot` only when there is one, a
+/// condition's unknown value as `null`.
+#[test]
+fn alert_details_match_the_documented_json() {
+    let det = detector(0);
+    let rule = det
+        .rules()
+        .iter()
+        .find(|r| r.name == "kernel_spin")
+        .unwrap();
+    let alert = Alert {
+        rule_index: 0,
+        level: Level::Light,
+        instance: AlertInstance::Cpu(1),
+        raised_at: Instant::now(),
+        wall_unix_ms: 1_700_000_000_000,
+        held_for: Duration::from_millis(300),
+        sample_seq: 42,
+        values: [97.123456, f64::NAN, f64::NAN, f64::NAN],
+        repeat: true,
+    };
+    let mut s = Sample::with_cpus(1);
+    s.seq = 42;
+    s.interval = Duration::from_millis(100);
+    s.system[SystemMetric::MemAvailablePercent.index()] = 55.55555;
+    let ev = alert.to_event(rule, Some(&s));
+    assert_eq!(
+        ev.details,
+        serde_json::json!({
+            "level": "light",
+            "scope": "per_cpu",
+            "held_ms": 300,
+            "sustain_ms": 200,
+            "sample_seq": 42,
+            "repeat": true,
+            "conditions": [
+                {"metric": "cpu_system_percent", "cmp": "above", "threshold": 50.0,
+                 "value": 97.123},
+                {"metric": "cpu_user_percent", "cmp": "below", "threshold": 4.0,
+                 "value": null},
+            ],
+            "cpu": 1,
+            "snapshot": {
+                "sample_seq": 42,
+                "interval_ms": 100.0,
+                "system": {"mem_available_percent": 55.556},
+                "cpus": [{"cpu": 0}],
+                "disks": [],
+            },
+        })
+    );
+    let bare = Alert {
+        instance: AlertInstance::System,
+        ..alert
+    };
+    let d = bare.to_event(rule, None).details;
+    for key in ["cpu", "disk", "snapshot"] {
+        assert!(d.get(key).is_none(), "{key}: {d}");
+    }
+}
