@@ -388,6 +388,15 @@ pub fn signals_at_random(run: &Run, sig: i32, times: usize, lo_ms: u64, hi_ms: u
     };
     for _ in 0..times {
         std::thread::sleep(rng.millis(lo_ms, hi_ms));
+        // A standard signal sent while the last one is still queued merges
+        // with it: one delivery, one rollback, for two sends. On a loaded
+        // machine the program can go a second without running (a CI run
+        // once counted 5 rollbacks for 6 signals), so each waits for the
+        // one before it to leave the queue.
+        let queued_until = Instant::now() + Duration::from_secs(10);
+        while signal_queued(pid, sig) && Instant::now() < queued_until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if matches!(task_state(pid), None | Some('Z' | 'X')) {
             break;
         }
@@ -398,6 +407,22 @@ pub fn signals_at_random(run: &Run, sig: i32, times: usize, lo_ms: u64, hi_ms: u
         sent.last = Some(Instant::now());
     }
     sent
+}
+
+/// Whether signal `sig` is queued for `pid` or one of its threads and not
+/// yet delivered (`SigPnd`/`ShdPnd` in its status).
+pub fn signal_queued(pid: i32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (sig - 1);
+    status.lines().any(|l| {
+        let mask = l
+            .strip_prefix("SigPnd:")
+            .or_else(|| l.strip_prefix("ShdPnd:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    })
 }
 
 /// The state letter of `pid` in /proc (None once gone).
