@@ -24,6 +24,7 @@
 //! hands over with `try_send`: none ever blocks on the pipeline.
 #![forbid(unsafe_code)]
 
+mod details;
 pub mod metrics;
 pub mod pipeline;
 mod sources;

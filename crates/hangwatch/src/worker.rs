@@ -8,8 +8,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::json;
-
 use selfheal_cgroup::Controller;
 use selfheal_config::{Config, Rule};
 use selfheal_detect::stall::{StallEvent, StallShared};
@@ -28,6 +26,7 @@ use selfheal_kmsg::{KernelReport, VerdictKind};
 use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
 use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
 
+use crate::details::{HeldDetails, StallDetails, WatchdogDetails};
 use crate::metrics::PipelineStats;
 use crate::pipeline::{Input, PipelineOptions};
 
@@ -298,11 +297,11 @@ impl Worker {
                         cpu: Some(cpu),
                         ..Culprit::default()
                     })
-                    .with_details(json!({
-                        "cpu": cpu,
-                        "stalled_ms": stalled_for.as_millis() as u64,
-                        "bound_ms": self.cfg.stall.bound.get().as_millis() as u64,
-                    })),
+                    .with_details_of(&StallDetails {
+                        cpu,
+                        stalled_ms: stalled_for.as_millis() as u64,
+                        bound_ms: self.cfg.stall.bound.get().as_millis() as u64,
+                    }),
                 );
                 Worker::want(pending, Trigger::Stall { cpu, stalled_for }, Some(since));
             }
@@ -368,37 +367,42 @@ impl Worker {
     }
 
     fn watchdog(&mut self, e: WatchdogEvent, pending: &mut Option<Pending>) {
-        let (severity, message, details) = match &e {
-            WatchdogEvent::Missed {
-                component,
-                age,
-                max_age,
-            } => {
-                (
+        let (severity, message, details) =
+            match &e {
+                WatchdogEvent::Missed {
+                    component,
+                    age,
+                    max_age,
+                } => (
                     Severity::Critical,
                     format!(
                     "{component} heartbeat missed: {} old (limit {} ms); the detector is starved",
                     age.map_or("never beat".to_string(), |a| format!("{} ms", a.as_millis())),
                     max_age.as_millis()
                 ),
-                    json!({"component": component.as_str(), "age_ms": age.map(|a| a.as_millis() as u64),
-                       "max_age_ms": max_age.as_millis() as u64, "state": "missed"}),
-                )
-            }
-            WatchdogEvent::Recovered { component, after } => (
-                Severity::Info,
-                format!("{component} heartbeat back after {} ms", after.as_millis()),
-                json!({"component": component.as_str(), "stale_ms": after.as_millis() as u64, "state": "recovered"}),
-            ),
-            WatchdogEvent::DeviceError { message } => (
-                Severity::Warning,
-                format!("hardware watchdog: {message}"),
-                json!({"state": "device_error", "error": message}),
-            ),
-        };
+                    WatchdogDetails::Missed {
+                        component: component.as_str(),
+                        age_ms: age.map(|a| a.as_millis() as u64),
+                        max_age_ms: max_age.as_millis() as u64,
+                    },
+                ),
+                WatchdogEvent::Recovered { component, after } => (
+                    Severity::Info,
+                    format!("{component} heartbeat back after {} ms", after.as_millis()),
+                    WatchdogDetails::Recovered {
+                        component: component.as_str(),
+                        stale_ms: after.as_millis() as u64,
+                    },
+                ),
+                WatchdogEvent::DeviceError { message } => (
+                    Severity::Warning,
+                    format!("hardware watchdog: {message}"),
+                    WatchdogDetails::DeviceError { error: message },
+                ),
+            };
         self.sink.emit(
             Event::now(EventKind::Watchdog, severity, Source::Watchdog, message)
-                .with_details(details),
+                .with_details_of(&details),
         );
         if let WatchdogEvent::Missed { component, age, .. } = e {
             // Something starved a detector: look at what runs.
@@ -538,10 +542,10 @@ impl Worker {
                         comm: Some(s.comm.clone()),
                         ..Culprit::default()
                     })
-                    .with_details(json!({
-                        "stuck_ms": s.stuck_for.as_millis() as u64,
-                        "held_alert_after_ms": alert_after.as_millis() as u64,
-                    })),
+                    .with_details_of(&HeldDetails {
+                        stuck_ms: s.stuck_for.as_millis() as u64,
+                        held_alert_after_ms: alert_after.as_millis() as u64,
+                    }),
                 );
             }
         }
