@@ -9,7 +9,6 @@
 //! arrived for a while (the follower calls [`Assembler::flush`]).
 
 use serde::Serialize;
-use serde_json::json;
 
 use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
 
@@ -84,17 +83,39 @@ impl KernelReport {
         if !culprit.is_empty() {
             event = event.with_culprit(culprit);
         }
-        event.with_details(json!({
-            "verdict": self.kind.as_str(),
-            "seq": self.seq,
-            "kernel_ts_us": self.ts_us,
-            "level": self.level,
-            "stuck_for_s": self.stuck_for_s,
-            "oom_constraint": self.oom_constraint,
-            "oom_memcg": self.oom_memcg,
-            "lines": self.lines,
-        }))
+        event.with_details_of(&KernelDetails {
+            verdict: self.kind.as_str(),
+            seq: self.seq,
+            kernel_ts_us: self.ts_us,
+            level: self.level,
+            stuck_for_s: self.stuck_for_s,
+            oom_constraint: self.oom_constraint.as_deref(),
+            oom_memcg: self.oom_memcg.as_deref(),
+            lines: &self.lines,
+        })
     }
+}
+
+/// `details` of a kernel-verdict event (kind `kernel`): what the store,
+/// `/api/events` and the lab read. Unknown values are `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelDetails<'a> {
+    /// Which kernel detector spoke (`soft_lockup`, `hung_task`, …).
+    pub verdict: &'static str,
+    /// Sequence number of the report's first record.
+    pub seq: u64,
+    /// Its kernel timestamp, µs since boot.
+    pub kernel_ts_us: u64,
+    /// Its syslog level.
+    pub level: u8,
+    /// How long the kernel said the task or CPU was stuck, s.
+    pub stuck_for_s: Option<u64>,
+    /// The OOM killer's constraint (`CONSTRAINT_MEMCG`, …).
+    pub oom_constraint: Option<&'a str>,
+    /// The memory cgroup the OOM killer acted in.
+    pub oom_memcg: Option<&'a str>,
+    /// The report's lines.
+    pub lines: &'a [String],
 }
 
 /// Folds records into reports.
@@ -389,5 +410,40 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].kind, VerdictKind::SoftLockup);
         assert_eq!(done[0].lines.len(), 1);
+    }
+
+    /// The kernel event carries exactly the document the old `json!`
+    /// literal built, unknown values as `null`.
+    #[test]
+    fn kernel_details_match_the_documented_json() {
+        let r = KernelReport {
+            kind: VerdictKind::SoftLockup,
+            seq: 17,
+            ts_us: 12_300_000,
+            level: 0,
+            cpu: Some(1),
+            pid: None,
+            comm: None,
+            cgroup: None,
+            oom_constraint: None,
+            oom_memcg: Some("/a".into()),
+            stuck_for_s: Some(22),
+            headline: "watchdog: BUG: soft lockup - CPU#1 stuck for 22s!".into(),
+            lines: vec!["watchdog: BUG: soft lockup - CPU#1 stuck for 22s!".into()],
+            wall_unix_ms: None,
+        };
+        assert_eq!(
+            r.to_event().details,
+            serde_json::json!({
+                "verdict": "soft_lockup",
+                "seq": 17,
+                "kernel_ts_us": 12_300_000,
+                "level": 0,
+                "stuck_for_s": 22,
+                "oom_constraint": null,
+                "oom_memcg": "/a",
+                "lines": ["watchdog: BUG: soft lockup - CPU#1 stuck for 22s!"],
+            })
+        );
     }
 }

@@ -25,7 +25,7 @@ pub mod record;
 pub mod tunables;
 pub mod verdict;
 
-pub use assemble::{Assembler, KernelReport};
+pub use assemble::{Assembler, KernelDetails, KernelReport};
 pub use follower::{FollowOptions, KmsgError, KmsgFollower, KmsgStats, RecordHook};
 pub use record::{parse_record, Record};
 pub use tunables::{KernelTunables, TunableChange, TunableError};
