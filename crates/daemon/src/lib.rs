@@ -10,6 +10,7 @@
 
 mod api;
 pub mod collectors;
+mod details;
 mod hang;
 mod host_link;
 pub mod http;
@@ -169,13 +170,16 @@ fn on_host_rollback(
                         "the host rolled this VM back {rolled_back_ms} ms (its {trigger}); stall windows and heartbeat ages start again from now"
                     ),
                 )
-                .with_details(serde_json::json!({
-                    "seq": seq,
-                    "rolled_back_ms": rolled_back_ms,
-                    "pause_ms": pause_ms,
-                    "trigger": trigger,
-                    "rebaselined": { "stall_canaries": stall.is_some(), "light_heartbeat": true },
-                })),
+                .with_details_of(&details::RollbackDetails {
+                    seq: *seq,
+                    rolled_back_ms: *rolled_back_ms,
+                    pause_ms: *pause_ms,
+                    trigger,
+                    rebaselined: details::Rebaselined {
+                        stall_canaries: stall.is_some(),
+                        light_heartbeat: true,
+                    },
+                }),
             );
         }
     });
@@ -420,18 +424,18 @@ impl Daemon {
             self.shared.store_path.display(),
             if c.daemon.dry_run { "; dry run" } else { "" }
         );
-        let ev = Event::now(EventKind::Start, Severity::Info, Source::Daemon, msg).with_details(
-            serde_json::json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "cpus": self.shared.cpus,
-                "period_ms": c.sampler.period.get().as_millis() as u64,
-                "rules": rules,
-                "listen": c.daemon.listen.map(|a| a.to_string()),
-                "dry_run": c.daemon.dry_run,
-                "psi": self.shared.features.psi,
-                "notes": self.shared.notes,
-            }),
+        let ev = Event::now(EventKind::Start, Severity::Info, Source::Daemon, msg).with_details_of(
+            &details::StartDetails {
+                version: env!("CARGO_PKG_VERSION"),
+                pid: std::process::id(),
+                cpus: self.shared.cpus,
+                period_ms: c.sampler.period.get().as_millis() as u64,
+                rules,
+                listen: c.daemon.listen.map(|a| a.to_string()),
+                dry_run: c.daemon.dry_run,
+                psi: self.shared.features.psi,
+                notes: &self.shared.notes,
+            },
         );
         self.sink.emit(ev);
     }

@@ -22,8 +22,8 @@ use selfheal_event::{Event, EventKind, Severity, Source};
 /// Threads whose panics are recovered where they happen.
 const RECOVERED_IN_PLACE: &[&str] = &["selfheal-http", "selfheal-http-handler"];
 
-/// One panic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One panic; also the `details` of its `panic` event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PanicRecord {
     /// The thread's name (`unnamed` without one).
     pub thread: String,
@@ -139,11 +139,29 @@ impl PanicRecord {
                 self.thread, self.location, self.message
             ),
         )
-        .with_details(serde_json::json!({
-            "thread": self.thread,
-            "location": self.location,
-            "message": self.message,
-            "fatal": self.fatal,
-        }))
+        .with_details_of(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `panic` event carries exactly the document the old `json!`
+    /// literal built.
+    #[test]
+    fn panic_details_match_the_documented_json() {
+        let p = PanicRecord {
+            thread: "light".into(),
+            location: "src/x.rs:1:2".into(),
+            message: "boom".into(),
+            fatal: true,
+        };
+        assert_eq!(
+            p.to_event().details,
+            serde_json::json!({
+                "thread": "light", "location": "src/x.rs:1:2", "message": "boom", "fatal": true,
+            })
+        );
     }
 }
