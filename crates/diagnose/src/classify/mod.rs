@@ -10,6 +10,7 @@
 
 mod blocked;
 mod cpu;
+mod evidence;
 mod forkbomb;
 mod memory;
 mod oom;
@@ -20,9 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use selfheal_event::Culprit;
+use selfheal_event::{details_value, Culprit};
 use selfheal_kmsg::KernelReport;
 
 use crate::blocker::BlockerReader;
@@ -31,6 +32,9 @@ use crate::class::{Diagnosis, Symptom, Trigger};
 use crate::oomloop::OomLoop;
 use crate::snapshot::{Snapshot, TaskSample};
 use crate::sweep::StuckTask;
+use evidence::{
+    AbsorbedStall, BusyTask, CpuUse, DismissEvidence, KernelReportEvidence, TaskEvidence,
+};
 use selfheal_event::{Class, Target};
 
 /// A fork bomb stalls CPUs too (thousands of tasks forking keep the kernel
@@ -47,7 +51,13 @@ fn absorb_stalls_into_fork_bomb(out: &mut Vec<Diagnosis>) {
     let stalls: Vec<Value> = out
         .iter()
         .filter(|d| d.class == Class::KernelStall)
-        .map(|d| json!({"summary": d.summary, "cpu": d.culprit.cpu, "on_cpu": d.culprit.comm}))
+        .map(|d| {
+            details_value(&AbsorbedStall {
+                summary: &d.summary,
+                cpu: d.culprit.cpu,
+                on_cpu: d.culprit.comm.as_deref(),
+            })
+        })
         .collect();
     if stalls.is_empty() {
         return;
@@ -180,15 +190,15 @@ impl Diagnoser {
     fn dismiss(&self, obs: &Observation<'_>, d: &Deltas<'_>) -> Diagnosis {
         let mut busiest: Vec<&TaskDelta<'_>> = d.tasks.iter().collect();
         busiest.sort_by_key(|t| std::cmp::Reverse(t.runtime_ns));
-        let top: Vec<Value> = busiest
+        let top: Vec<BusyTask<'_>> = busiest
             .iter()
             .take(5)
-            .map(|t| {
-                json!({
-                    "pid": t.after.pid, "tid": t.after.tid, "comm": t.after.stat.comm,
-                    "cpu_percent": round1(d.share(t) * 100.0),
-                    "policy": policy_name(t.after.stat.policy),
-                })
+            .map(|t| BusyTask {
+                pid: t.after.pid,
+                tid: t.after.tid,
+                comm: &t.after.stat.comm,
+                cpu_percent: round1(d.share(t) * 100.0),
+                policy: policy_name(t.after.stat.policy),
             })
             .collect();
         let mem = &obs.after.system.mem;
@@ -218,13 +228,13 @@ impl Diagnoser {
             culprit: Culprit::default(),
             target: None,
             summary: format!("{} dismissed: {why}", trigger_label(obs.trigger)),
-            evidence: json!({
-                "reason": why,
-                "runnable_threads": runnable,
-                "d_state_threads": in_d,
-                "mem_available_percent": avail,
-                "busiest": top,
-                "interval_ms": d.interval.as_secs_f64() * 1000.0,
+            evidence: details_value(&DismissEvidence {
+                reason: &why,
+                runnable_threads: runnable,
+                d_state_threads: in_d,
+                mem_available_percent: avail,
+                busiest: top,
+                interval_ms: d.interval.as_secs_f64() * 1000.0,
             }),
             blocker: None,
             symptom: Symptom::Unverifiable,
@@ -279,29 +289,28 @@ impl Diagnoser {
 
     /// JSON describing a thread, for evidence.
     pub(crate) fn task_json(&self, t: &TaskSample, delta: Option<(&TaskDelta<'_>, f64)>) -> Value {
-        let mut v = json!({
-            "pid": t.pid,
-            "tid": t.tid,
-            "comm": t.stat.comm,
-            "state": t.stat.state.to_string(),
-            "cpu": t.stat.processor,
-            "policy": policy_name(t.stat.policy),
-            "rt_priority": t.stat.rt_priority,
-            "nice": t.stat.nice,
-            "ppid": t.stat.ppid,
-            "rss_bytes": t.stat.rss_pages * selfheal_sys::sched::page_size() as u64,
-            "kernel_thread": t.is_kernel_thread(),
-            "wchan": t.wchan,
-            "uid": t.uid,
-        });
-        if let Some((d, share)) = delta {
-            v["cpu_percent"] = json!(round1(share * 100.0));
-            v["user_ms"] = json!(d.user_ticks * 1000 / self.clk_tck.max(1));
-            v["system_ms"] = json!(d.system_ticks * 1000 / self.clk_tck.max(1));
-            v["timeslices"] = json!(d.timeslices);
-            v["wait_ms"] = json!(d.wait_ns as f64 / 1e6);
-        }
-        v
+        details_value(&TaskEvidence {
+            pid: t.pid,
+            tid: t.tid,
+            comm: &t.stat.comm,
+            state: t.stat.state.to_string(),
+            cpu: t.stat.processor,
+            policy: policy_name(t.stat.policy),
+            rt_priority: t.stat.rt_priority,
+            nice: t.stat.nice,
+            ppid: t.stat.ppid,
+            rss_bytes: t.stat.rss_pages * selfheal_sys::sched::page_size() as u64,
+            kernel_thread: t.is_kernel_thread(),
+            wchan: t.wchan.as_deref(),
+            uid: t.uid,
+            cpu_use: delta.map(|(d, share)| CpuUse {
+                cpu_percent: round1(share * 100.0),
+                user_ms: d.user_ticks * 1000 / self.clk_tck.max(1),
+                system_ms: d.system_ticks * 1000 / self.clk_tck.max(1),
+                timeslices: d.timeslices,
+                wait_ms: d.wait_ns as f64 / 1e6,
+            }),
+        })
     }
 
     /// Kernel reports matching a CPU or a pid, as JSON.
@@ -313,11 +322,13 @@ impl Diagnoser {
             .iter()
             .filter(|r| keep(r))
             .map(|r| {
-                json!({
-                    "verdict": r.kind.as_str(),
-                    "headline": r.headline,
-                    "cpu": r.cpu, "pid": r.pid, "comm": r.comm,
-                    "kernel_ts_us": r.ts_us,
+                details_value(&KernelReportEvidence {
+                    verdict: r.kind.as_str(),
+                    headline: &r.headline,
+                    cpu: r.cpu,
+                    pid: r.pid,
+                    comm: r.comm.as_deref(),
+                    kernel_ts_us: r.ts_us,
                 })
             })
             .collect()

@@ -1,6 +1,8 @@
 //! Fork bombs from recorded snapshots: at the pids limit, the CPU stalls
 //! they cause, their aftermath, and which group is blamed.
 
+use serde_json::json;
+
 use super::*;
 
 #[test]
