@@ -22,7 +22,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::json;
+use serde::Serialize;
+
+use selfheal_event::details_value;
 
 use super::{round1, Deltas, Diagnoser, Observation};
 use crate::class::{Diagnosis, Symptom};
@@ -61,15 +63,14 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         });
         v
     };
-    let describe = |list: &[&TaskSample]| -> Vec<serde_json::Value> {
+    let describe = |list: &[&'_ TaskSample]| -> Vec<Holder> {
         list.iter()
             .take(5)
-            .map(|t| {
-                json!({
-                    "pid": t.pid, "comm": t.stat.comm,
-                    "rss_bytes": t.stat.rss_pages * page,
-                    "rss_growth_bytes": growth(t),
-                })
+            .map(|t| Holder {
+                pid: t.pid,
+                comm: t.stat.comm.clone(),
+                rss_bytes: t.stat.rss_pages * page,
+                rss_growth_bytes: growth(t),
             })
             .collect()
     };
@@ -106,17 +107,17 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             ),
             culprit,
             target: Some(target),
-            evidence: json!({
-                "scope": "cgroup",
-                "cgroup": cg.path,
-                "limit_bytes": m.limit_bytes,
-                "usage_bytes": m.usage_bytes,
-                "unreclaimable_bytes": m.unreclaimable_bytes,
-                "percent": round1(m.percent()),
-                "psi_some_avg10": m.psi_some_avg10,
-                "psi_full_avg10": m.psi_full_avg10,
-                "limit_hits": m.limit_hits,
-                "largest": describe(&list),
+            evidence: details_value(&CgroupEvidence {
+                scope: "cgroup",
+                cgroup: &cg.path,
+                limit_bytes: m.limit_bytes,
+                usage_bytes: m.usage_bytes,
+                unreclaimable_bytes: m.unreclaimable_bytes,
+                percent: round1(m.percent()),
+                psi_some_avg10: m.psi_some_avg10,
+                psi_full_avg10: m.psi_full_avg10,
+                limit_hits: m.limit_hits,
+                largest: describe(&list),
             }),
             blocker: None,
             symptom: Symptom::CgroupMemory {
@@ -199,16 +200,16 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 ),
                 culprit: Default::default(),
                 target: None,
-                evidence: json!({
-                    "scope": "machine",
-                    "culprit": "none: no process accounts for the shortage",
-                    "mem_available_percent": avail.map(round1),
-                    "available_lost_bytes": fall,
-                    "process_growth_bytes": user_growth,
-                    "psi_memory_full_avg10": full,
-                    "available_falling_bytes_per_second": falling.map(|r| r.round()),
-                    "seconds_to_exhaustion": eta_s.map(round1),
-                    "largest": describe(&list),
+                evidence: details_value(&UnaccountedEvidence {
+                    scope: "machine",
+                    culprit: "none: no process accounts for the shortage",
+                    mem_available_percent: avail.map(round1),
+                    available_lost_bytes: fall,
+                    process_growth_bytes: user_growth,
+                    psi_memory_full_avg10: full,
+                    available_falling_bytes_per_second: falling.map(|r| r.round()),
+                    seconds_to_exhaustion: eta_s.map(round1),
+                    largest: describe(&list),
                 }),
                 blocker: None,
                 symptom: Symptom::MachineMemory {
@@ -235,15 +236,17 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 ),
                 culprit,
                 target: Some(target),
-                evidence: json!({
-                    "scope": "machine",
-                    "mem_available_percent": avail.map(round1),
-                    "psi_memory_full_avg10": full,
-                    "available_falling_bytes_per_second": falling.map(|r| r.round()),
-                    "seconds_to_exhaustion": eta_s.map(round1),
-                    "trend": imminent && !low && !thrashing,
-                    "major_faults_per_second": round1(majflt as f64 / d.interval.as_secs_f64().max(1e-3)),
-                    "largest": describe(&list),
+                evidence: details_value(&MachineEvidence {
+                    scope: "machine",
+                    mem_available_percent: avail.map(round1),
+                    psi_memory_full_avg10: full,
+                    available_falling_bytes_per_second: falling.map(|r| r.round()),
+                    seconds_to_exhaustion: eta_s.map(round1),
+                    trend: imminent && !low && !thrashing,
+                    major_faults_per_second: round1(
+                        majflt as f64 / d.interval.as_secs_f64().max(1e-3),
+                    ),
+                    largest: describe(&list),
                 }),
                 blocker: None,
                 symptom: Symptom::MachineMemory {
@@ -264,4 +267,145 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         }
     }
     out
+}
+
+/// One of the largest memory holders (`largest[]`, at most 5).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Holder {
+    pid: i32,
+    comm: String,
+    rss_bytes: u64,
+    /// RSS gained over the interval (negative: shrank).
+    rss_growth_bytes: i64,
+}
+
+/// `evidence` of a cgroup's `memory_exhaustion`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct CgroupEvidence<'a> {
+    /// Always `cgroup`.
+    scope: &'static str,
+    cgroup: &'a str,
+    limit_bytes: u64,
+    usage_bytes: u64,
+    unreclaimable_bytes: u64,
+    /// Unreclaimable share of the limit, percent.
+    percent: f64,
+    psi_some_avg10: Option<f64>,
+    psi_full_avg10: Option<f64>,
+    /// `memory.events` `max` count.
+    limit_hits: Option<u64>,
+    largest: Vec<Holder>,
+}
+
+/// `evidence` of a machine `memory_exhaustion` no process accounts for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct UnaccountedEvidence {
+    /// Always `machine`.
+    scope: &'static str,
+    /// Why nobody is blamed.
+    culprit: &'static str,
+    mem_available_percent: Option<f64>,
+    available_lost_bytes: u64,
+    process_growth_bytes: i64,
+    psi_memory_full_avg10: Option<f64>,
+    available_falling_bytes_per_second: Option<f64>,
+    seconds_to_exhaustion: Option<f64>,
+    largest: Vec<Holder>,
+}
+
+/// `evidence` of a machine `memory_exhaustion` a process accounts for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct MachineEvidence {
+    /// Always `machine`.
+    scope: &'static str,
+    mem_available_percent: Option<f64>,
+    psi_memory_full_avg10: Option<f64>,
+    available_falling_bytes_per_second: Option<f64>,
+    seconds_to_exhaustion: Option<f64>,
+    /// True when caught on the trend alone (not yet low, not thrashing).
+    trend: bool,
+    major_faults_per_second: f64,
+    largest: Vec<Holder>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Each evidence document is exactly the JSON the old `json!`
+    /// literals built, unknown values `null`.
+    #[test]
+    fn memory_evidence_matches_the_documented_json() {
+        let largest = || {
+            vec![Holder {
+                pid: 7,
+                comm: "hog".into(),
+                rss_bytes: 1 << 30,
+                rss_growth_bytes: -4096,
+            }]
+        };
+        let largest_json = json!([{"pid": 7, "comm": "hog", "rss_bytes": 1_u64 << 30,
+                                   "rss_growth_bytes": -4096}]);
+        let cg = CgroupEvidence {
+            scope: "cgroup",
+            cgroup: "/a",
+            limit_bytes: 100,
+            usage_bytes: 99,
+            unreclaimable_bytes: 95,
+            percent: 95.0,
+            psi_some_avg10: Some(12.5),
+            psi_full_avg10: None,
+            limit_hits: Some(3),
+            largest: largest(),
+        };
+        assert_eq!(
+            details_value(&cg),
+            json!({
+                "scope": "cgroup", "cgroup": "/a", "limit_bytes": 100, "usage_bytes": 99,
+                "unreclaimable_bytes": 95, "percent": 95.0, "psi_some_avg10": 12.5,
+                "psi_full_avg10": null, "limit_hits": 3, "largest": largest_json,
+            })
+        );
+        let none = UnaccountedEvidence {
+            scope: "machine",
+            culprit: "none: no process accounts for the shortage",
+            mem_available_percent: Some(3.2),
+            available_lost_bytes: 1 << 20,
+            process_growth_bytes: 4096,
+            psi_memory_full_avg10: None,
+            available_falling_bytes_per_second: Some(1e6),
+            seconds_to_exhaustion: None,
+            largest: largest(),
+        };
+        assert_eq!(
+            details_value(&none),
+            json!({
+                "scope": "machine", "culprit": "none: no process accounts for the shortage",
+                "mem_available_percent": 3.2, "available_lost_bytes": 1 << 20,
+                "process_growth_bytes": 4096, "psi_memory_full_avg10": null,
+                "available_falling_bytes_per_second": 1e6, "seconds_to_exhaustion": null,
+                "largest": largest_json,
+            })
+        );
+        let machine = MachineEvidence {
+            scope: "machine",
+            mem_available_percent: None,
+            psi_memory_full_avg10: Some(40.0),
+            available_falling_bytes_per_second: None,
+            seconds_to_exhaustion: Some(4.5),
+            trend: true,
+            major_faults_per_second: 0.0,
+            largest: vec![],
+        };
+        assert_eq!(
+            details_value(&machine),
+            json!({
+                "scope": "machine", "mem_available_percent": null, "psi_memory_full_avg10": 40.0,
+                "available_falling_bytes_per_second": null, "seconds_to_exhaustion": 4.5,
+                "trend": true, "major_faults_per_second": 0.0, "largest": [],
+            })
+        );
+    }
 }
