@@ -12,9 +12,9 @@
 
 use std::collections::HashSet;
 
-use serde_json::json;
+use serde::Serialize;
 
-use selfheal_event::Culprit;
+use selfheal_event::{details_value, Culprit};
 
 use super::{Diagnoser, Observation};
 use crate::class::{Diagnosis, Symptom};
@@ -54,16 +54,16 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> 
                 )
             },
         );
-        let victims: Vec<serde_json::Value> = lp
+        let victims: Vec<Victim<'_>> = lp
             .kills
             .iter()
             .rev()
             .take(10)
-            .map(|k| {
-                json!({
-                    "pid": k.pid, "comm": k.comm, "task_cgroup": k.task_cgroup,
-                    "ago_ms": k.at.elapsed().as_millis() as u64,
-                })
+            .map(|k| Victim {
+                pid: k.pid,
+                comm: k.comm.as_deref(),
+                task_cgroup: k.task_cgroup.as_deref(),
+                ago_ms: k.at.elapsed().as_millis() as u64,
             })
             .collect();
         let usage = obs
@@ -88,24 +88,27 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> 
             ),
             culprit,
             target: None,
-            evidence: json!({
-                "scope": "cgroup_oom_loop",
-                "cgroup": lp.cgroup,
-                "oom_kills": lp.kills.len(),
-                "window_s": window_s,
-                "program": program,
-                "program_kills": killed,
-                "victims": victims,
-                "current": current.map(|c| json!({
-                    "pid": c.pid, "comm": c.stat.comm,
-                    "rss_bytes": c.stat.rss_pages * page,
-                })),
-                "respawner": parent.map(|p| json!({
-                    "pid": p.pid, "comm": p.stat.comm, "inside_cgroup": inside(p.pid),
-                })),
-                "limit_bytes": usage.map(|m| m.limit_bytes),
-                "usage_bytes": usage.map(|m| m.usage_bytes),
-                "limit_hits": usage.and_then(|m| m.limit_hits),
+            evidence: details_value(&LoopEvidence {
+                scope: "cgroup_oom_loop",
+                cgroup: &lp.cgroup,
+                oom_kills: lp.kills.len(),
+                window_s,
+                program: &program,
+                program_kills: killed,
+                victims,
+                current: current.map(|c| Instance {
+                    pid: c.pid,
+                    comm: &c.stat.comm,
+                    rss_bytes: c.stat.rss_pages * page,
+                }),
+                respawner: parent.map(|p| Respawner {
+                    pid: p.pid,
+                    comm: &p.stat.comm,
+                    inside_cgroup: inside(p.pid),
+                }),
+                limit_bytes: usage.map(|m| m.limit_bytes),
+                usage_bytes: usage.map(|m| m.usage_bytes),
+                limit_hits: usage.and_then(|m| m.limit_hits),
             }),
             symptom: Symptom::Unverifiable,
             blocker: None,
@@ -144,7 +147,12 @@ pub(super) fn absorb_limit_diagnoses(out: &mut Vec<Diagnosis>) {
                     && d.evidence["scope"] == "cgroup"
                     && d.evidence["cgroup"].as_str().is_some_and(within)
             })
-            .map(|d| json!({"summary": d.summary, "percent": d.evidence["percent"]}))
+            .map(|d| {
+                details_value(&AbsorbedLimit {
+                    summary: &d.summary,
+                    percent: &d.evidence["percent"],
+                })
+            })
             .collect();
         if absorbed.is_empty() {
             continue;
@@ -158,7 +166,132 @@ pub(super) fn absorb_limit_diagnoses(out: &mut Vec<Diagnosis>) {
             .iter_mut()
             .find(|d| d.evidence["scope"] == "cgroup_oom_loop" && d.evidence["cgroup"] == cg)
         {
-            d.evidence["limit_diagnoses"] = json!(absorbed);
+            d.evidence["limit_diagnoses"] = serde_json::Value::Array(absorbed);
         }
+    }
+}
+
+/// `evidence` of a cgroup's fill-and-kill loop (`memory_exhaustion`,
+/// record only).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct LoopEvidence<'a> {
+    /// Always `cgroup_oom_loop`.
+    scope: &'static str,
+    cgroup: &'a str,
+    /// OOM kills in the cgroup within the window.
+    oom_kills: usize,
+    window_s: u64,
+    /// The program killed again and again.
+    program: &'a str,
+    /// How many of the kills were of it.
+    program_kills: usize,
+    /// The latest kills, newest first (at most 10).
+    victims: Vec<Victim<'a>>,
+    /// The program's running instance, if one runs.
+    current: Option<Instance<'a>>,
+    /// Whoever restarts it, if seen.
+    respawner: Option<Respawner<'a>>,
+    limit_bytes: Option<u64>,
+    usage_bytes: Option<u64>,
+    limit_hits: Option<u64>,
+}
+
+/// One OOM kill of a loop.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Victim<'a> {
+    pid: Option<i32>,
+    comm: Option<&'a str>,
+    task_cgroup: Option<&'a str>,
+    /// How long ago, ms.
+    ago_ms: u64,
+}
+
+/// The looping program's running instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Instance<'a> {
+    pid: i32,
+    comm: &'a str,
+    rss_bytes: u64,
+}
+
+/// The process restarting the looping program.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Respawner<'a> {
+    pid: i32,
+    comm: &'a str,
+    /// True when it runs inside the looping cgroup.
+    inside_cgroup: bool,
+}
+
+/// A cgroup-limit diagnosis a loop absorbed (`limit_diagnoses[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct AbsorbedLimit<'a> {
+    summary: &'a str,
+    /// Its evidence's `percent`, as it was.
+    percent: &'a serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The loop evidence is exactly the JSON the old `json!` literals
+    /// built, unknown values `null`.
+    #[test]
+    fn oom_loop_evidence_matches_the_documented_json() {
+        let e = LoopEvidence {
+            scope: "cgroup_oom_loop",
+            cgroup: "/a",
+            oom_kills: 4,
+            window_s: 60,
+            program: "hog",
+            program_kills: 3,
+            victims: vec![Victim {
+                pid: Some(9),
+                comm: Some("hog"),
+                task_cgroup: None,
+                ago_ms: 1500,
+            }],
+            current: Some(Instance {
+                pid: 10,
+                comm: "hog",
+                rss_bytes: 4096,
+            }),
+            respawner: None,
+            limit_bytes: Some(1 << 20),
+            usage_bytes: None,
+            limit_hits: Some(4),
+        };
+        assert_eq!(
+            details_value(&e),
+            json!({
+                "scope": "cgroup_oom_loop", "cgroup": "/a", "oom_kills": 4, "window_s": 60,
+                "program": "hog", "program_kills": 3,
+                "victims": [{"pid": 9, "comm": "hog", "task_cgroup": null, "ago_ms": 1500}],
+                "current": {"pid": 10, "comm": "hog", "rss_bytes": 4096},
+                "respawner": null,
+                "limit_bytes": 1 << 20, "usage_bytes": null, "limit_hits": 4,
+            })
+        );
+        let r = Respawner {
+            pid: 1,
+            comm: "sh",
+            inside_cgroup: true,
+        };
+        assert_eq!(
+            details_value(&r),
+            json!({"pid": 1, "comm": "sh", "inside_cgroup": true})
+        );
+        let pct = json!(97.5);
+        let a = AbsorbedLimit {
+            summary: "memory_exhaustion: cgroup /a",
+            percent: &pct,
+        };
+        assert_eq!(
+            details_value(&a),
+            json!({"summary": "memory_exhaustion: cgroup /a", "percent": 97.5})
+        );
     }
 }
