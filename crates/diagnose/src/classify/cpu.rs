@@ -17,9 +17,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::json;
+use serde::Serialize;
+use serde_json::Value;
 
-use selfheal_event::Culprit;
+use selfheal_event::{details_value, Culprit};
 
 use super::{round1, Deltas, Diagnoser, Observation, TaskDelta};
 use crate::class::{Diagnosis, Symptom};
@@ -61,12 +62,16 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         let kernel = Diagnoser::kernel_json(obs, |r| {
             r.cpu == Some(cpu) || r.kind.as_str() == "rt_throttling"
         });
-        let waiting: Vec<serde_json::Value> = runners
+        let waiting: Vec<Waiting<'_>> = runners
             .iter()
             .skip(1)
             .filter(|t| t.wait_ns > 0 && matches!(t.after.stat.state, 'R'))
             .take(5)
-            .map(|t| json!({"pid": t.after.pid, "comm": t.after.stat.comm, "wait_ms": t.wait_ns as f64 / 1e6}))
+            .map(|t| Waiting {
+                pid: t.after.pid,
+                comm: &t.after.stat.comm,
+                wait_ms: t.wait_ns as f64 / 1e6,
+            })
             .collect();
         let stall_ms = stalled
             .get(&cpu)
@@ -93,13 +98,13 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 ),
                 culprit,
                 target: Some(target),
-                evidence: json!({
-                    "cpu": cpu,
-                    "cpu_stalled_ms": stall_ms,
-                    "culprit": dx.task_json(t, Some((top, share))),
-                    "runnable_waiting_on_cpu": waiting,
-                    "kernel_reports": kernel,
-                    "interval_ms": d.interval.as_secs_f64() * 1000.0,
+                evidence: details_value(&RtHogEvidence {
+                    cpu,
+                    cpu_stalled_ms: stall_ms,
+                    culprit: dx.task_json(t, Some((top, share))),
+                    runnable_waiting_on_cpu: waiting,
+                    kernel_reports: kernel,
+                    interval_ms: d.interval.as_secs_f64() * 1000.0,
                 }),
                 blocker: None,
                 symptom: Symptom::RtMonopoly {
@@ -168,14 +173,14 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             ),
             culprit,
             target,
-            evidence: json!({
-                "cpu": cpu,
-                "cpu_stalled_ms": stall_ms,
-                "top_share_percent": round1(share * 100.0),
-                "culprit": culprit_json,
-                "kernel_stack": stack,
-                "kernel_reports": kernel,
-                "interval_ms": d.interval.as_secs_f64() * 1000.0,
+            evidence: details_value(&StallEvidence {
+                cpu,
+                cpu_stalled_ms: stall_ms,
+                top_share_percent: round1(share * 100.0),
+                culprit: culprit_json,
+                kernel_stack: stack,
+                kernel_reports: kernel,
+                interval_ms: d.interval.as_secs_f64() * 1000.0,
             }),
             blocker: None,
             symptom: Symptom::CpuStalled { cpu },
@@ -248,13 +253,13 @@ fn runaway_kthread(
         ),
         culprit,
         target: Some(target),
-        evidence: json!({
-            "cpu": cpu,
-            "culprit": dx.task_json(a, Some((t, run))),
-            "runnable_percent": round1(runnable * 100.0),
-            "voluntary_context_switches": nvcsw,
-            "kernel_stack": dx.stack_of(a.pid, a.tid),
-            "interval_ms": d.interval.as_secs_f64() * 1000.0,
+        evidence: details_value(&KthreadEvidence {
+            cpu,
+            culprit: dx.task_json(a, Some((t, run))),
+            runnable_percent: round1(runnable * 100.0),
+            voluntary_context_switches: nvcsw,
+            kernel_stack: dx.stack_of(a.pid, a.tid),
+            interval_ms: d.interval.as_secs_f64() * 1000.0,
         }),
         blocker: None,
         symptom: Symptom::KthreadSpin {
@@ -269,4 +274,124 @@ fn runaway_kthread(
 /// SCHED_FIFO, SCHED_RR and SCHED_DEADLINE all beat normal tasks outright.
 pub(super) fn is_realtime(policy: u32) -> bool {
     matches!(policy, 1 | 2 | 6)
+}
+
+/// A thread waiting runnable on a monopolised CPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Waiting<'a> {
+    pid: i32,
+    comm: &'a str,
+    /// Time it waited over the interval, ms.
+    wait_ms: f64,
+}
+
+/// `evidence` of an `rt_hog` diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct RtHogEvidence<'a> {
+    cpu: u32,
+    /// How long the CPU's stall canary had not run; `null` when it ran.
+    cpu_stalled_ms: Option<u64>,
+    /// The real-time thread (a `TaskEvidence`).
+    culprit: Value,
+    /// Threads waiting runnable on the CPU (at most 5).
+    runnable_waiting_on_cpu: Vec<Waiting<'a>>,
+    /// Kernel reports about the CPU or RT throttling.
+    kernel_reports: Vec<Value>,
+    interval_ms: f64,
+}
+
+/// `evidence` of a `kernel_stall` diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct StallEvidence {
+    cpu: u32,
+    cpu_stalled_ms: Option<u64>,
+    /// The top runner's share of the interval, percent.
+    top_share_percent: f64,
+    /// Whoever held the CPU (a `TaskEvidence`); `null` when nothing ran.
+    culprit: Option<Value>,
+    /// Its kernel stack, when readable.
+    kernel_stack: Option<Vec<String>>,
+    kernel_reports: Vec<Value>,
+    interval_ms: f64,
+}
+
+/// `evidence` of a `runaway_kthread` diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct KthreadEvidence {
+    cpu: u32,
+    /// The kernel thread (a `TaskEvidence`).
+    culprit: Value,
+    /// Share of the interval it was runnable, percent.
+    runnable_percent: f64,
+    /// Unchanged while it never sleeps; `null` when unreadable.
+    voluntary_context_switches: Option<u64>,
+    kernel_stack: Option<Vec<String>>,
+    interval_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Each evidence document is exactly the JSON the old `json!`
+    /// literals built, unknown values `null`.
+    #[test]
+    fn cpu_evidence_matches_the_documented_json() {
+        let task = json!({"pid": 5, "tid": 5, "comm": "spin"});
+        let report = json!({"verdict": "soft_lockup"});
+        let rt = RtHogEvidence {
+            cpu: 1,
+            cpu_stalled_ms: None,
+            culprit: task.clone(),
+            runnable_waiting_on_cpu: vec![Waiting {
+                pid: 6,
+                comm: "sh",
+                wait_ms: 12.5,
+            }],
+            kernel_reports: vec![report.clone()],
+            interval_ms: 100.0,
+        };
+        assert_eq!(
+            details_value(&rt),
+            json!({
+                "cpu": 1, "cpu_stalled_ms": null, "culprit": task,
+                "runnable_waiting_on_cpu": [{"pid": 6, "comm": "sh", "wait_ms": 12.5}],
+                "kernel_reports": [report], "interval_ms": 100.0,
+            })
+        );
+        let stall = StallEvidence {
+            cpu: 0,
+            cpu_stalled_ms: Some(900),
+            top_share_percent: 0.0,
+            culprit: None,
+            kernel_stack: Some(vec!["[<0>] schedule+0x1".into()]),
+            kernel_reports: vec![],
+            interval_ms: 250.0,
+        };
+        assert_eq!(
+            details_value(&stall),
+            json!({
+                "cpu": 0, "cpu_stalled_ms": 900, "top_share_percent": 0.0, "culprit": null,
+                "kernel_stack": ["[<0>] schedule+0x1"], "kernel_reports": [],
+                "interval_ms": 250.0,
+            })
+        );
+        let k = KthreadEvidence {
+            cpu: 2,
+            culprit: task.clone(),
+            runnable_percent: 99.9,
+            voluntary_context_switches: None,
+            kernel_stack: None,
+            interval_ms: 100.0,
+        };
+        assert_eq!(
+            details_value(&k),
+            json!({
+                "cpu": 2, "culprit": task, "runnable_percent": 99.9,
+                "voluntary_context_switches": null, "kernel_stack": null, "interval_ms": 100.0,
+            })
+        );
+    }
 }
