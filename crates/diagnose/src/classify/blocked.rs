@@ -13,9 +13,10 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use selfheal_event::Culprit;
+use selfheal_event::{details_value, Culprit};
 
 use super::{Deltas, Diagnoser, Observation};
 use crate::blocker::{stack::IO_WAITS, Blocker, Held};
@@ -33,7 +34,7 @@ struct StalledDisk {
     name: String,
     major: u32,
     minor: u32,
-    evidence: Value,
+    evidence: DiskEvidence,
 }
 
 pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<Diagnosis> {
@@ -137,20 +138,29 @@ fn stalled_disks(obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<StalledDisk> {
                 name: a.name.clone(),
                 major: a.major,
                 minor: a.minor,
-                evidence: json!({"device": a.name, "dev": format!("{}:{}", a.major, a.minor),
-                    "in_flight": a.in_flight, "completed": done, "busy_ms": busy}),
+                evidence: DiskEvidence {
+                    device: a.name.to_string(),
+                    dev: format!("{}:{}", a.major, a.minor),
+                    in_flight: a.in_flight,
+                    completed: done,
+                    busy_ms: busy,
+                },
             })
         })
         .collect()
 }
 
-fn task_json(s: &StuckTask, b: &Blocker) -> Value {
-    json!({
-        "pid": s.pid, "tid": s.tid, "comm": s.comm,
-        "stuck_ms": s.stuck_for.as_millis() as u64,
-        "wchan": s.wchan, "kernel_thread": s.kernel_thread,
-        "blocker": b,
-    })
+fn task_json<'a>(s: &'a StuckTask, b: &'a Blocker) -> StuckEvidence<'a> {
+    StuckEvidence {
+        pid: s.pid,
+        tid: s.tid,
+        comm: &s.comm,
+        stuck_ms: s.stuck_for.as_millis() as u64,
+        wchan: s.wchan.as_deref(),
+        kernel_thread: s.kernel_thread,
+        blocker: b,
+        reason: None,
+    }
 }
 
 fn tasks_of(group: &[&(&StuckTask, Blocker)]) -> Vec<(i32, i32, u64)> {
@@ -163,15 +173,12 @@ fn tasks_of(group: &[&(&StuckTask, Blocker)]) -> Vec<(i32, i32, u64)> {
 
 /// One record for every task held on purpose: a dismissal.
 fn held_diagnosis(dx: &Diagnoser, held: &[&(&StuckTask, Blocker)]) -> Diagnosis {
-    let list: Vec<Value> = held
+    let list: Vec<StuckEvidence<'_>> = held
         .iter()
         .take(20)
-        .map(|(s, b)| {
-            let mut v = task_json(s, b);
-            if let Some(h) = b.held() {
-                v["reason"] = json!(h.reason().as_str());
-            }
-            v
+        .map(|(s, b)| StuckEvidence {
+            reason: b.held().map(|h| h.reason().as_str()),
+            ..task_json(s, b)
         })
         .collect();
     let named: Vec<String> = held
@@ -193,9 +200,9 @@ fn held_diagnosis(dx: &Diagnoser, held: &[&(&StuckTask, Blocker)]) -> Diagnosis 
                 String::new()
             }
         ),
-        evidence: json!({
-            "bound_ms": dx.thresholds.dstate_bound.as_millis() as u64,
-            "held": list,
+        evidence: details_value(&HeldEvidence {
+            bound_ms: dx.thresholds.dstate_bound.as_millis() as u64,
+            held: list,
         }),
         blocker: None,
         symptom: Symptom::Stuck {
@@ -352,26 +359,27 @@ fn fault_diagnosis(
         "the stuck tasks are never acted on (they cannot die until they wake) and no blocking process is known"
             .to_string()
     });
-    let list: Vec<Value> = group
+    let list: Vec<StuckEvidence<'_>> = group
         .iter()
         .take(20)
         .map(|(s, b)| task_json(s, b))
         .collect();
-    let held_list: Vec<Value> = held.iter().take(20).map(|(s, b)| task_json(s, b)).collect();
+    let held_list: Vec<StuckEvidence<'_>> =
+        held.iter().take(20).map(|(s, b)| task_json(s, b)).collect();
     Diagnosis {
         class,
         summary,
         culprit,
         target,
-        evidence: json!({
-            "bound_ms": dx.thresholds.dstate_bound.as_millis() as u64,
-            "blocker": blocker,
-            "stuck": list,
-            "waiter": waiter.map(|t| dx.task_json(t, None)),
-            "kernel_stack": dx.stack_of(main.pid, main.tid),
-            "stalled_devices": stalled_here.iter().map(|d| d.evidence.clone()).collect::<Vec<_>>(),
-            "held_elsewhere": held_list,
-            "kernel_reports": kernel,
+        evidence: details_value(&StuckGroupEvidence {
+            bound_ms: dx.thresholds.dstate_bound.as_millis() as u64,
+            blocker,
+            stuck: list,
+            waiter: waiter.map(|t| dx.task_json(t, None)),
+            kernel_stack: dx.stack_of(main.pid, main.tid),
+            stalled_devices: stalled_here.iter().map(|d| &d.evidence).collect(),
+            held_elsewhere: held_list,
+            kernel_reports: kernel,
         }),
         no_target,
         restart_veto: restart_veto(blocker),
@@ -379,5 +387,132 @@ fn fault_diagnosis(
         symptom: Symptom::Stuck {
             tasks: tasks_of(group),
         },
+    }
+}
+
+/// A device that completed nothing while busy (`stalled_devices[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct DiskEvidence {
+    /// Its name (`sda`, …).
+    device: String,
+    /// `major:minor`.
+    dev: String,
+    in_flight: u64,
+    /// Requests completed over the interval.
+    completed: u64,
+    busy_ms: u64,
+}
+
+/// A task stuck in D state (`stuck[]`, `held[]`, `held_elsewhere[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct StuckEvidence<'a> {
+    pid: i32,
+    tid: i32,
+    comm: &'a str,
+    stuck_ms: u64,
+    wchan: Option<&'a str>,
+    kernel_thread: bool,
+    /// What it waits on.
+    blocker: &'a Blocker,
+    /// Why it is held on purpose (in a held diagnosis only; absent
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// `evidence` of a `held` (dismissed) diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct HeldEvidence<'a> {
+    /// `heavy.dstate_bound`, ms.
+    bound_ms: u64,
+    /// The held tasks (at most 20).
+    held: Vec<StuckEvidence<'a>>,
+}
+
+/// `evidence` of a `d_state` or `io_stall` diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct StuckGroupEvidence<'a> {
+    bound_ms: u64,
+    /// What the tasks wait on.
+    blocker: &'a Blocker,
+    /// The stuck tasks (at most 20).
+    stuck: Vec<StuckEvidence<'a>>,
+    /// The task holding what they wait on, when known (a `TaskEvidence`).
+    waiter: Option<Value>,
+    /// The main stuck task's kernel stack, when readable.
+    kernel_stack: Option<Vec<String>>,
+    stalled_devices: Vec<&'a DiskEvidence>,
+    /// Tasks held on purpose meanwhile (at most 20).
+    held_elsewhere: Vec<StuckEvidence<'a>>,
+    kernel_reports: Vec<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Each evidence document is exactly the JSON the old `json!`
+    /// literals built: `reason` only on held tasks, unknown values `null`.
+    #[test]
+    fn stuck_evidence_matches_the_documented_json() {
+        let b = Blocker::Device {
+            device: "8:0".into(),
+            mount: None,
+        };
+        let b_json = json!({"kind": "device", "device": "8:0", "mount": null});
+        let task = StuckEvidence {
+            pid: 4,
+            tid: 5,
+            comm: "dd",
+            stuck_ms: 3000,
+            wchan: None,
+            kernel_thread: false,
+            blocker: &b,
+            reason: None,
+        };
+        let task_json = json!({"pid": 4, "tid": 5, "comm": "dd", "stuck_ms": 3000,
+                               "wchan": null, "kernel_thread": false, "blocker": b_json});
+        let disk = DiskEvidence {
+            device: "sda".into(),
+            dev: "8:0".into(),
+            in_flight: 2,
+            completed: 0,
+            busy_ms: 1000,
+        };
+        let group = StuckGroupEvidence {
+            bound_ms: 2000,
+            blocker: &b,
+            stuck: vec![task.clone()],
+            waiter: None,
+            kernel_stack: None,
+            stalled_devices: vec![&disk],
+            held_elsewhere: vec![],
+            kernel_reports: vec![],
+        };
+        assert_eq!(
+            details_value(&group),
+            json!({
+                "bound_ms": 2000, "blocker": b_json, "stuck": [task_json], "waiter": null,
+                "kernel_stack": null,
+                "stalled_devices": [{"device": "sda", "dev": "8:0", "in_flight": 2,
+                                     "completed": 0, "busy_ms": 1000}],
+                "held_elsewhere": [], "kernel_reports": [],
+            })
+        );
+        let held = HeldEvidence {
+            bound_ms: 2000,
+            held: vec![StuckEvidence {
+                reason: Some("frozen_cgroup"),
+                ..task
+            }],
+        };
+        let mut held_task = task_json;
+        held_task["reason"] = json!("frozen_cgroup");
+        assert_eq!(
+            details_value(&held),
+            json!({"bound_ms": 2000, "held": [held_task]})
+        );
     }
 }
