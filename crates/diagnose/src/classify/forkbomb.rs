@@ -26,7 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use serde_json::json;
+use serde::Serialize;
+
+use selfheal_event::details_value;
 
 use selfheal_recover::broad_cgroup;
 
@@ -98,17 +100,17 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             ),
             culprit,
             target,
-            evidence: json!({
-                "scope": "cgroup",
-                "cgroup": cg.path,
-                "cgroup_blamed_whole": broad.is_none(),
-                "cgroup_not_blamed_whole_because": broad,
-                "pids_current": p.current,
-                "pids_max": p.max,
-                "forks_refused_total": p.refused,
-                "forks_refused_recently": p.refused_recently,
-                "members_counted": members.len(),
-                "commands": top_comms(&members),
+            evidence: details_value(&CgroupBombEvidence {
+                scope: "cgroup",
+                cgroup: &cg.path,
+                cgroup_blamed_whole: broad.is_none(),
+                cgroup_not_blamed_whole_because: broad.as_deref(),
+                pids_current: p.current,
+                pids_max: p.max,
+                forks_refused_total: p.refused,
+                forks_refused_recently: p.refused_recently,
+                members_counted: members.len(),
+                commands: top_comms(&members),
             }),
             blocker: None,
             symptom: Symptom::CgroupTasks {
@@ -170,15 +172,15 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 "fork_bomb: {related} related processes of {comm} (uid {uid}; {n} in all, {growth}); oldest pid {}",
                 root.pid
             ),
-            json!({
-                "scope": "program",
-                "comm": comm,
-                "uid": uid,
-                "processes": n,
-                "processes_before": before,
-                "related_processes": related,
-                "held_by_pids_limit": held.as_ref().map(|(cg, _)| cg),
-                "forks_refused_recently": held.as_ref().map(|(_, r)| r),
+            details_value(&ProgramBombEvidence {
+                scope: "program",
+                comm,
+                uid: *uid,
+                processes: n,
+                processes_before: before,
+                related_processes: related,
+                held_by_pids_limit: held.as_ref().map(|(cg, _)| cg.as_str()),
+                forks_refused_recently: held.as_ref().map(|(_, r)| *r),
             }),
         ));
     }
@@ -235,8 +237,14 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             "fork_bomb: uid {uid} gained {gained} processes in {} ms ({g} of them {comm}, {new_in_cluster} in one related group)",
             d.interval.as_millis()
         );
-        let evidence = json!({"scope": "user", "uid": uid, "gained": gained, "comm": comm,
-            "processes": n, "gained_in_related_group": new_in_cluster});
+        let evidence = details_value(&UserBombEvidence {
+            scope: "user",
+            uid,
+            gained,
+            comm,
+            processes: n,
+            gained_in_related_group: new_in_cluster,
+        });
         if new_in_cluster * 2 < g {
             // The growth is spread over unrelated jobs: no one group to blame.
             let (culprit, _) = dx.culprit_of(root);
@@ -310,7 +318,7 @@ fn program_diagnosis(
     mut evidence: serde_json::Value,
 ) -> Diagnosis {
     let (culprit, mut target) = dx.culprit_of(root);
-    evidence["process_groups"] = json!(scope.pgids.iter().take(20).collect::<Vec<_>>());
+    evidence["process_groups"] = details_value(&scope.pgids.iter().take(20).collect::<Vec<_>>());
     target.blame = Blame::Program(scope);
     Diagnosis {
         class: Class::ForkBomb,
@@ -428,12 +436,130 @@ fn oldest<'a>(members: &[&'a TaskSample]) -> Option<&'a TaskSample> {
         .copied()
 }
 
-fn top_comms(members: &[&TaskSample]) -> serde_json::Value {
-    let mut m: BTreeMap<&str, usize> = BTreeMap::new();
+/// The commonest commands among `members`, as `[command, count]` pairs
+/// (at most 5).
+fn top_comms<'a>(members: &[&'a TaskSample]) -> Vec<(&'a str, usize)> {
+    let mut m: BTreeMap<&'a str, usize> = BTreeMap::new();
     for t in members {
         *m.entry(t.stat.comm.as_str()).or_default() += 1;
     }
     let mut v: Vec<(&str, usize)> = m.into_iter().collect();
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
-    json!(v.into_iter().take(5).collect::<Vec<_>>())
+    v.into_iter().take(5).collect()
+}
+
+/// `evidence` of a cgroup's `fork_bomb` (its pids limit refusing forks).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct CgroupBombEvidence<'a> {
+    /// Always `cgroup`.
+    scope: &'static str,
+    cgroup: &'a str,
+    /// True when recovery may act on the whole cgroup.
+    cgroup_blamed_whole: bool,
+    /// Why not, when not (a slice, a session scope, the root).
+    cgroup_not_blamed_whole_because: Option<&'a str>,
+    pids_current: u64,
+    pids_max: u64,
+    /// `pids.events` `max`; `null` when unreadable.
+    forks_refused_total: Option<u64>,
+    forks_refused_recently: u64,
+    members_counted: usize,
+    /// The commonest commands, as `[command, count]` pairs.
+    commands: Vec<(&'a str, usize)>,
+}
+
+/// `evidence` of one program's `fork_bomb` (`process_groups` is added by
+/// `program_diagnosis`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct ProgramBombEvidence<'a> {
+    /// Always `program`.
+    scope: &'static str,
+    comm: &'a str,
+    uid: u32,
+    processes: usize,
+    processes_before: usize,
+    related_processes: usize,
+    /// The cgroup whose pids limit holds it, when it is not growing.
+    held_by_pids_limit: Option<&'a str>,
+    /// Forks that cgroup refused since the last sweep.
+    forks_refused_recently: Option<u64>,
+}
+
+/// `evidence` of one user's `fork_bomb` (different programs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct UserBombEvidence<'a> {
+    /// Always `user`.
+    scope: &'static str,
+    uid: u32,
+    gained: usize,
+    /// The command most of the new processes run.
+    comm: &'a str,
+    processes: usize,
+    gained_in_related_group: usize,
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Each evidence document is exactly the JSON the old `json!`
+    /// literals built: commands as `[command, count]` pairs, unknown
+    /// values `null`.
+    #[test]
+    fn fork_bomb_evidence_matches_the_documented_json() {
+        let cg = CgroupBombEvidence {
+            scope: "cgroup",
+            cgroup: "/user.slice",
+            cgroup_blamed_whole: false,
+            cgroup_not_blamed_whole_because: Some("a slice"),
+            pids_current: 512,
+            pids_max: 512,
+            forks_refused_total: None,
+            forks_refused_recently: 40,
+            members_counted: 500,
+            commands: vec![("bomb", 498), ("sh", 2)],
+        };
+        assert_eq!(
+            details_value(&cg),
+            json!({
+                "scope": "cgroup", "cgroup": "/user.slice", "cgroup_blamed_whole": false,
+                "cgroup_not_blamed_whole_because": "a slice", "pids_current": 512,
+                "pids_max": 512, "forks_refused_total": null, "forks_refused_recently": 40,
+                "members_counted": 500, "commands": [["bomb", 498], ["sh", 2]],
+            })
+        );
+        let p = ProgramBombEvidence {
+            scope: "program",
+            comm: "bomb",
+            uid: 1000,
+            processes: 300,
+            processes_before: 100,
+            related_processes: 290,
+            held_by_pids_limit: None,
+            forks_refused_recently: None,
+        };
+        assert_eq!(
+            details_value(&p),
+            json!({
+                "scope": "program", "comm": "bomb", "uid": 1000, "processes": 300,
+                "processes_before": 100, "related_processes": 290,
+                "held_by_pids_limit": null, "forks_refused_recently": null,
+            })
+        );
+        let u = UserBombEvidence {
+            scope: "user",
+            uid: 1000,
+            gained: 200,
+            comm: "bomb",
+            processes: 210,
+            gained_in_related_group: 20,
+        };
+        assert_eq!(
+            details_value(&u),
+            json!({"scope": "user", "uid": 1000, "gained": 200, "comm": "bomb",
+                   "processes": 210, "gained_in_related_group": 20})
+        );
+    }
 }
