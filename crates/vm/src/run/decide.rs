@@ -2,6 +2,10 @@
 //! policy's tick, and carrying out its decisions (rollback, restart, a
 //! diagnosis recorded).
 
+use serde::Serialize;
+
+use selfheal_event::details_value;
+
 use super::*;
 
 impl Run<'_> {
@@ -52,7 +56,9 @@ impl Run<'_> {
                 EventKind::VmStart,
                 Severity::Warning,
                 "no heartbeat from the guest after 2 minutes: hang detection by heartbeat is off until one comes (run `selfheal watch` in the guest; its [host_link] port must match)".into(),
-                json!({ "port": self.cfg.port }),
+                details_value(&NoLinkDetails {
+                    port: &self.cfg.port,
+                }),
             );
         }
         let mut policy = std::mem::replace(&mut self.policy, Policy::new(placeholder()));
@@ -99,7 +105,10 @@ impl Run<'_> {
                         EventKind::VmHang,
                         Severity::Critical,
                         format!("{why}; left as is (restart = never)"),
-                        json!({ "trigger": trigger.as_ref().map(Trigger::name), "why": why }),
+                        details_value(&LeftDetails {
+                            trigger: trigger.as_ref().map(Trigger::name),
+                            why: &why,
+                        }),
                     );
                     return None;
                 }
@@ -123,7 +132,10 @@ impl Run<'_> {
                         "guest link silent for {} ms, not acted on: {why}",
                         silent.as_millis()
                     ),
-                    json!({ "silent_ms": silent.as_millis() as u64, "why": why }),
+                    details_value(&NotHungDetails {
+                        silent_ms: silent.as_millis() as u64,
+                        why: &why,
+                    }),
                 );
                 None
             }
@@ -147,11 +159,11 @@ impl Run<'_> {
                             d.as_millis()
                         ))
                     ),
-                    json!({
-                        "outcome": "recovered",
-                        "trigger": trigger.name(),
-                        "rollbacks": rollbacks,
-                        "detect_to_serving_ms": detect_to_serving.map(|d| d.as_millis() as u64),
+                    details_value(&RecoveredDetails {
+                        outcome: "recovered",
+                        trigger: trigger.name(),
+                        rollbacks,
+                        detect_to_serving_ms: detect_to_serving.map(|d| d.as_millis() as u64),
                     }),
                 );
                 None
@@ -203,27 +215,198 @@ fn describe(t: &Trigger) -> (EventKind, String) {
 }
 
 fn trigger_details(t: &Trigger, attempt: u32, back_ms: u64) -> serde_json::Value {
-    let mut d = json!({ "trigger": t.name(), "attempt": attempt, "rollback_before_ms": back_ms });
+    let mut d = TriggerDetails {
+        trigger: t.name(),
+        attempt,
+        rollback_before_ms: back_ms,
+        silent_ms: None,
+        evidence: None,
+        class: None,
+        guest_message: None,
+    };
     match t {
         Trigger::Hang { silent, evidence } => {
-            d["silent_ms"] = json!(silent.as_millis() as u64);
-            d["evidence"] = json!({
-                "qemu_cpu_ms": evidence.qemu_cpu_ms,
-                "qemu_scheduled": evidence.qemu_scheduled,
-                "window_ms": evidence.window_ms,
-                "vcpu_run_ms": evidence.vcpu_run_ms,
-                "vcpu_wait_ms": evidence.vcpu_wait_ms,
-                "runnable_ms": evidence.runnable_ms,
-                "vcpu_busy": evidence.vcpus.iter().map(|(i, s)| json!({"cpu": i, "share": s})).collect::<Vec<_>>(),
-                "qmp_status": evidence.status,
-                "qmp_unresponsive": evidence.qmp_unresponsive,
+            d.silent_ms = Some(silent.as_millis() as u64);
+            d.evidence = Some(HangEvidence {
+                qemu_cpu_ms: evidence.qemu_cpu_ms,
+                qemu_scheduled: evidence.qemu_scheduled,
+                window_ms: evidence.window_ms,
+                vcpu_run_ms: evidence.vcpu_run_ms,
+                vcpu_wait_ms: evidence.vcpu_wait_ms,
+                runnable_ms: evidence.runnable_ms,
+                vcpu_busy: evidence
+                    .vcpus
+                    .iter()
+                    .map(|&(cpu, share)| VcpuBusy { cpu, share })
+                    .collect(),
+                qmp_status: evidence.status.as_deref(),
+                qmp_unresponsive: evidence.qmp_unresponsive,
             });
         }
         Trigger::Guest { class, message } => {
-            d["class"] = json!(class.as_str());
-            d["guest_message"] = json!(message);
+            d.class = Some(class.as_str());
+            d.guest_message = Some(message);
         }
         Trigger::Panic => {}
     }
-    d
+    details_value(&d)
+}
+
+/// `details` of a VM incident event (`vm_hang`, `vm_panic`, …): what
+/// the store, `/api/events` and the lab read. The trigger's own keys are
+/// present only for its kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct TriggerDetails<'a> {
+    /// `panic`, `hang` or `guest_diagnosis`.
+    trigger: &'static str,
+    /// Rollbacks already tried for this incident.
+    attempt: u32,
+    /// How far back the rollback goes, ms (0 for a restart).
+    rollback_before_ms: u64,
+    /// A hang: how long the guest link was silent, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silent_ms: Option<u64>,
+    /// A hang: what the host measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<HangEvidence<'a>>,
+    /// A guest diagnosis: its class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<&'static str>,
+    /// A guest diagnosis: its message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guest_message: Option<&'a str>,
+}
+
+/// What the host measured of a silent guest (`details.evidence`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct HangEvidence<'a> {
+    qemu_cpu_ms: f64,
+    qemu_scheduled: Option<u64>,
+    window_ms: f64,
+    vcpu_run_ms: Option<f64>,
+    vcpu_wait_ms: Option<f64>,
+    runnable_ms: Option<f64>,
+    vcpu_busy: Vec<VcpuBusy>,
+    /// QMP `query-status`, when it answered.
+    qmp_status: Option<&'a str>,
+    qmp_unresponsive: bool,
+}
+
+/// One vCPU thread's share of the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct VcpuBusy {
+    cpu: u32,
+    share: f64,
+}
+
+/// `details` of the warning that no guest heartbeat came.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct NoLinkDetails<'a> {
+    /// The host-link port the guest should use.
+    port: &'a str,
+}
+
+/// `details` of a hang left as is (`restart = never`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct LeftDetails<'a> {
+    trigger: Option<&'static str>,
+    why: &'a str,
+}
+
+/// `details` of a silent guest not acted on (`dismissed`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct NotHungDetails<'a> {
+    silent_ms: u64,
+    why: &'a str,
+}
+
+/// `details` of a VM that runs on after its rollbacks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct RecoveredDetails {
+    /// Always `recovered`.
+    outcome: &'static str,
+    trigger: &'static str,
+    rollbacks: u32,
+    detect_to_serving_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod details_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Each VM incident document is exactly the JSON the old `json!`
+    /// literals built: a trigger's own keys only for its kind, unknown
+    /// values `null`.
+    #[test]
+    fn vm_event_details_match_the_documented_json() {
+        let hang = Trigger::Hang {
+            silent: Duration::from_millis(4000),
+            evidence: HostEvidence {
+                qemu_cpu_ms: 3.5,
+                qemu_scheduled: None,
+                window_ms: 1000.0,
+                vcpus: vec![(0, 0.5)],
+                vcpu_run_ms: Some(2.0),
+                vcpu_wait_ms: None,
+                runnable_ms: None,
+                status: Some("running".into()),
+                qmp_unresponsive: false,
+            },
+        };
+        assert_eq!(
+            trigger_details(&hang, 1, 5000),
+            json!({
+                "trigger": "hang", "attempt": 1, "rollback_before_ms": 5000, "silent_ms": 4000,
+                "evidence": {
+                    "qemu_cpu_ms": 3.5, "qemu_scheduled": null, "window_ms": 1000.0,
+                    "vcpu_run_ms": 2.0, "vcpu_wait_ms": null, "runnable_ms": null,
+                    "vcpu_busy": [{"cpu": 0, "share": 0.5}], "qmp_status": "running",
+                    "qmp_unresponsive": false,
+                },
+            })
+        );
+        let guest = Trigger::Guest {
+            class: Class::KernelStall,
+            message: "cpu 1 stalled".into(),
+        };
+        assert_eq!(
+            trigger_details(&guest, 0, 0),
+            json!({"trigger": "guest_diagnosis", "attempt": 0, "rollback_before_ms": 0,
+                   "class": "kernel_stall", "guest_message": "cpu 1 stalled"})
+        );
+        assert_eq!(
+            trigger_details(&Trigger::Panic, 0, 10),
+            json!({"trigger": "panic", "attempt": 0, "rollback_before_ms": 10})
+        );
+        assert_eq!(
+            details_value(&NoLinkDetails { port: "4444" }),
+            json!({"port": "4444"})
+        );
+        assert_eq!(
+            details_value(&LeftDetails {
+                trigger: None,
+                why: "x"
+            }),
+            json!({"trigger": null, "why": "x"})
+        );
+        assert_eq!(
+            details_value(&NotHungDetails {
+                silent_ms: 7,
+                why: "y"
+            }),
+            json!({"silent_ms": 7, "why": "y"})
+        );
+        assert_eq!(
+            details_value(&RecoveredDetails {
+                outcome: "recovered",
+                trigger: "hang",
+                rollbacks: 2,
+                detect_to_serving_ms: None,
+            }),
+            json!({"outcome": "recovered", "trigger": "hang", "rollbacks": 2,
+                   "detect_to_serving_ms": null})
+        );
+    }
 }
