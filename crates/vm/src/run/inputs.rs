@@ -2,6 +2,10 @@
 //! the checkpoint engine's events; and what it sends on (the rollback
 //! notice to the guest, the pause summaries).
 
+use serde::Serialize;
+
+use selfheal_event::details_value;
+
 use super::*;
 
 impl Run<'_> {
@@ -21,7 +25,10 @@ impl Run<'_> {
                 EventKind::VmRestart,
                 Severity::Warning,
                 format!("the guest reset itself ({reason})"),
-                json!({ "reason": reason, "by": "guest" }),
+                details_value(&ResetDetails {
+                    reason: &reason,
+                    by: "guest",
+                }),
             ),
             QmpEvent::Reset { .. } | QmpEvent::Other(_) | QmpEvent::Closed => {}
         }
@@ -41,7 +48,10 @@ impl Run<'_> {
                         EventKind::VmRestart,
                         Severity::Warning,
                         "the guest rebooted by itself (new boot id)".into(),
-                        json!({ "boot_id": boot_id, "by": "guest" }),
+                        details_value(&RebootDetails {
+                            boot_id: &boot_id,
+                            by: "guest",
+                        }),
                     );
                 }
                 if !self.heard {
@@ -88,13 +98,13 @@ impl Run<'_> {
                         EventKind::Dismissed,
                         Severity::Info,
                         format!("the guest's {class} diagnosis is not acted on: {}", n.why),
-                        json!({
-                            "class": class.as_str(),
-                            "why": n.why,
-                            "after_rollback_ms": n.after_rollback.as_millis() as u64,
-                            "covers_ms": n.covers.as_millis() as u64,
-                            "settle_ms": self.cfg.settle.get().as_millis() as u64,
-                            "guest_message": e.message,
+                        details_value(&NotActedDetails {
+                            class: class.as_str(),
+                            why: &n.why,
+                            after_rollback_ms: n.after_rollback.as_millis() as u64,
+                            covers_ms: n.covers.as_millis() as u64,
+                            settle_ms: self.cfg.settle.get().as_millis() as u64,
+                            guest_message: &e.message,
                         }),
                     );
                 }
@@ -131,7 +141,7 @@ impl Run<'_> {
                         EventKind::Checkpoint,
                         Severity::Warning,
                         format!("a VM checkpoint failed (QEMU runs on): {error}"),
-                        json!({ "error": error }),
+                        details_value(&CheckpointFailedDetails { error: &error }),
                     );
                 }
             }
@@ -159,12 +169,12 @@ impl Run<'_> {
                             .filter(|a| *a > 0)
                             .map_or(String::new(), |a| format!(", attempt {}", a + 1))
                     ),
-                    json!({
-                        "trigger": trigger,
-                        "attempt": attempt,
-                        "rollback_ms": r.duration_us as f64 / 1000.0,
-                        "guest_told": told,
-                        "report": r,
+                    details_value(&RolledBackDetails {
+                        trigger: &trigger,
+                        attempt,
+                        rollback_ms: r.duration_us as f64 / 1000.0,
+                        guest_told: told,
+                        report: &r,
                     }),
                 );
             }
@@ -260,4 +270,111 @@ fn pause_stats(v: &mut [u64]) -> serde_json::Value {
         "p99_ms": q(0.99),
         "max_ms": q(1.0),
     })
+}
+
+/// `details` of a reset the guest asked for (`vm_restart`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct ResetDetails<'a> {
+    /// QMP's reason.
+    reason: &'a str,
+    /// Always `guest`.
+    by: &'static str,
+}
+
+/// `details` of a guest that rebooted by itself (`vm_restart`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct RebootDetails<'a> {
+    /// The new boot id.
+    boot_id: &'a str,
+    /// Always `guest`.
+    by: &'static str,
+}
+
+/// `details` of a guest diagnosis the host does not act on (`dismissed`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct NotActedDetails<'a> {
+    class: &'static str,
+    why: &'a str,
+    /// How long after the last rollback it came, ms.
+    after_rollback_ms: u64,
+    /// How far back its onset reaches, ms.
+    covers_ms: u64,
+    /// `settle`, ms.
+    settle_ms: u64,
+    guest_message: &'a str,
+}
+
+/// `details` of a failed VM checkpoint (`checkpoint`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct CheckpointFailedDetails<'a> {
+    error: &'a str,
+}
+
+/// `details` of a rollback in place (`vm_rollback`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct RolledBackDetails<'a, R> {
+    /// What it was for (`hang`, `panic`, … or `qemu <failure>`).
+    trigger: &'a str,
+    /// Which attempt for this incident, when the supervisor asked for it.
+    attempt: Option<u32>,
+    /// How long QEMU was stopped, ms.
+    rollback_ms: f64,
+    /// Whether the notice was sent; `null` when the guest does not listen.
+    guest_told: Option<bool>,
+    /// The checkpoint engine's report.
+    report: &'a R,
+}
+
+#[cfg(test)]
+mod details_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Each document is exactly the JSON the old `json!` literals built.
+    #[test]
+    fn vm_input_details_match_the_documented_json() {
+        assert_eq!(
+            details_value(&ResetDetails {
+                reason: "guest-reset",
+                by: "guest"
+            }),
+            json!({"reason": "guest-reset", "by": "guest"})
+        );
+        assert_eq!(
+            details_value(&RebootDetails {
+                boot_id: "b2",
+                by: "guest"
+            }),
+            json!({"boot_id": "b2", "by": "guest"})
+        );
+        assert_eq!(
+            details_value(&NotActedDetails {
+                class: "kernel_stall",
+                why: "settling",
+                after_rollback_ms: 10,
+                covers_ms: 20,
+                settle_ms: 30,
+                guest_message: "m",
+            }),
+            json!({"class": "kernel_stall", "why": "settling", "after_rollback_ms": 10,
+                   "covers_ms": 20, "settle_ms": 30, "guest_message": "m"})
+        );
+        assert_eq!(
+            details_value(&CheckpointFailedDetails { error: "e" }),
+            json!({"error": "e"})
+        );
+        let report = json!({"pages_restored": 3});
+        assert_eq!(
+            details_value(&RolledBackDetails {
+                trigger: "qemu Crash",
+                attempt: None,
+                rollback_ms: 1.5,
+                guest_told: None,
+                report: &report,
+            }),
+            json!({"trigger": "qemu Crash", "attempt": null, "rollback_ms": 1.5,
+                   "guest_told": null, "report": {"pages_restored": 3}})
+        );
+    }
 }
