@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use selfheal_checkpoint::ExitInfo;
 use selfheal_config::{RestartPolicy, VmConfig};
-use selfheal_event::{EventKind, EventSink, Severity};
+use selfheal_event::{details_value, EventKind, EventSink, Severity};
 use selfheal_metrics::Collector;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::events::vm_event;
 use crate::metrics::{VmCollector, VmMetrics};
@@ -79,7 +79,10 @@ pub fn run_vm(
                     EventKind::VmExit,
                     Severity::Critical,
                     format!("cannot start: {e}"),
-                    json!({ "error": e.to_string() }),
+                    details_value(&StartFailed {
+                        exit: None,
+                        error: &e.to_string(),
+                    }),
                 );
                 return VmFinish {
                     error: Some(e.to_string()),
@@ -91,7 +94,7 @@ pub fn run_vm(
                     EventKind::VmExit,
                     Severity::Info,
                     "stopped (QEMU told to quit)".into(),
-                    json!({ "stopped": true }),
+                    details_value(&Stopped { stopped: true }),
                 );
                 return VmFinish {
                     stopped: true,
@@ -111,7 +114,10 @@ pub fn run_vm(
                     EventKind::VmExit,
                     Severity::Critical,
                     format!("cannot start: {e}"),
-                    json!({ "exit": info, "error": e }),
+                    details_value(&StartFailed {
+                        exit: Some(&info),
+                        error: &e,
+                    }),
                 );
                 return VmFinish {
                     exit: Some(info),
@@ -145,7 +151,11 @@ pub fn run_vm(
                         Severity::Info
                     },
                     format!("{what}{}", if again { "" } else { "; not restarted" }),
-                    json!({ "exit": info, "shutdown_reason": reason, "restart": again }),
+                    details_value(&Exited {
+                        exit: &info,
+                        shutdown_reason: reason.as_deref(),
+                        restart: again,
+                    }),
                 );
                 if !again || stop.is_set() {
                     return VmFinish {
@@ -173,7 +183,10 @@ pub fn run_vm(
                     restarts.len(),
                     cfg.restart_window
                 ),
-                json!({ "restarts": restarts.len(), "why": why }),
+                details_value(&GaveUp {
+                    restarts: restarts.len(),
+                    why: &why,
+                }),
             );
             return VmFinish {
                 gave_up: true,
@@ -186,7 +199,10 @@ pub fn run_vm(
             EventKind::VmRestart,
             Severity::Critical,
             format!("starting QEMU again: {why}"),
-            json!({ "why": why, "by": "selfheal" }),
+            details_value(&Restarting {
+                why: &why,
+                by: "selfheal",
+            }),
         );
         let until = Instant::now() + RESTART_DELAY;
         while Instant::now() < until && !stop.is_set() {
@@ -253,5 +269,106 @@ impl VmSupervisor {
             .into_iter()
             .map(|(_, h)| h.join().unwrap_or_default())
             .collect()
+    }
+}
+
+/// `details` of a QEMU that could not start (`vm_exit`). `exit` is
+/// present only when QEMU ran and exited.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct StartFailed<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<&'a ExitInfo>,
+    error: &'a str,
+}
+
+/// `details` of a QEMU told to quit (`vm_exit`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Stopped {
+    /// Always true.
+    stopped: bool,
+}
+
+/// `details` of a QEMU that exited (`vm_exit`, `vm_crash`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Exited<'a> {
+    exit: &'a ExitInfo,
+    /// QMP's SHUTDOWN reason, if one came.
+    shutdown_reason: Option<&'a str>,
+    /// Whether it is started again.
+    restart: bool,
+}
+
+/// `details` of giving up after too many restarts (`vm_gave_up`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct GaveUp<'a> {
+    /// Restarts within `restart_window`.
+    restarts: usize,
+    why: &'a str,
+}
+
+/// `details` of starting QEMU again (`vm_restart`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Restarting<'a> {
+    why: &'a str,
+    /// Always `selfheal`.
+    by: &'static str,
+}
+
+#[cfg(test)]
+mod details_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Each document is exactly the JSON the old `json!` literals built:
+    /// `exit` only when QEMU ran, an unknown shutdown reason `null`.
+    #[test]
+    fn vm_lifecycle_details_match_the_documented_json() {
+        let info = ExitInfo {
+            code: Some(1),
+            signal: None,
+            core_dumped: false,
+        };
+        let info_json = json!({"code": 1, "signal": null, "core_dumped": false});
+        assert_eq!(
+            details_value(&StartFailed {
+                exit: None,
+                error: "no kvm"
+            }),
+            json!({"error": "no kvm"})
+        );
+        assert_eq!(
+            details_value(&StartFailed {
+                exit: Some(&info),
+                error: "bad -m"
+            }),
+            json!({"exit": info_json, "error": "bad -m"})
+        );
+        assert_eq!(
+            details_value(&Stopped { stopped: true }),
+            json!({"stopped": true})
+        );
+        assert_eq!(
+            details_value(&Exited {
+                exit: &info,
+                shutdown_reason: None,
+                restart: true
+            }),
+            json!({"exit": info_json, "shutdown_reason": null, "restart": true})
+        );
+        assert_eq!(
+            details_value(&GaveUp {
+                restarts: 3,
+                why: "crash"
+            }),
+            json!({"restarts": 3, "why": "crash"})
+        );
+        assert_eq!(
+            details_value(&Restarting {
+                why: "crash",
+                by: "selfheal"
+            }),
+            json!({"why": "crash", "by": "selfheal"})
+        );
     }
 }

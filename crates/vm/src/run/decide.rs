@@ -330,6 +330,27 @@ struct RecoveredDetails {
     detect_to_serving_ms: Option<u64>,
 }
 
+/// `details` of the `vm_start` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct StartDetails<'a> {
+    /// QEMU's pid.
+    pub pid: i32,
+    /// Its command line.
+    pub command: &'a [String],
+    /// How it is checkpointed; `null` when it is not.
+    pub checkpoints: Option<CheckpointPlan>,
+}
+
+/// `details.checkpoints` of the `vm_start` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct CheckpointPlan {
+    pub interval_ms: u64,
+    /// Checkpoints kept.
+    pub keep: usize,
+    pub older_every_ms: u64,
+    pub older_span_ms: u64,
+}
+
 #[cfg(test)]
 mod details_tests {
     use serde_json::json;
@@ -379,6 +400,30 @@ mod details_tests {
         assert_eq!(
             trigger_details(&Trigger::Panic, 0, 10),
             json!({"trigger": "panic", "attempt": 0, "rollback_before_ms": 10})
+        );
+        let argv = vec!["qemu-system-x86_64".to_string()];
+        assert_eq!(
+            details_value(&StartDetails {
+                pid: 9,
+                command: &argv,
+                checkpoints: Some(CheckpointPlan {
+                    interval_ms: 200,
+                    keep: 8,
+                    older_every_ms: 1000,
+                    older_span_ms: 10_000,
+                }),
+            }),
+            json!({"pid": 9, "command": ["qemu-system-x86_64"],
+                   "checkpoints": {"interval_ms": 200, "keep": 8, "older_every_ms": 1000,
+                                   "older_span_ms": 10_000}})
+        );
+        assert_eq!(
+            details_value(&StartDetails {
+                pid: 9,
+                command: &argv,
+                checkpoints: None,
+            }),
+            json!({"pid": 9, "command": ["qemu-system-x86_64"], "checkpoints": null})
         );
         assert_eq!(
             details_value(&NoLinkDetails { port: "4444" }),

@@ -276,15 +276,15 @@ impl<'a> Run<'a> {
                     ", no checkpoints (a panic or hang restarts the guest)".into()
                 }
             ),
-            json!({
-                "pid": proc.pid(),
-                "command": argv,
-                "checkpoints": proc.is_traced().then(|| json!({
-                    "interval_ms": c.interval.get().as_millis() as u64,
-                    "keep": c.keep,
-                    "older_every_ms": c.older_every.get().as_millis() as u64,
-                    "older_span_ms": c.older_span.get().as_millis() as u64,
-                })),
+            selfheal_event::details_value(&decide::StartDetails {
+                pid: proc.pid(),
+                command: &argv,
+                checkpoints: proc.is_traced().then(|| decide::CheckpointPlan {
+                    interval_ms: c.interval.get().as_millis() as u64,
+                    keep: c.keep,
+                    older_every_ms: c.older_every.get().as_millis() as u64,
+                    older_span_ms: c.older_span.get().as_millis() as u64,
+                }),
             }),
         ));
         Ok(Run {
