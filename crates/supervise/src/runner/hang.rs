@@ -5,9 +5,10 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use selfheal_config::KillMode;
-use selfheal_event::{EventKind, Severity};
+use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_sys::signal::signal_name;
 
+use super::hang_evidence::{ProbeEvidence, ProbeFailure, ReadyTimeoutEvidence, WatchdogEvidence};
 use super::{Runner, StopCause, Stopping, KILL_WAIT};
 
 /// Probe failures quoted in a hang event.
@@ -40,10 +41,10 @@ impl Runner {
         if let Some(d) = l.ready_deadline {
             if now >= d {
                 let timeout = self.s.app.notify.ready_timeout;
-                let evidence = json!({
-                    "ready_timeout_ms": timeout.get().as_millis() as u64,
-                    "deadline_unix_us": unix_us(d),
-                    "status": self.s.state.status().status,
+                let evidence = details_value(&ReadyTimeoutEvidence {
+                    ready_timeout_ms: timeout.get().as_millis() as u64,
+                    deadline_unix_us: unix_us(d),
+                    status: self.s.state.status().status,
                 });
                 // Never ready: no state of this run is known to be good.
                 self.hang(
@@ -59,11 +60,11 @@ impl Runner {
         if let (Some(base), Some(w)) = (l.watchdog_base, l.watchdog) {
             let deadline = base + w;
             if now >= deadline {
-                let evidence = json!({
-                    "watchdog_ms": w.as_millis() as u64,
-                    "last_ping_unix_us": l.last_ping.map(unix_us),
-                    "deadline_unix_us": unix_us(deadline),
-                    "suspected": l.suspicions.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+                let evidence = details_value(&WatchdogEvidence {
+                    watchdog_ms: w.as_millis() as u64,
+                    last_ping_unix_us: l.last_ping.map(unix_us),
+                    deadline_unix_us: unix_us(deadline),
+                    suspected: l.suspicions.keys().map(|k| k.as_str()).collect(),
                 });
                 let why = match l.last_ping {
                     Some(p) => format!("no WATCHDOG=1 for {:?} (limit {w:?})", now - p),
@@ -104,31 +105,29 @@ impl Runner {
         l.probe_failure_count[o.probe] += 1;
         let failures = l.probe_failure_count[o.probe];
         tracing::debug!(app = %app.name, probe = %cfg.name, failures, detail = %o.detail, "probe failed");
-        let history: Vec<Value> = l.probe_failures[o.probe]
+        let history: Vec<ProbeFailure<'_>> = l.probe_failures[o.probe]
             .iter()
-            .map(|f| {
-                json!({
-                    "detail": f.detail,
-                    "started_unix_us": unix_us(f.started),
-                    "elapsed_ms": f.elapsed.as_secs_f64() * 1000.0,
-                })
+            .map(|f| ProbeFailure {
+                detail: &f.detail,
+                started_unix_us: unix_us(f.started),
+                elapsed_ms: f.elapsed.as_secs_f64() * 1000.0,
             })
             .collect();
-        let evidence = json!({
-            "probe": cfg.name,
-            "kind": cfg.check.kind(),
-            "target": match &cfg.check {
+        let evidence = details_value(&ProbeEvidence {
+            probe: &cfg.name,
+            kind: cfg.check.kind(),
+            target: match &cfg.check {
                 selfheal_config::ProbeCheck::Exec { command } => command.join(" "),
                 selfheal_config::ProbeCheck::Tcp { address } => address.clone(),
                 selfheal_config::ProbeCheck::Http { url, .. } => url.clone(),
             },
-            "consecutive_failures": failures,
-            "failure_threshold": cfg.failure_threshold,
-            "period_ms": cfg.period.get().as_millis() as u64,
-            "timeout_ms": cfg.timeout.get().as_millis() as u64,
-            "failures": history,
+            consecutive_failures: failures,
+            failure_threshold: cfg.failure_threshold,
+            period_ms: cfg.period.get().as_millis() as u64,
+            timeout_ms: cfg.timeout.get().as_millis() as u64,
+            failures: history,
             // When the failing check gave up: its start plus what it took.
-            "failed_at_unix_us": unix_us(o.started + o.elapsed),
+            failed_at_unix_us: unix_us(o.started + o.elapsed),
         });
         if failures >= cfg.failure_threshold {
             let why = format!(

@@ -12,6 +12,7 @@
 //! - `notify.rs`: the notify protocol's messages.
 
 mod hang;
+mod hang_evidence;
 mod notify;
 
 use std::collections::HashMap;
