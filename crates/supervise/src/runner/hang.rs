@@ -2,13 +2,17 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use selfheal_config::KillMode;
 use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_sys::signal::signal_name;
 
-use super::hang_evidence::{ProbeEvidence, ProbeFailure, ReadyTimeoutEvidence, WatchdogEvidence};
+use super::hang_evidence::{
+    DryRunSignal, HangDetails, HookDetails, KillDetails, ProbeConfirmation, ProbeConfirmed,
+    ProbeEvidence, ProbeFailure, ReadyTimeoutEvidence, SignalDetails, StepDeclined, StepRecovered,
+    SuspectedDetails, WatchdogEvidence,
+};
 use super::{Runner, StopCause, Stopping, KILL_WAIT};
 
 /// Probe failures quoted in a hang event.
@@ -154,7 +158,7 @@ impl Runner {
             self.hang(
                 kind.as_str(),
                 ev,
-                Some(json!({ "probe": evidence })),
+                Some(details_value(&ProbeConfirmed { probe: &evidence })),
                 why,
                 since,
             );
@@ -204,10 +208,10 @@ impl Runner {
                             "; not acting without confirmation"
                         }
                     ),
-                    json!({
-                        "detector": kind.as_str(),
-                        "suspected": true,
-                        "evidence": evidence,
+                    details_value(&SuspectedDetails {
+                        detector: kind.as_str(),
+                        suspected: true,
+                        evidence: &evidence,
                     }),
                 );
                 if act_alone {
@@ -215,7 +219,7 @@ impl Runner {
                     self.hang(
                         kind.as_str(),
                         evidence,
-                        Some(json!("act_alone")),
+                        Some(Value::from("act_alone")),
                         why,
                         Some(since),
                     );
@@ -228,7 +232,10 @@ impl Runner {
                     self.hang(
                         kind.as_str(),
                         evidence,
-                        Some(json!({ "probe": name, "detail": detail })),
+                        Some(details_value(&ProbeConfirmation {
+                            probe: &name,
+                            detail: &detail,
+                        })),
                         why,
                         Some(since),
                     );
@@ -271,13 +278,13 @@ impl Runner {
             EventKind::AppHang,
             Severity::Critical,
             format!("{} (pid {pid}) is hung: {why}", self.name()),
-            json!({
-                "detector": detector,
-                "suspected": false,
-                "confirmed_by": confirmed_by,
-                "evidence": evidence,
-                "detected_unix_us": unix_us(detected),
-                "thread_stacks": stacks,
+            details_value(&HangDetails {
+                detector,
+                suspected: false,
+                confirmed_by,
+                evidence: &evidence,
+                detected_unix_us: unix_us(detected),
+                thread_stacks: stacks,
             }),
         );
         if let Some(out) = run_hook(&self.s.app.hook, self.name(), pid, detector) {
@@ -285,7 +292,10 @@ impl Runner {
                 EventKind::AppAction,
                 Severity::Info,
                 format!("ran the hook for {} before acting", self.name()),
-                json!({ "action": "hook", "result": out }),
+                details_value(&HookDetails {
+                    action: "hook",
+                    result: out,
+                }),
             );
         }
         let trouble = Trouble::Hang {
@@ -316,7 +326,11 @@ impl Runner {
                             "recovery step {name} declined for {}: {reason}",
                             self.name()
                         ),
-                        json!({ "action": name, "outcome": "declined", "reason": reason }),
+                        details_value(&StepDeclined {
+                            action: &name,
+                            outcome: "declined",
+                            reason: &reason,
+                        }),
                     );
                 }
             }
@@ -330,7 +344,11 @@ impl Runner {
                     "recovery step {name} recovered {} without a restart",
                     self.name()
                 ),
-                json!({ "action": name, "outcome": "recovered", "detail": detail }),
+                details_value(&StepRecovered {
+                    action: &name,
+                    outcome: "recovered",
+                    detail: &detail,
+                }),
             );
             self.rearm_detectors();
             return;
@@ -344,7 +362,11 @@ impl Runner {
                     "dry run: would send {signal} to {} and restart it",
                     self.name()
                 ),
-                json!({ "action": "signal", "signal": signal, "dry_run": true }),
+                details_value(&DryRunSignal {
+                    action: "signal",
+                    signal: &signal,
+                    dry_run: true,
+                }),
             );
             self.rearm_detectors();
             return;
@@ -433,13 +455,17 @@ impl Runner {
                 signal_name(sig),
                 self.name()
             ),
-            json!({
-                "action": "signal",
-                "signal": signal_name(sig),
-                "scope": if scope == SignalScope::Group { "group" } else { "process" },
-                "reason": reason,
-                "grace_ms": grace.get().as_millis() as u64,
-                "error": sent.err().map(|e| e.to_string()),
+            details_value(&SignalDetails {
+                action: "signal",
+                signal: &signal_name(sig),
+                scope: if scope == SignalScope::Group {
+                    "group"
+                } else {
+                    "process"
+                },
+                reason: &reason,
+                grace_ms: grace.get().as_millis() as u64,
+                error: sent.err().map(|e| e.to_string()),
             }),
         );
     }
@@ -480,11 +506,15 @@ impl Runner {
                 EventKind::AppAction,
                 Severity::Warning,
                 format!("{} did not stop within {grace}; sent SIGKILL", self.name()),
-                json!({
-                    "action": "kill",
-                    "signal": "SIGKILL",
-                    "scope": if scope == SignalScope::Group { "group" } else { "process" },
-                    "error": res.err().map(|e| e.to_string()),
+                details_value(&KillDetails {
+                    action: "kill",
+                    signal: "SIGKILL",
+                    scope: if scope == SignalScope::Group {
+                        "group"
+                    } else {
+                        "process"
+                    },
+                    error: res.err().map(|e| e.to_string()),
                 }),
             );
             return;

@@ -1,8 +1,113 @@
-//! The `evidence` of an app hang found by a deadline or a probe (a missed
-//! READY=1, a missed WATCHDOG=1, a failing probe), as types: stored in the
-//! hang event's details and read by `/api/events` and the tests.
+//! The `details` of app hang and action events and the `evidence` of a
+//! hang found by a deadline or a probe (a missed READY=1, a missed
+//! WATCHDOG=1, a failing probe), as types: stored in the events and read
+//! by `/api/events` and the tests.
 
 use serde::Serialize;
+use serde_json::Value;
+
+/// `details` of an `app_hang` event for a suspicion (not acted on alone).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct SuspectedDetails<'a> {
+    /// The heuristic (`cpu_spin`, …).
+    pub detector: &'a str,
+    /// Always true.
+    pub suspected: bool,
+    pub evidence: &'a Value,
+}
+
+/// `details` of an `app_hang` event for a hang acted on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct HangDetails<'a> {
+    /// `ready_timeout`, `watchdog`, `probe` or a heuristic.
+    pub detector: &'a str,
+    /// Always false.
+    pub suspected: bool,
+    /// What confirmed a suspicion (`act_alone`, a probe); `null` for a
+    /// detector that needs no confirmation.
+    pub confirmed_by: Option<Value>,
+    pub evidence: &'a Value,
+    pub detected_unix_us: i64,
+    /// The threads' kernel stacks, when `hook.thread_stacks`; else `null`.
+    pub thread_stacks: Value,
+}
+
+/// `confirmed_by` of a suspicion a failing probe confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct ProbeConfirmation<'a> {
+    pub probe: &'a str,
+    pub detail: &'a str,
+}
+
+/// `confirmed_by` of a suspicion held when a probe failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct ProbeConfirmed<'a> {
+    /// The probe's evidence.
+    pub probe: &'a Value,
+}
+
+/// `details` of the hook run before acting (`app_action`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct HookDetails {
+    /// Always `hook`.
+    pub action: &'static str,
+    pub result: Value,
+}
+
+/// `details` of a recovery step that declined (`app_action`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct StepDeclined<'a> {
+    pub action: &'a str,
+    /// Always `declined`.
+    pub outcome: &'static str,
+    pub reason: &'a str,
+}
+
+/// `details` of a recovery step that recovered the app (`app_action`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct StepRecovered<'a> {
+    pub action: &'a str,
+    /// Always `recovered`.
+    pub outcome: &'static str,
+    pub detail: &'a Value,
+}
+
+/// `details` of the signal a dry run would send (`app_action`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct DryRunSignal<'a> {
+    /// Always `signal`.
+    pub action: &'static str,
+    pub signal: &'a str,
+    /// Always true.
+    pub dry_run: bool,
+}
+
+/// `details` of the stop signal sent (`app_action`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct SignalDetails<'a> {
+    /// Always `signal`.
+    pub action: &'static str,
+    pub signal: &'a str,
+    /// `group` or `process`.
+    pub scope: &'static str,
+    pub reason: &'a str,
+    pub grace_ms: u64,
+    /// Why sending failed; `null` when it was sent.
+    pub error: Option<String>,
+}
+
+/// `details` of the SIGKILL after the grace period (`app_action`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct KillDetails {
+    /// Always `kill`.
+    pub action: &'static str,
+    /// Always `SIGKILL`.
+    pub signal: &'static str,
+    /// `group` or `process`.
+    pub scope: &'static str,
+    /// Why sending failed; `null` when it was sent.
+    pub error: Option<String>,
+}
 
 /// A run that never sent READY=1.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,10 +163,94 @@ mod tests {
     use super::*;
     use selfheal_event::details_value;
 
-    /// Each document is exactly the JSON the old `json!` literals built,
-    /// unknown values `null`.
+    /// The hang and action events carry exactly the documents the old
+    /// `json!` literals built, unknown values `null`.
     #[test]
-    fn hang_evidence_matches_the_documented_json() {
+    fn hang_and_action_details_match_the_documented_json() {
+        let ev = json!({"cpu_percent": 99.0});
+        assert_eq!(
+            details_value(&SuspectedDetails {
+                detector: "cpu_spin",
+                suspected: true,
+                evidence: &ev
+            }),
+            json!({"detector": "cpu_spin", "suspected": true, "evidence": {"cpu_percent": 99.0}})
+        );
+        let probe = details_value(&ProbeConfirmation {
+            probe: "http",
+            detail: "timed out",
+        });
+        assert_eq!(probe, json!({"probe": "http", "detail": "timed out"}));
+        assert_eq!(
+            details_value(&ProbeConfirmed { probe: &ev }),
+            json!({"probe": {"cpu_percent": 99.0}})
+        );
+        assert_eq!(
+            details_value(&HangDetails {
+                detector: "cpu_spin",
+                suspected: false,
+                confirmed_by: Some(probe),
+                evidence: &ev,
+                detected_unix_us: 5,
+                thread_stacks: Value::Null,
+            }),
+            json!({"detector": "cpu_spin", "suspected": false,
+                   "confirmed_by": {"probe": "http", "detail": "timed out"},
+                   "evidence": {"cpu_percent": 99.0}, "detected_unix_us": 5,
+                   "thread_stacks": null})
+        );
+        assert_eq!(
+            details_value(&HookDetails {
+                action: "hook",
+                result: json!({"exit": 0})
+            }),
+            json!({"action": "hook", "result": {"exit": 0}})
+        );
+        assert_eq!(
+            details_value(&StepDeclined {
+                action: "rollback",
+                outcome: "declined",
+                reason: "no checkpoint"
+            }),
+            json!({"action": "rollback", "outcome": "declined", "reason": "no checkpoint"})
+        );
+        assert_eq!(
+            details_value(&StepRecovered {
+                action: "rollback",
+                outcome: "recovered",
+                detail: &ev
+            }),
+            json!({"action": "rollback", "outcome": "recovered", "detail": {"cpu_percent": 99.0}})
+        );
+        assert_eq!(
+            details_value(&DryRunSignal {
+                action: "signal",
+                signal: "SIGTERM",
+                dry_run: true
+            }),
+            json!({"action": "signal", "signal": "SIGTERM", "dry_run": true})
+        );
+        assert_eq!(
+            details_value(&SignalDetails {
+                action: "signal",
+                signal: "SIGTERM",
+                scope: "group",
+                reason: "hang (probe)",
+                grace_ms: 5000,
+                error: None,
+            }),
+            json!({"action": "signal", "signal": "SIGTERM", "scope": "group",
+                   "reason": "hang (probe)", "grace_ms": 5000, "error": null})
+        );
+        assert_eq!(
+            details_value(&KillDetails {
+                action: "kill",
+                signal: "SIGKILL",
+                scope: "process",
+                error: Some("ESRCH".into()),
+            }),
+            json!({"action": "kill", "signal": "SIGKILL", "scope": "process", "error": "ESRCH"})
+        );
         assert_eq!(
             details_value(&ReadyTimeoutEvidence {
                 ready_timeout_ms: 5000,
