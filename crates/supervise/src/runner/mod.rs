@@ -11,6 +11,7 @@
 //!   evidence, recovery steps and stopping;
 //! - `notify.rs`: the notify protocol's messages.
 
+mod details;
 mod hang;
 mod hang_evidence;
 mod notify;
@@ -20,10 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use selfheal_config::{AppConfig, KillMode, Output};
-use selfheal_event::{EventKind, EventSink, Severity};
+use selfheal_event::{details_value, EventKind, EventSink, Severity};
 use selfheal_sys::child::poll_readable_any;
 
 use crate::child::{
@@ -410,7 +411,10 @@ impl Runner {
                 EventKind::AppStart,
                 Severity::Info,
                 format!("started {} (pid {pid})", self.name()),
-                json!({ "pid": pid, "command": command }),
+                details_value(&details::Started {
+                    pid,
+                    command: &command,
+                }),
             ),
             Some(Pending::Restart {
                 ended,
@@ -429,14 +433,14 @@ impl Runner {
                         self.name(),
                         crate::streams::summary(&output)
                     ),
-                    json!({
-                        "pid": pid,
-                        "attempt": attempt,
-                        "backoff_ms": delay.as_millis() as u64,
-                        "cause": cause_name(cause),
-                        "previous": previous,
-                        "restart_output": self.s.app.restart_output.as_str(),
-                        "output": output,
+                    details_value(&details::Restarted {
+                        pid,
+                        attempt,
+                        backoff_ms: delay.as_millis() as u64,
+                        cause: cause_name(cause),
+                        previous: &previous,
+                        restart_output: self.s.app.restart_output.as_str(),
+                        output: &output,
                     }),
                 );
             }
@@ -450,11 +454,11 @@ impl Runner {
                         self.name(),
                         crate::streams::summary(&output)
                     ),
-                    json!({
-                        "pid": pid,
-                        "cause": "retry_after_gave_up",
-                        "restart_output": self.s.app.restart_output.as_str(),
-                        "output": output,
+                    details_value(&details::Retried {
+                        pid,
+                        cause: "retry_after_gave_up",
+                        restart_output: self.s.app.restart_output.as_str(),
+                        output: &output,
                     }),
                 );
             }
@@ -565,7 +569,10 @@ impl Runner {
             EventKind::AppCrash,
             Severity::Critical,
             format!("{}: {message}", self.name()),
-            json!({ "launch_error": message, "shell_status": status }),
+            details_value(&details::LaunchFailed {
+                launch_error: &message,
+                shell_status: Some(status),
+            }),
         );
         // A missing program or directory on the very first try is a
         // configuration mistake: retrying will not fix it.
@@ -574,7 +581,13 @@ impl Runner {
             return;
         }
         self.launch_failures = true;
-        self.after_end(EndCause::Crash, json!({ "launch_error": message }));
+        self.after_end(
+            EndCause::Crash,
+            details_value(&details::LaunchFailed {
+                launch_error: &message,
+                shell_status: None,
+            }),
+        );
     }
 
     /// The program ended: collect it, report, decide.
@@ -611,14 +624,14 @@ impl Runner {
         drop(live);
         self.last_exit = Some(status);
         self.s.state.ended(status, cause == EndCause::Crash);
-        let details = json!({
-            "pid": pid,
-            "exit_code": status.code,
-            "signal": status.signal,
-            "signal_name": status.signal.map(selfheal_sys::signal::signal_name),
-            "core_dumped": status.core_dumped,
-            "uptime_ms": uptime.as_millis() as u64,
-            "stderr_tail": tail,
+        let details = details_value(&details::Ended {
+            pid,
+            exit_code: status.code,
+            signal: status.signal,
+            signal_name: status.signal.map(selfheal_sys::signal::signal_name),
+            core_dumped: status.core_dumped,
+            uptime_ms: uptime.as_millis() as u64,
+            stderr_tail: &tail,
         });
         if cause == EndCause::Crash {
             let e = app_event(
@@ -687,11 +700,11 @@ impl Runner {
                             format!("; retrying in {}", selfheal_config::HumanDuration(retry))
                         }
                     ),
-                    json!({
-                        "restarts": restarts,
-                        "window_ms": window.get().as_millis() as u64,
-                        "retry_after_ms": retry.as_millis() as u64,
-                        "last": previous,
+                    details_value(&details::GaveUp {
+                        restarts,
+                        window_ms: window.get().as_millis() as u64,
+                        retry_after_ms: retry.as_millis() as u64,
+                        last: &previous,
                     }),
                 );
                 if retry.is_zero() {
@@ -720,7 +733,11 @@ impl Runner {
                 last.map(|s| format!(" (last run {})", s.describe()))
                     .unwrap_or_default()
             ),
-            json!({ "reason": why, "last_exit": last, "restarts": self.s.state.restarts() }),
+            details_value(&details::Finished {
+                reason: why,
+                last_exit: last,
+                restarts: self.s.state.restarts(),
+            }),
         );
         self.pending = None;
         self.finished = Some(Finish {
