@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use selfheal_config::RestartMethod;
 
+mod fork_hold;
 mod linux;
-pub use linux::{
-    fork_hold_note, read_proc_info, restore_stale_fork_holds, LinuxOps, WatchdogControl,
-    FORK_HOLD_DIR,
-};
+pub use fork_hold::{fork_hold_note, restore_stale_fork_holds, FORK_HOLD_DIR};
+pub use linux::{read_proc_info, LinuxOps, WatchdogControl};
 
 /// What recovery needs to know about a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
