@@ -95,3 +95,50 @@ pub enum ProbeError {
         stderr: String,
     },
 }
+
+impl ProbeError {
+    /// The exec probe's command could not be started for want of a
+    /// process slot or memory (fork's EAGAIN or ENOMEM): the machine's
+    /// state, not the app's. A fork bomb's hold (`recovery.hold_forks`)
+    /// refuses every fork on the machine for seconds; counted as probe
+    /// failures, such checks would restart a healthy app.
+    pub fn is_transient_launch(&self) -> bool {
+        match self {
+            ProbeError::Launch(LaunchError::Other { source, .. }) => {
+                matches!(source.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn other(errno: i32) -> ProbeError {
+        ProbeError::Launch(LaunchError::Other {
+            argv: vec!["check".into()],
+            source: std::io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    #[test]
+    fn only_a_refused_fork_is_transient() {
+        assert!(other(libc::EAGAIN).is_transient_launch());
+        assert!(other(libc::ENOMEM).is_transient_launch());
+        // What the command itself or its setup got wrong still counts.
+        assert!(!other(libc::EACCES).is_transient_launch());
+        assert!(!ProbeError::Launch(LaunchError::NotFound {
+            argv: vec!["check".into()],
+            program: "check".into(),
+        })
+        .is_transient_launch());
+        assert!(!ProbeError::ExecUnknown.is_transient_launch());
+        assert!(!ProbeError::ExecFailed {
+            status: "exited with status 1".into(),
+            stderr: String::new(),
+        }
+        .is_transient_launch());
+    }
+}

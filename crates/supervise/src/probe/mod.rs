@@ -116,6 +116,7 @@ pub fn spawn(
 ) -> std::io::Result<ProbeThread> {
     let (stop, stopped) = mpsc::channel::<()>();
     let cfg = cfg.clone();
+    let app_name = app.to_string();
     std::thread::Builder::new()
         .name(format!("selfheal-probe-{app}"))
         .spawn(move || {
@@ -129,6 +130,18 @@ pub fn spawn(
                 let t0 = Instant::now();
                 let result = check_once(&cfg.check, cfg.timeout.get());
                 let elapsed = t0.elapsed();
+                // Not a verdict on the app: the machine refused the fork
+                // (a fork bomb, or selfheal holding forks while it stops
+                // one). Not counted either way; the next check decides.
+                if let Err(e) = &result {
+                    if e.is_transient_launch() {
+                        tracing::warn!(
+                            "{app_name}: probe {index} could not start its command ({e}); not counted"
+                        );
+                        next = (t0 + cfg.period.get()).max(Instant::now());
+                        continue;
+                    }
+                }
                 let (ok, detail) = match result {
                     Ok(d) => (true, d),
                     Err(e) => (false, e.to_string()),
