@@ -216,6 +216,22 @@ pub enum HoldForks {
     Auto,
 }
 
+/// `recovery.hold_forks_max`, range-checked: a cap of 0 would lift every
+/// hold before its step starts, and hours of no forks are never right.
+fn de_hold_forks_max<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    let v = HumanDuration::deserialize(d)?;
+    if !(1_000..=600_000).contains(&v.get().as_millis()) {
+        return Err(de::Error::custom(
+            crate::invalid::SettingError::out_of_range(
+                "hold_forks_max",
+                v,
+                "1s to 10m (default 30s)",
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 /// `[recovery]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -245,6 +261,11 @@ pub struct RecoveryConfig {
     /// Whether `kill_tree` and `quarantine` stop a fork bomb growing while
     /// they act on it ([`HoldForks`]).
     pub hold_forks: HoldForks,
+    /// The longest a fork hold stays in place, whatever the step it serves
+    /// is doing: a step stuck (a /proc read blocked behind a hung task)
+    /// must not leave the machine unable to fork. 1s to 10m.
+    #[serde(deserialize_with = "de_hold_forks_max")]
+    pub hold_forks_max: HumanDuration,
     /// The steps per class.
     pub ladder: LadderConfig,
     /// The controlled restart (`reboot` step).
@@ -264,6 +285,7 @@ impl Default for RecoveryConfig {
             allowed_cgroups: Vec::new(),
             allow_reboot: false,
             hold_forks: HoldForks::Auto,
+            hold_forks_max: HumanDuration::from_secs(30),
             ladder: LadderConfig::default(),
             restart: RestartConfig::default(),
         }
@@ -313,6 +335,23 @@ mod tests {
             ConfigError::Invalid { line, message, .. } => (line, message),
             other => panic!("{other}"),
         }
+    }
+
+    #[test]
+    fn the_fork_hold_cap_is_range_checked() {
+        for bad in ["0", "500ms", "11m"] {
+            let (line, msg) = err(&format!("[recovery]\nhold_forks_max = \"{bad}\"\n"));
+            assert_eq!(line, 2, "{bad}");
+            assert!(
+                msg.contains("hold_forks_max") && msg.contains("1s to 10m"),
+                "{msg}"
+            );
+        }
+        let c =
+            Config::parse("[recovery]\nhold_forks_max = \"2m\"\n", Path::new("t.toml")).unwrap();
+        assert_eq!(c.recovery.hold_forks_max.get().as_secs(), 120);
+        let d = Config::parse("", Path::new("t.toml")).unwrap();
+        assert_eq!(d.recovery.hold_forks_max.get().as_secs(), 30);
     }
 
     #[test]

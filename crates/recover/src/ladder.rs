@@ -231,7 +231,7 @@ impl LadderOptions {
 
 /// Runs ladders. Holds the rate limiter, so one ladder serves the daemon.
 pub struct Ladder {
-    ops: Box<dyn SystemOps>,
+    ops: std::sync::Arc<dyn SystemOps>,
     policy: Policy,
     rate: RateLimiter,
     options: LadderOptions,
@@ -243,7 +243,7 @@ pub struct Ladder {
     notes: std::sync::Mutex<Vec<String>>,
     /// A fork hold tried as the ladder started (and what it placed), for
     /// its first `kill_tree` or `quarantine` step to adopt (`hold.rs`).
-    early_hold: std::sync::Mutex<Option<Option<(crate::ops::ForkHold, Instant)>>>,
+    early_hold: std::sync::Mutex<Option<Option<std::sync::Arc<hold::Placed>>>>,
 }
 
 impl std::fmt::Debug for Ladder {
@@ -279,7 +279,7 @@ impl Ladder {
                 options.config.target_cooldown.get(),
             ),
             restart_store: RestartStore::new(&options.config.restart.state_dir),
-            ops,
+            ops: ops.into(),
             options,
             acted: HashMap::new(),
             notes: std::sync::Mutex::new(Vec::new()),

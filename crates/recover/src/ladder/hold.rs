@@ -11,29 +11,134 @@
 //! either (the symptom gone, a refusal) lifts it on the way out.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use selfheal_config::{Action, HoldForks};
 use selfheal_event::Class;
 
 use super::{Incident, Ladder};
-use crate::ops::{ForkHold, Pinned};
+use crate::ops::{ForkHold, Pinned, SystemOps};
+
+/// Where a hold stands, shared by the step it serves and its cap.
+enum State {
+    /// The cap's thread is up; the limit is being lowered.
+    Placing,
+    /// In place since the instant.
+    Held(ForkHold, Instant),
+    /// Lifted, or never placed.
+    Done,
+}
+
+/// A fork hold and its cap (`recovery.hold_forks_max`): a thread started
+/// before the limit is lowered (after, it could not start: the machine's
+/// forks are held) lifts the hold when the cap runs out, should the step
+/// still be running — stuck on a /proc read behind a hung task, say.
+pub(super) struct Placed {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Set when the cap lifted it: what the step's note says.
+    capped: Mutex<Option<String>>,
+}
+
+impl Placed {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, s: State) {
+        *self.state() = s;
+        self.changed.notify_all();
+    }
+
+    /// Takes the hold out if still in place (the step's lift or the cap's,
+    /// whichever comes first; the other finds nothing).
+    fn take(&self) -> Option<(ForkHold, Instant)> {
+        let mut g = self.state();
+        let taken = match std::mem::replace(&mut *g, State::Done) {
+            State::Held(h, since) => Some((h, since)),
+            _ => None,
+        };
+        drop(g);
+        self.changed.notify_all();
+        taken
+    }
+
+    /// The cap's thread: waits for the hold to be placed, then until it is
+    /// lifted or `cap` has passed since, and then lifts it itself.
+    fn watch(&self, ops: &dyn SystemOps, cap: Duration) {
+        let g = self.state();
+        let g = self
+            .changed
+            .wait_while(g, |s| matches!(s, State::Placing))
+            .unwrap_or_else(PoisonError::into_inner);
+        let State::Held(_, since) = &*g else {
+            return;
+        };
+        let deadline = *since + cap;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (g, _) = self
+            .changed
+            .wait_timeout_while(g, left, |s| {
+                matches!(s, State::Held(..)) && Instant::now() < deadline
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(g);
+        let Some((h, since)) = self.take() else {
+            return;
+        };
+        let ms = since.elapsed().as_millis();
+        let note = match ops.release_forks(&h) {
+            Ok(()) => {
+                format!("forks held {ms} ms ({h}), then restored by the cap of {cap:?} while the step still ran")
+            }
+            Err(e) => format!(
+                "forks held ({h}); the cap of {cap:?} could not lift it after {ms} ms: {e}; put it back by hand"
+            ),
+        };
+        tracing::error!("fork bomb: {note}");
+        *self.capped.lock().unwrap_or_else(PoisonError::into_inner) = Some(note);
+    }
+}
 
 /// Lowers the limit for `inc`'s bomb through its pinned target, noting a
 /// failure for the step's record. `None` when nothing was held.
-fn place(l: &Ladder, inc: &Incident, p: &Pinned) -> Option<ForkHold> {
+fn place(l: &Ladder, inc: &Incident, p: &Pinned) -> Option<Arc<Placed>> {
     let mode = l.options.config.hold_forks;
     if inc.class != Class::ForkBomb || mode == HoldForks::Off {
+        return None;
+    }
+    let placed = Arc::new(Placed {
+        state: Mutex::new(State::Placing),
+        changed: Condvar::new(),
+        capped: Mutex::new(None),
+    });
+    let cap = l.options.config.hold_forks_max.get();
+    let (ops, watched) = (Arc::clone(&l.ops), Arc::clone(&placed));
+    let capper = std::thread::Builder::new()
+        .name("selfheal-holdcap".into())
+        .stack_size(64 * 1024)
+        .spawn(move || watched.watch(ops.as_ref(), cap));
+    if let Err(e) = capper {
+        l.note_step(format!(
+            "forks not held (no thread for its cap: {e}): the step races the bomb"
+        ));
+        tracing::warn!("fork bomb: no thread to cap a fork hold ({e}); the step races the bomb");
         return None;
     }
     let path = inc.culprit.cgroup.as_deref().unwrap_or("/");
     match l.ops.hold_forks(p, path, mode == HoldForks::Auto) {
         Ok(Some(h)) => {
             tracing::info!("fork bomb: no new task may start while it is stopped ({h})");
-            Some(h)
+            placed.set(State::Held(h, Instant::now()));
+            Some(placed)
         }
-        Ok(None) => None,
+        Ok(None) => {
+            placed.set(State::Done);
+            None
+        }
         Err(e) => {
+            placed.set(State::Done);
             l.note_step(format!("forks not held ({e}): the step races the bomb"));
             tracing::warn!("fork bomb: cannot hold its forks: {e}; the step races the bomb");
             None
@@ -41,16 +146,24 @@ fn place(l: &Ladder, inc: &Incident, p: &Pinned) -> Option<ForkHold> {
     }
 }
 
-/// Puts back what `h` lowered; the note says for how long.
-fn lift(l: &Ladder, h: &ForkHold, since: Instant) -> String {
+/// Puts back what `placed` lowered, unless its cap did already; the note
+/// says for how long.
+fn lift(l: &Ladder, placed: &Placed) -> Option<String> {
+    let Some((h, since)) = placed.take() else {
+        return placed
+            .capped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+    };
     let ms = since.elapsed().as_millis();
-    match l.ops.release_forks(h) {
+    Some(match l.ops.release_forks(&h) {
         Ok(()) => format!("forks held {ms} ms ({h}), then restored"),
         Err(e) => {
             tracing::error!("fork bomb: cannot lift the hold ({h}): {e}; put it back by hand");
             format!("forks held ({h}); lifting it after {ms} ms failed: {e}")
         }
-    }
+    })
 }
 
 /// At the start of a fork bomb's ladder with a `kill_tree` or
@@ -81,7 +194,7 @@ pub(super) fn hold_at_start(l: &Ladder, inc: &Incident, steps: &[Action], lineag
         return;
     }
     // Tried: the step adopting it does not try again.
-    let held = place(l, inc, &p).map(|h| (h, Instant::now()));
+    let held = place(l, inc, &p);
     *l.early_hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
 }
 
@@ -92,19 +205,19 @@ pub(super) fn lift_unadopted(l: &Ladder) -> Option<String> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
-    let (h, since) = taken.flatten()?;
-    let note = lift(l, &h, since);
+    let placed = taken.flatten()?;
+    let note = lift(l, &placed)?;
     tracing::info!("fork bomb: {note}");
     Some(note)
 }
 
 /// A fork bomb's hold for the length of one step: adopted from the
 /// ladder's start or placed first thing, lifted when dropped, whatever way
-/// the step ends (a step that refuses lifts it at once). What it did goes
-/// into the step's event.
+/// the step ends (a step that refuses lifts it at once), or by its cap.
+/// What it did goes into the step's event.
 pub(super) struct HeldForks<'a> {
     l: &'a Ladder,
-    hold: Option<(ForkHold, Instant)>,
+    hold: Option<Arc<Placed>>,
 }
 
 impl<'a> HeldForks<'a> {
@@ -118,7 +231,7 @@ impl<'a> HeldForks<'a> {
         // Tried as the ladder started (held or not), or placed now.
         let hold = match early {
             Some(tried) => tried,
-            None => place(l, inc, p).map(|h| (h, Instant::now())),
+            None => place(l, inc, p),
         };
         HeldForks { l, hold }
     }
@@ -126,9 +239,10 @@ impl<'a> HeldForks<'a> {
 
 impl Drop for HeldForks<'_> {
     fn drop(&mut self) {
-        if let Some((h, since)) = self.hold.take() {
-            let note = lift(self.l, &h, since);
-            self.l.note_step(note);
+        if let Some(placed) = self.hold.take() {
+            if let Some(note) = lift(self.l, &placed) {
+                self.l.note_step(note);
+            }
         }
     }
 }

@@ -311,3 +311,65 @@ fn a_hold_no_step_adopts_is_lifted_when_the_ladder_ends() {
         "{r:?}"
     );
 }
+
+/// A step that runs past `hold_forks_max` (stuck on a /proc read behind a
+/// hung task, say) does not keep the machine from forking: the cap lifts
+/// the hold while the step still runs, once, and the step's event says so.
+#[test]
+fn the_cap_lifts_a_hold_whose_step_runs_too_long() {
+    let f = bomb("/");
+    let fk = f.clone();
+    let mut first = true;
+    let mut released_during_step = None;
+    let mut probe = || {
+        if first {
+            // kill_tree's second look: the hold is in place; stall past the cap.
+            first = false;
+            std::thread::sleep(Duration::from_millis(400));
+            released_during_step = Some(
+                fk.calls()
+                    .iter()
+                    .any(|c| matches!(c, Call::ReleaseForks(_))),
+            );
+        }
+        !(100..=205).any(|p| fk.alive(p))
+    };
+    let (r, _) = run_with(
+        &f,
+        Class::ForkBomb,
+        "/",
+        |c| c.hold_forks_max = HumanDuration::from_millis(100),
+        &mut probe,
+    );
+    assert_eq!(released_during_step, Some(true), "{:?}", f.calls());
+    let h = holds(&f);
+    assert!(
+        matches!(h.as_slice(), [Call::HoldForks(..), Call::ReleaseForks(_)]),
+        "lifted once: {h:?}"
+    );
+    let notes: Vec<&String> = r.steps.iter().flat_map(|s| &s.notes).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("restored by the cap of 100ms")),
+        "{r:?}"
+    );
+}
+
+/// A step shorter than the cap lifts the hold itself; the cap's thread
+/// then finds nothing and lifts nothing again.
+#[test]
+fn a_step_within_the_cap_lifts_once_and_the_cap_does_nothing() {
+    let f = bomb("/");
+    let (r, _) = run(&f, Class::ForkBomb, "/", |c| {
+        c.hold_forks_max = HumanDuration::from_millis(300)
+    });
+    assert_eq!(r.steps[1].outcome, Outcome::Recovered, "{r:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(holds(&f).len(), 2, "{:?}", holds(&f));
+    assert!(
+        r.steps[1].notes[0].ends_with("then restored"),
+        "{:?}",
+        r.steps[1].notes
+    );
+}
