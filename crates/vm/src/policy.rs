@@ -13,12 +13,21 @@
 //! recovered within `guest_grace`.
 //!
 //! A trigger rolls the VM back to a checkpoint from before the fault's
-//! estimated onset. The same or another trigger within `recurrence_window`
-//! of the guest resuming means the rollback did not clear it: the next
-//! attempt reaches further back (onset − 0.5 s × (2^attempt − 1)), so a
-//! fault noticed late (a leak found when memory runs out) is reached in a
-//! few steps. More than `max_rollbacks` within `window`, no checkpoints, or
-//! a rollback the engine refuses: restart the guest.
+//! estimated onset (a hang's: its last heartbeat minus the time that
+//! heartbeat may have been in flight). The same or another trigger before
+//! the incident is over (the guest ran `recurrence_window` since the
+//! rollback and is being heard from) means the rollback did not clear it: the
+//! next attempt reaches further back (onset − 0.5 s × (2^attempt − 1)),
+//! and always to a checkpoint older than the one the last attempt
+//! restored, so a fault noticed late (a leak found when memory runs out)
+//! is reached in a few steps. More than `max_rollbacks` within `window`,
+//! no checkpoints, or a rollback the engine refuses: restart the guest.
+//!
+//! Times after a rollback: the engine restamps the checkpoint it restored
+//! as taken at the rollback's end and moves every older one forward by the
+//! same amount (the time undone, which the guest never lived), so the
+//! incident's onset moves forward by that much too; else a second attempt
+//! asks for a checkpoint older than any the engine holds.
 //!
 //! Settle window: a guest diagnosis that arrives within `settle` of a
 //! rollback's end and whose evidence reaches back over it (onset before the
@@ -44,6 +53,11 @@ use selfheal_event::Class;
 const PANIC_MARGIN: Duration = Duration::from_millis(500);
 /// Before a guest-diagnosed fault's onset.
 const GUEST_MARGIN: Duration = Duration::from_millis(300);
+/// Before a hang's last heartbeat: the guest sent it up to this long
+/// before it reached the host (one heartbeat period, 100 ms, plus QEMU's
+/// delivery, slower when QEMU waits for a CPU), and may have hung right
+/// after sending it.
+const HANG_MARGIN: Duration = Duration::from_millis(300);
 /// Progressive rollback step.
 const STEP: Duration = Duration::from_millis(500);
 /// A silence found not to be a hang is looked at again this often (the
@@ -69,7 +83,8 @@ pub struct PolicyConfig {
     pub rollback_on: Vec<Class>,
     /// Time the guest's own recovery gets.
     pub guest_grace: Duration,
-    /// A new trigger this soon after the guest resumed is a recurrence.
+    /// A new trigger this soon after the guest resumed (or later, while it
+    /// is not heard from) is a recurrence.
     pub recurrence_window: Duration,
     /// Checkpoints are taken (else every trigger restarts).
     pub checkpoints: bool,
@@ -242,6 +257,10 @@ struct Incident {
     first_seen: Instant,
     onset: Instant,
     attempts: u32,
+    /// When the last rollback was asked for: the engine stamps the
+    /// checkpoint it restored, and every newer one, after this, so the
+    /// next attempt asks for one from before it.
+    requested: Option<Instant>,
     /// End of the last rollback (the guest resumed).
     resumed: Option<Instant>,
     /// First heartbeat after that.
@@ -408,7 +427,11 @@ impl Policy {
     }
 
     /// The rollback handed out is done; the guest runs again from `now`.
-    pub fn rolled_back(&mut self, now: Instant) {
+    /// `undone` is the time it took back (the restored checkpoint's age
+    /// when it was restored, plus the restore): the engine moved its
+    /// kept checkpoints forward by that much, and the incident's onset
+    /// moves with them.
+    pub fn rolled_back(&mut self, now: Instant, undone: Duration) {
         self.acting = false;
         self.last_rollback_end = Some(now);
         self.rollbacks.push_back(now);
@@ -423,6 +446,7 @@ impl Policy {
         self.pending.clear();
         self.alerts = None;
         if let Some(inc) = &mut self.incident {
+            inc.onset += undone;
             inc.resumed = Some(now);
             inc.serving = None;
         }
@@ -462,16 +486,20 @@ impl Policy {
         let Some((trigger, onset)) = trigger else {
             return self.maybe_recovered(now);
         };
-        let recurring = self.incident.as_ref().is_some_and(|i| {
-            i.resumed
-                .is_some_and(|r| now.saturating_duration_since(r) <= self.cfg.recurrence_window)
-        });
+        // After a rollback, until the incident is over: a starved guest's
+        // silence may take longer than the window to be judged a hang, and
+        // a guest rolled back into its hang may send one last heartbeat.
+        let recurring = self
+            .incident
+            .as_ref()
+            .is_some_and(|i| i.resumed.is_some() && !self.is_over(i, now));
         if !recurring {
             self.incident = Some(Incident {
                 trigger: trigger.clone(),
                 first_seen: now,
                 onset,
                 attempts: 0,
+                requested: None,
                 resumed: None,
                 serving: None,
             });
@@ -505,7 +533,13 @@ impl Policy {
         }
         let attempt = inc.attempts;
         let back = STEP * ((1u32 << attempt.min(16)) - 1);
-        let before = inc.onset.checked_sub(back).unwrap_or(inc.onset);
+        let mut before = inc.onset.checked_sub(back).unwrap_or(inc.onset);
+        // Older than the checkpoint the last attempt restored: that one
+        // did not clear the fault.
+        if let Some(r) = inc.requested {
+            before = before.min(r);
+        }
+        inc.requested = Some(now);
         self.acting = true;
         Some(Decision::Rollback {
             trigger,
@@ -557,7 +591,7 @@ impl Policy {
             Some((first, alerted)) if first < last && last <= alerted + ALERT_CHAIN => {
                 first.max(last.checked_sub(ALERT_LOOKBACK).unwrap_or(first))
             }
-            _ => last,
+            _ => last.checked_sub(HANG_MARGIN).unwrap_or(last),
         };
         Some((
             Trigger::Hang {
@@ -568,18 +602,29 @@ impl Policy {
         ))
     }
 
+    /// The incident is over: the guest ran `recurrence_window` since its
+    /// last rollback and, with heartbeats on, is being heard from (a
+    /// heartbeat since the rollback, and none missed now).
+    fn is_over(&self, inc: &Incident, now: Instant) -> bool {
+        let Some(resumed) = inc.resumed else {
+            return false;
+        };
+        if now.saturating_duration_since(resumed) <= self.cfg.recurrence_window {
+            return false;
+        }
+        match (self.cfg.heartbeat_timeout, self.last_beat) {
+            (Some(timeout), Some(last)) => {
+                inc.serving.is_some() && now.saturating_duration_since(last) < timeout
+            }
+            _ => true,
+        }
+    }
+
     fn maybe_recovered(&mut self, now: Instant) -> Option<Decision> {
         if let Some((why, silent)) = self.pending_not_hung.take() {
             return Some(Decision::NotHung { why, silent });
         }
-        let inc = self.incident.as_ref()?;
-        let resumed = inc.resumed?;
-        if now.saturating_duration_since(resumed) <= self.cfg.recurrence_window {
-            return None;
-        }
-        // With heartbeats on, the guest must have been heard from since.
-        if self.cfg.heartbeat_timeout.is_some() && self.last_beat.is_some() && inc.serving.is_none()
-        {
+        if !self.is_over(self.incident.as_ref()?, now) {
             return None;
         }
         let inc = self.incident.take()?;

@@ -51,11 +51,15 @@ fn a_silent_guest_that_qemu_runs_is_rolled_back_to_before_its_last_heartbeat() {
             trigger: Trigger::Hang { .. },
             before,
             attempt: 0,
-        }) => assert_eq!(before, t0),
+        }) => assert_eq!(
+            before,
+            t0 - ms(300),
+            "the last heartbeat may have been in flight"
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(p.tick(t0 + ms(1200), no_evidence), None, "acting");
-    p.rolled_back(t0 + ms(1300));
+    p.rolled_back(t0 + ms(1300), ms(1600));
     for t in (1400..=6000).step_by(100) {
         p.heartbeat(t0 + ms(t));
         if t == 3000 {
@@ -139,12 +143,19 @@ fn a_recurring_fault_is_rolled_back_further_each_time_then_restarted() {
             other => panic!("attempt {attempt}: {other:?}"),
         }
         now += ms(200);
-        p.rolled_back(now);
+        // Each rollback undid 700 ms: the engine's checkpoints, and the
+        // onset with them, moved forward by that much.
+        p.rolled_back(now, ms(700));
         p.heartbeat(now + ms(50));
     }
-    // Onset − 0.5 s × (2^k − 1): 0, 0.5, 1.5, 3.5 s further back.
+    // Onset − 0.5 s × (2^k − 1): 0, 0.5, 1.5, 3.5 s further back, in the
+    // engine's times after k rollbacks.
     let first = befores[0];
-    let back: Vec<Duration> = befores.iter().map(|b| first.duration_since(*b)).collect();
+    let back: Vec<Duration> = befores
+        .iter()
+        .enumerate()
+        .map(|(k, b)| (first + ms(700) * k as u32).duration_since(*b))
+        .collect();
     assert_eq!(back, vec![ms(0), ms(500), ms(1500), ms(3500)]);
     p.panic(now + ms(100));
     assert!(matches!(
@@ -198,7 +209,7 @@ fn diagnoses_of_the_rolled_back_interval_are_artefacts() {
         p.tick(t0, no_evidence),
         Some(Decision::Rollback { .. })
     ));
-    p.rolled_back(t0 + ms(100));
+    p.rolled_back(t0 + ms(100), ms(600));
     // Right after resuming, the guest sees the rolled-back second as a
     // stall that "began" before the rollback ended: not acted on.
     p.guest_diagnosis(t0 + ms(400), Class::KernelStall, ms(1200), "kernel_stall");
@@ -284,7 +295,7 @@ fn a_slow_guest_is_not_hung_until_qemu_could_run_it_for_the_timeout() {
     // Still silent after QEMU could run it for the whole timeout: hung,
     // rolled back to before the last heartbeat.
     match p.tick(t0 + ms(5200), |_| slow(1040.0)) {
-        Some(Decision::Rollback { before, .. }) => assert_eq!(before, t0),
+        Some(Decision::Rollback { before, .. }) => assert_eq!(before, t0 - ms(300)),
         other => panic!("{other:?}"),
     }
 }
@@ -329,7 +340,8 @@ fn after_rollback(t0: Instant) -> Policy {
         p.tick(t0, no_evidence),
         Some(Decision::Rollback { .. })
     ));
-    p.rolled_back(t0 + ms(100));
+    // To a checkpoint from before the panic − 0.5 s: 600 ms undone.
+    p.rolled_back(t0 + ms(100), ms(600));
     p
 }
 
@@ -382,8 +394,9 @@ fn a_diagnosis_that_does_not_cover_the_rollback_is_acted_on_even_in_the_settle_w
             attempt: 1,
         }) => {
             // A recurrence of the incident: a step further back than its
-            // first onset (the panic's, t0 − 0.5 s).
-            assert_eq!(before, t0 - ms(1000))
+            // first onset (the panic's, t0 − 0.5 s, moved forward by the
+            // 600 ms the rollback undid).
+            assert_eq!(before, t0 - ms(1000) + ms(600))
         }
         other => panic!("{other:?}"),
     }
@@ -516,6 +529,183 @@ fn a_long_run_of_alerts_reaches_back_at_most_five_seconds() {
         Some(Decision::Rollback { before, .. }) => {
             assert_eq!(before, t0 + ms(8600) - ms(5000) - ms(300))
         }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The checkpoint engine's history as the policy meets it (the engine's
+/// rules, `checkpoint/src/history.rs` and `rollback.rs`): a checkpoint
+/// every 50 ms, the newest 8 kept and one per second back to 10 s; a
+/// rollback restores the newest taken at or before the time asked for,
+/// drops the newer ones and moves the rest forward by the time undone.
+/// Each checkpoint also holds the guest's own time when it was taken (the
+/// host's time minus what rollbacks undid), to tell whether it lies before
+/// the fault.
+#[derive(Default)]
+struct FakeEngine {
+    /// (stamp, guest time), oldest first.
+    held: Vec<(Instant, Instant)>,
+    undone: Duration,
+}
+
+impl FakeEngine {
+    fn guest_time(&self, now: Instant) -> Instant {
+        now - self.undone
+    }
+
+    fn checkpoint(&mut self, now: Instant) {
+        self.held.push((now, self.guest_time(now)));
+        let recent = self.held.len().saturating_sub(8);
+        let mut last: Option<Instant> = None;
+        let mut i = 0;
+        self.held.retain(|(t, _)| {
+            i += 1;
+            if i > recent {
+                return true;
+            }
+            let keep = now.duration_since(*t) <= ms(10_000)
+                && last.is_none_or(|k| t.duration_since(k) >= ms(1000));
+            if keep {
+                last = Some(*t);
+            }
+            keep
+        });
+    }
+
+    /// The guest time restored and the time undone; None: the engine's
+    /// `HistoryExhausted`.
+    fn rollback(&mut self, before: Instant, now: Instant) -> Option<(Instant, Duration)> {
+        let i = self.held.iter().rposition(|(t, _)| *t <= before)?;
+        self.held.truncate(i + 1);
+        let (stamp, guest) = self.held[i];
+        let shift = now.duration_since(stamp);
+        for c in &mut self.held {
+            c.0 += shift;
+        }
+        self.undone += shift;
+        Some((guest, shift))
+    }
+}
+
+/// What the CI guest test met on a host kept busy by two CPU-bound loops
+/// (one failure in three): the hang's trigger read at guest time `hang`,
+/// the starved heartbeat loop getting to one last heartbeat 1.5 s later,
+/// and the vCPUs getting `share.0` of the CPU they want before the first
+/// rollback and `share.1` after it (a silence is judged after 1 s /
+/// share), so the first rollback lands between the trigger
+/// and that last heartbeat, and the guest sends it again before going
+/// silent. Runs the policy against [`FakeEngine`] until it reports the
+/// incident recovered; returns (attempt, restored a guest time before the
+/// hang) per rollback and the rollbacks the recovery counted.
+fn starved_hang(share: (f64, f64)) -> (Vec<(u32, bool)>, u32) {
+    let t0 = Instant::now() + ms(100_000);
+    let hang = t0 + ms(20_000);
+    let last_sent = hang + ms(1500);
+    let mut p = Policy::new(cfg());
+    let mut e = FakeEngine::default();
+    // The trigger is transient: a rollback to before it takes it back.
+    let mut hung = true;
+    let starved = |silent: Duration, share: f64| HostEvidence {
+        vcpu_run_ms: Some(silent.as_secs_f64() * 1e3 * share),
+        vcpu_wait_ms: Some(silent.as_secs_f64() * 1e3 * (1.0 - share)),
+        runnable_ms: Some(silent.as_secs_f64() * 1e3 * share),
+        ..running()
+    };
+    let mut rollbacks: Vec<(u32, bool)> = Vec::new();
+    let mut now = t0;
+    while now < t0 + ms(90_000) {
+        e.checkpoint(now);
+        let g = e.guest_time(now);
+        let beats = !hung || g < hang || g == last_sent;
+        if beats && g.duration_since(t0).as_millis() % 100 == 0 {
+            p.heartbeat(now);
+        }
+        let share = if rollbacks.is_empty() {
+            share.0
+        } else {
+            share.1
+        };
+        match p.tick(now, |silent| starved(silent, share)) {
+            Some(Decision::Rollback {
+                before, attempt, ..
+            }) => {
+                let end = now + ms(100);
+                let Some((restored, undone)) = e.rollback(before, end) else {
+                    panic!("HistoryExhausted: no checkpoint from before the one asked for (attempt {attempt}; rollbacks so far {rollbacks:?})")
+                };
+                p.rolled_back(end, undone);
+                hung &= restored >= hang;
+                rollbacks.push((attempt, restored < hang));
+                now = end;
+                continue;
+            }
+            Some(Decision::Recovered { rollbacks: n, .. }) => return (rollbacks, n),
+            Some(Decision::Restart { why, .. }) => panic!("restarted: {why} ({rollbacks:?})"),
+            Some(Decision::NotHung { .. }) | None => {}
+        }
+        now += ms(50);
+    }
+    panic!("not recovered in 90 s: {rollbacks:?}");
+}
+
+/// Before the fix, with the first silence judged after 7 s and the next
+/// within the recurrence window (a third of the CPU: 3 s), the second
+/// attempt asked for a checkpoint older than any the engine held (it had
+/// moved them forward by the 8 s undone): `HistoryExhausted`, as in the CI
+/// log; with the next judged after the window, the silence was taken for
+/// a new incident and the first one reported recovered while the guest was
+/// still hung.
+#[test]
+fn a_starved_guests_hang_is_rolled_back_to_before_it_when_the_first_rollback_lands_inside() {
+    for share in [(1.0 / 7.0, 1.0 / 3.0), (1.0 / 7.0, 1.0 / 7.0), (0.5, 0.5)] {
+        let (rollbacks, counted) = starved_hang(share);
+        assert_eq!(
+            rollbacks.first(),
+            Some(&(0, false)),
+            "share {share:?}: the first rollback lands inside the hang (what this test is about)"
+        );
+        assert_eq!(
+            rollbacks.last().map(|r| r.1),
+            Some(true),
+            "share {share:?}: {rollbacks:?}"
+        );
+        assert!(
+            rollbacks.iter().enumerate().all(|(i, r)| r.0 == i as u32),
+            "share {share:?}: one incident, each attempt further back: {rollbacks:?}"
+        );
+        assert_eq!(counted, rollbacks.len() as u32, "share {share:?}");
+    }
+}
+
+#[test]
+fn an_incident_is_not_over_while_the_guest_is_silent() {
+    let t0 = Instant::now() + ms(10_000);
+    let mut p = Policy::new(cfg());
+    p.heartbeat(t0);
+    assert!(matches!(
+        p.tick(t0 + ms(1100), |_| running()),
+        Some(Decision::Rollback { attempt: 0, .. })
+    ));
+    p.rolled_back(t0 + ms(1200), ms(1500));
+    // One heartbeat, then silence past the 5 s window: not recovered.
+    p.heartbeat(t0 + ms(1300));
+    let slow = |_: Duration| HostEvidence {
+        runnable_ms: Some(400.0),
+        ..running()
+    };
+    for t in (1400..=8000).step_by(100) {
+        let d = p.tick(t0 + ms(t), slow);
+        assert!(
+            matches!(d, None | Some(Decision::NotHung { .. })),
+            "at {t}: {d:?}"
+        );
+    }
+    // Judged hung 7.4 s after the rollback: the same incident, further back
+    // than the checkpoint the first attempt restored.
+    match p.tick(t0 + ms(8600), |_| running()) {
+        Some(Decision::Rollback {
+            attempt: 1, before, ..
+        }) => assert_eq!(before, t0 - ms(300) + ms(1500) - ms(500)),
         other => panic!("{other:?}"),
     }
 }

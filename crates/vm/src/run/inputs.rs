@@ -150,7 +150,10 @@ impl Run<'_> {
                 m.rollback.observe(Duration::from_micros(r.duration_us));
                 let (trigger, attempt) = match (&r.failure, self.rollback.take()) {
                     (Failure::Hang, Some(t)) => {
-                        self.policy.rolled_back(now);
+                        // What the engine moved its kept checkpoints by.
+                        let undone = Duration::from_millis(r.checkpoint_age_ms)
+                            + Duration::from_micros(r.duration_us);
+                        self.policy.rolled_back(now, undone);
                         (t.0.name().to_string(), Some(t.1))
                     }
                     // The engine rolled back a crash of QEMU itself.
