@@ -60,6 +60,13 @@ const GUEST_MARGIN: Duration = Duration::from_millis(300);
 const HANG_MARGIN: Duration = Duration::from_millis(300);
 /// Progressive rollback step.
 const STEP: Duration = Duration::from_millis(500);
+/// A silence is acted on this long before the checkpoint its rollback
+/// needs would age out of the engine's history (the older history's 1 s
+/// spacing, the host's evidence query, the request reaching the engine).
+const LAST_CHANCE: Duration = Duration::from_millis(2500);
+/// Then the share of `heartbeat_timeout` QEMU must have been able to run
+/// the guest for (three heartbeat periods at the default 1 s).
+const LAST_CHANCE_SHARE: f64 = 0.3;
 /// A silence found not to be a hang is looked at again this often (the
 /// guest may hang once QEMU runs again).
 const RECHECK: Duration = Duration::from_millis(500);
@@ -95,6 +102,9 @@ pub struct PolicyConfig {
     /// Guest diagnoses covering a rollback that arrive this soon after it
     /// are artefacts of it (recorded, not acted on).
     pub settle: Duration,
+    /// How far back the engine keeps checkpoints (None: unknown). A
+    /// silence is acted on before the checkpoint from before it ages out.
+    pub history: Option<Duration>,
 }
 
 /// A guest diagnosis not acted on, and why (for the event).
@@ -119,6 +129,9 @@ pub enum Trigger {
         silent: Duration,
         /// What the host saw.
         evidence: HostEvidence,
+        /// Acted on with less than `heartbeat_timeout` of runnable time:
+        /// waiting longer would lose the last checkpoint from before it.
+        last_chance: bool,
     },
     /// The guest's selfheal diagnosed a fault it did not recover.
     Guest {
@@ -265,6 +278,17 @@ struct Incident {
     resumed: Option<Instant>,
     /// First heartbeat after that.
     serving: Option<Instant>,
+}
+
+impl Incident {
+    /// The rollback target of `attempt`: a step further back each time,
+    /// and older than the checkpoint the last attempt restored (that one
+    /// did not clear the fault).
+    fn target(&self, attempt: u32) -> Instant {
+        let back = STEP * ((1u32 << attempt.min(16)) - 1);
+        let before = self.onset.checked_sub(back).unwrap_or(self.onset);
+        self.requested.map_or(before, |r| before.min(r))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -532,13 +556,7 @@ impl Policy {
             });
         }
         let attempt = inc.attempts;
-        let back = STEP * ((1u32 << attempt.min(16)) - 1);
-        let mut before = inc.onset.checked_sub(back).unwrap_or(inc.onset);
-        // Older than the checkpoint the last attempt restored: that one
-        // did not clear the fault.
-        if let Some(r) = inc.requested {
-            before = before.min(r);
-        }
+        let before = inc.target(attempt);
         inc.requested = Some(now);
         self.acting = true;
         Some(Decision::Rollback {
@@ -574,8 +592,33 @@ impl Policy {
         if silent < timeout || self.held || self.recheck_at.is_some_and(|t| now < t) {
             return None;
         }
+        // The guest may have alerted before it went silent: the fault began
+        // at the first alert of that run, not at the last heartbeat.
+        let onset = match self.alerts {
+            Some((first, alerted)) if first < last && last <= alerted + ALERT_CHAIN => {
+                first.max(last.checked_sub(ALERT_LOOKBACK).unwrap_or(first))
+            }
+            _ => last.checked_sub(HANG_MARGIN).unwrap_or(last),
+        };
+        // What the rollback would ask for: past `history` minus a margin,
+        // the checkpoint it needs is about to age out, and a starved guest
+        // whose silence has not yet reached the timeout in runnable time
+        // is acted on with less.
+        let target = match &self.incident {
+            Some(i) if i.resumed.is_some() && !self.is_over(i, now) => i.target(i.attempts + 1),
+            _ => onset,
+        };
+        let last_chance = self
+            .cfg
+            .history
+            .is_some_and(|h| now.saturating_duration_since(target) + LAST_CHANCE >= h);
+        let need = if last_chance {
+            timeout.mul_f64(LAST_CHANCE_SHARE)
+        } else {
+            timeout
+        };
         let ev = evidence(silent);
-        if let Some(why) = ev.not_hung(timeout) {
+        if let Some(why) = ev.not_hung(need) {
             // Reported once per silence, looked at again: a guest that
             // hangs once QEMU runs again is still caught.
             self.recheck_at = Some(now + RECHECK);
@@ -585,18 +628,12 @@ impl Policy {
             }
             return None;
         }
-        // The guest may have alerted before it went silent: the fault began
-        // at the first alert of that run, not at the last heartbeat.
-        let onset = match self.alerts {
-            Some((first, alerted)) if first < last && last <= alerted + ALERT_CHAIN => {
-                first.max(last.checked_sub(ALERT_LOOKBACK).unwrap_or(first))
-            }
-            _ => last.checked_sub(HANG_MARGIN).unwrap_or(last),
-        };
+        let last_chance = last_chance && ev.not_hung(timeout).is_some();
         Some((
             Trigger::Hang {
                 silent,
                 evidence: ev,
+                last_chance,
             },
             onset,
         ))

@@ -184,6 +184,7 @@ fn placeholder() -> PolicyConfig {
         checkpoints: false,
         max_rollbacks: 0,
         window: Duration::ZERO,
+        history: None,
     }
 }
 
@@ -193,10 +194,14 @@ fn describe(t: &Trigger) -> (EventKind, String) {
             EventKind::VmCrash,
             "the guest kernel panicked (pvpanic)".into(),
         ),
-        Trigger::Hang { silent, evidence } => (
+        Trigger::Hang {
+            silent,
+            evidence,
+            last_chance,
+        } => (
             EventKind::VmHang,
             format!(
-                "the guest link is silent for {} ms while QEMU runs ({:.0} ms CPU; vCPUs busy {})",
+                "the guest link is silent for {} ms while QEMU runs ({:.0} ms CPU; vCPUs busy {}; could run them {:.0} ms of it){}",
                 silent.as_millis(),
                 evidence.qemu_cpu_ms,
                 evidence
@@ -204,7 +209,13 @@ fn describe(t: &Trigger) -> (EventKind, String) {
                     .iter()
                     .map(|(i, s)| format!("{i}:{:.0}%", s * 100.0))
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(" "),
+                evidence.runnable_ms.unwrap_or(f64::NAN),
+                if *last_chance {
+                    " — acted on short of the heartbeat timeout: the last checkpoint from before the silence is about to age out"
+                } else {
+                    ""
+                }
             ),
         ),
         Trigger::Guest { class, message } => (
@@ -223,10 +234,16 @@ fn trigger_details(t: &Trigger, attempt: u32, back_ms: u64) -> serde_json::Value
         evidence: None,
         class: None,
         guest_message: None,
+        last_chance: false,
     };
     match t {
-        Trigger::Hang { silent, evidence } => {
+        Trigger::Hang {
+            silent,
+            evidence,
+            last_chance,
+        } => {
             d.silent_ms = Some(silent.as_millis() as u64);
+            d.last_chance = *last_chance;
             d.evidence = Some(HangEvidence {
                 qemu_cpu_ms: evidence.qemu_cpu_ms,
                 qemu_scheduled: evidence.qemu_scheduled,
@@ -275,6 +292,10 @@ struct TriggerDetails<'a> {
     /// A guest diagnosis: its message.
     #[serde(skip_serializing_if = "Option::is_none")]
     guest_message: Option<&'a str>,
+    /// A hang acted on short of the heartbeat timeout, before the last
+    /// checkpoint from before the silence ages out (present when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    last_chance: bool,
 }
 
 /// What the host measured of a silent guest (`details.evidence`).
@@ -375,6 +396,7 @@ mod details_tests {
                 status: Some("running".into()),
                 qmp_unresponsive: false,
             },
+            last_chance: false,
         };
         assert_eq!(
             trigger_details(&hang, 1, 5000),

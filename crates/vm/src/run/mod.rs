@@ -261,6 +261,12 @@ impl<'a> Run<'a> {
             checkpoints: c.enabled() && proc.is_traced(),
             max_rollbacks: c.max_rollbacks,
             window: cfg.restart_window.get(),
+            // As the engine keeps them (`process::engine_config`).
+            history: Some(if c.older_every.get().is_zero() {
+                c.interval.get() * c.keep as u32
+            } else {
+                c.older_span.get()
+            }),
         });
         metrics.up.store(1, Ordering::Relaxed);
         sink.emit(vm_event(
