@@ -6,6 +6,7 @@
 //! - [`link`]: the host's end of the guest link.
 //! - [`host`]: what the host sees of QEMU (CPU time of its vCPU threads).
 //! - [`policy`]: what to do, from what was seen (pure).
+//! - [`pauses`]: the checkpoint stops the guest lived through.
 //! - `run`: one run of QEMU, under the checkpoint engine; `supervise`:
 //!   restarts, and the entry points for `selfheal vm` and `[[vm]]`.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod events;
 pub mod host;
 pub mod link;
 pub mod metrics;
+pub mod pauses;
 pub mod policy;
 mod process;
 pub mod qemu;

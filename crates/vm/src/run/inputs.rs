@@ -7,6 +7,7 @@ use serde::Serialize;
 use selfheal_event::details_value;
 
 use super::*;
+use crate::pauses::Explained;
 
 impl Run<'_> {
     pub(super) fn qmp_event(&mut self, ev: QmpEvent, now: Instant) {
@@ -89,6 +90,26 @@ impl Run<'_> {
         );
         match (e.kind, class) {
             (EventKind::Diagnosis, Some(class)) => {
+                if let Some(x) = self.checkpoint_stall(class, &e.details, made) {
+                    self.emit(
+                        EventKind::Dismissed,
+                        Severity::Info,
+                        format!(
+                            "the guest's {class} diagnosis is not acted on: QEMU stood stopped for checkpoints {} ms of the {} ms stall it reports (the guest's clock runs on while the host holds its vCPUs)",
+                            x.stopped.as_millis(),
+                            x.stall.as_millis()
+                        ),
+                        details_value(&CheckpointStallDetails {
+                            class: class.as_str(),
+                            stall_ms: x.stall.as_millis() as u64,
+                            stopped_ms: x.stopped.as_millis() as u64,
+                            guest_message: &e.message,
+                        }),
+                    );
+                    VmMetrics::inc(&self.metrics.guest_events);
+                    self.sink.emit(forwarded(&self.cfg.name, e));
+                    return;
+                }
                 let back = onset_back(&e.details);
                 if let Some(n) = self
                     .policy
@@ -121,6 +142,26 @@ impl Run<'_> {
         self.sink.emit(forwarded(&self.cfg.name, e));
     }
 
+    /// A guest `kernel_stall` whose stall the host's checkpoint stops
+    /// account for ([`Pauses::explain`]).
+    fn checkpoint_stall(
+        &self,
+        class: Class,
+        details: &serde_json::Value,
+        made: Instant,
+    ) -> Option<Explained> {
+        if class != Class::KernelStall {
+            return None;
+        }
+        let ms = details
+            .get("evidence")?
+            .get("cpu_stalled_ms")?
+            .as_f64()
+            .filter(|v| v.is_finite() && *v >= 0.0)?;
+        self.stops
+            .explain(made, Duration::from_millis(ms.min(3_600_000.0) as u64))
+    }
+
     pub(super) fn engine_event(&mut self, e: ckpt::Event, now: Instant) -> Option<RunEnd> {
         let m = self.metrics;
         match e {
@@ -128,6 +169,8 @@ impl Run<'_> {
                 VmMetrics::inc(&m.checkpoints);
                 let stopped = s.pause_us + s.registration_pause_us;
                 m.pause.observe(Duration::from_micros(stopped));
+                // Ended about now: the report comes as QEMU resumes.
+                self.stops.stopped(now, Duration::from_micros(stopped));
                 self.pauses.push(stopped);
                 m.memory_bytes.store(s.memory_bytes, Ordering::Relaxed);
                 m.held.store(s.held as u64, Ordering::Relaxed);
@@ -307,6 +350,18 @@ struct NotActedDetails<'a> {
     guest_message: &'a str,
 }
 
+/// `details` of a guest stall that was QEMU stopped for checkpoints
+/// (`dismissed`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct CheckpointStallDetails<'a> {
+    class: &'static str,
+    /// The stall the guest reported (`evidence.cpu_stalled_ms`).
+    stall_ms: u64,
+    /// QEMU stopped for checkpoints within it, ms.
+    stopped_ms: u64,
+    guest_message: &'a str,
+}
+
 /// `details` of a failed VM checkpoint (`checkpoint`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct CheckpointFailedDetails<'a> {
@@ -362,6 +417,16 @@ mod details_tests {
             }),
             json!({"class": "kernel_stall", "why": "settling", "after_rollback_ms": 10,
                    "covers_ms": 20, "settle_ms": 30, "guest_message": "m"})
+        );
+        assert_eq!(
+            details_value(&CheckpointStallDetails {
+                class: "kernel_stall",
+                stall_ms: 316,
+                stopped_ms: 290,
+                guest_message: "m",
+            }),
+            json!({"class": "kernel_stall", "stall_ms": 316, "stopped_ms": 290,
+                   "guest_message": "m"})
         );
         assert_eq!(
             details_value(&CheckpointFailedDetails { error: "e" }),

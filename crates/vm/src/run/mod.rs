@@ -19,6 +19,7 @@ use crate::events::{alert_held, forwarded, onset_back, vm_event, GuestClock, Gue
 use crate::host::HostProbe;
 use crate::link::{Link, LinkInput};
 use crate::metrics::VmMetrics;
+use crate::pauses::Pauses;
 use crate::policy::{Decision, HostEvidence, Policy, PolicyConfig, Trigger};
 use crate::process::{Process, ProcessError};
 use crate::qemu::{self, Sockets};
@@ -198,6 +199,9 @@ pub(crate) struct Run<'a> {
     pauses: Vec<u64>,
     /// Checkpoint pauses of the whole run, µs (for the run's summary).
     all_pauses: Vec<u64>,
+    /// When QEMU stood stopped for checkpoints (a guest stall report that
+    /// is only those is not acted on).
+    stops: Pauses,
     next_pause_summary: Instant,
     probe: HostProbe,
     policy: Policy,
@@ -309,6 +313,7 @@ impl<'a> Run<'a> {
             clock: GuestClock::default(),
             pauses: Vec::new(),
             all_pauses: Vec::new(),
+            stops: Pauses::default(),
             next_pause_summary: Instant::now() + PAUSE_SUMMARY_EVERY,
             policy,
             filter: GuestFilter::new(50.0, 500.0),
