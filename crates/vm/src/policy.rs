@@ -8,7 +8,9 @@
 //! CPU — stopped or frozen is not hung — nor when its vCPUs waited for a
 //! CPU more than they ran and got too little to have beaten — slow is not
 //! hung; a dismissed silence is looked at again every 0.5 s, so a guest
-//! that hangs once QEMU runs again is caught); a fault the guest's own
+//! that hangs once QEMU runs again is caught; once the checkpoint its
+//! rollback needs is about to age out of the engine's history, 30 % of the
+//! timeout in runnable time is enough); a fault the guest's own
 //! selfheal diagnosed, of a class in `rollback_on`, that it did not report
 //! recovered within `guest_grace`.
 //!
