@@ -28,6 +28,8 @@ pub struct SymptomCheck {
     tasks_low_since: Option<Instant>,
     /// A spinning kernel thread's voluntary switches when first checked.
     kthread_nvcsw: Option<u64>,
+    /// When the machine's available memory was first seen back up.
+    memory_back_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for SymptomCheck {
@@ -55,6 +57,13 @@ const OUT_OF_D_SETTLE: Duration = Duration::from_millis(200);
 /// refills what the kill freed within milliseconds.
 const TASKS_LOW_SETTLE: Duration = Duration::from_millis(300);
 
+/// The machine's available memory must stay back up this long to count as
+/// recovered: under a kernel leak it flaps as reclaim and compaction free
+/// cache and the OOM killer takes a process, each for a moment, while the
+/// leak goes on (the hang lab's kmem_leak read "recovered" 6 ms after its
+/// diagnosis, and the guest then panicked on memory).
+const MEMORY_BACK_SETTLE: Duration = Duration::from_millis(500);
+
 impl SymptomCheck {
     /// A check of `symptom` against the live system.
     pub fn new(
@@ -72,6 +81,7 @@ impl SymptomCheck {
             out_of_d_since: None,
             tasks_low_since: None,
             kthread_nvcsw: None,
+            memory_back_since: None,
         }
     }
 
@@ -122,9 +132,15 @@ impl SymptomCheck {
                 let text = std::fs::read(self.proc_root.join("meminfo")).unwrap_or_default();
                 let mut m = selfheal_procfs::meminfo::MemInfo::default();
                 selfheal_procfs::meminfo::parse_meminfo(&text, &mut m);
-                m.available_bytes.is_some_and(|a| {
+                let back = m.available_bytes.is_some_and(|a| {
                     a as f64 * 100.0 / m.total_bytes.max(1) as f64 >= available_percent
-                })
+                });
+                if !back {
+                    self.memory_back_since = None;
+                    return false;
+                }
+                let since = *self.memory_back_since.get_or_insert_with(Instant::now);
+                since.elapsed() >= MEMORY_BACK_SETTLE
             }
             Symptom::KthreadSpin { tid, starttime } => {
                 if self.state_of(tid, tid, starttime).is_none() {
@@ -516,5 +532,41 @@ mod tests {
                 .cleared()
                 .eq(&false)
         );
+    }
+
+    /// Available memory back above the bound for a moment is not recovery:
+    /// it must stay there; a dip starts the wait again.
+    #[test]
+    fn machine_memory_clears_only_when_it_stays_back() {
+        let root = tempfile::tempdir().unwrap();
+        let set = |avail_kb: u64| {
+            std::fs::write(
+                root.path().join("meminfo"),
+                format!(
+                    "MemTotal: 1000000 kB\nMemFree: {avail_kb} kB\nMemAvailable: {avail_kb} kB\n"
+                ),
+            )
+            .unwrap()
+        };
+        let mut c = SymptomCheck::new(
+            Symptom::MachineMemory {
+                available_percent: 20.0,
+            },
+            root.path(),
+            None,
+            None,
+        );
+        set(100_000);
+        assert!(!c.cleared(), "10% < 20%");
+        assert!(matches!(c.recheck(), Recheck::Present(m) if m.contains("10.0% of memory")));
+        set(300_000);
+        assert!(!c.cleared(), "back up for a moment only");
+        std::thread::sleep(MEMORY_BACK_SETTLE / 2);
+        set(150_000);
+        assert!(!c.cleared(), "dipped again");
+        set(300_000);
+        assert!(!c.cleared(), "the wait starts again");
+        std::thread::sleep(MEMORY_BACK_SETTLE);
+        assert!(c.cleared());
     }
 }

@@ -212,8 +212,14 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     largest: describe(&list),
                 }),
                 blocker: None,
+                // Caught on the trend: cleared only back above the level
+                // the trend test watches, as below.
                 symptom: Symptom::MachineMemory {
-                    available_percent: th.mem_available_percent,
+                    available_percent: if low || thrashing {
+                        th.mem_available_percent
+                    } else {
+                        2.0 * th.mem_available_percent
+                    },
                 },
                 no_target: None,
                 restart_veto: None,
