@@ -20,6 +20,7 @@
 //!
 //! [`ChildHandle`]: crate::ChildHandle
 
+pub mod details;
 mod launcher;
 mod metrics;
 mod report;

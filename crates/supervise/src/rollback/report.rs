@@ -7,11 +7,15 @@
 //! `started`, `unavailable` (the program runs without checkpoints),
 //! `failed` or `reset`.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use selfheal_event::{EventKind, Severity};
+use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_sys::signal::signal_name;
 
+use super::details::{
+    CheckpointDetails, Done, Files, Impossible, ResetReason, RollbackDetails, Started, Then,
+    Tracking, Trigger,
+};
 use super::engine::{
     Failure, FdKind, FileRefusal, FileTracking, RollbackReport, TrackingMode, Unrecoverable,
 };
@@ -133,46 +137,11 @@ pub(crate) fn reason_tag(why: &Unrecoverable) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// What triggered a rollback, as event fields.
-fn trigger(f: &Failure) -> Value {
-    match f {
-        Failure::Crash {
-            signal,
-            tid,
-            code,
-            addr_or_pid,
-        } => {
-            let mut v = json!({
-                "trigger": "crash",
-                "signal": signal,
-                "signal_name": signal_name(*signal),
-                "tid": tid,
-                "si_code": code,
-            });
-            // si_code <= 0: sent by a process (kill); > 0: a real fault.
-            if *code <= 0 {
-                v["sent_by_pid"] = json!(*addr_or_pid as u32 as i32);
-            } else {
-                v["fault_addr"] = json!(format!("{addr_or_pid:#x}"));
-            }
-            v
-        }
-        Failure::Hang => json!({ "trigger": "hang" }),
-    }
-}
-
 fn what(f: &Failure) -> String {
     match f {
         Failure::Crash { signal, .. } => signal_name(*signal),
         Failure::Hang => "hang".into(),
     }
-}
-
-fn merge(mut a: Value, b: Value) -> Value {
-    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
-        a.extend(b);
-    }
-    a
 }
 
 impl AppCheckpoint {
@@ -201,8 +170,8 @@ impl AppCheckpoint {
         let c = &self.config;
         let history = c.interval * c.keep as u32;
         let (mode, note) = match tracking {
-            TrackingMode::UffdWp => ("uffd_wp", None),
-            TrackingMode::FullCopy { reason } => ("full_copy", Some(reason.clone())),
+            TrackingMode::UffdWp => (Tracking::UffdWp, None),
+            TrackingMode::FullCopy { reason } => (Tracking::FullCopy, Some(reason.clone())),
         };
         let mut message = format!(
             "checkpointing {} (pid {pid}) every {:?}, keeping {}",
@@ -237,19 +206,22 @@ impl AppCheckpoint {
             severity,
             pid,
             message,
-            json!({
-                "outcome": "started",
-                "pid": pid,
-                "interval_ms": c.interval.as_millis() as u64,
-                "keep": c.keep,
-                "history_ms": history.as_millis() as u64,
-                "recurrence_window_ms": c.recurrence_window.as_millis() as u64,
-                "tracking": mode,
-                "tracking_note": note,
-                "files": if files_note.is_none() { "seccomp" } else { "off" },
-                "files_note": files_note,
-                "warning": self.history_warning,
-            }),
+            details_value(&CheckpointDetails::Started(Started {
+                pid,
+                interval_ms: c.interval.as_millis() as u64,
+                keep: c.keep,
+                history_ms: history.as_millis() as u64,
+                recurrence_window_ms: c.recurrence_window.as_millis() as u64,
+                tracking: mode,
+                tracking_note: note,
+                files: if files_note.is_none() {
+                    Files::Seccomp
+                } else {
+                    Files::Off
+                },
+                files_note,
+                warning: self.history_warning.clone(),
+            })),
         );
     }
 
@@ -265,7 +237,11 @@ impl AppCheckpoint {
             Severity::Critical,
             pid,
             message,
-            json!({ "outcome": "unavailable", "pid": pid, "error": error, "fix": fix }),
+            details_value(&CheckpointDetails::Unavailable {
+                pid,
+                error: error.into(),
+                fix: fix.map(String::from),
+            }),
         );
     }
 
@@ -300,25 +276,7 @@ impl AppCheckpoint {
             },
             r.duration_us as f64 / 1000.0,
         );
-        let details = merge(
-            json!({
-                "outcome": "done",
-                "pid": pid,
-                "checkpoint_id": r.checkpoint_id,
-                "checkpoint_age_ms": r.checkpoint_age_ms,
-                "depth": depth,
-                "pages_restored": r.pages_restored,
-                "layout_ops": r.layout_ops,
-                "fd_ops": r.fd_ops,
-                "thread_ops": r.thread_ops,
-                "files_restored": r.files_restored,
-                "file_bytes_restored": r.file_bytes_restored,
-                "names_restored": r.names_restored,
-                "duration_us": r.duration_us,
-                "rollbacks_this_run": count,
-            }),
-            trigger(&r.failure),
-        );
+        let details = details_value(&RollbackDetails::Done(Done::new(pid, r, depth, count)));
         self.emit(
             EventKind::Rollback,
             Severity::Warning,
@@ -338,17 +296,18 @@ impl AppCheckpoint {
             Failure::Crash { .. } => "the signal is delivered and the program restarted",
             Failure::Hang => "the program is stopped and restarted",
         };
-        let details = merge(
-            json!({
-                "outcome": "impossible",
-                "pid": pid,
-                "reason": reason_tag(why),
-                "why": why,
-                "message": text,
-                "then": if handler { "deliver" } else { "restart" },
-            }),
-            trigger(failure),
-        );
+        let details = details_value(&RollbackDetails::Impossible(Impossible {
+            pid,
+            reason: reason_tag(why),
+            why: details_value(why),
+            message: text.clone(),
+            then: if handler {
+                Then::Deliver
+            } else {
+                Then::Restart
+            },
+            trigger: Trigger::of(failure),
+        }));
         self.emit(
             EventKind::Rollback,
             Severity::Critical,
@@ -372,13 +331,12 @@ impl AppCheckpoint {
                 "{} (pid {pid}) was rolled back {count} times within {window} (max_rollbacks {}): rolling back does not help; killing it for a restart",
                 self.app, self.max_rollbacks
             ),
-            json!({
-                "outcome": "gave_up",
-                "pid": pid,
-                "rollbacks": count,
-                "window_ms": self.rollback_window.as_millis() as u64,
-                "max_rollbacks": self.max_rollbacks,
-                "then": "restart",
+            details_value(&RollbackDetails::GaveUp {
+                pid,
+                rollbacks: count,
+                window_ms: self.rollback_window.as_millis() as u64,
+                max_rollbacks: self.max_rollbacks,
+                then: Then::Restart,
             }),
         );
     }
@@ -397,7 +355,11 @@ impl AppCheckpoint {
                     String::new()
                 }
             ),
-            json!({ "outcome": "failed", "pid": pid, "error": error, "suppressed": suppressed }),
+            details_value(&CheckpointDetails::Failed {
+                pid,
+                error: error.into(),
+                suppressed,
+            }),
         );
     }
 
@@ -410,7 +372,10 @@ impl AppCheckpoint {
                 "{} (pid {pid}) executed a new program: checkpoint history starts over",
                 self.app
             ),
-            json!({ "outcome": "reset", "pid": pid, "reason": "exec" }),
+            details_value(&CheckpointDetails::Reset {
+                pid,
+                reason: ResetReason::Exec,
+            }),
         );
     }
 }

@@ -5,8 +5,9 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use selfheal_event::details_value;
 
+use super::details::HangRolledBack;
 use super::{AppCheckpoint, HangReply};
 use crate::steps::{RecoveryStep, StepContext, StepOutcome, Trouble};
 
@@ -66,13 +67,13 @@ impl RecoveryStep for RollbackStep {
         }
         match run.request_rollback(since).recv_timeout(ANSWER_WITHIN) {
             Ok(HangReply::Done(r)) => StepOutcome::Recovered {
-                detail: json!({
-                    "checkpoint_id": r.checkpoint_id,
-                    "checkpoint_age_ms": r.checkpoint_age_ms,
-                    "last_progress_ms_ago": since.elapsed().as_millis() as u64,
-                    "depth": r.depth,
-                    "pages_restored": r.pages_restored,
-                    "duration_us": r.duration_us,
+                detail: details_value(&HangRolledBack {
+                    checkpoint_id: r.checkpoint_id,
+                    checkpoint_age_ms: r.checkpoint_age_ms,
+                    last_progress_ms_ago: since.elapsed().as_millis() as u64,
+                    depth: r.depth,
+                    pages_restored: r.pages_restored,
+                    duration_us: r.duration_us,
                 }),
             },
             Ok(HangReply::Refused(why)) => declined(why),
