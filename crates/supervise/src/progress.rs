@@ -23,7 +23,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use selfheal_event::details_value;
 
 use selfheal_config::{BlockedWaits, ProgressConfig};
 use selfheal_procfs::task::{list_tids, TaskDir};
@@ -270,6 +273,39 @@ impl Delta {
     }
 }
 
+/// The `evidence` of a no-progress suspicion: the heuristic, how long it
+/// has held and every thread's counters over the last interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuspicionEvidence {
+    /// `spin` or `deadlock`.
+    pub heuristic: String,
+    pub held_ms: u64,
+    /// The spinning thread (`null` for a deadlock).
+    pub tid: Option<i32>,
+    pub threads: Vec<ThreadEvidence>,
+}
+
+/// One thread in a [`SuspicionEvidence`]; counters it has no previous
+/// sample for are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadEvidence {
+    pub tid: i32,
+    pub comm: String,
+    /// State letter (R, S, D, …).
+    pub state: String,
+    /// CPU use over the interval, one decimal.
+    pub cpu_percent: Option<f64>,
+    pub system_percent: Option<f64>,
+    pub voluntary_switches: Option<u64>,
+    pub syscall: Option<String>,
+    pub wchan: Option<String>,
+}
+
+/// A percentage of `dt_ns`, one decimal.
+fn percent(ns: u64, dt_ns: u64) -> f64 {
+    (ns as f64 * 100.0 / dt_ns as f64 * 10.0).round() / 10.0
+}
+
 fn evidence(
     kind: SuspicionKind,
     now: Instant,
@@ -278,26 +314,24 @@ fn evidence(
     deltas: &[(&ThreadSample, Option<Delta>)],
     culprit: Option<i32>,
 ) -> Value {
-    let threads: Vec<Value> = deltas
+    let threads = deltas
         .iter()
-        .map(|(t, d)| {
-            json!({
-                "tid": t.tid,
-                "comm": t.comm,
-                "state": t.state.to_string(),
-                "cpu_percent": d.map(|d| (d.cpu_ns as f64 * 100.0 / dt_ns as f64 * 10.0).round() / 10.0),
-                "system_percent": d.map(|d| (d.system_ns as f64 * 100.0 / dt_ns as f64 * 10.0).round() / 10.0),
-                "voluntary_switches": d.and_then(|d| d.voluntary),
-                "syscall": t.syscall,
-                "wchan": t.wchan,
-            })
+        .map(|(t, d)| ThreadEvidence {
+            tid: t.tid,
+            comm: t.comm.clone(),
+            state: t.state.to_string(),
+            cpu_percent: d.map(|d| percent(d.cpu_ns, dt_ns)),
+            system_percent: d.map(|d| percent(d.system_ns, dt_ns)),
+            voluntary_switches: d.and_then(|d| d.voluntary),
+            syscall: t.syscall.clone(),
+            wchan: t.wchan.clone(),
         })
         .collect();
-    json!({
-        "heuristic": kind.as_str(),
-        "held_ms": now.saturating_duration_since(since).as_millis() as u64,
-        "tid": culprit,
-        "threads": threads,
+    details_value(&SuspicionEvidence {
+        heuristic: kind.as_str().into(),
+        held_ms: now.saturating_duration_since(since).as_millis() as u64,
+        tid: culprit,
+        threads,
     })
 }
 
@@ -365,6 +399,42 @@ mod tests {
             syscall: (!syscall.is_empty()).then(|| syscall.to_string()),
             wchan: None,
         }
+    }
+
+    /// The evidence is exactly the document the old `json!` literals
+    /// built (a thread without a previous sample has `null` counters),
+    /// and that document reads back.
+    #[test]
+    fn evidence_matches_the_old_json_and_reads_back() {
+        let t0 = Instant::now();
+        let spin = t(2, 'R', 500, 0, 3, "");
+        let new = t(3, 'S', 0, 0, 0, "7");
+        let d = Delta {
+            cpu_ns: 333_333_333,
+            system_ns: 0,
+            voluntary: Some(0),
+        };
+        let v = evidence(
+            SuspicionKind::Spin,
+            t0 + Duration::from_millis(1500),
+            t0,
+            1_000_000_000,
+            &[(&spin, Some(d)), (&new, None)],
+            Some(2),
+        );
+        let old = serde_json::json!({
+            "heuristic": "spin", "held_ms": 1500, "tid": 2,
+            "threads": [
+                {"tid": 2, "comm": "t2", "state": "R", "cpu_percent": 33.3,
+                 "system_percent": 0.0, "voluntary_switches": 0, "syscall": null, "wchan": null},
+                {"tid": 3, "comm": "t3", "state": "S", "cpu_percent": null,
+                 "system_percent": null, "voluntary_switches": null, "syscall": "7", "wchan": null},
+            ],
+        });
+        assert_eq!(v, old);
+        let typed: SuspicionEvidence = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(typed.threads[1].syscall.as_deref(), Some("7"));
+        assert_eq!(details_value(&typed), old);
     }
 
     const FUTEX: &str = if cfg!(target_arch = "x86_64") {

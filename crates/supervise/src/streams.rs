@@ -19,20 +19,22 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use selfheal_config::RestartOutput;
 
 /// Which standard stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stream {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
     Stdin,
     Stdout,
     Stderr,
 }
 
 impl Stream {
-    fn name(self) -> &'static str {
+    /// `stdin`, `stdout` or `stderr`.
+    pub fn name(self) -> &'static str {
         match self {
             Stream::Stdin => "stdin",
             Stream::Stdout => "stdout",
@@ -40,6 +42,43 @@ impl Stream {
         }
     }
 }
+
+/// What a restart did to one stream the killed run wrote or read: an
+/// entry of the `app_restart` event's `output`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamReset {
+    pub stream: Stream,
+    pub path: String,
+    #[serde(flatten)]
+    pub action: StreamAction,
+    /// Why the action failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What was done to one stream, with its numbers (bytes or offsets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum StreamAction {
+    /// stdin's offset moved back to where the run started.
+    Rewound { from: u64, to: u64 },
+    /// The file was cut back to its size at the run's start.
+    Truncated { from: u64, to: u64 },
+    /// The bytes the run added were moved to the file `to`.
+    Rotated { bytes: u64, to: String },
+    /// The bytes the run added were kept (`restart_output = "keep"`).
+    Kept { bytes: u64 },
+    /// Not touched: the file is shorter than when the run started.
+    Left {
+        /// Always [`LEFT_SHORTER`].
+        reason: String,
+        bytes: u64,
+        at_start: u64,
+    },
+}
+
+/// Why a file is [`StreamAction::Left`] alone.
+pub const LEFT_SHORTER: &str = "shorter than when the run started";
 
 /// One stream of a run that is a regular file, as the run started.
 #[derive(Debug)]
@@ -108,7 +147,7 @@ impl RunStreams {
 
     /// Puts the streams back as the run started, per `mode`; `run` numbers
     /// rotated files. Returns what was done, for the restart event.
-    pub fn reset(&mut self, mode: RestartOutput, run: u64) -> Vec<Value> {
+    pub fn reset(&mut self, mode: RestartOutput, run: u64) -> Vec<StreamReset> {
         let mut done = Vec::new();
         for s in &mut self.files {
             let Ok(meta) = s.file.metadata() else {
@@ -125,7 +164,12 @@ impl RunStreams {
                 }
                 let r = s.file.seek(SeekFrom::Start(s.pos)).map(drop);
                 done.push(outcome(
-                    json!({ "stream": "stdin", "path": path, "action": "rewound", "from": now, "to": s.pos }),
+                    s.stream,
+                    path,
+                    StreamAction::Rewound {
+                        from: now,
+                        to: s.pos,
+                    },
                     r,
                 ));
                 continue;
@@ -136,25 +180,34 @@ impl RunStreams {
             }
             if now < s.size {
                 // Cut by someone else: nothing of ours to take back.
-                done.push(json!({ "stream": s.stream.name(), "path": path, "action": "left", "reason": "shorter than when the run started", "bytes": now, "at_start": s.size }));
+                let left = StreamAction::Left {
+                    reason: LEFT_SHORTER.into(),
+                    bytes: now,
+                    at_start: s.size,
+                };
+                done.push(outcome(s.stream, path, left, Ok(())));
                 continue;
             }
             let added = now - s.size;
             let entry = match mode {
                 RestartOutput::Keep => {
-                    json!({ "stream": s.stream.name(), "path": path, "action": "kept", "bytes": added })
+                    outcome(s.stream, path, StreamAction::Kept { bytes: added }, Ok(()))
                 }
-                RestartOutput::Truncate => outcome(
-                    json!({ "stream": s.stream.name(), "path": path, "action": "truncated", "from": now, "to": s.size }),
-                    cut_back(s),
-                ),
+                RestartOutput::Truncate => {
+                    let cut = StreamAction::Truncated {
+                        from: now,
+                        to: s.size,
+                    };
+                    outcome(s.stream, path, cut, cut_back(s))
+                }
                 RestartOutput::Rotate => {
                     let side = PathBuf::from(format!("{}.failed-{run}", s.path.display()));
                     let r = rotate(s, &side).and_then(|()| cut_back(s));
-                    outcome(
-                        json!({ "stream": s.stream.name(), "path": path, "action": "rotated", "bytes": added, "to": side.display().to_string() }),
-                        r,
-                    )
+                    let moved = StreamAction::Rotated {
+                        bytes: added,
+                        to: side.display().to_string(),
+                    };
+                    outcome(s.stream, path, moved, r)
                 }
             };
             done.push(entry);
@@ -165,30 +218,25 @@ impl RunStreams {
 
 /// The actions of [`RunStreams::reset`] as the end of a sentence
 /// (`"; stdout /x cut back from 1234 to 0 bytes"`), or nothing.
-pub(crate) fn summary(done: &[Value]) -> String {
+pub(crate) fn summary(done: &[StreamReset]) -> String {
     let parts: Vec<String> = done
         .iter()
         .map(|d| {
-            let (stream, path) = (
-                d["stream"].as_str().unwrap_or("?"),
-                d["path"].as_str().unwrap_or("?"),
-            );
-            let what = match d["action"].as_str().unwrap_or("") {
-                "truncated" => format!("cut back from {} to {} bytes", d["from"], d["to"]),
-                "rewound" => format!("rewound from offset {} to {}", d["from"], d["to"]),
-                "rotated" => format!(
-                    "{} bytes moved to {}",
-                    d["bytes"],
-                    d["to"].as_str().unwrap_or("?")
-                ),
-                "kept" => format!("kept {} bytes of the failed run", d["bytes"]),
-                other => other.to_string(),
+            let what = match &d.action {
+                StreamAction::Truncated { from, to } => {
+                    format!("cut back from {from} to {to} bytes")
+                }
+                StreamAction::Rewound { from, to } => format!("rewound from offset {from} to {to}"),
+                StreamAction::Rotated { bytes, to } => format!("{bytes} bytes moved to {to}"),
+                StreamAction::Kept { bytes } => format!("kept {bytes} bytes of the failed run"),
+                StreamAction::Left { .. } => "left".to_string(),
             };
-            let err = d["error"]
-                .as_str()
+            let err = d
+                .error
+                .as_ref()
                 .map(|e| format!(" (failed: {e})"))
                 .unwrap_or_default();
-            format!("{stream} {path} {what}{err}")
+            format!("{} {} {what}{err}", d.stream.name(), d.path)
         })
         .collect();
     if parts.is_empty() {
@@ -198,11 +246,18 @@ pub(crate) fn summary(done: &[Value]) -> String {
     }
 }
 
-fn outcome(mut v: Value, r: std::io::Result<()>) -> Value {
-    if let Err(e) = r {
-        v["error"] = json!(e.to_string());
+fn outcome(
+    stream: Stream,
+    path: String,
+    action: StreamAction,
+    r: std::io::Result<()>,
+) -> StreamReset {
+    StreamReset {
+        stream,
+        path,
+        action,
+        error: r.err().map(|e| e.to_string()),
     }
-    v
 }
 
 /// Cuts the file to its size at the run's start and, unless it appends,
@@ -285,8 +340,8 @@ mod tests {
             b"earlier\nnext\n"
         );
         assert_eq!(input.stream_position().unwrap(), 2);
-        assert_eq!(done[0]["action"], "truncated");
-        assert_eq!(done[1]["action"], "rewound");
+        assert_eq!(done[0].action, StreamAction::Truncated { from: 15, to: 8 });
+        assert_eq!(done[1].action, StreamAction::Rewound { from: 7, to: 2 });
     }
 
     #[test]
@@ -297,7 +352,10 @@ mod tests {
         s.note(Stream::Stdout, out.as_fd());
         out.write_all(b"half").unwrap();
         let done = s.reset(RestartOutput::Rotate, 3);
-        assert_eq!(done[0]["action"], "rotated", "{done:?}");
+        assert!(
+            matches!(done[0].action, StreamAction::Rotated { bytes: 4, .. }),
+            "{done:?}"
+        );
         assert_eq!(std::fs::read(dir.path().join("log")).unwrap(), b"a\n");
         assert_eq!(
             std::fs::read(dir.path().join("log.failed-3")).unwrap(),
@@ -307,8 +365,67 @@ mod tests {
         s.note(Stream::Stdout, out.as_fd());
         out.write_all(b"more").unwrap();
         let done = s.reset(RestartOutput::Keep, 4);
-        assert_eq!(done[0]["action"], "kept");
+        assert_eq!(done[0].action, StreamAction::Kept { bytes: 4 });
         assert_eq!(std::fs::read(dir.path().join("log")).unwrap(), b"a\nmore");
+    }
+
+    /// Each entry is the JSON the old `json!` literals built (an `error`
+    /// only when the action failed), and such a document reads back.
+    #[test]
+    fn entries_match_the_old_json_and_read_back() {
+        let entry = |action, error: Option<&str>| StreamReset {
+            stream: Stream::Stdout,
+            path: "/o".into(),
+            action,
+            error: error.map(String::from),
+        };
+        let cases = [
+            (
+                entry(StreamAction::Rewound { from: 7, to: 2 }, None),
+                r#"{"stream": "stdout", "path": "/o", "action": "rewound", "from": 7, "to": 2}"#,
+            ),
+            (
+                entry(StreamAction::Truncated { from: 9, to: 0 }, Some("EROFS")),
+                r#"{"stream": "stdout", "path": "/o", "action": "truncated", "from": 9, "to": 0, "error": "EROFS"}"#,
+            ),
+            (
+                entry(
+                    StreamAction::Rotated {
+                        bytes: 4,
+                        to: "/o.failed-3".into(),
+                    },
+                    None,
+                ),
+                r#"{"stream": "stdout", "path": "/o", "action": "rotated", "bytes": 4, "to": "/o.failed-3"}"#,
+            ),
+            (
+                entry(StreamAction::Kept { bytes: 4 }, None),
+                r#"{"stream": "stdout", "path": "/o", "action": "kept", "bytes": 4}"#,
+            ),
+            (
+                entry(
+                    StreamAction::Left {
+                        reason: LEFT_SHORTER.into(),
+                        bytes: 1,
+                        at_start: 5,
+                    },
+                    None,
+                ),
+                r#"{"stream": "stdout", "path": "/o", "action": "left", "reason": "shorter than when the run started", "bytes": 1, "at_start": 5}"#,
+            ),
+        ];
+        for (typed, old) in cases {
+            let old_value: serde_json::Value = serde_json::from_str(old).unwrap();
+            assert_eq!(serde_json::to_value(&typed).unwrap(), old_value);
+            assert_eq!(serde_json::from_str::<StreamReset>(old).unwrap(), typed);
+        }
+        assert_eq!(
+            summary(&[entry(
+                StreamAction::Truncated { from: 9, to: 0 },
+                Some("EROFS")
+            )]),
+            "; stdout /o cut back from 9 to 0 bytes (failed: EROFS)"
+        );
     }
 
     #[test]

@@ -3,16 +3,25 @@
 //! over), as types: stored in the events and read by `/api/events`,
 //! `selfheal status` and the tests.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::child::ExitStatus;
+use crate::streams::StreamReset;
 
 /// `details` of `app_start`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct Started<'a> {
     pub pid: i32,
     pub command: &'a [String],
+}
+
+/// `details` of `app_ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Ready {
+    pub pid: i32,
+    /// From the start to READY=1.
+    pub startup_ms: u64,
 }
 
 /// `details` of `app_restart`.
@@ -29,7 +38,7 @@ pub(super) struct Restarted<'a> {
     /// `restart_output`.
     pub restart_output: &'static str,
     /// What was done with the failed run's output.
-    pub output: &'a [Value],
+    pub output: &'a [StreamReset],
 }
 
 /// `details` of `app_restart` after giving up and waiting.
@@ -39,7 +48,7 @@ pub(super) struct Retried<'a> {
     /// Always `retry_after_gave_up`.
     pub cause: &'static str,
     pub restart_output: &'static str,
-    pub output: &'a [Value],
+    pub output: &'a [StreamReset],
 }
 
 /// `details` of a program that could not be started (`app_crash`, with
@@ -108,7 +117,12 @@ mod tests {
             json!({"pid": 3, "command": ["sh", "-c"]})
         );
         let prev = json!({"launch_error": "no such file"});
-        let out = vec![json!({"stream": "stdout", "kept_bytes": 8})];
+        let out = vec![StreamReset {
+            stream: crate::streams::Stream::Stdout,
+            path: "/o".into(),
+            action: crate::streams::StreamAction::Kept { bytes: 8 },
+            error: None,
+        }];
         assert_eq!(
             details_value(&Restarted {
                 pid: 4,
@@ -121,7 +135,7 @@ mod tests {
             }),
             json!({"pid": 4, "attempt": 1, "backoff_ms": 10, "cause": "crash",
                    "previous": {"launch_error": "no such file"}, "restart_output": "keep",
-                   "output": [{"stream": "stdout", "kept_bytes": 8}]})
+                   "output": [{"stream": "stdout", "path": "/o", "action": "kept", "bytes": 8}]})
         );
         assert_eq!(
             details_value(&Retried {
@@ -179,5 +193,18 @@ mod tests {
             }),
             json!({"reason": "stopped on request", "last_exit": null, "restarts": 2})
         );
+    }
+
+    /// `app_ready` carries the old document, and the old document reads
+    /// back.
+    #[test]
+    fn ready_details_round_trip() {
+        let old = json!({"pid": 3, "startup_ms": 250});
+        let typed = Ready {
+            pid: 3,
+            startup_ms: 250,
+        };
+        assert_eq!(details_value(&typed), old);
+        assert_eq!(serde_json::from_value::<Ready>(old).unwrap(), typed);
     }
 }

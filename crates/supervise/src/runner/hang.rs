@@ -269,11 +269,12 @@ impl Runner {
         let pid = l.pid;
         let detected = Instant::now();
         self.s.state.hang(detector);
-        let stacks = if self.s.app.hook.thread_stacks {
-            thread_stacks(&self.s.proc_root, pid)
-        } else {
-            Value::Null
-        };
+        let stacks = self
+            .s
+            .app
+            .hook
+            .thread_stacks
+            .then(|| thread_stacks(&self.s.proc_root, pid));
         self.emit(
             EventKind::AppHang,
             Severity::Critical,

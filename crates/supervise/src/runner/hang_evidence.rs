@@ -3,8 +3,10 @@
 //! WATCHDOG=1, a failing probe), as types: stored in the events and read
 //! by `/api/events` and the tests.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::evidence::{HookRun, ThreadStacks};
 
 /// `details` of an `app_hang` event for a suspicion (not acted on alone).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,7 +31,7 @@ pub(super) struct HangDetails<'a> {
     pub evidence: &'a Value,
     pub detected_unix_us: i64,
     /// The threads' kernel stacks, when `hook.thread_stacks`; else `null`.
-    pub thread_stacks: Value,
+    pub thread_stacks: Option<ThreadStacks>,
 }
 
 /// `confirmed_by` of a suspicion a failing probe confirmed.
@@ -51,7 +53,7 @@ pub(super) struct ProbeConfirmed<'a> {
 pub(super) struct HookDetails {
     /// Always `hook`.
     pub action: &'static str,
-    pub result: Value,
+    pub result: HookRun,
 }
 
 /// `details` of a recovery step that declined (`app_action`).
@@ -130,6 +132,16 @@ pub(super) struct WatchdogEvidence {
     pub suspected: Vec<&'static str>,
 }
 
+/// A run that asked to be treated as hung (`WATCHDOG=trigger`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct WatchdogTriggerEvidence {
+    /// Always [`WATCHDOG_TRIGGER`]: the message received.
+    pub trigger: String,
+}
+
+/// The notify message a program sends to be treated as hung.
+pub(super) const WATCHDOG_TRIGGER: &str = "WATCHDOG=trigger";
+
 /// A probe that failed `failure_threshold` times in a row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct ProbeEvidence<'a> {
@@ -192,7 +204,7 @@ mod tests {
                 confirmed_by: Some(probe),
                 evidence: &ev,
                 detected_unix_us: 5,
-                thread_stacks: Value::Null,
+                thread_stacks: None,
             }),
             json!({"detector": "cpu_spin", "suspected": false,
                    "confirmed_by": {"probe": "http", "detail": "timed out"},
@@ -202,9 +214,12 @@ mod tests {
         assert_eq!(
             details_value(&HookDetails {
                 action: "hook",
-                result: json!({"exit": 0})
+                result: HookRun::NotStarted {
+                    command: vec!["dump".into()],
+                    error: "ENOENT".into()
+                }
             }),
-            json!({"action": "hook", "result": {"exit": 0}})
+            json!({"action": "hook", "result": {"command": ["dump"], "error": "ENOENT"}})
         );
         assert_eq!(
             details_value(&StepDeclined {
@@ -292,6 +307,21 @@ mod tests {
                 "failures": [{"detail": "timed out", "started_unix_us": 1, "elapsed_ms": 500.0}],
                 "failed_at_unix_us": 500_001,
             })
+        );
+    }
+
+    /// A WATCHDOG=trigger hang's evidence is the old document, and the
+    /// old document reads back.
+    #[test]
+    fn watchdog_trigger_evidence_round_trips() {
+        let old = json!({"trigger": "WATCHDOG=trigger"});
+        let typed = WatchdogTriggerEvidence {
+            trigger: WATCHDOG_TRIGGER.into(),
+        };
+        assert_eq!(details_value(&typed), old);
+        assert_eq!(
+            serde_json::from_value::<WatchdogTriggerEvidence>(old).unwrap(),
+            typed
         );
     }
 }

@@ -2,13 +2,13 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
 use selfheal_config::NotifyAccess;
-use selfheal_event::{EventKind, Severity};
+use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_procfs::task::TaskDir;
 use selfheal_sys::unixcred::UnixCredentials;
 
+use super::details::Ready;
+use super::hang_evidence::{WatchdogTriggerEvidence, WATCHDOG_TRIGGER};
 use super::Runner;
 use crate::notify::{usec, NotifyMessage};
 use crate::state::Phase;
@@ -76,7 +76,10 @@ impl Runner {
                         EventKind::AppReady,
                         Severity::Info,
                         format!("{} (pid {pid}) is ready after {took:?}", self.name()),
-                        json!({ "pid": pid, "startup_ms": took.as_millis() as u64 }),
+                        details_value(&Ready {
+                            pid,
+                            startup_ms: took.as_millis() as u64,
+                        }),
                     );
                 }
             }
@@ -90,7 +93,9 @@ impl Runner {
                 self.s.state.heartbeat(now);
             }
             NotifyMessage::WatchdogTrigger => {
-                let ev = json!({ "trigger": "WATCHDOG=trigger" });
+                let ev = details_value(&WatchdogTriggerEvidence {
+                    trigger: WATCHDOG_TRIGGER.into(),
+                });
                 // It was alive to say so: its state as of now is suspect,
                 // the checkpoints before are not.
                 self.hang(
