@@ -13,7 +13,7 @@
 //!   command), pluggable recovery [`steps`] (the checkpoint engine's
 //!   rollback), then the stop signal, a grace period, SIGKILL and a restart
 //!   governed by the restart policy, exponential backoff and a crash-loop
-//!   breaker ([`restart`]). A restart after a failure cuts output files the
+//!   breaker ([`respawn`]). A restart after a failure cuts output files the
 //!   killed run wrote back to where it started (`restart_output`).
 //! - **Checkpoints** ([`rollback`], `[app.checkpoint]`): the program
 //!   runs under the μCheckpoint engine; a crash is rolled back in place
@@ -39,7 +39,7 @@ pub mod output;
 pub mod probe;
 pub mod progress;
 mod progress_thread;
-pub mod restart;
+pub mod respawn;
 pub mod rollback;
 mod runner;
 pub mod state;

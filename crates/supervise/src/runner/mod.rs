@@ -36,7 +36,7 @@ use crate::notify::NotifySocket;
 use crate::output::{open_output, StderrPump};
 use crate::probe::{self, ProbeOutcome, ProbeThread};
 use crate::progress::SuspicionKind;
-use crate::restart::{Decision, EndCause, RestartTracker};
+use crate::respawn::{Decision, EndCause, RestartTracker};
 use crate::state::{AppState, Phase};
 use crate::steps::RecoveryStep;
 use crate::streams::{RunStreams, Stream};

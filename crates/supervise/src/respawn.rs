@@ -1,5 +1,7 @@
-//! When to restart: the restart policy, exponential backoff with a cap,
-//! and the crash-loop breaker. Pure: time is passed in.
+//! When to start a supervised program again: the restart policy,
+//! exponential backoff with a cap, and the crash-loop breaker. Pure: time
+//! is passed in. (Not `restart`: in `config` and `recover` that is the
+//! machine's controlled restart.)
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
