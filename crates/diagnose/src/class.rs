@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::classify::evidence::DiagnosisEvidence;
 use selfheal_cgroup::Controller;
 use selfheal_config::Level;
 use selfheal_detect::watchdog::Detector;
@@ -240,7 +241,7 @@ pub struct DiagnosisDetails<'a> {
     /// What woke the heavy detector.
     pub trigger: TriggerDetails<'a>,
     /// The classifier's evidence.
-    pub evidence: &'a Value,
+    pub evidence: &'a DiagnosisEvidence,
     /// From the first sign to the diagnosis, ms, when known (absent
     /// otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -347,8 +348,8 @@ pub struct Diagnosis {
     pub target: Option<Target>,
     /// One line for the event message.
     pub summary: String,
-    /// Evidence (merged into the event's details).
-    pub evidence: Value,
+    /// Evidence (the event's `details.evidence`), one shape per class.
+    pub evidence: DiagnosisEvidence,
     /// How recovery checks that it worked.
     pub symptom: Symptom,
     /// Why there is no target although a process is involved, when that
@@ -430,6 +431,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::classify::evidence::RtHogEvidence;
 
     #[test]
     fn trigger_kinds_name_the_evidence_and_index_the_counters() {
@@ -536,7 +538,14 @@ mod tests {
             },
             target: None,
             summary: "rt_hog: spin".into(),
-            evidence: json!({"thread": {"tid": 100}}),
+            evidence: DiagnosisEvidence::RtHog(RtHogEvidence {
+                cpu: 1,
+                cpu_stalled_ms: None,
+                culprit: json!({"tid": 100}),
+                runnable_waiting_on_cpu: vec![],
+                kernel_reports: vec![],
+                interval_ms: 100.0,
+            }),
             symptom: Symptom::Unverifiable,
             no_target: Some("held by the operator".into()),
             restart_veto: None,
@@ -549,7 +558,9 @@ mod tests {
             json!({
                 "class": "rt_hog",
                 "trigger": {"kind": "stall", "cpu": 3, "stalled_ms": 250},
-                "evidence": {"thread": {"tid": 100}},
+                "evidence": {"cpu": 1, "cpu_stalled_ms": null, "culprit": {"tid": 100},
+                             "runnable_waiting_on_cpu": [], "kernel_reports": [],
+                             "interval_ms": 100.0},
                 "detection_latency_ms": 1500.0,
                 "record_only": "held by the operator",
             })
@@ -563,7 +574,9 @@ mod tests {
             json!({
                 "class": "rt_hog",
                 "trigger": {"kind": "manual"},
-                "evidence": {"thread": {"tid": 100}},
+                "evidence": {"cpu": 1, "cpu_stalled_ms": null, "culprit": {"tid": 100},
+                             "runnable_waiting_on_cpu": [], "kernel_reports": [],
+                             "interval_ms": 100.0},
             })
         );
     }

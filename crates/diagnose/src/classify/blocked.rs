@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use selfheal_event::{details_value, Culprit};
+use selfheal_event::Culprit;
 
+use super::evidence::DiagnosisEvidence;
 use super::{Deltas, Diagnoser, Observation};
 use crate::blocker::{stack::IO_WAITS, Blocker, Held};
 use crate::class::{Diagnosis, Symptom};
@@ -150,15 +151,15 @@ fn stalled_disks(obs: &Observation<'_>, d: &Deltas<'_>) -> Vec<StalledDisk> {
         .collect()
 }
 
-fn task_json<'a>(s: &'a StuckTask, b: &'a Blocker) -> StuckEvidence<'a> {
+fn task_json(s: &StuckTask, b: &Blocker) -> StuckEvidence {
     StuckEvidence {
         pid: s.pid,
         tid: s.tid,
-        comm: &s.comm,
+        comm: s.comm.clone(),
         stuck_ms: s.stuck_for.as_millis() as u64,
-        wchan: s.wchan.as_deref(),
+        wchan: s.wchan.clone(),
         kernel_thread: s.kernel_thread,
-        blocker: b,
+        blocker: b.clone(),
         reason: None,
     }
 }
@@ -173,7 +174,7 @@ fn tasks_of(group: &[&(&StuckTask, Blocker)]) -> Vec<(i32, i32, u64)> {
 
 /// One record for every task held on purpose: a dismissal.
 fn held_diagnosis(dx: &Diagnoser, held: &[&(&StuckTask, Blocker)]) -> Diagnosis {
-    let list: Vec<StuckEvidence<'_>> = held
+    let list: Vec<StuckEvidence> = held
         .iter()
         .take(20)
         .map(|(s, b)| StuckEvidence {
@@ -200,7 +201,7 @@ fn held_diagnosis(dx: &Diagnoser, held: &[&(&StuckTask, Blocker)]) -> Diagnosis 
                 String::new()
             }
         ),
-        evidence: details_value(&HeldEvidence {
+        evidence: DiagnosisEvidence::Held(HeldEvidence {
             bound_ms: dx.thresholds.dstate_bound.as_millis() as u64,
             held: list,
         }),
@@ -359,25 +360,25 @@ fn fault_diagnosis(
         "the stuck tasks are never acted on (they cannot die until they wake) and no blocking process is known"
             .to_string()
     });
-    let list: Vec<StuckEvidence<'_>> = group
+    let list: Vec<StuckEvidence> = group
         .iter()
         .take(20)
         .map(|(s, b)| task_json(s, b))
         .collect();
-    let held_list: Vec<StuckEvidence<'_>> =
+    let held_list: Vec<StuckEvidence> =
         held.iter().take(20).map(|(s, b)| task_json(s, b)).collect();
     Diagnosis {
         class,
         summary,
         culprit,
         target,
-        evidence: details_value(&StuckGroupEvidence {
+        evidence: DiagnosisEvidence::Stuck(StuckGroupEvidence {
             bound_ms: dx.thresholds.dstate_bound.as_millis() as u64,
-            blocker,
+            blocker: blocker.clone(),
             stuck: list,
             waiter: waiter.map(|t| dx.task_json(t, None)),
             kernel_stack: dx.stack_of(main.pid, main.tid),
-            stalled_devices: stalled_here.iter().map(|d| &d.evidence).collect(),
+            stalled_devices: stalled_here.iter().map(|d| d.evidence.clone()).collect(),
             held_elsewhere: held_list,
             kernel_reports: kernel,
         }),
@@ -392,59 +393,59 @@ fn fault_diagnosis(
 
 /// A device that completed nothing while busy (`stalled_devices[]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct DiskEvidence {
+pub struct DiskEvidence {
     /// Its name (`sda`, …).
-    device: String,
+    pub device: String,
     /// `major:minor`.
-    dev: String,
-    in_flight: u64,
+    pub dev: String,
+    pub in_flight: u64,
     /// Requests completed over the interval.
-    completed: u64,
-    busy_ms: u64,
+    pub completed: u64,
+    pub busy_ms: u64,
 }
 
 /// A task stuck in D state (`stuck[]`, `held[]`, `held_elsewhere[]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct StuckEvidence<'a> {
-    pid: i32,
-    tid: i32,
-    comm: &'a str,
-    stuck_ms: u64,
-    wchan: Option<&'a str>,
-    kernel_thread: bool,
+pub struct StuckEvidence {
+    pub pid: i32,
+    pub tid: i32,
+    pub comm: String,
+    pub stuck_ms: u64,
+    pub wchan: Option<String>,
+    pub kernel_thread: bool,
     /// What it waits on.
-    blocker: &'a Blocker,
+    pub blocker: Blocker,
     /// Why it is held on purpose (in a held diagnosis only; absent
     /// otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
+    pub reason: Option<&'static str>,
 }
 
 /// `evidence` of a `held` (dismissed) diagnosis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct HeldEvidence<'a> {
+pub struct HeldEvidence {
     /// `heavy.dstate_bound`, ms.
-    bound_ms: u64,
+    pub bound_ms: u64,
     /// The held tasks (at most 20).
-    held: Vec<StuckEvidence<'a>>,
+    pub held: Vec<StuckEvidence>,
 }
 
 /// `evidence` of a `d_state` or `io_stall` diagnosis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct StuckGroupEvidence<'a> {
-    bound_ms: u64,
+pub struct StuckGroupEvidence {
+    pub bound_ms: u64,
     /// What the tasks wait on.
-    blocker: &'a Blocker,
+    pub blocker: Blocker,
     /// The stuck tasks (at most 20).
-    stuck: Vec<StuckEvidence<'a>>,
+    pub stuck: Vec<StuckEvidence>,
     /// The task holding what they wait on, when known (a `TaskEvidence`).
-    waiter: Option<Value>,
+    pub waiter: Option<Value>,
     /// The main stuck task's kernel stack, when readable.
-    kernel_stack: Option<Vec<String>>,
-    stalled_devices: Vec<&'a DiskEvidence>,
+    pub kernel_stack: Option<Vec<String>>,
+    pub stalled_devices: Vec<DiskEvidence>,
     /// Tasks held on purpose meanwhile (at most 20).
-    held_elsewhere: Vec<StuckEvidence<'a>>,
-    kernel_reports: Vec<Value>,
+    pub held_elsewhere: Vec<StuckEvidence>,
+    pub kernel_reports: Vec<Value>,
 }
 
 #[cfg(test)]
@@ -452,6 +453,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use selfheal_event::details_value;
 
     /// Each evidence document is exactly the JSON the old `json!`
     /// literals built: `reason` only on held tasks, unknown values `null`.
@@ -465,11 +467,11 @@ mod tests {
         let task = StuckEvidence {
             pid: 4,
             tid: 5,
-            comm: "dd",
+            comm: "dd".into(),
             stuck_ms: 3000,
             wchan: None,
             kernel_thread: false,
-            blocker: &b,
+            blocker: b.clone(),
             reason: None,
         };
         let task_json = json!({"pid": 4, "tid": 5, "comm": "dd", "stuck_ms": 3000,
@@ -483,11 +485,11 @@ mod tests {
         };
         let group = StuckGroupEvidence {
             bound_ms: 2000,
-            blocker: &b,
+            blocker: b.clone(),
             stuck: vec![task.clone()],
             waiter: None,
             kernel_stack: None,
-            stalled_devices: vec![&disk],
+            stalled_devices: vec![disk],
             held_elsewhere: vec![],
             kernel_reports: vec![],
         };

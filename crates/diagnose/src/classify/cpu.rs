@@ -20,8 +20,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use selfheal_event::{details_value, Culprit};
+use selfheal_event::Culprit;
 
+use super::evidence::DiagnosisEvidence;
 use super::{round1, Deltas, Diagnoser, Observation, TaskDelta};
 use crate::class::{Diagnosis, Symptom};
 use selfheal_event::Class;
@@ -62,14 +63,14 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         let kernel = Diagnoser::kernel_json(obs, |r| {
             r.cpu == Some(cpu) || r.kind.as_str() == "rt_throttling"
         });
-        let waiting: Vec<Waiting<'_>> = runners
+        let waiting: Vec<Waiting> = runners
             .iter()
             .skip(1)
             .filter(|t| t.wait_ns > 0 && matches!(t.after.stat.state, 'R'))
             .take(5)
             .map(|t| Waiting {
                 pid: t.after.pid,
-                comm: &t.after.stat.comm,
+                comm: t.after.stat.comm.clone(),
                 wait_ms: t.wait_ns as f64 / 1e6,
             })
             .collect();
@@ -98,7 +99,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 ),
                 culprit,
                 target: Some(target),
-                evidence: details_value(&RtHogEvidence {
+                evidence: DiagnosisEvidence::RtHog(RtHogEvidence {
                     cpu,
                     cpu_stalled_ms: stall_ms,
                     culprit: dx.task_json(t, Some((top, share))),
@@ -173,7 +174,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             ),
             culprit,
             target,
-            evidence: details_value(&StallEvidence {
+            evidence: DiagnosisEvidence::KernelStall(StallEvidence {
                 cpu,
                 cpu_stalled_ms: stall_ms,
                 top_share_percent: round1(share * 100.0),
@@ -253,7 +254,7 @@ fn runaway_kthread(
         ),
         culprit,
         target: Some(target),
-        evidence: details_value(&KthreadEvidence {
+        evidence: DiagnosisEvidence::RunawayKthread(KthreadEvidence {
             cpu,
             culprit: dx.task_json(a, Some((t, run))),
             runnable_percent: round1(runnable * 100.0),
@@ -278,55 +279,55 @@ pub(super) fn is_realtime(policy: u32) -> bool {
 
 /// A thread waiting runnable on a monopolised CPU.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct Waiting<'a> {
-    pid: i32,
-    comm: &'a str,
+pub struct Waiting {
+    pub pid: i32,
+    pub comm: String,
     /// Time it waited over the interval, ms.
-    wait_ms: f64,
+    pub wait_ms: f64,
 }
 
 /// `evidence` of an `rt_hog` diagnosis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct RtHogEvidence<'a> {
-    cpu: u32,
+pub struct RtHogEvidence {
+    pub cpu: u32,
     /// How long the CPU's stall canary had not run; `null` when it ran.
-    cpu_stalled_ms: Option<u64>,
+    pub cpu_stalled_ms: Option<u64>,
     /// The real-time thread (a `TaskEvidence`).
-    culprit: Value,
+    pub culprit: Value,
     /// Threads waiting runnable on the CPU (at most 5).
-    runnable_waiting_on_cpu: Vec<Waiting<'a>>,
+    pub runnable_waiting_on_cpu: Vec<Waiting>,
     /// Kernel reports about the CPU or RT throttling.
-    kernel_reports: Vec<Value>,
-    interval_ms: f64,
+    pub kernel_reports: Vec<Value>,
+    pub interval_ms: f64,
 }
 
 /// `evidence` of a `kernel_stall` diagnosis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct StallEvidence {
-    cpu: u32,
-    cpu_stalled_ms: Option<u64>,
+pub struct StallEvidence {
+    pub cpu: u32,
+    pub cpu_stalled_ms: Option<u64>,
     /// The top runner's share of the interval, percent.
-    top_share_percent: f64,
+    pub top_share_percent: f64,
     /// Whoever held the CPU (a `TaskEvidence`); `null` when nothing ran.
-    culprit: Option<Value>,
+    pub culprit: Option<Value>,
     /// Its kernel stack, when readable.
-    kernel_stack: Option<Vec<String>>,
-    kernel_reports: Vec<Value>,
-    interval_ms: f64,
+    pub kernel_stack: Option<Vec<String>>,
+    pub kernel_reports: Vec<Value>,
+    pub interval_ms: f64,
 }
 
 /// `evidence` of a `runaway_kthread` diagnosis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct KthreadEvidence {
-    cpu: u32,
+pub struct KthreadEvidence {
+    pub cpu: u32,
     /// The kernel thread (a `TaskEvidence`).
-    culprit: Value,
+    pub culprit: Value,
     /// Share of the interval it was runnable, percent.
-    runnable_percent: f64,
+    pub runnable_percent: f64,
     /// Unchanged while it never sleeps; `null` when unreadable.
-    voluntary_context_switches: Option<u64>,
-    kernel_stack: Option<Vec<String>>,
-    interval_ms: f64,
+    pub voluntary_context_switches: Option<u64>,
+    pub kernel_stack: Option<Vec<String>>,
+    pub interval_ms: f64,
 }
 
 #[cfg(test)]
@@ -334,6 +335,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use selfheal_event::details_value;
 
     /// Each evidence document is exactly the JSON the old `json!`
     /// literals built, unknown values `null`.
@@ -347,7 +349,7 @@ mod tests {
             culprit: task.clone(),
             runnable_waiting_on_cpu: vec![Waiting {
                 pid: 6,
-                comm: "sh",
+                comm: "sh".into(),
                 wait_ms: 12.5,
             }],
             kernel_reports: vec![report.clone()],

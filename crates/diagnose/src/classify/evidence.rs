@@ -1,9 +1,92 @@
-//! Typed parts of a diagnosis's `evidence` shared by the classifiers: a
-//! thread, a kernel report, the legitimate-load verdict and the CPU
-//! stalls a fork bomb absorbs. Each serialises to the JSON stored in the
-//! event's `details.evidence`.
+//! A diagnosis's `evidence`, typed: [`DiagnosisEvidence`] has one shape
+//! per class (and, for fork bombs and memory, per scope), declared next to
+//! the classifier that fills it; the parts shared by the classifiers (a
+//! thread, a kernel report, the legitimate-load verdict, the CPU stalls a
+//! fork bomb absorbs) are here. Each serialises to exactly the JSON stored
+//! in the diagnosis event's `details.evidence`.
 
 use serde::Serialize;
+use serde_json::Value;
+
+pub use super::blocked::{DiskEvidence, HeldEvidence, StuckEvidence, StuckGroupEvidence};
+pub use super::cpu::{KthreadEvidence, RtHogEvidence, StallEvidence, Waiting};
+pub use super::forkbomb::{CgroupBombEvidence, ProgramBombEvidence, UserBombEvidence};
+pub use super::memory::{CgroupEvidence, Holder, MachineEvidence, UnaccountedEvidence};
+pub use super::oom::{AbsorbedLimit, Instance, LoopEvidence, Respawner, Victim};
+
+/// The `evidence` of a diagnosis, one variant per shape. Serialised
+/// untagged: the event's `class` (and the `scope` inside fork-bomb and
+/// memory evidence) says which shape a stored document has.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DiagnosisEvidence {
+    /// `rt_hog`.
+    RtHog(RtHogEvidence),
+    /// `kernel_stall`.
+    KernelStall(StallEvidence),
+    /// `runaway_kthread`.
+    RunawayKthread(KthreadEvidence),
+    /// `d_state` or `io_stall`.
+    Stuck(StuckGroupEvidence),
+    /// `held` (dismissed).
+    Held(HeldEvidence),
+    /// `fork_bomb`, any scope.
+    ForkBomb(ForkBombEvidence),
+    /// `memory_exhaustion` of a cgroup at its limit.
+    CgroupMemory(CgroupEvidence),
+    /// `memory_exhaustion` of the machine, a process accounting for it.
+    MachineMemory(MachineEvidence),
+    /// `memory_exhaustion` of the machine no process accounts for.
+    UnaccountedMemory(UnaccountedEvidence),
+    /// `memory_exhaustion` of a cgroup in a fill-and-kill loop.
+    OomLoop(LoopEvidence),
+    /// `legitimate_load` (dismissed).
+    Dismissed(DismissEvidence),
+}
+
+impl DiagnosisEvidence {
+    /// The document as stored in `details.evidence`.
+    pub fn to_value(&self) -> Value {
+        selfheal_event::details_value(self)
+    }
+}
+
+/// `evidence` of a `fork_bomb`: the scope's own fields, with what was
+/// added to them after the fact.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForkBombEvidence {
+    #[serde(flatten)]
+    pub scope: BombScope,
+    /// The blamed process groups (at most 20), when one program is
+    /// blamed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_groups: Option<Vec<i32>>,
+    /// CPU stalls seen at the same time, absorbed as symptoms of the bomb.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_stalls: Option<Vec<AbsorbedStall>>,
+}
+
+impl From<BombScope> for ForkBombEvidence {
+    fn from(scope: BombScope) -> Self {
+        ForkBombEvidence {
+            scope,
+            process_groups: None,
+            cpu_stalls: None,
+        }
+    }
+}
+
+/// Who grows: each shape carries its `scope` (`cgroup`, `program`, `user`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum BombScope {
+    /// A cgroup whose pids limit refuses forks.
+    Cgroup(CgroupBombEvidence),
+    /// One program's related processes.
+    Program(ProgramBombEvidence),
+    /// One user's processes, of different programs.
+    User(UserBombEvidence),
+}
 
 /// A thread as evidence (`culprit` of most evidence documents).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,35 +138,35 @@ pub(crate) struct KernelReportEvidence<'a> {
 
 /// `evidence` of the legitimate-load verdict (a `dismissed` event).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct DismissEvidence<'a> {
+pub struct DismissEvidence {
     /// Why nothing hangs, in words.
-    pub reason: &'a str,
+    pub reason: String,
     pub runnable_threads: usize,
     pub d_state_threads: usize,
     /// MemAvailable, percent of MemTotal; `null` when unknown.
     pub mem_available_percent: Option<f64>,
     /// The busiest threads, at most 5.
-    pub busiest: Vec<BusyTask<'a>>,
+    pub busiest: Vec<BusyTask>,
     pub interval_ms: f64,
 }
 
 /// One of the busiest threads of a dismissed diagnosis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct BusyTask<'a> {
+pub struct BusyTask {
     pub pid: i32,
     pub tid: i32,
-    pub comm: &'a str,
+    pub comm: String,
     pub cpu_percent: f64,
     pub policy: &'static str,
 }
 
 /// A `kernel_stall` diagnosis a fork bomb absorbed (`cpu_stalls[]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct AbsorbedStall<'a> {
-    pub summary: &'a str,
+pub struct AbsorbedStall {
+    pub summary: String,
     pub cpu: Option<u32>,
     /// The command on the stalled CPU.
-    pub on_cpu: Option<&'a str>,
+    pub on_cpu: Option<String>,
 }
 
 #[cfg(test)]
@@ -153,14 +236,14 @@ mod tests {
         );
 
         let d = DismissEvidence {
-            reason: "no hang",
+            reason: "no hang".into(),
             runnable_threads: 3,
             d_state_threads: 0,
             mem_available_percent: None,
             busiest: vec![BusyTask {
                 pid: 1,
                 tid: 1,
-                comm: "a",
+                comm: "a".into(),
                 cpu_percent: 12.5,
                 policy: "SCHED_OTHER",
             }],
@@ -178,7 +261,7 @@ mod tests {
         );
 
         let s = AbsorbedStall {
-            summary: "kernel_stall: cpu 0",
+            summary: "kernel_stall: cpu 0".into(),
             cpu: Some(0),
             on_cpu: None,
         };

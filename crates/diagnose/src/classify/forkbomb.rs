@@ -28,10 +28,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use selfheal_event::details_value;
-
 use selfheal_recover::broad_cgroup;
 
+use super::evidence::{BombScope, DiagnosisEvidence, ForkBombEvidence};
 use super::{Deltas, Diagnoser, Observation};
 use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::{Snapshot, TaskSample};
@@ -100,18 +99,21 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             ),
             culprit,
             target,
-            evidence: details_value(&CgroupBombEvidence {
-                scope: "cgroup",
-                cgroup: &cg.path,
-                cgroup_blamed_whole: broad.is_none(),
-                cgroup_not_blamed_whole_because: broad.as_deref(),
+            evidence: DiagnosisEvidence::ForkBomb(
+                BombScope::Cgroup(CgroupBombEvidence {
+                    scope: "cgroup",
+                    cgroup: cg.path.clone(),
+                    cgroup_blamed_whole: broad.is_none(),
+                    cgroup_not_blamed_whole_because: broad.clone(),
                 pids_current: p.current,
                 pids_max: p.max,
                 forks_refused_total: p.refused,
                 forks_refused_recently: p.refused_recently,
-                members_counted: members.len(),
-                commands: top_comms(&members),
-            }),
+                    members_counted: members.len(),
+                    commands: top_comms(&members),
+                })
+                .into(),
+            ),
             blocker: None,
             symptom: Symptom::CgroupTasks {
                 path: cg.path.clone(),
@@ -172,16 +174,17 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 "fork_bomb: {related} related processes of {comm} (uid {uid}; {n} in all, {growth}); oldest pid {}",
                 root.pid
             ),
-            details_value(&ProgramBombEvidence {
+            BombScope::Program(ProgramBombEvidence {
                 scope: "program",
-                comm,
+                comm: comm.clone(),
                 uid: *uid,
                 processes: n,
                 processes_before: before,
                 related_processes: related,
-                held_by_pids_limit: held.as_ref().map(|(cg, _)| cg.as_str()),
+                held_by_pids_limit: held.as_ref().map(|(cg, _)| cg.clone()),
                 forks_refused_recently: held.as_ref().map(|(_, r)| *r),
-            }),
+            })
+            .into(),
         ));
     }
 
@@ -237,14 +240,15 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             "fork_bomb: uid {uid} gained {gained} processes in {} ms ({g} of them {comm}, {new_in_cluster} in one related group)",
             d.interval.as_millis()
         );
-        let evidence = details_value(&UserBombEvidence {
+        let evidence: ForkBombEvidence = BombScope::User(UserBombEvidence {
             scope: "user",
             uid,
             gained,
-            comm,
+            comm: comm.clone(),
             processes: n,
             gained_in_related_group: new_in_cluster,
-        });
+        })
+        .into();
         if new_in_cluster * 2 < g {
             // The growth is spread over unrelated jobs: no one group to blame.
             let (culprit, _) = dx.culprit_of(root);
@@ -253,7 +257,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 summary,
                 culprit,
                 target: None,
-                evidence,
+                evidence: DiagnosisEvidence::ForkBomb(evidence),
                 blocker: None,
                 symptom: Symptom::Unverifiable,
                 no_target: Some(format!(
@@ -315,10 +319,10 @@ fn program_diagnosis(
     root: &TaskSample,
     scope: ProgramScope,
     summary: String,
-    mut evidence: serde_json::Value,
+    mut evidence: ForkBombEvidence,
 ) -> Diagnosis {
     let (culprit, mut target) = dx.culprit_of(root);
-    evidence["process_groups"] = details_value(&scope.pgids.iter().take(20).collect::<Vec<_>>());
+    evidence.process_groups = Some(scope.pgids.iter().take(20).copied().collect());
     target.blame = Blame::Program(scope);
     Diagnosis {
         class: Class::ForkBomb,
@@ -333,7 +337,7 @@ fn program_diagnosis(
             below: 1,
         },
         target: Some(target),
-        evidence,
+        evidence: DiagnosisEvidence::ForkBomb(evidence),
         no_target: None,
         restart_veto: None,
     }
@@ -438,64 +442,67 @@ fn oldest<'a>(members: &[&'a TaskSample]) -> Option<&'a TaskSample> {
 
 /// The commonest commands among `members`, as `[command, count]` pairs
 /// (at most 5).
-fn top_comms<'a>(members: &[&'a TaskSample]) -> Vec<(&'a str, usize)> {
-    let mut m: BTreeMap<&'a str, usize> = BTreeMap::new();
+fn top_comms(members: &[&TaskSample]) -> Vec<(String, usize)> {
+    let mut m: BTreeMap<&str, usize> = BTreeMap::new();
     for t in members {
         *m.entry(t.stat.comm.as_str()).or_default() += 1;
     }
     let mut v: Vec<(&str, usize)> = m.into_iter().collect();
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
-    v.into_iter().take(5).collect()
+    v.into_iter()
+        .take(5)
+        .map(|(c, n)| (c.to_string(), n))
+        .collect()
 }
 
 /// `evidence` of a cgroup's `fork_bomb` (its pids limit refusing forks).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct CgroupBombEvidence<'a> {
+pub struct CgroupBombEvidence {
     /// Always `cgroup`.
-    scope: &'static str,
-    cgroup: &'a str,
+    pub scope: &'static str,
+    pub cgroup: String,
     /// True when recovery may act on the whole cgroup.
-    cgroup_blamed_whole: bool,
+    pub cgroup_blamed_whole: bool,
     /// Why not, when not (a slice, a session scope, the root).
-    cgroup_not_blamed_whole_because: Option<&'a str>,
-    pids_current: u64,
-    pids_max: u64,
+    pub cgroup_not_blamed_whole_because: Option<String>,
+    pub pids_current: u64,
+    pub pids_max: u64,
     /// `pids.events` `max`; `null` when unreadable.
-    forks_refused_total: Option<u64>,
-    forks_refused_recently: u64,
-    members_counted: usize,
+    pub forks_refused_total: Option<u64>,
+    pub forks_refused_recently: u64,
+    pub members_counted: usize,
     /// The commonest commands, as `[command, count]` pairs.
-    commands: Vec<(&'a str, usize)>,
+    pub commands: Vec<(String, usize)>,
 }
 
 /// `evidence` of one program's `fork_bomb` (`process_groups` is added by
 /// `program_diagnosis`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct ProgramBombEvidence<'a> {
+pub struct ProgramBombEvidence {
     /// Always `program`.
-    scope: &'static str,
-    comm: &'a str,
-    uid: u32,
-    processes: usize,
-    processes_before: usize,
-    related_processes: usize,
+    pub scope: &'static str,
+    pub comm: String,
+    pub uid: u32,
+    pub processes: usize,
+    pub processes_before: usize,
+    pub related_processes: usize,
     /// The cgroup whose pids limit holds it, when it is not growing.
-    held_by_pids_limit: Option<&'a str>,
+    pub held_by_pids_limit: Option<String>,
     /// Forks that cgroup refused since the last sweep.
-    forks_refused_recently: Option<u64>,
+    pub forks_refused_recently: Option<u64>,
 }
 
 /// `evidence` of one user's `fork_bomb` (different programs).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct UserBombEvidence<'a> {
+pub struct UserBombEvidence {
     /// Always `user`.
-    scope: &'static str,
-    uid: u32,
-    gained: usize,
+    pub scope: &'static str,
+    pub uid: u32,
+    pub gained: usize,
     /// The command most of the new processes run.
-    comm: &'a str,
-    processes: usize,
-    gained_in_related_group: usize,
+    pub comm: String,
+    pub processes: usize,
+    pub gained_in_related_group: usize,
 }
 
 #[cfg(test)]
@@ -503,6 +510,7 @@ mod evidence_tests {
     use serde_json::json;
 
     use super::*;
+    use selfheal_event::details_value;
 
     /// Each evidence document is exactly the JSON the old `json!`
     /// literals built: commands as `[command, count]` pairs, unknown
@@ -511,15 +519,15 @@ mod evidence_tests {
     fn fork_bomb_evidence_matches_the_documented_json() {
         let cg = CgroupBombEvidence {
             scope: "cgroup",
-            cgroup: "/user.slice",
+            cgroup: "/user.slice".into(),
             cgroup_blamed_whole: false,
-            cgroup_not_blamed_whole_because: Some("a slice"),
+            cgroup_not_blamed_whole_because: Some("a slice".into()),
             pids_current: 512,
             pids_max: 512,
             forks_refused_total: None,
             forks_refused_recently: 40,
             members_counted: 500,
-            commands: vec![("bomb", 498), ("sh", 2)],
+            commands: vec![("bomb".into(), 498), ("sh".into(), 2)],
         };
         assert_eq!(
             details_value(&cg),
@@ -532,7 +540,7 @@ mod evidence_tests {
         );
         let p = ProgramBombEvidence {
             scope: "program",
-            comm: "bomb",
+            comm: "bomb".into(),
             uid: 1000,
             processes: 300,
             processes_before: 100,
@@ -552,7 +560,7 @@ mod evidence_tests {
             scope: "user",
             uid: 1000,
             gained: 200,
-            comm: "bomb",
+            comm: "bomb".into(),
             processes: 210,
             gained_in_related_group: 20,
         };
@@ -560,6 +568,22 @@ mod evidence_tests {
             details_value(&u),
             json!({"scope": "user", "uid": 1000, "gained": 200, "comm": "bomb",
                    "processes": 210, "gained_in_related_group": 20})
+        );
+        // What program_diagnosis and the stall absorption used to insert
+        // into the document, now fields of their own.
+        let mut bomb: ForkBombEvidence = BombScope::User(u).into();
+        bomb.process_groups = Some(vec![7, 9]);
+        bomb.cpu_stalls = Some(vec![crate::classify::evidence::AbsorbedStall {
+            summary: "kernel_stall: cpu 1".into(),
+            cpu: Some(1),
+            on_cpu: Some("bomb".into()),
+        }]);
+        assert_eq!(
+            DiagnosisEvidence::ForkBomb(bomb).to_value(),
+            json!({"scope": "user", "uid": 1000, "gained": 200, "comm": "bomb",
+                   "processes": 210, "gained_in_related_group": 20,
+                   "process_groups": [7, 9],
+                   "cpu_stalls": [{"summary": "kernel_stall: cpu 1", "cpu": 1, "on_cpu": "bomb"}]})
         );
     }
 }

@@ -24,8 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use selfheal_event::details_value;
-
+use super::evidence::DiagnosisEvidence;
 use super::{round1, Deltas, Diagnoser, Observation};
 use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::TaskSample;
@@ -107,9 +106,9 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             ),
             culprit,
             target: Some(target),
-            evidence: details_value(&CgroupEvidence {
+            evidence: DiagnosisEvidence::CgroupMemory(CgroupEvidence {
                 scope: "cgroup",
-                cgroup: &cg.path,
+                cgroup: cg.path.clone(),
                 limit_bytes: m.limit_bytes,
                 usage_bytes: m.usage_bytes,
                 unreclaimable_bytes: m.unreclaimable_bytes,
@@ -200,7 +199,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 ),
                 culprit: Default::default(),
                 target: None,
-                evidence: details_value(&UnaccountedEvidence {
+                evidence: DiagnosisEvidence::UnaccountedMemory(UnaccountedEvidence {
                     scope: "machine",
                     culprit: "none: no process accounts for the shortage",
                     mem_available_percent: avail.map(round1),
@@ -242,7 +241,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 ),
                 culprit,
                 target: Some(target),
-                evidence: details_value(&MachineEvidence {
+                evidence: DiagnosisEvidence::MachineMemory(MachineEvidence {
                     scope: "machine",
                     mem_available_percent: avail.map(round1),
                     psi_memory_full_avg10: full,
@@ -277,61 +276,61 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
 
 /// One of the largest memory holders (`largest[]`, at most 5).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct Holder {
-    pid: i32,
-    comm: String,
-    rss_bytes: u64,
+pub struct Holder {
+    pub pid: i32,
+    pub comm: String,
+    pub rss_bytes: u64,
     /// RSS gained over the interval (negative: shrank).
-    rss_growth_bytes: i64,
+    pub rss_growth_bytes: i64,
 }
 
 /// `evidence` of a cgroup's `memory_exhaustion`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct CgroupEvidence<'a> {
+pub struct CgroupEvidence {
     /// Always `cgroup`.
-    scope: &'static str,
-    cgroup: &'a str,
-    limit_bytes: u64,
-    usage_bytes: u64,
-    unreclaimable_bytes: u64,
+    pub scope: &'static str,
+    pub cgroup: String,
+    pub limit_bytes: u64,
+    pub usage_bytes: u64,
+    pub unreclaimable_bytes: u64,
     /// Unreclaimable share of the limit, percent.
-    percent: f64,
+    pub percent: f64,
     psi_some_avg10: Option<f64>,
     psi_full_avg10: Option<f64>,
     /// `memory.events` `max` count.
-    limit_hits: Option<u64>,
-    largest: Vec<Holder>,
+    pub limit_hits: Option<u64>,
+    pub largest: Vec<Holder>,
 }
 
 /// `evidence` of a machine `memory_exhaustion` no process accounts for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct UnaccountedEvidence {
+pub struct UnaccountedEvidence {
     /// Always `machine`.
-    scope: &'static str,
+    pub scope: &'static str,
     /// Why nobody is blamed.
-    culprit: &'static str,
-    mem_available_percent: Option<f64>,
-    available_lost_bytes: u64,
-    process_growth_bytes: i64,
+    pub culprit: &'static str,
+    pub mem_available_percent: Option<f64>,
+    pub available_lost_bytes: u64,
+    pub process_growth_bytes: i64,
     psi_memory_full_avg10: Option<f64>,
-    available_falling_bytes_per_second: Option<f64>,
-    seconds_to_exhaustion: Option<f64>,
-    largest: Vec<Holder>,
+    pub available_falling_bytes_per_second: Option<f64>,
+    pub seconds_to_exhaustion: Option<f64>,
+    pub largest: Vec<Holder>,
 }
 
 /// `evidence` of a machine `memory_exhaustion` a process accounts for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct MachineEvidence {
+pub struct MachineEvidence {
     /// Always `machine`.
-    scope: &'static str,
-    mem_available_percent: Option<f64>,
+    pub scope: &'static str,
+    pub mem_available_percent: Option<f64>,
     psi_memory_full_avg10: Option<f64>,
-    available_falling_bytes_per_second: Option<f64>,
-    seconds_to_exhaustion: Option<f64>,
+    pub available_falling_bytes_per_second: Option<f64>,
+    pub seconds_to_exhaustion: Option<f64>,
     /// True when caught on the trend alone (not yet low, not thrashing).
-    trend: bool,
-    major_faults_per_second: f64,
-    largest: Vec<Holder>,
+    pub trend: bool,
+    pub major_faults_per_second: f64,
+    pub largest: Vec<Holder>,
 }
 
 #[cfg(test)]
@@ -339,6 +338,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use selfheal_event::details_value;
 
     /// Each evidence document is exactly the JSON the old `json!`
     /// literals built, unknown values `null`.
@@ -356,7 +356,7 @@ mod tests {
                                    "rss_growth_bytes": -4096}]);
         let cg = CgroupEvidence {
             scope: "cgroup",
-            cgroup: "/a",
+            cgroup: "/a".into(),
             limit_bytes: 100,
             usage_bytes: 99,
             unreclaimable_bytes: 95,

@@ -10,7 +10,7 @@
 
 mod blocked;
 mod cpu;
-mod evidence;
+pub mod evidence;
 mod forkbomb;
 mod memory;
 mod oom;
@@ -33,7 +33,8 @@ use crate::oomloop::OomLoop;
 use crate::snapshot::{Snapshot, TaskSample};
 use crate::sweep::StuckTask;
 use evidence::{
-    AbsorbedStall, BusyTask, CpuUse, DismissEvidence, KernelReportEvidence, TaskEvidence,
+    AbsorbedStall, BusyTask, CpuUse, DiagnosisEvidence, DismissEvidence, KernelReportEvidence,
+    TaskEvidence,
 };
 use selfheal_event::{Class, Target};
 
@@ -48,23 +49,21 @@ fn absorb_stalls_into_fork_bomb(out: &mut Vec<Diagnosis>) {
     let Some(bomb) = out.iter().position(|d| d.class == Class::ForkBomb) else {
         return;
     };
-    let stalls: Vec<Value> = out
+    let stalls: Vec<AbsorbedStall> = out
         .iter()
         .filter(|d| d.class == Class::KernelStall)
-        .map(|d| {
-            details_value(&AbsorbedStall {
-                summary: &d.summary,
-                cpu: d.culprit.cpu,
-                on_cpu: d.culprit.comm.as_deref(),
-            })
+        .map(|d| AbsorbedStall {
+            summary: d.summary.clone(),
+            cpu: d.culprit.cpu,
+            on_cpu: d.culprit.comm.clone(),
         })
         .collect();
     if stalls.is_empty() {
         return;
     }
     let mut fork_bomb = out.remove(bomb);
-    if let Value::Object(m) = &mut fork_bomb.evidence {
-        m.insert("cpu_stalls".into(), Value::Array(stalls));
+    if let DiagnosisEvidence::ForkBomb(e) = &mut fork_bomb.evidence {
+        e.cpu_stalls = Some(stalls);
     }
     out.retain(|d| d.class != Class::KernelStall);
     out.insert(0, fork_bomb);
@@ -190,13 +189,13 @@ impl Diagnoser {
     fn dismiss(&self, obs: &Observation<'_>, d: &Deltas<'_>) -> Diagnosis {
         let mut busiest: Vec<&TaskDelta<'_>> = d.tasks.iter().collect();
         busiest.sort_by_key(|t| std::cmp::Reverse(t.runtime_ns));
-        let top: Vec<BusyTask<'_>> = busiest
+        let top: Vec<BusyTask> = busiest
             .iter()
             .take(5)
             .map(|t| BusyTask {
                 pid: t.after.pid,
                 tid: t.after.tid,
-                comm: &t.after.stat.comm,
+                comm: t.after.stat.comm.clone(),
                 cpu_percent: round1(d.share(t) * 100.0),
                 policy: policy_name(t.after.stat.policy),
             })
@@ -228,8 +227,8 @@ impl Diagnoser {
             culprit: Culprit::default(),
             target: None,
             summary: format!("{} dismissed: {why}", trigger_label(obs.trigger)),
-            evidence: details_value(&DismissEvidence {
-                reason: &why,
+            evidence: DiagnosisEvidence::Dismissed(DismissEvidence {
+                reason: why.clone(),
                 runnable_threads: runnable,
                 d_state_threads: in_d,
                 mem_available_percent: avail,

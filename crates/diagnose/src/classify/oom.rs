@@ -14,8 +14,9 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use selfheal_event::{details_value, Culprit};
+use selfheal_event::Culprit;
 
+use super::evidence::{CgroupEvidence, DiagnosisEvidence};
 use super::{Diagnoser, Observation};
 use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::TaskSample;
@@ -54,15 +55,15 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> 
                 )
             },
         );
-        let victims: Vec<Victim<'_>> = lp
+        let victims: Vec<Victim> = lp
             .kills
             .iter()
             .rev()
             .take(10)
             .map(|k| Victim {
                 pid: k.pid,
-                comm: k.comm.as_deref(),
-                task_cgroup: k.task_cgroup.as_deref(),
+                comm: k.comm.clone(),
+                task_cgroup: k.task_cgroup.clone(),
                 ago_ms: k.at.elapsed().as_millis() as u64,
             })
             .collect();
@@ -88,27 +89,28 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> 
             ),
             culprit,
             target: None,
-            evidence: details_value(&LoopEvidence {
+            evidence: DiagnosisEvidence::OomLoop(LoopEvidence {
                 scope: "cgroup_oom_loop",
-                cgroup: &lp.cgroup,
+                cgroup: lp.cgroup.clone(),
                 oom_kills: lp.kills.len(),
                 window_s,
-                program: &program,
+                program: program.clone(),
                 program_kills: killed,
                 victims,
                 current: current.map(|c| Instance {
                     pid: c.pid,
-                    comm: &c.stat.comm,
+                    comm: c.stat.comm.clone(),
                     rss_bytes: c.stat.rss_pages * page,
                 }),
                 respawner: parent.map(|p| Respawner {
                     pid: p.pid,
-                    comm: &p.stat.comm,
+                    comm: p.stat.comm.clone(),
                     inside_cgroup: inside(p.pid),
                 }),
                 limit_bytes: usage.map(|m| m.limit_bytes),
                 usage_bytes: usage.map(|m| m.usage_bytes),
                 limit_hits: usage.and_then(|m| m.limit_hits),
+                limit_diagnoses: None,
             }),
             symptom: Symptom::Unverifiable,
             blocker: None,
@@ -128,11 +130,22 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> 
 /// A cgroup-limit diagnosis of a cgroup that is (or is inside) a looping
 /// one describes the same loop: it becomes evidence of the loop diagnosis
 /// instead of a separate one that would kill the current instance.
+/// The evidence of a cgroup-limit diagnosis (`memory_exhaustion` of a
+/// cgroup at its limit), if `d` is one.
+fn cgroup_limit(d: &Diagnosis) -> Option<&CgroupEvidence> {
+    match &d.evidence {
+        DiagnosisEvidence::CgroupMemory(e) if d.class == Class::MemoryExhaustion => Some(e),
+        _ => None,
+    }
+}
+
 pub(super) fn absorb_limit_diagnoses(out: &mut Vec<Diagnosis>) {
     let loops: Vec<String> = out
         .iter()
-        .filter(|d| d.evidence["scope"] == "cgroup_oom_loop")
-        .filter_map(|d| d.evidence["cgroup"].as_str().map(str::to_string))
+        .filter_map(|d| match &d.evidence {
+            DiagnosisEvidence::OomLoop(e) => Some(e.cgroup.clone()),
+            _ => None,
+        })
         .collect();
     for cg in loops {
         let within = |p: &str| {
@@ -140,33 +153,27 @@ pub(super) fn absorb_limit_diagnoses(out: &mut Vec<Diagnosis>) {
                 || p.strip_prefix(cg.as_str())
                     .is_some_and(|r| r.starts_with('/'))
         };
-        let absorbed: Vec<serde_json::Value> = out
+        let limit_within = |d: &Diagnosis| cgroup_limit(d).filter(|e| within(&e.cgroup)).is_some();
+        let absorbed: Vec<AbsorbedLimit> = out
             .iter()
-            .filter(|d| {
-                d.class == Class::MemoryExhaustion
-                    && d.evidence["scope"] == "cgroup"
-                    && d.evidence["cgroup"].as_str().is_some_and(within)
-            })
-            .map(|d| {
-                details_value(&AbsorbedLimit {
-                    summary: &d.summary,
-                    percent: &d.evidence["percent"],
+            .filter_map(|d| {
+                let e = cgroup_limit(d).filter(|e| within(&e.cgroup))?;
+                Some(AbsorbedLimit {
+                    summary: d.summary.clone(),
+                    percent: e.percent,
                 })
             })
             .collect();
         if absorbed.is_empty() {
             continue;
         }
-        out.retain(|d| {
-            !(d.class == Class::MemoryExhaustion
-                && d.evidence["scope"] == "cgroup"
-                && d.evidence["cgroup"].as_str().is_some_and(within))
+        out.retain(|d| !limit_within(d));
+        let looping = out.iter_mut().find_map(|d| match &mut d.evidence {
+            DiagnosisEvidence::OomLoop(e) if e.cgroup == cg => Some(e),
+            _ => None,
         });
-        if let Some(d) = out
-            .iter_mut()
-            .find(|d| d.evidence["scope"] == "cgroup_oom_loop" && d.evidence["cgroup"] == cg)
-        {
-            d.evidence["limit_diagnoses"] = serde_json::Value::Array(absorbed);
+        if let Some(e) = looping {
+            e.limit_diagnoses = Some(absorbed);
         }
     }
 }
@@ -174,61 +181,65 @@ pub(super) fn absorb_limit_diagnoses(out: &mut Vec<Diagnosis>) {
 /// `evidence` of a cgroup's fill-and-kill loop (`memory_exhaustion`,
 /// record only).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct LoopEvidence<'a> {
+pub struct LoopEvidence {
     /// Always `cgroup_oom_loop`.
-    scope: &'static str,
-    cgroup: &'a str,
+    pub scope: &'static str,
+    pub cgroup: String,
     /// OOM kills in the cgroup within the window.
-    oom_kills: usize,
-    window_s: u64,
+    pub oom_kills: usize,
+    pub window_s: u64,
     /// The program killed again and again.
-    program: &'a str,
+    pub program: String,
     /// How many of the kills were of it.
-    program_kills: usize,
+    pub program_kills: usize,
     /// The latest kills, newest first (at most 10).
-    victims: Vec<Victim<'a>>,
+    pub victims: Vec<Victim>,
     /// The program's running instance, if one runs.
-    current: Option<Instance<'a>>,
+    pub current: Option<Instance>,
     /// Whoever restarts it, if seen.
-    respawner: Option<Respawner<'a>>,
-    limit_bytes: Option<u64>,
-    usage_bytes: Option<u64>,
-    limit_hits: Option<u64>,
+    pub respawner: Option<Respawner>,
+    pub limit_bytes: Option<u64>,
+    pub usage_bytes: Option<u64>,
+    pub limit_hits: Option<u64>,
+    /// Cgroup-limit diagnoses of the same loop, folded into this one;
+    /// absent when there were none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_diagnoses: Option<Vec<AbsorbedLimit>>,
 }
 
 /// One OOM kill of a loop.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct Victim<'a> {
-    pid: Option<i32>,
-    comm: Option<&'a str>,
-    task_cgroup: Option<&'a str>,
+pub struct Victim {
+    pub pid: Option<i32>,
+    pub comm: Option<String>,
+    pub task_cgroup: Option<String>,
     /// How long ago, ms.
-    ago_ms: u64,
+    pub ago_ms: u64,
 }
 
 /// The looping program's running instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct Instance<'a> {
-    pid: i32,
-    comm: &'a str,
-    rss_bytes: u64,
+pub struct Instance {
+    pub pid: i32,
+    pub comm: String,
+    pub rss_bytes: u64,
 }
 
 /// The process restarting the looping program.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct Respawner<'a> {
-    pid: i32,
-    comm: &'a str,
+pub struct Respawner {
+    pub pid: i32,
+    pub comm: String,
     /// True when it runs inside the looping cgroup.
-    inside_cgroup: bool,
+    pub inside_cgroup: bool,
 }
 
 /// A cgroup-limit diagnosis a loop absorbed (`limit_diagnoses[]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct AbsorbedLimit<'a> {
-    summary: &'a str,
+pub struct AbsorbedLimit {
+    pub summary: String,
     /// Its evidence's `percent`, as it was.
-    percent: &'a serde_json::Value,
+    pub percent: f64,
 }
 
 #[cfg(test)]
@@ -236,6 +247,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use selfheal_event::details_value;
 
     /// The loop evidence is exactly the JSON the old `json!` literals
     /// built, unknown values `null`.
@@ -243,26 +255,27 @@ mod tests {
     fn oom_loop_evidence_matches_the_documented_json() {
         let e = LoopEvidence {
             scope: "cgroup_oom_loop",
-            cgroup: "/a",
+            cgroup: "/a".into(),
             oom_kills: 4,
             window_s: 60,
-            program: "hog",
+            program: "hog".into(),
             program_kills: 3,
             victims: vec![Victim {
                 pid: Some(9),
-                comm: Some("hog"),
+                comm: Some("hog".into()),
                 task_cgroup: None,
                 ago_ms: 1500,
             }],
             current: Some(Instance {
                 pid: 10,
-                comm: "hog",
+                comm: "hog".into(),
                 rss_bytes: 4096,
             }),
             respawner: None,
             limit_bytes: Some(1 << 20),
             usage_bytes: None,
             limit_hits: Some(4),
+            limit_diagnoses: None,
         };
         assert_eq!(
             details_value(&e),
@@ -277,17 +290,16 @@ mod tests {
         );
         let r = Respawner {
             pid: 1,
-            comm: "sh",
+            comm: "sh".into(),
             inside_cgroup: true,
         };
         assert_eq!(
             details_value(&r),
             json!({"pid": 1, "comm": "sh", "inside_cgroup": true})
         );
-        let pct = json!(97.5);
         let a = AbsorbedLimit {
-            summary: "memory_exhaustion: cgroup /a",
-            percent: &pct,
+            summary: "memory_exhaustion: cgroup /a".into(),
+            percent: 97.5,
         };
         assert_eq!(
             details_value(&a),

@@ -214,7 +214,7 @@ fn legitimate_load_is_dismissed() {
     );
     let d = &r.diagnoses[0];
     assert!(d.target.is_none());
-    assert!(d.evidence["busiest"].as_array().unwrap().len() >= 3);
+    assert!(d.evidence.to_value()["busiest"].as_array().unwrap().len() >= 3);
     let ev = d.to_event(&Trigger::Manual, None);
     assert_eq!(ev.kind.as_str(), "dismissed");
     assert_eq!(ev.details["class"], "legitimate_load");

@@ -32,11 +32,15 @@ fn d_state_task_on_a_silent_fuse_server() {
     assert_eq!(d.culprit.comm.as_deref(), Some("cat"));
     assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
     assert!(d.summary.contains("folio_wait_bit_common"), "{}", d.summary);
-    let stack = d.evidence["kernel_stack"].as_array().unwrap();
+    let evidence = d.evidence.to_value();
+    let stack = evidence["kernel_stack"].as_array().unwrap();
     assert!(stack
         .iter()
         .any(|l| l.as_str().unwrap().contains("filemap_read")));
-    assert!(d.evidence["stalled_devices"].as_array().unwrap().is_empty());
+    assert!(d.evidence.to_value()["stalled_devices"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 /// The same waiter, its file on an NFS mount instead: the server is
@@ -88,7 +92,7 @@ fn a_waiter_on_a_network_filesystem_names_the_server_and_is_never_acted_on() {
     );
     assert_eq!(r.classes(), vec![Class::DState], "{:#?}", r.diagnoses);
     let d = r.only(Class::DState);
-    let b = &d.evidence["blocker"];
+    let b = &d.evidence.to_value()["blocker"];
     assert_eq!(b["kind"], "network_fs", "{b}");
     assert_eq!(b["server"], "fileserver", "{b}");
     assert!(d.summary.contains("fileserver"), "{}", d.summary);

@@ -27,9 +27,14 @@ fn rt_hog_named_with_and_without_a_stall_report() {
         assert_eq!(d.culprit.comm.as_deref(), Some("tp-rt-spin"));
         assert_eq!(d.culprit.cpu, Some(1));
         assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
-        assert_eq!(d.evidence["culprit"]["policy"], "SCHED_FIFO");
-        assert_eq!(d.evidence["culprit"]["rt_priority"], 20);
-        assert!(d.evidence["culprit"]["cpu_percent"].as_f64().unwrap() >= 80.0);
+        assert_eq!(d.evidence.to_value()["culprit"]["policy"], "SCHED_FIFO");
+        assert_eq!(d.evidence.to_value()["culprit"]["rt_priority"], 20);
+        assert!(
+            d.evidence.to_value()["culprit"]["cpu_percent"]
+                .as_f64()
+                .unwrap()
+                >= 80.0
+        );
         let t = d.target.as_ref().unwrap();
         assert_eq!((t.pid, &t.blame), (hog, &selfheal_event::Blame::Tree));
         assert!(t.starttime > 0);

@@ -1,7 +1,7 @@
 //! Fork bombs from recorded snapshots: at the pids limit, the CPU stalls
 //! they cause, their aftermath, and which group is blamed.
 
-use serde_json::json;
+use crate::classify::evidence::{DiagnosisEvidence, StallEvidence};
 
 use super::*;
 
@@ -22,9 +22,14 @@ fn fork_bomb_at_its_pids_limit() {
     let d = r.only(Class::ForkBomb);
     assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
     assert_eq!(d.culprit.comm.as_deref(), Some("bash"));
-    assert_eq!(d.evidence["pids_max"], 32);
-    assert_eq!(d.evidence["pids_current"], 32);
-    assert!(d.evidence["forks_refused_recently"].as_u64().unwrap() > 0);
+    assert_eq!(d.evidence.to_value()["pids_max"], 32);
+    assert_eq!(d.evidence.to_value()["pids_current"], 32);
+    assert!(
+        d.evidence.to_value()["forks_refused_recently"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert!(matches!(d.symptom, Symptom::CgroupTasks { below: 16, .. }));
     // Recovery may take the whole cgroup down: the diagnosis blames all of it.
     assert_eq!(
@@ -56,7 +61,15 @@ fn cpu_stalls_during_a_fork_bomb_are_its_symptoms() {
         },
         target: None,
         summary: "kernel_stall: cpu 1".into(),
-        evidence: json!({}),
+        evidence: DiagnosisEvidence::KernelStall(StallEvidence {
+            cpu: 1,
+            cpu_stalled_ms: Some(400),
+            top_share_percent: 0.0,
+            culprit: None,
+            kernel_stack: None,
+            kernel_reports: vec![],
+            interval_ms: 100.0,
+        }),
         blocker: None,
         symptom: Symptom::CpuStalled { cpu: 1 },
         no_target: None,
@@ -66,9 +79,9 @@ fn cpu_stalls_during_a_fork_bomb_are_its_symptoms() {
     absorb_stalls_into_fork_bomb(&mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].class, Class::ForkBomb);
-    assert_eq!(out[0].evidence["cpu_stalls"][0]["cpu"], 1);
+    assert_eq!(out[0].evidence.to_value()["cpu_stalls"][0]["cpu"], 1);
     assert_eq!(
-        out[0].evidence["cpu_stalls"][0]["summary"],
+        out[0].evidence.to_value()["cpu_stalls"][0]["summary"],
         "kernel_stall: cpu 1"
     );
     // Without a fork bomb a stall stays a stall.
@@ -202,10 +215,21 @@ fn a_bomb_held_at_a_pids_limit_is_found_without_growth_a_steady_pool_is_not() {
     let same = |before: &mut Snapshot, after: &mut Snapshot| *before = after.clone();
     let r = run_with(&fx, Trigger::Manual, &[], &[], t.clone(), same);
     let d = r.only(Class::ForkBomb);
-    assert_eq!(d.evidence["scope"], "program", "{}", d.summary);
-    assert_eq!(d.evidence["processes"], d.evidence["processes_before"]);
-    assert_eq!(d.evidence["held_by_pids_limit"], fx.cgroup().as_str());
-    assert!(d.evidence["forks_refused_recently"].as_u64().unwrap() > 0);
+    assert_eq!(d.evidence.to_value()["scope"], "program", "{}", d.summary);
+    assert_eq!(
+        d.evidence.to_value()["processes"],
+        d.evidence.to_value()["processes_before"]
+    );
+    assert_eq!(
+        d.evidence.to_value()["held_by_pids_limit"],
+        fx.cgroup().as_str()
+    );
+    assert!(
+        d.evidence.to_value()["forks_refused_recently"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert!(
         d.summary.contains("not growing: held at the pids limit"),
         "{}",

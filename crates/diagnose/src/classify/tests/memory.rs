@@ -27,10 +27,10 @@ fn memory_hog_in_a_nearly_full_sandbox() {
     let d = r.only(Class::MemoryExhaustion);
     assert_eq!(d.culprit.pid, Some(hog));
     assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
-    assert_eq!(d.evidence["scope"], "cgroup");
-    assert_eq!(d.evidence["limit_bytes"], 256u64 << 20);
+    assert_eq!(d.evidence.to_value()["scope"], "cgroup");
+    assert_eq!(d.evidence.to_value()["limit_bytes"], 256u64 << 20);
     assert!(
-        d.evidence["largest"][0]["rss_growth_bytes"]
+        d.evidence.to_value()["largest"][0]["rss_growth_bytes"]
             .as_i64()
             .unwrap()
             > 0
@@ -76,9 +76,11 @@ fn memory_falling_fast_is_exhaustion_before_the_level_is_reached() {
     let r = diagnosed(th(), squeeze(12, 8), Class::MemoryExhaustion);
     let d = r.only(Class::MemoryExhaustion);
     assert_eq!(d.culprit.pid, Some(hog), "{}", d.summary);
-    assert_eq!(d.evidence["scope"], "machine");
-    assert_eq!(d.evidence["trend"], true);
-    let eta = d.evidence["seconds_to_exhaustion"].as_f64().unwrap();
+    assert_eq!(d.evidence.to_value()["scope"], "machine");
+    assert_eq!(d.evidence.to_value()["trend"], true);
+    let eta = d.evidence.to_value()["seconds_to_exhaustion"]
+        .as_f64()
+        .unwrap();
     let expect = 8.0 * interval / 4.0;
     assert!(
         (eta - expect).abs() < 0.06,
@@ -109,7 +111,7 @@ fn memory_falling_fast_is_exhaustion_before_the_level_is_reached() {
         "{}",
         d.summary
     );
-    assert_eq!(d.evidence["available_lost_bytes"], 52u64 << 20);
+    assert_eq!(d.evidence.to_value()["available_lost_bytes"], 52u64 << 20);
     // The trend test off.
     let off = Thresholds {
         mem_exhaustion_horizon: Duration::ZERO,
@@ -164,13 +166,24 @@ fn a_memory_cgroup_in_a_fill_and_kill_loop_is_recorded_with_program_and_parent()
         std::slice::from_ref(&lp),
     );
     let d = r.only(Class::MemoryExhaustion);
-    assert_eq!(d.evidence["scope"], "cgroup_oom_loop", "{:#?}", r.diagnoses);
-    assert_eq!(d.evidence["program"], "tp-memhog");
-    assert_eq!(d.evidence["oom_kills"], 5);
-    assert_eq!(d.evidence["current"]["pid"], hog);
-    assert_eq!(d.evidence["respawner"]["pid"], parent);
-    assert_eq!(d.evidence["respawner"]["inside_cgroup"], false);
-    assert_eq!(d.evidence["limit_diagnoses"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        d.evidence.to_value()["scope"],
+        "cgroup_oom_loop",
+        "{:#?}",
+        r.diagnoses
+    );
+    assert_eq!(d.evidence.to_value()["program"], "tp-memhog");
+    assert_eq!(d.evidence.to_value()["oom_kills"], 5);
+    assert_eq!(d.evidence.to_value()["current"]["pid"], hog);
+    assert_eq!(d.evidence.to_value()["respawner"]["pid"], parent);
+    assert_eq!(d.evidence.to_value()["respawner"]["inside_cgroup"], false);
+    assert_eq!(
+        d.evidence.to_value()["limit_diagnoses"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(d.culprit.cgroup.as_deref(), Some(fx.cgroup().as_str()));
     // Recorded only, and it says why.
     assert!(d.target.is_none());
