@@ -431,7 +431,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::classify::evidence::RtHogEvidence;
+    use crate::classify::evidence::StallEvidence;
 
     #[test]
     fn trigger_kinds_name_the_evidence_and_index_the_counters() {
@@ -538,11 +538,12 @@ mod tests {
             },
             target: None,
             summary: "rt_hog: spin".into(),
-            evidence: DiagnosisEvidence::RtHog(RtHogEvidence {
+            evidence: DiagnosisEvidence::KernelStall(StallEvidence {
                 cpu: 1,
                 cpu_stalled_ms: None,
-                culprit: json!({"tid": 100}),
-                runnable_waiting_on_cpu: vec![],
+                top_share_percent: 99.0,
+                culprit: None,
+                kernel_stack: None,
                 kernel_reports: vec![],
                 interval_ms: 100.0,
             }),
@@ -558,8 +559,8 @@ mod tests {
             json!({
                 "class": "rt_hog",
                 "trigger": {"kind": "stall", "cpu": 3, "stalled_ms": 250},
-                "evidence": {"cpu": 1, "cpu_stalled_ms": null, "culprit": {"tid": 100},
-                             "runnable_waiting_on_cpu": [], "kernel_reports": [],
+                "evidence": {"cpu": 1, "cpu_stalled_ms": null, "top_share_percent": 99.0,
+                             "culprit": null, "kernel_stack": null, "kernel_reports": [],
                              "interval_ms": 100.0},
                 "detection_latency_ms": 1500.0,
                 "record_only": "held by the operator",
@@ -574,8 +575,8 @@ mod tests {
             json!({
                 "class": "rt_hog",
                 "trigger": {"kind": "manual"},
-                "evidence": {"cpu": 1, "cpu_stalled_ms": null, "culprit": {"tid": 100},
-                             "runnable_waiting_on_cpu": [], "kernel_reports": [],
+                "evidence": {"cpu": 1, "cpu_stalled_ms": null, "top_share_percent": 99.0,
+                             "culprit": null, "kernel_stack": null, "kernel_reports": [],
                              "interval_ms": 100.0},
             })
         );

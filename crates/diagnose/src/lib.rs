@@ -28,5 +28,6 @@ pub mod sweep;
 pub mod verify;
 
 pub use class::{Diagnosis, Symptom, Trigger};
+pub use classify::evidence::DiagnosisEvidence;
 pub use classify::{Diagnoser, Observation, Thresholds};
 pub use snapshot::{Snapshot, SnapshotReader, TaskSample};

@@ -14,11 +14,10 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use selfheal_event::Culprit;
 
-use super::evidence::DiagnosisEvidence;
+use super::evidence::{DiagnosisEvidence, KernelReportEvidence, TaskEvidence};
 use super::{Deltas, Diagnoser, Observation};
 use crate::blocker::{stack::IO_WAITS, Blocker, Held};
 use crate::class::{Diagnosis, Symptom};
@@ -322,7 +321,7 @@ fn fault_diagnosis(
         }
         _ => (waiter_culprit(), None, None),
     };
-    let kernel = Diagnoser::kernel_json(obs, |r| {
+    let kernel = Diagnoser::kernel_reports(obs, |r| {
         r.kind.as_str() == "hung_task" && group.iter().any(|(s, _)| Some(s.tid) == r.pid)
     });
     let what = match class {
@@ -372,16 +371,16 @@ fn fault_diagnosis(
         summary,
         culprit,
         target,
-        evidence: DiagnosisEvidence::Stuck(StuckGroupEvidence {
+        evidence: DiagnosisEvidence::Stuck(Box::new(StuckGroupEvidence {
             bound_ms: dx.thresholds.dstate_bound.as_millis() as u64,
             blocker: blocker.clone(),
             stuck: list,
-            waiter: waiter.map(|t| dx.task_json(t, None)),
+            waiter: waiter.map(|t| dx.task_evidence(t, None)),
             kernel_stack: dx.stack_of(main.pid, main.tid),
             stalled_devices: stalled_here.iter().map(|d| d.evidence.clone()).collect(),
             held_elsewhere: held_list,
             kernel_reports: kernel,
-        }),
+        })),
         no_target,
         restart_veto: restart_veto(blocker),
         blocker: recovery_blocker,
@@ -438,14 +437,14 @@ pub struct StuckGroupEvidence {
     pub blocker: Blocker,
     /// The stuck tasks (at most 20).
     pub stuck: Vec<StuckEvidence>,
-    /// The task holding what they wait on, when known (a `TaskEvidence`).
-    pub waiter: Option<Value>,
+    /// The task holding what they wait on, when known.
+    pub waiter: Option<TaskEvidence>,
     /// The main stuck task's kernel stack, when readable.
     pub kernel_stack: Option<Vec<String>>,
     pub stalled_devices: Vec<DiskEvidence>,
     /// Tasks held on purpose meanwhile (at most 20).
     pub held_elsewhere: Vec<StuckEvidence>,
-    pub kernel_reports: Vec<Value>,
+    pub kernel_reports: Vec<KernelReportEvidence>,
 }
 
 #[cfg(test)]

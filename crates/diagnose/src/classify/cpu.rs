@@ -18,11 +18,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use selfheal_event::Culprit;
 
-use super::evidence::DiagnosisEvidence;
+use super::evidence::{DiagnosisEvidence, KernelReportEvidence, TaskEvidence};
 use super::{round1, Deltas, Diagnoser, Observation, TaskDelta};
 use crate::class::{Diagnosis, Symptom};
 use selfheal_event::Class;
@@ -60,7 +59,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
         let is_stalled = stalled.contains_key(&cpu);
         let rt =
             top.is_some_and(|t| is_realtime(t.after.stat.policy) && !t.after.is_kernel_thread());
-        let kernel = Diagnoser::kernel_json(obs, |r| {
+        let kernel = Diagnoser::kernel_reports(obs, |r| {
             r.cpu == Some(cpu) || r.kind.as_str() == "rt_throttling"
         });
         let waiting: Vec<Waiting> = runners
@@ -102,7 +101,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 evidence: DiagnosisEvidence::RtHog(RtHogEvidence {
                     cpu,
                     cpu_stalled_ms: stall_ms,
-                    culprit: dx.task_json(t, Some((top, share))),
+                    culprit: dx.task_evidence(t, Some((top, share))),
                     runnable_waiting_on_cpu: waiting,
                     kernel_reports: kernel,
                     interval_ms: d.interval.as_secs_f64() * 1000.0,
@@ -142,7 +141,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 let delta = top
                     .filter(|d| d.after.tid == t.tid)
                     .map(|x| (x, d.share(x)));
-                (c, Some(target), Some(dx.task_json(t, delta)))
+                (c, Some(target), Some(dx.task_evidence(t, delta)))
             }
             None => (
                 Culprit {
@@ -256,7 +255,7 @@ fn runaway_kthread(
         target: Some(target),
         evidence: DiagnosisEvidence::RunawayKthread(KthreadEvidence {
             cpu,
-            culprit: dx.task_json(a, Some((t, run))),
+            culprit: dx.task_evidence(a, Some((t, run))),
             runnable_percent: round1(runnable * 100.0),
             voluntary_context_switches: nvcsw,
             kernel_stack: dx.stack_of(a.pid, a.tid),
@@ -292,12 +291,12 @@ pub struct RtHogEvidence {
     pub cpu: u32,
     /// How long the CPU's stall canary had not run; `null` when it ran.
     pub cpu_stalled_ms: Option<u64>,
-    /// The real-time thread (a `TaskEvidence`).
-    pub culprit: Value,
+    /// The real-time thread.
+    pub culprit: TaskEvidence,
     /// Threads waiting runnable on the CPU (at most 5).
     pub runnable_waiting_on_cpu: Vec<Waiting>,
     /// Kernel reports about the CPU or RT throttling.
-    pub kernel_reports: Vec<Value>,
+    pub kernel_reports: Vec<KernelReportEvidence>,
     pub interval_ms: f64,
 }
 
@@ -308,11 +307,11 @@ pub struct StallEvidence {
     pub cpu_stalled_ms: Option<u64>,
     /// The top runner's share of the interval, percent.
     pub top_share_percent: f64,
-    /// Whoever held the CPU (a `TaskEvidence`); `null` when nothing ran.
-    pub culprit: Option<Value>,
+    /// Whoever held the CPU; `null` when nothing ran.
+    pub culprit: Option<TaskEvidence>,
     /// Its kernel stack, when readable.
     pub kernel_stack: Option<Vec<String>>,
-    pub kernel_reports: Vec<Value>,
+    pub kernel_reports: Vec<KernelReportEvidence>,
     pub interval_ms: f64,
 }
 
@@ -320,8 +319,8 @@ pub struct StallEvidence {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KthreadEvidence {
     pub cpu: u32,
-    /// The kernel thread (a `TaskEvidence`).
-    pub culprit: Value,
+    /// The kernel thread.
+    pub culprit: TaskEvidence,
     /// Share of the interval it was runnable, percent.
     pub runnable_percent: f64,
     /// Unchanged while it never sleeps; `null` when unreadable.
@@ -341,18 +340,43 @@ mod tests {
     /// literals built, unknown values `null`.
     #[test]
     fn cpu_evidence_matches_the_documented_json() {
-        let task = json!({"pid": 5, "tid": 5, "comm": "spin"});
-        let report = json!({"verdict": "soft_lockup"});
+        let task_ev = TaskEvidence {
+            pid: 5,
+            tid: 5,
+            comm: "spin".into(),
+            state: "R".into(),
+            cpu: Some(1),
+            policy: "SCHED_FIFO",
+            rt_priority: 50,
+            nice: 0,
+            ppid: 1,
+            rss_bytes: 4096,
+            kernel_thread: false,
+            wchan: None,
+            uid: Some(0),
+            cpu_use: None,
+        };
+        let report_ev = KernelReportEvidence {
+            verdict: "soft_lockup",
+            headline: "BUG: soft lockup".into(),
+            cpu: Some(1),
+            pid: None,
+            comm: None,
+            kernel_ts_us: 5,
+        };
+        // Their own shapes are checked in evidence.rs.
+        let task = details_value(&task_ev);
+        let report = details_value(&report_ev);
         let rt = RtHogEvidence {
             cpu: 1,
             cpu_stalled_ms: None,
-            culprit: task.clone(),
+            culprit: task_ev.clone(),
             runnable_waiting_on_cpu: vec![Waiting {
                 pid: 6,
                 comm: "sh".into(),
                 wait_ms: 12.5,
             }],
-            kernel_reports: vec![report.clone()],
+            kernel_reports: vec![report_ev],
             interval_ms: 100.0,
         };
         assert_eq!(
@@ -382,7 +406,7 @@ mod tests {
         );
         let k = KthreadEvidence {
             cpu: 2,
-            culprit: task.clone(),
+            culprit: task_ev,
             runnable_percent: 99.9,
             voluntary_context_switches: None,
             kernel_stack: None,

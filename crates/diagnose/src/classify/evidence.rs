@@ -26,8 +26,8 @@ pub enum DiagnosisEvidence {
     KernelStall(StallEvidence),
     /// `runaway_kthread`.
     RunawayKthread(KthreadEvidence),
-    /// `d_state` or `io_stall`.
-    Stuck(StuckGroupEvidence),
+    /// `d_state` or `io_stall` (boxed: the largest by far).
+    Stuck(Box<StuckGroupEvidence>),
     /// `held` (dismissed).
     Held(HeldEvidence),
     /// `fork_bomb`, any scope.
@@ -90,10 +90,10 @@ pub enum BombScope {
 
 /// A thread as evidence (`culprit` of most evidence documents).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct TaskEvidence<'a> {
+pub struct TaskEvidence {
     pub pid: i32,
     pub tid: i32,
-    pub comm: &'a str,
+    pub comm: String,
     /// Its scheduler state letter (`R`, `D`, …), as a string.
     pub state: String,
     /// The CPU it last ran on.
@@ -105,7 +105,7 @@ pub(crate) struct TaskEvidence<'a> {
     pub ppid: i32,
     pub rss_bytes: u64,
     pub kernel_thread: bool,
-    pub wchan: Option<&'a str>,
+    pub wchan: Option<String>,
     pub uid: Option<u32>,
     /// What it did over the interval, when measured (its keys are absent
     /// otherwise).
@@ -115,7 +115,7 @@ pub(crate) struct TaskEvidence<'a> {
 
 /// A thread's use of the CPU over the interval.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct CpuUse {
+pub struct CpuUse {
     /// Share of the interval it ran, percent (one decimal).
     pub cpu_percent: f64,
     pub user_ms: u64,
@@ -127,12 +127,12 @@ pub(crate) struct CpuUse {
 
 /// A kernel report as evidence (`kernel_reports[]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct KernelReportEvidence<'a> {
+pub struct KernelReportEvidence {
     pub verdict: &'static str,
-    pub headline: &'a str,
+    pub headline: String,
     pub cpu: Option<u32>,
     pub pid: Option<i32>,
-    pub comm: Option<&'a str>,
+    pub comm: Option<String>,
     pub kernel_ts_us: u64,
 }
 
@@ -183,7 +183,7 @@ mod tests {
         let mut t = TaskEvidence {
             pid: 10,
             tid: 11,
-            comm: "spin",
+            comm: "spin".into(),
             state: "R".into(),
             cpu: Some(1),
             policy: "SCHED_FIFO",
@@ -223,7 +223,7 @@ mod tests {
 
         let k = KernelReportEvidence {
             verdict: "soft_lockup",
-            headline: "BUG: soft lockup",
+            headline: "BUG: soft lockup".into(),
             cpu: Some(1),
             pid: None,
             comm: None,

@@ -21,9 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use selfheal_event::{details_value, Culprit};
+use selfheal_event::Culprit;
 use selfheal_kmsg::KernelReport;
 
 use crate::blocker::BlockerReader;
@@ -286,12 +284,16 @@ impl Diagnoser {
         }
     }
 
-    /// JSON describing a thread, for evidence.
-    pub(crate) fn task_json(&self, t: &TaskSample, delta: Option<(&TaskDelta<'_>, f64)>) -> Value {
-        details_value(&TaskEvidence {
+    /// A thread, for evidence.
+    pub(crate) fn task_evidence(
+        &self,
+        t: &TaskSample,
+        delta: Option<(&TaskDelta<'_>, f64)>,
+    ) -> TaskEvidence {
+        TaskEvidence {
             pid: t.pid,
             tid: t.tid,
-            comm: &t.stat.comm,
+            comm: t.stat.comm.clone(),
             state: t.stat.state.to_string(),
             cpu: t.stat.processor,
             policy: policy_name(t.stat.policy),
@@ -300,7 +302,7 @@ impl Diagnoser {
             ppid: t.stat.ppid,
             rss_bytes: t.stat.rss_pages * selfheal_sys::sched::page_size() as u64,
             kernel_thread: t.is_kernel_thread(),
-            wchan: t.wchan.as_deref(),
+            wchan: t.wchan.clone(),
             uid: t.uid,
             cpu_use: delta.map(|(d, share)| CpuUse {
                 cpu_percent: round1(share * 100.0),
@@ -309,26 +311,24 @@ impl Diagnoser {
                 timeslices: d.timeslices,
                 wait_ms: d.wait_ns as f64 / 1e6,
             }),
-        })
+        }
     }
 
-    /// Kernel reports matching a CPU or a pid, as JSON.
-    pub(crate) fn kernel_json(
+    /// Kernel reports matching a CPU or a pid, for evidence.
+    pub(crate) fn kernel_reports(
         obs: &Observation<'_>,
         keep: impl Fn(&KernelReport) -> bool,
-    ) -> Vec<Value> {
+    ) -> Vec<KernelReportEvidence> {
         obs.kernel
             .iter()
             .filter(|r| keep(r))
-            .map(|r| {
-                details_value(&KernelReportEvidence {
-                    verdict: r.kind.as_str(),
-                    headline: &r.headline,
-                    cpu: r.cpu,
-                    pid: r.pid,
-                    comm: r.comm.as_deref(),
-                    kernel_ts_us: r.ts_us,
-                })
+            .map(|r| KernelReportEvidence {
+                verdict: r.kind.as_str(),
+                headline: r.headline.clone(),
+                cpu: r.cpu,
+                pid: r.pid,
+                comm: r.comm.clone(),
+                kernel_ts_us: r.ts_us,
             })
             .collect()
     }
