@@ -10,7 +10,9 @@ use selfheal_event::{EventKind, UnknownKind};
 use selfheal_sampler::Sample;
 use selfheal_store::{OpenError, Order, Query, Store, StoreError};
 
-use crate::http::{Request, Response, Router};
+use serde::Serialize;
+
+use crate::http::{ErrorBody, Request, Response, Router};
 use crate::{Shared, SinceError};
 
 /// Most events one API call returns.
@@ -184,38 +186,177 @@ fn status(shared: &Shared, reader: &Mutex<Option<Store>>) -> Response {
     let uptime = SystemTime::now()
         .duration_since(shared.started)
         .unwrap_or_default();
-    let body = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "uptime_seconds": uptime.as_secs_f64(),
-        "healthy": shared.heartbeat.is_fresh((shared.period * 3).max(Duration::from_secs(1)))
+    let body = StatusBody {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        uptime_seconds: uptime.as_secs_f64(),
+        healthy: shared
+            .heartbeat
+            .is_fresh((shared.period * 3).max(Duration::from_secs(1)))
             && shared.panics.fatal_reasons().is_empty(),
-        "dry_run": shared.dry_run,
-        "store": shared.store_path.display().to_string(),
-        "features": { "psi": shared.features.psi, "mem_available": shared.features.mem_available, "diskstats": shared.features.diskstats },
-        "notes": shared.notes,
-        "light": {
-            "realtime": st.realtime.load(Ordering::Relaxed),
-            "samples": st.samples.load(Ordering::Relaxed),
-            "sample_errors": st.sample_errors.load(Ordering::Relaxed),
-            "alerts": st.alerts_total(),
-            "alerts_dropped": st.alerts_dropped.load(Ordering::Relaxed),
-            "last_cycle_us": st.last_cycle_ns.load(Ordering::Relaxed) as f64 / 1000.0,
-            "max_cycle_us": st.max_cycle_ns.load(Ordering::Relaxed) as f64 / 1000.0,
-            "overruns": st.overruns.load(Ordering::Relaxed),
-            "heartbeat_age_ms": shared.heartbeat.age().map(|a| a.as_secs_f64() * 1000.0),
+        dry_run: shared.dry_run,
+        store: shared.store_path.display().to_string(),
+        features: FeaturesBody {
+            psi: shared.features.psi,
+            mem_available: shared.features.mem_available,
+            diskstats: shared.features.diskstats,
         },
-        "events": {
-            "written": shared.writer_counters.written.load(Ordering::Relaxed),
-            "dropped": shared.writer_counters.dropped.load(Ordering::Relaxed),
+        notes: &shared.notes,
+        light: LightBody {
+            realtime: st.realtime.load(Ordering::Relaxed),
+            samples: st.samples.load(Ordering::Relaxed),
+            sample_errors: st.sample_errors.load(Ordering::Relaxed),
+            alerts: st.alerts_total(),
+            alerts_dropped: st.alerts_dropped.load(Ordering::Relaxed),
+            last_cycle_us: st.last_cycle_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+            max_cycle_us: st.max_cycle_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+            overruns: st.overruns.load(Ordering::Relaxed),
+            heartbeat_age_ms: shared.heartbeat.age().map(|a| a.as_secs_f64() * 1000.0),
         },
-        "sample": snapshot,
-        "apps": serde_json::to_value(&apps).unwrap_or_default(),
-        "apps_table": (!apps.is_empty()).then(|| selfheal_supervise::render_table(&apps)),
-        "recent_events": match recent {
+        events: EventsBody {
+            written: shared.writer_counters.written.load(Ordering::Relaxed),
+            dropped: shared.writer_counters.dropped.load(Ordering::Relaxed),
+        },
+        sample: snapshot,
+        apps: serde_json::to_value(&apps).unwrap_or_default(),
+        apps_table: (!apps.is_empty()).then(|| selfheal_supervise::render_table(&apps)),
+        recent_events: match recent {
             Ok(evs) => serde_json::to_value(evs).unwrap_or_default(),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
+            Err(e) => serde_json::to_value(ErrorBody {
+                error: e.to_string(),
+            })
+            .unwrap_or_default(),
         },
-    });
+    };
     Response::json(200, &body)
+}
+
+/// The answer of `/api/status` (read by `selfheal status`).
+#[derive(Debug, Serialize)]
+struct StatusBody<'a> {
+    version: &'static str,
+    pid: u32,
+    uptime_seconds: f64,
+    /// The light detector's heartbeat is fresh and no thread died.
+    healthy: bool,
+    dry_run: bool,
+    /// The event store's path.
+    store: String,
+    features: FeaturesBody,
+    notes: &'a [String],
+    light: LightBody,
+    events: EventsBody,
+    /// The latest sample (`null` before the first).
+    sample: Option<serde_json::Value>,
+    /// Every supervised app's status.
+    apps: serde_json::Value,
+    /// The same as a table, when there are apps.
+    apps_table: Option<String>,
+    /// The 10 latest events, or `{"error": …}`.
+    recent_events: serde_json::Value,
+}
+
+/// What the kernel offers the sampler.
+#[derive(Debug, Serialize)]
+struct FeaturesBody {
+    psi: bool,
+    mem_available: bool,
+    diskstats: bool,
+}
+
+/// The light detector's counters.
+#[derive(Debug, Serialize)]
+struct LightBody {
+    /// It runs SCHED_FIFO.
+    realtime: bool,
+    samples: u64,
+    sample_errors: u64,
+    alerts: u64,
+    alerts_dropped: u64,
+    last_cycle_us: f64,
+    max_cycle_us: f64,
+    overruns: u64,
+    /// `null` before the first beat.
+    heartbeat_age_ms: Option<f64>,
+}
+
+/// The event writer's counters.
+#[derive(Debug, Serialize)]
+struct EventsBody {
+    written: u64,
+    dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// `/api/status` answers exactly the document the old `json!` literal
+    /// built (`selfheal status` of any version reads it by key), and an
+    /// error is `{"error": …}`.
+    #[test]
+    fn status_body_matches_the_old_json() {
+        let notes = vec!["no PSI".to_string()];
+        let body = StatusBody {
+            version: "1.0",
+            pid: 7,
+            uptime_seconds: 1.5,
+            healthy: true,
+            dry_run: false,
+            store: "/var/lib/selfheal/events.db".into(),
+            features: FeaturesBody {
+                psi: false,
+                mem_available: true,
+                diskstats: true,
+            },
+            notes: &notes,
+            light: LightBody {
+                realtime: true,
+                samples: 10,
+                sample_errors: 0,
+                alerts: 2,
+                alerts_dropped: 0,
+                last_cycle_us: 12.5,
+                max_cycle_us: 40.0,
+                overruns: 1,
+                heartbeat_age_ms: None,
+            },
+            events: EventsBody {
+                written: 5,
+                dropped: 0,
+            },
+            sample: None,
+            apps: json!([]),
+            apps_table: None,
+            recent_events: serde_json::to_value(ErrorBody {
+                error: "locked".into(),
+            })
+            .unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            json!({
+                "version": "1.0", "pid": 7, "uptime_seconds": 1.5, "healthy": true,
+                "dry_run": false, "store": "/var/lib/selfheal/events.db",
+                "features": {"psi": false, "mem_available": true, "diskstats": true},
+                "notes": ["no PSI"],
+                "light": {"realtime": true, "samples": 10, "sample_errors": 0, "alerts": 2,
+                          "alerts_dropped": 0, "last_cycle_us": 12.5, "max_cycle_us": 40.0,
+                          "overruns": 1, "heartbeat_age_ms": null},
+                "events": {"written": 5, "dropped": 0},
+                "sample": null, "apps": [], "apps_table": null,
+                "recent_events": {"error": "locked"},
+            })
+        );
+        let r = Response::error(400, "since: bad");
+        assert_eq!(r.content_type, "application/json");
+        assert_eq!(
+            serde_json::from_slice::<ErrorBody>(&r.body).unwrap(),
+            ErrorBody {
+                error: "since: bad".into()
+            }
+        );
+    }
 }

@@ -15,6 +15,6 @@ pub mod client;
 mod request;
 mod server;
 
-pub use request::{Request, Response, Router};
+pub use request::{ErrorBody, Request, Response, Router};
 pub(crate) use server::panic_message;
 pub use server::{answer_raw, HttpServer, HttpStats, Limits};

@@ -79,7 +79,7 @@ impl Response {
     }
 
     /// A JSON body.
-    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Response {
         Response {
             status,
             content_type: "application/json",
@@ -89,8 +89,20 @@ impl Response {
 
     /// A JSON error `{"error": message}`.
     pub fn error(status: u16, message: impl Into<String>) -> Response {
-        Response::json(status, &serde_json::json!({ "error": message.into() }))
+        Response::json(
+            status,
+            &ErrorBody {
+                error: message.into(),
+            },
+        )
     }
+}
+
+/// The body of an error answer, and of a part of an answer that failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// What failed, in words.
+    pub error: String,
 }
 
 /// Maps requests to responses.
