@@ -14,6 +14,13 @@ use selfheal_checkpoint::{Event, Failure, Older, Unrecoverable};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// linesock's rounds: about 2 ms each unsupervised, so a run lasts seconds
+/// and is still running when the test crashes it 600 ms after connecting
+/// (300 rounds took 0.7 s on an idle machine: the program was sometimes
+/// gone before the crash, and pidfd_open failed).
+const ROUNDS: usize = 2000;
+const ROUNDS_ARG: &str = "2000";
+
 /// Connects to the program's listening socket once it exists, and reads its
 /// lines on a thread (resynchronising on line boundaries, as a tolerant
 /// reader must); returns the writer end and the reader thread.
@@ -45,13 +52,13 @@ fn a_declared_replay_tolerant_socket_does_not_prevent_rollback() {
     let expected = {
         // The fault-free answer (a peer is needed for it to run).
         let child = std::process::Command::new(prog("linesock"))
-            .args([p, "300"])
+            .args([p, ROUNDS_ARG])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let (_w, lines) = connect(&path);
         let out = child.wait_with_output().unwrap();
-        assert!(lines.join().unwrap().len() >= 300);
+        assert!(lines.join().unwrap().len() >= ROUNDS);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
 
@@ -60,7 +67,7 @@ fn a_declared_replay_tolerant_socket_does_not_prevent_rollback() {
         replay_tolerant_sockets: vec![path.clone()],
         ..config()
     };
-    let mut run = start("linesock", &[p, "300"], tolerant);
+    let mut run = start("linesock", &[p, ROUNDS_ARG], tolerant);
     let (mut w, lines) = connect(&path);
     std::thread::sleep(Duration::from_millis(600));
     // Input the program reads after the checkpoint is lost to it by design.
@@ -72,12 +79,12 @@ fn a_declared_replay_tolerant_socket_does_not_prevent_rollback() {
     assert_eq!(run.rollbacks().len(), 1, "{:?}", run.events);
     let lines = lines.join().unwrap();
     // Re-run rounds send their tick again: the reader sees each at least once.
-    for r in 0..300 {
+    for r in 0..ROUNDS {
         assert!(lines.contains(&format!("tick {r}")), "tick {r} missing");
     }
 
     // Not declared: the same socket makes the rollback impossible.
-    let mut run = start("linesock", &[p, "300"], config());
+    let mut run = start("linesock", &[p, ROUNDS_ARG], config());
     let (_w, _lines) = connect(&path);
     std::thread::sleep(Duration::from_millis(600));
     let pidfd = selfheal_sys::signal::pidfd_open(run.engine.pid()).unwrap();
