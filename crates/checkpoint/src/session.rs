@@ -400,6 +400,7 @@ impl Session {
         };
         // Last of the thread state: the system calls above may have met
         // a signal (it is held since, see `remote`).
+        let t_brk = started.elapsed();
         let pending = crate::signals::capture(&self.t)?;
         let injected = self.t.injected - injected;
         let t_regs = started.elapsed();
@@ -427,7 +428,7 @@ impl Session {
         let t_misc = started.elapsed();
         crate::debug(|| {
             format!(
-                "checkpoint {}: stop {t_stop:?} maps {:?} look {:?} read {:?} store {:?} regs+brk {:?} fds {:?} misc {:?} ({} pages)",
+                "checkpoint {}: stop {t_stop:?} maps {:?} look {:?} read {:?} store {:?} regs+brk {:?} fds {:?} misc {:?} ({} pages; signals {:?} of regs+brk, {} threads)",
                 self.next_id,
                 t_maps - t_stop,
                 t_look - t_maps,
@@ -436,7 +437,9 @@ impl Session {
                 t_regs - t_store,
                 t_fds - t_regs,
                 t_misc - t_fds,
-                self.addrs.len()
+                self.addrs.len(),
+                t_regs - t_brk,
+                tids.len()
             )
         });
         self.next_id += 1;
