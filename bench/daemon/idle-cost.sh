@@ -25,6 +25,10 @@
 #           detector's reads at idle (/proc/stat each wake-up, the slow
 #           files every 5th), so the light thread's us/wakeup splits into
 #           floor + kernel reads + selfheal's own work
+#   rt reads  mode 6 under `chrt -f 50`: the reads the light thread makes
+#           at idle now (/proc/uptime, /proc/stat and the slow files every
+#           10th) from a SCHED_FIFO C thread; the daemon's cost against it
+#           is printed too (the floor of any real-time 10 Hz reader)
 # and prints the daemon's CPU time as a share of one core, the floor's, and
 # their ratio (daemon / mean of the two floors), then the daemon's
 # per-thread breakdown: run time from schedstat (ns) and utime+stime from
@@ -175,4 +179,13 @@ for round in $(seq 1 "$rounds"); do
   reads=$("$tmp/floor" 3 $((secs * 10)) $disk)
   echo "  reads: $reads; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   ratio "" "$d" "$f1" "$f2" "$us1" "$us2"
+  # The light thread's idle reads today (mode 6) made by a real-time C
+  # thread, as the light thread is: what any 10 Hz SCHED_FIFO detector
+  # reading the same files pays, a floor the daemon can be held to.
+  if rt=$(chrt -f 50 "$tmp/floor" 6 $((secs * 10)) $disk 2>/dev/null); then
+    awk -v d="$d" -v line="$rt" 'BEGIN {
+      n = split(line, w, " "); for (i = 1; i <= n; i++) if (w[i] == "%") p = w[i - 1]
+      printf "rt reads: %s\nrt reads floor %.4f %% of one core; daemon / rt reads %.2fx\n", line, p, d / p
+    }'
+  fi
 done

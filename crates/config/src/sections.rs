@@ -120,7 +120,8 @@ pub struct SamplerConfig {
     /// Sampling period of the light detector.
     #[serde(deserialize_with = "de_period")]
     pub period: HumanDuration,
-    /// Read /proc/vmstat and PSI every this many samples.
+    /// Read /proc/vmstat and PSI every this many samples (twice as many
+    /// while every CPU stays idle).
     #[serde(deserialize_with = "de_slow_every")]
     pub slow_every: u64,
     /// procfs mount point.

@@ -193,6 +193,11 @@ pub struct SystemReader {
     options: ReaderOptions,
     cpus: usize,
     reads: u64,
+    /// Reads left before the next slow one is due (0: due now).
+    slow_in: u64,
+    /// Idle reads taken in place of the due slow one (see
+    /// [`IDLE_SLOW_DEFER`]).
+    slow_deferred: u64,
     stat: ProcFile,
     meminfo: ProcFile,
     vmstat: ProcFile,
@@ -228,6 +233,16 @@ pub struct SystemReader {
 /// all of them (/proc/uptime counts in 10 ms steps, so the busy time
 /// allowed is up to 10 ms more).
 const IDLE_GATE_BUSY_MS: f64 = 20.0;
+
+/// At idle, an idle read may stand in for the due slow one this many
+/// times `slow_every` reads in a row: the slow sources are then refreshed
+/// every `(1 + IDLE_SLOW_DEFER) * slow_every` reads (1 s at the defaults)
+/// instead of every `slow_every`. With every CPU idle nothing they report
+/// can build up unseen (swapping, reclaim, faults and OOM kills take CPU
+/// time; a task stalled on I/O turns idle time into I/O wait), PSI's
+/// averages change only every 2 s, and the first read that is not idle
+/// takes the overdue slow read at once.
+const IDLE_SLOW_DEFER: u64 = 1;
 
 /// A quiet interval: every CPU idle (not waiting for I/O) at least this
 /// share of its ticks.
@@ -301,6 +316,8 @@ impl SystemReader {
             },
             cpus,
             reads: 0,
+            slow_in: 0,
+            slow_deferred: 0,
             stat,
             meminfo,
             vmstat,
@@ -327,6 +344,8 @@ impl SystemReader {
         reader.read(&mut probe)?;
         // The caller's first read should be a full one (its baseline).
         reader.reads = 0;
+        reader.slow_in = 0;
+        reader.slow_deferred = 0;
         reader.last_read_at = None;
         reader.gate_base = None;
         reader.features = Features {
@@ -425,14 +444,20 @@ impl SystemReader {
     /// `stat` then repeats the last read of /proc/stat (`stat_fresh`
     /// false) and `idle_read` says what uptime showed; the next read that
     /// is not idle takes /proc/stat again, and the caller charges the idle
-    /// reads' time to idle (see `selfheal_sampler`). At idle, 4 reads of 5
+    /// reads' time to idle (see `selfheal_sampler`). At idle most reads
     /// cost /proc/uptime only; under load no read is quiet, so none is
     /// idle and /proc/uptime is not read at all.
+    ///
+    /// While the machine stays idle, an idle read also stands in for a
+    /// due slow read, up to [`IDLE_SLOW_DEFER`] times `slow_every` reads
+    /// in a row: at idle the slow sources are read every 10th read, not
+    /// every 5th, at the defaults (9 reads of 10 cost /proc/uptime only),
+    /// and the first read that is not idle is the overdue slow one.
     pub fn read(&mut self, out: &mut SystemCounters) -> Result<(), ProcError> {
-        let slow = self.reads.is_multiple_of(self.options.slow_every);
+        let slow = self.slow_in == 0;
         self.reads += 1;
         let mut gate_now = None;
-        if !slow {
+        if !slow || self.slow_deferred < IDLE_SLOW_DEFER * self.options.slow_every {
             if let (Some((base_cs, base_at)), Some(f)) = (self.gate_base, self.uptime.as_mut()) {
                 let idle_cs = f.refresh().ok().and_then(parse_uptime_idle_cs);
                 let now = Instant::now();
@@ -443,6 +468,11 @@ impl SystemReader {
                     if let Some(read) = idle_gate(idle_ms, elapsed_ms, online) {
                         self.gate_base = Some((idle_cs, now));
                         self.idle_reads += 1;
+                        if slow {
+                            self.slow_deferred += 1;
+                        } else {
+                            self.slow_in -= 1;
+                        }
                         out.stat.copy_from(&self.last_stat);
                         out.stat_fresh = false;
                         out.idle_read = read;
@@ -461,6 +491,12 @@ impl SystemReader {
             }
         }
         self.gate_base = None;
+        if slow {
+            self.slow_in = self.options.slow_every - 1;
+            self.slow_deferred = 0;
+        } else {
+            self.slow_in -= 1;
+        }
         let text = self.stat.refresh()?;
         if !parse_stat(text, &mut out.stat) {
             return Err(ProcError::Parse {

@@ -166,8 +166,8 @@ impl LightThread {
                         Ok(()) => {
                             shared.stats.samples.fetch_add(1, Ordering::Relaxed);
                             // After an idle read the board keeps the last
-                            // /proc/stat sample (at most `slow_every` - 1
-                            // periods old, with every CPU idle since):
+                            // /proc/stat sample (at most 2 x `slow_every`
+                            // - 1 periods old, with every CPU idle since):
                             // readers want shares, not bounds. The rules
                             // skip it too; the hooks (the canaries'
                             // arming) take its idle bounds.

@@ -7,7 +7,7 @@ use std::thread::Thread;
 
 use selfheal_sys::perf::{Counter, Event as PerfEvent, Target as PerfTarget};
 
-use super::{StallEvent, StallOptions, StallShared, PARKED_CHECK};
+use super::{StallEvent, StallOptions, StallShared};
 
 /// One CPU's canary state, lock-free.
 #[derive(Debug)]
@@ -140,9 +140,10 @@ pub(super) fn canary(
             std::thread::sleep(opts.tick);
         } else {
             // Parked until armed (or stopped), with a slow self-check in
-            // case the driver is trapped. A spurious return only costs one
-            // extra tick.
-            std::thread::park_timeout(PARKED_CHECK);
+            // case the driver is trapped: every PARKED_CHECK for the one
+            // canary that checks on it, a backstop for the others. A
+            // spurious return only costs one extra tick.
+            std::thread::park_timeout(shared.parked_wait(i));
         }
     }
     me.alive.store(false, Ordering::Release);

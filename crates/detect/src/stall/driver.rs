@@ -4,7 +4,8 @@
 //!
 //! Everything here runs on the real-time light thread after each sample:
 //! atomics, arithmetic and at most a futex wake per CPU; no lock, no
-//! allocation, no system call besides the wake.
+//! allocation, no system call besides the wake (`sched_getcpu` reads the
+//! vDSO or the rseq area).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -122,6 +123,8 @@ impl StallDriver {
             }
         }
         self.shared.heartbeat.beat();
+        self.shared
+            .note_driver_cpu(selfheal_sys::sched::current_cpu());
         self.shared.check(self.on_event.as_ref())
     }
 

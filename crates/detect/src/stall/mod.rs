@@ -33,10 +33,16 @@
 //!
 //! **Self-check while parked.** The light thread can itself be trapped on
 //! a stalled CPU (its timer or wake-up queued there), and then nothing
-//! arms the canaries. So a parked canary still wakes every
+//! arms the canaries. So one parked canary still wakes every
 //! [`PARKED_CHECK`] and looks at the driver's heartbeat
 //! ([`StallShared::watch_driver`]): when it is older than its limit, every
 //! canary is armed and their silence counts from the driver's last beat.
+//! The driver can only be trapped on the CPU it last ran on (a sleeping
+//! thread wakes where it slept), which it notes after every sample, so the
+//! checker is the canary of another CPU; the driver wakes a new checker
+//! when it moves onto the checker's CPU. The other parked canaries wake
+//! only every [`PARKED_BACKSTOP`]: at idle the canaries cost one wake-up a
+//! second on any number of CPUs, not one per CPU.
 //!
 //! **Evacuation.** A stalled CPU also traps selfheal's own threads whose
 //! wake-ups land there (the kernel keeps a waking real-time task on its
@@ -46,7 +52,7 @@
 //! that still run ([`StallShared::evacuations`] counts it), and restores
 //! their affinity when the stall clears.
 //!
-//! Cost: one wake-up per [`PARKED_CHECK`] on CPUs with idle time;
+//! Cost: one wake-up per [`PARKED_CHECK`] in all while CPUs have idle time;
 //! `1/tick` wake-ups a second on each busy CPU. Detection: at `bound` after the stall began (the driver
 //! wakes for it when a canary falls silent), give or take the sample's
 //! tick resolution. See `bench/hang/` for both, measured.
@@ -76,9 +82,12 @@ const JOIN_BOUND: Duration = Duration::from_secs(3);
 /// moment to be scheduled and prove its CPU free.
 pub const ARM_GRACE: Duration = Duration::from_millis(20);
 
-/// A parked canary wakes this often to check that the driver (the light
-/// thread) still runs.
+/// The parked canary that checks on the driver (the light thread) wakes
+/// this often to see that it still runs.
 pub const PARKED_CHECK: Duration = Duration::from_secs(1);
+
+/// The other parked canaries wake this often (in case the checker cannot).
+pub const PARKED_BACKSTOP: Duration = Duration::from_secs(10);
 
 /// How the stall detector runs.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,13 +1,16 @@
 //! State shared by the canaries, the driver and readers, and the stall
 //! check itself.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::canary::repin_threads;
-use super::{CpuCanary, StallEvent, StallOptions, ARM_GRACE};
+use super::{CpuCanary, StallEvent, StallOptions, ARM_GRACE, PARKED_BACKSTOP, PARKED_CHECK};
 use crate::heartbeat::Heartbeat;
+
+/// [`StallShared::driver_cpu`] before the driver's first sample.
+const NO_CPU: u32 = u32::MAX;
 
 /// Where this process's threads may run, and which stalled CPUs they are
 /// kept off now.
@@ -36,6 +39,9 @@ pub struct StallShared {
     /// The driver's heartbeat and how old it may get before the canaries
     /// arm themselves.
     driver: OnceLock<(Arc<Heartbeat>, Duration)>,
+    /// The CPU the driver ran its last sample on ([`NO_CPU`] before it
+    /// said): the one it would be trapped on.
+    driver_cpu: AtomicU32,
     /// Threads moved off stalled CPUs (canaries only; never the light
     /// thread, which must not block or allocate).
     evacuation: std::sync::Mutex<Evacuation>,
@@ -66,6 +72,7 @@ impl StallShared {
             stalls_total: AtomicU64::new(0),
             heartbeat: Arc::new(Heartbeat::new()),
             driver: OnceLock::new(),
+            driver_cpu: AtomicU32::new(NO_CPU),
             evacuation: std::sync::Mutex::new(Evacuation {
                 home: selfheal_sys::sched::affinity(0).unwrap_or_default(),
                 excluded: Vec::new(),
@@ -81,6 +88,52 @@ impl StallShared {
     /// wakes arms every canary itself. Set once; later calls are ignored.
     pub fn watch_driver(&self, heartbeat: Arc<Heartbeat>, stale_after: Duration) {
         let _ = self.driver.set((heartbeat, stale_after));
+    }
+
+    /// Notes the CPU the driver (the light thread) runs on, after each of
+    /// its samples. When it moved onto the CPU of the canary that checks
+    /// on it, the canary of another CPU takes over and is woken to say so.
+    /// Lock- and allocation-free (at most a futex wake), for the light
+    /// thread.
+    pub fn note_driver_cpu(&self, cpu: Option<usize>) {
+        let cpu = cpu.map_or(NO_CPU, |c| c as u32);
+        let was = self.driver_cpu.swap(cpu, Ordering::AcqRel);
+        if was == cpu {
+            return;
+        }
+        let (old, new) = (self.checker(was), self.checker(cpu));
+        if let Some(i) = new.filter(|&n| Some(n) != old) {
+            if let Some(t) = self.cpus[i].thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// The parked canary that checks on the driver when the driver last
+    /// ran on `driver_cpu`: the first live one on another CPU (a canary on
+    /// the driver's CPU would be trapped with it). `None`: every parked
+    /// canary checks (the driver has not said where it runs, or runs on
+    /// the only CPU with a canary).
+    fn checker(&self, driver_cpu: u32) -> Option<usize> {
+        if driver_cpu == NO_CPU {
+            return None;
+        }
+        self.cpus
+            .iter()
+            .position(|c| c.cpu != driver_cpu && c.alive.load(Ordering::Acquire))
+    }
+
+    /// How long parked canary `i` sleeps before it checks on the driver:
+    /// [`PARKED_CHECK`] for the checker (or every canary when there is
+    /// none), [`PARKED_BACKSTOP`] for the others.
+    pub(super) fn parked_wait(&self, i: usize) -> Duration {
+        if self.driver.get().is_none() {
+            return PARKED_CHECK;
+        }
+        match self.checker(self.driver_cpu.load(Ordering::Acquire)) {
+            Some(c) if c != i => PARKED_BACKSTOP,
+            _ => PARKED_CHECK,
+        }
     }
 
     /// Arms every canary when the driver's heartbeat is stale, their

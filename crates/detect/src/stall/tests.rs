@@ -274,3 +274,82 @@ fn threads_leave_a_stalled_cpu_and_come_back() {
     drop(done_tx);
     helper.join().unwrap();
 }
+
+#[test]
+fn one_parked_canary_checks_on_the_driver_from_another_cpu() {
+    let shared = StallShared::new(&StallOptions {
+        cpus: vec![0, 1, 2],
+        ..options(200, 100, true)
+    });
+    for c in &shared.cpus {
+        c.alive.store(true, Ordering::Release);
+    }
+    // No driver: every parked canary checks, as when canaries were armed
+    // by nothing else.
+    assert!((0..3).all(|i| shared.parked_wait(i) == PARKED_CHECK));
+    shared.watch_driver(Arc::new(Heartbeat::new()), Duration::from_millis(50));
+    // The driver has not said where it runs yet: all check.
+    assert!((0..3).all(|i| shared.parked_wait(i) == PARKED_CHECK));
+    // It runs on CPU 0: the canary of CPU 1 checks, the others back stop
+    // (CPU 0's would be trapped with the driver).
+    shared.note_driver_cpu(Some(0));
+    let waits: Vec<_> = (0..3).map(|i| shared.parked_wait(i)).collect();
+    assert_eq!(waits, [PARKED_BACKSTOP, PARKED_CHECK, PARKED_BACKSTOP]);
+    // It moves onto the checker's CPU: CPU 0's canary takes over.
+    shared.note_driver_cpu(Some(1));
+    let waits: Vec<_> = (0..3).map(|i| shared.parked_wait(i)).collect();
+    assert_eq!(waits, [PARKED_CHECK, PARKED_BACKSTOP, PARKED_BACKSTOP]);
+    // A canary that does not run is never the checker.
+    shared.cpus[0].alive.store(false, Ordering::Release);
+    let waits: Vec<_> = (0..3).map(|i| shared.parked_wait(i)).collect();
+    assert_eq!(waits, [PARKED_BACKSTOP, PARKED_BACKSTOP, PARKED_CHECK]);
+    // The driver's CPU unknown again (sched_getcpu failed): all check.
+    shared.note_driver_cpu(None);
+    assert!((0..3).all(|i| shared.parked_wait(i) == PARKED_CHECK));
+}
+
+#[test]
+fn a_new_checker_is_woken_when_the_driver_moves_onto_its_cpu() {
+    let home = selfheal_sys::sched::affinity(0).unwrap();
+    if home.len() < 2 {
+        eprintln!("SKIP: needs two CPUs, this process may use {home:?}");
+        return;
+    }
+    // Parked canaries on two CPUs, their driver known: the canary of the
+    // driver's CPU waits for the backstop, and wakes when the driver moves
+    // onto the checker's CPU.
+    let opts = StallOptions {
+        cpus: home[..2].to_vec(),
+        ..options(200, 100, true)
+    };
+    let d = StallDetector::spawn(opts, Arc::new(|_| {})).unwrap();
+    let shared = d.shared();
+    if !shared.all_realtime() || shared.cpus.iter().any(|c| !c.alive.load(Ordering::Relaxed)) {
+        eprintln!(
+            "SKIP: canaries need SCHED_FIFO and both CPUs: {:?}",
+            d.notes()
+        );
+        return;
+    }
+    let hb = Arc::new(Heartbeat::new());
+    hb.beat();
+    shared.watch_driver(hb.clone(), Duration::from_secs(60));
+    shared.note_driver_cpu(Some(shared.cpus[0].cpu as usize));
+    for i in 0..2 {
+        shared.disarm(i);
+    }
+    // Let both settle into their parked waits.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = shared.cpus[0].ticks.load(Ordering::Relaxed);
+    shared.note_driver_cpu(Some(shared.cpus[1].cpu as usize));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shared.cpus[0].ticks.load(Ordering::Relaxed) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        shared.cpus[0].ticks.load(Ordering::Relaxed) > before,
+        "the new checker was not woken"
+    );
+    assert_eq!(shared.parked_wait(0), PARKED_CHECK);
+    d.stop();
+}
