@@ -10,6 +10,7 @@
 
 pub mod diskstats;
 pub mod error;
+pub mod interrupts;
 pub mod loadavg;
 pub mod meminfo;
 mod num;

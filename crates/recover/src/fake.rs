@@ -34,6 +34,8 @@ pub enum Call {
     Sync,
     /// `restart(method)`.
     Restart(selfheal_config::RestartMethod),
+    /// The kernel's emergency restart.
+    EmergencyRestart,
     /// `abort_fuse(connection)`.
     AbortFuse(u64),
     /// `hold_forks(pid, path, machine)`.
@@ -72,6 +74,8 @@ struct State {
     /// FUSE connection → (mount ids, waiting requests).
     fuse: HashMap<u64, (Vec<u32>, u64)>,
     calls: Vec<Call>,
+    /// Looks at a hearing CPU's interrupt count so far.
+    interrupt_looks: u64,
 }
 
 /// The fake system.
@@ -93,6 +97,9 @@ pub struct FakeSystem {
     pub refused_signals: Vec<(i32, i32)>,
     /// `hold_forks` fails with this message.
     pub hold_error: Option<String>,
+    /// CPUs whose interrupt count stands still (interrupts off); the
+    /// others' grows at every look.
+    pub deaf_cpus: Vec<u32>,
 }
 
 impl FakeSystem {
@@ -107,6 +114,7 @@ impl FakeSystem {
             lists_children: true,
             refused_signals: Vec::new(),
             hold_error: None,
+            deaf_cpus: Vec::new(),
         }
     }
 
@@ -516,6 +524,20 @@ impl SystemOps for FakeSystem {
         self.kexec_loaded
     }
 
+    fn cpu_interrupts(&self, cpu: u32) -> Option<u64> {
+        if self.deaf_cpus.contains(&cpu) {
+            return Some(1000);
+        }
+        let mut st = self.state();
+        st.interrupt_looks += 1;
+        Some(1000 + st.interrupt_looks)
+    }
+
+    fn emergency_restart(&self) -> Result<(), OpsError> {
+        self.state().calls.push(Call::EmergencyRestart);
+        Ok(())
+    }
+
     fn restart(&self, method: selfheal_config::RestartMethod) -> Result<(), OpsError> {
         self.state().calls.push(Call::Restart(method));
         if self.failing_restarts.contains(&method) {
@@ -707,6 +729,13 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     fn restart(&self, method: selfheal_config::RestartMethod) -> Result<(), OpsError> {
         self.log(Call::Restart(method), None);
         self.inner.restart(method)
+    }
+    fn cpu_interrupts(&self, cpu: u32) -> Option<u64> {
+        self.inner.cpu_interrupts(cpu)
+    }
+    fn emergency_restart(&self) -> Result<(), OpsError> {
+        self.log(Call::EmergencyRestart, None);
+        self.inner.emergency_restart()
     }
     fn fuse_connection(&self, connection: u64) -> Result<crate::ops::FuseConnection, OpsError> {
         self.inner.fuse_connection(connection)

@@ -294,6 +294,14 @@ pub trait SystemOps: Send + Sync {
     /// Restarts the machine by `method` now. Returns only when that failed
     /// (on a real machine, success never returns).
     fn restart(&self, method: RestartMethod) -> Result<(), OpsError>;
+    /// The maskable interrupts CPU `cpu` has taken so far (/proc/interrupts);
+    /// `None` when unknown. A CPU whose count stands still while it is busy
+    /// has interrupts off.
+    fn cpu_interrupts(&self, cpu: u32) -> Option<u64>;
+    /// The kernel's emergency restart (no reboot notifiers, no device
+    /// shutdown), for a machine where a CPU takes no interrupts. Under the
+    /// same locks as [`SystemOps::restart`].
+    fn emergency_restart(&self) -> Result<(), OpsError>;
 }
 
 /// A shared handle acts like what it points to (a test keeps an `Arc` of
@@ -398,6 +406,12 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn restart(&self, method: RestartMethod) -> Result<(), OpsError> {
         (**self).restart(method)
+    }
+    fn cpu_interrupts(&self, cpu: u32) -> Option<u64> {
+        (**self).cpu_interrupts(cpu)
+    }
+    fn emergency_restart(&self) -> Result<(), OpsError> {
+        (**self).emergency_restart()
     }
 }
 

@@ -163,6 +163,10 @@ fn the_real_restart_refuses_without_permission_or_while_forbidden() {
             other => panic!("{}: {other:?}", m.as_str()),
         }
     }
+    match LinuxOps::new().emergency_restart() {
+        Err(OpsError::Permission(why)) => assert!(why.contains("allow_restart"), "{why}"),
+        other => panic!("emergency: {other:?}"),
+    }
     std::env::set_var(RESTART_FORBIDDEN_ENV, "1");
     assert!(
         std::env::var_os(RESTART_FORBIDDEN_ENV).is_some(),
@@ -176,6 +180,12 @@ fn the_real_restart_refuses_without_permission_or_while_forbidden() {
             other => panic!("{}: {other:?}", m.as_str()),
         }
     }
+    match LinuxOps::new().allow_restart(true).emergency_restart() {
+        Err(OpsError::Permission(why)) => assert!(why.contains(RESTART_FORBIDDEN_ENV), "{why}"),
+        other => panic!("emergency: {other:?}"),
+    }
+    // The live count: this machine's CPU 0 takes interrupts.
+    assert!(LinuxOps::new().cpu_interrupts(0).is_some_and(|n| n > 0));
 }
 
 #[test]

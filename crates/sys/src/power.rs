@@ -23,6 +23,12 @@ pub enum RestartCmd {
     Restart,
     /// `LINUX_REBOOT_CMD_KEXEC`: straight into the kernel loaded with kexec.
     Kexec,
+    /// The kernel's emergency restart (`b` to /proc/sysrq-trigger, which
+    /// root may write whatever `kernel.sysrq` allows): a reset with no
+    /// reboot notifiers and no device shutdown. For a machine with a CPU
+    /// that takes no interrupts, where `reboot(2)` waits forever in its
+    /// notifiers for that CPU to answer a cross-CPU call (perf_reboot).
+    Emergency,
 }
 
 /// Flushes every filesystem's dirty data (`sync(2)`). May block for as long
@@ -39,6 +45,7 @@ pub fn restart(cmd: RestartCmd) -> Result<()> {
     let name = match cmd {
         RestartCmd::Restart => "reboot(LINUX_REBOOT_CMD_RESTART)",
         RestartCmd::Kexec => "reboot(LINUX_REBOOT_CMD_KEXEC)",
+        RestartCmd::Emergency => "write(/proc/sysrq-trigger, \"b\")",
     };
     if std::env::var_os(RESTART_FORBIDDEN_ENV).is_some() {
         return Err(SysError {
@@ -49,6 +56,16 @@ pub fn restart(cmd: RestartCmd) -> Result<()> {
     let how = match cmd {
         RestartCmd::Restart => libc::RB_AUTOBOOT,
         RestartCmd::Kexec => libc::RB_KEXEC,
+        RestartCmd::Emergency => {
+            return match std::fs::write("/proc/sysrq-trigger", b"b") {
+                // The machine is resetting; this is not reached.
+                Ok(()) => Ok(()),
+                Err(e) => Err(SysError {
+                    call: name.to_string(),
+                    errno: Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+                }),
+            };
+        }
     };
     // SAFETY: reboot takes one integer command; on success it does not return.
     let rc = unsafe { libc::reboot(how) };

@@ -69,6 +69,14 @@ impl Ladder {
             );
         }
         let grace = cfg.grace.for_class(inc.class);
+        // A stalled CPU's interrupt count, before the grace and after: one
+        // that stands still has interrupts off.
+        let stalled_cpu = (inc.class == Class::KernelStall)
+            .then_some(inc.culprit.cpu)
+            .flatten();
+        let irqs_before = stalled_cpu
+            .and_then(|c| self.ops.cpu_interrupts(c))
+            .map(|n| (n, Instant::now()));
         if !self.options.dry_run {
             let until = inc.evidence.measured_instant + grace;
             while Instant::now() < until {
@@ -196,7 +204,30 @@ impl Ladder {
             }
         );
         let mut failures = Vec::new();
+        let deaf = deaf_cpu(self.ops.as_ref(), stalled_cpu, irqs_before);
+        let mut emergency_tried = false;
         for &m in &cfg.methods {
+            if let (Some(cpu), RestartMethod::Kexec | RestartMethod::Reboot) = (deaf, m) {
+                // reboot(2), kexec included, runs the reboot notifiers, and
+                // one of them (perf_reboot) waits for every CPU to answer a
+                // cross-CPU call: this one never will (the hang lab's
+                // irq_loop hung there). The emergency restart skips them.
+                if emergency_tried {
+                    continue;
+                }
+                emergency_tried = true;
+                tracing::warn!(
+                    "controlled restart: CPU {cpu} takes no interrupts; reboot(2) would wait for it forever: emergency restart"
+                );
+                match self.ops.emergency_restart() {
+                    Ok(()) => return (step, true),
+                    Err(e) => failures.push(format!(
+                        "{}: CPU {cpu} takes no interrupts, so reboot(2) would hang; the emergency restart failed: {e}",
+                        m.as_str()
+                    )),
+                }
+                continue;
+            }
             if m == RestartMethod::Kexec && !self.ops.kexec_loaded() {
                 failures.push("kexec: no kernel loaded".to_string());
                 continue;
@@ -240,4 +271,19 @@ impl Ladder {
             )
         })
     }
+}
+
+/// The stalled CPU, if its interrupt count stood still from `before`
+/// (taken as the grace began) to now, over at least 200 ms: a busy CPU
+/// takes hundreds of timer interrupts a second unless interrupts are off.
+fn deaf_cpu(
+    ops: &dyn crate::ops::SystemOps,
+    cpu: Option<u32>,
+    before: Option<(u64, Instant)>,
+) -> Option<u32> {
+    let (cpu, (n0, t0)) = (cpu?, before?);
+    if t0.elapsed() < Duration::from_millis(200) {
+        return None;
+    }
+    (ops.cpu_interrupts(cpu)? == n0).then_some(cpu)
 }

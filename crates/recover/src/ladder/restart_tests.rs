@@ -392,3 +392,38 @@ fn dry_run_says_what_it_would_do_and_an_unwritable_record_stops_the_restart() {
     );
     assert!(f.calls().is_empty());
 }
+
+/// A stalled CPU whose interrupt count stood still over the grace has
+/// interrupts off: reboot(2) (kexec too) would wait for it forever in its
+/// notifiers, so the emergency restart goes first, once. A stalled CPU
+/// that still takes interrupts, or another CPU being deaf, changes
+/// nothing.
+#[test]
+fn a_cpu_deaf_to_interrupts_gets_the_emergency_restart() {
+    let run = |deaf: Vec<u32>, kexec: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fake = FakeSystem::new(OWN);
+        fake.deaf_cpus = deaf;
+        fake.kexec_loaded = kexec;
+        let f = system(fake);
+        let mut l = ladder(&f, dir.path(), Class::KernelStall, |c| {
+            c.restart.grace.kernel_stall = HumanDuration::from_millis(300)
+        });
+        let r = l.run(&stall(), &mut Probe::present(), &MemorySink::new());
+        assert_eq!(
+            outcomes(&r),
+            [("record", "recorded"), ("reboot", "restarting")]
+        );
+        f.calls()
+    };
+    assert_eq!(run(vec![1], true), [Call::Sync, Call::EmergencyRestart]);
+    assert_eq!(run(vec![1], false), [Call::Sync, Call::EmergencyRestart]);
+    assert_eq!(
+        run(vec![], false),
+        [Call::Sync, Call::Restart(RestartMethod::Reboot)]
+    );
+    assert_eq!(
+        run(vec![0], true),
+        [Call::Sync, Call::Restart(RestartMethod::Kexec)]
+    );
+}

@@ -61,6 +61,24 @@ impl LinuxOps {
         self
     }
 
+    /// Two locks besides the ladder's own check of allow_reboot: this
+    /// handle must have been made for a daemon allowed to restart, and no
+    /// test harness may have forbidden it.
+    fn restart_locks(&self, how: &str) -> Result<(), OpsError> {
+        use selfheal_sys::power::RESTART_FORBIDDEN_ENV;
+        if !self.restart_allowed {
+            return Err(OpsError::Permission(format!(
+                "restart by {how} refused: this LinuxOps was not made with allow_restart (recovery.allow_reboot = false, or a dry run)"
+            )));
+        }
+        if std::env::var_os(RESTART_FORBIDDEN_ENV).is_some() {
+            return Err(OpsError::Permission(format!(
+                "restart by {how} refused: {RESTART_FORBIDDEN_ENV} is set"
+            )));
+        }
+        Ok(())
+    }
+
     /// The hardware watchdog the `watchdog` restart method stops petting.
     pub fn with_watchdog(mut self, control: WatchdogControl) -> LinuxOps {
         self.watchdog = Some(control);
@@ -634,23 +652,20 @@ impl SystemOps for LinuxOps {
         selfheal_sys::power::kexec_loaded(Path::new("/sys"))
     }
 
+    fn cpu_interrupts(&self, cpu: u32) -> Option<u64> {
+        let text = std::fs::read(self.proc_root.join("interrupts")).ok()?;
+        selfheal_procfs::interrupts::parse_cpu_interrupts(&text, cpu)
+    }
+
+    fn emergency_restart(&self) -> Result<(), OpsError> {
+        use selfheal_sys::power::{restart, RestartCmd};
+        self.restart_locks("emergency")?;
+        restart(RestartCmd::Emergency).map_err(OpsError::from_sys)
+    }
+
     fn restart(&self, method: RestartMethod) -> Result<(), OpsError> {
-        use selfheal_sys::power::{restart, RestartCmd, RESTART_FORBIDDEN_ENV};
-        // Two locks besides the ladder's own check of allow_reboot: this
-        // handle must have been made for a daemon allowed to restart, and
-        // no test harness may have forbidden it.
-        if !self.restart_allowed {
-            return Err(OpsError::Permission(format!(
-                "restart by {} refused: this LinuxOps was not made with allow_restart (recovery.allow_reboot = false, or a dry run)",
-                method.as_str()
-            )));
-        }
-        if std::env::var_os(RESTART_FORBIDDEN_ENV).is_some() {
-            return Err(OpsError::Permission(format!(
-                "restart by {} refused: {RESTART_FORBIDDEN_ENV} is set",
-                method.as_str()
-            )));
-        }
+        use selfheal_sys::power::{restart, RestartCmd};
+        self.restart_locks(method.as_str())?;
         match method {
             RestartMethod::Kexec => restart(RestartCmd::Kexec).map_err(OpsError::from_sys),
             RestartMethod::Reboot => restart(RestartCmd::Restart).map_err(OpsError::from_sys),
