@@ -38,7 +38,7 @@ fn default_config_checks_clean() {
     let (code, out, err) = run(&["config", "check", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("OK") && out.contains("12 rules (7 light, 5 heavy)"),
+        out.contains("OK") && out.contains("13 rules (8 light, 5 heavy)"),
         "{out}"
     );
 }

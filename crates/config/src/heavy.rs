@@ -51,6 +51,13 @@ pub struct HeavyConfig {
     /// faster than the heavy detector's threshold can catch: the kernel's
     /// OOM killer would act first); `"0"` turns the trend test off.
     pub mem_exhaustion_horizon: HumanDuration,
+    /// Memory no process accounts for (a kernel leak: the OOM killer has
+    /// nothing to free, and the kernel panics when it runs out) counts as
+    /// imminent exhaustion from this much MemAvailable down, at the same
+    /// `mem_exhaustion_horizon`: a controlled restart needs seconds, and
+    /// at twice `mem_available_percent` a fast leak leaves it under one.
+    #[serde(deserialize_with = "de_percent")]
+    pub mem_unaccounted_percent: f64,
     /// Machine-wide thrashing: PSI memory `full` avg10 at least this.
     #[serde(deserialize_with = "de_percent")]
     pub psi_memory_full: f64,
@@ -92,6 +99,7 @@ impl Default for HeavyConfig {
             realtime_priority: 40,
             mem_available_percent: 5.0,
             mem_exhaustion_horizon: HumanDuration::from_secs(3),
+            mem_unaccounted_percent: 20.0,
             psi_memory_full: 20.0,
             cgroup_memory_percent: 90.0,
             cgroup_pids_percent: 90.0,

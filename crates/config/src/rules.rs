@@ -322,6 +322,22 @@ pub fn default_rules() -> Vec<Rule> {
             0,
             vec![cond("mem_available_percent", Below, 10.0)],
         ),
+        // Falling fast while there is still room to act: a kernel leak
+        // took the lab guest's last fifth of memory in 3 s, and
+        // `memory_low` alone saw it under a second before the kernel's
+        // OOM panic. The same bounds as the heavy detector's trend test
+        // for memory no process accounts for (`mem_unaccounted_percent`,
+        // `mem_exhaustion_horizon`): an alert repeats only after `repeat`,
+        // so one that fired earlier would be dismissed and not come back.
+        rule(
+            "memory_falling",
+            Light,
+            200,
+            vec![
+                cond("mem_exhaustion_seconds", Below, 3.0),
+                cond("mem_available_percent", Below, 20.0),
+            ],
+        ),
         rule(
             "memory_pressure",
             Light,

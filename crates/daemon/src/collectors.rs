@@ -54,6 +54,8 @@ fn system_exposition(m: SystemMetric) -> Option<(&'static str, f64)> {
         MajorFaultsPerSecond => ("selfheal_major_faults_per_second", 1.0),
         OomKillsPerSecond => ("selfheal_oom_kills_per_second", 1.0),
         OnlineCpus => ("selfheal_online_cpus", 1.0),
+        // Written only while MemAvailable falls (NaN otherwise, skipped).
+        MemExhaustionSeconds => ("selfheal_memory_exhaustion_seconds", 1.0),
     })
 }
 

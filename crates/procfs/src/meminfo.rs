@@ -17,6 +17,9 @@ pub struct MemInfo {
     pub swap_total_bytes: u64,
     /// SwapFree.
     pub swap_free_bytes: u64,
+    /// Shmem: tmpfs files and shared anonymous memory. It leaves
+    /// MemAvailable like a leak does but belongs to files, not the kernel.
+    pub shmem_bytes: u64,
 }
 
 /// Parses /proc/meminfo. Returns false when MemTotal is missing.
@@ -45,6 +48,7 @@ pub fn parse_meminfo(buf: &[u8], out: &mut MemInfo) -> bool {
             b"Cached:" => out.cached_bytes = bytes,
             b"SwapTotal:" => out.swap_total_bytes = bytes,
             b"SwapFree:" => out.swap_free_bytes = bytes,
+            b"Shmem:" => out.shmem_bytes = bytes,
             _ => {}
         }
     }
@@ -66,6 +70,13 @@ mod tests {
         let avail = m.available_bytes.expect("6.18 reports MemAvailable");
         assert!(avail <= m.total_bytes && m.free_bytes <= m.total_bytes);
         assert_eq!(m.swap_total_bytes, 0);
+        let shmem = include_str!("../tests/fixtures/host-6.18-2cpu/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("Shmem:"))
+            .and_then(|v| v.trim().strip_suffix(" kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the fixture has Shmem");
+        assert_eq!(m.shmem_bytes, shmem * 1024);
     }
 
     #[test]

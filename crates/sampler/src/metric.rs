@@ -95,6 +95,8 @@ metrics! {
         PsiIoFullAvg10 = ("psi_io_full_avg10", "percent", "PSI: share of time all non-idle tasks stalled on I/O, last 10 s."),
         /// Online CPUs.
         OnlineCpus = ("online_cpus", "count", "CPUs with a line in /proc/stat."),
+        /// When MemAvailable runs out at the rate it is falling.
+        MemExhaustionSeconds = ("mem_exhaustion_seconds", "seconds", "Seconds until MemAvailable runs out at the rate it fell over about the last second; absent while it is not falling."),
     }
 }
 

@@ -101,6 +101,58 @@ pub struct Sampler {
     last_taken_at: Instant,
     /// Time covered by idle reads since `prev` (the last /proc/stat read).
     idle_span: Duration,
+    /// Recent MemAvailable readings, for how fast it falls.
+    mem_trend: MemTrend,
+}
+
+/// The last [`MemTrend::SLOTS`] fresh MemAvailable readings. The fall rate
+/// is taken against the oldest reading at most [`MemTrend::WINDOW`] old
+/// and at least [`MemTrend::MIN_SPAN`] old: one 100 ms step of a busy
+/// machine's page cache is noise, a second of steady fall is a trend.
+#[derive(Debug, Clone)]
+struct MemTrend {
+    readings: [Option<(Instant, u64)>; MemTrend::SLOTS],
+    next: usize,
+}
+
+impl MemTrend {
+    const SLOTS: usize = 32;
+    const WINDOW: Duration = Duration::from_millis(1500);
+    const MIN_SPAN: Duration = Duration::from_millis(500);
+
+    fn new() -> MemTrend {
+        MemTrend {
+            readings: [None; MemTrend::SLOTS],
+            next: 0,
+        }
+    }
+
+    /// Records a fresh reading and returns the seconds until MemAvailable
+    /// reaches zero at the rate it fell since the reference reading; NaN
+    /// while it is not falling or the readings span too little time.
+    fn push(&mut self, at: Instant, available: u64) -> f64 {
+        let reference = self
+            .readings
+            .iter()
+            .flatten()
+            .filter(|(t, _)| {
+                let age = at.saturating_duration_since(*t);
+                age >= MemTrend::MIN_SPAN && age <= MemTrend::WINDOW
+            })
+            .min_by_key(|(t, _)| *t)
+            .copied();
+        self.readings[self.next] = Some((at, available));
+        self.next = (self.next + 1) % MemTrend::SLOTS;
+        let Some((then, before)) = reference else {
+            return f64::NAN;
+        };
+        let secs = at.saturating_duration_since(then).as_secs_f64();
+        if before <= available || secs <= 0.0 {
+            return f64::NAN;
+        }
+        let rate = (before - available) as f64 / secs;
+        available as f64 / rate
+    }
 }
 
 /// Metrics computed from the slow sources.
@@ -151,6 +203,7 @@ impl Sampler {
             disk_names: Vec::with_capacity(MAX_DISKS),
             last_taken_at: prev.taken_at,
             idle_span: Duration::ZERO,
+            mem_trend: MemTrend::new(),
             reader,
             slow_prev: SlowState {
                 vm: prev.vm,
@@ -266,6 +319,16 @@ impl Sampler {
         for (m, v) in SLOW_METRICS.iter().zip(self.slow_values) {
             out.system[m.index()] = v;
         }
+        // Only a fresh read of /proc/meminfo says where memory is going;
+        // a quiet read (memory cannot be running out) carries no trend.
+        out.system[SystemMetric::MemExhaustionSeconds.index()] = match self.cur.mem_fresh {
+            true => {
+                let m = &self.cur.mem;
+                let available = m.available_bytes.unwrap_or(m.free_bytes + m.cached_bytes);
+                self.mem_trend.push(self.cur.taken_at, available)
+            }
+            false => f64::NAN,
+        };
         out.seq = self.seq;
         out.wall_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -582,6 +645,43 @@ mod tests {
         // Without the span the busy 100 ms would read as a third.
         compute(&a, &b, 100.0, Duration::ZERO, &mut out);
         assert!((out.cpu(1, CpuMetric::SystemPercent) - 100.0 / 3.0).abs() < 1e-9);
+    }
+
+    /// 100 ms readings of MemAvailable falling 32 MiB/s (the lab's kernel
+    /// leak) from 200 MiB: the time left is what remains at that rate.
+    #[test]
+    fn memory_trend_reads_the_time_left_at_the_fall_rate() {
+        let t0 = Instant::now();
+        let mib = 1u64 << 20;
+        let mut trend = MemTrend::new();
+        let mut last = f64::NAN;
+        for i in 0..20u64 {
+            let at = t0 + Duration::from_millis(100 * i);
+            last = trend.push(at, 200 * mib - i * 32 * mib / 10);
+            if i < 5 {
+                assert!(last.is_nan(), "under half a second of readings: {last}");
+            }
+        }
+        // At i = 19: 139.2 MiB left, falling 32 MiB/s: 4.35 s.
+        assert!((last - 4.35).abs() < 0.01, "{last}");
+        // Memory back above where it was a second ago: no trend at all.
+        let back = trend.push(t0 + Duration::from_millis(2000), 190 * mib);
+        assert!(back.is_nan(), "{back}");
+    }
+
+    /// A fall long ago does not count: only the last 1.5 s.
+    #[test]
+    fn memory_trend_forgets_old_readings() {
+        let t0 = Instant::now();
+        let mib = 1u64 << 20;
+        let mut trend = MemTrend::new();
+        trend.push(t0, 500 * mib);
+        // Steady for the next 3 s, after a drop before it.
+        let mut last = 0.0;
+        for i in 1..=30u64 {
+            last = trend.push(t0 + Duration::from_millis(3000 + 100 * i), 100 * mib);
+        }
+        assert!(last.is_nan(), "steady memory has no time left: {last}");
     }
 
     #[test]

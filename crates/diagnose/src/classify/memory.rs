@@ -151,10 +151,28 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
     let eta_s = falling
         .zip(sys.mem.available_bytes)
         .map(|(r, a)| a as f64 / r);
-    let imminent = !th.mem_exhaustion_horizon.is_zero()
-        && avail.is_some_and(|a| a < 2.0 * th.mem_available_percent)
-        && eta_s.is_some_and(|e| e <= th.mem_exhaustion_horizon.as_secs_f64());
-    if low || thrashing || imminent {
+    let trend_below = |percent: f64| {
+        !th.mem_exhaustion_horizon.is_zero()
+            && avail.is_some_and(|a| a < percent)
+            && eta_s.is_some_and(|e| e <= th.mem_exhaustion_horizon.as_secs_f64())
+    };
+    let imminent = trend_below(2.0 * th.mem_available_percent);
+    // A kernel leak is caught higher up: nothing can be killed to stop
+    // it, and the restart that can needs seconds (see
+    // `mem_unaccounted_percent`). Only when no process accounts for it.
+    let unaccounted_level = th
+        .mem_unaccounted_percent
+        .max(2.0 * th.mem_available_percent);
+    let leak_trend = trend_below(unaccounted_level);
+    // The level the symptom is re-checked against: the one that fired.
+    let level_fired = |trend_level: f64| {
+        if low || thrashing {
+            th.mem_available_percent
+        } else {
+            trend_level
+        }
+    };
+    if low || thrashing || imminent || leak_trend {
         let list = candidates(None);
         let fall = match (
             obs.before.system.mem.available_bytes,
@@ -176,7 +194,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             "{}{}{}",
             avail.map_or(String::new(), |a| format!("has {a:.1}% memory available")),
             eta_s
-                .filter(|_| imminent && !low)
+                .filter(|_| (imminent || leak_trend) && !low)
                 .map_or(String::new(), |e| format!(
                     ", gone in {e:.1} s at the current rate"
                 )),
@@ -186,16 +204,29 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 )),
         );
         let user_growth: i64 = list.iter().map(|t| growth(t).max(0)).sum();
+        // tmpfs and shared memory leave MemAvailable like a leak, but they
+        // are files: the OOM killer cannot free them and neither can a
+        // restart without losing them. Named, and never restarted for.
+        let shmem_growth = sys
+            .mem
+            .shmem_bytes
+            .saturating_sub(obs.before.system.mem.shmem_bytes);
+        let shmem_explains = fall > 0 && shmem_growth.saturating_mul(4) >= fall;
         if let Some(top) = list.first().copied().filter(|t| !accounts(t)) {
             out.push(Diagnosis {
                 class: Class::MemoryExhaustion,
                 summary: format!(
-                    "memory_exhaustion: machine {}; no process accounts for it ({} MiB available lost, processes grew {} MiB; largest grower {} pid {}): kernel memory or exited processes",
+                    "memory_exhaustion: machine {}; no process accounts for it ({} MiB available lost, processes grew {} MiB; largest grower {} pid {}): {}",
                     state,
                     fall >> 20,
                     user_growth >> 20,
                     top.stat.comm,
                     top.pid,
+                    if shmem_explains {
+                        format!("shared memory and tmpfs grew {} MiB", shmem_growth >> 20)
+                    } else {
+                        "kernel memory or exited processes".to_string()
+                    },
                 ),
                 culprit: Default::default(),
                 target: None,
@@ -209,21 +240,32 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                     available_falling_bytes_per_second: falling.map(|r| r.round()),
                     seconds_to_exhaustion: eta_s.map(round1),
                     largest: describe(&list),
+                    shmem_growth_bytes: shmem_growth,
                 }),
                 blocker: None,
-                // Caught on the trend: cleared only back above the level
-                // the trend test watches, as below.
+                // Caught on a trend: cleared only back above the level
+                // that trend test watches, as below.
                 symptom: Symptom::MachineMemory {
-                    available_percent: if low || thrashing {
-                        th.mem_available_percent
-                    } else {
+                    available_percent: level_fired(if imminent {
                         2.0 * th.mem_available_percent
-                    },
+                    } else {
+                        unaccounted_level
+                    }),
                 },
                 no_target: None,
-                restart_veto: None,
+                restart_veto: shmem_explains.then(|| {
+                    format!(
+                        "shared memory and tmpfs grew {} MiB of the {} MiB lost: files, not a kernel leak, and a restart would lose them",
+                        shmem_growth >> 20,
+                        fall >> 20
+                    )
+                }),
             });
-        } else if let Some(top) = list.first().copied() {
+        } else if let Some(top) = list
+            .first()
+            .copied()
+            .filter(|_| low || thrashing || imminent)
+        {
             let (culprit, target) = dx.culprit_of(top);
             let majflt = sys
                 .vm
@@ -257,11 +299,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 symptom: Symptom::MachineMemory {
                     // Caught on the trend: cleared only back above the
                     // level the trend test watches.
-                    available_percent: if low || thrashing {
-                        th.mem_available_percent
-                    } else {
-                        2.0 * th.mem_available_percent
-                    },
+                    available_percent: level_fired(2.0 * th.mem_available_percent),
                 },
                 no_target: None,
                 restart_veto: Some(format!(
@@ -316,6 +354,10 @@ pub struct UnaccountedEvidence {
     pub available_falling_bytes_per_second: Option<f64>,
     pub seconds_to_exhaustion: Option<f64>,
     pub largest: Vec<Holder>,
+    /// Shmem (tmpfs, shared memory) gained over the interval: a quarter
+    /// of the loss or more names files, not a kernel leak, and vetoes a
+    /// restart.
+    pub shmem_growth_bytes: u64,
 }
 
 /// `evidence` of a machine `memory_exhaustion` a process accounts for.
@@ -384,6 +426,7 @@ mod tests {
             available_falling_bytes_per_second: Some(1e6),
             seconds_to_exhaustion: None,
             largest: largest(),
+            shmem_growth_bytes: 0,
         };
         assert_eq!(
             details_value(&none),
@@ -392,7 +435,7 @@ mod tests {
                 "mem_available_percent": 3.2, "available_lost_bytes": 1 << 20,
                 "process_growth_bytes": 4096, "psi_memory_full_avg10": null,
                 "available_falling_bytes_per_second": 1e6, "seconds_to_exhaustion": null,
-                "largest": largest_json,
+                "largest": largest_json, "shmem_growth_bytes": 0,
             })
         );
         let machine = MachineEvidence {

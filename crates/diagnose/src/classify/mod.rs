@@ -79,6 +79,9 @@ pub struct Thresholds {
     /// Machine: below twice `mem_available_percent` and falling to zero
     /// within this is exhaustion too (zero: off).
     pub mem_exhaustion_horizon: Duration,
+    /// Machine: memory no process accounts for, falling to zero within
+    /// `mem_exhaustion_horizon`, is imminent exhaustion below this.
+    pub mem_unaccounted_percent: f64,
     /// Machine: PSI memory full avg10 at least this is thrashing.
     pub psi_memory_full: f64,
     /// Cgroup: unreclaimable memory at this share of the limit.
@@ -97,6 +100,7 @@ impl Thresholds {
             dstate_bound: c.dstate_bound.get(),
             mem_available_percent: c.mem_available_percent,
             mem_exhaustion_horizon: c.mem_exhaustion_horizon.get(),
+            mem_unaccounted_percent: c.mem_unaccounted_percent,
             psi_memory_full: c.psi_memory_full,
             cgroup_memory_percent: c.cgroup_memory_percent,
             cgroup_pids_percent: c.cgroup_pids_percent,
