@@ -374,7 +374,12 @@ mod tests {
             Source::Light,
             "x"
         )));
-        std::thread::sleep(Duration::from_millis(400));
+        // Hello, the event and at least three beats written, however slow
+        // the machine (a fixed 400 ms once saw a single beat at load 11).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while link.counters.sent.load(Ordering::Relaxed) < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         link.stop();
         let msgs: Vec<GuestMessage> = LineReader::new()
             .push(&reader.join().unwrap())
