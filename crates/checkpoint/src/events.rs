@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use selfheal_metrics::{AtomicHistogram, PAUSE_BUCKETS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fds::FdKind;
 use crate::tracker::TrackingMode;
@@ -29,7 +29,8 @@ pub enum Failure {
 }
 
 /// Why a rollback cannot be done; the process must be restarted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Deserialize: supervise reads it back from stored `rollback` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Unrecoverable {
     /// No checkpoint has been taken yet.
@@ -135,7 +136,7 @@ pub enum Unrecoverable {
 }
 
 /// Why a change to a file cannot be undone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum FileRefusal {
     /// Another process has the file open: it may have written it, and it

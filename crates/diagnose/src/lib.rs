@@ -12,6 +12,8 @@
 //! - [`oomloop`]: memory cgroups whose programs the kernel OOM-kills again
 //!   and again (fill, kill, respawn), from its own verdicts.
 //! - [`verify`]: live checks that a symptom cleared, for the recovery ladder.
+//! - [`stored`]: a diagnosis event read back from the store, its evidence
+//!   typed again.
 //! - [`dwait`]: the eBPF D-state tracer the sweep reads, when it can run.
 //! - [`pseudo_file`]: cheap reads of small procfs and cgroupfs files.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod dwait;
 pub mod oomloop;
 pub mod pseudo_file;
 pub mod snapshot;
+pub mod stored;
 pub mod sweep;
 pub mod verify;
 
@@ -31,3 +34,4 @@ pub use class::{Diagnosis, Symptom, Trigger};
 pub use classify::evidence::DiagnosisEvidence;
 pub use classify::{Diagnoser, Observation, Thresholds};
 pub use snapshot::{Snapshot, SnapshotReader, TaskSample};
+pub use stored::StoredDiagnosis;

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod child;
+pub mod detector;
 pub mod events;
 pub mod evidence;
 mod foreground;
@@ -51,6 +52,7 @@ pub use child::{
     ChildError, ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, ProcessLauncher,
     Program, SignalScope, StdioSpec,
 };
+pub use detector::HangDetector;
 pub use foreground::{run_foreground, ForegroundError};
 pub use runner::Finish;
 pub use state::{render_table, AppMetrics, AppState, AppStatus, Phase};

@@ -42,12 +42,10 @@ pub enum SuspicionKind {
 }
 
 impl SuspicionKind {
-    /// `spin` or `deadlock`: the detector name in events and metrics.
+    /// `spin` or `deadlock`: the detector's name in events and metrics
+    /// ([`HangDetector::as_str`](crate::HangDetector::as_str)).
     pub fn as_str(self) -> &'static str {
-        match self {
-            SuspicionKind::Spin => "spin",
-            SuspicionKind::Deadlock => "deadlock",
-        }
+        crate::HangDetector::from(self).as_str()
     }
 }
 

@@ -12,14 +12,7 @@ use serde::Serialize;
 use selfheal_metrics::{AtomicHistogram, Collector, Encoder, MetricType, RESTART_BUCKETS};
 
 use crate::child::ExitStatus;
-
-/// Hang detectors, in the order their counters are kept.
-pub const DETECTORS: [&str; 5] = ["watchdog", "ready_timeout", "probe", "spin", "deadlock"];
-
-/// Index of `detector` in [`DETECTORS`] (unknown names count as `probe`).
-pub fn detector_index(detector: &str) -> usize {
-    DETECTORS.iter().position(|d| *d == detector).unwrap_or(2)
-}
+use crate::HangDetector;
 
 /// Where an app is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,7 +76,7 @@ fn age(stamp_ns: u64) -> Option<Duration> {
 #[derive(Debug, Default)]
 struct Text {
     status: Option<String>,
-    suspected: Vec<String>,
+    suspected: Vec<HangDetector>,
     last_exit: Option<ExitStatus>,
 }
 
@@ -101,8 +94,10 @@ pub struct AppState {
     heartbeat_ns: AtomicU64,
     last_exit_code: AtomicI64,
     last_exit_signal: AtomicI64,
-    hangs: [AtomicU64; 5],
-    suspected: [AtomicU64; 5],
+    /// By [`HangDetector::index`].
+    hangs: [AtomicU64; HangDetector::ALL.len()],
+    /// By [`HangDetector::index`].
+    suspected: [AtomicU64; HangDetector::ALL.len()],
     probe_failures: AtomicU64,
     /// From a run's end noticed to the next run started (backoff included).
     restart_latency: AtomicHistogram,
@@ -197,18 +192,18 @@ impl AppState {
         self.restarted();
     }
 
-    pub(crate) fn hang(&self, detector: &str) {
-        self.hangs[detector_index(detector)].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn hang(&self, detector: HangDetector) {
+        self.hangs[detector.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn suspect(&self, detector: &str, active: bool) {
+    pub(crate) fn suspect(&self, detector: HangDetector, active: bool) {
         if active {
-            self.suspected[detector_index(detector)].fetch_add(1, Ordering::Relaxed);
+            self.suspected[detector.index()].fetch_add(1, Ordering::Relaxed);
         }
         let mut t = self.text();
-        t.suspected.retain(|d| d != detector);
+        t.suspected.retain(|d| *d != detector);
         if active {
-            t.suspected.push(detector.to_string());
+            t.suspected.push(detector);
         }
     }
 
@@ -243,13 +238,13 @@ impl AppState {
             crashes: self.crashes.load(Ordering::Relaxed),
             last_exit: t.last_exit,
             last_exit_description: t.last_exit.map(|s| s.describe()),
-            hangs: DETECTORS
+            hangs: HangDetector::ALL
                 .iter()
                 .zip(&self.hangs)
-                .map(|(d, n)| (d.to_string(), n.load(Ordering::Relaxed)))
+                .map(|(d, n)| (d.as_str().to_string(), n.load(Ordering::Relaxed)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
-            suspected: t.suspected.clone(),
+            suspected: t.suspected.iter().map(|d| d.as_str().to_string()).collect(),
         }
     }
 }
@@ -468,9 +463,9 @@ impl Collector for AppMetrics {
         }
         let per_detector = |enc: &mut Encoder<'_>, get: fn(&AppState) -> &[AtomicU64]| {
             for a in &self.apps {
-                for (d, n) in DETECTORS.iter().zip(get(a)) {
+                for (d, n) in HangDetector::ALL.iter().zip(get(a)) {
                     enc.sample(
-                        &[("app", &a.name), ("detector", d)],
+                        &[("app", &a.name), ("detector", d.as_str())],
                         n.load(Ordering::Relaxed) as f64,
                     );
                 }
@@ -502,7 +497,7 @@ mod tests {
         a.set_phase(Phase::Running);
         a.set_ready(true);
         a.heartbeat(Instant::now());
-        a.hang("watchdog");
+        a.hang(HangDetector::Watchdog);
         a.restarted();
         a.ended(ExitStatus::killed(libc::SIGSEGV, false), true);
         let s = a.status();

@@ -14,15 +14,15 @@ use serde_json::Value;
 use selfheal_config::AppConfig;
 
 use crate::child::{ChildHandle, ExitStatus};
+use crate::HangDetector;
 
 /// What went wrong.
 #[derive(Debug, Clone)]
 pub enum Trouble {
     /// The program is hung; it is still running.
     Hang {
-        /// The detector: `watchdog`, `ready_timeout`, `probe`, `spin`,
-        /// `deadlock`.
-        detector: String,
+        /// The detector.
+        detector: HangDetector,
         /// What the detector saw.
         evidence: Value,
     },

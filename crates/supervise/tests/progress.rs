@@ -202,7 +202,9 @@ impl RecoveryStep for Flaky {
     }
     fn attempt(&mut self, ctx: &mut StepContext<'_>) -> StepOutcome {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        assert!(matches!(ctx.trouble, Trouble::Hang { detector, .. } if detector == "watchdog"));
+        assert!(
+            matches!(ctx.trouble, Trouble::Hang { detector, .. } if *detector == selfheal_supervise::HangDetector::Watchdog)
+        );
         assert!(ctx.child.pid() > 0);
         if n == 0 {
             StepOutcome::Declined {

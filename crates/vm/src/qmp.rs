@@ -20,7 +20,21 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+
+/// One command as sent: `{"arguments": …, "execute": …, "id": …}`, the
+/// fields in the order the `json!` map it replaces wrote them.
+#[derive(Debug, Serialize)]
+struct Command<'a> {
+    /// The command's arguments, when it takes any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<Value>,
+    /// The command's name.
+    execute: &'a str,
+    /// Matches the answer to the command.
+    id: u64,
+}
 
 /// Longest line accepted from QEMU.
 const MAX_LINE: usize = 1 << 20;
@@ -220,13 +234,15 @@ impl Qmp {
         timeout: Duration,
     ) -> Result<Value, QmpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut msg = json!({ "execute": command, "id": id });
-        if let Some(a) = args {
-            msg["arguments"] = a;
-        }
+        let msg = Command {
+            arguments: args,
+            execute: command,
+            id,
+        };
         let (tx, rx) = mpsc::channel();
         lock(&self.waiters).insert(id, tx);
-        let mut line = msg.to_string();
+        // Serialising a struct of a string, a number and a `Value` cannot fail.
+        let mut line = serde_json::to_string(&msg).unwrap_or_default();
         line.push('\n');
         let sent = lock(&self.stream).write_all(line.as_bytes());
         if let Err(e) = sent {
@@ -385,7 +401,35 @@ fn read_loop(mut reader: BufReader<UnixStream>, waiters: Waiters, events: Sender
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    /// A command's line is byte for byte what the `json!` map built.
+    #[test]
+    fn command_lines_match_the_old_json() {
+        let bare = Command {
+            arguments: None,
+            execute: "query-status",
+            id: 7,
+        };
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            json!({"execute": "query-status", "id": 7}).to_string()
+        );
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"execute":"query-status","id":7}"#
+        );
+        let with = Command {
+            arguments: Some(json!({"device": "virtio0", "b": [1]})),
+            execute: "x",
+            id: 8,
+        };
+        let mut old = json!({"execute": "x", "id": 8});
+        old["arguments"] = json!({"device": "virtio0", "b": [1]});
+        assert_eq!(serde_json::to_string(&with).unwrap(), old.to_string());
+    }
 
     // Lines captured from QEMU 7.2 (Debian bookworm).
     #[test]

@@ -15,8 +15,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use selfheal_cgroup::{Sandbox, SandboxConfig};
-use selfheal_checkpoint::{Config, Engine, Event, LaunchSpec, Program, Target};
+use selfheal_checkpoint::{
+    Config, Engine, Event, ExitInfo, Failure, FileTracking, LaunchSpec, Program, RollbackReport,
+    Target, TrackingMode, Unrecoverable,
+};
 
 struct Args {
     config: Config,
@@ -121,6 +126,114 @@ fn parse_args() -> Result<Args, ArgsError> {
     Ok(a)
 }
 
+/// The `--summary` document. Written through a `serde_json::Value`, so its
+/// keys come sorted, as they did when it was built with `json!`
+/// (bench/checkpoint/report.py and the stored results read it).
+#[derive(Debug, Serialize)]
+struct Summary {
+    /// What a traced run adds (absent with `--no-checkpoint`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    traced: Option<Traced>,
+    wall_ms: f64,
+    exit_code: i32,
+    /// `memory.peak` of the `--sandbox` cgroup, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox_memory_peak_bytes: Option<u64>,
+}
+
+/// The summary of the runs under the engine.
+#[derive(Debug, Serialize)]
+struct Traced {
+    /// How written pages were found; `null` if tracing never started.
+    tracking: Option<TrackingMode>,
+    /// How files were followed; `null` if tracing never started.
+    files: Option<FileTracking>,
+    /// Runs: 1 + restarts.
+    runs: u32,
+    /// File-changing calls the filter saw.
+    file_calls: u64,
+    checkpoints: usize,
+    /// All pauses (registration pauses counted apart).
+    pause_us: Stats,
+    /// Pauses of checkpoints that copied at most 16 MB.
+    steady_pause_us: SteadyStats,
+    /// The tracer's CPU time for those checkpoints.
+    steady_cpu_us: CpuStats,
+    pages_copied: PageStats,
+    precopy: PrecopyStats,
+    memory_held_max_bytes: u64,
+    rollbacks: Vec<RollbackReport>,
+    impossible: Vec<Impossible>,
+    restarts: Vec<Restart>,
+}
+
+/// Mean, p50, p99 and max.
+#[derive(Debug, Serialize)]
+struct Stats {
+    mean: f64,
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+/// Count, p50, p99 and max.
+#[derive(Debug, Serialize)]
+struct SteadyStats {
+    count: usize,
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+/// Mean, p50 and p99.
+#[derive(Debug, Serialize)]
+struct CpuStats {
+    mean: f64,
+    p50: u64,
+    p99: u64,
+}
+
+/// Pages copied per checkpoint, and pages found written.
+#[derive(Debug, Serialize)]
+struct PageStats {
+    #[serde(flatten)]
+    copied: Stats,
+    dirty_mean: f64,
+}
+
+/// The pre-copy: pages taken while the program ran, and its time.
+#[derive(Debug, Serialize)]
+struct PrecopyStats {
+    enabled: bool,
+    pages_mean: f64,
+    us_p50: u64,
+    us_p99: u64,
+}
+
+/// A rollback the engine refused.
+#[derive(Debug, Clone, Serialize)]
+struct Impossible {
+    failure: Failure,
+    why: Unrecoverable,
+}
+
+/// A restart after a refused rollback (`--restart`), also a line of
+/// `--events`.
+#[derive(Debug, Serialize)]
+struct Restart {
+    /// Always `restart`.
+    event: &'static str,
+    /// How the run ended.
+    after: ExitInfo,
+    /// The refusal that made it end.
+    reason: Impossible,
+}
+
+/// `v` as JSON with its keys sorted (serialising these types cannot fail).
+fn sorted_json<T: Serialize>(v: &T) -> Result<String, serde_json::Error> {
+    Ok(serde_json::to_value(v)?.to_string())
+}
+
 fn percentile(v: &mut [u64], p: f64) -> u64 {
     if v.is_empty() {
         return 0;
@@ -165,24 +278,21 @@ fn run(args: Args) -> Result<i32, Box<dyn std::error::Error>> {
         None => None,
     };
     let start = Instant::now();
-    let mut summary = serde_json::Map::new();
-    let code = if args.baseline {
-        baseline(&args.argv, &procs)?
+    let (code, traced) = if args.baseline {
+        (baseline(&args.argv, &procs)?, None)
     } else {
-        supervised(&args, &procs, &mut events_out, &mut summary)?
+        let (code, traced) = supervised(&args, &procs, &mut events_out)?;
+        (code, Some(traced))
     };
-    summary.insert(
-        "wall_ms".into(),
-        (start.elapsed().as_secs_f64() * 1e3).into(),
-    );
-    summary.insert("exit_code".into(), code.into());
-    let peak = sandbox
-        .as_ref()
-        .and_then(|s| s.cgroup().memory().ok().flatten()?.peak_bytes);
-    if let Some(peak) = peak {
-        summary.insert("sandbox_memory_peak_bytes".into(), peak.into());
-    }
-    let text = serde_json::to_string(&summary)?;
+    let summary = Summary {
+        traced,
+        wall_ms: start.elapsed().as_secs_f64() * 1e3,
+        exit_code: code,
+        sandbox_memory_peak_bytes: sandbox
+            .as_ref()
+            .and_then(|s| s.cgroup().memory().ok().flatten()?.peak_bytes),
+    };
+    let text = sorted_json(&summary)?;
     match &args.summary {
         Some(p) => std::fs::write(p, text + "\n")?,
         None => eprintln!("{text}"),
@@ -207,8 +317,7 @@ fn supervised(
     args: &Args,
     procs: &[PathBuf],
     out: &mut Option<File>,
-    summary: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<i32, Box<dyn std::error::Error>> {
+) -> Result<(i32, Traced), Box<dyn std::error::Error>> {
     let (mut pauses, mut pages, mut dirty) = (Vec::new(), Vec::new(), Vec::new());
     // Pauses of checkpoints that copied at most 16 MB: leaves out the base
     // copies made while a program fills its memory the first time.
@@ -218,8 +327,8 @@ fn supervised(
     let args_precopy = args.config.precopy;
     let (mut rollbacks, mut impossible, mut restarts) = (Vec::new(), Vec::new(), Vec::new());
     let mut mem_max = 0u64;
-    let mut tracking = serde_json::Value::Null;
-    let mut files_mode = serde_json::Value::Null;
+    let mut tracking = None;
+    let mut files_mode = None;
     let mut runs = 0u32;
     let mut file_calls = 0u64;
     let code = loop {
@@ -243,8 +352,8 @@ fn supervised(
                 Event::Started {
                     tracking: t, files, ..
                 } => {
-                    tracking = serde_json::to_value(t)?;
-                    files_mode = serde_json::to_value(files)?;
+                    tracking = Some(t);
+                    files_mode = Some(files);
                 }
                 Event::Checkpoint(s) => {
                     pauses.push(s.pause_us);
@@ -261,9 +370,9 @@ fn supervised(
                     dirty.push(s.pages_dirty);
                     mem_max = mem_max.max(s.memory_bytes);
                 }
-                Event::RolledBack(r) => rollbacks.push(serde_json::to_value(r)?),
+                Event::RolledBack(r) => rollbacks.push(r),
                 Event::RollbackImpossible { failure, why } => {
-                    let v = serde_json::json!({ "failure": failure, "why": why });
+                    let v = Impossible { failure, why };
                     last_impossible = Some(v.clone());
                     impossible.push(v);
                 }
@@ -286,9 +395,13 @@ fn supervised(
         let code = exit.code.unwrap_or_else(|| 128 + exit.signal.unwrap_or(0));
         match last_impossible {
             Some(reason) if (restarts.len() as u32) < args.restarts => {
-                let r = serde_json::json!({ "event": "restart", "after": exit, "reason": reason });
+                let r = Restart {
+                    event: "restart",
+                    after: exit,
+                    reason,
+                };
                 if let Some(f) = out.as_mut() {
-                    writeln!(f, "{r}")?;
+                    writeln!(f, "{}", sorted_json(&r)?)?;
                 }
                 restarts.push(r);
             }
@@ -303,41 +416,144 @@ fn supervised(
             v.iter().sum::<u64>() as f64 / v.len() as f64
         }
     };
-    summary.insert("tracking".into(), tracking);
-    summary.insert("files".into(), files_mode);
-    summary.insert("runs".into(), runs.into());
-    summary.insert("file_calls".into(), file_calls.into());
-    summary.insert("checkpoints".into(), n.into());
-    summary.insert(
-        "pause_us".into(),
-        serde_json::json!({ "mean": mean(&pauses), "p50": percentile(&mut pauses, 0.5),
-                            "p99": percentile(&mut pauses, 0.99), "max": percentile(&mut pauses, 1.0) }),
-    );
-    summary.insert(
-        "steady_pause_us".into(),
-        serde_json::json!({ "count": steady.len(), "p50": percentile(&mut steady, 0.5),
-                            "p99": percentile(&mut steady, 0.99), "max": percentile(&mut steady, 1.0) }),
-    );
-    summary.insert(
-        "steady_cpu_us".into(),
-        serde_json::json!({ "mean": mean(&steady_cpu), "p50": percentile(&mut steady_cpu, 0.5),
-                            "p99": percentile(&mut steady_cpu, 0.99) }),
-    );
-    summary.insert(
-        "pages_copied".into(),
-        serde_json::json!({ "mean": mean(&pages), "p50": percentile(&mut pages, 0.5),
-                            "p99": percentile(&mut pages, 0.99), "max": percentile(&mut pages, 1.0),
-                            "dirty_mean": mean(&dirty) }),
-    );
-    summary.insert(
-        "precopy".into(),
-        serde_json::json!({ "enabled": args_precopy, "pages_mean": mean(&precopied),
-                            "us_p50": percentile(&mut precopy_us, 0.5),
-                            "us_p99": percentile(&mut precopy_us, 0.99) }),
-    );
-    summary.insert("memory_held_max_bytes".into(), mem_max.into());
-    summary.insert("rollbacks".into(), rollbacks.into());
-    summary.insert("impossible".into(), impossible.into());
-    summary.insert("restarts".into(), restarts.into());
-    Ok(code)
+    let traced = Traced {
+        tracking,
+        files: files_mode,
+        runs,
+        file_calls,
+        checkpoints: n,
+        pause_us: Stats {
+            mean: mean(&pauses),
+            p50: percentile(&mut pauses, 0.5),
+            p99: percentile(&mut pauses, 0.99),
+            max: percentile(&mut pauses, 1.0),
+        },
+        steady_pause_us: SteadyStats {
+            count: steady.len(),
+            p50: percentile(&mut steady, 0.5),
+            p99: percentile(&mut steady, 0.99),
+            max: percentile(&mut steady, 1.0),
+        },
+        steady_cpu_us: CpuStats {
+            mean: mean(&steady_cpu),
+            p50: percentile(&mut steady_cpu, 0.5),
+            p99: percentile(&mut steady_cpu, 0.99),
+        },
+        pages_copied: PageStats {
+            copied: Stats {
+                mean: mean(&pages),
+                p50: percentile(&mut pages, 0.5),
+                p99: percentile(&mut pages, 0.99),
+                max: percentile(&mut pages, 1.0),
+            },
+            dirty_mean: mean(&dirty),
+        },
+        precopy: PrecopyStats {
+            enabled: args_precopy,
+            pages_mean: mean(&precopied),
+            us_p50: percentile(&mut precopy_us, 0.5),
+            us_p99: percentile(&mut precopy_us, 0.99),
+        },
+        memory_held_max_bytes: mem_max,
+        rollbacks,
+        impossible,
+        restarts,
+    };
+    Ok((code, traced))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The summary has the keys and nesting the `json!` maps wrote (and
+    /// bench/checkpoint/report.py reads), sorted; the baseline's only
+    /// the run's own.
+    #[test]
+    fn summary_is_the_documented_json() {
+        let stats = |v: u64| Stats {
+            mean: v as f64,
+            p50: v,
+            p99: v,
+            max: v,
+        };
+        let traced = Traced {
+            tracking: None,
+            files: Some(FileTracking::Seccomp),
+            runs: 1,
+            file_calls: 2,
+            checkpoints: 3,
+            pause_us: stats(4),
+            steady_pause_us: SteadyStats {
+                count: 1,
+                p50: 5,
+                p99: 5,
+                max: 5,
+            },
+            steady_cpu_us: CpuStats {
+                mean: 6.0,
+                p50: 6,
+                p99: 6,
+            },
+            pages_copied: PageStats {
+                copied: stats(7),
+                dirty_mean: 8.5,
+            },
+            precopy: PrecopyStats {
+                enabled: true,
+                pages_mean: 9.0,
+                us_p50: 10,
+                us_p99: 11,
+            },
+            memory_held_max_bytes: 12,
+            rollbacks: vec![],
+            impossible: vec![],
+            restarts: vec![Restart {
+                event: "restart",
+                after: ExitInfo {
+                    code: None,
+                    signal: Some(11),
+                    core_dumped: false,
+                },
+                reason: Impossible {
+                    failure: Failure::Hang,
+                    why: Unrecoverable::NoCheckpoint,
+                },
+            }],
+        };
+        let summary = Summary {
+            traced: Some(traced),
+            wall_ms: 13.5,
+            exit_code: 139,
+            sandbox_memory_peak_bytes: None,
+        };
+        let want = json!({
+            "tracking": null, "files": {"mode": "seccomp"}, "runs": 1, "file_calls": 2,
+            "checkpoints": 3,
+            "pause_us": {"mean": 4.0, "p50": 4, "p99": 4, "max": 4},
+            "steady_pause_us": {"count": 1, "p50": 5, "p99": 5, "max": 5},
+            "steady_cpu_us": {"mean": 6.0, "p50": 6, "p99": 6},
+            "pages_copied": {"mean": 7.0, "p50": 7, "p99": 7, "max": 7, "dirty_mean": 8.5},
+            "precopy": {"enabled": true, "pages_mean": 9.0, "us_p50": 10, "us_p99": 11},
+            "memory_held_max_bytes": 12, "rollbacks": [], "impossible": [],
+            "restarts": [{"event": "restart",
+                          "after": {"code": null, "signal": 11, "core_dumped": false},
+                          "reason": {"failure": {"kind": "hang"},
+                                     "why": {"reason": "no_checkpoint"}}}],
+            "wall_ms": 13.5, "exit_code": 139,
+        });
+        assert_eq!(sorted_json(&summary).unwrap(), want.to_string());
+        let baseline = Summary {
+            traced: None,
+            wall_ms: 1.0,
+            exit_code: 0,
+            sandbox_memory_peak_bytes: Some(4096),
+        };
+        assert_eq!(
+            sorted_json(&baseline).unwrap(),
+            r#"{"exit_code":0,"sandbox_memory_peak_bytes":4096,"wall_ms":1.0}"#
+        );
+    }
 }

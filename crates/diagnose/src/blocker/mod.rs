@@ -31,18 +31,20 @@ pub mod wait_file;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use selfheal_cgroup::mountinfo::{parse_mountinfo, MountInfo};
 use selfheal_cgroup::Hierarchy;
 use selfheal_kmsg::{KernelReport, VerdictKind};
 use selfheal_procfs::task::parse_task_stat;
 
+use crate::classify::evidence::Name;
+
 use crate::pseudo_file::read_small;
 use stack::StackWait;
 
 /// Why a task is held on purpose. Names are stable (`details.evidence.held[].reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeldReason {
     /// In (or waiting for a process in) a frozen cgroup.
@@ -71,7 +73,7 @@ impl HeldReason {
 }
 
 /// A mount, as evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRef {
     /// Mount id (`mountinfo`).
     pub mount_id: u32,
@@ -98,7 +100,7 @@ impl MountRef {
 }
 
 /// A process, as evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcRef {
     /// Process id.
     pub pid: i32,
@@ -109,20 +111,20 @@ pub struct ProcRef {
 }
 
 /// An I/O throttle rule, as evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRef {
     /// The cgroup file.
     pub file: PathBuf,
     /// `major:minor` of the disk.
     pub device: String,
     /// `rbps`, `wbps`, `riops`, `wiops`.
-    pub limit: &'static str,
+    pub limit: Name,
     /// Bytes or I/Os per second.
     pub value: u64,
 }
 
 /// Whose cgroup is frozen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Whose {
     /// The stuck task's own.
@@ -132,7 +134,7 @@ pub enum Whose {
 }
 
 /// A task held on purpose, with what says so.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Held {
     /// A cgroup freezer.
@@ -140,7 +142,7 @@ pub enum Held {
         /// The frozen one's cgroup.
         cgroup: String,
         /// `v1` or `v2`.
-        version: &'static str,
+        version: Name,
         /// The file that says so.
         file: PathBuf,
         /// What it says.
@@ -252,7 +254,7 @@ impl Held {
 }
 
 /// What a stuck task waits for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Blocker {
     /// Held on purpose: never acted on.
@@ -268,7 +270,7 @@ pub enum Blocker {
         /// The server process, when found.
         server: Option<ProcRef>,
         /// How the server was found.
-        server_found_by: Option<&'static str>,
+        server_found_by: Option<Name>,
     },
     /// A network filesystem server.
     NetworkFs {
@@ -296,7 +298,7 @@ pub enum Blocker {
     /// Not known; what the kernel stack shows.
     Unknown {
         /// `block_io`, `fuse`, `network_fs`, `other`.
-        wait: &'static str,
+        wait: Name,
     },
 }
 
@@ -460,7 +462,7 @@ impl BlockerReader {
         if let Some(f) = h.and_then(|h| held::frozen_cgroup(h, &self.proc_root, pid)) {
             return Blocker::Held(Held::FrozenCgroup {
                 cgroup: f.cgroup,
-                version: f.version,
+                version: f.version.into(),
                 file: f.file,
                 state: f.state,
                 whose: Whose::Waiter,
@@ -529,7 +531,8 @@ impl BlockerReader {
                 StackWait::Fuse => "fuse",
                 StackWait::NetworkFs => "network_fs",
                 StackWait::FrozenFilesystem | StackWait::Other => "other",
-            },
+            }
+            .into(),
         }
     }
 
@@ -561,7 +564,7 @@ impl BlockerReader {
             if let Some(f) = frozen {
                 return Blocker::Held(Held::FrozenCgroup {
                     cgroup: f.cgroup,
-                    version: f.version,
+                    version: f.version.into(),
                     file: f.file,
                     state: f.state,
                     whose: Whose::FuseServer,
@@ -574,7 +577,7 @@ impl BlockerReader {
             mount: MountRef::of(m),
             waiting: fuse::waiting(&self.fuse_connections, connection),
             server,
-            server_found_by: found.map(|f| f.how),
+            server_found_by: found.map(|f| f.how.into()),
         }
     }
 
@@ -606,7 +609,7 @@ impl BlockerReader {
             .map(|r| RuleRef {
                 device: format!("{}:{}", r.major, r.minor),
                 file: r.file,
-                limit: r.limit,
+                limit: r.limit.into(),
                 value: r.value,
             })
             .collect();

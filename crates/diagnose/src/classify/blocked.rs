@@ -13,13 +13,13 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use selfheal_event::Culprit;
 
 use super::evidence::{DiagnosisEvidence, KernelReportEvidence, TaskEvidence};
 use super::{Deltas, Diagnoser, Observation};
-use crate::blocker::{stack::IO_WAITS, Blocker, Held};
+use crate::blocker::{stack::IO_WAITS, Blocker, Held, HeldReason};
 use crate::class::{Diagnosis, Symptom};
 use crate::sweep::StuckTask;
 use selfheal_event::{Class, Target};
@@ -177,7 +177,7 @@ fn held_diagnosis(dx: &Diagnoser, held: &[&(&StuckTask, Blocker)]) -> Diagnosis 
         .iter()
         .take(20)
         .map(|(s, b)| StuckEvidence {
-            reason: b.held().map(|h| h.reason().as_str()),
+            reason: b.held().map(|h| h.reason()),
             ..task_json(s, b)
         })
         .collect();
@@ -391,7 +391,7 @@ fn fault_diagnosis(
 }
 
 /// A device that completed nothing while busy (`stalled_devices[]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskEvidence {
     /// Its name (`sda`, …).
     pub device: String,
@@ -404,7 +404,7 @@ pub struct DiskEvidence {
 }
 
 /// A task stuck in D state (`stuck[]`, `held[]`, `held_elsewhere[]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StuckEvidence {
     pub pid: i32,
     pub tid: i32,
@@ -417,11 +417,11 @@ pub struct StuckEvidence {
     /// Why it is held on purpose (in a held diagnosis only; absent
     /// otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    pub reason: Option<HeldReason>,
 }
 
 /// `evidence` of a `held` (dismissed) diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldEvidence {
     /// `heavy.dstate_bound`, ms.
     pub bound_ms: u64,
@@ -430,7 +430,7 @@ pub struct HeldEvidence {
 }
 
 /// `evidence` of a `d_state` or `io_stall` diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StuckGroupEvidence {
     pub bound_ms: u64,
     /// What the tasks wait on.
@@ -505,7 +505,7 @@ mod tests {
         let held = HeldEvidence {
             bound_ms: 2000,
             held: vec![StuckEvidence {
-                reason: Some("frozen_cgroup"),
+                reason: Some(HeldReason::FrozenCgroup),
                 ..task
             }],
         };

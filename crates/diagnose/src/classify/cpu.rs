@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use selfheal_event::Culprit;
 
@@ -277,7 +277,7 @@ pub(super) fn is_realtime(policy: u32) -> bool {
 }
 
 /// A thread waiting runnable on a monopolised CPU.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Waiting {
     pub pid: i32,
     pub comm: String,
@@ -286,7 +286,7 @@ pub struct Waiting {
 }
 
 /// `evidence` of an `rt_hog` diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RtHogEvidence {
     pub cpu: u32,
     /// How long the CPU's stall canary had not run; `null` when it ran.
@@ -301,7 +301,7 @@ pub struct RtHogEvidence {
 }
 
 /// `evidence` of a `kernel_stall` diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StallEvidence {
     pub cpu: u32,
     pub cpu_stalled_ms: Option<u64>,
@@ -316,7 +316,7 @@ pub struct StallEvidence {
 }
 
 /// `evidence` of a `runaway_kthread` diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KthreadEvidence {
     pub cpu: u32,
     /// The kernel thread.
@@ -346,7 +346,7 @@ mod tests {
             comm: "spin".into(),
             state: "R".into(),
             cpu: Some(1),
-            policy: "SCHED_FIFO",
+            policy: "SCHED_FIFO".into(),
             rt_priority: 50,
             nice: 0,
             ppid: 1,
@@ -357,7 +357,7 @@ mod tests {
             cpu_use: None,
         };
         let report_ev = KernelReportEvidence {
-            verdict: "soft_lockup",
+            verdict: selfheal_kmsg::VerdictKind::SoftLockup,
             headline: "BUG: soft lockup".into(),
             cpu: Some(1),
             pid: None,

@@ -3,10 +3,16 @@
 //! the classifier that fills it; the parts shared by the classifiers (a
 //! thread, a kernel report, the legitimate-load verdict, the CPU stalls a
 //! fork bomb absorbs) are here. Each serialises to exactly the JSON stored
-//! in the diagnosis event's `details.evidence`.
+//! in the diagnosis event's `details.evidence`, and
+//! [`DiagnosisEvidence::from_stored`] reads it back.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use selfheal_event::Class;
+use selfheal_kmsg::VerdictKind;
 
 pub use super::blocked::{DiskEvidence, HeldEvidence, StuckEvidence, StuckGroupEvidence};
 pub use super::cpu::{KthreadEvidence, RtHogEvidence, StallEvidence, Waiting};
@@ -14,9 +20,14 @@ pub use super::forkbomb::{CgroupBombEvidence, ProgramBombEvidence, UserBombEvide
 pub use super::memory::{CgroupEvidence, Holder, MachineEvidence, UnaccountedEvidence};
 pub use super::oom::{AbsorbedLimit, Instance, LoopEvidence, Respawner, Victim};
 
+/// A name the code writes from a fixed set (`SCHED_FIFO`, `v2`, …):
+/// borrowed when a diagnosis is made, owned when read back from the store.
+pub type Name = Cow<'static, str>;
+
 /// The `evidence` of a diagnosis, one variant per shape. Serialised
-/// untagged: the event's `class` (and the `scope` inside fork-bomb and
-/// memory evidence) says which shape a stored document has.
+/// untagged: the event's `class` (and the `scope` inside memory evidence)
+/// says which shape a stored document has, so it is read back with
+/// [`DiagnosisEvidence::from_stored`], not a derived `Deserialize`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum DiagnosisEvidence {
@@ -49,11 +60,78 @@ impl DiagnosisEvidence {
     pub fn to_value(&self) -> Value {
         selfheal_event::details_value(self)
     }
+
+    /// Reads back the `details.evidence` a diagnosis of `class` stored:
+    /// the class picks the shape (for `memory_exhaustion`, its `scope`
+    /// and whether a `culprit` says nobody is to blame).
+    pub fn from_stored(class: Class, evidence: &Value) -> Result<Self, EvidenceError> {
+        let shape = |e: serde_json::Error| EvidenceError::Shape { class, source: e };
+        Ok(match class {
+            Class::RtHog => DiagnosisEvidence::RtHog(de(evidence).map_err(shape)?),
+            Class::KernelStall => DiagnosisEvidence::KernelStall(de(evidence).map_err(shape)?),
+            Class::RunawayKthread => {
+                DiagnosisEvidence::RunawayKthread(de(evidence).map_err(shape)?)
+            }
+            Class::DState | Class::IoStall => {
+                DiagnosisEvidence::Stuck(Box::new(de(evidence).map_err(shape)?))
+            }
+            Class::Held => DiagnosisEvidence::Held(de(evidence).map_err(shape)?),
+            Class::ForkBomb => DiagnosisEvidence::ForkBomb(de(evidence).map_err(shape)?),
+            Class::LegitimateLoad => DiagnosisEvidence::Dismissed(de(evidence).map_err(shape)?),
+            Class::MemoryExhaustion => {
+                let scope = evidence.get("scope").cloned().unwrap_or(Value::Null);
+                match de::<MemoryScope>(&scope).map_err(shape)? {
+                    MemoryScope::Cgroup => {
+                        DiagnosisEvidence::CgroupMemory(de(evidence).map_err(shape)?)
+                    }
+                    MemoryScope::CgroupOomLoop => {
+                        DiagnosisEvidence::OomLoop(de(evidence).map_err(shape)?)
+                    }
+                    MemoryScope::Machine if evidence.get("culprit").is_some() => {
+                        DiagnosisEvidence::UnaccountedMemory(de(evidence).map_err(shape)?)
+                    }
+                    MemoryScope::Machine => {
+                        DiagnosisEvidence::MachineMemory(de(evidence).map_err(shape)?)
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// `v` as a `T` (without copying it).
+fn de<'a, T: Deserialize<'a>>(v: &'a Value) -> Result<T, serde_json::Error> {
+    T::deserialize(v)
+}
+
+/// A stored `details.evidence` that is not the shape its class writes.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// The document does not have the fields the class's evidence has.
+    #[error("the evidence of a {class} diagnosis does not have its shape: {source}")]
+    Shape {
+        /// The diagnosis's class.
+        class: Class,
+        /// What did not match.
+        source: serde_json::Error,
+    },
+}
+
+/// `scope` of memory evidence: which of its shapes a document has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryScope {
+    /// A cgroup at its limit ([`CgroupEvidence`]).
+    Cgroup,
+    /// A cgroup in a fill-and-kill loop ([`LoopEvidence`]).
+    CgroupOomLoop,
+    /// The machine ([`MachineEvidence`], [`UnaccountedEvidence`]).
+    Machine,
 }
 
 /// `evidence` of a `fork_bomb`: the scope's own fields, with what was
 /// added to them after the fact.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForkBombEvidence {
     #[serde(flatten)]
     pub scope: BombScope,
@@ -76,9 +154,9 @@ impl From<BombScope> for ForkBombEvidence {
     }
 }
 
-/// Who grows: each shape carries its `scope` (`cgroup`, `program`, `user`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+/// Who grows, tagged by `scope` (`cgroup`, `program`, `user`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
 pub enum BombScope {
     /// A cgroup whose pids limit refuses forks.
     Cgroup(CgroupBombEvidence),
@@ -89,7 +167,7 @@ pub enum BombScope {
 }
 
 /// A thread as evidence (`culprit` of most evidence documents).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvidence {
     pub pid: i32,
     pub tid: i32,
@@ -99,7 +177,7 @@ pub struct TaskEvidence {
     /// The CPU it last ran on.
     pub cpu: Option<u32>,
     /// `SCHED_OTHER`, `SCHED_FIFO`, …
-    pub policy: &'static str,
+    pub policy: Name,
     pub rt_priority: u32,
     pub nice: i64,
     pub ppid: i32,
@@ -114,7 +192,7 @@ pub struct TaskEvidence {
 }
 
 /// A thread's use of the CPU over the interval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CpuUse {
     /// Share of the interval it ran, percent (one decimal).
     pub cpu_percent: f64,
@@ -126,9 +204,9 @@ pub struct CpuUse {
 }
 
 /// A kernel report as evidence (`kernel_reports[]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelReportEvidence {
-    pub verdict: &'static str,
+    pub verdict: VerdictKind,
     pub headline: String,
     pub cpu: Option<u32>,
     pub pid: Option<i32>,
@@ -137,7 +215,7 @@ pub struct KernelReportEvidence {
 }
 
 /// `evidence` of the legitimate-load verdict (a `dismissed` event).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DismissEvidence {
     /// Why nothing hangs, in words.
     pub reason: String,
@@ -151,17 +229,17 @@ pub struct DismissEvidence {
 }
 
 /// One of the busiest threads of a dismissed diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BusyTask {
     pub pid: i32,
     pub tid: i32,
     pub comm: String,
     pub cpu_percent: f64,
-    pub policy: &'static str,
+    pub policy: Name,
 }
 
 /// A `kernel_stall` diagnosis a fork bomb absorbed (`cpu_stalls[]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AbsorbedStall {
     pub summary: String,
     pub cpu: Option<u32>,
@@ -186,7 +264,7 @@ mod tests {
             comm: "spin".into(),
             state: "R".into(),
             cpu: Some(1),
-            policy: "SCHED_FIFO",
+            policy: "SCHED_FIFO".into(),
             rt_priority: 50,
             nice: 0,
             ppid: 1,
@@ -222,7 +300,7 @@ mod tests {
         assert_eq!(details_value(&t), measured);
 
         let k = KernelReportEvidence {
-            verdict: "soft_lockup",
+            verdict: VerdictKind::SoftLockup,
             headline: "BUG: soft lockup".into(),
             cpu: Some(1),
             pid: None,
@@ -245,7 +323,7 @@ mod tests {
                 tid: 1,
                 comm: "a".into(),
                 cpu_percent: 12.5,
-                policy: "SCHED_OTHER",
+                policy: "SCHED_OTHER".into(),
             }],
             interval_ms: 100.0,
         };

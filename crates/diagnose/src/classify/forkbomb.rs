@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use selfheal_recover::broad_cgroup;
 
@@ -101,7 +101,6 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             target,
             evidence: DiagnosisEvidence::ForkBomb(
                 BombScope::Cgroup(CgroupBombEvidence {
-                    scope: "cgroup",
                     cgroup: cg.path.clone(),
                     cgroup_blamed_whole: broad.is_none(),
                     cgroup_not_blamed_whole_because: broad.clone(),
@@ -175,7 +174,6 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 root.pid
             ),
             BombScope::Program(ProgramBombEvidence {
-                scope: "program",
                 comm: comm.clone(),
                 uid: *uid,
                 processes: n,
@@ -241,7 +239,6 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             d.interval.as_millis()
         );
         let evidence: ForkBombEvidence = BombScope::User(UserBombEvidence {
-            scope: "user",
             uid,
             gained,
             comm: comm.clone(),
@@ -456,10 +453,8 @@ fn top_comms(members: &[&TaskSample]) -> Vec<(String, usize)> {
 }
 
 /// `evidence` of a cgroup's `fork_bomb` (its pids limit refusing forks).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CgroupBombEvidence {
-    /// Always `cgroup`.
-    pub scope: &'static str,
     pub cgroup: String,
     /// True when recovery may act on the whole cgroup.
     pub cgroup_blamed_whole: bool,
@@ -477,10 +472,8 @@ pub struct CgroupBombEvidence {
 
 /// `evidence` of one program's `fork_bomb` (`process_groups` is added by
 /// `program_diagnosis`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgramBombEvidence {
-    /// Always `program`.
-    pub scope: &'static str,
     pub comm: String,
     pub uid: u32,
     pub processes: usize,
@@ -493,10 +486,8 @@ pub struct ProgramBombEvidence {
 }
 
 /// `evidence` of one user's `fork_bomb` (different programs).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserBombEvidence {
-    /// Always `user`.
-    pub scope: &'static str,
     pub uid: u32,
     pub gained: usize,
     /// The command most of the new processes run.
@@ -513,12 +504,11 @@ mod evidence_tests {
     use selfheal_event::details_value;
 
     /// Each evidence document is exactly the JSON the old `json!`
-    /// literals built: commands as `[command, count]` pairs, unknown
-    /// values `null`.
+    /// literals built (the `scope` now the tag of [`BombScope`]):
+    /// commands as `[command, count]` pairs, unknown values `null`.
     #[test]
     fn fork_bomb_evidence_matches_the_documented_json() {
         let cg = CgroupBombEvidence {
-            scope: "cgroup",
             cgroup: "/user.slice".into(),
             cgroup_blamed_whole: false,
             cgroup_not_blamed_whole_because: Some("a slice".into()),
@@ -530,7 +520,7 @@ mod evidence_tests {
             commands: vec![("bomb".into(), 498), ("sh".into(), 2)],
         };
         assert_eq!(
-            details_value(&cg),
+            details_value(&BombScope::Cgroup(cg)),
             json!({
                 "scope": "cgroup", "cgroup": "/user.slice", "cgroup_blamed_whole": false,
                 "cgroup_not_blamed_whole_because": "a slice", "pids_current": 512,
@@ -539,7 +529,6 @@ mod evidence_tests {
             })
         );
         let p = ProgramBombEvidence {
-            scope: "program",
             comm: "bomb".into(),
             uid: 1000,
             processes: 300,
@@ -549,7 +538,7 @@ mod evidence_tests {
             forks_refused_recently: None,
         };
         assert_eq!(
-            details_value(&p),
+            details_value(&BombScope::Program(p)),
             json!({
                 "scope": "program", "comm": "bomb", "uid": 1000, "processes": 300,
                 "processes_before": 100, "related_processes": 290,
@@ -557,7 +546,6 @@ mod evidence_tests {
             })
         );
         let u = UserBombEvidence {
-            scope: "user",
             uid: 1000,
             gained: 200,
             comm: "bomb".into(),
@@ -565,7 +553,7 @@ mod evidence_tests {
             gained_in_related_group: 20,
         };
         assert_eq!(
-            details_value(&u),
+            details_value(&BombScope::User(u.clone())),
             json!({"scope": "user", "uid": 1000, "gained": 200, "comm": "bomb",
                    "processes": 210, "gained_in_related_group": 20})
         );

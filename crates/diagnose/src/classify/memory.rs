@@ -22,9 +22,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::evidence::DiagnosisEvidence;
+use super::evidence::{DiagnosisEvidence, MemoryScope, Name};
 use super::{round1, Deltas, Diagnoser, Observation};
 use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::TaskSample;
@@ -107,7 +107,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
             culprit,
             target: Some(target),
             evidence: DiagnosisEvidence::CgroupMemory(CgroupEvidence {
-                scope: "cgroup",
+                scope: MemoryScope::Cgroup,
                 cgroup: cg.path.clone(),
                 limit_bytes: m.limit_bytes,
                 usage_bytes: m.usage_bytes,
@@ -231,8 +231,8 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 culprit: Default::default(),
                 target: None,
                 evidence: DiagnosisEvidence::UnaccountedMemory(UnaccountedEvidence {
-                    scope: "machine",
-                    culprit: "none: no process accounts for the shortage",
+                    scope: MemoryScope::Machine,
+                    culprit: "none: no process accounts for the shortage".into(),
                     mem_available_percent: avail.map(round1),
                     available_lost_bytes: fall,
                     process_growth_bytes: user_growth,
@@ -284,7 +284,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
                 culprit,
                 target: Some(target),
                 evidence: DiagnosisEvidence::MachineMemory(MachineEvidence {
-                    scope: "machine",
+                    scope: MemoryScope::Machine,
                     mem_available_percent: avail.map(round1),
                     psi_memory_full_avg10: full,
                     available_falling_bytes_per_second: falling.map(|r| r.round()),
@@ -313,7 +313,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>, d: &Deltas<'_>) ->
 }
 
 /// One of the largest memory holders (`largest[]`, at most 5).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Holder {
     pub pid: i32,
     pub comm: String,
@@ -323,34 +323,37 @@ pub struct Holder {
 }
 
 /// `evidence` of a cgroup's `memory_exhaustion`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CgroupEvidence {
     /// Always `cgroup`.
-    pub scope: &'static str,
+    pub scope: MemoryScope,
     pub cgroup: String,
     pub limit_bytes: u64,
     pub usage_bytes: u64,
     pub unreclaimable_bytes: u64,
     /// Unreclaimable share of the limit, percent.
     pub percent: f64,
-    psi_some_avg10: Option<f64>,
-    psi_full_avg10: Option<f64>,
+    /// The cgroup's memory PSI `some` avg10, when readable.
+    pub psi_some_avg10: Option<f64>,
+    /// The cgroup's memory PSI `full` avg10, when readable.
+    pub psi_full_avg10: Option<f64>,
     /// `memory.events` `max` count.
     pub limit_hits: Option<u64>,
     pub largest: Vec<Holder>,
 }
 
 /// `evidence` of a machine `memory_exhaustion` no process accounts for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnaccountedEvidence {
     /// Always `machine`.
-    pub scope: &'static str,
+    pub scope: MemoryScope,
     /// Why nobody is blamed.
-    pub culprit: &'static str,
+    pub culprit: Name,
     pub mem_available_percent: Option<f64>,
     pub available_lost_bytes: u64,
     pub process_growth_bytes: i64,
-    psi_memory_full_avg10: Option<f64>,
+    /// The machine's memory PSI `full` avg10, when readable.
+    pub psi_memory_full_avg10: Option<f64>,
     pub available_falling_bytes_per_second: Option<f64>,
     pub seconds_to_exhaustion: Option<f64>,
     pub largest: Vec<Holder>,
@@ -361,12 +364,13 @@ pub struct UnaccountedEvidence {
 }
 
 /// `evidence` of a machine `memory_exhaustion` a process accounts for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineEvidence {
     /// Always `machine`.
-    pub scope: &'static str,
+    pub scope: MemoryScope,
     pub mem_available_percent: Option<f64>,
-    psi_memory_full_avg10: Option<f64>,
+    /// The machine's memory PSI `full` avg10, when readable.
+    pub psi_memory_full_avg10: Option<f64>,
     pub available_falling_bytes_per_second: Option<f64>,
     pub seconds_to_exhaustion: Option<f64>,
     /// True when caught on the trend alone (not yet low, not thrashing).
@@ -397,7 +401,7 @@ mod tests {
         let largest_json = json!([{"pid": 7, "comm": "hog", "rss_bytes": 1_u64 << 30,
                                    "rss_growth_bytes": -4096}]);
         let cg = CgroupEvidence {
-            scope: "cgroup",
+            scope: MemoryScope::Cgroup,
             cgroup: "/a".into(),
             limit_bytes: 100,
             usage_bytes: 99,
@@ -417,8 +421,8 @@ mod tests {
             })
         );
         let none = UnaccountedEvidence {
-            scope: "machine",
-            culprit: "none: no process accounts for the shortage",
+            scope: MemoryScope::Machine,
+            culprit: "none: no process accounts for the shortage".into(),
             mem_available_percent: Some(3.2),
             available_lost_bytes: 1 << 20,
             process_growth_bytes: 4096,
@@ -439,7 +443,7 @@ mod tests {
             })
         );
         let machine = MachineEvidence {
-            scope: "machine",
+            scope: MemoryScope::Machine,
             mem_available_percent: None,
             psi_memory_full_avg10: Some(40.0),
             available_falling_bytes_per_second: None,

@@ -199,7 +199,7 @@ impl Diagnoser {
                 tid: t.after.tid,
                 comm: t.after.stat.comm.clone(),
                 cpu_percent: round1(d.share(t) * 100.0),
-                policy: policy_name(t.after.stat.policy),
+                policy: policy_name(t.after.stat.policy).into(),
             })
             .collect();
         let mem = &obs.after.system.mem;
@@ -300,7 +300,7 @@ impl Diagnoser {
             comm: t.stat.comm.clone(),
             state: t.stat.state.to_string(),
             cpu: t.stat.processor,
-            policy: policy_name(t.stat.policy),
+            policy: policy_name(t.stat.policy).into(),
             rt_priority: t.stat.rt_priority,
             nice: t.stat.nice,
             ppid: t.stat.ppid,
@@ -327,7 +327,7 @@ impl Diagnoser {
             .iter()
             .filter(|r| keep(r))
             .map(|r| KernelReportEvidence {
-                verdict: r.kind.as_str(),
+                verdict: r.kind,
                 headline: r.headline.clone(),
                 cpu: r.cpu,
                 pid: r.pid,

@@ -12,11 +12,11 @@
 
 use std::collections::HashSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use selfheal_event::Culprit;
 
-use super::evidence::{CgroupEvidence, DiagnosisEvidence};
+use super::evidence::{CgroupEvidence, DiagnosisEvidence, MemoryScope};
 use super::{Diagnoser, Observation};
 use crate::class::{Diagnosis, Symptom};
 use crate::snapshot::TaskSample;
@@ -90,7 +90,7 @@ pub(super) fn diagnose(dx: &Diagnoser, obs: &Observation<'_>) -> Vec<Diagnosis> 
             culprit,
             target: None,
             evidence: DiagnosisEvidence::OomLoop(LoopEvidence {
-                scope: "cgroup_oom_loop",
+                scope: MemoryScope::CgroupOomLoop,
                 cgroup: lp.cgroup.clone(),
                 oom_kills: lp.kills.len(),
                 window_s,
@@ -180,10 +180,10 @@ pub(super) fn absorb_limit_diagnoses(out: &mut Vec<Diagnosis>) {
 
 /// `evidence` of a cgroup's fill-and-kill loop (`memory_exhaustion`,
 /// record only).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopEvidence {
     /// Always `cgroup_oom_loop`.
-    pub scope: &'static str,
+    pub scope: MemoryScope,
     pub cgroup: String,
     /// OOM kills in the cgroup within the window.
     pub oom_kills: usize,
@@ -208,7 +208,7 @@ pub struct LoopEvidence {
 }
 
 /// One OOM kill of a loop.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Victim {
     pub pid: Option<i32>,
     pub comm: Option<String>,
@@ -218,7 +218,7 @@ pub struct Victim {
 }
 
 /// The looping program's running instance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub pid: i32,
     pub comm: String,
@@ -226,7 +226,7 @@ pub struct Instance {
 }
 
 /// The process restarting the looping program.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Respawner {
     pub pid: i32,
     pub comm: String,
@@ -235,7 +235,7 @@ pub struct Respawner {
 }
 
 /// A cgroup-limit diagnosis a loop absorbed (`limit_diagnoses[]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AbsorbedLimit {
     pub summary: String,
     /// Its evidence's `percent`, as it was.
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn oom_loop_evidence_matches_the_documented_json() {
         let e = LoopEvidence {
-            scope: "cgroup_oom_loop",
+            scope: MemoryScope::CgroupOomLoop,
             cgroup: "/a".into(),
             oom_kills: 4,
             window_s: 60,

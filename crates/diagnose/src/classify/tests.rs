@@ -192,9 +192,22 @@ fn run_full(
         settling,
         oom_loops,
     };
-    Run {
-        diagnoses: dx.diagnose(&obs),
+    let diagnoses = dx.diagnose(&obs);
+    for d in &diagnoses {
+        reads_back(d, &trigger);
     }
+    Run { diagnoses }
+}
+
+/// A diagnosis of a recorded fault, printed as its event is stored and
+/// served, reads back as the evidence it was.
+fn reads_back(d: &Diagnosis, trigger: &Trigger) {
+    let text = serde_json::to_string(&d.to_event(trigger, None)).unwrap();
+    let event: selfheal_event::Event = serde_json::from_str(&text).unwrap();
+    let stored = crate::StoredDiagnosis::from_event(&event)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{text}", d.class));
+    assert_eq!(stored.class, d.class);
+    assert_eq!(stored.evidence, d.evidence, "{text}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use selfheal_sys::signal::signal_name;
 
-use super::engine::{Failure, RollbackReport};
+use super::engine::{Failure, RollbackReport, Unrecoverable};
 
 /// `details` of a `checkpoint` event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,15 +152,26 @@ pub struct Impossible {
     pub pid: i32,
     /// The short reason (`socket`, `threads_changed`, …): `why.reason`.
     pub reason: String,
-    /// The engine's `Unrecoverable` as it serialises (tagged by
-    /// `reason`); kept as JSON because the engine's type is write-only.
-    pub why: Value,
+    /// The engine's reason, tagged by `reason`.
+    pub why: Why,
     /// One sentence on why.
     pub message: String,
     /// What happens instead.
     pub then: Then,
     #[serde(flatten)]
     pub trigger: Trigger,
+}
+
+/// `why` of an impossible rollback: the engine's [`Unrecoverable`] when
+/// this version knows the reason, else the document as stored (written
+/// by another version), so reading an event never fails on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Why {
+    /// A reason this version's engine gives.
+    Known(Unrecoverable),
+    /// Any other document, kept as it was.
+    Other(Value),
 }
 
 /// What happens to the program when it is not rolled back.
@@ -239,6 +250,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use selfheal_checkpoint::{FdKind, FileRefusal};
     use selfheal_event::details_value;
 
     /// Reads `old` (a document an older selfheal stored) as `T` and writes
@@ -285,6 +297,52 @@ mod tests {
         ));
     }
 
+    /// An impossible rollback's `why` reads back as the engine's reason,
+    /// nested refusals included; a reason this version does not know
+    /// stays the document it was.
+    #[test]
+    fn refusal_reasons_read_back_typed() {
+        let file = round_trips::<RollbackDetails>(
+            r#"{"message":"m","outcome":"impossible","pid":7,"reason":"file_changed","then":"restart","trigger":"hang","why":{"path":"/tmp/out","reason":"file_changed","why":{"comm":"sh","kind":"shared_with_process","pid":9}}}"#,
+        );
+        let RollbackDetails::Impossible(i) = file else {
+            panic!("{file:?}")
+        };
+        assert_eq!(
+            i.why,
+            Why::Known(Unrecoverable::FileChanged {
+                path: "/tmp/out".into(),
+                why: FileRefusal::SharedWithProcess {
+                    pid: 9,
+                    comm: "sh".into()
+                },
+            })
+        );
+        let output = round_trips::<RollbackDetails>(
+            r#"{"message":"m","outcome":"impossible","pid":7,"reason":"output_sent","then":"restart","trigger":"hang","why":{"fd":1,"kind":"pipe","pid":7,"reason":"output_sent"}}"#,
+        );
+        assert!(matches!(
+            output,
+            RollbackDetails::Impossible(Impossible {
+                why: Why::Known(Unrecoverable::OutputSent {
+                    kind: FdKind::Pipe,
+                    ..
+                }),
+                ..
+            })
+        ));
+        let newer = round_trips::<RollbackDetails>(
+            r#"{"message":"m","outcome":"impossible","pid":7,"reason":"from_a_newer_engine","then":"restart","trigger":"hang","why":{"reason":"from_a_newer_engine","n":1}}"#,
+        );
+        assert!(matches!(
+            newer,
+            RollbackDetails::Impossible(Impossible {
+                why: Why::Other(_),
+                ..
+            })
+        ));
+    }
+
     /// Every outcome is exactly the JSON the old `json!` literals built,
     /// and reads back.
     #[test]
@@ -322,7 +380,7 @@ mod tests {
                 details_value(&RollbackDetails::Impossible(Impossible {
                     pid: 7,
                     reason: "socket".into(),
-                    why: json!({"reason": "socket", "fd": 3}),
+                    why: Why::Known(Unrecoverable::Socket { fd: 3 }),
                     message: "a socket is open".into(),
                     then: Then::Restart,
                     trigger: Trigger::of(&Failure::Hang),

@@ -14,7 +14,7 @@ use selfheal_sys::signal::signal_name;
 
 use super::details::{
     CheckpointDetails, Done, Files, Impossible, ResetReason, RollbackDetails, Started, Then,
-    Tracking, Trigger,
+    Tracking, Trigger, Why,
 };
 use super::engine::{
     Failure, FdKind, FileRefusal, FileTracking, RollbackReport, TrackingMode, Unrecoverable,
@@ -299,7 +299,7 @@ impl AppCheckpoint {
         let details = details_value(&RollbackDetails::Impossible(Impossible {
             pid,
             reason: reason_tag(why),
-            why: details_value(why),
+            why: Why::Known(why.clone()),
             message: text.clone(),
             then: if handler {
                 Then::Deliver

@@ -43,7 +43,7 @@ impl RecoveryStep for RollbackStep {
 
     fn attempt(&mut self, ctx: &mut StepContext<'_>) -> StepOutcome {
         let detector = match ctx.trouble {
-            Trouble::Hang { detector, .. } => detector.as_str(),
+            Trouble::Hang { detector, .. } => *detector,
             Trouble::Exit(_) => return declined("the program has ended"),
         };
         let Some(run) = self.ck.current() else {

@@ -85,7 +85,7 @@ fn without_ptrace_the_program_runs_unprotected_after_a_loud_event() {
     // No run to roll back: a hang goes on to the restart.
     let mut step = ck.step();
     let trouble = Trouble::Hang {
-        detector: "watchdog".into(),
+        detector: crate::HangDetector::Watchdog,
         evidence: serde_json::Value::Null,
     };
     let out = step.attempt(&mut StepContext {

@@ -24,6 +24,7 @@ use crate::probe::ProbeOutcome;
 use crate::progress::ProgressReport;
 use crate::state::Phase;
 use crate::steps::{StepContext, StepOutcome, Trouble};
+use crate::HangDetector;
 
 impl Runner {
     fn group_scope(&self) -> SignalScope {
@@ -52,7 +53,7 @@ impl Runner {
                 });
                 // Never ready: no state of this run is known to be good.
                 self.hang(
-                    "ready_timeout",
+                    HangDetector::ReadyTimeout,
                     evidence,
                     None,
                     format!("did not send READY=1 within {timeout}"),
@@ -68,14 +69,14 @@ impl Runner {
                     watchdog_ms: w.as_millis() as u64,
                     last_ping_unix_us: l.last_ping.map(unix_us),
                     deadline_unix_us: unix_us(deadline),
-                    suspected: l.suspicions.keys().map(|k| k.as_str()).collect(),
+                    suspected: l.suspicions.keys().map(|k| (*k).into()).collect(),
                 });
                 let why = match l.last_ping {
                     Some(p) => format!("no WATCHDOG=1 for {:?} (limit {w:?})", now - p),
                     None => format!("no WATCHDOG=1 within {w:?} of becoming ready"),
                 };
                 let progress = l.watchdog_base;
-                self.hang("watchdog", evidence, None, why, progress);
+                self.hang(HangDetector::Watchdog, evidence, None, why, progress);
             }
         }
     }
@@ -139,7 +140,7 @@ impl Runner {
                 cfg.name, o.detail
             );
             let progress = l.probe_last_ok[o.probe];
-            self.hang("probe", evidence, None, why, progress);
+            self.hang(HangDetector::Probe, evidence, None, why, progress);
             return;
         }
         // A failing probe confirms a suspicion held at the same time.
@@ -156,7 +157,7 @@ impl Runner {
                 o.detail
             );
             self.hang(
-                kind.as_str(),
+                kind.into(),
                 ev,
                 Some(details_value(&ProbeConfirmed { probe: &evidence })),
                 why,
@@ -186,7 +187,7 @@ impl Runner {
                     .enumerate()
                     .find(|(_, f)| !f.is_empty())
                     .map(|(i, f)| (i, f.last().map(|o| o.detail.clone()).unwrap_or_default()));
-                self.s.state.suspect(kind.as_str(), true);
+                self.s.state.suspect(kind.into(), true);
                 let what = match kind {
                     crate::progress::SuspicionKind::Spin => {
                         "an infinite loop (a thread spins on CPU without system calls)"
@@ -209,7 +210,7 @@ impl Runner {
                         }
                     ),
                     details_value(&SuspectedDetails {
-                        detector: kind.as_str(),
+                        detector: kind.into(),
                         suspected: true,
                         evidence: &evidence,
                     }),
@@ -217,7 +218,7 @@ impl Runner {
                 if act_alone {
                     let why = format!("{} suspected and act_alone is set", kind.as_str());
                     self.hang(
-                        kind.as_str(),
+                        kind.into(),
                         evidence,
                         Some(Value::from("act_alone")),
                         why,
@@ -230,7 +231,7 @@ impl Runner {
                         kind.as_str()
                     );
                     self.hang(
-                        kind.as_str(),
+                        kind.into(),
                         evidence,
                         Some(details_value(&ProbeConfirmation {
                             probe: &name,
@@ -244,7 +245,7 @@ impl Runner {
             ProgressReport::Cleared { kind } => {
                 l.suspicions.remove(&kind);
                 l.suspicion_since.remove(&kind);
-                self.s.state.suspect(kind.as_str(), false);
+                self.s.state.suspect(kind.into(), false);
                 tracing::info!(app = %self.name(), heuristic = kind.as_str(), "no-progress suspicion cleared");
             }
         }
@@ -256,7 +257,7 @@ impl Runner {
     /// progress (for a rollback to before it), if ever.
     pub(super) fn hang(
         &mut self,
-        detector: &str,
+        detector: HangDetector,
         evidence: Value,
         confirmed_by: Option<Value>,
         why: String,
@@ -288,7 +289,7 @@ impl Runner {
                 thread_stacks: stacks,
             }),
         );
-        if let Some(out) = run_hook(&self.s.app.hook, self.name(), pid, detector) {
+        if let Some(out) = run_hook(&self.s.app.hook, self.name(), pid, detector.as_str()) {
             self.emit(
                 EventKind::AppAction,
                 Severity::Info,
@@ -299,10 +300,7 @@ impl Runner {
                 }),
             );
         }
-        let trouble = Trouble::Hang {
-            detector: detector.to_string(),
-            evidence,
-        };
+        let trouble = Trouble::Hang { detector, evidence };
         let mut steps = std::mem::take(&mut self.s.steps);
         let mut recovered = None;
         for step in steps.iter_mut() {
@@ -372,7 +370,7 @@ impl Runner {
             self.rearm_detectors();
             return;
         }
-        self.begin_stop(StopCause::Hang(detector.to_string()), None);
+        self.begin_stop(StopCause::Hang(detector), None);
     }
 
     /// After a hang was handled without a restart (a recovery step, or a

@@ -7,12 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::evidence::{HookRun, ThreadStacks};
+use crate::HangDetector;
 
 /// `details` of an `app_hang` event for a suspicion (not acted on alone).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct SuspectedDetails<'a> {
-    /// The heuristic (`cpu_spin`, …).
-    pub detector: &'a str,
+    /// The heuristic (`spin`, `deadlock`).
+    pub detector: HangDetector,
     /// Always true.
     pub suspected: bool,
     pub evidence: &'a Value,
@@ -22,7 +23,7 @@ pub(super) struct SuspectedDetails<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct HangDetails<'a> {
     /// `ready_timeout`, `watchdog`, `probe` or a heuristic.
-    pub detector: &'a str,
+    pub detector: HangDetector,
     /// Always false.
     pub suspected: bool,
     /// What confirmed a suspicion (`act_alone`, a probe); `null` for a
@@ -128,8 +129,8 @@ pub(super) struct WatchdogEvidence {
     /// The last ping; `null` when none came since it became ready.
     pub last_ping_unix_us: Option<i64>,
     pub deadline_unix_us: i64,
-    /// Suspicions held at the time (`cpu_spin`, …).
-    pub suspected: Vec<&'static str>,
+    /// Suspicions held at the time (`spin`, `deadlock`).
+    pub suspected: Vec<HangDetector>,
 }
 
 /// A run that asked to be treated as hung (`WATCHDOG=trigger`).
@@ -182,11 +183,11 @@ mod tests {
         let ev = json!({"cpu_percent": 99.0});
         assert_eq!(
             details_value(&SuspectedDetails {
-                detector: "cpu_spin",
+                detector: HangDetector::Spin,
                 suspected: true,
                 evidence: &ev
             }),
-            json!({"detector": "cpu_spin", "suspected": true, "evidence": {"cpu_percent": 99.0}})
+            json!({"detector": "spin", "suspected": true, "evidence": {"cpu_percent": 99.0}})
         );
         let probe = details_value(&ProbeConfirmation {
             probe: "http",
@@ -199,14 +200,14 @@ mod tests {
         );
         assert_eq!(
             details_value(&HangDetails {
-                detector: "cpu_spin",
+                detector: HangDetector::Spin,
                 suspected: false,
                 confirmed_by: Some(probe),
                 evidence: &ev,
                 detected_unix_us: 5,
                 thread_stacks: None,
             }),
-            json!({"detector": "cpu_spin", "suspected": false,
+            json!({"detector": "spin", "suspected": false,
                    "confirmed_by": {"probe": "http", "detail": "timed out"},
                    "evidence": {"cpu_percent": 99.0}, "detected_unix_us": 5,
                    "thread_stacks": null})
@@ -279,10 +280,10 @@ mod tests {
                 watchdog_ms: 1000,
                 last_ping_unix_us: None,
                 deadline_unix_us: 9,
-                suspected: vec!["cpu_spin"],
+                suspected: vec![HangDetector::Spin],
             }),
             json!({"watchdog_ms": 1000, "last_ping_unix_us": null, "deadline_unix_us": 9,
-                   "suspected": ["cpu_spin"]})
+                   "suspected": ["spin"]})
         );
         assert_eq!(
             details_value(&ProbeEvidence {

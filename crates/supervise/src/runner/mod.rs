@@ -94,7 +94,7 @@ impl Finish {
 #[derive(Debug, Clone, PartialEq)]
 enum StopCause {
     /// A detector found it hung.
-    Hang(String),
+    Hang(crate::HangDetector),
     /// Shutdown or a forwarded terminating signal.
     Requested,
     /// It sent `STOPPING=1` and is expected to exit by itself.

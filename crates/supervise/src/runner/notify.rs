@@ -12,6 +12,7 @@ use super::hang_evidence::{WatchdogTriggerEvidence, WATCHDOG_TRIGGER};
 use super::Runner;
 use crate::notify::{usec, NotifyMessage};
 use crate::state::Phase;
+use crate::HangDetector;
 
 /// Datagrams handled per wake-up, so a flood cannot starve the loop.
 const MAX_PER_TURN: usize = 256;
@@ -99,7 +100,7 @@ impl Runner {
                 // It was alive to say so: its state as of now is suspect,
                 // the checkpoints before are not.
                 self.hang(
-                    "watchdog",
+                    HangDetector::Watchdog,
                     ev,
                     None,
                     "the program asked to be treated as hung (WATCHDOG=trigger)".into(),

@@ -290,11 +290,13 @@ impl Run<'_> {
             Severity::Info,
             format!(
                 "checkpoint pauses: {} in the last {} s, p50 {:.1} ms, p99 {:.1} ms (run: {}, p50 {:.1} ms, p99 {:.1} ms)",
-                window["n"], PAUSE_SUMMARY_EVERY.as_secs(), window["p50_ms"].as_f64().unwrap_or(0.0),
-                window["p99_ms"].as_f64().unwrap_or(0.0), run["n"],
-                run["p50_ms"].as_f64().unwrap_or(0.0), run["p99_ms"].as_f64().unwrap_or(0.0)
+                window.n, PAUSE_SUMMARY_EVERY.as_secs(), window.p50_ms, window.p99_ms,
+                run.n, run.p50_ms, run.p99_ms
             ),
-            json!({ "pauses": window, "run_pauses": run }),
+            details_value(&PauseSummaryDetails {
+                pauses: window,
+                run_pauses: run,
+            }),
         );
         // The run's list is bounded: at 20 a second, an hour is 72 000.
         if self.all_pauses.len() > 100_000 {
@@ -303,19 +305,37 @@ impl Run<'_> {
     }
 }
 
-/// n, p50, p99 and max of pauses in µs, as ms (sorts `v`).
-fn pause_stats(v: &mut [u64]) -> serde_json::Value {
+/// n, p50, p99 and max of pauses in µs, as ms (sorts `v`; not empty).
+fn pause_stats(v: &mut [u64]) -> PauseStats {
     v.sort_unstable();
     let q = |p: f64| {
         let i = ((v.len() as f64 - 1.0) * p).round() as usize;
         v[i.min(v.len() - 1)] as f64 / 1000.0
     };
-    json!({
-        "n": v.len(),
-        "p50_ms": q(0.5),
-        "p99_ms": q(0.99),
-        "max_ms": q(1.0),
-    })
+    PauseStats {
+        n: v.len(),
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        max_ms: q(1.0),
+    }
+}
+
+/// `details` of a pause summary (`checkpoint`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct PauseSummaryDetails {
+    /// Since the previous summary.
+    pauses: PauseStats,
+    /// Over the run so far.
+    run_pauses: PauseStats,
+}
+
+/// Checkpoint pauses of a VM: how many, and their p50, p99 and max, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+struct PauseStats {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
 }
 
 /// `details` of a reset the guest asked for (`vm_restart`).
@@ -388,6 +408,25 @@ mod details_tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A pause summary is the document the old `json!` literals built,
+    /// and its statistics are the nearest-rank percentiles of the pauses.
+    #[test]
+    fn pause_summary_matches_the_documented_json() {
+        let mut window: Vec<u64> = vec![3000, 1000, 2000];
+        let mut run: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        let (w, r) = (pause_stats(&mut window), pause_stats(&mut run));
+        assert_eq!(
+            details_value(&PauseSummaryDetails {
+                pauses: w,
+                run_pauses: r,
+            }),
+            json!({
+                "pauses": {"n": 3, "p50_ms": 2.0, "p99_ms": 3.0, "max_ms": 3.0},
+                "run_pauses": {"n": 100, "p50_ms": 51.0, "p99_ms": 99.0, "max_ms": 100.0},
+            })
+        );
+    }
 
     /// Each document is exactly the JSON the old `json!` literals built.
     #[test]

@@ -13,7 +13,6 @@ use selfheal_checkpoint::{self as ckpt, ExitInfo, Failure};
 use selfheal_config::VmConfig;
 use selfheal_event::{Class, Event, EventKind, EventSink, Severity};
 use selfheal_guestlink::{GuestMessage, HostMessage};
-use serde_json::json;
 
 use crate::events::{alert_held, forwarded, onset_back, vm_event, GuestClock, GuestFilter};
 use crate::host::HostProbe;
