@@ -359,7 +359,8 @@ pub struct UnaccountedEvidence {
     pub largest: Vec<Holder>,
     /// Shmem (tmpfs, shared memory) gained over the interval: a quarter
     /// of the loss or more names files, not a kernel leak, and vetoes a
-    /// restart.
+    /// restart. Absent from records written before it existed (read as 0).
+    #[serde(default)]
     pub shmem_growth_bytes: u64,
 }
 
