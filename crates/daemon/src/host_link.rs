@@ -21,6 +21,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,11 +38,14 @@ use selfheal_guestlink::{find_port, BadLine, GuestMessage, HostMessage, LineRead
 
 /// Events queued for the host at most (beyond: dropped, counted).
 const QUEUE: usize = 1024;
+/// The host-message reader waits this long for data before it looks at
+/// its stop flag again.
+const POLL_WAIT: Duration = Duration::from_millis(200);
 /// A hello at least this often.
 const HELLO_EVERY: Duration = Duration::from_secs(5);
 /// The host's stops are summed up in the log once per this many lines
-/// (one line per checkpoint: every 50 s at 20 a second).
-const STOPS_LOG_EVERY: u64 = 1000;
+/// (one line per checkpoint: every 10 s at 20 a second).
+const STOPS_LOG_EVERY: u64 = 200;
 
 /// Counters of the link.
 #[derive(Debug, Default)]
@@ -110,7 +114,7 @@ impl HostLink {
         let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
         let reader = if readable {
             Some(spawn_reader(
-                Box::new(file.try_clone()?),
+                file.try_clone()?,
                 hooks.clone(),
                 stop.clone(),
                 counters.clone(),
@@ -220,8 +224,8 @@ fn stops_hook(
 
 /// Reads the host's lines from `src` (non-blocking: no data, or no host
 /// connected, is polled again shortly) and runs the hooks on each message.
-fn spawn_reader(
-    mut src: Box<dyn Read + Send>,
+fn spawn_reader<R: Read + AsFd + Send + 'static>(
+    mut src: R,
     hooks: Arc<Mutex<Vec<HostHook>>>,
     stop: Arc<AtomicBool>,
     counters: Arc<LinkCounters>,
@@ -233,9 +237,15 @@ fn spawn_reader(
             let mut lines = LineReader::<HostMessage>::of();
             let mut buf = vec![0u8; 4096];
             while !stop.load(Ordering::Relaxed) {
+                // Woken by the data itself, not a 50 ms poll: a line's
+                // arrival time bounds the host's clock offset, and a late
+                // stamp would widen the bound (the host's checkpoint lines
+                // come every 50 ms, in step with such a poll).
+                let _ = selfheal_sys::poll::poll_readable(src.as_fd(), Some(POLL_WAIT));
                 let n = match src.read(&mut buf) {
                     Ok(n) if n > 0 => n,
-                    // EOF (the host end is not connected) or nothing yet.
+                    // EOF (the host end is not connected: the port then
+                    // polls readable at once) or nothing yet.
                     _ => {
                         std::thread::sleep(Duration::from_millis(50));
                         continue;
@@ -467,7 +477,7 @@ mod tests {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(LinkCounters::default());
-        let t = spawn_reader(Box::new(guest), hooks, stop.clone(), counters.clone()).unwrap();
+        let t = spawn_reader(guest, hooks, stop.clone(), counters.clone()).unwrap();
         let m = HostMessage::Rollback {
             seq: 1,
             rolled_back_ms: 5017,
@@ -498,7 +508,7 @@ mod tests {
         let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
         lock(&hooks).push(Arc::new(stops_hook(ledger.clone(), counters.clone())));
         let stop = Arc::new(AtomicBool::new(false));
-        let t = spawn_reader(Box::new(guest), hooks, stop.clone(), counters.clone()).unwrap();
+        let t = spawn_reader(guest, hooks, stop.clone(), counters.clone()).unwrap();
         // Host and guest share this machine's clock here: offset 0, the
         // host's heartbeat bound a little below it.
         let now = selfheal_sys::bpf::monotonic_ns() / 1000;

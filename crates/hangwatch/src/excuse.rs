@@ -6,9 +6,9 @@
 //! the part of it the stops leave unexplained reaches the bound, and
 //! dropped (counted as excused) when it ended short of that.
 //!
-//! Only time the host vouches for is ever excused: a stall still held
-//! when the host has said nothing for [`MAX_SILENCE`] is reported as it
-//! was seen, and a stall that goes on is measured against the bound
+//! Only time the host vouches for is ever excused: a stall held for
+//! [`MAX_SILENCE`] while the host's word lags that far behind is reported
+//! as it was seen, and a stall that goes on is measured against the bound
 //! again each time the host's word advances.
 
 use std::time::{Duration, Instant};
@@ -173,9 +173,12 @@ fn judge(
             stopped,
         });
     }
-    // The host has not even told about the time it was seen: nothing
-    // vouches for this stall being a stop.
-    if now.saturating_duration_since(h.seen) >= MAX_SILENCE && !ledger.covers(at(h.seen)) {
+    // The host's word stopped coming (its stops, or the guest's reader
+    // trapped on the stalled CPU): nothing vouches for the rest being a
+    // stop. Held a while first, so that a stop longer than that, told
+    // just after it, still counts.
+    let untold = Duration::from_micros(at(now).saturating_sub(ledger.covered_until()));
+    if now.saturating_duration_since(h.seen) >= MAX_SILENCE && untold >= MAX_SILENCE {
         return Some(report);
     }
     None
@@ -314,6 +317,23 @@ mod tests {
         assert!(matches!(
             w.release(2200)[..],
             [Verdict::Report { cpu: 0, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_host_whose_word_stops_after_the_stall_began_excuses_nothing_more() {
+        // Lab run preempt_loop, 2026-12-07 17:09: the host's lines covered
+        // the moment the stall was seen, then stopped for 4 s; the stall
+        // must not wait for them.
+        let mut w = World::new();
+        w.news(900, &[]);
+        assert!(w.hold(1, 1000, 1190));
+        w.news(1195, &[]);
+        assert_eq!(w.release(1200), vec![], "194 ms known, under the bound");
+        assert_eq!(w.release(2000), vec![]);
+        assert!(matches!(
+            w.release(2200)[..],
+            [Verdict::Report { cpu: 1, stalled_for, .. }] if stalled_for == Duration::from_millis(1200)
         ));
     }
 

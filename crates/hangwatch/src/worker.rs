@@ -433,12 +433,16 @@ impl Worker {
                     stalled_for,
                     stopped,
                 } => {
-                    self.stats.stalls_excused.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        "cpu {cpu}: {} ms without scheduling progress, {} ms of it the host's checkpoint stops: no stall",
-                        stalled_for.as_millis(),
-                        stopped.as_millis()
-                    );
+                    let n = self.stats.stalls_excused.fetch_add(1, Ordering::Relaxed) + 1;
+                    // The first, then one in 20: a busy host stops the VM
+                    // 20 times a second.
+                    if n == 1 || n.is_multiple_of(20) {
+                        tracing::info!(
+                            "cpu {cpu}: {} ms without scheduling progress, {} ms of it the host's checkpoint stops: no stall ({n} excused so far)",
+                            stalled_for.as_millis(),
+                            stopped.as_millis()
+                        );
+                    }
                 }
             }
         }

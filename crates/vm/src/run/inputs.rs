@@ -73,6 +73,7 @@ impl Run<'_> {
             } => {
                 self.heard = true;
                 self.teller.heartbeat(mono_ms, read_us);
+                self.teller_waits = false;
                 self.clock.heartbeat(
                     unix_ms,
                     selfheal_event::unix_ms(std::time::SystemTime::now()),
@@ -294,10 +295,17 @@ impl Run<'_> {
         if !self.guest_listens {
             return;
         }
+        // A guest that stopped reading (hung) would make every send wait
+        // out its timeout: after a failed one, wait for its next heartbeat.
+        if self.teller_waits {
+            return;
+        }
         let now_us = selfheal_sys::bpf::monotonic_ns() / 1000;
         if let Some(m) = self.teller.message(now_us) {
             if self.link.send(&m.to_line()) {
                 self.teller.told(now_us);
+            } else {
+                self.teller_waits = true;
             }
         }
     }

@@ -205,6 +205,8 @@ pub(crate) struct Run<'a> {
     stops: Pauses,
     /// The same stops, for the guest (its own stall detector excuses them).
     teller: StopTeller,
+    /// A line of stops did not go out: none is sent until the guest beats.
+    teller_waits: bool,
     next_pause_summary: Instant,
     probe: HostProbe,
     policy: Policy,
@@ -318,6 +320,7 @@ impl<'a> Run<'a> {
             all_pauses: Vec::new(),
             stops: Pauses::default(),
             teller: StopTeller::default(),
+            teller_waits: false,
             next_pause_summary: Instant::now() + PAUSE_SUMMARY_EVERY,
             policy,
             filter: GuestFilter::new(50.0, 500.0),
