@@ -236,6 +236,12 @@ pub struct CheckpointStats {
     /// A short stop before the pre-copy to register large new mappings (0
     /// if none), in microseconds: the process was stopped this long too.
     pub registration_pause_us: u64,
+    /// Host CLOCK_MONOTONIC µs `[from, until)` in which the process
+    /// certainly stood stopped for this checkpoint: from every thread
+    /// stopped to just before the report (it resumes after).
+    pub stopped_mono_us: [u64; 2],
+    /// The same for the registration stop, when there was one.
+    pub registration_stopped_mono_us: Option<[u64; 2]>,
     /// Checkpoints held after this one.
     pub held: usize,
     /// Bytes of page copies held (shadow + undo).
@@ -442,6 +448,8 @@ mod tests {
             precopy_pages: 8,
             precopy_us: 900,
             registration_pause_us,
+            stopped_mono_us: [0, 0],
+            registration_stopped_mono_us: None,
             held: 1,
             memory_bytes: 40960,
             threads: 1,

@@ -459,6 +459,8 @@ impl Session {
             // Set by the caller, which ran the pre-copy.
             precopy_us: 0,
             registration_pause_us: 0,
+            stopped_mono_us: [0, 0],
+            registration_stopped_mono_us: None,
             held: self.history.len(),
             memory_bytes: self.memory_bytes(),
             threads: tids.len(),

@@ -18,6 +18,10 @@ pub struct HostLinkConfig {
     /// must be several of these.
     #[serde(deserialize_with = "de_heartbeat")]
     pub heartbeat: HumanDuration,
+    /// Take the host's word on when it stopped the VM for checkpoints: a
+    /// CPU stall is reported only when what those stops leave of it
+    /// reaches `[stall] bound`.
+    pub excuse_host_stops: bool,
 }
 
 impl Default for HostLinkConfig {
@@ -25,6 +29,7 @@ impl Default for HostLinkConfig {
         HostLinkConfig {
             port: "org.selfheal.0".into(),
             heartbeat: HumanDuration::from_millis(100),
+            excuse_host_stops: true,
         }
     }
 }

@@ -10,16 +10,18 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use selfheal_config::Config;
+use selfheal_detect::host_stops::SharedHostStops;
 use selfheal_detect::{Alert, Heartbeat};
 use selfheal_event::EventSink;
-use selfheal_hangwatch::HangPipeline;
+use selfheal_hangwatch::{HangPipeline, PipelineOptions};
 use selfheal_metrics::Registry;
 use selfheal_sampler::SampleBoard;
 
 use crate::StartError;
 
 /// Starts the pipeline, registers its metrics and returns the sender to
-/// hand to the light thread. Its notes (what it cannot do here) are added
+/// hand to the light thread. `host_stops`: in a guest, the host's
+/// checkpoint stops, which excuse the part of a CPU stall they fill. Its notes (what it cannot do here) are added
 /// to `notes`.
 pub(crate) fn start(
     config: &Config,
@@ -27,10 +29,12 @@ pub(crate) fn start(
     heartbeat: Arc<Heartbeat>,
     sink: Arc<dyn EventSink>,
     registry: &Registry,
+    host_stops: Option<SharedHostStops>,
     notes: &mut Vec<String>,
 ) -> Result<(HangPipeline, SyncSender<Alert>), StartError> {
-    let (pipeline, alerts) =
-        HangPipeline::spawn(config, board, heartbeat, sink, config.daemon.dry_run)?;
+    let mut opts = PipelineOptions::new(config, board, heartbeat, sink, config.daemon.dry_run);
+    opts.host_stops = host_stops;
+    let (pipeline, alerts) = HangPipeline::spawn_with(opts)?;
     registry.register(pipeline.collector());
     notes.extend(pipeline.notes().iter().cloned());
     Ok((pipeline, alerts))

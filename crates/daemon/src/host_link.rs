@@ -14,10 +14,14 @@
 //! rollback notice the hooks registered with [`HostLink::on_host_message`]
 //! run: the daemon re-baselines what measures time gaps (stall canaries,
 //! the light detector's heartbeat), since the guest's clocks jumped over
-//! time in which none of its code ran, and records the rollback.
+//! time in which none of its code ran, and records the rollback. The
+//! host's checkpoint stops ([`HostMessage::Stopped`], after every
+//! checkpoint) go to a ledger ([`HostLink::follow_stops`]) that the hang
+//! pipeline holds CPU stalls against: a stall the stops explain is none.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,14 +31,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfheal_config::HostLinkConfig;
+use selfheal_detect::host_stops::SharedHostStops;
 use selfheal_detect::Heartbeat;
 use selfheal_event::{Event, EventSink};
 use selfheal_guestlink::{find_port, BadLine, GuestMessage, HostMessage, LineReader, PortLookup};
 
 /// Events queued for the host at most (beyond: dropped, counted).
 const QUEUE: usize = 1024;
+/// The host-message reader waits this long for data before it looks at
+/// its stop flag again.
+const POLL_WAIT: Duration = Duration::from_millis(200);
 /// A hello at least this often.
 const HELLO_EVERY: Duration = Duration::from_secs(5);
+/// The host's stops are summed up in the log once per this many lines
+/// (one line per checkpoint: every 10 s at 20 a second).
+const STOPS_LOG_EVERY: u64 = 200;
 
 /// Counters of the link.
 #[derive(Debug, Default)]
@@ -47,6 +58,8 @@ pub struct LinkCounters {
     pub received: AtomicU64,
     /// Lines from the host that were not a message this guest knows.
     pub received_bad: AtomicU64,
+    /// Lines of the host's checkpoint stops placed.
+    pub stops_told: AtomicU64,
 }
 
 /// What runs on each message from the host.
@@ -101,7 +114,7 @@ impl HostLink {
         let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
         let reader = if readable {
             Some(spawn_reader(
-                Box::new(file.try_clone()?),
+                file.try_clone()?,
                 hooks.clone(),
                 stop.clone(),
                 counters.clone(),
@@ -150,6 +163,16 @@ impl HostLink {
         lock(&self.hooks).push(Arc::new(f));
     }
 
+    /// Places the host's checkpoint stops ([`HostMessage::Stopped`]) on
+    /// this guest's clock, from now on; returns the ledger they go to. A
+    /// line whose spans the host could not have measured is counted as
+    /// bad and dropped.
+    pub fn follow_stops(&self) -> SharedHostStops {
+        let ledger: SharedHostStops = Arc::default();
+        self.on_host_message(stops_hook(ledger.clone(), self.counters.clone()));
+        ledger
+    }
+
     /// Stops the writer (after it sent what is queued) and the reader.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -166,10 +189,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What [`HostLink::follow_stops`] runs on each host message: stops go
+/// to `ledger`; a rollback makes it learn the clocks' offset again.
+fn stops_hook(
+    ledger: SharedHostStops,
+    counters: Arc<LinkCounters>,
+) -> impl Fn(&HostMessage) + Send + Sync + 'static {
+    move |m| {
+        // Read as early as possible: the later, the looser the bound.
+        let received = selfheal_sys::bpf::monotonic_ns() / 1000;
+        let stops = match m {
+            HostMessage::Stopped(stops) => stops,
+            HostMessage::Rollback { .. } => return lock(&ledger).clock_changed(),
+        };
+        if let Err(e) = stops.validate() {
+            counters.received_bad.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("host link: host stops refused: {e}");
+            return;
+        }
+        let mut l = lock(&ledger);
+        l.news(received, stops.host_us, stops.offset_min_us, &stops.spans);
+        let n = counters.stops_told.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % STOPS_LOG_EVERY == 1 {
+            tracing::info!(
+                "host link: {n} lines of host checkpoint stops; {} spans placed, {} not (clocks not yet bounded), offset known within {}",
+                l.spans_placed,
+                l.spans_unplaced,
+                l.last_uncertainty_us
+                    .map_or("-".to_string(), |u| format!("{:.1} ms", u as f64 / 1000.0))
+            );
+        }
+    }
+}
+
 /// Reads the host's lines from `src` (non-blocking: no data, or no host
 /// connected, is polled again shortly) and runs the hooks on each message.
-fn spawn_reader(
-    mut src: Box<dyn Read + Send>,
+fn spawn_reader<R: Read + AsFd + Send + 'static>(
+    mut src: R,
     hooks: Arc<Mutex<Vec<HostHook>>>,
     stop: Arc<AtomicBool>,
     counters: Arc<LinkCounters>,
@@ -181,9 +237,15 @@ fn spawn_reader(
             let mut lines = LineReader::<HostMessage>::of();
             let mut buf = vec![0u8; 4096];
             while !stop.load(Ordering::Relaxed) {
+                // Woken by the data itself, not a 50 ms poll: a line's
+                // arrival time bounds the host's clock offset, and a late
+                // stamp would widen the bound (the host's checkpoint lines
+                // come every 50 ms, in step with such a poll).
+                let _ = selfheal_sys::poll::poll_readable(src.as_fd(), Some(POLL_WAIT));
                 let n = match src.read(&mut buf) {
                     Ok(n) if n > 0 => n,
-                    // EOF (the host end is not connected) or nothing yet.
+                    // EOF (the host end is not connected: the port then
+                    // polls readable at once) or nothing yet.
                     _ => {
                         std::thread::sleep(Duration::from_millis(50));
                         continue;
@@ -358,6 +420,7 @@ mod tests {
         let config = HostLinkConfig {
             port: fifo.to_str().unwrap().into(),
             heartbeat: selfheal_config::HumanDuration::from_millis(50),
+            excuse_host_stops: true,
         };
         let link = HostLink::start(
             &config,
@@ -419,7 +482,7 @@ mod tests {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(LinkCounters::default());
-        let t = spawn_reader(Box::new(guest), hooks, stop.clone(), counters.clone()).unwrap();
+        let t = spawn_reader(guest, hooks, stop.clone(), counters.clone()).unwrap();
         let m = HostMessage::Rollback {
             seq: 1,
             rolled_back_ms: 5017,
@@ -437,6 +500,54 @@ mod tests {
         t.join().unwrap();
         assert_eq!(counters.received.load(Ordering::Relaxed), 1);
         assert_eq!(counters.received_bad.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_hosts_stops_reach_the_ledger_and_bad_ones_do_not() {
+        use selfheal_guestlink::Stops;
+        use std::os::unix::net::UnixStream;
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        guest.set_nonblocking(true).unwrap();
+        let ledger: SharedHostStops = Arc::default();
+        let counters = Arc::new(LinkCounters::default());
+        let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
+        lock(&hooks).push(Arc::new(stops_hook(ledger.clone(), counters.clone())));
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = spawn_reader(guest, hooks, stop.clone(), counters.clone()).unwrap();
+        // Host and guest share this machine's clock here: offset 0, the
+        // host's heartbeat bound a little below it.
+        let now = selfheal_sys::bpf::monotonic_ns() / 1000;
+        let line = |spans: Vec<[u64; 2]>| {
+            HostMessage::Stopped(Stops {
+                host_us: now,
+                offset_min_us: Some(-2_000),
+                spans,
+            })
+            .to_line()
+        };
+        host.write_all(&line(vec![[now - 5_000_000, now - 100_000]]))
+            .unwrap();
+        // Reversed: refused whole.
+        host.write_all(&line(vec![[now - 50_000, now - 90_000]]))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counters.received.load(Ordering::Relaxed) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        assert_eq!(counters.stops_told.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.received_bad.load(Ordering::Relaxed), 1);
+        let l = lock(&ledger);
+        // Placed inside the 4.9 s stop, short by the clocks' uncertainty
+        // (the line's arrival delay, under a second even on a busy
+        // machine, plus 2 ms); never longer.
+        let placed = l.stopped_within(0, u64::MAX);
+        assert!(
+            placed > Duration::from_millis(3_900) && placed <= Duration::from_millis(4_898),
+            "{placed:?}"
+        );
+        assert_eq!(l.stopped_within(now - 90_000, now), Duration::ZERO);
     }
 
     #[test]

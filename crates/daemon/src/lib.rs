@@ -182,6 +182,7 @@ fn on_host_rollback(
                 }),
             );
         }
+        selfheal_guestlink::HostMessage::Stopped(_) => {}
     });
 }
 
@@ -309,12 +310,17 @@ impl Daemon {
         }
 
         let restart_event = restart::at_start(&config, &mut notes);
+        let host_stops = host_link
+            .as_ref()
+            .filter(|_| config.host_link.excuse_host_stops)
+            .map(HostLink::follow_stops);
         let (hang, tx) = hang::start(
             &config,
             board.clone(),
             heartbeat.clone(),
             sink.clone(),
             &registry,
+            host_stops,
             &mut notes,
         )?;
         if let Some(link) = &host_link {

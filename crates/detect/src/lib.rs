@@ -9,11 +9,14 @@
 //! - [`heartbeat`]: the light thread's proof of life, read by the watchdog
 //!   chain.
 //! - [`stall`]: per-CPU stall detection with real-time canary threads.
+//! - [`host_stops`]: in a VM, the host's checkpoint stops on the guest's
+//!   clock, to excuse the part of a stall they explain.
 //! - [`watchdog`]: the watchdog chain over the detectors' heartbeats.
 #![forbid(unsafe_code)]
 
 pub mod calibrate;
 pub mod heartbeat;
+pub mod host_stops;
 pub mod light;
 pub mod stall;
 pub mod watchdog;

@@ -14,7 +14,11 @@
 //! line each, only to a guest whose hello said `host_messages: true` (an
 //! older guest never reads the port, and the host does not fill its
 //! buffers). A guest that meets a message type it does not know (a newer
-//! host) logs it as such and skips the line.
+//! host) logs it as such and skips the line. The host says when it rolled
+//! the VM back ([`HostMessage::Rollback`]) and, after every checkpoint,
+//! when it held QEMU stopped ([`HostMessage::Stopped`]): the guest's clocks
+//! run on while QEMU is stopped, and the guest must not take that time
+//! for a stall of its own.
 #![forbid(unsafe_code)]
 
 mod port;
@@ -91,6 +95,83 @@ pub enum HostMessage {
         /// Why the host rolled back (`panic`, `hang`, `guest_diagnosis`).
         trigger: String,
     },
+    /// QEMU stood stopped for checkpoints (sent after each one): the
+    /// guest's clocks ran on through these spans with none of its code
+    /// run, so a stall window they fill is no stall.
+    Stopped(Stops),
+}
+
+/// Most spans one [`Stops`] may carry (the host sends after every
+/// checkpoint; more means a host saving up for a long time, or garbage).
+pub const MAX_STOP_SPANS: usize = 64;
+/// Longest span a [`Stops`] may report (a checkpoint stop is tens of ms;
+/// longer is not a checkpoint).
+pub const MAX_STOP_SPAN_US: u64 = 60_000_000;
+
+/// When QEMU certainly stood stopped, on the host's CLOCK_MONOTONIC. The
+/// guest places the spans on its own clock from two bounds on the offset
+/// between the clocks: `offset_min_us` (from its heartbeats, which the
+/// host stamps on arrival) and the arrival of these lines (which the guest
+/// stamps), so a span is only ever placed where the stop certainly was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stops {
+    /// Host CLOCK_MONOTONIC when this line was written, µs: every stop that
+    /// ended before it is in this line or an earlier one.
+    pub host_us: u64,
+    /// Guest CLOCK_MONOTONIC minus the host's is at least this, µs: the
+    /// largest (guest stamp − host arrival) of the guest's recent
+    /// heartbeats. Absent before the host heard one.
+    #[serde(default)]
+    pub offset_min_us: Option<i64>,
+    /// `[from, until)` µs in which QEMU certainly stood stopped (every
+    /// thread stopped, none resumed yet), oldest first.
+    pub spans: Vec<[u64; 2]>,
+}
+
+/// Why a [`Stops`] line is not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopsError {
+    /// More spans than [`MAX_STOP_SPANS`].
+    #[error("{0} stop spans in one line (at most {MAX_STOP_SPANS}); a host sends one line per checkpoint")]
+    TooMany(usize),
+    /// A span that ends before it begins, is longer than
+    /// [`MAX_STOP_SPAN_US`], ends after the line was written, or is out of
+    /// order.
+    #[error("stop span [{from}, {until}) µs is not a checkpoint stop before the line's time {host_us} µs (empty, reversed, out of order, over {MAX_STOP_SPAN_US} µs, or in the future)")]
+    BadSpan {
+        /// Its start.
+        from: u64,
+        /// Its end.
+        until: u64,
+        /// The line's `host_us`.
+        host_us: u64,
+    },
+}
+
+impl Stops {
+    /// Checks what a hostile or broken host could send: bounded, ordered,
+    /// non-empty spans, each over by the time the line was written.
+    pub fn validate(&self) -> Result<(), StopsError> {
+        if self.spans.len() > MAX_STOP_SPANS {
+            return Err(StopsError::TooMany(self.spans.len()));
+        }
+        let mut prev_until = 0;
+        for &[from, until] in &self.spans {
+            if from >= until
+                || until - from > MAX_STOP_SPAN_US
+                || until > self.host_us
+                || from < prev_until
+            {
+                return Err(StopsError::BadSpan {
+                    from,
+                    until,
+                    host_us: self.host_us,
+                });
+            }
+            prev_until = until;
+        }
+        Ok(())
+    }
 }
 
 impl HostMessage {
@@ -178,6 +259,126 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got[1], Ok(m));
+    }
+
+    fn stops() -> HostMessage {
+        HostMessage::Stopped(Stops {
+            host_us: 5_000_000,
+            offset_min_us: Some(-1_234),
+            spans: vec![[4_100_000, 4_140_000], [4_190_000, 4_320_000]],
+        })
+    }
+
+    #[test]
+    fn stop_spans_round_trip_and_a_line_without_the_offset_reads() {
+        let m = stops();
+        let line = m.to_line();
+        assert_eq!(
+            line,
+            b"{\"t\":\"stopped\",\"host_us\":5000000,\"offset_min_us\":-1234,\"spans\":[[4100000,4140000],[4190000,4320000]]}\n"
+        );
+        assert_eq!(LineReader::<HostMessage>::of().push(&line), vec![Ok(m)]);
+        let got = LineReader::<HostMessage>::of()
+            .push(b"{\"t\":\"stopped\",\"host_us\":9,\"spans\":[]}\n");
+        assert_eq!(
+            got,
+            vec![Ok(HostMessage::Stopped(Stops {
+                host_us: 9,
+                offset_min_us: None,
+                spans: vec![]
+            }))]
+        );
+    }
+
+    #[test]
+    fn stop_spans_a_host_could_not_have_measured_are_refused() {
+        let check = |host_us: u64, spans: &[[u64; 2]]| {
+            Stops {
+                host_us,
+                offset_min_us: Some(0),
+                spans: spans.to_vec(),
+            }
+            .validate()
+        };
+        assert_eq!(check(100, &[[10, 20], [20, 30]]), Ok(()));
+        assert_eq!(check(100, &[]), Ok(()));
+        for (host_us, spans) in [
+            (100, &[[20, 20]][..]),                       // empty
+            (100, &[[30, 20]][..]),                       // reversed
+            (100, &[[10, 20], [15, 30]][..]),             // out of order
+            (100, &[[10, 200]][..]),                      // not over when written
+            (u64::MAX, &[[0, MAX_STOP_SPAN_US + 1]][..]), // too long
+        ] {
+            assert!(
+                matches!(check(host_us, spans), Err(StopsError::BadSpan { .. })),
+                "{spans:?}"
+            );
+        }
+        assert_eq!(
+            check(u64::MAX, &vec![[1, 2]; MAX_STOP_SPANS + 1]),
+            Err(StopsError::TooMany(MAX_STOP_SPANS + 1))
+        );
+    }
+
+    #[test]
+    fn hostile_host_lines_are_errors_never_panics() {
+        // Mutations of a real line (bytes flipped, cut, spliced, numbers
+        // made huge or negative), then pure noise: each is a message that
+        // validates, or an error; the next good line still reads.
+        let good = stops().to_line();
+        let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let specials: [&[u8]; 8] = [
+            b"18446744073709551616",
+            b"-1",
+            b"1e400",
+            b"null",
+            b"[[1,2,3]]",
+            b"\"x\"",
+            b"{}",
+            b"[",
+        ];
+        let mut parsed = 0;
+        for round in 0..5000 {
+            let mut line = good[..good.len() - 1].to_vec();
+            match round % 4 {
+                0 => {
+                    for _ in 0..1 + next() % 4 {
+                        let i = (next() as usize) % line.len();
+                        line[i] = next() as u8;
+                    }
+                }
+                1 => line.truncate((next() as usize) % line.len()),
+                2 => {
+                    let i = (next() as usize) % line.len();
+                    let sp = specials[(next() as usize) % specials.len()];
+                    line.splice(i..i, sp.iter().copied());
+                }
+                _ => {
+                    line = (0..next() % 200).map(|_| next() as u8).collect();
+                }
+            }
+            let mut r = LineReader::<HostMessage>::of();
+            for m in r.push(&line).into_iter().chain(r.push(b"\n")) {
+                if let Ok(HostMessage::Stopped(st)) = m {
+                    parsed += 1;
+                    let _ = st.validate();
+                }
+            }
+            assert_eq!(
+                r.push(&good),
+                vec![Ok(stops())],
+                "round {round}: after {:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+        // Some mutations leave a valid message (a digit changed).
+        assert!(parsed > 0);
     }
 
     #[test]

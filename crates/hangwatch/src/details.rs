@@ -13,6 +13,10 @@ pub(crate) struct StallDetails {
     pub stalled_ms: u64,
     /// `stall.bound`, ms.
     pub bound_ms: u64,
+    /// In a guest: how much of it the host's checkpoint stops explain, ms
+    /// (absent when the host tells none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_stopped_ms: Option<u64>,
 }
 
 /// A watchdog event (kind `watchdog`), tagged by `state`.
@@ -66,10 +70,19 @@ mod tests {
             cpu: 2,
             stalled_ms: 1200,
             bound_ms: 1000,
+            host_stopped_ms: None,
         };
         assert_eq!(
             details_value(&stall),
             json!({"cpu": 2, "stalled_ms": 1200, "bound_ms": 1000})
+        );
+        let in_guest = StallDetails {
+            host_stopped_ms: Some(180),
+            ..stall
+        };
+        assert_eq!(
+            details_value(&in_guest),
+            json!({"cpu": 2, "stalled_ms": 1200, "bound_ms": 1000, "host_stopped_ms": 180})
         );
         let missed = WatchdogDetails::Missed {
             component: "light",

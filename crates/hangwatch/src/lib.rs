@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod details;
+mod excuse;
 pub mod metrics;
 pub mod pipeline;
 mod sources;

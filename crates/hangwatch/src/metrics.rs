@@ -42,6 +42,9 @@ pub struct PipelineStats {
     pub sweeps: AtomicU64,
     /// Inputs dropped because the pipeline queue was full.
     pub inputs_dropped: AtomicU64,
+    /// CPU stalls not reported because the host's checkpoint stops
+    /// explain them (a guest under `selfheal vm`).
+    pub stalls_excused: AtomicU64,
     /// Alerts received from the light detector.
     pub alerts: AtomicU64,
     /// 1 while the eBPF D-state tracer runs.
@@ -71,6 +74,7 @@ impl Default for PipelineStats {
             sweep_threads: AtomicU64::new(0),
             sweeps: AtomicU64::new(0),
             inputs_dropped: AtomicU64::new(0),
+            stalls_excused: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
             dstate_tracer: AtomicU64::new(0),
             dstate_traced: AtomicU64::new(0),
@@ -326,6 +330,12 @@ impl Collector for PipelineCollector {
             "Stall, watchdog or kernel reports dropped because the pipeline queue was full.",
             MetricType::Counter,
             s.inputs_dropped.load(Ordering::Relaxed) as f64,
+        );
+        enc.single(
+            "selfheal_stalls_excused_total",
+            "CPU stalls not reported because the host's checkpoint stops explain them (a guest under selfheal vm).",
+            MetricType::Counter,
+            s.stalls_excused.load(Ordering::Relaxed) as f64,
         );
         if let Some(st) = &self.stall {
             enc.single(

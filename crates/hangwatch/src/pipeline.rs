@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfheal_config::Config;
+use selfheal_detect::host_stops::SharedHostStops;
 use selfheal_detect::stall::{StallDetector, StallEvent, StallShared};
 use selfheal_detect::watchdog::{WatchdogChain, WatchdogEvent};
 use selfheal_detect::{Alert, Heartbeat};
@@ -78,6 +79,9 @@ pub struct PipelineOptions {
     /// Set by the controlled restart's `watchdog` method: the chain stops
     /// petting the hardware watchdog (shared with `ops`).
     pub watchdog_starve: Arc<AtomicBool>,
+    /// In a guest under `selfheal vm`: the host's checkpoint stops, which
+    /// excuse the part of a CPU stall they fill (`None`: nothing excused).
+    pub host_stops: Option<SharedHostStops>,
 }
 
 impl std::fmt::Debug for PipelineOptions {
@@ -117,6 +121,7 @@ impl PipelineOptions {
             dry_run,
             ops: Arc::new(ops),
             watchdog_starve,
+            host_stops: None,
         }
     }
 }

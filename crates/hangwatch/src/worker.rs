@@ -27,6 +27,7 @@ use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
 use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
 
 use crate::details::{HeldDetails, StallDetails, WatchdogDetails};
+use crate::excuse::{HeldStalls, Verdict};
 use crate::metrics::PipelineStats;
 use crate::pipeline::{Input, PipelineOptions};
 
@@ -81,6 +82,9 @@ pub(crate) struct Worker {
     scanned_once: bool,
     /// Tasks recorded as held, by (tid, start time).
     held: HashMap<(i32, u64), HeldWatch>,
+    /// In a guest under `selfheal vm`: CPU stalls waiting for the host's
+    /// word on its checkpoint stops.
+    stalls_held: Option<HeldStalls>,
 }
 
 /// A trigger waiting for the heavy detector, with the fault's onset if known.
@@ -144,6 +148,7 @@ impl Worker {
             waits: Vec::with_capacity(64),
             scanned_once: false,
             held: HashMap::new(),
+            stalls_held: opts.host_stops.clone().map(HeldStalls::new),
             cfg,
         }
     }
@@ -215,11 +220,18 @@ impl Worker {
             if let Some(due) = due {
                 next_sweep = next_sweep.min(due.max(Instant::now()));
             }
-            let wait = if sweep_every.is_zero() && due.is_none() {
+            let mut wait = if sweep_every.is_zero() && due.is_none() {
                 Duration::from_secs(1)
             } else {
                 next_sweep.saturating_duration_since(Instant::now())
             };
+            if let Some(at) = self
+                .stalls_held
+                .as_ref()
+                .and_then(|h| h.next_check(Instant::now()))
+            {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+            }
             let mut pending: Option<Pending> = None;
             match rx.recv_timeout(wait) {
                 Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
@@ -233,6 +245,7 @@ impl Worker {
                 }
                 self.handle(input, &mut pending);
             }
+            self.release_held_stalls(&mut pending);
             if (!sweep_every.is_zero() || due.is_some()) && Instant::now() >= next_sweep {
                 self.sweep(&mut pending);
                 next_sweep = Instant::now() + sweep_every.max(Duration::from_millis(100));
@@ -282,34 +295,22 @@ impl Worker {
                 stalled_for,
                 since,
             }) => {
-                self.sink.emit(
-                    Event::now(
-                        EventKind::Alert,
-                        Severity::Critical,
-                        Source::Stall,
-                        format!(
-                            "cpu {cpu} stalled: its real-time canary has not run for {} ms",
-                            stalled_for.as_millis()
-                        ),
-                    )
-                    .with_rule("cpu_stall")
-                    .with_culprit(Culprit {
-                        cpu: Some(cpu),
-                        ..Culprit::default()
-                    })
-                    .with_details_of(&StallDetails {
-                        cpu,
-                        stalled_ms: stalled_for.as_millis() as u64,
-                        bound_ms: self.cfg.stall.bound.get().as_millis() as u64,
-                    }),
-                );
-                Worker::want(pending, Trigger::Stall { cpu, stalled_for }, Some(since));
+                if let Some(h) = self.stalls_held.as_mut() {
+                    let now_us = selfheal_sys::bpf::monotonic_ns() / 1000;
+                    if h.hold(cpu, since, Instant::now(), now_us) {
+                        return;
+                    }
+                }
+                self.stall_alert(cpu, since, stalled_for, None, pending);
             }
             Input::Stall(StallEvent::Cleared {
                 cpu,
                 lasted,
                 context_switches,
             }) => {
+                if let Some(h) = self.stalls_held.as_mut() {
+                    h.cleared(cpu, lasted);
+                }
                 tracing::info!(
                     "cpu {cpu} no longer stalled after {} ms ({} context switches during the stall)",
                     lasted.as_millis(),
@@ -363,6 +364,87 @@ impl Worker {
             }
             Input::Manual(t) => Worker::want(pending, t, None),
             Input::Shutdown => {}
+        }
+    }
+
+    /// A CPU stall, recorded and handed to the heavy detector.
+    /// `host_stopped`: the part of it the host's checkpoint stops explain.
+    fn stall_alert(
+        &mut self,
+        cpu: u32,
+        since: Instant,
+        stalled_for: Duration,
+        host_stopped: Option<Duration>,
+        pending: &mut Option<Pending>,
+    ) {
+        let excused = host_stopped
+            .filter(|d| !d.is_zero())
+            .map_or(String::new(), |d| {
+                format!(
+                    " ({} ms of it the host stopped the VM for checkpoints)",
+                    d.as_millis()
+                )
+            });
+        self.sink.emit(
+            Event::now(
+                EventKind::Alert,
+                Severity::Critical,
+                Source::Stall,
+                format!(
+                    "cpu {cpu} stalled: its real-time canary has not run for {} ms{excused}",
+                    stalled_for.as_millis()
+                ),
+            )
+            .with_rule("cpu_stall")
+            .with_culprit(Culprit {
+                cpu: Some(cpu),
+                ..Culprit::default()
+            })
+            .with_details_of(&StallDetails {
+                cpu,
+                stalled_ms: stalled_for.as_millis() as u64,
+                bound_ms: self.cfg.stall.bound.get().as_millis() as u64,
+                host_stopped_ms: host_stopped.map(|d| d.as_millis() as u64),
+            }),
+        );
+        Worker::want(pending, Trigger::Stall { cpu, stalled_for }, Some(since));
+    }
+
+    /// Held stalls the host's word now decides: reported, or excused.
+    fn release_held_stalls(&mut self, pending: &mut Option<Pending>) {
+        let Some(h) = self.stalls_held.as_mut() else {
+            return;
+        };
+        if h.is_empty() {
+            return;
+        }
+        let now_us = selfheal_sys::bpf::monotonic_ns() / 1000;
+        let verdicts = h.release(Instant::now(), now_us, self.cfg.stall.bound.get());
+        for v in verdicts {
+            match v {
+                Verdict::Report {
+                    cpu,
+                    since,
+                    stalled_for,
+                    stopped,
+                } => self.stall_alert(cpu, since, stalled_for, Some(stopped), pending),
+                Verdict::Excused {
+                    cpu,
+                    stalled_for,
+                    stopped,
+                } => {
+                    let n = self.stats.stalls_excused.fetch_add(1, Ordering::Relaxed) + 1;
+                    // The first, then one in 20: a busy host stops the VM
+                    // 20 times a second.
+                    if n == 1 || n.is_multiple_of(20) {
+                        tracing::info!(
+                            "cpu {cpu}: {} ms without scheduling progress, {} ms of it the host's checkpoint stops: no stall ({n} excused so far)",
+                            stalled_for.as_millis(),
+                            stopped.as_millis()
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -599,7 +681,11 @@ impl Worker {
                 .collect();
             (cgroups, members)
         };
-        let stalled = self.stall.as_ref().map(|s| s.stalled()).unwrap_or_default();
+        let mut stalled = self.stall.as_ref().map(|s| s.stalled()).unwrap_or_default();
+        // A stall held for the host's word is not one yet.
+        if let Some(h) = &self.stalls_held {
+            stalled.retain(|(cpu, _)| !h.holds(*cpu));
+        }
         let window = self.cfg.kmsg.correlate_window.get();
         let kernel: Vec<KernelReport> = self
             .kernel

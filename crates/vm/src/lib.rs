@@ -7,6 +7,7 @@
 //! - [`host`]: what the host sees of QEMU (CPU time of its vCPU threads).
 //! - [`policy`]: what to do, from what was seen (pure).
 //! - [`pauses`]: the checkpoint stops the guest lived through.
+//! - [`tell`]: telling the guest of those stops, so it excuses them too.
 //! - `run`: one run of QEMU, under the checkpoint engine; `supervise`:
 //!   restarts, and the entry points for `selfheal vm` and `[[vm]]`.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod qemu;
 pub mod qmp;
 mod run;
 mod supervise;
+pub mod tell;
 
 pub use metrics::{VmCollector, VmMetrics};
 pub use process::ProcessError;

@@ -21,8 +21,14 @@ use selfheal_guestlink::{BadLine, GuestMessage, LineReader};
 pub enum LinkInput {
     /// Connected to QEMU's end.
     Up,
-    /// A message from the guest.
-    Message(GuestMessage),
+    /// A message from the guest, read at host CLOCK_MONOTONIC `read_us`
+    /// (µs: a heartbeat's arrival bounds the guest's clock offset).
+    Message {
+        /// The message.
+        msg: GuestMessage,
+        /// When the link thread read it.
+        read_us: u64,
+    },
     /// A line that was not one.
     Bad(BadLine),
     /// The connection ended.
@@ -133,9 +139,10 @@ fn run<T>(
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    let read_us = selfheal_sys::bpf::monotonic_ns() / 1000;
                     for m in reader.push(&buf[..n]) {
                         let input = match m {
-                            Ok(msg) => LinkInput::Message(msg),
+                            Ok(msg) => LinkInput::Message { msg, read_us },
                             Err(bad) => LinkInput::Bad(bad),
                         };
                         if tx.send(wrap(input)).is_err() {
@@ -187,7 +194,7 @@ mod tests {
             assert!(matches!(got[0], LinkInput::Up), "{got:?}");
             assert!(matches!(got[1], LinkInput::Bad(_)), "{got:?}");
             assert!(
-                matches!(&got[2], LinkInput::Message(GuestMessage::Heartbeat { seq, .. }) if *seq == round),
+                matches!(&got[2], LinkInput::Message { msg: GuestMessage::Heartbeat { seq, .. }, read_us } if *seq == round && *read_us > 0),
                 "{got:?}"
             );
             assert!(matches!(got[3], LinkInput::Down), "{got:?}");

@@ -135,6 +135,7 @@ impl Tracer {
         }
         let mut precopy = Duration::ZERO;
         let mut registration = Duration::ZERO;
+        let mut registration_span = None;
         if self.config.precopy {
             // Large new mappings: register them in a short stop first, so
             // the pre-copy below reads them while the program runs.
@@ -143,12 +144,14 @@ impl Tracer {
                 if !self.stop_for_checkpoint()? {
                     return Ok(());
                 }
+                let from = mono_us();
                 match self.s.register_new_mappings() {
                     Ok(()) => {}
                     Err(e) if e.is_gone() => return self.fatal(e),
                     // Nothing lost: the checkpoint's look registers them.
                     Err(e) => crate::debug(|| format!("registration stop failed: {e}")),
                 }
+                registration_span = Some([from, mono_us()]);
                 self.resume()?;
                 registration = t0.elapsed();
             }
@@ -164,11 +167,14 @@ impl Tracer {
         if !self.stop_for_checkpoint()? {
             return Ok(());
         }
+        let stopped_from = mono_us();
         match self.s.checkpoint(started) {
             Ok(mut stats) => {
                 let pause = started.elapsed();
                 stats.precopy_us = precopy.as_micros() as u64;
                 stats.registration_pause_us = registration.as_micros() as u64;
+                stats.stopped_mono_us = [stopped_from, mono_us()];
+                stats.registration_stopped_mono_us = registration_span;
                 self.metrics.record_checkpoint(&stats, pause);
                 self.checkpoint_requested = false;
                 if self.config.report_checkpoints {
@@ -188,4 +194,9 @@ impl Tracer {
         }
         self.resume()
     }
+}
+
+/// CLOCK_MONOTONIC in µs (what the stop spans in a report are on).
+fn mono_us() -> u64 {
+    selfheal_sys::bpf::monotonic_ns() / 1000
 }

@@ -16,8 +16,15 @@ impl Run<'_> {
                 self.status = Some("guest-panicked".into());
                 self.policy.panic(now);
             }
-            QmpEvent::Stop => self.status = Some("paused".into()),
-            QmpEvent::Resume => self.status = Some("running".into()),
+            // QEMU's own pause stops the guest's clocks with it.
+            QmpEvent::Stop => {
+                self.status = Some("paused".into());
+                self.teller.clock_changed();
+            }
+            QmpEvent::Resume => {
+                self.status = Some("running".into());
+                self.teller.clock_changed();
+            }
             QmpEvent::Shutdown { reason, .. } => self.shutdown_reason = Some(reason),
             QmpEvent::Reset {
                 guest: true,
@@ -35,7 +42,8 @@ impl Run<'_> {
         }
     }
 
-    pub(super) fn guest_message(&mut self, m: GuestMessage, now: Instant) {
+    /// A message from the guest, read at host CLOCK_MONOTONIC `read_us`.
+    pub(super) fn guest_message(&mut self, m: GuestMessage, now: Instant, read_us: u64) {
         match m {
             GuestMessage::Hello {
                 boot_id,
@@ -60,8 +68,12 @@ impl Run<'_> {
                 }
                 self.boot_id = Some(boot_id);
             }
-            GuestMessage::Heartbeat { unix_ms, .. } => {
+            GuestMessage::Heartbeat {
+                unix_ms, mono_ms, ..
+            } => {
                 self.heard = true;
+                self.teller.heartbeat(mono_ms, read_us);
+                self.teller_waits = false;
                 self.clock.heartbeat(
                     unix_ms,
                     selfheal_event::unix_ms(std::time::SystemTime::now()),
@@ -171,6 +183,11 @@ impl Run<'_> {
                 m.pause.observe(Duration::from_micros(stopped));
                 // Ended about now: the report comes as QEMU resumes.
                 self.stops.stopped(now, Duration::from_micros(stopped));
+                if let Some(span) = s.registration_stopped_mono_us {
+                    self.teller.stopped(span);
+                }
+                self.teller.stopped(s.stopped_mono_us);
+                self.tell_stops();
                 self.pauses.push(stopped);
                 m.memory_bytes.store(s.memory_bytes, Ordering::Relaxed);
                 m.held.store(s.held as u64, Ordering::Relaxed);
@@ -190,6 +207,7 @@ impl Run<'_> {
             }
             ckpt::Event::RolledBack(r) => {
                 VmMetrics::inc(&m.rollbacks);
+                self.teller.clock_changed();
                 m.rollback.observe(Duration::from_micros(r.duration_us));
                 let (trigger, attempt) = match (&r.failure, self.rollback.take()) {
                     (Failure::Hang, Some(t)) => {
@@ -270,6 +288,26 @@ impl Run<'_> {
             self.untold = Some(line);
         }
         Some(sent)
+    }
+
+    /// Tells the guest (when it listens) the checkpoint stops not told yet.
+    pub(super) fn tell_stops(&mut self) {
+        if !self.guest_listens {
+            return;
+        }
+        // A guest that stopped reading (hung) would make every send wait
+        // out its timeout: after a failed one, wait for its next heartbeat.
+        if self.teller_waits {
+            return;
+        }
+        let now_us = selfheal_sys::bpf::monotonic_ns() / 1000;
+        if let Some(m) = self.teller.message(now_us) {
+            if self.link.send(&m.to_line()) {
+                self.teller.told(now_us);
+            } else {
+                self.teller_waits = true;
+            }
+        }
     }
 
     /// A `checkpoint` event with the pauses since the last one, and over

@@ -23,6 +23,7 @@ use crate::policy::{Decision, HostEvidence, Policy, PolicyConfig, Trigger};
 use crate::process::{Process, ProcessError};
 use crate::qemu::{self, Sockets};
 use crate::qmp::{Qmp, QmpEvent};
+use crate::tell::StopTeller;
 
 mod decide;
 mod inputs;
@@ -201,6 +202,10 @@ pub(crate) struct Run<'a> {
     /// When QEMU stood stopped for checkpoints (a guest stall report that
     /// is only those is not acted on).
     stops: Pauses,
+    /// The same stops, for the guest (its own stall detector excuses them).
+    teller: StopTeller,
+    /// A line of stops did not go out: none is sent until the guest beats.
+    teller_waits: bool,
     next_pause_summary: Instant,
     probe: HostProbe,
     policy: Policy,
@@ -313,6 +318,8 @@ impl<'a> Run<'a> {
             pauses: Vec::new(),
             all_pauses: Vec::new(),
             stops: Pauses::default(),
+            teller: StopTeller::default(),
+            teller_waits: false,
             next_pause_summary: Instant::now() + PAUSE_SUMMARY_EVERY,
             policy,
             filter: GuestFilter::new(50.0, 500.0),
@@ -377,7 +384,9 @@ impl<'a> Run<'a> {
                 }
             }
             Input::Qmp(ev) => self.qmp_event(ev, now),
-            Input::Link(LinkInput::Message(m)) => self.guest_message(m, now),
+            Input::Link(LinkInput::Message { msg, read_us }) => {
+                self.guest_message(msg, now, read_us)
+            }
             Input::Link(LinkInput::Bad(_)) => VmMetrics::inc(&self.metrics.guest_bad_lines),
             Input::Link(LinkInput::Up) => {
                 if let Some(line) = self.untold.take() {
