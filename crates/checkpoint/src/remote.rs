@@ -8,11 +8,11 @@
 
 use std::os::unix::fs::FileExt;
 
-use selfheal_sys::ptrace::{self as pt, WaitStatus};
+use selfheal_sys::ptrace::{self as pt, RawSigInfo, WaitStatus};
 
 use crate::error::TraceError;
 use crate::procfs;
-use crate::tracee::Tracee;
+use crate::tracee::{ThreadState, Tracee};
 use crate::wait::{self, Report};
 
 /// Longest an injected system call may take. Ours (mmap, munmap, brk,
@@ -98,6 +98,15 @@ impl Remote {
     ) -> Result<u64, TraceError> {
         let pid = tracee.pid;
         let saved = pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?;
+        // A thread held at a signal delivers it on resume with the siginfo
+        // of its last stop, which our step replaces with the trap's: keep
+        // the signal's, to put back.
+        let held = match tracee.threads.get(&tid) {
+            Some(ThreadState::Stopped { pending }) if *pending != 0 => {
+                Some(pt::get_siginfo_raw(tid).map_err(|e| TraceError::sys(pid, e))?)
+            }
+            _ => None,
+        };
         let mut regs = saved;
         if let Some(sp) = sp {
             regs.rsp = sp;
@@ -113,7 +122,8 @@ impl Remote {
         regs.rip = self.syscall_insn;
         pt::set_regs(tid, &regs).map_err(|e| TraceError::sys(pid, e))?;
         tracee.injected += 1;
-        let result = self.step_over(tracee, tid);
+        let mut met = None;
+        let result = self.step_over(tracee, tid, held.is_none().then_some(&mut met));
         // Put the thread back whatever happened (unless it died); the
         // step's own error, if any, says more than this one.
         if !tracee.is_gone() {
@@ -121,6 +131,15 @@ impl Remote {
                 crate::debug(|| format!("remote {nr} on {tid}: {result:?}, then SETREGS: {e}"));
                 result?;
                 return Err(TraceError::sys(pid, e));
+            }
+            // Held at the signal (held before, or met during the step),
+            // with its own siginfo: the step ended in the trap's
+            // signal-delivery-stop, where it can be injected on resume.
+            if let Some(info) = held.or(met) {
+                if result.is_ok() {
+                    pt::set_siginfo_raw(tid, &info).map_err(|e| TraceError::sys(pid, e))?;
+                    tracee.set_pending(tid, info.signo());
+                }
             }
         }
         let rax = result?;
@@ -146,10 +165,15 @@ impl Remote {
     /// and interrupts the wait if the process cannot act on the kill (see
     /// [`crate::wait`]): [`TraceError::StepKilled`] either way.
     #[cfg(target_arch = "x86_64")]
-    fn step_over(&self, tracee: &mut Tracee, tid: i32) -> Result<u64, TraceError> {
+    fn step_over(
+        &self,
+        tracee: &mut Tracee,
+        tid: i32,
+        met: Option<&mut Option<RawSigInfo>>,
+    ) -> Result<u64, TraceError> {
         let started = std::time::Instant::now();
         tracee.watchdog.arm(started + tracee.step_limit);
-        let r = self.step_over_armed(tracee, tid, started);
+        let r = self.step_over_armed(tracee, tid, started, met);
         if tracee.watchdog.disarm() {
             crate::debug(|| {
                 format!(
@@ -174,6 +198,7 @@ impl Remote {
         tracee: &mut Tracee,
         tid: i32,
         started: std::time::Instant,
+        mut met: Option<&mut Option<RawSigInfo>>,
     ) -> Result<u64, TraceError> {
         let pid = tracee.pid;
         pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
@@ -229,11 +254,26 @@ impl Remote {
                     return Err(TraceError::StepWentAstray { pid, rip });
                 }
                 // Another signal arrived first; the syscall has not run yet.
-                // Keep the signal for after we are done and step again
-                // (once: standard signals do not queue up).
+                // The thread holds none: hold this one, siginfo and all
+                // (delivered on resume, as it was about to be). Else, or
+                // a crash signal (the engine drops a held one at a
+                // rollback), keep it for after we are done, sent again
+                // from us (its siginfo lost; once: standard signals do
+                // not queue up), and step again.
                 WaitStatus::Stopped { sig, event: 0 } => {
-                    if !tracee.deferred_signals.contains(&(tid, sig)) {
-                        tracee.deferred_signals.push((tid, sig));
+                    let slot = met
+                        .as_deref_mut()
+                        .filter(|m| m.is_none() && !crate::engine::CRASH_SIGNALS.contains(&sig));
+                    match (slot, pt::get_siginfo_raw(tid)) {
+                        (Some(m), Ok(info)) => *m = Some(info),
+                        _ => {
+                            crate::debug(|| {
+                                format!("step {tid}: signal {sig} sent again, siginfo lost")
+                            });
+                            if !tracee.deferred_signals.contains(&(tid, sig)) {
+                                tracee.deferred_signals.push((tid, sig));
+                            }
+                        }
                     }
                 }
                 // A leftover interrupt stop: step again.

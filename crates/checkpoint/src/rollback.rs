@@ -218,11 +218,25 @@ impl Session {
         let maps = procfs::read_maps(pid).map_err(failed)?;
         let fds_now = fds::capture(pid, &[]).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;
-        let kernel = self.thread_kernel_states(idx)?;
-        let target = &self.history[idx];
-        self.files
-            .check(target.id, pid, target.io, &fds_now)
-            .map_err(refuse)?;
+        let signals = crate::signals::plan(&self.t, &self.history[idx].pending).map_err(refuse)?;
+        // From here no system call run inside a thread may take a signal.
+        let masks = crate::signals::block_all(&self.t)?;
+        let checked = self.thread_kernel_states(idx).and_then(|kernel| {
+            let target = &self.history[idx];
+            self.files
+                .check(target.id, pid, target.io, &fds_now)
+                .map_err(refuse)?;
+            Ok(kernel)
+        });
+        let kernel = match checked {
+            Ok(k) => k,
+            Err(e) => {
+                if matches!(e, RollbackError::Refused(_)) {
+                    crate::signals::unblock(&self.t, &masks);
+                }
+                return Err(e);
+            }
+        };
         {
             let t = &self.history[idx];
             let show = |v: &[Vma]| {
@@ -361,10 +375,12 @@ impl Session {
                 }
             }
         }
+        // Before the registers: the calls borrow them, and the masks
+        // (blocked meanwhile) come back with them.
+        let requeued = crate::signals::apply(&mut self.t, &mut self.remote, &signals)?;
+        debug(|| format!("rollback: {requeued} signals queued or held again"));
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
-        let requeued = threads::requeue_signals(&self.t, &target.threads)?;
-        debug(|| format!("rollback: {requeued} signals queued again"));
         let (tracked, id) = (target.tracked.clone(), target.id);
         self.after_rollback(tracked);
         // The program runs on from this state now: for the next failure's
@@ -391,6 +407,7 @@ impl Session {
             layout_ops: layout_ops.len(),
             fd_ops,
             thread_ops,
+            signals_requeued: requeued,
             files_restored: files.files,
             file_bytes_restored: files.bytes,
             names_restored: files.names,

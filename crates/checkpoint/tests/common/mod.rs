@@ -70,6 +70,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "brkwalk",
             "notifysock",
             "altstack",
+            "sigq",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
