@@ -200,8 +200,9 @@ fn supervised(mode: &str) -> Supervised {
             Ok(l) => l,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(e) => panic!(
-                "no stderr line from the program: {e}; events {:?}",
-                run.events
+                "no stderr line from the program: {e}; events {:?}\n{}",
+                run.events,
+                stuck_report(pid)
             ),
         };
         if let Some(r) = record.as_mut() {
@@ -217,6 +218,11 @@ fn supervised(mode: &str) -> Supervised {
                 selfheal_sys::signal::pidfd_send_signal(&pidfd, outside(mode)).expect("send")
             }
             "R" => {
+                // Every event so far first: the start's checkpoint must
+                // not pass for the one asked for here (it once did, and
+                // the program ran on into the checkpoint it should wait
+                // for).
+                run.drain();
                 let before = run.events.len();
                 run.engine.request_checkpoint();
                 let deadline = Instant::now() + LIMIT;
@@ -224,7 +230,12 @@ fn supervised(mode: &str) -> Supervised {
                     .iter()
                     .any(|e| matches!(e, Event::Checkpoint(_)))
                 {
-                    assert!(Instant::now() < deadline, "no checkpoint: {:?}", run.events);
+                    assert!(
+                        Instant::now() < deadline,
+                        "no checkpoint: {:?}\n{}",
+                        run.events,
+                        stuck_report(pid)
+                    );
                     run.drain();
                     std::thread::sleep(Duration::from_millis(2));
                 }
@@ -238,7 +249,12 @@ fn supervised(mode: &str) -> Supervised {
             selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).expect("crash");
             let deadline = Instant::now() + LIMIT;
             while !run.events.iter().any(answered) {
-                assert!(Instant::now() < deadline, "no rollback: {:?}", run.events);
+                assert!(
+                    Instant::now() < deadline,
+                    "no rollback: {:?}\n{}",
+                    run.events,
+                    stuck_report(pid)
+                );
                 run.drain();
                 std::thread::sleep(Duration::from_millis(2));
             }
