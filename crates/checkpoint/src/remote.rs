@@ -20,6 +20,29 @@ use crate::wait::{self, Report};
 /// after this is stuck in the kernel, and the process is killed.
 pub(crate) const STEP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Signals a single-step may raise itself (the trap; a fault of the call;
+/// a seccomp trap): never blocked during one, because the kernel resets
+/// the program's handler of a blocked signal it raises.
+pub(crate) const STEP_SYNC: [i32; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+/// The signal mask a system call we run inside a thread runs under: every
+/// signal blocked but [`STEP_SYNC`]. A signal taken during our step is
+/// out of the kernel's queue; it could only be sent again, its siginfo
+/// lost and the instances of a real-time signal merged into one (a
+/// checkpoint taken while a thread was held at one of several queued
+/// signals took the others that way, and the program never saw them as
+/// sent). Blocked, they stay queued, untouched, for the program.
+pub(crate) fn step_mask() -> u64 {
+    !STEP_SYNC.iter().fold(0u64, |m, &s| m | 1 << (s - 1))
+}
+
 /// Finds a `syscall` instruction in the tracee and runs system calls there.
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
@@ -120,15 +143,25 @@ impl Remote {
         regs.r8 = args[4];
         regs.r9 = args[5];
         regs.rip = self.syscall_insn;
-        pt::set_regs(tid, &regs).map_err(|e| TraceError::sys(pid, e))?;
+        // The program's own mask (GETSIGMASK gives the one a sigsuspend
+        // or ppoll interrupted by our stop puts back), put back below.
+        // SETSIGMASK drops such a call's temporary mask: the call, which
+        // our stop interrupted, sets it again as it restarts.
+        let mask = pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?;
+        pt::set_sigmask(tid, step_mask()).map_err(|e| TraceError::sys(pid, e))?;
+        if let Err(e) = pt::set_regs(tid, &regs) {
+            let _ = pt::set_sigmask(tid, mask);
+            return Err(TraceError::sys(pid, e));
+        }
         tracee.injected += 1;
         let mut met = None;
         let result = self.step_over(tracee, tid, held.is_none().then_some(&mut met));
         // Put the thread back whatever happened (unless it died); the
         // step's own error, if any, says more than this one.
         if !tracee.is_gone() {
-            if let Err(e) = pt::set_regs(tid, &saved) {
-                crate::debug(|| format!("remote {nr} on {tid}: {result:?}, then SETREGS: {e}"));
+            let back = pt::set_regs(tid, &saved).and_then(|()| pt::set_sigmask(tid, mask));
+            if let Err(e) = back {
+                crate::debug(|| format!("remote {nr} on {tid}: {result:?}, then put back: {e}"));
                 result?;
                 return Err(TraceError::sys(pid, e));
             }
@@ -254,10 +287,12 @@ impl Remote {
                     return Err(TraceError::StepWentAstray { pid, rip });
                 }
                 // Another signal arrived first; the syscall has not run yet.
-                // The thread holds none: hold this one, siginfo and all
-                // (delivered on resume, as it was about to be). Else, or
-                // a crash signal (the engine drops a held one at a
-                // rollback), keep it for after we are done, sent again
+                // Every signal but those a step raises is blocked (see
+                // `step_mask`), so this is one of those, sent from
+                // outside. The thread holds none: hold this one, siginfo
+                // and all (delivered on resume, as it was about to be).
+                // Else, or a crash signal (the engine drops a held one at
+                // a rollback), keep it for after we are done, sent again
                 // from us (its siginfo lost; once: standard signals do
                 // not queue up), and step again.
                 WaitStatus::Stopped { sig, event: 0 } => {

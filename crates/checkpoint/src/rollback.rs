@@ -218,25 +218,14 @@ impl Session {
         let maps = procfs::read_maps(pid).map_err(failed)?;
         let fds_now = fds::capture(pid, &[]).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;
+        // The system calls run inside threads from here take no signal
+        // (see `remote::step_mask`): the queues read now stay as read.
         let signals = crate::signals::plan(&self.t, &self.history[idx].pending).map_err(refuse)?;
-        // From here no system call run inside a thread may take a signal.
-        let masks = crate::signals::block_all(&self.t)?;
-        let checked = self.thread_kernel_states(idx).and_then(|kernel| {
-            let target = &self.history[idx];
-            self.files
-                .check(target.id, pid, target.io, &fds_now)
-                .map_err(refuse)?;
-            Ok(kernel)
-        });
-        let kernel = match checked {
-            Ok(k) => k,
-            Err(e) => {
-                if matches!(e, RollbackError::Refused(_)) {
-                    crate::signals::unblock(&self.t, &masks);
-                }
-                return Err(e);
-            }
-        };
+        let kernel = self.thread_kernel_states(idx)?;
+        let target = &self.history[idx];
+        self.files
+            .check(target.id, pid, target.io, &fds_now)
+            .map_err(refuse)?;
         {
             let t = &self.history[idx];
             let show = |v: &[Vma]| {
@@ -375,8 +364,8 @@ impl Session {
                 }
             }
         }
-        // Before the registers: the calls borrow them, and the masks
-        // (blocked meanwhile) come back with them.
+        // Before the registers: the calls borrow them, and each thread's
+        // mask comes back with them.
         let requeued = crate::signals::apply(&mut self.t, &mut self.remote, &signals)?;
         debug(|| format!("rollback: {requeued} signals queued or held again"));
         let target = self.history.back().expect("target kept");

@@ -11,7 +11,8 @@
 //! it re-runs). Queueing runs `rt_tgsigqueueinfo` / `rt_sigqueueinfo`
 //! inside the receiving thread (the kernel lets a thread queue any
 //! `siginfo` to itself, not another process), taking out runs
-//! `rt_sigtimedwait` there, with every signal the step could take blocked.
+//! `rt_sigtimedwait` there (every call we run inside a thread runs with
+//! the signals it could take blocked, see `remote::step_mask`).
 //! A held signal is held again, its `siginfo` set with `PTRACE_SETSIGINFO`.
 //! The queues are read back afterwards: anything but the plan fails the
 //! rollback. What cannot be put back exactly refuses it
@@ -388,52 +389,13 @@ fn nothing_queued(t: &Tracee) -> bool {
     })
 }
 
-/// Signals whose delivery a single-step may raise: never blocked (a
-/// blocked one raised by the kernel resets the program's handler).
-const STEP_SYNC: [i32; 6] = [
-    libc::SIGSEGV,
-    libc::SIGBUS,
-    libc::SIGILL,
-    libc::SIGFPE,
-    libc::SIGTRAP,
-    libc::SIGSYS,
-];
-
-/// Blocks in every stopped thread every signal but those a step raises, so
-/// that system calls run inside it during a rollback take none (a taken
-/// signal would have to be sent again, its siginfo lost). Returns the
-/// masks to put back if the rollback is refused after all.
-pub(crate) fn block_all(t: &Tracee) -> Result<Vec<(i32, u64)>, TraceError> {
-    let pid = t.pid;
-    let keep = STEP_SYNC.iter().fold(0, |m, &s| m | bit(s));
-    let mut saved = Vec::new();
-    for (&tid, st) in &t.threads {
-        if !matches!(st, ThreadState::Stopped { .. }) {
-            continue;
-        }
-        let mask = pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?;
-        pt::set_sigmask(tid, !keep).map_err(|e| TraceError::sys(pid, e))?;
-        saved.push((tid, mask));
-    }
-    Ok(saved)
-}
-
-/// Puts back masks [`block_all`] changed.
-pub(crate) fn unblock(t: &Tracee, saved: &[(i32, u64)]) {
-    for &(tid, mask) in saved {
-        if let Err(e) = pt::set_sigmask(tid, mask) {
-            crate::debug(|| format!("signals: mask of {} back: {e}", t.pid));
-        }
-    }
-}
-
 /// Where in the scratch page the calls below keep their arguments.
 const INFO_AT: u64 = 0;
 const SET_AT: u64 = 128;
 const TIMEOUT_AT: u64 = 144;
 
-/// Carries out `plan` (every thread stopped, signals blocked by
-/// [`block_all`]) and reads the queues back. Returns how many signals
+/// Carries out `plan` (every thread stopped; the calls run inside take no
+/// signal, see `remote::step_mask`) and reads the queues back. Returns how many signals
 /// were queued or held again.
 pub(crate) fn apply(t: &mut Tracee, remote: &mut Remote, plan: &Plan) -> Result<usize, TraceError> {
     if plan.is_empty() {

@@ -362,3 +362,36 @@ fn identical_instances_that_cannot_be_told_apart_refuse_the_rollback() {
         }]
     );
 }
+
+/// Checkpoints every millisecond while sigburst takes bursts of queued
+/// real-time signals: a checkpoint's stop often lands between two
+/// deliveries, with the thread held at one signal and the rest queued.
+/// The system calls the checkpoint runs inside the thread must leave the
+/// rest alone: they once took them and sent them again from the tracer,
+/// values lost and the burst merged into one signal (the program never
+/// got its value 102 in the test above, and waited for it for good).
+#[test]
+fn checkpoints_between_deliveries_leave_the_queued_signals_alone() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    let config = Config {
+        interval: Duration::from_millis(1),
+        ..config()
+    };
+    let mut run = start("sigburst", &["500"], config);
+    let out = run.wait(LIMIT);
+    assert_eq!(out.trim(), "ok 500", "events: {:?}", run.impossible());
+    let checkpoints = run
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Checkpoint(_)))
+        .count();
+    assert!(checkpoints >= 10, "only {checkpoints} checkpoints");
+    assert!(
+        matches!(run.events.last(), Some(Event::Exited(e)) if e.code == Some(0)),
+        "{:?}",
+        run.events.last()
+    );
+}

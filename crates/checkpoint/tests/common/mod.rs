@@ -71,6 +71,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "notifysock",
             "altstack",
             "sigq",
+            "sigburst",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
