@@ -43,6 +43,20 @@ pub(crate) fn step_mask() -> u64 {
     !STEP_SYNC.iter().fold(0u64, |m, &s| m | 1 << (s - 1))
 }
 
+/// Where in the scratch page [`Remote::queue_back`] puts a siginfo: clear
+/// of the paths at its start and the results at [`RESULTS_AT`], and of
+/// the arguments `signals::apply` keeps there across calls.
+const REQUEUE_AT: u64 = RESULTS_AT - 128;
+
+/// Sends `sig` to thread `tid` again when it resumes, from us (its
+/// siginfo lost; once: a standard signal does not queue up twice).
+fn send_again(tracee: &mut Tracee, tid: i32, sig: i32) {
+    crate::debug(|| format!("step {tid}: signal {sig} sent again, siginfo lost"));
+    if !tracee.deferred_signals.contains(&(tid, sig)) {
+        tracee.deferred_signals.push((tid, sig));
+    }
+}
+
 /// Finds a `syscall` instruction in the tracee and runs system calls there.
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
@@ -119,6 +133,78 @@ impl Remote {
         args: [u64; 6],
         sp: Option<u64>,
     ) -> Result<u64, TraceError> {
+        let mut again = Vec::new();
+        let block = tracee
+            .queued_back
+            .iter()
+            .filter(|(t, _)| *t == tid)
+            .fold(0, |m, (_, b)| m | b);
+        let r = self.run_on(tracee, tid, nr, args, sp, block, &mut again);
+        if !again.is_empty() && !tracee.is_gone() {
+            self.queue_back(tracee, tid, again);
+        }
+        r
+    }
+
+    /// Queues signals a step took (sent from outside while it ran, a
+    /// second one for a thread already held at one) back to thread `tid`,
+    /// each with its own siginfo: `rt_tgsigqueueinfo` run inside the
+    /// thread (a thread may queue any siginfo to itself), the signal
+    /// blocked meanwhile. Only where that cannot be done (no scratch page
+    /// yet, the call failed) is it sent again from us on resume, its
+    /// siginfo lost, as the debug log says. Until the thread resumes, our
+    /// steps keep it blocked (`Tracee::queued_back`).
+    #[cfg(target_arch = "x86_64")]
+    fn queue_back(&self, tracee: &mut Tracee, tid: i32, infos: Vec<RawSigInfo>) {
+        let pid = tracee.pid;
+        for info in infos {
+            let sig = info.signo();
+            let queued = self.scratch.is_some_and(|scratch| {
+                let at = scratch + REQUEUE_AT;
+                if tracee.mem.write_all_at(&info.0, at).is_err() {
+                    return false;
+                }
+                let args = [pid as u64, tid as u64, sig as u64, at, 0, 0];
+                let mut more = Vec::new();
+                let bit = 1u64 << (sig - 1);
+                let r = self.run_on(
+                    tracee,
+                    tid,
+                    libc::SYS_rt_tgsigqueueinfo,
+                    args,
+                    None,
+                    bit,
+                    &mut more,
+                );
+                if r.is_ok() {
+                    tracee.queued_back.push((tid, bit));
+                }
+                // Taken during this call too: no deeper (a storm).
+                for i in more {
+                    send_again(tracee, tid, i.signo());
+                }
+                r.is_ok()
+            });
+            if !queued {
+                send_again(tracee, tid, sig);
+            }
+        }
+    }
+
+    /// [`Remote::syscall_on`] with signals in `block` blocked too, adding
+    /// the signals the step took and did not hold to `again`.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn run_on(
+        &self,
+        tracee: &mut Tracee,
+        tid: i32,
+        nr: i64,
+        args: [u64; 6],
+        sp: Option<u64>,
+        block: u64,
+        again: &mut Vec<RawSigInfo>,
+    ) -> Result<u64, TraceError> {
         let pid = tracee.pid;
         let saved = pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?;
         // A thread held at a signal delivers it on resume with the siginfo
@@ -148,14 +234,14 @@ impl Remote {
         // SETSIGMASK drops such a call's temporary mask: the call, which
         // our stop interrupted, sets it again as it restarts.
         let mask = pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?;
-        pt::set_sigmask(tid, step_mask()).map_err(|e| TraceError::sys(pid, e))?;
+        pt::set_sigmask(tid, step_mask() | block).map_err(|e| TraceError::sys(pid, e))?;
         if let Err(e) = pt::set_regs(tid, &regs) {
             let _ = pt::set_sigmask(tid, mask);
             return Err(TraceError::sys(pid, e));
         }
         tracee.injected += 1;
         let mut met = None;
-        let result = self.step_over(tracee, tid, held.is_none().then_some(&mut met));
+        let result = self.step_over(tracee, tid, held.is_none().then_some(&mut met), again);
         // Put the thread back whatever happened (unless it died); the
         // step's own error, if any, says more than this one.
         if !tracee.is_gone() {
@@ -203,10 +289,11 @@ impl Remote {
         tracee: &mut Tracee,
         tid: i32,
         met: Option<&mut Option<RawSigInfo>>,
+        again: &mut Vec<RawSigInfo>,
     ) -> Result<u64, TraceError> {
         let started = std::time::Instant::now();
         tracee.watchdog.arm(started + tracee.step_limit);
-        let r = self.step_over_armed(tracee, tid, started, met);
+        let r = self.step_over_armed(tracee, tid, started, met, again);
         if tracee.watchdog.disarm() {
             crate::debug(|| {
                 format!(
@@ -232,6 +319,7 @@ impl Remote {
         tid: i32,
         started: std::time::Instant,
         mut met: Option<&mut Option<RawSigInfo>>,
+        again: &mut Vec<RawSigInfo>,
     ) -> Result<u64, TraceError> {
         let pid = tracee.pid;
         pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
@@ -292,23 +380,16 @@ impl Remote {
                 // outside. The thread holds none: hold this one, siginfo
                 // and all (delivered on resume, as it was about to be).
                 // Else, or a crash signal (the engine drops a held one at
-                // a rollback), keep it for after we are done, sent again
-                // from us (its siginfo lost; once: standard signals do
-                // not queue up), and step again.
+                // a rollback), queue it back once we are done (see
+                // `queue_back`), and step again.
                 WaitStatus::Stopped { sig, event: 0 } => {
                     let slot = met
                         .as_deref_mut()
                         .filter(|m| m.is_none() && !crate::engine::CRASH_SIGNALS.contains(&sig));
                     match (slot, pt::get_siginfo_raw(tid)) {
                         (Some(m), Ok(info)) => *m = Some(info),
-                        _ => {
-                            crate::debug(|| {
-                                format!("step {tid}: signal {sig} sent again, siginfo lost")
-                            });
-                            if !tracee.deferred_signals.contains(&(tid, sig)) {
-                                tracee.deferred_signals.push((tid, sig));
-                            }
-                        }
+                        (None, Ok(info)) => again.push(info),
+                        (_, Err(_)) => send_again(tracee, tid, sig),
                     }
                 }
                 // A leftover interrupt stop: step again.
