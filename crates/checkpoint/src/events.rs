@@ -128,11 +128,47 @@ pub enum Unrecoverable {
         /// Why file tracking is off.
         why: String,
     },
+    /// A signal on its way at the checkpoint, or now, cannot be put back
+    /// exactly (with its siginfo, its count and its order).
+    PendingSignal {
+        /// The signal.
+        signal: i32,
+        /// Why.
+        why: SignalRefusal,
+    },
     /// The rollback itself failed.
     Failed {
         /// The error.
         error: String,
     },
+}
+
+/// Why a signal on its way cannot be put back exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum SignalRefusal {
+    /// It was queued without its siginfo (the sender's queue limit was
+    /// reached): it cannot be queued again as it was.
+    InfoLost,
+    /// Identical instances of a real-time signal: which are the
+    /// checkpoint's and which came since cannot be told.
+    Ambiguous,
+    /// A thread was being handed a signal at the rollback.
+    InFlight {
+        /// The thread.
+        tid: i32,
+    },
+    /// The thread that must queue it is not stopped where it can (a
+    /// job-control stop).
+    NoThread {
+        /// The thread.
+        tid: i32,
+    },
+    /// A POSIX timer's signal: its overrun count is set at delivery.
+    Timer,
+    /// SIGCONT or a stop signal: queueing one continues or stops the
+    /// process and drops queued ones of the other kind.
+    JobControl,
 }
 
 /// Why a change to a file cannot be undone.
@@ -274,6 +310,9 @@ pub struct RollbackReport {
     /// Per-thread kernel state put back (rseq registrations, robust futex
     /// lists, alternate signal stacks, clear-tid addresses).
     pub thread_ops: usize,
+    /// Signals on their way at the checkpoint and taken since, queued or
+    /// held again with their own siginfo.
+    pub signals_requeued: usize,
     /// Files whose contents or size were put back.
     pub files_restored: usize,
     /// Bytes of old file contents written back.

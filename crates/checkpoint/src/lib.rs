@@ -35,6 +35,7 @@ mod ranges;
 mod remote;
 mod rollback;
 mod session;
+mod signals;
 mod threads;
 mod tracee;
 mod tracker;
@@ -59,7 +60,7 @@ pub use engine::{Config, Control, Engine, Older, Target, CRASH_SIGNALS};
 pub use error::{StartError, TraceError};
 pub use events::{
     CheckpointStats, Event, ExitInfo, Failure, FileRefusal, FileTracking, Metrics, RollbackReport,
-    Unrecoverable,
+    SignalRefusal, Unrecoverable,
 };
 pub use fds::FdKind;
 pub use files::FilesConfig;

@@ -8,17 +8,54 @@
 
 use std::os::unix::fs::FileExt;
 
-use selfheal_sys::ptrace::{self as pt, WaitStatus};
+use selfheal_sys::ptrace::{self as pt, RawSigInfo, WaitStatus};
 
 use crate::error::TraceError;
 use crate::procfs;
-use crate::tracee::Tracee;
+use crate::tracee::{ThreadState, Tracee};
 use crate::wait::{self, Report};
 
 /// Longest an injected system call may take. Ours (mmap, munmap, brk,
 /// lseek, close, …) take microseconds to milliseconds; one still running
 /// after this is stuck in the kernel, and the process is killed.
 pub(crate) const STEP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Signals a single-step may raise itself (the trap; a fault of the call;
+/// a seccomp trap): never blocked during one, because the kernel resets
+/// the program's handler of a blocked signal it raises.
+pub(crate) const STEP_SYNC: [i32; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+/// The signal mask a system call we run inside a thread runs under: every
+/// signal blocked but [`STEP_SYNC`]. A signal taken during our step is
+/// out of the kernel's queue; it could only be sent again, its siginfo
+/// lost and the instances of a real-time signal merged into one (a
+/// checkpoint taken while a thread was held at one of several queued
+/// signals took the others that way, and the program never saw them as
+/// sent). Blocked, they stay queued, untouched, for the program.
+pub(crate) fn step_mask() -> u64 {
+    !STEP_SYNC.iter().fold(0u64, |m, &s| m | 1 << (s - 1))
+}
+
+/// Where in the scratch page [`Remote::queue_back`] puts a siginfo: clear
+/// of the paths at its start and the results at [`RESULTS_AT`], and of
+/// the arguments `signals::apply` keeps there across calls.
+const REQUEUE_AT: u64 = RESULTS_AT - 128;
+
+/// Sends `sig` to thread `tid` again when it resumes, from us (its
+/// siginfo lost; once: a standard signal does not queue up twice).
+fn send_again(tracee: &mut Tracee, tid: i32, sig: i32) {
+    crate::debug(|| format!("step {tid}: signal {sig} sent again, siginfo lost"));
+    if !tracee.deferred_signals.contains(&(tid, sig)) {
+        tracee.deferred_signals.push((tid, sig));
+    }
+}
 
 /// Finds a `syscall` instruction in the tracee and runs system calls there.
 #[derive(Debug, Clone)]
@@ -96,8 +133,89 @@ impl Remote {
         args: [u64; 6],
         sp: Option<u64>,
     ) -> Result<u64, TraceError> {
+        let mut again = Vec::new();
+        let block = tracee
+            .queued_back
+            .iter()
+            .filter(|(t, _)| *t == tid)
+            .fold(0, |m, (_, b)| m | b);
+        let r = self.run_on(tracee, tid, nr, args, sp, block, &mut again);
+        if !again.is_empty() && !tracee.is_gone() {
+            self.queue_back(tracee, tid, again);
+        }
+        r
+    }
+
+    /// Queues signals a step took (sent from outside while it ran, a
+    /// second one for a thread already held at one) back to thread `tid`,
+    /// each with its own siginfo: `rt_tgsigqueueinfo` run inside the
+    /// thread (a thread may queue any siginfo to itself), the signal
+    /// blocked meanwhile. Only where that cannot be done (no scratch page
+    /// yet, the call failed) is it sent again from us on resume, its
+    /// siginfo lost, as the debug log says. Until the thread resumes, our
+    /// steps keep it blocked (`Tracee::queued_back`).
+    #[cfg(target_arch = "x86_64")]
+    fn queue_back(&self, tracee: &mut Tracee, tid: i32, infos: Vec<RawSigInfo>) {
+        let pid = tracee.pid;
+        for info in infos {
+            let sig = info.signo();
+            let queued = self.scratch.is_some_and(|scratch| {
+                let at = scratch + REQUEUE_AT;
+                if tracee.mem.write_all_at(&info.0, at).is_err() {
+                    return false;
+                }
+                let args = [pid as u64, tid as u64, sig as u64, at, 0, 0];
+                let mut more = Vec::new();
+                let bit = 1u64 << (sig - 1);
+                let r = self.run_on(
+                    tracee,
+                    tid,
+                    libc::SYS_rt_tgsigqueueinfo,
+                    args,
+                    None,
+                    bit,
+                    &mut more,
+                );
+                if r.is_ok() {
+                    tracee.queued_back.push((tid, bit));
+                }
+                // Taken during this call too: no deeper (a storm).
+                for i in more {
+                    send_again(tracee, tid, i.signo());
+                }
+                r.is_ok()
+            });
+            if !queued {
+                send_again(tracee, tid, sig);
+            }
+        }
+    }
+
+    /// [`Remote::syscall_on`] with signals in `block` blocked too, adding
+    /// the signals the step took and did not hold to `again`.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn run_on(
+        &self,
+        tracee: &mut Tracee,
+        tid: i32,
+        nr: i64,
+        args: [u64; 6],
+        sp: Option<u64>,
+        block: u64,
+        again: &mut Vec<RawSigInfo>,
+    ) -> Result<u64, TraceError> {
         let pid = tracee.pid;
         let saved = pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?;
+        // A thread held at a signal delivers it on resume with the siginfo
+        // of its last stop, which our step replaces with the trap's: keep
+        // the signal's, to put back.
+        let held = match tracee.threads.get(&tid) {
+            Some(ThreadState::Stopped { pending }) if *pending != 0 => {
+                Some(pt::get_siginfo_raw(tid).map_err(|e| TraceError::sys(pid, e))?)
+            }
+            _ => None,
+        };
         let mut regs = saved;
         if let Some(sp) = sp {
             regs.rsp = sp;
@@ -111,16 +229,36 @@ impl Remote {
         regs.r8 = args[4];
         regs.r9 = args[5];
         regs.rip = self.syscall_insn;
-        pt::set_regs(tid, &regs).map_err(|e| TraceError::sys(pid, e))?;
+        // The program's own mask (GETSIGMASK gives the one a sigsuspend
+        // or ppoll interrupted by our stop puts back), put back below.
+        // SETSIGMASK drops such a call's temporary mask: the call, which
+        // our stop interrupted, sets it again as it restarts.
+        let mask = pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?;
+        pt::set_sigmask(tid, step_mask() | block).map_err(|e| TraceError::sys(pid, e))?;
+        if let Err(e) = pt::set_regs(tid, &regs) {
+            let _ = pt::set_sigmask(tid, mask);
+            return Err(TraceError::sys(pid, e));
+        }
         tracee.injected += 1;
-        let result = self.step_over(tracee, tid);
+        let mut met = None;
+        let result = self.step_over(tracee, tid, held.is_none().then_some(&mut met), again);
         // Put the thread back whatever happened (unless it died); the
         // step's own error, if any, says more than this one.
         if !tracee.is_gone() {
-            if let Err(e) = pt::set_regs(tid, &saved) {
-                crate::debug(|| format!("remote {nr} on {tid}: {result:?}, then SETREGS: {e}"));
+            let back = pt::set_regs(tid, &saved).and_then(|()| pt::set_sigmask(tid, mask));
+            if let Err(e) = back {
+                crate::debug(|| format!("remote {nr} on {tid}: {result:?}, then put back: {e}"));
                 result?;
                 return Err(TraceError::sys(pid, e));
+            }
+            // Held at the signal (held before, or met during the step),
+            // with its own siginfo: the step ended in the trap's
+            // signal-delivery-stop, where it can be injected on resume.
+            if let Some(info) = held.or(met) {
+                if result.is_ok() {
+                    pt::set_siginfo_raw(tid, &info).map_err(|e| TraceError::sys(pid, e))?;
+                    tracee.set_pending(tid, info.signo());
+                }
             }
         }
         let rax = result?;
@@ -146,10 +284,16 @@ impl Remote {
     /// and interrupts the wait if the process cannot act on the kill (see
     /// [`crate::wait`]): [`TraceError::StepKilled`] either way.
     #[cfg(target_arch = "x86_64")]
-    fn step_over(&self, tracee: &mut Tracee, tid: i32) -> Result<u64, TraceError> {
+    fn step_over(
+        &self,
+        tracee: &mut Tracee,
+        tid: i32,
+        met: Option<&mut Option<RawSigInfo>>,
+        again: &mut Vec<RawSigInfo>,
+    ) -> Result<u64, TraceError> {
         let started = std::time::Instant::now();
         tracee.watchdog.arm(started + tracee.step_limit);
-        let r = self.step_over_armed(tracee, tid, started);
+        let r = self.step_over_armed(tracee, tid, started, met, again);
         if tracee.watchdog.disarm() {
             crate::debug(|| {
                 format!(
@@ -174,6 +318,8 @@ impl Remote {
         tracee: &mut Tracee,
         tid: i32,
         started: std::time::Instant,
+        mut met: Option<&mut Option<RawSigInfo>>,
+        again: &mut Vec<RawSigInfo>,
     ) -> Result<u64, TraceError> {
         let pid = tracee.pid;
         pt::singlestep(tid, 0).map_err(|e| TraceError::sys(pid, e))?;
@@ -229,11 +375,21 @@ impl Remote {
                     return Err(TraceError::StepWentAstray { pid, rip });
                 }
                 // Another signal arrived first; the syscall has not run yet.
-                // Keep the signal for after we are done and step again
-                // (once: standard signals do not queue up).
+                // Every signal but those a step raises is blocked (see
+                // `step_mask`), so this is one of those, sent from
+                // outside. The thread holds none: hold this one, siginfo
+                // and all (delivered on resume, as it was about to be).
+                // Else, or a crash signal (the engine drops a held one at
+                // a rollback), queue it back once we are done (see
+                // `queue_back`), and step again.
                 WaitStatus::Stopped { sig, event: 0 } => {
-                    if !tracee.deferred_signals.contains(&(tid, sig)) {
-                        tracee.deferred_signals.push((tid, sig));
+                    let slot = met
+                        .as_deref_mut()
+                        .filter(|m| m.is_none() && !crate::engine::CRASH_SIGNALS.contains(&sig));
+                    match (slot, pt::get_siginfo_raw(tid)) {
+                        (Some(m), Ok(info)) => *m = Some(info),
+                        (None, Ok(info)) => again.push(info),
+                        (_, Err(_)) => send_again(tracee, tid, sig),
                     }
                 }
                 // A leftover interrupt stop: step again.

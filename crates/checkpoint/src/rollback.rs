@@ -218,6 +218,9 @@ impl Session {
         let maps = procfs::read_maps(pid).map_err(failed)?;
         let fds_now = fds::capture(pid, &[]).map_err(failed)?;
         check(self, &self.history[idx], &maps, &fds_now)?;
+        // The system calls run inside threads from here take no signal
+        // (see `remote::step_mask`): the queues read now stay as read.
+        let signals = crate::signals::plan(&self.t, &self.history[idx].pending).map_err(refuse)?;
         let kernel = self.thread_kernel_states(idx)?;
         let target = &self.history[idx];
         self.files
@@ -361,10 +364,12 @@ impl Session {
                 }
             }
         }
+        // Before the registers: the calls borrow them, and each thread's
+        // mask comes back with them.
+        let requeued = crate::signals::apply(&mut self.t, &mut self.remote, &signals)?;
+        debug(|| format!("rollback: {requeued} signals queued or held again"));
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
-        let requeued = threads::requeue_signals(&self.t, &target.threads)?;
-        debug(|| format!("rollback: {requeued} signals queued again"));
         let (tracked, id) = (target.tracked.clone(), target.id);
         self.after_rollback(tracked);
         // The program runs on from this state now: for the next failure's
@@ -391,6 +396,7 @@ impl Session {
             layout_ops: layout_ops.len(),
             fd_ops,
             thread_ops,
+            signals_requeued: requeued,
             files_restored: files.files,
             file_bytes_restored: files.bytes,
             names_restored: files.names,

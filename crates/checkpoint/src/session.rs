@@ -53,6 +53,8 @@ pub(crate) struct Checkpoint {
     pub children: Option<Vec<i32>>,
     /// Writable memory we could not track.
     pub untracked: Vec<Untracked>,
+    /// Signals on their way (queued, or held by us).
+    pub pending: crate::signals::Pending,
     /// Pages to put back to return from the next checkpoint to this one.
     pub undo: Undo,
 }
@@ -396,6 +398,10 @@ impl Session {
             Some(b) => b,
             None => self.remote.syscall(&mut self.t, libc::SYS_brk, [0; 6])?,
         };
+        // Last of the thread state: the system calls above may have met
+        // a signal (it is held since, see `remote`).
+        let t_brk = started.elapsed();
+        let pending = crate::signals::capture(&self.t)?;
         let injected = self.t.injected - injected;
         let t_regs = started.elapsed();
         let prev_fds = self.history.back().map_or(&[][..], |c| &c.fds[..]);
@@ -416,12 +422,13 @@ impl Session {
             io: procfs::read_io(pid).ok(),
             children: procfs::read_children(pid, &tids),
             untracked: look.untracked,
+            pending,
             undo: Undo::default(),
         };
         let t_misc = started.elapsed();
         crate::debug(|| {
             format!(
-                "checkpoint {}: stop {t_stop:?} maps {:?} look {:?} read {:?} store {:?} regs+brk {:?} fds {:?} misc {:?} ({} pages)",
+                "checkpoint {}: stop {t_stop:?} maps {:?} look {:?} read {:?} store {:?} regs+brk {:?} fds {:?} misc {:?} ({} pages; signals {:?} of regs+brk, {} threads)",
                 self.next_id,
                 t_maps - t_stop,
                 t_look - t_maps,
@@ -430,7 +437,9 @@ impl Session {
                 t_regs - t_store,
                 t_fds - t_regs,
                 t_misc - t_fds,
-                self.addrs.len()
+                self.addrs.len(),
+                t_regs - t_brk,
+                tids.len()
             )
         });
         self.next_id += 1;

@@ -33,14 +33,6 @@ pub(crate) struct ThreadSnap {
     /// Kernel state pointing into user memory; None if it could not be
     /// read (the thread was in a job-control stop).
     pub kernel: Option<KernelState>,
-    /// Signals the thread was about to take (bit n-1 for signal n): the
-    /// one we held it at in a signal-delivery-stop, and those queued for
-    /// it. Taken since, they are gone from the kernel: a rollback queues
-    /// them again (see [`requeue_signals`]).
-    pub signals: u64,
-    /// Signals queued for the whole process (`ShdPnd`) as read with this
-    /// thread.
-    pub shared_signals: u64,
 }
 
 /// An alternate signal stack (`stack_t`).
@@ -97,11 +89,6 @@ pub(crate) fn capture(
     for &tid in tids {
         let mut xstate = spare.pop().map(|s| s.xstate).unwrap_or_default();
         pt::get_xstate(tid, &mut xstate).map_err(|e| TraceError::sys(pid, e))?;
-        let held = match t.threads.get(&tid) {
-            Some(ThreadState::Stopped { pending }) => signal_bit(*pending),
-            _ => 0,
-        };
-        let (queued, shared_signals) = queued_signals(pid, tid)?;
         out.push(ThreadSnap {
             tid,
             regs: pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?,
@@ -111,8 +98,6 @@ pub(crate) fn capture(
                 Some((_, then)) => kernel_state_known(t, tid, then)?,
                 None => kernel_state(t, remote, tid)?,
             },
-            signals: held | queued,
-            shared_signals,
         });
     }
     Ok(out)
@@ -292,80 +277,6 @@ pub(crate) fn restore_kernel_state(
         ops += 1;
     }
     Ok(ops)
-}
-
-/// Bit of signal `sig` in a mask like `SigPnd` (0 for none).
-fn signal_bit(sig: i32) -> u64 {
-    if (1..=64).contains(&sig) {
-        1 << (sig - 1)
-    } else {
-        0
-    }
-}
-
-/// `SigPnd` and `ShdPnd` of thread `tid`.
-fn queued_signals(pid: i32, tid: i32) -> Result<(u64, u64), TraceError> {
-    crate::procfs::read_queued_signals(pid, tid).map_err(|e| TraceError::Io {
-        pid,
-        what: "read /proc/PID/task/TID/status",
-        source: e,
-    })
-}
-
-/// After a rollback to `snaps`, with every thread stopped: queues again
-/// the signals the checkpoint's threads were about to take and that are
-/// neither queued nor held now, i.e. were taken in the time rolled back.
-/// (A checkpoint often lands while a signal is on its way: our stop
-/// request and a `raise()` meet, the thread reports the signal first and
-/// we hold it; rolled back there without it, the program ran on as if
-/// the signal had never come: a handler run lost.) Signals queued now
-/// that were not then stay: one from outside must not be lost. Crash
-/// signals are never queued again. The
-/// re-sent signal carries our `siginfo` (`SI_TKILL` from the tracer), and
-/// a real-time signal queued several times comes back once. Returns how
-/// many were queued.
-pub(crate) fn requeue_signals(t: &Tracee, snaps: &[ThreadSnap]) -> Result<usize, TraceError> {
-    let pid = t.pid;
-    // Held now in a signal-delivery-stop and delivered on resume; a crash
-    // signal held is the one the rollback undoes (never delivered).
-    let held_now = |tid: i32| match t.threads.get(&tid) {
-        Some(ThreadState::Stopped { pending })
-            if !crate::engine::CRASH_SIGNALS.contains(pending) =>
-        {
-            signal_bit(*pending)
-        }
-        _ => 0,
-    };
-    // Nor a crash signal: one queued during the checkpoint (after the
-    // engine looked for one) is the failure this rollback undoes, and
-    // queued again it would roll back to the same checkpoint for ever.
-    let never = crate::engine::CRASH_SIGNALS
-        .iter()
-        .chain(&[libc::SIGKILL, libc::SIGSTOP])
-        .fold(0, |m, &g| m | signal_bit(g));
-    let mut n = 0;
-    let mut shared_now = None;
-    let mut held_any = 0;
-    for s in snaps {
-        let (queued, shared) = queued_signals(pid, s.tid)?;
-        shared_now.get_or_insert(shared);
-        let held = held_now(s.tid);
-        held_any |= held;
-        let missing = s.signals & !queued & !held & !never;
-        for sig in (1..=64).filter(|&g| missing & signal_bit(g) != 0) {
-            selfheal_sys::signal::tgkill(pid, s.tid, sig).map_err(|e| TraceError::sys(pid, e))?;
-            n += 1;
-        }
-    }
-    if let (Some(s), Some(now)) = (snaps.first(), shared_now) {
-        let missing = s.shared_signals & !now & !held_any & !never;
-        for sig in (1..=64).filter(|&g| missing & signal_bit(g) != 0) {
-            selfheal_sys::signal::pidfd_send_signal(&t.pidfd, sig)
-                .map_err(|e| TraceError::sys(pid, e))?;
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 /// Puts saved registers back into the (stopped) threads.

@@ -93,6 +93,10 @@ pub(crate) struct Tracee {
     /// Signals that arrived while we ran remote system calls, re-sent on
     /// resume so the program still gets them.
     pub deferred_signals: Vec<(i32, i32)>,
+    /// Signals queued back to a thread (thread, mask) since the last
+    /// resume: blocked during our later steps too, or each would take
+    /// them again.
+    pub queued_back: Vec<(i32, u64)>,
     /// Notices from reports handled while waiting for something else (a
     /// remote system call); [`Tracee::poll`] hands them on.
     pub deferred_notices: Vec<Notice>,
@@ -141,6 +145,7 @@ impl Tracee {
             filter,
             stopping_all: false,
             deferred_signals: Vec::new(),
+            queued_back: Vec::new(),
             deferred_notices: Vec::new(),
         })
     }
@@ -299,6 +304,7 @@ impl Tracee {
                 Err(e) => return Err(TraceError::sys(pid, e)),
             }
         }
+        self.queued_back.clear();
         for (tid, sig) in std::mem::take(&mut self.deferred_signals) {
             let _ = selfheal_sys::signal::tgkill(pid, tid, sig);
         }

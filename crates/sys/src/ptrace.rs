@@ -19,6 +19,10 @@ const PTRACE_SETREGS: i64 = 13;
 const PTRACE_DETACH: i64 = 17;
 const PTRACE_GETEVENTMSG: i64 = 0x4201;
 const PTRACE_GETSIGINFO: i64 = 0x4202;
+const PTRACE_SETSIGINFO: i64 = 0x4203;
+const PTRACE_PEEKSIGINFO: i64 = 0x4209;
+/// `PTRACE_PEEKSIGINFO` flag: the process's queue, not the thread's.
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const PTRACE_GETREGSET: i64 = 0x4204;
 const PTRACE_SETREGSET: i64 = 0x4205;
 const PTRACE_SEIZE: i64 = 0x4206;
@@ -138,6 +142,109 @@ pub fn get_siginfo(tid: i32) -> Result<SigInfo> {
         code: si.si_code,
         addr_or_pid: word,
     })
+}
+
+/// A whole `siginfo_t`, byte for byte as the kernel reports it: what a
+/// handler of the signal sees, and what `PTRACE_SETSIGINFO` or
+/// `rt_tgsigqueueinfo` take back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RawSigInfo(pub [u8; 128]);
+
+impl RawSigInfo {
+    fn i32_at(&self, at: usize) -> i32 {
+        i32::from_ne_bytes(self.0[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    /// `si_signo`.
+    pub fn signo(&self) -> i32 {
+        self.i32_at(0)
+    }
+
+    /// `si_code`.
+    pub fn code(&self) -> i32 {
+        self.i32_at(8)
+    }
+
+    /// `si_pid` (meaningful for signals sent by a process).
+    pub fn pid(&self) -> i32 {
+        self.i32_at(16)
+    }
+
+    /// `si_uid` (meaningful for signals sent by a process).
+    pub fn uid(&self) -> u32 {
+        self.i32_at(20) as u32
+    }
+
+    /// `si_value` (meaningful for `sigqueue` and timers).
+    pub fn value(&self) -> u64 {
+        u64::from_ne_bytes(self.0[24..32].try_into().expect("8 bytes"))
+    }
+}
+
+impl std::fmt::Debug for RawSigInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "siginfo(signo {} code {} pid {} uid {} value {:#x})",
+            self.signo(),
+            self.code(),
+            self.pid(),
+            self.uid(),
+            self.value()
+        )
+    }
+}
+
+/// The whole siginfo of the signal a task is stopped for.
+pub fn get_siginfo_raw(tid: i32) -> Result<RawSigInfo> {
+    let mut si = RawSigInfo([0; 128]);
+    let ptr = si.0.as_mut_ptr() as u64;
+    // `ptr` points to 128 live bytes, the size of the siginfo GETSIGINFO writes.
+    ptrace(PTRACE_GETSIGINFO, tid, 0, ptr, "PTRACE_GETSIGINFO")?;
+    Ok(si)
+}
+
+/// Replaces the siginfo of the signal a task is stopped for: in a
+/// signal-delivery-stop, resuming with `si.signo()` delivers exactly `si`.
+pub fn set_siginfo_raw(tid: i32, si: &RawSigInfo) -> Result<()> {
+    let ptr = si.0.as_ptr() as u64;
+    // `ptr` points to 128 live bytes that SETSIGINFO only reads.
+    ptrace(PTRACE_SETSIGINFO, tid, 0, ptr, "PTRACE_SETSIGINFO").map(drop)
+}
+
+/// `struct ptrace_peeksiginfo_args`.
+#[repr(C)]
+struct PeekArgs {
+    off: u64,
+    flags: u32,
+    nr: i32,
+}
+
+/// Every signal queued for stopped task `tid` (`shared`: for its whole
+/// process), in queue order, with its siginfo; each instance of a
+/// real-time signal queued several times is there. A signal pending
+/// without a queue entry (its siginfo was dropped when the sender's
+/// queue limit was reached) is not.
+pub fn peek_siginfo(tid: i32, shared: bool) -> Result<Vec<RawSigInfo>> {
+    const BATCH: usize = 32;
+    let mut out = Vec::new();
+    let mut buf = [RawSigInfo([0; 128]); BATCH];
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: BATCH as i32,
+        };
+        let a = &args as *const PeekArgs as u64;
+        let b = buf.as_mut_ptr() as u64;
+        // `a` points to a live ptrace_peeksiginfo_args (read only); `b` to
+        // BATCH live 128-byte siginfos, as many as `nr` lets the kernel write.
+        let n = ptrace(PTRACE_PEEKSIGINFO, tid, a, b, "PTRACE_PEEKSIGINFO")? as usize;
+        out.extend_from_slice(&buf[..n.min(BATCH)]);
+        if n < BATCH {
+            return Ok(out);
+        }
+    }
 }
 
 /// The general-purpose registers of a stopped task.

@@ -235,3 +235,138 @@ fn per_injected_call() {
     );
     assert!(t.kill_and_reap(std::time::Duration::from_secs(30)));
 }
+
+/// Records the first two signals its handler gets (SIGUSR1, SIGSEGV) as
+/// "signo code pid value" lines in the file named by its argument.
+const TWO_SIGNALS: &str = r#"
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static volatile int n;
+static volatile long rec[2][4];
+static void h(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    if (n < 2) {
+        rec[n][0] = sig;
+        rec[n][1] = si->si_code;
+        rec[n][2] = si->si_pid;
+        rec[n][3] = (long)si->si_value.sival_ptr;
+    }
+    n++;
+}
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    struct sigaction sa = {.sa_sigaction = h, .sa_flags = SA_SIGINFO};
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, 0) || sigaction(SIGSEGV, &sa, 0)) return 2;
+    while (n < 2) usleep(1000);
+    FILE *f = fopen(argv[1], "w");
+    if (!f) return 3;
+    for (int i = 0; i < 2; i++)
+        fprintf(f, "%ld %ld %ld %ld\n", rec[i][0], rec[i][1], rec[i][2], rec[i][3]);
+    return fclose(f) ? 3 : 0;
+}
+"#;
+
+/// `sigqueue PID SIG VALUE`.
+const SIGQUEUE: &str = r#"
+#include <signal.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    if (argc != 4) return 2;
+    union sigval v = {.sival_ptr = (void *)atol(argv[3])};
+    return sigqueue(atoi(argv[1]), atoi(argv[2]), v) ? 1 : 0;
+}
+"#;
+
+/// Queues `sig` with `value` to `pid` from a new process; its pid.
+fn sigqueue_from_helper(helper: &str, pid: i32, sig: i32, value: u64) -> u32 {
+    let child = std::process::Command::new(helper)
+        .args([pid.to_string(), sig.to_string(), value.to_string()])
+        .spawn()
+        .unwrap();
+    let sender = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "sigqueue helper: {:?}", out.status);
+    sender
+}
+
+/// A thread held at one signal meets a second, sent from outside, while
+/// we run a system call inside it: both reach the program with their own
+/// siginfo. The second was sent again from the tracer (SI_TKILL, no
+/// value) before it was queued back from inside the thread.
+#[test]
+fn a_second_signal_met_by_a_held_thread_keeps_its_siginfo() {
+    if !selfheal_sys::process::is_root() {
+        eprintln!("SKIP: needs root (PTRACE_SETSIGINFO on a traced test program)");
+        return;
+    }
+    let (Some((dir, prog)), Some((_d2, helper))) = (
+        build_c("twosignals", TWO_SIGNALS),
+        build_c("sigqueue", SIGQUEUE),
+    ) else {
+        return;
+    };
+    let record = dir.path().join("record");
+    let spec = LaunchSpec {
+        program: selfheal_sys::program::Program {
+            argv: vec![prog, record.display().to_string()],
+            ..Default::default()
+        },
+        ..LaunchSpec::default()
+    };
+    let (pid, pending) = launch(&spec).unwrap();
+    // Hold SIGUSR1 when it comes.
+    let mut t = Tracee::new(pid, &[], |s| s == libc::SIGUSR1).unwrap();
+    t.set_pending(pid, pending);
+    t.resume_all().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut notices = Vec::new();
+    let handled = |pid| {
+        crate::procfs::read_signal_dispositions(pid)
+            .is_ok_and(|d| d.catches(libc::SIGUSR1) && d.catches(libc::SIGSEGV))
+    };
+    while !handled(pid) {
+        assert!(std::time::Instant::now() < deadline, "no handlers");
+        t.poll(&mut notices).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let usr1_from = sigqueue_from_helper(&helper, pid, libc::SIGUSR1, 7);
+    while t.threads.get(&pid)
+        != Some(&ThreadState::Stopped {
+            pending: libc::SIGUSR1,
+        })
+    {
+        assert!(std::time::Instant::now() < deadline, "SIGUSR1 never held");
+        t.poll(&mut notices).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut remote = Remote::locate(&t).unwrap();
+    remote.scratch(&mut t).unwrap();
+    // Queued while the thread is held: our next step takes it first.
+    let segv_from = sigqueue_from_helper(&helper, pid, libc::SIGSEGV, 9);
+    let got = remote.syscall(&mut t, libc::SYS_getpid, [0; 6]).unwrap();
+    assert_eq!(got, pid as u64);
+    t.resume_all().unwrap();
+    while !t.is_gone() {
+        assert!(std::time::Instant::now() < deadline, "program never ended");
+        t.poll(&mut notices).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(t.exit_status, Some(WaitStatus::Exited(0)));
+    let mut lines: Vec<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    // si_code -1: SI_QUEUE.
+    assert_eq!(
+        lines,
+        [
+            format!("{} -1 {usr1_from} 7", libc::SIGUSR1),
+            format!("{} -1 {segv_from} 9", libc::SIGSEGV),
+        ]
+    );
+}

@@ -70,6 +70,8 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "brkwalk",
             "notifysock",
             "altstack",
+            "sigq",
+            "sigburst",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
@@ -137,6 +139,57 @@ pub fn task_states(pid: i32) -> String {
     }
     out.sort();
     out.join("; ")
+}
+
+/// Everything /proc says about where the threads of `pid` and this
+/// process's tracer threads are stuck, for a failure message: per thread
+/// its state, wait channel, pending/blocked signals, tracer and kernel
+/// stack (root only).
+pub fn stuck_report(pid: i32) -> String {
+    fn threads(dir: &str, only_named: Option<&str>) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return vec![format!("{dir} is gone")];
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let p = e.path();
+            let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+            let comm = read("comm").trim().to_string();
+            if only_named.is_some_and(|n| !comm.starts_with(n)) {
+                continue;
+            }
+            let stat = read("stat");
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string();
+            let status = read("status");
+            let fields: Vec<&str> = status
+                .lines()
+                .filter(|l| {
+                    ["SigPnd", "ShdPnd", "SigBlk", "SigCgt", "TracerPid"]
+                        .iter()
+                        .any(|f| l.starts_with(f))
+                })
+                .collect();
+            let stack = read("stack").replace('\n', " | ");
+            out.push(format!(
+                "  {} {comm} state {state} wchan {} syscall {} {}; stack: {stack}",
+                e.file_name().to_string_lossy(),
+                read("wchan"),
+                read("syscall").trim(),
+                fields.join(" "),
+            ));
+        }
+        out.sort();
+        out
+    }
+    let mut s = format!("program {pid}:\n");
+    s += &threads(&format!("/proc/{pid}/task"), None).join("\n");
+    s += "\ntracer threads:\n";
+    s += &threads("/proc/self/task", Some("selfheal-ckpt")).join("\n");
+    s
 }
 
 /// A program running under the engine, in a sandbox, stdout captured.
@@ -294,9 +347,10 @@ impl Run {
             match self.engine.events().recv_timeout(left) {
                 Ok(ev) => self.push(ev),
                 Err(_) => {
+                    let stuck = stuck_report(self.engine.pid());
                     self.engine.kill();
                     panic!(
-                        "program did not finish within {limit:?}; events other than checkpoints: {:?}",
+                        "program did not finish within {limit:?}; events other than checkpoints: {:?}\n{stuck}",
                         self.events
                             .iter()
                             .filter(|e| !matches!(e, Event::Checkpoint(_)))

@@ -102,6 +102,10 @@ pub enum RollbackDetails {
     },
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// A rollback done (`"outcome": "done"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Done {
@@ -117,6 +121,10 @@ pub struct Done {
     pub files_restored: usize,
     pub file_bytes_restored: u64,
     pub names_restored: usize,
+    /// Signals on their way at the checkpoint and taken since, put back
+    /// with their own siginfo (left out when none, as before there were any).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub signals_requeued: usize,
     pub duration_us: u64,
     /// Rollbacks of this run so far, this one included.
     pub rollbacks_this_run: usize,
@@ -139,6 +147,7 @@ impl Done {
             files_restored: r.files_restored,
             file_bytes_restored: r.file_bytes_restored,
             names_restored: r.names_restored,
+            signals_requeued: r.signals_requeued,
             duration_us: r.duration_us,
             rollbacks_this_run: count,
             trigger: Trigger::of(&r.failure),
@@ -364,8 +373,19 @@ mod tests {
             files_restored: 4,
             file_bytes_restored: 5,
             names_restored: 6,
+            signals_requeued: 0,
             duration_us: 700,
         };
+        let requeued = details_value(&RollbackDetails::Done(Done::new(
+            7,
+            &RollbackReport {
+                signals_requeued: 2,
+                ..report.clone()
+            },
+            2,
+            3,
+        )));
+        assert_eq!(requeued["signals_requeued"], 2, "{requeued}");
         let cases = [
             (
                 details_value(&RollbackDetails::Done(Done::new(7, &report, 2, 3))),

@@ -17,7 +17,8 @@ use super::details::{
     Tracking, Trigger, Why,
 };
 use super::engine::{
-    Failure, FdKind, FileRefusal, FileTracking, RollbackReport, TrackingMode, Unrecoverable,
+    Failure, FdKind, FileRefusal, FileTracking, RollbackReport, SignalRefusal, TrackingMode,
+    Unrecoverable,
 };
 use super::AppCheckpoint;
 use crate::events::app_event;
@@ -64,6 +65,26 @@ pub fn describe_unrecoverable(why: &Unrecoverable) -> String {
         }
         Unrecoverable::Exec => "the program executed a new image".into(),
         Unrecoverable::Failed { error } => format!("the rollback failed: {error}"),
+        Unrecoverable::PendingSignal { signal, why } => format!(
+            "{} on its way cannot be put back exactly: {}",
+            signal_name(*signal),
+            match why {
+                SignalRefusal::InfoLost => "it was queued without its siginfo".to_string(),
+                SignalRefusal::Ambiguous => {
+                    "identical instances, the checkpoint's cannot be told from later ones".into()
+                }
+                SignalRefusal::InFlight { tid } => {
+                    format!("thread {tid} was being handed a signal at the rollback")
+                }
+                SignalRefusal::NoThread { tid } => {
+                    format!("thread {tid}, which must queue it, is in a job-control stop")
+                }
+                SignalRefusal::Timer => "a POSIX timer's overrun count cannot be restored".into(),
+                SignalRefusal::JobControl => {
+                    "queueing it would stop or continue the program".into()
+                }
+            }
+        ),
         Unrecoverable::FileChanged { path, why } => {
             format!("{path} changed since the checkpoint and {}", describe_file(why))
         }
