@@ -144,7 +144,7 @@ pub enum Unrecoverable {
 }
 
 /// Why a signal on its way cannot be put back exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum SignalRefusal {
     /// It was queued without its siginfo (the sender's queue limit was

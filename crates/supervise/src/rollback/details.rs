@@ -340,6 +340,21 @@ mod tests {
                 ..
             })
         ));
+        // A signal that cannot be put back exactly (the exact-signals
+        // engine) reads back with its reason.
+        let signal = round_trips::<RollbackDetails>(
+            r#"{"message":"m","outcome":"impossible","pid":7,"reason":"pending_signal","then":"restart","trigger":"hang","why":{"reason":"pending_signal","signal":34,"why":{"kind":"in_flight","tid":8}}}"#,
+        );
+        assert!(matches!(
+            signal,
+            RollbackDetails::Impossible(Impossible {
+                why: Why::Known(Unrecoverable::PendingSignal {
+                    signal: 34,
+                    why: selfheal_checkpoint::SignalRefusal::InFlight { tid: 8 },
+                }),
+                ..
+            })
+        ));
         let newer = round_trips::<RollbackDetails>(
             r#"{"message":"m","outcome":"impossible","pid":7,"reason":"from_a_newer_engine","then":"restart","trigger":"hang","why":{"reason":"from_a_newer_engine","n":1}}"#,
         );
