@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::parse::{self, KernelLine, LabEvent, LabLog};
-use crate::scenario::{FaultClass, Scenario};
+use crate::scenario::{FaultClass, KernelDetector, Scenario};
 
 /// How the guest ended, as far as the host saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,9 +139,66 @@ pub struct RunRecord {
     /// `vm-rollback`: what the host's `selfheal vm` saw and did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<vm::VmResult>,
+    /// The kernel reported a CPU the fault does not occupy locked up too
+    /// (first boot, after the fault): the evidence that the fault took
+    /// every CPU, not only its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_cpu_lockup: Option<OtherCpuLockup>,
+}
+
+/// A soft lockup, after the fault, of a CPU the fault is not pinned to: an
+/// interrupts-off loop that takes a second CPU with it (that CPU waits for
+/// the first to answer a cross-CPU call, a TLB shootdown, and spins there
+/// with preemption off).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherCpuLockup {
+    /// The CPU.
+    pub cpu: u32,
+    /// When its stall began, ms after the fault's start: the report's time
+    /// less the "stuck for Ns" it gives (to the second).
+    pub onset_ms: i64,
+    /// The kernel's line.
+    pub line: String,
+}
+
+/// A second CPU that locked up this soon after the fault left no CPU for
+/// user space from the start: no user-space recovery could act, whatever
+/// its grace. The kernel's soft-lockup threshold in the lab is 2 s
+/// (`watchdog_thresh=1`), so its reports date a stall to about a second.
+pub const NO_CPU_LEFT_MS: i64 = 2_000;
+
+/// The first soft lockup after `fault_start_us` of a CPU outside `pinned`.
+fn other_cpu_lockup(
+    reports: &[parse::KernelReport],
+    pinned: &[u32],
+    fault_start_us: u64,
+) -> Option<OtherCpuLockup> {
+    reports
+        .iter()
+        .filter(|r| r.detector == KernelDetector::SoftLockup && r.ts_us >= fault_start_us)
+        .find_map(|r| {
+            let cpu = r.cpu.filter(|c| !pinned.contains(c))?;
+            let onset_us = r
+                .ts_us
+                .saturating_sub(r.stuck_for_s.unwrap_or(0) * 1_000_000);
+            Some(OtherCpuLockup {
+                cpu,
+                onset_ms: (onset_us as i64 - fault_start_us as i64).max(0) / 1000,
+                line: r.line.clone(),
+            })
+        })
 }
 
 impl RunRecord {
+    /// True when the kernel dated another CPU's lockup to within
+    /// [`NO_CPU_LEFT_MS`] of the fault: the injection left no CPU
+    /// alive, as `spin_abba` does by design.
+    pub fn left_no_cpu(&self) -> bool {
+        self.other_cpu_lockup
+            .as_ref()
+            .is_some_and(|l| l.onset_ms <= NO_CPU_LEFT_MS)
+    }
+
     /// Workload throughput in operations per second.
     pub fn ops_per_s(&self) -> Option<f64> {
         match (self.workload_ops, self.workload_elapsed_ms) {
@@ -250,6 +307,21 @@ pub fn analyze(scenario: &Scenario, log_dir: &str, raw: RawRun<'_>) -> RunRecord
         &lab,
         &parse::parse_host_marks(raw.host_marks),
     );
+    let other_cpu_lockup = match (scenario.class, fault_start_us) {
+        (Some(c), Some(start)) => c
+            .pinned_cpus(scenario.fault_cpu)
+            .filter(|p| p.len() < guest_cpus.unwrap_or(2) as usize)
+            .and_then(|p| other_cpu_lockup(&reports, &p, start)),
+        _ => None,
+    };
+    if let Some(l) = &other_cpu_lockup {
+        outcome_note.push_str(&format!(
+            "; the kernel dated a lockup of CPU {} to {:.1} s after the fault ({})",
+            l.cpu,
+            l.onset_ms as f64 / 1000.0,
+            l.line
+        ));
+    }
     let done = lab.mark("WORKLOAD_DONE");
     RunRecord {
         scenario: scenario.clone(),
@@ -274,6 +346,7 @@ pub fn analyze(scenario: &Scenario, log_dir: &str, raw: RawRun<'_>) -> RunRecord
         downtime_ms: downtime.map(|d| d.0),
         downtime_clock: downtime.map(|d| d.1.to_string()),
         vm: None,
+        other_cpu_lockup,
     }
 }
 

@@ -85,6 +85,10 @@ pub struct KernelReport {
     pub cpu: Option<u32>,
     /// Task named by the report (`comm`), when it names one.
     pub comm: Option<String>,
+    /// How long the report says the CPU has been stuck, seconds (soft
+    /// lockups), to date the stall's start.
+    #[serde(default)]
+    pub stuck_for_s: Option<u64>,
     /// The report's first line.
     pub line: String,
 }
@@ -113,6 +117,7 @@ pub fn classify_kernel_line(line: &KernelLine) -> Option<KernelReport> {
         ts_us: line.ts_us,
         cpu: v.cpu,
         comm: v.comm,
+        stuck_for_s: v.stuck_for_s,
         line: t.to_string(),
     })
 }

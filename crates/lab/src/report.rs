@@ -124,6 +124,11 @@ pub struct Healing {
     pub mean_restart_ms: Option<f64>,
     /// Median time from the fault to selfheal's first detection, ms.
     pub detect_median_ms: Option<f64>,
+    /// Runs not handled in which the kernel dated a lockup of a CPU the
+    /// fault does not occupy to within 2 s of the fault
+    /// ([`RunRecord::left_no_cpu`]): no CPU was left for user space.
+    #[serde(default)]
+    pub no_cpu_left: usize,
 }
 
 impl Healing {
@@ -166,6 +171,11 @@ pub fn healing(rs: &[&RunRecord]) -> Healing {
                 }
             }
             Outcome::Degraded | Outcome::Rebooted | Outcome::Hung => h.not_restored += 1,
+        }
+        let handled = (r.outcome == Outcome::Healthy && r.selfheal.recover_ms.is_some())
+            || (r.outcome == Outcome::Restarted && r.restart == Some(RestartKind::Controlled));
+        if !handled && r.left_no_cpu() {
+            h.no_cpu_left += 1;
         }
         if let Some(d) = r.downtime_ms {
             all.push(d);
@@ -626,6 +636,7 @@ mod tests {
                 injected: class.is_some(),
                 ..VmResult::default()
             }),
+            other_cpu_lockup: None,
         }
     }
 

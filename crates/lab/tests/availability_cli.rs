@@ -48,6 +48,7 @@ fn run(class: FaultClass, profile: KernelProfile, outcome: Outcome) -> RunRecord
         downtime_ms: Some(0),
         downtime_clock: None,
         vm: None,
+        other_cpu_lockup: None,
     }
 }
 

@@ -348,3 +348,50 @@ fn real_selfheal_alerts_under_legitimate_load_are_false_positives() {
     assert_eq!(rep.fault_free[0].false_positive_runs, 1);
     assert_eq!(rep.fault_free[0].false_positive_events, 2);
 }
+
+/// heal2-2026-12-07's irq_loop-003, verbatim: interrupts off on CPU 1, and
+/// CPU 0 stuck in a TLB shootdown waiting for it from the start (the
+/// kernel: "soft lockup - CPU#0 stuck for 3s" at 15.28 s, the fault from
+/// 12.2 s). The guest's watchdog device reset it; no user space was left
+/// to act, and the report says so instead of counting it against selfheal.
+#[test]
+fn an_irq_loop_that_takes_the_other_cpu_with_it_left_no_cpu() {
+    let c = load("irq_loop-cascade-003");
+    let r = score(&c, None);
+    assert!(r.fault_confirmed, "{:?}", r.errors);
+    let l = r.other_cpu_lockup.as_ref().expect("CPU 0's lockup");
+    assert_eq!(l.cpu, 0);
+    assert!(l.onset_ms <= NO_CPU_LEFT_MS, "{l:?}");
+    assert!(l.line.contains("CPU#0 stuck for 3s"), "{l:?}");
+    assert!(r.left_no_cpu());
+    assert!(
+        r.outcome_note.contains("lockup of CPU 0"),
+        "{}",
+        r.outcome_note
+    );
+    let h = report::healing(&[&r]);
+    assert_eq!((h.handled(), h.no_cpu_left), (0, 1));
+}
+
+/// The bystanders: a preempt_loop whose only lockup report is its own CPU,
+/// and the unpinned classes, never count as leaving no CPU; nor does an
+/// irq_loop whose other CPU locked up only 7 s in (at the guest's
+/// poweroff, `[poweroff:126]`: user space had those 7 s).
+#[test]
+fn a_lockup_of_the_fault_cpu_alone_leaves_a_cpu_alive() {
+    let r = score(&load("irq_loop-001"), None);
+    let l = r.other_cpu_lockup.as_ref().expect("CPU 0 at poweroff");
+    assert_eq!(l.cpu, 0);
+    assert!((6_000..9_000).contains(&l.onset_ms), "{l:?}");
+    assert!(!r.left_no_cpu());
+    for run in ["preempt_loop-001", "mem_hog-001", "d_state-001"] {
+        let r = score(&load(run), None);
+        assert_eq!(r.other_cpu_lockup, None, "{run}: {}", r.outcome_note);
+        assert!(!r.left_no_cpu(), "{run}");
+    }
+    let r = score(&load("preempt_loop-001"), None);
+    assert!(
+        r.kernel.contains_key("soft_lockup"),
+        "the fault CPU's own report is there"
+    );
+}

@@ -353,6 +353,7 @@ mod tests {
             downtime_ms: None,
             downtime_clock: None,
             vm: None,
+            other_cpu_lockup: None,
         }
     }
 

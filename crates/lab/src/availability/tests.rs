@@ -43,6 +43,7 @@ fn run(class: FaultClass, profile: KernelProfile, outcome: Outcome) -> RunRecord
         downtime_ms: None,
         downtime_clock: None,
         vm: None,
+        other_cpu_lockup: None,
     }
 }
 

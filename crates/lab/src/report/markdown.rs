@@ -378,17 +378,21 @@ fn healing_profiles(r: &Report) -> Vec<KernelProfile> {
 }
 
 /// Handled (in place + restarted under control) over the injections of
-/// classes that leave a CPU alive, for one profile: (handled, runs).
-pub fn handled_share(r: &Report, profile: KernelProfile) -> (usize, usize) {
+/// classes that leave a CPU alive, for one profile: (handled, runs, runs
+/// not handled in which the kernel saw a second CPU lock up within 2 s of
+/// the fault, so that the injection left no CPU alive after all).
+pub fn handled_share(r: &Report, profile: KernelProfile) -> (usize, usize, usize) {
     let mut handled = 0;
     let mut runs = 0;
+    let mut no_cpu = 0;
     for c in r.classes.iter().filter(|c| !c.undetectable_by_design) {
         if let Some(h) = c.healing.get(profile.name()) {
             handled += h.handled();
             runs += h.runs;
+            no_cpu += h.no_cpu_left;
         }
     }
-    (handled, runs)
+    (handled, runs, no_cpu)
 }
 
 fn healing_section(s: &mut String, r: &Report) {
@@ -405,7 +409,10 @@ fn healing_section(s: &mut String, r: &Report) {
          restarted the guest (the `reboot` step reported `restarting`); **recorded** counts those whose next \
          boot's selfheal recorded a `restart` event naming the incident. **watchdog reset**: the guest was \
          reset by its watchdog device, which nobody petted once user space stopped. **kernel panic**: the \
-         kernel panicked and rebooted. A restart counts only when the next boot served again (every CPU's \
+         kernel panicked and rebooted. **not handled, no CPU left**: runs not handled in \
+         which the kernel's soft-lockup report dates a lockup of a CPU the fault does not occupy to within 2 s \
+         of the fault (an interrupts-off loop takes the other CPU with it through a cross-CPU call): no user \
+         space could run. A restart counts only when the next boot served again (every CPU's \
          heartbeat regular). **Downtime**: from the fault's start to the guest serving again — the SERVING \
          marker of the next boot on the host's clock, or, in place, the end of the last heartbeat gap over \
          500 ms; runs that did not serve again are counted as not restored and have none.\n"
@@ -413,9 +420,9 @@ fn healing_section(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "| class | profile | runs | in place | restarted under control (recorded) | watchdog reset | kernel panic | \
-         healthy unaided | not restored | downtime median | downtime p95 |"
+         healthy unaided | not restored | not handled, no CPU left | downtime median | downtime p95 |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &r.classes {
         for p in &profiles {
             let Some(h) = c.healing.get(p.name()) else {
@@ -423,7 +430,7 @@ fn healing_section(s: &mut String, r: &Report) {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
                 c.class,
                 p.name(),
                 h.runs,
@@ -434,6 +441,7 @@ fn healing_section(s: &mut String, r: &Report) {
                 h.restarted_by(RestartKind::KernelPanic),
                 h.healthy_unaided,
                 h.not_restored,
+                h.no_cpu_left,
                 ms(h.downtime.median_ms),
                 ms(h.downtime.p95_ms),
             );
@@ -441,7 +449,7 @@ fn healing_section(s: &mut String, r: &Report) {
     }
     let _ = writeln!(s);
     for p in &profiles {
-        let (handled, runs) = handled_share(r, *p);
+        let (handled, runs, no_cpu) = handled_share(r, *p);
         let all: Vec<&Healing> = r
             .classes
             .iter()
@@ -451,11 +459,22 @@ fn healing_section(s: &mut String, r: &Report) {
         let restored: usize = all.iter().map(|h| h.restored()).sum();
         let _ = writeln!(
             s,
-            "- **{}** ({}): handled {handled}/{runs} ({}) of the injections that leave a CPU alive; restored by \
-             any means {restored}/{runs}.",
+            "- **{}** ({}): handled {handled}/{runs} ({}) of the injections of the classes that leave a CPU alive; restored by \
+             any means {restored}/{runs}.{}",
             p.name(),
             p.describe(),
             pct((runs > 0).then(|| handled as f64 * 100.0 / runs as f64), 1),
+            if no_cpu == 0 {
+                String::new()
+            } else {
+                let alive = runs - no_cpu;
+                format!(
+                    " In {no_cpu} of those not handled the kernel dated a lockup of a second CPU to within 2 s \
+                     of the fault (its soft-lockup report): no CPU was left for user space, so the injections that \
+                     did leave a CPU alive were {alive}, of which {handled} handled ({}).",
+                    pct((alive > 0).then(|| handled as f64 * 100.0 / alive as f64), 1)
+                )
+            }
         );
     }
     let _ = writeln!(s);
