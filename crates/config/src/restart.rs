@@ -103,6 +103,12 @@ impl RestartGrace {
 pub struct RestartConfig {
     /// Per class, how long the symptom must persist before restarting.
     pub grace: RestartGrace,
+    /// A `kernel_stall` whose CPU has taken no interrupt since the grace
+    /// began is restarted after this much of it, however long the class's
+    /// grace: a CPU with interrupts off takes the others with it at their
+    /// next cross-CPU call (a TLB shootdown), after which no user space is
+    /// left to restart anything. Longer than `kernel_stall`'s grace: off.
+    pub irqs_off_grace: HumanDuration,
     /// At most this many restarts within `window`, across boots; then the
     /// step is refused (a restart loop stops itself). 0 = never.
     pub max_restarts: u32,
@@ -138,6 +144,10 @@ impl Default for RestartConfig {
     fn default() -> Self {
         RestartConfig {
             grace: RestartGrace::default(),
+            // Legitimate interrupts-off sections last microseconds; the
+            // kernel's hard-lockup report comes at 10 s. Three seconds of
+            // a deaf CPU is a dead CPU.
+            irqs_off_grace: HumanDuration::from_secs(3),
             max_restarts: 3,
             window: HumanDuration::from_secs(24 * 3600),
             state_dir: PathBuf::from("/var/lib/selfheal"),
@@ -220,6 +230,7 @@ mod tests {
             r.grace.for_class(Class::DState),
             std::time::Duration::from_secs(60)
         );
+        assert_eq!(r.irqs_off_grace.get(), std::time::Duration::from_secs(3));
         for (text, says) in [
             ("[recovery.restart]\nmethods = []\n", "methods is empty"),
             (

@@ -77,9 +77,21 @@ impl Ladder {
         let irqs_before = stalled_cpu
             .and_then(|c| self.ops.cpu_interrupts(c))
             .map(|n| (n, Instant::now()));
+        let mut deaf_early = None;
         if !self.options.dry_run {
             let until = inc.evidence.measured_instant + grace;
+            let mut next_deaf_look = inc.evidence.measured_instant + cfg.irqs_off_grace.get();
             while Instant::now() < until {
+                // A CPU deaf to interrupts does not wait out the grace:
+                // the other CPUs follow it at their next cross-CPU call.
+                let now = Instant::now();
+                if now >= next_deaf_look {
+                    next_deaf_look = now + Duration::from_millis(250);
+                    if let Some(cpu) = deaf_cpu(self.ops.as_ref(), stalled_cpu, irqs_before) {
+                        deaf_early = Some(cpu);
+                        break;
+                    }
+                }
                 if probe.cleared() {
                     return (
                         record(
@@ -173,7 +185,15 @@ impl Ladder {
             Outcome::Restarting,
             format!(
                 "symptom persisted {}; restarting ({}); evidence in {}{}",
-                humantime::format_duration(grace),
+                match deaf_early {
+                    Some(cpu) => format!(
+                        "{} with CPU {cpu} taking no interrupts (recovery.restart.irqs_off_grace; \
+                         the class's grace is {})",
+                        humantime::format_duration(cfg.irqs_off_grace.get()),
+                        humantime::format_duration(grace)
+                    ),
+                    None => humantime::format_duration(grace).to_string(),
+                },
                 methods.join(", then "),
                 files.join(", "),
                 if written.notes.is_empty() {

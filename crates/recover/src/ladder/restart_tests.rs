@@ -427,3 +427,38 @@ fn a_cpu_deaf_to_interrupts_gets_the_emergency_restart() {
         [Call::Sync, Call::Restart(RestartMethod::Kexec)]
     );
 }
+
+/// A deaf CPU does not wait out kernel_stall's grace: after
+/// `irqs_off_grace` the restart goes ahead, saying why (the other CPUs
+/// follow a CPU with interrupts off at their next cross-CPU call). The
+/// bystander, a stalled CPU that still takes interrupts, waits the whole
+/// grace.
+#[test]
+fn a_deaf_cpu_is_restarted_after_the_irqs_off_grace_not_the_class_grace() {
+    let run = |deaf: Vec<u32>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fake = FakeSystem::new(OWN);
+        fake.deaf_cpus = deaf;
+        let f = system(fake);
+        let mut l = ladder(&f, dir.path(), Class::KernelStall, |c| {
+            c.restart.grace.kernel_stall = HumanDuration::from_millis(1500);
+            c.restart.irqs_off_grace = HumanDuration::from_millis(300);
+        });
+        let t0 = Instant::now();
+        let r = l.run(&stall(), &mut Probe::present(), &MemorySink::new());
+        assert_eq!(
+            outcomes(&r),
+            [("record", "recorded"), ("reboot", "restarting")]
+        );
+        (t0.elapsed(), r.steps[1].reason.clone(), f.calls())
+    };
+    let (took, reason, calls) = run(vec![1]);
+    assert!(took < Duration::from_millis(1400), "{took:?}");
+    assert!(reason.contains("CPU 1 taking no interrupts"), "{reason}");
+    assert!(reason.contains("irqs_off_grace"), "{reason}");
+    assert_eq!(calls, [Call::Sync, Call::EmergencyRestart]);
+    let (took, reason, calls) = run(vec![]);
+    assert!(took >= Duration::from_millis(1450), "{took:?}");
+    assert!(!reason.contains("no interrupts"), "{reason}");
+    assert_eq!(calls, [Call::Sync, Call::Restart(RestartMethod::Reboot)]);
+}
