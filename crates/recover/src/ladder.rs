@@ -324,7 +324,17 @@ impl Ladder {
         let steps = self.steps_for(incident.class);
         let start = Instant::now();
         let mut report = LadderReport::default();
-        if let Some(t) = &incident.target {
+        // The cool-down keeps a process from being acted on again straight
+        // away. A ladder that acts on no process (record, the controlled
+        // restart with its own grace and re-check) is not held back by it:
+        // a runaway kernel thread deprioritized 2 s ago that now stalls
+        // its CPU must still reach the restart (the hang lab's
+        // spin_self-005 in lab/results/full-restart-2026-12-07 stayed
+        // stalled, its kernel_stall refused for the cool-down).
+        let acts_on_processes = steps
+            .iter()
+            .any(|a| !matches!(a, Action::Record | Action::Reboot));
+        if let (Some(t), true) = (&incident.target, acts_on_processes) {
             if let Some(left) = self.rate.cooling(&cooldown_key(t), start) {
                 let rec = StepRecord::new(
                     steps.first().copied().unwrap_or(Action::Record),

@@ -560,6 +560,47 @@ fn rate_limits_and_cooldown() {
     assert_eq!(f.calls(), vec![Call::Signal(100, libc::SIGSTOP)]);
 }
 
+/// The cool-down holds back a second action on a process, not a ladder
+/// that acts on none: a kernel_stall (record, then the controlled restart
+/// with its own grace and re-check) right after the task on the CPU was
+/// stopped still runs; another process-acting ladder on it does not.
+#[test]
+fn the_cool_down_does_not_hold_back_a_ladder_that_acts_on_no_process() {
+    let f = system();
+    let a = proc(100, 1, "spin", "/selfheal-sandbox/a");
+    f.add(a.clone());
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| {
+            c.ladder.rt_hog = vec![Action::Record, Action::Stop];
+            c.ladder.kernel_stall = vec![Action::Record];
+        }),
+    );
+    let sink = MemorySink::new();
+    let r = l.run(
+        &incident(Class::RtHog, Some(target(&a))),
+        &mut || false,
+        &sink,
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("stop", "not_cleared")]
+    );
+    let r = l.run(
+        &incident(Class::KernelStall, Some(target(&a))),
+        &mut || false,
+        &sink,
+    );
+    assert_eq!(outcomes(&r), vec![("record", "recorded")]);
+    let r = l.run(
+        &incident(Class::RtHog, Some(target(&a))),
+        &mut || false,
+        &sink,
+    );
+    assert_eq!(outcomes(&r), vec![("record", "rate_limited")]);
+    assert_eq!(f.calls(), vec![Call::Signal(100, libc::SIGSTOP)]);
+}
+
 #[test]
 fn a_reused_pid_is_never_signalled() {
     let f = system();
