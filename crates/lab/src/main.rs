@@ -34,6 +34,17 @@ enum Cmd {
         /// The directory a `run` wrote.
         #[arg(long)]
         out: PathBuf,
+        /// Pool the runs of another output directory of the same guest into
+        /// this report (repeatable): scored by this judge, listed as
+        /// `<dir>/<id>`, their log links pointing into it. The report's
+        /// header names each directory pooled and how many runs it gave.
+        #[arg(long, value_name = "DIR")]
+        pool: Vec<PathBuf>,
+        /// Only the pooled runs of these profiles (comma-separated; default
+        /// every profile): e.g. the kernel's own `kernel-panic` runs of
+        /// earlier sessions, which no change to selfheal affects.
+        #[arg(long, value_delimiter = ',', value_name = "PROFILES")]
+        pool_profiles: Vec<String>,
     },
     /// Steady-state availability and downtime per year from a run's
     /// measurements, per profile, for a fault rate and class mix
@@ -173,7 +184,17 @@ fn main() -> Result<()> {
             };
             runner::run(&opts)
         }
-        Cmd::Report { out } => runner::rescore(&out),
+        Cmd::Report {
+            out,
+            pool,
+            pool_profiles,
+        } => {
+            let profiles = match profile::parse_profiles(&pool_profiles) {
+                Ok(p) => p,
+                Err(e) => bad_input(&e.to_string()),
+            };
+            runner::rescore(&out, &pool, &profiles)
+        }
         Cmd::Availability(a) => availability(a),
         Cmd::Classes => {
             for c in FaultClass::ALL {

@@ -386,22 +386,75 @@ fn calibrate(guest: &Guest, o: &RunOptions, config: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Re-scores every run directory under `out` and rewrites the report.
-pub fn rescore(out: &Path) -> Result<()> {
-    let meta: Meta = serde_json::from_str(
+/// Re-scores every run directory under `out` and rewrites the report,
+/// with the runs of each `pool` directory (of `pool_profiles` only, when
+/// given) scored by the same judge and listed as `<dir name>/<id>`.
+pub fn rescore(out: &Path, pool: &[PathBuf], pool_profiles: &[KernelProfile]) -> Result<()> {
+    let mut meta: Meta = serde_json::from_str(
         &fs::read_to_string(out.join("meta.json"))
             .with_context(|| format!("reading {}/meta.json", out.display()))?,
     )?;
-    let plan: Vec<Scenario> = serde_json::from_str(&fs::read_to_string(out.join("plan.json"))?)?;
+    let mut records = scored_runs(out)?;
+    for dir in pool {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .with_context(|| format!("{}: not a directory name", dir.display()))?;
+        // Links from out's report: a sibling directory by its name, else
+        // as given.
+        let link = match (dir.parent(), out.parent()) {
+            (Some(a), Some(b)) if fs::canonicalize(a).ok() == fs::canonicalize(b).ok() => {
+                format!("../{name}")
+            }
+            _ => dir.display().to_string(),
+        };
+        let mut n = 0;
+        for mut rec in scored_runs(dir)? {
+            if !pool_profiles.is_empty() && !pool_profiles.contains(&rec.scenario.profile) {
+                continue;
+            }
+            rec.scenario.id = format!("{name}/{}", rec.scenario.id);
+            rec.log_dir = format!("{link}/{}", rec.log_dir);
+            records.push(rec);
+            n += 1;
+        }
+        let their: Option<Meta> = fs::read_to_string(dir.join("meta.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        meta.notes.push(format!(
+            "pooled: {n} run(s) of {} (profiles: {}; started {}, selfheal {})",
+            dir.display(),
+            if pool_profiles.is_empty() {
+                "all".to_string()
+            } else {
+                pool_profiles
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            their.as_ref().map_or("?", |m| m.started_utc.as_str()),
+            their.as_ref().map_or("?", |m| m.selfheal.as_str()),
+        ));
+    }
+    write_report(out, meta, records)
+}
+
+/// Every run of an output directory that has its run.json, scored.
+fn scored_runs(dir: &Path) -> Result<Vec<RunRecord>> {
+    let plan: Vec<Scenario> = serde_json::from_str(
+        &fs::read_to_string(dir.join("plan.json"))
+            .with_context(|| format!("reading {}/plan.json", dir.display()))?,
+    )?;
     let mut records = Vec::new();
     for s in &plan {
-        let Ok(text) = fs::read_to_string(out.join("runs").join(&s.id).join("run.json")) else {
+        let Ok(text) = fs::read_to_string(dir.join("runs").join(&s.id).join("run.json")) else {
             continue;
         };
         let rf: RunFile = serde_json::from_str(&text)?;
-        records.push(score(out, &rf.scenario, rf.exit, rf.host_ms)?);
+        records.push(score(dir, &rf.scenario, rf.exit, rf.host_ms)?);
     }
-    write_report(out, meta, records)
+    Ok(records)
 }
 
 fn score(out: &Path, s: &Scenario, exit: QemuExit, host_ms: u64) -> Result<RunRecord> {
