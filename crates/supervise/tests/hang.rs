@@ -9,7 +9,9 @@ use std::time::Duration;
 use common::*;
 use selfheal_config::{HumanDuration, ProbeCheck, ProbeConfig, StatusRange};
 use selfheal_event::{EventKind, Severity};
-use selfheal_supervise::Phase;
+use selfheal_supervise::app_hang::{AppHangEvidence, StoredAppHang};
+use selfheal_supervise::evidence::ThreadStacks;
+use selfheal_supervise::{HangDetector, Phase};
 
 fn notify_app(name: &str, args: &[&str], watchdog_ms: u64) -> selfheal_config::AppConfig {
     let prog = tp("tp-notify");
@@ -58,6 +60,19 @@ fn missed_watchdog_is_a_hang_then_stop_and_restart() {
     assert_eq!(d["detector"], "watchdog");
     assert_eq!(d["suspected"], false);
     assert_eq!(d["evidence"]["watchdog_ms"], 600);
+    // The event reads back typed, as the runner wrote it.
+    let typed = StoredAppHang::from_event(&hang).unwrap();
+    assert_eq!(typed.detector, HangDetector::Watchdog);
+    assert!(!typed.suspected && typed.confirmed_by.is_none());
+    assert!(
+        matches!(&typed.evidence, AppHangEvidence::Watchdog(w) if w.watchdog_ms == 600),
+        "{typed:?}"
+    );
+    assert_eq!(typed.detected_unix_us, d["detected_unix_us"].as_i64());
+    assert!(matches!(
+        typed.thread_stacks,
+        Some(ThreadStacks::Read { .. })
+    ));
     assert!(
         d["thread_stacks"]["threads"]
             .as_array()
@@ -225,6 +240,11 @@ fn http_server_that_stops_answering_is_restarted() {
     assert_eq!(d["detector"], "probe");
     assert_eq!(d["evidence"]["probe"], "http");
     assert_eq!(d["evidence"]["consecutive_failures"], 2);
+    let typed = StoredAppHang::from_event(&hang).unwrap();
+    let AppHangEvidence::Probe(p) = &typed.evidence else {
+        panic!("read as {typed:?}");
+    };
+    assert_eq!((p.probe.as_str(), p.consecutive_failures), ("http", 2));
     let failures = d["evidence"]["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 2);
     for f in failures {

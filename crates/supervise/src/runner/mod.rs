@@ -35,7 +35,7 @@ use crate::mailbox::{Mailbox, Msg, Waker};
 use crate::notify::NotifySocket;
 use crate::output::{open_output, StderrPump};
 use crate::probe::{self, ProbeOutcome, ProbeThread};
-use crate::progress::SuspicionKind;
+use crate::progress::{SuspicionEvidence, SuspicionKind};
 use crate::respawn::{Decision, EndCause, RestartTracker};
 use crate::state::{AppState, Phase};
 use crate::steps::RecoveryStep;
@@ -128,7 +128,7 @@ struct Live {
     /// The watchdog counts from here (readiness, then each `WATCHDOG=1`).
     watchdog_base: Option<Instant>,
     last_ping: Option<Instant>,
-    suspicions: HashMap<SuspicionKind, Value>,
+    suspicions: HashMap<SuspicionKind, SuspicionEvidence>,
     /// Since when each held suspicion has held (progress stopped then).
     suspicion_since: HashMap<SuspicionKind, Instant>,
     stopping: Option<Stopping>,
