@@ -6,6 +6,7 @@
 //! - [`link`]: the host's end of the guest link.
 //! - [`host`]: what the host sees of QEMU (CPU time of its vCPU threads).
 //! - [`policy`]: what to do, from what was seen (pure).
+//! - [`incident`]: the details of its incident events, read back typed.
 //! - [`pauses`]: the checkpoint stops the guest lived through.
 //! - [`tell`]: telling the guest of those stops, so it excuses them too.
 //! - `run`: one run of QEMU, under the checkpoint engine; `supervise`:
@@ -14,6 +15,7 @@
 
 pub mod events;
 pub mod host;
+pub mod incident;
 pub mod link;
 pub mod metrics;
 pub mod pauses;
