@@ -1,11 +1,13 @@
 //! The `details` of a VM incident event (`vm_hang`, `vm_crash`) as types:
 //! what the run writes when it rolls back or restarts a guest, or leaves
-//! it as is, and [`StoredVmIncident`] to read one back from the store,
-//! `/api/events` or `selfheal events --json`.
+//! it as is, and what the supervisor writes when QEMU itself fails; and
+//! [`StoredVmIncident`] to read one back from the store, `/api/events` or
+//! `selfheal events --json`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use selfheal_checkpoint::ExitInfo;
 use selfheal_event::{Class, Event, EventKind};
 
 use crate::policy::{HostEvidence, Trigger};
@@ -172,6 +174,39 @@ pub struct LeftDetails {
     pub why: String,
 }
 
+/// `details` of a QEMU that exited (`vm_crash` when it failed,
+/// `vm_exit` otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitedDetails {
+    /// How it ended.
+    pub exit: QemuExit,
+    /// QMP's SHUTDOWN reason, if one came.
+    pub shutdown_reason: Option<String>,
+    /// Whether it is started again.
+    pub restart: bool,
+}
+
+/// How QEMU ended (the checkpoint engine's `ExitInfo`, as stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuExit {
+    /// Exit code if it exited.
+    pub code: Option<i32>,
+    /// Signal if it was killed.
+    pub signal: Option<i32>,
+    /// A core dump was written.
+    pub core_dumped: bool,
+}
+
+impl From<&ExitInfo> for QemuExit {
+    fn from(e: &ExitInfo) -> QemuExit {
+        QemuExit {
+            code: e.code,
+            signal: e.signal,
+            core_dumped: e.core_dumped,
+        }
+    }
+}
+
 /// A VM incident event read back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoredVmIncident {
@@ -179,6 +214,8 @@ pub enum StoredVmIncident {
     Acted(IncidentDetails),
     /// Left as is (`restart = never`).
     Left(LeftDetails),
+    /// QEMU itself failed (`vm_crash`).
+    Exited(ExitedDetails),
 }
 
 /// A stored event that does not read back as a VM incident.
@@ -210,10 +247,12 @@ impl StoredVmIncident {
     }
 
     /// Reads a VM incident event's `details` document: one left as is
-    /// says `why`.
+    /// says `why`, a QEMU that failed says its `exit`.
     pub fn from_details(details: &Value) -> Result<StoredVmIncident, ReadError> {
         if details.get("why").is_some() {
             LeftDetails::deserialize(details).map(StoredVmIncident::Left)
+        } else if details.get("exit").is_some() {
+            ExitedDetails::deserialize(details).map(StoredVmIncident::Exited)
         } else {
             IncidentDetails::deserialize(details).map(StoredVmIncident::Acted)
         }

@@ -14,6 +14,7 @@ use selfheal_metrics::Collector;
 use serde::Serialize;
 
 use crate::events::vm_event;
+use crate::incident::{ExitedDetails, QemuExit};
 use crate::metrics::{VmCollector, VmMetrics};
 use crate::run::{run_once, RunEnd, Stop};
 
@@ -151,9 +152,9 @@ pub fn run_vm(
                         Severity::Info
                     },
                     format!("{what}{}", if again { "" } else { "; not restarted" }),
-                    details_value(&Exited {
-                        exit: &info,
-                        shutdown_reason: reason.as_deref(),
+                    details_value(&ExitedDetails {
+                        exit: QemuExit::from(&info),
+                        shutdown_reason: reason.clone(),
                         restart: again,
                     }),
                 );
@@ -288,16 +289,6 @@ struct Stopped {
     stopped: bool,
 }
 
-/// `details` of a QEMU that exited (`vm_exit`, `vm_crash`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Exited<'a> {
-    exit: &'a ExitInfo,
-    /// QMP's SHUTDOWN reason, if one came.
-    shutdown_reason: Option<&'a str>,
-    /// Whether it is started again.
-    restart: bool,
-}
-
 /// `details` of giving up after too many restarts (`vm_gave_up`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct GaveUp<'a> {
@@ -349,8 +340,8 @@ mod details_tests {
             json!({"stopped": true})
         );
         assert_eq!(
-            details_value(&Exited {
-                exit: &info,
+            details_value(&ExitedDetails {
+                exit: QemuExit::from(&info),
                 shutdown_reason: None,
                 restart: true
             }),

@@ -78,6 +78,25 @@ fn every_incident_reads_back_through_the_store_and_the_api() {
         ))
         .unwrap();
     written.push(StoredVmIncident::Left(left));
+    let exited = ExitedDetails {
+        exit: QemuExit {
+            code: None,
+            signal: Some(11),
+            core_dumped: true,
+        },
+        shutdown_reason: Some("guest-panic".into()),
+        restart: true,
+    };
+    store
+        .append(&vm_event(
+            "web",
+            EventKind::VmCrash,
+            Severity::Critical,
+            "m".into(),
+            details_value(&exited),
+        ))
+        .unwrap();
+    written.push(StoredVmIncident::Exited(exited));
 
     let read = store
         .query(&Query::new().order(Order::OldestFirst))
@@ -125,6 +144,8 @@ fn records_of_the_json_era_read_back() {
                "class": "kernel_stall", "guest_message": "cpu 1 stalled"}),
         json!({"trigger": "panic", "attempt": 0, "rollback_before_ms": 10}),
         json!({"trigger": null, "why": "x"}),
+        json!({"exit": {"code": 1, "signal": null, "core_dumped": false},
+               "shutdown_reason": null, "restart": false}),
     ];
     let read: Vec<StoredVmIncident> = old
         .iter()
@@ -149,11 +170,14 @@ fn records_of_the_json_era_read_back() {
             why: "x".into()
         })
     );
+    assert!(matches!(&read[4], StoredVmIncident::Exited(x)
+        if x.exit.code == Some(1) && !x.restart));
     // Each writes back the very document it was.
     for (r, d) in read.iter().zip(&old) {
         let back = match r {
             StoredVmIncident::Acted(a) => details_value(a),
             StoredVmIncident::Left(l) => details_value(l),
+            StoredVmIncident::Exited(x) => details_value(x),
         };
         assert_eq!(&back, d);
     }
