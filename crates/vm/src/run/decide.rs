@@ -2,11 +2,10 @@
 //! policy's tick, and carrying out its decisions (rollback, restart, a
 //! diagnosis recorded).
 
-use serde::Serialize;
-
 use selfheal_event::details_value;
 
 use super::*;
+use crate::details::{NoLinkDetails, NotHungDetails, Recovered, RecoveredDetails};
 use crate::incident::{IncidentDetails, IncidentTrigger, LeftDetails};
 
 impl Run<'_> {
@@ -58,7 +57,7 @@ impl Run<'_> {
                 Severity::Warning,
                 "no heartbeat from the guest after 2 minutes: hang detection by heartbeat is off until one comes (run `selfheal watch` in the guest; its [host_link] port must match)".into(),
                 details_value(&NoLinkDetails {
-                    port: &self.cfg.port,
+                    port: self.cfg.port.clone(),
                 }),
             );
         }
@@ -135,7 +134,7 @@ impl Run<'_> {
                     ),
                     details_value(&NotHungDetails {
                         silent_ms: silent.as_millis() as u64,
-                        why: &why,
+                        why: why.clone(),
                     }),
                 );
                 None
@@ -161,8 +160,8 @@ impl Run<'_> {
                         ))
                     ),
                     details_value(&RecoveredDetails {
-                        outcome: "recovered",
-                        trigger: trigger.name(),
+                        outcome: Recovered::Recovered,
+                        trigger: trigger.name().into(),
                         rollbacks,
                         detect_to_serving_ms: detect_to_serving.map(|d| d.as_millis() as u64),
                     }),
@@ -230,56 +229,12 @@ fn trigger_details(t: &Trigger, attempt: u32, back_ms: u64) -> serde_json::Value
     details_value(&IncidentDetails::new(t, attempt, back_ms))
 }
 
-/// `details` of the warning that no guest heartbeat came.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct NoLinkDetails<'a> {
-    /// The host-link port the guest should use.
-    port: &'a str,
-}
-
-/// `details` of a silent guest not acted on (`dismissed`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct NotHungDetails<'a> {
-    silent_ms: u64,
-    why: &'a str,
-}
-
-/// `details` of a VM that runs on after its rollbacks.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct RecoveredDetails {
-    /// Always `recovered`.
-    outcome: &'static str,
-    trigger: &'static str,
-    rollbacks: u32,
-    detect_to_serving_ms: Option<u64>,
-}
-
-/// `details` of the `vm_start` event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct StartDetails<'a> {
-    /// QEMU's pid.
-    pub pid: i32,
-    /// Its command line.
-    pub command: &'a [String],
-    /// How it is checkpointed; `null` when it is not.
-    pub checkpoints: Option<CheckpointPlan>,
-}
-
-/// `details.checkpoints` of the `vm_start` event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct CheckpointPlan {
-    pub interval_ms: u64,
-    /// Checkpoints kept.
-    pub keep: usize,
-    pub older_every_ms: u64,
-    pub older_span_ms: u64,
-}
-
 #[cfg(test)]
 mod details_tests {
     use serde_json::json;
 
     use super::*;
+    use crate::details::{CheckpointPlan, StartDetails};
 
     /// Each VM incident document is exactly the JSON the old `json!`
     /// literals built: a trigger's own keys only for its kind, unknown
@@ -330,7 +285,7 @@ mod details_tests {
         assert_eq!(
             details_value(&StartDetails {
                 pid: 9,
-                command: &argv,
+                command: argv.clone(),
                 checkpoints: Some(CheckpointPlan {
                     interval_ms: 200,
                     keep: 8,
@@ -345,13 +300,15 @@ mod details_tests {
         assert_eq!(
             details_value(&StartDetails {
                 pid: 9,
-                command: &argv,
+                command: argv.clone(),
                 checkpoints: None,
             }),
             json!({"pid": 9, "command": ["qemu-system-x86_64"], "checkpoints": null})
         );
         assert_eq!(
-            details_value(&NoLinkDetails { port: "4444" }),
+            details_value(&NoLinkDetails {
+                port: "4444".into()
+            }),
             json!({"port": "4444"})
         );
         assert_eq!(
@@ -364,14 +321,14 @@ mod details_tests {
         assert_eq!(
             details_value(&NotHungDetails {
                 silent_ms: 7,
-                why: "y"
+                why: "y".into()
             }),
             json!({"silent_ms": 7, "why": "y"})
         );
         assert_eq!(
             details_value(&RecoveredDetails {
-                outcome: "recovered",
-                trigger: "hang",
+                outcome: Recovered::Recovered,
+                trigger: "hang".into(),
                 rollbacks: 2,
                 detect_to_serving_ms: None,
             }),
