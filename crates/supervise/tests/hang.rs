@@ -7,8 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use selfheal_config::KillMode;
 use selfheal_config::{HumanDuration, ProbeCheck, ProbeConfig, StatusRange};
 use selfheal_event::{EventKind, Severity};
+use selfheal_supervise::app_action::StoredAppAction;
 use selfheal_supervise::app_hang::{AppHangEvidence, StoredAppHang};
 use selfheal_supervise::evidence::ThreadStacks;
 use selfheal_supervise::{HangDetector, Phase};
@@ -110,6 +112,14 @@ fn missed_watchdog_is_a_hang_then_stop_and_restart() {
         .expect("a stop action");
     assert_eq!(action.details["signal"], "SIGTERM");
     assert_eq!(action.details["reason"], "hang (watchdog)");
+    let StoredAppAction::Signal(sent) = StoredAppAction::from_event(&action).unwrap() else {
+        panic!("not a stop signal: {}", action.details);
+    };
+    assert_eq!(
+        (sent.signal.as_str(), sent.scope),
+        ("SIGTERM", KillMode::Group)
+    );
+    assert_eq!(sent.error, None);
     let restart = &of(&events, EventKind::AppRestart)[0];
     assert_eq!(restart.details["cause"], "hang");
     assert_eq!(restart.details["previous"]["signal"], libc::SIGTERM);
@@ -293,6 +303,14 @@ fn program_ignoring_the_stop_signal_is_killed_after_the_grace_period() {
         .map(|e| e.details["action"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(actions, vec!["signal", "kill"], "{}", dump(&events));
+    let typed: Vec<StoredAppAction> = of(&events, EventKind::AppAction)
+        .iter()
+        .map(|e| StoredAppAction::from_event(e).unwrap())
+        .collect();
+    assert!(matches!(
+        typed.as_slice(),
+        [StoredAppAction::Signal(_), StoredAppAction::Kill(k)] if k.signal == "SIGKILL"
+    ));
     let exit = of(&events, EventKind::AppExit).pop().unwrap();
     assert!(
         exit.message.contains("stopped on request"),

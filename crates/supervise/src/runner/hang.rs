@@ -6,13 +6,13 @@ use selfheal_config::KillMode;
 use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_sys::signal::signal_name;
 
-use super::hang_evidence::{
-    DryRunSignal, HookDetails, KillDetails, SignalDetails, StepDeclined, StepRecovered,
-};
 use super::{Runner, StopCause, Stopping, KILL_WAIT};
 
 /// Probe failures quoted in a hang event.
 const PROBE_HISTORY: usize = 10;
+use crate::app_action::{
+    DryRunSignal, HookDetails, KillDetails, SignalDetails, StepDeclined, StepRecovered, StepResult,
+};
 use crate::app_hang::{
     ActAlone, AppHangEvidence, Confirmation, HangDetails, ProbeEvidence, ProbeFailure,
     ReadyTimeoutEvidence, SuspectedDetails, WatchdogEvidence,
@@ -296,7 +296,7 @@ impl Runner {
                 Severity::Info,
                 format!("ran the hook for {} before acting", self.name()),
                 details_value(&HookDetails {
-                    action: "hook",
+                    action: "hook".into(),
                     result: out,
                 }),
             );
@@ -327,9 +327,9 @@ impl Runner {
                             self.name()
                         ),
                         details_value(&StepDeclined {
-                            action: &name,
-                            outcome: "declined",
-                            reason: &reason,
+                            action: name,
+                            outcome: StepResult::Declined,
+                            reason,
                         }),
                     );
                 }
@@ -345,9 +345,9 @@ impl Runner {
                     self.name()
                 ),
                 details_value(&StepRecovered {
-                    action: &name,
-                    outcome: "recovered",
-                    detail: &detail,
+                    action: name,
+                    outcome: StepResult::Recovered,
+                    detail,
                 }),
             );
             self.rearm_detectors();
@@ -363,8 +363,8 @@ impl Runner {
                     self.name()
                 ),
                 details_value(&DryRunSignal {
-                    action: "signal",
-                    signal: &signal,
+                    action: "signal".into(),
+                    signal,
                     dry_run: true,
                 }),
             );
@@ -456,14 +456,10 @@ impl Runner {
                 self.name()
             ),
             details_value(&SignalDetails {
-                action: "signal",
-                signal: &signal_name(sig),
-                scope: if scope == SignalScope::Group {
-                    "group"
-                } else {
-                    "process"
-                },
-                reason: &reason,
+                action: "signal".into(),
+                signal: signal_name(sig),
+                scope: stored_scope(scope),
+                reason,
                 grace_ms: grace.get().as_millis() as u64,
                 error: sent.err().map(|e| e.to_string()),
             }),
@@ -507,13 +503,9 @@ impl Runner {
                 Severity::Warning,
                 format!("{} did not stop within {grace}; sent SIGKILL", self.name()),
                 details_value(&KillDetails {
-                    action: "kill",
-                    signal: "SIGKILL",
-                    scope: if scope == SignalScope::Group {
-                        "group"
-                    } else {
-                        "process"
-                    },
+                    action: "kill".into(),
+                    signal: "SIGKILL".into(),
+                    scope: stored_scope(scope),
                     error: res.err().map(|e| e.to_string()),
                 }),
             );
@@ -525,5 +517,14 @@ impl Runner {
             self.warned_kill = true;
             tracing::error!(app = %self.name(), pid, "the program survives SIGKILL (uninterruptible sleep?); still waiting for it to end");
         }
+    }
+}
+
+/// A signal's reach as events store it (`group` or `process`).
+fn stored_scope(scope: SignalScope) -> KillMode {
+    if scope == SignalScope::Group {
+        KillMode::Group
+    } else {
+        KillMode::Process
     }
 }

@@ -13,7 +13,6 @@
 
 mod details;
 mod hang;
-mod hang_evidence;
 mod notify;
 
 use std::collections::HashMap;
