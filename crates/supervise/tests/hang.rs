@@ -12,7 +12,9 @@ use selfheal_config::{HumanDuration, ProbeCheck, ProbeConfig, StatusRange};
 use selfheal_event::{EventKind, Severity};
 use selfheal_supervise::app_action::StoredAppAction;
 use selfheal_supervise::app_hang::{AppHangEvidence, StoredAppHang};
+use selfheal_supervise::app_lifecycle::{LastRun, StoredAppLifecycle};
 use selfheal_supervise::evidence::ThreadStacks;
+use selfheal_supervise::respawn::EndCause;
 use selfheal_supervise::{HangDetector, Phase};
 
 fn notify_app(name: &str, args: &[&str], watchdog_ms: u64) -> selfheal_config::AppConfig {
@@ -123,6 +125,11 @@ fn missed_watchdog_is_a_hang_then_stop_and_restart() {
     let restart = &of(&events, EventKind::AppRestart)[0];
     assert_eq!(restart.details["cause"], "hang");
     assert_eq!(restart.details["previous"]["signal"], libc::SIGTERM);
+    let StoredAppLifecycle::Restarted(r) = StoredAppLifecycle::from_event(restart).unwrap() else {
+        panic!("not a restart after a run: {}", restart.details);
+    };
+    assert_eq!(r.cause, EndCause::Hang);
+    assert!(matches!(r.previous, LastRun::Ended(e) if e.signal == Some(libc::SIGTERM)));
     assert_eq!(
         count(&events, EventKind::AppCrash),
         0,

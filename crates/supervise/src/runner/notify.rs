@@ -7,9 +7,9 @@ use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_procfs::task::TaskDir;
 use selfheal_sys::unixcred::UnixCredentials;
 
-use super::details::Ready;
 use super::Runner;
 use crate::app_hang::{AppHangEvidence, WatchdogTriggerEvidence, WATCHDOG_TRIGGER};
+use crate::app_lifecycle::Ready;
 use crate::notify::{usec, NotifyMessage};
 use crate::state::Phase;
 use crate::HangDetector;
