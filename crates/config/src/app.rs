@@ -12,7 +12,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::duration::HumanDuration;
-use crate::invalid::{NameError, SettingError};
+use crate::invalid::{
+    NameError, OutputError, RestartOutputError, RestartPolicyError, SettingError, SignalError,
+};
 
 mod checkpoint;
 mod probe;
@@ -45,15 +47,15 @@ impl RestartPolicy {
 }
 
 impl std::str::FromStr for RestartPolicy {
-    type Err = String;
+    type Err = RestartPolicyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "never" => Ok(RestartPolicy::Never),
             "on-failure" => Ok(RestartPolicy::OnFailure),
             "always" => Ok(RestartPolicy::Always),
-            other => Err(format!(
-                "unknown restart policy `{other}`; use never, on-failure or always"
-            )),
+            other => Err(RestartPolicyError {
+                input: other.to_string(),
+            }),
         }
     }
 }
@@ -102,15 +104,15 @@ impl RestartOutput {
 }
 
 impl std::str::FromStr for RestartOutput {
-    type Err = String;
+    type Err = RestartOutputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "truncate" => Ok(RestartOutput::Truncate),
             "keep" => Ok(RestartOutput::Keep),
             "rotate" => Ok(RestartOutput::Rotate),
-            other => Err(format!(
-                "unknown restart_output `{other}`; use truncate, keep or rotate"
-            )),
+            other => Err(RestartOutputError {
+                input: other.to_string(),
+            }),
         }
     }
 }
@@ -128,14 +130,12 @@ pub enum Output {
 }
 
 impl std::str::FromStr for Output {
-    type Err = String;
+    type Err = OutputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "inherit" => Ok(Output::Inherit),
             "null" => Ok(Output::Null),
-            "" => {
-                Err("empty output; use \"inherit\", \"null\" or the path of a log file".to_string())
-            }
+            "" => Err(OutputError),
             path => Ok(Output::File(PathBuf::from(path))),
         }
     }
@@ -194,7 +194,7 @@ impl SignalName {
 }
 
 impl std::str::FromStr for SignalName {
-    type Err = String;
+    type Err = SignalError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.trim().to_ascii_uppercase();
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -203,9 +203,9 @@ impl std::str::FromStr for SignalName {
         }
         match bare.parse::<u32>() {
             Ok(n) if (1..=64).contains(&n) => Ok(SignalName(n.to_string())),
-            _ => Err(format!(
-                "unknown signal `{s}`; write a name like \"SIGTERM\" or \"SIGINT\", or a number 1 to 64"
-            )),
+            _ => Err(SignalError {
+                input: s.to_string(),
+            }),
         }
     }
 }

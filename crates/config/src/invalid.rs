@@ -84,6 +84,48 @@ pub enum ProbeTargetError {
 
 const LIKE_URL: &str = "write it like \"http://127.0.0.1:8080/healthz\"";
 
+/// A listen address that is neither `IP:PORT` nor empty/`off`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid listen address `{input}`; write IP:PORT like \"127.0.0.1:9469\" or \"[::1]:9469\", or \"\" to disable HTTP")]
+pub struct ListenError {
+    /// The text given.
+    pub input: String,
+    /// What the address parser found wrong.
+    #[source]
+    pub source: std::net::AddrParseError,
+}
+
+/// A `restart` policy that is not one of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown restart policy `{input}`; use never, on-failure or always")]
+pub struct RestartPolicyError {
+    /// The text given.
+    pub input: String,
+}
+
+/// A `restart_output` mode that is not one of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown restart_output `{input}`; use truncate, keep or rotate")]
+pub struct RestartOutputError {
+    /// The text given.
+    pub input: String,
+}
+
+/// An empty `stdout`/`stderr` (the only text that is not an output).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("empty output; use \"inherit\", \"null\" or the path of a log file")]
+pub struct OutputError;
+
+/// A signal that is neither a known name nor a number from 1 to 64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown signal `{input}`; write a name like \"SIGTERM\" or \"SIGINT\", or a number 1 to 64"
+)]
+pub struct SignalError {
+    /// The text given.
+    pub input: String,
+}
+
 /// An `expect_status` that is not a range of HTTP statuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid status range `{input}`; write \"200-399\" or a single status like \"204\" (100 to 599)")]

@@ -35,7 +35,10 @@ pub use duration::{parse_duration, HumanDuration, MAX_DURATION};
 pub use heavy::HeavyConfig;
 pub use host_link::HostLinkConfig;
 pub use http_client::http_agent;
-pub use invalid::{DurationError, NameError, ProbeTargetError, SettingError, StatusRangeError};
+pub use invalid::{
+    DurationError, ListenError, NameError, OutputError, ProbeTargetError, RestartOutputError,
+    RestartPolicyError, SettingError, SignalError, StatusRangeError,
+};
 pub use kmsg::KmsgConfig;
 pub use recovery::{Action, HoldForks, LadderConfig, RecoveryConfig};
 pub use restart::{RestartConfig, RestartGrace, RestartMethod};

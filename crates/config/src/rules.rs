@@ -34,8 +34,10 @@ impl Level {
     }
 }
 
-/// How a metric is compared with its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a metric is compared with its threshold. serde writes and reads
+/// its config key ([`Comparison::key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Comparison {
     /// value > threshold
     Above,

@@ -7,6 +7,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::invalid::ListenError;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -69,14 +70,17 @@ fn de_oom_score_adj<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
 }
 
 /// Parses a listen address; `""` or `"off"` disables the HTTP server.
-pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, ListenError> {
     let t = s.trim();
     if t.is_empty() || t == "off" {
         return Ok(None);
     }
-    t.parse::<SocketAddr>().map(Some).map_err(|_| {
-        format!("invalid listen address `{s}`; write IP:PORT like \"127.0.0.1:9469\" or \"[::1]:9469\", or \"\" to disable HTTP")
-    })
+    t.parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|source| ListenError {
+            input: s.to_string(),
+            source,
+        })
 }
 
 fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -176,3 +176,46 @@ fn serialized_config_parses_back() {
     let back = parse(&text).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn value_errors_are_typed_with_the_same_messages() {
+    use std::error::Error as _;
+    let e = parse_listen("nope:80").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid listen address `nope:80`; write IP:PORT like \"127.0.0.1:9469\" or \"[::1]:9469\", or \"\" to disable HTTP"
+    );
+    assert!(e.source().is_some(), "the address parser's error is kept");
+    assert_eq!(parse_listen(" off ").unwrap(), None);
+    assert_eq!(
+        "sometimes".parse::<RestartPolicy>().unwrap_err(),
+        RestartPolicyError {
+            input: "sometimes".into()
+        }
+    );
+    assert_eq!(
+        "sometimes"
+            .parse::<RestartPolicy>()
+            .unwrap_err()
+            .to_string(),
+        "unknown restart policy `sometimes`; use never, on-failure or always"
+    );
+    assert_eq!(
+        "wipe".parse::<RestartOutput>().unwrap_err().to_string(),
+        "unknown restart_output `wipe`; use truncate, keep or rotate"
+    );
+    assert_eq!(
+        "".parse::<Output>().unwrap_err().to_string(),
+        "empty output; use \"inherit\", \"null\" or the path of a log file"
+    );
+    assert_eq!(
+        "SIGNOPE".parse::<SignalName>().unwrap_err().to_string(),
+        "unknown signal `SIGNOPE`; write a name like \"SIGTERM\" or \"SIGINT\", or a number 1 to 64"
+    );
+    // The config file reports the same text at the offending value.
+    let (_, _, message) = invalid("[daemon]\nlisten = \"nope:80\"\n");
+    assert!(
+        message.contains("invalid listen address `nope:80`"),
+        "{message}"
+    );
+}

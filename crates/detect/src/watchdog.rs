@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use selfheal_sys::SysError;
 
 use crate::heartbeat::Heartbeat;
@@ -27,8 +29,9 @@ use crate::heartbeat::Heartbeat;
 /// chain's own watcher. Its [`Detector::as_str`] name is stable: watchdog
 /// events (`details.component`), heavy-run evidence
 /// (`trigger.component`), the `component` metric label and `/healthz`
-/// carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// carry it; serde writes and reads the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Detector {
     /// The light detector's sampling thread (`light`).
     Light,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::classify::evidence::DiagnosisEvidence;
@@ -146,11 +146,11 @@ impl Trigger {
     }
 
     /// As evidence: `details.trigger` of diagnosis events.
-    pub fn details(&self) -> TriggerDetails<'_> {
+    pub fn details(&self) -> TriggerDetails {
         match self {
             Trigger::Alert { rule, level, cpu } => TriggerDetails::Alert {
-                rule,
-                level: level.as_str(),
+                rule: rule.clone(),
+                level: *level,
                 cpu: *cpu,
             },
             Trigger::Stall { cpu, stalled_for } => TriggerDetails::Stall {
@@ -158,37 +158,38 @@ impl Trigger {
                 stalled_ms: stalled_for.as_millis() as u64,
             },
             Trigger::Watchdog { component, age } => TriggerDetails::Watchdog {
-                component: component.as_str(),
+                component: *component,
                 age_ms: age.as_millis() as u64,
             },
             Trigger::Kernel { verdict, cpu } => TriggerDetails::Kernel {
-                verdict: verdict.as_str(),
+                verdict: *verdict,
                 cpu: *cpu,
             },
-            Trigger::DState { tids } => TriggerDetails::DState {
-                finding: "d_state",
-                tids,
-            },
-            Trigger::Cgroup { path, resource } => TriggerDetails::Cgroup {
-                finding: resource.as_str(),
-                cgroup: path,
-            },
+            Trigger::DState { tids } => {
+                TriggerDetails::Sweep(SweepFinding::DState { tids: tids.clone() })
+            }
+            Trigger::Cgroup { path, resource } => TriggerDetails::Sweep(SweepFinding::Cgroup {
+                controller: *resource,
+                cgroup: path.clone(),
+            }),
             Trigger::Manual => TriggerDetails::Manual,
         }
     }
 }
 
 /// `details.trigger` of a diagnosis event: what woke the heavy detector,
-/// tagged by `kind` ([`TriggerKind::as_str`]).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// tagged by `kind` ([`TriggerKind::as_str`]). Written by
+/// [`Trigger::details`], read back by
+/// [`StoredDiagnosis`](crate::StoredDiagnosis).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TriggerDetails<'a> {
+pub enum TriggerDetails {
     /// A light-detector rule fired.
     Alert {
         /// The rule.
-        rule: &'a str,
+        rule: String,
         /// `light` or `heavy`.
-        level: &'static str,
+        level: Level,
         /// The CPU, for per-CPU rules; `null` otherwise.
         cpu: Option<u32>,
     },
@@ -202,35 +203,106 @@ pub enum TriggerDetails<'a> {
     /// A detector's heartbeat went stale.
     Watchdog {
         /// Whose heartbeat.
-        component: &'static str,
+        component: Detector,
         /// Its age, ms.
         age_ms: u64,
     },
     /// The kernel reported a verdict.
     Kernel {
         /// Which kernel detector spoke.
-        verdict: &'static str,
+        verdict: VerdictKind,
         /// The CPU named; `null` when none.
         cpu: Option<u32>,
     },
-    /// The sweep found tasks in D state (`kind: sweep`).
-    #[serde(rename = "sweep")]
-    DState {
-        /// Always `d_state`.
-        finding: &'static str,
-        /// The stuck threads.
-        tids: &'a [i32],
-    },
-    /// The sweep found a cgroup at its limit (`kind: sweep`).
-    #[serde(rename = "sweep")]
-    Cgroup {
-        /// The controller at its limit: `memory` or `pids`.
-        finding: &'static str,
-        /// The cgroup path.
-        cgroup: &'a str,
-    },
+    /// The periodic sweep found something (`kind: sweep`).
+    Sweep(SweepFinding),
     /// A test or the CLI asked.
     Manual,
+}
+
+/// What the periodic sweep found, told apart by `finding`: `d_state`, or
+/// the controller of a cgroup at its limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "SweepDocument", try_from = "SweepDocument")]
+pub enum SweepFinding {
+    /// Tasks in D state past the bound (`finding: d_state`).
+    DState {
+        /// The stuck threads.
+        tids: Vec<i32>,
+    },
+    /// A cgroup at its limit (`finding`: the controller's name, `memory`
+    /// or `pids`).
+    Cgroup {
+        /// The controller at its limit.
+        controller: Controller,
+        /// The cgroup path.
+        cgroup: String,
+    },
+}
+
+/// [`SweepFinding`] as stored: `finding` names the variant (a controller
+/// name is not a serde tag, hence the conversion).
+#[derive(Serialize, Deserialize)]
+struct SweepDocument {
+    finding: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tids: Option<Vec<i32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cgroup: Option<String>,
+}
+
+/// A stored sweep finding that is not one [`SweepFinding`] writes.
+#[derive(Debug, thiserror::Error)]
+enum SweepFindingError {
+    /// `finding` is neither `d_state` nor a controller.
+    #[error("unknown sweep finding `{0}`; expected d_state or a cgroup controller")]
+    Unknown(String),
+    /// A field the finding needs is absent.
+    #[error("sweep finding `{finding}` lacks `{field}`")]
+    Missing {
+        /// The finding.
+        finding: String,
+        /// The absent field.
+        field: &'static str,
+    },
+}
+
+impl From<SweepFinding> for SweepDocument {
+    fn from(f: SweepFinding) -> Self {
+        match f {
+            SweepFinding::DState { tids } => SweepDocument {
+                finding: "d_state".into(),
+                tids: Some(tids),
+                cgroup: None,
+            },
+            SweepFinding::Cgroup { controller, cgroup } => SweepDocument {
+                finding: controller.as_str().into(),
+                tids: None,
+                cgroup: Some(cgroup),
+            },
+        }
+    }
+}
+
+impl TryFrom<SweepDocument> for SweepFinding {
+    type Error = SweepFindingError;
+    fn try_from(d: SweepDocument) -> Result<Self, Self::Error> {
+        let missing = |field| SweepFindingError::Missing {
+            finding: d.finding.clone(),
+            field,
+        };
+        if d.finding == "d_state" {
+            let tids = d.tids.clone().ok_or_else(|| missing("tids"))?;
+            return Ok(SweepFinding::DState { tids });
+        }
+        let controller = Controller::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == d.finding)
+            .ok_or_else(|| SweepFindingError::Unknown(d.finding.clone()))?;
+        let cgroup = d.cgroup.clone().ok_or_else(|| missing("cgroup"))?;
+        Ok(SweepFinding::Cgroup { controller, cgroup })
+    }
 }
 
 /// `details` of a diagnosis (or dismissed) event.
@@ -239,7 +311,7 @@ pub struct DiagnosisDetails<'a> {
     /// The class.
     pub class: &'static str,
     /// What woke the heavy detector.
-    pub trigger: TriggerDetails<'a>,
+    pub trigger: TriggerDetails,
     /// The classifier's evidence.
     pub evidence: &'a DiagnosisEvidence,
     /// From the first sign to the diagnosis, ms, when known (absent

@@ -1,13 +1,14 @@
 //! Diagnosis events read back: the `details` of a `diagnosis` or
 //! `dismissed` event, as the store, `selfheal events --json` and
 //! `/api/events` return them, into [`StoredDiagnosis`] with its typed
-//! [`DiagnosisEvidence`].
+//! [`TriggerDetails`] and [`DiagnosisEvidence`].
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use selfheal_event::{Class, Event, EventKind};
 
+use crate::class::TriggerDetails;
 use crate::classify::evidence::{DiagnosisEvidence, EvidenceError};
 
 /// A diagnosis (or dismissal) as its event recorded it: what
@@ -16,8 +17,8 @@ use crate::classify::evidence::{DiagnosisEvidence, EvidenceError};
 pub struct StoredDiagnosis {
     /// The class.
     pub class: Class,
-    /// What woke the heavy detector, as stored (tagged by `kind`).
-    pub trigger: Value,
+    /// What woke the heavy detector.
+    pub trigger: TriggerDetails,
     /// The classifier's evidence.
     pub evidence: DiagnosisEvidence,
     /// From the first sign to the diagnosis, ms, when known.
@@ -30,7 +31,7 @@ pub struct StoredDiagnosis {
 #[derive(Deserialize)]
 struct Raw {
     class: Class,
-    trigger: Value,
+    trigger: TriggerDetails,
     evidence: Value,
     #[serde(default)]
     detection_latency_ms: Option<f64>,
@@ -49,8 +50,8 @@ pub enum ReadError {
         /// Its kind.
         kind: EventKind,
     },
-    /// `details` lacks `class`, `trigger` or `evidence`, or has an
-    /// unknown class.
+    /// `details` lacks `class`, `trigger` or `evidence`, has an unknown
+    /// class, or a trigger of no known kind.
     #[error("the details of a diagnosis event are not a diagnosis: {0}")]
     Details(#[source] serde_json::Error),
     /// The evidence is not the shape its class writes.

@@ -209,16 +209,19 @@ impl fmt::Display for Severity {
     }
 }
 
+/// A severity name that is not `info`, `warning` or `critical`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown severity `{0}`; expected info, warning or critical")]
+pub struct UnknownSeverity(pub String);
+
 impl FromStr for Severity {
-    type Err = String;
+    type Err = UnknownSeverity;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "info" => Ok(Severity::Info),
             "warning" => Ok(Severity::Warning),
             "critical" => Ok(Severity::Critical),
-            other => Err(format!(
-                "unknown severity `{other}`; expected info, warning or critical"
-            )),
+            other => Err(UnknownSeverity(other.to_string())),
         }
     }
 }
@@ -490,6 +493,19 @@ mod tests {
             assert_eq!(e.source, Source::from(source));
             assert_eq!(serde_json::to_string(&e).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn severity_names_round_trip() {
+        for s in [Severity::Info, Severity::Warning, Severity::Critical] {
+            assert_eq!(s.as_str().parse::<Severity>(), Ok(s));
+        }
+        let err = "fatal".parse::<Severity>().unwrap_err();
+        assert_eq!(err, UnknownSeverity("fatal".into()));
+        assert_eq!(
+            err.to_string(),
+            "unknown severity `fatal`; expected info, warning or critical"
+        );
     }
 
     #[test]

@@ -251,7 +251,7 @@ impl Store {
             id: Some(id),
             time_unix_ms: r.get(1).map_err(err)?,
             kind: kind.parse().map_err(|e| bad(format!("{e}")))?,
-            severity: severity.parse().map_err(bad)?,
+            severity: severity.parse().map_err(|e| bad(format!("{e}")))?,
             source: r.get::<_, String>(4).map_err(err)?.into(),
             rule: r.get(5).map_err(err)?,
             culprit,

@@ -18,10 +18,10 @@ use std::process::{Command, Stdio};
 
 use selfheal_sys::child::{self as sc, ChildExit};
 use selfheal_sys::signal as sig;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a program ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
     /// Exit code, when it exited.
     pub code: Option<i32>,

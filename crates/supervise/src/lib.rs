@@ -20,7 +20,8 @@
 //!   instead of restarted, a hang is rolled back by a recovery step.
 //! - **Observability**: `app_*` events to an [`selfheal_event::EventSink`],
 //!   `selfheal_app_*` metrics ([`Supervisor::collector`]) and a status
-//!   snapshot ([`Supervisor::snapshot`]).
+//!   snapshot ([`Supervisor::snapshot`]); [`app_lifecycle`], [`app_hang`]
+//!   and [`app_action`] read the stored events back typed.
 //!
 //! [`Supervisor`] runs many apps for the daemon (one thread each);
 //! [`run_foreground`] supervises one in the foreground (`selfheal run`).
@@ -29,6 +30,9 @@
 //! someone else (a ptrace tracer) fits in.
 #![forbid(unsafe_code)]
 
+pub mod app_action;
+pub mod app_hang;
+pub mod app_lifecycle;
 pub mod child;
 pub mod detector;
 pub mod events;

@@ -24,9 +24,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use selfheal_event::details_value;
 
 use selfheal_config::{BlockedWaits, ProgressConfig};
 use selfheal_procfs::task::{list_tids, TaskDir};
@@ -59,7 +56,7 @@ pub enum ProgressReport {
         /// Since when it has held.
         since: Instant,
         /// The threads and counters that show it.
-        evidence: Value,
+        evidence: SuspicionEvidence,
     },
     /// A reported suspicion stopped holding.
     Cleared {
@@ -311,7 +308,7 @@ fn evidence(
     dt_ns: u64,
     deltas: &[(&ThreadSample, Option<Delta>)],
     culprit: Option<i32>,
-) -> Value {
+) -> SuspicionEvidence {
     let threads = deltas
         .iter()
         .map(|(t, d)| ThreadEvidence {
@@ -325,12 +322,12 @@ fn evidence(
             wchan: t.wchan.clone(),
         })
         .collect();
-    details_value(&SuspicionEvidence {
+    SuspicionEvidence {
         heuristic: kind.as_str().into(),
         held_ms: now.saturating_duration_since(since).as_millis() as u64,
         tid: culprit,
         threads,
-    })
+    }
 }
 
 /// Reads every thread of `pid` under `proc_root`. Threads that end while
@@ -376,6 +373,7 @@ fn sample_thread(dir: &TaskDir, tid: i32, tick_ns: u64) -> Result<ThreadSample, 
 mod tests {
     use super::*;
     use selfheal_config::HumanDuration;
+    use selfheal_event::details_value;
 
     fn cfg(spin_ms: u64, deadlock_ms: u64, waits: BlockedWaits) -> ProgressConfig {
         ProgressConfig {
@@ -429,7 +427,7 @@ mod tests {
                  "system_percent": null, "voluntary_switches": null, "syscall": "7", "wchan": null},
             ],
         });
-        assert_eq!(v, old);
+        assert_eq!(details_value(&v), old);
         let typed: SuspicionEvidence = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(typed.threads[1].syscall.as_deref(), Some("7"));
         assert_eq!(details_value(&typed), old);
@@ -465,8 +463,8 @@ mod tests {
             panic!("{reports:?}")
         };
         assert_eq!(*kind, SuspicionKind::Spin);
-        assert_eq!(evidence["tid"], 2);
-        assert!(evidence["held_ms"].as_u64().unwrap() >= 1000);
+        assert_eq!(evidence.tid, Some(2));
+        assert!(evidence.held_ms >= 1000);
         // It starts making system calls: cleared.
         let r = a.observe(
             ms(2000),

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use selfheal_config::{BackoffConfig, CrashLoopConfig, RestartPolicy};
 
-/// Why the program is no longer running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why the program is no longer running (`cause` of `app_restart`, by
+/// its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EndCause {
     /// It exited with status 0 on its own.
     CleanExit,

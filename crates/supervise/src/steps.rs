@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use selfheal_config::AppConfig;
 
+use crate::app_hang::AppHangEvidence;
 use crate::child::{ChildHandle, ExitStatus};
 use crate::HangDetector;
 
@@ -24,7 +25,7 @@ pub enum Trouble {
         /// The detector.
         detector: HangDetector,
         /// What the detector saw.
-        evidence: Value,
+        evidence: AppHangEvidence,
     },
     /// The program ended on its own (it can no longer be recovered in
     /// place; steps see this for information).

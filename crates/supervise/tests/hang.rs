@@ -7,9 +7,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use selfheal_config::KillMode;
 use selfheal_config::{HumanDuration, ProbeCheck, ProbeConfig, StatusRange};
 use selfheal_event::{EventKind, Severity};
-use selfheal_supervise::Phase;
+use selfheal_supervise::app_action::StoredAppAction;
+use selfheal_supervise::app_hang::{AppHangEvidence, StoredAppHang};
+use selfheal_supervise::app_lifecycle::{LastRun, StoredAppLifecycle};
+use selfheal_supervise::evidence::ThreadStacks;
+use selfheal_supervise::respawn::EndCause;
+use selfheal_supervise::{HangDetector, Phase};
 
 fn notify_app(name: &str, args: &[&str], watchdog_ms: u64) -> selfheal_config::AppConfig {
     let prog = tp("tp-notify");
@@ -58,6 +64,19 @@ fn missed_watchdog_is_a_hang_then_stop_and_restart() {
     assert_eq!(d["detector"], "watchdog");
     assert_eq!(d["suspected"], false);
     assert_eq!(d["evidence"]["watchdog_ms"], 600);
+    // The event reads back typed, as the runner wrote it.
+    let typed = StoredAppHang::from_event(&hang).unwrap();
+    assert_eq!(typed.detector, HangDetector::Watchdog);
+    assert!(!typed.suspected && typed.confirmed_by.is_none());
+    assert!(
+        matches!(&typed.evidence, AppHangEvidence::Watchdog(w) if w.watchdog_ms == 600),
+        "{typed:?}"
+    );
+    assert_eq!(typed.detected_unix_us, d["detected_unix_us"].as_i64());
+    assert!(matches!(
+        typed.thread_stacks,
+        Some(ThreadStacks::Read { .. })
+    ));
     assert!(
         d["thread_stacks"]["threads"]
             .as_array()
@@ -95,9 +114,22 @@ fn missed_watchdog_is_a_hang_then_stop_and_restart() {
         .expect("a stop action");
     assert_eq!(action.details["signal"], "SIGTERM");
     assert_eq!(action.details["reason"], "hang (watchdog)");
+    let StoredAppAction::Signal(sent) = StoredAppAction::from_event(&action).unwrap() else {
+        panic!("not a stop signal: {}", action.details);
+    };
+    assert_eq!(
+        (sent.signal.as_str(), sent.scope),
+        ("SIGTERM", KillMode::Group)
+    );
+    assert_eq!(sent.error, None);
     let restart = &of(&events, EventKind::AppRestart)[0];
     assert_eq!(restart.details["cause"], "hang");
     assert_eq!(restart.details["previous"]["signal"], libc::SIGTERM);
+    let StoredAppLifecycle::Restarted(r) = StoredAppLifecycle::from_event(restart).unwrap() else {
+        panic!("not a restart after a run: {}", restart.details);
+    };
+    assert_eq!(r.cause, EndCause::Hang);
+    assert!(matches!(r.previous, LastRun::Ended(e) if e.signal == Some(libc::SIGTERM)));
     assert_eq!(
         count(&events, EventKind::AppCrash),
         0,
@@ -225,6 +257,11 @@ fn http_server_that_stops_answering_is_restarted() {
     assert_eq!(d["detector"], "probe");
     assert_eq!(d["evidence"]["probe"], "http");
     assert_eq!(d["evidence"]["consecutive_failures"], 2);
+    let typed = StoredAppHang::from_event(&hang).unwrap();
+    let AppHangEvidence::Probe(p) = &typed.evidence else {
+        panic!("read as {typed:?}");
+    };
+    assert_eq!((p.probe.as_str(), p.consecutive_failures), ("http", 2));
     let failures = d["evidence"]["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 2);
     for f in failures {
@@ -273,6 +310,14 @@ fn program_ignoring_the_stop_signal_is_killed_after_the_grace_period() {
         .map(|e| e.details["action"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(actions, vec!["signal", "kill"], "{}", dump(&events));
+    let typed: Vec<StoredAppAction> = of(&events, EventKind::AppAction)
+        .iter()
+        .map(|e| StoredAppAction::from_event(e).unwrap())
+        .collect();
+    assert!(matches!(
+        typed.as_slice(),
+        [StoredAppAction::Signal(_), StoredAppAction::Kill(k)] if k.signal == "SIGKILL"
+    ));
     let exit = of(&events, EventKind::AppExit).pop().unwrap();
     assert!(
         exit.message.contains("stopped on request"),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use selfheal_config::{AppConfig, HumanDuration, ProbeCheck, ProbeConfig};
 use selfheal_event::{EventKind, Severity};
+use selfheal_supervise::app_hang::{AppHangEvidence, StoredAppHang};
 use selfheal_supervise::{Options, RecoveryStep, StepContext, StepOutcome, Supervisor, Trouble};
 
 fn spin_app(name: &str, bound_ms: u64) -> AppConfig {
@@ -57,6 +58,13 @@ fn infinite_loop_acted_on_alone_when_configured() {
     assert_eq!(s.severity, Severity::Warning);
     let ev = &s.details["evidence"];
     assert!(ev["held_ms"].as_u64().unwrap() >= 1000, "{ev}");
+    // The suspicion reads back typed, as the sampler wrote it.
+    let typed = StoredAppHang::from_event(s).unwrap();
+    assert!(typed.suspected && typed.detected_unix_us.is_none());
+    let AppHangEvidence::Suspicion(e) = &typed.evidence else {
+        panic!("read as {typed:?}");
+    };
+    assert_eq!(e.tid, ev["tid"].as_i64().map(|t| t as i32));
     let spinner_tid = ev["tid"].as_i64().unwrap();
     let threads = ev["threads"].as_array().unwrap();
     let spinner = threads.iter().find(|t| t["tid"] == spinner_tid).unwrap();

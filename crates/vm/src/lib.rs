@@ -6,14 +6,18 @@
 //! - [`link`]: the host's end of the guest link.
 //! - [`host`]: what the host sees of QEMU (CPU time of its vCPU threads).
 //! - [`policy`]: what to do, from what was seen (pure).
+//! - [`incident`] and [`details`]: the details of the events it records,
+//!   read back typed.
 //! - [`pauses`]: the checkpoint stops the guest lived through.
 //! - [`tell`]: telling the guest of those stops, so it excuses them too.
 //! - `run`: one run of QEMU, under the checkpoint engine; `supervise`:
 //!   restarts, and the entry points for `selfheal vm` and `[[vm]]`.
 #![forbid(unsafe_code)]
 
+pub mod details;
 pub mod events;
 pub mod host;
+pub mod incident;
 pub mod link;
 pub mod metrics;
 pub mod pauses;

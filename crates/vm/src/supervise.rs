@@ -11,9 +11,12 @@ use selfheal_checkpoint::ExitInfo;
 use selfheal_config::{RestartPolicy, VmConfig};
 use selfheal_event::{details_value, EventKind, EventSink, Severity};
 use selfheal_metrics::Collector;
-use serde::Serialize;
 
+use crate::details::{
+    GaveUpDetails, RestartedBy, RestartingDetails, StartFailedDetails, StoppedDetails,
+};
 use crate::events::vm_event;
+use crate::incident::{ExitedDetails, QemuExit};
 use crate::metrics::{VmCollector, VmMetrics};
 use crate::run::{run_once, RunEnd, Stop};
 
@@ -79,9 +82,9 @@ pub fn run_vm(
                     EventKind::VmExit,
                     Severity::Critical,
                     format!("cannot start: {e}"),
-                    details_value(&StartFailed {
+                    details_value(&StartFailedDetails {
                         exit: None,
-                        error: &e.to_string(),
+                        error: e.to_string(),
                     }),
                 );
                 return VmFinish {
@@ -94,7 +97,7 @@ pub fn run_vm(
                     EventKind::VmExit,
                     Severity::Info,
                     "stopped (QEMU told to quit)".into(),
-                    details_value(&Stopped { stopped: true }),
+                    details_value(&StoppedDetails { stopped: true }),
                 );
                 return VmFinish {
                     stopped: true,
@@ -114,9 +117,9 @@ pub fn run_vm(
                     EventKind::VmExit,
                     Severity::Critical,
                     format!("cannot start: {e}"),
-                    details_value(&StartFailed {
-                        exit: Some(&info),
-                        error: &e,
+                    details_value(&StartFailedDetails {
+                        exit: Some(QemuExit::from(&info)),
+                        error: e.clone(),
                     }),
                 );
                 return VmFinish {
@@ -151,9 +154,9 @@ pub fn run_vm(
                         Severity::Info
                     },
                     format!("{what}{}", if again { "" } else { "; not restarted" }),
-                    details_value(&Exited {
-                        exit: &info,
-                        shutdown_reason: reason.as_deref(),
+                    details_value(&ExitedDetails {
+                        exit: QemuExit::from(&info),
+                        shutdown_reason: reason.clone(),
                         restart: again,
                     }),
                 );
@@ -183,9 +186,9 @@ pub fn run_vm(
                     restarts.len(),
                     cfg.restart_window
                 ),
-                details_value(&GaveUp {
+                details_value(&GaveUpDetails {
                     restarts: restarts.len(),
-                    why: &why,
+                    why: why.clone(),
                 }),
             );
             return VmFinish {
@@ -199,9 +202,9 @@ pub fn run_vm(
             EventKind::VmRestart,
             Severity::Critical,
             format!("starting QEMU again: {why}"),
-            details_value(&Restarting {
-                why: &why,
-                by: "selfheal",
+            details_value(&RestartingDetails {
+                why: why.clone(),
+                by: RestartedBy::Selfheal,
             }),
         );
         let until = Instant::now() + RESTART_DELAY;
@@ -272,48 +275,6 @@ impl VmSupervisor {
     }
 }
 
-/// `details` of a QEMU that could not start (`vm_exit`). `exit` is
-/// present only when QEMU ran and exited.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct StartFailed<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit: Option<&'a ExitInfo>,
-    error: &'a str,
-}
-
-/// `details` of a QEMU told to quit (`vm_exit`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Stopped {
-    /// Always true.
-    stopped: bool,
-}
-
-/// `details` of a QEMU that exited (`vm_exit`, `vm_crash`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Exited<'a> {
-    exit: &'a ExitInfo,
-    /// QMP's SHUTDOWN reason, if one came.
-    shutdown_reason: Option<&'a str>,
-    /// Whether it is started again.
-    restart: bool,
-}
-
-/// `details` of giving up after too many restarts (`vm_gave_up`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct GaveUp<'a> {
-    /// Restarts within `restart_window`.
-    restarts: usize,
-    why: &'a str,
-}
-
-/// `details` of starting QEMU again (`vm_restart`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Restarting<'a> {
-    why: &'a str,
-    /// Always `selfheal`.
-    by: &'static str,
-}
-
 #[cfg(test)]
 mod details_tests {
     use serde_json::json;
@@ -331,42 +292,42 @@ mod details_tests {
         };
         let info_json = json!({"code": 1, "signal": null, "core_dumped": false});
         assert_eq!(
-            details_value(&StartFailed {
+            details_value(&StartFailedDetails {
                 exit: None,
-                error: "no kvm"
+                error: "no kvm".into()
             }),
             json!({"error": "no kvm"})
         );
         assert_eq!(
-            details_value(&StartFailed {
-                exit: Some(&info),
-                error: "bad -m"
+            details_value(&StartFailedDetails {
+                exit: Some(QemuExit::from(&info)),
+                error: "bad -m".into()
             }),
             json!({"exit": info_json, "error": "bad -m"})
         );
         assert_eq!(
-            details_value(&Stopped { stopped: true }),
+            details_value(&StoppedDetails { stopped: true }),
             json!({"stopped": true})
         );
         assert_eq!(
-            details_value(&Exited {
-                exit: &info,
+            details_value(&ExitedDetails {
+                exit: QemuExit::from(&info),
                 shutdown_reason: None,
                 restart: true
             }),
             json!({"exit": info_json, "shutdown_reason": null, "restart": true})
         );
         assert_eq!(
-            details_value(&GaveUp {
+            details_value(&GaveUpDetails {
                 restarts: 3,
-                why: "crash"
+                why: "crash".into()
             }),
             json!({"restarts": 3, "why": "crash"})
         );
         assert_eq!(
-            details_value(&Restarting {
-                why: "crash",
-                by: "selfheal"
+            details_value(&RestartingDetails {
+                why: "crash".into(),
+                by: RestartedBy::Selfheal
             }),
             json!({"why": "crash", "by": "selfheal"})
         );

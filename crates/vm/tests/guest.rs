@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use selfheal_config::VmConfig;
 use selfheal_event::{Event, EventKind, MemorySink};
+use selfheal_vm::incident::{IncidentTrigger, StoredVmIncident};
 use selfheal_vm::{Stop, VmMetrics};
 use support::{qemu_threads, wait_for, Console, Triggers};
 
@@ -129,6 +130,12 @@ fn guest_hang_and_panic_are_rolled_back_in_place_and_a_stopped_qemu_is_left_alon
         // between the trigger and the last heartbeat).
         assert_eq!(hang.details["trigger"], "hang", "{}", dump(&sink));
         assert!(hang.details["evidence"]["qemu_cpu_ms"].as_f64().unwrap() > 1.0);
+        // The incident reads back typed, as the run wrote it.
+        let StoredVmIncident::Acted(typed) = StoredVmIncident::from_event(hang).unwrap() else {
+            panic!("not an incident acted on: {}", hang.details);
+        };
+        assert_eq!(typed.trigger, IncidentTrigger::Hang);
+        assert!(typed.evidence.and_then(|e| e.qemu_cpu_ms).unwrap() > 1.0);
 
         // A kernel panic, seen through pvpanic.
         let before = console.last_work();

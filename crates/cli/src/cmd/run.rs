@@ -187,10 +187,7 @@ impl RunArgs {
         app.stderr = self.stderr.clone().map_or(Output::Inherit, Output::File);
         app.stderr_tail_lines = self.stderr_tail_lines;
         app.restart_output = self.restart_output;
-        app.stop_signal = self
-            .stop_signal
-            .parse::<SignalName>()
-            .map_err(anyhow::Error::msg)?;
+        app.stop_signal = self.stop_signal.parse::<SignalName>()?;
         app.stop_grace = HumanDuration(self.stop_grace);
         app.backoff.initial = HumanDuration(self.backoff);
         app.backoff.max = HumanDuration(self.backoff_max.max(self.backoff));

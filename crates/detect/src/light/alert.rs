@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use selfheal_config::{Level, Rule};
+use selfheal_config::{Comparison, Level, Rule};
 use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
-use selfheal_sampler::{Sample, SystemMetric};
+use selfheal_sampler::{Sample, Scope, SystemMetric};
 
 /// The most conditions a rule may have.
 pub const MAX_CONDITIONS: usize = 4;
@@ -69,8 +69,8 @@ impl Alert {
                 c.threshold
             ));
             conditions.push(ConditionDetails {
-                metric: c.metric.name(),
-                cmp: c.cmp.key(),
+                metric: c.metric.name().into(),
+                cmp: c.cmp,
                 threshold: c.threshold,
                 value: finite(*v),
             });
@@ -107,8 +107,8 @@ impl Alert {
             });
         }
         let details = AlertDetails {
-            level: self.level.as_str(),
-            scope: rule.scope().name(),
+            level: self.level,
+            scope: rule.scope(),
             held_ms: self.held_for.as_millis() as u64,
             sustain_ms: rule.sustain.get().as_millis() as u64,
             sample_seq: self.sample_seq,
@@ -123,13 +123,15 @@ impl Alert {
 }
 
 /// `details` of a light-detector alert event (kind `alert`): what the
-/// store, `/api/events`, the heavy detector's trigger and the lab read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// store, `/api/events`, the heavy detector's trigger and the lab read,
+/// and read back by [`AlertDetails::from_event`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertDetails {
     /// `light` or `heavy`.
-    pub level: &'static str,
+    pub level: Level,
     /// The rule's scope: `system`, `per_cpu` or `per_disk`.
-    pub scope: &'static str,
+    #[serde(with = "scope_name")]
+    pub scope: Scope,
     /// How long the conditions had held, ms.
     pub held_ms: u64,
     /// How long they must hold, ms.
@@ -141,23 +143,85 @@ pub struct AlertDetails {
     /// Each condition with its measured value, in rule order.
     pub conditions: Vec<ConditionDetails>,
     /// The CPU, for per-CPU rules (absent otherwise).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<u32>,
     /// The disk's name, for per-disk rules (absent otherwise).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<String>,
     /// The sample, when one was attached (absent otherwise).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotDetails>,
 }
 
+/// A stored event that does not read back as a light-detector alert.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadAlertError {
+    /// Only `alert` events of the light detector (or a guest's, forwarded)
+    /// carry one.
+    #[error("event {id:?} is a `{kind}` event from `{source_name}`; only the light detector's `alert` events carry an alert")]
+    NotAnAlert {
+        /// The event's id in the store.
+        id: Option<i64>,
+        /// Its kind.
+        kind: EventKind,
+        /// Its source.
+        source_name: String,
+    },
+    /// `details` is not the document an alert writes.
+    #[error("the details of an alert event are not an alert: {0}")]
+    Details(#[source] serde_json::Error),
+}
+
+impl AlertDetails {
+    /// Reads the alert an `alert` event of the light detector carries
+    /// (its own, or a guest's forwarded by the host).
+    pub fn from_event(event: &Event) -> Result<AlertDetails, ReadAlertError> {
+        let light = match &event.source {
+            Source::Light => true,
+            Source::Guest(s) => **s == Source::Light,
+            _ => false,
+        };
+        if event.kind != EventKind::Alert || !light {
+            return Err(ReadAlertError::NotAnAlert {
+                id: event.id,
+                kind: event.kind,
+                source_name: event.source.to_string(),
+            });
+        }
+        AlertDetails::deserialize(&event.details).map_err(ReadAlertError::Details)
+    }
+}
+
+/// [`Scope`] by its name (`system`, `per_cpu`, `per_disk`).
+mod scope_name {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    use selfheal_sampler::Scope;
+
+    pub fn serialize<S: Serializer>(scope: &Scope, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(scope.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Scope, D::Error> {
+        let name = String::deserialize(d)?;
+        [Scope::System, Scope::PerCpu, Scope::PerDisk]
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "unknown scope `{name}`; expected system, per_cpu or per_disk"
+                ))
+            })
+    }
+}
+
 /// One condition of an alert: `metric <cmp> threshold` and its value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConditionDetails {
     /// The metric's name.
-    pub metric: &'static str,
-    /// The comparison's config key (`above`, `at_most`, …).
-    pub cmp: &'static str,
+    pub metric: String,
+    /// The comparison (its config key: `above`, `at_most`, …).
+    pub cmp: Comparison,
     /// The threshold.
     pub threshold: f64,
     /// The value, rounded to 3 decimals; `null` when not finite.
@@ -167,7 +231,7 @@ pub struct ConditionDetails {
 /// A sample as evidence (`details.snapshot`, `/api/sample`): machine-wide
 /// metrics by name, per-CPU and per-disk metrics as arrays of objects.
 /// Unavailable metrics are omitted, so the metric objects are maps.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotDetails {
     /// The sample's sequence number.
     pub sample_seq: u64,

@@ -13,7 +13,7 @@ use selfheal_sampler::{CpuMetric, MetricRef, Sample, Scope, MAX_DISKS};
 
 pub use alert::{
     snapshot_details, snapshot_json, Alert, AlertDetails, AlertInstance, ConditionDetails,
-    SnapshotDetails, MAX_CONDITIONS,
+    ReadAlertError, SnapshotDetails, MAX_CONDITIONS,
 };
 pub use stats::LightStats;
 pub use thread::{attach_sample_hook, LightShared, LightThread, LightThreadConfig, SampleHook};

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use selfheal_config::{default_rules, Config, Level};
-use selfheal_sampler::{CpuMetric, Sample, SystemMetric};
+use selfheal_sampler::{CpuMetric, Sample, Scope, SystemMetric};
 
 use super::*;
 
@@ -301,4 +301,88 @@ fn alert_details_match_the_documented_json() {
     for key in ["cpu", "disk", "snapshot"] {
         assert!(d.get(key).is_none(), "{key}: {d}");
     }
+}
+
+/// An alert event written by the detector, stored in SQLite, queried back
+/// and printed as the API prints it, and forwarded from a guest, reads
+/// back typed and equal to what was written.
+#[test]
+fn alert_details_read_back_through_the_store_and_the_api() {
+    use selfheal_config::Comparison;
+    use selfheal_event::Event;
+    use selfheal_store::{Query, Store};
+
+    let det = detector(0);
+    let rule = det
+        .rules()
+        .iter()
+        .find(|r| r.name == "kernel_spin")
+        .unwrap();
+    let mut st = Stream::new();
+    let s = st.next(spin_cpu1);
+    let alert = Alert {
+        rule_index: 0,
+        level: Level::Heavy,
+        instance: AlertInstance::Cpu(1),
+        raised_at: Instant::now(),
+        wall_unix_ms: 1_700_000_000_000,
+        held_for: Duration::from_millis(300),
+        sample_seq: s.seq,
+        values: [100.0, 0.0, f64::NAN, f64::NAN],
+        repeat: false,
+    };
+    let written = alert.to_event(rule, Some(&s));
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("events.db")).unwrap();
+    store.append(&written).unwrap();
+    let e = store.query(&Query::new()).unwrap().remove(0);
+    let api: Event = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+    let mut guest = api.clone();
+    guest.source = guest.source.forwarded_from_guest();
+    for e in [&e, &api, &guest] {
+        let d = AlertDetails::from_event(e).unwrap();
+        assert_eq!(selfheal_event::details_value(&d), written.details);
+        assert_eq!(
+            (d.level, d.scope, d.cpu),
+            (Level::Heavy, Scope::PerCpu, Some(1))
+        );
+        assert_eq!(d.conditions[0].cmp, Comparison::Above);
+        assert_eq!(d.conditions[0].value, Some(100.0));
+        let snap = d.snapshot.as_ref().unwrap();
+        assert_eq!(snap.cpus[1]["cpu_system_percent"], 100.0);
+    }
+}
+
+/// A document as the `json!` literal wrote it reads back; what is not a
+/// light-detector alert is refused.
+#[test]
+fn an_alert_of_the_json_era_reads_back_and_others_are_refused() {
+    use selfheal_config::Comparison;
+    use selfheal_event::{Event, EventKind, Severity, Source};
+
+    let old = serde_json::json!({
+        "level": "light", "scope": "system", "held_ms": 5868, "sustain_ms": 5000,
+        "sample_seq": 9, "repeat": false,
+        "conditions": [{"metric": "mem_available_percent", "cmp": "at_most",
+                        "threshold": 5.0, "value": null}],
+    });
+    let e = Event::now(EventKind::Alert, Severity::Warning, Source::Light, "m")
+        .with_details(old.clone());
+    let d = AlertDetails::from_event(&e).unwrap();
+    assert_eq!((d.held_ms, d.scope), (5868, Scope::System));
+    assert_eq!(d.conditions[0].cmp, Comparison::AtMost);
+    assert_eq!(
+        (d.cpu, d.disk.as_deref(), d.snapshot.is_none()),
+        (None, None, true)
+    );
+    assert_eq!(selfheal_event::details_value(&d), old);
+
+    let heavy = Event::now(EventKind::Alert, Severity::Warning, Source::Heavy, "m");
+    let err = AlertDetails::from_event(&heavy).unwrap_err();
+    assert!(err.to_string().contains("heavy"), "{err}");
+    let mut bad = old;
+    bad["scope"] = "per_galaxy".into();
+    let e = Event::now(EventKind::Alert, Severity::Warning, Source::Light, "m").with_details(bad);
+    let err = AlertDetails::from_event(&e).unwrap_err();
+    assert!(err.to_string().contains("per_galaxy"), "{err}");
 }

@@ -13,7 +13,7 @@ use selfheal_store::{Order, Query, Store};
 
 use super::*;
 use crate::blocker::{Blocker, Held, HeldReason, MountRef, ProcRef, Whose};
-use crate::class::{Diagnosis, Symptom, Trigger};
+use crate::class::{Diagnosis, Symptom, Trigger, TriggerDetails};
 use crate::classify::evidence::*;
 
 fn task(comm: &str, measured: bool) -> TaskEvidence {
@@ -396,12 +396,102 @@ fn every_shape_reads_back_through_the_store_and_the_api() {
             assert_eq!(s.evidence, d.evidence, "{}", d.class);
             assert_eq!(s.record_only.as_deref(), d.no_target.as_deref());
             assert_eq!(s.detection_latency_ms, Some(1500.0));
-            assert_eq!(
-                s.trigger,
-                json!({"kind": "stall", "cpu": 1, "stalled_ms": 250})
-            );
+            assert_eq!(s.trigger, trigger.details());
         }
     }
+}
+
+/// Every kind of trigger, written typed and stored in SQLite, reads back
+/// typed and equal, and is stored as the very text the `json!` literals
+/// wrote.
+#[test]
+fn every_trigger_reads_back_through_the_store() {
+    use selfheal_cgroup::Controller;
+    use selfheal_config::Level;
+    use selfheal_detect::watchdog::Detector;
+    let cases = [
+        (
+            Trigger::Alert {
+                rule: "sys_high".into(),
+                level: Level::Heavy,
+                cpu: None,
+            },
+            r#"{"cpu":null,"kind":"alert","level":"heavy","rule":"sys_high"}"#,
+        ),
+        (
+            Trigger::Stall {
+                cpu: 3,
+                stalled_for: Duration::from_millis(250),
+            },
+            r#"{"cpu":3,"kind":"stall","stalled_ms":250}"#,
+        ),
+        (
+            Trigger::Watchdog {
+                component: Detector::Pipeline,
+                age: Duration::from_secs(2),
+            },
+            r#"{"age_ms":2000,"component":"pipeline","kind":"watchdog"}"#,
+        ),
+        (
+            Trigger::Kernel {
+                verdict: VerdictKind::HungTask,
+                cpu: Some(1),
+            },
+            r#"{"cpu":1,"kind":"kernel","verdict":"hung_task"}"#,
+        ),
+        (
+            Trigger::DState { tids: vec![7, 8] },
+            r#"{"finding":"d_state","kind":"sweep","tids":[7,8]}"#,
+        ),
+        (
+            Trigger::Cgroup {
+                path: "/a".into(),
+                resource: Controller::Pids,
+            },
+            r#"{"cgroup":"/a","finding":"pids","kind":"sweep"}"#,
+        ),
+        (Trigger::Manual, r#"{"kind":"manual"}"#),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("events.db")).unwrap();
+    let (class, evidence) = every_shape().swap_remove(1);
+    let d = diagnosis(class, evidence, false);
+    for (t, _) in &cases {
+        store.append(&d.to_event(t, None)).unwrap();
+    }
+    let read = store
+        .query(&Query::new().order(Order::OldestFirst))
+        .unwrap();
+    assert_eq!(read.len(), cases.len());
+    for ((t, text), e) in cases.iter().zip(&read) {
+        let s = StoredDiagnosis::from_event(e).unwrap();
+        assert_eq!(s.trigger, t.details(), "{t:?}");
+        assert_eq!(serde_json::to_string(&e.details["trigger"]).unwrap(), *text);
+        // The literal, as an older selfheal stored it, reads back the same.
+        let old: TriggerDetails = serde_json::from_str(text).unwrap();
+        assert_eq!(old, t.details());
+    }
+}
+
+/// A sweep finding that names neither D state nor a controller, or lacks
+/// the field its finding needs, is refused with a message naming it.
+#[test]
+fn a_sweep_trigger_of_no_known_finding_is_refused() {
+    let details = |trigger: serde_json::Value| {
+        json!({"class": "held", "trigger": trigger,
+               "evidence": {"bound_ms": 2000, "held": []}})
+    };
+    let err = StoredDiagnosis::from_details(&details(
+        json!({"kind": "sweep", "finding": "galaxy", "cgroup": "/a"}),
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("galaxy"), "{err}");
+    let err =
+        StoredDiagnosis::from_details(&details(json!({"kind": "sweep", "finding": "memory"})))
+            .unwrap_err();
+    assert!(err.to_string().contains("cgroup"), "{err}");
+    let err = StoredDiagnosis::from_details(&details(json!({"kind": "comet"}))).unwrap_err();
+    assert!(matches!(err, ReadError::Details(_)), "{err}");
 }
 
 /// A document as the `json!` literals wrote it, stored by an older
@@ -430,6 +520,14 @@ fn a_record_of_the_json_era_reads_back() {
     let e = store.query(&Query::new()).unwrap().remove(0);
     let s = StoredDiagnosis::from_event(&e).unwrap();
     assert_eq!(s.class, Class::MemoryExhaustion);
+    assert_eq!(
+        s.trigger,
+        TriggerDetails::Alert {
+            rule: "memory_exhausted".into(),
+            level: selfheal_config::Level::Light,
+            cpu: None,
+        }
+    );
     assert_eq!(s.detection_latency_ms, None);
     assert_eq!(s.record_only, None);
     let DiagnosisEvidence::UnaccountedMemory(u) = &s.evidence else {
@@ -453,6 +551,10 @@ fn a_record_of_the_json_era_reads_back() {
                         "state": "FROZEN", "whose": "waiter", "server": null}}]},
     });
     let s = StoredDiagnosis::from_details(&frozen).unwrap();
+    assert_eq!(
+        s.trigger,
+        TriggerDetails::Sweep(crate::class::SweepFinding::DState { tids: vec![20] })
+    );
     let DiagnosisEvidence::Held(h) = &s.evidence else {
         panic!("read as {:?}", s.evidence);
     };

@@ -86,7 +86,11 @@ fn without_ptrace_the_program_runs_unprotected_after_a_loud_event() {
     let mut step = ck.step();
     let trouble = Trouble::Hang {
         detector: crate::HangDetector::Watchdog,
-        evidence: serde_json::Value::Null,
+        evidence: crate::app_hang::AppHangEvidence::WatchdogTrigger(
+            crate::app_hang::WatchdogTriggerEvidence {
+                trigger: crate::app_hang::WATCHDOG_TRIGGER.into(),
+            },
+        ),
     };
     let out = step.attempt(&mut StepContext {
         app: &app(),

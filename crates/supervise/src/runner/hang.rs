@@ -2,21 +2,21 @@
 
 use std::time::Instant;
 
-use serde_json::Value;
-
 use selfheal_config::KillMode;
 use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_sys::signal::signal_name;
 
-use super::hang_evidence::{
-    DryRunSignal, HangDetails, HookDetails, KillDetails, ProbeConfirmation, ProbeConfirmed,
-    ProbeEvidence, ProbeFailure, ReadyTimeoutEvidence, SignalDetails, StepDeclined, StepRecovered,
-    SuspectedDetails, WatchdogEvidence,
-};
 use super::{Runner, StopCause, Stopping, KILL_WAIT};
 
 /// Probe failures quoted in a hang event.
 const PROBE_HISTORY: usize = 10;
+use crate::app_action::{
+    DryRunSignal, HookDetails, KillDetails, SignalDetails, StepDeclined, StepRecovered, StepResult,
+};
+use crate::app_hang::{
+    ActAlone, AppHangEvidence, Confirmation, HangDetails, ProbeEvidence, ProbeFailure,
+    ReadyTimeoutEvidence, SuspectedDetails, WatchdogEvidence,
+};
 use crate::child::SignalScope;
 use crate::events::unix_us;
 use crate::evidence::{run_hook, thread_stacks};
@@ -46,7 +46,7 @@ impl Runner {
         if let Some(d) = l.ready_deadline {
             if now >= d {
                 let timeout = self.s.app.notify.ready_timeout;
-                let evidence = details_value(&ReadyTimeoutEvidence {
+                let evidence = AppHangEvidence::ReadyTimeout(ReadyTimeoutEvidence {
                     ready_timeout_ms: timeout.get().as_millis() as u64,
                     deadline_unix_us: unix_us(d),
                     status: self.s.state.status().status,
@@ -65,7 +65,7 @@ impl Runner {
         if let (Some(base), Some(w)) = (l.watchdog_base, l.watchdog) {
             let deadline = base + w;
             if now >= deadline {
-                let evidence = details_value(&WatchdogEvidence {
+                let evidence = AppHangEvidence::Watchdog(WatchdogEvidence {
                     watchdog_ms: w.as_millis() as u64,
                     last_ping_unix_us: l.last_ping.map(unix_us),
                     deadline_unix_us: unix_us(deadline),
@@ -110,17 +110,17 @@ impl Runner {
         l.probe_failure_count[o.probe] += 1;
         let failures = l.probe_failure_count[o.probe];
         tracing::debug!(app = %app.name, probe = %cfg.name, failures, detail = %o.detail, "probe failed");
-        let history: Vec<ProbeFailure<'_>> = l.probe_failures[o.probe]
+        let history: Vec<ProbeFailure> = l.probe_failures[o.probe]
             .iter()
             .map(|f| ProbeFailure {
-                detail: &f.detail,
+                detail: f.detail.clone(),
                 started_unix_us: unix_us(f.started),
                 elapsed_ms: f.elapsed.as_secs_f64() * 1000.0,
             })
             .collect();
-        let evidence = details_value(&ProbeEvidence {
-            probe: &cfg.name,
-            kind: cfg.check.kind(),
+        let evidence = ProbeEvidence {
+            probe: cfg.name.clone(),
+            kind: cfg.check.kind().into(),
             target: match &cfg.check {
                 selfheal_config::ProbeCheck::Exec { command } => command.join(" "),
                 selfheal_config::ProbeCheck::Tcp { address } => address.clone(),
@@ -133,13 +133,14 @@ impl Runner {
             failures: history,
             // When the failing check gave up: its start plus what it took.
             failed_at_unix_us: unix_us(o.started + o.elapsed),
-        });
+        };
         if failures >= cfg.failure_threshold {
             let why = format!(
                 "probe {} failed {failures} times in a row: {}",
                 cfg.name, o.detail
             );
             let progress = l.probe_last_ok[o.probe];
+            let evidence = AppHangEvidence::Probe(evidence);
             self.hang(HangDetector::Probe, evidence, None, why, progress);
             return;
         }
@@ -158,8 +159,8 @@ impl Runner {
             );
             self.hang(
                 kind.into(),
-                ev,
-                Some(details_value(&ProbeConfirmed { probe: &evidence })),
+                AppHangEvidence::Suspicion(ev),
+                Some(Confirmation::ProbeFailed { probe: evidence }),
                 why,
                 since,
             );
@@ -219,8 +220,8 @@ impl Runner {
                     let why = format!("{} suspected and act_alone is set", kind.as_str());
                     self.hang(
                         kind.into(),
-                        evidence,
-                        Some(Value::from("act_alone")),
+                        AppHangEvidence::Suspicion(evidence),
+                        Some(Confirmation::Alone(ActAlone::ActAlone)),
                         why,
                         Some(since),
                     );
@@ -232,11 +233,11 @@ impl Runner {
                     );
                     self.hang(
                         kind.into(),
-                        evidence,
-                        Some(details_value(&ProbeConfirmation {
-                            probe: &name,
-                            detail: &detail,
-                        })),
+                        AppHangEvidence::Suspicion(evidence),
+                        Some(Confirmation::ProbeFailing {
+                            probe: name,
+                            detail,
+                        }),
                         why,
                         Some(since),
                     );
@@ -258,8 +259,8 @@ impl Runner {
     pub(super) fn hang(
         &mut self,
         detector: HangDetector,
-        evidence: Value,
-        confirmed_by: Option<Value>,
+        evidence: AppHangEvidence,
+        confirmed_by: Option<Confirmation>,
         why: String,
         last_progress: Option<Instant>,
     ) {
@@ -283,10 +284,10 @@ impl Runner {
             details_value(&HangDetails {
                 detector,
                 suspected: false,
-                confirmed_by,
+                confirmed_by: confirmed_by.as_ref(),
                 evidence: &evidence,
                 detected_unix_us: unix_us(detected),
-                thread_stacks: stacks,
+                thread_stacks: stacks.as_ref(),
             }),
         );
         if let Some(out) = run_hook(&self.s.app.hook, self.name(), pid, detector.as_str()) {
@@ -295,7 +296,7 @@ impl Runner {
                 Severity::Info,
                 format!("ran the hook for {} before acting", self.name()),
                 details_value(&HookDetails {
-                    action: "hook",
+                    action: "hook".into(),
                     result: out,
                 }),
             );
@@ -326,9 +327,9 @@ impl Runner {
                             self.name()
                         ),
                         details_value(&StepDeclined {
-                            action: &name,
-                            outcome: "declined",
-                            reason: &reason,
+                            action: name,
+                            outcome: StepResult::Declined,
+                            reason,
                         }),
                     );
                 }
@@ -344,9 +345,9 @@ impl Runner {
                     self.name()
                 ),
                 details_value(&StepRecovered {
-                    action: &name,
-                    outcome: "recovered",
-                    detail: &detail,
+                    action: name,
+                    outcome: StepResult::Recovered,
+                    detail,
                 }),
             );
             self.rearm_detectors();
@@ -362,8 +363,8 @@ impl Runner {
                     self.name()
                 ),
                 details_value(&DryRunSignal {
-                    action: "signal",
-                    signal: &signal,
+                    action: "signal".into(),
+                    signal,
                     dry_run: true,
                 }),
             );
@@ -455,14 +456,10 @@ impl Runner {
                 self.name()
             ),
             details_value(&SignalDetails {
-                action: "signal",
-                signal: &signal_name(sig),
-                scope: if scope == SignalScope::Group {
-                    "group"
-                } else {
-                    "process"
-                },
-                reason: &reason,
+                action: "signal".into(),
+                signal: signal_name(sig),
+                scope: stored_scope(scope),
+                reason,
                 grace_ms: grace.get().as_millis() as u64,
                 error: sent.err().map(|e| e.to_string()),
             }),
@@ -506,13 +503,9 @@ impl Runner {
                 Severity::Warning,
                 format!("{} did not stop within {grace}; sent SIGKILL", self.name()),
                 details_value(&KillDetails {
-                    action: "kill",
-                    signal: "SIGKILL",
-                    scope: if scope == SignalScope::Group {
-                        "group"
-                    } else {
-                        "process"
-                    },
+                    action: "kill".into(),
+                    signal: "SIGKILL".into(),
+                    scope: stored_scope(scope),
                     error: res.err().map(|e| e.to_string()),
                 }),
             );
@@ -524,5 +517,14 @@ impl Runner {
             self.warned_kill = true;
             tracing::error!(app = %self.name(), pid, "the program survives SIGKILL (uninterruptible sleep?); still waiting for it to end");
         }
+    }
+}
+
+/// A signal's reach as events store it (`group` or `process`).
+fn stored_scope(scope: SignalScope) -> KillMode {
+    if scope == SignalScope::Group {
+        KillMode::Group
+    } else {
+        KillMode::Process
     }
 }

@@ -11,9 +11,7 @@
 //!   evidence, recovery steps and stopping;
 //! - `notify.rs`: the notify protocol's messages.
 
-mod details;
 mod hang;
-mod hang_evidence;
 mod notify;
 
 use std::collections::HashMap;
@@ -27,6 +25,9 @@ use selfheal_config::{AppConfig, KillMode, Output};
 use selfheal_event::{details_value, EventKind, EventSink, Severity};
 use selfheal_sys::child::poll_readable_any;
 
+use crate::app_lifecycle::{
+    Ended, Finished, GaveUp, LastRun, LaunchFailed, Restarted, Retried, RetryCause, Started,
+};
 use crate::child::{
     ChildHandle, ExitStatus, LaunchError, LaunchSpec, Launcher, Program, StdioSpec,
 };
@@ -35,7 +36,7 @@ use crate::mailbox::{Mailbox, Msg, Waker};
 use crate::notify::NotifySocket;
 use crate::output::{open_output, StderrPump};
 use crate::probe::{self, ProbeOutcome, ProbeThread};
-use crate::progress::SuspicionKind;
+use crate::progress::{SuspicionEvidence, SuspicionKind};
 use crate::respawn::{Decision, EndCause, RestartTracker};
 use crate::state::{AppState, Phase};
 use crate::steps::RecoveryStep;
@@ -128,7 +129,7 @@ struct Live {
     /// The watchdog counts from here (readiness, then each `WATCHDOG=1`).
     watchdog_base: Option<Instant>,
     last_ping: Option<Instant>,
-    suspicions: HashMap<SuspicionKind, Value>,
+    suspicions: HashMap<SuspicionKind, SuspicionEvidence>,
     /// Since when each held suspicion has held (progress stopped then).
     suspicion_since: HashMap<SuspicionKind, Instant>,
     stopping: Option<Stopping>,
@@ -144,7 +145,7 @@ enum Pending {
         attempt: u32,
         delay: Duration,
         cause: EndCause,
-        previous: Value,
+        previous: LastRun,
     },
     Retry {
         at: Instant,
@@ -411,10 +412,7 @@ impl Runner {
                 EventKind::AppStart,
                 Severity::Info,
                 format!("started {} (pid {pid})", self.name()),
-                details_value(&details::Started {
-                    pid,
-                    command: &command,
-                }),
+                details_value(&Started { pid, command }),
             ),
             Some(Pending::Restart {
                 ended,
@@ -433,14 +431,14 @@ impl Runner {
                         self.name(),
                         crate::streams::summary(&output)
                     ),
-                    details_value(&details::Restarted {
+                    details_value(&Restarted {
                         pid,
                         attempt,
                         backoff_ms: delay.as_millis() as u64,
-                        cause: cause_name(cause),
-                        previous: &previous,
-                        restart_output: self.s.app.restart_output.as_str(),
-                        output: &output,
+                        cause,
+                        previous,
+                        restart_output: self.s.app.restart_output,
+                        output,
                     }),
                 );
             }
@@ -454,11 +452,11 @@ impl Runner {
                         self.name(),
                         crate::streams::summary(&output)
                     ),
-                    details_value(&details::Retried {
+                    details_value(&Retried {
                         pid,
-                        cause: "retry_after_gave_up",
-                        restart_output: self.s.app.restart_output.as_str(),
-                        output: &output,
+                        cause: RetryCause::RetryAfterGaveUp,
+                        restart_output: self.s.app.restart_output,
+                        output,
                     }),
                 );
             }
@@ -569,8 +567,8 @@ impl Runner {
             EventKind::AppCrash,
             Severity::Critical,
             format!("{}: {message}", self.name()),
-            details_value(&details::LaunchFailed {
-                launch_error: &message,
+            details_value(&LaunchFailed {
+                launch_error: message.clone(),
                 shell_status: Some(status),
             }),
         );
@@ -583,8 +581,8 @@ impl Runner {
         self.launch_failures = true;
         self.after_end(
             EndCause::Crash,
-            details_value(&details::LaunchFailed {
-                launch_error: &message,
+            LastRun::LaunchFailed(LaunchFailed {
+                launch_error: message,
                 shell_status: None,
             }),
         );
@@ -624,15 +622,15 @@ impl Runner {
         drop(live);
         self.last_exit = Some(status);
         self.s.state.ended(status, cause == EndCause::Crash);
-        let details = details_value(&details::Ended {
+        let ended = Ended {
             pid,
             exit_code: status.code,
             signal: status.signal,
             signal_name: status.signal.map(selfheal_sys::signal::signal_name),
             core_dumped: status.core_dumped,
             uptime_ms: uptime.as_millis() as u64,
-            stderr_tail: &tail,
-        });
+            stderr_tail: tail,
+        };
         if cause == EndCause::Crash {
             let e = app_event(
                 EventKind::AppCrash,
@@ -640,16 +638,16 @@ impl Runner {
                 self.name(),
                 Some(pid),
                 format!("{} (pid {pid}) {}", self.name(), status.describe()),
-                details.clone(),
+                details_value(&ended),
             );
             tracing::warn!(app = %self.name(), "{}", e.message);
             self.s.sink.emit(e);
         }
-        self.after_end(cause, details);
+        self.after_end(cause, LastRun::Ended(ended));
     }
 
     /// Applies the restart policy after a run ended (or failed to start).
-    fn after_end(&mut self, cause: EndCause, previous: Value) {
+    fn after_end(&mut self, cause: EndCause, previous: LastRun) {
         let now = Instant::now();
         let decision = if self.shutting_down {
             Decision::Finish
@@ -700,11 +698,11 @@ impl Runner {
                             format!("; retrying in {}", selfheal_config::HumanDuration(retry))
                         }
                     ),
-                    details_value(&details::GaveUp {
+                    details_value(&GaveUp {
                         restarts,
                         window_ms: window.get().as_millis() as u64,
                         retry_after_ms: retry.as_millis() as u64,
-                        last: &previous,
+                        last: previous,
                     }),
                 );
                 if retry.is_zero() {
@@ -733,8 +731,8 @@ impl Runner {
                 last.map(|s| format!(" (last run {})", s.describe()))
                     .unwrap_or_default()
             ),
-            details_value(&details::Finished {
-                reason: why,
+            details_value(&Finished {
+                reason: why.to_string(),
                 last_exit: last,
                 restarts: self.s.state.restarts(),
             }),
@@ -745,14 +743,5 @@ impl Runner {
             launch_failure,
             gave_up,
         });
-    }
-}
-
-fn cause_name(c: EndCause) -> &'static str {
-    match c {
-        EndCause::CleanExit => "clean_exit",
-        EndCause::Crash => "crash",
-        EndCause::Hang => "hang",
-        EndCause::Requested => "requested",
     }
 }

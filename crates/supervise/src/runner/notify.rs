@@ -7,9 +7,9 @@ use selfheal_event::{details_value, EventKind, Severity};
 use selfheal_procfs::task::TaskDir;
 use selfheal_sys::unixcred::UnixCredentials;
 
-use super::details::Ready;
-use super::hang_evidence::{WatchdogTriggerEvidence, WATCHDOG_TRIGGER};
 use super::Runner;
+use crate::app_hang::{AppHangEvidence, WatchdogTriggerEvidence, WATCHDOG_TRIGGER};
+use crate::app_lifecycle::Ready;
 use crate::notify::{usec, NotifyMessage};
 use crate::state::Phase;
 use crate::HangDetector;
@@ -94,7 +94,7 @@ impl Runner {
                 self.s.state.heartbeat(now);
             }
             NotifyMessage::WatchdogTrigger => {
-                let ev = details_value(&WatchdogTriggerEvidence {
+                let ev = AppHangEvidence::WatchdogTrigger(WatchdogTriggerEvidence {
                     trigger: WATCHDOG_TRIGGER.into(),
                 });
                 // It was alive to say so: its state as of now is suspect,

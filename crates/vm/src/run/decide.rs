@@ -2,11 +2,11 @@
 //! policy's tick, and carrying out its decisions (rollback, restart, a
 //! diagnosis recorded).
 
-use serde::Serialize;
-
 use selfheal_event::details_value;
 
 use super::*;
+use crate::details::{NoLinkDetails, NotHungDetails, Recovered, RecoveredDetails};
+use crate::incident::{IncidentDetails, IncidentTrigger, LeftDetails};
 
 impl Run<'_> {
     pub(super) fn evidence(&self, silent: Duration) -> HostEvidence {
@@ -57,7 +57,7 @@ impl Run<'_> {
                 Severity::Warning,
                 "no heartbeat from the guest after 2 minutes: hang detection by heartbeat is off until one comes (run `selfheal watch` in the guest; its [host_link] port must match)".into(),
                 details_value(&NoLinkDetails {
-                    port: &self.cfg.port,
+                    port: self.cfg.port.clone(),
                 }),
             );
         }
@@ -106,8 +106,8 @@ impl Run<'_> {
                         Severity::Critical,
                         format!("{why}; left as is (restart = never)"),
                         details_value(&LeftDetails {
-                            trigger: trigger.as_ref().map(Trigger::name),
-                            why: &why,
+                            trigger: trigger.as_ref().map(IncidentTrigger::of),
+                            why: why.clone(),
                         }),
                     );
                     return None;
@@ -134,7 +134,7 @@ impl Run<'_> {
                     ),
                     details_value(&NotHungDetails {
                         silent_ms: silent.as_millis() as u64,
-                        why: &why,
+                        why: why.clone(),
                     }),
                 );
                 None
@@ -160,8 +160,8 @@ impl Run<'_> {
                         ))
                     ),
                     details_value(&RecoveredDetails {
-                        outcome: "recovered",
-                        trigger: trigger.name(),
+                        outcome: Recovered::Recovered,
+                        trigger: trigger.name().into(),
                         rollbacks,
                         detect_to_serving_ms: detect_to_serving.map(|d| d.as_millis() as u64),
                     }),
@@ -226,150 +226,7 @@ fn describe(t: &Trigger) -> (EventKind, String) {
 }
 
 fn trigger_details(t: &Trigger, attempt: u32, back_ms: u64) -> serde_json::Value {
-    let mut d = TriggerDetails {
-        trigger: t.name(),
-        attempt,
-        rollback_before_ms: back_ms,
-        silent_ms: None,
-        evidence: None,
-        class: None,
-        guest_message: None,
-        last_chance: false,
-    };
-    match t {
-        Trigger::Hang {
-            silent,
-            evidence,
-            last_chance,
-        } => {
-            d.silent_ms = Some(silent.as_millis() as u64);
-            d.last_chance = *last_chance;
-            d.evidence = Some(HangEvidence {
-                qemu_cpu_ms: evidence.qemu_cpu_ms,
-                qemu_scheduled: evidence.qemu_scheduled,
-                window_ms: evidence.window_ms,
-                vcpu_run_ms: evidence.vcpu_run_ms,
-                vcpu_wait_ms: evidence.vcpu_wait_ms,
-                runnable_ms: evidence.runnable_ms,
-                vcpu_busy: evidence
-                    .vcpus
-                    .iter()
-                    .map(|&(cpu, share)| VcpuBusy { cpu, share })
-                    .collect(),
-                qmp_status: evidence.status.as_deref(),
-                qmp_unresponsive: evidence.qmp_unresponsive,
-            });
-        }
-        Trigger::Guest { class, message } => {
-            d.class = Some(class.as_str());
-            d.guest_message = Some(message);
-        }
-        Trigger::Panic => {}
-    }
-    details_value(&d)
-}
-
-/// `details` of a VM incident event (`vm_hang`, `vm_panic`, …): what
-/// the store, `/api/events` and the lab read. The trigger's own keys are
-/// present only for its kind.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct TriggerDetails<'a> {
-    /// `panic`, `hang` or `guest_diagnosis`.
-    trigger: &'static str,
-    /// Rollbacks already tried for this incident.
-    attempt: u32,
-    /// How far back the rollback goes, ms (0 for a restart).
-    rollback_before_ms: u64,
-    /// A hang: how long the guest link was silent, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    silent_ms: Option<u64>,
-    /// A hang: what the host measured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    evidence: Option<HangEvidence<'a>>,
-    /// A guest diagnosis: its class.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    class: Option<&'static str>,
-    /// A guest diagnosis: its message.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    guest_message: Option<&'a str>,
-    /// A hang acted on short of the heartbeat timeout, before the last
-    /// checkpoint from before the silence ages out (present when true).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    last_chance: bool,
-}
-
-/// What the host measured of a silent guest (`details.evidence`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct HangEvidence<'a> {
-    qemu_cpu_ms: f64,
-    qemu_scheduled: Option<u64>,
-    window_ms: f64,
-    vcpu_run_ms: Option<f64>,
-    vcpu_wait_ms: Option<f64>,
-    runnable_ms: Option<f64>,
-    vcpu_busy: Vec<VcpuBusy>,
-    /// QMP `query-status`, when it answered.
-    qmp_status: Option<&'a str>,
-    qmp_unresponsive: bool,
-}
-
-/// One vCPU thread's share of the window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct VcpuBusy {
-    cpu: u32,
-    share: f64,
-}
-
-/// `details` of the warning that no guest heartbeat came.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct NoLinkDetails<'a> {
-    /// The host-link port the guest should use.
-    port: &'a str,
-}
-
-/// `details` of a hang left as is (`restart = never`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct LeftDetails<'a> {
-    trigger: Option<&'static str>,
-    why: &'a str,
-}
-
-/// `details` of a silent guest not acted on (`dismissed`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct NotHungDetails<'a> {
-    silent_ms: u64,
-    why: &'a str,
-}
-
-/// `details` of a VM that runs on after its rollbacks.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct RecoveredDetails {
-    /// Always `recovered`.
-    outcome: &'static str,
-    trigger: &'static str,
-    rollbacks: u32,
-    detect_to_serving_ms: Option<u64>,
-}
-
-/// `details` of the `vm_start` event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct StartDetails<'a> {
-    /// QEMU's pid.
-    pub pid: i32,
-    /// Its command line.
-    pub command: &'a [String],
-    /// How it is checkpointed; `null` when it is not.
-    pub checkpoints: Option<CheckpointPlan>,
-}
-
-/// `details.checkpoints` of the `vm_start` event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct CheckpointPlan {
-    pub interval_ms: u64,
-    /// Checkpoints kept.
-    pub keep: usize,
-    pub older_every_ms: u64,
-    pub older_span_ms: u64,
+    details_value(&IncidentDetails::new(t, attempt, back_ms))
 }
 
 #[cfg(test)]
@@ -377,6 +234,7 @@ mod details_tests {
     use serde_json::json;
 
     use super::*;
+    use crate::details::{CheckpointPlan, StartDetails};
 
     /// Each VM incident document is exactly the JSON the old `json!`
     /// literals built: a trigger's own keys only for its kind, unknown
@@ -427,7 +285,7 @@ mod details_tests {
         assert_eq!(
             details_value(&StartDetails {
                 pid: 9,
-                command: &argv,
+                command: argv.clone(),
                 checkpoints: Some(CheckpointPlan {
                     interval_ms: 200,
                     keep: 8,
@@ -442,33 +300,35 @@ mod details_tests {
         assert_eq!(
             details_value(&StartDetails {
                 pid: 9,
-                command: &argv,
+                command: argv.clone(),
                 checkpoints: None,
             }),
             json!({"pid": 9, "command": ["qemu-system-x86_64"], "checkpoints": null})
         );
         assert_eq!(
-            details_value(&NoLinkDetails { port: "4444" }),
+            details_value(&NoLinkDetails {
+                port: "4444".into()
+            }),
             json!({"port": "4444"})
         );
         assert_eq!(
             details_value(&LeftDetails {
                 trigger: None,
-                why: "x"
+                why: "x".into()
             }),
             json!({"trigger": null, "why": "x"})
         );
         assert_eq!(
             details_value(&NotHungDetails {
                 silent_ms: 7,
-                why: "y"
+                why: "y".into()
             }),
             json!({"silent_ms": 7, "why": "y"})
         );
         assert_eq!(
             details_value(&RecoveredDetails {
-                outcome: "recovered",
-                trigger: "hang",
+                outcome: Recovered::Recovered,
+                trigger: "hang".into(),
                 rollbacks: 2,
                 detect_to_serving_ms: None,
             }),

@@ -2,11 +2,13 @@
 //! the checkpoint engine's events; and what it sends on (the rollback
 //! notice to the guest, the pause summaries).
 
-use serde::Serialize;
-
 use selfheal_event::details_value;
 
 use super::*;
+use crate::details::{
+    CheckpointFailedDetails, CheckpointStallDetails, NotActedDetails, PauseStats,
+    PauseSummaryDetails, RebootDetails, ResetDetails, RestartedBy, RolledBackDetails,
+};
 use crate::pauses::Explained;
 
 impl Run<'_> {
@@ -34,8 +36,8 @@ impl Run<'_> {
                 Severity::Warning,
                 format!("the guest reset itself ({reason})"),
                 details_value(&ResetDetails {
-                    reason: &reason,
-                    by: "guest",
+                    reason: reason.clone(),
+                    by: RestartedBy::Guest,
                 }),
             ),
             QmpEvent::Reset { .. } | QmpEvent::Other(_) | QmpEvent::Closed => {}
@@ -58,8 +60,8 @@ impl Run<'_> {
                         Severity::Warning,
                         "the guest rebooted by itself (new boot id)".into(),
                         details_value(&RebootDetails {
-                            boot_id: &boot_id,
-                            by: "guest",
+                            boot_id: boot_id.clone(),
+                            by: RestartedBy::Guest,
                         }),
                     );
                 }
@@ -112,10 +114,10 @@ impl Run<'_> {
                             x.stall.as_millis()
                         ),
                         details_value(&CheckpointStallDetails {
-                            class: class.as_str(),
+                            class,
                             stall_ms: x.stall.as_millis() as u64,
                             stopped_ms: x.stopped.as_millis() as u64,
-                            guest_message: &e.message,
+                            guest_message: e.message.clone(),
                         }),
                     );
                     VmMetrics::inc(&self.metrics.guest_events);
@@ -132,12 +134,12 @@ impl Run<'_> {
                         Severity::Info,
                         format!("the guest's {class} diagnosis is not acted on: {}", n.why),
                         details_value(&NotActedDetails {
-                            class: class.as_str(),
-                            why: &n.why,
+                            class,
+                            why: n.why.clone(),
                             after_rollback_ms: n.after_rollback.as_millis() as u64,
                             covers_ms: n.covers.as_millis() as u64,
                             settle_ms: self.cfg.settle.get().as_millis() as u64,
-                            guest_message: &e.message,
+                            guest_message: e.message.clone(),
                         }),
                     );
                 }
@@ -201,7 +203,9 @@ impl Run<'_> {
                         EventKind::Checkpoint,
                         Severity::Warning,
                         format!("a VM checkpoint failed (QEMU runs on): {error}"),
-                        details_value(&CheckpointFailedDetails { error: &error }),
+                        details_value(&CheckpointFailedDetails {
+                            error: error.clone(),
+                        }),
                     );
                 }
             }
@@ -234,7 +238,7 @@ impl Run<'_> {
                             .map_or(String::new(), |a| format!(", attempt {}", a + 1))
                     ),
                     details_value(&RolledBackDetails {
-                        trigger: &trigger,
+                        trigger: trigger.clone(),
                         attempt,
                         rollback_ms: r.duration_us as f64 / 1000.0,
                         guest_told: told,
@@ -358,89 +362,6 @@ fn pause_stats(v: &mut [u64]) -> PauseStats {
     }
 }
 
-/// `details` of a pause summary (`checkpoint`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct PauseSummaryDetails {
-    /// Since the previous summary.
-    pauses: PauseStats,
-    /// Over the run so far.
-    run_pauses: PauseStats,
-}
-
-/// Checkpoint pauses of a VM: how many, and their p50, p99 and max, ms.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-struct PauseStats {
-    n: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-/// `details` of a reset the guest asked for (`vm_restart`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct ResetDetails<'a> {
-    /// QMP's reason.
-    reason: &'a str,
-    /// Always `guest`.
-    by: &'static str,
-}
-
-/// `details` of a guest that rebooted by itself (`vm_restart`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct RebootDetails<'a> {
-    /// The new boot id.
-    boot_id: &'a str,
-    /// Always `guest`.
-    by: &'static str,
-}
-
-/// `details` of a guest diagnosis the host does not act on (`dismissed`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct NotActedDetails<'a> {
-    class: &'static str,
-    why: &'a str,
-    /// How long after the last rollback it came, ms.
-    after_rollback_ms: u64,
-    /// How far back its onset reaches, ms.
-    covers_ms: u64,
-    /// `settle`, ms.
-    settle_ms: u64,
-    guest_message: &'a str,
-}
-
-/// `details` of a guest stall that was QEMU stopped for checkpoints
-/// (`dismissed`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct CheckpointStallDetails<'a> {
-    class: &'static str,
-    /// The stall the guest reported (`evidence.cpu_stalled_ms`).
-    stall_ms: u64,
-    /// QEMU stopped for checkpoints within it, ms.
-    stopped_ms: u64,
-    guest_message: &'a str,
-}
-
-/// `details` of a failed VM checkpoint (`checkpoint`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct CheckpointFailedDetails<'a> {
-    error: &'a str,
-}
-
-/// `details` of a rollback in place (`vm_rollback`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct RolledBackDetails<'a, R> {
-    /// What it was for (`hang`, `panic`, … or `qemu <failure>`).
-    trigger: &'a str,
-    /// Which attempt for this incident, when the supervisor asked for it.
-    attempt: Option<u32>,
-    /// How long QEMU was stopped, ms.
-    rollback_ms: f64,
-    /// Whether the notice was sent; `null` when the guest does not listen.
-    guest_told: Option<bool>,
-    /// The checkpoint engine's report.
-    report: &'a R,
-}
-
 #[cfg(test)]
 mod details_tests {
     use serde_json::json;
@@ -471,48 +392,48 @@ mod details_tests {
     fn vm_input_details_match_the_documented_json() {
         assert_eq!(
             details_value(&ResetDetails {
-                reason: "guest-reset",
-                by: "guest"
+                reason: "guest-reset".into(),
+                by: RestartedBy::Guest
             }),
             json!({"reason": "guest-reset", "by": "guest"})
         );
         assert_eq!(
             details_value(&RebootDetails {
-                boot_id: "b2",
-                by: "guest"
+                boot_id: "b2".into(),
+                by: RestartedBy::Guest
             }),
             json!({"boot_id": "b2", "by": "guest"})
         );
         assert_eq!(
             details_value(&NotActedDetails {
-                class: "kernel_stall",
-                why: "settling",
+                class: Class::KernelStall,
+                why: "settling".into(),
                 after_rollback_ms: 10,
                 covers_ms: 20,
                 settle_ms: 30,
-                guest_message: "m",
+                guest_message: "m".into(),
             }),
             json!({"class": "kernel_stall", "why": "settling", "after_rollback_ms": 10,
                    "covers_ms": 20, "settle_ms": 30, "guest_message": "m"})
         );
         assert_eq!(
             details_value(&CheckpointStallDetails {
-                class: "kernel_stall",
+                class: Class::KernelStall,
                 stall_ms: 316,
                 stopped_ms: 290,
-                guest_message: "m",
+                guest_message: "m".into(),
             }),
             json!({"class": "kernel_stall", "stall_ms": 316, "stopped_ms": 290,
                    "guest_message": "m"})
         );
         assert_eq!(
-            details_value(&CheckpointFailedDetails { error: "e" }),
+            details_value(&CheckpointFailedDetails { error: "e".into() }),
             json!({"error": "e"})
         );
         let report = json!({"pages_restored": 3});
         assert_eq!(
             details_value(&RolledBackDetails {
-                trigger: "qemu Crash",
+                trigger: "qemu Crash".into(),
                 attempt: None,
                 rollback_ms: 1.5,
                 guest_told: None,

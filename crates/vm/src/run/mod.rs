@@ -290,10 +290,10 @@ impl<'a> Run<'a> {
                     ", no checkpoints (a panic or hang restarts the guest)".into()
                 }
             ),
-            selfheal_event::details_value(&decide::StartDetails {
+            selfheal_event::details_value(&crate::details::StartDetails {
                 pid: proc.pid(),
-                command: &argv,
-                checkpoints: proc.is_traced().then(|| decide::CheckpointPlan {
+                command: argv.clone(),
+                checkpoints: proc.is_traced().then(|| crate::details::CheckpointPlan {
                     interval_ms: c.interval.get().as_millis() as u64,
                     keep: c.keep,
                     older_every_ms: c.older_every.get().as_millis() as u64,
