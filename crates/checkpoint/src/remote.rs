@@ -232,7 +232,10 @@ impl Remote {
         // The program's own mask (GETSIGMASK gives the one a sigsuspend
         // or ppoll interrupted by our stop puts back), put back below.
         // SETSIGMASK drops such a call's temporary mask: the call, which
-        // our stop interrupted, sets it again as it restarts.
+        // our stop interrupted, sets it again as it restarts, but a
+        // signal the two masks treat differently, pending meanwhile, is
+        // taken under the wrong one; the engine runs no call in such a
+        // thread (see `waitmask`).
         let mask = pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?;
         pt::set_sigmask(tid, step_mask() | block).map_err(|e| TraceError::sys(pid, e))?;
         if let Err(e) = pt::set_regs(tid, &regs) {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::debug;
 use crate::error::TraceError;
-use crate::events::{Failure, RollbackReport, Unrecoverable};
+use crate::events::{Failure, RollbackReport, SignalRefusal, Unrecoverable};
 use crate::fds::{self, FdKind, FdSnap};
 use crate::layout::{self, LayoutOp};
 use crate::memio;
@@ -221,6 +221,17 @@ impl Session {
         // The system calls run inside threads from here take no signal
         // (see `remote::step_mask`): the queues read now stay as read.
         let signals = crate::signals::plan(&self.t, &self.history[idx].pending).map_err(refuse)?;
+        // A thread resumed into an interrupted wait with a signal pending
+        // that its wait's mask blocks would take it inside the wait (see
+        // `waitmask`).
+        let threads = self.history[idx].threads.iter();
+        let waits = threads.map(|s| (s.tid, s.sigmask, s.wait_mask));
+        if let Some(h) = crate::waitmask::after_rollback(waits, |tid| signals.pending_after(tid)) {
+            return Err(refuse(Unrecoverable::PendingSignal {
+                signal: h.signal,
+                why: SignalRefusal::InFlight { tid: h.tid },
+            }));
+        }
         let kernel = self.thread_kernel_states(idx)?;
         let target = &self.history[idx];
         self.files
