@@ -258,6 +258,7 @@ impl Session {
         let depth = self.history.len() - 1 - idx;
         let age_ms = self.history[idx].taken_at.elapsed().as_millis() as u64;
 
+        let lost_before = self.t.siginfo_lost.len();
         // From here on the process changes: any error leaves it broken.
         // No rseq registration may point into memory about to go away.
         for (tid, _, now) in &kernel {
@@ -379,6 +380,12 @@ impl Session {
         // mask comes back with them.
         let requeued = crate::signals::apply(&mut self.t, &mut self.remote, &signals)?;
         debug(|| format!("rollback: {requeued} signals queued or held again"));
+        // A signal taken by one of our calls and re-sent without its
+        // siginfo: not the checkpoint's state, so no rollback.
+        if self.t.siginfo_lost.len() > lost_before {
+            let lost = self.t.siginfo_lost.split_off(lost_before);
+            return Err(RollbackError::Broken(lost.into_iter().next().expect("one")));
+        }
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
         let (tracked, id) = (target.tracked.clone(), target.id);

@@ -612,7 +612,15 @@ impl Tracer {
     }
 
     fn resume(&mut self) -> Result<(), Done> {
-        match self.s.t.resume_all() {
+        let r = self.s.t.resume_all();
+        // A signal our system calls took and could not queue back was
+        // re-sent from us: the program sees another sender. Not silent.
+        for e in std::mem::take(&mut self.s.t.siginfo_lost) {
+            self.send(Event::CheckpointFailed {
+                error: e.to_string(),
+            });
+        }
+        match r {
             Ok(()) => Ok(()),
             Err(e) => self.fatal(e),
         }
