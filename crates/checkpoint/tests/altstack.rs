@@ -193,14 +193,26 @@ fn rollbacks_into_a_handler_on_an_auto_disarming_alternate_stack_are_exact() {
     assert_exact(&f);
     // The guard fired: once the program armed the stack (its first
     // calls), every checkpoint reads the kernel state again instead of
-    // re-using the previous checkpoint's.
+    // re-using the previous checkpoint's. The start's two checkpoints
+    // read it anyway; those after them re-use it until the program arms
+    // the stack, which on a loaded machine can take longer than one
+    // interval: the guard counts from the first that reads it again
+    // (this asserted "from the third checkpoint on", which a program
+    // slow to start fails with no fault of the engine).
     let calls: Vec<u64> = checkpoints(&f.run)
         .iter()
         .map(|s| s.injected_calls)
         .collect();
-    assert!(calls.len() >= 20, "too few checkpoints: {calls:?}");
+    let armed = calls.iter().skip(2).position(|&c| c > 0).map(|i| i + 2);
+    let Some(armed) = armed else {
+        panic!("no checkpoint read the kernel state after the start: {calls:?}");
+    };
     assert!(
-        calls[2..].iter().all(|&c| c > 0),
+        calls.len() - armed >= 20,
+        "too few checkpoints after the stack was armed: {calls:?}"
+    );
+    assert!(
+        calls[armed..].iter().all(|&c| c > 0),
         "a checkpoint re-used cached kernel state: {calls:?}"
     );
 }
@@ -221,10 +233,16 @@ fn a_plain_alternate_stack_keeps_the_kernel_state_cache() {
         .map(|s| s.injected_calls)
         .collect();
     assert!(calls.len() >= 20, "too few checkpoints: {calls:?}");
-    let later = &calls[2..];
-    let none = later.iter().filter(|&&c| c == 0).count();
+    // After the start's two, only the first checkpoint after each
+    // rollback (which drops the cache) and those after the program's own
+    // few calls the filter sees (arming its stack, stdio's buffer at the
+    // end: at most 3) run calls inside. A share of all checkpoints (this
+    // asked >= 90 % with none) depends on how many a loaded machine fits
+    // in the run; this count does not.
+    let reading = calls[2..].iter().filter(|&&c| c > 0).count();
+    let rollbacks = f.run.rollbacks().len();
     assert!(
-        none * 10 >= later.len() * 9,
-        "calls run inside the program per checkpoint: {calls:?}"
+        reading <= rollbacks + 3,
+        "{reading} checkpoints ran calls inside the program, for {rollbacks} rollbacks: {calls:?}"
     );
 }
