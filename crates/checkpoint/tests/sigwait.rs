@@ -1,5 +1,5 @@
-//! A thread waiting under a temporary signal mask (sigsuspend, ppoll)
-//! keeps it through checkpoints and rollbacks.
+//! A thread waiting under a temporary signal mask (sigsuspend, ppoll,
+//! pselect) keeps it through checkpoints and rollbacks.
 //!
 //! The kernel installs such a call's mask for the wait only and puts the
 //! thread's normal mask back when it ends; a stop of ours interrupts the
@@ -262,6 +262,15 @@ fn ppoll_keeps_its_temporary_mask_through_checkpoints_and_rollbacks() {
 }
 
 #[test]
+fn pselect_keeps_its_temporary_mask_through_checkpoints_and_rollbacks() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    exact("pselect");
+}
+
+#[test]
 fn a_rollback_into_sigsuspend_that_would_let_in_a_blocked_signal_is_refused() {
     if skip() {
         return;
@@ -277,4 +286,13 @@ fn a_rollback_into_ppoll_that_would_let_in_a_blocked_signal_is_refused() {
     }
     let _one = serial();
     refused("ppoll");
+}
+
+#[test]
+fn a_rollback_into_pselect_that_would_let_in_a_blocked_signal_is_refused() {
+    if skip() {
+        return;
+    }
+    let _one = serial();
+    refused("pselect");
 }

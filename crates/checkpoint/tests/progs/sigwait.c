@@ -1,13 +1,13 @@
 /* Waits for a signal under a temporary signal mask, as event loops do.
- * Its normal mask blocks SIGUSR2; it waits in sigsuspend or ppoll (MODE)
- * with a temporary mask that blocks SIGUSR1 and lets SIGUSR2 in. While
- * it waits, SIGUSR1 must stay pending, and SIGUSR2 must end the wait;
- * once the wait has ended the normal mask is back, so the pending
- * SIGUSR1 is taken then, after SIGUSR2's handler.
- * Usage: sigwait sigsuspend|ppoll. Prints the handlers run in order
- * (A for SIGUSR1, B for SIGUSR2), the wait's result, and which of the
- * two are blocked afterwards, e.g. "BA -1 EINTR blocked:B", and exits 0;
- * exits 2 on a usage or set-up error. */
+ * Its normal mask blocks SIGUSR2; it waits in sigsuspend, ppoll or
+ * pselect (MODE) with a temporary mask that blocks SIGUSR1 and lets
+ * SIGUSR2 in. While it waits, SIGUSR1 must stay pending and SIGUSR2
+ * must end the wait; once the wait has ended the normal mask is back,
+ * so the pending SIGUSR1 is taken then, after SIGUSR2's handler.
+ * Usage: sigwait sigsuspend|ppoll|pselect. Prints the handlers run in
+ * order (A for SIGUSR1, B for SIGUSR2), the wait's result and which of
+ * the two are blocked afterwards, e.g. "BA -1 EINTR blocked:B", and
+ * exits 0; exits 2 on a usage or set-up error. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -24,7 +24,7 @@ static void handler(int sig) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: sigwait sigsuspend|ppoll\n");
+        fprintf(stderr, "usage: sigwait sigsuspend|ppoll|pselect\n");
         return 2;
     }
     struct sigaction sa = {.sa_handler = handler};
@@ -41,6 +41,8 @@ int main(int argc, char **argv) {
         r = sigsuspend(&temp);
     else if (!strcmp(argv[1], "ppoll"))
         r = ppoll(0, 0, 0, &temp);
+    else if (!strcmp(argv[1], "pselect"))
+        r = pselect(0, 0, 0, 0, 0, &temp);
     else
         return 2;
     int err = errno;
