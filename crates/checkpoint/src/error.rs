@@ -80,6 +80,20 @@ pub enum TraceError {
         /// errno it returned.
         errno: i32,
     },
+    /// A signal an injected system call took could not be queued back
+    /// with its siginfo: it was re-sent from the tracer, sender and value
+    /// lost, so the state is no longer exactly the program's.
+    #[error("signal {signal} of thread {tid} of pid {pid}, taken during a system call run inside it, lost its siginfo: {why}")]
+    SiginfoLost {
+        /// Tracee.
+        pid: i32,
+        /// Thread.
+        tid: i32,
+        /// The signal.
+        signal: i32,
+        /// Why it could not be queued back.
+        why: String,
+    },
     /// Single-stepping the injected system call stopped somewhere else.
     #[error(
         "single-step over an injected system call in pid {pid} ended at {rip:#x}, not after it"

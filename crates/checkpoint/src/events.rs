@@ -153,7 +153,10 @@ pub enum SignalRefusal {
     /// Identical instances of a real-time signal: which are the
     /// checkpoint's and which came since cannot be told.
     Ambiguous,
-    /// A thread was being handed a signal at the rollback.
+    /// A thread was being handed a signal at the rollback, or would be
+    /// on resume: it restarts a wait (sigsuspend, ppoll, pselect) whose
+    /// temporary mask blocks the signal, and the kernel lets the signal
+    /// in before the wait restarts.
     InFlight {
         /// The thread.
         tid: i32,

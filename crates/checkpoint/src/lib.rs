@@ -16,8 +16,11 @@
 //! and stdout too when they are files). Output to a pipe, socket or
 //! terminal since the checkpoint, changed files another process holds,
 //! sockets, shared writable memory, new or ended threads, new child
-//! processes and changed signal handlers make a rollback impossible; the
-//! engine says so and the supervisor restarts.
+//! processes and changed signal handlers make a rollback impossible, as
+//! does a thread that would resume into a sigsuspend/ppoll/pselect wait
+//! with a signal pending that the wait's temporary mask blocks (`waitmask`:
+//! the kernel lets it in on any resume); the engine says so and the
+//! supervisor restarts.
 #![forbid(unsafe_code)]
 
 mod engine;
@@ -40,6 +43,7 @@ mod threads;
 mod tracee;
 mod tracker;
 mod wait;
+mod waitmask;
 
 /// Appends a line to the file named by `SELFHEAL_CKPT_DEBUG` (never to our
 /// stdio, which the tracee may share). Costs one env lookup when off.

@@ -68,12 +68,59 @@ pub(crate) fn read_queued_signals(pid: i32, tid: i32) -> io::Result<(u64, u64)> 
 
 /// `SigPnd` and `ShdPnd` of a `status` file.
 fn parse_queued(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    Some((
+        status_field(text, "SigPnd:")?,
+        status_field(text, "ShdPnd:")?,
+    ))
+}
+
+/// `SigBlk`, `SigPnd` and `ShdPnd` of thread `tid` of `pid`: the mask
+/// in force now (a wait's temporary one while it waits) and the signals
+/// queued for the thread and for the process.
+pub(crate) fn read_blocked_and_queued(pid: i32, tid: i32) -> io::Result<(u64, u64, u64)> {
+    let text = thread(pid, tid).read_text("status").map_err(into_io)?;
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no SigBlk/SigPnd/ShdPnd in status",
+        )
     };
-    Some((field("SigPnd:")?, field("ShdPnd:")?))
+    let (queued, shared) = parse_queued(&text).ok_or_else(bad)?;
+    Ok((
+        status_field(&text, "SigBlk:").ok_or_else(bad)?,
+        queued,
+        shared,
+    ))
+}
+
+fn status_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// The system call thread `tid` of `pid` is blocked in and its six
+/// arguments (`/proc/PID/task/TID/syscall`); None while it runs or is
+/// blocked outside a system call.
+pub(crate) fn read_syscall(pid: i32, tid: i32) -> io::Result<Option<(i64, [u64; 6])>> {
+    let text = thread(pid, tid).read_text("syscall").map_err(into_io)?;
+    Ok(parse_syscall(&text))
+}
+
+/// Parses a `syscall` file: "NR ARG1 … ARG6 SP PC", "-1 SP PC" outside
+/// a system call, "running".
+fn parse_syscall(text: &str) -> Option<(i64, [u64; 6])> {
+    let mut f = text.split_whitespace();
+    let nr: i64 = f.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let mut args = [0u64; 6];
+    for a in &mut args {
+        let v = f.next()?;
+        *a = u64::from_str_radix(v.strip_prefix("0x")?, 16).ok()?;
+    }
+    Some((nr, args))
 }
 
 /// Reads `/proc/PID/io`.
@@ -111,6 +158,19 @@ mod tests {
         let text = "SigQ:\t1/1000\nSigPnd:\t0000000000000200\nShdPnd:\t0000000000000001\nSigBlk:\t0000000000000200\n";
         assert_eq!(parse_queued(text), Some((0x200, 1)));
         assert_eq!(parse_queued("SigPnd:\t0\n"), None);
+    }
+
+    #[test]
+    fn the_system_call_a_thread_waits_in_with_its_arguments() {
+        // Captured from sigwait.c in ppoll (kernel 6.18).
+        let text =
+            "271 0x0 0x0 0x0 0x7ffd6256b500 0x8 0x7ff472d8f6d0 0x7ffd6256b430 0x7ff472c92308\n";
+        assert_eq!(
+            parse_syscall(text),
+            Some((271, [0, 0, 0, 0x7ffd6256b500, 8, 0x7ff472d8f6d0]))
+        );
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall("-1 0x7ffc6b1e5ef8 0x401136\n"), None);
     }
 
     #[test]

@@ -43,15 +43,23 @@ pub(crate) fn step_mask() -> u64 {
     !STEP_SYNC.iter().fold(0u64, |m, &s| m | 1 << (s - 1))
 }
 
-/// Where in the scratch page [`Remote::queue_back`] puts a siginfo: clear
+/// Where in the scratch page `Remote::queue_back` puts a siginfo: clear
 /// of the paths at its start and the results at [`RESULTS_AT`], and of
 /// the arguments `signals::apply` keeps there across calls.
 const REQUEUE_AT: u64 = RESULTS_AT - 128;
 
-/// Sends `sig` to thread `tid` again when it resumes, from us (its
-/// siginfo lost; once: a standard signal does not queue up twice).
-fn send_again(tracee: &mut Tracee, tid: i32, sig: i32) {
-    crate::debug(|| format!("step {tid}: signal {sig} sent again, siginfo lost"));
+/// Sends `sig` to thread `tid` again when it resumes, from us (once: a
+/// standard signal does not queue up twice). Its siginfo is lost: that
+/// is recorded (`Tracee::siginfo_lost`) for the engine, which refuses a
+/// rollback it happened in and reports it otherwise.
+pub(crate) fn send_again(tracee: &mut Tracee, tid: i32, sig: i32, why: &str) {
+    crate::debug(|| format!("step {tid}: signal {sig} sent again, siginfo lost: {why}"));
+    tracee.siginfo_lost.push(TraceError::SiginfoLost {
+        pid: tracee.pid,
+        tid,
+        signal: sig,
+        why: why.to_string(),
+    });
     if !tracee.deferred_signals.contains(&(tid, sig)) {
         tracee.deferred_signals.push((tid, sig));
     }
@@ -141,7 +149,13 @@ impl Remote {
             .fold(0, |m, (_, b)| m | b);
         let r = self.run_on(tracee, tid, nr, args, sp, block, &mut again);
         if !again.is_empty() && !tracee.is_gone() {
-            self.queue_back(tracee, tid, again);
+            if self.scratch.is_some() {
+                self.queue_back(tracee, tid, again);
+            } else {
+                // The calls that map the scratch page: queued back once
+                // it is there (see `Remote::scratch`).
+                tracee.unqueued.extend(again.into_iter().map(|i| (tid, i)));
+            }
         }
         r
     }
@@ -150,44 +164,53 @@ impl Remote {
     /// second one for a thread already held at one) back to thread `tid`,
     /// each with its own siginfo: `rt_tgsigqueueinfo` run inside the
     /// thread (a thread may queue any siginfo to itself), the signal
-    /// blocked meanwhile. Only where that cannot be done (no scratch page
-    /// yet, the call failed) is it sent again from us on resume, its
-    /// siginfo lost, as the debug log says. Until the thread resumes, our
-    /// steps keep it blocked (`Tracee::queued_back`).
+    /// blocked meanwhile, and those queued back before it too (each
+    /// step would take them again). Signals a queue-back step takes are
+    /// queued back in turn: only the few a step does not block can be
+    /// taken, and each stays blocked once back, so this ends. Only where
+    /// that cannot be done (the call failed) is one sent again from us
+    /// on resume, its siginfo lost, which is recorded (see
+    /// [`send_again`]). Until the thread resumes, our steps keep them
+    /// blocked (`Tracee::queued_back`).
     #[cfg(target_arch = "x86_64")]
     fn queue_back(&self, tracee: &mut Tracee, tid: i32, infos: Vec<RawSigInfo>) {
         let pid = tracee.pid;
-        for info in infos {
-            let sig = info.signo();
-            let queued = self.scratch.is_some_and(|scratch| {
-                let at = scratch + REQUEUE_AT;
-                if tracee.mem.write_all_at(&info.0, at).is_err() {
-                    return false;
-                }
-                let args = [pid as u64, tid as u64, sig as u64, at, 0, 0];
-                let mut more = Vec::new();
-                let bit = 1u64 << (sig - 1);
-                let r = self.run_on(
+        let Some(scratch) = self.scratch else {
+            for info in infos {
+                send_again(
                     tracee,
                     tid,
-                    libc::SYS_rt_tgsigqueueinfo,
-                    args,
-                    None,
-                    bit,
-                    &mut more,
+                    info.signo(),
+                    "no scratch page to queue it back",
                 );
-                if r.is_ok() {
-                    tracee.queued_back.push((tid, bit));
-                }
-                // Taken during this call too: no deeper (a storm).
-                for i in more {
-                    send_again(tracee, tid, i.signo());
-                }
-                r.is_ok()
-            });
-            if !queued {
-                send_again(tracee, tid, sig);
             }
+            return;
+        };
+        let mut work = std::collections::VecDeque::from(infos);
+        while let Some(info) = work.pop_front() {
+            let sig = info.signo();
+            let at = scratch + REQUEUE_AT;
+            if let Err(e) = tracee.mem.write_all_at(&info.0, at) {
+                send_again(tracee, tid, sig, &format!("write the scratch page: {e}"));
+                continue;
+            }
+            let args = [pid as u64, tid as u64, sig as u64, at, 0, 0];
+            let mut more = Vec::new();
+            let bit = 1u64 << (sig - 1);
+            let block = tracee
+                .queued_back
+                .iter()
+                .filter(|(t, _)| *t == tid)
+                .fold(bit, |m, (_, b)| m | b);
+            let nr = libc::SYS_rt_tgsigqueueinfo;
+            match self.run_on(tracee, tid, nr, args, None, block, &mut more) {
+                Ok(_) => tracee.queued_back.push((tid, bit)),
+                Err(e) => send_again(tracee, tid, sig, &format!("rt_tgsigqueueinfo: {e}")),
+            }
+            if tracee.is_gone() {
+                return;
+            }
+            work.extend(more);
         }
     }
 
@@ -232,7 +255,10 @@ impl Remote {
         // The program's own mask (GETSIGMASK gives the one a sigsuspend
         // or ppoll interrupted by our stop puts back), put back below.
         // SETSIGMASK drops such a call's temporary mask: the call, which
-        // our stop interrupted, sets it again as it restarts.
+        // our stop interrupted, sets it again as it restarts, but a
+        // signal the two masks treat differently, pending meanwhile, is
+        // taken under the wrong one; the engine runs no call in such a
+        // thread (see `waitmask`).
         let mask = pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?;
         pt::set_sigmask(tid, step_mask() | block).map_err(|e| TraceError::sys(pid, e))?;
         if let Err(e) = pt::set_regs(tid, &regs) {
@@ -389,7 +415,9 @@ impl Remote {
                     match (slot, pt::get_siginfo_raw(tid)) {
                         (Some(m), Ok(info)) => *m = Some(info),
                         (None, Ok(info)) => again.push(info),
-                        (_, Err(_)) => send_again(tracee, tid, sig),
+                        (_, Err(e)) => {
+                            send_again(tracee, tid, sig, &format!("PTRACE_GETSIGINFO: {e}"))
+                        }
                     }
                 }
                 // A leftover interrupt stop: step again.
@@ -434,6 +462,11 @@ impl Remote {
             [addr, SCRATCH_LEN, libc::MADV_DONTFORK as u64, 0, 0, 0],
         )?;
         self.scratch = Some(addr);
+        // Signals the two calls above took wait for it (see `syscall_on`).
+        let taken = std::mem::take(&mut tracee.unqueued);
+        for (tid, info) in taken {
+            self.queue_back(tracee, tid, vec![info]);
+        }
         Ok(addr)
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::debug;
 use crate::error::TraceError;
-use crate::events::{Failure, RollbackReport, Unrecoverable};
+use crate::events::{Failure, RollbackReport, SignalRefusal, Unrecoverable};
 use crate::fds::{self, FdKind, FdSnap};
 use crate::layout::{self, LayoutOp};
 use crate::memio;
@@ -221,6 +221,17 @@ impl Session {
         // The system calls run inside threads from here take no signal
         // (see `remote::step_mask`): the queues read now stay as read.
         let signals = crate::signals::plan(&self.t, &self.history[idx].pending).map_err(refuse)?;
+        // A thread resumed into an interrupted wait with a signal pending
+        // that its wait's mask blocks would take it inside the wait (see
+        // `waitmask`).
+        let threads = self.history[idx].threads.iter();
+        let waits = threads.map(|s| (s.tid, s.sigmask, s.wait_mask));
+        if let Some(h) = crate::waitmask::after_rollback(waits, |tid| signals.pending_after(tid)) {
+            return Err(refuse(Unrecoverable::PendingSignal {
+                signal: h.signal,
+                why: SignalRefusal::InFlight { tid: h.tid },
+            }));
+        }
         let kernel = self.thread_kernel_states(idx)?;
         let target = &self.history[idx];
         self.files
@@ -247,6 +258,7 @@ impl Session {
         let depth = self.history.len() - 1 - idx;
         let age_ms = self.history[idx].taken_at.elapsed().as_millis() as u64;
 
+        let lost_before = self.t.siginfo_lost.len();
         // From here on the process changes: any error leaves it broken.
         // No rseq registration may point into memory about to go away.
         for (tid, _, now) in &kernel {
@@ -368,6 +380,12 @@ impl Session {
         // mask comes back with them.
         let requeued = crate::signals::apply(&mut self.t, &mut self.remote, &signals)?;
         debug(|| format!("rollback: {requeued} signals queued or held again"));
+        // A signal taken by one of our calls and re-sent without its
+        // siginfo: not the checkpoint's state, so no rollback.
+        if self.t.siginfo_lost.len() > lost_before {
+            let lost = self.t.siginfo_lost.split_off(lost_before);
+            return Err(RollbackError::Broken(lost.into_iter().next().expect("one")));
+        }
         let target = self.history.back().expect("target kept");
         threads::restore(pid, &target.threads)?;
         let (tracked, id) = (target.tracked.clone(), target.id);

@@ -208,12 +208,24 @@ pub(crate) struct Plan {
     /// Per queue (thread id, or None for the process's) and signal: the
     /// instances wanted, oldest first.
     want: Vec<(Option<i32>, i32, Vec<RawSigInfo>)>,
+    /// Per queue: the signals pending in it once the plan is carried out
+    /// (bit n-1 for signal n).
+    after: Vec<(Option<i32>, u64)>,
 }
 
 impl Plan {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Signals pending for thread `tid` (its queue or the process's) once
+    /// the plan is carried out.
+    pub fn pending_after(&self, tid: i32) -> u64 {
+        self.after
+            .iter()
+            .filter(|(q, _)| q.is_none_or(|q| q == tid))
+            .fold(0, |m, (_, b)| m | b)
     }
 
     /// Instances queued again or held again.
@@ -256,6 +268,11 @@ fn plan_from(t: &Tracee, then: &Pending, now: &Pending) -> Result<Plan, Unrecove
     let mut drains = Vec::new();
     let mut queued = Vec::new();
     for (tid, a, b) in queues {
+        // What the plan leaves alone stays: signals pending without an
+        // entry, and those a rollback never touches.
+        let untouched = b.entries.iter().filter(|i| left_alone(i.signo()));
+        let kept = untouched.fold(b.lost, |m, i| m | bit(i.signo()));
+        plan.after.push((tid, kept));
         let (ma, mb) = (by_signal(a), by_signal(b));
         let sigs: std::collections::BTreeSet<i32> = ma.keys().chain(mb.keys()).copied().collect();
         for sig in sigs {
@@ -318,6 +335,11 @@ fn plan_from(t: &Tracee, then: &Pending, now: &Pending) -> Result<Plan, Unrecove
                     shared: tid.is_none(),
                 });
             }
+        }
+    }
+    for (q, sig, want) in &plan.want {
+        if !want.is_empty() {
+            plan.after.push((*q, bit(*sig)));
         }
     }
     // The process's queue comes last: its drains find no instance of a

@@ -28,8 +28,12 @@ pub(crate) struct ThreadSnap {
     pub regs: pt::Regs,
     /// XSAVE area: x87, SSE, AVX, AVX-512… state.
     pub xstate: Vec<u8>,
-    /// Blocked-signal mask.
+    /// Blocked-signal mask (the normal one, also in a wait that put a
+    /// temporary one in force).
     pub sigmask: u64,
+    /// The temporary mask of the wait (sigsuspend, ppoll, pselect6) the
+    /// thread was stopped in and restarts on resume; None if in none.
+    pub wait_mask: Option<u64>,
     /// Kernel state pointing into user memory; None if it could not be
     /// read (the thread was in a job-control stop).
     pub kernel: Option<KernelState>,
@@ -89,9 +93,11 @@ pub(crate) fn capture(
     for &tid in tids {
         let mut xstate = spare.pop().map(|s| s.xstate).unwrap_or_default();
         pt::get_xstate(tid, &mut xstate).map_err(|e| TraceError::sys(pid, e))?;
+        let regs = pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?;
         out.push(ThreadSnap {
             tid,
-            regs: pt::get_regs(tid).map_err(|e| TraceError::sys(pid, e))?,
+            regs,
+            wait_mask: crate::waitmask::interrupted_wait_mask(t, &regs),
             xstate,
             sigmask: pt::get_sigmask(tid).map_err(|e| TraceError::sys(pid, e))?,
             kernel: match known.iter().find(|(k, _)| *k == tid) {

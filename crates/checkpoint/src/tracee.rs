@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use selfheal_sys::ptrace::{self as pt, WaitStatus};
+use selfheal_sys::ptrace::{self as pt, RawSigInfo, WaitStatus};
 
 use crate::error::TraceError;
 use crate::wait::{self, Pacer, Report};
@@ -90,9 +90,16 @@ pub(crate) struct Tracee {
     filter: SignalFilter,
     /// Inside [`Tracee::stop_all`]: new threads are kept stopped.
     stopping_all: bool,
-    /// Signals that arrived while we ran remote system calls, re-sent on
-    /// resume so the program still gets them.
+    /// Signals that arrived while we ran remote system calls and could
+    /// not be queued back with their siginfo, re-sent on resume so the
+    /// program still gets them (each also in `siginfo_lost`).
     pub deferred_signals: Vec<(i32, i32)>,
+    /// Signals a step took before the scratch page existed (the first
+    /// calls of a start or an exec): queued back once it does.
+    pub unqueued: Vec<(i32, RawSigInfo)>,
+    /// Signals re-sent without their siginfo since the engine last
+    /// looked: each one changes what the program sees.
+    pub siginfo_lost: Vec<TraceError>,
     /// Signals queued back to a thread (thread, mask) since the last
     /// resume: blocked during our later steps too, or each would take
     /// them again.
@@ -145,6 +152,8 @@ impl Tracee {
             filter,
             stopping_all: false,
             deferred_signals: Vec::new(),
+            unqueued: Vec::new(),
+            siginfo_lost: Vec::new(),
             queued_back: Vec::new(),
             deferred_notices: Vec::new(),
         })
@@ -305,6 +314,10 @@ impl Tracee {
             }
         }
         self.queued_back.clear();
+        // No scratch page came (its set-up failed): sent from us.
+        for (tid, info) in std::mem::take(&mut self.unqueued) {
+            crate::remote::send_again(self, tid, info.signo(), "no scratch page to queue it back");
+        }
         for (tid, sig) in std::mem::take(&mut self.deferred_signals) {
             let _ = selfheal_sys::signal::tgkill(pid, tid, sig);
         }

@@ -15,6 +15,7 @@ mod common;
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -51,8 +52,71 @@ struct Faulted {
     sent: Sent,
 }
 
+/// SIGSEGVs sent at least, and at most.
+const CRASHES: usize = 8;
+const MAX_CRASHES: usize = 24;
+
+/// Sends SIGSEGVs from outside 150–400 ms apart, each once the one
+/// before has been answered (rolled back or refused), until at least
+/// [`CRASHES`] went and the log so far shows a rollback that resumed
+/// inside a handler past its start; at most [`MAX_CRASHES`], and none
+/// once the program ends. A rollback shows so only if the program ran
+/// between the checkpoint and the crash: on a loaded machine it may get
+/// no CPU in that gap (eight crashes in a row once crossed no line of
+/// the log, checkpoints 6–18 ms old), so the test waits for what it
+/// checks, bounded, instead of betting on eight.
+fn crash_until_resumed_inside(run: &mut Run, log: &Mutex<String>) -> Sent {
+    let pid = run.engine.pid();
+    let pidfd = selfheal_sys::signal::pidfd_open(pid).expect("pidfd");
+    let mut rng = Rng::from_time();
+    let mut sent = Sent {
+        count: 0,
+        last: None,
+    };
+    let ended = |run: &Run| {
+        run.events
+            .iter()
+            .any(|e| matches!(e, Event::Exited(_) | Event::Detached))
+    };
+    while sent.count < MAX_CRASHES {
+        let enough = sent.count >= CRASHES
+            && resumed_inside_a_handler(&log.lock().unwrap_or_else(|e| e.into_inner())) >= 1;
+        if enough {
+            break;
+        }
+        std::thread::sleep(rng.millis(150, 400));
+        while let Ok(ev) = run.engine.events().try_recv() {
+            run.push(ev);
+        }
+        if ended(run) || matches!(task_state(pid), None | Some('Z' | 'X')) {
+            break;
+        }
+        if selfheal_sys::signal::pidfd_send_signal(&pidfd, libc::SIGSEGV).is_err() {
+            break;
+        }
+        sent.count += 1;
+        sent.last = Some(Instant::now());
+        // Answered, or it met the program's end.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while run.rollbacks().len() + run.impossible().len() < sent.count && !ended(run) {
+            assert!(
+                Instant::now() < deadline,
+                "SIGSEGV {} not answered: {:?}\n{}",
+                sent.count,
+                run.events,
+                stuck_report(pid)
+            );
+            if let Ok(ev) = run.engine.events().recv_timeout(Duration::from_millis(50)) {
+                run.push(ev);
+            }
+        }
+    }
+    sent
+}
+
 /// Runs `altstack MODE` (about 5 s of work) with a checkpoint every
-/// 20 ms and eight SIGSEGVs sent from outside 150–400 ms apart.
+/// 20 ms and SIGSEGVs sent from outside (see
+/// [`crash_until_resumed_inside`]).
 fn under_faults(mode: &str) -> Faulted {
     let rounds = rounds_for(mode, 5.0);
     let expected = plain_output("altstack", &[mode, &rounds]);
@@ -67,11 +131,18 @@ fn under_faults(mode: &str) -> Faulted {
         ..config()
     };
     let (mut reader, writer) = std::io::pipe().expect("pipe");
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = reader.read_to_string(&mut s);
-        s
-    });
+    let log = Arc::new(Mutex::new(String::new()));
+    let reading = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
     let argv = vec![
         prog("altstack").display().to_string(),
         mode.to_string(),
@@ -83,10 +154,11 @@ fn under_faults(mode: &str) -> Faulted {
         [None, None, Some(OwnedFd::from(writer))],
         config,
     );
-    let sent = signals_at_random(&run, libc::SIGSEGV, 8, 150, 400);
+    let sent = crash_until_resumed_inside(&mut run, &log);
     let out = run.wait(LIMIT);
     // The engine holds no copy of the write end: it ends with the program.
-    let log = log.join().expect("stderr reader");
+    reading.join().expect("stderr reader");
+    let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
     Faulted {
         out,
         expected,
@@ -193,14 +265,26 @@ fn rollbacks_into_a_handler_on_an_auto_disarming_alternate_stack_are_exact() {
     assert_exact(&f);
     // The guard fired: once the program armed the stack (its first
     // calls), every checkpoint reads the kernel state again instead of
-    // re-using the previous checkpoint's.
+    // re-using the previous checkpoint's. The start's two checkpoints
+    // read it anyway; those after them re-use it until the program arms
+    // the stack, which on a loaded machine can take longer than one
+    // interval: the guard counts from the first that reads it again
+    // (this asserted "from the third checkpoint on", which a program
+    // slow to start fails with no fault of the engine).
     let calls: Vec<u64> = checkpoints(&f.run)
         .iter()
         .map(|s| s.injected_calls)
         .collect();
-    assert!(calls.len() >= 20, "too few checkpoints: {calls:?}");
+    let armed = calls.iter().skip(2).position(|&c| c > 0).map(|i| i + 2);
+    let Some(armed) = armed else {
+        panic!("no checkpoint read the kernel state after the start: {calls:?}");
+    };
     assert!(
-        calls[2..].iter().all(|&c| c > 0),
+        calls.len() - armed >= 20,
+        "too few checkpoints after the stack was armed: {calls:?}"
+    );
+    assert!(
+        calls[armed..].iter().all(|&c| c > 0),
         "a checkpoint re-used cached kernel state: {calls:?}"
     );
 }
@@ -221,10 +305,16 @@ fn a_plain_alternate_stack_keeps_the_kernel_state_cache() {
         .map(|s| s.injected_calls)
         .collect();
     assert!(calls.len() >= 20, "too few checkpoints: {calls:?}");
-    let later = &calls[2..];
-    let none = later.iter().filter(|&&c| c == 0).count();
+    // After the start's two, only the first checkpoint after each
+    // rollback (which drops the cache) and those after the program's own
+    // few calls the filter sees (arming its stack, stdio's buffer at the
+    // end: at most 3) run calls inside. A share of all checkpoints (this
+    // asked >= 90 % with none) depends on how many a loaded machine fits
+    // in the run; this count does not.
+    let reading = calls[2..].iter().filter(|&&c| c > 0).count();
+    let rollbacks = f.run.rollbacks().len();
     assert!(
-        none * 10 >= later.len() * 9,
-        "calls run inside the program per checkpoint: {calls:?}"
+        reading <= rollbacks + 3,
+        "{reading} checkpoints ran calls inside the program, for {rollbacks} rollbacks: {calls:?}"
     );
 }

@@ -420,6 +420,7 @@ fn tracer_main(
         dying: false,
         ended: false,
         told_leader_ended: false,
+        told_wait_mask: false,
         checkpoint_requested: false,
     };
     tracer.next_checkpoint = Instant::now() + tracer.config.interval;
@@ -449,6 +450,9 @@ struct Tracer {
     ended: bool,
     /// The end of the main thread was reported.
     told_leader_ended: bool,
+    /// A checkpoint waiting for a thread's masked wait was reported (once
+    /// until the next checkpoint).
+    told_wait_mask: bool,
     /// A checkpoint was asked for and neither taken nor failed yet (a
     /// crash caught while stopping for it comes first): taken next.
     checkpoint_requested: bool,
@@ -608,7 +612,15 @@ impl Tracer {
     }
 
     fn resume(&mut self) -> Result<(), Done> {
-        match self.s.t.resume_all() {
+        let r = self.s.t.resume_all();
+        // A signal our system calls took and could not queue back was
+        // re-sent from us: the program sees another sender. Not silent.
+        for e in std::mem::take(&mut self.s.t.siginfo_lost) {
+            self.send(Event::CheckpointFailed {
+                error: e.to_string(),
+            });
+        }
+        match r {
             Ok(()) => Ok(()),
             Err(e) => self.fatal(e),
         }

@@ -58,6 +58,14 @@ impl Tracer {
             self.resume()?;
             return Ok(false);
         }
+        if let Some(h) = crate::waitmask::after_stop(&self.s.t) {
+            // Resumed untouched, the kernel takes the signals as it would
+            // have without the stop; a call of ours would drop the mask
+            // the wait restores.
+            self.tell_wait_mask(h);
+            self.resume()?;
+            return Ok(false);
+        }
         if self.crash_pending() {
             // Sent or raised before the stop but not taken yet (a stop
             // request can overtake a signal): the state now is the crash's,
@@ -122,6 +130,30 @@ impl Tracer {
         true
     }
 
+    /// A thread sleeps in a wait under a temporary signal mask with a
+    /// signal pending that the mask blocks: stopping it would let the
+    /// kernel deliver that signal inside the wait (see `waitmask`), so
+    /// the checkpoint waits (said once until a checkpoint is taken).
+    fn wait_masked(&mut self) -> bool {
+        let Some(h) = crate::waitmask::before_stop(&self.s.t) else {
+            return false;
+        };
+        self.tell_wait_mask(h);
+        true
+    }
+
+    fn tell_wait_mask(&mut self, h: crate::waitmask::Hazard) {
+        if !self.told_wait_mask {
+            self.told_wait_mask = true;
+            self.send(Event::CheckpointFailed {
+                error: format!(
+                    "checkpoint of pid {} postponed: thread {} waits under a temporary signal mask (sigsuspend, ppoll, pselect) with signal {} pending, which the wait's mask and the program's normal mask treat differently; a checkpoint now would change which of them the program takes in the wait",
+                    self.s.t.pid, h.tid, h.signal
+                ),
+            });
+        }
+    }
+
     pub(super) fn checkpoint(&mut self) -> Result<(), Done> {
         if self.leader_ended() {
             self.checkpoint_requested = false;
@@ -131,6 +163,10 @@ impl Tracer {
             // Nothing changes until SIGCONT, and no system call can run
             // inside without ending the stop: the checkpoint waits (a
             // requested one stays requested).
+            return Ok(());
+        }
+        if self.wait_masked() {
+            // A requested one stays requested, as above.
             return Ok(());
         }
         let mut precopy = Duration::ZERO;
@@ -177,6 +213,7 @@ impl Tracer {
                 stats.registration_stopped_mono_us = registration_span;
                 self.metrics.record_checkpoint(&stats, pause);
                 self.checkpoint_requested = false;
+                self.told_wait_mask = false;
                 if self.config.report_checkpoints {
                     self.send(Event::Checkpoint(stats));
                 }

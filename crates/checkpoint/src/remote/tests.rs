@@ -238,8 +238,15 @@ fn per_injected_call() {
 
 /// Records the first two signals its handler gets (SIGUSR1, SIGSEGV) as
 /// "signo code pid value" lines in the file named by its argument.
+/// With a second argument it first makes `rt_tgsigqueueinfo` fail.
 const TWO_SIGNALS: &str = r#"
 #define _GNU_SOURCE
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -256,10 +263,23 @@ static void h(int sig, siginfo_t *si, void *uc) {
     n++;
 }
 int main(int argc, char **argv) {
-    if (argc != 2) return 2;
+    if (argc != 2 && argc != 3) return 2;
     struct sigaction sa = {.sa_sigaction = h, .sa_flags = SA_SIGINFO};
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGUSR1, &sa, 0) || sigaction(SIGSEGV, &sa, 0)) return 2;
+    if (argc == 3) {
+        /* "deny": rt_tgsigqueueinfo fails with EPERM, for us too. */
+        struct sock_filter f[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_rt_tgsigqueueinfo, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {.len = 4, .filter = f};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+            return 4;
+    }
     while (n < 2) usleep(1000);
     FILE *f = fopen(argv[1], "w");
     if (!f) return 3;
@@ -298,6 +318,34 @@ fn sigqueue_from_helper(helper: &str, pid: i32, sig: i32, value: u64) -> u32 {
 /// value) before it was queued back from inside the thread.
 #[test]
 fn a_second_signal_met_by_a_held_thread_keeps_its_siginfo() {
+    two_signals_keep_their_siginfo(Case::Held);
+}
+
+/// The same, the second met by the first calls of a start (mapping the
+/// scratch page, where a siginfo is put to queue it back): it was sent
+/// again from the tracer, siginfo lost, until it waited for the page.
+#[test]
+fn a_signal_met_before_the_scratch_page_exists_keeps_its_siginfo() {
+    two_signals_keep_their_siginfo(Case::BeforeScratch);
+}
+
+/// The program forbids `rt_tgsigqueueinfo` (seccomp): the second signal
+/// cannot be queued back. It still reaches the program, from the tracer
+/// (SI_TKILL, no value), and the loss is recorded for the engine (which
+/// then refuses a rollback, or reports it) instead of passing silently.
+#[test]
+fn a_signal_that_cannot_be_queued_back_is_recorded_as_losing_its_siginfo() {
+    two_signals_keep_their_siginfo(Case::Denied);
+}
+
+#[derive(PartialEq)]
+enum Case {
+    Held,
+    BeforeScratch,
+    Denied,
+}
+
+fn two_signals_keep_their_siginfo(case: Case) {
     if !selfheal_sys::process::is_root() {
         eprintln!("SKIP: needs root (PTRACE_SETSIGINFO on a traced test program)");
         return;
@@ -311,7 +359,9 @@ fn a_second_signal_met_by_a_held_thread_keeps_its_siginfo() {
     let record = dir.path().join("record");
     let spec = LaunchSpec {
         program: selfheal_sys::program::Program {
-            argv: vec![prog, record.display().to_string()],
+            argv: [prog, record.display().to_string(), "deny".to_string()]
+                [..if case == Case::Denied { 3 } else { 2 }]
+                .to_vec(),
             ..Default::default()
         },
         ..LaunchSpec::default()
@@ -343,11 +393,41 @@ fn a_second_signal_met_by_a_held_thread_keeps_its_siginfo() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let mut remote = Remote::locate(&t).unwrap();
-    remote.scratch(&mut t).unwrap();
     // Queued while the thread is held: our next step takes it first.
-    let segv_from = sigqueue_from_helper(&helper, pid, libc::SIGSEGV, 9);
-    let got = remote.syscall(&mut t, libc::SYS_getpid, [0; 6]).unwrap();
-    assert_eq!(got, pid as u64);
+    let segv_from = if case == Case::BeforeScratch {
+        let from = sigqueue_from_helper(&helper, pid, libc::SIGSEGV, 9);
+        remote.scratch(&mut t).unwrap();
+        from
+    } else {
+        remote.scratch(&mut t).unwrap();
+        let from = sigqueue_from_helper(&helper, pid, libc::SIGSEGV, 9);
+        let got = remote.syscall(&mut t, libc::SYS_getpid, [0; 6]).unwrap();
+        assert_eq!(got, pid as u64);
+        from
+    };
+    let queued = selfheal_sys::ptrace::peek_siginfo(pid, false).unwrap();
+    let (segv_code, segv_from, segv_value) = if case == Case::Denied {
+        let lost: Vec<String> = t.siginfo_lost.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(
+            matches!(t.siginfo_lost[0], TraceError::SiginfoLost { tid, signal, .. }
+                if tid == pid && signal == libc::SIGSEGV),
+            "{lost:?}"
+        );
+        assert!(lost[0].contains("rt_tgsigqueueinfo"), "{lost:?}");
+        // SI_TKILL from this process, the tracer.
+        (-6, std::process::id(), 0)
+    } else {
+        assert!(t.siginfo_lost.is_empty(), "{:?}", t.siginfo_lost);
+        // Queued back: pending in the thread's own queue, siginfo and all.
+        assert!(
+            queued
+                .iter()
+                .any(|i| i.signo() == libc::SIGSEGV && i.pid() == segv_from as i32),
+            "{queued:?}"
+        );
+        (-1, segv_from, 9)
+    };
     t.resume_all().unwrap();
     while !t.is_gone() {
         assert!(std::time::Instant::now() < deadline, "program never ended");
@@ -366,7 +446,7 @@ fn a_second_signal_met_by_a_held_thread_keeps_its_siginfo() {
         lines,
         [
             format!("{} -1 {usr1_from} 7", libc::SIGUSR1),
-            format!("{} -1 {segv_from} 9", libc::SIGSEGV),
+            format!("{} {segv_code} {segv_from} {segv_value}", libc::SIGSEGV),
         ]
     );
 }

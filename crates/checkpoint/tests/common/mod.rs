@@ -72,6 +72,7 @@ fn progs_dir() -> Result<&'static PathBuf, String> {
             "altstack",
             "sigq",
             "sigburst",
+            "sigwait",
         ] {
             let st = Command::new("cc")
                 .args(["-O2", "-o"])
