@@ -22,6 +22,10 @@ pub struct HostLinkConfig {
     /// CPU stall is reported only when what those stops leave of it
     /// reaches `[stall] bound`.
     pub excuse_host_stops: bool,
+    /// Ask the host how long each vCPU thread waited for a host CPU (TCG)
+    /// and take its word: a CPU stall is reported only when what those
+    /// waits (and the stops) leave of it reaches `[stall] bound`.
+    pub excuse_host_waits: bool,
 }
 
 impl Default for HostLinkConfig {
@@ -30,6 +34,7 @@ impl Default for HostLinkConfig {
             port: "org.selfheal.0".into(),
             heartbeat: HumanDuration::from_millis(100),
             excuse_host_stops: true,
+            excuse_host_waits: true,
         }
     }
 }

@@ -18,6 +18,9 @@
 //! host's checkpoint stops ([`HostMessage::Stopped`], after every
 //! checkpoint) go to a ledger ([`HostLink::follow_stops`]) that the hang
 //! pipeline holds CPU stalls against: a stall the stops explain is none.
+//! So do the vCPU threads' waits for a host CPU ([`HostMessage::Waited`],
+//! every 50 ms, asked for in the hello when `excuse_host_waits` is on),
+//! each on its own CPU.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -31,7 +34,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use selfheal_config::HostLinkConfig;
-use selfheal_detect::host_stops::SharedHostStops;
+use selfheal_detect::host_stops::{HostWait, SharedHostStops};
 use selfheal_detect::Heartbeat;
 use selfheal_event::{Event, EventSink};
 use selfheal_guestlink::{find_port, BadLine, GuestMessage, HostMessage, LineReader, PortLookup};
@@ -60,6 +63,18 @@ pub struct LinkCounters {
     pub received_bad: AtomicU64,
     /// Lines of the host's checkpoint stops placed.
     pub stops_told: AtomicU64,
+    /// Lines of the host's vCPU waits taken.
+    pub waits_told: AtomicU64,
+}
+
+/// What the guest takes the host's word on (`[host_link]`
+/// `excuse_host_stops`, `excuse_host_waits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Excuse {
+    /// QEMU stopped for checkpoints.
+    pub stops: bool,
+    /// vCPU threads waiting for a host CPU.
+    pub waits: bool,
 }
 
 /// What runs on each message from the host.
@@ -124,6 +139,7 @@ impl HostLink {
         };
         let writer = Writer {
             host_messages: readable,
+            host_waits: readable && config.excuse_host_waits,
             file,
             rx,
             stop: stop.clone(),
@@ -163,13 +179,13 @@ impl HostLink {
         lock(&self.hooks).push(Arc::new(f));
     }
 
-    /// Places the host's checkpoint stops ([`HostMessage::Stopped`]) on
-    /// this guest's clock, from now on; returns the ledger they go to. A
-    /// line whose spans the host could not have measured is counted as
-    /// bad and dropped.
-    pub fn follow_stops(&self) -> SharedHostStops {
+    /// Places the host's checkpoint stops ([`HostMessage::Stopped`]) and
+    /// vCPU waits ([`HostMessage::Waited`]), as `excuse` says, on this
+    /// guest's clock, from now on; returns the ledger they go to. A line
+    /// the host could not have measured is counted as bad and dropped.
+    pub fn follow_stops(&self, excuse: Excuse) -> SharedHostStops {
         let ledger: SharedHostStops = Arc::default();
-        self.on_host_message(stops_hook(ledger.clone(), self.counters.clone()));
+        self.on_host_message(stops_hook(ledger.clone(), self.counters.clone(), excuse));
         ledger
     }
 
@@ -189,37 +205,72 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What [`HostLink::follow_stops`] runs on each host message: stops go
-/// to `ledger`; a rollback makes it learn the clocks' offset again.
+/// What [`HostLink::follow_stops`] runs on each host message: stops and
+/// waits (those `excuse` takes) go to `ledger`; a rollback makes it learn
+/// the clocks' offset again.
 fn stops_hook(
     ledger: SharedHostStops,
     counters: Arc<LinkCounters>,
+    excuse: Excuse,
 ) -> impl Fn(&HostMessage) + Send + Sync + 'static {
     move |m| {
         // Read as early as possible: the later, the looser the bound.
         let received = selfheal_sys::bpf::monotonic_ns() / 1000;
-        let stops = match m {
-            HostMessage::Stopped(stops) => stops,
-            HostMessage::Rollback { .. } => return lock(&ledger).clock_changed(),
-        };
-        if let Err(e) = stops.validate() {
-            counters.received_bad.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("host link: host stops refused: {e}");
-            return;
-        }
-        let mut l = lock(&ledger);
-        l.news(received, stops.host_us, stops.offset_min_us, &stops.spans);
-        let n = counters.stops_told.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % STOPS_LOG_EVERY == 1 {
-            tracing::info!(
-                "host link: {n} lines of host checkpoint stops; {} spans placed, {} not (clocks not yet bounded), offset known within {}",
-                l.spans_placed,
-                l.spans_unplaced,
-                l.last_uncertainty_us
-                    .map_or("-".to_string(), |u| format!("{:.1} ms", u as f64 / 1000.0))
-            );
+        match m {
+            HostMessage::Stopped(stops) if excuse.stops => {
+                if let Err(e) = stops.validate() {
+                    counters.received_bad.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("host link: host stops refused: {e}");
+                    return;
+                }
+                let mut l = lock(&ledger);
+                l.news(received, stops.host_us, stops.offset_min_us, &stops.spans);
+                let n = counters.stops_told.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % STOPS_LOG_EVERY == 1 {
+                    tracing::info!(
+                        "host link: {n} lines of host checkpoint stops; {} spans placed, {} not (clocks not yet bounded), offset known within {}",
+                        l.spans_placed,
+                        l.spans_unplaced,
+                        uncertainty(&l)
+                    );
+                }
+            }
+            HostMessage::Waited(waits) if excuse.waits => {
+                if let Err(e) = waits.validate() {
+                    counters.received_bad.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("host link: host vCPU waits refused: {e}");
+                    return;
+                }
+                let ws: Vec<HostWait> = waits
+                    .waits
+                    .iter()
+                    .map(|w| HostWait {
+                        cpu: w.cpu,
+                        span: [w.from_us, w.until_us],
+                        wait_us: w.wait_us,
+                    })
+                    .collect();
+                let mut l = lock(&ledger);
+                l.waits_news(received, waits.host_us, waits.offset_min_us, &ws);
+                let n = counters.waits_told.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % STOPS_LOG_EVERY == 1 {
+                    tracing::info!(
+                        "host link: {n} lines of host vCPU waits; {} waits placed, {} not (clocks not yet bounded), offset known within {}",
+                        l.waits_placed,
+                        l.waits_unplaced,
+                        uncertainty(&l)
+                    );
+                }
+            }
+            HostMessage::Rollback { .. } => lock(&ledger).clock_changed(),
+            HostMessage::Stopped(_) | HostMessage::Waited(_) => {}
         }
     }
+}
+
+fn uncertainty(l: &selfheal_detect::host_stops::HostStops) -> String {
+    l.last_uncertainty_us
+        .map_or("-".to_string(), |u| format!("{:.1} ms", u as f64 / 1000.0))
 }
 
 /// Reads the host's lines from `src` (non-blocking: no data, or no host
@@ -302,6 +353,7 @@ struct Writer {
     every: Duration,
     boot_id: String,
     host_messages: bool,
+    host_waits: bool,
 }
 
 impl Writer {
@@ -317,6 +369,7 @@ impl Writer {
                     pid: std::process::id(),
                     boot_id: self.boot_id.clone(),
                     host_messages: self.host_messages,
+                    host_waits: self.host_waits,
                 };
                 hello_due = !self.send(&hello);
                 last_hello = Instant::now();
@@ -421,6 +474,7 @@ mod tests {
             port: fifo.to_str().unwrap().into(),
             heartbeat: selfheal_config::HumanDuration::from_millis(50),
             excuse_host_stops: true,
+            excuse_host_waits: true,
         };
         let link = HostLink::start(
             &config,
@@ -511,7 +565,14 @@ mod tests {
         let ledger: SharedHostStops = Arc::default();
         let counters = Arc::new(LinkCounters::default());
         let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
-        lock(&hooks).push(Arc::new(stops_hook(ledger.clone(), counters.clone())));
+        lock(&hooks).push(Arc::new(stops_hook(
+            ledger.clone(),
+            counters.clone(),
+            Excuse {
+                stops: true,
+                waits: true,
+            },
+        )));
         let stop = Arc::new(AtomicBool::new(false));
         let t = spawn_reader(guest, hooks, stop.clone(), counters.clone()).unwrap();
         // Host and guest share this machine's clock here: offset 0, the
@@ -548,6 +609,75 @@ mod tests {
             "{placed:?}"
         );
         assert_eq!(l.stopped_within(now - 90_000, now), Duration::ZERO);
+    }
+
+    /// Sends one good and one impossible line of vCPU waits through a
+    /// reader whose hook takes what `excuse` says; the ledger and counters.
+    fn waits_through_the_reader(excuse: Excuse) -> (SharedHostStops, Arc<LinkCounters>, u64) {
+        use selfheal_guestlink::{VcpuWait, Waits};
+        use std::os::unix::net::UnixStream;
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        guest.set_nonblocking(true).unwrap();
+        let ledger: SharedHostStops = Arc::default();
+        let counters = Arc::new(LinkCounters::default());
+        let hooks: Arc<Mutex<Vec<HostHook>>> = Arc::default();
+        lock(&hooks).push(Arc::new(stops_hook(
+            ledger.clone(),
+            counters.clone(),
+            excuse,
+        )));
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = spawn_reader(guest, hooks, stop.clone(), counters.clone()).unwrap();
+        let now = selfheal_sys::bpf::monotonic_ns() / 1000;
+        let line = |wait_us: u64| {
+            HostMessage::Waited(Waits {
+                host_us: now,
+                offset_min_us: Some(-2_000),
+                waits: vec![VcpuWait {
+                    cpu: 1,
+                    from_us: now - 1_000_000,
+                    until_us: now - 500_000,
+                    wait_us,
+                }],
+            })
+            .to_line()
+        };
+        host.write_all(&line(400_000)).unwrap();
+        // A wait longer than its interval: refused whole.
+        host.write_all(&line(600_000)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counters.received.load(Ordering::Relaxed) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        (ledger, counters, now)
+    }
+
+    #[test]
+    fn the_hosts_vcpu_waits_reach_the_ledger_on_their_cpu_and_bad_ones_do_not() {
+        let (ledger, counters, now) = waits_through_the_reader(Excuse {
+            stops: true,
+            waits: true,
+        });
+        assert_eq!(counters.waits_told.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.received_bad.load(Ordering::Relaxed), 1);
+        let l = lock(&ledger);
+        // The whole 400 ms, in a window wide enough for any offset.
+        assert_eq!(l.waited_within(1, 0, u64::MAX), Duration::from_millis(400));
+        assert_eq!(l.waited_within(0, 0, u64::MAX), Duration::ZERO);
+        // Told up to the line's time, less the clocks' uncertainty.
+        assert!(l.covered_until() > now - 1_000_000 && l.covered_until() <= now);
+    }
+
+    #[test]
+    fn with_waits_not_excused_the_hosts_waits_are_ignored() {
+        let (ledger, counters, _) = waits_through_the_reader(Excuse {
+            stops: true,
+            waits: false,
+        });
+        assert_eq!(counters.waits_told.load(Ordering::Relaxed), 0);
+        assert_eq!(lock(&ledger).waited_within(1, 0, u64::MAX), Duration::ZERO);
     }
 
     #[test]

@@ -182,7 +182,7 @@ fn on_host_rollback(
                 }),
             );
         }
-        selfheal_guestlink::HostMessage::Stopped(_) => {}
+        selfheal_guestlink::HostMessage::Stopped(_) | selfheal_guestlink::HostMessage::Waited(_) => {}
     });
 }
 
@@ -310,10 +310,14 @@ impl Daemon {
         }
 
         let restart_event = restart::at_start(&config, &mut notes);
+        let excuse = crate::host_link::Excuse {
+            stops: config.host_link.excuse_host_stops,
+            waits: config.host_link.excuse_host_waits,
+        };
         let host_stops = host_link
             .as_ref()
-            .filter(|_| config.host_link.excuse_host_stops)
-            .map(HostLink::follow_stops);
+            .filter(|_| excuse.stops || excuse.waits)
+            .map(|l| l.follow_stops(excuse));
         let (hang, tx) = hang::start(
             &config,
             board.clone(),

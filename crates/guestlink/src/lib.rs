@@ -18,7 +18,10 @@
 //! the VM back ([`HostMessage::Rollback`]) and, after every checkpoint,
 //! when it held QEMU stopped ([`HostMessage::Stopped`]): the guest's clocks
 //! run on while QEMU is stopped, and the guest must not take that time
-//! for a stall of its own.
+//! for a stall of its own. To a guest whose hello asks for them
+//! (`host_waits: true`) it also says, every 50 ms, how long each vCPU
+//! thread waited for a host CPU ([`HostMessage::Waited`]): under TCG the
+//! guest's clocks run on through that wait too.
 #![forbid(unsafe_code)]
 
 mod port;
@@ -49,6 +52,10 @@ pub enum GuestMessage {
         /// older guest's hello: false).
         #[serde(default)]
         host_messages: bool,
+        /// The guest wants [`HostMessage::Waited`] lines (absent in an
+        /// older guest's hello: false, and it is sent none).
+        #[serde(default)]
+        host_waits: bool,
     },
     /// The guest's selfheal is alive.
     Heartbeat {
@@ -99,6 +106,10 @@ pub enum HostMessage {
     /// guest's clocks ran on through these spans with none of its code
     /// run, so a stall window they fill is no stall.
     Stopped(Stops),
+    /// The vCPU threads waited for a host CPU (sent every 50 ms or so,
+    /// only to a guest whose hello asked): the guest's clocks ran on
+    /// through that wait with none of that vCPU's code run.
+    Waited(Waits),
 }
 
 /// Most spans one [`Stops`] may carry (the host sends after every
@@ -174,6 +185,94 @@ impl Stops {
     }
 }
 
+/// Most entries one [`Waits`] may carry (a line every 50 ms with one
+/// entry per vCPU that waited; more is a host saving up, or garbage).
+pub const MAX_WAITS: usize = 512;
+/// Highest vCPU index a [`VcpuWait`] may name (QEMU's own limit is lower).
+pub const MAX_VCPU: u32 = 4095;
+
+/// How long the host's vCPU threads waited for a host CPU, on the host's
+/// CLOCK_MONOTONIC; placed on the guest's clock like [`Stops`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waits {
+    /// Host CLOCK_MONOTONIC when the waits were read, µs (the line is
+    /// written just after): every wait that ended before it is in this
+    /// line or an earlier one.
+    pub host_us: u64,
+    /// As in [`Stops::offset_min_us`].
+    #[serde(default)]
+    pub offset_min_us: Option<i64>,
+    /// The waits, in the order read (`until_us` never decreases).
+    pub waits: Vec<VcpuWait>,
+}
+
+/// vCPU `cpu`'s thread waited `wait_us` in all, runnable but not running,
+/// somewhere within `[from_us, until_us)` (host µs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuWait {
+    /// QEMU's cpu-index (the guest's CPU number on a plain `-smp N`).
+    pub cpu: u32,
+    /// Start of the interval the wait lies in.
+    pub from_us: u64,
+    /// Its end.
+    pub until_us: u64,
+    /// Wait within it, µs (at most its length).
+    pub wait_us: u64,
+}
+
+/// Why a [`Waits`] line is not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitsError {
+    /// More entries than [`MAX_WAITS`].
+    #[error("{0} vCPU waits in one line (at most {MAX_WAITS}); a host sends one line every 50 ms")]
+    TooMany(usize),
+    /// An entry a host could not have measured.
+    #[error("vCPU {cpu} wait of {wait_us} µs in [{from_us}, {until_us}) µs is not one a host measured before the line's time {host_us} µs (empty or reversed interval, a wait longer than it, over {MAX_STOP_SPAN_US} µs, out of order, in the future, or a vCPU over {MAX_VCPU})")]
+    BadWait {
+        /// Its vCPU.
+        cpu: u32,
+        /// Its interval's start.
+        from_us: u64,
+        /// Its interval's end.
+        until_us: u64,
+        /// Its wait.
+        wait_us: u64,
+        /// The line's `host_us`.
+        host_us: u64,
+    },
+}
+
+impl Waits {
+    /// Checks what a hostile or broken host could send: bounded entries,
+    /// each wait inside a non-empty interval that ended by the line's
+    /// time, in order.
+    pub fn validate(&self) -> Result<(), WaitsError> {
+        if self.waits.len() > MAX_WAITS {
+            return Err(WaitsError::TooMany(self.waits.len()));
+        }
+        let mut prev_until = 0;
+        for w in &self.waits {
+            if w.from_us >= w.until_us
+                || w.until_us - w.from_us > MAX_STOP_SPAN_US
+                || w.wait_us > w.until_us - w.from_us
+                || w.until_us > self.host_us
+                || w.until_us < prev_until
+                || w.cpu > MAX_VCPU
+            {
+                return Err(WaitsError::BadWait {
+                    cpu: w.cpu,
+                    from_us: w.from_us,
+                    until_us: w.until_us,
+                    wait_us: w.wait_us,
+                    host_us: self.host_us,
+                });
+            }
+            prev_until = w.until_us;
+        }
+        Ok(())
+    }
+}
+
 impl HostMessage {
     /// The message as one line, newline included.
     pub fn to_line(&self) -> Vec<u8> {
@@ -202,6 +301,7 @@ mod tests {
                 pid: 118,
                 boot_id: "7d2f".into(),
                 host_messages: true,
+                host_waits: true,
             },
             GuestMessage::Heartbeat {
                 seq: 3,
@@ -320,12 +420,90 @@ mod tests {
         );
     }
 
+    fn waits() -> HostMessage {
+        HostMessage::Waited(Waits {
+            host_us: 5_000_000,
+            offset_min_us: Some(-1_234),
+            waits: vec![
+                VcpuWait {
+                    cpu: 0,
+                    from_us: 4_930_000,
+                    until_us: 4_990_000,
+                    wait_us: 22_000,
+                },
+                VcpuWait {
+                    cpu: 1,
+                    from_us: 4_949_000,
+                    until_us: 4_990_000,
+                    wait_us: 1_000,
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn vcpu_waits_round_trip_as_one_line() {
+        let m = waits();
+        let line = m.to_line();
+        assert_eq!(
+            line,
+            b"{\"t\":\"waited\",\"host_us\":5000000,\"offset_min_us\":-1234,\"waits\":[{\"cpu\":0,\"from_us\":4930000,\"until_us\":4990000,\"wait_us\":22000},{\"cpu\":1,\"from_us\":4949000,\"until_us\":4990000,\"wait_us\":1000}]}\n"
+        );
+        assert_eq!(LineReader::<HostMessage>::of().push(&line), vec![Ok(m)]);
+        let HostMessage::Waited(w) = waits() else {
+            unreachable!()
+        };
+        assert_eq!(w.validate(), Ok(()));
+    }
+
+    #[test]
+    fn vcpu_waits_a_host_could_not_have_measured_are_refused() {
+        let check = |host_us: u64, w: &[(u32, u64, u64, u64)]| {
+            Waits {
+                host_us,
+                offset_min_us: None,
+                waits: w
+                    .iter()
+                    .map(|&(cpu, from_us, until_us, wait_us)| VcpuWait {
+                        cpu,
+                        from_us,
+                        until_us,
+                        wait_us,
+                    })
+                    .collect(),
+            }
+            .validate()
+        };
+        assert_eq!(
+            check(100, &[(0, 10, 50, 40), (1, 20, 50, 0), (0, 50, 90, 1)]),
+            Ok(())
+        );
+        assert_eq!(check(100, &[]), Ok(()));
+        for (host_us, w) in [
+            (100, &[(0, 20, 20, 0)][..]),                       // empty
+            (100, &[(0, 30, 20, 1)][..]),                       // reversed
+            (100, &[(0, 10, 20, 11)][..]),                      // longer than its interval
+            (100, &[(0, 10, 200, 5)][..]),                      // not over when read
+            (100, &[(0, 10, 50, 5), (1, 10, 40, 5)][..]),       // out of order
+            (100, &[(MAX_VCPU + 1, 10, 20, 5)][..]),            // no such vCPU
+            (u64::MAX, &[(0, 0, MAX_STOP_SPAN_US + 1, 1)][..]), // too long
+        ] {
+            assert!(
+                matches!(check(host_us, w), Err(WaitsError::BadWait { .. })),
+                "{w:?}"
+            );
+        }
+        assert_eq!(
+            check(u64::MAX, &vec![(0, 1, 2, 1); MAX_WAITS + 1]),
+            Err(WaitsError::TooMany(MAX_WAITS + 1))
+        );
+    }
+
     #[test]
     fn hostile_host_lines_are_errors_never_panics() {
-        // Mutations of a real line (bytes flipped, cut, spliced, numbers
+        // Mutations of real lines (bytes flipped, cut, spliced, numbers
         // made huge or negative), then pure noise: each is a message that
         // validates, or an error; the next good line still reads.
-        let good = stops().to_line();
         let mut s: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = move || {
             s ^= s << 13;
@@ -343,42 +521,52 @@ mod tests {
             b"{}",
             b"[",
         ];
-        let mut parsed = 0;
-        for round in 0..5000 {
-            let mut line = good[..good.len() - 1].to_vec();
-            match round % 4 {
-                0 => {
-                    for _ in 0..1 + next() % 4 {
+        for original in [stops(), waits()] {
+            let good = original.to_line();
+            let mut parsed = 0;
+            for round in 0..5000 {
+                let mut line = good[..good.len() - 1].to_vec();
+                match round % 4 {
+                    0 => {
+                        for _ in 0..1 + next() % 4 {
+                            let i = (next() as usize) % line.len();
+                            line[i] = next() as u8;
+                        }
+                    }
+                    1 => line.truncate((next() as usize) % line.len()),
+                    2 => {
                         let i = (next() as usize) % line.len();
-                        line[i] = next() as u8;
+                        let sp = specials[(next() as usize) % specials.len()];
+                        line.splice(i..i, sp.iter().copied());
+                    }
+                    _ => {
+                        line = (0..next() % 200).map(|_| next() as u8).collect();
                     }
                 }
-                1 => line.truncate((next() as usize) % line.len()),
-                2 => {
-                    let i = (next() as usize) % line.len();
-                    let sp = specials[(next() as usize) % specials.len()];
-                    line.splice(i..i, sp.iter().copied());
+                let mut r = LineReader::<HostMessage>::of();
+                for m in r.push(&line).into_iter().chain(r.push(b"\n")) {
+                    match m {
+                        Ok(HostMessage::Stopped(st)) => {
+                            parsed += 1;
+                            let _ = st.validate();
+                        }
+                        Ok(HostMessage::Waited(w)) => {
+                            parsed += 1;
+                            let _ = w.validate();
+                        }
+                        _ => {}
+                    }
                 }
-                _ => {
-                    line = (0..next() % 200).map(|_| next() as u8).collect();
-                }
+                assert_eq!(
+                    r.push(&good),
+                    vec![Ok(original.clone())],
+                    "round {round}: after {:?}",
+                    String::from_utf8_lossy(&line)
+                );
             }
-            let mut r = LineReader::<HostMessage>::of();
-            for m in r.push(&line).into_iter().chain(r.push(b"\n")) {
-                if let Ok(HostMessage::Stopped(st)) = m {
-                    parsed += 1;
-                    let _ = st.validate();
-                }
-            }
-            assert_eq!(
-                r.push(&good),
-                vec![Ok(stops())],
-                "round {round}: after {:?}",
-                String::from_utf8_lossy(&line)
-            );
+            // Some mutations leave a valid message (a digit changed).
+            assert!(parsed > 0, "{original:?}");
         }
-        // Some mutations leave a valid message (a digit changed).
-        assert!(parsed > 0);
     }
 
     #[test]
@@ -390,6 +578,7 @@ mod tests {
                 &got[0],
                 Ok(GuestMessage::Hello {
                     host_messages: false,
+                    host_waits: false,
                     ..
                 })
             ),

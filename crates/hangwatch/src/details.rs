@@ -17,6 +17,10 @@ pub(crate) struct StallDetails {
     /// (absent when the host tells none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_stopped_ms: Option<u64>,
+    /// In a guest: how much of it its vCPU waited for a host CPU, ms
+    /// (absent when none, or the host tells none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_waited_ms: Option<u64>,
 }
 
 /// A watchdog event (kind `watchdog`), tagged by `state`.
@@ -71,6 +75,7 @@ mod tests {
             stalled_ms: 1200,
             bound_ms: 1000,
             host_stopped_ms: None,
+            host_waited_ms: None,
         };
         assert_eq!(
             details_value(&stall),
@@ -78,11 +83,21 @@ mod tests {
         );
         let in_guest = StallDetails {
             host_stopped_ms: Some(180),
-            ..stall
+            ..stall.clone()
         };
         assert_eq!(
             details_value(&in_guest),
             json!({"cpu": 2, "stalled_ms": 1200, "bound_ms": 1000, "host_stopped_ms": 180})
+        );
+        let starved = StallDetails {
+            host_stopped_ms: Some(0),
+            host_waited_ms: Some(450),
+            ..stall
+        };
+        assert_eq!(
+            details_value(&starved),
+            json!({"cpu": 2, "stalled_ms": 1200, "bound_ms": 1000, "host_stopped_ms": 0,
+                   "host_waited_ms": 450})
         );
         let missed = WatchdogDetails::Missed {
             component: "light",

@@ -4,7 +4,9 @@
 //! through a stop. Such a stall is held, not reported, until the host has
 //! told every stop up to it ([`HostStops::covers`]); it is reported once
 //! the part of it the stops leave unexplained reaches the bound, and
-//! dropped (counted as excused) when it ended short of that.
+//! dropped (counted as excused) when it ended short of that. The host may
+//! also tell how long each vCPU thread waited for a host CPU: that wait is
+//! excused on its own CPU the same way.
 //!
 //! Only time the host vouches for is ever excused: a stall held for
 //! [`MAX_SILENCE`] while the host's word lags that far behind is reported
@@ -29,6 +31,15 @@ struct Held {
     ended: Option<Instant>,
 }
 
+/// The part of a stall the host explains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HostTime {
+    /// QEMU stood stopped for checkpoints.
+    pub stopped: Duration,
+    /// The stalled CPU's vCPU thread waited for a host CPU.
+    pub waited: Duration,
+}
+
 /// What became of a held stall.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Verdict {
@@ -40,12 +51,15 @@ pub(crate) enum Verdict {
         stalled_for: Duration,
         /// The part of it the host's stops explain.
         stopped: Duration,
+        /// The part of it this CPU's vCPU waited for a host CPU.
+        waited: Duration,
     },
-    /// The host's stops explain it: no stall.
+    /// The host's stops and this vCPU's waits explain it: no stall.
     Excused {
         cpu: u32,
         stalled_for: Duration,
         stopped: Duration,
+        waited: Duration,
     },
 }
 
@@ -155,13 +169,15 @@ fn judge(
     // Only the part the host has told about is judged: a stop after it
     // may still be told.
     let known_until = end_us.min(ledger.covered_until());
-    let unexplained_known = ledger.unexplained(since_us, known_until);
+    let unexplained_known = ledger.unexplained(h.cpu, since_us, known_until);
     let stopped = ledger.stopped_within(since_us, end_us);
+    let waited = ledger.waited_within(h.cpu, since_us, end_us);
     let report = Verdict::Report {
         cpu: h.cpu,
         since: h.since,
         stalled_for,
         stopped,
+        waited,
     };
     if unexplained_known >= bound {
         return Some(report);
@@ -171,6 +187,7 @@ fn judge(
             cpu: h.cpu,
             stalled_for,
             stopped,
+            waited,
         });
     }
     // The host's word stopped coming (its stops, or the guest's reader
@@ -187,6 +204,8 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    use selfheal_detect::host_stops::HostWait;
 
     use super::*;
 
@@ -230,6 +249,24 @@ mod tests {
                 &spans,
             );
         }
+        /// The host's line of vCPU waits read at `sent_ms`: `(cpu, from,
+        /// until, wait)` ms after t0.
+        fn waits(&self, sent_ms: u64, waits: &[(u32, u64, u64, u64)]) {
+            let waits: Vec<HostWait> = waits
+                .iter()
+                .map(|&(cpu, a, b, w)| HostWait {
+                    cpu,
+                    span: [T0 + a * MS, T0 + b * MS],
+                    wait_us: w * MS,
+                })
+                .collect();
+            self.ledger.lock().unwrap().waits_news(
+                T0 + sent_ms * MS + MS,
+                T0 + sent_ms * MS,
+                Some(-(MS as i64)),
+                &waits,
+            );
+        }
         fn release(&mut self, now_ms: u64) -> Vec<Verdict> {
             let now = self.at(now_ms);
             self.held.release(now, T0 + now_ms * MS, BOUND)
@@ -263,6 +300,7 @@ mod tests {
                 cpu: 1,
                 stalled_for: Duration::from_millis(225),
                 stopped: Duration::from_millis(178),
+                waited: Duration::ZERO,
             }]
         );
         assert_eq!(w.release(1300), vec![]);
@@ -289,6 +327,7 @@ mod tests {
                 since: w.at(990),
                 stalled_for: Duration::from_millis(345),
                 stopped: Duration::from_millis(98),
+                waited: Duration::ZERO,
             }]
         );
     }
@@ -353,5 +392,88 @@ mod tests {
             w.release(1285)[..],
             [Verdict::Excused { cpu: 1, .. }]
         ));
+    }
+
+    #[test]
+    fn a_stall_its_vcpus_wait_explains_is_excused_on_that_cpu_only() {
+        // The host starved the vCPU threads: vCPU 1 waited 190 of 250 ms,
+        // vCPU 0 nothing. Both canaries were silent 990–1240 ms.
+        let mut w = World::new();
+        w.waits(900, &[]);
+        w.news(900, &[]);
+        assert!(w.hold(1, 990, 1200));
+        assert!(w.hold(0, 990, 1200));
+        w.held.cleared(1, Duration::from_millis(250));
+        w.held.cleared(0, Duration::from_millis(250));
+        w.news(1245, &[]);
+        assert_eq!(w.release(1246), vec![], "the waits are not told yet");
+        w.waits(
+            1241,
+            &[
+                (1, 990, 1040, 48),
+                (1, 1040, 1090, 45),
+                (1, 1090, 1140, 47),
+                (1, 1140, 1190, 40),
+                (1, 1190, 1240, 10),
+            ],
+        );
+        let v = w.release(1250);
+        assert_eq!(v.len(), 2, "{v:?}");
+        // vCPU 1: 190 ms waited (less the clocks' 2 ms slack at the
+        // window's edge): 62 ms unexplained, no stall.
+        assert!(
+            v.contains(&Verdict::Excused {
+                cpu: 1,
+                stalled_for: Duration::from_millis(250),
+                stopped: Duration::ZERO,
+                waited: Duration::from_millis(188),
+            }),
+            "{v:?}"
+        );
+        // vCPU 0 did not wait: its 250 ms stall stands.
+        assert!(
+            v.iter()
+                .any(|v| matches!(v, Verdict::Report { cpu: 0, waited, .. } if waited.is_zero())),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_real_stall_through_vcpu_waits_is_reported_once_what_they_leave_reaches_the_bound() {
+        // preempt_loop on a starved host: CPU 1 spins with preemption off
+        // from 1000 ms on, its vCPU thread waiting half of every 50 ms.
+        let mut w = World::new();
+        w.news(950, &[]);
+        w.waits(950, &[]);
+        let mut reported = None;
+        for k in 0..40u64 {
+            let until = 1000 + 50 * (k + 1);
+            w.waits(until, &[(1, until - 50, until, 25)]);
+            w.news(until, &[]);
+            if until == 1200 {
+                // The canary, silent since 1000, is seen stalled.
+                assert!(w.hold(1, 1000, 1200));
+            }
+            if until < 1200 {
+                continue;
+            }
+            if let [Verdict::Report {
+                cpu: 1,
+                stalled_for,
+                waited,
+                ..
+            }] = w.release(until + 2)[..]
+            {
+                reported = Some((stalled_for, waited));
+                break;
+            }
+        }
+        let (stalled_for, waited) = reported.expect("the stall is reported");
+        // 200 ms of it unexplained: about 400 ms in, half of it waits.
+        assert!(
+            stalled_for >= Duration::from_millis(400) && stalled_for <= Duration::from_millis(460),
+            "{stalled_for:?}"
+        );
+        assert!(stalled_for - waited >= BOUND, "{stalled_for:?} {waited:?}");
     }
 }

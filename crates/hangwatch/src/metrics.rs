@@ -42,8 +42,9 @@ pub struct PipelineStats {
     pub sweeps: AtomicU64,
     /// Inputs dropped because the pipeline queue was full.
     pub inputs_dropped: AtomicU64,
-    /// CPU stalls not reported because the host's checkpoint stops
-    /// explain them (a guest under `selfheal vm`).
+    /// CPU stalls not reported because the host's checkpoint stops and
+    /// the vCPU's waits for a host CPU explain them (a guest under
+    /// `selfheal vm`).
     pub stalls_excused: AtomicU64,
     /// Alerts received from the light detector.
     pub alerts: AtomicU64,
@@ -333,7 +334,7 @@ impl Collector for PipelineCollector {
         );
         enc.single(
             "selfheal_stalls_excused_total",
-            "CPU stalls not reported because the host's checkpoint stops explain them (a guest under selfheal vm).",
+            "CPU stalls not reported because the host's checkpoint stops and the vCPU's waits for a host CPU explain them (a guest under selfheal vm).",
             MetricType::Counter,
             s.stalls_excused.load(Ordering::Relaxed) as f64,
         );

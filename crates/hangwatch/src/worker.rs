@@ -27,7 +27,7 @@ use selfheal_recover::{Ladder, LadderOptions, Recheck, SymptomProbe};
 use selfheal_sampler::{Sample, SampleBoard, SystemMetric};
 
 use crate::details::{HeldDetails, StallDetails, WatchdogDetails};
-use crate::excuse::{HeldStalls, Verdict};
+use crate::excuse::{HeldStalls, HostTime, Verdict};
 use crate::metrics::PipelineStats;
 use crate::pipeline::{Input, PipelineOptions};
 
@@ -368,23 +368,36 @@ impl Worker {
     }
 
     /// A CPU stall, recorded and handed to the heavy detector.
-    /// `host_stopped`: the part of it the host's checkpoint stops explain.
+    /// `host`: the part of it the host's checkpoint stops and this vCPU's
+    /// waits for a host CPU explain (in a guest the host tells them).
     fn stall_alert(
         &mut self,
         cpu: u32,
         since: Instant,
         stalled_for: Duration,
-        host_stopped: Option<Duration>,
+        host: Option<HostTime>,
         pending: &mut Option<Pending>,
     ) {
-        let excused = host_stopped
-            .filter(|d| !d.is_zero())
-            .map_or(String::new(), |d| {
-                format!(
-                    " ({} ms of it the host stopped the VM for checkpoints)",
-                    d.as_millis()
-                )
-            });
+        let mut parts = Vec::new();
+        if let Some(h) = &host {
+            if !h.stopped.is_zero() {
+                parts.push(format!(
+                    "{} ms of it the host stopped the VM for checkpoints",
+                    h.stopped.as_millis()
+                ));
+            }
+            if !h.waited.is_zero() {
+                parts.push(format!(
+                    "{} ms its vCPU waited for a host CPU",
+                    h.waited.as_millis()
+                ));
+            }
+        }
+        let excused = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        };
         self.sink.emit(
             Event::now(
                 EventKind::Alert,
@@ -404,7 +417,10 @@ impl Worker {
                 cpu,
                 stalled_ms: stalled_for.as_millis() as u64,
                 bound_ms: self.cfg.stall.bound.get().as_millis() as u64,
-                host_stopped_ms: host_stopped.map(|d| d.as_millis() as u64),
+                host_stopped_ms: host.map(|h| h.stopped.as_millis() as u64),
+                host_waited_ms: host
+                    .filter(|h| !h.waited.is_zero())
+                    .map(|h| h.waited.as_millis() as u64),
             }),
         );
         Worker::want(pending, Trigger::Stall { cpu, stalled_for }, Some(since));
@@ -427,20 +443,29 @@ impl Worker {
                     since,
                     stalled_for,
                     stopped,
-                } => self.stall_alert(cpu, since, stalled_for, Some(stopped), pending),
+                    waited,
+                } => self.stall_alert(
+                    cpu,
+                    since,
+                    stalled_for,
+                    Some(HostTime { stopped, waited }),
+                    pending,
+                ),
                 Verdict::Excused {
                     cpu,
                     stalled_for,
                     stopped,
+                    waited,
                 } => {
                     let n = self.stats.stalls_excused.fetch_add(1, Ordering::Relaxed) + 1;
                     // The first, then one in 20: a busy host stops the VM
                     // 20 times a second.
                     if n == 1 || n.is_multiple_of(20) {
                         tracing::info!(
-                            "cpu {cpu}: {} ms without scheduling progress, {} ms of it the host's checkpoint stops: no stall ({n} excused so far)",
+                            "cpu {cpu}: {} ms without scheduling progress, {} ms of it the host's checkpoint stops and {} ms its vCPU's wait for a host CPU: no stall ({n} excused so far)",
                             stalled_for.as_millis(),
-                            stopped.as_millis()
+                            stopped.as_millis(),
+                            waited.as_millis()
                         );
                     }
                 }

@@ -10,6 +10,7 @@
 //!   read back typed.
 //! - [`pauses`]: the checkpoint stops the guest lived through.
 //! - [`tell`]: telling the guest of those stops, so it excuses them too.
+//! - [`vcpu_wait`]: the vCPU threads' waits for a host CPU, told the same way.
 //! - `run`: one run of QEMU, under the checkpoint engine; `supervise`:
 //!   restarts, and the entry points for `selfheal vm` and `[[vm]]`.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod qmp;
 mod run;
 mod supervise;
 pub mod tell;
+pub mod vcpu_wait;
 
 pub use metrics::{VmCollector, VmMetrics};
 pub use process::ProcessError;

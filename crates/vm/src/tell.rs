@@ -1,7 +1,8 @@
 //! Telling the guest when QEMU stood stopped for checkpoints
 //! ([`HostMessage::Stopped`]), so the guest's own stall detector excuses
 //! the part of a stall those stops fill (the guest's clocks run on while
-//! its vCPUs are held).
+//! its vCPUs are held), and how long each vCPU thread waited for a host
+//! CPU ([`HostMessage::Waited`], read by [`crate::vcpu_wait`]).
 //!
 //! The spans go out on the host's CLOCK_MONOTONIC with a lower bound on
 //! (guest clock − host clock), from the guest's heartbeats: each is
@@ -12,7 +13,9 @@
 
 use std::collections::VecDeque;
 
-use selfheal_guestlink::{HostMessage, Stops, MAX_STOP_SPANS};
+use selfheal_guestlink::{HostMessage, Stops, VcpuWait, Waits, MAX_STOP_SPANS, MAX_WAITS};
+
+use crate::vcpu_wait::WaitSample;
 
 /// Heartbeats this recent (host µs) bound the offset.
 const LOWER_WINDOW_US: u64 = 2_000_000;
@@ -28,6 +31,12 @@ pub struct StopTeller {
     untold: VecDeque<[u64; 2]>,
     /// Spans dropped untold (the link was down for a long while).
     pub dropped: u64,
+    /// vCPU waits not yet sent, oldest first.
+    untold_waits: VecDeque<VcpuWait>,
+    /// The last read of the waits not yet sent (host µs).
+    waits_read_us: Option<u64>,
+    /// vCPU waits dropped untold.
+    pub waits_dropped: u64,
 }
 
 impl StopTeller {
@@ -86,6 +95,32 @@ impl StopTeller {
     pub fn told(&mut self, host_us: u64) {
         self.untold.retain(|s| s[1] > host_us);
     }
+
+    /// The vCPU threads' waits were read.
+    pub fn waited(&mut self, sample: WaitSample) {
+        self.untold_waits.extend(sample.waits);
+        while self.untold_waits.len() > MAX_WAITS {
+            self.untold_waits.pop_front();
+            self.waits_dropped += 1;
+        }
+        self.waits_read_us = Some(sample.host_us);
+    }
+
+    /// The line of waits to send after a read (sent even with none: it
+    /// tells the guest that none ended before the read).
+    pub fn waits_message(&self) -> Option<HostMessage> {
+        Some(HostMessage::Waited(Waits {
+            host_us: self.waits_read_us?,
+            offset_min_us: self.lower.iter().map(|&(_, b)| b).max(),
+            waits: self.untold_waits.iter().copied().collect(),
+        }))
+    }
+
+    /// The [`StopTeller::waits_message`] reached the guest.
+    pub fn waits_told(&mut self) {
+        self.untold_waits.clear();
+        self.waits_read_us = None;
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +173,57 @@ mod tests {
         assert_eq!(s.spans.len(), MAX_STOP_SPANS);
         assert_eq!(s.spans[0], [500, 510]);
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn waits_go_out_after_each_read_with_the_offset_bound_until_told() {
+        let mut t = StopTeller::default();
+        assert_eq!(t.waits_message(), None, "nothing read yet");
+        t.heartbeat(6_000, 1_003_000);
+        let w = |cpu, from_us, until_us, wait_us| VcpuWait {
+            cpu,
+            from_us,
+            until_us,
+            wait_us,
+        };
+        t.waited(WaitSample {
+            host_us: 1_050_000,
+            waits: vec![w(1, 980_000, 1_050_000, 20_000)],
+        });
+        // Not sent (the guest did not read): kept for the next line.
+        t.waited(WaitSample {
+            host_us: 1_100_000,
+            waits: vec![w(0, 1_040_000, 1_100_000, 3_000)],
+        });
+        let Some(HostMessage::Waited(m)) = t.waits_message() else {
+            panic!()
+        };
+        assert_eq!(m.host_us, 1_100_000);
+        assert_eq!(m.offset_min_us, Some(4_997_000));
+        assert_eq!(m.waits.len(), 2);
+        assert_eq!(m.validate(), Ok(()));
+        t.waits_told();
+        assert_eq!(t.waits_message(), None);
+        // A read with no wait over the threshold still says so.
+        t.waited(WaitSample {
+            host_us: 1_150_000,
+            waits: vec![],
+        });
+        let Some(HostMessage::Waited(m)) = t.waits_message() else {
+            panic!()
+        };
+        assert!(m.waits.is_empty() && m.host_us == 1_150_000);
+        // Bounded while the guest does not read.
+        for i in 0..(MAX_WAITS as u64 + 3) {
+            t.waited(WaitSample {
+                host_us: 2_000_000 + i,
+                waits: vec![w(0, 1_000_000, 2_000_000 + i, 1_000)],
+            });
+        }
+        assert_eq!(t.waits_dropped, 3);
+        let Some(HostMessage::Waited(m)) = t.waits_message() else {
+            panic!()
+        };
+        assert_eq!(m.validate(), Ok(()));
     }
 }

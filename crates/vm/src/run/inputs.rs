@@ -51,9 +51,11 @@ impl Run<'_> {
                 boot_id,
                 version,
                 host_messages,
+                host_waits,
                 ..
             } => {
                 self.guest_listens = host_messages;
+                self.guest_wants_waits = host_messages && host_waits;
                 if self.boot_id.as_ref().is_some_and(|b| *b != boot_id) {
                     self.emit(
                         EventKind::VmRestart,
@@ -308,6 +310,36 @@ impl Run<'_> {
         if let Some(m) = self.teller.message(now_us) {
             if self.link.send(&m.to_line()) {
                 self.teller.told(now_us);
+            } else {
+                self.teller_waits = true;
+            }
+        }
+    }
+
+    /// Reads the vCPU threads' waits and tells them to the guest (when it
+    /// asked for them); a line goes out after every read, with or without
+    /// waits, so the guest knows how far the host's word reaches.
+    pub(super) fn tell_waits(&mut self) {
+        if !self.guest_wants_waits {
+            return;
+        }
+        let clock = || selfheal_sys::bpf::monotonic_ns() / 1000;
+        match self.vcpu_waits.sample(clock) {
+            Ok(Some(s)) => self.teller.waited(s),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(vm = %self.cfg.name, "{e}");
+                return;
+            }
+        }
+        // As for the stops: a guest that stopped reading is not written
+        // to again before its next heartbeat.
+        if self.teller_waits {
+            return;
+        }
+        if let Some(m) = self.teller.waits_message() {
+            if self.link.send(&m.to_line()) {
+                self.teller.waits_told();
             } else {
                 self.teller_waits = true;
             }

@@ -24,6 +24,7 @@ use crate::process::{Process, ProcessError};
 use crate::qemu::{self, Sockets};
 use crate::qmp::{Qmp, QmpEvent};
 use crate::tell::StopTeller;
+use crate::vcpu_wait::VcpuWaits;
 
 mod decide;
 mod inputs;
@@ -36,6 +37,10 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(50);
 /// Host CPU-time sampling period.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// The vCPU threads' waits are read and told to the guest this often: a
+/// wait is placed no better than its interval, so several must fit in the
+/// guest's stall bound (200 ms).
+const WAITS_EVERY: Duration = Duration::from_millis(50);
 /// A `checkpoint` event with the pauses' p50/p99 this often.
 const PAUSE_SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
@@ -189,6 +194,10 @@ pub(crate) struct Run<'a> {
     link: Link,
     /// The guest reads the host's messages (its hello said so).
     guest_listens: bool,
+    /// The guest asked for its vCPUs' waits (its hello said so).
+    guest_wants_waits: bool,
+    /// Reads those waits.
+    vcpu_waits: VcpuWaits,
     /// Rollbacks told to the guest.
     told_rollbacks: u64,
     /// The last rollback notice, not sent yet (the link was down).
@@ -307,11 +316,13 @@ impl<'a> Run<'a> {
             metrics,
             stop,
             probe: HostProbe::new(PathBuf::from("/proc"), proc.pid()),
+            vcpu_waits: VcpuWaits::new(PathBuf::from("/proc"), proc.pid()),
             proc,
             rx,
             qmp,
             link,
             guest_listens: false,
+            guest_wants_waits: false,
             told_rollbacks: 0,
             untold: None,
             clock: GuestClock::default(),
@@ -377,6 +388,7 @@ impl<'a> Run<'a> {
                 if let Some(q) = self.qmp.get() {
                     if self.probe.vcpus().is_empty() {
                         if let Ok(v) = q.vcpu_threads(QMP_TIMEOUT) {
+                            self.vcpu_waits.set_vcpus(&v);
                             self.probe.set_vcpus(v);
                         }
                     }
@@ -416,6 +428,7 @@ impl Run<'_> {
     /// or a stop is asked for.
     fn run(mut self) -> RunEnd {
         let mut next_sample = Instant::now();
+        let mut next_waits = Instant::now();
         loop {
             if self.stop.is_set() {
                 return self.end_stopped();
@@ -438,6 +451,10 @@ impl Run<'_> {
                 if now >= next_sample {
                     self.probe.sample(now);
                     next_sample = now + SAMPLE_EVERY;
+                }
+                if now >= next_waits {
+                    self.tell_waits();
+                    next_waits = now + WAITS_EVERY;
                 }
                 self.pause_summary(now, false);
                 self.tick(now)
