@@ -153,11 +153,18 @@ pub enum SignalRefusal {
     /// Identical instances of a real-time signal: which are the
     /// checkpoint's and which came since cannot be told.
     Ambiguous,
-    /// A thread was being handed a signal at the rollback, or would be
-    /// on resume: it restarts a wait (sigsuspend, ppoll, pselect) whose
-    /// temporary mask blocks the signal, and the kernel lets the signal
-    /// in before the wait restarts.
+    /// A thread was being handed a signal at the rollback.
     InFlight {
+        /// The thread.
+        tid: i32,
+    },
+    /// The thread would be resumed into a wait (sigsuspend, ppoll,
+    /// pselect6) whose temporary mask blocks the signal while its normal
+    /// mask does not: the kernel puts the normal mask back before the wait
+    /// restarts, so the signal would be taken inside the wait, which the
+    /// run that was checkpointed never did. No ptrace request sets the
+    /// mask such a wait restores.
+    WaitMask {
         /// The thread.
         tid: i32,
     },

@@ -229,7 +229,7 @@ impl Session {
         if let Some(h) = crate::waitmask::after_rollback(waits, |tid| signals.pending_after(tid)) {
             return Err(refuse(Unrecoverable::PendingSignal {
                 signal: h.signal,
-                why: SignalRefusal::InFlight { tid: h.tid },
+                why: SignalRefusal::WaitMask { tid: h.tid },
             }));
         }
         let kernel = self.thread_kernel_states(idx)?;

@@ -232,7 +232,7 @@ fn refused(mode: &str) {
             why:
                 Unrecoverable::PendingSignal {
                     signal,
-                    why: SignalRefusal::InFlight { tid },
+                    why: SignalRefusal::WaitMask { tid },
                 },
             ..
         }) => {

@@ -76,6 +76,10 @@ pub fn describe_unrecoverable(why: &Unrecoverable) -> String {
                 SignalRefusal::InFlight { tid } => {
                     format!("thread {tid} was being handed a signal at the rollback")
                 }
+                SignalRefusal::WaitMask { tid } => format!(
+                    "thread {tid} would resume a wait whose temporary signal mask blocks it, and the \
+                     kernel would let it in before the wait restarts"
+                ),
                 SignalRefusal::NoThread { tid } => {
                     format!("thread {tid}, which must queue it, is in a job-control stop")
                 }
