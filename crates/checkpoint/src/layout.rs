@@ -49,6 +49,11 @@ fn same_object(c: &Vma, t: &Vma, at: u64) -> bool {
     c.inode == t.inode && c.dev == t.dev && c.offset + (at - c.start) == t.offset + (at - t.start)
 }
 
+/// Private anonymous memory with no name (`[heap]` and `[stack]` have one).
+fn plain_anon(v: &Vma) -> bool {
+    !v.shared && !v.is_file() && v.path.is_empty()
+}
+
 /// Operations that make `current` look like `target` over the mappings
 /// `considered` accepts.
 ///
@@ -58,7 +63,8 @@ fn same_object(c: &Vma, t: &Vma, at: u64) -> bool {
 /// context) makes `mremap` fail. So a checkpoint mapping is kept only when a
 /// single current VMA of the same object covers it (then at most its
 /// protection is fixed); otherwise it is mapped again whole and its content
-/// rewritten. Current memory outside every checkpoint mapping is unmapped,
+/// rewritten, and so are its anonymous neighbours (see below). Current
+/// memory outside every checkpoint mapping is unmapped,
 /// except a grown `[stack]`: the checkpoint's stack pointer lies in the part
 /// that existed then.
 pub(crate) fn plan(
@@ -82,24 +88,45 @@ pub(crate) fn plan(
             }
         }
     }
+    let kept: Vec<Option<&Vma>> = tgt
+        .iter()
+        .map(|t| covering(&cur, t.start).filter(|c| c.end >= t.end && same_object(c, t, t.start)))
+        .collect();
+    // A re-created mapping never merges with an old neighbour (different
+    // anon_vma, and the old one's page offset follows it from wherever it
+    // was first mapped), so every anonymous mapping touching one that is
+    // mapped again is mapped again too. Two such pieces may be one object
+    // of the program's caught mid-`mprotect`: kept apart, the program's
+    // own `mprotect` back cannot join them and its next `mremap` of the
+    // whole fails (mmapchurn did, once in many runs).
+    let mut remap: Vec<bool> = kept.iter().map(Option::is_none).collect();
+    let joins = |a: &Vma, b: &Vma| a.end == b.start && plain_anon(a) && plain_anon(b);
+    for i in 1..tgt.len() {
+        if remap[i - 1] && joins(&tgt[i - 1], &tgt[i]) {
+            remap[i] = true;
+        }
+    }
+    for i in (1..tgt.len()).rev() {
+        if remap[i] && joins(&tgt[i - 1], &tgt[i]) {
+            remap[i - 1] = true;
+        }
+    }
     let mut maps = Vec::new();
     let mut protects = Vec::new();
-    for t in &tgt {
-        let single =
-            covering(&cur, t.start).filter(|c| c.end >= t.end && same_object(c, t, t.start));
+    for ((t, single), remap) in tgt.iter().zip(&kept).zip(remap) {
         match single {
-            Some(c) if c.prot() != t.prot() => protects.push(LayoutOp::Protect {
-                start: t.start,
-                end: t.end,
-                prot: t.prot(),
-            }),
-            Some(_) => {}
-            None => maps.push(LayoutOp::Map {
+            _ if remap => maps.push(LayoutOp::Map {
                 start: t.start,
                 end: t.end,
                 like: t.clone(),
                 offset: t.offset,
             }),
+            Some(c) if c.prot() != t.prot() => protects.push(LayoutOp::Protect {
+                start: t.start,
+                end: t.end,
+                prot: t.prot(),
+            }),
+            _ => {}
         }
     }
     unmaps.extend(maps);
@@ -177,6 +204,56 @@ mod tests {
                     prot: libc::PROT_READ | libc::PROT_WRITE
                 },
             ]
+        );
+    }
+
+    /// mmapchurn's slot caught between `mprotect(tail, PROT_READ)` and
+    /// the `mprotect` back: two checkpoint mappings, one object. Moved
+    /// since (`mremap`), a new slot now covers the head: were the head kept
+    /// and the tail mapped fresh, the two would never merge again.
+    #[test]
+    fn anonymous_neighbours_of_a_mapping_mapped_again_are_mapped_again() {
+        let target = parse_maps(
+            "\
+1000-3000 rw-p 00000000 00:00 0 
+3000-4000 r--p 00000000 00:00 0 
+4000-5000 rw-p 00000000 00:00 0 
+6000-7000 rw-p 00000000 00:00 0 
+7000-8000 rw-p 00000000 fd:01 77     /a
+",
+        );
+        let current = parse_maps(
+            "\
+1000-3000 rw-p 00000000 00:00 0 
+6000-7000 rw-p 00000000 00:00 0 
+7000-8000 rw-p 00000000 fd:01 77     /a
+",
+        );
+        let ops = plan(&current, &target, |_| true);
+        let mapped: Vec<(u64, u64)> = ops
+            .iter()
+            .map(|op| match op {
+                LayoutOp::Map { start, end, .. } => (*start, *end),
+                other => panic!("only maps expected, got {other:?}"),
+            })
+            .collect();
+        // The head (kept on its own) and the next neighbour come back with
+        // the missing tail; the mapping beyond the gap and the file stay.
+        assert_eq!(
+            mapped,
+            vec![(0x1000, 0x3000), (0x3000, 0x4000), (0x4000, 0x5000)]
+        );
+        // Nothing missing: nothing mapped, only the protection undone.
+        let current = parse_maps("1000-5000 rw-p 00000000 00:00 0 \n");
+        let target =
+            parse_maps("1000-3000 rw-p 00000000 00:00 0 \n3000-5000 r--p 00000000 00:00 0 \n");
+        assert_eq!(
+            plan(&current, &target, |_| true),
+            vec![LayoutOp::Protect {
+                start: 0x3000,
+                end: 0x5000,
+                prot: libc::PROT_READ
+            }]
         );
     }
 
