@@ -425,22 +425,74 @@ pub fn parse_events(text: &str) -> (Vec<LabEvent>, usize) {
 fn event_from_json(v: &serde_json::Value) -> Option<LabEvent> {
     let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
     let culprit = &v["culprit"];
-    let details = &v["details"];
+    let details = EventDetails::read(&v["details"]);
     Some(LabEvent {
         time_unix_ms: v["time_unix_ms"].as_i64()?,
         kind: s(&v["kind"])?,
         source: s(&v["source"]).unwrap_or_default(),
         rule: s(&v["rule"]),
-        class: s(&details["class"]),
+        class: details.class,
         culprit_comm: s(&culprit["comm"]),
         culprit_pid: culprit["pid"].as_i64(),
         culprit_cpu: culprit["cpu"].as_i64(),
-        action: s(&details["action"]),
-        outcome: s(&details["outcome"]),
+        action: details.action,
+        outcome: details.outcome,
         message: s(&v["message"]).unwrap_or_default(),
         boot: 1,
-        incident: s(&details["incident"]["id"]).or_else(|| s(&details["incident_id"])),
+        incident: details.incident.and_then(|i| i.id).or(details.incident_id),
     })
+}
+
+/// The keys of an event's `details` the lab reads. Their producers:
+/// `class` — selfheal-diagnose's `DiagnosisDetails`; `action`, `outcome`
+/// and `incident.id` — selfheal-recover's ladder `StepDetails` (and
+/// `incident.id` its `restart` event's `RestartDetails`); a flat
+/// `incident_id` is read too, as the lab always has. The lab does not
+/// depend on those crates (it scores whatever selfheal the guest runs), so
+/// it reads leniently: every key optional, unknown keys ignored, and a key
+/// of an unexpected type read as absent rather than losing the event.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+struct EventDetails {
+    #[serde(deserialize_with = "lenient")]
+    class: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    action: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    outcome: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    incident: Option<IncidentRef>,
+    #[serde(deserialize_with = "lenient")]
+    incident_id: Option<String>,
+}
+
+/// `details.incident`: the incident a restart record names.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+struct IncidentRef {
+    #[serde(deserialize_with = "lenient")]
+    id: Option<String>,
+}
+
+impl EventDetails {
+    /// An event's `details`; absent, or not an object: no keys.
+    fn read(details: &serde_json::Value) -> EventDetails {
+        if !details.is_object() {
+            return EventDetails::default();
+        }
+        EventDetails::deserialize(details).unwrap_or_default()
+    }
+}
+
+/// A value of the expected type, else `None` (a `null`, a number where a
+/// string was expected).
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(v).ok())
 }
 
 /// A `LAB` marker as the host saw it arrive.
@@ -612,6 +664,40 @@ not json"#;
         assert!(
             !events[2].is_detection(),
             "legitimate load is not a detection"
+        );
+    }
+
+    /// A details document that lacks a key (or has one of another type)
+    /// gives `None` for it and keeps the rest; no details at all, none.
+    #[test]
+    fn event_details_with_missing_or_mistyped_keys_read_as_absent() {
+        let text = r#"{"time_unix_ms":1,"kind":"recovery","source":"recover","message":"m","details":{"action":"kill","new_key":[1]}}
+{"time_unix_ms":2,"kind":"recovery","source":"recover","message":"m","details":{"action":7,"outcome":"cleared","incident":{"id":"inc-7"}}}
+{"time_unix_ms":3,"kind":"restart","source":"recover","message":"m","details":{"incident":"not-an-object","incident_id":"inc-8"}}
+{"time_unix_ms":4,"kind":"diagnosis","source":"heavy","message":"m"}
+{"time_unix_ms":5,"kind":"diagnosis","source":"heavy","message":"m","details":["rt_hog"]}"#;
+        let (events, bad) = parse_events(text);
+        assert_eq!(bad, 0);
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.class.as_deref(),
+                    e.action.as_deref(),
+                    e.outcome.as_deref(),
+                    e.incident.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, Some("kill"), None, None),
+                (None, None, Some("cleared"), Some("inc-7")),
+                (None, None, None, Some("inc-8")),
+                (None, None, None, None),
+                (None, None, None, None),
+            ]
         );
     }
 }

@@ -3,7 +3,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use selfheal_event::{Culprit, Event, EventKind, Severity, Source};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use selfheal_event::{Class, Culprit, Event, EventKind, Severity, Source};
 
 /// An event about VM `vm`.
 pub fn vm_event(
@@ -33,26 +36,114 @@ pub fn forwarded(vm: &str, mut e: Event) -> Event {
     e
 }
 
+/// The keys of a forwarded guest event's `details` the host acts on. The
+/// guest's selfheal writes them: `class`, `detection_latency_ms` and
+/// `evidence` are a diagnosis's (selfheal-diagnose's `DiagnosisDetails`,
+/// from `Diagnosis::to_event`), `class` and `outcome` a recovery step's
+/// (selfheal-recover's ladder). The guest may run an older or newer
+/// selfheal and is not trusted, so every key is optional, unknown keys are
+/// ignored, and a key of an unexpected type (or a class this host does not
+/// know) reads as absent: never a refused event.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GuestDetails {
+    /// The diagnosis (or recovered) class, when this host knows it.
+    #[serde(deserialize_with = "lenient")]
+    pub class: Option<Class>,
+    /// A recovery step's outcome (`recovered`, …).
+    #[serde(deserialize_with = "lenient")]
+    pub outcome: Option<String>,
+    /// From the first sign to the diagnosis, ms.
+    #[serde(deserialize_with = "lenient")]
+    pub detection_latency_ms: Option<f64>,
+    /// The parts of the diagnosis's evidence the host reads.
+    #[serde(deserialize_with = "lenient_object")]
+    pub evidence: Option<GuestEvidence>,
+}
+
+/// `details.evidence` of a guest diagnosis, as far as the host reads it.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GuestEvidence {
+    /// How long the CPU had not scheduled (`kernel_stall`), ms.
+    #[serde(deserialize_with = "lenient")]
+    pub cpu_stalled_ms: Option<f64>,
+    /// The stuck tasks (`d_state`, `io_stall`); entries that are not
+    /// objects are skipped.
+    #[serde(deserialize_with = "lenient_objects")]
+    pub stuck: Vec<GuestStuck>,
+}
+
+/// One of `evidence.stuck`.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GuestStuck {
+    /// How long the task has been blocked, ms.
+    #[serde(deserialize_with = "lenient")]
+    pub stuck_ms: Option<f64>,
+}
+
+impl GuestDetails {
+    /// Reads a guest event's `details`; absent or not an object: no keys.
+    pub fn read(details: &serde_json::Value) -> GuestDetails {
+        object(details.clone()).unwrap_or_default()
+    }
+}
+
+/// A value of the expected type, else `None`.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Ok(T::deserialize(serde_json::Value::deserialize(d)?).ok())
+}
+
+/// An object of the expected shape, else `None` (an array is not read
+/// field by field).
+fn lenient_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Ok(object(serde_json::Value::deserialize(d)?))
+}
+
+/// The objects of an array that have the expected shape; not an array: none.
+fn lenient_objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => items.into_iter().filter_map(object).collect(),
+        _ => Vec::new(),
+    })
+}
+
+fn object<T: DeserializeOwned>(v: serde_json::Value) -> Option<T> {
+    if v.is_object() {
+        T::deserialize(v).ok()
+    } else {
+        None
+    }
+}
+
 /// How far before its report a guest-diagnosed fault began, from the
 /// diagnosis's own evidence: the longest of `detection_latency_ms`,
 /// `evidence.cpu_stalled_ms` and `evidence.stuck[].stuck_ms`.
-pub fn onset_back(details: &serde_json::Value) -> Duration {
-    let f = |v: &serde_json::Value| v.as_f64().filter(|x| x.is_finite() && *x >= 0.0);
-    let mut ms = 0f64;
-    if let Some(v) = details.get("detection_latency_ms").and_then(f) {
-        ms = ms.max(v);
-    }
-    let ev = details.get("evidence");
-    if let Some(v) = ev.and_then(|e| e.get("cpu_stalled_ms")).and_then(f) {
-        ms = ms.max(v);
-    }
-    if let Some(stuck) = ev.and_then(|e| e.get("stuck")).and_then(|s| s.as_array()) {
-        for s in stuck {
-            if let Some(v) = s.get("stuck_ms").and_then(f) {
-                ms = ms.max(v);
-            }
-        }
-    }
+pub fn onset_back(details: &GuestDetails) -> Duration {
+    let ev = details.evidence.as_ref();
+    let ms = details
+        .detection_latency_ms
+        .into_iter()
+        .chain(ev.and_then(|e| e.cpu_stalled_ms))
+        .chain(
+            ev.into_iter()
+                .flat_map(|e| e.stuck.iter().filter_map(|s| s.stuck_ms)),
+        )
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .fold(0f64, f64::max);
     // A guest may not make the host reach back further than a day.
     Duration::from_millis(ms.min(86_400_000.0) as u64)
 }
@@ -159,6 +250,7 @@ fn fingerprint(e: &Event) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use selfheal_guestlink::GuestMessage;
     use serde_json::json;
 
     #[test]
@@ -224,19 +316,102 @@ mod tests {
         // From the hang lab's irq_loop and d_state runs.
         let stall = json!({"class": "kernel_stall", "detection_latency_ms": 465.07912,
             "evidence": {"cpu": 1, "cpu_stalled_ms": 444}});
-        assert_eq!(onset_back(&stall), Duration::from_millis(465));
+        assert_eq!(
+            onset_back(&GuestDetails::read(&stall)),
+            Duration::from_millis(465)
+        );
         let d = json!({"class": "d_state", "detection_latency_ms": 2161.67,
             "evidence": {"bound_ms": 2000, "stuck": [{"pid": 137, "stuck_ms": 2150}, {"stuck_ms": 2300}]}});
-        assert_eq!(onset_back(&d), Duration::from_millis(2300));
         assert_eq!(
-            onset_back(&json!({"detection_latency_ms": -5})),
+            onset_back(&GuestDetails::read(&d)),
+            Duration::from_millis(2300)
+        );
+        assert_eq!(
+            onset_back(&GuestDetails::read(&json!({"detection_latency_ms": -5}))),
             Duration::ZERO
         );
         assert_eq!(
-            onset_back(&json!({"detection_latency_ms": 1e300})),
+            onset_back(&GuestDetails::read(&json!({"detection_latency_ms": 1e300}))),
             Duration::from_secs(86_400)
         );
-        assert_eq!(onset_back(&json!("x")), Duration::ZERO);
+        assert_eq!(onset_back(&GuestDetails::read(&json!("x"))), Duration::ZERO);
+    }
+
+    /// A diagnosis line exactly as the guest's selfheal sends it: the event
+    /// `Diagnosis::to_event` builds from `DiagnosisDetails`, in a
+    /// `GuestMessage::Event` line.
+    fn sent_stall_diagnosis() -> Vec<u8> {
+        use selfheal_diagnose::class::DiagnosisDetails;
+        use selfheal_diagnose::classify::evidence::StallEvidence;
+        use selfheal_diagnose::{DiagnosisEvidence, Trigger};
+        let evidence = DiagnosisEvidence::KernelStall(StallEvidence {
+            cpu: 1,
+            cpu_stalled_ms: Some(444),
+            top_share_percent: 0.0,
+            culprit: None,
+            kernel_stack: None,
+            kernel_reports: vec![],
+            interval_ms: 100.0,
+        });
+        let trigger = Trigger::Stall {
+            cpu: 1,
+            stalled_for: Duration::from_millis(444),
+        };
+        let details = DiagnosisDetails {
+            class: Class::KernelStall.as_str(),
+            trigger: trigger.details(),
+            evidence: &evidence,
+            detection_latency_ms: Some(465.07912),
+            record_only: None,
+        };
+        let event = Event::now(EventKind::Diagnosis, Severity::Critical, Source::Heavy, "m")
+            .with_rule("kernel_stall")
+            .with_details_of(&details);
+        GuestMessage::Event {
+            event: Box::new(event),
+        }
+        .to_line()
+    }
+
+    fn host_reads(line: &[u8]) -> GuestDetails {
+        match serde_json::from_slice::<GuestMessage>(line).unwrap() {
+            GuestMessage::Event { event } => GuestDetails::read(&event.details),
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_host_reads_a_diagnosis_as_the_guest_sends_it() {
+        let d = host_reads(&sent_stall_diagnosis());
+        assert_eq!(d.class, Some(Class::KernelStall));
+        assert_eq!(d.detection_latency_ms, Some(465.07912));
+        assert_eq!(d.evidence.as_ref().unwrap().cpu_stalled_ms, Some(444.0));
+        assert_eq!(onset_back(&d), Duration::from_millis(465));
+    }
+
+    /// A newer guest adds keys (in details, evidence and a stuck task) and
+    /// may send a class this host does not know; an older one may lack
+    /// keys: the host still reads what it knows.
+    #[test]
+    fn unknown_and_missing_keys_are_tolerated() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sent_stall_diagnosis()).unwrap();
+        v["event"]["details"]["from_a_newer_guest"] = json!({"x": [1, 2]});
+        v["event"]["details"]["evidence"]["new_evidence"] = json!(7);
+        let d = host_reads(serde_json::to_string(&v).unwrap().as_bytes());
+        assert_eq!(d.class, Some(Class::KernelStall));
+        assert_eq!(onset_back(&d), Duration::from_millis(465));
+
+        let older = GuestDetails::read(&json!({"class": "d_state",
+            "evidence": {"stuck": [{"stuck_ms": 2150, "new": 1}, 5, [9e9], {"stuck_ms": "x"}]}}));
+        assert_eq!(older.class, Some(Class::DState));
+        assert_eq!(older.detection_latency_ms, None);
+        assert_eq!(onset_back(&older), Duration::from_millis(2150));
+
+        let newer = GuestDetails::read(&json!({"class": "a_class_from_the_future",
+            "detection_latency_ms": "soon", "outcome": "recovered", "evidence": [1]}));
+        assert_eq!(newer.class, None);
+        assert_eq!(newer.outcome.as_deref(), Some("recovered"));
+        assert_eq!((newer.detection_latency_ms, newer.evidence), (None, None));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::details::{
     CheckpointFailedDetails, CheckpointStallDetails, NotActedDetails, PauseStats,
     PauseSummaryDetails, RebootDetails, ResetDetails, RestartedBy, RolledBackDetails,
 };
+use crate::events::GuestDetails;
 use crate::pauses::Explained;
 
 impl Run<'_> {
@@ -94,19 +95,15 @@ impl Run<'_> {
             VmMetrics::inc(&self.metrics.guest_events_dropped);
             return;
         }
-        let class = e
-            .details
-            .get("class")
-            .and_then(|c| c.as_str())
-            .and_then(|c| c.parse::<Class>().ok());
+        let details = GuestDetails::read(&e.details);
         let made = self.clock.to_host(
             e.time_unix_ms,
             selfheal_event::unix_ms(std::time::SystemTime::now()),
             now,
         );
-        match (e.kind, class) {
+        match (e.kind, details.class) {
             (EventKind::Diagnosis, Some(class)) => {
-                if let Some(x) = self.checkpoint_stall(class, &e.details, made) {
+                if let Some(x) = self.checkpoint_stall(class, &details, made) {
                     self.emit(
                         EventKind::Dismissed,
                         Severity::Info,
@@ -126,7 +123,7 @@ impl Run<'_> {
                     self.sink.emit(forwarded(&self.cfg.name, e));
                     return;
                 }
-                let back = onset_back(&e.details);
+                let back = onset_back(&details);
                 if let Some(n) = self
                     .policy
                     .guest_diagnosis_at(now, made, class, back, &e.message)
@@ -148,7 +145,7 @@ impl Run<'_> {
             }
             (EventKind::Alert, _) => self.policy.guest_alert(now, made, alert_held(&e.details)),
             (EventKind::Recovery, Some(class))
-                if e.details.get("outcome").and_then(|o| o.as_str()) == Some("recovered") =>
+                if details.outcome.as_deref() == Some("recovered") =>
             {
                 self.policy.guest_recovered(class)
             }
@@ -163,16 +160,16 @@ impl Run<'_> {
     fn checkpoint_stall(
         &self,
         class: Class,
-        details: &serde_json::Value,
+        details: &GuestDetails,
         made: Instant,
     ) -> Option<Explained> {
         if class != Class::KernelStall {
             return None;
         }
         let ms = details
-            .get("evidence")?
-            .get("cpu_stalled_ms")?
-            .as_f64()
+            .evidence
+            .as_ref()?
+            .cpu_stalled_ms
             .filter(|v| v.is_finite() && *v >= 0.0)?;
         self.stops
             .explain(made, Duration::from_millis(ms.min(3_600_000.0) as u64))
