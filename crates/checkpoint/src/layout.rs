@@ -111,10 +111,43 @@ pub(crate) fn plan(
             remap[i - 1] = true;
         }
     }
+    // A read-only piece of a writable object (its tail between the
+    // program's `mprotect`s) was writable once: the kernel accounts it
+    // (VM_ACCOUNT) like its writable neighbour, and only then are the two
+    // one anon_vma's and mergeable again. Mapped read-only from the start
+    // it is neither, and the program's `mprotect` back leaves it a mapping
+    // of its own for good. So such a piece is mapped writable and then
+    // protected as it was.
+    let writable_once = |i: usize| {
+        let t = &tgt[i];
+        let neighbour_writable = |j: usize| {
+            tgt.get(j)
+                .is_some_and(|n| n.write && (joins(t, n) || joins(n, t)))
+        };
+        plain_anon(t)
+            && !t.write
+            && t.prot() != 0
+            && ((i > 0 && neighbour_writable(i - 1)) || neighbour_writable(i + 1))
+    };
     let mut maps = Vec::new();
     let mut protects = Vec::new();
-    for ((t, single), remap) in tgt.iter().zip(&kept).zip(remap) {
+    for (i, ((t, single), remap)) in tgt.iter().zip(&kept).zip(remap).enumerate() {
         match single {
+            _ if remap && writable_once(i) => {
+                let mut like = t.clone();
+                like.write = true;
+                maps.push(LayoutOp::Map {
+                    start: t.start,
+                    end: t.end,
+                    like,
+                    offset: t.offset,
+                });
+                protects.push(LayoutOp::Protect {
+                    start: t.start,
+                    end: t.end,
+                    prot: t.prot(),
+                });
+            }
             _ if remap => maps.push(LayoutOp::Map {
                 start: t.start,
                 end: t.end,
@@ -230,19 +263,37 @@ mod tests {
 ",
         );
         let ops = plan(&current, &target, |_| true);
-        let mapped: Vec<(u64, u64)> = ops
-            .iter()
-            .map(|op| match op {
-                LayoutOp::Map { start, end, .. } => (*start, *end),
-                other => panic!("only maps expected, got {other:?}"),
-            })
-            .collect();
+        let (mut mapped, mut protected) = (Vec::new(), Vec::new());
+        for op in &ops {
+            match op {
+                LayoutOp::Map {
+                    start, end, like, ..
+                } => mapped.push((*start, *end, like.prot())),
+                LayoutOp::Protect { start, end, prot } => protected.push((*start, *end, *prot)),
+                other => panic!("no unmap expected, got {other:?}"),
+            }
+        }
+        let (rw, r) = (libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ);
         // The head (kept on its own) and the next neighbour come back with
         // the missing tail; the mapping beyond the gap and the file stay.
+        // The read-only tail of the writable head is mapped writable and
+        // protected after: accounted like its neighbour, it merges with it
+        // again when the program makes it writable.
         assert_eq!(
             mapped,
-            vec![(0x1000, 0x3000), (0x3000, 0x4000), (0x4000, 0x5000)]
+            vec![
+                (0x1000, 0x3000, rw),
+                (0x3000, 0x4000, rw),
+                (0x4000, 0x5000, rw)
+            ]
         );
+        assert_eq!(protected, vec![(0x3000, 0x4000, r)]);
+        // A read-only anonymous mapping on its own is mapped as it was.
+        let target = parse_maps("1000-2000 r--p 00000000 00:00 0 \n");
+        assert!(matches!(
+            plan(&[], &target, |_| true).as_slice(),
+            [LayoutOp::Map { like, .. }] if like.prot() == r
+        ));
         // Nothing missing: nothing mapped, only the protection undone.
         let current = parse_maps("1000-5000 rw-p 00000000 00:00 0 \n");
         let target =

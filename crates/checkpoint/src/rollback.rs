@@ -457,7 +457,34 @@ impl Session {
         })?;
         let target = self.history.back().expect("target kept");
         let ops = layout::plan(&maps, &target.layout, considered(self.remote.scratch));
+        let mut faulted = false;
         for op in &ops {
+            // Mapped again writable, a run of anonymous mappings is one
+            // mapping with no anon_vma yet. Split by the protects below
+            // first, its pieces would each get their own on first touch
+            // and never merge again when the program makes them writable
+            // (a read-only tail between its mprotects); touched first,
+            // they share the one they are split with. Each mapped range's
+            // first page is written with its checkpoint content (written
+            // again below with the rest).
+            if matches!(op, LayoutOp::Protect { .. }) && !faulted {
+                faulted = true;
+                let zero = [0u8; PAGE];
+                let target = self.history.back().expect("target kept");
+                let firsts: Vec<(u64, &[u8; PAGE])> = ops
+                    .iter()
+                    .filter_map(|op| match op {
+                        LayoutOp::Map { start, like, .. }
+                            if like.write && !like.shared && !like.is_file() =>
+                        {
+                            Some((*start, self.shadow.get(*start).map_or(&zero, |p| &**p)))
+                        }
+                        _ => None,
+                    })
+                    .filter(|(a, _)| target.tracked.contains(*a))
+                    .collect();
+                memio::write_pages(&self.t, &firsts)?;
+            }
             match op {
                 LayoutOp::Unmap { start, end } => {
                     self.remote.syscall(
