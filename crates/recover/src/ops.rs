@@ -9,7 +9,7 @@ use selfheal_config::RestartMethod;
 
 mod fork_hold;
 mod linux;
-pub use fork_hold::{fork_hold_note, restore_stale_fork_holds, FORK_HOLD_DIR};
+pub use fork_hold::{fork_hold_note, restore_stale_fork_holds, FORK_HOLD_DIR, MIN_THREADS_MAX};
 pub use linux::{read_proc_info, LinuxOps, WatchdogControl};
 
 /// What recovery needs to know about a process.
@@ -85,25 +85,39 @@ pub struct FuseConnection {
 pub enum ForkHold {
     /// `pids.max` of the bomb's own cgroup (the directory in the pids
     /// hierarchy), lowered from `previous` (`max` or a number, as read) to
-    /// the count it held.
+    /// `held_at` (0: nothing there can fork).
     Cgroup {
         /// The cgroup directory holding `pids.max`.
         dir: std::path::PathBuf,
         /// The value read before, written back on release.
         previous: String,
-        /// The limit placed: the tasks in the cgroup then.
+        /// The limit placed.
         held_at: u64,
     },
-    /// `kernel.threads-max`, lowered from `previous` to the tasks on the
-    /// machine: for a bomb in the root cgroup, which has no `pids.max`.
-    /// The kernel's own comment on this check: "only there to stop root
-    /// fork bombs".
+    /// `kernel.threads-max`, lowered from `previous` to `held_at` (the
+    /// kernel's floor, [`MIN_THREADS_MAX`]: nothing on a machine running
+    /// more tasks than that can fork): for a bomb in the root cgroup,
+    /// which has no `pids.max`. The kernel's own comment on this check:
+    /// "only there to stop root fork bombs".
     Machine {
         /// The value read before, written back on release.
         previous: u64,
-        /// The limit placed: the tasks on the machine then.
+        /// The limit placed.
         held_at: u64,
     },
+}
+
+impl ForkHold {
+    /// True when the limit placed lets no new task start where it applies
+    /// (`pids.max` 0; `threads-max` at the kernel's floor, below the
+    /// tasks any running machine has): the processes it covers can no
+    /// longer fork, so none needs stopping before it is killed.
+    pub fn blocks_every_fork(&self) -> bool {
+        match self {
+            ForkHold::Cgroup { held_at, .. } => *held_at == 0,
+            ForkHold::Machine { held_at, .. } => *held_at <= MIN_THREADS_MAX,
+        }
+    }
 }
 
 impl std::fmt::Display for ForkHold {
@@ -266,9 +280,9 @@ pub trait SystemOps: Send + Sync {
     /// waits for them to go and removes the cgroup.
     fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError>;
     /// Stops a fork bomb growing while its step runs: lowers `pids.max` of
-    /// cgroup `path` (where the pinned process must sit) to the tasks it
-    /// holds; where that cgroup has no `pids.max` (the root) and `machine`
-    /// is set, lowers `kernel.threads-max` to the tasks on the machine.
+    /// cgroup `path` (where the pinned process must sit) to 0; where that
+    /// cgroup has no `pids.max` (the root) and `machine` is set, lowers
+    /// `kernel.threads-max` to the kernel's floor ([`MIN_THREADS_MAX`]).
     /// `Ok(None)` when no hold applies or a lower limit is already there.
     /// What it changes is noted where a restarted daemon finds it
     /// ([`restore_stale_fork_holds`]).

@@ -15,8 +15,9 @@ use super::ForkHold;
 /// never lift each other's holds.
 pub const FORK_HOLD_DIR: &str = "/run/selfheal";
 
-/// The lowest `kernel.threads-max` the kernel accepts.
-pub(super) const MIN_THREADS_MAX: u64 = 20;
+/// The lowest `kernel.threads-max` the kernel accepts (`MIN_THREADS`):
+/// what a machine-wide fork hold lowers it to.
+pub const MIN_THREADS_MAX: u64 = 20;
 
 /// This process's fork-hold note.
 pub fn fork_hold_note() -> PathBuf {

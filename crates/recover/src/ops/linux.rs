@@ -554,27 +554,25 @@ impl SystemOps for LinuxOps {
             if !entries.iter().any(|e| e.path == path) {
                 return Err(OpsError::NotInCgroup(path.to_string()));
             }
-            let cg = Cgroup::new(h, path, &[Controller::Pids]).ok();
-            let dir = cg
-                .as_ref()
+            let dir = Cgroup::new(h, path, &[Controller::Pids])
+                .ok()
                 .and_then(|cg| cg.dirs().into_iter().find(|d| d.join("pids.max").is_file()));
-            if let (Some(cg), Some(dir)) = (cg, dir) {
+            if let Some(dir) = dir {
                 let max = dir.join("pids.max");
                 let previous = std::fs::read_to_string(&max).map_err(|e| failed(&max, e))?;
                 let previous = previous.trim().to_string();
-                let stats = cg.pids().map_err(OpsError::from_cgroup)?.ok_or_else(|| {
-                    OpsError::Failed(format!("{}: no pids counters", dir.display()))
-                })?;
-                if stats.max.is_some_and(|m| m <= stats.current) {
+                // 0, not the tasks there now: a slot freed by a kill (or
+                // the OOM killer) is never a member's to fork into.
+                if previous == "0" {
                     return Ok(None);
                 }
                 let hold = ForkHold::Cgroup {
                     dir,
                     previous,
-                    held_at: stats.current,
+                    held_at: 0,
                 };
                 note_hold(&hold);
-                std::fs::write(&max, format!("{}\n", stats.current)).map_err(|e| {
+                std::fs::write(&max, "0\n").map_err(|e| {
                     let _ = std::fs::remove_file(fork_hold_note());
                     failed(&max, e)
                 })?;
@@ -585,19 +583,16 @@ impl SystemOps for LinuxOps {
             return Ok(None);
         }
         let sysctl = self.proc_root.join("sys/kernel/threads-max");
-        let loadavg = self.proc_root.join("loadavg");
         let previous: u64 = std::fs::read_to_string(&sysctl)
             .map_err(|e| failed(&sysctl, e))?
             .trim()
             .parse()
             .map_err(|e| OpsError::Failed(format!("{}: {e}", sysctl.display())))?;
-        let tasks = std::fs::read(&loadavg)
-            .map_err(|e| failed(&loadavg, e))
-            .and_then(|t| {
-                selfheal_procfs::loadavg::parse_loadavg_tasks(&t)
-                    .ok_or_else(|| OpsError::Failed(format!("{}: malformed", loadavg.display())))
-            })?;
-        let held_at = tasks.max(MIN_THREADS_MAX);
+        // The kernel's floor, not the tasks running now: a slot freed by a
+        // kill (or the OOM killer) is never a member's to fork into, and
+        // the bystanders' cost is the same while the bomb lives (it takes
+        // every free slot the moment one frees).
+        let held_at = MIN_THREADS_MAX;
         if held_at >= previous {
             return Ok(None);
         }

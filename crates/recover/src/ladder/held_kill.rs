@@ -1,0 +1,169 @@
+//! `kill_tree` while a fork hold lets no blamed process fork: every one is
+//! killed once, no stop pass first.
+//!
+//! A stop pass exists because a bomb outforks whoever kills it one process
+//! at a time. Under a hold at the floor (`pids.max` 0, `threads-max` at the
+//! kernel's minimum) no member can fork at all, into a slot a kill freed
+//! or not, and a fork under way when its parent is killed fails (the
+//! kernel checks for a fatal signal before the child is attached). So one
+//! listing of the blamed set, each process pinned and killed, and a
+//! listing after it that finds nothing new, end the bomb: in the hang
+//! lab's guest that is one /proc read per process instead of the walk's
+//! four and its waits for each stop to be taken.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use super::guard::{blamed, check_all};
+use super::hold::HeldForks;
+use super::{Acted, Incident, Ladder};
+use crate::ops::{OpsError, Pinned, ProcInfo};
+use selfheal_event::Target;
+
+/// Listings after the kill: a process still there that was not killed
+/// (forked in the instant before the hold) is killed then.
+const PASSES_AFTER: usize = 3;
+
+/// Kills every blamed process under `hold`. `Err` (nothing done, the
+/// reason why) when the hold does not cover them all, for the caller's
+/// walk to stop them first. The target is killed last: the listings after
+/// the kill blame through it (a tree, a cgroup).
+pub(super) fn kill_held(
+    l: &Ladder,
+    inc: &Incident,
+    (t, p): (&Target, &Pinned),
+    lineage: &HashSet<i32>,
+    hold: &HeldForks<'_>,
+) -> Result<Acted, String> {
+    let ops = l.ops.as_ref();
+    let Some(scope) = hold.scope() else {
+        return Err("forks are not held".into());
+    };
+    let started = Instant::now();
+    let members = match blamed(l, inc, t, Some(p)) {
+        Ok(m) => m,
+        Err(a) => return Ok(a),
+    };
+    // Policy first: a protected process among the blamed refuses the
+    // step before anything is done.
+    if let Err(a) = check_all(l, &members, lineage) {
+        return Ok(a);
+    }
+    let outside: Vec<&ProcInfo> = members.iter().filter(|m| !scope.covers(m)).collect();
+    if let Some(m) = outside.first() {
+        return Err(format!(
+            "{} of {} blamed processes sit outside {scope}, where forks are held \
+             ({} (pid {}) in {}): they could fork as they are killed",
+            outside.len(),
+            members.len(),
+            m.comm,
+            m.pid,
+            if m.cgroups.is_empty() {
+                "the root cgroup".to_string()
+            } else {
+                m.cgroups.join(", ")
+            }
+        ));
+    }
+    let listed = started.elapsed();
+    let is_target = |m: &ProcInfo| m.pid == t.pid && m.starttime == t.starttime;
+    let target_blamed = members.iter().any(is_target);
+    let mut kills = Kills::default();
+    kills.kill_all(l, members.iter().filter(|m| !is_target(m)));
+    let first = members.len();
+    let first_kill = started.elapsed() - listed;
+    let mut passes = 0;
+    for _ in 0..PASSES_AFTER {
+        if !kills.failed.is_empty() {
+            break;
+        }
+        let Ok(now) = blamed(l, inc, t, Some(p)) else {
+            break;
+        };
+        passes += 1;
+        if let Err(Acted::Refuse(_, why)) = check_all(l, &now, lineage) {
+            tracing::warn!("kill_tree: stopped after the kill: {why}");
+            break;
+        }
+        let left: Vec<&ProcInfo> = now
+            .iter()
+            .filter(|m| !is_target(m) && !kills.done.contains(&(m.pid, m.starttime)))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if hold.scope().is_none() {
+            tracing::warn!(
+                "kill_tree: the fork hold was lifted (its cap) with {} blamed processes left",
+                left.len()
+            );
+        }
+        kills.kill_all(l, left);
+    }
+    if target_blamed {
+        match ops.signal_pinned(p, libc::SIGKILL) {
+            Ok(()) => {
+                kills.done.insert((t.pid, t.starttime));
+                kills.touched.push((t.pid, t.starttime));
+            }
+            Err(OpsError::Gone) => {}
+            Err(e) => kills.failed.push(format!("SIGKILL {}: {e}", t.pid)),
+        }
+    }
+    let took = started.elapsed();
+    tracing::info!(
+        "kill_tree: killed {} processes with every fork held ({}) in {} ms, none stopped first \
+         (listed {first} in {} ms, killed them in {} ms; {passes} listings after)",
+        kills.touched.len(),
+        hold.describe().unwrap_or_else(|| scope.to_string()),
+        took.as_millis(),
+        listed.as_millis(),
+        first_kill.as_millis(),
+    );
+    Ok(kills.acted())
+}
+
+/// What the kills did so far.
+#[derive(Default)]
+struct Kills {
+    /// Tried (killed, gone, or refused), never tried again.
+    done: HashSet<(i32, u64)>,
+    touched: Vec<(i32, u64)>,
+    failed: Vec<String>,
+}
+
+impl Kills {
+    /// SIGKILL to each, pinned by its start time: a pid reused since the
+    /// listing is never hit. A failure does not keep the rest alive.
+    fn kill_all<'a>(&mut self, l: &Ladder, members: impl IntoIterator<Item = &'a ProcInfo>) {
+        for m in members {
+            if !self.done.insert((m.pid, m.starttime)) {
+                continue;
+            }
+            match l.ops.signal(m.pid, m.starttime, libc::SIGKILL) {
+                Ok(()) => self.touched.push((m.pid, m.starttime)),
+                Err(OpsError::Gone) => {}
+                Err(e) => self.failed.push(format!("SIGKILL {}: {e}", m.pid)),
+            }
+        }
+    }
+
+    fn acted(mut self) -> Acted {
+        if !self.failed.is_empty() {
+            self.failed.sort();
+            return Acted::Fail(format!(
+                "{} ({} killed, {} could not be)",
+                self.failed[0],
+                self.touched.len(),
+                self.failed.len()
+            ));
+        }
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        if self.touched.is_empty() {
+            Acted::Gone
+        } else {
+            Acted::Done(self.touched)
+        }
+    }
+}
