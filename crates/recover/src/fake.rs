@@ -620,6 +620,13 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
         self.inner.processes()
     }
+    fn processes_light(
+        &self,
+        uid_of: Option<&str>,
+        cgroups: bool,
+    ) -> Result<Vec<ProcInfo>, OpsError> {
+        self.inner.processes_light(uid_of, cgroups)
+    }
     fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
         self.inner.children_hint(pid, one_thread)
     }

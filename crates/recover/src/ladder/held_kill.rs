@@ -14,8 +14,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::guard::{blamed, check_all};
+use super::guard::{blamed_with, check_all};
 use super::hold::HeldForks;
+use super::hold::HeldScope;
 use super::{Acted, Incident, Ladder};
 use crate::ops::{OpsError, Pinned, ProcInfo};
 use selfheal_event::Target;
@@ -40,7 +41,10 @@ pub(super) fn kill_held(
         return Err("forks are not held".into());
     };
     let started = Instant::now();
-    let members = match blamed(l, inc, t, Some(p)) {
+    // Where only a cgroup is held, whether each member sits in it.
+    let cgroups = l.policy.needs_cgroups() || matches!(scope, HeldScope::Cgroup(_));
+    let blamed = |l| blamed_with(l, inc, t, Some(p), cgroups);
+    let members = match blamed(l) {
         Ok(m) => m,
         Err(a) => return Ok(a),
     };
@@ -77,7 +81,7 @@ pub(super) fn kill_held(
         if !kills.failed.is_empty() {
             break;
         }
-        let Ok(now) = blamed(l, inc, t, Some(p)) else {
+        let Ok(now) = blamed(l) else {
             break;
         };
         passes += 1;

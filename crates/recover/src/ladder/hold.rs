@@ -129,7 +129,7 @@ fn place(l: &Ladder, inc: &Incident, p: &Pinned) -> Option<Arc<Placed>> {
     let path = inc.culprit.cgroup.as_deref().unwrap_or("/");
     match l.ops.hold_forks(p, path, mode == HoldForks::Auto) {
         Ok(Some(h)) => {
-            tracing::info!("fork bomb: no new task may start while it is stopped ({h})");
+            tracing::info!("fork bomb: no new task may start while its step runs ({h})");
             placed.set(State::Held(h, Instant::now()));
             Some(placed)
         }

@@ -170,18 +170,22 @@ impl Default for LinuxOps {
 pub fn read_proc_info(proc_root: &Path, pid: i32) -> Option<ProcInfo> {
     let dir = proc_root.join(pid.to_string());
     let stat = parse_task_stat(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
-    let uid = std::fs::read_to_string(dir.join("status"))
+    Some(ProcInfo {
+        uid: read_uid(&dir),
+        ..info_from_stat(proc_root, pid, &stat, true)
+    })
+}
+
+/// The real uid of the process whose /proc directory is `dir`.
+fn read_uid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("status"))
         .ok()
         .and_then(|t| {
             t.lines()
                 .find_map(|l| l.strip_prefix("Uid:"))
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse().ok())
-        });
-    Some(ProcInfo {
-        uid,
-        ..info_from_stat(proc_root, pid, &stat, true)
-    })
+        })
 }
 
 /// What `stat` says of `pid`, with its cgroups read only when asked for
@@ -231,6 +235,26 @@ impl SystemOps for LinuxOps {
         Ok(pids
             .into_iter()
             .filter_map(|p| read_proc_info(&self.proc_root, p))
+            .collect())
+    }
+
+    fn processes_light(
+        &self,
+        uid_of: Option<&str>,
+        cgroups: bool,
+    ) -> Result<Vec<ProcInfo>, OpsError> {
+        let pids = list_pids(&self.proc_root).map_err(|e| OpsError::Failed(e.to_string()))?;
+        Ok(pids
+            .into_iter()
+            .filter_map(|pid| {
+                let dir = self.proc_root.join(pid.to_string());
+                let stat = parse_task_stat(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+                let mut info = info_from_stat(&self.proc_root, pid, &stat, cgroups);
+                if uid_of == Some(stat.comm.as_str()) {
+                    info.uid = read_uid(&dir);
+                }
+                Some(info)
+            })
             .collect())
     }
 
