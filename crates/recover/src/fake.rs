@@ -627,6 +627,9 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     ) -> Result<Vec<ProcInfo>, OpsError> {
         self.inner.processes_light(uid_of, cgroups)
     }
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        self.inner.pids()
+    }
     fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
         self.inner.children_hint(pid, one_thread)
     }

@@ -188,6 +188,10 @@ pub trait SystemOps: Send + Sync {
     fn process(&self, pid: i32) -> Result<Option<ProcInfo>, OpsError>;
     /// Every process.
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError>;
+    /// The pids of every process (a directory listing, nothing read).
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        Ok(self.processes()?.into_iter().map(|p| p.pid).collect())
+    }
     /// Every process, read as lightly as the caller allows: its `uid`
     /// only when it runs `uid_of` (the command a program blame names;
     /// `None` otherwise), its cgroups and unit only with `cgroups` (empty
@@ -349,6 +353,9 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
         cgroups: bool,
     ) -> Result<Vec<ProcInfo>, OpsError> {
         (**self).processes_light(uid_of, cgroups)
+    }
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        (**self).pids()
     }
     fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
         (**self).children_hint(pid, one_thread)

@@ -11,10 +11,10 @@
 //! lab's guest that is one /proc read per process instead of the walk's
 //! four and its waits for each stop to be taken.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use super::guard::{blamed_with, check_all};
+use super::guard::{blamed_in, check_all, listing};
 use super::hold::HeldForks;
 use super::hold::HeldScope;
 use super::{Acted, Incident, Ladder};
@@ -43,8 +43,11 @@ pub(super) fn kill_held(
     let started = Instant::now();
     // Where only a cgroup is held, whether each member sits in it.
     let cgroups = l.policy.needs_cgroups() || matches!(scope, HeldScope::Cgroup(_));
-    let blamed = |l| blamed_with(l, inc, t, Some(p), cgroups);
-    let members = match blamed(l) {
+    let all = match listing(l, t, cgroups) {
+        Ok(a) => a,
+        Err(a) => return Ok(a),
+    };
+    let members = match blamed_in(l, inc, t, Some(p), &all) {
         Ok(m) => m,
         Err(a) => return Ok(a),
     };
@@ -76,14 +79,31 @@ pub(super) fn kill_held(
     kills.kill_all(l, members.iter().filter(|m| !is_target(m)));
     let first = members.len();
     let first_kill = started.elapsed() - listed;
+    // With the machine held, no task can start anywhere, so no pid can
+    // name another process than it did: a listing after needs to read only
+    // pids it has not seen. That holds while the machine runs more tasks
+    // than the floor, which those left alive (not blamed) ensure.
+    let quick = scope == HeldScope::Machine
+        && all.len().saturating_sub(first) > crate::ops::MIN_THREADS_MAX as usize;
+    let mut known: HashMap<i32, ProcInfo> = all.into_iter().map(|m| (m.pid, m)).collect();
     let mut passes = 0;
     for _ in 0..PASSES_AFTER {
         if !kills.failed.is_empty() {
             break;
         }
-        let Ok(now) = blamed(l) else {
+        // Only while the hold is still in place (its cap may lift it).
+        let listed_now = if quick && hold.scope() == Some(HeldScope::Machine) {
+            relist(l, &known)
+        } else {
+            listing(l, t, cgroups)
+        };
+        let Ok(all_now) = listed_now else {
             break;
         };
+        let Ok(now) = blamed_in(l, inc, t, Some(p), &all_now) else {
+            break;
+        };
+        known = all_now.into_iter().map(|m| (m.pid, m)).collect();
         passes += 1;
         if let Err(Acted::Refuse(_, why)) = check_all(l, &now, lineage) {
             tracing::warn!("kill_tree: stopped after the kill: {why}");
@@ -117,14 +137,28 @@ pub(super) fn kill_held(
     let took = started.elapsed();
     tracing::info!(
         "kill_tree: killed {} processes with every fork held ({}) in {} ms, none stopped first \
-         (listed {first} in {} ms, killed them in {} ms; {passes} listings after)",
+         (listed {first} in {} ms, killed them in {} ms; {passes} listings after{})",
         kills.touched.len(),
         hold.describe().unwrap_or_else(|| scope.to_string()),
         took.as_millis(),
         listed.as_millis(),
         first_kill.as_millis(),
+        if quick { ", new pids only" } else { "" },
     );
     Ok(kills.acted())
+}
+
+/// Every process now, with what `known` says of the pids it has seen
+/// (valid only while no pid can be reused) and the rest read.
+fn relist(l: &Ladder, known: &HashMap<i32, ProcInfo>) -> Result<Vec<ProcInfo>, Acted> {
+    let pids = l.ops.pids().map_err(|e| Acted::Fail(e.to_string()))?;
+    Ok(pids
+        .into_iter()
+        .filter_map(|pid| match known.get(&pid) {
+            Some(m) => Some(m.clone()),
+            None => l.ops.process(pid).ok().flatten(),
+        })
+        .collect())
 }
 
 /// What the kills did so far.

@@ -213,3 +213,76 @@ fn a_refused_kill_still_kills_the_rest_and_fails_the_step() {
     assert!((1..=600).all(|p| !f.is_stopped(p)));
     assert!(f.alive(50));
 }
+
+/// A bomb in the root cgroup holds the machine (`threads-max` at the
+/// floor): no pid can be reused, so the listing after the kill reads only
+/// pids it has not seen, and still finds the member that appeared after
+/// the kill. Twenty-odd idle processes, the namesake and a stopped
+/// namesake are untouched.
+#[test]
+fn with_the_machine_held_the_listing_after_still_finds_new_members() {
+    let f = FakeSystem::new(500);
+    f.add(proc(1, 0, "init", "/", 1));
+    f.add(proc(500, 1, "selfheal", "/", 500));
+    for k in 600..630 {
+        f.add(proc(k, 1, "idle", "/", k));
+    }
+    f.add(proc(50, 1, "bomb", "/", 50));
+    f.add(proc(51, 1, "bomb", "/", 51));
+    f.set_state(51, 'T');
+    f.add(proc(100, 1, "bomb", "/", 100));
+    for c in 101..=104 {
+        f.add(proc(c, 100, "bomb", "/", 100));
+        f.add(proc(c + 100, c, "bomb", "/", 100));
+    }
+    f.fork_on_kill(203, proc(260, 1, "bomb", "/", 100));
+    let f = Arc::new(f);
+    let mut c = RecoveryConfig {
+        verify_timeout: HumanDuration::from_millis(40),
+        ..RecoveryConfig::default()
+    };
+    c.ladder.fork_bomb = vec![Action::KillTree];
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        LadderOptions {
+            config: c,
+            dry_run: false,
+            poll: Duration::from_millis(5),
+        },
+    );
+    let inc = Incident {
+        class: Class::ForkBomb,
+        culprit: Culprit {
+            pid: Some(100),
+            comm: Some("bomb".into()),
+            cgroup: Some("/".into()),
+            ..Culprit::default()
+        },
+        target: Some(Target {
+            pid: 100,
+            starttime: 1100,
+            blame: program(),
+        }),
+        evidence: Evidence::now("process_count", "test bomb"),
+        blocker: None,
+    };
+    let fk = f.clone();
+    let r = l.run(
+        &inc,
+        &mut || !members().iter().chain(&[260]).any(|&p| fk.alive(p)),
+        &MemorySink::new(),
+    );
+    assert_eq!(r.steps[0].outcome, Outcome::Recovered, "{r:?}");
+    assert!(matches!(
+        f.calls().first(),
+        Some(Call::HoldForks(100, p, true)) if p == "/"
+    ));
+    assert!(signals(&f, libc::SIGSTOP).is_empty());
+    assert!(signals(&f, libc::SIGKILL).contains(&260));
+    assert!(!f.alive(260) && f.alive(50) && f.alive(51));
+    assert!((600..630).all(|k| f.alive(k)));
+    assert!(f
+        .calls()
+        .iter()
+        .all(|c| !matches!(c.pid(), Some(50 | 51 | 600..=629))));
+}

@@ -238,6 +238,10 @@ impl SystemOps for LinuxOps {
             .collect())
     }
 
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        list_pids(&self.proc_root).map_err(|e| OpsError::Failed(e.to_string()))
+    }
+
     fn processes_light(
         &self,
         uid_of: Option<&str>,
