@@ -212,7 +212,7 @@ pub enum HoldForks {
     Cgroup,
     /// As `cgroup`; and for a bomb in a cgroup without `pids.max` (the
     /// root cgroup, or no pids controller), lower `kernel.threads-max` to
-    /// the kernel's floor (20): nothing on the machine can fork while the
+    /// 20, below the tasks of any running machine: nothing on the machine can fork while the
     /// step runs (a bomb there was taking every free slot anyway).
     Auto,
 }

@@ -95,7 +95,7 @@ pub enum ForkHold {
         held_at: u64,
     },
     /// `kernel.threads-max`, lowered from `previous` to `held_at` (the
-    /// kernel's floor, [`MIN_THREADS_MAX`]: nothing on a machine running
+    /// floor, [`MIN_THREADS_MAX`]: nothing on a machine running
     /// more tasks than that can fork): for a bomb in the root cgroup,
     /// which has no `pids.max`. The kernel's own comment on this check:
     /// "only there to stop root fork bombs".
@@ -109,7 +109,7 @@ pub enum ForkHold {
 
 impl ForkHold {
     /// True when the limit placed lets no new task start where it applies
-    /// (`pids.max` 0; `threads-max` at the kernel's floor, below the
+    /// (`pids.max` 0; `threads-max` at the floor, below the
     /// tasks any running machine has): the processes it covers can no
     /// longer fork, so none needs stopping before it is killed.
     pub fn blocks_every_fork(&self) -> bool {
@@ -299,7 +299,7 @@ pub trait SystemOps: Send + Sync {
     /// Stops a fork bomb growing while its step runs: lowers `pids.max` of
     /// cgroup `path` (where the pinned process must sit) to 0; where that
     /// cgroup has no `pids.max` (the root) and `machine` is set, lowers
-    /// `kernel.threads-max` to the kernel's floor ([`MIN_THREADS_MAX`]).
+    /// `kernel.threads-max` to the floor ([`MIN_THREADS_MAX`], 20).
     /// `Ok(None)` when no hold applies or a lower limit is already there.
     /// What it changes is noted where a restarted daemon finds it
     /// ([`restore_stale_fork_holds`]).

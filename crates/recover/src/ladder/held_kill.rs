@@ -3,7 +3,7 @@
 //!
 //! A stop pass exists because a bomb outforks whoever kills it one process
 //! at a time. Under a hold at the floor (`pids.max` 0, `threads-max` at the
-//! kernel's minimum) no member can fork at all, into a slot a kill freed
+//! floor, 20) no member can fork at all, into a slot a kill freed
 //! or not, and a fork under way when its parent is killed fails (the
 //! kernel checks for a fatal signal before the child is attached). So one
 //! listing of the blamed set, each process pinned and killed, and a

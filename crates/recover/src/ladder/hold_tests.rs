@@ -104,7 +104,7 @@ fn holds(f: &FakeSystem) -> Vec<Call> {
 }
 
 /// The bomb in the root cgroup (the hang lab's guest): the machine's limit
-/// is lowered to the kernel's floor before the first kill (no stop: no
+/// is lowered to the floor (20) before the first kill (no stop: no
 /// member can fork) and put back after the last; the step's event says
 /// so. The namesake elsewhere is untouched.
 #[test]

@@ -616,7 +616,7 @@ impl SystemOps for LinuxOps {
             .trim()
             .parse()
             .map_err(|e| OpsError::Failed(format!("{}: {e}", sysctl.display())))?;
-        // The kernel's floor, not the tasks running now: a slot freed by a
+        // The floor, not the tasks running now: a slot freed by a
         // kill (or the OOM killer) is never a member's to fork into, and
         // the bystanders' cost is the same while the bomb lives (it takes
         // every free slot the moment one frees).
