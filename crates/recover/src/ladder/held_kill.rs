@@ -75,6 +75,11 @@ pub(super) fn kill_held(
     let listed = started.elapsed();
     let is_target = |m: &ProcInfo| m.pid == t.pid && m.starttime == t.starttime;
     let target_blamed = members.iter().any(is_target);
+    // The target is what the listings after blame through: stopped, it
+    // stays until killed last (a shell whose fork the hold refuses exits
+    // by itself once a signal cuts its retry short, and a cgroup blame
+    // with its anchor gone blames nothing).
+    let anchored = target_blamed && ops.signal_pinned(p, libc::SIGSTOP).is_ok();
     let mut kills = Kills::default();
     kills.kill_all(l, members.iter().filter(|m| !is_target(m)));
     let first = members.len();
@@ -131,12 +136,18 @@ pub(super) fn kill_held(
                 kills.touched.push((t.pid, t.starttime));
             }
             Err(OpsError::Gone) => {}
-            Err(e) => kills.failed.push(format!("SIGKILL {}: {e}", t.pid)),
+            Err(e) => {
+                // Nothing is left stopped by a kill that failed.
+                if anchored {
+                    let _ = ops.signal_pinned(p, libc::SIGCONT);
+                }
+                kills.failed.push(format!("SIGKILL {}: {e}", t.pid));
+            }
         }
     }
     let took = started.elapsed();
     tracing::info!(
-        "kill_tree: killed {} processes with every fork held ({}) in {} ms, none stopped first \
+        "kill_tree: killed {} processes with every fork held ({}) in {} ms, none stopped but the target \
          (listed {first} in {} ms, killed them in {} ms; {passes} listings after{})",
         kills.touched.len(),
         hold.describe().unwrap_or_else(|| scope.to_string()),

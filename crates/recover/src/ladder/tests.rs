@@ -283,8 +283,8 @@ fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
 }
 
 /// With the bomb's forks held (its cgroup's `pids.max` at 0, the default
-/// `hold_forks`) no member can fork: each is killed once, none stopped,
-/// the target last; the neighbour in the same cgroup (not in the tree) is
+/// `hold_forks`) no member can fork: each is killed once, none stopped
+/// but the target, which anchors the listing after and is killed last; the neighbour in the same cgroup (not in the tree) is
 /// untouched, and the hold spans every kill.
 #[test]
 fn kill_tree_under_a_hold_kills_each_member_once_and_spares_the_neighbours() {
@@ -323,6 +323,7 @@ fn kill_tree_under_a_hold_kills_each_member_once_and_spares_the_neighbours() {
     assert_eq!(
         signals,
         vec![
+            &Call::Signal(100, libc::SIGSTOP),
             &Call::Signal(101, libc::SIGKILL),
             &Call::Signal(102, libc::SIGKILL),
             &Call::Signal(100, libc::SIGKILL)
