@@ -366,7 +366,7 @@ fn a_fork_bomb_without_a_pids_limit_is_stopped_and_its_namesakes_untouched() {
         );
     }
     // While it was stopped the bomb could not grow: recovery.hold_forks
-    // lowered its cgroup's pids.max to its count (unless it sat at its
+    // lowered its cgroup's pids.max to 0 (unless it sat at its
     // safety net already), and the safety net is back now.
     let stopping = w
         .events()

@@ -196,22 +196,23 @@ fn de_ladder<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
 }
 
 /// `recovery.hold_forks`: while `kill_tree` or `quarantine` acts on a fork
-/// bomb, no new task may start where the bomb lives, so the bomb cannot
-/// outgrow the stop passes however fast it forks. The limit placed is the
-/// count of tasks at that moment; what was there before is put back when
-/// the step ends (and by the next daemon start, should selfheal die
-/// meanwhile).
+/// bomb, no new task may start where it lives, so the step kills each
+/// member once instead of racing it. The limit placed is the floor
+/// (`pids.max` 0, `kernel.threads-max` 20), not the tasks running then: a
+/// slot freed by a kill is never a member's to fork into. What was there
+/// before is put back when the step ends (and by the next daemon start,
+/// should selfheal die meanwhile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HoldForks {
     /// Never.
     Off,
     /// Lower `pids.max` of the bomb's own cgroup (v1 or v2 pids
-    /// controller). Others in that cgroup cannot fork meanwhile either.
+    /// controller) to 0. Others in that cgroup cannot fork meanwhile either.
     Cgroup,
     /// As `cgroup`; and for a bomb in a cgroup without `pids.max` (the
     /// root cgroup, or no pids controller), lower `kernel.threads-max` to
-    /// the tasks on the machine: nothing on the machine can fork while the
+    /// 20, below the tasks of any running machine: nothing on the machine can fork while the
     /// step runs (a bomb there was taking every free slot anyway).
     Auto,
 }
@@ -258,8 +259,8 @@ pub struct RecoveryConfig {
     pub allowed_cgroups: Vec<String>,
     /// Allow the `reboot` step (the controlled restart): opt-in.
     pub allow_reboot: bool,
-    /// Whether `kill_tree` and `quarantine` stop a fork bomb growing while
-    /// they act on it ([`HoldForks`]).
+    /// Whether `kill_tree` and `quarantine` let a fork bomb fork no more
+    /// while they act on it ([`HoldForks`]).
     pub hold_forks: HoldForks,
     /// The longest a fork hold stays in place, whatever the step it serves
     /// is doing: a step stuck (a /proc read blocked behind a hung task)

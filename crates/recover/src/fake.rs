@@ -97,6 +97,7 @@ pub struct FakeSystem {
     pub refused_signals: Vec<(i32, i32)>,
     /// `hold_forks` fails with this message.
     pub hold_error: Option<String>,
+
     /// CPUs whose interrupt count stands still (interrupts off); the
     /// others' grows at every look.
     pub deaf_cpus: Vec<u32>,
@@ -466,9 +467,10 @@ impl SystemOps for FakeSystem {
     }
 
     /// A cgroup other than the root has a `pids.max` ("max" before); the
-    /// root has none, and the machine's limit is 100000. A hold does not
-    /// stop the forks the fake injects: they model forks already past the
-    /// kernel's check when the limit was lowered.
+    /// root has none, and the machine's limit is 100000. A hold is placed
+    /// at the floor (0, `MIN_THREADS_MAX`) but does not stop the forks the
+    /// fake injects: they model forks already past the kernel's check when
+    /// the limit was lowered.
     fn hold_forks(
         &self,
         p: &Pinned,
@@ -485,20 +487,15 @@ impl SystemOps for FakeSystem {
             return Err(OpsError::Failed(e.clone()));
         }
         if path != "/" {
-            let held_at = s
-                .procs
-                .iter()
-                .filter(|q| FakeSystem::within(q, path))
-                .count() as u64;
             return Ok(Some(ForkHold::Cgroup {
                 dir: std::path::PathBuf::from(format!("/fake/cgroup{path}")),
                 previous: "max".into(),
-                held_at,
+                held_at: 0,
             }));
         }
-        Ok(machine.then(|| ForkHold::Machine {
+        Ok(machine.then_some(ForkHold::Machine {
             previous: 100_000,
-            held_at: s.procs.len() as u64,
+            held_at: crate::ops::MIN_THREADS_MAX,
         }))
     }
 
@@ -622,6 +619,16 @@ impl<T: SystemOps> SystemOps for Recording<T> {
     }
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
         self.inner.processes()
+    }
+    fn processes_light(
+        &self,
+        uid_of: Option<&str>,
+        cgroups: bool,
+    ) -> Result<Vec<ProcInfo>, OpsError> {
+        self.inner.processes_light(uid_of, cgroups)
+    }
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        self.inner.pids()
     }
     fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
         self.inner.children_hint(pid, one_thread)

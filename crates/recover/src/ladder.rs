@@ -13,6 +13,9 @@
 mod actions;
 mod blocker;
 mod guard;
+mod held_kill;
+#[cfg(test)]
+mod held_kill_tests;
 mod hold;
 #[cfg(test)]
 mod hold_tests;

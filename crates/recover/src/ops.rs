@@ -9,7 +9,7 @@ use selfheal_config::RestartMethod;
 
 mod fork_hold;
 mod linux;
-pub use fork_hold::{fork_hold_note, restore_stale_fork_holds, FORK_HOLD_DIR};
+pub use fork_hold::{fork_hold_note, restore_stale_fork_holds, FORK_HOLD_DIR, MIN_THREADS_MAX};
 pub use linux::{read_proc_info, LinuxOps, WatchdogControl};
 
 /// What recovery needs to know about a process.
@@ -85,25 +85,39 @@ pub struct FuseConnection {
 pub enum ForkHold {
     /// `pids.max` of the bomb's own cgroup (the directory in the pids
     /// hierarchy), lowered from `previous` (`max` or a number, as read) to
-    /// the count it held.
+    /// `held_at` (0: nothing there can fork).
     Cgroup {
         /// The cgroup directory holding `pids.max`.
         dir: std::path::PathBuf,
         /// The value read before, written back on release.
         previous: String,
-        /// The limit placed: the tasks in the cgroup then.
+        /// The limit placed.
         held_at: u64,
     },
-    /// `kernel.threads-max`, lowered from `previous` to the tasks on the
-    /// machine: for a bomb in the root cgroup, which has no `pids.max`.
-    /// The kernel's own comment on this check: "only there to stop root
-    /// fork bombs".
+    /// `kernel.threads-max`, lowered from `previous` to `held_at` (the
+    /// floor, [`MIN_THREADS_MAX`]: nothing on a machine running
+    /// more tasks than that can fork): for a bomb in the root cgroup,
+    /// which has no `pids.max`. The kernel's own comment on this check:
+    /// "only there to stop root fork bombs".
     Machine {
         /// The value read before, written back on release.
         previous: u64,
-        /// The limit placed: the tasks on the machine then.
+        /// The limit placed.
         held_at: u64,
     },
+}
+
+impl ForkHold {
+    /// True when the limit placed lets no new task start where it applies
+    /// (`pids.max` 0; `threads-max` at the floor, below the
+    /// tasks any running machine has): the processes it covers can no
+    /// longer fork, so none needs stopping before it is killed.
+    pub fn blocks_every_fork(&self) -> bool {
+        match self {
+            ForkHold::Cgroup { held_at, .. } => *held_at == 0,
+            ForkHold::Machine { held_at, .. } => *held_at <= MIN_THREADS_MAX,
+        }
+    }
 }
 
 impl std::fmt::Display for ForkHold {
@@ -174,6 +188,23 @@ pub trait SystemOps: Send + Sync {
     fn process(&self, pid: i32) -> Result<Option<ProcInfo>, OpsError>;
     /// Every process.
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError>;
+    /// The pids of every process (a directory listing, nothing read).
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        Ok(self.processes()?.into_iter().map(|p| p.pid).collect())
+    }
+    /// Every process, read as lightly as the caller allows: its `uid`
+    /// only when it runs `uid_of` (the command a program blame names;
+    /// `None` otherwise), its cgroups and unit only with `cgroups` (empty
+    /// otherwise). A listing of thousands of processes while a fork bomb
+    /// waits costs a third of a full one.
+    fn processes_light(
+        &self,
+        uid_of: Option<&str>,
+        cgroups: bool,
+    ) -> Result<Vec<ProcInfo>, OpsError> {
+        let _ = (uid_of, cgroups);
+        self.processes()
+    }
     /// The threads of `pid` and whether each runs under a real-time policy.
     fn threads(&self, pid: i32) -> Result<Vec<(i32, bool)>, OpsError>;
     /// Moves thread `tid` to SCHED_OTHER.
@@ -266,9 +297,9 @@ pub trait SystemOps: Send + Sync {
     /// waits for them to go and removes the cgroup.
     fn kill_quarantine(&self, path: &str, remove: bool) -> Result<(), OpsError>;
     /// Stops a fork bomb growing while its step runs: lowers `pids.max` of
-    /// cgroup `path` (where the pinned process must sit) to the tasks it
-    /// holds; where that cgroup has no `pids.max` (the root) and `machine`
-    /// is set, lowers `kernel.threads-max` to the tasks on the machine.
+    /// cgroup `path` (where the pinned process must sit) to 0; where that
+    /// cgroup has no `pids.max` (the root) and `machine` is set, lowers
+    /// `kernel.threads-max` to the floor ([`MIN_THREADS_MAX`], 20).
     /// `Ok(None)` when no hold applies or a lower limit is already there.
     /// What it changes is noted where a restarted daemon finds it
     /// ([`restore_stale_fork_holds`]).
@@ -315,6 +346,16 @@ impl<T: SystemOps + ?Sized> SystemOps for std::sync::Arc<T> {
     }
     fn processes(&self) -> Result<Vec<ProcInfo>, OpsError> {
         (**self).processes()
+    }
+    fn processes_light(
+        &self,
+        uid_of: Option<&str>,
+        cgroups: bool,
+    ) -> Result<Vec<ProcInfo>, OpsError> {
+        (**self).processes_light(uid_of, cgroups)
+    }
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        (**self).pids()
     }
     fn children_hint(&self, pid: i32, one_thread: bool) -> Result<Option<Vec<i32>>, OpsError> {
         (**self).children_hint(pid, one_thread)

@@ -229,7 +229,7 @@ fn a_child_met_on_a_walk_is_pinned_with_one_read_and_only_under_its_parent() {
 
 /// The fork hold a fork bomb's step places, on a real cgroup: a shell in a
 /// sandbox forks, then cannot while the hold is on (its `pids.max` lowered
-/// to the tasks there), then can again once it is lifted, the old limit
+/// to 0), then can again once it is lifted, the old limit
 /// back. The machine-wide limit is never touched here: the root is asked
 /// with `machine = false`, which places nothing.
 #[test]
@@ -302,10 +302,12 @@ fn a_fork_hold_stops_forks_in_the_bombs_cgroup_until_lifted() {
     else {
         panic!("{hold:?}");
     };
-    assert_eq!((previous.as_str(), *held_at), ("8", 1), "{hold}");
+    // 0, not the one task there: nothing in the cgroup may fork at all.
+    assert_eq!((previous.as_str(), *held_at), ("8", 0), "{hold}");
+    assert!(hold.blocks_every_fork());
     let note = selfheal_recover::ops::fork_hold_note();
     let noted = std::fs::read_to_string(&note).unwrap_or_default();
-    assert!(noted.starts_with("pids.max 8 1 /"), "{noted:?}");
+    assert!(noted.starts_with("pids.max 8 0 /"), "{noted:?}");
     assert_eq!(ask(&mut stdin), "refused");
     ops.release_forks(&hold).unwrap();
     assert_eq!(

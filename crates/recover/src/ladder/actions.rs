@@ -59,7 +59,7 @@ pub(super) fn plan(
             let members = blamed(l, inc, t, Some(p))?;
             check_all(l, &members, lineage)?;
             format!(
-                "SIGSTOP then SIGKILL {} processes of {comm} (pid {})",
+                "SIGKILL {} processes of {comm} (pid {}); SIGSTOP first unless a fork hold keeps them all from forking",
                 members.len(),
                 t.pid
             )
@@ -194,10 +194,11 @@ pub(super) fn act(
     }
 }
 
-/// Stops every blamed process (breadth-first along the child lists where
-/// the kernel has them, see `tree.rs`; then again and again while new ones
-/// appear in a listing), then kills them all: a stopped process cannot
-/// fork, so none escapes.
+/// Kills every blamed process. Where a fork hold lets none of them fork
+/// (`held_kill.rs`) that is one kill each. Otherwise it stops them first
+/// (breadth-first along the child lists where the kernel has them, see
+/// `tree.rs`; then again and again while new ones appear in a listing),
+/// then kills them all: a stopped process cannot fork, so none escapes.
 ///
 /// A whole-cgroup blame is anchored to its target: the cgroup is the one
 /// the evidence is about while the target sits in it. A bomb's members die
@@ -210,7 +211,16 @@ pub(super) fn act(
 fn kill_tree(l: &Ladder, inc: &Incident, t: &Target, p: &Pinned, lineage: &HashSet<i32>) -> Acted {
     let ops = l.ops.as_ref();
     // Dropped last, after the kill and its mop-up passes.
-    let _hold = HeldForks::place(l, inc, p);
+    let hold = HeldForks::place(l, inc, p);
+    // No member can fork: kill them all, no stop first (`held_kill.rs`).
+    match super::held_kill::kill_held(l, inc, (t, p), lineage, &hold) {
+        Ok(acted) => return acted,
+        Err(why) if hold.scope().is_some() => {
+            l.note_step(format!("stopped before the kill: {why}"));
+            tracing::info!("kill_tree: stopping the bomb before the kill: {why}");
+        }
+        Err(_) => {}
+    }
     let deadline = Instant::now() + TREE_DEADLINE;
     let mut stopped = Stopped::new(pin_budget());
     let cgroup_blame = matches!(t.blame, Blame::Cgroup);

@@ -64,19 +64,54 @@ pub(super) fn still_blamed(
 }
 
 /// The processes the diagnosis blames, listed now (never a dead one).
+/// Read lightly: the uid only where a program blame needs it, the cgroups
+/// only where the policy looks at them.
 pub(super) fn blamed(
     l: &Ladder,
     inc: &Incident,
     t: &Target,
     pinned: Option<&Pinned>,
 ) -> Result<Vec<ProcInfo>, Acted> {
-    let ops = l.ops.as_ref();
-    let all = ops.processes().map_err(|e| Acted::Fail(e.to_string()))?;
+    blamed_with(l, inc, t, pinned, l.policy.needs_cgroups())
+}
+
+/// [`blamed`], with every member's cgroups read when `cgroups` is set.
+pub(super) fn blamed_with(
+    l: &Ladder,
+    inc: &Incident,
+    t: &Target,
+    pinned: Option<&Pinned>,
+    cgroups: bool,
+) -> Result<Vec<ProcInfo>, Acted> {
+    blamed_in(l, inc, t, pinned, &listing(l, t, cgroups)?)
+}
+
+/// Every process, read as lightly as blaming through `t` allows (see
+/// [`blamed`]), with its cgroups when `cgroups` is set.
+pub(super) fn listing(l: &Ladder, t: &Target, cgroups: bool) -> Result<Vec<ProcInfo>, Acted> {
+    let uid_of = match &t.blame {
+        Blame::Program(scope) => Some(scope.comm.as_str()),
+        Blame::Tree | Blame::Cgroup => None,
+    };
+    l.ops
+        .processes_light(uid_of, cgroups)
+        .map_err(|e| Acted::Fail(e.to_string()))
+}
+
+/// The processes of listing `all` that the diagnosis blames (never a dead
+/// one); `Err(Gone)` when none is.
+pub(super) fn blamed_in(
+    l: &Ladder,
+    inc: &Incident,
+    t: &Target,
+    pinned: Option<&Pinned>,
+    all: &[ProcInfo],
+) -> Result<Vec<ProcInfo>, Acted> {
     let members = match &t.blame {
         Blame::Cgroup => cgroup_members(l, inc, t, pinned)?,
         Blame::Tree | Blame::Program(_) => Vec::new(),
     };
-    let set = blamed_set(&all, t, &members);
+    let set = blamed_set(all, t, &members);
     if set.is_empty() {
         return Err(Acted::Gone);
     }

@@ -129,7 +129,7 @@ fn place(l: &Ladder, inc: &Incident, p: &Pinned) -> Option<Arc<Placed>> {
     let path = inc.culprit.cgroup.as_deref().unwrap_or("/");
     match l.ops.hold_forks(p, path, mode == HoldForks::Auto) {
         Ok(Some(h)) => {
-            tracing::info!("fork bomb: no new task may start while it is stopped ({h})");
+            tracing::info!("fork bomb: no new task may start while its step runs ({h})");
             placed.set(State::Held(h, Instant::now()));
             Some(placed)
         }
@@ -218,6 +218,42 @@ pub(super) fn lift_unadopted(l: &Ladder) -> Option<String> {
 pub(super) struct HeldForks<'a> {
     l: &'a Ladder,
     hold: Option<Arc<Placed>>,
+    /// The bomb's cgroup, where a cgroup hold applies.
+    path: String,
+}
+
+/// Where a hold in place lets no new task start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum HeldScope {
+    /// Nowhere on the machine (`kernel.threads-max` at its floor).
+    Machine,
+    /// Nowhere in this cgroup and below (its `pids.max` at 0).
+    Cgroup(String),
+}
+
+impl HeldScope {
+    /// True when process `m` cannot fork under this hold: every cgroup it
+    /// is in lies within the held one. (Its path in the pids hierarchy is
+    /// among them unless it sits at that hierarchy's root, where the hold
+    /// is not: then another of its paths lies elsewhere or none is
+    /// listed, and it does not count as held.)
+    pub(super) fn covers(&self, m: &crate::ops::ProcInfo) -> bool {
+        match self {
+            HeldScope::Machine => true,
+            HeldScope::Cgroup(path) => {
+                !m.cgroups.is_empty() && m.cgroups.iter().all(|c| crate::policy::is_within(c, path))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HeldScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeldScope::Machine => f.write_str("the machine"),
+            HeldScope::Cgroup(p) => write!(f, "cgroup {p}"),
+        }
+    }
 }
 
 impl<'a> HeldForks<'a> {
@@ -233,7 +269,38 @@ impl<'a> HeldForks<'a> {
             Some(tried) => tried,
             None => place(l, inc, p),
         };
-        HeldForks { l, hold }
+        HeldForks {
+            l,
+            hold,
+            path: inc.culprit.cgroup.clone().unwrap_or_else(|| "/".into()),
+        }
+    }
+
+    /// Where no new task can start now: a hold in place (not lifted by
+    /// its cap) that blocks every fork where it applies. `None` when forks
+    /// are not held, or only down to a count.
+    pub(super) fn scope(&self) -> Option<HeldScope> {
+        let placed = self.hold.as_ref()?;
+        let state = placed.state();
+        match &*state {
+            State::Held(h @ ForkHold::Machine { .. }, _) if h.blocks_every_fork() => {
+                Some(HeldScope::Machine)
+            }
+            State::Held(h @ ForkHold::Cgroup { .. }, _) if h.blocks_every_fork() => {
+                Some(HeldScope::Cgroup(self.path.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// What is held, for the log (`None` when nothing is).
+    pub(super) fn describe(&self) -> Option<String> {
+        let placed = self.hold.as_ref()?;
+        let state = placed.state();
+        match &*state {
+            State::Held(h, _) => Some(h.to_string()),
+            _ => None,
+        }
     }
 }
 

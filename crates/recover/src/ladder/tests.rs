@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use selfheal_config::HumanDuration;
+use selfheal_config::{HoldForks, HumanDuration};
 use selfheal_event::MemorySink;
 
 use super::*;
 use crate::fake::{Call, FakeSystem};
-use crate::ops::ProcInfo;
+use crate::ops::{ForkHold, ProcInfo};
 use selfheal_event::ProgramScope;
 
 const OWN: i32 = 500;
@@ -241,6 +241,7 @@ fn protected_processes_are_never_touched() {
 
 #[test]
 fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
+    // Forks not held (hold_forks = "off"): every member is stopped first.
     let f = system();
     let cg = "/selfheal-sandbox/bomb";
     let root = proc(100, 1, "bomb", cg);
@@ -251,7 +252,10 @@ fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
     f.fork_on_stop(102, proc(103, 102, "bomb", cg));
     let neighbour = proc(200, 1, "editor", cg);
     f.add(neighbour.clone());
-    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let mut l = Ladder::new(
+        Box::new(f.clone()),
+        options(|c| c.hold_forks = HoldForks::Off),
+    );
     let sink = MemorySink::new();
     let fk = f.clone();
     let r = l.run(
@@ -274,14 +278,65 @@ fn kill_tree_stops_new_forks_and_spares_the_neighbours() {
         .unwrap();
     assert!(calls[..first_kill]
         .iter()
-        .all(|c| matches!(c, Call::Signal(_, libc::SIGSTOP) | Call::HoldForks(..))));
-    // The bomb's cgroup could not grow meanwhile: held before the first
-    // stop, lifted after the last kill.
-    assert_eq!(calls[0], Call::HoldForks(100, cg.into(), true));
+        .all(|c| matches!(c, Call::Signal(_, libc::SIGSTOP))));
+    assert!(calls.iter().all(|c| !matches!(c, Call::HoldForks(..))));
+}
+
+/// With the bomb's forks held (its cgroup's `pids.max` at 0, the default
+/// `hold_forks`) no member can fork: each is killed once, none stopped
+/// but the target, which anchors the listing after and is killed last; the neighbour in the same cgroup (not in the tree) is
+/// untouched, and the hold spans every kill.
+#[test]
+fn kill_tree_under_a_hold_kills_each_member_once_and_spares_the_neighbours() {
+    let f = system();
+    let cg = "/selfheal-sandbox/bomb";
+    let root = proc(100, 1, "bomb", cg);
+    f.add(root.clone());
+    f.add(proc(101, 100, "bomb", cg));
+    f.add(proc(102, 101, "bomb", cg));
+    f.add(proc(200, 1, "editor", cg));
+    // A stopped namesake elsewhere stays as it is.
+    f.add(proc(300, 1, "bomb", "/user.slice/other.scope"));
+    f.set_state(300, 'T');
+    let mut l = Ladder::new(Box::new(f.clone()), options(|_| {}));
+    let fk = f.clone();
+    let r = l.run(
+        &incident(Class::ForkBomb, Some(target(&root))),
+        &mut || (100..=102).all(|p| !fk.alive(p)),
+        &MemorySink::new(),
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![("record", "recorded"), ("kill_tree", "recovered")]
+    );
+    assert_eq!(r.steps[1].touched_pids(), vec![100, 101, 102]);
+    assert!(f.alive(200) && f.alive(300));
+    let calls = f.calls();
     assert!(
-        matches!(calls.last(), Some(Call::ReleaseForks(_))),
+        calls.iter().all(|c| !matches!(c.pid(), Some(200 | 300))),
         "{calls:?}"
     );
+    let signals: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Signal(..)))
+        .collect();
+    assert_eq!(
+        signals,
+        vec![
+            &Call::Signal(100, libc::SIGSTOP),
+            &Call::Signal(101, libc::SIGKILL),
+            &Call::Signal(102, libc::SIGKILL),
+            &Call::Signal(100, libc::SIGKILL)
+        ]
+    );
+    assert_eq!(calls[0], Call::HoldForks(100, cg.into(), true));
+    let ForkHold::Cgroup { held_at, .. } = (match calls.last() {
+        Some(Call::ReleaseForks(h)) => h.clone(),
+        other => panic!("{other:?}"),
+    }) else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(held_at, 0);
 }
 
 #[test]

@@ -270,7 +270,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use selfheal_config::{Action, HumanDuration, RecoveryConfig};
+    use selfheal_config::{Action, HoldForks, HumanDuration, RecoveryConfig};
     use selfheal_event::{Class, Culprit, MemorySink};
 
     use std::collections::HashSet;
@@ -326,6 +326,8 @@ mod tests {
             ..RecoveryConfig::default()
         };
         c.ladder.fork_bomb = vec![Action::Record, Action::KillTree];
+        // The walk is what kill_tree does when forks are not held.
+        c.hold_forks = HoldForks::Off;
         Ladder::new(
             Box::new(f.clone()),
             LadderOptions {

@@ -15,8 +15,11 @@ use super::ForkHold;
 /// never lift each other's holds.
 pub const FORK_HOLD_DIR: &str = "/run/selfheal";
 
-/// The lowest `kernel.threads-max` the kernel accepts.
-pub(super) const MIN_THREADS_MAX: u64 = 20;
+/// What a machine-wide fork hold lowers `kernel.threads-max` to: the
+/// lowest every kernel accepts (`MIN_THREADS`; kernels since 2020 take
+/// down to 1), and below the tasks any running machine has, so no
+/// task can start.
+pub const MIN_THREADS_MAX: u64 = 20;
 
 /// This process's fork-hold note.
 pub fn fork_hold_note() -> PathBuf {

@@ -170,18 +170,22 @@ impl Default for LinuxOps {
 pub fn read_proc_info(proc_root: &Path, pid: i32) -> Option<ProcInfo> {
     let dir = proc_root.join(pid.to_string());
     let stat = parse_task_stat(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
-    let uid = std::fs::read_to_string(dir.join("status"))
+    Some(ProcInfo {
+        uid: read_uid(&dir),
+        ..info_from_stat(proc_root, pid, &stat, true)
+    })
+}
+
+/// The real uid of the process whose /proc directory is `dir`.
+fn read_uid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("status"))
         .ok()
         .and_then(|t| {
             t.lines()
                 .find_map(|l| l.strip_prefix("Uid:"))
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse().ok())
-        });
-    Some(ProcInfo {
-        uid,
-        ..info_from_stat(proc_root, pid, &stat, true)
-    })
+        })
 }
 
 /// What `stat` says of `pid`, with its cgroups read only when asked for
@@ -231,6 +235,30 @@ impl SystemOps for LinuxOps {
         Ok(pids
             .into_iter()
             .filter_map(|p| read_proc_info(&self.proc_root, p))
+            .collect())
+    }
+
+    fn pids(&self) -> Result<Vec<i32>, OpsError> {
+        list_pids(&self.proc_root).map_err(|e| OpsError::Failed(e.to_string()))
+    }
+
+    fn processes_light(
+        &self,
+        uid_of: Option<&str>,
+        cgroups: bool,
+    ) -> Result<Vec<ProcInfo>, OpsError> {
+        let pids = list_pids(&self.proc_root).map_err(|e| OpsError::Failed(e.to_string()))?;
+        Ok(pids
+            .into_iter()
+            .filter_map(|pid| {
+                let dir = self.proc_root.join(pid.to_string());
+                let stat = parse_task_stat(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+                let mut info = info_from_stat(&self.proc_root, pid, &stat, cgroups);
+                if uid_of == Some(stat.comm.as_str()) {
+                    info.uid = read_uid(&dir);
+                }
+                Some(info)
+            })
             .collect())
     }
 
@@ -554,27 +582,25 @@ impl SystemOps for LinuxOps {
             if !entries.iter().any(|e| e.path == path) {
                 return Err(OpsError::NotInCgroup(path.to_string()));
             }
-            let cg = Cgroup::new(h, path, &[Controller::Pids]).ok();
-            let dir = cg
-                .as_ref()
+            let dir = Cgroup::new(h, path, &[Controller::Pids])
+                .ok()
                 .and_then(|cg| cg.dirs().into_iter().find(|d| d.join("pids.max").is_file()));
-            if let (Some(cg), Some(dir)) = (cg, dir) {
+            if let Some(dir) = dir {
                 let max = dir.join("pids.max");
                 let previous = std::fs::read_to_string(&max).map_err(|e| failed(&max, e))?;
                 let previous = previous.trim().to_string();
-                let stats = cg.pids().map_err(OpsError::from_cgroup)?.ok_or_else(|| {
-                    OpsError::Failed(format!("{}: no pids counters", dir.display()))
-                })?;
-                if stats.max.is_some_and(|m| m <= stats.current) {
+                // 0, not the tasks there now: a slot freed by a kill (or
+                // the OOM killer) is never a member's to fork into.
+                if previous == "0" {
                     return Ok(None);
                 }
                 let hold = ForkHold::Cgroup {
                     dir,
                     previous,
-                    held_at: stats.current,
+                    held_at: 0,
                 };
                 note_hold(&hold);
-                std::fs::write(&max, format!("{}\n", stats.current)).map_err(|e| {
+                std::fs::write(&max, "0\n").map_err(|e| {
                     let _ = std::fs::remove_file(fork_hold_note());
                     failed(&max, e)
                 })?;
@@ -585,19 +611,16 @@ impl SystemOps for LinuxOps {
             return Ok(None);
         }
         let sysctl = self.proc_root.join("sys/kernel/threads-max");
-        let loadavg = self.proc_root.join("loadavg");
         let previous: u64 = std::fs::read_to_string(&sysctl)
             .map_err(|e| failed(&sysctl, e))?
             .trim()
             .parse()
             .map_err(|e| OpsError::Failed(format!("{}: {e}", sysctl.display())))?;
-        let tasks = std::fs::read(&loadavg)
-            .map_err(|e| failed(&loadavg, e))
-            .and_then(|t| {
-                selfheal_procfs::loadavg::parse_loadavg_tasks(&t)
-                    .ok_or_else(|| OpsError::Failed(format!("{}: malformed", loadavg.display())))
-            })?;
-        let held_at = tasks.max(MIN_THREADS_MAX);
+        // The floor, not the tasks running now: a slot freed by a
+        // kill (or the OOM killer) is never a member's to fork into, and
+        // the bystanders' cost is the same while the bomb lives (it takes
+        // every free slot the moment one frees).
+        let held_at = MIN_THREADS_MAX;
         if held_at >= previous {
             return Ok(None);
         }
